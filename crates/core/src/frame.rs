@@ -1,0 +1,327 @@
+//! The wire frame codec of docs/wire-protocol.md.
+//!
+//! A frame is `kind: u8`, `len: u32` big-endian, then `len` payload bytes. This module
+//! only turns frames into bytes and bytes into frames; it never reads a socket. Decoding
+//! is incremental: [`Frame::decode`] returns `Ok(None)` until a whole frame is buffered,
+//! and refuses (never panics on) anything malformed, including oversized lengths, so a
+//! hostile peer cannot make the reader allocate more than [`MAX_PAYLOAD`].
+
+use crate::{CoreError, Flags, FolderName, MoveId, SourceId};
+
+/// Protocol version carried in the OPEN frame.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest payload a decoder accepts, for any frame.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Bytes of the frame header (`kind` + `len`).
+pub const HEADER_LEN: usize = 5;
+/// The HTTP `Upgrade` token that switches a connection to this protocol.
+pub const UPGRADE_TOKEN: &str = "mailferry-frames/1";
+
+/// Frame kinds; client-to-server below 0x80, server-to-client from 0x80.
+pub mod kind {
+    /// Client: start of a session.
+    pub const OPEN: u8 = 0x01;
+    /// Client: start of one message.
+    pub const MESSAGE: u8 = 0x02;
+    /// Client: a piece of the current message's body.
+    pub const DATA: u8 = 0x03;
+    /// Client: end of the current message, with its SHA-256.
+    pub const END: u8 = 0x04;
+    /// Client: make everything sent so far durable and acknowledge it now.
+    pub const FLUSH: u8 = 0x05;
+    /// Client: no more messages; close after the final acknowledgement.
+    pub const CLOSE: u8 = 0x06;
+    /// Server: messages that are now durable.
+    pub const ACK: u8 = 0x81;
+    /// Server: one message refused, with the reason; the session goes on.
+    pub const REJECT: u8 = 0x82;
+    /// Server: the session failed and ends.
+    pub const ERROR: u8 = 0x83;
+    /// Server: answer to CLOSE, everything is durable.
+    pub const CLOSED: u8 = 0x84;
+}
+
+/// What happened to an acknowledged message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckStatus {
+    /// Newly stored and durable.
+    Stored = 0,
+    /// Already in the store (same folder, source id and content); nothing written.
+    Duplicate = 1,
+}
+
+/// The per-message header frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageHeader {
+    /// Sequence number chosen by the client, unique within the session.
+    pub seq: u64,
+    /// Folder at the source.
+    pub folder: FolderName,
+    /// The source's id of the message.
+    pub source_id: SourceId,
+    /// Flags at the source.
+    pub flags: Flags,
+    /// Internal date, Unix seconds.
+    pub internal_date: i64,
+    /// Exact size of the body that follows.
+    pub size: u64,
+}
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Start of a session.
+    Open {
+        /// Protocol version of the client.
+        version: u16,
+        /// The move this session belongs to.
+        move_id: MoveId,
+    },
+    /// Start of one message.
+    Message(MessageHeader),
+    /// A piece of the current message.
+    Data(Vec<u8>),
+    /// End of the current message.
+    End {
+        /// Sequence number of the message being ended.
+        seq: u64,
+        /// SHA-256 of the whole body, as the client computed it.
+        sha256: [u8; 32],
+    },
+    /// Commit now.
+    Flush,
+    /// No more messages.
+    Close,
+    /// Durable messages.
+    Ack(Vec<(u64, AckStatus)>),
+    /// One message refused.
+    Reject {
+        /// The refused message.
+        seq: u64,
+        /// Why, in words an admin can act on.
+        reason: String,
+    },
+    /// Fatal session error.
+    Error {
+        /// HTTP-like status code (see docs/wire-protocol.md).
+        code: u16,
+        /// What went wrong.
+        message: String,
+    },
+    /// Everything is durable; the server closes.
+    Closed,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let len = u16::try_from(s.len()).expect("strings in frames are validated to < 64 KiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Writes the 5-byte header of a DATA frame; the caller appends `len` body bytes.
+/// This lets a sender frame a buffer it already holds without copying it.
+pub fn encode_data_header(len: usize, out: &mut Vec<u8>) {
+    assert!(len <= MAX_PAYLOAD, "DATA frame of {len} bytes exceeds MAX_PAYLOAD");
+    out.push(kind::DATA);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+}
+
+impl Frame {
+    /// Appends the encoded frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER_LEN]);
+        let k = match self {
+            Frame::Open { version, move_id } => {
+                out.extend_from_slice(&version.to_be_bytes());
+                out.extend_from_slice(&move_id.0);
+                kind::OPEN
+            }
+            Frame::Message(h) => {
+                out.extend_from_slice(&h.seq.to_be_bytes());
+                out.extend_from_slice(&h.internal_date.to_be_bytes());
+                out.extend_from_slice(&h.size.to_be_bytes());
+                put_str(out, h.folder.as_str());
+                put_str(out, h.source_id.as_str());
+                put_str(out, h.flags.as_str());
+                kind::MESSAGE
+            }
+            Frame::Data(d) => {
+                out.extend_from_slice(d);
+                kind::DATA
+            }
+            Frame::End { seq, sha256 } => {
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(sha256);
+                kind::END
+            }
+            Frame::Flush => kind::FLUSH,
+            Frame::Close => kind::CLOSE,
+            Frame::Ack(items) => {
+                out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+                for (seq, st) in items {
+                    out.extend_from_slice(&seq.to_be_bytes());
+                    out.push(*st as u8);
+                }
+                kind::ACK
+            }
+            Frame::Reject { seq, reason } => {
+                out.extend_from_slice(&seq.to_be_bytes());
+                put_str(out, truncate_utf8(reason, 4096));
+                kind::REJECT
+            }
+            Frame::Error { code, message } => {
+                out.extend_from_slice(&code.to_be_bytes());
+                put_str(out, truncate_utf8(message, 4096));
+                kind::ERROR
+            }
+            Frame::Closed => kind::CLOSED,
+        };
+        let len = out.len() - start - HEADER_LEN;
+        assert!(len <= MAX_PAYLOAD, "frame payload of {len} bytes exceeds MAX_PAYLOAD");
+        out[start] = k;
+        out[start + 1..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    }
+
+    /// Decodes one frame from the front of `buf`: `Ok(None)` if more bytes are needed,
+    /// else the frame and how many bytes it used.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, CoreError> {
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let k = buf[0];
+        let len = u32::from_be_bytes(buf[1..5].try_into().expect("4 bytes")) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(CoreError::Frame(format!(
+                "frame kind 0x{k:02x} declares {len} bytes, more than the {MAX_PAYLOAD} allowed"
+            )));
+        }
+        if buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let mut r = Reader {
+            buf: &buf[HEADER_LEN..HEADER_LEN + len],
+            kind: k,
+        };
+        let frame = match k {
+            kind::OPEN => Frame::Open {
+                version: r.u16()?,
+                move_id: MoveId(r.array()?),
+            },
+            kind::MESSAGE => {
+                let seq = r.u64()?;
+                let internal_date = r.u64()? as i64;
+                let size = r.u64()?;
+                let folder = FolderName::parse(r.str()?)?;
+                let source_id = SourceId::parse(r.str()?)?;
+                let raw_flags = r.str()?;
+                let flags = Flags::from_maildir(raw_flags)?;
+                if flags.as_str() != raw_flags {
+                    return Err(r.err("flags must be sorted and unique"));
+                }
+                Frame::Message(MessageHeader {
+                    seq,
+                    folder,
+                    source_id,
+                    flags,
+                    internal_date,
+                    size,
+                })
+            }
+            kind::DATA => Frame::Data(r.rest().to_vec()),
+            kind::END => Frame::End {
+                seq: r.u64()?,
+                sha256: r.array()?,
+            },
+            kind::FLUSH => Frame::Flush,
+            kind::CLOSE => Frame::Close,
+            kind::ACK => {
+                let n = r.u32()? as usize;
+                if n > r.buf.len() / 9 {
+                    return Err(r.err("ACK count larger than its payload"));
+                }
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let seq = r.u64()?;
+                    let st = match r.u8()? {
+                        0 => AckStatus::Stored,
+                        1 => AckStatus::Duplicate,
+                        other => return Err(r.err(&format!("unknown ACK status {other}"))),
+                    };
+                    items.push((seq, st));
+                }
+                Frame::Ack(items)
+            }
+            kind::REJECT => Frame::Reject {
+                seq: r.u64()?,
+                reason: r.str()?.to_string(),
+            },
+            kind::ERROR => Frame::Error {
+                code: r.u16()?,
+                message: r.str()?.to_string(),
+            },
+            kind::CLOSED => Frame::Closed,
+            other => return Err(CoreError::Frame(format!("unknown frame kind 0x{other:02x}"))),
+        };
+        if !r.buf.is_empty() {
+            return Err(r.err("trailing bytes after the frame's fields"));
+        }
+        Ok(Some((frame, HEADER_LEN + len)))
+    }
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    kind: u8,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, what: &str) -> CoreError {
+        CoreError::Frame(format!("frame kind 0x{:02x}: {what}", self.kind))
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CoreError> {
+        if self.buf.len() < n {
+            return Err(self.err("payload shorter than its fields"));
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CoreError> {
+        Ok(self.take(N)?.try_into().expect("length checked"))
+    }
+    fn u8(&mut self) -> Result<u8, CoreError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, CoreError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, CoreError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, CoreError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn str(&mut self) -> Result<&'a str, CoreError> {
+        let n = self.u16()? as usize;
+        let b = self.take(n)?;
+        std::str::from_utf8(b).map_err(|_| self.err("string is not UTF-8"))
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+use super::*;
+use proptest::prelude::*;
+
+fn sample_frames() -> Vec<Frame> {
+    vec![
+        Frame::Open {
+            version: PROTOCOL_VERSION,
+            move_id: MoveId([7; 16]),
+        },
+        Frame::Message(MessageHeader {
+            seq: 42,
+            folder: FolderName::parse("Archive/Entwürfe").unwrap(),
+            source_id: SourceId::parse("1700000000.M1P2.host").unwrap(),
+            flags: Flags::from_maildir("SR").unwrap(),
+            internal_date: 1_700_000_000,
+            size: 5,
+        }),
+        Frame::Data(b"hello".to_vec()),
+        Frame::End {
+            seq: 42,
+            sha256: [0xab; 32],
+        },
+        Frame::Flush,
+        Frame::Close,
+        Frame::Ack(vec![(1, AckStatus::Stored), (2, AckStatus::Duplicate)]),
+        Frame::Reject {
+            seq: 3,
+            reason: "sha256 mismatch".into(),
+        },
+        Frame::Error {
+            code: 401,
+            message: "bad token".into(),
+        },
+        Frame::Closed,
+    ]
+}
+
+#[test]
+fn every_frame_round_trips_and_streams_byte_by_byte() {
+    let mut all = Vec::new();
+    for f in sample_frames() {
+        f.encode(&mut all);
+    }
+    // Feed the stream one byte at a time: the decoder must wait, never misparse.
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    for b in all {
+        buf.push(b);
+        if let Some((f, n)) = Frame::decode(&buf).unwrap() {
+            assert_eq!(n, buf.len());
+            buf.clear();
+            got.push(f);
+        }
+    }
+    assert!(buf.is_empty());
+    assert_eq!(got, sample_frames());
+}
+
+#[test]
+fn oversized_length_is_refused_before_buffering() {
+    let mut b = vec![kind::DATA];
+    b.extend_from_slice(&u32::MAX.to_be_bytes());
+    let e = Frame::decode(&b).unwrap_err().to_string();
+    assert!(e.contains("more than"), "{e}");
+}
+
+#[test]
+fn hostile_folder_in_message_frame_is_refused() {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&1u64.to_be_bytes());
+    payload.extend_from_slice(&0u64.to_be_bytes());
+    payload.extend_from_slice(&0u64.to_be_bytes());
+    for s in ["../../etc", "x", ""] {
+        payload.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        payload.extend_from_slice(s.as_bytes());
+    }
+    let mut b = vec![kind::MESSAGE];
+    b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    b.extend_from_slice(&payload);
+    let e = Frame::decode(&b).unwrap_err().to_string();
+    assert!(e.contains("folder name"), "{e}");
+}
+
+#[test]
+fn data_header_matches_full_encoding() {
+    let mut a = Vec::new();
+    Frame::Data(vec![1, 2, 3]).encode(&mut a);
+    let mut b = Vec::new();
+    encode_data_header(3, &mut b);
+    b.extend_from_slice(&[1, 2, 3]);
+    assert_eq!(a, b);
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = Frame::decode(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_payloads_with_valid_header_never_panic(
+        k in any::<u8>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut b = vec![k];
+        b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        b.extend_from_slice(&payload);
+        if let Ok(Some((f, n))) = Frame::decode(&b) {
+            prop_assert_eq!(n, b.len());
+            // Whatever decodes must re-encode to the same bytes.
+            let mut again = Vec::new();
+            f.encode(&mut again);
+            prop_assert_eq!(again, b);
+        }
+    }
+}

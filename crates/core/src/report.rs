@@ -1,0 +1,61 @@
+//! The move report: what one move did, in numbers and named items.
+//!
+//! The JSON form of [`MoveReport`] is a stable interface (`mailferry move --json`);
+//! fields are only ever added.
+
+use serde::{Deserialize, Serialize};
+
+/// An item that could not be moved, named so an admin can find it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadItem {
+    /// Where the item is at the source (`folder/source-id` or a path).
+    pub item: String,
+    /// Why it was not moved.
+    pub reason: String,
+}
+
+/// Seconds spent in each stage of the pipeline (wall time on the stage's own thread).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageSeconds {
+    /// Listing and reading source files.
+    pub source_read: f64,
+    /// Store side: hashing, encrypting and appending to segments.
+    pub store_write: f64,
+    /// Store side: fsync of segments plus SQLite commit.
+    pub store_commit: f64,
+}
+
+/// The record of one move (one mailbox, one pass).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MoveReport {
+    /// The move's id.
+    pub move_id: String,
+    /// Destination mailbox.
+    pub mailbox: String,
+    /// The source as given (`maildir:/path`).
+    pub source: String,
+    /// Start, RFC 3339.
+    pub started_at: String,
+    /// End, RFC 3339.
+    pub finished_at: String,
+    /// Items found at the source.
+    pub items_total: u64,
+    /// Items newly stored by this pass.
+    pub items_moved: u64,
+    /// Items not sent again because they are already stored (checkpoint or store dedup).
+    pub items_skipped_duplicate: u64,
+    /// Items that could not be moved, each with its reason.
+    pub bad_items: Vec<BadItem>,
+    /// Bytes of newly stored messages.
+    pub bytes_moved: u64,
+    /// Wall time of the pass.
+    pub seconds: f64,
+    /// `bytes_moved / seconds`.
+    pub throughput_bytes_per_s: f64,
+    /// `items_moved / seconds`.
+    pub messages_per_s: f64,
+    /// Time by stage.
+    pub stages: StageSeconds,
+    /// Peak resident set size of the process, bytes (Linux VmHWM; 0 if unknown).
+    pub peak_rss_bytes: u64,
+}

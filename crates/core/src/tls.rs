@@ -1,0 +1,161 @@
+//! rustls configuration builders shared by the agent, the proxy and the store nodes.
+//!
+//! Always the ring provider (never aws-lc-rs), TLS 1.3 preferred with TLS 1.2 as the
+//! floor, and no way to build a client that skips certificate verification. Certificates
+//! for loopback and self-hosted deployments come from a small local CA made with rcgen.
+//! This module builds configurations; it opens no sockets and writes no files.
+
+use crate::CoreError;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::sync::Arc;
+
+/// A certificate authority created on this machine, able to issue server certificates.
+pub struct LocalCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate chain with its private key.
+pub struct Identity {
+    /// Leaf first, then the issuing CA.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// PKCS#8 private key of the leaf. Secret: never logged.
+    pub key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("chain_len", &self.chain.len())
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+fn tls_err(what: &str) -> impl FnOnce(rcgen::Error) -> CoreError + '_ {
+    move |e| CoreError::Tls(format!("{what}: {e}"))
+}
+
+impl LocalCa {
+    /// A fresh CA (ECDSA P-256) named `name`.
+    pub fn generate(name: &str) -> Result<LocalCa, CoreError> {
+        let key = rcgen::KeyPair::generate().map_err(tls_err("generating the CA key"))?;
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CA parameters"))?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key)
+            .map_err(tls_err("self-signing the CA"))?;
+        Ok(LocalCa { issuer })
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    /// The CA certificate, PEM: what clients must trust.
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Issues a server certificate for `names` (DNS names or IP addresses).
+    pub fn issue_server(&self, names: &[&str]) -> Result<Identity, CoreError> {
+        let key = rcgen::KeyPair::generate().map_err(tls_err("generating the server key"))?;
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .map_err(tls_err("server certificate parameters"))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("mailferry"));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(tls_err("signing the server certificate"))?;
+        Ok(Identity {
+            chain: vec![cert.der().clone(), self.cert_der()],
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+        })
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// Server configuration: TLS 1.3 and 1.2 (ring's suites are all AEAD with forward
+/// secrecy), ALPN `http/1.1`.
+pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, CoreError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| CoreError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key()))
+        .map_err(|e| CoreError::Tls(format!("server certificate refused: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Client configuration that trusts exactly `roots` (no system roots, no bypass).
+pub fn client_config(
+    roots: &[CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, CoreError> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store
+            .add(r.clone())
+            .map_err(|e| CoreError::Tls(format!("CA certificate refused: {e}")))?;
+    }
+    if store.is_empty() {
+        return Err(CoreError::Tls("no CA certificate to trust".into()));
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| CoreError::Tls(e.to_string()))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Parses every `CERTIFICATE` block of a PEM file.
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CoreError> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    let certs = certs.map_err(|e| CoreError::Tls(format!("PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(CoreError::Tls("the PEM file holds no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_chain_builds_configs_and_pem_round_trips() {
+        let ca = LocalCa::generate("test CA").unwrap();
+        let id = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+        assert_eq!(id.chain.len(), 2);
+        server_config(&id).unwrap();
+        let roots = certs_from_pem(ca.cert_pem().as_bytes()).unwrap();
+        assert_eq!(roots[0], ca.cert_der());
+        client_config(&roots).unwrap();
+        assert!(!format!("{id:?}").contains("key: ["), "{id:?}");
+    }
+
+    #[test]
+    fn pem_without_certificates_is_an_error() {
+        assert!(certs_from_pem(b"not pem").is_err());
+        assert!(client_config(&[]).is_err());
+    }
+}
