@@ -1,1 +1,14 @@
-//! placeholder
+//! mailferry-agent: the replication agent.
+//!
+//! Reads source mailboxes ([`source`]), remembers what the store has acknowledged
+//! ([`state`]), and streams messages to a proxy over HTTPS in the wire protocol
+//! ([`client`], [`pass`]). The agent never links the store or the proxy: everything it
+//! knows about the destination comes over the wire.
+
+pub mod client;
+pub mod error;
+pub mod pass;
+pub mod source;
+pub mod state;
+
+pub use error::AgentError;

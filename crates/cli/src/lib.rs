@@ -1,1 +1,13 @@
-//! placeholder
+//! The mailferry application: wires the agent, proxy and store together for the
+//! command line (`move`, `export`, `volume`, `demo`). The `mailferry` binary only parses
+//! flags and maps results to exit codes; everything it runs lives here, with tests.
+
+pub mod compare;
+pub mod demo;
+pub mod error;
+pub mod export;
+pub mod moving;
+pub mod rss;
+pub mod sample;
+
+pub use error::AppError;

@@ -1,1 +1,385 @@
-fn main() {}
+//! The `mailferry` binary: parses flags, runs the library, maps the result to an exit
+//! code (0 ok, 1 failed, 2 usage or configuration error). Nothing else lives here.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mailferry_cli::{demo, export, moving, AppError};
+use mailferry_core::profile::Profile;
+use mailferry_core::MailboxAddr;
+use mailferry_store::Volume;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mailferry",
+    version,
+    about = "Encrypted mailbox migration: move, verify and export mailboxes.",
+    after_help = "Examples:
+  mailferry demo                                    # a complete move with nothing to set up
+  mailferry volume init --volume /srv/vol --key-file /root/vol.key
+  mailferry move --source maildir:/home/alice/Maildir --mailbox alice@example.com \\
+       --volume /srv/vol --key-file /root/vol.key --state /var/lib/mailferry/alice
+  mailferry export --volume /srv/vol --key-file /root/vol.key --mailbox alice@example.com \\
+       --format maildir --out /tmp/alice-export
+  mailferry volume verify --volume /srv/vol --key-file /root/vol.key
+
+Exit codes: 0 ok, 1 the command ran and failed (bad or damaged items, lost connection),
+2 usage or configuration error (flags, profile, wrong key)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a sample mailbox, move it into a new encrypted volume, export it back and compare.
+    Demo {
+        /// Directory for everything the demo creates.
+        #[arg(long, default_value = "mailferry-demo")]
+        data: PathBuf,
+        /// Messages in the generated mailbox.
+        #[arg(long, default_value_t = 600)]
+        messages: usize,
+        /// Print the demo's result as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move one mailbox into a volume (agent, proxy and store in this process, over loopback HTTPS).
+    Move {
+        /// Source: maildir:PATH.
+        #[arg(long)]
+        source: String,
+        /// Destination mailbox address.
+        #[arg(long)]
+        mailbox: String,
+        /// Volume directory (created by `volume init`).
+        #[arg(long)]
+        volume: PathBuf,
+        /// The volume's key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// State directory of this move (checkpoint, reports); one per mailbox.
+        #[arg(long)]
+        state: PathBuf,
+        /// Migration profile (TOML); the embedded default when absent.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Print the move report as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a mailbox back out of a volume.
+    Export {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        /// The volume's key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Mailbox address.
+        #[arg(long)]
+        mailbox: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Maildir)]
+        format: Format,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the outcome as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create and check encrypted volumes.
+    Volume {
+        #[command(subcommand)]
+        cmd: VolumeCmd,
+    },
+    /// Check or print migration profiles.
+    Profile {
+        #[command(subcommand)]
+        cmd: ProfileCmd,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Maildir++ (folders as .Name.Sub, flags in file names).
+    Maildir,
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// Create a volume; creates the key file (32 random bytes, mode 0600) if it does not exist.
+    Init {
+        /// Volume directory (must not hold a volume).
+        #[arg(long)]
+        volume: PathBuf,
+        /// Key file.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Authenticate every chunk of every message and check the index against the segments.
+    Verify {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        /// The volume's key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfileCmd {
+    /// Parse a profile and report every problem at once.
+    Check {
+        /// The profile file.
+        file: PathBuf,
+    },
+    /// Print the embedded default profile.
+    Default,
+}
+
+fn load_profile(path: Option<&Path>) -> Result<Profile, AppError> {
+    match path {
+        None => Ok(Profile::embedded_default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| AppError::io(p, e))?;
+            Ok(Profile::parse(&text, &p.display().to_string())?)
+        }
+    }
+}
+
+fn mailbox(s: &str) -> Result<MailboxAddr, AppError> {
+    Ok(MailboxAddr::parse(s)?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+async fn run(cli: Cli) -> Result<(), AppError> {
+    let tty = std::io::stderr().is_terminal();
+    match cli.cmd {
+        Cmd::Demo {
+            data,
+            messages,
+            json,
+        } => {
+            let out = demo::run_demo(&data, messages, tty && !json).await?;
+            if json {
+                print_json(&out);
+            } else {
+                println!("mailferry demo: a complete move through the real pipeline\n");
+                if out.generated_messages > 0 {
+                    println!(
+                        "1. generated a sample mailbox of {} messages   {}",
+                        out.generated_messages,
+                        out.source.display()
+                    );
+                } else {
+                    println!(
+                        "1. reused the sample mailbox                    {}",
+                        out.source.display()
+                    );
+                }
+                println!(
+                    "2. key file (keep it secret, keep a copy)         {}",
+                    out.key_file.display()
+                );
+                println!(
+                    "   encrypted volume                               {}",
+                    out.volume.display()
+                );
+                println!("3. {}", moving::summary(&out.report));
+                println!(
+                    "   move report                                    {}",
+                    out.state.join("report.json").display()
+                );
+                println!(
+                    "4. exported {} messages ({:.1} MB)              {}",
+                    out.exported.exported,
+                    out.exported.bytes as f64 / 1e6,
+                    out.export.display()
+                );
+                println!(
+                    "5. compared source and export: {} identical, {} missing, {} extra, {} different",
+                    out.comparison.identical,
+                    out.comparison.missing.len(),
+                    out.comparison.extra.len(),
+                    out.comparison.different.len()
+                );
+            }
+            if !out.comparison.is_identical() || !out.exported.damaged.is_empty() {
+                return Err(AppError::Failed(
+                    "the exported mailbox differs from the source".into(),
+                ));
+            }
+            Ok(())
+        }
+        Cmd::Move {
+            source,
+            mailbox: mb,
+            volume,
+            key_file,
+            state,
+            profile,
+            json,
+        } => {
+            let args = moving::MoveArgs {
+                source,
+                mailbox: mailbox(&mb)?,
+                volume,
+                key_file,
+                state,
+                profile: load_profile(profile.as_deref())?,
+                progress_bar: tty && !json,
+            };
+            let report = moving::run_move(&args).await?;
+            eprintln!("{}", moving::summary(&report));
+            if json {
+                print_json(&report);
+            }
+            if !report.bad_items.is_empty() {
+                return Err(AppError::Failed(format!(
+                    "{} item(s) could not be moved (listed above and in {}); everything else is stored",
+                    report.bad_items.len(),
+                    args.state.join("report.json").display()
+                )));
+            }
+            Ok(())
+        }
+        Cmd::Export {
+            volume,
+            key_file,
+            mailbox: mb,
+            format: Format::Maildir,
+            out,
+            json,
+        } => {
+            let mb = mailbox(&mb)?;
+            let v = Volume::open(&volume, &key_file, &Profile::embedded_default().store)?;
+            let outcome = export::export_maildir(&v, &mb, &out)?;
+            eprintln!(
+                "exported {} messages ({} bytes) of {mb} to {}",
+                outcome.exported,
+                outcome.bytes,
+                out.display()
+            );
+            for d in &outcome.damaged {
+                eprintln!("  damaged item {}: {}", d.item, d.reason);
+            }
+            if json {
+                print_json(&outcome);
+            }
+            if !outcome.damaged.is_empty() {
+                return Err(AppError::Failed(format!(
+                    "{} damaged item(s) were not exported; every other message was",
+                    outcome.damaged.len()
+                )));
+            }
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd: VolumeCmd::Init { volume, key_file },
+        } => {
+            let out = Volume::init(&volume, &key_file)?;
+            println!(
+                "created volume {} (id {})",
+                volume.display(),
+                hex::encode(out.volume_id)
+            );
+            if out.key_file_created {
+                println!(
+                    "created key file {} (32 random bytes, mode 0600). Without it the volume cannot be read: keep a copy somewhere safe.",
+                    key_file.display()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd:
+                VolumeCmd::Verify {
+                    volume,
+                    key_file,
+                    json,
+                },
+        } => {
+            let v = Volume::open(&volume, &key_file, &Profile::embedded_default().store)?;
+            let report = v.verify()?;
+            eprintln!(
+                "checked {} messages ({} bytes): {} damaged",
+                report.messages_checked,
+                report.bytes_checked,
+                report.damaged.len()
+            );
+            for d in &report.damaged {
+                eprintln!("  damaged item {} in {}: {}", d.item, d.mailbox, d.reason);
+            }
+            if json {
+                print_json(&serde_json::json!({
+                    "messages_checked": report.messages_checked,
+                    "bytes_checked": report.bytes_checked,
+                    "damaged": report.damaged.iter().map(|d| serde_json::json!({
+                        "mailbox": d.mailbox, "item": d.item, "reason": d.reason,
+                    })).collect::<Vec<_>>(),
+                }));
+            }
+            if !report.damaged.is_empty() {
+                return Err(AppError::Failed(format!(
+                    "{} damaged item(s)",
+                    report.damaged.len()
+                )));
+            }
+            Ok(())
+        }
+        Cmd::Profile {
+            cmd: ProfileCmd::Check { file },
+        } => {
+            let p = load_profile(Some(&file))?;
+            println!("{}: ok (profile {:?})", file.display(), p.name);
+            Ok(())
+        }
+        Cmd::Profile {
+            cmd: ProfileCmd::Default,
+        } => {
+            print!("{}", mailferry_core::profile::DEFAULT_PROFILE);
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.exit_code();
+            let e = anyhow::Error::new(e).context("mailferry");
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -121,7 +121,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// Writes the 5-byte header of a DATA frame; the caller appends `len` body bytes.
 /// This lets a sender frame a buffer it already holds without copying it.
 pub fn encode_data_header(len: usize, out: &mut Vec<u8>) {
-    assert!(len <= MAX_PAYLOAD, "DATA frame of {len} bytes exceeds MAX_PAYLOAD");
+    assert!(
+        len <= MAX_PAYLOAD,
+        "DATA frame of {len} bytes exceeds MAX_PAYLOAD"
+    );
     out.push(kind::DATA);
     out.extend_from_slice(&(len as u32).to_be_bytes());
 }
@@ -178,7 +181,10 @@ impl Frame {
             Frame::Closed => kind::CLOSED,
         };
         let len = out.len() - start - HEADER_LEN;
-        assert!(len <= MAX_PAYLOAD, "frame payload of {len} bytes exceeds MAX_PAYLOAD");
+        assert!(
+            len <= MAX_PAYLOAD,
+            "frame payload of {len} bytes exceeds MAX_PAYLOAD"
+        );
         out[start] = k;
         out[start + 1..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
     }
@@ -261,12 +267,58 @@ impl Frame {
                 message: r.str()?.to_string(),
             },
             kind::CLOSED => Frame::Closed,
-            other => return Err(CoreError::Frame(format!("unknown frame kind 0x{other:02x}"))),
+            other => {
+                return Err(CoreError::Frame(format!(
+                    "unknown frame kind 0x{other:02x}"
+                )))
+            }
         };
         if !r.buf.is_empty() {
             return Err(r.err("trailing bytes after the frame's fields"));
         }
         Ok(Some((frame, HEADER_LEN + len)))
+    }
+}
+
+/// Reassembles frames from a byte stream read in arbitrary pieces.
+///
+/// Holds at most one partial frame plus what was pushed since the last drain, so a
+/// reader that pushes bounded reads and drains after each push uses bounded memory.
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameBuffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, if one is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, CoreError> {
+        match Frame::decode(&self.buf[self.start..])? {
+            Some((f, n)) => {
+                self.start += n;
+                Ok(Some(f))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes of a frame that has started but not finished (0 at a frame boundary).
+    pub fn partial_len(&self) -> usize {
+        self.buf.len() - self.start
     }
 }
 

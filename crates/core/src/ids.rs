@@ -143,7 +143,9 @@ impl FolderName {
         }
         for part in s.split('/') {
             if part.is_empty() {
-                return Err(bad("it has an empty component (leading, trailing or double '/')"));
+                return Err(bad(
+                    "it has an empty component (leading, trailing or double '/')",
+                ));
             }
             if part == "." || part == ".." {
                 return Err(bad("it has a '.' or '..' component"));
@@ -207,7 +209,9 @@ impl SourceId {
         if s.is_empty() || s.len() > 255 {
             return Err(bad("it must be 1 to 255 bytes long"));
         }
-        if s.chars().any(|c| c.is_control() || c == '/' || c == ':' || c == '\\') {
+        if s.chars()
+            .any(|c| c.is_control() || c == '/' || c == ':' || c == '\\')
+        {
             return Err(bad("it contains '/', ':', '\\' or control characters"));
         }
         if s == "." || s == ".." || s.starts_with('.') {

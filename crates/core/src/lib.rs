@@ -9,6 +9,7 @@
 pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod mutf7;
 pub mod profile;
 pub mod report;
 pub mod secret;

@@ -105,7 +105,17 @@ impl Default for StoreSettings {
 
 /// Known keys per table, for reporting every unknown key rather than the first.
 const KNOWN: &[(&str, &[&str])] = &[
-    ("", &["name", "description", "source", "transport", "commit", "store"]),
+    (
+        "",
+        &[
+            "name",
+            "description",
+            "source",
+            "transport",
+            "commit",
+            "store",
+        ],
+    ),
     ("source", &["exclude_folders"]),
     ("transport", &["frame_bytes"]),
     ("commit", &["max_messages", "max_bytes", "max_delay_ms"]),
@@ -158,7 +168,10 @@ impl Profile {
                     match v.clone().try_into() {
                         Ok(s) => profile.$field = s,
                         Err(e) => {
-                            if !problems.iter().any(|p| p.starts_with(concat!("unknown key `", $name, "."))) {
+                            if !problems
+                                .iter()
+                                .any(|p| p.starts_with(concat!("unknown key `", $name, ".")))
+                            {
                                 problems.push(format!("[{}]: {}", $name, e.to_string().trim()));
                             }
                         }

@@ -39,8 +39,8 @@ impl LocalCa {
     /// A fresh CA (ECDSA P-256) named `name`.
     pub fn generate(name: &str) -> Result<LocalCa, CoreError> {
         let key = rcgen::KeyPair::generate().map_err(tls_err("generating the CA key"))?;
-        let mut params =
-            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CA parameters"))?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(tls_err("CA parameters"))?;
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
         params
             .distinguished_name
@@ -67,13 +67,13 @@ impl LocalCa {
     /// Issues a server certificate for `names` (DNS names or IP addresses).
     pub fn issue_server(&self, names: &[&str]) -> Result<Identity, CoreError> {
         let key = rcgen::KeyPair::generate().map_err(tls_err("generating the server key"))?;
-        let mut params = rcgen::CertificateParams::new(
-            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .map_err(tls_err("server certificate parameters"))?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("mailferry"));
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .map_err(tls_err("server certificate parameters"))?;
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("mailferry"),
+        );
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params
             .signed_by(&key, &self.issuer)
@@ -89,7 +89,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// Server configuration: TLS 1.3 and 1.2 (ring's suites are all AEAD with forward
 /// secrecy), ALPN `http/1.1`.
@@ -132,7 +133,9 @@ pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CoreEr
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
     let certs = certs.map_err(|e| CoreError::Tls(format!("PEM certificates: {e}")))?;
     if certs.is_empty() {
-        return Err(CoreError::Tls("the PEM file holds no CERTIFICATE block".into()));
+        return Err(CoreError::Tls(
+            "the PEM file holds no CERTIFICATE block".into(),
+        ));
     }
     Ok(certs)
 }

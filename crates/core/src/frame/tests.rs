@@ -114,3 +114,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn frame_buffer_reassembles_odd_pieces() {
+    let mut all = Vec::new();
+    for f in sample_frames() {
+        f.encode(&mut all);
+    }
+    let mut fb = FrameBuffer::new();
+    let mut got = Vec::new();
+    for piece in all.chunks(7) {
+        fb.push(piece);
+        while let Some(f) = fb.next_frame().unwrap() {
+            got.push(f);
+        }
+    }
+    assert_eq!(fb.partial_len(), 0);
+    assert_eq!(got, sample_frames());
+}

@@ -3,20 +3,41 @@ use super::*;
 #[test]
 fn hostile_folder_names_are_refused() {
     for bad in [
-        "", "../etc", "a/../b", "a//b", "/abs", "trail/", "a\0b", "a\\b", ".hidden", "x/.",
+        "",
+        "../etc",
+        "a/../b",
+        "a//b",
+        "/abs",
+        "trail/",
+        "a\0b",
+        "a\\b",
+        ".hidden",
+        "x/.",
         "tab\there",
     ] {
         assert!(FolderName::parse(bad).is_err(), "{bad:?} accepted");
     }
-    for good in ["INBOX", "Archive/2024", "Entwürfe", "Sent Items", "日本語/フォルダ"] {
+    for good in [
+        "INBOX",
+        "Archive/2024",
+        "Entwürfe",
+        "Sent Items",
+        "日本語/フォルダ",
+    ] {
         assert_eq!(FolderName::parse(good).unwrap().as_str(), good);
     }
 }
 
 #[test]
 fn mailbox_is_lowercased_and_checked() {
-    assert_eq!(MailboxAddr::parse("Alice@Example.COM").unwrap().as_str(), "alice@example.com");
-    assert_eq!(MailboxAddr::parse("bob@example.org").unwrap().domain(), "example.org");
+    assert_eq!(
+        MailboxAddr::parse("Alice@Example.COM").unwrap().as_str(),
+        "alice@example.com"
+    );
+    assert_eq!(
+        MailboxAddr::parse("bob@example.org").unwrap().domain(),
+        "example.org"
+    );
     for bad in ["", "nodomain", "@x", "x@", "a b@c", "a/b@c", "a@b@c"] {
         assert!(MailboxAddr::parse(bad).is_err(), "{bad:?} accepted");
     }

@@ -23,7 +23,13 @@ fn every_problem_is_reported_at_once() {
         segment_max_bytes = "big"
     "#;
     let e = Profile::parse(text, "bad.toml").unwrap_err().to_string();
-    for needle in ["bad.toml", "`nmae`", "`commit.max_mesages`", "transport.frame_bytes", "[store]"] {
+    for needle in [
+        "bad.toml",
+        "`nmae`",
+        "`commit.max_mesages`",
+        "transport.frame_bytes",
+        "[store]",
+    ] {
         assert!(e.contains(needle), "missing {needle:?} in {e}");
     }
 }

@@ -1,0 +1,148 @@
+//! The HTTPS client side of the wire protocol: TLS to the proxy, the upgrade request,
+//! and the raw frame stream it yields.
+//!
+//! Certificates are always verified against the roots given in [`Endpoint`]; there is
+//! no option to skip verification and no fallback to plain HTTP.
+
+use crate::AgentError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use mailferry_core::frame::UPGRADE_TOKEN;
+use mailferry_core::secret::SecretBytes;
+use mailferry_core::MailboxAddr;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
+
+/// Where the proxy is and how to trust and authenticate to it.
+pub struct Endpoint {
+    /// The URL as given (`https://127.0.0.1:8443`).
+    pub url: String,
+    host: String,
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    token: SecretBytes,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint at `url` (`https://host:port`) trusting exactly `roots`.
+    pub fn new(
+        url: &str,
+        roots: &[CertificateDer<'static>],
+        token: SecretBytes,
+    ) -> Result<Endpoint, AgentError> {
+        let bad = |reason: &str| AgentError::Transport {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| bad("not a URL (expected https://host:port)"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(bad(
+                "only https:// is supported: mail never travels in clear text",
+            ));
+        }
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Ok(Endpoint {
+            url: url.to_string(),
+            port: uri.port_u16().unwrap_or(443),
+            host,
+            tls: mailferry_core::tls::client_config(roots)?,
+            token,
+        })
+    }
+
+    fn err(&self, reason: impl std::fmt::Display) -> AgentError {
+        AgentError::Transport {
+            url: self.url.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Opens a frame stream for `mailbox`: TLS, then `POST .../stream` with an upgrade to
+    /// the frame protocol. Returns the raw bidirectional stream after `101`.
+    pub async fn open_stream(
+        &self,
+        mailbox: &MailboxAddr,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, AgentError> {
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| self.err(format!("cannot connect: {e}")))?;
+        tcp.set_nodelay(true).ok();
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|e| self.err(format!("bad server name: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| self.err(format!("TLS handshake failed: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| self.err(format!("HTTP handshake failed: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("client connection ended: {e}");
+            }
+        });
+        let path = format!(
+            "/v1/mailboxes/{}/stream",
+            percent_encoding::utf8_percent_encode(
+                mailbox.as_str(),
+                percent_encoding::NON_ALPHANUMERIC
+            )
+        );
+        let mut auth = HeaderValue::from_str(&format!(
+            "Bearer {}",
+            std::str::from_utf8(self.token.expose()).map_err(|_| self.err("token is not text"))?
+        ))
+        .map_err(|_| self.err("token contains characters not allowed in a header"))?;
+        auth.set_sensitive(true);
+        let req = Request::post(path)
+            .header(HOST, format!("{}:{}", self.host, self.port))
+            .header(AUTHORIZATION, auth)
+            .header(CONNECTION, "upgrade")
+            .header(UPGRADE, UPGRADE_TOKEN)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| self.err(e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.err(format!("request failed: {e}")))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status().as_u16();
+            let body = Limited::new(resp.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(AgentError::Refused {
+                url: self.url.clone(),
+                status,
+                message,
+            });
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| self.err(format!("upgrade failed: {e}")))?;
+        Ok(TokioIo::new(upgraded))
+    }
+}

@@ -1,0 +1,488 @@
+//! One pass of a move: list the source, skip what the checkpoint says is done, stream
+//! the rest, and record every acknowledgement.
+//!
+//! Three workers run at once: a blocking producer that reads source files into framed
+//! buffers, an async writer that sends them, and an async reader that takes ACK, REJECT
+//! and ERROR frames. A checkpoint thread makes acknowledgements durable in the state
+//! directory. Buffers pass through a bounded channel, so memory stays bounded whatever
+//! the message sizes: a 1 GiB message is read, framed and sent 256 KiB at a time.
+
+use crate::source::{Source, SourceItem};
+use crate::state::{CheckpointEntry, StateDir};
+use crate::{client::Endpoint, AgentError};
+use mailferry_core::frame::{self, AckStatus, Frame, FrameBuffer, MessageHeader};
+use mailferry_core::profile::Profile;
+use mailferry_core::report::BadItem;
+use mailferry_core::{FolderName, MailboxAddr, MoveId};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What a pass needs.
+pub struct PassConfig {
+    /// Where messages come from.
+    pub source: Box<dyn Source>,
+    /// Destination mailbox.
+    pub mailbox: MailboxAddr,
+    /// The agent's state directory for this move.
+    pub state_dir: PathBuf,
+    /// The proxy.
+    pub endpoint: Endpoint,
+    /// Migration profile.
+    pub profile: Profile,
+}
+
+/// Live counters, readable while the pass runs (for progress bars).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Messages to consider in this pass.
+    pub items_total: AtomicU64,
+    /// Messages settled (acknowledged, skipped or bad).
+    pub items_done: AtomicU64,
+    /// Bytes to consider.
+    pub bytes_total: AtomicU64,
+    /// Bytes settled.
+    pub bytes_done: AtomicU64,
+}
+
+/// The result of one pass.
+#[derive(Debug, Clone)]
+pub struct PassOutcome {
+    /// The move's id (the same for every pass).
+    pub move_id: MoveId,
+    /// The source as described by the source.
+    pub source: String,
+    /// Messages found at the source (movable ones plus bad ones).
+    pub items_total: u64,
+    /// Newly stored in this pass.
+    pub items_moved: u64,
+    /// Not stored again: already acknowledged in an earlier pass, or found in the store.
+    pub items_skipped_duplicate: u64,
+    /// Of those, skipped without being read, because the checkpoint had them.
+    pub skipped_by_checkpoint: u64,
+    /// Items not moved, each named with its reason.
+    pub bad_items: Vec<BadItem>,
+    /// Bytes newly stored.
+    pub bytes_moved: u64,
+    /// Seconds the producer spent reading the source.
+    pub source_read_secs: f64,
+}
+
+struct InFlight {
+    item: SourceItem,
+    sha256: String,
+    local_error: Option<String>,
+}
+
+type InFlightMap = Arc<Mutex<HashMap<u64, InFlight>>>;
+
+/// A cheap check that a file starts like a mail message: the first line is a header
+/// field (`Name: value`) or an mbox `From ` line. It reads nothing beyond `head`.
+pub fn looks_like_message(head: &[u8]) -> bool {
+    let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = &head[..end];
+    if line.starts_with(b"From ") {
+        return true;
+    }
+    match line.iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 => line[..colon].iter().all(|&b| (33..=126).contains(&b)),
+        _ => false,
+    }
+}
+
+/// Runs one pass.
+pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOutcome, AgentError> {
+    let PassConfig {
+        source,
+        mailbox,
+        state_dir,
+        endpoint,
+        profile,
+    } = cfg;
+    let describe = source.describe();
+    let (state, listing) = {
+        let mailbox = mailbox.clone();
+        let describe = describe.clone();
+        tokio::task::spawn_blocking(move || {
+            let state = StateDir::open(&state_dir, &mailbox, &describe)?;
+            let listing = source.list()?;
+            Ok::<_, AgentError>((state, (listing, source)))
+        })
+        .await
+        .expect("listing thread panicked")?
+    };
+    let (listing, source) = listing;
+    let excluded: Vec<FolderName> = profile
+        .source
+        .exclude_folders
+        .iter()
+        .filter_map(|f| FolderName::parse(f).ok())
+        .collect();
+    let mut bad_items = listing.bad;
+    let items_total = (listing.items.len() + bad_items.len()) as u64;
+    let mut skipped_by_checkpoint = 0u64;
+    let mut todo = Vec::new();
+    for item in listing.items {
+        if excluded.contains(&item.folder) {
+            continue;
+        }
+        if state.is_done(&item.folder, &item.source_id) {
+            skipped_by_checkpoint += 1;
+        } else {
+            todo.push(item);
+        }
+    }
+    progress
+        .items_total
+        .store(todo.len() as u64, Ordering::Relaxed);
+    progress
+        .bytes_total
+        .store(todo.iter().map(|i| i.size).sum(), Ordering::Relaxed);
+    let move_id = state.identity.move_id;
+
+    let stream = endpoint.open_stream(&mailbox).await?;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+
+    let inflight: InFlightMap = Arc::default();
+    let (buf_tx, buf_rx) = flume::bounded::<Vec<u8>>(8);
+    let producer = {
+        let inflight = inflight.clone();
+        let progress = progress.clone();
+        let frame_bytes = profile.transport.frame_bytes;
+        std::thread::Builder::new()
+            .name("mailferry-read".into())
+            .spawn(move || {
+                produce(
+                    &*source,
+                    todo,
+                    move_id,
+                    frame_bytes,
+                    buf_tx,
+                    inflight,
+                    progress,
+                )
+            })
+            .expect("spawning the reader thread")
+    };
+    let url = endpoint.url.clone();
+    let writer = tokio::spawn(async move {
+        while let Ok(buf) = buf_rx.recv_async().await {
+            wr.write_all(&buf).await?;
+        }
+        wr.flush().await?;
+        Ok::<_, std::io::Error>(wr)
+    });
+
+    // Checkpoints are fsynced on their own thread so acknowledgements keep flowing.
+    let (cp_tx, cp_rx) = flume::unbounded::<Vec<CheckpointEntry>>();
+    let checkpointer = std::thread::Builder::new()
+        .name("mailferry-checkpoint".into())
+        .spawn(move || {
+            let mut state = state;
+            for batch in cp_rx.iter() {
+                state.record(&batch)?;
+            }
+            Ok::<_, AgentError>(state)
+        })
+        .expect("spawning the checkpoint thread");
+
+    let mut items_moved = 0u64;
+    let mut bytes_moved = 0u64;
+    let mut dup_in_store = 0u64;
+    let mut rejected = Vec::new();
+    let mut fb = FrameBuffer::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let transport_err = |reason: String| AgentError::Transport {
+        url: url.clone(),
+        reason,
+    };
+    let session_result: Result<(), AgentError> = async {
+        loop {
+            let n = rd
+                .read(&mut buf)
+                .await
+                .map_err(|e| transport_err(format!("connection lost: {e}")))?;
+            if n == 0 {
+                return Err(transport_err(
+                    "the proxy closed the connection before confirming the pass; \
+                     run the same command again to resume"
+                        .into(),
+                ));
+            }
+            fb.push(&buf[..n]);
+            while let Some(f) = fb.next_frame()? {
+                match f {
+                    Frame::Ack(items) => {
+                        let mut entries = Vec::with_capacity(items.len());
+                        let mut map = inflight.lock().expect("inflight lock");
+                        for (seq, status) in items {
+                            let Some(done) = map.remove(&seq) else {
+                                return Err(transport_err(format!(
+                                    "ACK for unknown message sequence {seq}"
+                                )));
+                            };
+                            match status {
+                                AckStatus::Stored => {
+                                    items_moved += 1;
+                                    bytes_moved += done.item.size;
+                                }
+                                AckStatus::Duplicate => dup_in_store += 1,
+                            }
+                            entries.push(CheckpointEntry {
+                                folder: done.item.folder,
+                                source_id: done.item.source_id,
+                                sha256: done.sha256,
+                                size: done.item.size,
+                                status: match status {
+                                    AckStatus::Stored => "stored".into(),
+                                    AckStatus::Duplicate => "duplicate".into(),
+                                },
+                            });
+                        }
+                        drop(map);
+                        cp_tx.send(entries).ok();
+                    }
+                    Frame::Reject { seq, reason } => {
+                        let done = inflight.lock().expect("inflight lock").remove(&seq);
+                        if let Some(done) = done {
+                            rejected.push(BadItem {
+                                item: done.item.name(),
+                                reason: done.local_error.unwrap_or(reason),
+                            });
+                        }
+                    }
+                    Frame::Error { code, message } => {
+                        return Err(AgentError::Session { code, message })
+                    }
+                    Frame::Closed => return Ok(()),
+                    other => {
+                        return Err(transport_err(format!(
+                            "unexpected frame from the proxy: {other:?}"
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    drop(cp_tx);
+    let produced = match session_result {
+        Ok(()) => {
+            let _ = writer.await;
+            producer.join().expect("reader thread panicked")
+        }
+        Err(e) => {
+            writer.abort();
+            let _ = checkpointer.join();
+            return Err(e);
+        }
+    };
+    checkpointer.join().expect("checkpoint thread panicked")?;
+    let left = inflight.lock().expect("inflight lock").len();
+    if left > 0 {
+        return Err(transport_err(format!(
+            "the proxy closed the pass with {left} messages unacknowledged; run again to resume"
+        )));
+    }
+    bad_items.extend(produced.bad);
+    bad_items.extend(rejected);
+    Ok(PassOutcome {
+        move_id,
+        source: describe,
+        items_total,
+        items_moved,
+        items_skipped_duplicate: skipped_by_checkpoint + dup_in_store,
+        skipped_by_checkpoint,
+        bad_items,
+        bytes_moved,
+        source_read_secs: produced.read_secs,
+    })
+}
+
+struct Produced {
+    bad: Vec<BadItem>,
+    read_secs: f64,
+}
+
+/// Reads `n` bytes or to EOF into `out[at..at+n]`; returns how many were read.
+fn read_full(r: &mut dyn Read, out: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < out.len() {
+        match r.read(&mut out[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn produce(
+    source: &dyn Source,
+    items: Vec<SourceItem>,
+    move_id: MoveId,
+    frame_bytes: usize,
+    tx: flume::Sender<Vec<u8>>,
+    inflight: InFlightMap,
+    progress: Arc<Progress>,
+) -> Produced {
+    let mut bad = Vec::new();
+    let mut read_time = std::time::Duration::ZERO;
+    let cap = frame_bytes * 2 + 4096;
+    let mut out = Vec::with_capacity(cap);
+    Frame::Open {
+        version: frame::PROTOCOL_VERSION,
+        move_id,
+    }
+    .encode(&mut out);
+    let settle_bad = |item: &SourceItem, reason: String, bad: &mut Vec<BadItem>| {
+        progress.items_done.fetch_add(1, Ordering::Relaxed);
+        progress.bytes_done.fetch_add(item.size, Ordering::Relaxed);
+        bad.push(BadItem {
+            item: item.name(),
+            reason,
+        });
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let seq = i as u64 + 1;
+        let t0 = Instant::now();
+        let mut file = match source.open(&item) {
+            Ok(f) => f,
+            Err(e) => {
+                settle_bad(
+                    &item,
+                    format!("cannot open {}: {e}", item.path.display()),
+                    &mut bad,
+                );
+                continue;
+            }
+        };
+        let mark = out.len();
+        Frame::Message(MessageHeader {
+            seq,
+            folder: item.folder.clone(),
+            source_id: item.source_id.clone(),
+            flags: item.flags.clone(),
+            internal_date: item.internal_date,
+            size: item.size,
+        })
+        .encode(&mut out);
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut total = 0u64;
+        let mut local_error = None;
+        let mut first = true;
+        let mut settled = false;
+        loop {
+            let at = out.len();
+            out.resize(at + frame::HEADER_LEN + frame_bytes, 0);
+            let got = match read_full(&mut *file, &mut out[at + frame::HEADER_LEN..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    local_error = Some(format!("read failed after {total} bytes: {e}"));
+                    0
+                }
+            };
+            out.truncate(at + frame::HEADER_LEN + got);
+            if first {
+                first = false;
+                let head = &out[at + frame::HEADER_LEN..];
+                let reason = if local_error.is_some() {
+                    local_error.clone()
+                } else if got == 0 {
+                    Some("empty file (0 bytes): not a message, not stored".to_string())
+                } else if !looks_like_message(head) {
+                    Some(
+                        "not an RFC 5322 message (the first line is not a header field), \
+                         not stored"
+                            .to_string(),
+                    )
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    out.truncate(mark);
+                    settle_bad(&item, reason, &mut bad);
+                    settled = true;
+                    break;
+                }
+            }
+            if got == 0 {
+                out.truncate(at);
+                break;
+            }
+            hasher.update(&out[at + frame::HEADER_LEN..]);
+            let hdr: &mut [u8] = &mut out[at..at + frame::HEADER_LEN];
+            hdr[0] = frame::kind::DATA;
+            hdr[1..].copy_from_slice(&(got as u32).to_be_bytes());
+            total += got as u64;
+            progress.bytes_done.fetch_add(got as u64, Ordering::Relaxed);
+            if out.len() >= frame_bytes {
+                read_time += t0.elapsed();
+                if tx
+                    .send(std::mem::replace(&mut out, Vec::with_capacity(cap)))
+                    .is_err()
+                {
+                    return Produced {
+                        bad,
+                        read_secs: read_time.as_secs_f64(),
+                    };
+                }
+            }
+            if got < frame_bytes || local_error.is_some() {
+                break;
+            }
+        }
+        if settled {
+            continue;
+        }
+        if local_error.is_none() && total != item.size {
+            local_error = Some(format!(
+                "the file changed while it was read (listed {} bytes, read {total})",
+                item.size
+            ));
+        }
+        let digest = hasher.finish();
+        let mut sha = [0u8; 32];
+        sha.copy_from_slice(digest.as_ref());
+        if local_error.is_some() {
+            sha = [0u8; 32]; // guarantees the store refuses it; the local reason is reported
+        }
+        inflight.lock().expect("inflight lock").insert(
+            seq,
+            InFlight {
+                item,
+                sha256: hex::encode(sha),
+                local_error,
+            },
+        );
+        Frame::End { seq, sha256: sha }.encode(&mut out);
+        progress.items_done.fetch_add(1, Ordering::Relaxed);
+        read_time += t0.elapsed();
+    }
+    Frame::Close.encode(&mut out);
+    let _ = tx.send(out);
+    Produced {
+        bad,
+        read_secs: read_time.as_secs_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_message;
+
+    #[test]
+    fn message_sniffing() {
+        assert!(looks_like_message(b"Return-Path: <a@b>\r\nX: y"));
+        assert!(looks_like_message(b"From a@b Mon Jan  1 00:00:00 2024\n"));
+        assert!(!looks_like_message(b""));
+        assert!(!looks_like_message(b"\x89PNG\r\n\x1a\n"));
+        assert!(!looks_like_message(b": no name\n"));
+        assert!(!looks_like_message(b"has space: x\n"));
+    }
+}

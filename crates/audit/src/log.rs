@@ -1,0 +1,366 @@
+//! The writer: opening (and repairing) a log, appending records, syncing them.
+//!
+//! Appends are buffered in memory and reach the disk on [`AuditLog::sync`] (or when the
+//! buffer grows past 64 KiB, or best-effort on drop), so a caller can group-commit its
+//! audit records with the data they describe. Only synced records survive a crash; a
+//! crash mid-write leaves a torn last line, which the next [`AuditLog::open`] cuts off.
+//!
+//! Opening does not verify the whole chain (that is [`crate::verify`], which reads every
+//! line); it checks the genesis record and the last record, which is what appending
+//! needs.
+
+use crate::line::read_line;
+use crate::record::{check_new, encode_new, format_time, line_hash, Record};
+use crate::{AuditError, MAX_RECORD_BYTES};
+use serde_json::Value;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{BufReader, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Buffered bytes past which an append writes them out without waiting for `sync`.
+const WRITE_BEHIND: usize = 64 * 1024;
+
+/// What [`AuditLog::open`] cut off the end of the file: the unfinished last line(s) of
+/// a write interrupted by a crash. Such records were never synced, so no caller was told
+/// they were durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The file's length after the repair, where the removed bytes began.
+    pub offset: u64,
+    /// How many bytes were removed.
+    pub removed_bytes: u64,
+}
+
+/// An audit log open for appending; holds an exclusive lock on the file.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    /// Seq of the last record appended (synced or not).
+    last_seq: u64,
+    /// Hash of the last record appended (synced or not).
+    head: String,
+    repaired: Option<TornTail>,
+    poisoned: bool,
+}
+
+/// A complete line met while scanning the file on open.
+struct Seen {
+    start: u64,
+    bytes: Vec<u8>,
+    too_long: bool,
+}
+
+// === impl AuditLog ===
+
+impl AuditLog {
+    /// Opens the log at `path` for appending, creating it (with its genesis record,
+    /// synced) if it does not exist or is empty.
+    ///
+    /// A torn tail left by a crash is cut off and reported by [`AuditLog::repaired`]:
+    /// bytes after the last newline, and a last line that is not JSON at all. Anything
+    /// else wrong with the first or last record is an error, and nothing is changed.
+    pub fn open(path: impl AsRef<Path>) -> Result<AuditLog, AuditError> {
+        let path = path.as_ref();
+        let io = |e| AuditError::io(path, e);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(AuditError::Locked {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let len = file.metadata().map_err(io)?.len();
+
+        // One pass over the file, keeping only the first and the last two lines.
+        let mut reader = BufReader::new(&file);
+        let mut first: Option<Seen> = None;
+        let mut before_last: Option<Seen> = None;
+        let mut last: Option<Seen> = None;
+        let mut lines = 0u64;
+        let mut offset = 0u64;
+        let mut cut = len;
+        let mut buf = Vec::new();
+        while let Some(info) = read_line(&mut reader, &mut buf, MAX_RECORD_BYTES).map_err(io)? {
+            if !info.newline {
+                cut = offset;
+                break;
+            }
+            lines += 1;
+            let seen = Seen {
+                start: offset,
+                bytes: buf.clone(),
+                too_long: info.too_long,
+            };
+            if lines == 1 {
+                first = Some(Seen {
+                    start: 0,
+                    bytes: buf.clone(),
+                    too_long: info.too_long,
+                });
+            }
+            before_last = last.replace(seen);
+            offset += info.consumed;
+        }
+        drop(reader);
+
+        // A last line that is not even JSON is the rest of an interrupted write (a crash
+        // can leave the file longer than what reached the disk, filled with zeros).
+        if let Some(l) = &last {
+            if l.too_long || serde_json::from_slice::<serde::de::IgnoredAny>(&l.bytes).is_err() {
+                cut = l.start;
+                last = before_last.take();
+                lines -= 1;
+                if lines == 0 {
+                    first = None;
+                }
+            }
+        }
+
+        let mut log = AuditLog {
+            path: path.to_path_buf(),
+            file,
+            buf: Vec::new(),
+            last_seq: 0,
+            head: crate::ZERO_HASH.into(),
+            repaired: None,
+            poisoned: false,
+        };
+
+        if let (Some(first), Some(last)) = (&first, &last) {
+            log.check_first(first)?;
+            let rec = log.check_last(lines, last, before_last.as_ref())?;
+            log.last_seq = rec.seq;
+            log.head = line_hash(&last.bytes);
+        }
+
+        if cut < len {
+            log.file.set_len(cut).map_err(io)?;
+            log.file.sync_all().map_err(io)?;
+            log.repaired = Some(TornTail {
+                offset: cut,
+                removed_bytes: len - cut,
+            });
+        }
+
+        if lines == 0 {
+            let time =
+                format_time(SystemTime::now()).map_err(|reason| AuditError::InvalidRecord {
+                    path: path.to_path_buf(),
+                    reason,
+                })?;
+            let line = Record::genesis(&time).encode();
+            log.push_line(1, line);
+            log.sync()?;
+            sync_parent(path).map_err(io)?;
+        }
+        Ok(log)
+    }
+
+    fn check_first(&self, first: &Seen) -> Result<(), AuditError> {
+        let corrupt = |reason: String| AuditError::corrupt(&self.path, 1, reason);
+        if first.too_long {
+            return Err(corrupt("longer than a record may be".into()));
+        }
+        let rec = Record::parse(&first.bytes).map_err(corrupt)?;
+        match rec.genesis_format().map_err(corrupt)? {
+            None => Ok(()),
+            Some(found) => Err(AuditError::UnsupportedFormat {
+                path: self.path.clone(),
+                found,
+            }),
+        }
+    }
+
+    fn check_last(
+        &self,
+        lines: u64,
+        last: &Seen,
+        before: Option<&Seen>,
+    ) -> Result<Record, AuditError> {
+        let corrupt = |reason: String| AuditError::corrupt(&self.path, lines, reason);
+        let rec = Record::parse(&last.bytes).map_err(corrupt)?;
+        if rec.seq != lines {
+            return Err(corrupt(format!(
+                "seq {} on line {lines}: records are missing, repeated or reordered",
+                rec.seq
+            )));
+        }
+        if let Some(before) = before {
+            let expected = line_hash(&before.bytes);
+            if rec.prev != expected {
+                return Err(corrupt(format!(
+                    "prev {} does not match the hash of line {} ({expected})",
+                    rec.prev,
+                    lines - 1
+                )));
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Appends a record stamped with the current time; returns its seq. Buffered: call
+    /// [`AuditLog::sync`] to make it durable.
+    ///
+    /// `event` is lower-case ASCII (`move.created`, `message.stored`); `data` must be a
+    /// JSON object. Events starting with `audit.` are reserved for the log itself.
+    pub fn append(&mut self, actor: &str, event: &str, data: Value) -> Result<u64, AuditError> {
+        self.append_at(SystemTime::now(), actor, event, data)
+    }
+
+    /// Like [`AuditLog::append`] with an explicit time (imports, tests, vectors). The
+    /// verifier does not require times to increase: clocks step backwards.
+    pub fn append_at(
+        &mut self,
+        time: SystemTime,
+        actor: &str,
+        event: &str,
+        data: Value,
+    ) -> Result<u64, AuditError> {
+        let range = self.append_batch_at(time, actor, [(event, data)])?;
+        Ok(range.start)
+    }
+
+    /// Appends several records from one actor with one time stamp; returns their seqs.
+    /// Every record is checked before any is buffered, so a refused record leaves the log
+    /// as it was.
+    pub fn append_batch<E: AsRef<str>>(
+        &mut self,
+        actor: &str,
+        events: impl IntoIterator<Item = (E, Value)>,
+    ) -> Result<Range<u64>, AuditError> {
+        self.append_batch_at(SystemTime::now(), actor, events)
+    }
+
+    fn append_batch_at<E: AsRef<str>>(
+        &mut self,
+        time: SystemTime,
+        actor: &str,
+        events: impl IntoIterator<Item = (E, Value)>,
+    ) -> Result<Range<u64>, AuditError> {
+        if self.poisoned {
+            return Err(AuditError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        let invalid = |reason| AuditError::InvalidRecord {
+            path: self.path.clone(),
+            reason,
+        };
+        let time = format_time(time).map_err(invalid)?;
+        let first = self.last_seq + 1;
+        let mut seq = self.last_seq;
+        let mut prev = self.head.clone();
+        let mut lines = Vec::new();
+        for (event, data) in events {
+            let event = event.as_ref();
+            let data = check_new(actor, event, data).map_err(invalid)?;
+            seq += 1;
+            let rec = Record {
+                seq,
+                time: time.clone(),
+                actor: actor.into(),
+                event: event.into(),
+                data,
+                prev,
+            };
+            let line = encode_new(&rec).map_err(invalid)?;
+            prev = line_hash(&line);
+            lines.push(line);
+        }
+        for (i, line) in lines.into_iter().enumerate() {
+            self.push_line(first + i as u64, line);
+        }
+        if self.buf.len() >= WRITE_BEHIND {
+            self.write_out()?;
+        }
+        Ok(first..seq + 1)
+    }
+
+    fn push_line(&mut self, seq: u64, line: Vec<u8>) {
+        self.head = line_hash(&line);
+        self.last_seq = seq;
+        self.buf.extend_from_slice(&line);
+        self.buf.push(b'\n');
+    }
+
+    fn write_out(&mut self) -> Result<(), AuditError> {
+        if self.poisoned {
+            return Err(AuditError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // Part of a line may have reached the file: only a reopen (which repairs the
+            // tail) can tell where the log now ends.
+            self.poisoned = true;
+            return Err(AuditError::io(&self.path, e));
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes every buffered record and waits until the file's data is on disk
+    /// (`fdatasync`). Records appended before a successful `sync` survive a crash.
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        self.write_out()?;
+        self.file.sync_data().map_err(|e| {
+            self.poisoned = true;
+            AuditError::io(&self.path, e)
+        })
+    }
+
+    /// Hex SHA-256 of the last record's line (synced or not): pin it elsewhere to detect
+    /// records cut off the end later. Equals [`crate::VerifyOutcome::head`] after a sync.
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
+    /// Seq of the last record appended; also the number of records, genesis included.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What `open` cut off the end of the file, if it found a torn tail.
+    pub fn repaired(&self) -> Option<TornTail> {
+        self.repaired
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        // Best effort, without sync: records that matter were synced by the caller, and
+        // after a failed write the tail is left for the next open to repair.
+        if !self.poisoned && !self.buf.is_empty() {
+            let _ = self.file.write_all(&self.buf);
+        }
+    }
+}
+
+/// Makes a newly created file's directory entry durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,57 @@
+//! Errors of the application layer, each with the process exit code it maps to.
+
+use thiserror::Error;
+
+/// What a command can fail with.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// The command line or a configuration file is wrong (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The store refused (wrong key, damaged volume, ...).
+    #[error(transparent)]
+    Store(#[from] mailferry_store::StoreError),
+    /// The agent failed (source unreadable, connection lost, ...).
+    #[error(transparent)]
+    Agent(#[from] mailferry_agent::AgentError),
+    /// The proxy could not start.
+    #[error(transparent)]
+    Proxy(#[from] mailferry_proxy::ProxyError),
+    /// Shared-vocabulary errors (bad profile, bad mailbox, TLS setup).
+    #[error(transparent)]
+    Core(#[from] mailferry_core::CoreError),
+    /// A file of ours could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The command ran but its result is a failure (bad items, damaged items).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AppError {
+    /// Exit code: 2 usage or configuration, 1 anything else.
+    pub fn exit_code(&self) -> u8 {
+        use mailferry_core::CoreError as C;
+        use mailferry_store::StoreError as S;
+        match self {
+            AppError::Usage(_) => 2,
+            AppError::Core(C::Profile { .. } | C::BadMailbox { .. } | C::BadFolder { .. }) => 2,
+            AppError::Store(S::WrongKey { .. } | S::KeyFile { .. }) => 2,
+            _ => 1,
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> AppError {
+        AppError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `mailferry move`: agent, proxy and store in one process over loopback HTTPS.
+//!
+//! The embedded proxy listens on 127.0.0.1 on an ephemeral port with a certificate
+//! issued at start by a CA that exists only in this process's memory; the agent trusts
+//! exactly that CA and authenticates with a random one-time token. Nothing here is
+//! specific to loopback: the same agent and proxy code run across machines.
+
+use crate::{rss, AppError};
+use mailferry_agent::client::Endpoint;
+use mailferry_agent::pass::{run_pass, PassConfig, Progress};
+use mailferry_core::profile::Profile;
+use mailferry_core::report::{MoveReport, StageSeconds};
+use mailferry_core::secret::SecretBytes;
+use mailferry_core::{rfc3339, unix_now, MailboxAddr};
+use mailferry_proxy::{Proxy, ProxyConfig, StoreStats, TokenSet};
+use mailferry_store::Volume;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What `mailferry move` needs.
+#[derive(Debug, Clone)]
+pub struct MoveArgs {
+    /// `maildir:PATH`.
+    pub source: String,
+    /// Destination mailbox.
+    pub mailbox: MailboxAddr,
+    /// Volume directory.
+    pub volume: PathBuf,
+    /// Key file.
+    pub key_file: PathBuf,
+    /// Agent state directory.
+    pub state: PathBuf,
+    /// Migration profile.
+    pub profile: Profile,
+    /// Draw a progress bar on stderr.
+    pub progress_bar: bool,
+}
+
+/// Runs one pass of the move and returns its report (also written to the state dir as
+/// `report.json`, and appended to `reports.jsonl`, which is never truncated).
+pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
+    let started = unix_now();
+    let t0 = Instant::now();
+    // Open the volume first: a wrong key is refused before the source is touched.
+    let volume = {
+        let (dir, key, settings) = (
+            args.volume.clone(),
+            args.key_file.clone(),
+            args.profile.store.clone(),
+        );
+        tokio::task::spawn_blocking(move || Volume::open(&dir, &key, &settings))
+            .await
+            .expect("volume open thread panicked")?
+    };
+    let volume = Arc::new(volume);
+    let source = mailferry_agent::source::from_spec(&args.source)?;
+
+    let ca = mailferry_core::tls::LocalCa::generate("mailferry embedded CA")?;
+    let identity = ca.issue_server(&["127.0.0.1", "localhost"])?;
+    let token = SecretBytes::new(hex::encode(SecretBytes::random(32).expose()).into_bytes());
+    let mut tokens = TokenSet::default();
+    tokens.allow(&token);
+    let stats = Arc::new(StoreStats::default());
+    let proxy = Proxy::bind(
+        "127.0.0.1:0".parse().expect("literal address"),
+        ProxyConfig {
+            tls: mailferry_core::tls::server_config(&identity)?,
+            tokens,
+            volume: volume.clone(),
+            commit: args.profile.commit.clone(),
+            stats: stats.clone(),
+        },
+    )
+    .await?;
+    let url = format!("https://127.0.0.1:{}", proxy.local_addr().port());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(proxy.serve(async {
+        let _ = stop_rx.await;
+    }));
+    let endpoint = Endpoint::new(&url, &[ca.cert_der()], token)?;
+
+    let progress = Arc::new(Progress::default());
+    let bar = args
+        .progress_bar
+        .then(|| spawn_progress_bar(progress.clone(), &args.mailbox));
+    let outcome = run_pass(
+        PassConfig {
+            source,
+            mailbox: args.mailbox.clone(),
+            state_dir: args.state.clone(),
+            endpoint,
+            profile: args.profile.clone(),
+        },
+        progress,
+    )
+    .await;
+    if let Some((stop, handle)) = bar {
+        let _ = stop.send(());
+        let _ = handle.await;
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let outcome = outcome?;
+
+    let seconds = t0.elapsed().as_secs_f64();
+    let nanos = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
+    let report = MoveReport {
+        move_id: outcome.move_id.to_string(),
+        mailbox: args.mailbox.to_string(),
+        source: outcome.source,
+        started_at: rfc3339(started),
+        finished_at: rfc3339(unix_now()),
+        items_total: outcome.items_total,
+        items_moved: outcome.items_moved,
+        items_skipped_duplicate: outcome.items_skipped_duplicate,
+        bad_items: outcome.bad_items,
+        bytes_moved: outcome.bytes_moved,
+        seconds,
+        throughput_bytes_per_s: outcome.bytes_moved as f64 / seconds.max(1e-9),
+        messages_per_s: outcome.items_moved as f64 / seconds.max(1e-9),
+        stages: StageSeconds {
+            source_read: outcome.source_read_secs,
+            store_write: nanos(&stats.write_nanos),
+            store_commit: nanos(&stats.commit_nanos),
+        },
+        peak_rss_bytes: rss::peak_rss_bytes(),
+    };
+    save_report(args, &report)?;
+    Ok(report)
+}
+
+fn save_report(args: &MoveArgs, report: &MoveReport) -> Result<(), AppError> {
+    use std::io::Write;
+    let json = serde_json::to_vec_pretty(report).expect("report serializes");
+    mailferry_agent::state::write_atomic(&args.state.join("report.json"), &json)?;
+    let path = args.state.join("reports.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| AppError::io(&path, e))?;
+    let mut line = serde_json::to_vec(report).expect("report serializes");
+    line.push(b'\n');
+    f.write_all(&line)
+        .and_then(|_| f.sync_data())
+        .map_err(|e| AppError::io(&path, e))
+}
+
+fn spawn_progress_bar(
+    progress: Arc<Progress>,
+    mailbox: &MailboxAddr,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(mailbox.to_string());
+    let handle = tokio::spawn(async move {
+        loop {
+            bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
+            bar.set_position(progress.bytes_done.load(Ordering::Relaxed));
+            bar.set_message(format!(
+                "{}/{} messages",
+                progress.items_done.load(Ordering::Relaxed),
+                progress.items_total.load(Ordering::Relaxed)
+            ));
+            tokio::select! {
+                _ = &mut rx => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        bar.finish_and_clear();
+    });
+    (tx, handle)
+}
+
+/// A short human summary of a report, for stderr.
+pub fn summary(r: &MoveReport) -> String {
+    let mut s = format!(
+        "move {} of {} from {}: {} found, {} moved, {} already there, {} bad; {:.1} MB in {:.2} s ({:.1} MB/s, {:.0} msg/s)",
+        r.move_id,
+        r.mailbox,
+        r.source,
+        r.items_total,
+        r.items_moved,
+        r.items_skipped_duplicate,
+        r.bad_items.len(),
+        r.bytes_moved as f64 / 1e6,
+        r.seconds,
+        r.throughput_bytes_per_s / 1e6,
+        r.messages_per_s
+    );
+    for b in &r.bad_items {
+        s.push_str(&format!("\n  bad item {}: {}", b.item, b.reason));
+    }
+    s
+}

@@ -1,0 +1,25 @@
+//! Peak resident memory of this process, as the kernel counts it (Linux `VmHWM`).
+
+/// Peak RSS in bytes, or 0 where `/proc/self/status` is not available.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_a_plausible_value_on_linux() {
+        let v = super::peak_rss_bytes();
+        if cfg!(target_os = "linux") {
+            assert!(v > 1 << 20 && v < 1 << 40, "{v}");
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Proxy errors and the one mapping from errors to HTTP status codes.
+
+use hyper::StatusCode;
+use thiserror::Error;
+
+/// Why a request or session was refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// No or unknown bearer token.
+    #[error("authentication required: send `Authorization: Bearer <token>` with a valid token")]
+    Unauthorized,
+    /// Nothing is served at this path.
+    #[error(
+        "no such endpoint: {0} (the stream endpoint is POST /v1/mailboxes/{{mailbox}}/stream)"
+    )]
+    NotFound(String),
+    /// Wrong method for the path.
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// The mailbox in the path is not an address.
+    #[error("{0}")]
+    BadMailbox(#[from] mailferry_core::CoreError),
+    /// The request did not ask to upgrade to the frame protocol.
+    #[error(
+        "this endpoint needs `Connection: upgrade` and `Upgrade: {}`",
+        mailferry_core::frame::UPGRADE_TOKEN
+    )]
+    UpgradeRequired,
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] mailferry_store::StoreError),
+    /// Binding or accepting failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The one place errors become HTTP status codes (auth 401, unknown 404, bad input 400,
+/// tampered or refused content 422, server-side faults 500).
+pub fn status_for(e: &ProxyError) -> StatusCode {
+    use mailferry_store::StoreError as S;
+    match e {
+        ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+        ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+        ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        ProxyError::BadMailbox(_) => StatusCode::BAD_REQUEST,
+        ProxyError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+        ProxyError::Store(S::UnknownMailbox { .. }) => StatusCode::NOT_FOUND,
+        ProxyError::Store(S::Rejected { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+        ProxyError::Store(_) | ProxyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}

@@ -1,0 +1,301 @@
+//! One frame session: decode the agent's frames, drive an [`IngestSession`] on a blocking
+//! thread, and send back ACK, REJECT, ERROR and CLOSED frames.
+//!
+//! Frames flow through a bounded queue (16 frames, at most 16 MiB), so a fast agent and a
+//! slow disk meet backpressure, not unbounded buffering. The store thread enforces the
+//! group-commit delay with a receive deadline: no acknowledgement waits longer than
+//! `commit.max_delay_ms` after its message ended.
+
+use mailferry_core::frame::{Frame, FrameBuffer, MessageHeader, PROTOCOL_VERSION};
+use mailferry_core::profile::CommitSettings;
+use mailferry_core::MailboxAddr;
+use mailferry_store::{Finished, IngestSession, MessageStart, StoreError, Volume};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Time spent by store sessions, for the move report's per-stage figures.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Nanoseconds in hashing, encrypting and appending.
+    pub write_nanos: AtomicU64,
+    /// Nanoseconds in group commits (fsync + SQLite).
+    pub commit_nanos: AtomicU64,
+    /// Number of group commits.
+    pub commits: AtomicU64,
+}
+
+enum Cmd {
+    Begin(MessageHeader),
+    Data(Vec<u8>),
+    End { seq: u64, sha256: [u8; 32] },
+    Flush,
+    Close,
+    Abort,
+}
+
+/// Runs a session on an upgraded connection until CLOSE, an error, or disconnect.
+pub async fn run_session<IO>(
+    io: IO,
+    volume: Arc<Volume>,
+    mailbox: MailboxAddr,
+    commit: CommitSettings,
+    stats: Arc<StoreStats>,
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let (out_tx, out_rx) = flume::unbounded::<Frame>();
+    let writer = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Ok(f) = out_rx.recv_async().await {
+            let last = matches!(f, Frame::Closed | Frame::Error { .. });
+            buf.clear();
+            f.encode(&mut buf);
+            if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+                break;
+            }
+            if last {
+                let _ = wr.shutdown().await;
+                break;
+            }
+        }
+    });
+    let opened = {
+        let volume = volume.clone();
+        let mailbox = mailbox.clone();
+        let commit = commit.clone();
+        tokio::task::spawn_blocking(move || volume.session(&mailbox, &commit))
+            .await
+            .expect("store session thread panicked")
+    };
+    let session = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%mailbox, "store refused the session: {e}");
+            let _ = out_tx.send(Frame::Error {
+                code: 500,
+                message: e.to_string(),
+            });
+            drop(out_tx);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let (cmd_tx, cmd_rx) = flume::bounded::<Cmd>(16);
+    let worker = {
+        let out_tx = out_tx.clone();
+        let delay = Duration::from_millis(commit.max_delay_ms);
+        tokio::task::spawn_blocking(move || store_worker(session, cmd_rx, out_tx, delay, stats))
+    };
+
+    let fail = |code: u16, message: String| {
+        let _ = out_tx.send(Frame::Error { code, message });
+    };
+    let mut fb = FrameBuffer::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut opened = false;
+    'read: loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = cmd_tx.send_async(Cmd::Abort).await;
+                break;
+            }
+            Ok(n) => n,
+        };
+        fb.push(&buf[..n]);
+        loop {
+            let frame = match fb.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    fail(400, e.to_string());
+                    let _ = cmd_tx.send_async(Cmd::Abort).await;
+                    break 'read;
+                }
+            };
+            let cmd = match frame {
+                Frame::Open { version, .. } if !opened => {
+                    if version != PROTOCOL_VERSION {
+                        fail(
+                            400,
+                            format!("protocol version {version} is not supported (this proxy speaks {PROTOCOL_VERSION})"),
+                        );
+                        let _ = cmd_tx.send_async(Cmd::Abort).await;
+                        break 'read;
+                    }
+                    opened = true;
+                    continue;
+                }
+                _ if !opened => {
+                    fail(400, "the first frame must be OPEN".into());
+                    let _ = cmd_tx.send_async(Cmd::Abort).await;
+                    break 'read;
+                }
+                Frame::Message(h) => Cmd::Begin(h),
+                Frame::Data(d) => Cmd::Data(d),
+                Frame::End { seq, sha256 } => Cmd::End { seq, sha256 },
+                Frame::Flush => Cmd::Flush,
+                Frame::Close => Cmd::Close,
+                other => {
+                    fail(400, format!("unexpected frame from a client: {other:?}"));
+                    let _ = cmd_tx.send_async(Cmd::Abort).await;
+                    break 'read;
+                }
+            };
+            let closing = matches!(cmd, Cmd::Close);
+            if cmd_tx.send_async(cmd).await.is_err() {
+                break 'read; // the store worker ended (and said why)
+            }
+            if closing {
+                break 'read;
+            }
+        }
+    }
+    drop(cmd_tx);
+    let _ = worker.await;
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+fn store_worker(
+    mut session: IngestSession,
+    rx: flume::Receiver<Cmd>,
+    tx: flume::Sender<Frame>,
+    max_delay: Duration,
+    stats: Arc<StoreStats>,
+) {
+    // (seq, reason it already failed)
+    let mut current: Option<(u64, Option<String>)> = None;
+    let commit = |session: &mut IngestSession| -> bool {
+        if session.pending_count() == 0 {
+            return true;
+        }
+        let t0 = Instant::now();
+        let res = session.commit();
+        stats
+            .commit_nanos
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        match res {
+            Ok(acks) => {
+                for part in acks.chunks(10_000) {
+                    let _ = tx.send(Frame::Ack(part.to_vec()));
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!("group commit failed: {e}");
+                let _ = tx.send(Frame::Error {
+                    code: 500,
+                    message: format!("the store could not commit: {e}"),
+                });
+                false
+            }
+        }
+    };
+    let protocol = |msg: &str| {
+        let _ = tx.send(Frame::Error {
+            code: 400,
+            message: msg.to_string(),
+        });
+    };
+    loop {
+        let cmd = match session.oldest_pending() {
+            Some(t) => match rx.recv_deadline(t + max_delay) {
+                Ok(c) => c,
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    if !commit(&mut session) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => Cmd::Abort,
+            },
+            None => rx.recv().unwrap_or(Cmd::Abort),
+        };
+        let t0 = Instant::now();
+        match cmd {
+            Cmd::Begin(h) => {
+                if current.is_some() {
+                    return protocol("MESSAGE before the previous message's END");
+                }
+                let seq = h.seq;
+                let start = MessageStart {
+                    seq,
+                    meta_folder: h.folder,
+                    source_id: h.source_id,
+                    flags: h.flags,
+                    internal_date: h.internal_date,
+                    size: h.size,
+                };
+                current = Some((seq, session.begin(start).err().map(|e| e.to_string())));
+            }
+            Cmd::Data(d) => match &mut current {
+                None => return protocol("DATA outside a message"),
+                Some((_, Some(_))) => {}
+                Some((_, failed @ None)) => {
+                    if let Err(e) = session.write(&d) {
+                        session.abort();
+                        *failed = Some(e.to_string());
+                    }
+                }
+            },
+            Cmd::End { seq, sha256 } => {
+                let Some((cur, failed)) = current.take() else {
+                    return protocol("END outside a message");
+                };
+                if cur != seq {
+                    return protocol("END names another message than the open one");
+                }
+                let outcome = match failed {
+                    Some(reason) => Err(reason),
+                    None => match session.finish(sha256) {
+                        Ok(Finished::Pending { .. } | Finished::Duplicate { .. }) => Ok(()),
+                        Err(StoreError::Rejected { reason, .. }) => Err(reason),
+                        Err(e) => {
+                            let _ = tx.send(Frame::Error {
+                                code: 500,
+                                message: format!("the store failed: {e}"),
+                            });
+                            return;
+                        }
+                    },
+                };
+                if let Err(reason) = outcome {
+                    let _ = tx.send(Frame::Reject { seq, reason });
+                }
+                if session.should_commit() && !commit(&mut session) {
+                    return;
+                }
+            }
+            Cmd::Flush => {
+                if !commit(&mut session) {
+                    return;
+                }
+            }
+            Cmd::Close => {
+                if current.is_some() {
+                    return protocol("CLOSE inside a message");
+                }
+                if commit(&mut session) {
+                    let _ = tx.send(Frame::Closed);
+                }
+                return;
+            }
+            Cmd::Abort => {
+                // The agent is gone. Complete messages are still worth keeping: the next
+                // pass finds them as duplicates instead of sending them again.
+                if current.is_some() {
+                    session.abort();
+                }
+                commit(&mut session);
+                return;
+            }
+        }
+        stats
+            .write_nanos
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,362 @@
+//! The SQLite index `index.sqlite`: tenants, mailboxes, segments and message rows.
+//!
+//! It holds wrapped keys, encrypted names and metadata, keyed HMACs for lookup and
+//! dedup, and record locations; never a plaintext name, folder, source id or body. This
+//! module is SQL only: no crypto decisions and no segment I/O.
+
+use crate::StoreError;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE volume (k TEXT PRIMARY KEY, v BLOB NOT NULL) STRICT;
+CREATE TABLE tenants (
+    id INTEGER PRIMARY KEY,
+    name_mac BLOB NOT NULL UNIQUE,
+    name_enc BLOB NOT NULL,
+    key_wrapped BLOB NOT NULL
+) STRICT;
+CREATE TABLE mailboxes (
+    id INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    name_mac BLOB NOT NULL UNIQUE,
+    name_enc BLOB NOT NULL,
+    key_id INTEGER NOT NULL,
+    key_wrapped BLOB NOT NULL
+) STRICT;
+CREATE TABLE segments (number INTEGER PRIMARY KEY) STRICT;
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id),
+    key_id INTEGER NOT NULL,
+    segment INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    record_len INTEGER NOT NULL,
+    salt BLOB NOT NULL,
+    meta_enc BLOB NOT NULL,
+    dedup BLOB NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX messages_dedup ON messages(mailbox_id, dedup);
+CREATE INDEX messages_mailbox ON messages(mailbox_id, id);
+CREATE INDEX messages_segment ON messages(segment);
+";
+
+/// A tenant or mailbox row.
+pub(crate) struct KeyRow {
+    pub id: u64,
+    pub key_wrapped: Vec<u8>,
+    pub key_id: u32,
+    pub tenant_id: u64,
+}
+
+/// A message row, as stored.
+#[derive(Clone, Debug)]
+pub(crate) struct MessageRow {
+    pub id: u64,
+    pub mailbox_id: u64,
+    pub key_id: u32,
+    pub segment: u64,
+    pub offset: u64,
+    pub record_len: u64,
+    pub salt: [u8; 32],
+    pub meta_enc: Vec<u8>,
+    pub dedup: [u8; 32],
+}
+
+/// The open index.
+pub(crate) struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Index {
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Index {
+            path: self.path.clone(),
+            source: e,
+        }
+    }
+
+    fn pragmas(conn: &Connection) -> rusqlite::Result<()> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Freed pages are zeroed so deleted rows do not linger in the file.
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        Ok(())
+    }
+
+    /// Creates a fresh index (init only).
+    pub fn create(path: &Path, volume_id: &[u8; 16]) -> Result<(), StoreError> {
+        let e = |source| StoreError::Index {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(e)?;
+        Self::pragmas(&conn).map_err(e)?;
+        conn.execute_batch(SCHEMA).map_err(e)?;
+        conn.execute(
+            "INSERT INTO volume (k, v) VALUES ('volume_id', ?1), ('schema', ?2)",
+            params![&volume_id[..], SCHEMA_VERSION.to_be_bytes().to_vec()],
+        )
+        .map_err(e)?;
+        conn.close().map_err(|(_, err)| e(err))
+    }
+
+    /// Opens an existing index and checks it belongs to `volume_id`.
+    pub fn open(path: &Path, volume_id: &[u8; 16]) -> Result<Index, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::IndexDamaged {
+                path: path.to_path_buf(),
+                reason: "missing (the volume was not fully initialised or the file was deleted; restore it from a backup)".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Index {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ix = Index {
+            conn,
+            path: path.to_path_buf(),
+        };
+        Self::pragmas(&ix.conn).map_err(|e| ix.err(e))?;
+        let id: Option<Vec<u8>> = ix
+            .conn
+            .query_row("SELECT v FROM volume WHERE k = 'volume_id'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| ix.err(e))?;
+        if id.as_deref() != Some(&volume_id[..]) {
+            return Err(StoreError::IndexDamaged {
+                path: path.to_path_buf(),
+                reason: "belongs to another volume (its volume id differs from volume.hdr); restore the right index.sqlite".into(),
+            });
+        }
+        Ok(ix)
+    }
+
+    // === tenants and mailboxes ===
+
+    pub fn tenant_by_mac(&self, mac: &[u8; 32]) -> Result<Option<KeyRow>, StoreError> {
+        self.conn
+            .query_row("SELECT id, key_wrapped FROM tenants WHERE name_mac = ?1", [&mac[..]], |r| {
+                Ok(KeyRow {
+                    id: r.get::<_, i64>(0)? as u64,
+                    key_wrapped: r.get(1)?,
+                    key_id: 1,
+                    tenant_id: 0,
+                })
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn tenant_by_id(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row("SELECT key_wrapped FROM tenants WHERE id = ?1", [id as i64], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The next row id of `table` (ids are chosen before insert because they are bound
+    /// into the wrapped key's AAD; the caller holds the connection mutex).
+    pub fn next_id(&self, table: &str) -> Result<u64, StoreError> {
+        let sql = format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}");
+        self.conn
+            .query_row(&sql, [], |r| r.get::<_, i64>(0))
+            .map(|v| v as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn insert_tenant(&self, id: u64, mac: &[u8; 32], name_enc: &[u8], key_wrapped: &[u8]) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO tenants (id, name_mac, name_enc, key_wrapped) VALUES (?1, ?2, ?3, ?4)",
+                params![id as i64, &mac[..], name_enc, key_wrapped],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn mailbox_by_mac(&self, mac: &[u8; 32]) -> Result<Option<KeyRow>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, key_wrapped, key_id, tenant_id FROM mailboxes WHERE name_mac = ?1",
+                [&mac[..]],
+                |r| {
+                    Ok(KeyRow {
+                        id: r.get::<_, i64>(0)? as u64,
+                        key_wrapped: r.get(1)?,
+                        key_id: r.get::<_, i64>(2)? as u32,
+                        tenant_id: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn mailbox_by_id(&self, id: u64) -> Result<Option<KeyRow>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, key_wrapped, key_id, tenant_id FROM mailboxes WHERE id = ?1",
+                [id as i64],
+                |r| {
+                    Ok(KeyRow {
+                        id: r.get::<_, i64>(0)? as u64,
+                        key_wrapped: r.get(1)?,
+                        key_id: r.get::<_, i64>(2)? as u32,
+                        tenant_id: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn insert_mailbox(
+        &self,
+        id: u64,
+        tenant_id: u64,
+        mac: &[u8; 32],
+        name_enc: &[u8],
+        key_id: u32,
+        key_wrapped: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO mailboxes (id, tenant_id, name_mac, name_enc, key_id, key_wrapped) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id as i64, tenant_id as i64, &mac[..], name_enc, key_id as i64, key_wrapped],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// `(id, name_enc)` of every mailbox.
+    pub fn mailboxes(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, name_enc FROM mailboxes ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    // === segments ===
+
+    /// Allocates a fresh segment number (committed at once, so no two sessions share one).
+    pub fn allocate_segment(&self) -> Result<u64, StoreError> {
+        self.conn
+            .execute("INSERT INTO segments (number) VALUES ((SELECT COALESCE(MAX(number), 0) + 1 FROM segments))", [])
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    /// For every segment referenced by a message row: the end of its last record.
+    pub fn segment_ends(&self) -> Result<HashMap<u64, u64>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT segment, MAX(offset + record_len) FROM messages GROUP BY segment")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    // === messages ===
+
+    pub fn max_message_id(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| r.get::<_, i64>(0))
+            .map(|v| v as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn dedup_exists(&self, mailbox_id: u64, dedup: &[u8; 32]) -> Result<bool, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM messages WHERE mailbox_id = ?1 AND dedup = ?2")
+            .map_err(|e| self.err(e))?;
+        st.exists(params![mailbox_id as i64, &dedup[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Inserts `rows` in ONE transaction; returns, per row, whether it was inserted
+    /// (false: a concurrent session committed the same dedup key first).
+    pub fn insert_messages(&mut self, rows: &[MessageRow]) -> Result<Vec<bool>, StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut out = Vec::with_capacity(rows.len());
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO messages (id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(e)?;
+            for r in rows {
+                let n = st
+                    .execute(params![
+                        r.id as i64,
+                        r.mailbox_id as i64,
+                        r.key_id as i64,
+                        r.segment as i64,
+                        r.offset as i64,
+                        r.record_len as i64,
+                        &r.salt[..],
+                        &r.meta_enc,
+                        &r.dedup[..]
+                    ])
+                    .map_err(e)?;
+                out.push(n == 1);
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(out)
+    }
+
+    /// Message rows of a mailbox (or of all mailboxes), in id order.
+    pub fn messages(&self, mailbox_id: Option<u64>) -> Result<Vec<MessageRow>, StoreError> {
+        let sql = "SELECT id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup FROM messages \
+                   WHERE (?1 IS NULL OR mailbox_id = ?1) ORDER BY id";
+        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([mailbox_id.map(|m| m as i64)], |r| {
+                let blob32 = |i: usize| -> rusqlite::Result<[u8; 32]> {
+                    let v: Vec<u8> = r.get(i)?;
+                    v.try_into().map_err(|_| {
+                        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, "expected 32 bytes".into())
+                    })
+                };
+                Ok(MessageRow {
+                    id: r.get::<_, i64>(0)? as u64,
+                    mailbox_id: r.get::<_, i64>(1)? as u64,
+                    key_id: r.get::<_, i64>(2)? as u32,
+                    segment: r.get::<_, i64>(3)? as u64,
+                    offset: r.get::<_, i64>(4)? as u64,
+                    record_len: r.get::<_, i64>(5)? as u64,
+                    salt: blob32(6)?,
+                    meta_enc: r.get(7)?,
+                    dedup: blob32(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,555 @@
+//! [`IngestSession`]: writes one mailbox's messages into the session's own segment, and
+//! makes them durable in batches (one fdatasync, one SQLite transaction).
+//!
+//! Blocking and single-threaded: one session is driven by one thread. It does not know
+//! about frames or sockets; the proxy maps wire frames onto `begin`/`write`/`finish`.
+
+use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
+use crate::index::MessageRow;
+use crate::keys::{self, Key};
+use crate::segment::{self, RecordHeader, SegmentHeader, SEG_HEADER_LEN};
+use crate::volume::{FreeSegment, Inner};
+use crate::{StoreError, SEGMENTS_DIR};
+use mailferry_core::frame::AckStatus;
+use mailferry_core::profile::CommitSettings;
+use mailferry_core::{Flags, FolderName, MailboxAddr, MessageMeta, SourceId};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The start of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageStart {
+    /// The client's sequence number, echoed in acknowledgements.
+    pub seq: u64,
+    /// Folder at the source.
+    pub meta_folder: FolderName,
+    /// The source's id of the message.
+    pub source_id: SourceId,
+    /// Flags at the source.
+    pub flags: Flags,
+    /// Internal date, Unix seconds.
+    pub internal_date: i64,
+    /// Exact body size that will follow.
+    pub size: u64,
+}
+
+/// What `finish` did with a message; it is acknowledged only after `commit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Written; durable at the next commit.
+    Pending {
+        /// The client's sequence number.
+        seq: u64,
+    },
+    /// Already stored or pending in this mailbox; nothing kept.
+    Duplicate {
+        /// The client's sequence number.
+        seq: u64,
+    },
+}
+
+struct SegWriter {
+    number: u64,
+    file: File,
+    path: PathBuf,
+    /// End of the last finished record (the file cursor may be past it while a message
+    /// is open).
+    len: u64,
+    /// End of the last committed record.
+    committed_len: u64,
+}
+
+struct OpenMessage {
+    start: MessageStart,
+    id: u64,
+    salt: [u8; 32],
+    key: ChunkKey,
+    message_key: Key,
+    ctx: ChunkContext,
+    sha: ring::digest::Context,
+    buf: Vec<u8>,
+    chunk_index: u64,
+    chunks: u64,
+    written: u64,
+    record_start: u64,
+    record_len: u64,
+}
+
+struct Pending {
+    seq: u64,
+    /// `None` for a duplicate.
+    row: Option<MessageRow>,
+}
+
+/// A writer for one mailbox, used from one blocking thread. Messages go
+/// `begin` → `write`* → `finish`; `commit` makes every finished message durable and
+/// returns the acknowledgements. Dropping a session discards whatever was not committed.
+pub struct IngestSession {
+    inner: Arc<Inner>,
+    mailbox: MailboxAddr,
+    mailbox_id: u64,
+    key_id: u32,
+    mailbox_key: Key,
+    dedup_mac: Key,
+    commit: CommitSettings,
+    seg: Option<SegWriter>,
+    /// Segments closed during this batch, waiting for their fdatasync.
+    closed: Vec<SegWriter>,
+    dir_dirty: bool,
+    pending: Vec<Pending>,
+    pending_dedup: HashSet<[u8; 32]>,
+    pending_bytes: u64,
+    oldest: Option<Instant>,
+    open: Option<OpenMessage>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for IngestSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestSession")
+            .field("mailbox", &self.mailbox)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl IngestSession ===
+
+impl IngestSession {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        mailbox: MailboxAddr,
+        mailbox_id: u64,
+        key_id: u32,
+        mailbox_key: Key,
+        commit: CommitSettings,
+    ) -> Self {
+        let dedup_mac = keys::dedup_mac_key(&mailbox_key);
+        IngestSession {
+            inner,
+            mailbox,
+            mailbox_id,
+            key_id,
+            mailbox_key,
+            dedup_mac,
+            commit,
+            seg: None,
+            closed: Vec::new(),
+            dir_dirty: false,
+            pending: Vec::new(),
+            pending_dedup: HashSet::new(),
+            pending_bytes: 0,
+            oldest: None,
+            open: None,
+            failed: false,
+        }
+    }
+
+    fn misuse(&self, reason: &str) -> StoreError {
+        StoreError::SessionMisuse {
+            mailbox: self.mailbox.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(self.misuse("an earlier commit or write failed; start a new session and resend what was not acknowledged"));
+        }
+        Ok(())
+    }
+
+    /// Starts a message. Error if a message is already open.
+    pub fn begin(&mut self, start: MessageStart) -> Result<(), StoreError> {
+        self.check_usable()?;
+        if let Some(o) = &self.open {
+            return Err(self.misuse(&format!(
+                "begin(seq {}) while message seq {} is still open; finish or abort it first",
+                start.seq, o.start.seq
+            )));
+        }
+        let Some(record_len) = segment::record_len(start.size).filter(|l| *l < i64::MAX as u64) else {
+            return Err(StoreError::Rejected {
+                seq: start.seq,
+                reason: format!("declared size {} is too large", start.size),
+            });
+        };
+        self.ensure_segment(record_len)?;
+        let id = self.inner.next_message_id.fetch_add(1, Ordering::Relaxed);
+        let salt = keys::random32();
+        let message_key = keys::message_key(&self.mailbox_key, &salt);
+        let chunks = chunk::chunk_count(start.size);
+        let header = RecordHeader {
+            key_id: self.key_id,
+            message_id: id,
+            mailbox_id: self.mailbox_id,
+            salt,
+            plain_len: start.size,
+            chunk_count: chunks,
+        };
+        let seg = self.seg.as_mut().expect("ensure_segment opened one");
+        let record_start = seg.len;
+        if let Err(e) = seg.file.write_all(&header.encode()) {
+            let err = StoreError::io(&seg.path, e);
+            self.rollback(record_start);
+            return Err(err);
+        }
+        self.open = Some(OpenMessage {
+            ctx: ChunkContext {
+                volume_id: self.inner.volume_id,
+                mailbox_id: self.mailbox_id,
+                message_id: id,
+            },
+            key: ChunkKey::new(&message_key),
+            message_key,
+            start,
+            id,
+            salt,
+            sha: ring::digest::Context::new(&ring::digest::SHA256),
+            buf: Vec::with_capacity(CHUNK_SIZE + TAG_LEN),
+            chunk_index: 0,
+            chunks,
+            written: 0,
+            record_start,
+            record_len,
+        });
+        Ok(())
+    }
+
+    /// Appends body bytes (any length). Error if the total exceeds the declared size;
+    /// the message is then rolled back and closed (`Rejected`).
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.check_usable()?;
+        let Some(o) = self.open.as_mut() else {
+            return Err(self.misuse("write() with no open message; call begin first"));
+        };
+        if o.written + data.len() as u64 > o.start.size {
+            let (seq, size, start) = (o.start.seq, o.start.size, o.record_start);
+            let got = o.written + data.len() as u64;
+            self.open = None;
+            self.rollback(start);
+            return Err(StoreError::Rejected {
+                seq,
+                reason: format!("received at least {got} body bytes, more than the declared size {size}"),
+            });
+        }
+        let seg = self.seg.as_mut().expect("a segment is open while a message is");
+        let mut rest = data;
+        while !rest.is_empty() {
+            let take = (CHUNK_SIZE - o.buf.len()).min(rest.len());
+            o.buf.extend_from_slice(&rest[..take]);
+            o.sha.update(&rest[..take]);
+            o.written += take as u64;
+            rest = &rest[take..];
+            // A full buffer is sealed at once unless it is the last chunk, which is
+            // sealed (with the last flag) by finish().
+            if o.buf.len() == CHUNK_SIZE && o.chunk_index + 1 < o.chunks {
+                let tag = chunk::seal_chunk(&o.key, &o.ctx, o.chunk_index, false, &mut o.buf);
+                o.buf.extend_from_slice(&tag);
+                let r = seg.file.write_all(&o.buf);
+                o.buf.clear();
+                o.chunk_index += 1;
+                if let Err(e) = r {
+                    let err = StoreError::io(&seg.path, e);
+                    let start = o.record_start;
+                    self.open = None;
+                    self.rollback(start);
+                    self.failed = true;
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the message. Recomputes the SHA-256 of the plaintext; a mismatch with
+    /// `claimed_sha256` or a size different from the declared one gives
+    /// `Err(StoreError::Rejected)` and the message's bytes are rolled back (segment
+    /// truncated back to where the record began). A message with the same
+    /// (folder, source id, sha256) already committed or pending in this mailbox gives
+    /// `Finished::Duplicate` and is rolled back likewise. The session stays usable after
+    /// a `Rejected`.
+    pub fn finish(&mut self, claimed_sha256: [u8; 32]) -> Result<Finished, StoreError> {
+        self.check_usable()?;
+        let Some(mut o) = self.open.take() else {
+            return Err(self.misuse("finish() with no open message; call begin first"));
+        };
+        let seq = o.start.seq;
+        if o.written != o.start.size {
+            self.rollback(o.record_start);
+            return Err(StoreError::Rejected {
+                seq,
+                reason: format!(
+                    "received {} body bytes, the message declared {}; the body was cut short",
+                    o.written, o.start.size
+                ),
+            });
+        }
+        let sha: [u8; 32] = o.sha.clone().finish().as_ref().try_into().expect("32 bytes");
+        if sha != claimed_sha256 {
+            self.rollback(o.record_start);
+            return Err(StoreError::Rejected {
+                seq,
+                reason: format!(
+                    "SHA-256 mismatch: received body hashes to {}, the sender claimed {}; the body was altered in transit, send it again",
+                    hex::encode(sha),
+                    hex::encode(claimed_sha256)
+                ),
+            });
+        }
+        let folder = o.start.meta_folder.as_str();
+        let sid = o.start.source_id.as_str();
+        let dedup = keys::dedup_key(&self.dedup_mac, folder, sid, &sha);
+        let dup = if self.pending_dedup.contains(&dedup) {
+            Ok(true)
+        } else {
+            self.inner.index().and_then(|ix| ix.dedup_exists(self.mailbox_id, &dedup))
+        };
+        let dup = match dup {
+            Ok(d) => d,
+            Err(e) => {
+                self.rollback(o.record_start);
+                return Err(e);
+            }
+        };
+        if dup {
+            self.rollback(o.record_start);
+            self.push_pending(Pending { seq, row: None }, 0);
+            return Ok(Finished::Duplicate { seq });
+        }
+        // Seal and write the last chunk.
+        let seg = self.seg.as_mut().expect("a segment is open while a message is");
+        let tag = chunk::seal_chunk(&o.key, &o.ctx, o.chunk_index, true, &mut o.buf);
+        o.buf.extend_from_slice(&tag);
+        if let Err(e) = seg.file.write_all(&o.buf) {
+            let err = StoreError::io(&seg.path, e);
+            self.rollback(o.record_start);
+            self.failed = true;
+            return Err(err);
+        }
+        debug_assert_eq!(o.chunk_index + 1, o.chunks);
+        seg.len = o.record_start + o.record_len;
+        let meta = MessageMeta {
+            folder: o.start.meta_folder.clone(),
+            source_id: o.start.source_id.clone(),
+            flags: o.start.flags.clone(),
+            internal_date: o.start.internal_date,
+            size: o.start.size,
+            sha256: hex::encode(sha),
+        };
+        let meta_enc = keys::seal_meta(&o.message_key, &self.inner.volume_id, self.mailbox_id, o.id, &meta);
+        let row = MessageRow {
+            id: o.id,
+            mailbox_id: self.mailbox_id,
+            key_id: self.key_id,
+            segment: seg.number,
+            offset: o.record_start,
+            record_len: o.record_len,
+            salt: o.salt,
+            meta_enc,
+            dedup,
+        };
+        self.pending_dedup.insert(dedup);
+        self.push_pending(Pending { seq, row: Some(row) }, o.record_len);
+        Ok(Finished::Pending { seq })
+    }
+
+    /// Drops the open message (if any) and rolls its bytes back.
+    pub fn abort(&mut self) {
+        if let Some(o) = self.open.take() {
+            self.rollback(o.record_start);
+        }
+    }
+
+    /// True when pending messages ≥ `commit.max_messages` or pending bytes ≥
+    /// `commit.max_bytes`.
+    pub fn should_commit(&self) -> bool {
+        self.pending.len() >= self.commit.max_messages || self.pending_bytes >= self.commit.max_bytes
+    }
+
+    /// When the oldest pending message finished; the caller enforces
+    /// `commit.max_delay_ms`.
+    pub fn oldest_pending(&self) -> Option<Instant> {
+        self.oldest
+    }
+
+    /// Messages finished (stored or duplicate) and not yet committed.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// One fdatasync of the segment(s) written since the last commit (plus a directory
+    /// fsync when a segment file was created), then ONE SQLite transaction inserting all
+    /// pending rows; returns every pending seq (stored and duplicate) with its status,
+    /// now durable. After an error nothing of the batch is acknowledged and the session
+    /// refuses further use: drop it and resend in a new one.
+    pub fn commit(&mut self) -> Result<Vec<(u64, AckStatus)>, StoreError> {
+        self.check_usable()?;
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.commit_inner() {
+            Ok(acks) => Ok(acks),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn commit_inner(&mut self) -> Result<Vec<(u64, AckStatus)>, StoreError> {
+        let rows: Vec<MessageRow> = self.pending.iter().filter_map(|p| p.row.clone()).collect();
+        if !rows.is_empty() {
+            for s in self.closed.iter().chain(self.seg.iter()) {
+                if s.len > s.committed_len {
+                    s.file.sync_data().map_err(|e| StoreError::io(&s.path, e))?;
+                }
+            }
+            if self.dir_dirty {
+                crate::sync_dir(&self.inner.dir.join(SEGMENTS_DIR))?;
+                self.dir_dirty = false;
+            }
+        }
+        let inserted = if rows.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.index()?.insert_messages(&rows)?
+        };
+        let mut inserted = inserted.into_iter();
+        let acks = self
+            .pending
+            .drain(..)
+            .map(|p| {
+                let stored = p.row.is_some() && inserted.next().unwrap_or(false);
+                (p.seq, if stored { AckStatus::Stored } else { AckStatus::Duplicate })
+            })
+            .collect();
+        self.closed.clear();
+        if let Some(s) = self.seg.as_mut() {
+            s.committed_len = s.len;
+        }
+        self.pending_dedup.clear();
+        self.pending_bytes = 0;
+        self.oldest = None;
+        Ok(acks)
+    }
+
+    fn push_pending(&mut self, p: Pending, bytes: u64) {
+        self.pending.push(p);
+        self.pending_bytes += bytes;
+        self.oldest.get_or_insert_with(Instant::now);
+    }
+
+    /// Truncates the current segment back to `to` (the start of the rolled-back record).
+    fn rollback(&mut self, to: u64) {
+        let Some(seg) = self.seg.as_mut() else { return };
+        let r = seg.file.set_len(to).and_then(|_| seg.file.seek(SeekFrom::Start(to)));
+        match r {
+            Ok(_) => seg.len = to,
+            Err(e) => {
+                // The bytes stay as an unreferenced tail or gap; recovery at the next open
+                // truncates a tail. Stop writing to this segment.
+                tracing::warn!(segment = seg.number, error = %e, "rollback of a segment failed");
+                self.failed = true;
+            }
+        }
+    }
+
+    /// Makes sure the current segment can take a record of `record_len` bytes, closing a
+    /// full one and opening another if needed.
+    fn ensure_segment(&mut self, record_len: u64) -> Result<(), StoreError> {
+        let max = self.inner.settings.segment_max_bytes;
+        if let Some(s) = &self.seg {
+            // A record larger than a whole segment still goes in, alone.
+            if s.len == SEG_HEADER_LEN || s.len + record_len <= max {
+                return Ok(());
+            }
+            let s = self.seg.take().expect("checked");
+            if s.len > s.committed_len {
+                self.closed.push(s);
+            }
+        }
+        // A pooled segment too full for this record is left out of the pool (recovery at
+        // the next open offers it again).
+        let free = {
+            let mut pool = self.inner.free_segments.lock().unwrap_or_else(|p| p.into_inner());
+            std::iter::from_fn(|| pool.pop()).find(|f| f.len == SEG_HEADER_LEN || f.len + record_len <= max)
+        };
+        let seg = match free {
+            Some(f) => self.reopen_segment(f)?,
+            None => self.create_segment()?,
+        };
+        self.seg = Some(seg);
+        Ok(())
+    }
+
+    fn reopen_segment(&mut self, f: FreeSegment) -> Result<SegWriter, StoreError> {
+        let path = self.inner.segment_path(f.number);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        file.set_len(f.len)
+            .and_then(|_| file.seek(SeekFrom::Start(f.len)))
+            .map_err(|e| StoreError::io(&path, e))?;
+        Ok(SegWriter {
+            number: f.number,
+            file,
+            path,
+            len: f.len,
+            committed_len: f.len,
+        })
+    }
+
+    fn create_segment(&mut self) -> Result<SegWriter, StoreError> {
+        let number = self.inner.index()?.allocate_segment()?;
+        let path = self.inner.segment_path(number);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let h = SegmentHeader {
+            volume_id: self.inner.volume_id,
+            number,
+        };
+        file.write_all(&h.encode()).map_err(|e| StoreError::io(&path, e))?;
+        self.dir_dirty = true;
+        Ok(SegWriter {
+            number,
+            file,
+            path,
+            len: SEG_HEADER_LEN,
+            // The header counts as committed: recovery rewrites a torn one.
+            committed_len: SEG_HEADER_LEN,
+        })
+    }
+}
+
+impl Drop for IngestSession {
+    fn drop(&mut self) {
+        // Whatever was not committed is discarded now, so the segment can be handed to
+        // the next session with a clean end.
+        if let Some(s) = self.seg.take() {
+            let clean = s.file.set_len(s.committed_len).is_ok();
+            if clean && !self.failed && s.committed_len < self.inner.settings.segment_max_bytes {
+                self.inner
+                    .free_segments
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(FreeSegment {
+                        number: s.number,
+                        len: s.committed_len,
+                    });
+            }
+        }
+        for s in self.closed.drain(..) {
+            let _ = s.file.set_len(s.committed_len);
+        }
+    }
+}

@@ -1,0 +1,663 @@
+//! [`Volume`]: creating, opening (with crash recovery), listing, reading and verifying.
+//!
+//! Writing messages is [`crate::IngestSession`]'s job; this module hands sessions out
+//! and owns the state they share (index connection, segment pool, message id counter).
+
+use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
+use crate::header::Header;
+use crate::index::{Index, MessageRow};
+use crate::ingest::IngestSession;
+use crate::keys::{self, Key, VolumeKeys};
+use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::{StoreError, HEADER_FILE, INDEX_FILE, SEGMENTS_DIR};
+use mailferry_core::profile::{CommitSettings, StoreSettings};
+use mailferry_core::{MailboxAddr, MessageMeta};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What `init` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitOutcome {
+    /// The new volume's id.
+    pub volume_id: [u8; 16],
+    /// True if the key file was created (it did not exist).
+    pub key_file_created: bool,
+}
+
+/// An open volume. Cheap to share: clone the `Arc` around it, or hand out sessions.
+pub struct Volume {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume")
+            .field("dir", &self.inner.dir)
+            .field("volume_id", &hex::encode(self.inner.volume_id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A segment not in use by any session, with its committed length.
+pub(crate) struct FreeSegment {
+    pub number: u64,
+    pub len: u64,
+}
+
+/// State shared by the volume and its sessions.
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub volume_id: [u8; 16],
+    pub keys: VolumeKeys,
+    pub index: Mutex<Index>,
+    pub next_message_id: AtomicU64,
+    pub settings: StoreSettings,
+    pub free_segments: Mutex<Vec<FreeSegment>>,
+    mailbox_keys: Mutex<HashMap<u64, (u32, Key)>>,
+    /// Held for the volume's lifetime: an exclusive lock on volume.hdr.
+    _lock: File,
+}
+
+/// A committed message: its id, mailbox, decrypted metadata and where its record is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Message id in the store.
+    pub id: u64,
+    /// The mailbox it belongs to.
+    pub mailbox: MailboxAddr,
+    /// Decrypted metadata.
+    pub meta: MessageMeta,
+    loc: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Location {
+    mailbox_id: u64,
+    key_id: u32,
+    segment: u64,
+    offset: u64,
+    record_len: u64,
+    salt: [u8; 32],
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Messages looked at.
+    pub messages_checked: u64,
+    /// Record bytes authenticated.
+    pub bytes_checked: u64,
+    /// Every damaged item, named.
+    pub damaged: Vec<DamagedItem>,
+}
+
+/// One damaged item found by `verify`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedItem {
+    /// The mailbox (or `mailbox id N` if its name is unreadable, empty for a segment).
+    pub mailbox: String,
+    /// `folder/source_id`, or `message id N` if the metadata is unreadable, or
+    /// `segment NNNNNNNN.seg`.
+    pub item: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn read_key_file(path: &Path) -> Result<Zeroizing32, StoreError> {
+    let bad = |reason: String| StoreError::KeyFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut f = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(33));
+    (&mut f)
+        .take(33)
+        .read_to_end(&mut buf)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    if buf.len() != 32 {
+        return Err(bad(format!(
+            "must be exactly 32 bytes, found {}{} (use the key file created by `volume init`)",
+            if buf.len() > 32 { "more than " } else { "" },
+            buf.len().min(32)
+        )));
+    }
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    k.copy_from_slice(&buf);
+    Ok(k)
+}
+
+type Zeroizing32 = zeroize::Zeroizing<[u8; 32]>;
+
+fn create_key_file(path: &Path) -> Result<Zeroizing32, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    keys::fill_random(&mut k[..]);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::io(path, e))?;
+    f.write_all(&k[..])
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::io(path, e))?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    crate::sync_dir(parent)?;
+    Ok(k)
+}
+
+// === impl Volume ===
+
+impl Volume {
+    /// Creates a volume in `dir` (created if missing; refused with an error if it already
+    /// holds a volume or any file). If `key_file` does not exist it is created with 32
+    /// random bytes, mode 0600 (create_new, never overwrite); if it exists it must be
+    /// exactly 32 bytes.
+    pub fn init(dir: &Path, key_file: &Path) -> Result<InitOutcome, StoreError> {
+        match std::fs::read_dir(dir) {
+            Ok(mut entries) => {
+                if let Some(first) = entries.next() {
+                    let first = first.map_err(|e| StoreError::io(dir, e))?;
+                    return Err(StoreError::NotEmpty {
+                        path: dir.to_path_buf(),
+                        what: first.file_name().to_string_lossy().into_owned(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(dir, e)),
+        }
+        let (kf, key_file_created) = match std::fs::symlink_metadata(key_file) {
+            Ok(_) => (read_key_file(key_file)?, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (create_key_file(key_file)?, true),
+            Err(e) => return Err(StoreError::io(key_file, e)),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let vmk = Key::random();
+        let header = Header::create(&kf, &vmk);
+        let seg_dir = dir.join(SEGMENTS_DIR);
+        std::fs::create_dir(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
+        Index::create(&dir.join(INDEX_FILE), &header.volume_id)?;
+        // The header goes last: its presence means the volume is complete.
+        header.write_atomic(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::sync_dir(parent)?;
+        }
+        tracing::info!(volume = %dir.display(), id = %hex::encode(header.volume_id), "volume created");
+        Ok(InitOutcome {
+            volume_id: header.volume_id,
+            key_file_created,
+        })
+    }
+
+    /// Opens a volume. A wrong key is refused (StoreError::WrongKey) after reading only
+    /// the header, before any other file is read or written. Runs crash recovery.
+    pub fn open(dir: &Path, key_file: &Path, settings: &StoreSettings) -> Result<Volume, StoreError> {
+        let header = Header::read(dir)?;
+        let kf = read_key_file(key_file)?;
+        let vmk = header.unlock(dir, &kf)?;
+        drop(kf);
+
+        let hdr_path = dir.join(HEADER_FILE);
+        let lock = File::open(&hdr_path).map_err(|e| StoreError::io(&hdr_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Busy {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&hdr_path, e)),
+        }
+
+        let index = Index::open(&dir.join(INDEX_FILE), &header.volume_id)?;
+        let free = recover_segments(dir, &header.volume_id, &index, settings)?;
+        let next = index.max_message_id()? + 1;
+        Ok(Volume {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                volume_id: header.volume_id,
+                keys: VolumeKeys::new(vmk),
+                index: Mutex::new(index),
+                next_message_id: AtomicU64::new(next),
+                settings: settings.clone(),
+                free_segments: Mutex::new(free),
+                mailbox_keys: Mutex::new(HashMap::new()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The volume id.
+    pub fn volume_id(&self) -> [u8; 16] {
+        self.inner.volume_id
+    }
+
+    /// The volume directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// A writer for one mailbox; creates tenant (= mailbox domain) and mailbox keys on
+    /// first use. Each session appends to its own segment file(s), so several sessions
+    /// can write at once.
+    pub fn session(&self, mailbox: &MailboxAddr, commit: &CommitSettings) -> Result<IngestSession, StoreError> {
+        let (mailbox_id, key_id, key) = self.inner.mailbox_for_write(mailbox)?;
+        Ok(IngestSession::new(
+            self.inner.clone(),
+            mailbox.clone(),
+            mailbox_id,
+            key_id,
+            key,
+            commit.clone(),
+        ))
+    }
+
+    /// Every mailbox in the volume, in creation order.
+    pub fn mailboxes(&self) -> Result<Vec<MailboxAddr>, StoreError> {
+        let rows = self.inner.index()?.mailboxes()?;
+        rows.into_iter()
+            .map(|(id, enc)| self.inner.mailbox_name(id, &enc))
+            .collect()
+    }
+
+    /// Every committed message of the mailbox with its decrypted metadata, in store
+    /// order. Unknown mailbox: StoreError::UnknownMailbox. A message whose metadata
+    /// fails to decrypt is returned as Err inside the Vec (naming its message id),
+    /// never aborting the list.
+    pub fn list_messages(&self, mailbox: &MailboxAddr) -> Result<Vec<Result<StoredMessage, StoreError>>, StoreError> {
+        let mac = self.inner.keys.name_mac(b'm', mailbox.as_str());
+        let rows = {
+            let ix = self.inner.index()?;
+            let Some(row) = ix.mailbox_by_mac(&mac)? else {
+                return Err(StoreError::UnknownMailbox {
+                    mailbox: mailbox.to_string(),
+                });
+            };
+            ix.messages(Some(row.id))?
+        };
+        let mut keys: HashMap<u64, Key> = HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(self.inner.stored_message(mailbox, &r, &mut keys));
+        }
+        Ok(out)
+    }
+
+    /// Streams the decrypted body to `out` chunk by chunk (one 64 KiB chunk in memory at
+    /// a time), authenticating every chunk, checking the last-chunk flag, the total
+    /// length and the SHA-256. On error, what was written so far must be discarded by
+    /// the caller.
+    pub fn read_message(&self, msg: &StoredMessage, out: &mut dyn Write) -> Result<(), StoreError> {
+        let (_, mailbox_key) = self.inner.mailbox_key(msg.loc.mailbox_id)?;
+        self.inner.read_record(msg, &mailbox_key, out)
+    }
+
+    /// Authenticates every chunk of every message, checks index ↔ segments (every index
+    /// row points inside a segment; sizes match), and returns every damaged item named.
+    /// Does not stop at the first.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let inner = &self.inner;
+        let (mailboxes, rows) = {
+            let ix = inner.index()?;
+            (ix.mailboxes()?, ix.messages(None)?)
+        };
+        let mut report = VerifyReport::default();
+        let mut names: HashMap<u64, Result<MailboxAddr, String>> = HashMap::new();
+        for (id, enc) in mailboxes {
+            names.insert(id, inner.mailbox_name(id, &enc).map_err(|e| e.to_string()));
+        }
+
+        // Segment headers of every referenced segment.
+        let mut segs: Vec<u64> = rows.iter().map(|r| r.segment).collect();
+        segs.sort_unstable();
+        segs.dedup();
+        for n in segs {
+            let path = inner.segment_path(n);
+            let problem = match File::open(&path) {
+                Err(e) => Some(format!("cannot open: {e}")),
+                Ok(mut f) => {
+                    let mut b = [0u8; SEG_HEADER_LEN as usize];
+                    match f.read_exact(&mut b) {
+                        Err(e) => Some(format!("header unreadable: {e}")),
+                        Ok(()) => match SegmentHeader::parse(&b) {
+                            Err(e) => Some(e.to_string()),
+                            Ok(h) if h.volume_id != inner.volume_id || h.number != n => {
+                                Some("header names another volume or segment number".into())
+                            }
+                            Ok(_) => None,
+                        },
+                    }
+                }
+            };
+            if let Some(reason) = problem {
+                report.damaged.push(DamagedItem {
+                    mailbox: String::new(),
+                    item: format!("segment {}", segment::file_name(n)),
+                    reason,
+                });
+            }
+        }
+
+        let mut keys: HashMap<u64, Key> = HashMap::new();
+        for r in rows {
+            report.messages_checked += 1;
+            let mailbox = match names.get(&r.mailbox_id) {
+                Some(Ok(m)) => m.clone(),
+                other => {
+                    let reason = match other {
+                        Some(Err(e)) => e.clone(),
+                        _ => format!("mailbox row {} missing from the index", r.mailbox_id),
+                    };
+                    report.damaged.push(DamagedItem {
+                        mailbox: format!("mailbox id {}", r.mailbox_id),
+                        item: format!("message id {}", r.id),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let msg = match inner.stored_message(&mailbox, &r, &mut keys) {
+                Ok(m) => m,
+                Err(e) => {
+                    report.damaged.push(DamagedItem {
+                        mailbox: mailbox.to_string(),
+                        item: format!("message id {}", r.id),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let key = keys.get(&r.mailbox_id).expect("stored_message cached the key");
+            match inner.read_record(&msg, key, &mut std::io::sink()) {
+                Ok(()) => report.bytes_checked += r.record_len,
+                Err(e) => report.damaged.push(DamagedItem {
+                    mailbox: mailbox.to_string(),
+                    item: format!("{}/{}", msg.meta.folder, msg.meta.source_id),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Ok(report)
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    pub(crate) fn index(&self) -> Result<MutexGuard<'_, Index>, StoreError> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions
+        // roll back), so a poisoned lock is still usable.
+        Ok(self.index.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(crate) fn segment_path(&self, n: u64) -> PathBuf {
+        self.dir.join(SEGMENTS_DIR).join(segment::file_name(n))
+    }
+
+    fn mailbox_name(&self, id: u64, enc: &[u8]) -> Result<MailboxAddr, StoreError> {
+        let name = self
+            .keys
+            .open_name(&self.volume_id, b'm', enc)
+            .ok_or_else(|| keys::unwrap_err(&self.dir, format!("name of mailbox row {id}")))?;
+        MailboxAddr::parse(&name)
+            .map_err(|_| keys::unwrap_err(&self.dir, format!("name of mailbox row {id} (not an address)")))
+    }
+
+    fn tenant_key(&self, ix: &Index, tenant_id: u64) -> Result<Key, StoreError> {
+        let wrapped = ix
+            .tenant_by_id(tenant_id)?
+            .ok_or_else(|| keys::unwrap_err(&self.dir, format!("tenant row {tenant_id} (missing)")))?;
+        let aad = keys::wrap_aad(keys::AAD_TENANT, &self.volume_id, Some(tenant_id));
+        keys::unwrap_key(&self.keys.vmk, &aad, &wrapped)
+            .ok_or_else(|| keys::unwrap_err(&self.dir, format!("key of tenant row {tenant_id}")))
+    }
+
+    fn unwrap_mailbox_key(&self, tenant_key: &Key, mailbox_id: u64, wrapped: &[u8]) -> Result<Key, StoreError> {
+        let aad = keys::wrap_aad(keys::AAD_MAILBOX, &self.volume_id, Some(mailbox_id));
+        keys::unwrap_key(tenant_key, &aad, wrapped)
+            .ok_or_else(|| keys::unwrap_err(&self.dir, format!("key of mailbox row {mailbox_id}")))
+    }
+
+    /// The key id and key of a mailbox row (cached after the first unwrap).
+    pub(crate) fn mailbox_key(&self, mailbox_id: u64) -> Result<(u32, Key), StoreError> {
+        if let Some(k) = self.mailbox_keys.lock().unwrap_or_else(|p| p.into_inner()).get(&mailbox_id) {
+            return Ok(k.clone());
+        }
+        let ix = self.index()?;
+        let row = ix
+            .mailbox_by_id(mailbox_id)?
+            .ok_or_else(|| keys::unwrap_err(&self.dir, format!("mailbox row {mailbox_id} (missing)")))?;
+        let tk = self.tenant_key(&ix, row.tenant_id)?;
+        let key = self.unwrap_mailbox_key(&tk, row.id, &row.key_wrapped)?;
+        drop(ix);
+        self.cache_key(mailbox_id, row.key_id, &key);
+        Ok((row.key_id, key))
+    }
+
+    fn cache_key(&self, mailbox_id: u64, key_id: u32, key: &Key) {
+        self.mailbox_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(mailbox_id, (key_id, key.clone()));
+    }
+
+    /// Finds or creates the tenant and mailbox rows of `mailbox`.
+    fn mailbox_for_write(&self, mailbox: &MailboxAddr) -> Result<(u64, u32, Key), StoreError> {
+        let mac = self.keys.name_mac(b'm', mailbox.as_str());
+        let ix = self.index()?;
+        if let Some(row) = ix.mailbox_by_mac(&mac)? {
+            drop(ix);
+            let (key_id, key) = self.mailbox_key(row.id)?;
+            return Ok((row.id, key_id, key));
+        }
+        let domain = mailbox.domain();
+        let tmac = self.keys.name_mac(b't', domain);
+        let (tenant_id, tenant_key) = match ix.tenant_by_mac(&tmac)? {
+            Some(t) => (t.id, self.tenant_key(&ix, t.id)?),
+            None => {
+                let id = ix.next_id("tenants")?;
+                let key = Key::random();
+                let aad = keys::wrap_aad(keys::AAD_TENANT, &self.volume_id, Some(id));
+                let wrapped = keys::wrap_key(&self.keys.vmk, keys::random_nonce(), &aad, &key);
+                let enc = self.keys.seal_name(&self.volume_id, b't', domain);
+                ix.insert_tenant(id, &tmac, &enc, &wrapped)?;
+                (id, key)
+            }
+        };
+        let id = ix.next_id("mailboxes")?;
+        let key = Key::random();
+        let aad = keys::wrap_aad(keys::AAD_MAILBOX, &self.volume_id, Some(id));
+        let wrapped = keys::wrap_key(&tenant_key, keys::random_nonce(), &aad, &key);
+        let enc = self.keys.seal_name(&self.volume_id, b'm', mailbox.as_str());
+        ix.insert_mailbox(id, tenant_id, &mac, &enc, 1, &wrapped)?;
+        drop(ix);
+        self.cache_key(id, 1, &key);
+        Ok((id, 1, key))
+    }
+
+    /// Decrypts a row's metadata into a [`StoredMessage`], caching mailbox keys in `keys`.
+    fn stored_message(
+        &self,
+        mailbox: &MailboxAddr,
+        r: &MessageRow,
+        keys: &mut HashMap<u64, Key>,
+    ) -> Result<StoredMessage, StoreError> {
+        let unreadable = |reason: String| StoreError::MetaUnreadable {
+            mailbox: mailbox.to_string(),
+            id: r.id,
+            reason,
+        };
+        if !keys.contains_key(&r.mailbox_id) {
+            let (_, k) = self.mailbox_key(r.mailbox_id).map_err(|e| unreadable(e.to_string()))?;
+            keys.insert(r.mailbox_id, k);
+        }
+        let mk = keys::message_key(&keys[&r.mailbox_id], &r.salt);
+        let meta = keys::open_meta(&mk, &self.volume_id, r.mailbox_id, r.id, &r.meta_enc).map_err(unreadable)?;
+        Ok(StoredMessage {
+            id: r.id,
+            mailbox: mailbox.clone(),
+            meta,
+            loc: Location {
+                mailbox_id: r.mailbox_id,
+                key_id: r.key_id,
+                segment: r.segment,
+                offset: r.offset,
+                record_len: r.record_len,
+                salt: r.salt,
+            },
+        })
+    }
+
+    /// Streams one record through authentication to `out`.
+    fn read_record(&self, msg: &StoredMessage, mailbox_key: &Key, out: &mut dyn Write) -> Result<(), StoreError> {
+        let damaged = |reason: String| StoreError::MessageDamaged {
+            folder: msg.meta.folder.to_string(),
+            source_id: msg.meta.source_id.to_string(),
+            id: msg.id,
+            reason,
+        };
+        let loc = &msg.loc;
+        let seg = segment::file_name(loc.segment);
+        let expected_len = segment::record_len(msg.meta.size).ok_or_else(|| damaged("size in metadata out of range".into()))?;
+        if loc.record_len != expected_len {
+            return Err(damaged(format!(
+                "index says the record is {} bytes, a {}-byte message needs {expected_len}",
+                loc.record_len, msg.meta.size
+            )));
+        }
+        let path = self.segment_path(loc.segment);
+        let mut f = File::open(&path).map_err(|e| damaged(format!("segment {seg} cannot be opened: {e}")))?;
+        let flen = f.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        let end = loc.offset.checked_add(loc.record_len).unwrap_or(u64::MAX);
+        if loc.offset < SEG_HEADER_LEN || end > flen {
+            return Err(damaged(format!(
+                "record at {}..{end} lies outside segment {seg} ({flen} bytes): segment truncated or index damaged",
+                loc.offset
+            )));
+        }
+        f.seek(SeekFrom::Start(loc.offset)).map_err(|e| StoreError::io(&path, e))?;
+        let mut hb = [0u8; REC_HEADER_LEN];
+        f.read_exact(&mut hb).map_err(|e| StoreError::io(&path, e))?;
+        let h = RecordHeader::parse(&hb).map_err(|e| damaged(format!("record header in {seg}: {e}")))?;
+        if h.message_id != msg.id || h.mailbox_id != loc.mailbox_id || h.salt != loc.salt || h.key_id != loc.key_id {
+            return Err(damaged(format!(
+                "record header at offset {} of {seg} belongs to another message (id {})",
+                loc.offset, h.message_id
+            )));
+        }
+        if h.plain_len != msg.meta.size {
+            return Err(damaged(format!(
+                "record holds {} bytes, metadata says {}",
+                h.plain_len, msg.meta.size
+            )));
+        }
+        let key = ChunkKey::new(&keys::message_key(mailbox_key, &h.salt));
+        let ctx = ChunkContext {
+            volume_id: self.volume_id,
+            mailbox_id: loc.mailbox_id,
+            message_id: msg.id,
+        };
+        let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; CHUNK_SIZE + TAG_LEN];
+        for i in 0..h.chunk_count {
+            let n = chunk::chunk_plain_len(h.plain_len, i) + TAG_LEN;
+            f.read_exact(&mut buf[..n]).map_err(|e| StoreError::io(&path, e))?;
+            let plain = chunk::open_chunk(&key, &ctx, i, i + 1 == h.chunk_count, &mut buf[..n]).map_err(|_| {
+                StoreError::ChunkAuth {
+                    folder: msg.meta.folder.to_string(),
+                    source_id: msg.meta.source_id.to_string(),
+                    id: msg.id,
+                    n: i,
+                }
+            })?;
+            sha.update(plain);
+            out.write_all(plain).map_err(|e| StoreError::Output { id: msg.id, source: e })?;
+        }
+        let got = hex::encode(sha.finish());
+        if got != msg.meta.sha256 {
+            return Err(damaged(format!(
+                "SHA-256 of the decrypted body is {got}, metadata says {}",
+                msg.meta.sha256
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Crash recovery: truncates every segment to the end of its last indexed record (the
+/// index is the commit point), rewrites a torn header of a segment with no committed
+/// records, and returns the segments that can take more records.
+fn recover_segments(
+    dir: &Path,
+    volume_id: &[u8; 16],
+    index: &Index,
+    settings: &StoreSettings,
+) -> Result<Vec<FreeSegment>, StoreError> {
+    let seg_dir = dir.join(SEGMENTS_DIR);
+    let ends = index.segment_ends()?;
+    let mut free = Vec::new();
+    let entries = std::fs::read_dir(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
+    let mut numbers = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| StoreError::io(&seg_dir, e))?;
+        if let Some(n) = e.file_name().to_str().and_then(segment::parse_file_name) {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    for n in numbers {
+        let path = seg_dir.join(segment::file_name(n));
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let len = f.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        let end = ends.get(&n).copied();
+        match end {
+            Some(end) if len < end => {
+                tracing::warn!(segment = n, len, expected = end, "segment shorter than the index says; run verify");
+                continue;
+            }
+            Some(end) if len > end => {
+                tracing::info!(segment = n, from = len, to = end, "truncating uncommitted segment tail");
+                f.set_len(end)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| StoreError::io(&path, e))?;
+            }
+            Some(_) => {}
+            None => {
+                // No committed record: keep the file as an empty segment with a good header.
+                let mut hb = [0u8; SEG_HEADER_LEN as usize];
+                let ok = len >= SEG_HEADER_LEN
+                    && f.read_exact(&mut hb).is_ok()
+                    && SegmentHeader::parse(&hb).is_ok_and(|h| h.volume_id == *volume_id && h.number == n);
+                if !ok || len != SEG_HEADER_LEN {
+                    tracing::info!(segment = n, from = len, "resetting segment with no committed records");
+                    let h = SegmentHeader {
+                        volume_id: *volume_id,
+                        number: n,
+                    };
+                    f.set_len(0)
+                        .and_then(|_| f.seek(SeekFrom::Start(0)))
+                        .and_then(|_| f.write_all(&h.encode()))
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| StoreError::io(&path, e))?;
+                }
+            }
+        }
+        let committed = end.unwrap_or(SEG_HEADER_LEN);
+        if committed < settings.segment_max_bytes {
+            free.push(FreeSegment { number: n, len: committed });
+        }
+    }
+    Ok(free)
+}
+
+#[cfg(test)]
+mod tests;
