@@ -32,7 +32,9 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyOutcome, AuditError> {
 
 /// Verifies the log at `path` like [`verify`], and also that its head is
 /// `expected_head` (a hex SHA-256 pinned earlier, e.g. from [`crate::AuditLog::head`]),
-/// which detects records removed from, added to or changed at the end.
+/// which detects records removed from, added to or changed at the end. Surrounding
+/// whitespace and the case of the hex digits in `expected_head` are ignored, so a head
+/// read back from a file can be passed as is.
 ///
 /// A log that has grown since the head was pinned fails this check; to accept growth,
 /// pin the seq with the head and compare the hash of that line instead.

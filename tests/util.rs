@@ -1,0 +1,148 @@
+//! Helpers for the integration tests: run the real `mailferry` binary in a temp dir,
+//! and read Maildir trees independently of the code under test.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temp directory per test, with the usual paths in it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn volume(&self) -> PathBuf {
+        self.path("volume")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.path("volume.key")
+    }
+}
+
+pub fn mailferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mailferry"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// Runs a command and returns its output; panics with everything if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("mailferry runs")
+}
+
+pub fn describe(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn init_volume(env: &Env) {
+    let o = run(mailferry()
+        .args(["volume", "init", "--volume"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key()));
+    assert!(o.status.success(), "{}", describe(&o));
+}
+
+/// `mailferry move ... --json`; returns (exit code, parsed report if any, output).
+pub fn move_maildir(env: &Env, src: &Path, mailbox: &str) -> (i32, Option<serde_json::Value>, Output) {
+    let o = run(mailferry()
+        .arg("move")
+        .arg("--source")
+        .arg(format!("maildir:{}", src.display()))
+        .args(["--mailbox", mailbox, "--volume"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--state")
+        .arg(env.path(&format!("state-{mailbox}")))
+        .arg("--json"));
+    let report = serde_json::from_slice(&o.stdout).ok();
+    (o.status.code().unwrap_or(-1), report, o)
+}
+
+pub fn export(env: &Env, mailbox: &str, out: &Path) -> Output {
+    run(mailferry()
+        .arg("export")
+        .arg("--volume")
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .args(["--mailbox", mailbox, "--format", "maildir", "--out"])
+        .arg(out))
+}
+
+/// Every message file of a Maildir++ tree, keyed by (folder directory name or "" for
+/// INBOX, unique name) → (flags, bytes). Reads the tree directly, not through mailferry.
+pub fn read_maildir(root: &Path) -> BTreeMap<(String, String), (String, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![(String::new(), root.to_path_buf())];
+    for e in std::fs::read_dir(root).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && e.file_type().unwrap().is_dir() {
+            dirs.push((name, e.path()));
+        }
+    }
+    for (folder, dir) in dirs {
+        for sub in ["cur", "new"] {
+            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+            for e in entries {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                let (unique, flags) = match name.split_once(":2,") {
+                    Some((u, f)) => (u.to_string(), f.to_string()),
+                    None => (name.clone(), String::new()),
+                };
+                let bytes = std::fs::read(e.path()).unwrap();
+                let prev = out.insert((folder.clone(), unique), (flags, bytes));
+                assert!(prev.is_none(), "duplicate message {name} in {}", dir.display());
+            }
+        }
+    }
+    out
+}
+
+/// Every byte of every file under `dir`, for plaintext scans.
+pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Snapshot of a directory: path → (len, mtime, content hash).
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime, String)> {
+    all_files(dir)
+        .into_iter()
+        .map(|(p, b)| {
+            let m = std::fs::metadata(&p).unwrap();
+            (p, (m.len(), m.modified().unwrap(), mailferry_core::sha256_hex(&b)))
+        })
+        .collect()
+}
