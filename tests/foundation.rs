@@ -43,10 +43,20 @@ fn issue3_moves_500_messages_and_exports_them_byte_identical_with_flags() {
     let all: Vec<&Vec<u8>> = source.values().map(|(_, b)| b).collect();
     assert!(all.iter().any(|b| contains(b, b"\r\n")), "no CRLF message");
     assert!(all.iter().any(|b| !contains(b, b"\r\n")), "no LF message");
-    assert!(all.iter().any(|b| contains(b, b"=?UTF-8?") || contains(b, b"=?utf-8?")), "no RFC 2047");
+    assert!(
+        all.iter()
+            .any(|b| contains(b, b"=?UTF-8?") || contains(b, b"=?utf-8?")),
+        "no RFC 2047"
+    );
     assert!(all.iter().any(|b| b.iter().any(|&c| c >= 0x80)), "no 8-bit");
-    assert!(all.iter().any(|b| contains(b, b"multipart/mixed")), "no attachment");
-    assert!(source.keys().any(|(f, _)| f.contains('&')), "no non-ASCII folder");
+    assert!(
+        all.iter().any(|b| contains(b, b"multipart/mixed")),
+        "no attachment"
+    );
+    assert!(
+        source.keys().any(|(f, _)| f.contains('&')),
+        "no non-ASCII folder"
+    );
     assert!(source.values().any(|(f, _)| !f.is_empty()), "no flags");
 
     init_volume(&env);
@@ -56,7 +66,14 @@ fn issue3_moves_500_messages_and_exports_them_byte_identical_with_flags() {
     assert_eq!(r["items_total"], n as u64);
     assert_eq!(r["items_moved"], n as u64);
     assert_eq!(r["bad_items"].as_array().unwrap().len(), 0);
-    for key in ["move_id", "mailbox", "items_skipped_duplicate", "bytes_moved", "seconds", "throughput_bytes_per_s"] {
+    for key in [
+        "move_id",
+        "mailbox",
+        "items_skipped_duplicate",
+        "bytes_moved",
+        "seconds",
+        "throughput_bytes_per_s",
+    ] {
         assert!(r.get(key).is_some(), "report lacks {key}: {r}");
     }
     let total: u64 = source.values().map(|(_, b)| b.len() as u64).sum();
@@ -68,7 +85,9 @@ fn issue3_moves_500_messages_and_exports_them_byte_identical_with_flags() {
     let exported = read_maildir(&out);
     assert_eq!(exported.len(), source.len());
     for (key, (flags, bytes)) in &source {
-        let (eflags, ebytes) = exported.get(key).unwrap_or_else(|| panic!("{key:?} not exported"));
+        let (eflags, ebytes) = exported
+            .get(key)
+            .unwrap_or_else(|| panic!("{key:?} not exported"));
         assert_eq!(eflags, flags, "flags of {key:?}");
         assert!(ebytes == bytes, "bytes of {key:?} differ");
     }
@@ -79,14 +98,24 @@ fn issue3_moves_500_messages_and_exports_them_byte_identical_with_flags() {
     let src_files = all_files(&src);
     for needle in &needles {
         assert!(
-            src_files.iter().any(|(p, b)| contains(b, needle.as_bytes()) || p.to_string_lossy().contains(needle.as_str())),
+            src_files.iter().any(|(p, b)| contains(b, needle.as_bytes())
+                || p.to_string_lossy().contains(needle.as_str())),
             "marker {needle} not planted in the source"
         );
     }
     let vol_files = all_files(&env.volume());
-    assert!(vol_files.iter().any(|(p, _)| p.to_string_lossy().contains("wal") || p.to_string_lossy().ends_with(".sqlite")));
+    assert!(vol_files
+        .iter()
+        .any(|(p, _)| p.to_string_lossy().contains("wal")
+            || p.to_string_lossy().ends_with(".sqlite")));
     for (path, bytes) in &vol_files {
-        for needle in needles.iter().map(String::as_str).chain(["alice@example.com", "example.com", "INBOX", "Message-ID", "Subject:"]) {
+        for needle in needles.iter().map(String::as_str).chain([
+            "alice@example.com",
+            "example.com",
+            "INBOX",
+            "Message-ID",
+            "Subject:",
+        ]) {
             assert!(
                 !contains(bytes, needle.as_bytes()) && !path.to_string_lossy().contains(needle),
                 "plaintext {needle:?} found in {}",
@@ -167,17 +196,16 @@ fn issue3_killed_move_resumes_to_exactly_once() {
     let skipped = r["items_skipped_duplicate"].as_u64().unwrap();
     assert_eq!(moved + skipped, n as u64, "{r}");
 
-    let o = run(mailferry().args(["volume", "verify", "--volume"]).arg(env.volume()).arg("--key-file").arg(env.key()));
+    let o = run(mailferry()
+        .args(["volume", "verify", "--volume"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key()));
     assert!(o.status.success(), "{}", describe(&o));
     let out = env.path("export");
     assert!(export(&env, MB, &out).status.success());
     let exported = read_maildir(&out);
-    assert_eq!(exported, read_maildir_flags_normalised(&src), "export differs from source");
-}
-
-/// The source with `new/` messages as they come back (`cur/` with empty flags).
-fn read_maildir_flags_normalised(src: &Path) -> std::collections::BTreeMap<(String, String), (String, Vec<u8>)> {
-    read_maildir(src)
+    assert_eq!(exported, read_maildir(&src), "export differs from source");
 }
 
 #[test]
@@ -190,29 +218,50 @@ fn issue3_flipped_byte_is_named_and_everything_else_exports() {
     assert_eq!(code, 0, "{}", describe(&o));
 
     let seg_dir = env.volume().join("segments");
-    let seg = fs::read_dir(&seg_dir).unwrap().next().unwrap().unwrap().path();
+    let seg = fs::read_dir(&seg_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = fs::read(&seg).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     fs::write(&seg, &bytes).unwrap();
 
-    let o = run(mailferry().args(["volume", "verify", "--volume"]).arg(env.volume()).arg("--key-file").arg(env.key()).arg("--json"));
+    let o = run(mailferry()
+        .args(["volume", "verify", "--volume"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--json"));
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let damaged = v["damaged"].as_array().unwrap();
     assert_eq!(damaged.len(), 1, "{v}");
     let item = damaged[0]["item"].as_str().unwrap().to_string();
-    assert!(item.contains('/'), "damaged item is named by folder/source id: {item}");
+    assert!(
+        item.contains('/'),
+        "damaged item is named by folder/source id: {item}"
+    );
 
     let out = env.path("export");
     let o = export(&env, MB, &out);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains(&item), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&item),
+        "{}",
+        describe(&o)
+    );
     assert_eq!(read_maildir(&out).len(), n - 1);
     // Nothing half-written is left in tmp/.
     for (p, _) in all_files(&out) {
         let rel = p.strip_prefix(&out).unwrap();
-        assert!(!rel.components().any(|c| c.as_os_str() == "tmp"), "leftover {}", p.display());
+        assert!(
+            !rel.components().any(|c| c.as_os_str() == "tmp"),
+            "leftover {}",
+            p.display()
+        );
     }
 }
 
@@ -230,17 +279,45 @@ fn issue3_wrong_key_is_refused_and_writes_nothing() {
     std::thread::sleep(std::time::Duration::from_millis(20));
 
     for args in [
-        vec!["move".to_string(), "--source".into(), format!("maildir:{}", src.display()), "--mailbox".into(), MB.into(), "--state".into(), env.path("st2").display().to_string()],
+        vec![
+            "move".to_string(),
+            "--source".into(),
+            format!("maildir:{}", src.display()),
+            "--mailbox".into(),
+            MB.into(),
+            "--state".into(),
+            env.path("st2").display().to_string(),
+        ],
         vec!["volume".into(), "verify".into()],
-        vec!["export".into(), "--mailbox".into(), MB.into(), "--format".into(), "maildir".into(), "--out".into(), env.path("ex").display().to_string()],
+        vec![
+            "export".into(),
+            "--mailbox".into(),
+            MB.into(),
+            "--format".into(),
+            "maildir".into(),
+            "--out".into(),
+            env.path("ex").display().to_string(),
+        ],
     ] {
-        let o = run(mailferry().args(&args).arg("--volume").arg(env.volume()).arg("--key-file").arg(&wrong));
+        let o = run(mailferry()
+            .args(&args)
+            .arg("--volume")
+            .arg(env.volume())
+            .arg("--key-file")
+            .arg(&wrong));
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", describe(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("wrong key"), "{args:?}: {err}");
     }
-    assert_eq!(snapshot(&env.volume()), before, "the volume changed under a wrong key");
-    assert!(!env.path("ex").exists() && !env.path("st2").exists(), "something was created under a wrong key");
+    assert_eq!(
+        snapshot(&env.volume()),
+        before,
+        "the volume changed under a wrong key"
+    );
+    assert!(
+        !env.path("ex").exists() && !env.path("st2").exists(),
+        "something was created under a wrong key"
+    );
 }
 
 #[test]
@@ -249,12 +326,21 @@ fn issue3_empty_and_binary_files_are_bad_items_and_the_rest_moves() {
     let src = env.path("src");
     let n = sample(&src, 30, None);
     fs::write(src.join("cur/1700000000.empty.host:2,S"), b"").unwrap();
-    fs::write(src.join("new/1700000001.binary.host"), [0x89, b'P', b'N', b'G', 0, 1, 2, 0xff, b'\n', 0]).unwrap();
+    fs::write(
+        src.join("new/1700000001.binary.host"),
+        [0x89, b'P', b'N', b'G', 0, 1, 2, 0xff, b'\n', 0],
+    )
+    .unwrap();
     fs::create_dir_all(src.join(".bad&ZZZ-/cur")).unwrap();
     fs::write(src.join(".bad&ZZZ-/cur/1.x.host:2,"), b"Subject: x\n\nhi\n").unwrap();
     init_volume(&env);
     let (code, r, o) = move_maildir(&env, &src, MB);
-    assert_eq!(code, 1, "bad items make the move's exit code 1: {}", describe(&o));
+    assert_eq!(
+        code,
+        1,
+        "bad items make the move's exit code 1: {}",
+        describe(&o)
+    );
     let r = r.expect("report even when items were bad");
     assert_eq!(r["items_moved"], n as u64);
     let bad = r["bad_items"].as_array().unwrap();
@@ -274,14 +360,20 @@ fn issue3_empty_and_binary_files_are_bad_items_and_the_rest_moves() {
 fn issue3_bad_profile_reports_every_problem_with_exit_2() {
     let env = Env::new();
     let p = env.path("bad.toml");
-    fs::write(&p, "nmae = 1\n[commit]\nmax_mesages = 3\n[transport]\nframe_bytes = 12\n").unwrap();
+    fs::write(
+        &p,
+        "nmae = 1\n[commit]\nmax_mesages = 3\n[transport]\nframe_bytes = 12\n",
+    )
+    .unwrap();
     let o = run(mailferry().args(["profile", "check"]).arg(&p));
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     for needle in ["nmae", "commit.max_mesages", "transport.frame_bytes"] {
         assert!(err.contains(needle), "{needle} not reported: {err}");
     }
-    let o = run(mailferry().args(["profile", "check", "../../migration-profiles/default.toml"]).current_dir(env!("CARGO_MANIFEST_DIR")));
+    let o = run(mailferry()
+        .args(["profile", "check", "../../migration-profiles/default.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
     assert!(o.status.success(), "{}", describe(&o));
 }
 
@@ -290,12 +382,31 @@ fn issue3_usage_errors_exit_2_and_existing_volume_is_never_overwritten() {
     let env = Env::new();
     init_volume(&env);
     let before = snapshot(&env.volume());
-    let o = run(mailferry().args(["volume", "init", "--volume"]).arg(env.volume()).arg("--key-file").arg(env.path("other.key")));
+    let o = run(mailferry()
+        .args(["volume", "init", "--volume"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.path("other.key")));
     assert_ne!(o.status.code(), Some(0), "{}", describe(&o));
     assert_eq!(snapshot(&env.volume()), before);
-    assert!(!env.path("other.key").exists() || fs::metadata(env.path("other.key")).unwrap().len() == 32);
+    assert!(
+        !env.path("other.key").exists() || fs::metadata(env.path("other.key")).unwrap().len() == 32
+    );
 
-    let o = run(mailferry().args(["move", "--source", "maildir:/nonexistent", "--mailbox", "not-an-address", "--volume"]).arg(env.volume()).arg("--key-file").arg(env.key()).arg("--state").arg(env.path("s")));
+    let o = run(mailferry()
+        .args([
+            "move",
+            "--source",
+            "maildir:/nonexistent",
+            "--mailbox",
+            "not-an-address",
+            "--volume",
+        ])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--state")
+        .arg(env.path("s")));
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not-an-address"));
 
@@ -310,7 +421,9 @@ fn issue3_demo_runs_with_nothing_set_up_and_again() {
     let env = Env::new();
     let data = env.path("demo");
     for pass in 0..2 {
-        let o = run(mailferry().args(["demo", "--messages", "150", "--json", "--data"]).arg(&data));
+        let o = run(mailferry()
+            .args(["demo", "--messages", "150", "--json", "--data"])
+            .arg(&data));
         assert!(o.status.success(), "pass {pass}: {}", describe(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["comparison"]["identical"], 150, "{v}");
@@ -330,7 +443,10 @@ fn issue3_512_mib_message_moves_in_bounded_memory() {
     fs::create_dir_all(src.join("new")).unwrap();
     let path = src.join("cur/1700000000.big.host:2,S");
     let mut f = std::io::BufWriter::new(fs::File::create(&path).unwrap());
-    f.write_all(b"From: a@example.org\r\nSubject: big\r\nContent-Type: application/octet-stream\r\n\r\n").unwrap();
+    f.write_all(
+        b"From: a@example.org\r\nSubject: big\r\nContent-Type: application/octet-stream\r\n\r\n",
+    )
+    .unwrap();
     let mut block = vec![0u8; 1 << 20];
     let mut x: u64 = 0x9E3779B97F4A7C15;
     for _ in 0..512 {
@@ -355,5 +471,10 @@ fn issue3_512_mib_message_moves_in_bounded_memory() {
     let out = env.path("export");
     let o = export(&env, MB, &out);
     assert!(o.status.success(), "{}", describe(&o));
-    assert_eq!(fs::metadata(out.join("cur/1700000000.big.host:2,S")).unwrap().len(), size);
+    assert_eq!(
+        fs::metadata(out.join("cur/1700000000.big.host:2,S"))
+            .unwrap()
+            .len(),
+        size
+    );
 }

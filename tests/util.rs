@@ -57,7 +57,11 @@ pub fn init_volume(env: &Env) {
 }
 
 /// `mailferry move ... --json`; returns (exit code, parsed report if any, output).
-pub fn move_maildir(env: &Env, src: &Path, mailbox: &str) -> (i32, Option<serde_json::Value>, Output) {
+pub fn move_maildir(
+    env: &Env,
+    src: &Path,
+    mailbox: &str,
+) -> (i32, Option<serde_json::Value>, Output) {
     let o = run(mailferry()
         .arg("move")
         .arg("--source")
@@ -98,7 +102,9 @@ pub fn read_maildir(root: &Path) -> BTreeMap<(String, String), (String, Vec<u8>)
     }
     for (folder, dir) in dirs {
         for sub in ["cur", "new"] {
-            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+                continue;
+            };
             for e in entries {
                 let e = e.unwrap();
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -108,7 +114,11 @@ pub fn read_maildir(root: &Path) -> BTreeMap<(String, String), (String, Vec<u8>)
                 };
                 let bytes = std::fs::read(e.path()).unwrap();
                 let prev = out.insert((folder.clone(), unique), (flags, bytes));
-                assert!(prev.is_none(), "duplicate message {name} in {}", dir.display());
+                assert!(
+                    prev.is_none(),
+                    "duplicate message {name} in {}",
+                    dir.display()
+                );
             }
         }
     }
@@ -142,7 +152,14 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime, St
         .into_iter()
         .map(|(p, b)| {
             let m = std::fs::metadata(&p).unwrap();
-            (p, (m.len(), m.modified().unwrap(), mailferry_core::sha256_hex(&b)))
+            (
+                p,
+                (
+                    m.len(),
+                    m.modified().unwrap(),
+                    mailferry_core::sha256_hex(&b),
+                ),
+            )
         })
         .collect()
 }

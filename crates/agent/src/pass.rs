@@ -350,8 +350,10 @@ fn produce(
     };
     for (i, item) in items.into_iter().enumerate() {
         let seq = i as u64 + 1;
-        let t0 = Instant::now();
-        let mut file = match source.open(&item) {
+        let t_open = Instant::now();
+        let opened = source.open(&item);
+        read_time += t_open.elapsed();
+        let mut file = match opened {
             Ok(f) => f,
             Err(e) => {
                 settle_bad(
@@ -380,6 +382,7 @@ fn produce(
         loop {
             let at = out.len();
             out.resize(at + frame::HEADER_LEN + frame_bytes, 0);
+            let t_read = Instant::now();
             let got = match read_full(&mut *file, &mut out[at + frame::HEADER_LEN..]) {
                 Ok(n) => n,
                 Err(e) => {
@@ -387,6 +390,7 @@ fn produce(
                     0
                 }
             };
+            read_time += t_read.elapsed();
             out.truncate(at + frame::HEADER_LEN + got);
             if first {
                 first = false;
@@ -422,7 +426,6 @@ fn produce(
             total += got as u64;
             progress.bytes_done.fetch_add(got as u64, Ordering::Relaxed);
             if out.len() >= frame_bytes {
-                read_time += t0.elapsed();
                 if tx
                     .send(std::mem::replace(&mut out, Vec::with_capacity(cap)))
                     .is_err()
@@ -462,7 +465,6 @@ fn produce(
         );
         Frame::End { seq, sha256: sha }.encode(&mut out);
         progress.items_done.fetch_add(1, Ordering::Relaxed);
-        read_time += t0.elapsed();
     }
     Frame::Close.encode(&mut out);
     let _ = tx.send(out);

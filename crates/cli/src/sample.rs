@@ -116,16 +116,15 @@ pub fn write_maildir(root: &Path, spec: &SampleSpec) -> io::Result<SampleSummary
     }
 
     let mut folders: Vec<String> = (0..spec.folders).map(folder_name).collect();
-    let marker_folder = match &spec.markers {
-        Some(m) => Some(match folders.iter().position(|f| *f == m.folder) {
-            Some(i) => i,
-            None => {
+    let marker_folder = spec.markers.as_ref().map(|m| {
+        folders
+            .iter()
+            .position(|f| *f == m.folder)
+            .unwrap_or_else(|| {
                 folders.push(m.folder.clone());
                 folders.len() - 1
-            }
-        }),
-        None => None,
-    };
+            })
+    });
 
     let mut dirs = Vec::with_capacity(folders.len());
     for name in &folders {
@@ -395,8 +394,8 @@ fn plan(spec: &SampleSpec, folders: &[String], marker_folder: Option<usize>) -> 
         })
         .collect();
 
-    // Exactly one pair shares a Message-ID: the same mail filed twice, in another folder
-    // when there is one, with other content (a resend), as dedup logic meets it.
+    // Exactly one pair shares a Message-ID, in two folders when there are two, with
+    // different content (a resend): dedup must key on content, not on the header alone.
     if n >= 2 {
         let (a, b) = (0, n / 2);
         plans[b].message_id = plans[a].message_id.clone();

@@ -83,8 +83,18 @@ pub fn chunk_aad(ctx: &ChunkContext, index: u64, last: bool) -> [u8; AAD_LEN] {
 
 /// Encrypts `data` in place (at most [`CHUNK_SIZE`] bytes) and returns the tag, which
 /// goes right after the ciphertext.
-pub fn seal_chunk(key: &ChunkKey, ctx: &ChunkContext, index: u64, last: bool, data: &mut [u8]) -> [u8; TAG_LEN] {
-    assert!(data.len() <= CHUNK_SIZE, "chunk of {} bytes exceeds CHUNK_SIZE", data.len());
+pub fn seal_chunk(
+    key: &ChunkKey,
+    ctx: &ChunkContext,
+    index: u64,
+    last: bool,
+    data: &mut [u8],
+) -> [u8; TAG_LEN] {
+    assert!(
+        data.len() <= CHUNK_SIZE,
+        "chunk of {} bytes exceeds CHUNK_SIZE",
+        data.len()
+    );
     let tag = key
         .0
         .seal_in_place_separate_tag(

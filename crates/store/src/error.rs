@@ -11,7 +11,9 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum StoreError {
     /// A file or directory could not be read or written.
-    #[error("file {path}: {source} (check that the path exists, its permissions and free disk space)")]
+    #[error(
+        "file {path}: {source} (check that the path exists, its permissions and free disk space)"
+    )]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -72,7 +74,9 @@ pub enum StoreError {
     },
 
     /// No key slot of the header uses a key derivation this build knows.
-    #[error("volume {path}: key derivation {kdf} is not supported by this build; use a newer mailferry")]
+    #[error(
+        "volume {path}: key derivation {kdf} is not supported by this build; use a newer mailferry"
+    )]
     UnsupportedKdf {
         /// The volume directory.
         path: PathBuf,
@@ -193,7 +197,9 @@ pub enum StoreError {
     },
 
     /// Writing decrypted output failed.
-    #[error("message id {id}: writing the decrypted body failed: {source} (discard what was written)")]
+    #[error(
+        "message id {id}: writing the decrypted body failed: {source} (discard what was written)"
+    )]
     Output {
         /// Message id in the store.
         id: u64,

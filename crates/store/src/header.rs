@@ -63,7 +63,12 @@ impl Header {
         nonce: [u8; 12],
     ) -> Header {
         let kek = keys::kek_from_key_file(key_file, &salt);
-        let wrapped = keys::wrap_key(&kek, nonce, &keys::wrap_aad(keys::AAD_VMK, &volume_id, None), vmk);
+        let wrapped = keys::wrap_key(
+            &kek,
+            nonce,
+            &keys::wrap_aad(keys::AAD_VMK, &volume_id, None),
+            vmk,
+        );
         Header {
             volume_id,
             slots: vec![KeySlot {

@@ -97,7 +97,9 @@ impl Index {
         };
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(e)?;
         Self::pragmas(&conn).map_err(e)?;
@@ -133,7 +135,9 @@ impl Index {
         Self::pragmas(&ix.conn).map_err(|e| ix.err(e))?;
         let id: Option<Vec<u8>> = ix
             .conn
-            .query_row("SELECT v FROM volume WHERE k = 'volume_id'", [], |r| r.get(0))
+            .query_row("SELECT v FROM volume WHERE k = 'volume_id'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| ix.err(e))?;
         if id.as_deref() != Some(&volume_id[..]) {
@@ -145,25 +149,38 @@ impl Index {
         Ok(ix)
     }
 
+    #[cfg(test)]
+    pub fn conn_for_tests(&self) -> &Connection {
+        &self.conn
+    }
+
     // === tenants and mailboxes ===
 
     pub fn tenant_by_mac(&self, mac: &[u8; 32]) -> Result<Option<KeyRow>, StoreError> {
         self.conn
-            .query_row("SELECT id, key_wrapped FROM tenants WHERE name_mac = ?1", [&mac[..]], |r| {
-                Ok(KeyRow {
-                    id: r.get::<_, i64>(0)? as u64,
-                    key_wrapped: r.get(1)?,
-                    key_id: 1,
-                    tenant_id: 0,
-                })
-            })
+            .query_row(
+                "SELECT id, key_wrapped FROM tenants WHERE name_mac = ?1",
+                [&mac[..]],
+                |r| {
+                    Ok(KeyRow {
+                        id: r.get::<_, i64>(0)? as u64,
+                        key_wrapped: r.get(1)?,
+                        key_id: 1,
+                        tenant_id: 0,
+                    })
+                },
+            )
             .optional()
             .map_err(|e| self.err(e))
     }
 
     pub fn tenant_by_id(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn
-            .query_row("SELECT key_wrapped FROM tenants WHERE id = ?1", [id as i64], |r| r.get(0))
+            .query_row(
+                "SELECT key_wrapped FROM tenants WHERE id = ?1",
+                [id as i64],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -178,7 +195,13 @@ impl Index {
             .map_err(|e| self.err(e))
     }
 
-    pub fn insert_tenant(&self, id: u64, mac: &[u8; 32], name_enc: &[u8], key_wrapped: &[u8]) -> Result<(), StoreError> {
+    pub fn insert_tenant(
+        &self,
+        id: u64,
+        mac: &[u8; 32],
+        name_enc: &[u8],
+        key_wrapped: &[u8],
+    ) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO tenants (id, name_mac, name_enc, key_wrapped) VALUES (?1, ?2, ?3, ?4)",
@@ -271,7 +294,9 @@ impl Index {
             .prepare("SELECT segment, MAX(offset + record_len) FROM messages GROUP BY segment")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
@@ -280,7 +305,9 @@ impl Index {
 
     pub fn max_message_id(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|v| v as u64)
             .map_err(|e| self.err(e))
     }
@@ -290,7 +317,8 @@ impl Index {
             .conn
             .prepare_cached("SELECT 1 FROM messages WHERE mailbox_id = ?1 AND dedup = ?2")
             .map_err(|e| self.err(e))?;
-        st.exists(params![mailbox_id as i64, &dedup[..]]).map_err(|e| self.err(e))
+        st.exists(params![mailbox_id as i64, &dedup[..]])
+            .map_err(|e| self.err(e))
     }
 
     /// Inserts `rows` in ONE transaction; returns, per row, whether it was inserted
@@ -341,7 +369,11 @@ impl Index {
                 let blob32 = |i: usize| -> rusqlite::Result<[u8; 32]> {
                     let v: Vec<u8> = r.get(i)?;
                     v.try_into().map_err(|_| {
-                        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, "expected 32 bytes".into())
+                        rusqlite::Error::FromSqlConversionFailure(
+                            i,
+                            rusqlite::types::Type::Blob,
+                            "expected 32 bytes".into(),
+                        )
                     })
                 };
                 Ok(MessageRow {

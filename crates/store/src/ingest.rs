@@ -173,7 +173,8 @@ impl IngestSession {
                 start.seq, o.start.seq
             )));
         }
-        let Some(record_len) = segment::record_len(start.size).filter(|l| *l < i64::MAX as u64) else {
+        let Some(record_len) = segment::record_len(start.size).filter(|l| *l < i64::MAX as u64)
+        else {
             return Err(StoreError::Rejected {
                 seq: start.seq,
                 reason: format!("declared size {} is too large", start.size),
@@ -235,10 +236,15 @@ impl IngestSession {
             self.rollback(start);
             return Err(StoreError::Rejected {
                 seq,
-                reason: format!("received at least {got} body bytes, more than the declared size {size}"),
+                reason: format!(
+                    "received at least {got} body bytes, more than the declared size {size}"
+                ),
             });
         }
-        let seg = self.seg.as_mut().expect("a segment is open while a message is");
+        let seg = self
+            .seg
+            .as_mut()
+            .expect("a segment is open while a message is");
         let mut rest = data;
         while !rest.is_empty() {
             let take = (CHUNK_SIZE - o.buf.len()).min(rest.len());
@@ -290,7 +296,13 @@ impl IngestSession {
                 ),
             });
         }
-        let sha: [u8; 32] = o.sha.clone().finish().as_ref().try_into().expect("32 bytes");
+        let sha: [u8; 32] = o
+            .sha
+            .clone()
+            .finish()
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
         if sha != claimed_sha256 {
             self.rollback(o.record_start);
             return Err(StoreError::Rejected {
@@ -308,7 +320,9 @@ impl IngestSession {
         let dup = if self.pending_dedup.contains(&dedup) {
             Ok(true)
         } else {
-            self.inner.index().and_then(|ix| ix.dedup_exists(self.mailbox_id, &dedup))
+            self.inner
+                .index()
+                .and_then(|ix| ix.dedup_exists(self.mailbox_id, &dedup))
         };
         let dup = match dup {
             Ok(d) => d,
@@ -323,7 +337,10 @@ impl IngestSession {
             return Ok(Finished::Duplicate { seq });
         }
         // Seal and write the last chunk.
-        let seg = self.seg.as_mut().expect("a segment is open while a message is");
+        let seg = self
+            .seg
+            .as_mut()
+            .expect("a segment is open while a message is");
         let tag = chunk::seal_chunk(&o.key, &o.ctx, o.chunk_index, true, &mut o.buf);
         o.buf.extend_from_slice(&tag);
         if let Err(e) = seg.file.write_all(&o.buf) {
@@ -342,7 +359,13 @@ impl IngestSession {
             size: o.start.size,
             sha256: hex::encode(sha),
         };
-        let meta_enc = keys::seal_meta(&o.message_key, &self.inner.volume_id, self.mailbox_id, o.id, &meta);
+        let meta_enc = keys::seal_meta(
+            &o.message_key,
+            &self.inner.volume_id,
+            self.mailbox_id,
+            o.id,
+            &meta,
+        );
         let row = MessageRow {
             id: o.id,
             mailbox_id: self.mailbox_id,
@@ -355,7 +378,13 @@ impl IngestSession {
             dedup,
         };
         self.pending_dedup.insert(dedup);
-        self.push_pending(Pending { seq, row: Some(row) }, o.record_len);
+        self.push_pending(
+            Pending {
+                seq,
+                row: Some(row),
+            },
+            o.record_len,
+        );
         Ok(Finished::Pending { seq })
     }
 
@@ -369,7 +398,8 @@ impl IngestSession {
     /// True when pending messages ≥ `commit.max_messages` or pending bytes ≥
     /// `commit.max_bytes`.
     pub fn should_commit(&self) -> bool {
-        self.pending.len() >= self.commit.max_messages || self.pending_bytes >= self.commit.max_bytes
+        self.pending.len() >= self.commit.max_messages
+            || self.pending_bytes >= self.commit.max_bytes
     }
 
     /// When the oldest pending message finished; the caller enforces
@@ -426,7 +456,14 @@ impl IngestSession {
             .drain(..)
             .map(|p| {
                 let stored = p.row.is_some() && inserted.next().unwrap_or(false);
-                (p.seq, if stored { AckStatus::Stored } else { AckStatus::Duplicate })
+                (
+                    p.seq,
+                    if stored {
+                        AckStatus::Stored
+                    } else {
+                        AckStatus::Duplicate
+                    },
+                )
             })
             .collect();
         self.closed.clear();
@@ -448,7 +485,10 @@ impl IngestSession {
     /// Truncates the current segment back to `to` (the start of the rolled-back record).
     fn rollback(&mut self, to: u64) {
         let Some(seg) = self.seg.as_mut() else { return };
-        let r = seg.file.set_len(to).and_then(|_| seg.file.seek(SeekFrom::Start(to)));
+        let r = seg
+            .file
+            .set_len(to)
+            .and_then(|_| seg.file.seek(SeekFrom::Start(to)));
         match r {
             Ok(_) => seg.len = to,
             Err(e) => {
@@ -477,8 +517,13 @@ impl IngestSession {
         // A pooled segment too full for this record is left out of the pool (recovery at
         // the next open offers it again).
         let free = {
-            let mut pool = self.inner.free_segments.lock().unwrap_or_else(|p| p.into_inner());
-            std::iter::from_fn(|| pool.pop()).find(|f| f.len == SEG_HEADER_LEN || f.len + record_len <= max)
+            let mut pool = self
+                .inner
+                .free_segments
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            std::iter::from_fn(|| pool.pop())
+                .find(|f| f.len == SEG_HEADER_LEN || f.len + record_len <= max)
         };
         let seg = match free {
             Some(f) => self.reopen_segment(f)?,
@@ -518,7 +563,8 @@ impl IngestSession {
             volume_id: self.inner.volume_id,
             number,
         };
-        file.write_all(&h.encode()).map_err(|e| StoreError::io(&path, e))?;
+        file.write_all(&h.encode())
+            .map_err(|e| StoreError::io(&path, e))?;
         self.dir_dirty = true;
         Ok(SegWriter {
             number,

@@ -142,8 +142,16 @@ pub fn dedup_mac_key(mailbox_key: &Key) -> Key {
 
 /// The dedup identity of a message inside its mailbox:
 /// `HMAC(dedup key, folder || 0 || source id || 0 || sha256)`.
-pub fn dedup_key(dedup_mac_key: &Key, folder: &str, source_id: &str, sha256: &[u8; 32]) -> [u8; 32] {
-    hmac32(dedup_mac_key, &[folder.as_bytes(), &[0], source_id.as_bytes(), &[0], sha256])
+pub fn dedup_key(
+    dedup_mac_key: &Key,
+    folder: &str,
+    source_id: &str,
+    sha256: &[u8; 32],
+) -> [u8; 32] {
+    hmac32(
+        dedup_mac_key,
+        &[folder.as_bytes(), &[0], source_id.as_bytes(), &[0], sha256],
+    )
 }
 
 /// AES-256-GCM seal of a short value: returns `nonce(12) || ciphertext || tag(16)`.
@@ -153,7 +161,11 @@ pub fn seal_small(key: &Key, nonce: [u8; 12], aad: &[u8], plain: &[u8]) -> Vec<u
     buf.extend_from_slice(plain);
     let tag = key
         .aead()
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf[12..])
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf[12..],
+        )
         .expect("short values are within AES-GCM limits");
     buf.extend_from_slice(tag.as_ref());
     buf
@@ -168,7 +180,11 @@ pub fn open_small(key: &Key, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<
     let mut buf = Zeroizing::new(sealed[12..].to_vec());
     let n = key
         .aead()
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf[..])
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf[..],
+        )
         .ok()?
         .len();
     buf.truncate(n);
@@ -249,7 +265,13 @@ impl VolumeKeys {
 
 /// AAD of a message's encrypted metadata.
 pub fn meta_aad(volume_id: &[u8; 16], mailbox_id: u64, message_id: u64) -> Vec<u8> {
-    [AAD_META, volume_id, &mailbox_id.to_be_bytes(), &message_id.to_be_bytes()].concat()
+    [
+        AAD_META,
+        volume_id,
+        &mailbox_id.to_be_bytes(),
+        &message_id.to_be_bytes(),
+    ]
+    .concat()
 }
 
 /// Encrypts metadata (padded JSON) under the message's metadata key. The key is unique to

@@ -22,7 +22,7 @@ pub mod segment;
 
 pub use error::StoreError;
 pub use ingest::{Finished, IngestSession, MessageStart};
-pub use volume::{DamagedItem, InitOutcome, StoredMessage, Volume, VerifyReport};
+pub use volume::{DamagedItem, InitOutcome, StoredMessage, VerifyReport, Volume};
 
 /// Name of the header file in a volume directory.
 pub const HEADER_FILE: &str = "volume.hdr";

@@ -65,7 +65,9 @@ impl SegmentHeader {
         }
         let v = u16::from_be_bytes([b[4], b[5]]);
         if v != SEG_VERSION {
-            return Err(bad(&format!("segment format version {v} not supported (this build reads {SEG_VERSION})")));
+            return Err(bad(&format!(
+                "segment format version {v} not supported (this build reads {SEG_VERSION})"
+            )));
         }
         Ok(SegmentHeader {
             volume_id: b[8..24].try_into().expect("16 bytes"),
@@ -146,12 +148,19 @@ impl RecordHeader {
 /// Total record bytes of a message of `plain_len` bytes, `None` on overflow.
 pub fn record_len(plain_len: u64) -> Option<u64> {
     let tags = chunk::chunk_count(plain_len).checked_mul(TAG_LEN as u64)?;
-    plain_len.checked_add(tags)?.checked_add(REC_HEADER_LEN as u64)
+    plain_len
+        .checked_add(tags)?
+        .checked_add(REC_HEADER_LEN as u64)
 }
 
 /// Seals a whole message in memory into a record (vectors and tests; the ingest path
 /// streams instead).
-pub fn seal_record(header: &RecordHeader, volume_id: &[u8; 16], mailbox_key: &Key, plain: &[u8]) -> Vec<u8> {
+pub fn seal_record(
+    header: &RecordHeader,
+    volume_id: &[u8; 16],
+    mailbox_key: &Key,
+    plain: &[u8],
+) -> Vec<u8> {
     assert_eq!(header.plain_len, plain.len() as u64);
     let key = ChunkKey::new(&keys::message_key(mailbox_key, &header.salt));
     let ctx = ChunkContext {
@@ -173,7 +182,11 @@ pub fn seal_record(header: &RecordHeader, volume_id: &[u8; 16], mailbox_key: &Ke
 
 /// Parses and opens a whole record in memory, authenticating every chunk. Refuses
 /// trailing bytes, short records and bad chunks with an error; never panics.
-pub fn open_record(volume_id: &[u8; 16], mailbox_key: &Key, record: &[u8]) -> Result<(RecordHeader, Vec<u8>), StoreError> {
+pub fn open_record(
+    volume_id: &[u8; 16],
+    mailbox_key: &Key,
+    record: &[u8],
+) -> Result<(RecordHeader, Vec<u8>), StoreError> {
     let h = RecordHeader::parse(record)?;
     let len = h.record_len().expect("parse checked");
     if record.len() as u64 != len {

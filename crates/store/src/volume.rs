@@ -145,7 +145,10 @@ fn create_key_file(path: &Path) -> Result<Zeroizing32, StoreError> {
     f.write_all(&k[..])
         .and_then(|_| f.sync_all())
         .map_err(|e| StoreError::io(path, e))?;
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     crate::sync_dir(parent)?;
     Ok(k)
 }
@@ -173,7 +176,9 @@ impl Volume {
         }
         let (kf, key_file_created) = match std::fs::symlink_metadata(key_file) {
             Ok(_) => (read_key_file(key_file)?, false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (create_key_file(key_file)?, true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (create_key_file(key_file)?, true)
+            }
             Err(e) => return Err(StoreError::io(key_file, e)),
         };
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
@@ -196,7 +201,11 @@ impl Volume {
 
     /// Opens a volume. A wrong key is refused (StoreError::WrongKey) after reading only
     /// the header, before any other file is read or written. Runs crash recovery.
-    pub fn open(dir: &Path, key_file: &Path, settings: &StoreSettings) -> Result<Volume, StoreError> {
+    pub fn open(
+        dir: &Path,
+        key_file: &Path,
+        settings: &StoreSettings,
+    ) -> Result<Volume, StoreError> {
         let header = Header::read(dir)?;
         let kf = read_key_file(key_file)?;
         let vmk = header.unlock(dir, &kf)?;
@@ -245,7 +254,11 @@ impl Volume {
     /// A writer for one mailbox; creates tenant (= mailbox domain) and mailbox keys on
     /// first use. Each session appends to its own segment file(s), so several sessions
     /// can write at once.
-    pub fn session(&self, mailbox: &MailboxAddr, commit: &CommitSettings) -> Result<IngestSession, StoreError> {
+    pub fn session(
+        &self,
+        mailbox: &MailboxAddr,
+        commit: &CommitSettings,
+    ) -> Result<IngestSession, StoreError> {
         let (mailbox_id, key_id, key) = self.inner.mailbox_for_write(mailbox)?;
         Ok(IngestSession::new(
             self.inner.clone(),
@@ -269,7 +282,10 @@ impl Volume {
     /// order. Unknown mailbox: StoreError::UnknownMailbox. A message whose metadata
     /// fails to decrypt is returned as Err inside the Vec (naming its message id),
     /// never aborting the list.
-    pub fn list_messages(&self, mailbox: &MailboxAddr) -> Result<Vec<Result<StoredMessage, StoreError>>, StoreError> {
+    pub fn list_messages(
+        &self,
+        mailbox: &MailboxAddr,
+    ) -> Result<Vec<Result<StoredMessage, StoreError>>, StoreError> {
         let mac = self.inner.keys.name_mac(b'm', mailbox.as_str());
         let rows = {
             let ix = self.inner.index()?;
@@ -372,7 +388,9 @@ impl Volume {
                     continue;
                 }
             };
-            let key = keys.get(&r.mailbox_id).expect("stored_message cached the key");
+            let key = keys
+                .get(&r.mailbox_id)
+                .expect("stored_message cached the key");
             match inner.read_record(&msg, key, &mut std::io::sink()) {
                 Ok(()) => report.bytes_checked += r.record_len,
                 Err(e) => report.damaged.push(DamagedItem {
@@ -404,20 +422,29 @@ impl Inner {
             .keys
             .open_name(&self.volume_id, b'm', enc)
             .ok_or_else(|| keys::unwrap_err(&self.dir, format!("name of mailbox row {id}")))?;
-        MailboxAddr::parse(&name)
-            .map_err(|_| keys::unwrap_err(&self.dir, format!("name of mailbox row {id} (not an address)")))
+        MailboxAddr::parse(&name).map_err(|_| {
+            keys::unwrap_err(
+                &self.dir,
+                format!("name of mailbox row {id} (not an address)"),
+            )
+        })
     }
 
     fn tenant_key(&self, ix: &Index, tenant_id: u64) -> Result<Key, StoreError> {
-        let wrapped = ix
-            .tenant_by_id(tenant_id)?
-            .ok_or_else(|| keys::unwrap_err(&self.dir, format!("tenant row {tenant_id} (missing)")))?;
+        let wrapped = ix.tenant_by_id(tenant_id)?.ok_or_else(|| {
+            keys::unwrap_err(&self.dir, format!("tenant row {tenant_id} (missing)"))
+        })?;
         let aad = keys::wrap_aad(keys::AAD_TENANT, &self.volume_id, Some(tenant_id));
         keys::unwrap_key(&self.keys.vmk, &aad, &wrapped)
             .ok_or_else(|| keys::unwrap_err(&self.dir, format!("key of tenant row {tenant_id}")))
     }
 
-    fn unwrap_mailbox_key(&self, tenant_key: &Key, mailbox_id: u64, wrapped: &[u8]) -> Result<Key, StoreError> {
+    fn unwrap_mailbox_key(
+        &self,
+        tenant_key: &Key,
+        mailbox_id: u64,
+        wrapped: &[u8],
+    ) -> Result<Key, StoreError> {
         let aad = keys::wrap_aad(keys::AAD_MAILBOX, &self.volume_id, Some(mailbox_id));
         keys::unwrap_key(tenant_key, &aad, wrapped)
             .ok_or_else(|| keys::unwrap_err(&self.dir, format!("key of mailbox row {mailbox_id}")))
@@ -425,13 +452,18 @@ impl Inner {
 
     /// The key id and key of a mailbox row (cached after the first unwrap).
     pub(crate) fn mailbox_key(&self, mailbox_id: u64) -> Result<(u32, Key), StoreError> {
-        if let Some(k) = self.mailbox_keys.lock().unwrap_or_else(|p| p.into_inner()).get(&mailbox_id) {
+        if let Some(k) = self
+            .mailbox_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&mailbox_id)
+        {
             return Ok(k.clone());
         }
         let ix = self.index()?;
-        let row = ix
-            .mailbox_by_id(mailbox_id)?
-            .ok_or_else(|| keys::unwrap_err(&self.dir, format!("mailbox row {mailbox_id} (missing)")))?;
+        let row = ix.mailbox_by_id(mailbox_id)?.ok_or_else(|| {
+            keys::unwrap_err(&self.dir, format!("mailbox row {mailbox_id} (missing)"))
+        })?;
         let tk = self.tenant_key(&ix, row.tenant_id)?;
         let key = self.unwrap_mailbox_key(&tk, row.id, &row.key_wrapped)?;
         drop(ix);
@@ -492,12 +524,15 @@ impl Inner {
             id: r.id,
             reason,
         };
-        if !keys.contains_key(&r.mailbox_id) {
-            let (_, k) = self.mailbox_key(r.mailbox_id).map_err(|e| unreadable(e.to_string()))?;
-            keys.insert(r.mailbox_id, k);
+        if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(r.mailbox_id) {
+            let (_, k) = self
+                .mailbox_key(r.mailbox_id)
+                .map_err(|e| unreadable(e.to_string()))?;
+            slot.insert(k);
         }
         let mk = keys::message_key(&keys[&r.mailbox_id], &r.salt);
-        let meta = keys::open_meta(&mk, &self.volume_id, r.mailbox_id, r.id, &r.meta_enc).map_err(unreadable)?;
+        let meta = keys::open_meta(&mk, &self.volume_id, r.mailbox_id, r.id, &r.meta_enc)
+            .map_err(unreadable)?;
         Ok(StoredMessage {
             id: r.id,
             mailbox: mailbox.clone(),
@@ -514,7 +549,12 @@ impl Inner {
     }
 
     /// Streams one record through authentication to `out`.
-    fn read_record(&self, msg: &StoredMessage, mailbox_key: &Key, out: &mut dyn Write) -> Result<(), StoreError> {
+    fn read_record(
+        &self,
+        msg: &StoredMessage,
+        mailbox_key: &Key,
+        out: &mut dyn Write,
+    ) -> Result<(), StoreError> {
         let damaged = |reason: String| StoreError::MessageDamaged {
             folder: msg.meta.folder.to_string(),
             source_id: msg.meta.source_id.to_string(),
@@ -523,7 +563,8 @@ impl Inner {
         };
         let loc = &msg.loc;
         let seg = segment::file_name(loc.segment);
-        let expected_len = segment::record_len(msg.meta.size).ok_or_else(|| damaged("size in metadata out of range".into()))?;
+        let expected_len = segment::record_len(msg.meta.size)
+            .ok_or_else(|| damaged("size in metadata out of range".into()))?;
         if loc.record_len != expected_len {
             return Err(damaged(format!(
                 "index says the record is {} bytes, a {}-byte message needs {expected_len}",
@@ -531,20 +572,28 @@ impl Inner {
             )));
         }
         let path = self.segment_path(loc.segment);
-        let mut f = File::open(&path).map_err(|e| damaged(format!("segment {seg} cannot be opened: {e}")))?;
+        let mut f = File::open(&path)
+            .map_err(|e| damaged(format!("segment {seg} cannot be opened: {e}")))?;
         let flen = f.metadata().map_err(|e| StoreError::io(&path, e))?.len();
-        let end = loc.offset.checked_add(loc.record_len).unwrap_or(u64::MAX);
+        let end = loc.offset.saturating_add(loc.record_len);
         if loc.offset < SEG_HEADER_LEN || end > flen {
             return Err(damaged(format!(
                 "record at {}..{end} lies outside segment {seg} ({flen} bytes): segment truncated or index damaged",
                 loc.offset
             )));
         }
-        f.seek(SeekFrom::Start(loc.offset)).map_err(|e| StoreError::io(&path, e))?;
+        f.seek(SeekFrom::Start(loc.offset))
+            .map_err(|e| StoreError::io(&path, e))?;
         let mut hb = [0u8; REC_HEADER_LEN];
-        f.read_exact(&mut hb).map_err(|e| StoreError::io(&path, e))?;
-        let h = RecordHeader::parse(&hb).map_err(|e| damaged(format!("record header in {seg}: {e}")))?;
-        if h.message_id != msg.id || h.mailbox_id != loc.mailbox_id || h.salt != loc.salt || h.key_id != loc.key_id {
+        f.read_exact(&mut hb)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let h = RecordHeader::parse(&hb)
+            .map_err(|e| damaged(format!("record header in {seg}: {e}")))?;
+        if h.message_id != msg.id
+            || h.mailbox_id != loc.mailbox_id
+            || h.salt != loc.salt
+            || h.key_id != loc.key_id
+        {
             return Err(damaged(format!(
                 "record header at offset {} of {seg} belongs to another message (id {})",
                 loc.offset, h.message_id
@@ -566,17 +615,20 @@ impl Inner {
         let mut buf = vec![0u8; CHUNK_SIZE + TAG_LEN];
         for i in 0..h.chunk_count {
             let n = chunk::chunk_plain_len(h.plain_len, i) + TAG_LEN;
-            f.read_exact(&mut buf[..n]).map_err(|e| StoreError::io(&path, e))?;
-            let plain = chunk::open_chunk(&key, &ctx, i, i + 1 == h.chunk_count, &mut buf[..n]).map_err(|_| {
-                StoreError::ChunkAuth {
+            f.read_exact(&mut buf[..n])
+                .map_err(|e| StoreError::io(&path, e))?;
+            let plain = chunk::open_chunk(&key, &ctx, i, i + 1 == h.chunk_count, &mut buf[..n])
+                .map_err(|_| StoreError::ChunkAuth {
                     folder: msg.meta.folder.to_string(),
                     source_id: msg.meta.source_id.to_string(),
                     id: msg.id,
                     n: i,
-                }
-            })?;
+                })?;
             sha.update(plain);
-            out.write_all(plain).map_err(|e| StoreError::Output { id: msg.id, source: e })?;
+            out.write_all(plain).map_err(|e| StoreError::Output {
+                id: msg.id,
+                source: e,
+            })?;
         }
         let got = hex::encode(sha.finish());
         if got != msg.meta.sha256 {
@@ -621,11 +673,21 @@ fn recover_segments(
         let end = ends.get(&n).copied();
         match end {
             Some(end) if len < end => {
-                tracing::warn!(segment = n, len, expected = end, "segment shorter than the index says; run verify");
+                tracing::warn!(
+                    segment = n,
+                    len,
+                    expected = end,
+                    "segment shorter than the index says; run verify"
+                );
                 continue;
             }
             Some(end) if len > end => {
-                tracing::info!(segment = n, from = len, to = end, "truncating uncommitted segment tail");
+                tracing::info!(
+                    segment = n,
+                    from = len,
+                    to = end,
+                    "truncating uncommitted segment tail"
+                );
                 f.set_len(end)
                     .and_then(|_| f.sync_all())
                     .map_err(|e| StoreError::io(&path, e))?;
@@ -636,9 +698,14 @@ fn recover_segments(
                 let mut hb = [0u8; SEG_HEADER_LEN as usize];
                 let ok = len >= SEG_HEADER_LEN
                     && f.read_exact(&mut hb).is_ok()
-                    && SegmentHeader::parse(&hb).is_ok_and(|h| h.volume_id == *volume_id && h.number == n);
+                    && SegmentHeader::parse(&hb)
+                        .is_ok_and(|h| h.volume_id == *volume_id && h.number == n);
                 if !ok || len != SEG_HEADER_LEN {
-                    tracing::info!(segment = n, from = len, "resetting segment with no committed records");
+                    tracing::info!(
+                        segment = n,
+                        from = len,
+                        "resetting segment with no committed records"
+                    );
                     let h = SegmentHeader {
                         volume_id: *volume_id,
                         number: n,
@@ -653,7 +720,10 @@ fn recover_segments(
         }
         let committed = end.unwrap_or(SEG_HEADER_LEN);
         if committed < settings.segment_max_bytes {
-            free.push(FreeSegment { number: n, len: committed });
+            free.push(FreeSegment {
+                number: n,
+                len: committed,
+            });
         }
     }
     Ok(free)

@@ -1,0 +1,208 @@
+//! Test vectors of docs/vectors/volume/: recomputed from their fixed inputs and compared
+//! byte for byte, then decrypted. `MAILFERRY_WRITE_VECTORS=1 cargo test -p
+//! mailferry-store vectors` rewrites them (only when the format changes on purpose).
+
+use crate::header::Header;
+use crate::keys::{self, Key};
+use crate::segment::{self, RecordHeader};
+use mailferry_core::{Flags, FolderName, MessageMeta, SourceId};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/volume")
+}
+
+fn pattern(start: u8, n: usize) -> Vec<u8> {
+    (0..n).map(|i| start.wrapping_add(i as u8)).collect()
+}
+
+fn arr<const N: usize>(v: Vec<u8>) -> [u8; N] {
+    v.try_into().expect("fixed length")
+}
+
+/// Recomputes every vector from the fixed inputs.
+fn compute() -> (Value, Vec<u8>) {
+    let key_file: [u8; 32] = arr(pattern(0x00, 32));
+    let kdf_salt: [u8; 32] = arr(pattern(0x20, 32));
+    let volume_id: [u8; 16] = arr(pattern(0x40, 16));
+    let vmk = Key::from_bytes(arr(pattern(0x50, 32)));
+    let vmk_nonce: [u8; 12] = arr(pattern(0x70, 12));
+    let tenant_id = 1u64;
+    let tenant_key = Key::from_bytes(arr(pattern(0x80, 32)));
+    let tenant_nonce: [u8; 12] = arr(pattern(0xa0, 12));
+    let mailbox_id = 3u64;
+    let mailbox_key = Key::from_bytes(arr(pattern(0xb0, 32)));
+    let mailbox_nonce: [u8; 12] = arr(pattern(0xd0, 12));
+    let message_id = 7u64;
+    let message_salt: [u8; 32] = arr(pattern(0xe0, 32));
+    let plain: Vec<u8> = (0..65536 + 100).map(|i| (i % 251) as u8).collect();
+    let sha: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &plain)
+        .as_ref()
+        .try_into()
+        .unwrap();
+
+    let kek = keys::kek_from_key_file(&key_file, &kdf_salt);
+    let header = Header::with_key_file(volume_id, &key_file, &vmk, kdf_salt, vmk_nonce);
+    let tenant_wrapped = keys::wrap_key(
+        &vmk,
+        tenant_nonce,
+        &keys::wrap_aad(keys::AAD_TENANT, &volume_id, Some(tenant_id)),
+        &tenant_key,
+    );
+    let mailbox_wrapped = keys::wrap_key(
+        &tenant_key,
+        mailbox_nonce,
+        &keys::wrap_aad(keys::AAD_MAILBOX, &volume_id, Some(mailbox_id)),
+        &mailbox_key,
+    );
+    let message_key = keys::message_key(&mailbox_key, &message_salt);
+    let meta = MessageMeta {
+        folder: FolderName::parse("INBOX").unwrap(),
+        source_id: SourceId::parse("1700000000.M1P1.host").unwrap(),
+        flags: Flags::from_maildir("SR").unwrap(),
+        internal_date: 1_700_000_000,
+        size: plain.len() as u64,
+        sha256: hex::encode(sha),
+    };
+    let meta_enc = keys::seal_meta(&message_key, &volume_id, mailbox_id, message_id, &meta);
+    let dedup = keys::dedup_key(
+        &keys::dedup_mac_key(&mailbox_key),
+        meta.folder.as_str(),
+        meta.source_id.as_str(),
+        &sha,
+    );
+    let rh = RecordHeader {
+        key_id: 1,
+        message_id,
+        mailbox_id,
+        salt: message_salt,
+        plain_len: plain.len() as u64,
+        chunk_count: 2,
+    };
+    let record = segment::seal_record(&rh, &volume_id, &mailbox_key, &plain);
+    let h = |b: &[u8]| hex::encode(b);
+    let v = json!({
+        "about": "mailferry volume format v1 test vectors (docs/volume-format.md). Inputs are fixed byte patterns; every other field is derived. The 2-chunk record is in message-record.hex.",
+        "inputs": {
+            "key_file": h(&key_file),
+            "kdf_salt": h(&kdf_salt),
+            "volume_id": h(&volume_id),
+            "vmk": h(vmk.expose()),
+            "vmk_wrap_nonce": h(&vmk_nonce),
+            "tenant_id": tenant_id,
+            "tenant_key": h(tenant_key.expose()),
+            "tenant_wrap_nonce": h(&tenant_nonce),
+            "mailbox_id": mailbox_id,
+            "mailbox_key": h(mailbox_key.expose()),
+            "mailbox_wrap_nonce": h(&mailbox_nonce),
+            "message_id": message_id,
+            "message_key_id": 1,
+            "message_salt": h(&message_salt),
+            "plaintext": "65636 bytes, byte i = i mod 251",
+            "meta": serde_json::to_value(&meta).unwrap(),
+        },
+        "derived": {
+            "kek": h(kek.expose()),
+            "header": h(&header.encode()),
+            "tenant_key_wrapped": h(&tenant_wrapped),
+            "mailbox_key_wrapped": h(&mailbox_wrapped),
+            "message_key": h(message_key.expose()),
+            "meta_key": h(keys::meta_key(&message_key).expose()),
+            "meta_enc": h(&meta_enc),
+            "dedup": h(&dedup),
+            "plaintext_sha256": h(&sha),
+            "record_len": record.len(),
+            "record_sha256": h(ring::digest::digest(&ring::digest::SHA256, &record).as_ref()),
+        }
+    });
+    (v, record)
+}
+
+#[test]
+fn vectors_match_docs() {
+    let (v, record) = compute();
+    let dir = vectors_dir();
+    let json_path = dir.join("vectors.json");
+    let rec_path = dir.join("message-record.hex");
+    if std::env::var_os("MAILFERRY_WRITE_VECTORS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&json_path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        let hexed: String = hex::encode(&record)
+            .as_bytes()
+            .chunks(128)
+            .map(|l| std::str::from_utf8(l).unwrap().to_string() + "\n")
+            .collect();
+        std::fs::write(&rec_path, hexed).unwrap();
+    }
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("vectors.json exists"))
+            .unwrap();
+    assert_eq!(
+        want, v,
+        "docs/vectors/volume/vectors.json differs from what this build computes"
+    );
+    let rec_hex: String = std::fs::read_to_string(&rec_path)
+        .expect("message-record.hex exists")
+        .split_whitespace()
+        .collect();
+    let want_rec = hex::decode(rec_hex).unwrap();
+    assert_eq!(want_rec.len(), 72 + 65536 + 100 + 32);
+    assert!(
+        want_rec == record,
+        "message-record.hex differs from what this build computes"
+    );
+}
+
+#[test]
+fn vectors_decrypt() {
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(vectors_dir().join("vectors.json")).unwrap())
+            .unwrap();
+    let hx = |p: &str| hex::decode(v.pointer(p).unwrap().as_str().unwrap()).unwrap();
+    let key_file: [u8; 32] = arr(hx("/inputs/key_file"));
+    let volume_id: [u8; 16] = arr(hx("/inputs/volume_id"));
+    // Header → VMK → tenant key → mailbox key, all from the stored bytes.
+    let header = Header::parse(std::path::Path::new("vector"), &hx("/derived/header")).unwrap();
+    assert_eq!(header.volume_id, volume_id);
+    let vmk = header
+        .unlock(std::path::Path::new("vector"), &key_file)
+        .unwrap();
+    assert_eq!(&vmk.expose()[..], &hx("/inputs/vmk")[..]);
+    let tenant_key = keys::unwrap_key(
+        &vmk,
+        &keys::wrap_aad(keys::AAD_TENANT, &volume_id, Some(1)),
+        &hx("/derived/tenant_key_wrapped"),
+    )
+    .unwrap();
+    let mailbox_key = keys::unwrap_key(
+        &tenant_key,
+        &keys::wrap_aad(keys::AAD_MAILBOX, &volume_id, Some(3)),
+        &hx("/derived/mailbox_key_wrapped"),
+    )
+    .unwrap();
+    assert_eq!(&mailbox_key.expose()[..], &hx("/inputs/mailbox_key")[..]);
+    let rec_hex: String = std::fs::read_to_string(vectors_dir().join("message-record.hex"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let record = hex::decode(rec_hex).unwrap();
+    let (h, plain) = segment::open_record(&volume_id, &mailbox_key, &record).unwrap();
+    assert_eq!((h.message_id, h.mailbox_id, h.chunk_count), (7, 3, 2));
+    assert!(plain.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    assert_eq!(plain.len(), 65636);
+    let mk = keys::message_key(&mailbox_key, &h.salt);
+    let meta = keys::open_meta(&mk, &volume_id, 3, 7, &hx("/derived/meta_enc")).unwrap();
+    assert_eq!(meta.source_id.as_str(), "1700000000.M1P1.host");
+    assert_eq!(
+        meta.sha256,
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &plain))
+    );
+    // A wrong key file is refused.
+    let mut wrong = key_file;
+    wrong[0] ^= 1;
+    assert!(matches!(
+        header.unlock(std::path::Path::new("vector"), &wrong),
+        Err(crate::StoreError::WrongKey { .. })
+    ));
+}

@@ -1,0 +1,796 @@
+use super::*;
+use crate::{Finished, MessageStart};
+use mailferry_core::frame::AckStatus;
+use mailferry_core::{Flags, FolderName, SourceId};
+use std::collections::BTreeMap;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    key: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vol");
+    let key = tmp.path().join("volume.key");
+    Volume::init(&dir, &key).unwrap();
+    Fixture {
+        _tmp: tmp,
+        dir,
+        key,
+    }
+}
+
+fn settings() -> StoreSettings {
+    StoreSettings::default()
+}
+
+fn open(f: &Fixture) -> Volume {
+    Volume::open(&f.dir, &f.key, &settings()).unwrap()
+}
+
+fn addr(s: &str) -> MailboxAddr {
+    MailboxAddr::parse(s).unwrap()
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
+
+fn body(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn start(seq: u64, folder: &str, sid: &str, size: usize) -> MessageStart {
+    MessageStart {
+        seq,
+        meta_folder: FolderName::parse(folder).unwrap(),
+        source_id: SourceId::parse(sid).unwrap(),
+        flags: Flags::from_maildir("RS").unwrap(),
+        internal_date: 1_700_000_000 + seq as i64,
+        size: size as u64,
+    }
+}
+
+/// Writes one message in odd-sized pieces and finishes it.
+fn put(
+    s: &mut IngestSession,
+    seq: u64,
+    folder: &str,
+    sid: &str,
+    data: &[u8],
+) -> Result<Finished, StoreError> {
+    s.begin(start(seq, folder, sid, data.len()))?;
+    let sizes = [1usize, 7, 4093, 65535, 13, 100_003];
+    let mut pos = 0;
+    let mut i = 0;
+    while pos < data.len() {
+        let n = sizes[i % sizes.len()].min(data.len() - pos);
+        s.write(&data[pos..pos + n])?;
+        pos += n;
+        i += 1;
+    }
+    s.finish(sha(data))
+}
+
+fn read_all(v: &Volume, m: &StoredMessage) -> Vec<u8> {
+    let mut out = Vec::new();
+    v.read_message(m, &mut out).unwrap();
+    out
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(SEGMENTS_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn round_trip_sizes() {
+    let f = fixture();
+    let sizes = [0usize, 1, 65535, 65536, 65537, 300_000];
+    let mb = addr("alice@example.org");
+    {
+        let v = open(&f);
+        let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+        for (i, n) in sizes.iter().enumerate() {
+            let r = put(
+                &mut s,
+                i as u64,
+                "Archive/2024",
+                &format!("src{i}"),
+                &body(*n, i as u8),
+            )
+            .unwrap();
+            assert_eq!(r, Finished::Pending { seq: i as u64 });
+        }
+        assert_eq!(s.pending_count(), sizes.len());
+        let acks = s.commit().unwrap();
+        assert_eq!(
+            acks,
+            (0..sizes.len() as u64)
+                .map(|i| (i, AckStatus::Stored))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(s.pending_count(), 0);
+    }
+    let v = open(&f);
+    assert_eq!(v.mailboxes().unwrap(), vec![mb.clone()]);
+    let list: Vec<StoredMessage> = v
+        .list_messages(&mb)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(list.len(), sizes.len());
+    for (i, (m, n)) in list.iter().zip(sizes).enumerate() {
+        let data = body(n, i as u8);
+        assert_eq!(read_all(&v, m), data);
+        assert_eq!(m.mailbox, mb);
+        assert_eq!(
+            m.meta,
+            MessageMeta {
+                folder: FolderName::parse("Archive/2024").unwrap(),
+                source_id: SourceId::parse(&format!("src{i}")).unwrap(),
+                flags: Flags::from_maildir("RS").unwrap(),
+                internal_date: 1_700_000_000 + i as i64,
+                size: n as u64,
+                sha256: hex::encode(sha(&data)),
+            }
+        );
+    }
+    let report = v.verify().unwrap();
+    assert_eq!(report.messages_checked, sizes.len() as u64);
+    assert!(report.damaged.is_empty(), "{report:?}");
+    assert!(matches!(
+        v.list_messages(&addr("nobody@example.org")),
+        Err(StoreError::UnknownMailbox { .. })
+    ));
+}
+
+#[test]
+fn duplicates() {
+    let f = fixture();
+    let v = open(&f);
+    let mb = addr("bob@example.org");
+    let data = body(1000, 1);
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    assert_eq!(
+        put(&mut s, 1, "INBOX", "a", &data).unwrap(),
+        Finished::Pending { seq: 1 }
+    );
+    let len_before = std::fs::metadata(&segment_files(&f.dir)[0]).unwrap().len();
+    assert_eq!(
+        put(&mut s, 2, "INBOX", "a", &data).unwrap(),
+        Finished::Duplicate { seq: 2 }
+    );
+    assert_eq!(
+        std::fs::metadata(&segment_files(&f.dir)[0]).unwrap().len(),
+        len_before
+    );
+    assert_eq!(
+        put(&mut s, 3, "INBOX", "b", &data).unwrap(),
+        Finished::Pending { seq: 3 }
+    );
+    assert_eq!(
+        s.commit().unwrap(),
+        vec![
+            (1, AckStatus::Stored),
+            (2, AckStatus::Duplicate),
+            (3, AckStatus::Stored)
+        ]
+    );
+    drop(s);
+    // Across sessions (and another folder is a different message).
+    let mut s2 = v.session(&mb, &CommitSettings::default()).unwrap();
+    assert_eq!(
+        put(&mut s2, 1, "INBOX", "a", &data).unwrap(),
+        Finished::Duplicate { seq: 1 }
+    );
+    assert_eq!(
+        put(&mut s2, 2, "Sent", "a", &data).unwrap(),
+        Finished::Pending { seq: 2 }
+    );
+    assert_eq!(
+        s2.commit().unwrap(),
+        vec![(1, AckStatus::Duplicate), (2, AckStatus::Stored)]
+    );
+    // Another mailbox is not a duplicate.
+    let mut s3 = v
+        .session(&addr("carol@example.org"), &CommitSettings::default())
+        .unwrap();
+    assert_eq!(
+        put(&mut s3, 1, "INBOX", "a", &data).unwrap(),
+        Finished::Pending { seq: 1 }
+    );
+    s3.commit().unwrap();
+    let list = v.list_messages(&mb).unwrap();
+    assert_eq!(list.len(), 3);
+}
+
+#[test]
+fn concurrent_sessions_same_mailbox_dedup_at_commit() {
+    let f = fixture();
+    let v = open(&f);
+    let mb = addr("dave@example.org");
+    let data = body(5000, 2);
+    let mut a = v.session(&mb, &CommitSettings::default()).unwrap();
+    let mut b = v.session(&mb, &CommitSettings::default()).unwrap();
+    assert_eq!(
+        put(&mut a, 1, "INBOX", "x", &data).unwrap(),
+        Finished::Pending { seq: 1 }
+    );
+    assert_eq!(
+        put(&mut b, 1, "INBOX", "x", &data).unwrap(),
+        Finished::Pending { seq: 1 }
+    );
+    assert_eq!(a.commit().unwrap(), vec![(1, AckStatus::Stored)]);
+    assert_eq!(b.commit().unwrap(), vec![(1, AckStatus::Duplicate)]);
+    assert_eq!(v.list_messages(&mb).unwrap().len(), 1);
+    assert_eq!(segment_files(&f.dir).len(), 2, "two sessions, two segments");
+}
+
+#[test]
+fn concurrent_sessions_threads_unique_ids() {
+    let f = fixture();
+    let v = Arc::new(open(&f));
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let v = v.clone();
+            std::thread::spawn(move || {
+                let mb = addr(&format!("user{t}@example.org"));
+                let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+                for i in 0..20u64 {
+                    put(
+                        &mut s,
+                        i,
+                        "INBOX",
+                        &format!("m{i}"),
+                        &body(3000 + i as usize, t as u8),
+                    )
+                    .unwrap();
+                    if s.should_commit() || i % 7 == 0 {
+                        s.commit().unwrap();
+                    }
+                }
+                s.commit().unwrap();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let mut ids = Vec::new();
+    for t in 0..4 {
+        for m in v
+            .list_messages(&addr(&format!("user{t}@example.org")))
+            .unwrap()
+        {
+            let m = m.unwrap();
+            assert_eq!(read_all(&v, &m).len(), m.meta.size as usize);
+            ids.push(m.id);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 80);
+    assert!(v.verify().unwrap().damaged.is_empty());
+}
+
+#[test]
+fn rejected_messages_roll_back() {
+    let f = fixture();
+    let v = open(&f);
+    let mb = addr("erin@example.org");
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut s, 1, "INBOX", "ok1", &body(70_000, 1)).unwrap();
+    let seg = segment_files(&f.dir)[0].clone();
+    let len = std::fs::metadata(&seg).unwrap().len();
+
+    // SHA mismatch.
+    let data = body(200_000, 2);
+    s.begin(start(2, "INBOX", "bad-sha", data.len())).unwrap();
+    s.write(&data).unwrap();
+    let e = s.finish([0; 32]).unwrap_err();
+    assert!(matches!(e, StoreError::Rejected { seq: 2, .. }), "{e}");
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+
+    // Short body.
+    s.begin(start(3, "INBOX", "short", 100)).unwrap();
+    s.write(&data[..99]).unwrap();
+    let e = s.finish(sha(&data[..99])).unwrap_err();
+    assert!(matches!(e, StoreError::Rejected { seq: 3, .. }), "{e}");
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+
+    // Long body: refused at write().
+    s.begin(start(4, "INBOX", "long", 100)).unwrap();
+    let e = s.write(&data[..101]).unwrap_err();
+    assert!(matches!(e, StoreError::Rejected { seq: 4, .. }), "{e}");
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+
+    // Abort.
+    s.begin(start(5, "INBOX", "aborted", 100_000)).unwrap();
+    s.write(&data[..90_000]).unwrap();
+    s.abort();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+
+    // Misuse.
+    s.begin(start(6, "INBOX", "ok2", 10)).unwrap();
+    assert!(matches!(
+        s.begin(start(7, "INBOX", "x", 1)),
+        Err(StoreError::SessionMisuse { .. })
+    ));
+    s.write(&data[..10]).unwrap();
+    assert_eq!(
+        s.finish(sha(&data[..10])).unwrap(),
+        Finished::Pending { seq: 6 }
+    );
+    assert!(matches!(
+        s.finish([0; 32]),
+        Err(StoreError::SessionMisuse { .. })
+    ));
+
+    assert_eq!(
+        s.commit().unwrap(),
+        vec![(1, AckStatus::Stored), (6, AckStatus::Stored)]
+    );
+    drop(s);
+    let v = open_again(v, &f);
+    let list = v.list_messages(&mb).unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(v.verify().unwrap().damaged.is_empty());
+}
+
+fn open_again(v: Volume, f: &Fixture) -> Volume {
+    drop(v);
+    open(f)
+}
+
+#[test]
+fn wrong_key_changes_nothing() {
+    let f = fixture();
+    {
+        let v = open(&f);
+        let mut s = v
+            .session(&addr("frank@example.org"), &CommitSettings::default())
+            .unwrap();
+        put(&mut s, 1, "INBOX", "a", &body(1234, 0)).unwrap();
+        s.commit().unwrap();
+        // An uncommitted tail that recovery would truncate if it ran.
+        put(&mut s, 2, "INBOX", "b", &body(5000, 0)).unwrap();
+        let crashed = std::fs::read(&segment_files(&f.dir)[0]).unwrap();
+        drop(s);
+        drop(v);
+        std::fs::write(&segment_files(&f.dir)[0], crashed).unwrap();
+    }
+    let snapshot = |dir: &Path| -> BTreeMap<PathBuf, (u64, std::time::SystemTime, Vec<u8>)> {
+        all_files(dir)
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).unwrap();
+                let h = sha(&std::fs::read(&p).unwrap()).to_vec();
+                (p, (m.len(), m.modified().unwrap(), h))
+            })
+            .collect()
+    };
+    let before = snapshot(&f.dir);
+    let wrong = f._tmp.path().join("wrong.key");
+    std::fs::write(&wrong, [0x55u8; 32]).unwrap();
+    let e = Volume::open(&f.dir, &wrong, &settings()).unwrap_err();
+    assert!(matches!(e, StoreError::WrongKey { .. }), "{e}");
+    assert!(e.to_string().contains("wrong key"));
+    assert_eq!(snapshot(&f.dir), before);
+
+    // A key file of the wrong length is a KeyFile error.
+    std::fs::write(&wrong, [0x55u8; 31]).unwrap();
+    assert!(matches!(
+        Volume::open(&f.dir, &wrong, &settings()),
+        Err(StoreError::KeyFile { .. })
+    ));
+    assert_eq!(snapshot(&f.dir), before);
+}
+
+#[test]
+fn init_refuses_existing_and_creates_key_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vol");
+    let key = tmp.path().join("k");
+    let out = Volume::init(&dir, &key).unwrap();
+    assert!(out.key_file_created);
+    let m = std::fs::metadata(&key).unwrap();
+    assert_eq!(m.len(), 32);
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    let key_bytes = std::fs::read(&key).unwrap();
+    let hdr = std::fs::read(dir.join(HEADER_FILE)).unwrap();
+
+    let e = Volume::init(&dir, &key).unwrap_err();
+    assert!(matches!(e, StoreError::NotEmpty { .. }), "{e}");
+    let key2 = tmp.path().join("k2");
+    assert!(Volume::init(&dir, &key2).is_err());
+    assert!(!key2.exists(), "a refused init creates no key file");
+    assert_eq!(std::fs::read(&key).unwrap(), key_bytes);
+    assert_eq!(std::fs::read(dir.join(HEADER_FILE)).unwrap(), hdr);
+
+    // Existing key file is reused; a bad one refused.
+    let dir2 = tmp.path().join("vol2");
+    let out2 = Volume::init(&dir2, &key).unwrap();
+    assert!(!out2.key_file_created);
+    assert_ne!(out2.volume_id, out.volume_id);
+    let bad = tmp.path().join("bad");
+    std::fs::write(&bad, b"short").unwrap();
+    assert!(matches!(
+        Volume::init(&tmp.path().join("vol3"), &bad),
+        Err(StoreError::KeyFile { .. })
+    ));
+    assert!(!tmp.path().join("vol3").exists());
+
+    // Busy while open; no volume where none is.
+    let v = Volume::open(&dir, &key, &settings()).unwrap();
+    assert_eq!(v.volume_id(), out.volume_id);
+    assert!(matches!(
+        Volume::open(&dir, &key, &settings()),
+        Err(StoreError::Busy { .. })
+    ));
+    assert!(matches!(
+        Volume::open(&tmp.path().join("none"), &key, &settings()),
+        Err(StoreError::NoVolume { .. })
+    ));
+}
+
+#[test]
+fn tamper_is_named_and_others_still_read() {
+    let f = fixture();
+    let mb = addr("gina@example.org");
+    {
+        let v = open(&f);
+        let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+        for i in 0..3u64 {
+            put(
+                &mut s,
+                i,
+                "INBOX",
+                &format!("m{i}"),
+                &body(150_000, i as u8),
+            )
+            .unwrap();
+        }
+        s.commit().unwrap();
+    }
+    let v = open(&f);
+    let list: Vec<StoredMessage> = v
+        .list_messages(&mb)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let victim = &list[1];
+    // Flip one byte inside chunk 1 of message m1.
+    let seg = v.inner.segment_path(victim.loc.segment);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let pos = victim.loc.offset as usize + REC_HEADER_LEN + (CHUNK_SIZE + TAG_LEN) + 100;
+    bytes[pos] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let report = v.verify().unwrap();
+    assert_eq!(report.messages_checked, 3);
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(report.damaged[0].mailbox, "gina@example.org");
+    assert_eq!(report.damaged[0].item, "INBOX/m1");
+    assert!(
+        report.damaged[0]
+            .reason
+            .contains("chunk 1 failed authentication"),
+        "{}",
+        report.damaged[0].reason
+    );
+    let e = v.read_message(victim, &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, StoreError::ChunkAuth { n: 1, .. }), "{e}");
+    assert_eq!(read_all(&v, &list[0]), body(150_000, 0));
+    assert_eq!(read_all(&v, &list[2]), body(150_000, 2));
+
+    // Swap chunks 0 and 1 of m2.
+    bytes[pos] ^= 0x01;
+    let m2 = &list[2];
+    let c = CHUNK_SIZE + TAG_LEN;
+    let a = m2.loc.offset as usize + REC_HEADER_LEN;
+    let first = bytes[a..a + c].to_vec();
+    bytes.copy_within(a + c..a + 2 * c, a);
+    bytes[a + c..a + 2 * c].copy_from_slice(&first);
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(
+        v.read_message(m2, &mut Vec::new()),
+        Err(StoreError::ChunkAuth { n: 0, .. })
+    ));
+    assert_eq!(read_all(&v, &list[1]), body(150_000, 1));
+
+    // Truncate the segment inside m2: named by verify, no panic.
+    let f2 = OpenOptions::new().write(true).open(&seg).unwrap();
+    f2.set_len(m2.loc.offset + 1000).unwrap();
+    drop(f2);
+    let e = v.read_message(m2, &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, StoreError::MessageDamaged { .. }), "{e}");
+    let report = v.verify().unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(report.damaged[0].item, "INBOX/m2");
+    assert!(
+        report.damaged[0].reason.contains("outside segment"),
+        "{}",
+        report.damaged[0].reason
+    );
+
+    // Reopen with the short segment: no panic, the others still read.
+    let v = open_again(v, &f);
+    let list: Vec<StoredMessage> = v
+        .list_messages(&mb)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(read_all(&v, &list[0]), body(150_000, 0));
+    assert_eq!(v.verify().unwrap().damaged.len(), 1);
+}
+
+#[test]
+fn unreadable_metadata_is_a_per_item_error() {
+    let f = fixture();
+    let mb = addr("hank@example.org");
+    let v = open(&f);
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut s, 1, "INBOX", "a", b"one").unwrap();
+    put(&mut s, 2, "INBOX", "b", b"two").unwrap();
+    s.commit().unwrap();
+    drop(s);
+    {
+        let ix = v.inner.index().unwrap();
+        ix.conn_for_tests()
+            .execute(
+                "UPDATE messages SET meta_enc = zeroblob(60) WHERE id = 1",
+                [],
+            )
+            .unwrap();
+    }
+    let list = v.list_messages(&mb).unwrap();
+    assert!(matches!(
+        &list[0],
+        Err(StoreError::MetaUnreadable { id: 1, .. })
+    ));
+    assert_eq!(read_all(&v, list[1].as_ref().unwrap()), b"two");
+    let report = v.verify().unwrap();
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(report.damaged[0].item, "message id 1");
+}
+
+#[test]
+fn crash_tail_is_truncated_on_open() {
+    let f = fixture();
+    let mb = addr("ivan@example.org");
+    let committed_len;
+    {
+        let v = open(&f);
+        let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+        put(&mut s, 1, "INBOX", "a", &body(100_000, 1)).unwrap();
+        put(&mut s, 2, "INBOX", "b", &body(10, 2)).unwrap();
+        s.commit().unwrap();
+        committed_len = std::fs::metadata(&segment_files(&f.dir)[0]).unwrap().len();
+        // A partial record (crash mid-message): keep the segment as it is now, before
+        // Drop cleans it, and put it back afterwards.
+        s.begin(start(3, "INBOX", "c", 200_000)).unwrap();
+        s.write(&body(150_000, 3)).unwrap();
+        let crashed = std::fs::read(&segment_files(&f.dir)[0]).unwrap();
+        drop(s);
+        drop(v);
+        std::fs::write(&segment_files(&f.dir)[0], crashed).unwrap();
+    }
+    let seg = segment_files(&f.dir)[0].clone();
+    let mut raw = OpenOptions::new().append(true).open(&seg).unwrap();
+    raw.write_all(b"garbage after a torn write").unwrap();
+    drop(raw);
+    assert!(std::fs::metadata(&seg).unwrap().len() > committed_len);
+    // An orphan segment file with a torn header.
+    std::fs::write(f.dir.join(SEGMENTS_DIR).join("00000099.seg"), b"MFS").unwrap();
+
+    let v = open(&f);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), committed_len);
+    assert_eq!(
+        std::fs::metadata(f.dir.join(SEGMENTS_DIR).join("00000099.seg"))
+            .unwrap()
+            .len(),
+        SEG_HEADER_LEN
+    );
+    let list: Vec<StoredMessage> = v
+        .list_messages(&mb)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(list.len(), 2);
+    assert_eq!(read_all(&v, &list[0]), body(100_000, 1));
+    assert_eq!(read_all(&v, &list[1]), body(10, 2));
+    // New writes work and read back after another reopen.
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut s, 4, "INBOX", "d", &body(70_000, 4)).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    let v = open_again(v, &f);
+    let list: Vec<StoredMessage> = v
+        .list_messages(&mb)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(list.len(), 3);
+    assert_eq!(read_all(&v, &list[2]), body(70_000, 4));
+    assert!(v.verify().unwrap().damaged.is_empty());
+}
+
+#[test]
+fn dropped_session_discards_uncommitted_and_segment_is_reused() {
+    let f = fixture();
+    let v = open(&f);
+    let mb = addr("judy@example.org");
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut s, 1, "INBOX", "a", &body(1000, 1)).unwrap();
+    s.commit().unwrap();
+    put(&mut s, 2, "INBOX", "b", &body(1000, 2)).unwrap();
+    drop(s);
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    // Not a duplicate: seq 2 was never committed.
+    assert_eq!(
+        put(&mut s, 1, "INBOX", "b", &body(1000, 2)).unwrap(),
+        Finished::Pending { seq: 1 }
+    );
+    s.commit().unwrap();
+    drop(s);
+    assert_eq!(segment_files(&f.dir).len(), 1);
+    assert_eq!(v.list_messages(&mb).unwrap().len(), 2);
+    assert!(v.verify().unwrap().damaged.is_empty());
+}
+
+#[test]
+fn segments_roll_over_and_commit_thresholds() {
+    let f = fixture();
+    let small = StoreSettings {
+        segment_max_bytes: 1 << 20,
+    };
+    let v = Volume::open(&f.dir, &f.key, &small).unwrap();
+    let mb = addr("kim@example.org");
+    let commit = CommitSettings {
+        max_messages: 1000,
+        max_bytes: 2 << 20,
+        max_delay_ms: 50,
+    };
+    let mut s = v.session(&mb, &commit).unwrap();
+    assert!(s.oldest_pending().is_none());
+    let mut stored = 0;
+    for i in 0..30u64 {
+        put(
+            &mut s,
+            i,
+            "INBOX",
+            &format!("m{i}"),
+            &body(200_000, i as u8),
+        )
+        .unwrap();
+        assert!(s.oldest_pending().is_some());
+        if s.should_commit() {
+            stored += s.commit().unwrap().len();
+        }
+    }
+    stored += s.commit().unwrap().len();
+    assert_eq!(stored, 30);
+    drop(s);
+    let segs = segment_files(&f.dir);
+    assert!(segs.len() >= 5, "{segs:?}");
+    for p in &segs {
+        assert!(std::fs::metadata(p).unwrap().len() <= 1 << 20);
+    }
+    let list: Vec<StoredMessage> = v
+        .list_messages(&mb)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    for (i, m) in list.iter().enumerate() {
+        assert_eq!(read_all(&v, m), body(200_000, i as u8));
+    }
+    assert!(v.verify().unwrap().damaged.is_empty());
+}
+
+#[test]
+fn no_plaintext_anywhere_in_the_volume() {
+    let f = fixture();
+    let markers: [&[u8]; 5] = [
+        b"MarkerFolderQx7",
+        b"MarkerSourceIdZq9",
+        b"MarkerBodySubjectWv3",
+        b"markermailboxkp2",
+        b"markerdomainyy5",
+    ];
+    {
+        let v = open(&f);
+        let mb = addr("markermailboxkp2@markerdomainyy5.example");
+        let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+        for i in 0..20u64 {
+            let mut data =
+                b"Subject: MarkerBodySubjectWv3\r\nMessage-ID: <MarkerBodySubjectWv3@x>\r\n\r\n"
+                    .to_vec();
+            data.extend(std::iter::repeat_n(b"MarkerBodySubjectWv3 ".as_slice(), 4000).flatten());
+            put(
+                &mut s,
+                i,
+                &format!("MarkerFolderQx7/Sub{i}"),
+                &format!("MarkerSourceIdZq9-{i}"),
+                &data,
+            )
+            .unwrap();
+        }
+        s.commit().unwrap();
+        // Scan while the volume is still open, so the WAL and -shm are there too.
+        check_no_markers(&f.dir, &markers, true);
+        v.verify().unwrap();
+        v.list_messages(&mb).unwrap();
+        check_no_markers(&f.dir, &markers, true);
+    }
+    // After close (WAL checkpointed into the main file).
+    check_no_markers(&f.dir, &markers, false);
+}
+
+fn check_no_markers(dir: &Path, markers: &[&[u8]], expect_wal: bool) {
+    let files = all_files(dir);
+    if expect_wal {
+        assert!(
+            files.iter().any(|p| p.ends_with("index.sqlite-wal")),
+            "{files:?}"
+        );
+        assert!(
+            files.iter().any(|p| p.ends_with("index.sqlite-shm")),
+            "{files:?}"
+        );
+    }
+    for p in files {
+        let bytes = std::fs::read(&p).unwrap();
+        let lower = bytes.to_ascii_lowercase();
+        for m in markers {
+            let m = m.to_ascii_lowercase();
+            assert!(
+                !lower.windows(m.len()).any(|w| w == m.as_slice()),
+                "{} contains {}",
+                p.display(),
+                String::from_utf8_lossy(&m)
+            );
+        }
+    }
+}
+
+#[test]
+fn thread_bounds() {
+    fn shared<T: Send + Sync>() {}
+    fn movable<T: Send + 'static>() {}
+    shared::<Volume>();
+    movable::<IngestSession>();
+    movable::<StoredMessage>();
+}
