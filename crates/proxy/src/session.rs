@@ -9,8 +9,8 @@
 use mailferry_core::frame::{Frame, FrameBuffer, MessageHeader, PROTOCOL_VERSION};
 use mailferry_core::profile::CommitSettings;
 use mailferry_core::MailboxAddr;
-use mailferry_store::{Finished, IngestSession, MessageStart, StoreError, Volume};
-use std::sync::atomic::{AtomicU64, Ordering};
+use mailferry_store::{CommitJob, Finished, IngestSession, MessageStart, StoreError, Volume};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -159,6 +159,11 @@ pub async fn run_session<IO>(
     let _ = writer.await;
 }
 
+/// Runs the store side of a session. Commits are pipelined: the worker hands each
+/// batch to a committer thread ([`mailferry_store::CommitJob`]) and goes on writing the
+/// next batch while the disk flushes, so fsync time overlaps with hashing and
+/// encryption instead of stalling them. At most two batches are in flight; ACKs are
+/// sent by the committer only after a batch is durable.
 fn store_worker(
     mut session: IngestSession,
     rx: flume::Receiver<Cmd>,
@@ -166,27 +171,72 @@ fn store_worker(
     max_delay: Duration,
     stats: Arc<StoreStats>,
 ) {
+    let (job_tx, job_rx) = flume::bounded::<CommitJob>(1);
+    let failed = Arc::new(AtomicBool::new(false));
+    let committer = {
+        let (tx, failed, stats) = (tx.clone(), failed.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("mailferry-commit".into())
+            .spawn(move || {
+                for job in job_rx.iter() {
+                    let t0 = Instant::now();
+                    let res = job.run();
+                    stats
+                        .commit_nanos
+                        .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    match res {
+                        Ok(acks) => {
+                            for part in acks.chunks(10_000) {
+                                let _ = tx.send(Frame::Ack(part.to_vec()));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("group commit failed: {e}");
+                            failed.store(true, Ordering::SeqCst);
+                            let _ = tx.send(Frame::Error {
+                                code: 500,
+                                message: format!("the store could not commit: {e}"),
+                            });
+                            return;
+                        }
+                    }
+                }
+            })
+            .expect("spawning the commit thread")
+    };
+    let closed = drive(&mut session, &rx, &tx, &job_tx, &failed, max_delay, &stats);
+    // Every batch handed off must be durable (or have failed) before the session goes:
+    // dropping it truncates its segment to what was handed off.
+    drop(job_tx);
+    let _ = committer.join();
+    if closed && !failed.load(Ordering::SeqCst) {
+        let _ = tx.send(Frame::Closed);
+    }
+}
+
+/// The command loop; returns true if the client closed the session cleanly.
+fn drive(
+    session: &mut IngestSession,
+    rx: &flume::Receiver<Cmd>,
+    tx: &flume::Sender<Frame>,
+    job_tx: &flume::Sender<CommitJob>,
+    failed: &AtomicBool,
+    max_delay: Duration,
+    stats: &StoreStats,
+) -> bool {
     // (seq, reason it already failed)
     let mut current: Option<(u64, Option<String>)> = None;
     let commit = |session: &mut IngestSession| -> bool {
+        if failed.load(Ordering::SeqCst) {
+            return false;
+        }
         if session.pending_count() == 0 {
             return true;
         }
-        let t0 = Instant::now();
-        let res = session.commit();
-        stats
-            .commit_nanos
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        match res {
-            Ok(acks) => {
-                for part in acks.chunks(10_000) {
-                    let _ = tx.send(Frame::Ack(part.to_vec()));
-                }
-                true
-            }
+        match session.start_commit() {
+            Ok(job) => job_tx.send(job).is_ok(),
             Err(e) => {
-                tracing::error!("group commit failed: {e}");
                 let _ = tx.send(Frame::Error {
                     code: 500,
                     message: format!("the store could not commit: {e}"),
@@ -200,14 +250,15 @@ fn store_worker(
             code: 400,
             message: msg.to_string(),
         });
+        false
     };
     loop {
         let cmd = match session.oldest_pending() {
             Some(t) => match rx.recv_deadline(t + max_delay) {
                 Ok(c) => c,
                 Err(flume::RecvTimeoutError::Timeout) => {
-                    if !commit(&mut session) {
-                        return;
+                    if !commit(session) {
+                        return false;
                     }
                     continue;
                 }
@@ -259,30 +310,27 @@ fn store_worker(
                                 code: 500,
                                 message: format!("the store failed: {e}"),
                             });
-                            return;
+                            return false;
                         }
                     },
                 };
                 if let Err(reason) = outcome {
                     let _ = tx.send(Frame::Reject { seq, reason });
                 }
-                if session.should_commit() && !commit(&mut session) {
-                    return;
+                if session.should_commit() && !commit(session) {
+                    return false;
                 }
             }
             Cmd::Flush => {
-                if !commit(&mut session) {
-                    return;
+                if !commit(session) {
+                    return false;
                 }
             }
             Cmd::Close => {
                 if current.is_some() {
                     return protocol("CLOSE inside a message");
                 }
-                if commit(&mut session) {
-                    let _ = tx.send(Frame::Closed);
-                }
-                return;
+                return commit(session);
             }
             Cmd::Abort => {
                 // The agent is gone. Complete messages are still worth keeping: the next
@@ -290,8 +338,8 @@ fn store_worker(
                 if current.is_some() {
                     session.abort();
                 }
-                commit(&mut session);
-                return;
+                commit(session);
+                return false;
             }
         }
         stats

@@ -118,6 +118,51 @@ impl std::fmt::Debug for IngestSession {
     }
 }
 
+/// One batch on its way to durability (see [`IngestSession::start_commit`]). `Send`, so
+/// it can run on a thread of its own.
+pub struct CommitJob {
+    inner: Arc<Inner>,
+    syncs: Vec<(PathBuf, File)>,
+    sync_dir: Option<PathBuf>,
+    rows: Vec<MessageRow>,
+    /// Every pending message in order, and whether it has a row (false: duplicate).
+    seqs: Vec<(u64, bool)>,
+}
+
+impl CommitJob {
+    /// fdatasync of the batch's segments (and their directory when a segment file was
+    /// created), then one SQLite transaction. Returns the acknowledgements.
+    pub fn run(self) -> Result<Vec<(u64, AckStatus)>, StoreError> {
+        for (path, f) in &self.syncs {
+            f.sync_data().map_err(|e| StoreError::io(path, e))?;
+        }
+        if let Some(dir) = &self.sync_dir {
+            crate::sync_dir(dir)?;
+        }
+        let inserted = if self.rows.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.index()?.insert_messages(&self.rows)?
+        };
+        let mut inserted = inserted.into_iter();
+        Ok(self
+            .seqs
+            .iter()
+            .map(|&(seq, has_row)| {
+                // A row the index refused (UNIQUE dedup) is a duplicate committed by an
+                // earlier batch or another session: its bytes stay as an unreferenced gap.
+                let stored = has_row && inserted.next().unwrap_or(false);
+                let status = if stored {
+                    AckStatus::Stored
+                } else {
+                    AckStatus::Duplicate
+                };
+                (seq, status)
+            })
+            .collect())
+    }
+}
+
 // === impl IngestSession ===
 
 impl IngestSession {
@@ -413,58 +458,38 @@ impl IngestSession {
         self.pending.len()
     }
 
-    /// One fdatasync of the segment(s) written since the last commit (plus a directory
-    /// fsync when a segment file was created), then ONE SQLite transaction inserting all
-    /// pending rows; returns every pending seq (stored and duplicate) with its status,
-    /// now durable. After an error nothing of the batch is acknowledged and the session
-    /// refuses further use: drop it and resend in a new one.
+    /// Makes every finished message durable and returns the acknowledgements: one
+    /// fdatasync per touched segment, then one SQLite transaction. Equivalent to
+    /// `start_commit()?.run()`.
     pub fn commit(&mut self) -> Result<Vec<(u64, AckStatus)>, StoreError> {
-        self.check_usable()?;
-        if self.pending.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self.commit_inner() {
-            Ok(acks) => Ok(acks),
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
+        let job = self.start_commit()?;
+        job.run().inspect_err(|_| self.failed = true)
     }
 
-    fn commit_inner(&mut self) -> Result<Vec<(u64, AckStatus)>, StoreError> {
+    /// Hands the current batch to a [`CommitJob`] and starts a new batch at once, so the
+    /// caller can keep writing while another thread waits for the disk. Nothing of the
+    /// batch may be acknowledged before the job's `run` returns `Ok`. Run jobs of one
+    /// session in the order they were started; if one fails, stop using the session.
+    pub fn start_commit(&mut self) -> Result<CommitJob, StoreError> {
+        self.check_usable()?;
         let rows: Vec<MessageRow> = self.pending.iter().filter_map(|p| p.row.clone()).collect();
+        let mut syncs = Vec::new();
         if !rows.is_empty() {
             for s in self.closed.iter().chain(self.seg.iter()) {
                 if s.len > s.committed_len {
-                    s.file.sync_data().map_err(|e| StoreError::io(&s.path, e))?;
+                    let f = s.file.try_clone().map_err(|e| StoreError::io(&s.path, e))?;
+                    syncs.push((s.path.clone(), f));
                 }
             }
-            if self.dir_dirty {
-                crate::sync_dir(&self.inner.dir.join(SEGMENTS_DIR))?;
-                self.dir_dirty = false;
-            }
         }
-        let inserted = if rows.is_empty() {
-            Vec::new()
-        } else {
-            self.inner.index()?.insert_messages(&rows)?
-        };
-        let mut inserted = inserted.into_iter();
-        let acks = self
+        let sync_dir = (!rows.is_empty() && self.dir_dirty).then(|| {
+            self.dir_dirty = false;
+            self.inner.dir.join(SEGMENTS_DIR)
+        });
+        let seqs = self
             .pending
             .drain(..)
-            .map(|p| {
-                let stored = p.row.is_some() && inserted.next().unwrap_or(false);
-                (
-                    p.seq,
-                    if stored {
-                        AckStatus::Stored
-                    } else {
-                        AckStatus::Duplicate
-                    },
-                )
-            })
+            .map(|p| (p.seq, p.row.is_some()))
             .collect();
         self.closed.clear();
         if let Some(s) = self.seg.as_mut() {
@@ -473,7 +498,13 @@ impl IngestSession {
         self.pending_dedup.clear();
         self.pending_bytes = 0;
         self.oldest = None;
-        Ok(acks)
+        Ok(CommitJob {
+            inner: self.inner.clone(),
+            syncs,
+            sync_dir,
+            rows,
+            seqs,
+        })
     }
 
     fn push_pending(&mut self, p: Pending, bytes: u64) {

@@ -21,7 +21,7 @@ pub mod keys;
 pub mod segment;
 
 pub use error::StoreError;
-pub use ingest::{Finished, IngestSession, MessageStart};
+pub use ingest::{CommitJob, Finished, IngestSession, MessageStart};
 pub use volume::{DamagedItem, InitOutcome, StoredMessage, VerifyReport, Volume};
 
 /// Name of the header file in a volume directory.
