@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -79,6 +79,61 @@ struct InFlight {
 }
 
 type InFlightMap = Arc<Mutex<HashMap<u64, InFlight>>>;
+
+/// The window of unacknowledged body bytes (wire protocol §3.2): the producer waits
+/// when it is full; ACKs and REJECTs free it. It bounds what a failed session must
+/// resend, not memory (unacknowledged bytes are on the store's disk, not here).
+struct Window {
+    state: Mutex<(u64, bool)>,
+    freed: Condvar,
+    limit: u64,
+}
+
+impl Window {
+    fn new(limit: u64) -> Self {
+        Window {
+            state: Mutex::new((0, false)),
+            freed: Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Takes `n` bytes of window without waiting; false if it is full.
+    fn try_acquire(&self, n: u64) -> bool {
+        let mut st = self.state.lock().expect("window lock");
+        // A message larger than the whole window goes alone.
+        if st.0 == 0 || st.0 + n <= self.limit {
+            st.0 += n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Waits for `n` bytes of window; false if the session ended meanwhile.
+    fn acquire(&self, n: u64) -> bool {
+        let mut st = self.state.lock().expect("window lock");
+        while !st.1 && st.0 > 0 && st.0 + n > self.limit {
+            st = self.freed.wait(st).expect("window lock");
+        }
+        if st.1 {
+            return false;
+        }
+        st.0 += n;
+        true
+    }
+
+    fn release(&self, n: u64) {
+        let mut st = self.state.lock().expect("window lock");
+        st.0 = st.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().expect("window lock").1 = true;
+        self.freed.notify_all();
+    }
+}
 
 /// A cheap check that a file starts like a mail message: the first line is a header
 /// field (`Name: value`) or an mbox `From ` line. It reads nothing beyond `head`.
@@ -148,23 +203,23 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     let (mut rd, mut wr) = tokio::io::split(stream);
 
     let inflight: InFlightMap = Arc::default();
+    let window = Arc::new(Window::new(8 * profile.commit.max_bytes));
     let (buf_tx, buf_rx) = flume::bounded::<Vec<u8>>(8);
     let producer = {
         let inflight = inflight.clone();
+        let window = window.clone();
         let progress = progress.clone();
         let frame_bytes = profile.transport.frame_bytes;
         std::thread::Builder::new()
             .name("mailferry-read".into())
             .spawn(move || {
-                produce(
-                    &*source,
-                    todo,
-                    move_id,
-                    frame_bytes,
-                    buf_tx,
+                let out = Output {
+                    tx: buf_tx,
                     inflight,
+                    window,
                     progress,
-                )
+                };
+                produce(&*source, todo, move_id, frame_bytes, out)
             })
             .expect("spawning the reader thread")
     };
@@ -225,6 +280,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
                                     "ACK for unknown message sequence {seq}"
                                 )));
                             };
+                            window.release(done.item.size);
                             match status {
                                 AckStatus::Stored => {
                                     items_moved += 1;
@@ -249,6 +305,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
                     Frame::Reject { seq, reason } => {
                         let done = inflight.lock().expect("inflight lock").remove(&seq);
                         if let Some(done) = done {
+                            window.release(done.item.size);
                             rejected.push(BadItem {
                                 item: done.item.name(),
                                 reason: done.local_error.unwrap_or(reason),
@@ -269,6 +326,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         }
     }
     .await;
+    window.close();
     drop(cp_tx);
     let produced = match session_result {
         Ok(()) => {
@@ -322,15 +380,33 @@ fn read_full(r: &mut dyn Read, out: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
+/// Where the producer's frames and bookkeeping go.
+struct Output {
+    tx: flume::Sender<Vec<u8>>,
+    inflight: InFlightMap,
+    window: Arc<Window>,
+    progress: Arc<Progress>,
+}
+
+/// Sends the buffered frames to the writer; false if the session is gone.
+fn ship(tx: &flume::Sender<Vec<u8>>, out: &mut Vec<u8>, cap: usize) -> bool {
+    tx.send(std::mem::replace(out, Vec::with_capacity(cap)))
+        .is_ok()
+}
+
 fn produce(
     source: &dyn Source,
     items: Vec<SourceItem>,
     move_id: MoveId,
     frame_bytes: usize,
-    tx: flume::Sender<Vec<u8>>,
-    inflight: InFlightMap,
-    progress: Arc<Progress>,
+    o: Output,
 ) -> Produced {
+    let Output {
+        tx,
+        inflight,
+        window,
+        progress,
+    } = o;
     let mut bad = Vec::new();
     let mut read_time = std::time::Duration::ZERO;
     let cap = frame_bytes * 2 + 4096;
@@ -364,6 +440,21 @@ fn produce(
                 continue;
             }
         };
+        if !window.try_acquire(item.size) {
+            // Send what is buffered first: the END waiting in it is what frees the window.
+            if !out.is_empty() && !ship(&tx, &mut out, cap) {
+                return Produced {
+                    bad,
+                    read_secs: read_time.as_secs_f64(),
+                };
+            }
+            if !window.acquire(item.size) {
+                return Produced {
+                    bad,
+                    read_secs: read_time.as_secs_f64(),
+                };
+            }
+        }
         let mark = out.len();
         Frame::Message(MessageHeader {
             seq,
@@ -410,6 +501,7 @@ fn produce(
                 };
                 if let Some(reason) = reason {
                     out.truncate(mark);
+                    window.release(item.size);
                     settle_bad(&item, reason, &mut bad);
                     settled = true;
                     break;
@@ -425,16 +517,11 @@ fn produce(
             hdr[1..].copy_from_slice(&(got as u32).to_be_bytes());
             total += got as u64;
             progress.bytes_done.fetch_add(got as u64, Ordering::Relaxed);
-            if out.len() >= frame_bytes {
-                if tx
-                    .send(std::mem::replace(&mut out, Vec::with_capacity(cap)))
-                    .is_err()
-                {
-                    return Produced {
-                        bad,
-                        read_secs: read_time.as_secs_f64(),
-                    };
-                }
+            if out.len() >= frame_bytes && !ship(&tx, &mut out, cap) {
+                return Produced {
+                    bad,
+                    read_secs: read_time.as_secs_f64(),
+                };
             }
             if got < frame_bytes || local_error.is_some() {
                 break;

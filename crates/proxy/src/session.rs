@@ -119,7 +119,7 @@ pub async fn run_session<IO>(
                 Frame::Open { version, .. } if !opened => {
                     if version != PROTOCOL_VERSION {
                         fail(
-                            400,
+                            505,
                             format!("protocol version {version} is not supported (this proxy speaks {PROTOCOL_VERSION})"),
                         );
                         let _ = cmd_tx.send_async(Cmd::Abort).await;
@@ -187,6 +187,10 @@ fn store_worker(
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     match res {
                         Ok(acks) => {
+                            if acks.is_empty() {
+                                // Only a FLUSH makes an empty batch: it is always answered.
+                                let _ = tx.send(Frame::Ack(Vec::new()));
+                            }
                             for part in acks.chunks(10_000) {
                                 let _ = tx.send(Frame::Ack(part.to_vec()));
                             }
@@ -227,11 +231,13 @@ fn drive(
 ) -> bool {
     // (seq, reason it already failed)
     let mut current: Option<(u64, Option<String>)> = None;
-    let commit = |session: &mut IngestSession| -> bool {
+    let mut last_seq = 0u64;
+    // `force`: hand off even an empty batch (FLUSH is always answered with an ACK).
+    let commit = |session: &mut IngestSession, force: bool| -> bool {
         if failed.load(Ordering::SeqCst) {
             return false;
         }
-        if session.pending_count() == 0 {
+        if session.pending_count() == 0 && !force {
             return true;
         }
         match session.start_commit() {
@@ -257,7 +263,7 @@ fn drive(
             Some(t) => match rx.recv_deadline(t + max_delay) {
                 Ok(c) => c,
                 Err(flume::RecvTimeoutError::Timeout) => {
-                    if !commit(session) {
+                    if !commit(session, false) {
                         return false;
                     }
                     continue;
@@ -273,6 +279,10 @@ fn drive(
                     return protocol("MESSAGE before the previous message's END");
                 }
                 let seq = h.seq;
+                if seq <= last_seq {
+                    return protocol("MESSAGE seq must increase within a session");
+                }
+                last_seq = seq;
                 let start = MessageStart {
                     seq,
                     meta_folder: h.folder,
@@ -317,12 +327,12 @@ fn drive(
                 if let Err(reason) = outcome {
                     let _ = tx.send(Frame::Reject { seq, reason });
                 }
-                if session.should_commit() && !commit(session) {
+                if session.should_commit() && !commit(session, false) {
                     return false;
                 }
             }
             Cmd::Flush => {
-                if !commit(session) {
+                if !commit(session, true) {
                     return false;
                 }
             }
@@ -330,7 +340,7 @@ fn drive(
                 if current.is_some() {
                     return protocol("CLOSE inside a message");
                 }
-                return commit(session);
+                return commit(session, false);
             }
             Cmd::Abort => {
                 // The agent is gone. Complete messages are still worth keeping: the next
@@ -338,7 +348,7 @@ fn drive(
                 if current.is_some() {
                     session.abort();
                 }
-                commit(session);
+                commit(session, false);
                 return false;
             }
         }

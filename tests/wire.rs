@@ -1,0 +1,322 @@
+//! The wire protocol against the real proxy over real TLS on loopback, with hand-made
+//! frames: what a hostile or broken client gets, and that nothing it sends is stored.
+
+use mailferry_agent::client::Endpoint;
+use mailferry_agent::AgentError;
+use mailferry_core::frame::{AckStatus, Frame, FrameBuffer, MessageHeader, PROTOCOL_VERSION};
+use mailferry_core::profile::Profile;
+use mailferry_core::secret::SecretBytes;
+use mailferry_core::{Flags, FolderName, MailboxAddr, MoveId, SourceId};
+use mailferry_proxy::{Proxy, ProxyConfig, StoreStats, TokenSet};
+use mailferry_store::Volume;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    volume: Arc<Volume>,
+    url: String,
+    ca: rustls::pki_types::CertificateDer<'static>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+const TOKEN: &str = "test-token-0123456789";
+
+async fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("v");
+    Volume::init(&vol, &dir.path().join("k")).unwrap();
+    let volume =
+        Arc::new(Volume::open(&vol, &dir.path().join("k"), &Profile::default().store).unwrap());
+    let ca = mailferry_core::tls::LocalCa::generate("test").unwrap();
+    let id = ca.issue_server(&["127.0.0.1"]).unwrap();
+    let mut tokens = TokenSet::default();
+    tokens.allow(&SecretBytes::new(TOKEN.as_bytes().to_vec()));
+    let proxy = Proxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ProxyConfig {
+            tls: mailferry_core::tls::server_config(&id).unwrap(),
+            tokens,
+            volume: volume.clone(),
+            commit: Profile::default().commit,
+            stats: Arc::new(StoreStats::default()),
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("https://127.0.0.1:{}", proxy.local_addr().port());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy.serve(async {
+        let _ = rx.await;
+    }));
+    Harness {
+        _dir: dir,
+        volume,
+        url,
+        ca: ca.cert_der(),
+        _stop: tx,
+    }
+}
+
+fn mailbox() -> MailboxAddr {
+    MailboxAddr::parse("bob@example.org").unwrap()
+}
+
+fn endpoint(h: &Harness, token: &str) -> Endpoint {
+    Endpoint::new(
+        &h.url,
+        std::slice::from_ref(&h.ca),
+        SecretBytes::new(token.as_bytes().to_vec()),
+    )
+    .unwrap()
+}
+
+fn header(seq: u64, size: u64) -> Frame {
+    Frame::Message(MessageHeader {
+        seq,
+        folder: FolderName::inbox(),
+        source_id: SourceId::parse(&format!("m{seq}")).unwrap(),
+        flags: Flags::from_maildir("S").unwrap(),
+        internal_date: 1_700_000_000,
+        size,
+    })
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .unwrap()
+}
+
+async fn send(io: &mut (impl AsyncWriteExt + Unpin), frames: &[Frame]) {
+    let mut buf = Vec::new();
+    for f in frames {
+        f.encode(&mut buf);
+    }
+    io.write_all(&buf).await.unwrap();
+    io.flush().await.unwrap();
+}
+
+/// Reads server frames until CLOSED, ERROR or end of stream.
+async fn read_all(io: &mut (impl AsyncReadExt + Unpin)) -> Vec<Frame> {
+    let mut fb = FrameBuffer::new();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), io.read(&mut buf))
+            .await
+            .expect("server answers within 20 s")
+            .unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        fb.push(&buf[..n]);
+        while let Some(f) = fb.next_frame().unwrap() {
+            let end = matches!(f, Frame::Closed | Frame::Error { .. });
+            out.push(f);
+            if end {
+                return out;
+            }
+        }
+    }
+}
+
+fn open() -> Frame {
+    Frame::Open {
+        version: PROTOCOL_VERSION,
+        move_id: MoveId([1; 16]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_gets_401_and_stores_nothing() {
+    let h = start().await;
+    let e = endpoint(&h, "not-the-token")
+        .open_stream(&mailbox())
+        .await
+        .unwrap_err();
+    match e {
+        AgentError::Refused {
+            status, message, ..
+        } => {
+            assert_eq!(status, 401);
+            assert!(message.contains("Bearer"), "{message}");
+        }
+        other => panic!("expected 401, got {other}"),
+    }
+    assert!(h.volume.mailboxes().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_rejects_a_bad_digest_and_goes_on_flush_is_always_answered() {
+    let h = start().await;
+    let mut io = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    let good = b"Subject: ok\r\n\r\nbody\r\n".to_vec();
+    send(
+        &mut io,
+        &[
+            open(),
+            Frame::Flush,
+            header(1, 5),
+            Frame::Data(b"hello".to_vec()),
+            Frame::End {
+                seq: 1,
+                sha256: [0; 32],
+            },
+            header(2, good.len() as u64),
+            Frame::Data(good.clone()),
+            Frame::End {
+                seq: 2,
+                sha256: sha(&good),
+            },
+            header(3, 3),
+            Frame::Data(b"toolong".to_vec()),
+            Frame::End {
+                seq: 3,
+                sha256: sha(b"toolong"),
+            },
+            Frame::Close,
+        ],
+    )
+    .await;
+    let frames = read_all(&mut io).await;
+    assert_eq!(
+        frames.first(),
+        Some(&Frame::Ack(vec![])),
+        "FLUSH answered first: {frames:?}"
+    );
+    assert_eq!(frames.last(), Some(&Frame::Closed), "{frames:?}");
+    let rejected: Vec<u64> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Reject { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected, vec![1, 3], "{frames:?}");
+    let acked: Vec<(u64, AckStatus)> = frames
+        .iter()
+        .flat_map(|f| match f {
+            Frame::Ack(a) => a.clone(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(acked, vec![(2, AckStatus::Stored)]);
+    let listed = h.volume.list_messages(&mailbox()).unwrap();
+    assert_eq!(listed.len(), 1);
+    let msg = listed.into_iter().next().unwrap().unwrap();
+    let mut back = Vec::new();
+    h.volume.read_message(&msg, &mut back).unwrap();
+    assert_eq!(back, good);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_end_the_session_with_an_error() {
+    let h = start().await;
+    let cases: Vec<(Vec<Frame>, u16)> = vec![
+        (
+            vec![Frame::Open {
+                version: 99,
+                move_id: MoveId([0; 16]),
+            }],
+            505,
+        ),
+        (vec![header(1, 1)], 400),
+        (vec![open(), Frame::Data(b"x".to_vec())], 400),
+        (
+            vec![
+                open(),
+                header(2, 1),
+                Frame::Data(b"x".to_vec()),
+                Frame::End {
+                    seq: 2,
+                    sha256: sha(b"x"),
+                },
+                header(2, 1),
+            ],
+            400,
+        ),
+        (vec![open(), Frame::Ack(vec![])], 400),
+    ];
+    for (frames, code) in cases {
+        let mut io = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+        send(&mut io, &frames).await;
+        let got = read_all(&mut io).await;
+        match got.last() {
+            Some(Frame::Error { code: c, .. }) => assert_eq!(*c, code, "{frames:?} → {got:?}"),
+            other => panic!("{frames:?}: expected ERROR {code}, got {other:?}"),
+        }
+    }
+    // A hostile folder name is refused by the decoder itself.
+    let mut io = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    let mut raw = Vec::new();
+    open().encode(&mut raw);
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&9u64.to_be_bytes());
+    payload.extend_from_slice(&0u64.to_be_bytes());
+    payload.extend_from_slice(&1u64.to_be_bytes());
+    for s in ["../../etc", "x", ""] {
+        payload.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        payload.extend_from_slice(s.as_bytes());
+    }
+    raw.push(0x02);
+    raw.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    raw.extend_from_slice(&payload);
+    io.write_all(&raw).await.unwrap();
+    let got = read_all(&mut io).await;
+    assert!(
+        matches!(got.last(), Some(Frame::Error { code: 400, message }) if message.contains("folder")),
+        "{got:?}"
+    );
+    // Whatever the broken sessions sent that was complete, nothing of theirs is durable
+    // except the one well-formed message of case 4 (seq 2 ended properly).
+    let n = h
+        .volume
+        .list_messages(&mailbox())
+        .map(|v| v.len())
+        .unwrap_or(0);
+    assert!(n <= 1, "{n} messages stored by broken sessions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_on_the_tls_port_gets_no_http_answer() {
+    let h = start().await;
+    let addr = h.url.trim_start_matches("https://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /v1/mailboxes/bob%40example.org/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tcp.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        !buf.starts_with(b"HTTP/"),
+        "plain HTTP was answered: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(h.volume.mailboxes().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_refuses_a_server_certificate_it_does_not_trust() {
+    let h = start().await;
+    let other = mailferry_core::tls::LocalCa::generate("someone else").unwrap();
+    let ep = Endpoint::new(
+        &h.url,
+        &[other.cert_der()],
+        SecretBytes::new(TOKEN.as_bytes().to_vec()),
+    )
+    .unwrap();
+    let e = ep.open_stream(&mailbox()).await.unwrap_err().to_string();
+    assert!(e.contains("TLS handshake failed"), "{e}");
+    assert!(Endpoint::new(
+        &h.url.replace("https", "http"),
+        std::slice::from_ref(&h.ca),
+        SecretBytes::new(vec![b'x'])
+    )
+    .is_err());
+}
