@@ -23,6 +23,13 @@ use tokio::net::TcpListener;
 /// this is dropped (slow-loris protection).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// At shutdown, connections and sessions get this long to finish before they are
+/// dropped (a session dropped mid-batch loses nothing acknowledged).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Held by every connection and session task; shutdown waits until all are dropped.
+type DrainGuard = tokio::sync::mpsc::Sender<()>;
+
 /// Everything the proxy needs.
 pub struct ProxyConfig {
     /// TLS server configuration (see `mailferry_core::tls`).
@@ -65,13 +72,22 @@ impl Proxy {
             .expect("bound socket has an address")
     }
 
-    /// Serves until `shutdown` completes. Sessions already running finish on their own.
+    /// Serves until `shutdown` completes, then stops accepting and waits (up to
+    /// [`DRAIN_TIMEOUT`]) for running connections and sessions to finish, so that when
+    /// this returns no session holds the volume any more.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.cfg.tls.clone());
+        let (guard, mut drained) = tokio::sync::mpsc::channel::<()>(1);
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    drop(guard);
+                    if tokio::time::timeout(DRAIN_TIMEOUT, drained.recv()).await.is_err() {
+                        tracing::warn!("sessions still running after the drain timeout; leaving them");
+                    }
+                    return;
+                }
                 r = self.listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
@@ -84,6 +100,7 @@ impl Proxy {
             tcp.set_nodelay(true).ok();
             let acceptor = acceptor.clone();
             let cfg = self.cfg.clone();
+            let guard = guard.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
@@ -97,9 +114,10 @@ impl Proxy {
                         return;
                     }
                 };
+                let conn_guard = guard.clone();
                 let service = hyper::service::service_fn(move |req| {
-                    let cfg = cfg.clone();
-                    async move { Ok::<_, Infallible>(handle(req, cfg, peer)) }
+                    let (cfg, guard) = (cfg.clone(), conn_guard.clone());
+                    async move { Ok::<_, Infallible>(handle(req, cfg, peer, guard)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -109,6 +127,7 @@ impl Proxy {
                 if let Err(e) = conn.await {
                     tracing::debug!(%peer, "connection ended: {e}");
                 }
+                drop(guard);
             });
         }
     }
@@ -128,10 +147,11 @@ fn handle(
     req: Request<Incoming>,
     cfg: Arc<ProxyConfig>,
     peer: SocketAddr,
+    guard: DrainGuard,
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = match route(req, cfg) {
+    let resp = match route(req, cfg, guard) {
         Ok(r) => r,
         Err(e) => json_error(&e),
     };
@@ -153,6 +173,7 @@ fn route_name(path: &str) -> &'static str {
 fn route(
     req: Request<Incoming>,
     cfg: Arc<ProxyConfig>,
+    guard: DrainGuard,
 ) -> Result<Response<Full<Bytes>>, ProxyError> {
     let path = req.uri().path();
     if path == "/healthz" {
@@ -205,6 +226,7 @@ fn route(
             }
             Err(e) => tracing::warn!("upgrade failed: {e}"),
         }
+        drop(guard);
     });
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
