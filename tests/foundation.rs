@@ -142,7 +142,7 @@ fn issue3_rerun_stores_nothing_twice_even_without_the_checkpoint() {
     assert_eq!(r["items_skipped_duplicate"], n);
 
     // Lose the agent's checkpoint: the store itself recognises every message.
-    fs::remove_file(env.path(&format!("state-{MB}/checkpoint.jsonl"))).unwrap();
+    fs::remove_file(env.path(&format!("state-{MB}/audit.jsonl"))).unwrap();
     let (code, r, o) = move_maildir(&env, &src, MB);
     assert_eq!(code, 0, "{}", describe(&o));
     let r = r.unwrap();
@@ -161,10 +161,10 @@ fn issue3_killed_move_resumes_to_exactly_once() {
     let n = sample(&src, 1500, None);
     init_volume(&env);
     let state = env.path(&format!("state-{MB}"));
-    let cp = state.join("checkpoint.jsonl");
+    let log = state.join("audit.jsonl");
     let acked = || {
-        fs::read(&cp)
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        fs::read_to_string(&log)
+            .map(|t| t.matches("\"event\":\"message.").count())
             .unwrap_or(0)
     };
     // Kill the move with SIGKILL at several points: before anything is acknowledged,

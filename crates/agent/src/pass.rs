@@ -13,8 +13,10 @@ use crate::{client::Endpoint, AgentError};
 use mailferry_core::frame::{self, AckStatus, Frame, FrameBuffer, MessageHeader};
 use mailferry_core::profile::Profile;
 use mailferry_core::report::BadItem;
+use mailferry_core::report::FolderStats;
 use mailferry_core::{FolderName, MailboxAddr, MoveId};
-use std::collections::HashMap;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +49,10 @@ pub struct Progress {
     pub bytes_total: AtomicU64,
     /// Bytes settled.
     pub bytes_done: AtomicU64,
+    /// Messages durably acknowledged by the store.
+    pub items_acked: AtomicU64,
+    /// Bytes of messages durably acknowledged.
+    pub bytes_acked: AtomicU64,
 }
 
 /// The result of one pass.
@@ -70,10 +76,22 @@ pub struct PassOutcome {
     pub bytes_moved: u64,
     /// Seconds the producer spent reading the source.
     pub source_read_secs: f64,
+    /// Source-side receipt: Merkle root over every acknowledged message of the move.
+    pub receipt_root: String,
+    /// How many messages the receipt covers.
+    pub receipt_items: u64,
+    /// Median time from starting to read a message to its durable acknowledgement.
+    pub latency_ms_p50: f64,
+    /// 99th percentile of the same.
+    pub latency_ms_p99: f64,
+    /// Counts per folder.
+    pub per_folder: BTreeMap<String, FolderStats>,
 }
 
 struct InFlight {
     item: SourceItem,
+    /// When the agent started reading it: ACK time minus this is the message's latency.
+    started: Instant,
     sha256: String,
     local_error: Option<String>,
 }
@@ -198,6 +216,22 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         .bytes_total
         .store(todo.iter().map(|i| i.size).sum(), Ordering::Relaxed);
     let move_id = state.identity.move_id;
+    let mut found_per_folder: BTreeMap<String, u64> = BTreeMap::new();
+    for item in &todo {
+        *found_per_folder.entry(item.folder.to_string()).or_default() += 1;
+    }
+    let state = {
+        let data = json!({
+            "move_id": move_id.to_string(),
+            "found": items_total,
+            "to_send": todo.len(),
+            "already_acknowledged": skipped_by_checkpoint,
+        });
+        let mut state = state;
+        tokio::task::spawn_blocking(move || state.event("pass.started", data).map(|_| state))
+            .await
+            .expect("audit thread panicked")?
+    };
 
     let stream = endpoint.open_stream(&mailbox).await?;
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -249,6 +283,8 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     let mut bytes_moved = 0u64;
     let mut dup_in_store = 0u64;
     let mut rejected = Vec::new();
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut per_folder: BTreeMap<String, FolderStats> = BTreeMap::new();
     let mut fb = FrameBuffer::new();
     let mut buf = vec![0u8; 64 * 1024];
     let transport_err = |reason: String| AgentError::Transport {
@@ -281,12 +317,24 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
                                 )));
                             };
                             window.release(done.item.size);
+                            latencies.push(done.started.elapsed().as_secs_f64() * 1e3);
+                            progress.items_acked.fetch_add(1, Ordering::Relaxed);
+                            progress
+                                .bytes_acked
+                                .fetch_add(done.item.size, Ordering::Relaxed);
+                            let folder =
+                                per_folder.entry(done.item.folder.to_string()).or_default();
                             match status {
                                 AckStatus::Stored => {
                                     items_moved += 1;
                                     bytes_moved += done.item.size;
+                                    folder.moved += 1;
+                                    folder.bytes_moved += done.item.size;
                                 }
-                                AckStatus::Duplicate => dup_in_store += 1,
+                                AckStatus::Duplicate => {
+                                    dup_in_store += 1;
+                                    folder.duplicate += 1;
+                                }
                             }
                             entries.push(CheckpointEntry {
                                 folder: done.item.folder,
@@ -339,7 +387,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
             return Err(e);
         }
     };
-    checkpointer.join().expect("checkpoint thread panicked")?;
+    let mut state = checkpointer.join().expect("checkpoint thread panicked")?;
     let left = inflight.lock().expect("inflight lock").len();
     if left > 0 {
         return Err(transport_err(format!(
@@ -348,7 +396,55 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     }
     bad_items.extend(produced.bad);
     bad_items.extend(rejected);
+    for (folder, n) in found_per_folder {
+        per_folder.entry(folder).or_default().found = n;
+    }
+    for b in &bad_items {
+        let folder = b.item.rsplit_once('/').map(|(f, _)| f).unwrap_or(&b.item);
+        per_folder.entry(folder.to_string()).or_default().bad += 1;
+    }
+    let receipt: Vec<(String, String)> = state
+        .acknowledged()
+        .map(|(i, s)| (i, s.to_string()))
+        .collect();
+    let receipt_root = mailferry_audit::merkle::receipt_root(
+        receipt.iter().map(|(i, s)| (i.as_str(), s.as_str())),
+    );
+    let finished = json!({
+        "move_id": move_id.to_string(),
+        "moved": items_moved,
+        "duplicates": skipped_by_checkpoint + dup_in_store,
+        "bad": bad_items.len(),
+        "bytes_moved": bytes_moved,
+        "receipt_root": receipt_root,
+        "receipt_items": receipt.len(),
+    });
+    let skipped: Vec<serde_json::Value> = bad_items
+        .iter()
+        .map(|b| json!({ "item": b.item, "reason": b.reason }))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for s in skipped {
+            state.event("item.skipped", s)?;
+        }
+        state.event("pass.finished", finished)
+    })
+    .await
+    .expect("audit thread panicked")?;
+    latencies.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            0.0
+        } else {
+            latencies[((latencies.len() - 1) as f64 * p).round() as usize]
+        }
+    };
     Ok(PassOutcome {
+        receipt_root,
+        receipt_items: receipt.len() as u64,
+        latency_ms_p50: pct(0.50),
+        latency_ms_p99: pct(0.99),
+        per_folder,
         move_id,
         source: describe,
         items_total,
@@ -545,6 +641,7 @@ fn produce(
         inflight.lock().expect("inflight lock").insert(
             seq,
             InFlight {
+                started: t_open,
                 item,
                 sha256: hex::encode(sha),
                 local_error,

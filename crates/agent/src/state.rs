@@ -1,19 +1,26 @@
-//! The agent's state directory: the move's identity and its checkpoint.
+//! The agent's state directory: the move's identity and its source-side audit log.
 //!
-//! `move.json` names the move (id, mailbox, source) so every pass of the same move
-//! uses the same id. `checkpoint.jsonl` gets one line per acknowledged message and is
-//! fsynced after each acknowledged batch; a message is only written here once the store
-//! has said it is durable. A crash can leave a torn last line, which is cut off at the
-//! next open: the message it described is simply sent again and the store recognises it
-//! as a duplicate, so every message ends up stored exactly once.
+//! `move.json` names the move (id, mailbox, source) so every pass of the same move uses
+//! the same id. `audit.jsonl` is the source side's hash-chained audit log
+//! (`mailferry-audit`), and it is also the checkpoint: one `message.stored` or
+//! `message.duplicate` record per acknowledged message, appended and fsynced after each
+//! acknowledged batch. A message is only recorded once the store has said it is
+//! durable. A crash can leave a torn last line, which is cut off at the next open: the
+//! messages it described are simply sent again and the store recognises them as
+//! duplicates, so every message ends up stored exactly once and the log always verifies.
 
 use crate::AgentError;
+use mailferry_audit::AuditLog;
 use mailferry_core::{FolderName, MailboxAddr, MoveId, SourceId};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use serde_json::json;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// File name of the source-side audit log in the state directory.
+pub const AUDIT_FILE: &str = "audit.jsonl";
 
 /// Identity of a move, kept across passes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,13 +50,23 @@ pub struct CheckpointEntry {
     pub status: String,
 }
 
+/// Who acts on the source side: the agent run by this user on this host.
+pub fn agent_actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("agent:{user}@{host}")
+}
+
 /// An open state directory.
 pub struct StateDir {
     dir: PathBuf,
     /// The move this directory belongs to.
     pub identity: MoveIdentity,
-    done: HashSet<(FolderName, SourceId)>,
-    log: BufWriter<File>,
+    done: HashMap<(FolderName, SourceId), String>,
+    log: AuditLog,
+    actor: String,
 }
 
 fn state_err(path: &Path, reason: impl std::fmt::Display) -> AgentError {
@@ -61,11 +78,13 @@ fn state_err(path: &Path, reason: impl std::fmt::Display) -> AgentError {
 
 impl StateDir {
     /// Opens (or creates) the state of the move of `mailbox` from `source`.
-    /// A state directory of another mailbox is refused.
+    /// A state directory of another mailbox is refused, and so is one that another agent
+    /// has open (the audit log is locked while a pass runs).
     pub fn open(dir: &Path, mailbox: &MailboxAddr, source: &str) -> Result<StateDir, AgentError> {
         fs::create_dir_all(dir).map_err(|e| state_err(dir, format!("cannot create: {e}")))?;
         let id_path = dir.join("move.json");
-        let identity = match fs::read(&id_path) {
+        let log_path = dir.join(AUDIT_FILE);
+        let (identity, created) = match fs::read(&id_path) {
             Ok(bytes) => {
                 let id: MoveIdentity = serde_json::from_slice(&bytes)
                     .map_err(|e| state_err(&id_path, format!("unreadable: {e}")))?;
@@ -79,7 +98,7 @@ impl StateDir {
                         ),
                     ));
                 }
-                id
+                (id, false)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = MoveIdentity {
@@ -92,51 +111,46 @@ impl StateDir {
                     &id_path,
                     &serde_json::to_vec_pretty(&id).expect("serializable"),
                 )?;
-                id
+                (id, true)
             }
             Err(e) => return Err(state_err(&id_path, e)),
         };
-        let cp_path = dir.join("checkpoint.jsonl");
-        let mut done = HashSet::new();
-        let good_len = match fs::read(&cp_path) {
-            Ok(bytes) => {
-                let mut good = 0usize;
-                for line in bytes.split_inclusive(|&b| b == b'\n') {
-                    if !line.ends_with(b"\n") {
-                        break; // torn tail: cut below
-                    }
-                    let Ok(e) = serde_json::from_slice::<CheckpointEntry>(line) else {
-                        break;
-                    };
-                    done.insert((e.folder, e.source_id));
-                    good += line.len();
-                }
-                if good < bytes.len() {
-                    tracing::info!(
-                        path = %cp_path.display(),
-                        cut = bytes.len() - good,
-                        "checkpoint had a torn tail from an interrupted pass; cut it off"
-                    );
-                }
-                Some(good as u64)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(state_err(&cp_path, e)),
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&cp_path)
-            .map_err(|e| state_err(&cp_path, e))?;
-        if let Some(len) = good_len {
-            file.set_len(len).map_err(|e| state_err(&cp_path, e))?;
+        let log = AuditLog::open(&log_path).map_err(|e| state_err(&log_path, e))?;
+        if let Some(t) = log.repaired() {
+            tracing::info!(
+                path = %log_path.display(),
+                cut = t.removed_bytes,
+                "audit log had a torn tail from an interrupted pass; cut it off"
+            );
         }
-        Ok(StateDir {
+        let mut done = HashMap::new();
+        for e in mailferry_audit::read_records(&log_path).map_err(|e| state_err(&log_path, e))? {
+            if e.event != "message.stored" && e.event != "message.duplicate" {
+                continue;
+            }
+            let field = |k: &str| e.data.get(k).and_then(|v| v.as_str()).unwrap_or("");
+            if let (Ok(f), Ok(id)) = (
+                FolderName::parse(field("folder")),
+                SourceId::parse(field("source_id")),
+            ) {
+                done.insert((f, id), field("sha256").to_string());
+            }
+        }
+        let mut state = StateDir {
             dir: dir.to_path_buf(),
             identity,
             done,
-            log: BufWriter::new(file),
-        })
+            log,
+            actor: agent_actor(),
+        };
+        if created {
+            let id = state.identity.clone();
+            state.event(
+                "move.created",
+                json!({ "move_id": id.move_id.to_string(), "mailbox": id.mailbox.as_str(), "source": id.source }),
+            )?;
+        }
+        Ok(state)
     }
 
     /// The directory.
@@ -146,21 +160,50 @@ impl StateDir {
 
     /// True if the store already acknowledged this message in an earlier pass.
     pub fn is_done(&self, folder: &FolderName, id: &SourceId) -> bool {
-        self.done.contains(&(folder.clone(), id.clone()))
+        self.done.contains_key(&(folder.clone(), id.clone()))
     }
 
-    /// Records acknowledged messages and makes the record durable (one fsync).
+    /// Every acknowledged message as `(folder/source-id, sha256)`, for the receipt.
+    pub fn acknowledged(&self) -> impl Iterator<Item = (String, &str)> {
+        self.done
+            .iter()
+            .map(|((f, id), sha)| (format!("{f}/{id}"), sha.as_str()))
+    }
+
+    /// Records acknowledged messages and makes the records durable (one fsync).
     pub fn record(&mut self, entries: &[CheckpointEntry]) -> Result<(), AgentError> {
-        let path = self.dir.join("checkpoint.jsonl");
-        for e in entries {
-            serde_json::to_writer(&mut self.log, e).map_err(|e| state_err(&path, e))?;
-            self.log.write_all(b"\n").map_err(|e| state_err(&path, e))?;
-            self.done.insert((e.folder.clone(), e.source_id.clone()));
-        }
-        self.log.flush().map_err(|e| state_err(&path, e))?;
+        let path = self.dir.join(AUDIT_FILE);
         self.log
-            .get_ref()
-            .sync_data()
+            .append_batch(
+                &self.actor,
+                entries.iter().map(|e| {
+                    (
+                        format!("message.{}", e.status),
+                        json!({
+                            "folder": e.folder.as_str(),
+                            "source_id": e.source_id.as_str(),
+                            "sha256": e.sha256,
+                            "size": e.size,
+                        }),
+                    )
+                }),
+            )
+            .map_err(|e| state_err(&path, e))?;
+        self.log.sync().map_err(|e| state_err(&path, e))?;
+        for e in entries {
+            self.done
+                .insert((e.folder.clone(), e.source_id.clone()), e.sha256.clone());
+        }
+        Ok(())
+    }
+
+    /// Appends one event to the source-side audit log and syncs it.
+    pub fn event(&mut self, event: &str, data: serde_json::Value) -> Result<(), AgentError> {
+        let path = self.dir.join(AUDIT_FILE);
+        self.log
+            .append(&self.actor, event, data)
+            .and_then(|_| self.log.sync())
+            .map(|_| ())
             .map_err(|e| state_err(&path, e))
     }
 
@@ -208,19 +251,24 @@ mod tests {
         let id = s.identity.move_id;
         s.record(&[entry("one"), entry("two")]).unwrap();
         drop(s);
-        let cp = d.path().join("checkpoint.jsonl");
-        let mut f = OpenOptions::new().append(true).open(&cp).unwrap();
-        f.write_all(b"{\"folder\":\"INBOX\",\"sou").unwrap();
+        let cp = d.path().join(AUDIT_FILE);
+        let mut f = fs::OpenOptions::new().append(true).open(&cp).unwrap();
+        f.write_all(b"{\"seq\":9,\"time\":\"20").unwrap();
         drop(f);
         let mut s = StateDir::open(d.path(), &mb, "maildir:/x").unwrap();
         assert_eq!(s.identity.move_id, id, "same move across passes");
         assert!(s.is_done(&FolderName::inbox(), &SourceId::parse("two").unwrap()));
         s.record(&[entry("three")]).unwrap();
-        let text = fs::read_to_string(&cp).unwrap();
-        assert_eq!(text.lines().count(), 3, "{text}");
-        assert!(text
-            .lines()
-            .all(|l| serde_json::from_str::<CheckpointEntry>(l).is_ok()));
+        drop(s);
+        // genesis, move.created, two messages, one more message: the torn line is gone.
+        assert_eq!(mailferry_audit::verify(&cp).unwrap().records, 5);
+        let events: Vec<String> = mailferry_audit::read_records(&cp)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(events[1], "move.created");
+        assert_eq!(&events[2..], ["message.stored"; 3]);
     }
 
     #[test]

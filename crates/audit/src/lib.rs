@@ -25,13 +25,16 @@
 pub mod error;
 mod line;
 mod log;
+pub mod merkle;
 pub mod pseudonym;
+mod read;
 mod record;
 mod verify;
 
 pub use error::AuditError;
 pub use log::{AuditLog, TornTail};
 pub use pseudonym::Pseudonymizer;
+pub use read::{read_records, Entry};
 pub use verify::{verify, verify_with_head, VerifyOutcome};
 
 /// The format written in the genesis record (`data.format` of record 1).

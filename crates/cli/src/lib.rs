@@ -2,11 +2,13 @@
 //! command line (`move`, `export`, `volume`, `demo`). The `mailferry` binary only parses
 //! flags and maps results to exit codes; everything it runs lives here, with tests.
 
+pub mod audit_cmd;
 pub mod compare;
 pub mod demo;
 pub mod error;
 pub mod export;
 pub mod moving;
+pub mod report;
 pub mod rss;
 pub mod sample;
 

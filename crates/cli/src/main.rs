@@ -2,7 +2,7 @@
 //! code (0 ok, 1 failed, 2 usage or configuration error). Nothing else lives here.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mailferry_cli::{demo, export, moving, AppError};
+use mailferry_cli::{audit_cmd, demo, export, moving, report, AppError};
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use mailferry_store::Volume;
@@ -96,6 +96,34 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VolumeCmd,
     },
+    /// Check audit logs and compare both sides of a move.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Check the move receipt (Merkle root of every message) against the volume.
+    Receipt {
+        #[command(subcommand)]
+        cmd: ReceiptCmd,
+    },
+    /// Write the move record (every pass, statistics, receipt, audit digests) as JSON or HTML.
+    Report {
+        /// The move's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The volume, to add its audit digest and a reconciliation (needs --key-file).
+        #[arg(long, requires = "key_file")]
+        volume: Option<PathBuf>,
+        /// The volume's key file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+        format: ReportFormat,
+        /// Output file (`-` for stdout).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check or print migration profiles.
     Profile {
         #[command(subcommand)]
@@ -123,6 +151,60 @@ enum VolumeCmd {
     /// Authenticate every chunk of every message and check the index against the segments.
     Verify {
         /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        /// The volume's key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    /// One JSON document.
+    Json,
+    /// One self-contained HTML page with a throughput plot.
+    Html,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check a hash-chained audit log end to end; names the first bad record.
+    Verify {
+        /// A move's state directory or a volume.
+        dir: PathBuf,
+        /// Expected head (SHA-256 of the last record), to detect records cut off the end.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Compare the source side with the volume message by message (exit 0 only if they agree).
+    Reconcile {
+        /// The move's state directory (source side).
+        #[arg(long)]
+        state: PathBuf,
+        /// The volume (destination side).
+        #[arg(long)]
+        volume: PathBuf,
+        /// The volume's key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCmd {
+    /// Recompute the receipt from the volume and compare it with the source's.
+    Verify {
+        /// The move's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The volume.
         #[arg(long)]
         volume: PathBuf,
         /// The volume's key file.
@@ -335,6 +417,132 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     "{} damaged item(s)",
                     report.damaged.len()
                 )));
+            }
+            Ok(())
+        }
+        Cmd::Audit {
+            cmd: AuditCmd::Verify { dir, head },
+        } => {
+            let path = audit_cmd::log_path(&dir)?;
+            let res = match &head {
+                Some(h) => mailferry_audit::verify_with_head(&path, h),
+                None => mailferry_audit::verify(&path),
+            };
+            match res {
+                Ok(v) => {
+                    println!(
+                        "{}: {} records, chain intact, head {}",
+                        path.display(),
+                        v.records,
+                        v.head
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(AppError::Failed(format!(
+                    "audit log verification failed: {e}"
+                ))),
+            }
+        }
+        Cmd::Audit {
+            cmd:
+                AuditCmd::Reconcile {
+                    state,
+                    volume,
+                    key_file,
+                    json,
+                },
+        } => {
+            let v = Volume::open(&volume, &key_file, &Profile::embedded_default().store)?;
+            let r = audit_cmd::reconcile(&state, &v)?;
+            eprintln!(
+                "{}: {} agreeing of {} acknowledged at the source and {} in the volume; {} missing, {} extra, {} altered, {} duplicated, {} removed from the volume, {} unlogged",
+                r.mailbox, r.agreeing, r.source_items, r.destination_items, r.missing.len(), r.extra.len(),
+                r.altered.len(), r.duplicated.len(), r.removed_from_volume.len(), r.unlogged.len()
+            );
+            for m in &r.missing {
+                eprintln!("  missing {m}");
+            }
+            for m in &r.extra {
+                eprintln!("  extra {m}");
+            }
+            for a in &r.altered {
+                eprintln!("  altered {}: {}", a.item, a.reason);
+            }
+            for m in &r.duplicated {
+                eprintln!("  duplicated {m}");
+            }
+            for id in &r.removed_from_volume {
+                eprintln!("  removed from the volume: message id {id} (its record is in the volume's audit log)");
+            }
+            if json {
+                print_json(&r);
+            }
+            if r.agrees() {
+                Ok(())
+            } else {
+                Err(AppError::Failed("the two sides do not agree".into()))
+            }
+        }
+        Cmd::Receipt {
+            cmd:
+                ReceiptCmd::Verify {
+                    state,
+                    volume,
+                    key_file,
+                    json,
+                },
+        } => {
+            let v = Volume::open(&volume, &key_file, &Profile::embedded_default().store)?;
+            let r = audit_cmd::verify_receipt(&state, &v)?;
+            eprintln!(
+                "source root {}
+volume root {} ({} messages)
+{}",
+                r.source_root,
+                r.destination_root,
+                r.destination_items,
+                if r.matches {
+                    "receipt matches"
+                } else {
+                    "RECEIPT DOES NOT MATCH"
+                }
+            );
+            if json {
+                print_json(&r);
+            }
+            if r.matches {
+                Ok(())
+            } else {
+                Err(AppError::Failed(
+                    "the receipt does not match the volume".into(),
+                ))
+            }
+        }
+        Cmd::Report {
+            state,
+            volume,
+            key_file,
+            format,
+            out,
+        } => {
+            let v = match (&volume, &key_file) {
+                (Some(vol), Some(key)) => {
+                    Some(Volume::open(vol, key, &Profile::embedded_default().store)?)
+                }
+                _ => None,
+            };
+            let record = report::load(&state, v.as_ref())?;
+            let body = match format {
+                ReportFormat::Json => {
+                    serde_json::to_string_pretty(&record).expect("serializable") + "\n"
+                }
+                ReportFormat::Html => report::html(&record),
+            };
+            if out.as_os_str() == "-" {
+                print!("{body}");
+            } else {
+                std::fs::write(&out, body).map_err(|e| AppError::io(&out, e))?;
+                eprintln!("wrote {}", out.display());
             }
             Ok(())
         }

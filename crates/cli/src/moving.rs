@@ -9,7 +9,7 @@ use crate::{rss, AppError};
 use mailferry_agent::client::Endpoint;
 use mailferry_agent::pass::{run_pass, PassConfig, Progress};
 use mailferry_core::profile::Profile;
-use mailferry_core::report::{MoveReport, StageSeconds};
+use mailferry_core::report::{MoveReport, Receipt, Sample, StageSeconds};
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::{rfc3339, unix_now, MailboxAddr};
 use mailferry_proxy::{Proxy, ProxyConfig, StoreStats, TokenSet};
@@ -85,6 +85,7 @@ pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
     let bar = args
         .progress_bar
         .then(|| spawn_progress_bar(progress.clone(), &args.mailbox));
+    let (sampler_stop, sampler) = spawn_sampler(progress.clone());
     let outcome = run_pass(
         PassConfig {
             source,
@@ -100,9 +101,39 @@ pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
         let _ = stop.send(());
         let _ = handle.await;
     }
+    let _ = sampler_stop.send(());
+    let timeline = sampler.await.unwrap_or_default();
     let _ = stop_tx.send(());
     let _ = server.await;
     let outcome = outcome?;
+
+    // The destination's receipt, computed by the store from what it holds, and recorded
+    // in the volume's audit log next to the source's root.
+    let receipt = {
+        let (volume, mailbox, outcome) = (volume.clone(), args.mailbox.clone(), outcome.clone());
+        tokio::task::spawn_blocking(move || {
+            let (root, items) = volume.receipt_root(&mailbox)?;
+            volume.audit_event(
+                "pass.receipt",
+                serde_json::json!({
+                    "move_id": outcome.move_id.to_string(),
+                    "mailbox": volume.pseudonym_of_mailbox(&mailbox),
+                    "receipt_root": root,
+                    "receipt_items": items,
+                    "source_receipt_root": outcome.receipt_root,
+                }),
+            )?;
+            Ok::<_, AppError>(Receipt {
+                matches: root == outcome.receipt_root,
+                source_root: outcome.receipt_root,
+                source_items: outcome.receipt_items,
+                destination_root: root,
+                destination_items: items,
+            })
+        })
+        .await
+        .expect("receipt thread panicked")?
+    };
 
     let seconds = t0.elapsed().as_secs_f64();
     let nanos = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
@@ -126,6 +157,11 @@ pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
             store_commit: nanos(&stats.commit_nanos),
         },
         peak_rss_bytes: rss::peak_rss_bytes(),
+        latency_ms_p50: outcome.latency_ms_p50,
+        latency_ms_p99: outcome.latency_ms_p99,
+        per_folder: outcome.per_folder,
+        receipt,
+        timeline,
     };
     save_report(args, &report)?;
     Ok(report)
@@ -146,6 +182,35 @@ fn save_report(args: &MoveArgs, report: &MoveReport) -> Result<(), AppError> {
     f.write_all(&line)
         .and_then(|_| f.sync_data())
         .map_err(|e| AppError::io(&path, e))
+}
+
+/// Samples acknowledged bytes and messages every 100 ms for the report's timeline.
+fn spawn_sampler(
+    progress: Arc<Progress>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Vec<Sample>>,
+) {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let handle = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        loop {
+            let stop = tokio::select! {
+                _ = &mut rx => true,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => false,
+            };
+            out.push(Sample {
+                t: t0.elapsed().as_secs_f64(),
+                bytes: progress.bytes_acked.load(Ordering::Relaxed),
+                items: progress.items_acked.load(Ordering::Relaxed),
+            });
+            if stop {
+                return out;
+            }
+        }
+    });
+    (tx, handle)
 }
 
 fn spawn_progress_bar(

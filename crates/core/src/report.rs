@@ -25,6 +25,48 @@ pub struct StageSeconds {
     pub store_commit: f64,
 }
 
+/// Counts of one folder in one pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderStats {
+    /// Messages to send in this pass (not acknowledged before).
+    pub found: u64,
+    /// Newly stored.
+    pub moved: u64,
+    /// Already in the store.
+    pub duplicate: u64,
+    /// Not moved (named in `bad_items`).
+    pub bad: u64,
+    /// Bytes newly stored.
+    pub bytes_moved: u64,
+}
+
+/// The move receipt: Merkle roots over `(folder/source-id, sha256)` of every message,
+/// computed independently by each side (see docs/audit-log.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Root over what the agent has had acknowledged.
+    pub source_root: String,
+    /// Messages the source root covers.
+    pub source_items: u64,
+    /// Root over what the volume holds for the mailbox.
+    pub destination_root: String,
+    /// Messages the destination root covers.
+    pub destination_items: u64,
+    /// True if both roots are equal.
+    pub matches: bool,
+}
+
+/// One point of the throughput-over-time series.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seconds since the pass started.
+    pub t: f64,
+    /// Bytes durably acknowledged so far.
+    pub bytes: u64,
+    /// Messages durably acknowledged so far.
+    pub items: u64,
+}
+
 /// The record of one move (one mailbox, one pass).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MoveReport {
@@ -58,4 +100,14 @@ pub struct MoveReport {
     pub stages: StageSeconds,
     /// Peak resident set size of the process, bytes (Linux VmHWM; 0 if unknown).
     pub peak_rss_bytes: u64,
+    /// Median per-message latency (read start to durable ACK), milliseconds.
+    pub latency_ms_p50: f64,
+    /// 99th-percentile per-message latency, milliseconds.
+    pub latency_ms_p99: f64,
+    /// Counts per folder.
+    pub per_folder: std::collections::BTreeMap<String, FolderStats>,
+    /// The move receipt of both sides.
+    pub receipt: Receipt,
+    /// Acknowledged bytes and messages over time.
+    pub timeline: Vec<Sample>,
 }

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The volume's audit log could not be written or read.
+    #[error("volume audit log: {0}")]
+    Audit(#[from] mailferry_audit::AuditError),
     /// A file or directory could not be read or written.
     #[error(
         "file {path}: {source} (check that the path exists, its permissions and free disk space)"
@@ -21,20 +24,24 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
-    /// The key file is unusable.
-    #[error("key file {path}: {reason}")]
+    /// The key file, passphrase file or recovery key file is unusable.
+    #[error("{kind} {path}: {reason}")]
     KeyFile {
-        /// The key file.
+        /// Which kind of credential file: "key file", "passphrase file", "recovery key file".
+        kind: &'static str,
+        /// The file.
         path: PathBuf,
         /// Why it cannot be used, and what to do.
         reason: String,
     },
 
-    /// The key file does not unlock this volume.
-    #[error("volume {path}: wrong key (the key file does not match this volume; use the key file created with `volume init`)")]
+    /// The credential does not unlock this volume.
+    #[error("volume {path}: wrong key ({hint})")]
     WrongKey {
         /// The volume directory.
         path: PathBuf,
+        /// Which credential was refused and what to try instead.
+        hint: String,
     },
 
     /// `init` was pointed at a directory that is not empty.
@@ -116,6 +123,22 @@ pub enum StoreError {
         path: PathBuf,
         /// Which key or name, by row id.
         what: String,
+    },
+
+    /// The mailbox's keys were destroyed by `volume shred`.
+    #[error("mailbox {mailbox}: shredded (its keys were destroyed with `volume shred`; its mail cannot be read by anyone and `volume compact` reclaims its space)")]
+    Shredded {
+        /// The mailbox asked for.
+        mailbox: String,
+    },
+
+    /// The tenant (mail domain) has no keys in this volume.
+    #[error(
+        "tenant {tenant}: not in this volume (a tenant is a mailbox domain; check the spelling)"
+    )]
+    UnknownTenant {
+        /// The tenant asked for.
+        tenant: String,
     },
 
     /// The mailbox has never been written to this volume.

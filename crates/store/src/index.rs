@@ -9,7 +9,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version this build writes; version 1 (the foundation's) is migrated at open.
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE volume (k TEXT PRIMARY KEY, v BLOB NOT NULL) STRICT;
@@ -42,6 +43,16 @@ CREATE TABLE messages (
 CREATE UNIQUE INDEX messages_dedup ON messages(mailbox_id, dedup);
 CREATE INDEX messages_mailbox ON messages(mailbox_id, id);
 CREATE INDEX messages_segment ON messages(segment);
+";
+
+/// What schema 2 adds to schema 1: earlier generations of rotated mailbox keys.
+const SCHEMA_2: &str = "
+CREATE TABLE IF NOT EXISTS mailbox_keys (
+    mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id),
+    key_id INTEGER NOT NULL,
+    key_wrapped BLOB NOT NULL,
+    PRIMARY KEY (mailbox_id, key_id)
+) STRICT;
 ";
 
 /// A tenant or mailbox row.
@@ -104,6 +115,7 @@ impl Index {
         .map_err(e)?;
         Self::pragmas(&conn).map_err(e)?;
         conn.execute_batch(SCHEMA).map_err(e)?;
+        conn.execute_batch(SCHEMA_2).map_err(e)?;
         conn.execute(
             "INSERT INTO volume (k, v) VALUES ('volume_id', ?1), ('schema', ?2)",
             params![&volume_id[..], SCHEMA_VERSION.to_be_bytes().to_vec()],
@@ -128,7 +140,7 @@ impl Index {
             path: path.to_path_buf(),
             source,
         })?;
-        let ix = Index {
+        let mut ix = Index {
             conn,
             path: path.to_path_buf(),
         };
@@ -146,7 +158,47 @@ impl Index {
                 reason: "belongs to another volume (its volume id differs from volume.hdr); restore the right index.sqlite".into(),
             });
         }
+        ix.migrate()?;
         Ok(ix)
+    }
+
+    /// Brings a schema-1 index (the foundation's) to schema 2 in one transaction; refuses
+    /// a schema newer than this build.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT v FROM volume WHERE k = 'schema'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let version = v
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_be_bytes)
+            .ok_or_else(|| StoreError::IndexDamaged {
+                path: self.path.clone(),
+                reason: "schema version missing or malformed; restore index.sqlite from a backup"
+                    .into(),
+            })?;
+        match version {
+            SCHEMA_VERSION => Ok(()),
+            1 => {
+                let path = self.path.clone();
+                let e = |source| StoreError::Index { path: path.clone(), source };
+                let tx = self.conn.transaction().map_err(e)?;
+                tx.execute_batch(SCHEMA_2).map_err(e)?;
+                tx.execute(
+                    "UPDATE volume SET v = ?1 WHERE k = 'schema'",
+                    [SCHEMA_VERSION.to_be_bytes().to_vec()],
+                )
+                .map_err(e)?;
+                tx.commit().map_err(e)?;
+                tracing::info!(index = %self.path.display(), "index schema upgraded from 1 to 2");
+                Ok(())
+            }
+            v => Err(StoreError::IndexDamaged {
+                path: self.path.clone(),
+                reason: format!("schema version {v} is newer than this build reads ({SCHEMA_VERSION}); use a newer mailferry"),
+            }),
+        }
     }
 
     #[cfg(test)]
@@ -277,6 +329,184 @@ impl Index {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// `(id, tenant_id, key_id)` of every mailbox of a tenant.
+    pub fn mailboxes_of_tenant(&self, tenant_id: u64) -> Result<Vec<KeyRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, key_wrapped, key_id, tenant_id FROM mailboxes WHERE tenant_id = ?1 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([tenant_id as i64], |r| {
+                Ok(KeyRow {
+                    id: r.get::<_, i64>(0)? as u64,
+                    key_wrapped: r.get(1)?,
+                    key_id: r.get::<_, i64>(2)? as u32,
+                    tenant_id: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Earlier (rotated-out) generations of a mailbox key: `(key id, wrapped)`.
+    pub fn old_mailbox_keys(&self, mailbox_id: u64) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT key_id, key_wrapped FROM mailbox_keys WHERE mailbox_id = ?1 ORDER BY key_id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([mailbox_id as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u32, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Makes `new_wrapped` generation `new_key_id` the mailbox's current key and keeps the
+    /// current one as an earlier generation, in one transaction.
+    pub fn rotate_mailbox(
+        &mut self,
+        mailbox_id: u64,
+        old: (u32, &[u8]),
+        new_key_id: u32,
+        new_wrapped: &[u8],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute(
+            "INSERT INTO mailbox_keys (mailbox_id, key_id, key_wrapped) VALUES (?1, ?2, ?3)",
+            params![mailbox_id as i64, old.0 as i64, old.1],
+        )
+        .map_err(e)?;
+        let n = tx
+            .execute(
+                "UPDATE mailboxes SET key_id = ?2, key_wrapped = ?3 WHERE id = ?1 AND key_id = ?4",
+                params![
+                    mailbox_id as i64,
+                    new_key_id as i64,
+                    new_wrapped,
+                    old.0 as i64
+                ],
+            )
+            .map_err(e)?;
+        if n != 1 {
+            return Err(StoreError::IndexDamaged {
+                path: self.path.clone(),
+                reason: format!("mailbox row {mailbox_id} changed during rotation; nothing was changed, run the rotation again"),
+            });
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Replaces a tenant's wrapped key and every wrapped key of its mailboxes (current
+    /// and earlier generations: `(mailbox id, key id, wrapped)`), in one transaction.
+    pub fn rotate_tenant(
+        &mut self,
+        tenant_id: u64,
+        tenant_wrapped: &[u8],
+        mailbox_keys: &[(u64, u32, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute(
+            "UPDATE tenants SET key_wrapped = ?2 WHERE id = ?1",
+            params![tenant_id as i64, tenant_wrapped],
+        )
+        .map_err(e)?;
+        for (mb, key_id, wrapped) in mailbox_keys {
+            let n = tx
+                .execute(
+                    "UPDATE mailboxes SET key_wrapped = ?3 WHERE id = ?1 AND key_id = ?2",
+                    params![*mb as i64, *key_id as i64, wrapped],
+                )
+                .map_err(e)?;
+            if n == 0 {
+                tx.execute(
+                    "UPDATE mailbox_keys SET key_wrapped = ?3 WHERE mailbox_id = ?1 AND key_id = ?2",
+                    params![*mb as i64, *key_id as i64, wrapped],
+                )
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Destroys every wrapped key of a mailbox (key id 0 and an empty wrapped key mark it
+    /// shredded), then checkpoints the WAL with TRUNCATE so that, with `secure_delete`,
+    /// the wrapped key bytes are gone from `index.sqlite` and its WAL. Returns the number
+    /// of messages that became unreadable.
+    pub fn shred_mailbox(&mut self, mailbox_id: u64) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute(
+            "DELETE FROM mailbox_keys WHERE mailbox_id = ?1",
+            [mailbox_id as i64],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "UPDATE mailboxes SET key_id = 0, key_wrapped = X'' WHERE id = ?1",
+            [mailbox_id as i64],
+        )
+        .map_err(e)?;
+        let n: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM messages WHERE mailbox_id = ?1",
+                [mailbox_id as i64],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        self.checkpoint_truncate()?;
+        Ok(n as u64)
+    }
+
+    /// `PRAGMA wal_checkpoint(TRUNCATE)`: copies the WAL into the database file and
+    /// truncates the WAL to zero bytes. Fails if a reader kept it from completing.
+    pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        let (busy, _, _): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.err(e))?;
+        if busy != 0 {
+            return Err(StoreError::IndexDamaged {
+                path: self.path.clone(),
+                reason: "WAL checkpoint could not complete (another reader holds the index); run the command again when nothing else uses the volume".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Row ids of shredded mailboxes.
+    pub fn shredded_mailboxes(&self) -> Result<std::collections::HashSet<u64>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id FROM mailboxes WHERE key_id = 0")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok(r.get::<_, i64>(0)? as u64))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Tenant row id by lookup MAC.
+    pub fn tenant_id_by_mac(&self, mac: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        Ok(self.tenant_by_mac(mac)?.map(|r| r.id))
+    }
+
     // === segments ===
 
     /// Allocates a fresh segment number (committed at once, so no two sessions share one).
@@ -302,6 +532,13 @@ impl Index {
     }
 
     // === messages ===
+
+    pub fn message_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))
+            .map(|v| v as u64)
+            .map_err(|e| self.err(e))
+    }
 
     pub fn max_message_id(&self) -> Result<u64, StoreError> {
         self.conn

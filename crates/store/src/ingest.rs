@@ -82,6 +82,8 @@ struct OpenMessage {
 
 struct Pending {
     seq: u64,
+    /// What the audit log will say once the message is committed (`None`: duplicate).
+    audit: Option<crate::audit_trail::AuditItem>,
     /// `None` for a duplicate.
     row: Option<MessageRow>,
 }
@@ -127,6 +129,8 @@ pub struct CommitJob {
     rows: Vec<MessageRow>,
     /// Every pending message in order, and whether it has a row (false: duplicate).
     seqs: Vec<(u64, bool)>,
+    /// Audit records of the rows, in the same order.
+    audit: Vec<crate::audit_trail::AuditItem>,
 }
 
 impl CommitJob {
@@ -144,6 +148,16 @@ impl CommitJob {
         } else {
             self.inner.index()?.insert_messages(&self.rows)?
         };
+        // Records only for rows the index took, after the transaction: the log never
+        // describes a message that is not durable (recovery fills the other gap).
+        let logged: Vec<_> = self
+            .audit
+            .iter()
+            .zip(inserted.iter())
+            .filter(|(_, &ok)| ok)
+            .map(|(a, _)| a.clone())
+            .collect();
+        self.inner.audit.stored(&logged, false)?;
         let mut inserted = inserted.into_iter();
         Ok(self
             .seqs
@@ -172,9 +186,10 @@ impl IngestSession {
         mailbox_id: u64,
         key_id: u32,
         mailbox_key: Key,
+        dedup_base: &Key,
         commit: CommitSettings,
     ) -> Self {
-        let dedup_mac = keys::dedup_mac_key(&mailbox_key);
+        let dedup_mac = keys::dedup_mac_key(dedup_base);
         IngestSession {
             inner,
             mailbox,
@@ -378,7 +393,14 @@ impl IngestSession {
         };
         if dup {
             self.rollback(o.record_start);
-            self.push_pending(Pending { seq, row: None }, 0);
+            self.push_pending(
+                Pending {
+                    seq,
+                    audit: None,
+                    row: None,
+                },
+                0,
+            );
             return Ok(Finished::Duplicate { seq });
         }
         // Seal and write the last chunk.
@@ -423,9 +445,17 @@ impl IngestSession {
             dedup,
         };
         self.pending_dedup.insert(dedup);
+        let audit = crate::audit_trail::AuditItem {
+            message_id: o.id,
+            mailbox: crate::audit_trail::mailbox_pseudonym(&self.inner.keys, self.mailbox.as_str()),
+            item: crate::audit_trail::item_pseudonym(&self.inner.keys, &format!("{folder}/{sid}")),
+            sha256: meta.sha256.clone(),
+            size: meta.size,
+        };
         self.push_pending(
             Pending {
                 seq,
+                audit: Some(audit),
                 row: Some(row),
             },
             o.record_len,
@@ -486,10 +516,14 @@ impl IngestSession {
             self.dir_dirty = false;
             self.inner.dir.join(SEGMENTS_DIR)
         });
+        let mut audit = Vec::new();
         let seqs = self
             .pending
             .drain(..)
-            .map(|p| (p.seq, p.row.is_some()))
+            .map(|p| {
+                audit.extend(p.audit);
+                (p.seq, p.row.is_some())
+            })
             .collect();
         self.closed.clear();
         if let Some(s) = self.seg.as_mut() {
@@ -504,6 +538,7 @@ impl IngestSession {
             sync_dir,
             rows,
             seqs,
+            audit,
         })
     }
 

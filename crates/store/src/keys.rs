@@ -112,6 +112,78 @@ pub fn kek_from_key_file(key_file: &[u8; 32], salt: &[u8; 32]) -> Key {
     hkdf32(key_file, salt, INFO_KEK)
 }
 
+/// Argon2id cost parameters of a passphrase key slot (KDF id 2), stored in the slot's
+/// 16 parameter bytes as `m_cost KiB (u32) || t_cost (u32) || lanes (u32) || argon2
+/// version (u32, 0x13)`, all big-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Passes over memory.
+    pub t: u32,
+    /// Lanes (parallelism).
+    pub p: u32,
+}
+
+impl Argon2Params {
+    /// What `volume init` and `volume rekey` write: 64 MiB, 3 passes, 1 lane (about a
+    /// quarter of a second on the 2-vCPU development machine; see docs/volume-format.md).
+    pub const DEFAULT: Argon2Params = Argon2Params {
+        m_kib: 64 * 1024,
+        t: 3,
+        p: 1,
+    };
+    /// Largest memory cost a reader agrees to spend (a header asking for more is refused
+    /// rather than exhausting the machine): 4 GiB.
+    pub const MAX_M_KIB: u32 = 4 * 1024 * 1024;
+    /// Largest pass count a reader agrees to run.
+    pub const MAX_T: u32 = 64;
+    /// Largest lane count a reader agrees to use.
+    pub const MAX_P: u32 = 16;
+
+    /// The 16 parameter bytes of a key slot.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&self.m_kib.to_be_bytes());
+        b[4..8].copy_from_slice(&self.t.to_be_bytes());
+        b[8..12].copy_from_slice(&self.p.to_be_bytes());
+        b[12..16].copy_from_slice(&0x13u32.to_be_bytes());
+        b
+    }
+
+    /// Parses and bounds-checks slot parameter bytes; the error says what is wrong.
+    pub fn decode(b: &[u8; 16]) -> Result<Argon2Params, String> {
+        let at = |o: usize| u32::from_be_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let (m_kib, t, p, v) = (at(0), at(4), at(8), at(12));
+        if v != 0x13 {
+            return Err(format!("Argon2 version {v:#x} is not supported (0x13 is)"));
+        }
+        if p == 0 || p > Self::MAX_P || t == 0 || t > Self::MAX_T {
+            return Err(format!("Argon2id passes {t} / lanes {p} out of range"));
+        }
+        if m_kib < 8 * p || m_kib > Self::MAX_M_KIB {
+            return Err(format!("Argon2id memory {m_kib} KiB out of range"));
+        }
+        Ok(Argon2Params { m_kib, t, p })
+    }
+}
+
+/// The key-encryption key of a passphrase (KDF id 2): Argon2id(passphrase, salt) → 32
+/// bytes, with the slot's parameters.
+pub fn kek_from_passphrase(
+    passphrase: &[u8],
+    salt: &[u8; 32],
+    params: &Argon2Params,
+) -> Result<Key, String> {
+    let p = argon2::Params::new(params.m_kib, params.t, params.p, Some(32))
+        .map_err(|e| format!("Argon2id parameters refused: {e}"))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
+    let mut out = Key(Zeroizing::new([0u8; 32]));
+    a.hash_password_into(passphrase, salt, &mut out.0[..])
+        .map_err(|e| format!("Argon2id failed: {e}"))?;
+    Ok(out)
+}
+
 /// The per-message body key.
 pub fn message_key(mailbox_key: &Key, salt: &[u8; 32]) -> Key {
     hkdf32(mailbox_key.expose(), salt, INFO_MESSAGE)
@@ -206,6 +278,17 @@ pub fn wrap_aad(label: &[u8], volume_id: &[u8; 16], row: Option<u64>) -> Vec<u8>
     a.extend_from_slice(volume_id);
     if let Some(r) = row {
         a.extend_from_slice(&r.to_be_bytes());
+    }
+    a
+}
+
+/// AAD of a wrapped mailbox key of generation `key_id`: generation 1 (the foundation's
+/// format) is `"MFK1mailbox" || volume id || row id`; later generations append the key id
+/// (u32 BE) so generations cannot be swapped.
+pub fn mailbox_wrap_aad(volume_id: &[u8; 16], mailbox_id: u64, key_id: u32) -> Vec<u8> {
+    let mut a = wrap_aad(AAD_MAILBOX, volume_id, Some(mailbox_id));
+    if key_id != 1 {
+        a.extend_from_slice(&key_id.to_be_bytes());
     }
     a
 }

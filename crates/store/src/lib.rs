@@ -10,19 +10,26 @@
 //! session appends to its own segment and group-commits (one fdatasync, one SQLite
 //! transaction per batch). Everything here is blocking I/O: no async runtime, no network.
 
+pub mod audit_trail;
 mod error;
 mod index;
 mod ingest;
 mod volume;
 
 pub mod chunk;
+pub mod credential;
 pub mod header;
 pub mod keys;
 pub mod segment;
 
+pub use credential::Credential;
 pub use error::StoreError;
 pub use ingest::{CommitJob, Finished, IngestSession, MessageStart};
-pub use volume::{DamagedItem, InitOutcome, StoredMessage, VerifyReport, Volume};
+pub use keys::Argon2Params;
+pub use volume::{
+    DamagedItem, InitOptions, InitOutcome, RotateOutcome, StoredMessage, UnlockInfo, VerifyReport,
+    Volume,
+};
 
 /// Name of the header file in a volume directory.
 pub const HEADER_FILE: &str = "volume.hdr";

@@ -2,7 +2,7 @@
 //! byte for byte, then decrypted. `MAILFERRY_WRITE_VECTORS=1 cargo test -p
 //! mailferry-store vectors` rewrites them (only when the format changes on purpose).
 
-use crate::header::Header;
+use crate::header::{Header, KeySlot, ROLE_RECOVERY};
 use crate::keys::{self, Key};
 use crate::segment::{self, RecordHeader};
 use mailferry_core::{Flags, FolderName, MessageMeta, SourceId};
@@ -44,6 +44,37 @@ fn compute() -> (Value, Vec<u8>) {
 
     let kek = keys::kek_from_key_file(&key_file, &kdf_salt);
     let header = Header::with_key_file(volume_id, &key_file, &vmk, kdf_salt, vmk_nonce);
+    // Version 2 additions: a passphrase slot, a recovery slot, a rotated mailbox key.
+    let passphrase = b"correct horse battery staple";
+    let argon2 = keys::Argon2Params {
+        m_kib: 256,
+        t: 2,
+        p: 1,
+    };
+    let pass_salt: [u8; 32] = arr(pattern(0x10, 32));
+    let pass_nonce: [u8; 12] = arr(pattern(0x30, 12));
+    let recovery_key: [u8; 32] = arr(pattern(0x90, 32));
+    let recovery_salt: [u8; 32] = arr(pattern(0x38, 32));
+    let recovery_nonce: [u8; 12] = arr(pattern(0x60, 12));
+    let pass_kek = keys::kek_from_passphrase(passphrase, &pass_salt, &argon2).unwrap();
+    let header3 = Header {
+        version: crate::header::VERSION,
+        volume_id,
+        slots: vec![
+            KeySlot::passphrase_with(&volume_id, passphrase, &argon2, &vmk, pass_salt, pass_nonce)
+                .unwrap(),
+            KeySlot::key_file_with(
+                &volume_id,
+                ROLE_RECOVERY,
+                &recovery_key,
+                &vmk,
+                recovery_salt,
+                recovery_nonce,
+            ),
+        ],
+    };
+    let mailbox_key_2 = Key::from_bytes(arr(pattern(0xc0, 32)));
+    let mailbox_nonce_2: [u8; 12] = arr(pattern(0xf0, 12));
     let tenant_wrapped = keys::wrap_key(
         &vmk,
         tenant_nonce,
@@ -55,6 +86,12 @@ fn compute() -> (Value, Vec<u8>) {
         mailbox_nonce,
         &keys::wrap_aad(keys::AAD_MAILBOX, &volume_id, Some(mailbox_id)),
         &mailbox_key,
+    );
+    let mailbox_wrapped_2 = keys::wrap_key(
+        &tenant_key,
+        mailbox_nonce_2,
+        &keys::mailbox_wrap_aad(&volume_id, mailbox_id, 2),
+        &mailbox_key_2,
     );
     let message_key = keys::message_key(&mailbox_key, &message_salt);
     let meta = MessageMeta {
@@ -83,7 +120,7 @@ fn compute() -> (Value, Vec<u8>) {
     let record = segment::seal_record(&rh, &volume_id, &mailbox_key, &plain);
     let h = |b: &[u8]| hex::encode(b);
     let v = json!({
-        "about": "mailferry volume format v1 test vectors (docs/volume-format.md). Inputs are fixed byte patterns; every other field is derived. The 2-chunk record is in message-record.hex.",
+        "about": "mailferry volume format v2 test vectors (docs/volume-format.md). Inputs are fixed byte patterns; every other field is derived. The 2-chunk record is in message-record.hex.",
         "inputs": {
             "key_file": h(&key_file),
             "kdf_salt": h(&kdf_salt),
@@ -100,11 +137,23 @@ fn compute() -> (Value, Vec<u8>) {
             "message_key_id": 1,
             "message_salt": h(&message_salt),
             "plaintext": "65636 bytes, byte i = i mod 251",
+            "passphrase": std::str::from_utf8(passphrase).unwrap(),
+            "argon2id": {"m_kib": argon2.m_kib, "t": argon2.t, "p": argon2.p},
+            "passphrase_salt": h(&pass_salt),
+            "passphrase_wrap_nonce": h(&pass_nonce),
+            "recovery_key": h(&recovery_key),
+            "recovery_salt": h(&recovery_salt),
+            "recovery_wrap_nonce": h(&recovery_nonce),
+            "mailbox_key_2": h(mailbox_key_2.expose()),
+            "mailbox_wrap_nonce_2": h(&mailbox_nonce_2),
             "meta": serde_json::to_value(&meta).unwrap(),
         },
         "derived": {
             "kek": h(kek.expose()),
             "header": h(&header.encode()),
+            "passphrase_kek": h(pass_kek.expose()),
+            "header_passphrase_recovery": h(&header3.encode()),
+            "mailbox_key_2_wrapped": h(&mailbox_wrapped_2),
             "tenant_key_wrapped": h(&tenant_wrapped),
             "mailbox_key_wrapped": h(&mailbox_wrapped),
             "message_key": h(message_key.expose()),
@@ -198,6 +247,43 @@ fn vectors_decrypt() {
         meta.sha256,
         hex::encode(ring::digest::digest(&ring::digest::SHA256, &plain))
     );
+    // Version 2: passphrase and recovery slots, generation-2 mailbox key.
+    let h3 = Header::parse(
+        std::path::Path::new("vector"),
+        &hx("/derived/header_passphrase_recovery"),
+    )
+    .unwrap();
+    let pass = crate::credential::Secret::Passphrase(zeroize::Zeroizing::new(
+        v.pointer("/inputs/passphrase")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    ));
+    let (k, slot) = h3
+        .unlock_with(std::path::Path::new("vector"), &pass)
+        .unwrap();
+    assert_eq!((&k.expose()[..], slot), (&hx("/inputs/vmk")[..], 0));
+    let rk = crate::credential::Secret::RecoveryKey(zeroize::Zeroizing::new(arr(hx(
+        "/inputs/recovery_key",
+    ))));
+    let (k, slot) = h3.unlock_with(std::path::Path::new("vector"), &rk).unwrap();
+    assert_eq!((&k.expose()[..], slot), (&hx("/inputs/vmk")[..], 1));
+    let mk2 = keys::unwrap_key(
+        &tenant_key,
+        &keys::mailbox_wrap_aad(&volume_id, 3, 2),
+        &hx("/derived/mailbox_key_2_wrapped"),
+    )
+    .unwrap();
+    assert_eq!(&mk2.expose()[..], &hx("/inputs/mailbox_key_2")[..]);
+    // Generation 2 does not unwrap under generation 1's AAD.
+    assert!(keys::unwrap_key(
+        &tenant_key,
+        &keys::mailbox_wrap_aad(&volume_id, 3, 1),
+        &hx("/derived/mailbox_key_2_wrapped"),
+    )
+    .is_none());
     // A wrong key file is refused.
     let mut wrong = key_file;
     wrong[0] ^= 1;

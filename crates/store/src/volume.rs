@@ -4,10 +4,11 @@
 //! and owns the state they share (index connection, segment pool, message id counter).
 
 use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
-use crate::header::Header;
+use crate::credential::{self, Credential, Secret};
+use crate::header::{Header, KeySlot, WriteStep, ROLE_PRIMARY, ROLE_RECOVERY};
 use crate::index::{Index, MessageRow};
 use crate::ingest::IngestSession;
-use crate::keys::{self, Key, VolumeKeys};
+use crate::keys::{self, Argon2Params, Key, VolumeKeys};
 use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::{StoreError, HEADER_FILE, INDEX_FILE, SEGMENTS_DIR};
 use mailferry_core::profile::{CommitSettings, StoreSettings};
@@ -20,17 +21,45 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What `init` did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InitOutcome {
     /// The new volume's id.
     pub volume_id: [u8; 16],
     /// True if the key file was created (it did not exist).
     pub key_file_created: bool,
+    /// The recovery key file written, if a recovery slot was created.
+    pub recovery_key_file: Option<PathBuf>,
+}
+
+/// How `init` protects the volume master key.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// The primary credential: a key file (created if missing) or a passphrase file.
+    pub primary: Credential,
+    /// Where to write a fresh recovery key (must not exist); `None`: no recovery slot.
+    pub recovery_key_file: Option<PathBuf>,
+    /// Argon2id cost of a passphrase slot.
+    pub argon2: Argon2Params,
+}
+
+/// Which slot a credential opened (`volume unlock-check`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnlockInfo {
+    /// The volume id.
+    pub volume_id: [u8; 16],
+    /// Header format version on disk.
+    pub version: u16,
+    /// Index of the slot that opened.
+    pub slot: usize,
+    /// What that slot is ("key file", "recovery key", "passphrase (...)").
+    pub slot_kind: String,
+    /// Every slot of the header, described.
+    pub slots: Vec<String>,
 }
 
 /// An open volume. Cheap to share: clone the `Arc` around it, or hand out sessions.
 pub struct Volume {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -57,7 +86,11 @@ pub(crate) struct Inner {
     pub next_message_id: AtomicU64,
     pub settings: StoreSettings,
     pub free_segments: Mutex<Vec<FreeSegment>>,
+    /// The destination-side audit log.
+    pub audit: crate::audit_trail::DestLog,
     mailbox_keys: Mutex<HashMap<u64, (u32, Key)>>,
+    /// Every generation unwrapped so far, by (mailbox row, key id).
+    gen_keys: Mutex<HashMap<(u64, u32), Key>>,
     /// Held for the volume's lifetime: an exclusive lock on volume.hdr.
     _lock: File,
 }
@@ -93,6 +126,8 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// Every damaged item, named.
     pub damaged: Vec<DamagedItem>,
+    /// Messages of shredded mailboxes (unreadable on purpose, not damaged).
+    pub shredded: u64,
 }
 
 /// One damaged item found by `verify`.
@@ -107,60 +142,29 @@ pub struct DamagedItem {
     pub reason: String,
 }
 
-fn read_key_file(path: &Path) -> Result<Zeroizing32, StoreError> {
-    let bad = |reason: String| StoreError::KeyFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut f = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(33));
-    (&mut f)
-        .take(33)
-        .read_to_end(&mut buf)
-        .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if buf.len() != 32 {
-        return Err(bad(format!(
-            "must be exactly 32 bytes, found {}{} (use the key file created by `volume init`)",
-            if buf.len() > 32 { "more than " } else { "" },
-            buf.len().min(32)
-        )));
-    }
-    let mut k = zeroize::Zeroizing::new([0u8; 32]);
-    k.copy_from_slice(&buf);
-    Ok(k)
-}
-
-type Zeroizing32 = zeroize::Zeroizing<[u8; 32]>;
-
-fn create_key_file(path: &Path) -> Result<Zeroizing32, StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut k = zeroize::Zeroizing::new([0u8; 32]);
-    keys::fill_random(&mut k[..]);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| StoreError::io(path, e))?;
-    f.write_all(&k[..])
-        .and_then(|_| f.sync_all())
-        .map_err(|e| StoreError::io(path, e))?;
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    crate::sync_dir(parent)?;
-    Ok(k)
-}
-
 // === impl Volume ===
 
 impl Volume {
     /// Creates a volume in `dir` (created if missing; refused with an error if it already
     /// holds a volume or any file). If `key_file` does not exist it is created with 32
     /// random bytes, mode 0600 (create_new, never overwrite); if it exists it must be
-    /// exactly 32 bytes.
+    /// exactly 32 bytes. No recovery slot: see [`Volume::init_with`].
     pub fn init(dir: &Path, key_file: &Path) -> Result<InitOutcome, StoreError> {
+        Self::init_with(
+            dir,
+            &InitOptions {
+                primary: Credential::KeyFile(key_file.to_path_buf()),
+                recovery_key_file: None,
+                argon2: Argon2Params::DEFAULT,
+            },
+        )
+    }
+
+    /// Creates a volume whose master key is wrapped under the primary credential (a key
+    /// file, created if missing, or a passphrase file, which must exist) and, if asked,
+    /// under a fresh recovery key written once to `recovery_key_file` (create_new, 0600)
+    /// before anything else of the volume exists.
+    pub fn init_with(dir: &Path, opts: &InitOptions) -> Result<InitOutcome, StoreError> {
         match std::fs::read_dir(dir) {
             Ok(mut entries) => {
                 if let Some(first) = entries.next() {
@@ -174,16 +178,30 @@ impl Volume {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io(dir, e)),
         }
-        let (kf, key_file_created) = match std::fs::symlink_metadata(key_file) {
-            Ok(_) => (read_key_file(key_file)?, false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (create_key_file(key_file)?, true)
+        if let Some(r) = &opts.recovery_key_file {
+            if std::fs::symlink_metadata(r).is_ok() {
+                return Err(StoreError::KeyFile {
+                    kind: "recovery key file",
+                    path: r.clone(),
+                    reason: "already exists; init never overwrites a key. Choose another --recovery-key-file (or delete it if an interrupted init left it); nothing was changed".into(),
+                });
             }
-            Err(e) => return Err(StoreError::io(key_file, e)),
+        }
+        let mut id = [0u8; 16];
+        keys::fill_random(&mut id);
+        let vmk = Key::random();
+        let (primary, key_file_created) = new_primary_slot(&id, &opts.primary, &opts.argon2, &vmk)?;
+        let mut slots = vec![primary];
+        if let Some(r) = &opts.recovery_key_file {
+            let rk = credential::create_recovery_key_file(r)?;
+            slots.push(KeySlot::key_file(&id, ROLE_RECOVERY, &rk, &vmk));
+        }
+        let header = Header {
+            version: crate::header::VERSION,
+            volume_id: id,
+            slots,
         };
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let vmk = Key::random();
-        let header = Header::create(&kf, &vmk);
         let seg_dir = dir.join(SEGMENTS_DIR);
         std::fs::create_dir(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
         Index::create(&dir.join(INDEX_FILE), &header.volume_id)?;
@@ -196,7 +214,76 @@ impl Volume {
         Ok(InitOutcome {
             volume_id: header.volume_id,
             key_file_created,
+            recovery_key_file: opts.recovery_key_file.clone(),
         })
+    }
+
+    /// Proves that `cred` opens the volume: reads `volume.hdr` and the credential only;
+    /// the index and the segments are not opened.
+    pub fn unlock_check(dir: &Path, cred: &Credential) -> Result<UnlockInfo, StoreError> {
+        let header = Header::read(dir)?;
+        let secret = cred.load()?;
+        let (_vmk, slot) = header.unlock_with(dir, &secret)?;
+        Ok(UnlockInfo {
+            volume_id: header.volume_id,
+            version: header.version,
+            slot,
+            slot_kind: header.slots[slot].describe(),
+            slots: header.slots.iter().map(KeySlot::describe).collect(),
+        })
+    }
+
+    /// True if the volume's header has a recovery slot (reads `volume.hdr` only).
+    pub fn has_recovery_slot(dir: &Path) -> Result<bool, StoreError> {
+        Ok(Header::read(dir)?.has_recovery())
+    }
+
+    /// Rewraps the volume master key under a new primary credential (a key file, created
+    /// if missing, or a passphrase file): O(1), only `volume.hdr` changes, atomically.
+    /// `old` may be the current primary credential or the recovery key; recovery slots
+    /// are kept. Refused with `Busy` while the volume is open elsewhere. Returns true if
+    /// a key file was created.
+    pub fn rekey(
+        dir: &Path,
+        old: &Credential,
+        new: &Credential,
+        argon2: &Argon2Params,
+    ) -> Result<bool, StoreError> {
+        Self::rekey_until(dir, old, new, argon2, WriteStep::Done)
+    }
+
+    pub(crate) fn rekey_until(
+        dir: &Path,
+        old: &Credential,
+        new: &Credential,
+        argon2: &Argon2Params,
+        stop: WriteStep,
+    ) -> Result<bool, StoreError> {
+        let header = Header::read(dir)?;
+        let secret = old.load()?;
+        let (vmk, _) = header.unlock_with(dir, &secret)?;
+        drop(secret);
+        let _lock = lock_header(dir)?;
+        // Re-read under the lock: another rekey may have finished in between.
+        let header = Header::read(dir)?;
+        let (_, _) = header.unlock_with(dir, &old.load()?)?;
+        let (primary, created) = new_primary_slot(&header.volume_id, new, argon2, &vmk)?;
+        let mut slots = vec![primary];
+        slots.extend(
+            header
+                .slots
+                .iter()
+                .filter(|s| s.role != ROLE_PRIMARY)
+                .cloned(),
+        );
+        let new_header = Header {
+            version: crate::header::VERSION,
+            volume_id: header.volume_id,
+            slots,
+        };
+        new_header.write_atomic_until(dir, stop)?;
+        tracing::info!(volume = %dir.display(), "volume rekeyed");
+        Ok(created)
     }
 
     /// Opens a volume. A wrong key is refused (StoreError::WrongKey) after reading only
@@ -206,28 +293,39 @@ impl Volume {
         key_file: &Path,
         settings: &StoreSettings,
     ) -> Result<Volume, StoreError> {
+        Self::open_with(dir, &Credential::KeyFile(key_file.to_path_buf()), settings)
+    }
+
+    /// Opens a volume with any credential (key file, passphrase file, recovery key). A
+    /// wrong credential is refused after reading only the header. A volume of format
+    /// version 1 is upgraded in place (index schema, then header; see
+    /// docs/volume-format.md, "Versions and upgrade").
+    pub fn open_with(
+        dir: &Path,
+        cred: &Credential,
+        settings: &StoreSettings,
+    ) -> Result<Volume, StoreError> {
         let header = Header::read(dir)?;
-        let kf = read_key_file(key_file)?;
-        let vmk = header.unlock(dir, &kf)?;
-        drop(kf);
+        let secret: Secret = cred.load()?;
+        let (vmk, _) = header.unlock_with(dir, &secret)?;
+        drop(secret);
 
-        let hdr_path = dir.join(HEADER_FILE);
-        let lock = File::open(&hdr_path).map_err(|e| StoreError::io(&hdr_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Busy {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&hdr_path, e)),
-        }
-
+        let mut lock = lock_header(dir)?;
         let index = Index::open(&dir.join(INDEX_FILE), &header.volume_id)?;
+        if header.version < crate::header::VERSION {
+            // Re-read under the lock so a concurrent rekey is not undone.
+            let current = Header::read(dir)?;
+            current.write_atomic(dir)?;
+            // The rename replaced the inode we locked: lock the new one.
+            lock = lock_header(dir)?;
+            tracing::info!(volume = %dir.display(), from = header.version, to = crate::header::VERSION, "volume format upgraded");
+        }
         let free = recover_segments(dir, &header.volume_id, &index, settings)?;
         let next = index.max_message_id()? + 1;
-        Ok(Volume {
+        let audit = crate::audit_trail::DestLog::open(dir)?;
+        let volume = Volume {
             inner: Arc::new(Inner {
+                audit,
                 dir: dir.to_path_buf(),
                 volume_id: header.volume_id,
                 keys: VolumeKeys::new(vmk),
@@ -236,9 +334,56 @@ impl Volume {
                 settings: settings.clone(),
                 free_segments: Mutex::new(free),
                 mailbox_keys: Mutex::new(HashMap::new()),
+                gen_keys: Mutex::new(HashMap::new()),
                 _lock: lock,
             }),
-        })
+        };
+        crate::audit_trail::recover(&volume)?;
+        Ok(volume)
+    }
+
+    /// The receipt root of a mailbox: the Merkle root over `(folder/source-id, sha256)`
+    /// of every message it holds (see `mailferry_audit::merkle`), and how many there are.
+    /// Computed from the decrypted metadata; `verify` is what checks the contents.
+    pub fn receipt_root(&self, mailbox: &MailboxAddr) -> Result<(String, u64), StoreError> {
+        let mut items = Vec::new();
+        for m in self.list_messages(mailbox)? {
+            let m = m?;
+            items.push((
+                format!("{}/{}", m.meta.folder, m.meta.source_id),
+                m.meta.sha256,
+            ));
+        }
+        let root = mailferry_audit::merkle::receipt_root(
+            items.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+        );
+        Ok((root, items.len() as u64))
+    }
+
+    /// Appends an event to the volume's audit log (synced). Callers must keep plaintext
+    /// mail metadata out of `data`; use [`Volume::pseudonym_of_mailbox`].
+    pub fn audit_event(&self, event: &str, data: serde_json::Value) -> Result<(), StoreError> {
+        self.inner.audit.event(event, data)
+    }
+
+    /// The keyed pseudonym under which the audit log names `mailbox`.
+    pub fn pseudonym_of_mailbox(&self, mailbox: &MailboxAddr) -> String {
+        crate::audit_trail::mailbox_pseudonym(&self.inner.keys, mailbox.as_str())
+    }
+
+    /// The keyed pseudonym under which the audit log names a `folder/source-id` item.
+    pub fn pseudonym_of_item(&self, item: &str) -> String {
+        crate::audit_trail::item_pseudonym(&self.inner.keys, item)
+    }
+
+    pub(crate) fn audit_item(&self, m: &StoredMessage) -> crate::audit_trail::AuditItem {
+        crate::audit_trail::AuditItem {
+            message_id: m.id,
+            mailbox: self.pseudonym_of_mailbox(&m.mailbox),
+            item: self.pseudonym_of_item(&format!("{}/{}", m.meta.folder, m.meta.source_id)),
+            sha256: m.meta.sha256.clone(),
+            size: m.meta.size,
+        }
     }
 
     /// The volume id.
@@ -260,12 +405,20 @@ impl Volume {
         commit: &CommitSettings,
     ) -> Result<IngestSession, StoreError> {
         let (mailbox_id, key_id, key) = self.inner.mailbox_for_write(mailbox)?;
+        // The dedup key always comes from generation 1 so that a rotated mailbox still
+        // recognises messages stored before the rotation.
+        let dedup_base = if key_id == 1 {
+            key.clone()
+        } else {
+            self.inner.key_for(mailbox_id, 1, mailbox)?
+        };
         Ok(IngestSession::new(
             self.inner.clone(),
             mailbox.clone(),
             mailbox_id,
             key_id,
             key,
+            &dedup_base,
             commit.clone(),
         ))
     }
@@ -294,9 +447,14 @@ impl Volume {
                     mailbox: mailbox.to_string(),
                 });
             };
+            if row.key_id == 0 {
+                return Err(StoreError::Shredded {
+                    mailbox: mailbox.to_string(),
+                });
+            }
             ix.messages(Some(row.id))?
         };
-        let mut keys: HashMap<u64, Key> = HashMap::new();
+        let mut keys: HashMap<(u64, u32), Key> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(self.inner.stored_message(mailbox, &r, &mut keys));
@@ -309,8 +467,10 @@ impl Volume {
     /// length and the SHA-256. On error, what was written so far must be discarded by
     /// the caller.
     pub fn read_message(&self, msg: &StoredMessage, out: &mut dyn Write) -> Result<(), StoreError> {
-        let (_, mailbox_key) = self.inner.mailbox_key(msg.loc.mailbox_id)?;
-        self.inner.read_record(msg, &mailbox_key, out)
+        let key = self
+            .inner
+            .key_for(msg.loc.mailbox_id, msg.loc.key_id, &msg.mailbox)?;
+        self.inner.read_record(msg, &key, out)
     }
 
     /// Authenticates every chunk of every message, checks index ↔ segments (every index
@@ -318,9 +478,13 @@ impl Volume {
     /// Does not stop at the first.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let inner = &self.inner;
-        let (mailboxes, rows) = {
+        let (mailboxes, rows, shredded) = {
             let ix = inner.index()?;
-            (ix.mailboxes()?, ix.messages(None)?)
+            (
+                ix.mailboxes()?,
+                ix.messages(None)?,
+                ix.shredded_mailboxes()?,
+            )
         };
         let mut report = VerifyReport::default();
         let mut names: HashMap<u64, Result<MailboxAddr, String>> = HashMap::new();
@@ -359,8 +523,12 @@ impl Volume {
             }
         }
 
-        let mut keys: HashMap<u64, Key> = HashMap::new();
+        let mut keys: HashMap<(u64, u32), Key> = HashMap::new();
         for r in rows {
+            if shredded.contains(&r.mailbox_id) {
+                report.shredded += 1;
+                continue;
+            }
             report.messages_checked += 1;
             let mailbox = match names.get(&r.mailbox_id) {
                 Some(Ok(m)) => m.clone(),
@@ -389,7 +557,7 @@ impl Volume {
                 }
             };
             let key = keys
-                .get(&r.mailbox_id)
+                .get(&(r.mailbox_id, r.key_id))
                 .expect("stored_message cached the key");
             match inner.read_record(&msg, key, &mut std::io::sink()) {
                 Ok(()) => report.bytes_checked += r.record_len,
@@ -401,6 +569,143 @@ impl Volume {
             }
         }
         Ok(report)
+    }
+}
+
+// === impl Volume: rotation and shredding ===
+
+/// What a rotation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RotateOutcome {
+    /// Mailboxes whose key changed (mailbox rotation) or was rewrapped (tenant rotation).
+    pub mailboxes: u64,
+    /// Wrapped keys written.
+    pub keys_rewrapped: u64,
+    /// The mailbox's new key id (mailbox rotation only).
+    pub new_key_id: Option<u32>,
+}
+
+impl Volume {
+    /// Gives the mailbox a new random key (generation `current + 1`) for everything
+    /// written from now on. Messages keep the key id they were sealed with; earlier
+    /// generations stay wrapped under the tenant key, so nothing is re-encrypted: O(1).
+    pub fn rotate_mailbox(&self, mailbox: &MailboxAddr) -> Result<RotateOutcome, StoreError> {
+        let inner = &self.inner;
+        let mac = inner.keys.name_mac(b'm', mailbox.as_str());
+        let mut ix = inner.index()?;
+        let row = ix
+            .mailbox_by_mac(&mac)?
+            .ok_or_else(|| StoreError::UnknownMailbox {
+                mailbox: mailbox.to_string(),
+            })?;
+        if row.key_id == 0 {
+            return Err(StoreError::Shredded {
+                mailbox: mailbox.to_string(),
+            });
+        }
+        let tk = inner.tenant_key(&ix, row.tenant_id)?;
+        // Prove the current key unwraps before retiring it.
+        inner.unwrap_mailbox_key(&tk, row.id, row.key_id, &row.key_wrapped)?;
+        let new_id = row
+            .key_id
+            .checked_add(1)
+            .ok_or_else(|| StoreError::IndexDamaged {
+                path: inner.dir.join(INDEX_FILE),
+                reason: format!("mailbox {mailbox}: key id space exhausted"),
+            })?;
+        let key = Key::random();
+        let wrapped = keys::wrap_key(
+            &tk,
+            keys::random_nonce(),
+            &keys::mailbox_wrap_aad(&inner.volume_id, row.id, new_id),
+            &key,
+        );
+        ix.rotate_mailbox(row.id, (row.key_id, &row.key_wrapped), new_id, &wrapped)?;
+        drop(ix);
+        inner.forget_keys();
+        tracing::info!(mailbox_row = row.id, key_id = new_id, "mailbox key rotated");
+        Ok(RotateOutcome {
+            mailboxes: 1,
+            keys_rewrapped: 1,
+            new_key_id: Some(new_id),
+        })
+    }
+
+    /// Gives the tenant (a mailbox domain) a new random key and rewraps every key of its
+    /// mailboxes, current and earlier generations, under it in one transaction: O(keys),
+    /// no message is touched. Shredded mailboxes have no keys left to rewrap.
+    pub fn rotate_tenant(&self, tenant: &str) -> Result<RotateOutcome, StoreError> {
+        let inner = &self.inner;
+        let domain = tenant.trim().to_ascii_lowercase();
+        let tmac = inner.keys.name_mac(b't', &domain);
+        let mut ix = inner.index()?;
+        let tenant_id = ix
+            .tenant_id_by_mac(&tmac)?
+            .ok_or_else(|| StoreError::UnknownTenant {
+                tenant: tenant.to_string(),
+            })?;
+        let old_tk = inner.tenant_key(&ix, tenant_id)?;
+        let new_tk = Key::random();
+        let mut rewrapped = Vec::new();
+        let mut mailboxes = 0;
+        for row in ix.mailboxes_of_tenant(tenant_id)? {
+            if row.key_id == 0 {
+                continue;
+            }
+            mailboxes += 1;
+            let mut gens = ix.old_mailbox_keys(row.id)?;
+            gens.push((row.key_id, row.key_wrapped.clone()));
+            for (kid, w) in gens {
+                let k = inner.unwrap_mailbox_key(&old_tk, row.id, kid, &w)?;
+                let aad = keys::mailbox_wrap_aad(&inner.volume_id, row.id, kid);
+                rewrapped.push((
+                    row.id,
+                    kid,
+                    keys::wrap_key(&new_tk, keys::random_nonce(), &aad, &k),
+                ));
+            }
+        }
+        let aad = keys::wrap_aad(keys::AAD_TENANT, &inner.volume_id, Some(tenant_id));
+        let tw = keys::wrap_key(&inner.keys.vmk, keys::random_nonce(), &aad, &new_tk);
+        ix.rotate_tenant(tenant_id, &tw, &rewrapped)?;
+        drop(ix);
+        inner.forget_keys();
+        tracing::info!(
+            tenant_row = tenant_id,
+            keys = rewrapped.len(),
+            "tenant key rotated"
+        );
+        Ok(RotateOutcome {
+            mailboxes,
+            keys_rewrapped: rewrapped.len() as u64 + 1,
+            new_key_id: None,
+        })
+    }
+
+    /// Destroys every key of the mailbox (crypto-shredding): its messages can no longer
+    /// be decrypted by anyone, from this volume or any old copy of its segments. The
+    /// index rows stay until `compact`; `list`/`export` of the mailbox fail with
+    /// `Shredded`, and `verify` counts its messages as shredded, not damaged. Returns the
+    /// number of messages made unreadable.
+    pub fn shred_mailbox(&self, mailbox: &MailboxAddr) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let mac = inner.keys.name_mac(b'm', mailbox.as_str());
+        let mut ix = inner.index()?;
+        let row = ix
+            .mailbox_by_mac(&mac)?
+            .ok_or_else(|| StoreError::UnknownMailbox {
+                mailbox: mailbox.to_string(),
+            })?;
+        if row.key_id == 0 {
+            return Err(StoreError::Shredded {
+                mailbox: mailbox.to_string(),
+            });
+        }
+        let n = ix.shred_mailbox(row.id)?;
+        drop(ix);
+        inner.forget_keys();
+        tracing::info!(mailbox_row = row.id, messages = n, "mailbox shredded");
+        Ok(n)
     }
 }
 
@@ -443,11 +748,76 @@ impl Inner {
         &self,
         tenant_key: &Key,
         mailbox_id: u64,
+        key_id: u32,
         wrapped: &[u8],
     ) -> Result<Key, StoreError> {
-        let aad = keys::wrap_aad(keys::AAD_MAILBOX, &self.volume_id, Some(mailbox_id));
-        keys::unwrap_key(tenant_key, &aad, wrapped)
-            .ok_or_else(|| keys::unwrap_err(&self.dir, format!("key of mailbox row {mailbox_id}")))
+        let aad = keys::mailbox_wrap_aad(&self.volume_id, mailbox_id, key_id);
+        keys::unwrap_key(tenant_key, &aad, wrapped).ok_or_else(|| {
+            keys::unwrap_err(
+                &self.dir,
+                format!("key {key_id} of mailbox row {mailbox_id}"),
+            )
+        })
+    }
+
+    /// Generation `key_id` of a mailbox's key (current or rotated out), cached.
+    pub(crate) fn key_for(
+        &self,
+        mailbox_id: u64,
+        key_id: u32,
+        mailbox: &MailboxAddr,
+    ) -> Result<Key, StoreError> {
+        if let Some(k) = self
+            .gen_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(mailbox_id, key_id))
+        {
+            return Ok(k.clone());
+        }
+        let ix = self.index()?;
+        let row = ix.mailbox_by_id(mailbox_id)?.ok_or_else(|| {
+            keys::unwrap_err(&self.dir, format!("mailbox row {mailbox_id} (missing)"))
+        })?;
+        if row.key_id == 0 {
+            return Err(StoreError::Shredded {
+                mailbox: mailbox.to_string(),
+            });
+        }
+        let wrapped = if row.key_id == key_id {
+            row.key_wrapped
+        } else {
+            ix.old_mailbox_keys(mailbox_id)?
+                .into_iter()
+                .find(|(k, _)| *k == key_id)
+                .map(|(_, w)| w)
+                .ok_or_else(|| {
+                    keys::unwrap_err(
+                        &self.dir,
+                        format!("key {key_id} of mailbox row {mailbox_id} (missing)"),
+                    )
+                })?
+        };
+        let tk = self.tenant_key(&ix, row.tenant_id)?;
+        drop(ix);
+        let key = self.unwrap_mailbox_key(&tk, mailbox_id, key_id, &wrapped)?;
+        self.gen_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((mailbox_id, key_id), key.clone());
+        Ok(key)
+    }
+
+    /// Forgets every cached key (after a rotation or a shred).
+    fn forget_keys(&self) {
+        self.mailbox_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.gen_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The key id and key of a mailbox row (cached after the first unwrap).
@@ -464,8 +834,13 @@ impl Inner {
         let row = ix.mailbox_by_id(mailbox_id)?.ok_or_else(|| {
             keys::unwrap_err(&self.dir, format!("mailbox row {mailbox_id} (missing)"))
         })?;
+        if row.key_id == 0 {
+            return Err(StoreError::Shredded {
+                mailbox: format!("mailbox row {mailbox_id}"),
+            });
+        }
         let tk = self.tenant_key(&ix, row.tenant_id)?;
-        let key = self.unwrap_mailbox_key(&tk, row.id, &row.key_wrapped)?;
+        let key = self.unwrap_mailbox_key(&tk, row.id, row.key_id, &row.key_wrapped)?;
         drop(ix);
         self.cache_key(mailbox_id, row.key_id, &key);
         Ok((row.key_id, key))
@@ -484,6 +859,11 @@ impl Inner {
         let ix = self.index()?;
         if let Some(row) = ix.mailbox_by_mac(&mac)? {
             drop(ix);
+            if row.key_id == 0 {
+                return Err(StoreError::Shredded {
+                    mailbox: mailbox.to_string(),
+                });
+            }
             let (key_id, key) = self.mailbox_key(row.id)?;
             return Ok((row.id, key_id, key));
         }
@@ -503,7 +883,7 @@ impl Inner {
         };
         let id = ix.next_id("mailboxes")?;
         let key = Key::random();
-        let aad = keys::wrap_aad(keys::AAD_MAILBOX, &self.volume_id, Some(id));
+        let aad = keys::mailbox_wrap_aad(&self.volume_id, id, 1);
         let wrapped = keys::wrap_key(&tenant_key, keys::random_nonce(), &aad, &key);
         let enc = self.keys.seal_name(&self.volume_id, b'm', mailbox.as_str());
         ix.insert_mailbox(id, tenant_id, &mac, &enc, 1, &wrapped)?;
@@ -517,20 +897,21 @@ impl Inner {
         &self,
         mailbox: &MailboxAddr,
         r: &MessageRow,
-        keys: &mut HashMap<u64, Key>,
+        keys: &mut HashMap<(u64, u32), Key>,
     ) -> Result<StoredMessage, StoreError> {
         let unreadable = |reason: String| StoreError::MetaUnreadable {
             mailbox: mailbox.to_string(),
             id: r.id,
             reason,
         };
-        if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(r.mailbox_id) {
-            let (_, k) = self
-                .mailbox_key(r.mailbox_id)
+        let kid = (r.mailbox_id, r.key_id);
+        if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(kid) {
+            let k = self
+                .key_for(r.mailbox_id, r.key_id, mailbox)
                 .map_err(|e| unreadable(e.to_string()))?;
             slot.insert(k);
         }
-        let mk = keys::message_key(&keys[&r.mailbox_id], &r.salt);
+        let mk = keys::message_key(&keys[&kid], &r.salt);
         let meta = keys::open_meta(&mk, &self.volume_id, r.mailbox_id, r.id, &r.meta_enc)
             .map_err(unreadable)?;
         Ok(StoredMessage {
@@ -638,6 +1019,57 @@ impl Inner {
             )));
         }
         Ok(())
+    }
+}
+
+/// Takes the exclusive advisory lock on `dir/volume.hdr`.
+fn lock_header(dir: &Path) -> Result<File, StoreError> {
+    let hdr_path = dir.join(HEADER_FILE);
+    let lock = File::open(&hdr_path).map_err(|e| StoreError::io(&hdr_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&hdr_path, e)),
+    }
+}
+
+/// A primary key slot for `cred` wrapping `vmk`; a missing key file is created. Returns
+/// the slot and whether a key file was created.
+fn new_primary_slot(
+    volume_id: &[u8; 16],
+    cred: &Credential,
+    argon2: &Argon2Params,
+    vmk: &Key,
+) -> Result<(KeySlot, bool), StoreError> {
+    match cred {
+        Credential::KeyFile(path) => {
+            let (kf, created) = match std::fs::symlink_metadata(path) {
+                Ok(_) => (credential::read_key_file(path)?, false),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (credential::create_key_file(path)?, true)
+                }
+                Err(e) => return Err(StoreError::io(path, e)),
+            };
+            Ok((KeySlot::key_file(volume_id, ROLE_PRIMARY, &kf, vmk), created))
+        }
+        Credential::Passphrase(path) => {
+            let pass = credential::read_passphrase_file(path)?;
+            let slot = KeySlot::passphrase(volume_id, &pass, argon2, vmk).map_err(|reason| {
+                StoreError::KeyFile {
+                    kind: "passphrase file",
+                    path: path.clone(),
+                    reason,
+                }
+            })?;
+            Ok((slot, false))
+        }
+        Credential::RecoveryKey(path) => Err(StoreError::KeyFile {
+            kind: "recovery key file",
+            path: path.clone(),
+            reason: "a recovery key cannot become the primary key; give a new key file or passphrase file".into(),
+        }),
     }
 }
 

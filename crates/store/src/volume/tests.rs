@@ -794,3 +794,393 @@ fn thread_bounds() {
     movable::<IngestSession>();
     movable::<StoredMessage>();
 }
+
+// === issue 8: recovery key, passphrase, rekey, rotation, shredding, upgrade ===
+
+const FAST: Argon2Params = Argon2Params {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+
+fn write_file(p: &Path, b: &[u8]) -> PathBuf {
+    std::fs::write(p, b).unwrap();
+    p.to_path_buf()
+}
+
+/// Stores `n` messages in `mb` and commits.
+fn fill(v: &Volume, mb: &MailboxAddr, first: u64, n: u64) {
+    let mut s = v.session(mb, &CommitSettings::default()).unwrap();
+    for i in first..first + n {
+        put(
+            &mut s,
+            i,
+            "INBOX",
+            &format!("m{i}"),
+            &body(1000 + i as usize, i as u8),
+        )
+        .unwrap();
+    }
+    s.commit().unwrap();
+}
+
+fn read_mailbox(v: &Volume, mb: &MailboxAddr) -> Vec<(String, Vec<u8>)> {
+    v.list_messages(mb)
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            let m = m.unwrap();
+            (m.meta.source_id.to_string(), read_all(v, &m))
+        })
+        .collect()
+}
+
+#[test]
+fn issue8_recovery_key_opens_a_volume_whose_key_file_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vol");
+    let key = tmp.path().join("k");
+    let rec = tmp.path().join("k.recovery");
+    let out = Volume::init_with(
+        &dir,
+        &InitOptions {
+            primary: Credential::KeyFile(key.clone()),
+            recovery_key_file: Some(rec.clone()),
+            argon2: FAST,
+        },
+    )
+    .unwrap();
+    assert!(out.key_file_created);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&rec).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(Volume::has_recovery_slot(&dir).unwrap());
+    let mb = addr("a@example.org");
+    fill(&Volume::open(&dir, &key, &settings()).unwrap(), &mb, 0, 3);
+    std::fs::remove_file(&key).unwrap();
+    let info = Volume::unlock_check(&dir, &Credential::RecoveryKey(rec.clone())).unwrap();
+    assert_eq!(info.slot_kind, "recovery key");
+    let v = Volume::open_with(&dir, &Credential::RecoveryKey(rec.clone()), &settings()).unwrap();
+    assert_eq!(read_mailbox(&v, &mb).len(), 3);
+    drop(v);
+    // Rekey from the recovery key to a new key file; the recovery slot stays.
+    let key2 = tmp.path().join("k2");
+    assert!(Volume::rekey(
+        &dir,
+        &Credential::RecoveryKey(rec.clone()),
+        &Credential::KeyFile(key2.clone()),
+        &FAST
+    )
+    .unwrap());
+    assert!(Volume::has_recovery_slot(&dir).unwrap());
+    Volume::unlock_check(&dir, &Credential::KeyFile(key2)).unwrap();
+    Volume::unlock_check(&dir, &Credential::RecoveryKey(rec.clone())).unwrap();
+    // init never overwrites a recovery key file.
+    let e = Volume::init_with(
+        &tmp.path().join("vol2"),
+        &InitOptions {
+            primary: Credential::KeyFile(tmp.path().join("k3")),
+            recovery_key_file: Some(rec),
+            argon2: FAST,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::KeyFile {
+                kind: "recovery key file",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(!tmp.path().join("vol2").exists() && !tmp.path().join("k3").exists());
+}
+
+#[test]
+fn issue8_passphrase_volume_refuses_a_wrong_passphrase_and_touches_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vol");
+    let pass = write_file(&tmp.path().join("pass"), b"tr0ub4dor&3\n");
+    Volume::init_with(
+        &dir,
+        &InitOptions {
+            primary: Credential::Passphrase(pass.clone()),
+            recovery_key_file: None,
+            argon2: FAST,
+        },
+    )
+    .unwrap();
+    let mb = addr("a@example.org");
+    fill(
+        &Volume::open_with(&dir, &Credential::Passphrase(pass.clone()), &settings()).unwrap(),
+        &mb,
+        0,
+        2,
+    );
+    let before: Vec<_> = all_files(&dir)
+        .into_iter()
+        .map(|p| (std::fs::read(&p).unwrap(), p))
+        .collect();
+    let wrong = write_file(&tmp.path().join("wrong"), b"tr0ub4dor&4\n");
+    let e = Volume::open_with(&dir, &Credential::Passphrase(wrong), &settings()).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::WrongKey { hint, .. } if hint.contains("passphrase")),
+        "{e}"
+    );
+    let after: Vec<_> = all_files(&dir)
+        .into_iter()
+        .map(|p| (std::fs::read(&p).unwrap(), p))
+        .collect();
+    assert_eq!(before, after);
+    // A key file is refused with a hint that this volume wants a passphrase.
+    let e = Volume::open(
+        &dir,
+        &write_file(&tmp.path().join("kf"), &[0; 32]),
+        &settings(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no key-file slot"), "{e}");
+    let empty = write_file(&tmp.path().join("empty"), b"\n");
+    assert!(matches!(
+        Volume::open_with(&dir, &Credential::Passphrase(empty), &settings()),
+        Err(StoreError::KeyFile {
+            kind: "passphrase file",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn issue8_rekey_killed_at_each_step_opens_with_old_or_new() {
+    for stop in [
+        WriteStep::TornTemp,
+        WriteStep::TempSynced,
+        WriteStep::Renamed,
+        WriteStep::Done,
+    ] {
+        let f = fixture();
+        let mb = addr("a@example.org");
+        fill(&open(&f), &mb, 0, 2);
+        let newpass = write_file(&f._tmp.path().join("newpass"), b"new passphrase");
+        Volume::rekey_until(
+            &f.dir,
+            &Credential::KeyFile(f.key.clone()),
+            &Credential::Passphrase(newpass.clone()),
+            &FAST,
+            stop,
+        )
+        .unwrap();
+        let old_ok = Volume::open(&f.dir, &f.key, &settings()).map(|v| read_mailbox(&v, &mb).len());
+        let new_ok = Volume::open_with(
+            &f.dir,
+            &Credential::Passphrase(newpass.clone()),
+            &settings(),
+        )
+        .map(|v| read_mailbox(&v, &mb).len());
+        match stop {
+            WriteStep::TornTemp | WriteStep::TempSynced => {
+                assert_eq!(old_ok.unwrap(), 2, "{stop:?}");
+                assert!(new_ok.is_err(), "{stop:?}");
+                // Rekeying again after the interruption works.
+                Volume::rekey(
+                    &f.dir,
+                    &Credential::KeyFile(f.key.clone()),
+                    &Credential::Passphrase(newpass.clone()),
+                    &FAST,
+                )
+                .unwrap();
+                assert!(Volume::open(&f.dir, &f.key, &settings()).is_err());
+                assert_eq!(
+                    read_mailbox(
+                        &Volume::open_with(&f.dir, &Credential::Passphrase(newpass), &settings())
+                            .unwrap(),
+                        &mb
+                    )
+                    .len(),
+                    2
+                );
+            }
+            _ => {
+                assert!(old_ok.is_err(), "{stop:?}");
+                assert_eq!(new_ok.unwrap(), 2, "{stop:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn issue8_rekey_is_refused_while_open_and_with_a_wrong_key() {
+    let f = fixture();
+    let v = open(&f);
+    let k2 = f._tmp.path().join("k2");
+    assert!(matches!(
+        Volume::rekey(
+            &f.dir,
+            &Credential::KeyFile(f.key.clone()),
+            &Credential::KeyFile(k2.clone()),
+            &FAST
+        ),
+        Err(StoreError::Busy { .. })
+    ));
+    drop(v);
+    let wrong = write_file(&f._tmp.path().join("wrong"), &[3; 32]);
+    assert!(matches!(
+        Volume::rekey(
+            &f.dir,
+            &Credential::KeyFile(wrong),
+            &Credential::KeyFile(k2),
+            &FAST
+        ),
+        Err(StoreError::WrongKey { .. })
+    ));
+}
+
+#[test]
+fn issue8_rotated_mailbox_reads_old_and_new_messages_and_still_dedups() {
+    let f = fixture();
+    let (a, b) = (addr("a@example.org"), addr("b@example.org"));
+    let v = open(&f);
+    fill(&v, &a, 0, 3);
+    fill(&v, &b, 0, 2);
+    let before = read_mailbox(&v, &a);
+    let r = v.rotate_mailbox(&a).unwrap();
+    assert_eq!(r.new_key_id, Some(2));
+    fill(&v, &a, 3, 2);
+    // The same messages again are duplicates across the rotation.
+    let mut s = v.session(&a, &CommitSettings::default()).unwrap();
+    assert_eq!(
+        put(&mut s, 0, "INBOX", "m0", &body(1000, 0)).unwrap(),
+        Finished::Duplicate { seq: 0 }
+    );
+    drop(s);
+    v.rotate_tenant("example.org").unwrap();
+    drop(v);
+    let v = open(&f);
+    let after = read_mailbox(&v, &a);
+    assert_eq!(after.len(), 5);
+    assert_eq!(&after[..3], &before[..]);
+    let key_ids: Vec<u32> = v
+        .list_messages(&a)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.unwrap().loc.key_id)
+        .collect();
+    assert_eq!(key_ids, vec![1, 1, 1, 2, 2]);
+    assert_eq!(read_mailbox(&v, &b).len(), 2);
+    let rep = v.verify().unwrap();
+    assert!(rep.damaged.is_empty(), "{:?}", rep.damaged);
+    assert_eq!(rep.messages_checked, 7);
+    assert!(matches!(
+        v.rotate_tenant("nowhere.example"),
+        Err(StoreError::UnknownTenant { .. })
+    ));
+}
+
+#[test]
+fn issue8_shred_destroys_the_wrapped_keys_in_the_index_files() {
+    let f = fixture();
+    let (a, b) = (addr("a@example.org"), addr("b@example.org"));
+    let v = open(&f);
+    fill(&v, &a, 0, 3);
+    v.rotate_mailbox(&a).unwrap();
+    fill(&v, &a, 3, 1);
+    fill(&v, &b, 0, 2);
+    let wrapped: Vec<Vec<u8>> = {
+        let ix = v.inner.index().unwrap();
+        let row = ix
+            .mailbox_by_mac(&v.inner.keys.name_mac(b'm', a.as_str()))
+            .unwrap()
+            .unwrap();
+        let mut w: Vec<Vec<u8>> = ix
+            .old_mailbox_keys(row.id)
+            .unwrap()
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
+        w.push(row.key_wrapped);
+        w
+    };
+    assert_eq!(wrapped.len(), 2);
+    // The scan below can see them: before the shred, they are on disk.
+    v.inner.index().unwrap().checkpoint_truncate().unwrap();
+    let on_disk: Vec<u8> = all_files(&f.dir)
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    for w in &wrapped {
+        assert!(on_disk.windows(w.len()).any(|x| x == &w[..]));
+    }
+    assert_eq!(v.shred_mailbox(&a).unwrap(), 4);
+    assert!(matches!(
+        v.list_messages(&a),
+        Err(StoreError::Shredded { .. })
+    ));
+    assert!(matches!(
+        v.session(&a, &CommitSettings::default()),
+        Err(StoreError::Shredded { .. })
+    ));
+    assert!(matches!(
+        v.shred_mailbox(&a),
+        Err(StoreError::Shredded { .. })
+    ));
+    assert_eq!(read_mailbox(&v, &b).len(), 2);
+    let rep = v.verify().unwrap();
+    assert!(rep.damaged.is_empty(), "{:?}", rep.damaged);
+    assert_eq!((rep.messages_checked, rep.shredded), (2, 4));
+    // While open and after closing: no wrapped key byte string is anywhere in the volume.
+    let scan = |when: &str| {
+        for p in all_files(&f.dir) {
+            let bytes = std::fs::read(&p).unwrap();
+            for w in &wrapped {
+                assert!(
+                    !bytes.windows(w.len()).any(|x| x == &w[..]),
+                    "{when}: wrapped key still in {}",
+                    p.display()
+                );
+            }
+        }
+    };
+    scan("open");
+    drop(v);
+    scan("closed");
+    let v = open(&f);
+    assert!(matches!(
+        v.list_messages(&a),
+        Err(StoreError::Shredded { .. })
+    ));
+}
+
+#[test]
+fn issue8_version_1_volume_opens_and_is_upgraded() {
+    let f = fixture();
+    let mb = addr("a@example.org");
+    fill(&open(&f), &mb, 0, 2);
+    // Turn it into what the foundation wrote: schema 1 (no mailbox_keys) and header v1.
+    {
+        let c = rusqlite::Connection::open(f.dir.join(INDEX_FILE)).unwrap();
+        c.execute_batch("DROP TABLE mailbox_keys; UPDATE volume SET v = X'0000000000000001' WHERE k = 'schema';").unwrap();
+    }
+    let mut hb = std::fs::read(f.dir.join(HEADER_FILE)).unwrap();
+    hb[9] = 1;
+    let n = hb.len();
+    let sum = ring::digest::digest(&ring::digest::SHA256, &hb[..n - 32]);
+    hb[n - 32..].copy_from_slice(sum.as_ref());
+    std::fs::write(f.dir.join(HEADER_FILE), &hb).unwrap();
+    assert_eq!(Header::read(&f.dir).unwrap().version, 1);
+    let v = open(&f);
+    assert_eq!(read_mailbox(&v, &mb).len(), 2);
+    assert_eq!(
+        Header::read(&f.dir).unwrap().version,
+        crate::header::VERSION
+    );
+    // The lock is on the new header file: a second open is Busy.
+    assert!(matches!(
+        Volume::open(&f.dir, &f.key, &settings()),
+        Err(StoreError::Busy { .. })
+    ));
+    v.rotate_mailbox(&mb).unwrap();
+}

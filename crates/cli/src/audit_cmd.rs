@@ -1,0 +1,224 @@
+//! `mailferry audit verify|reconcile` and `mailferry receipt verify`: the evidence an
+//! auditor checks without trusting the tool's own report.
+//!
+//! Reconciliation compares the source side (the agent's audit log in the state
+//! directory) with the destination (what the volume holds, each message's chunks
+//! authenticated and its SHA-256 recomputed, and the volume's own audit log) message by
+//! message. It reads both sides and changes neither.
+
+use crate::AppError;
+use mailferry_agent::state::{MoveIdentity, AUDIT_FILE};
+use mailferry_audit::read_records;
+use mailferry_store::audit_trail::AUDIT_FILE as VOLUME_AUDIT_FILE;
+use mailferry_store::Volume;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// The audit log inside `dir`, whether `dir` is a state directory or a volume.
+pub fn log_path(dir: &Path) -> Result<PathBuf, AppError> {
+    for name in [AUDIT_FILE, VOLUME_AUDIT_FILE] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(AppError::Usage(format!(
+        "{} holds no audit log ({AUDIT_FILE}); give a move's --state directory or a volume",
+        dir.display()
+    )))
+}
+
+/// Reads `move.json` of a state directory.
+pub fn identity(state: &Path) -> Result<MoveIdentity, AppError> {
+    let p = state.join("move.json");
+    let bytes = std::fs::read(&p).map_err(|e| AppError::io(&p, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| AppError::Usage(format!("{}: not a move state file: {e}", p.display())))
+}
+
+/// An item that is present on both sides but not the same.
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+pub struct Altered {
+    /// `folder/source-id`.
+    pub item: String,
+    /// What differs.
+    pub reason: String,
+}
+
+/// The result of a reconciliation.
+#[derive(Debug, Default, Serialize)]
+pub struct Reconciliation {
+    /// The mailbox.
+    pub mailbox: String,
+    /// Messages the source log says were acknowledged.
+    pub source_items: u64,
+    /// Messages the volume holds for the mailbox.
+    pub destination_items: u64,
+    /// Items present and identical on both sides.
+    pub agreeing: u64,
+    /// Acknowledged at the source, not in the volume.
+    pub missing: Vec<String>,
+    /// In the volume, never acknowledged at the source.
+    pub extra: Vec<String>,
+    /// Present on both sides, but damaged or different at rest.
+    pub altered: Vec<Altered>,
+    /// Stored more than once in the volume.
+    pub duplicated: Vec<String>,
+    /// Recorded as stored in the volume's audit log but gone from its index (removed
+    /// behind the tool's back), by message id.
+    pub removed_from_volume: Vec<u64>,
+    /// In the volume's index without a record in the volume's audit log.
+    pub unlogged: Vec<String>,
+}
+
+impl Reconciliation {
+    /// True if both sides agree on every message.
+    pub fn agrees(&self) -> bool {
+        self.missing.is_empty()
+            && self.extra.is_empty()
+            && self.altered.is_empty()
+            && self.duplicated.is_empty()
+            && self.removed_from_volume.is_empty()
+            && self.unlogged.is_empty()
+    }
+}
+
+/// Compares a move's source side (`state`) with the volume, message by message.
+pub fn reconcile(state: &Path, volume: &Volume) -> Result<Reconciliation, AppError> {
+    let id = identity(state)?;
+    let src_log = state.join(AUDIT_FILE);
+    mailferry_audit::verify(&src_log)
+        .map_err(|e| AppError::Failed(format!("source audit log: {e}")))?;
+    let dst_log = volume.dir().join(VOLUME_AUDIT_FILE);
+    mailferry_audit::verify(&dst_log)
+        .map_err(|e| AppError::Failed(format!("volume audit log: {e}")))?;
+
+    let mut source: BTreeMap<String, String> = BTreeMap::new();
+    for e in read_records(&src_log).map_err(|e| AppError::Failed(e.to_string()))? {
+        if e.event == "message.stored" || e.event == "message.duplicate" {
+            let f = |k: &str| {
+                e.data
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            source.insert(format!("{}/{}", f("folder"), f("source_id")), f("sha256"));
+        }
+    }
+
+    let mut r = Reconciliation {
+        mailbox: id.mailbox.to_string(),
+        source_items: source.len() as u64,
+        ..Default::default()
+    };
+    let pseudonym = volume.pseudonym_of_mailbox(&id.mailbox);
+    let logged: HashSet<u64> = read_records(&dst_log)
+        .map_err(|e| AppError::Failed(e.to_string()))?
+        .into_iter()
+        .filter(|e| e.event == "message.stored")
+        .filter(|e| e.data.get("mailbox").and_then(|v| v.as_str()) == Some(pseudonym.as_str()))
+        .filter_map(|e| e.data.get("message").and_then(|v| v.as_u64()))
+        .collect();
+
+    let listed = match volume.list_messages(&id.mailbox) {
+        Ok(l) => l,
+        Err(mailferry_store::StoreError::UnknownMailbox { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut seen_ids = HashSet::new();
+    let mut dest: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in listed {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                r.altered.push(Altered {
+                    item: "(unreadable metadata)".into(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let item = format!("{}/{}", m.meta.folder, m.meta.source_id);
+        seen_ids.insert(m.id);
+        if !logged.contains(&m.id) {
+            r.unlogged.push(item.clone());
+        }
+        // Authenticates every chunk and recomputes the SHA-256.
+        if let Err(e) = volume.read_message(&m, &mut std::io::sink()) {
+            r.altered.push(Altered {
+                item: item.clone(),
+                reason: e.to_string(),
+            });
+            continue;
+        }
+        dest.entry(item).or_default().push(m.meta.sha256);
+    }
+    r.destination_items = dest.values().map(|v| v.len() as u64).sum();
+    let mut removed: Vec<u64> = logged.difference(&seen_ids).copied().collect();
+    removed.sort_unstable();
+    r.removed_from_volume = removed;
+    for (item, shas) in &dest {
+        if shas.len() > 1 {
+            r.duplicated.push(item.clone());
+        }
+        match source.get(item) {
+            None => r.extra.push(item.clone()),
+            Some(sha) if !shas.contains(sha) => r.altered.push(Altered {
+                item: item.clone(),
+                reason: format!("content differs: source {sha}, volume {}", shas[0]),
+            }),
+            Some(_) => r.agreeing += 1,
+        }
+    }
+    let altered: HashSet<String> = r.altered.iter().map(|a| a.item.clone()).collect();
+    r.missing = source
+        .keys()
+        .filter(|k| !dest.contains_key(*k) && !altered.contains(*k))
+        .cloned()
+        .collect();
+    Ok(r)
+}
+
+/// What `receipt verify` found.
+#[derive(Debug, Serialize)]
+pub struct ReceiptCheck {
+    /// Root the source recorded at the end of its last pass.
+    pub source_root: String,
+    /// Root recomputed now from the volume.
+    pub destination_root: String,
+    /// Messages the recomputed root covers.
+    pub destination_items: u64,
+    /// True if equal.
+    pub matches: bool,
+}
+
+/// Recomputes the receipt from the volume and compares it with the source's last one.
+pub fn verify_receipt(state: &Path, volume: &Volume) -> Result<ReceiptCheck, AppError> {
+    let id = identity(state)?;
+    let src_log = state.join(AUDIT_FILE);
+    mailferry_audit::verify(&src_log)
+        .map_err(|e| AppError::Failed(format!("source audit log: {e}")))?;
+    let source_root = read_records(&src_log)
+        .map_err(|e| AppError::Failed(e.to_string()))?
+        .into_iter()
+        .rev()
+        .find(|e| e.event == "pass.finished")
+        .and_then(|e| {
+            e.data
+                .get("receipt_root")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        })
+        .ok_or_else(|| {
+            AppError::Failed("the source log has no finished pass with a receipt yet".into())
+        })?;
+    let (destination_root, destination_items) = volume.receipt_root(&id.mailbox)?;
+    Ok(ReceiptCheck {
+        matches: source_root == destination_root,
+        source_root,
+        destination_root,
+        destination_items,
+    })
+}

@@ -1,0 +1,281 @@
+//! `mailferry report`: the move record with all its passes, as JSON or as one
+//! self-contained HTML page (inline CSS and SVG, no scripts, no external URLs) with a
+//! throughput-over-time plot. Reads the state directory; changes nothing.
+
+use crate::audit_cmd::{identity, Reconciliation};
+use crate::AppError;
+use mailferry_agent::state::{MoveIdentity, AUDIT_FILE};
+use mailferry_core::report::{MoveReport, Sample};
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::Path;
+
+/// Version of the JSON document; bumped only when a field changes meaning.
+pub const SCHEMA: &str = "mailferry-move-record/1";
+
+/// Digest of one side's audit log.
+#[derive(Debug, Serialize)]
+pub struct LogDigest {
+    /// Records in the log.
+    pub records: u64,
+    /// SHA-256 of its last line: pin it to detect records cut off the end later.
+    pub head: String,
+}
+
+/// The move record.
+#[derive(Debug, Serialize)]
+pub struct MoveRecord {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// The move.
+    #[serde(rename = "move")]
+    pub identity: MoveIdentity,
+    /// Every pass, oldest first (kept until an admin deletes the state directory).
+    pub passes: Vec<MoveReport>,
+    /// The source side's audit log.
+    pub source_audit: LogDigest,
+    /// The destination side's audit log, when the volume was given.
+    pub destination_audit: Option<LogDigest>,
+    /// Message-by-message comparison, when the volume was given.
+    pub reconciliation: Option<Reconciliation>,
+}
+
+/// Loads the move record of `state`; with `volume`, adds its log digest and a
+/// reconciliation.
+pub fn load(
+    state: &Path,
+    volume: Option<&mailferry_store::Volume>,
+) -> Result<MoveRecord, AppError> {
+    let identity = identity(state)?;
+    let path = state.join("reports.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| AppError::io(&path, e))?;
+    let mut passes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        passes.push(serde_json::from_str(line).map_err(|e| {
+            AppError::Failed(format!(
+                "{} line {}: not a move report: {e}",
+                path.display(),
+                i + 1
+            ))
+        })?);
+    }
+    let digest = |p: &Path| -> Result<LogDigest, AppError> {
+        let v = mailferry_audit::verify(p).map_err(|e| AppError::Failed(e.to_string()))?;
+        Ok(LogDigest {
+            records: v.records,
+            head: v.head,
+        })
+    };
+    let source_audit = digest(&state.join(AUDIT_FILE))?;
+    let (destination_audit, reconciliation) = match volume {
+        Some(v) => (
+            Some(digest(
+                &v.dir().join(mailferry_store::audit_trail::AUDIT_FILE),
+            )?),
+            Some(crate::audit_cmd::reconcile(state, v)?),
+        ),
+        None => (None, None),
+    };
+    Ok(MoveRecord {
+        schema: SCHEMA,
+        identity,
+        passes,
+        source_audit,
+        destination_audit,
+        reconciliation,
+    })
+}
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Throughput (MB/s) between consecutive samples, as an SVG line plot.
+pub fn throughput_svg(samples: &[Sample]) -> String {
+    let (w, h, left, bottom) = (640.0, 240.0, 56.0, 32.0);
+    let points: Vec<(f64, f64)> = samples
+        .windows(2)
+        .filter(|p| p[1].t > p[0].t)
+        .map(|p| {
+            let mbs = (p[1].bytes.saturating_sub(p[0].bytes)) as f64 / 1e6 / (p[1].t - p[0].t);
+            (p[1].t, mbs)
+        })
+        .collect();
+    let t_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(0.1);
+    let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
+    let x = |t: f64| left + (w - left - 8.0) * t / t_max;
+    let y = |v: f64| (h - bottom) - (h - bottom - 8.0) * v / y_max;
+    let mut svg = format!(
+        "<svg class=\"plot\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"throughput over time\">"
+    );
+    let _ = write!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#444\"/><line x1=\"{left}\" y1=\"8\" x2=\"{left}\" y2=\"{0}\" stroke=\"#444\"/>",
+        h - bottom,
+        w - 8.0
+    );
+    for i in 0..=4 {
+        let v = y_max * i as f64 / 4.0;
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{v:.0}</text>",
+            left - 6.0,
+            y(v) + 4.0
+        );
+        let t = t_max * i as f64 / 4.0;
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{t:.1}s</text>",
+            x(t),
+            h - bottom + 16.0
+        );
+    }
+    let _ = write!(svg, "<text x=\"12\" y=\"14\" font-size=\"11\">MB/s</text>");
+    if !points.is_empty() {
+        let pts: Vec<String> = std::iter::once((0.0, 0.0))
+            .chain(points.iter().copied())
+            .map(|(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The record as one self-contained HTML page.
+pub fn html(r: &MoveRecord) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mailferry move {id}</title>\
+         <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse;margin:1em 0}}\
+         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#f4f4f4}}.bad{{color:#b00}}.ok{{color:#070}}\
+         code{{font-size:.85em}}</style></head><body>\
+         <h1>Move record</h1><table><tr><th>move</th><td><code>{id}</code></td></tr><tr><th>mailbox</th><td>{mb}</td></tr>\
+         <tr><th>source</th><td>{src}</td></tr><tr><th>created</th><td>{created}</td></tr><tr><th>passes</th><td>{n}</td></tr></table>",
+        id = esc(&r.identity.move_id.to_string()),
+        mb = esc(r.identity.mailbox.as_str()),
+        src = esc(&r.identity.source),
+        created = esc(&r.identity.created_at),
+        n = r.passes.len()
+    );
+    o.push_str("<h2>Passes</h2><table><tr><th>started</th><th>found</th><th>moved</th><th>already there</th><th>bad</th><th>MB moved</th><th>seconds</th><th>MB/s</th><th>msg/s</th><th>latency p50 / p99 ms</th></tr>");
+    for p in &r.passes {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{:.1}</td><td>{:.0}</td><td>{:.1} / {:.1}</td></tr>",
+            esc(&p.started_at),
+            p.items_total,
+            p.items_moved,
+            p.items_skipped_duplicate,
+            p.bad_items.len(),
+            p.bytes_moved as f64 / 1e6,
+            p.seconds,
+            p.throughput_bytes_per_s / 1e6,
+            p.messages_per_s,
+            p.latency_ms_p50,
+            p.latency_ms_p99
+        );
+    }
+    o.push_str("</table>");
+    if let Some(last) = r.passes.last() {
+        o.push_str("<h2>Throughput of the last pass</h2>");
+        o.push_str(&throughput_svg(&last.timeline));
+        let s = &last.stages;
+        let _ = write!(
+            o,
+            "<h2>Time by stage (last pass)</h2><table><tr><th>source read</th><td>{:.2} s</td></tr><tr><th>store write (hash, encrypt, append)</th><td>{:.2} s</td></tr>\
+             <tr><th>store commit (fsync, index, audit; overlaps writes)</th><td>{:.2} s</td></tr><tr><th>wall time</th><td>{:.2} s</td></tr><tr><th>peak RSS</th><td>{} MiB</td></tr></table>",
+            s.source_read, s.store_write, s.store_commit, last.seconds, last.peak_rss_bytes >> 20
+        );
+        o.push_str("<h2>Folders (last pass)</h2><table><tr><th>folder</th><th>to send</th><th>moved</th><th>already there</th><th>bad</th><th>MB moved</th></tr>");
+        for (f, st) in &last.per_folder {
+            let _ =
+                write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
+                esc(f), st.found, st.moved, st.duplicate, st.bad, st.bytes_moved as f64 / 1e6
+            );
+        }
+        o.push_str("</table>");
+        let rc = &last.receipt;
+        let _ = write!(
+            o,
+            "<h2>Move receipt</h2><table><tr><th>source root ({} messages)</th><td><code>{}</code></td></tr>\
+             <tr><th>destination root ({} messages)</th><td><code>{}</code></td></tr><tr><th>match</th><td class=\"{}\">{}</td></tr></table>",
+            rc.source_items,
+            esc(&rc.source_root),
+            rc.destination_items,
+            esc(&rc.destination_root),
+            if rc.matches { "ok" } else { "bad" },
+            if rc.matches { "yes" } else { "NO" }
+        );
+    }
+    o.push_str("<h2>Skipped items</h2>");
+    let skipped: Vec<_> = r
+        .passes
+        .iter()
+        .flat_map(|p| p.bad_items.iter().map(move |b| (p, b)))
+        .collect();
+    if skipped.is_empty() {
+        o.push_str("<p>None.</p>");
+    } else {
+        o.push_str("<table><tr><th>pass</th><th>item</th><th>reason</th></tr>");
+        for (p, b) in skipped {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&p.started_at),
+                esc(&b.item),
+                esc(&b.reason)
+            );
+        }
+        o.push_str("</table>");
+    }
+    let _ = write!(
+        o,
+        "<h2>Audit logs</h2><table><tr><th>source side</th><td>{} records, head <code>{}</code></td></tr>",
+        r.source_audit.records,
+        esc(&r.source_audit.head)
+    );
+    if let Some(d) = &r.destination_audit {
+        let _ = write!(
+            o,
+            "<tr><th>destination side</th><td>{} records, head <code>{}</code></td></tr>",
+            d.records,
+            esc(&d.head)
+        );
+    }
+    o.push_str("</table>");
+    if let Some(rc) = &r.reconciliation {
+        let _ = write!(
+            o,
+            "<h2>Reconciliation</h2><p class=\"{}\">{} agreeing; {} missing, {} extra, {} altered, {} duplicated, {} removed from the volume, {} unlogged.</p>",
+            if rc.agrees() { "ok" } else { "bad" },
+            rc.agreeing,
+            rc.missing.len(),
+            rc.extra.len(),
+            rc.altered.len(),
+            rc.duplicated.len(),
+            rc.removed_from_volume.len(),
+            rc.unlogged.len()
+        );
+    }
+    o.push_str("</body></html>\n");
+    o
+}
