@@ -11,5 +11,6 @@ pub mod moving;
 pub mod report;
 pub mod rss;
 pub mod sample;
+pub mod volume_admin;
 
 pub use error::AppError;

@@ -2,7 +2,7 @@
 //! code (0 ok, 1 failed, 2 usage or configuration error). Nothing else lives here.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mailferry_cli::{audit_cmd, demo, export, moving, report, AppError};
+use mailferry_cli::{audit_cmd, demo, export, moving, report, volume_admin, AppError};
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use mailferry_store::Volume;
@@ -69,6 +69,10 @@ enum Cmd {
         /// Print the move report as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Move into a volume that has no recovery key (acknowledges that losing the key
+        /// file loses the mail).
+        #[arg(long)]
+        no_recovery_key: bool,
     },
     /// Write a mailbox back out of a volume.
     Export {
@@ -139,26 +143,98 @@ enum Format {
 
 #[derive(Subcommand)]
 enum VolumeCmd {
-    /// Create a volume; creates the key file (32 random bytes, mode 0600) if it does not exist.
+    /// Create a volume: key file (created, 32 random bytes, mode 0600, if missing) or
+    /// passphrase file, plus a recovery key written once to `<key-file>.recovery`.
     Init {
         /// Volume directory (must not hold a volume).
         #[arg(long)]
         volume: PathBuf,
-        /// Key file.
+        /// Key file (created if it does not exist).
+        #[arg(
+            long,
+            required_unless_present = "passphrase_file",
+            conflicts_with = "passphrase_file"
+        )]
+        key_file: Option<PathBuf>,
+        /// Protect the volume with the passphrase in this file (Argon2id) instead of a key file.
         #[arg(long)]
-        key_file: PathBuf,
+        passphrase_file: Option<PathBuf>,
+        /// Where to write the recovery key (must not exist); default `<key or passphrase file>.recovery`.
+        #[arg(long)]
+        recovery_key_file: Option<PathBuf>,
+        /// Create no recovery key (`move` then needs --no-recovery-key too).
+        #[arg(long, conflicts_with = "recovery_key_file")]
+        no_recovery_key: bool,
     },
     /// Authenticate every chunk of every message and check the index against the segments.
     Verify {
         /// Volume directory.
         #[arg(long)]
         volume: PathBuf,
-        /// The volume's key file.
-        #[arg(long)]
-        key_file: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Prove that a key file, passphrase or recovery key opens the volume (reads only volume.hdr).
+    UnlockCheck {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+    },
+    /// Rewrap the volume master key under a new key file or passphrase (atomic, O(1)).
+    Rekey {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+        /// The new key file (created if it does not exist).
+        #[arg(
+            long,
+            required_unless_present = "new_passphrase_file",
+            conflicts_with = "new_passphrase_file"
+        )]
+        new_key_file: Option<PathBuf>,
+        /// A file holding the new passphrase.
+        #[arg(long)]
+        new_passphrase_file: Option<PathBuf>,
+    },
+    /// Destroy a mailbox's keys: its mail becomes unreadable, also from old copies.
+    Shred {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+        /// The mailbox to shred.
+        #[arg(long)]
+        mailbox: String,
+    },
+    /// Give a mailbox or a tenant (mail domain) a new key; stored messages stay readable.
+    Rotate {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+        /// Rotate this mailbox's key.
+        #[arg(long, required_unless_present = "tenant", conflicts_with = "tenant")]
+        mailbox: Option<String>,
+        /// Rotate this tenant's key (rewraps the keys of all its mailboxes).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Open the volume once, upgrading an older format version in place.
+    Upgrade {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
     },
 }
 
@@ -312,7 +388,9 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             state,
             profile,
             json,
+            no_recovery_key,
         } => {
+            volume_admin::require_recovery(&volume, no_recovery_key)?;
             let args = moving::MoveArgs {
                 source,
                 mailbox: mailbox(&mb)?,
@@ -368,19 +446,36 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Cmd::Volume {
-            cmd: VolumeCmd::Init { volume, key_file },
+            cmd:
+                VolumeCmd::Init {
+                    volume,
+                    key_file,
+                    passphrase_file,
+                    recovery_key_file,
+                    no_recovery_key,
+                },
         } => {
-            let out = Volume::init(&volume, &key_file)?;
+            let out = volume_admin::init(
+                &volume,
+                key_file.as_deref(),
+                passphrase_file.as_deref(),
+                recovery_key_file.as_deref(),
+                no_recovery_key,
+            )?;
             println!(
                 "created volume {} (id {})",
                 volume.display(),
                 hex::encode(out.volume_id)
             );
-            if out.key_file_created {
+            if let (true, Some(k)) = (out.key_file_created, &key_file) {
                 println!(
                     "created key file {} (32 random bytes, mode 0600). Without it the volume cannot be read: keep a copy somewhere safe.",
-                    key_file.display()
+                    k.display()
                 );
+            }
+            match &out.recovery_key_file {
+                Some(r) => println!("{}", volume_admin::recovery_instructions(r)),
+                None => println!("no recovery key: if the key is lost, the mail is lost (`move` will ask for --no-recovery-key)."),
             }
             Ok(())
         }
@@ -388,17 +483,18 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             cmd:
                 VolumeCmd::Verify {
                     volume,
-                    key_file,
+                    unlock,
                     json,
                 },
         } => {
-            let v = Volume::open(&volume, &key_file, &Profile::embedded_default().store)?;
+            let v = volume_admin::open(&volume, &unlock)?;
             let report = v.verify()?;
             eprintln!(
-                "checked {} messages ({} bytes): {} damaged",
+                "checked {} messages ({} bytes): {} damaged, {} shredded (unreadable on purpose)",
                 report.messages_checked,
                 report.bytes_checked,
-                report.damaged.len()
+                report.damaged.len(),
+                report.shredded
             );
             for d in &report.damaged {
                 eprintln!("  damaged item {} in {}: {}", d.item, d.mailbox, d.reason);
@@ -407,6 +503,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 print_json(&serde_json::json!({
                     "messages_checked": report.messages_checked,
                     "bytes_checked": report.bytes_checked,
+                    "shredded": report.shredded,
                     "damaged": report.damaged.iter().map(|d| serde_json::json!({
                         "mailbox": d.mailbox, "item": d.item, "reason": d.reason,
                     })).collect::<Vec<_>>(),
@@ -418,6 +515,97 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     report.damaged.len()
                 )));
             }
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd: VolumeCmd::UnlockCheck { volume, unlock },
+        } => {
+            let info = volume_admin::unlock_check(&volume, &unlock)?;
+            println!(
+                "ok: {} opens volume {} (id {}, format version {}) through slot {}; slots: {}",
+                unlock.credential()?.kind(),
+                volume.display(),
+                hex::encode(info.volume_id),
+                info.version,
+                info.slot_kind,
+                info.slots.join(", ")
+            );
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd:
+                VolumeCmd::Rekey {
+                    volume,
+                    unlock,
+                    new_key_file,
+                    new_passphrase_file,
+                },
+        } => {
+            let created = volume_admin::rekey(
+                &volume,
+                &unlock,
+                new_key_file.as_deref(),
+                new_passphrase_file.as_deref(),
+            )?;
+            if let (true, Some(k)) = (created, &new_key_file) {
+                println!(
+                    "created key file {} (32 random bytes, mode 0600)",
+                    k.display()
+                );
+            }
+            println!(
+                "rekeyed volume {}: it now opens with the new {} (and the recovery key, if it has one); the old key no longer opens it",
+                volume.display(),
+                if new_key_file.is_some() { "key file" } else { "passphrase" }
+            );
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd:
+                VolumeCmd::Shred {
+                    volume,
+                    unlock,
+                    mailbox: mb,
+                },
+        } => {
+            let mb = mailbox(&mb)?;
+            let n = volume_admin::shred(&volume, &unlock, &mb)?;
+            println!("shredded mailbox {mb}: its keys are destroyed, {n} message(s) can no longer be read by anyone; `volume compact` reclaims their space");
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd:
+                VolumeCmd::Rotate {
+                    volume,
+                    unlock,
+                    mailbox: mb,
+                    tenant,
+                },
+        } => {
+            let mb = mb.as_deref().map(mailbox).transpose()?;
+            let out = volume_admin::rotate(&volume, &unlock, mb.as_ref(), tenant.as_deref())?;
+            match (&mb, out.new_key_id) {
+                (Some(m), Some(k)) => println!(
+                    "rotated mailbox {m}: new messages use key id {k}; stored messages keep theirs"
+                ),
+                _ => println!(
+                    "rotated tenant {}: new tenant key, {} key(s) of {} mailbox(es) rewrapped",
+                    tenant.unwrap_or_default(),
+                    out.keys_rewrapped,
+                    out.mailboxes
+                ),
+            }
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd: VolumeCmd::Upgrade { volume, unlock },
+        } => {
+            drop(volume_admin::open(&volume, &unlock)?);
+            println!(
+                "volume {} is at format version {}",
+                volume.display(),
+                mailferry_store::header::VERSION
+            );
             Ok(())
         }
         Cmd::Audit {

@@ -194,7 +194,7 @@ fn spawn_sampler(
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     let handle = tokio::spawn(async move {
         let t0 = Instant::now();
-        let mut out = Vec::new();
+        let mut out = vec![Sample::default()];
         loop {
             let stop = tokio::select! {
                 _ = &mut rx => true,

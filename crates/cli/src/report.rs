@@ -114,8 +114,9 @@ pub fn throughput_svg(samples: &[Sample]) -> String {
         .collect();
     let t_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(0.1);
     let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
-    let x = |t: f64| left + (w - left - 8.0) * t / t_max;
-    let y = |v: f64| (h - bottom) - (h - bottom - 8.0) * v / y_max;
+    let x = |t: f64| left + (w - left - 28.0) * t / t_max;
+    let y = |v: f64| (h - bottom) - (h - bottom - 24.0) * v / y_max;
+    let decimals = if t_max < 2.0 { 2 } else { 1 };
     let mut svg = format!(
         "<svg class=\"plot\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"throughput over time\">"
     );
@@ -136,12 +137,16 @@ pub fn throughput_svg(samples: &[Sample]) -> String {
         let t = t_max * i as f64 / 4.0;
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{t:.1}s</text>",
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{t:.decimals$}s</text>",
             x(t),
             h - bottom + 16.0
         );
     }
-    let _ = write!(svg, "<text x=\"12\" y=\"14\" font-size=\"11\">MB/s</text>");
+    let _ = write!(
+        svg,
+        "<text x=\"{}\" y=\"12\" font-size=\"11\">MB/s acknowledged</text>",
+        left + 6.0
+    );
     if !points.is_empty() {
         let pts: Vec<String> = std::iter::once((0.0, 0.0))
             .chain(points.iter().copied())
@@ -193,9 +198,16 @@ pub fn html(r: &MoveRecord) -> String {
         );
     }
     o.push_str("</table>");
+    // The plot shows the last pass that moved data (a rerun that stored nothing is flat).
+    if let Some(moving) = r.passes.iter().rev().find(|p| p.bytes_moved > 0) {
+        let _ = write!(
+            o,
+            "<h2>Throughput over time (pass started {})</h2>",
+            esc(&moving.started_at)
+        );
+        o.push_str(&throughput_svg(&moving.timeline));
+    }
     if let Some(last) = r.passes.last() {
-        o.push_str("<h2>Throughput of the last pass</h2>");
-        o.push_str(&throughput_svg(&last.timeline));
         let s = &last.stages;
         let _ = write!(
             o,

@@ -1,0 +1,177 @@
+//! `mailferry volume ...` administration: init with a recovery key or a passphrase,
+//! unlock-check, rekey, rotate, shred, upgrade, and the recovery-slot check of `move`.
+//!
+//! Secrets only ever come from files named on the command line (never from argv
+//! itself); this module turns flags into store calls and words for the admin. It prints
+//! nothing and holds no key material: the store reads the credential files.
+
+use crate::AppError;
+use mailferry_core::profile::Profile;
+use mailferry_core::MailboxAddr;
+use mailferry_store::{
+    Argon2Params, Credential, InitOptions, InitOutcome, RotateOutcome, UnlockInfo, Volume,
+};
+use std::path::{Path, PathBuf};
+
+/// The flags that say how to unlock a volume; exactly one must be given.
+#[derive(Clone, Debug, Default, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct UnlockArgs {
+    /// The volume's key file.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// A file holding the volume's passphrase (never pass a passphrase on the command line).
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// The recovery key file written by `volume init`.
+    #[arg(long)]
+    pub recovery_key_file: Option<PathBuf>,
+}
+
+impl UnlockArgs {
+    /// The credential these flags name.
+    pub fn credential(&self) -> Result<Credential, AppError> {
+        match (
+            &self.key_file,
+            &self.passphrase_file,
+            &self.recovery_key_file,
+        ) {
+            (Some(k), None, None) => Ok(Credential::KeyFile(k.clone())),
+            (None, Some(p), None) => Ok(Credential::Passphrase(p.clone())),
+            (None, None, Some(r)) => Ok(Credential::RecoveryKey(r.clone())),
+            _ => Err(AppError::Usage(
+                "give exactly one of --key-file, --passphrase-file, --recovery-key-file".into(),
+            )),
+        }
+    }
+}
+
+/// Opens a volume with the embedded default profile's store settings.
+pub fn open(volume: &Path, unlock: &UnlockArgs) -> Result<Volume, AppError> {
+    Ok(Volume::open_with(
+        volume,
+        &unlock.credential()?,
+        &Profile::embedded_default().store,
+    )?)
+}
+
+/// The default recovery key file of a primary credential file: `<file>.recovery`.
+pub fn default_recovery_path(primary: &Path) -> PathBuf {
+    let mut s = primary.as_os_str().to_owned();
+    s.push(".recovery");
+    PathBuf::from(s)
+}
+
+/// `volume init`: a key file (created if missing) or a passphrase file as the primary
+/// credential, and unless `no_recovery_key`, a recovery key written once to
+/// `recovery_key_file` (default `<primary file>.recovery`).
+pub fn init(
+    volume: &Path,
+    key_file: Option<&Path>,
+    passphrase_file: Option<&Path>,
+    recovery_key_file: Option<&Path>,
+    no_recovery_key: bool,
+) -> Result<InitOutcome, AppError> {
+    let primary = match (key_file, passphrase_file) {
+        (Some(k), None) => Credential::KeyFile(k.to_path_buf()),
+        (None, Some(p)) => Credential::Passphrase(p.to_path_buf()),
+        _ => {
+            return Err(AppError::Usage(
+                "give exactly one of --key-file, --passphrase-file".into(),
+            ))
+        }
+    };
+    if no_recovery_key && recovery_key_file.is_some() {
+        return Err(AppError::Usage(
+            "--no-recovery-key and --recovery-key-file contradict each other; give one".into(),
+        ));
+    }
+    let recovery = (!no_recovery_key).then(|| {
+        recovery_key_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| default_recovery_path(primary.path()))
+    });
+    Ok(Volume::init_with(
+        volume,
+        &InitOptions {
+            primary,
+            recovery_key_file: recovery,
+            argon2: Argon2Params::DEFAULT,
+        },
+    )?)
+}
+
+/// The instructions printed after a recovery key was written.
+pub fn recovery_instructions(path: &Path) -> String {
+    format!(
+        "wrote the recovery key to {} (mode 0600). It opens this volume if the key file or \
+         passphrase is lost. Store a copy OFF this machine now (password manager, printed in \
+         a safe), then delete it here; anyone holding it can read the volume.",
+        path.display()
+    )
+}
+
+/// `move` refuses a volume without a recovery slot unless the admin acknowledged it.
+pub fn require_recovery(volume: &Path, no_recovery_key: bool) -> Result<(), AppError> {
+    if no_recovery_key || Volume::has_recovery_slot(volume)? {
+        return Ok(());
+    }
+    Err(AppError::Usage(format!(
+        "volume {}: has no recovery key, so losing its key file or passphrase loses all mail \
+         moved into it. Create volumes with `volume init` (which writes a recovery key), or \
+         pass --no-recovery-key to accept that risk for this volume",
+        volume.display()
+    )))
+}
+
+/// `volume unlock-check`: reads the header and the credential only.
+pub fn unlock_check(volume: &Path, unlock: &UnlockArgs) -> Result<UnlockInfo, AppError> {
+    Ok(Volume::unlock_check(volume, &unlock.credential()?)?)
+}
+
+/// `volume rekey`: rewraps the master key under a new key file (created if missing) or
+/// passphrase file. Returns true if a key file was created.
+pub fn rekey(
+    volume: &Path,
+    unlock: &UnlockArgs,
+    new_key_file: Option<&Path>,
+    new_passphrase_file: Option<&Path>,
+) -> Result<bool, AppError> {
+    let new = match (new_key_file, new_passphrase_file) {
+        (Some(k), None) => Credential::KeyFile(k.to_path_buf()),
+        (None, Some(p)) => Credential::Passphrase(p.to_path_buf()),
+        _ => {
+            return Err(AppError::Usage(
+                "give exactly one of --new-key-file, --new-passphrase-file".into(),
+            ))
+        }
+    };
+    let old = unlock.credential()?;
+    if old.path() == new.path() {
+        return Err(AppError::Usage(
+            "the new key must be a different file than the one that unlocks the volume".into(),
+        ));
+    }
+    Ok(Volume::rekey(volume, &old, &new, &Argon2Params::DEFAULT)?)
+}
+
+/// `volume shred --mailbox M`: returns the number of messages made unreadable.
+pub fn shred(volume: &Path, unlock: &UnlockArgs, mailbox: &MailboxAddr) -> Result<u64, AppError> {
+    Ok(open(volume, unlock)?.shred_mailbox(mailbox)?)
+}
+
+/// `volume rotate --mailbox M | --tenant T`.
+pub fn rotate(
+    volume: &Path,
+    unlock: &UnlockArgs,
+    mailbox: Option<&MailboxAddr>,
+    tenant: Option<&str>,
+) -> Result<RotateOutcome, AppError> {
+    match (mailbox, tenant) {
+        (Some(m), None) => Ok(open(volume, unlock)?.rotate_mailbox(m)?),
+        (None, Some(t)) => Ok(open(volume, unlock)?.rotate_tenant(t)?),
+        _ => Err(AppError::Usage(
+            "give exactly one of --mailbox, --tenant".into(),
+        )),
+    }
+}

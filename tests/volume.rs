@@ -1,0 +1,198 @@
+//! Issue 8: the volume for the long run, through the real binary: recovery key,
+//! passphrase, unlock-check, the move's recovery-key check, rekey, rotation, shredding.
+
+use crate::util::*;
+use std::path::Path;
+
+fn maildir(root: &Path, n: usize, marker: &str) {
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    for i in 0..n {
+        std::fs::write(
+            root.join("cur")
+                .join(format!("17000000{i:02}.M{i}P1.host:2,S")),
+            format!(
+                "Subject: {marker} message {i}\r\nFrom: a@example.org\r\n\r\nbody {marker} {i}\r\n"
+            ),
+        )
+        .unwrap();
+    }
+}
+
+fn volume(args: &[&str], env: &Env, extra: &[&Path]) -> std::process::Output {
+    let mut c = mailferry();
+    // `volume SUB --volume V <args...> <extra paths...>`: args end with the flag whose
+    // value is the first extra path.
+    c.arg("volume")
+        .arg(args[0])
+        .arg("--volume")
+        .arg(env.volume())
+        .args(&args[1..]);
+    for p in extra {
+        c.arg(p);
+    }
+    run(&mut c)
+}
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", describe(o));
+}
+
+#[test]
+fn issue8_init_writes_a_recovery_key_that_unlocks_and_a_wrong_one_does_not() {
+    let env = Env::new();
+    let o = volume(&["init", "--key-file"], &env, &[&env.key()]);
+    ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let rec = env.path("volume.key.recovery");
+    assert!(
+        out.contains("recovery key") && out.contains("OFF this machine"),
+        "{out}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&rec).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let before = snapshot(&env.volume());
+    for flag in ["--key-file", "--recovery-key-file"] {
+        let p = if flag == "--key-file" {
+            env.key()
+        } else {
+            rec.clone()
+        };
+        let o = volume(&["unlock-check", flag], &env, &[&p]);
+        ok(&o);
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with("ok:"));
+    }
+    std::fs::write(env.path("bad.recovery"), "00".repeat(32)).unwrap();
+    let o = volume(
+        &["unlock-check", "--recovery-key-file"],
+        &env,
+        &[&env.path("bad.recovery")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong key"));
+    // unlock-check touched nothing.
+    assert_eq!(snapshot(&env.volume()), before);
+    // Two credentials at once are a usage error.
+    let mut c = mailferry();
+    c.args(["volume", "unlock-check", "--volume"])
+        .arg(env.volume());
+    c.arg("--key-file")
+        .arg(env.key())
+        .arg("--recovery-key-file")
+        .arg(&rec);
+    assert_eq!(run(&mut c).status.code(), Some(2));
+}
+
+#[test]
+fn issue8_move_refuses_a_volume_without_recovery_key_unless_acknowledged() {
+    let env = Env::new();
+    ok(&volume(
+        &["init", "--no-recovery-key", "--key-file"],
+        &env,
+        &[&env.key()],
+    ));
+    assert!(!env.path("volume.key.recovery").exists());
+    let src = env.path("Maildir");
+    maildir(&src, 3, "MARKER8A");
+    let (code, _, o) = move_maildir(&env, &src, "alice@example.org");
+    assert_eq!(code, 2, "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--no-recovery-key"));
+    let o = run(mailferry()
+        .arg("move")
+        .arg("--source")
+        .arg(format!("maildir:{}", src.display()))
+        .args(["--mailbox", "alice@example.org", "--volume"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--state")
+        .arg(env.path("state"))
+        .arg("--no-recovery-key"));
+    ok(&o);
+}
+
+#[test]
+fn issue8_passphrase_volume_rekey_rotate_and_shred_through_the_cli() {
+    let env = Env::new();
+    let pass = env.path("pass");
+    std::fs::write(&pass, "a long passphrase\n").unwrap();
+    ok(&volume(&["init", "--passphrase-file"], &env, &[&pass]));
+    let rec = env.path("pass.recovery");
+    assert!(rec.exists());
+    // Rekey from the passphrase to a key file; the passphrase then no longer opens it.
+    ok(&volume(
+        &["rekey", "--passphrase-file"],
+        &env,
+        &[&pass, Path::new("--new-key-file"), &env.key()],
+    ));
+    let o = volume(&["unlock-check", "--passphrase-file"], &env, &[&pass]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    ok(&volume(
+        &["unlock-check", "--key-file"],
+        &env,
+        &[&env.key()],
+    ));
+    ok(&volume(
+        &["unlock-check", "--recovery-key-file"],
+        &env,
+        &[&rec],
+    ));
+
+    let (a, b) = (env.path("A"), env.path("B"));
+    maildir(&a, 4, "MARKER8B");
+    maildir(&b, 2, "MARKER8C");
+    assert_eq!(move_maildir(&env, &a, "alice@example.org").0, 0);
+    assert_eq!(move_maildir(&env, &b, "bob@example.org").0, 0);
+    ok(&volume(
+        &["rotate", "--mailbox", "alice@example.org", "--key-file"],
+        &env,
+        &[&env.key()],
+    ));
+    ok(&volume(
+        &["rotate", "--tenant", "example.org", "--key-file"],
+        &env,
+        &[&env.key()],
+    ));
+    // Moving again after the rotation stores nothing twice.
+    let (code, report, o) = move_maildir(&env, &a, "alice@example.org");
+    assert_eq!(code, 0, "{}", describe(&o));
+    assert_eq!(report.unwrap()["items_moved"], 0);
+    let o = export(&env, "alice@example.org", &env.path("out-a1"));
+    ok(&o);
+    assert_eq!(read_maildir(&env.path("out-a1")).len(), 4);
+
+    let o = volume(
+        &["shred", "--mailbox", "alice@example.org", "--key-file"],
+        &env,
+        &[&env.key()],
+    );
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("4 message(s)"));
+    let o = export(&env, "alice@example.org", &env.path("out-a2"));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("shredded"),
+        "{}",
+        describe(&o)
+    );
+    ok(&export(&env, "bob@example.org", &env.path("out-b")));
+    assert_eq!(read_maildir(&env.path("out-b")).len(), 2);
+    let o = volume(&["verify", "--json", "--recovery-key-file"], &env, &[&rec]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["messages_checked"].as_u64(), v["shredded"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(v["damaged"].as_array().unwrap().len(), 0);
+    // No plaintext marker of either mailbox anywhere in the volume.
+    for (p, bytes) in all_files(&env.volume()) {
+        for m in ["MARKER8B", "MARKER8C"] {
+            assert!(!contains(&bytes, m.as_bytes()), "{m} in {}", p.display());
+        }
+    }
+}
