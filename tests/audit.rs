@@ -380,3 +380,22 @@ fn issue5_report_json_schema_is_stable_and_html_is_self_contained() {
         fs::copy(&shot, keep).unwrap();
     }
 }
+
+/// A crash after a batch's index commit but before its audit records were synced leaves
+/// durable messages without records; opening the volume writes them.
+#[test]
+fn issue5_messages_committed_without_records_are_recorded_at_open() {
+    let (env, _) = moved(25);
+    let path = env.volume().join("audit.jsonl");
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Drop the receipt and the last three message records, as if never synced.
+    let kept = lines[..lines.len() - 4].join("\n") + "\n";
+    fs::write(&path, kept).unwrap();
+    let (code, v, o) = reconcile(&env);
+    assert_eq!(code, 0, "{}", describe(&o));
+    assert_eq!(v["unlogged"].as_array().unwrap().len(), 0, "{v}");
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(text.matches("\"recovered\":true").count(), 3, "{text}");
+    assert!(audit_verify(&env.volume()).status.success());
+}

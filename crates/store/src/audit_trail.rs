@@ -11,9 +11,9 @@
 //! key), next to the content's SHA-256 and size. Whoever holds the key can compute the
 //! pseudonym of an item and find its records; nobody else learns names from the log.
 
-use crate::keys::VolumeKeys;
+use crate::keys::{hkdf32, VolumeKeys};
 use crate::StoreError;
-use mailferry_audit::{AuditLog, Entry};
+use mailferry_audit::{AuditLog, Entry, Pseudonymizer};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::Path;
@@ -22,8 +22,8 @@ use std::sync::Mutex;
 /// File name of the log inside the volume directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
 
-const KIND_MAILBOX: u8 = b'A';
-const KIND_ITEM: u8 = b'I';
+/// HKDF info of the pseudonym key (derived from the volume master key).
+const INFO_PSEUDONYMS: &[u8] = b"mailferry audit pseudonyms v1";
 
 /// One stored message, as the log records it.
 #[derive(Clone, Debug)]
@@ -35,14 +35,11 @@ pub(crate) struct AuditItem {
     pub size: u64,
 }
 
-/// The keyed pseudonym of a mailbox address.
-pub(crate) fn mailbox_pseudonym(keys: &VolumeKeys, mailbox: &str) -> String {
-    hex::encode(&keys.name_mac(KIND_MAILBOX, mailbox)[..16])
-}
-
-/// The keyed pseudonym of a `folder/source-id` item.
-pub(crate) fn item_pseudonym(keys: &VolumeKeys, item: &str) -> String {
-    hex::encode(&keys.name_mac(KIND_ITEM, item)[..16])
+/// The keys of the log's pseudonyms: `Pseudonymizer` (docs/audit-log.md §6) under
+/// HKDF-SHA256(volume master key, info "mailferry audit pseudonyms v1").
+pub(crate) fn pseudonymizer(keys: &VolumeKeys) -> Pseudonymizer {
+    let k = hkdf32(keys.vmk.expose(), &[], INFO_PSEUDONYMS);
+    Pseudonymizer::new(k.expose())
 }
 
 /// Who writes the destination log: the store on this host.
@@ -57,11 +54,12 @@ pub fn store_actor() -> String {
 pub(crate) struct DestLog {
     log: Mutex<AuditLog>,
     actor: String,
+    names: Pseudonymizer,
 }
 
 impl DestLog {
     /// Opens (or creates) the log of the volume in `dir`; a torn tail is repaired.
-    pub fn open(dir: &Path) -> Result<DestLog, StoreError> {
+    pub fn open(dir: &Path, keys: &VolumeKeys) -> Result<DestLog, StoreError> {
         let log = AuditLog::open(dir.join(AUDIT_FILE))?;
         if let Some(t) = log.repaired() {
             tracing::info!(
@@ -73,7 +71,18 @@ impl DestLog {
         Ok(DestLog {
             log: Mutex::new(log),
             actor: store_actor(),
+            names: pseudonymizer(keys),
         })
+    }
+
+    /// The pseudonym of a mailbox address.
+    pub fn mailbox_pseudonym(&self, mailbox: &str) -> String {
+        self.names.pseudonym("mailbox", mailbox)
+    }
+
+    /// The pseudonym of a `folder/source-id` item.
+    pub fn item_pseudonym(&self, item: &str) -> String {
+        self.names.pseudonym("item", item)
     }
 
     /// Appends one event and syncs it.

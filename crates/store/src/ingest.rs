@@ -447,8 +447,8 @@ impl IngestSession {
         self.pending_dedup.insert(dedup);
         let audit = crate::audit_trail::AuditItem {
             message_id: o.id,
-            mailbox: crate::audit_trail::mailbox_pseudonym(&self.inner.keys, self.mailbox.as_str()),
-            item: crate::audit_trail::item_pseudonym(&self.inner.keys, &format!("{folder}/{sid}")),
+            mailbox: self.inner.audit.mailbox_pseudonym(self.mailbox.as_str()),
+            item: self.inner.audit.item_pseudonym(&format!("{folder}/{sid}")),
             sha256: meta.sha256.clone(),
             size: meta.size,
         };

@@ -205,6 +205,10 @@ impl Volume {
         let seg_dir = dir.join(SEGMENTS_DIR);
         std::fs::create_dir(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
         Index::create(&dir.join(INDEX_FILE), &header.volume_id)?;
+        crate::audit_trail::DestLog::open(dir, &VolumeKeys::new(vmk.clone()))?.event(
+            "volume.created",
+            serde_json::json!({ "volume": hex::encode(header.volume_id) }),
+        )?;
         // The header goes last: its presence means the volume is complete.
         header.write_atomic(dir)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -322,13 +326,14 @@ impl Volume {
         }
         let free = recover_segments(dir, &header.volume_id, &index, settings)?;
         let next = index.max_message_id()? + 1;
-        let audit = crate::audit_trail::DestLog::open(dir)?;
+        let keys = VolumeKeys::new(vmk);
+        let audit = crate::audit_trail::DestLog::open(dir, &keys)?;
         let volume = Volume {
             inner: Arc::new(Inner {
                 audit,
                 dir: dir.to_path_buf(),
                 volume_id: header.volume_id,
-                keys: VolumeKeys::new(vmk),
+                keys,
                 index: Mutex::new(index),
                 next_message_id: AtomicU64::new(next),
                 settings: settings.clone(),
@@ -368,12 +373,12 @@ impl Volume {
 
     /// The keyed pseudonym under which the audit log names `mailbox`.
     pub fn pseudonym_of_mailbox(&self, mailbox: &MailboxAddr) -> String {
-        crate::audit_trail::mailbox_pseudonym(&self.inner.keys, mailbox.as_str())
+        self.inner.audit.mailbox_pseudonym(mailbox.as_str())
     }
 
     /// The keyed pseudonym under which the audit log names a `folder/source-id` item.
     pub fn pseudonym_of_item(&self, item: &str) -> String {
-        crate::audit_trail::item_pseudonym(&self.inner.keys, item)
+        self.inner.audit.item_pseudonym(item)
     }
 
     pub(crate) fn audit_item(&self, m: &StoredMessage) -> crate::audit_trail::AuditItem {
@@ -624,6 +629,10 @@ impl Volume {
         drop(ix);
         inner.forget_keys();
         tracing::info!(mailbox_row = row.id, key_id = new_id, "mailbox key rotated");
+        inner.audit.event(
+            "key.rotated",
+            serde_json::json!({ "mailbox": self.pseudonym_of_mailbox(mailbox), "key_id": new_id }),
+        )?;
         Ok(RotateOutcome {
             mailboxes: 1,
             keys_rewrapped: 1,
@@ -705,6 +714,10 @@ impl Volume {
         drop(ix);
         inner.forget_keys();
         tracing::info!(mailbox_row = row.id, messages = n, "mailbox shredded");
+        inner.audit.event(
+            "mailbox.shredded",
+            serde_json::json!({ "mailbox": self.pseudonym_of_mailbox(mailbox), "messages": n }),
+        )?;
         Ok(n)
     }
 }
