@@ -76,6 +76,10 @@ pub struct PassOutcome {
     pub bytes_moved: u64,
     /// Seconds the producer spent reading the source.
     pub source_read_secs: f64,
+    /// Seconds the writer spent writing frames to the TLS connection.
+    pub transport_secs: f64,
+    /// Seconds the reader waited for the writer or the window.
+    pub stalled_secs: f64,
     /// Source-side receipt: Merkle root over every acknowledged message of the move.
     pub receipt_root: String,
     /// How many messages the receipt covers.
@@ -259,11 +263,14 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     };
     let url = endpoint.url.clone();
     let writer = tokio::spawn(async move {
+        let mut busy = std::time::Duration::ZERO;
         while let Ok(buf) = buf_rx.recv_async().await {
+            let t0 = Instant::now();
             wr.write_all(&buf).await?;
+            busy += t0.elapsed();
         }
         wr.flush().await?;
-        Ok::<_, std::io::Error>(wr)
+        Ok::<_, std::io::Error>((wr, busy))
     });
 
     // Checkpoints are fsynced on their own thread so acknowledgements keep flowing.
@@ -376,9 +383,12 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     .await;
     window.close();
     drop(cp_tx);
+    let mut transport_secs = 0.0;
     let produced = match session_result {
         Ok(()) => {
-            let _ = writer.await;
+            if let Ok(Ok((_, busy))) = writer.await {
+                transport_secs = busy.as_secs_f64();
+            }
             producer.join().expect("reader thread panicked")
         }
         Err(e) => {
@@ -454,12 +464,15 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         bad_items,
         bytes_moved,
         source_read_secs: produced.read_secs,
+        transport_secs,
+        stalled_secs: produced.stalled_secs,
     })
 }
 
 struct Produced {
     bad: Vec<BadItem>,
     read_secs: f64,
+    stalled_secs: f64,
 }
 
 /// Reads `n` bytes or to EOF into `out[at..at+n]`; returns how many were read.
@@ -505,6 +518,7 @@ fn produce(
     } = o;
     let mut bad = Vec::new();
     let mut read_time = std::time::Duration::ZERO;
+    let mut stall_time = std::time::Duration::ZERO;
     let cap = frame_bytes * 2 + 4096;
     let mut out = Vec::with_capacity(cap);
     Frame::Open {
@@ -536,18 +550,23 @@ fn produce(
                 continue;
             }
         };
+        let t_stall = Instant::now();
         if !window.try_acquire(item.size) {
             // Send what is buffered first: the END waiting in it is what frees the window.
             if !out.is_empty() && !ship(&tx, &mut out, cap) {
                 return Produced {
                     bad,
                     read_secs: read_time.as_secs_f64(),
+                    stalled_secs: stall_time.as_secs_f64(),
                 };
             }
-            if !window.acquire(item.size) {
+            let acquired = window.acquire(item.size);
+            stall_time += t_stall.elapsed();
+            if !acquired {
                 return Produced {
                     bad,
                     read_secs: read_time.as_secs_f64(),
+                    stalled_secs: stall_time.as_secs_f64(),
                 };
             }
         }
@@ -613,10 +632,14 @@ fn produce(
             hdr[1..].copy_from_slice(&(got as u32).to_be_bytes());
             total += got as u64;
             progress.bytes_done.fetch_add(got as u64, Ordering::Relaxed);
-            if out.len() >= frame_bytes && !ship(&tx, &mut out, cap) {
+            let t_ship = Instant::now();
+            let shipped = out.len() < frame_bytes || ship(&tx, &mut out, cap);
+            stall_time += t_ship.elapsed();
+            if !shipped {
                 return Produced {
                     bad,
                     read_secs: read_time.as_secs_f64(),
+                    stalled_secs: stall_time.as_secs_f64(),
                 };
             }
             if got < frame_bytes || local_error.is_some() {
@@ -655,6 +678,7 @@ fn produce(
     Produced {
         bad,
         read_secs: read_time.as_secs_f64(),
+        stalled_secs: stall_time.as_secs_f64(),
     }
 }
 

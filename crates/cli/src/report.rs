@@ -209,11 +209,28 @@ pub fn html(r: &MoveRecord) -> String {
     }
     if let Some(last) = r.passes.last() {
         let s = &last.stages;
+        let rows: [(&str, f64); 12] = [
+            ("source read", s.source_read),
+            ("transport (TLS write to the proxy)", s.transport),
+            ("stalled (waiting for the destination)", s.stalled),
+            ("store write", s.store_write),
+            ("&nbsp;&nbsp;of which SHA-256", s.hash),
+            ("&nbsp;&nbsp;of which encryption", s.encryption),
+            ("&nbsp;&nbsp;of which segment append", s.append),
+            ("store commit (own thread, overlaps writes)", s.store_commit),
+            ("&nbsp;&nbsp;of which fsync", s.sync),
+            ("&nbsp;&nbsp;of which index", s.index),
+            ("&nbsp;&nbsp;of which audit log", s.audit),
+            ("wall time", last.seconds),
+        ];
+        o.push_str("<h2>Time by stage (last pass)</h2><table>");
+        for (name, secs) in rows {
+            let _ = write!(o, "<tr><th>{name}</th><td>{secs:.3} s</td></tr>");
+        }
         let _ = write!(
             o,
-            "<h2>Time by stage (last pass)</h2><table><tr><th>source read</th><td>{:.2} s</td></tr><tr><th>store write (hash, encrypt, append)</th><td>{:.2} s</td></tr>\
-             <tr><th>store commit (fsync, index, audit; overlaps writes)</th><td>{:.2} s</td></tr><tr><th>wall time</th><td>{:.2} s</td></tr><tr><th>peak RSS</th><td>{} MiB</td></tr></table>",
-            s.source_read, s.store_write, s.store_commit, last.seconds, last.peak_rss_bytes >> 20
+            "<tr><th>peak RSS</th><td>{} MiB</td></tr></table>",
+            last.peak_rss_bytes >> 20
         );
         o.push_str("<h2>Folders (last pass)</h2><table><tr><th>folder</th><th>to send</th><th>moved</th><th>already there</th><th>bad</th><th>MB moved</th></tr>");
         for (f, st) in &last.per_folder {

@@ -21,8 +21,27 @@ pub struct StageSeconds {
     pub source_read: f64,
     /// Store side: hashing, encrypting and appending to segments.
     pub store_write: f64,
-    /// Store side: fsync of segments plus SQLite commit.
+    /// Store side: fsync of segments plus SQLite commit plus audit records (on its own
+    /// thread, overlapping the writes).
     pub store_commit: f64,
+    /// Agent: writing frames to the TLS connection (encryption and socket), including
+    /// waits when the proxy reads slower.
+    pub transport: f64,
+    /// Agent: the reader waiting for the writer or for the window of unacknowledged
+    /// bytes (the destination is the bottleneck while this grows).
+    pub stalled: f64,
+    /// Of `store_write`: SHA-256 of bodies.
+    pub hash: f64,
+    /// Of `store_write`: AES-256-GCM sealing.
+    pub encryption: f64,
+    /// Of `store_write`: appending to segment files.
+    pub append: f64,
+    /// Of `store_commit`: fdatasync of segments.
+    pub sync: f64,
+    /// Of `store_commit`: SQLite index transactions.
+    pub index: f64,
+    /// Of `store_commit`: audit records.
+    pub audit: f64,
 }
 
 /// Counts of one folder in one pass.

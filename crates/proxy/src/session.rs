@@ -24,6 +24,22 @@ pub struct StoreStats {
     pub commit_nanos: AtomicU64,
     /// Number of group commits.
     pub commits: AtomicU64,
+    /// Of the write time: SHA-256 of bodies.
+    pub hash_nanos: AtomicU64,
+    /// Of the write time: AES-256-GCM sealing.
+    pub encrypt_nanos: AtomicU64,
+    /// Of the write time: appending to segment files.
+    pub append_nanos: AtomicU64,
+    /// Of the commit time: fdatasync of segments.
+    pub sync_nanos: AtomicU64,
+    /// Of the commit time: SQLite transactions.
+    pub index_nanos: AtomicU64,
+    /// Of the commit time: audit records appended and synced.
+    pub audit_nanos: AtomicU64,
+}
+
+fn add(a: &AtomicU64, nanos: u64) {
+    a.fetch_add(nanos, Ordering::Relaxed);
 }
 
 enum Cmd {
@@ -180,7 +196,12 @@ fn store_worker(
             .spawn(move || {
                 for job in job_rx.iter() {
                     let t0 = Instant::now();
-                    let res = job.run();
+                    let res = job.run_timed().map(|(acks, t)| {
+                        add(&stats.sync_nanos, t.sync_ns);
+                        add(&stats.index_nanos, t.index_ns);
+                        add(&stats.audit_nanos, t.audit_ns);
+                        acks
+                    });
                     stats
                         .commit_nanos
                         .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -210,6 +231,10 @@ fn store_worker(
             .expect("spawning the commit thread")
     };
     let closed = drive(&mut session, &rx, &tx, &job_tx, &failed, max_delay, &stats);
+    let t = session.timings();
+    add(&stats.hash_nanos, t.hash_ns);
+    add(&stats.encrypt_nanos, t.encrypt_ns);
+    add(&stats.append_nanos, t.append_ns);
     // Every batch handed off must be durable (or have failed) before the session goes:
     // dropping it truncates its segment to what was handed off.
     drop(job_tx);

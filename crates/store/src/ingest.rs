@@ -93,6 +93,7 @@ struct Pending {
 /// returns the acknowledgements. Dropping a session discards whatever was not committed.
 pub struct IngestSession {
     inner: Arc<Inner>,
+    timings: IngestTimings,
     mailbox: MailboxAddr,
     mailbox_id: u64,
     key_id: u32,
@@ -120,6 +121,28 @@ impl std::fmt::Debug for IngestSession {
     }
 }
 
+/// Where a session's time went, cumulative, in nanoseconds (for move reports).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestTimings {
+    /// SHA-256 of message bodies.
+    pub hash_ns: u64,
+    /// AES-256-GCM sealing of full chunks.
+    pub encrypt_ns: u64,
+    /// Appending sealed chunks to segment files (page cache; durability is the commit's).
+    pub append_ns: u64,
+}
+
+/// Where one commit's time went, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitTimings {
+    /// fdatasync of segments (and their directory).
+    pub sync_ns: u64,
+    /// The SQLite transaction.
+    pub index_ns: u64,
+    /// Appending and syncing the audit records.
+    pub audit_ns: u64,
+}
+
 /// One batch on its way to durability (see [`IngestSession::start_commit`]). `Send`, so
 /// it can run on a thread of its own.
 pub struct CommitJob {
@@ -137,17 +160,28 @@ impl CommitJob {
     /// fdatasync of the batch's segments (and their directory when a segment file was
     /// created), then one SQLite transaction. Returns the acknowledgements.
     pub fn run(self) -> Result<Vec<(u64, AckStatus)>, StoreError> {
+        self.run_timed().map(|(acks, _)| acks)
+    }
+
+    /// [`CommitJob::run`], also saying where the time went.
+    pub fn run_timed(self) -> Result<(Vec<(u64, AckStatus)>, CommitTimings), StoreError> {
+        let mut t = CommitTimings::default();
+        let t0 = Instant::now();
         for (path, f) in &self.syncs {
             f.sync_data().map_err(|e| StoreError::io(path, e))?;
         }
         if let Some(dir) = &self.sync_dir {
             crate::sync_dir(dir)?;
         }
+        let t1 = Instant::now();
+        t.sync_ns = (t1 - t0).as_nanos() as u64;
         let inserted = if self.rows.is_empty() {
             Vec::new()
         } else {
             self.inner.index()?.insert_messages(&self.rows)?
         };
+        let t2 = Instant::now();
+        t.index_ns = (t2 - t1).as_nanos() as u64;
         // Records only for rows the index took, after the transaction: the log never
         // describes a message that is not durable (recovery fills the other gap).
         let logged: Vec<_> = self
@@ -158,8 +192,9 @@ impl CommitJob {
             .map(|(a, _)| a.clone())
             .collect();
         self.inner.audit.stored(&logged, false)?;
+        t.audit_ns = t2.elapsed().as_nanos() as u64;
         let mut inserted = inserted.into_iter();
-        Ok(self
+        let acks = self
             .seqs
             .iter()
             .map(|&(seq, has_row)| {
@@ -173,7 +208,8 @@ impl CommitJob {
                 };
                 (seq, status)
             })
-            .collect())
+            .collect();
+        Ok((acks, t))
     }
 }
 
@@ -192,6 +228,7 @@ impl IngestSession {
         let dedup_mac = keys::dedup_mac_key(dedup_base);
         IngestSession {
             inner,
+            timings: IngestTimings::default(),
             mailbox,
             mailbox_id,
             key_id,
@@ -208,6 +245,11 @@ impl IngestSession {
             open: None,
             failed: false,
         }
+    }
+
+    /// Where this session's time went so far.
+    pub fn timings(&self) -> IngestTimings {
+        self.timings
     }
 
     fn misuse(&self, reason: &str) -> StoreError {
@@ -306,18 +348,25 @@ impl IngestSession {
             .as_mut()
             .expect("a segment is open while a message is");
         let mut rest = data;
+        let t = &mut self.timings;
         while !rest.is_empty() {
             let take = (CHUNK_SIZE - o.buf.len()).min(rest.len());
             o.buf.extend_from_slice(&rest[..take]);
+            let t0 = Instant::now();
             o.sha.update(&rest[..take]);
+            t.hash_ns += t0.elapsed().as_nanos() as u64;
             o.written += take as u64;
             rest = &rest[take..];
             // A full buffer is sealed at once unless it is the last chunk, which is
             // sealed (with the last flag) by finish().
             if o.buf.len() == CHUNK_SIZE && o.chunk_index + 1 < o.chunks {
+                let t0 = Instant::now();
                 let tag = chunk::seal_chunk(&o.key, &o.ctx, o.chunk_index, false, &mut o.buf);
                 o.buf.extend_from_slice(&tag);
+                let t1 = Instant::now();
+                t.encrypt_ns += (t1 - t0).as_nanos() as u64;
                 let r = seg.file.write_all(&o.buf);
+                t.append_ns += t1.elapsed().as_nanos() as u64;
                 o.buf.clear();
                 o.chunk_index += 1;
                 if let Err(e) = r {
@@ -408,9 +457,14 @@ impl IngestSession {
             .seg
             .as_mut()
             .expect("a segment is open while a message is");
+        let t0 = Instant::now();
         let tag = chunk::seal_chunk(&o.key, &o.ctx, o.chunk_index, true, &mut o.buf);
         o.buf.extend_from_slice(&tag);
-        if let Err(e) = seg.file.write_all(&o.buf) {
+        let t1 = Instant::now();
+        self.timings.encrypt_ns += (t1 - t0).as_nanos() as u64;
+        let written = seg.file.write_all(&o.buf);
+        self.timings.append_ns += t1.elapsed().as_nanos() as u64;
+        if let Err(e) = written {
             let err = StoreError::io(&seg.path, e);
             self.rollback(o.record_start);
             self.failed = true;

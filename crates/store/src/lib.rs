@@ -24,7 +24,7 @@ pub mod segment;
 
 pub use credential::Credential;
 pub use error::StoreError;
-pub use ingest::{CommitJob, Finished, IngestSession, MessageStart};
+pub use ingest::{CommitJob, CommitTimings, Finished, IngestSession, IngestTimings, MessageStart};
 pub use keys::Argon2Params;
 pub use volume::{
     DamagedItem, InitOptions, InitOutcome, RotateOutcome, StoredMessage, UnlockInfo, VerifyReport,
