@@ -26,6 +26,7 @@ pub mod error;
 mod line;
 mod log;
 pub mod merkle;
+pub mod mmr;
 pub mod pseudonym;
 mod read;
 mod record;

@@ -10,6 +10,7 @@
 //! needs.
 
 use crate::line::read_line;
+use crate::mmr::{Mmr, CHECKPOINT_EVENT, CHECKPOINT_EVERY};
 use crate::record::{check_new, encode_new, format_time, line_hash, Record};
 use crate::{AuditError, MAX_RECORD_BYTES};
 use serde_json::Value;
@@ -45,6 +46,8 @@ pub struct AuditLog {
     head: String,
     repaired: Option<TornTail>,
     poisoned: bool,
+    /// Running Merkle root over every record line appended so far.
+    mmr: Mmr,
 }
 
 /// A complete line met while scanning the file on open.
@@ -92,11 +95,15 @@ impl AuditLog {
         let mut offset = 0u64;
         let mut cut = len;
         let mut buf = Vec::new();
+        let mut mmr = Mmr::default();
+        let mut mmr_before_last = Mmr::default();
         while let Some(info) = read_line(&mut reader, &mut buf, MAX_RECORD_BYTES).map_err(io)? {
             if !info.newline {
                 cut = offset;
                 break;
             }
+            mmr_before_last = mmr.clone();
+            mmr.push_line(&buf);
             lines += 1;
             let seen = Seen {
                 start: offset,
@@ -120,6 +127,7 @@ impl AuditLog {
         if let Some(l) = &last {
             if l.too_long || serde_json::from_slice::<serde::de::IgnoredAny>(&l.bytes).is_err() {
                 cut = l.start;
+                mmr = mmr_before_last;
                 last = before_last.take();
                 lines -= 1;
                 if lines == 0 {
@@ -136,6 +144,7 @@ impl AuditLog {
             head: crate::ZERO_HASH.into(),
             repaired: None,
             poisoned: false,
+            mmr,
         };
 
         if let (Some(first), Some(last)) = (&first, &last) {
@@ -263,10 +272,31 @@ impl AuditLog {
         let mut seq = self.last_seq;
         let mut prev = self.head.clone();
         let mut lines = Vec::new();
+        let mut mmr = self.mmr.clone();
         for (event, data) in events {
             let event = event.as_ref();
             let data = check_new(actor, event, data).map_err(invalid)?;
             seq += 1;
+            if seq.is_multiple_of(CHECKPOINT_EVERY + 1) {
+                // The log's own periodic checkpoint: the running root of every record
+                // before it, so a prefix can be checked against a pinned root.
+                let mut cp = serde_json::Map::new();
+                cp.insert("records".into(), Value::from(seq - 1));
+                cp.insert("merkle_root".into(), Value::from(mmr.root()));
+                let rec = Record {
+                    seq,
+                    time: time.clone(),
+                    actor: crate::GENESIS_ACTOR.into(),
+                    event: CHECKPOINT_EVENT.into(),
+                    data: cp,
+                    prev,
+                };
+                let line = encode_new(&rec).map_err(invalid)?;
+                prev = line_hash(&line);
+                mmr.push_line(&line);
+                lines.push(line);
+                seq += 1;
+            }
             let rec = Record {
                 seq,
                 time: time.clone(),
@@ -277,6 +307,7 @@ impl AuditLog {
             };
             let line = encode_new(&rec).map_err(invalid)?;
             prev = line_hash(&line);
+            mmr.push_line(&line);
             lines.push(line);
         }
         for (i, line) in lines.into_iter().enumerate() {
@@ -289,6 +320,7 @@ impl AuditLog {
     }
 
     fn push_line(&mut self, seq: u64, line: Vec<u8>) {
+        self.mmr.push_line(&line);
         self.head = line_hash(&line);
         self.last_seq = seq;
         self.buf.extend_from_slice(&line);

@@ -61,6 +61,7 @@ pub(crate) fn verify_reader(
     mut reader: impl BufRead,
 ) -> Result<VerifyOutcome, AuditError> {
     let mut prev = ZERO_HASH.to_string();
+    let mut mmr = crate::mmr::Mmr::default();
     let mut line_no = 0u64;
     let mut buf = Vec::new();
     loop {
@@ -103,12 +104,33 @@ pub(crate) fn verify_reader(
                     found,
                 });
             }
+        } else if rec.event == crate::mmr::CHECKPOINT_EVENT {
+            let root = mmr.root();
+            let ok = line_no.is_multiple_of(crate::mmr::CHECKPOINT_EVERY + 1)
+                && rec.data.get("records").and_then(|v| v.as_u64()) == Some(line_no - 1)
+                && rec.data.get("merkle_root").and_then(|v| v.as_str()) == Some(root.as_str())
+                && rec.data.len() == 2;
+            if !ok {
+                return Err(corrupt(format!(
+                    "checkpoint does not match: expected records {} and merkle_root {root} \
+                     at every {}th line",
+                    line_no - 1,
+                    crate::mmr::CHECKPOINT_EVERY + 1
+                )));
+            }
         } else if rec.event.starts_with("audit.") {
             return Err(corrupt(format!(
-                "event {:?} is reserved for the genesis record",
+                "event {:?} is reserved for the log itself",
+                rec.event
+            )));
+        } else if line_no.is_multiple_of(crate::mmr::CHECKPOINT_EVERY + 1) {
+            return Err(corrupt(format!(
+                "line {line_no} must be a checkpoint ({}) but is {:?}",
+                crate::mmr::CHECKPOINT_EVENT,
                 rec.event
             )));
         }
+        mmr.push_line(&buf);
         prev = line_hash(&buf);
     }
     if line_no == 0 {

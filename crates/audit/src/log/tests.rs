@@ -81,7 +81,47 @@ fn records_written_behind_or_on_drop_are_valid() {
     assert!(std::fs::metadata(&path).unwrap().len() > WRITE_BEHIND as u64);
     let head = log.head().to_string();
     drop(log);
-    assert_eq!(crate::verify_with_head(&path, &head).unwrap().records, 2001);
+    // genesis + 2000 records + a checkpoint after records 1000 and 2001.
+    assert_eq!(crate::verify_with_head(&path, &head).unwrap().records, 2003);
+}
+
+#[test]
+fn checkpoints_carry_the_running_root_across_reopens_and_tampering_is_named() {
+    let (_dir, path) = tmp();
+    for round in 0..3 {
+        let mut log = AuditLog::open(&path).unwrap();
+        for i in 0..700 {
+            log.append("agent", "message.stored", json!({"round": round, "n": i}))
+                .unwrap();
+        }
+        log.sync().unwrap();
+    }
+    let v = crate::verify(&path).unwrap();
+    assert_eq!(v.records, 1 + 2100 + 2);
+    let entries = crate::read_records(&path).unwrap();
+    let cps: Vec<&crate::Entry> = entries
+        .iter()
+        .filter(|e| e.event == "audit.checkpoint")
+        .collect();
+    assert_eq!(cps.len(), 2);
+    assert_eq!(cps[0].seq, 1001);
+    assert_eq!(cps[0].data["records"], 1000);
+    // The root in a checkpoint is the running root of the lines before it.
+    let text = std::fs::read(&path).unwrap();
+    let mut m = crate::mmr::Mmr::default();
+    for line in text.split(|&b| b == b'\n').take(1000) {
+        m.push_line(line);
+    }
+    assert_eq!(cps[0].data["merkle_root"], m.root());
+    // A forged root is named by its line.
+    let forged = String::from_utf8(text).unwrap().replacen(
+        cps[0].data["merkle_root"].as_str().unwrap(),
+        &"0".repeat(64),
+        1,
+    );
+    std::fs::write(&path, forged).unwrap();
+    let e = crate::verify(&path).unwrap_err().to_string();
+    assert!(e.contains("line 1001"), "{e}");
 }
 
 #[test]
