@@ -68,7 +68,7 @@ fn run_ours(src: &Path, work: &Path, run: usize) -> (f64, f64, u64, u64) {
             source: format!("maildir:{}", src.display()),
             mailbox: MailboxAddr::parse("bench@example.com").expect("literal"),
             volume: vol.clone(),
-            key_file: key.clone(),
+            credential: mailferry_store::Credential::KeyFile(key.clone()),
             state: work.join(format!("state-{run}")),
             profile: Profile::embedded_default(),
             progress_bar: false,

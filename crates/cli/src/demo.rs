@@ -92,7 +92,7 @@ pub async fn run_demo(
         source: format!("maildir:{}", source.display()),
         mailbox: mailbox.clone(),
         volume: volume.clone(),
-        key_file: key_file.clone(),
+        credential: mailferry_store::Credential::KeyFile(key_file.clone()),
         state: state.clone(),
         profile: Profile::embedded_default(),
         progress_bar,

@@ -57,9 +57,8 @@ enum Cmd {
         /// Volume directory (created by `volume init`).
         #[arg(long)]
         volume: PathBuf,
-        /// The volume's key file.
-        #[arg(long)]
-        key_file: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
         /// State directory of this move (checkpoint, reports); one per mailbox.
         #[arg(long)]
         state: PathBuf,
@@ -79,9 +78,8 @@ enum Cmd {
         /// Volume directory.
         #[arg(long)]
         volume: PathBuf,
-        /// The volume's key file.
-        #[arg(long)]
-        key_file: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
         /// Mailbox address.
         #[arg(long)]
         mailbox: String,
@@ -227,6 +225,30 @@ enum VolumeCmd {
         /// Rotate this tenant's key (rewraps the keys of all its mailboxes).
         #[arg(long)]
         tenant: Option<String>,
+    },
+    /// Reclaim the space of shredded messages and unreferenced record gaps by rewriting
+    /// segments (no decryption; crash-safe at every step).
+    Compact {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+        /// Print the outcome as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the volume's ciphertext into another directory, incrementally (needs no key).
+    Replicate {
+        /// Volume directory (the source; must not be open elsewhere).
+        #[arg(long)]
+        volume: PathBuf,
+        /// Replica directory (empty, new, or an earlier replica of this volume).
+        #[arg(long)]
+        to: PathBuf,
+        /// Print the outcome as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Open the volume once, upgrading an older format version in place.
     Upgrade {
@@ -384,7 +406,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             source,
             mailbox: mb,
             volume,
-            key_file,
+            unlock,
             state,
             profile,
             json,
@@ -395,7 +417,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 source,
                 mailbox: mailbox(&mb)?,
                 volume,
-                key_file,
+                credential: unlock.credential()?,
                 state,
                 profile: load_profile(profile.as_deref())?,
                 progress_bar: tty && !json,
@@ -416,14 +438,14 @@ async fn run(cli: Cli) -> Result<(), AppError> {
         }
         Cmd::Export {
             volume,
-            key_file,
+            unlock,
             mailbox: mb,
             format: Format::Maildir,
             out,
             json,
         } => {
             let mb = mailbox(&mb)?;
-            let v = Volume::open(&volume, &key_file, &Profile::embedded_default().store)?;
+            let v = volume_admin::open(&volume, &unlock)?;
             let outcome = export::export_maildir(&v, &mb, &out)?;
             eprintln!(
                 "exported {} messages ({} bytes) of {mb} to {}",
@@ -594,6 +616,62 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     out.keys_rewrapped,
                     out.mailboxes
                 ),
+            }
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd:
+                VolumeCmd::Compact {
+                    volume,
+                    unlock,
+                    json,
+                },
+        } => {
+            let out = volume_admin::compact(&volume, &unlock)?;
+            eprintln!(
+                "compacted volume {}: {} segment(s) rewritten into {}, {} message(s) moved, {} shredded message(s) dropped; segments {} -> {} bytes",
+                volume.display(),
+                out.segments_rewritten,
+                out.segments_written,
+                out.messages_moved,
+                out.messages_dropped,
+                out.bytes_before,
+                out.bytes_after
+            );
+            for s in &out.skipped {
+                eprintln!("  skipped damaged {s} (run `volume verify`)");
+            }
+            if json {
+                print_json(&serde_json::json!({
+                    "segments_rewritten": out.segments_rewritten,
+                    "segments_written": out.segments_written,
+                    "messages_moved": out.messages_moved,
+                    "messages_dropped": out.messages_dropped,
+                    "bytes_before": out.bytes_before,
+                    "bytes_after": out.bytes_after,
+                    "skipped": out.skipped,
+                }));
+            }
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd: VolumeCmd::Replicate { volume, to, json },
+        } => {
+            let out = Volume::replicate(&volume, &to)?;
+            eprintln!(
+                "replicated {} to {}: {} segment(s) copied, {} appended, {} unchanged, {} removed; {} segment bytes, {} index bytes, {} audit bytes written",
+                volume.display(),
+                to.display(),
+                out.segments_copied,
+                out.segments_appended,
+                out.segments_unchanged,
+                out.segments_removed,
+                out.segment_bytes_copied,
+                out.index_bytes,
+                out.audit_bytes_copied
+            );
+            if json {
+                print_json(&out);
             }
             Ok(())
         }

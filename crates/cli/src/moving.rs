@@ -13,7 +13,7 @@ use mailferry_core::report::{MoveReport, Receipt, Sample, StageSeconds};
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::{rfc3339, unix_now, MailboxAddr};
 use mailferry_proxy::{Proxy, ProxyConfig, StoreStats, TokenSet};
-use mailferry_store::Volume;
+use mailferry_store::{Credential, Volume};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,8 +28,8 @@ pub struct MoveArgs {
     pub mailbox: MailboxAddr,
     /// Volume directory.
     pub volume: PathBuf,
-    /// Key file.
-    pub key_file: PathBuf,
+    /// What unlocks the volume: key file, passphrase file or recovery key file.
+    pub credential: Credential,
     /// Agent state directory.
     pub state: PathBuf,
     /// Migration profile.
@@ -45,12 +45,12 @@ pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
     let t0 = Instant::now();
     // Open the volume first: a wrong key is refused before the source is touched.
     let volume = {
-        let (dir, key, settings) = (
+        let (dir, cred, settings) = (
             args.volume.clone(),
-            args.key_file.clone(),
+            args.credential.clone(),
             args.profile.store.clone(),
         );
-        tokio::task::spawn_blocking(move || Volume::open(&dir, &key, &settings))
+        tokio::task::spawn_blocking(move || Volume::open_with(&dir, &cred, &settings))
             .await
             .expect("volume open thread panicked")?
     };

@@ -1,5 +1,6 @@
 //! `mailferry volume ...` administration: init with a recovery key or a passphrase,
-//! unlock-check, rekey, rotate, shred, upgrade, and the recovery-slot check of `move`.
+//! unlock-check, rekey, rotate, shred, compact, upgrade, and the recovery-slot check of
+//! `move`.
 //!
 //! Secrets only ever come from files named on the command line (never from argv
 //! itself); this module turns flags into store calls and words for the admin. It prints
@@ -9,7 +10,8 @@ use crate::AppError;
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use mailferry_store::{
-    Argon2Params, Credential, InitOptions, InitOutcome, RotateOutcome, UnlockInfo, Volume,
+    Argon2Params, CompactOutcome, Credential, InitOptions, InitOutcome, RotateOutcome, UnlockInfo,
+    Volume,
 };
 use std::path::{Path, PathBuf};
 
@@ -174,4 +176,9 @@ pub fn rotate(
             "give exactly one of --mailbox, --tenant".into(),
         )),
     }
+}
+
+/// `volume compact`: rewrites segments to drop shredded messages and unreferenced gaps.
+pub fn compact(volume: &Path, unlock: &UnlockArgs) -> Result<CompactOutcome, AppError> {
+    Ok(open(volume, unlock)?.compact()?)
 }

@@ -98,6 +98,24 @@ pub enum StoreError {
         path: PathBuf,
     },
 
+    /// The operation needs the open volume to itself (no ingest session may be open).
+    #[error("volume {path}: {what} needs the volume to itself, but an ingest session is open; run it when no move is running")]
+    InUse {
+        /// The volume directory.
+        path: PathBuf,
+        /// The operation refused.
+        what: &'static str,
+    },
+
+    /// A replica directory cannot take a copy of this volume.
+    #[error("replica {path}: {reason}")]
+    Replica {
+        /// The replica directory.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
+
     /// The SQLite index failed.
     #[error("volume index {path}: {source} (if this persists, run `volume verify`)")]
     Index {

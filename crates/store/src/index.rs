@@ -77,6 +77,16 @@ pub(crate) struct MessageRow {
     pub dedup: [u8; 32],
 }
 
+/// One record moved by compaction.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordMove {
+    pub id: u64,
+    pub from_segment: u64,
+    pub from_offset: u64,
+    pub to_segment: u64,
+    pub to_offset: u64,
+}
+
 /// The open index.
 pub(crate) struct Index {
     conn: Connection,
@@ -531,14 +541,73 @@ impl Index {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    // === messages ===
-
-    pub fn message_count(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))
-            .map(|v| v as u64)
-            .map_err(|e| self.err(e))
+    /// Compaction's commit point, in ONE transaction: every `(id, old segment, old
+    /// offset, new segment, new offset)` of `moves` is pointed at its new location, and
+    /// the rows in `dropped` (messages of shredded mailboxes) are deleted. A row that is
+    /// not where `moves` says it is aborts the transaction: nothing changes.
+    pub fn switch_locations(
+        &mut self,
+        moves: &[RecordMove],
+        dropped: &[u64],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "UPDATE messages SET segment = ?4, offset = ?5 \
+                     WHERE id = ?1 AND segment = ?2 AND offset = ?3",
+                )
+                .map_err(e)?;
+            for m in moves {
+                let n = st
+                    .execute(params![
+                        m.id as i64,
+                        m.from_segment as i64,
+                        m.from_offset as i64,
+                        m.to_segment as i64,
+                        m.to_offset as i64
+                    ])
+                    .map_err(e)?;
+                if n != 1 {
+                    return Err(StoreError::IndexDamaged {
+                        path: path.clone(),
+                        reason: format!(
+                            "compaction: message id {} is no longer at segment {} offset {}; nothing was switched, run `volume compact` again",
+                            m.id, m.from_segment, m.from_offset
+                        ),
+                    });
+                }
+            }
+            let mut del = tx
+                .prepare_cached("DELETE FROM messages WHERE id = ?1")
+                .map_err(e)?;
+            for id in dropped {
+                del.execute([*id as i64]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
     }
+
+    /// `(message id, mailbox row id)` of every committed message.
+    pub fn message_ids(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, mailbox_id FROM messages")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    // === messages ===
 
     pub fn max_message_id(&self) -> Result<u64, StoreError> {
         self.conn

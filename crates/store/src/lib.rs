@@ -11,9 +11,11 @@
 //! transaction per batch). Everything here is blocking I/O: no async runtime, no network.
 
 pub mod audit_trail;
+mod compact;
 mod error;
 mod index;
 mod ingest;
+mod replicate;
 mod volume;
 
 pub mod chunk;
@@ -22,13 +24,15 @@ pub mod header;
 pub mod keys;
 pub mod segment;
 
+pub use compact::CompactOutcome;
 pub use credential::Credential;
 pub use error::StoreError;
 pub use ingest::{CommitJob, CommitTimings, Finished, IngestSession, IngestTimings, MessageStart};
 pub use keys::Argon2Params;
+pub use replicate::ReplicateOutcome;
 pub use volume::{
-    DamagedItem, InitOptions, InitOutcome, RotateOutcome, StoredMessage, UnlockInfo, VerifyReport,
-    Volume,
+    DamagedItem, InitOptions, InitOutcome, RecoveryReport, RotateOutcome, ShortSegment,
+    StoredMessage, UnlockInfo, VerifyReport, Volume,
 };
 
 /// Name of the header file in a volume directory.

@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     pub next_message_id: AtomicU64,
     pub settings: StoreSettings,
     pub free_segments: Mutex<Vec<FreeSegment>>,
+    /// What crash recovery found and did at open.
+    pub recovery: RecoveryReport,
     /// The destination-side audit log.
     pub audit: crate::audit_trail::DestLog,
     mailbox_keys: Mutex<HashMap<u64, (u32, Key)>>,
@@ -115,6 +117,30 @@ struct Location {
     offset: u64,
     record_len: u64,
     salt: [u8; 32],
+}
+
+/// What crash recovery found and did when the volume was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments whose uncommitted tail was cut: `(segment, bytes removed)`.
+    pub tails_truncated: Vec<(u64, u64)>,
+    /// Segment files no index row referenced, deleted (uncommitted writes, or a
+    /// compaction interrupted before or after its switch).
+    pub segments_removed: Vec<u64>,
+    /// Segments shorter than their last indexed record: data lost outside a crash this
+    /// design produces. Left untouched; `verify` names every message they hold.
+    pub short_segments: Vec<ShortSegment>,
+}
+
+/// A segment shorter than the index says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShortSegment {
+    /// Segment number.
+    pub segment: u64,
+    /// Its length on disk.
+    pub len: u64,
+    /// The end of its last indexed record.
+    pub expected: u64,
 }
 
 /// What `verify` found.
@@ -285,8 +311,15 @@ impl Volume {
             volume_id: header.volume_id,
             slots,
         };
+        let finished = matches!(stop, WriteStep::Done);
         new_header.write_atomic_until(dir, stop)?;
         tracing::info!(volume = %dir.display(), "volume rekeyed");
+        if finished {
+            crate::audit_trail::DestLog::open(dir, &VolumeKeys::new(vmk))?.event(
+                "key.rekeyed",
+                serde_json::json!({ "volume": hex::encode(header.volume_id), "new_key_file_created": created }),
+            )?;
+        }
         Ok(created)
     }
 
@@ -324,7 +357,7 @@ impl Volume {
             lock = lock_header(dir)?;
             tracing::info!(volume = %dir.display(), from = header.version, to = crate::header::VERSION, "volume format upgraded");
         }
-        let free = recover_segments(dir, &header.volume_id, &index, settings)?;
+        let (free, recovery) = recover_segments(dir, &index, settings)?;
         let next = index.max_message_id()? + 1;
         let keys = VolumeKeys::new(vmk);
         let audit = crate::audit_trail::DestLog::open(dir, &keys)?;
@@ -338,6 +371,7 @@ impl Volume {
                 next_message_id: AtomicU64::new(next),
                 settings: settings.clone(),
                 free_segments: Mutex::new(free),
+                recovery,
                 mailbox_keys: Mutex::new(HashMap::new()),
                 gen_keys: Mutex::new(HashMap::new()),
                 _lock: lock,
@@ -391,6 +425,11 @@ impl Volume {
         }
     }
 
+    /// What crash recovery found and did when this volume was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
     /// The volume id.
     pub fn volume_id(&self) -> [u8; 16] {
         self.inner.volume_id
@@ -426,6 +465,14 @@ impl Volume {
             &dedup_base,
             commit.clone(),
         ))
+    }
+
+    /// Every mailbox with its row id, in creation order.
+    pub(crate) fn mailbox_rows(&self) -> Result<Vec<(u64, MailboxAddr)>, StoreError> {
+        let rows = self.inner.index()?.mailboxes()?;
+        rows.into_iter()
+            .map(|(id, enc)| Ok((id, self.inner.mailbox_name(id, &enc)?)))
+            .collect()
     }
 
     /// Every mailbox in the volume, in creation order.
@@ -735,7 +782,7 @@ impl Inner {
         self.dir.join(SEGMENTS_DIR).join(segment::file_name(n))
     }
 
-    fn mailbox_name(&self, id: u64, enc: &[u8]) -> Result<MailboxAddr, StoreError> {
+    pub(crate) fn mailbox_name(&self, id: u64, enc: &[u8]) -> Result<MailboxAddr, StoreError> {
         let name = self
             .keys
             .open_name(&self.volume_id, b'm', enc)
@@ -1036,7 +1083,7 @@ impl Inner {
 }
 
 /// Takes the exclusive advisory lock on `dir/volume.hdr`.
-fn lock_header(dir: &Path) -> Result<File, StoreError> {
+pub(crate) fn lock_header(dir: &Path) -> Result<File, StoreError> {
     let hdr_path = dir.join(HEADER_FILE);
     let lock = File::open(&hdr_path).map_err(|e| StoreError::io(&hdr_path, e))?;
     match lock.try_lock() {
@@ -1087,17 +1134,18 @@ fn new_primary_slot(
 }
 
 /// Crash recovery: truncates every segment to the end of its last indexed record (the
-/// index is the commit point), rewrites a torn header of a segment with no committed
-/// records, and returns the segments that can take more records.
+/// index is the commit point), deletes segment files no index row references (they hold
+/// nothing committed), reports segments shorter than the index says, and returns the
+/// segments that can take more records.
 fn recover_segments(
     dir: &Path,
-    volume_id: &[u8; 16],
     index: &Index,
     settings: &StoreSettings,
-) -> Result<Vec<FreeSegment>, StoreError> {
+) -> Result<(Vec<FreeSegment>, RecoveryReport), StoreError> {
     let seg_dir = dir.join(SEGMENTS_DIR);
     let ends = index.segment_ends()?;
     let mut free = Vec::new();
+    let mut report = RecoveryReport::default();
     let entries = std::fs::read_dir(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
     let mut numbers = Vec::new();
     for e in entries {
@@ -1109,7 +1157,7 @@ fn recover_segments(
     numbers.sort_unstable();
     for n in numbers {
         let path = seg_dir.join(segment::file_name(n));
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
@@ -1124,6 +1172,11 @@ fn recover_segments(
                     expected = end,
                     "segment shorter than the index says; run verify"
                 );
+                report.short_segments.push(ShortSegment {
+                    segment: n,
+                    len,
+                    expected: end,
+                });
                 continue;
             }
             Some(end) if len > end => {
@@ -1136,31 +1189,19 @@ fn recover_segments(
                 f.set_len(end)
                     .and_then(|_| f.sync_all())
                     .map_err(|e| StoreError::io(&path, e))?;
+                report.tails_truncated.push((n, len - end));
             }
             Some(_) => {}
             None => {
-                // No committed record: keep the file as an empty segment with a good header.
-                let mut hb = [0u8; SEG_HEADER_LEN as usize];
-                let ok = len >= SEG_HEADER_LEN
-                    && f.read_exact(&mut hb).is_ok()
-                    && SegmentHeader::parse(&hb)
-                        .is_ok_and(|h| h.volume_id == *volume_id && h.number == n);
-                if !ok || len != SEG_HEADER_LEN {
-                    tracing::info!(
-                        segment = n,
-                        from = len,
-                        "resetting segment with no committed records"
-                    );
-                    let h = SegmentHeader {
-                        volume_id: *volume_id,
-                        number: n,
-                    };
-                    f.set_len(0)
-                        .and_then(|_| f.seek(SeekFrom::Start(0)))
-                        .and_then(|_| f.write_all(&h.encode()))
-                        .and_then(|_| f.sync_all())
-                        .map_err(|e| StoreError::io(&path, e))?;
-                }
+                // No row references the file, so it holds nothing committed: an ingest
+                // segment that never committed, the output of a compaction that crashed
+                // before its switch, or a compacted segment whose deletion a crash
+                // interrupted. Deleting it loses nothing; its number is never reused.
+                drop(f);
+                tracing::info!(segment = n, len, "deleting segment no index row references");
+                std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+                report.segments_removed.push(n);
+                continue;
             }
         }
         let committed = end.unwrap_or(SEG_HEADER_LEN);
@@ -1171,8 +1212,11 @@ fn recover_segments(
             });
         }
     }
-    Ok(free)
+    if !report.segments_removed.is_empty() {
+        crate::sync_dir(&seg_dir)?;
+    }
+    Ok((free, report))
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,13 +4,13 @@ use mailferry_core::frame::AckStatus;
 use mailferry_core::{Flags, FolderName, SourceId};
 use std::collections::BTreeMap;
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    key: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) _tmp: tempfile::TempDir,
+    pub(crate) dir: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vol");
     let key = tmp.path().join("volume.key");
@@ -22,32 +22,32 @@ fn fixture() -> Fixture {
     }
 }
 
-fn settings() -> StoreSettings {
+pub(crate) fn settings() -> StoreSettings {
     StoreSettings::default()
 }
 
-fn open(f: &Fixture) -> Volume {
+pub(crate) fn open(f: &Fixture) -> Volume {
     Volume::open(&f.dir, &f.key, &settings()).unwrap()
 }
 
-fn addr(s: &str) -> MailboxAddr {
+pub(crate) fn addr(s: &str) -> MailboxAddr {
     MailboxAddr::parse(s).unwrap()
 }
 
-fn sha(b: &[u8]) -> [u8; 32] {
+pub(crate) fn sha(b: &[u8]) -> [u8; 32] {
     ring::digest::digest(&ring::digest::SHA256, b)
         .as_ref()
         .try_into()
         .unwrap()
 }
 
-fn body(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn body(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
 }
 
-fn start(seq: u64, folder: &str, sid: &str, size: usize) -> MessageStart {
+pub(crate) fn start(seq: u64, folder: &str, sid: &str, size: usize) -> MessageStart {
     MessageStart {
         seq,
         meta_folder: FolderName::parse(folder).unwrap(),
@@ -59,7 +59,7 @@ fn start(seq: u64, folder: &str, sid: &str, size: usize) -> MessageStart {
 }
 
 /// Writes one message in odd-sized pieces and finishes it.
-fn put(
+pub(crate) fn put(
     s: &mut IngestSession,
     seq: u64,
     folder: &str,
@@ -79,13 +79,13 @@ fn put(
     s.finish(sha(data))
 }
 
-fn read_all(v: &Volume, m: &StoredMessage) -> Vec<u8> {
+pub(crate) fn read_all(v: &Volume, m: &StoredMessage) -> Vec<u8> {
     let mut out = Vec::new();
     v.read_message(m, &mut out).unwrap();
     out
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(SEGMENTS_DIR))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -94,7 +94,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn all_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn all_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -364,7 +364,7 @@ fn rejected_messages_roll_back() {
     assert!(v.verify().unwrap().damaged.is_empty());
 }
 
-fn open_again(v: Volume, f: &Fixture) -> Volume {
+pub(crate) fn open_again(v: Volume, f: &Fixture) -> Volume {
     drop(v);
     open(f)
 }
@@ -609,18 +609,21 @@ fn crash_tail_is_truncated_on_open() {
     let mut raw = OpenOptions::new().append(true).open(&seg).unwrap();
     raw.write_all(b"garbage after a torn write").unwrap();
     drop(raw);
-    assert!(std::fs::metadata(&seg).unwrap().len() > committed_len);
+    let crashed_len = std::fs::metadata(&seg).unwrap().len();
+    assert!(crashed_len > committed_len);
     // An orphan segment file with a torn header.
     std::fs::write(f.dir.join(SEGMENTS_DIR).join("00000099.seg"), b"MFS").unwrap();
 
     let v = open(&f);
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), committed_len);
+    // No row references the orphan: it holds nothing committed and is deleted.
+    assert!(!f.dir.join(SEGMENTS_DIR).join("00000099.seg").exists());
+    assert_eq!(v.recovery().segments_removed, vec![99]);
     assert_eq!(
-        std::fs::metadata(f.dir.join(SEGMENTS_DIR).join("00000099.seg"))
-            .unwrap()
-            .len(),
-        SEG_HEADER_LEN
+        v.recovery().tails_truncated,
+        vec![(1, crashed_len - committed_len)]
     );
+    assert!(v.recovery().short_segments.is_empty());
     let list: Vec<StoredMessage> = v
         .list_messages(&mb)
         .unwrap()
@@ -809,7 +812,7 @@ fn write_file(p: &Path, b: &[u8]) -> PathBuf {
 }
 
 /// Stores `n` messages in `mb` and commits.
-fn fill(v: &Volume, mb: &MailboxAddr, first: u64, n: u64) {
+pub(crate) fn fill(v: &Volume, mb: &MailboxAddr, first: u64, n: u64) {
     let mut s = v.session(mb, &CommitSettings::default()).unwrap();
     for i in first..first + n {
         put(
@@ -824,7 +827,7 @@ fn fill(v: &Volume, mb: &MailboxAddr, first: u64, n: u64) {
     s.commit().unwrap();
 }
 
-fn read_mailbox(v: &Volume, mb: &MailboxAddr) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn read_mailbox(v: &Volume, mb: &MailboxAddr) -> Vec<(String, Vec<u8>)> {
     v.list_messages(mb)
         .unwrap()
         .into_iter()
