@@ -170,35 +170,8 @@ fn issue5_killed_moves_leave_logs_that_verify_and_reconcile_after_resume() {
     .unwrap();
     init_volume(&env);
     let st = state(&env);
-    let log = st.join("audit.jsonl");
-    let acked = || {
-        fs::read_to_string(&log)
-            .map(|t| t.matches("\"event\":\"message.").count())
-            .unwrap_or(0)
-    };
     for threshold in [0, 1, 250, 700] {
-        let mut child = mailferry()
-            .arg("move")
-            .arg("--source")
-            .arg(format!("maildir:{}", src.display()))
-            .args(["--mailbox", MB, "--volume"])
-            .arg(env.volume())
-            .arg("--key-file")
-            .arg(env.key())
-            .arg("--state")
-            .arg(&st)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..5000 {
-            if acked() >= threshold || child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        move_and_kill(&env, &src, MB, threshold);
         // Whatever the moment, neither chain is broken: each log verifies, or at worst
         // ends in a torn line from the interrupted write, which the next open cuts off.
         for dir in [st.clone(), env.volume()] {
@@ -333,8 +306,10 @@ fn issue5_report_json_schema_is_stable_and_html_is_self_contained() {
         return;
     };
     let profile = env.path("chromium-profile");
-    let o = run(std::process::Command::new(chromium)
-        .args([
+    let browser = || {
+        let mut c = std::process::Command::new(chromium);
+        // No network and nothing of its own: the flags that keep Chromium off the network.
+        c.args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -343,9 +318,12 @@ fn issue5_report_json_schema_is_stable_and_html_is_self_contained() {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--dump-dom",
         ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--user-data-dir={}", profile.display()));
+        c
+    };
+    let o = run(browser()
+        .arg("--dump-dom")
         .arg(format!("file://{}", html_out.display())));
     assert!(o.status.success(), "{}", describe(&o));
     let dom = String::from_utf8_lossy(&o.stdout);
@@ -354,19 +332,8 @@ fn issue5_report_json_schema_is_stable_and_html_is_self_contained() {
         "browser DOM lacks the report: {dom}"
     );
     let shot = env.path("report.png");
-    let o = run(std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1000,1400",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+    let o = run(browser()
+        .arg("--window-size=1000,1400")
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", html_out.display())));
     assert!(o.status.success(), "{}", describe(&o));

@@ -160,38 +160,10 @@ fn issue3_killed_move_resumes_to_exactly_once() {
     let src = env.path("src");
     let n = sample(&src, 1500, None);
     init_volume(&env);
-    let state = env.path(&format!("state-{MB}"));
-    let log = state.join("audit.jsonl");
-    let acked = || {
-        fs::read_to_string(&log)
-            .map(|t| t.matches("\"event\":\"message.").count())
-            .unwrap_or(0)
-    };
     // Kill the move with SIGKILL at several points: before anything is acknowledged,
     // and after more and more batches. Each pass resumes where the last one died.
     for threshold in [0, 1, 300, 900] {
-        let mut child = mailferry()
-            .arg("move")
-            .arg("--source")
-            .arg(format!("maildir:{}", src.display()))
-            .args(["--mailbox", MB, "--volume"])
-            .arg(env.volume())
-            .arg("--key-file")
-            .arg(env.key())
-            .arg("--state")
-            .arg(&state)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..5000 {
-            if acked() >= threshold || child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        move_and_kill(&env, &src, MB, threshold);
     }
 
     let (code, r, o) = move_maildir(&env, &src, MB);

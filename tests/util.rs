@@ -163,3 +163,38 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime, St
         })
         .collect()
 }
+
+/// Starts `mailferry move` (the same arguments as [`move_maildir`]) and SIGKILLs it as
+/// soon as the agent's audit log records at least `acked` acknowledged messages, or when
+/// it ends by itself, whichever comes first (at most ~5 s of waiting).
+pub fn move_and_kill(env: &Env, src: &Path, mailbox: &str, acked: usize) {
+    let state = env.path(&format!("state-{mailbox}"));
+    let log = state.join("audit.jsonl");
+    let count = || {
+        std::fs::read_to_string(&log)
+            .map(|t| t.matches("\"event\":\"message.").count())
+            .unwrap_or(0)
+    };
+    let mut child = mailferry()
+        .arg("move")
+        .arg("--source")
+        .arg(format!("maildir:{}", src.display()))
+        .args(["--mailbox", mailbox, "--volume"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--state")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mailferry starts");
+    for _ in 0..5000 {
+        if count() >= acked || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

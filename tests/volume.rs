@@ -1,5 +1,6 @@
 //! Issue 8: the volume for the long run, through the real binary: recovery key,
-//! passphrase, unlock-check, the move's recovery-key check, rekey, rotation, shredding.
+//! passphrase, unlock-check, the move's recovery-key check, rekey, rotation, shredding,
+//! compaction, ciphertext-only replicas, and move/export with every kind of credential.
 
 use crate::util::*;
 use std::path::Path;
@@ -194,5 +195,204 @@ fn issue8_passphrase_volume_rekey_rotate_and_shred_through_the_cli() {
         for m in ["MARKER8B", "MARKER8C"] {
             assert!(!contains(&bytes, m.as_bytes()), "{m} in {}", p.display());
         }
+    }
+}
+
+/// Total bytes of the segment files of a volume.
+fn segment_bytes(vol: &Path) -> u64 {
+    std::fs::read_dir(vol.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(o)))
+}
+
+#[test]
+fn issue8_move_export_and_compact_with_passphrase_and_recovery_key() {
+    let env = Env::new();
+    let pass = env.path("pass");
+    std::fs::write(&pass, "a long passphrase\n").unwrap();
+    ok(&volume(&["init", "--passphrase-file"], &env, &[&pass]));
+    let rec = env.path("pass.recovery");
+    let (a, b) = (env.path("A"), env.path("B"));
+    maildir(&a, 5, "MARKER8D");
+    maildir(&b, 4, "MARKER8E");
+    // `move` takes the passphrase file and the recovery key file like `volume` does.
+    for (src, mb, flag, cred) in [
+        (&a, "alice@example.org", "--passphrase-file", &pass),
+        (&b, "bob@example.org", "--recovery-key-file", &rec),
+    ] {
+        let o = run(mailferry()
+            .arg("move")
+            .arg("--source")
+            .arg(format!("maildir:{}", src.display()))
+            .args(["--mailbox", mb, "--volume"])
+            .arg(env.volume())
+            .arg(flag)
+            .arg(cred)
+            .arg("--state")
+            .arg(env.path(&format!("state-{mb}")))
+            .arg("--json"));
+        ok(&o);
+        assert_eq!(json(&o)["items_moved"], if mb.starts_with('a') { 5 } else { 4 });
+    }
+    ok(&volume(
+        &["shred", "--mailbox", "bob@example.org", "--passphrase-file"],
+        &env,
+        &[&pass],
+    ));
+    let before = segment_bytes(&env.volume());
+    let o = volume(&["compact", "--json", "--passphrase-file"], &env, &[&pass]);
+    ok(&o);
+    let out = json(&o);
+    assert_eq!(out["messages_dropped"], 4, "{out}");
+    assert_eq!(out["messages_moved"], 5, "{out}");
+    let after = segment_bytes(&env.volume());
+    assert!(after < before, "{before} -> {after}");
+    assert_eq!(out["bytes_after"].as_u64(), Some(after));
+    // Every remaining message exports byte-identical, through the recovery key.
+    let exported = env.path("out-a");
+    let o = run(mailferry()
+        .arg("export")
+        .arg("--volume")
+        .arg(env.volume())
+        .arg("--recovery-key-file")
+        .arg(&rec)
+        .args(["--mailbox", "alice@example.org", "--out"])
+        .arg(&exported));
+    ok(&o);
+    let source: Vec<Vec<u8>> = read_maildir(&a).into_values().map(|(_, b)| b).collect();
+    let out: Vec<Vec<u8>> = read_maildir(&exported)
+        .into_values()
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(out, source);
+    let o = volume(&["verify", "--json", "--passphrase-file"], &env, &[&pass]);
+    ok(&o);
+    let v = json(&o);
+    assert_eq!(
+        (v["messages_checked"].as_u64(), v["shredded"].as_u64()),
+        (Some(5), Some(0))
+    );
+    // --key-file still works for export (the passphrase volume has none: wrong key, 2).
+    std::fs::write(env.key(), [7u8; 32]).unwrap();
+    let o = export(&env, "alice@example.org", &env.path("out-wrong"));
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    // The audit log names nobody in plaintext.
+    let log = std::fs::read_to_string(env.volume().join("audit.jsonl")).unwrap();
+    assert!(log.contains("volume.compacted"));
+    assert!(!log.contains("bob@example.org"));
+}
+
+#[test]
+fn issue8_replicate_copies_only_ciphertext_incrementally_and_the_replica_verifies() {
+    let env = Env::new();
+    init_volume(&env);
+    let replica = env.path("replica");
+    let (a, b) = (env.path("A"), env.path("B"));
+    maildir(&a, 6, "MARKER8F");
+    maildir(&b, 3, "MARKER8G");
+    assert_eq!(move_maildir(&env, &a, "alice@example.org").0, 0);
+
+    let replicate = || {
+        let o = run(mailferry()
+            .args(["volume", "replicate", "--json", "--volume"])
+            .arg(env.volume())
+            .arg("--to")
+            .arg(&replica));
+        ok(&o);
+        json(&o)
+    };
+    let first = replicate();
+    assert_eq!(first["segments_copied"], 1, "{first}");
+    assert_eq!(
+        first["segment_bytes_copied"].as_u64(),
+        Some(segment_bytes(&env.volume()))
+    );
+    let verify_replica = |n: u64| {
+        let o = run(mailferry()
+            .args(["volume", "verify", "--json", "--volume"])
+            .arg(&replica)
+            .arg("--key-file")
+            .arg(env.key()));
+        ok(&o);
+        assert_eq!(json(&o)["messages_checked"].as_u64(), Some(n));
+    };
+    verify_replica(6);
+
+    // New mail appends to the same segment: the second run copies only the new bytes.
+    let replica_seg_before = segment_bytes(&replica);
+    assert_eq!(move_maildir(&env, &b, "bob@example.org").0, 0);
+    let second = replicate();
+    assert_eq!(
+        (
+            second["segments_copied"].as_u64(),
+            second["segments_appended"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{second}"
+    );
+    assert_eq!(
+        second["segment_bytes_copied"].as_u64(),
+        Some(segment_bytes(&env.volume()) - replica_seg_before)
+    );
+    assert_eq!(segment_bytes(&replica), segment_bytes(&env.volume()));
+    // Nothing new: nothing copied.
+    let third = replicate();
+    assert_eq!(third["segment_bytes_copied"], 0, "{third}");
+    assert_eq!(third["segments_unchanged"], 1, "{third}");
+    verify_replica(9);
+    // The replica exports what the source holds.
+    let o = run(mailferry()
+        .arg("export")
+        .arg("--volume")
+        .arg(&replica)
+        .arg("--key-file")
+        .arg(env.key())
+        .args(["--mailbox", "bob@example.org", "--out"])
+        .arg(env.path("out-b")));
+    ok(&o);
+    let source: Vec<Vec<u8>> = read_maildir(&b).into_values().map(|(_, b)| b).collect();
+    let out: Vec<Vec<u8>> = read_maildir(&env.path("out-b"))
+        .into_values()
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(out, source);
+
+    // After a shred and a compaction the replica follows: old segment removed.
+    ok(&volume(
+        &["shred", "--mailbox", "bob@example.org", "--key-file"],
+        &env,
+        &[&env.key()],
+    ));
+    ok(&volume(&["compact", "--key-file"], &env, &[&env.key()]));
+    let fourth = replicate();
+    assert_eq!(fourth["segments_removed"], 1, "{fourth}");
+    assert_eq!(fourth["segments_copied"], 1, "{fourth}");
+    verify_replica(6);
+
+    // No plaintext marker anywhere in the replica, and the source logged each run.
+    for (p, bytes) in all_files(&replica) {
+        for m in ["MARKER8F", "MARKER8G", "alice@example.org", "bob@example.org"] {
+            assert!(!contains(&bytes, m.as_bytes()), "{m} in {}", p.display());
+        }
+    }
+    let log = std::fs::read_to_string(env.volume().join("audit.jsonl")).unwrap();
+    assert_eq!(log.matches("volume.replicated").count(), 4);
+
+    // A directory holding something else is refused, and so is the volume itself.
+    std::fs::create_dir_all(env.path("other")).unwrap();
+    std::fs::write(env.path("other/notes.txt"), "x").unwrap();
+    for to in [env.path("other"), env.volume()] {
+        let o = run(mailferry()
+            .args(["volume", "replicate", "--volume"])
+            .arg(env.volume())
+            .arg("--to")
+            .arg(&to));
+        assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("replica"));
     }
 }
