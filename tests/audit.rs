@@ -114,6 +114,16 @@ fn issue5_reconcile_agrees_then_catches_removed_and_altered_messages() {
         .arg(env.key()));
     assert!(o.status.success(), "{}", describe(&o));
 
+    let check_records = || {
+        run(mailferry()
+            .args(["audit", "verify"])
+            .arg(env.volume())
+            .arg("--key-file")
+            .arg(env.key()))
+    };
+    let o = check_records();
+    assert!(o.status.success(), "{}", describe(&o));
+
     // Behind the tool's back: drop one message from the index, damage another at rest.
     let db = rusqlite::Connection::open(env.volume().join("index.sqlite")).unwrap();
     let removed: i64 = db
@@ -143,6 +153,15 @@ fn issue5_reconcile_agrees_then_catches_removed_and_altered_messages() {
     assert_eq!(v["missing"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["altered"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["agreeing"], 38, "{v}");
+    let o = check_records();
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!(
+            "message {removed} has a record but is not in the volume"
+        )),
+        "{}",
+        describe(&o)
+    );
     let o = run(mailferry()
         .args(["receipt", "verify", "--state"])
         .arg(state(&env))

@@ -237,7 +237,10 @@ fn issue8_move_export_and_compact_with_passphrase_and_recovery_key() {
             .arg(env.path(&format!("state-{mb}")))
             .arg("--json"));
         ok(&o);
-        assert_eq!(json(&o)["items_moved"], if mb.starts_with('a') { 5 } else { 4 });
+        assert_eq!(
+            json(&o)["items_moved"],
+            if mb.starts_with('a') { 5 } else { 4 }
+        );
     }
     ok(&volume(
         &["shred", "--mailbox", "bob@example.org", "--passphrase-file"],
@@ -376,7 +379,12 @@ fn issue8_replicate_copies_only_ciphertext_incrementally_and_the_replica_verifie
 
     // No plaintext marker anywhere in the replica, and the source logged each run.
     for (p, bytes) in all_files(&replica) {
-        for m in ["MARKER8F", "MARKER8G", "alice@example.org", "bob@example.org"] {
+        for m in [
+            "MARKER8F",
+            "MARKER8G",
+            "alice@example.org",
+            "bob@example.org",
+        ] {
             assert!(!contains(&bytes, m.as_bytes()), "{m} in {}", p.display());
         }
     }

@@ -181,6 +181,69 @@ pub fn reconcile(state: &Path, volume: &Volume) -> Result<Reconciliation, AppErr
     Ok(r)
 }
 
+/// Checks a volume's audit log against the volume itself: every `message.stored`
+/// record names a message the index holds, with the same pseudonyms, SHA-256 and size,
+/// and every message of the index has its record. Returns every disagreement.
+pub fn check_volume_records(volume: &Volume) -> Result<Vec<String>, AppError> {
+    let path = volume.dir().join(VOLUME_AUDIT_FILE);
+    let mut logged: BTreeMap<u64, (String, String, String, u64)> = BTreeMap::new();
+    for e in read_records(&path).map_err(|e| AppError::Failed(e.to_string()))? {
+        if e.event != "message.stored" {
+            continue;
+        }
+        let s = |k: &str| {
+            e.data
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let id = e.data.get("message").and_then(|v| v.as_u64()).unwrap_or(0);
+        let size = e.data.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+        logged.insert(id, (s("mailbox"), s("item"), s("sha256"), size));
+    }
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    for mailbox in volume.mailboxes()? {
+        let listed = match volume.list_messages(&mailbox) {
+            Ok(l) => l,
+            Err(mailferry_store::StoreError::Shredded { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for m in listed {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            seen.insert(m.id);
+            let item = format!("{}/{}", m.meta.folder, m.meta.source_id);
+            let expected = (
+                volume.pseudonym_of_mailbox(&mailbox),
+                volume.pseudonym_of_item(&item),
+                m.meta.sha256.clone(),
+                m.meta.size,
+            );
+            match logged.get(&m.id) {
+                None => problems.push(format!("message {} ({mailbox}: {item}) has no record", m.id)),
+                Some(rec) if *rec != expected => problems.push(format!(
+                    "message {} ({mailbox}: {item}): its record names another mailbox, item, digest or size",
+                    m.id
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    for id in logged.keys().filter(|id| !seen.contains(id)) {
+        problems.push(format!(
+            "message {id} has a record but is not in the volume (removed behind the tool's back, or shredded)"
+        ));
+    }
+    Ok(problems)
+}
+
 /// What `receipt verify` found.
 #[derive(Debug, Serialize)]
 pub struct ReceiptCheck {

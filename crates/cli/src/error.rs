@@ -42,7 +42,7 @@ impl AppError {
         match self {
             AppError::Usage(_) => 2,
             AppError::Core(C::Profile { .. } | C::BadMailbox { .. } | C::BadFolder { .. }) => 2,
-            AppError::Store(S::WrongKey { .. } | S::KeyFile { .. }) => 2,
+            AppError::Store(S::WrongKey { .. } | S::KeyFile { .. } | S::Replica { .. }) => 2,
             _ => 1,
         }
     }

@@ -277,6 +277,10 @@ enum AuditCmd {
         /// Expected head (SHA-256 of the last record), to detect records cut off the end.
         #[arg(long)]
         head: Option<String>,
+        /// For a volume: its key file, to also check every record against the volume's
+        /// index (each stored message has its record, each record its message).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
     /// Compare the source side with the volume message by message (exit 0 only if they agree).
     Reconcile {
@@ -687,27 +691,44 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Cmd::Audit {
-            cmd: AuditCmd::Verify { dir, head },
+            cmd:
+                AuditCmd::Verify {
+                    dir,
+                    head,
+                    key_file,
+                },
         } => {
             let path = audit_cmd::log_path(&dir)?;
+            // The chain is checked as found on disk, before anything opens the volume.
             let res = match &head {
                 Some(h) => mailferry_audit::verify_with_head(&path, h),
                 None => mailferry_audit::verify(&path),
             };
-            match res {
-                Ok(v) => {
-                    println!(
-                        "{}: {} records, chain intact, head {}",
-                        path.display(),
-                        v.records,
-                        v.head
-                    );
-                    Ok(())
+            let v =
+                res.map_err(|e| AppError::Failed(format!("audit log verification failed: {e}")))?;
+            println!(
+                "{}: {} records, chain intact, head {}",
+                path.display(),
+                v.records,
+                v.head
+            );
+            if let Some(key) = key_file {
+                let vol = Volume::open(&dir, &key, &Profile::embedded_default().store)?;
+                let problems = audit_cmd::check_volume_records(&vol)?;
+                for p in &problems {
+                    eprintln!("  {p}");
                 }
-                Err(e) => Err(AppError::Failed(format!(
-                    "audit log verification failed: {e}"
-                ))),
+                if !problems.is_empty() {
+                    return Err(AppError::Failed(format!(
+                        "{} disagreement(s) between the volume and its audit log",
+                        problems.len()
+                    )));
+                }
+                println!(
+                    "every message of the volume has its record, and every record its message"
+                );
             }
+            Ok(())
         }
         Cmd::Audit {
             cmd:
