@@ -84,7 +84,9 @@ impl Volume {
 
         // 1. A consistent snapshot of the index, and what it references.
         let snap = dst.join(format!("{INDEX_FILE}.tmp"));
-        remove_if_exists(&snap)?;
+        for suffix in ["", "-wal", "-shm"] {
+            remove_if_exists(&dst.join(format!("{INDEX_FILE}.tmp{suffix}")))?;
+        }
         let src_index = src.join(INDEX_FILE);
         let ix_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -243,9 +245,12 @@ fn prepare_replica(dst: &Path, header: &Header) -> Result<Option<File>, StoreErr
         SEGMENTS_DIR.to_string(),
         INDEX_FILE.to_string(),
         format!("{INDEX_FILE}.tmp"),
+        format!("{INDEX_FILE}.tmp-wal"),
+        format!("{INDEX_FILE}.tmp-shm"),
         format!("{INDEX_FILE}-wal"),
         format!("{INDEX_FILE}-shm"),
         AUDIT_FILE.to_string(),
+        format!("{AUDIT_FILE}.tmp"),
         TMP_FILE.to_string(),
     ];
     match std::fs::read_dir(dst) {
@@ -386,3 +391,6 @@ fn append_event(src: &Path, out: &ReplicateOutcome) -> Result<(), StoreError> {
     log.sync()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

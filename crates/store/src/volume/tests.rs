@@ -1187,3 +1187,148 @@ fn issue8_version_1_volume_opens_and_is_upgraded() {
     ));
     v.rotate_mailbox(&mb).unwrap();
 }
+
+// === issue 8: crash recovery ===
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn issue8_segment_truncated_at_every_offset_of_the_last_record_is_named_and_others_read() {
+    let f = fixture();
+    let mb = addr("kate@example.org");
+    let (last_start, last_end, seg, expected) = {
+        let v = open(&f);
+        let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+        put(&mut s, 1, "INBOX", "first", &body(70_000, 1)).unwrap();
+        put(&mut s, 2, "INBOX", "second", &body(500, 2)).unwrap();
+        s.commit().unwrap();
+        put(&mut s, 3, "INBOX", "last", &body(150, 3)).unwrap();
+        s.commit().unwrap();
+        drop(s);
+        let list: Vec<StoredMessage> = v
+            .list_messages(&mb)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.unwrap())
+            .collect();
+        let last = &list[2];
+        let expected: Vec<(String, Vec<u8>)> = read_mailbox(&v, &mb);
+        (
+            last.loc.offset,
+            last.loc.offset + last.loc.record_len,
+            segment_files(&f.dir)[0].clone(),
+            expected,
+        )
+    };
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), last_end);
+    let seg_name = seg.file_name().unwrap().to_owned();
+    let mut cases = 0;
+    for cut in last_start..last_end {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vol");
+        copy_dir(&f.dir, &dir);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(dir.join(SEGMENTS_DIR).join(&seg_name))
+            .unwrap();
+        file.set_len(cut).unwrap();
+        drop(file);
+        let v = Volume::open(&dir, &f.key, &settings()).unwrap();
+        // Detected at open, left as it is.
+        assert_eq!(
+            v.recovery().short_segments,
+            vec![ShortSegment {
+                segment: 1,
+                len: cut,
+                expected: last_end
+            }],
+            "cut at {cut}"
+        );
+        // verify names exactly the damaged message.
+        let report = v.verify().unwrap();
+        assert_eq!(
+            report.damaged.len(),
+            1,
+            "cut at {cut}: {:?}",
+            report.damaged
+        );
+        assert_eq!(report.damaged[0].item, "INBOX/last");
+        assert_eq!(report.damaged[0].mailbox, "kate@example.org");
+        // Every other message still reads back byte for byte.
+        let mut read = 0;
+        for m in v.list_messages(&mb).unwrap() {
+            let m = m.unwrap();
+            let mut out = Vec::new();
+            let res = v.read_message(&m, &mut out);
+            if m.meta.source_id.as_str() == "last" {
+                assert!(res.is_err(), "cut at {cut}");
+            } else {
+                res.unwrap();
+                let want = expected
+                    .iter()
+                    .find(|(sid, _)| sid == m.meta.source_id.as_str())
+                    .unwrap();
+                assert_eq!(out, want.1, "cut at {cut}");
+                read += 1;
+            }
+        }
+        assert_eq!(read, 2);
+        // The damaged segment is never appended to: new mail goes elsewhere and reads.
+        fill(&v, &addr("leo@example.org"), 1, 1);
+        assert_eq!(read_mailbox(&v, &addr("leo@example.org")).len(), 1);
+        cases += 1;
+    }
+    // One case per byte of the record: 72-byte header + 150 bytes + one tag.
+    assert_eq!(cases, 72 + 150 + 16);
+}
+
+#[test]
+fn issue8_index_behind_the_segments_is_cut_at_open_and_the_resend_is_stored() {
+    let f = fixture();
+    let mb = addr("mia@example.org");
+    let (committed, crashed) = {
+        let v = open(&f);
+        let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+        put(&mut s, 1, "INBOX", "a", &body(1000, 1)).unwrap();
+        s.commit().unwrap();
+        let committed = std::fs::read(&segment_files(&f.dir)[0]).unwrap();
+        // Two complete records on disk whose rows never committed (power loss between
+        // the fdatasync and the SQLite transaction).
+        put(&mut s, 2, "INBOX", "b", &body(2000, 2)).unwrap();
+        put(&mut s, 3, "INBOX", "c", &body(3000, 3)).unwrap();
+        let job = s.start_commit().unwrap();
+        let crashed = std::fs::read(&segment_files(&f.dir)[0]).unwrap();
+        drop(job);
+        drop(s);
+        (committed, crashed)
+    };
+    assert!(crashed.len() > committed.len());
+    std::fs::write(&segment_files(&f.dir)[0], &crashed).unwrap();
+    let v = open(&f);
+    assert_eq!(
+        v.recovery().tails_truncated,
+        vec![(1, (crashed.len() - committed.len()) as u64)]
+    );
+    assert_eq!(std::fs::read(&segment_files(&f.dir)[0]).unwrap(), committed);
+    assert_eq!(read_mailbox(&v, &mb).len(), 1);
+    // Never acknowledged, so the agent resends: stored, not a duplicate.
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    assert_eq!(
+        put(&mut s, 2, "INBOX", "b", &body(2000, 2)).unwrap(),
+        Finished::Pending { seq: 2 }
+    );
+    s.commit().unwrap();
+    drop(s);
+    assert_eq!(read_mailbox(&v, &mb).len(), 2);
+    assert!(v.verify().unwrap().damaged.is_empty());
+}
