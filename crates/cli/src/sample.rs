@@ -16,9 +16,8 @@
 //! example domains and documentation IP ranges, and nothing here ever reads real mail.
 //! It does not fsync what it writes: a sample can always be written again.
 //!
-//! The module also holds the IMAP modified UTF-7 codec ([`mutf7_encode`], [`mutf7_decode`],
-//! RFC 3501 §5.1.3) that Maildir++ folder names use on disk, so the Maildir reader decodes
-//! exactly what this writer encodes.
+//! Folder names are written in IMAP modified UTF-7 with `mailferry_core::mutf7`, the codec
+//! the Maildir reader decodes with.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -88,24 +87,11 @@ pub struct SampleSummary {
     pub folders: Vec<String>,
 }
 
-/// A folder name that is not valid IMAP modified UTF-7.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("folder name {name:?} is not modified UTF-7: {reason} at byte {at}")]
-#[non_exhaustive]
-pub struct Mutf7Error {
-    /// The name as found.
-    pub name: String,
-    /// Byte offset of the problem.
-    pub at: usize,
-    /// What is wrong there.
-    pub reason: &'static str,
-}
-
 /// Writes a Maildir++ tree under `root` (created if absent; it should be empty).
 ///
 /// INBOX is `root/{cur,new,tmp}`; every other folder is `root/.<name>/{cur,new,tmp}` plus a
 /// `maildirfolder` file, with `/` in the name turned into `.` and non-ASCII encoded with
-/// [`mutf7_encode`]. About 70 % of the messages go to `cur/` with `:2,<flags>`, the rest to
+/// `mailferry_core::mutf7::encode`. About 70 % of the messages go to `cur/` with `:2,<flags>`, the rest to
 /// `new/`. Fails with `InvalidInput` if `folders` is 0 or a marker is unusable.
 pub fn write_maildir(root: &Path, spec: &SampleSpec) -> io::Result<SampleSummary> {
     if spec.folders == 0 {
@@ -242,7 +228,10 @@ fn folder_dir(root: &Path, name: &str) -> PathBuf {
     } else {
         // '/' and '.' are printable ASCII, so encoding the whole path and then swapping the
         // separator is the same as encoding level by level.
-        root.join(format!(".{}", mutf7_encode(name).replace('/', ".")))
+        root.join(format!(
+            ".{}",
+            mailferry_core::mutf7::encode(name).replace('/', ".")
+        ))
     }
 }
 
@@ -1210,106 +1199,3 @@ fn mix(seed: u64, i: u64) -> u64 {
 }
 
 // === modified UTF-7 ===
-
-/// Encodes a mailbox name in IMAP modified UTF-7 (RFC 3501 §5.1.3): printable ASCII stays,
-/// `&` becomes `&-`, and runs of other characters become `&` + base64 (with `,` for `/`)
-/// of their UTF-16BE + `-`.
-pub fn mutf7_encode(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 8);
-    let mut run: Vec<u16> = Vec::new();
-    let flush = |run: &mut Vec<u16>, out: &mut String| {
-        if !run.is_empty() {
-            let bytes: Vec<u8> = run.iter().flat_map(|u| u.to_be_bytes()).collect();
-            out.push('&');
-            out.push_str(&b64(&bytes, B64_MUTF7, false));
-            out.push('-');
-            run.clear();
-        }
-    };
-    for c in name.chars() {
-        if (' '..='~').contains(&c) {
-            flush(&mut run, &mut out);
-            out.push(c);
-            if c == '&' {
-                out.push('-');
-            }
-        } else {
-            let mut buf = [0u16; 2];
-            run.extend_from_slice(c.encode_utf16(&mut buf));
-        }
-    }
-    flush(&mut run, &mut out);
-    out
-}
-
-/// Decodes an IMAP modified UTF-7 mailbox name.
-///
-/// Rejects what cannot be decoded unambiguously: bytes outside printable ASCII, an
-/// unterminated or malformed `&...-` run, non-zero padding bits, unpaired surrogates.
-/// Accepts, like most servers, encoded runs that hold printable ASCII or that directly
-/// follow another run, which RFC 3501 tells encoders not to produce.
-pub fn mutf7_decode(name: &str) -> Result<String, Mutf7Error> {
-    let err = |at: usize, reason: &'static str| Mutf7Error {
-        name: name.to_owned(),
-        at,
-        reason,
-    };
-    let bytes = name.as_bytes();
-    let mut out = String::with_capacity(name.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if !(0x20..=0x7e).contains(&b) {
-            return Err(err(i, "byte outside printable ASCII"));
-        }
-        if b != b'&' {
-            out.push(b as char);
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let end = bytes[i + 1..]
-            .iter()
-            .position(|&c| c == b'-')
-            .map(|p| i + 1 + p)
-            .ok_or_else(|| err(start, "'&' run without closing '-'"))?;
-        if end == i + 1 {
-            out.push('&');
-            i = end + 1;
-            continue;
-        }
-        // Base64 → bits → UTF-16BE units.
-        let mut acc: u32 = 0;
-        let mut nbits = 0;
-        let mut units: Vec<u16> = Vec::new();
-        let mut pending: Vec<u8> = Vec::new();
-        for (k, &c) in bytes[i + 1..end].iter().enumerate() {
-            let v = B64_MUTF7
-                .iter()
-                .position(|&a| a == c)
-                .ok_or_else(|| err(i + 1 + k, "not a modified base64 character"))?;
-            acc = (acc << 6) | v as u32;
-            nbits += 6;
-            if nbits >= 8 {
-                nbits -= 8;
-                pending.push((acc >> nbits) as u8);
-                acc &= (1 << nbits) - 1;
-                if pending.len() == 2 {
-                    units.push(u16::from_be_bytes([pending[0], pending[1]]));
-                    pending.clear();
-                }
-            }
-        }
-        if !pending.is_empty() || nbits >= 6 {
-            return Err(err(end, "base64 run does not end on a UTF-16 unit"));
-        }
-        if acc != 0 {
-            return Err(err(end, "non-zero padding bits"));
-        }
-        for c in char::decode_utf16(units.iter().copied()) {
-            out.push(c.map_err(|_| err(start, "unpaired UTF-16 surrogate"))?);
-        }
-        i = end + 1;
-    }
-    Ok(out)
-}

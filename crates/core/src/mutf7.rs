@@ -132,7 +132,38 @@ mod tests {
     }
 
     #[test]
+    fn known_encodings() {
+        let cases = [
+            ("INBOX", "INBOX"),
+            ("Entwürfe", "Entw&APw-rfe"),
+            ("日本語", "&ZeVnLIqe-"),
+            ("a&b", "a&-b"),
+            ("&", "&-"),
+            ("Reçus", "Re&AOc-us"),
+            ("Projekte/日本語", "Projekte/&ZeVnLIqe-"),
+            ("😀 smile", "&2D3eAA- smile"),
+            ("", ""),
+        ];
+        for (plain, wire) in cases {
+            assert_eq!(encode(plain), wire, "{plain}");
+            assert_eq!(decode(wire).unwrap(), plain, "{wire}");
+        }
+        for s in [
+            "Ünïcödé & more",
+            "Привет/мир",
+            "mixed 日本 and & ü",
+            "a\u{7f}b",
+            "tab\tname",
+        ] {
+            assert_eq!(decode(&encode(s)).unwrap(), s);
+        }
+    }
+
+    #[test]
     fn malformed_input_is_an_error_not_a_panic() {
+        for bad in ["Entw&APw", "&A.w-", "&APw/-", "&AP-", "&APx-", "&2D0-"] {
+            assert!(decode(bad).is_err(), "{bad:?} decoded");
+        }
         for bad in ["&", "&AP", "&APw", "&!!-", "caf\u{e9}", "&AGE-"] {
             assert!(decode(bad).is_err(), "{bad:?} decoded");
         }

@@ -416,52 +416,6 @@ fn quoted_printable_and_encoded_words() {
     );
 }
 
-#[test]
-fn mutf7_round_trip() {
-    let cases = [
-        ("INBOX", "INBOX"),
-        ("Entwürfe", "Entw&APw-rfe"),
-        ("日本語", "&ZeVnLIqe-"),
-        ("a&b", "a&-b"),
-        ("&", "&-"),
-        ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),
-        ("Reçus", "Re&AOc-us"),
-        ("Projekte/日本語", "Projekte/&ZeVnLIqe-"),
-        ("😀 smile", "&2D3eAA- smile"),
-        ("", ""),
-    ];
-    for (plain, wire) in cases {
-        assert_eq!(mutf7_encode(plain), wire, "{plain}");
-        assert_eq!(mutf7_decode(wire).unwrap(), plain, "{wire}");
-    }
-    for s in [
-        "Ünïcödé & more",
-        "Привет/мир",
-        "mixed 日本 and & ü",
-        "a\u{7f}b",
-        "tab\tname",
-    ] {
-        assert_eq!(mutf7_decode(&mutf7_encode(s)).unwrap(), s);
-    }
-}
-
-#[test]
-fn mutf7_rejects_malformed() {
-    for (bad, at) in [
-        ("Entw&APw", 4), // no closing '-'
-        ("Entwürfe", 4), // raw 8-bit
-        ("&A.w-", 2),    // '.' is not modified base64
-        ("&APw/-", 4),   // '/' is not modified base64 (',' is)
-        ("&AP-", 3),     // 12 bits: not a whole UTF-16 unit
-        ("&APx-", 4),    // non-zero padding bits
-        ("&2D0-", 0),    // lone high surrogate
-    ] {
-        let err = mutf7_decode(bad).unwrap_err();
-        assert_eq!(err.at, at, "{bad}: {err}");
-        assert_eq!(err.name, bad);
-    }
-}
-
 /// Writes a sample Maildir for `benches/dovecot-compare.sh`:
 /// `MAILFERRY_SAMPLE_DIR=/tmp/mf-sample MAILFERRY_SAMPLE_MESSAGES=2000 cargo test -p mailferry
 /// --lib sample::tests::write_bench_sample -- --ignored`.
