@@ -410,6 +410,12 @@ fn issue3_demo_runs_with_nothing_set_up_and_again() {
         assert_eq!(v["comparison"]["identical"], 150, "{v}");
         let moved = v["report"]["items_moved"].as_u64().unwrap();
         assert_eq!(moved, if pass == 0 { 150 } else { 0 });
+        let recovery = std::path::PathBuf::from(v["recovery_key_file"].as_str().unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&recovery).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }
 

@@ -404,3 +404,92 @@ fn issue8_replicate_copies_only_ciphertext_incrementally_and_the_replica_verifie
         assert!(String::from_utf8_lossy(&o.stderr).contains("replica"));
     }
 }
+
+#[test]
+fn issue8_rotate_reencrypt_through_the_cli_exports_identical_and_dedups() {
+    let env = Env::new();
+    ok(&volume(&["init", "--key-file"], &env, &[&env.key()]));
+    let (a, b) = (env.path("A"), env.path("B"));
+    maildir(&a, 5, "MARKER8R");
+    maildir(&b, 2, "MARKER8S");
+    assert_eq!(move_maildir(&env, &a, "alice@example.org").0, 0);
+    assert_eq!(move_maildir(&env, &b, "bob@example.org").0, 0);
+    ok(&export(&env, "alice@example.org", &env.path("before-a")));
+    ok(&export(&env, "bob@example.org", &env.path("before-b")));
+    let before_a = read_maildir(&env.path("before-a"));
+    let before_b = read_maildir(&env.path("before-b"));
+    assert_eq!((before_a.len(), before_b.len()), (5, 2));
+
+    let check = |tag: &str| {
+        let o = volume(&["verify", "--json", "--key-file"], &env, &[&env.key()]);
+        ok(&o);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["messages_checked"].as_u64(), Some(7), "{tag}: {v}");
+        assert_eq!(v["damaged"].as_array().unwrap().len(), 0, "{tag}: {v}");
+        let out_a = env.path(&format!("{tag}-a"));
+        let out_b = env.path(&format!("{tag}-b"));
+        ok(&export(&env, "alice@example.org", &out_a));
+        ok(&export(&env, "bob@example.org", &out_b));
+        assert_eq!(read_maildir(&out_a), before_a, "{tag}");
+        assert_eq!(read_maildir(&out_b), before_b, "{tag}");
+        // Moving again stores nothing twice.
+        for (src, mb) in [(&a, "alice@example.org"), (&b, "bob@example.org")] {
+            let (code, report, o) = move_maildir(&env, src, mb);
+            assert_eq!(code, 0, "{tag}: {}", describe(&o));
+            assert_eq!(report.unwrap()["items_moved"], 0, "{tag}");
+        }
+    };
+
+    let o = volume(
+        &[
+            "rotate",
+            "--mailbox",
+            "alice@example.org",
+            "--reencrypt",
+            "--key-file",
+        ],
+        &env,
+        &[&env.key()],
+    );
+    ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("every message now uses key id 2") && out.contains("5 message(s)"),
+        "{out}"
+    );
+    check("mailbox");
+
+    let o = volume(
+        &[
+            "rotate",
+            "--tenant",
+            "example.org",
+            "--reencrypt",
+            "--key-file",
+        ],
+        &env,
+        &[&env.key()],
+    );
+    ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("7 message(s)"), "{out}");
+    assert!(
+        out.contains("alice@example.org: every message now uses key id 3"),
+        "{out}"
+    );
+    check("tenant");
+
+    // The audit trail still matches the index message by message, and names no mailbox.
+    ok(&run(mailferry()
+        .args(["audit", "verify"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())));
+    let log = std::fs::read_to_string(env.volume().join("audit.jsonl")).unwrap();
+    assert_eq!(log.matches("messages.reencrypted").count(), 3);
+    for (p, bytes) in all_files(&env.volume()) {
+        for m in ["MARKER8R", "MARKER8S", "alice@example.org"] {
+            assert!(!contains(&bytes, m.as_bytes()), "{m} in {}", p.display());
+        }
+    }
+}

@@ -29,6 +29,8 @@ pub struct DemoOutcome {
     pub source: PathBuf,
     /// The key file (keep it secret; without it the volume cannot be read).
     pub key_file: PathBuf,
+    /// The recovery key (opens the volume if the key file is lost; store it elsewhere).
+    pub recovery_key_file: PathBuf,
     /// The encrypted volume.
     pub volume: PathBuf,
     /// The agent's state (checkpoint, reports).
@@ -85,7 +87,8 @@ pub async fn run_demo(
         generated_messages = summary.messages;
     }
     if !volume.exists() {
-        Volume::init(&volume, &key_file)?;
+        // As an admin should: with a recovery key beside the key file.
+        crate::volume_admin::init(&volume, Some(&key_file), None, None, false)?;
     }
     let mailbox = MailboxAddr::parse("demo.user@example.com").expect("valid literal");
     let report = run_move(&MoveArgs {
@@ -119,6 +122,7 @@ pub async fn run_demo(
     Ok(DemoOutcome {
         data: data.to_path_buf(),
         source,
+        recovery_key_file: crate::volume_admin::default_recovery_path(&key_file),
         key_file,
         volume,
         state,

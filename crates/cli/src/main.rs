@@ -225,6 +225,11 @@ enum VolumeCmd {
         /// Rotate this tenant's key (rewraps the keys of all its mailboxes).
         #[arg(long)]
         tenant: Option<String>,
+        /// Also give every mailbox concerned a new key generation, re-encrypt all its
+        /// stored messages under it (streaming, resumable: run the same command again
+        /// after an interruption) and drop the earlier generations.
+        #[arg(long)]
+        reencrypt: bool,
     },
     /// Reclaim the space of shredded messages and unreferenced record gaps by rewriting
     /// segments (no decryption; crash-safe at every step).
@@ -375,6 +380,10 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 println!(
                     "2. key file (keep it secret, keep a copy)         {}",
                     out.key_file.display()
+                );
+                println!(
+                    "   recovery key (store it off this machine)       {}",
+                    out.recovery_key_file.display()
                 );
                 println!(
                     "   encrypted volume                               {}",
@@ -606,6 +615,51 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     unlock,
                     mailbox: mb,
                     tenant,
+                    reencrypt: true,
+                },
+        } => {
+            let mb = mb.as_deref().map(mailbox).transpose()?;
+            let out =
+                volume_admin::rotate_reencrypt(&volume, &unlock, mb.as_ref(), tenant.as_deref())?;
+            if out.resumed {
+                println!("resumed an interrupted re-encryption");
+            }
+            if out.tenant_rotated {
+                println!(
+                    "rotated tenant {}: new tenant key",
+                    tenant.unwrap_or_default()
+                );
+            }
+            for (m, k) in &out.mailboxes {
+                println!("re-encrypted mailbox {m}: every message now uses key id {k}");
+            }
+            println!(
+                "{} message(s) ({} bytes) re-encrypted, {} earlier key generation(s) dropped; old records removed ({} segment(s) rewritten)",
+                out.messages_reencrypted,
+                out.bytes_reencrypted,
+                out.keys_dropped,
+                out.compaction.segments_rewritten
+            );
+            if !out.skipped.is_empty() {
+                for s in &out.skipped {
+                    eprintln!("  not re-encrypted: {s}");
+                }
+                return Err(AppError::Failed(format!(
+                    "{} message(s) could not be re-encrypted (run `volume verify`); their mailbox keeps its earlier keys, run the same command again after repairing",
+                    out.skipped.len()
+                ))
+                );
+            }
+            Ok(())
+        }
+        Cmd::Volume {
+            cmd:
+                VolumeCmd::Rotate {
+                    volume,
+                    unlock,
+                    mailbox: mb,
+                    tenant,
+                    reencrypt: false,
                 },
         } => {
             let mb = mb.as_deref().map(mailbox).transpose()?;

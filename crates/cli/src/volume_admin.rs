@@ -10,8 +10,8 @@ use crate::AppError;
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use mailferry_store::{
-    Argon2Params, CompactOutcome, Credential, InitOptions, InitOutcome, RotateOutcome, UnlockInfo,
-    Volume,
+    Argon2Params, CompactOutcome, Credential, InitOptions, InitOutcome, ReencryptOutcome,
+    RotateOutcome, UnlockInfo, Volume,
 };
 use std::path::{Path, PathBuf};
 
@@ -172,6 +172,24 @@ pub fn rotate(
     match (mailbox, tenant) {
         (Some(m), None) => Ok(open(volume, unlock)?.rotate_mailbox(m)?),
         (None, Some(t)) => Ok(open(volume, unlock)?.rotate_tenant(t)?),
+        _ => Err(AppError::Usage(
+            "give exactly one of --mailbox, --tenant".into(),
+        )),
+    }
+}
+
+/// `volume rotate --mailbox M | --tenant T --reencrypt`: new key generation(s), every
+/// stored message re-encrypted under it, earlier generations dropped; resumes an
+/// interrupted run.
+pub fn rotate_reencrypt(
+    volume: &Path,
+    unlock: &UnlockArgs,
+    mailbox: Option<&MailboxAddr>,
+    tenant: Option<&str>,
+) -> Result<ReencryptOutcome, AppError> {
+    match (mailbox, tenant) {
+        (Some(m), None) => Ok(open(volume, unlock)?.rotate_mailbox_reencrypt(m)?),
+        (None, Some(t)) => Ok(open(volume, unlock)?.rotate_tenant_reencrypt(t)?),
         _ => Err(AppError::Usage(
             "give exactly one of --mailbox, --tenant".into(),
         )),
