@@ -288,39 +288,29 @@ enum AuditCmd {
         key_file: Option<PathBuf>,
     },
     /// Compare the source side with the volume message by message (exit 0 only if they agree).
-    Reconcile {
-        /// The move's state directory (source side).
-        #[arg(long)]
-        state: PathBuf,
-        /// The volume (destination side).
-        #[arg(long)]
-        volume: PathBuf,
-        /// The volume's key file.
-        #[arg(long)]
-        key_file: PathBuf,
-        /// Print the result as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Reconcile(BothSides),
+}
+
+/// A move's two sides: its state directory and the volume, with how to unlock it.
+#[derive(clap::Args)]
+struct BothSides {
+    /// The move's state directory (source side).
+    #[arg(long)]
+    state: PathBuf,
+    /// The volume (destination side).
+    #[arg(long)]
+    volume: PathBuf,
+    #[command(flatten)]
+    unlock: volume_admin::UnlockArgs,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
 enum ReceiptCmd {
     /// Recompute the receipt from the volume and compare it with the source's.
-    Verify {
-        /// The move's state directory.
-        #[arg(long)]
-        state: PathBuf,
-        /// The volume.
-        #[arg(long)]
-        volume: PathBuf,
-        /// The volume's key file.
-        #[arg(long)]
-        key_file: PathBuf,
-        /// Print the result as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(BothSides),
 }
 
 #[derive(Subcommand)]
@@ -786,14 +776,14 @@ async fn run(cli: Cli) -> Result<(), AppError> {
         }
         Cmd::Audit {
             cmd:
-                AuditCmd::Reconcile {
+                AuditCmd::Reconcile(BothSides {
                     state,
                     volume,
-                    key_file,
+                    unlock,
                     json,
-                },
+                }),
         } => {
-            let v = Volume::open(&volume, &key_file, &Profile::embedded_default().store)?;
+            let v = volume_admin::open(&volume, &unlock)?;
             let r = audit_cmd::reconcile(&state, &v)?;
             eprintln!(
                 "{}: {} agreeing of {} acknowledged at the source and {} in the volume; {} missing, {} extra, {} altered, {} duplicated, {} removed from the volume, {} unlogged",
@@ -826,14 +816,14 @@ async fn run(cli: Cli) -> Result<(), AppError> {
         }
         Cmd::Receipt {
             cmd:
-                ReceiptCmd::Verify {
+                ReceiptCmd::Verify(BothSides {
                     state,
                     volume,
-                    key_file,
+                    unlock,
                     json,
-                },
+                }),
         } => {
-            let v = Volume::open(&volume, &key_file, &Profile::embedded_default().store)?;
+            let v = volume_admin::open(&volume, &unlock)?;
             let r = audit_cmd::verify_receipt(&state, &v)?;
             eprintln!(
                 "source root {}
