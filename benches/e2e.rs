@@ -67,8 +67,10 @@ fn run_ours(src: &Path, work: &Path, run: usize) -> (f64, f64, u64, u64) {
         .block_on(run_move(&MoveArgs {
             source: format!("maildir:{}", src.display()),
             mailbox: MailboxAddr::parse("bench@example.com").expect("literal"),
-            volume: vol.clone(),
-            credential: mailferry_store::Credential::KeyFile(key.clone()),
+            destination: mailferry_cli::moving::Destination::Local {
+                volume: vol.clone(),
+                credential: mailferry_store::Credential::KeyFile(key.clone()),
+            },
             state: work.join(format!("state-{run}")),
             profile: Profile::embedded_default(),
             progress_bar: false,

@@ -3,6 +3,7 @@
 
 mod audit;
 mod foundation;
+mod serve;
 mod util;
 mod volume;
 mod wire;

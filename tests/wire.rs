@@ -40,6 +40,7 @@ async fn start() -> Harness {
             volume: volume.clone(),
             commit: Profile::default().commit,
             stats: Arc::new(StoreStats::default()),
+            header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,
         },
     )
     .await

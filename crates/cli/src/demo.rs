@@ -94,8 +94,10 @@ pub async fn run_demo(
     let report = run_move(&MoveArgs {
         source: format!("maildir:{}", source.display()),
         mailbox: mailbox.clone(),
-        volume: volume.clone(),
-        credential: mailferry_store::Credential::KeyFile(key_file.clone()),
+        destination: crate::moving::Destination::Local {
+            volume: volume.clone(),
+            credential: mailferry_store::Credential::KeyFile(key_file.clone()),
+        },
         state: state.clone(),
         profile: Profile::embedded_default(),
         progress_bar,

@@ -2,7 +2,9 @@
 //! code (0 ok, 1 failed, 2 usage or configuration error). Nothing else lives here.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mailferry_cli::{audit_cmd, demo, export, moving, report, volume_admin, AppError};
+use mailferry_cli::{
+    audit_cmd, demo, export, moving, report, serve, tokens, volume_admin, AppError,
+};
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use mailferry_store::Volume;
@@ -23,6 +25,12 @@ use std::process::ExitCode;
   mailferry export --volume /srv/vol --key-file /root/vol.key --mailbox alice@example.com \\
        --format maildir --out /tmp/alice-export
   mailferry volume verify --volume /srv/vol --key-file /root/vol.key
+  mailferry token issue --volume /srv/vol --key-file /root/vol.key --tenant example.com \
+       --out /root/example.com.token
+  mailferry serve --volume /srv/vol --key-file /root/vol.key --listen 0.0.0.0:8443
+  mailferry move --source maildir:/home/alice/Maildir --mailbox alice@example.com \
+       --proxy https://store.example.net:8443 --ca vol-tls/ca.pem \
+       --token-file example.com.token --state /var/lib/mailferry/alice
 
 Exit codes: 0 ok, 1 the command ran and failed (bad or damaged items, lost connection),
 2 usage or configuration error (flags, profile, wrong key)."
@@ -46,7 +54,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Move one mailbox into a volume (agent, proxy and store in this process, over loopback HTTPS).
+    /// Move one mailbox into a volume (agent, proxy and store in this process over
+    /// loopback HTTPS), or to a remote `mailferry serve` with --proxy.
     Move {
         /// Source: maildir:PATH.
         #[arg(long)]
@@ -54,11 +63,21 @@ enum Cmd {
         /// Destination mailbox address.
         #[arg(long)]
         mailbox: String,
-        /// Volume directory (created by `volume init`).
-        #[arg(long)]
-        volume: PathBuf,
+        /// Volume directory (created by `volume init`); not with --proxy.
+        #[arg(long, required_unless_present = "proxy", conflicts_with = "proxy")]
+        volume: Option<PathBuf>,
+        /// Stream to this remote proxy (`https://host:port`, a `mailferry serve`)
+        /// instead of a local volume.
+        #[arg(long, requires_all = ["ca", "token_file"])]
+        proxy: Option<String>,
+        /// PEM file of the CA the remote proxy's certificate is checked against.
+        #[arg(long, requires = "proxy")]
+        ca: Option<PathBuf>,
+        /// File holding the agent token (written by `mailferry token issue`).
+        #[arg(long, requires = "proxy")]
+        token_file: Option<PathBuf>,
         #[command(flatten)]
-        unlock: volume_admin::UnlockArgs,
+        unlock: volume_admin::MaybeUnlockArgs,
         /// State directory of this move (checkpoint, reports); one per mailbox.
         #[arg(long)]
         state: PathBuf,
@@ -72,6 +91,39 @@ enum Cmd {
         /// file loses the mail).
         #[arg(long)]
         no_recovery_key: bool,
+    },
+    /// Serve the wire protocol (proxy and store in one process) until SIGTERM or ctrl-c.
+    Serve {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+        /// Address to listen on, e.g. 0.0.0.0:8443 (port 0: a free port, printed).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Server certificate chain (PEM); without it a CA and a certificate are created
+        /// once in --tls-dir.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Private key of --tls-cert (PKCS#8 PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Where the generated CA and certificate live (default: `<volume>-tls` beside
+        /// the volume).
+        #[arg(long, conflicts_with = "tls_cert")]
+        tls_dir: Option<PathBuf>,
+        /// Seconds a client gets for the TLS handshake and again for a request head.
+        #[arg(long, default_value_t = 10.0)]
+        header_timeout: f64,
+        /// Migration profile (TOML) for commit settings; the embedded default when absent.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+    },
+    /// Issue, list and revoke agent tokens (each bound to one tenant).
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
     },
     /// Write a mailbox back out of a volume.
     Export {
@@ -130,6 +182,48 @@ enum Cmd {
     Profile {
         #[command(subcommand)]
         cmd: ProfileCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token for a tenant and write it (once, mode 0600) to --out.
+    Issue {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+        /// The tenant: a mail domain; the token opens only mailboxes `*@TENANT`.
+        #[arg(long)]
+        tenant: String,
+        /// File to write the token to (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the outcome (never the token) as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens: id, tenant, created, revoked (never the tokens).
+    List {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+        /// JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token; a running `serve` refuses it from its next request.
+    Revoke {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+        /// The token's id (see `token list`).
+        id: u64,
     },
 }
 
@@ -409,18 +503,39 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             source,
             mailbox: mb,
             volume,
+            proxy,
+            ca,
+            token_file,
             unlock,
             state,
             profile,
             json,
             no_recovery_key,
         } => {
-            volume_admin::require_recovery(&volume, no_recovery_key)?;
+            let destination = match (volume, proxy, ca, token_file) {
+                (Some(volume), None, _, _) => {
+                    volume_admin::require_recovery(&volume, no_recovery_key)?;
+                    moving::Destination::Local {
+                        volume,
+                        credential: unlock.credential()?,
+                    }
+                }
+                (None, Some(url), Some(ca), Some(token_file)) if !unlock.any() => moving::Destination::Remote {
+                    url,
+                    ca,
+                    token_file,
+                },
+                _ => {
+                    return Err(AppError::Usage(
+                        "give --volume with its key (local move), or --proxy, --ca and --token-file and no key (remote)"
+                            .into(),
+                    ))
+                }
+            };
             let args = moving::MoveArgs {
                 source,
                 mailbox: mailbox(&mb)?,
-                volume,
-                credential: unlock.credential()?,
+                destination,
                 state,
                 profile: load_profile(profile.as_deref())?,
                 progress_bar: tty && !json,
@@ -436,6 +551,82 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     report.bad_items.len(),
                     args.state.join("report.json").display()
                 )));
+            }
+            Ok(())
+        }
+        Cmd::Serve {
+            volume,
+            unlock,
+            listen,
+            tls_cert,
+            tls_key,
+            tls_dir,
+            header_timeout,
+            profile,
+        } => {
+            if !(header_timeout > 0.0 && header_timeout <= 3600.0) {
+                return Err(AppError::Usage(
+                    "--header-timeout must be between 0 and 3600 seconds".into(),
+                ));
+            }
+            let args = serve::ServeArgs {
+                volume,
+                credential: unlock.credential()?,
+                listen,
+                tls: tls_cert.zip(tls_key),
+                tls_dir,
+                profile: load_profile(profile.as_deref())?,
+                header_timeout: std::time::Duration::from_secs_f64(header_timeout),
+            };
+            let shutdown = serve::shutdown_signal()?;
+            serve::run_serve(&args, shutdown).await
+        }
+        Cmd::Token {
+            cmd:
+                TokenCmd::Issue {
+                    volume,
+                    unlock,
+                    tenant,
+                    out,
+                    json,
+                },
+        } => {
+            let issued = tokens::issue(&volume, &unlock.credential()?, &tenant, &out)?;
+            eprintln!(
+                "token {} for tenant {} written to {} (mode 0600); it is shown nowhere else",
+                issued.id, issued.tenant, issued.out
+            );
+            if issued.volume_in_use {
+                eprintln!("the volume is in use by a running `mailferry serve`: it accepts the token now and records it in the volume's audit log");
+            }
+            if json {
+                print_json(&issued);
+            }
+            Ok(())
+        }
+        Cmd::Token {
+            cmd:
+                TokenCmd::List {
+                    volume,
+                    unlock,
+                    json,
+                },
+        } => {
+            let list = tokens::list(&volume, &unlock.credential()?)?;
+            if json {
+                print_json(&list);
+            } else {
+                print!("{}", tokens::table(&list));
+            }
+            Ok(())
+        }
+        Cmd::Token {
+            cmd: TokenCmd::Revoke { volume, unlock, id },
+        } => {
+            if tokens::revoke(&volume, &unlock.credential()?, id)? {
+                eprintln!("token {id} revoked; a running `serve` refuses it from its next request");
+            } else {
+                eprintln!("token {id} was already revoked");
             }
             Ok(())
         }

@@ -1,9 +1,13 @@
-//! `mailferry move`: agent, proxy and store in one process over loopback HTTPS.
+//! `mailferry move`: agent, proxy and store in one process over loopback HTTPS, or the
+//! agent alone streaming to a remote `mailferry serve` (`--proxy`).
 //!
 //! The embedded proxy listens on 127.0.0.1 on an ephemeral port with a certificate
 //! issued at start by a CA that exists only in this process's memory; the agent trusts
 //! exactly that CA and authenticates with a random one-time token. Nothing here is
-//! specific to loopback: the same agent and proxy code run across machines.
+//! specific to loopback: the same agent and proxy code run across machines. With a
+//! remote proxy the destination's receipt is not computed here (the volume is on the
+//! other side): the report leaves it empty and `receipt.matches` false; check it on the
+//! store host with `mailferry receipt verify`.
 
 use crate::{rss, AppError};
 use mailferry_agent::client::Endpoint;
@@ -26,10 +30,8 @@ pub struct MoveArgs {
     pub source: String,
     /// Destination mailbox.
     pub mailbox: MailboxAddr,
-    /// Volume directory.
-    pub volume: PathBuf,
-    /// What unlocks the volume: key file, passphrase file or recovery key file.
-    pub credential: Credential,
+    /// Where the messages go: a local volume (embedded proxy) or a remote proxy.
+    pub destination: Destination,
     /// Agent state directory.
     pub state: PathBuf,
     /// Migration profile.
@@ -38,48 +40,50 @@ pub struct MoveArgs {
     pub progress_bar: bool,
 }
 
+/// Where a move stores.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// A volume on this machine, through an embedded proxy on loopback.
+    Local {
+        /// Volume directory.
+        volume: PathBuf,
+        /// What unlocks the volume: key file, passphrase file or recovery key file.
+        credential: Credential,
+    },
+    /// A `mailferry serve` elsewhere.
+    Remote {
+        /// `https://host:port`.
+        url: String,
+        /// PEM file of the CA to trust (exactly that one).
+        ca: PathBuf,
+        /// File holding the token (`mailferry token issue --out`).
+        token_file: PathBuf,
+    },
+}
+
 /// Runs one pass of the move and returns its report (also written to the state dir as
 /// `report.json`, and appended to `reports.jsonl`, which is never truncated).
 pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
     let started = unix_now();
     let t0 = Instant::now();
-    // Open the volume first: a wrong key is refused before the source is touched.
-    let volume = {
-        let (dir, cred, settings) = (
-            args.volume.clone(),
-            args.credential.clone(),
-            args.profile.store.clone(),
-        );
-        tokio::task::spawn_blocking(move || Volume::open_with(&dir, &cred, &settings))
-            .await
-            .expect("volume open thread panicked")?
-    };
-    let volume = Arc::new(volume);
-    let source = mailferry_agent::source::from_spec(&args.source)?;
-
-    let ca = mailferry_core::tls::LocalCa::generate("mailferry embedded CA")?;
-    let identity = ca.issue_server(&["127.0.0.1", "localhost"])?;
-    let token = SecretBytes::new(hex::encode(SecretBytes::random(32).expose()).into_bytes());
-    let mut tokens = TokenSet::default();
-    tokens.allow(&token);
     let stats = Arc::new(StoreStats::default());
-    let proxy = Proxy::bind(
-        "127.0.0.1:0".parse().expect("literal address"),
-        ProxyConfig {
-            tls: mailferry_core::tls::server_config(&identity)?,
-            tokens,
-            volume: volume.clone(),
-            commit: args.profile.commit.clone(),
-            stats: stats.clone(),
-        },
-    )
-    .await?;
-    let url = format!("https://127.0.0.1:{}", proxy.local_addr().port());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(proxy.serve(async {
-        let _ = stop_rx.await;
-    }));
-    let endpoint = Endpoint::new(&url, &[ca.cert_der()], token)?;
+    let (endpoint, local) = match &args.destination {
+        Destination::Local { volume, credential } => {
+            let (endpoint, local) = start_embedded(volume, credential, args, stats.clone()).await?;
+            (endpoint, Some(local))
+        }
+        Destination::Remote {
+            url,
+            ca,
+            token_file,
+        } => {
+            let pem = std::fs::read(ca).map_err(|e| AppError::io(ca, e))?;
+            let roots = mailferry_core::tls::certs_from_pem(&pem)?;
+            let token = crate::tokens::read_token_file(token_file)?;
+            (Endpoint::new(url, &roots, token)?, None)
+        }
+    };
+    let source = mailferry_agent::source::from_spec(&args.source)?;
 
     let progress = Arc::new(Progress::default());
     let bar = args
@@ -103,13 +107,20 @@ pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
     }
     let _ = sampler_stop.send(());
     let timeline = sampler.await.unwrap_or_default();
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    let volume = match local {
+        Some(l) => {
+            let _ = l.stop.send(());
+            let _ = l.server.await;
+            Some(l.volume)
+        }
+        None => None,
+    };
     let outcome = outcome?;
 
     // The destination's receipt, computed by the store from what it holds, and recorded
-    // in the volume's audit log next to the source's root.
-    let receipt = {
+    // in the volume's audit log next to the source's root. Not available here when the
+    // store is remote.
+    let receipt = if let Some(volume) = volume {
         let (volume, mailbox, outcome) = (volume.clone(), args.mailbox.clone(), outcome.clone());
         tokio::task::spawn_blocking(move || {
             let (root, items) = volume.receipt_root(&mailbox)?;
@@ -133,6 +144,14 @@ pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
         })
         .await
         .expect("receipt thread panicked")?
+    } else {
+        Receipt {
+            matches: false,
+            source_root: outcome.receipt_root.clone(),
+            source_items: outcome.receipt_items,
+            destination_root: String::new(),
+            destination_items: 0,
+        }
     };
 
     let seconds = t0.elapsed().as_secs_f64();
@@ -173,6 +192,62 @@ pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
     };
     save_report(args, &report)?;
     Ok(report)
+}
+
+/// The embedded proxy of a local move.
+struct Embedded {
+    volume: Arc<Volume>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the volume and starts the embedded proxy on loopback; returns the agent's
+/// endpoint for it.
+async fn start_embedded(
+    dir: &std::path::Path,
+    cred: &Credential,
+    args: &MoveArgs,
+    stats: Arc<StoreStats>,
+) -> Result<(Endpoint, Embedded), AppError> {
+    // Open the volume first: a wrong key is refused before the source is touched.
+    let volume = {
+        let (dir, cred, settings) = (dir.to_path_buf(), cred.clone(), args.profile.store.clone());
+        tokio::task::spawn_blocking(move || Volume::open_with(&dir, &cred, &settings))
+            .await
+            .expect("volume open thread panicked")?
+    };
+    let volume = Arc::new(volume);
+    let ca = mailferry_core::tls::LocalCa::generate("mailferry embedded CA")?;
+    let identity = ca.issue_server(&["127.0.0.1", "localhost"])?;
+    let token = SecretBytes::new(hex::encode(SecretBytes::random(32).expose()).into_bytes());
+    let mut tokens = TokenSet::default();
+    tokens.allow(&token);
+    let proxy = Proxy::bind(
+        "127.0.0.1:0".parse().expect("literal address"),
+        ProxyConfig {
+            tls: mailferry_core::tls::server_config(&identity)?,
+            tokens,
+            volume: volume.clone(),
+            commit: args.profile.commit.clone(),
+            stats,
+            header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,
+        },
+    )
+    .await?;
+    let url = format!("https://127.0.0.1:{}", proxy.local_addr().port());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(proxy.serve(async {
+        let _ = stop_rx.await;
+    }));
+    let endpoint = Endpoint::new(&url, &[ca.cert_der()], token)?;
+    Ok((
+        endpoint,
+        Embedded {
+            volume,
+            stop,
+            server,
+        },
+    ))
 }
 
 fn save_report(args: &MoveArgs, report: &MoveReport) -> Result<(), AppError> {
@@ -273,6 +348,9 @@ pub fn summary(r: &MoveReport) -> String {
         r.throughput_bytes_per_s / 1e6,
         r.messages_per_s
     );
+    if r.receipt.destination_root.is_empty() {
+        s.push_str("\n  receipt: the destination root was not computed here (remote store); run `mailferry receipt verify` on the store host");
+    }
     for b in &r.bad_items {
         s.push_str(&format!("\n  bad item {}: {}", b.item, b.reason));
     }

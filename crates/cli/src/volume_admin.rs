@@ -48,6 +48,41 @@ impl UnlockArgs {
     }
 }
 
+/// The same flags for commands where unlocking is optional (`move --proxy` has no
+/// volume); at most one may be given.
+#[derive(Clone, Debug, Default, clap::Args)]
+#[group(required = false, multiple = false)]
+pub struct MaybeUnlockArgs {
+    /// The volume's key file.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// A file holding the volume's passphrase (never pass a passphrase on the command line).
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// The recovery key file written by `volume init`.
+    #[arg(long)]
+    pub recovery_key_file: Option<PathBuf>,
+}
+
+impl MaybeUnlockArgs {
+    /// The credential these flags name (a usage error if none is given).
+    pub fn credential(&self) -> Result<Credential, AppError> {
+        UnlockArgs {
+            key_file: self.key_file.clone(),
+            passphrase_file: self.passphrase_file.clone(),
+            recovery_key_file: self.recovery_key_file.clone(),
+        }
+        .credential()
+    }
+
+    /// True if any of the flags is given.
+    pub fn any(&self) -> bool {
+        self.key_file.is_some()
+            || self.passphrase_file.is_some()
+            || self.recovery_key_file.is_some()
+    }
+}
+
 /// Opens a volume with the embedded default profile's store settings.
 pub fn open(volume: &Path, unlock: &UnlockArgs) -> Result<Volume, AppError> {
     Ok(Volume::open_with(

@@ -20,6 +20,8 @@ pub struct Identity {
     pub chain: Vec<CertificateDer<'static>>,
     /// PKCS#8 private key of the leaf. Secret: never logged.
     pub key: PrivatePkcs8KeyDer<'static>,
+    /// The chain in PEM, when it was issued here or read from PEM.
+    chain_pem: String,
 }
 
 impl std::fmt::Debug for Identity {
@@ -81,7 +83,40 @@ impl LocalCa {
         Ok(Identity {
             chain: vec![cert.der().clone(), self.cert_der()],
             key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+            chain_pem: format!("{}{}", cert.pem(), self.issuer.pem()),
         })
+    }
+}
+
+// === impl Identity ===
+
+impl Identity {
+    /// Reads a chain (leaf first) and its PKCS#8 private key from PEM files' contents.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Identity, CoreError> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = certs_from_pem(chain_pem)?;
+        let key = PrivatePkcs8KeyDer::from_pem_slice(key_pem).map_err(|e| {
+            CoreError::Tls(format!(
+                "private key: {e} (a PKCS#8 `PRIVATE KEY` PEM block is needed; convert with `openssl pkcs8 -topk8 -nocrypt`)"
+            ))
+        })?;
+        Ok(Identity {
+            chain,
+            key,
+            chain_pem: String::from_utf8_lossy(chain_pem).into_owned(),
+        })
+    }
+
+    /// The chain in PEM (leaf first): what a server certificate file holds.
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    /// The private key as a PKCS#8 PEM block. Secret: write it only to a 0600 file.
+    pub fn key_pem(&self) -> Result<zeroize::Zeroizing<String>, CoreError> {
+        let kp =
+            rcgen::KeyPair::try_from(&self.key).map_err(tls_err("encoding the private key"))?;
+        Ok(zeroize::Zeroizing::new(kp.serialize_pem()))
     }
 }
 
@@ -154,6 +189,12 @@ mod tests {
         assert_eq!(roots[0], ca.cert_der());
         client_config(&roots).unwrap();
         assert!(!format!("{id:?}").contains("key: ["), "{id:?}");
+        let again = Identity::from_pem(id.chain_pem().as_bytes(), id.key_pem().unwrap().as_bytes())
+            .unwrap();
+        assert_eq!(again.chain, id.chain);
+        assert_eq!(again.key.secret_pkcs8_der(), id.key.secret_pkcs8_der());
+        server_config(&again).unwrap();
+        assert!(Identity::from_pem(id.chain_pem().as_bytes(), b"nope").is_err());
     }
 
     #[test]

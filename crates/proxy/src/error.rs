@@ -10,6 +10,12 @@ pub enum ProxyError {
     /// No or unknown bearer token.
     #[error("authentication required: send `Authorization: Bearer <token>` with a valid token")]
     Unauthorized,
+    /// The token belongs to another tenant than the mailbox.
+    #[error("mailbox {mailbox}: the token belongs to another tenant (use a token issued with `mailferry token issue --tenant` for this mailbox's domain)")]
+    Forbidden {
+        /// The mailbox asked for.
+        mailbox: String,
+    },
     /// Nothing is served at this path.
     #[error(
         "no such endpoint: {0} (the stream endpoint is POST /v1/mailboxes/{{mailbox}}/stream)"
@@ -27,6 +33,9 @@ pub enum ProxyError {
         mailferry_core::frame::UPGRADE_TOKEN
     )]
     UpgradeRequired,
+    /// The service cannot take the request now (shutting down, volume not ready).
+    #[error("service unavailable: {0}; retry later")]
+    Unavailable(String),
     /// The store refused.
     #[error(transparent)]
     Store(#[from] mailferry_store::StoreError),
@@ -40,16 +49,18 @@ pub enum ProxyError {
     },
 }
 
-/// The one place errors become HTTP status codes (auth 401, unknown 404, bad input 400,
+/// The one place errors become HTTP status codes (auth 401, other tenant 403, unknown 404, bad input 400,
 /// tampered or refused content 422, server-side faults 500).
 pub fn status_for(e: &ProxyError) -> StatusCode {
     use mailferry_store::StoreError as S;
     match e {
         ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+        ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
         ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
         ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         ProxyError::BadMailbox(_) => StatusCode::BAD_REQUEST,
         ProxyError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+        ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ProxyError::Store(S::UnknownMailbox { .. }) => StatusCode::NOT_FOUND,
         ProxyError::Store(S::Rejected { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
         ProxyError::Store(_) | ProxyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -7,15 +7,17 @@
 //! [`mailferry_store::IngestSession`].
 //!
 //! Layers, in the order a request meets them: TLS handshake (timeout) → HTTP/1.1 header
-//! read (timeout) → route → auth → mailbox check → upgrade → frame session (bounded
+//! read (timeout) → route (`/healthz`, `/readyz`, `/metrics` need no token) → auth (token,
+//! looked up in the volume) → mailbox check → tenant check (403) → upgrade → frame session (bounded
 //! queues) → error mapping → access log.
 
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod server;
 pub mod session;
 
-pub use auth::TokenSet;
+pub use auth::{Grant, TokenSet};
 pub use error::{status_for, ProxyError};
 pub use server::{Proxy, ProxyConfig};
 pub use session::StoreStats;

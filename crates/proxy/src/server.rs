@@ -1,5 +1,6 @@
 //! The HTTPS listener: TLS termination, HTTP/1.1 with upgrades, routing and auth.
 
+use crate::metrics::Metrics;
 use crate::session::{run_session, StoreStats};
 use crate::{status_for, ProxyError, TokenSet};
 use bytes::Bytes;
@@ -15,12 +16,14 @@ use mailferry_store::Volume;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Slow clients are cut off: a TLS handshake or a request head that takes longer than
-/// this is dropped (slow-loris protection).
+/// this is dropped (slow-loris protection). The default of
+/// [`ProxyConfig::header_timeout`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// At shutdown, connections and sessions get this long to finish before they are
@@ -42,12 +45,21 @@ pub struct ProxyConfig {
     pub commit: CommitSettings,
     /// Store timings, shared with whoever reports them.
     pub stats: Arc<StoreStats>,
+    /// Longest time for the TLS handshake, and again for the request head.
+    pub header_timeout: Duration,
+}
+
+/// The configuration and the live state every connection shares.
+struct Shared {
+    cfg: ProxyConfig,
+    metrics: Metrics,
+    stopping: AtomicBool,
 }
 
 /// A bound, not yet serving, proxy.
 pub struct Proxy {
     listener: TcpListener,
-    cfg: Arc<ProxyConfig>,
+    cfg: Arc<Shared>,
 }
 
 impl Proxy {
@@ -61,7 +73,11 @@ impl Proxy {
             })?;
         Ok(Proxy {
             listener,
-            cfg: Arc::new(cfg),
+            cfg: Arc::new(Shared {
+                cfg,
+                metrics: Metrics::default(),
+                stopping: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -76,12 +92,15 @@ impl Proxy {
     /// [`DRAIN_TIMEOUT`]) for running connections and sessions to finish, so that when
     /// this returns no session holds the volume any more.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.cfg.tls.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.cfg.cfg.tls.clone());
+        let timeout = self.cfg.cfg.header_timeout;
         let (guard, mut drained) = tokio::sync::mpsc::channel::<()>(1);
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => {
+                    self.cfg.stopping.store(true, Ordering::SeqCst);
+                    drop(self.listener);
                     drop(guard);
                     if tokio::time::timeout(DRAIN_TIMEOUT, drained.recv()).await.is_err() {
                         tracing::warn!("sessions still running after the drain timeout; leaving them");
@@ -102,29 +121,37 @@ impl Proxy {
             let cfg = self.cfg.clone();
             let guard = guard.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
+                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(t)) => t,
                     Ok(Err(e)) => {
+                        cfg.metrics.reject("tls_handshake");
                         tracing::info!(%peer, "TLS handshake refused: {e}");
                         return;
                     }
                     Err(_) => {
+                        cfg.metrics.reject("tls_timeout");
                         tracing::info!(%peer, "TLS handshake timed out");
                         return;
                     }
                 };
                 let conn_guard = guard.clone();
+                let svc_cfg = cfg.clone();
                 let service = hyper::service::service_fn(move |req| {
-                    let (cfg, guard) = (cfg.clone(), conn_guard.clone());
-                    async move { Ok::<_, Infallible>(handle(req, cfg, peer, guard)) }
+                    let (cfg, guard) = (svc_cfg.clone(), conn_guard.clone());
+                    async move { Ok::<_, Infallible>(handle(req, cfg, peer, guard).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HANDSHAKE_TIMEOUT)
+                    .header_read_timeout(timeout)
+                    .max_buf_size(64 * 1024)
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades();
                 if let Err(e) = conn.await {
+                    if e.is_timeout() {
+                        cfg.metrics.reject("header_timeout");
+                    } else if e.is_parse() || e.is_parse_too_large() {
+                        cfg.metrics.reject("bad_http");
+                    }
                     tracing::debug!(%peer, "connection ended: {e}");
                 }
                 drop(guard);
@@ -140,29 +167,83 @@ fn json_error(e: &ProxyError) -> Response<Full<Bytes>> {
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
     resp
 }
 
-fn handle(
+async fn handle(
     req: Request<Incoming>,
-    cfg: Arc<ProxyConfig>,
+    cfg: Arc<Shared>,
     peer: SocketAddr,
     guard: DrainGuard,
 ) -> Response<Full<Bytes>> {
+    let t0 = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = match route(req, cfg, guard) {
+    let mut who = Who::default();
+    let resp = match route(req, cfg.clone(), guard, &mut who).await {
         Ok(r) => r,
-        Err(e) => json_error(&e),
+        Err(e) => {
+            cfg.metrics.reject(reason_for(&e));
+            json_error(&e)
+        }
     };
-    // Access log: never the mailbox path's owner data beyond the route, never headers.
-    tracing::info!(%peer, %method, route = route_name(&path), status = resp.status().as_u16(), "request");
+    // Access log: the route (never the mailbox), the token id and a keyed pseudonym of
+    // the mailbox; never the token or a header.
+    tracing::info!(
+        %peer,
+        %method,
+        route = route_name(&path),
+        token_id = who.token_id,
+        mailbox = who.mailbox.as_deref().unwrap_or(""),
+        status = resp.status().as_u16(),
+        ms = t0.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp
+}
+
+/// Who a request was, for the access log.
+#[derive(Default)]
+struct Who {
+    token_id: Option<u64>,
+    /// The volume's pseudonym of the mailbox.
+    mailbox: Option<String>,
+}
+
+/// The `reason` label of a refusal in `/metrics`.
+fn reason_for(e: &ProxyError) -> &'static str {
+    match e {
+        ProxyError::Unauthorized => "unauthorized",
+        ProxyError::Forbidden { .. } => "forbidden",
+        ProxyError::NotFound(_) => "not_found",
+        ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+        ProxyError::BadMailbox(_) => "bad_mailbox",
+        ProxyError::UpgradeRequired => "upgrade_required",
+        ProxyError::Unavailable(_) => "unavailable",
+        _ => "internal",
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
 fn route_name(path: &str) -> &'static str {
-    if path == "/healthz" {
-        "/healthz"
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        // The three static routes, without allocating.
+        match path {
+            "/healthz" => "/healthz",
+            "/readyz" => "/readyz",
+            _ => "/metrics",
+        }
     } else if path.starts_with("/v1/mailboxes/") && path.ends_with("/stream") {
         "/v1/mailboxes/{mailbox}/stream"
     } else {
@@ -170,14 +251,39 @@ fn route_name(path: &str) -> &'static str {
     }
 }
 
-fn route(
+async fn route(
     req: Request<Incoming>,
-    cfg: Arc<ProxyConfig>,
+    shared: Arc<Shared>,
     guard: DrainGuard,
+    who: &mut Who,
 ) -> Result<Response<Full<Bytes>>, ProxyError> {
+    let cfg = &shared.cfg;
     let path = req.uri().path();
-    if path == "/healthz" {
-        return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    match path {
+        "/healthz" => return Ok(text(StatusCode::OK, PLAIN, "ok\n".into())),
+        "/readyz" => {
+            if shared.stopping.load(Ordering::SeqCst) {
+                return Err(ProxyError::Unavailable("shutting down".into()));
+            }
+            let volume = cfg.volume.clone();
+            tokio::task::spawn_blocking(move || volume.check_ready())
+                .await
+                .map_err(|e| ProxyError::Unavailable(format!("readiness check failed: {e}")))?
+                .map_err(|e| ProxyError::Unavailable(format!("volume not ready: {e}")))?;
+            return Ok(text(StatusCode::OK, PLAIN, "ready\n".into()));
+        }
+        "/metrics" => {
+            return Ok(text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                shared.metrics.render(&cfg.stats),
+            ))
+        }
+        _ => {}
+    }
+    if shared.stopping.load(Ordering::SeqCst) {
+        return Err(ProxyError::Unavailable("shutting down".into()));
     }
     let Some(raw) = path
         .strip_prefix("/v1/mailboxes/")
@@ -194,9 +300,16 @@ fn route(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ProxyError::Unauthorized)?;
-    if !cfg.tokens.check(token.as_bytes()) {
-        return Err(ProxyError::Unauthorized);
-    }
+    let token = mailferry_core::secret::SecretBytes::new(token.as_bytes().to_vec());
+    let grant = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            shared.cfg.tokens.check(token.expose(), &shared.cfg.volume)
+        })
+        .await
+        .map_err(|e| ProxyError::Unavailable(format!("token check failed: {e}")))??
+    };
+    who.token_id = grant.token_id;
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| mailferry_core::CoreError::BadMailbox {
@@ -204,6 +317,9 @@ fn route(
             reason: "not UTF-8 after percent-decoding",
         })?;
     let mailbox = MailboxAddr::parse(&decoded)?;
+    who.mailbox = Some(cfg.volume.pseudonym_of_mailbox(&mailbox));
+    // Checked before anything reaches the store: a refused tenant creates no keys.
+    grant.authorize(&mailbox)?;
     let wants_upgrade = req
         .headers()
         .get(UPGRADE)
@@ -212,7 +328,13 @@ fn route(
     if !wants_upgrade {
         return Err(ProxyError::UpgradeRequired);
     }
+    let shared = shared.clone();
     tokio::spawn(async move {
+        let cfg = &shared.cfg;
+        shared
+            .metrics
+            .streams_in_flight
+            .fetch_add(1, Ordering::Relaxed);
         match hyper::upgrade::on(req).await {
             Ok(up) => {
                 run_session(
@@ -226,6 +348,10 @@ fn route(
             }
             Err(e) => tracing::warn!("upgrade failed: {e}"),
         }
+        shared
+            .metrics
+            .streams_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
         drop(guard);
     });
     let mut resp = Response::new(Full::new(Bytes::new()));

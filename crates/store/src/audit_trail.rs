@@ -80,6 +80,11 @@ impl DestLog {
         self.names.pseudonym("mailbox", mailbox)
     }
 
+    /// The pseudonym of any other name (`kind` e.g. "tenant").
+    pub fn pseudonym(&self, kind: &str, name: &str) -> String {
+        self.names.pseudonym(kind, name)
+    }
+
     /// The pseudonym of a `folder/source-id` item.
     pub fn item_pseudonym(&self, item: &str) -> String {
         self.names.pseudonym("item", item)

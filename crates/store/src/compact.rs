@@ -16,6 +16,7 @@
 
 use crate::index::RecordMove;
 use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
+use crate::volume::Inner;
 use crate::{StoreError, Volume, SEGMENTS_DIR};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -65,11 +66,110 @@ struct Candidate {
     dropped: Vec<u64>,
 }
 
-/// The new segment being written.
-struct Output {
-    number: u64,
-    file: File,
-    len: u64,
+/// A new segment being written by compaction or re-encryption.
+pub(crate) struct Output {
+    pub(crate) number: u64,
+    pub(crate) file: File,
+    /// Bytes written and kept (the header and every complete record).
+    pub(crate) len: u64,
+    /// Written since the last [`SegmentWriter::sync`].
+    dirty: bool,
+}
+
+impl Output {
+    /// Cuts a record that could not be completed: the file goes back to `at` bytes.
+    pub(crate) fn truncate_to(&mut self, inner: &Inner, at: u64) -> Result<(), StoreError> {
+        let path = inner.segment_path(self.number);
+        self.file
+            .set_len(at)
+            .and_then(|_| self.file.seek(SeekFrom::Start(at)).map(|_| ()))
+            .map_err(|e| StoreError::io(&path, e))?;
+        self.len = at;
+        Ok(())
+    }
+}
+
+/// Appends whole records to fresh segments: numbers allocated in `segments` like
+/// ingest's, `store.segment_max_bytes` respected (a record larger than that gets a
+/// segment of its own). Shared by compaction and re-encryption, which both write new
+/// segments, make them durable, and only then switch index rows to them.
+#[derive(Default)]
+pub(crate) struct SegmentWriter {
+    pub(crate) written: Vec<Output>,
+}
+
+impl SegmentWriter {
+    /// The output a record of `len` bytes goes to: the current one, or a new segment if
+    /// the record would take the current one past the maximum.
+    pub(crate) fn output_for(
+        &mut self,
+        inner: &Inner,
+        len: u64,
+    ) -> Result<&mut Output, StoreError> {
+        let max = inner.settings.segment_max_bytes;
+        let full = self
+            .written
+            .last()
+            .is_none_or(|o| o.len > SEG_HEADER_LEN && o.len + len > max);
+        if full {
+            self.written.push(new_output(inner)?);
+        }
+        let o = self.written.last_mut().expect("pushed above");
+        o.dirty = true;
+        Ok(o)
+    }
+
+    /// fsyncs every segment written to since the last call, then `segments/`.
+    pub(crate) fn sync(&mut self, inner: &Inner) -> Result<(), StoreError> {
+        for o in self.written.iter_mut().filter(|o| o.dirty) {
+            o.file
+                .sync_all()
+                .map_err(|e| StoreError::io(inner.segment_path(o.number), e))?;
+            o.dirty = false;
+        }
+        crate::sync_dir(&inner.dir.join(SEGMENTS_DIR))
+    }
+
+    /// The last segment joins the pool if it can take more records.
+    pub(crate) fn into_pool(self, inner: &Inner) {
+        if let Some(o) = self
+            .written
+            .last()
+            .filter(|o| o.len < inner.settings.segment_max_bytes)
+        {
+            inner
+                .free_segments
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(crate::volume::FreeSegment {
+                    number: o.number,
+                    len: o.len,
+                });
+        }
+    }
+}
+
+/// A fresh segment: number allocated in the index, header written.
+fn new_output(inner: &Inner) -> Result<Output, StoreError> {
+    let number = inner.index()?.allocate_segment()?;
+    let path = inner.segment_path(number);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    let h = SegmentHeader {
+        volume_id: inner.volume_id,
+        number,
+    };
+    file.write_all(&h.encode())
+        .map_err(|e| StoreError::io(&path, e))?;
+    Ok(Output {
+        number,
+        file,
+        len: SEG_HEADER_LEN,
+        dirty: true,
+    })
 }
 
 // === impl Volume: compaction ===
@@ -120,6 +220,13 @@ impl Volume {
             }
         }
 
+        let pooled: HashSet<u64> = inner
+            .free_segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|f| f.number)
+            .collect();
         let mut candidates = Vec::new();
         for (&n, &len) in &files {
             let seg_rows = by_segment.remove(&n).unwrap_or_default();
@@ -131,9 +238,10 @@ impl Volume {
             if len <= SEG_HEADER_LEN + live_bytes && dropped.is_empty() {
                 continue; // nothing to reclaim (or shorter than the index: checked below)
             }
-            if live.is_empty() && dropped.is_empty() {
-                // A segment with no rows at all in an open volume belongs to the pool
-                // (an empty segment a session may continue): leave it.
+            if live.is_empty() && dropped.is_empty() && pooled.contains(&n) {
+                // A pooled segment with no rows is one a session may continue: leave it.
+                // One outside the pool is left over (e.g. every record of it was
+                // re-encrypted elsewhere): it is rewritten into nothing, i.e. deleted.
                 continue;
             }
             let mut live: Vec<(u64, u64, u64)> = live
@@ -166,21 +274,14 @@ impl Volume {
             .retain(|f| !old.contains(&f.number));
 
         // 1. New segments, written and synced.
-        let max = inner.settings.segment_max_bytes;
         let mut moves = Vec::new();
-        let mut written: Vec<Output> = Vec::new();
+        let mut writer = SegmentWriter::default();
         let mut buf = vec![0u8; 1 << 20];
         for c in &candidates {
             let path = inner.segment_path(c.number);
             let mut src = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
             for &(id, offset, len) in &c.live {
-                let full = written
-                    .last()
-                    .is_none_or(|o| o.len > SEG_HEADER_LEN && o.len + len > max);
-                if full {
-                    written.push(self.new_output()?);
-                }
-                let o = written.last_mut().expect("pushed above");
+                let o = writer.output_for(inner, len)?;
                 let opath = inner.segment_path(o.number);
                 src.seek(SeekFrom::Start(offset))
                     .map_err(|e| StoreError::io(&path, e))?;
@@ -204,12 +305,7 @@ impl Volume {
                 o.len += len;
             }
         }
-        for o in &written {
-            o.file
-                .sync_all()
-                .map_err(|e| StoreError::io(inner.segment_path(o.number), e))?;
-        }
-        crate::sync_dir(&seg_dir)?;
+        writer.sync(inner)?;
         if stop == CompactStep::NewSegmentsWritten {
             return Ok(out);
         }
@@ -234,23 +330,14 @@ impl Volume {
         }
         crate::sync_dir(&seg_dir)?;
 
-        if let Some(o) = written.last().filter(|o| o.len < max) {
-            inner
-                .free_segments
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(crate::volume::FreeSegment {
-                    number: o.number,
-                    len: o.len,
-                });
-        }
         out.segments_rewritten = candidates.len() as u64;
-        out.segments_written = written.len() as u64;
+        out.segments_written = writer.written.len() as u64;
         out.messages_moved = moves.len() as u64;
         out.messages_dropped = dropped.len() as u64;
         out.bytes_after = out.bytes_before
             - candidates.iter().map(|c| files[&c.number]).sum::<u64>()
-            + written.iter().map(|o| o.len).sum::<u64>();
+            + writer.written.iter().map(|o| o.len).sum::<u64>();
+        writer.into_pool(inner);
 
         let dropped_ids: HashSet<u64> = dropped.iter().copied().collect();
         let dropped_from: HashSet<u64> = rows
@@ -285,29 +372,6 @@ impl Volume {
             }),
         )?;
         Ok(out)
-    }
-
-    /// A fresh segment for compaction output: number allocated in the index, header
-    /// written.
-    fn new_output(&self) -> Result<Output, StoreError> {
-        let number = self.inner.index()?.allocate_segment()?;
-        let path = self.inner.segment_path(number);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
-        let h = SegmentHeader {
-            volume_id: self.inner.volume_id,
-            number,
-        };
-        file.write_all(&h.encode())
-            .map_err(|e| StoreError::io(&path, e))?;
-        Ok(Output {
-            number,
-            file,
-            len: SEG_HEADER_LEN,
-        })
     }
 
     /// Checks, without decrypting, that every live record of segment `n` lies inside the

@@ -91,6 +91,18 @@ pub enum StoreError {
         kdf: String,
     },
 
+    /// A tenant name given for a token is not a mail domain.
+    #[error("tenant {tenant:?}: not a mail domain (a tenant is the part after @ of its mailboxes, e.g. example.com)")]
+    BadTenant {
+        /// The name given.
+        tenant: String,
+    },
+    /// No token has this id.
+    #[error("token {id}: not in this volume (see `mailferry token list`)")]
+    UnknownToken {
+        /// The id given.
+        id: u64,
+    },
     /// Another process has the volume open.
     #[error("volume {path}: in use by another process (volume.hdr is locked); stop the other mailferry first")]
     Busy {

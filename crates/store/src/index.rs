@@ -9,8 +9,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Schema version this build writes; version 1 (the foundation's) is migrated at open.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+/// Schema version this build writes; versions 1 (the foundation's) and 2 are migrated at
+/// open.
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE volume (k TEXT PRIMARY KEY, v BLOB NOT NULL) STRICT;
@@ -87,6 +88,43 @@ pub(crate) struct RecordMove {
     pub to_offset: u64,
 }
 
+/// One mailbox key rotation: the current generation is kept as an earlier one.
+pub(crate) struct KeyRotation {
+    pub mailbox_id: u64,
+    pub old_key_id: u32,
+    pub old_wrapped: Vec<u8>,
+    pub new_key_id: u32,
+    pub new_wrapped: Vec<u8>,
+}
+
+/// One message re-encrypted into a new record.
+#[derive(Clone, Debug)]
+pub(crate) struct Reencrypted {
+    pub id: u64,
+    pub from_key_id: u32,
+    pub from_segment: u64,
+    pub from_offset: u64,
+    pub key_id: u32,
+    pub to_segment: u64,
+    pub to_offset: u64,
+    pub salt: [u8; 32],
+    pub meta_enc: Vec<u8>,
+}
+
+/// What the switch of a mailbox's last re-encrypted batch also does.
+pub(crate) struct LastSwitch {
+    pub mailbox_id: u64,
+    /// The current (and afterwards only) key generation.
+    pub key_id: u32,
+    /// `(message id, dedup value under the current generation)` of every message.
+    pub dedups: Vec<(u64, [u8; 32])>,
+}
+
+/// The `volume` row marking a pending re-encryption of a mailbox.
+fn reencrypt_marker(mailbox_id: u64) -> String {
+    format!("reencrypt:{mailbox_id}")
+}
+
 /// The open index.
 pub(crate) struct Index {
     conn: Connection,
@@ -107,6 +145,9 @@ impl Index {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Freed pages are zeroed so deleted rows do not linger in the file.
         conn.pragma_update(None, "secure_delete", "ON")?;
+        // `token issue`/`revoke` may write while `serve` holds the volume (issue 6):
+        // wait for the other process's transaction instead of failing at once.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(())
     }
 
@@ -126,6 +167,7 @@ impl Index {
         Self::pragmas(&conn).map_err(e)?;
         conn.execute_batch(SCHEMA).map_err(e)?;
         conn.execute_batch(SCHEMA_2).map_err(e)?;
+        conn.execute_batch(crate::tokens::SCHEMA_3).map_err(e)?;
         conn.execute(
             "INSERT INTO volume (k, v) VALUES ('volume_id', ?1), ('schema', ?2)",
             params![&volume_id[..], SCHEMA_VERSION.to_be_bytes().to_vec()],
@@ -172,8 +214,8 @@ impl Index {
         Ok(ix)
     }
 
-    /// Brings a schema-1 index (the foundation's) to schema 2 in one transaction; refuses
-    /// a schema newer than this build.
+    /// Brings a schema-1 index (the foundation's) or a schema-2 one to schema 3 in one
+    /// transaction; refuses a schema newer than this build.
     fn migrate(&mut self) -> Result<(), StoreError> {
         let v: Option<Vec<u8>> = self
             .conn
@@ -190,18 +232,19 @@ impl Index {
             })?;
         match version {
             SCHEMA_VERSION => Ok(()),
-            1 => {
+            from @ (1 | 2) => {
                 let path = self.path.clone();
                 let e = |source| StoreError::Index { path: path.clone(), source };
                 let tx = self.conn.transaction().map_err(e)?;
                 tx.execute_batch(SCHEMA_2).map_err(e)?;
+                tx.execute_batch(crate::tokens::SCHEMA_3).map_err(e)?;
                 tx.execute(
                     "UPDATE volume SET v = ?1 WHERE k = 'schema'",
                     [SCHEMA_VERSION.to_be_bytes().to_vec()],
                 )
                 .map_err(e)?;
                 tx.commit().map_err(e)?;
-                tracing::info!(index = %self.path.display(), "index schema upgraded from 1 to 2");
+                tracing::info!(index = %self.path.display(), from, to = SCHEMA_VERSION, "index schema upgraded");
                 Ok(())
             }
             v => Err(StoreError::IndexDamaged {
@@ -209,6 +252,16 @@ impl Index {
                 reason: format!("schema version {v} is newer than this build reads ({SCHEMA_VERSION}); use a newer mailferry"),
             }),
         }
+    }
+
+    /// The connection, for the token table's SQL (`crate::tokens`).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The index file, for error messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     #[cfg(test)]
@@ -381,35 +434,249 @@ impl Index {
         new_key_id: u32,
         new_wrapped: &[u8],
     ) -> Result<(), StoreError> {
+        self.rotate_mailboxes(
+            &[KeyRotation {
+                mailbox_id,
+                old_key_id: old.0,
+                old_wrapped: old.1.to_vec(),
+                new_key_id,
+                new_wrapped: new_wrapped.to_vec(),
+            }],
+            false,
+        )
+    }
+
+    /// Rotates every mailbox of `rotations` in ONE transaction. With `reencrypt`, the
+    /// same transaction marks each mailbox as having a re-encryption pending
+    /// (`volume` row `reencrypt:<mailbox row id>`), so a rerun after a crash resumes
+    /// instead of rotating again.
+    pub fn rotate_mailboxes(
+        &mut self,
+        rotations: &[KeyRotation],
+        reencrypt: bool,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |source| StoreError::Index {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(e)?;
-        tx.execute(
-            "INSERT INTO mailbox_keys (mailbox_id, key_id, key_wrapped) VALUES (?1, ?2, ?3)",
-            params![mailbox_id as i64, old.0 as i64, old.1],
-        )
-        .map_err(e)?;
-        let n = tx
-            .execute(
-                "UPDATE mailboxes SET key_id = ?2, key_wrapped = ?3 WHERE id = ?1 AND key_id = ?4",
-                params![
-                    mailbox_id as i64,
-                    new_key_id as i64,
-                    new_wrapped,
-                    old.0 as i64
-                ],
+        for r in rotations {
+            tx.execute(
+                "INSERT INTO mailbox_keys (mailbox_id, key_id, key_wrapped) VALUES (?1, ?2, ?3)",
+                params![r.mailbox_id as i64, r.old_key_id as i64, &r.old_wrapped],
             )
             .map_err(e)?;
-        if n != 1 {
-            return Err(StoreError::IndexDamaged {
-                path: self.path.clone(),
-                reason: format!("mailbox row {mailbox_id} changed during rotation; nothing was changed, run the rotation again"),
-            });
+            let n = tx
+                .execute(
+                    "UPDATE mailboxes SET key_id = ?2, key_wrapped = ?3 WHERE id = ?1 AND key_id = ?4",
+                    params![
+                        r.mailbox_id as i64,
+                        r.new_key_id as i64,
+                        &r.new_wrapped,
+                        r.old_key_id as i64
+                    ],
+                )
+                .map_err(e)?;
+            if n != 1 {
+                return Err(StoreError::IndexDamaged {
+                    path: self.path.clone(),
+                    reason: format!("mailbox row {} changed during rotation; nothing was changed, run the rotation again", r.mailbox_id),
+                });
+            }
+            if reencrypt {
+                tx.execute(
+                    "INSERT OR REPLACE INTO volume (k, v) VALUES (?1, ?2)",
+                    params![
+                        reencrypt_marker(r.mailbox_id),
+                        r.new_key_id.to_be_bytes().to_vec()
+                    ],
+                )
+                .map_err(e)?;
+            }
         }
         tx.commit().map_err(e)
+    }
+
+    /// Mailbox row ids with a re-encryption pending (rotated, not yet finished).
+    pub fn reencrypt_pending(&self) -> Result<std::collections::HashSet<u64>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT k FROM volume WHERE k LIKE 'reencrypt:%'")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = std::collections::HashSet::new();
+        for k in rows {
+            let k = k.map_err(|e| self.err(e))?;
+            match k.strip_prefix("reencrypt:").and_then(|n| n.parse().ok()) {
+                Some(id) => out.insert(id),
+                None => {
+                    return Err(StoreError::IndexDamaged {
+                        path: self.path.clone(),
+                        reason: format!(
+                        "malformed re-encryption marker {k:?}; restore index.sqlite from a backup"
+                    ),
+                    })
+                }
+            };
+        }
+        Ok(out)
+    }
+
+    /// Clears the re-encryption markers of `mailbox_ids` (the job is finished).
+    pub fn clear_reencrypt(&mut self, mailbox_ids: &[u64]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        for id in mailbox_ids {
+            tx.execute("DELETE FROM volume WHERE k = ?1", [reencrypt_marker(*id)])
+                .map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// The oldest key generation a mailbox still holds (rotated-out or current): the one
+    /// its dedup key derives from.
+    pub fn oldest_key_id(&self, mailbox_id: u64) -> Result<u32, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(k) FROM (SELECT key_id AS k FROM mailbox_keys WHERE mailbox_id = ?1 \
+                 UNION ALL SELECT key_id FROM mailboxes WHERE id = ?1)",
+                [mailbox_id as i64],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| self.err(e))?
+            .map(|k| k as u32)
+            .ok_or_else(|| StoreError::IndexDamaged {
+                path: self.path.clone(),
+                reason: format!(
+                    "mailbox row {mailbox_id} missing; restore index.sqlite from a backup"
+                ),
+            })
+    }
+
+    /// Re-encryption's commit point, in ONE transaction: every row of `moves` is pointed
+    /// at its new record (key id, segment, offset, salt, metadata), each `UPDATE`
+    /// matching the row's old key id, segment and offset or nothing is switched. With
+    /// `last`, the same transaction checks that no message of the mailbox uses any other
+    /// key than its current one, deletes its earlier generations and replaces every
+    /// dedup value by the one computed under the current generation; then the WAL is
+    /// checkpointed (TRUNCATE) so the dropped wrapped keys leave the files. Returns the
+    /// number of generations dropped.
+    pub fn switch_reencrypted(
+        &mut self,
+        moves: &[Reencrypted],
+        last: Option<&LastSwitch>,
+    ) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Index {
+            path: path.clone(),
+            source,
+        };
+        let damaged = |reason: String| {
+            StoreError::IndexDamaged {
+            path: path.clone(),
+            reason: format!("re-encryption: {reason}; nothing was switched, run the same `volume rotate ... --reencrypt` again"),
+        }
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut dropped = 0;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "UPDATE messages SET key_id = ?5, segment = ?6, offset = ?7, salt = ?8, meta_enc = ?9 \
+                     WHERE id = ?1 AND key_id = ?2 AND segment = ?3 AND offset = ?4",
+                )
+                .map_err(e)?;
+            for m in moves {
+                let n = st
+                    .execute(params![
+                        m.id as i64,
+                        m.from_key_id as i64,
+                        m.from_segment as i64,
+                        m.from_offset as i64,
+                        m.key_id as i64,
+                        m.to_segment as i64,
+                        m.to_offset as i64,
+                        &m.salt[..],
+                        &m.meta_enc
+                    ])
+                    .map_err(e)?;
+                if n != 1 {
+                    return Err(damaged(format!(
+                        "message id {} is no longer under key {} at segment {} offset {}",
+                        m.id, m.from_key_id, m.from_segment, m.from_offset
+                    )));
+                }
+            }
+            if let Some(l) = last {
+                let current: Option<i64> = tx
+                    .query_row(
+                        "SELECT key_id FROM mailboxes WHERE id = ?1",
+                        [l.mailbox_id as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(e)?;
+                if current != Some(l.key_id as i64) {
+                    return Err(damaged(format!(
+                        "mailbox row {} no longer has key {} as its current key",
+                        l.mailbox_id, l.key_id
+                    )));
+                }
+                let left: i64 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM messages WHERE mailbox_id = ?1 AND key_id != ?2",
+                        params![l.mailbox_id as i64, l.key_id as i64],
+                        |r| r.get(0),
+                    )
+                    .map_err(e)?;
+                let total: i64 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM messages WHERE mailbox_id = ?1",
+                        [l.mailbox_id as i64],
+                        |r| r.get(0),
+                    )
+                    .map_err(e)?;
+                if left != 0 || total as usize != l.dedups.len() {
+                    return Err(damaged(format!(
+                        "mailbox row {}: {left} message(s) still use an earlier key, {total} rows for {} dedup values",
+                        l.mailbox_id,
+                        l.dedups.len()
+                    )));
+                }
+                dropped = tx
+                    .execute(
+                        "DELETE FROM mailbox_keys WHERE mailbox_id = ?1",
+                        [l.mailbox_id as i64],
+                    )
+                    .map_err(e)? as u64;
+                let mut up = tx
+                    .prepare_cached(
+                        "UPDATE messages SET dedup = ?2 WHERE id = ?1 AND mailbox_id = ?3",
+                    )
+                    .map_err(e)?;
+                for (id, dedup) in &l.dedups {
+                    if up
+                        .execute(params![*id as i64, &dedup[..], l.mailbox_id as i64])
+                        .map_err(e)?
+                        != 1
+                    {
+                        return Err(damaged(format!("message id {id} vanished")));
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        if last.is_some() {
+            self.checkpoint_truncate()?;
+        }
+        Ok(dropped)
     }
 
     /// Replaces a tenant's wrapped key and every wrapped key of its mailboxes (current
@@ -468,6 +735,12 @@ impl Index {
         tx.execute(
             "UPDATE mailboxes SET key_id = 0, key_wrapped = X'' WHERE id = ?1",
             [mailbox_id as i64],
+        )
+        .map_err(e)?;
+        // A re-encryption in progress has nothing left to do.
+        tx.execute(
+            "DELETE FROM volume WHERE k = ?1",
+            [reencrypt_marker(mailbox_id)],
         )
         .map_err(e)?;
         let n: i64 = tx

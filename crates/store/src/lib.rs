@@ -15,7 +15,9 @@ mod compact;
 mod error;
 mod index;
 mod ingest;
+mod reencrypt;
 mod replicate;
+mod tokens;
 mod volume;
 
 pub mod chunk;
@@ -29,7 +31,9 @@ pub use credential::Credential;
 pub use error::StoreError;
 pub use ingest::{CommitJob, CommitTimings, Finished, IngestSession, IngestTimings, MessageStart};
 pub use keys::Argon2Params;
+pub use reencrypt::ReencryptOutcome;
 pub use replicate::ReplicateOutcome;
+pub use tokens::{token_digest, IssuedToken, TokenAdmin, TokenGrant, TokenInfo};
 pub use volume::{
     DamagedItem, InitOptions, InitOutcome, RecoveryReport, RotateOutcome, ShortSegment,
     StoredMessage, UnlockInfo, VerifyReport, Volume,

@@ -449,12 +449,14 @@ impl Volume {
         commit: &CommitSettings,
     ) -> Result<IngestSession, StoreError> {
         let (mailbox_id, key_id, key) = self.inner.mailbox_for_write(mailbox)?;
-        // The dedup key always comes from generation 1 so that a rotated mailbox still
-        // recognises messages stored before the rotation.
-        let dedup_base = if key_id == 1 {
+        // The dedup key comes from the oldest generation the mailbox still holds
+        // (generation 1 unless a re-encryption dropped it and re-keyed every dedup
+        // value), so that a rotated mailbox still recognises messages stored before.
+        let oldest = self.inner.index()?.oldest_key_id(mailbox_id)?;
+        let dedup_base = if oldest == key_id {
             key.clone()
         } else {
-            self.inner.key_for(mailbox_id, 1, mailbox)?
+            self.inner.key_for(mailbox_id, oldest, mailbox)?
         };
         Ok(IngestSession::new(
             self.inner.clone(),
@@ -795,7 +797,7 @@ impl Inner {
         })
     }
 
-    fn tenant_key(&self, ix: &Index, tenant_id: u64) -> Result<Key, StoreError> {
+    pub(crate) fn tenant_key(&self, ix: &Index, tenant_id: u64) -> Result<Key, StoreError> {
         let wrapped = ix.tenant_by_id(tenant_id)?.ok_or_else(|| {
             keys::unwrap_err(&self.dir, format!("tenant row {tenant_id} (missing)"))
         })?;
@@ -804,7 +806,7 @@ impl Inner {
             .ok_or_else(|| keys::unwrap_err(&self.dir, format!("key of tenant row {tenant_id}")))
     }
 
-    fn unwrap_mailbox_key(
+    pub(crate) fn unwrap_mailbox_key(
         &self,
         tenant_key: &Key,
         mailbox_id: u64,
@@ -869,7 +871,7 @@ impl Inner {
     }
 
     /// Forgets every cached key (after a rotation or a shred).
-    fn forget_keys(&self) {
+    pub(crate) fn forget_keys(&self) {
         self.mailbox_keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -953,7 +955,7 @@ impl Inner {
     }
 
     /// Decrypts a row's metadata into a [`StoredMessage`], caching mailbox keys in `keys`.
-    fn stored_message(
+    pub(crate) fn stored_message(
         &self,
         mailbox: &MailboxAddr,
         r: &MessageRow,
@@ -990,7 +992,7 @@ impl Inner {
     }
 
     /// Streams one record through authentication to `out`.
-    fn read_record(
+    pub(crate) fn read_record(
         &self,
         msg: &StoredMessage,
         mailbox_key: &Key,

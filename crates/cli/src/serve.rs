@@ -1,0 +1,207 @@
+//! `mailferry serve`: the proxy and the store in one process, as a network service.
+//!
+//! Serves the wire protocol on `--listen` over TLS until SIGTERM or ctrl-c, then stops
+//! accepting, lets running sessions finish (up to the proxy's drain timeout) and returns,
+//! so nothing acknowledged is lost. Agents authenticate with tokens from the volume
+//! (`mailferry token issue`), looked up at every request. Without `--tls-cert` a local
+//! CA and a server certificate are created once in a directory beside the volume; the
+//! CA's private key is not kept (delete the directory to make new ones).
+
+use crate::AppError;
+use mailferry_core::profile::Profile;
+use mailferry_core::tls::{Identity, LocalCa};
+use mailferry_proxy::{Proxy, ProxyConfig, StoreStats, TokenSet};
+use mailferry_store::{Credential, Volume};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `mailferry serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeArgs {
+    /// Volume directory.
+    pub volume: PathBuf,
+    /// What unlocks it.
+    pub credential: Credential,
+    /// Address to listen on (port 0: any free port, printed at start).
+    pub listen: SocketAddr,
+    /// Server certificate chain and PKCS#8 key (PEM); both or neither.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where to keep the generated CA and certificate (default `<volume>-tls` beside
+    /// the volume).
+    pub tls_dir: Option<PathBuf>,
+    /// Migration profile (commit settings).
+    pub profile: Profile,
+    /// Longest TLS handshake, and longest request head.
+    pub header_timeout: Duration,
+}
+
+/// The generated TLS files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate agents must trust.
+    pub ca: PathBuf,
+    /// The server chain.
+    pub cert: PathBuf,
+    /// The server key (0600).
+    pub key: PathBuf,
+}
+
+/// The default TLS directory of a volume: `<parent>/<volume name>-tls`.
+pub fn default_tls_dir(volume: &Path) -> PathBuf {
+    let name = volume
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "volume".into());
+    volume
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{name}-tls"))
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AppError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| AppError::io(path, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| AppError::io(path, e))
+}
+
+/// Loads the certificate in `dir`, or creates a CA and a server certificate for `names`
+/// there (once; keys 0600, directory 0700).
+pub fn local_tls(dir: &Path, names: &[&str]) -> Result<(Identity, TlsFiles), AppError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    if !files.cert.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| AppError::io(dir, e))?;
+        let ca = LocalCa::generate("mailferry serve CA")?;
+        let id = ca.issue_server(names)?;
+        write_new(&files.key, id.key_pem()?.as_bytes(), 0o600)?;
+        write_new(&files.ca, ca.cert_pem().as_bytes(), 0o644)?;
+        // Written last: its presence means the set is complete.
+        write_new(&files.cert, id.chain_pem().as_bytes(), 0o644)?;
+    }
+    let id = load_identity(&files.cert, &files.key)?;
+    Ok((id, files))
+}
+
+fn load_identity(cert: &Path, key: &Path) -> Result<Identity, AppError> {
+    let c = std::fs::read(cert).map_err(|e| AppError::io(cert, e))?;
+    let k = zeroize::Zeroizing::new(std::fs::read(key).map_err(|e| AppError::io(key, e))?);
+    Identity::from_pem(&c, &k).map_err(|e| AppError::Usage(format!("{}: {e}", key.display())))
+}
+
+/// Waits for SIGTERM or ctrl-c. The SIGTERM handler is installed when this is called,
+/// not when the future is first polled.
+pub fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, AppError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| AppError::Io {
+        path: "SIGTERM handler".into(),
+        source: e,
+    })?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    })
+}
+
+/// Serves until `shutdown` completes. Prints the URL and the CA path on stderr once
+/// listening.
+pub async fn run_serve(
+    args: &ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
+    let volume = {
+        let (dir, cred, settings) = (
+            args.volume.clone(),
+            args.credential.clone(),
+            args.profile.store.clone(),
+        );
+        tokio::task::spawn_blocking(move || Volume::open_with(&dir, &cred, &settings))
+            .await
+            .expect("volume open thread panicked")?
+    };
+    let volume = Arc::new(volume);
+    let (identity, ca_path) = match &args.tls {
+        Some((cert, key)) => (load_identity(cert, key)?, None),
+        None => {
+            let dir = args
+                .tls_dir
+                .clone()
+                .unwrap_or_else(|| default_tls_dir(&args.volume));
+            let ip = args.listen.ip().to_string();
+            let mut names = vec!["localhost", "127.0.0.1", "::1"];
+            if !args.listen.ip().is_unspecified() && !names.contains(&ip.as_str()) {
+                names.push(&ip);
+            }
+            let (id, files) = local_tls(&dir, &names)?;
+            (id, Some(files.ca))
+        }
+    };
+    let stats = Arc::new(StoreStats::default());
+    let proxy = Proxy::bind(
+        args.listen,
+        ProxyConfig {
+            tls: mailferry_core::tls::server_config(&identity)?,
+            tokens: TokenSet::from_volume(),
+            volume: volume.clone(),
+            commit: args.profile.commit.clone(),
+            stats,
+            header_timeout: args.header_timeout,
+        },
+    )
+    .await?;
+    let addr = proxy.local_addr();
+    eprintln!("mailferry serve: listening on https://{addr}");
+    match &ca_path {
+        Some(p) => eprintln!("mailferry serve: agents must trust the CA {}", p.display()),
+        None => eprintln!("mailferry serve: using the certificate given with --tls-cert"),
+    }
+    tracing::info!(%addr, volume = %args.volume.display(), "serving");
+
+    // Token events written by `mailferry token` while we hold the audit log.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let flusher = {
+        let volume = volume.clone();
+        tokio::spawn(async move {
+            loop {
+                let v = volume.clone();
+                match tokio::task::spawn_blocking(move || v.flush_token_audit()).await {
+                    Ok(Err(e)) => tracing::warn!("recording token events in the audit log: {e}"),
+                    Err(e) => tracing::warn!("token audit task failed: {e}"),
+                    Ok(Ok(_)) => {}
+                }
+                tokio::select! {
+                    _ = &mut stop_rx => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        })
+    };
+    proxy.serve(shutdown).await;
+    let _ = stop_tx.send(());
+    let _ = flusher.await;
+    let v = volume.clone();
+    tokio::task::spawn_blocking(move || v.flush_token_audit())
+        .await
+        .expect("token audit thread panicked")?;
+    eprintln!("mailferry serve: stopped");
+    Ok(())
+}

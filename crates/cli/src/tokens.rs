@@ -1,0 +1,124 @@
+//! `mailferry token issue | list | revoke`: agent tokens bound to a tenant.
+//!
+//! A token is written once, mode 0600, to the file the admin names, and shown nowhere
+//! else (not on stdout, not in a log); the volume keeps only its SHA-256. Works while
+//! `mailferry serve` holds the volume: the running service sees the change at its next
+//! request and records it in the volume's audit log.
+
+use crate::AppError;
+use mailferry_core::profile::Profile;
+use mailferry_core::secret::SecretBytes;
+use mailferry_store::{Credential, TokenAdmin, TokenInfo};
+use std::io::Write;
+use std::path::Path;
+
+/// What `token issue` did (never the token).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Issued {
+    /// Token id.
+    pub id: u64,
+    /// Tenant it is bound to.
+    pub tenant: String,
+    /// Where the token was written.
+    pub out: String,
+    /// True if a running `serve` holds the volume (and records the audit event).
+    pub volume_in_use: bool,
+}
+
+fn admin(volume: &Path, cred: &Credential) -> Result<TokenAdmin, AppError> {
+    Ok(TokenAdmin::open(
+        volume,
+        cred,
+        &Profile::embedded_default().store,
+    )?)
+}
+
+/// Issues a token for `tenant` and writes it to `out`, which must not exist.
+pub fn issue(
+    volume: &Path,
+    cred: &Credential,
+    tenant: &str,
+    out: &Path,
+) -> Result<Issued, AppError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let admin = admin(volume, cred)?;
+    // The file first: if it cannot be created, no token exists that nobody holds.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                AppError::Usage(format!(
+                    "{}: already exists; a token file is written once (choose a new path)",
+                    out.display()
+                ))
+            } else {
+                AppError::io(out, e)
+            }
+        })?;
+    let issued = match admin.issue(tenant) {
+        Ok(t) => t,
+        Err(e) => {
+            drop(f);
+            let _ = std::fs::remove_file(out);
+            return Err(e.into());
+        }
+    };
+    let mut line = zeroize::Zeroizing::new(issued.token.expose().to_vec());
+    line.push(b'\n');
+    f.write_all(&line)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| AppError::io(out, e))?;
+    Ok(Issued {
+        id: issued.id,
+        tenant: issued.tenant.clone(),
+        out: out.display().to_string(),
+        volume_in_use: admin.shared(),
+    })
+}
+
+/// Every token of the volume (never the tokens themselves).
+pub fn list(volume: &Path, cred: &Credential) -> Result<Vec<TokenInfo>, AppError> {
+    admin(volume, cred)?.list().map_err(Into::into)
+}
+
+/// Revokes token `id`; false if it was already revoked.
+pub fn revoke(volume: &Path, cred: &Credential, id: u64) -> Result<bool, AppError> {
+    admin(volume, cred)?.revoke(id).map_err(Into::into)
+}
+
+/// The `token list` table.
+pub fn table(tokens: &[TokenInfo]) -> String {
+    let mut s = format!(
+        "{:>6}  {:<30}  {:<20}  {}\n",
+        "ID", "TENANT", "CREATED", "REVOKED"
+    );
+    for t in tokens {
+        s.push_str(&format!(
+            "{:>6}  {:<30}  {:<20}  {}\n",
+            t.id,
+            t.tenant,
+            mailferry_core::rfc3339(t.created),
+            t.revoked
+                .map(mailferry_core::rfc3339)
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    s
+}
+
+/// Reads a token file (as written by `token issue`): its text without surrounding
+/// whitespace. The file's bytes are wiped from memory after reading.
+pub fn read_token_file(path: &Path) -> Result<SecretBytes, AppError> {
+    let raw = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| AppError::io(path, e))?);
+    let text = raw.trim_ascii();
+    if text.is_empty() || !text.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(AppError::Usage(format!(
+            "{}: not a token file (expected the one line written by `mailferry token issue`)",
+            path.display()
+        )));
+    }
+    Ok(SecretBytes::new(text.to_vec()))
+}

@@ -1,0 +1,158 @@
+//! Counters for `/metrics`, rendered in the Prometheus text format (version 0.0.4).
+//!
+//! Process-wide totals only: no label carries a mailbox, a tenant or a token, so the
+//! endpoint reveals traffic volume and nothing about whose mail it is.
+
+use crate::session::StoreStats;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the commit latency histogram's buckets.
+pub const COMMIT_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A fixed-bucket latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Count per bucket of [`COMMIT_BUCKETS`] (not cumulative), then +Inf.
+    counts: [AtomicU64; COMMIT_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = COMMIT_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, b) in COMMIT_BUCKETS.iter().enumerate() {
+            cum += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += self.counts[COMMIT_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cum}");
+    }
+}
+
+/// Request-level counters of one proxy.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Frame sessions running now.
+    pub streams_in_flight: AtomicI64,
+    /// Refused requests and connections, by reason (a short fixed word).
+    rejected: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Counts one refusal.
+    pub fn reject(&self, reason: &'static str) {
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// The Prometheus text exposition of these counters and the store's.
+    pub fn render(&self, store: &StoreStats) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        counter(
+            &mut out,
+            "mailferry_messages_stored_total",
+            "Messages newly written and durable (duplicates not counted).",
+            store.messages_stored.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "mailferry_bytes_stored_total",
+            "Body bytes of the messages newly stored.",
+            store.bytes_stored.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mailferry_streams_in_flight Frame sessions running now.\n# TYPE mailferry_streams_in_flight gauge\nmailferry_streams_in_flight {}",
+            self.streams_in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mailferry_requests_rejected_total Requests and connections refused, by reason.\n# TYPE mailferry_requests_rejected_total counter"
+        );
+        for (reason, n) in self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "mailferry_requests_rejected_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        store.commit_seconds.render(
+            "mailferry_commit_seconds",
+            "Group commit latency (data sync, index transaction, audit records).",
+            &mut out,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        let s = StoreStats::default();
+        s.commit_seconds
+            .observe(std::time::Duration::from_millis(3));
+        s.commit_seconds.observe(std::time::Duration::from_secs(60));
+        m.reject("unauthorized");
+        m.reject("unauthorized");
+        let t = m.render(&s);
+        assert!(
+            t.contains("mailferry_requests_rejected_total{reason=\"unauthorized\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mailferry_commit_seconds_bucket{le=\"0.001\"} 0"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mailferry_commit_seconds_bucket{le=\"0.005\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mailferry_commit_seconds_bucket{le=\"10\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mailferry_commit_seconds_bucket{le=\"+Inf\"} 2"),
+            "{t}"
+        );
+        assert!(t.contains("mailferry_commit_seconds_count 2"), "{t}");
+        assert!(t.contains("mailferry_messages_stored_total 0"), "{t}");
+    }
+}
