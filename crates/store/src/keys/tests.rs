@@ -40,3 +40,36 @@ fn names_round_trip_and_bind_kind() {
     assert!(vk.open_name(&[2; 16], b'm', &s).is_none());
     assert_ne!(vk.name_mac(b'm', "x"), vk.name_mac(b't', "x"));
 }
+
+mod decoders {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Wrapped keys and encrypted index metadata from a hostile or damaged index:
+        /// arbitrary bytes are refused (None / Err), never a panic, never a key.
+        #[test]
+        fn wrapped_keys_and_metadata_never_panic(
+            b in proptest::collection::vec(any::<u8>(), 0..200),
+            mailbox in any::<u64>(),
+            message in any::<u64>(),
+        ) {
+            let k = Key::from_bytes([9; 32]);
+            prop_assert!(unwrap_key(&k, b"aad", &b).is_none());
+            prop_assert!(open_small(&k, b"aad", &b).is_none());
+            prop_assert!(open_meta(&k, &[1; 16], mailbox, message, &b).is_err());
+        }
+    }
+
+    #[test]
+    fn a_wrapped_key_opens_only_with_its_aad() {
+        let kek = Key::from_bytes([1; 32]);
+        let key = Key::from_bytes([2; 32]);
+        let w = wrap_key(&kek, random_nonce(), b"right", &key);
+        assert_eq!(
+            unwrap_key(&kek, b"right", &w).unwrap().expose(),
+            key.expose()
+        );
+        assert!(unwrap_key(&kek, b"wrong", &w).is_none());
+    }
+}
