@@ -134,20 +134,7 @@ impl Volume {
         let (rows, tenant) = {
             let ix = self.inner.index()?;
             match target {
-                Target::Mailbox(m) => {
-                    let mac = self.inner.keys.name_mac(b'm', m.as_str());
-                    let row =
-                        ix.mailbox_by_mac(&mac)?
-                            .ok_or_else(|| StoreError::UnknownMailbox {
-                                mailbox: m.to_string(),
-                            })?;
-                    if row.key_id == 0 {
-                        return Err(StoreError::Shredded {
-                            mailbox: m.to_string(),
-                        });
-                    }
-                    (vec![row], None)
-                }
+                Target::Mailbox(m) => (vec![self.inner.live_mailbox(&ix, m)?], None),
                 Target::Tenant(t) => {
                     let domain = t.trim().to_ascii_lowercase();
                     let tmac = self.inner.keys.name_mac(b't', &domain);

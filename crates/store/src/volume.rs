@@ -493,19 +493,9 @@ impl Volume {
         &self,
         mailbox: &MailboxAddr,
     ) -> Result<Vec<Result<StoredMessage, StoreError>>, StoreError> {
-        let mac = self.inner.keys.name_mac(b'm', mailbox.as_str());
         let rows = {
             let ix = self.inner.index()?;
-            let Some(row) = ix.mailbox_by_mac(&mac)? else {
-                return Err(StoreError::UnknownMailbox {
-                    mailbox: mailbox.to_string(),
-                });
-            };
-            if row.key_id == 0 {
-                return Err(StoreError::Shredded {
-                    mailbox: mailbox.to_string(),
-                });
-            }
+            let row = self.inner.live_mailbox(&ix, mailbox)?;
             ix.messages(Some(row.id))?
         };
         let mut keys: HashMap<(u64, u32), Key> = HashMap::new();
@@ -645,18 +635,8 @@ impl Volume {
     /// generations stay wrapped under the tenant key, so nothing is re-encrypted: O(1).
     pub fn rotate_mailbox(&self, mailbox: &MailboxAddr) -> Result<RotateOutcome, StoreError> {
         let inner = &self.inner;
-        let mac = inner.keys.name_mac(b'm', mailbox.as_str());
         let mut ix = inner.index()?;
-        let row = ix
-            .mailbox_by_mac(&mac)?
-            .ok_or_else(|| StoreError::UnknownMailbox {
-                mailbox: mailbox.to_string(),
-            })?;
-        if row.key_id == 0 {
-            return Err(StoreError::Shredded {
-                mailbox: mailbox.to_string(),
-            });
-        }
+        let row = inner.live_mailbox(&ix, mailbox)?;
         let tk = inner.tenant_key(&ix, row.tenant_id)?;
         // Prove the current key unwraps before retiring it.
         inner.unwrap_mailbox_key(&tk, row.id, row.key_id, &row.key_wrapped)?;
@@ -747,18 +727,8 @@ impl Volume {
     /// number of messages made unreadable.
     pub fn shred_mailbox(&self, mailbox: &MailboxAddr) -> Result<u64, StoreError> {
         let inner = &self.inner;
-        let mac = inner.keys.name_mac(b'm', mailbox.as_str());
         let mut ix = inner.index()?;
-        let row = ix
-            .mailbox_by_mac(&mac)?
-            .ok_or_else(|| StoreError::UnknownMailbox {
-                mailbox: mailbox.to_string(),
-            })?;
-        if row.key_id == 0 {
-            return Err(StoreError::Shredded {
-                mailbox: mailbox.to_string(),
-            });
-        }
+        let row = inner.live_mailbox(&ix, mailbox)?;
         let n = ix.shred_mailbox(row.id)?;
         drop(ix);
         inner.forget_keys();
@@ -774,6 +744,27 @@ impl Volume {
 // === impl Inner ===
 
 impl Inner {
+    /// The index row of a mailbox that exists and still has its keys: `UnknownMailbox`
+    /// or `Shredded` otherwise.
+    pub(crate) fn live_mailbox(
+        &self,
+        ix: &Index,
+        mailbox: &MailboxAddr,
+    ) -> Result<crate::index::KeyRow, StoreError> {
+        let mac = self.keys.name_mac(b'm', mailbox.as_str());
+        let row = ix
+            .mailbox_by_mac(&mac)?
+            .ok_or_else(|| StoreError::UnknownMailbox {
+                mailbox: mailbox.to_string(),
+            })?;
+        if row.key_id == 0 {
+            return Err(StoreError::Shredded {
+                mailbox: mailbox.to_string(),
+            });
+        }
+        Ok(row)
+    }
+
     pub(crate) fn index(&self) -> Result<MutexGuard<'_, Index>, StoreError> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions
         // roll back), so a poisoned lock is still usable.
