@@ -21,6 +21,10 @@ struct Serve {
 
 impl Serve {
     fn start(env: &Env) -> Serve {
+        Serve::start_with(env, &[])
+    }
+
+    fn start_with(env: &Env, extra: &[&str]) -> Serve {
         let mut child = mailferry()
             .arg("serve")
             .arg("--volume")
@@ -28,6 +32,7 @@ impl Serve {
             .arg("--key-file")
             .arg(env.key())
             .args(["--listen", "127.0.0.1:0", "--header-timeout", "1"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -431,4 +436,62 @@ fn issue6_refusals_leave_serve_healthy() {
     assert_eq!(log.matches("\"token.issued\"").count(), 2, "{log}");
     assert_eq!(log.matches("\"token.revoked\"").count(), 1, "{log}");
     assert!(!log.contains("example.org") && !log.contains(&com_token));
+}
+
+/// A message over `serve --max-message-bytes` is refused from its header alone; the
+/// agent lists it as a bad item (a large item) and every other message moves.
+#[test]
+fn issue6_large_item_over_the_proxy_limit_is_named_and_the_rest_moves() {
+    let env = Env::new();
+    let src = env.path("src");
+    let n = write_maildir(
+        &src,
+        &SampleSpec {
+            seed: 61,
+            messages: 40,
+            folders: 2,
+            size: SizeModel::Small,
+            markers: None,
+        },
+    )
+    .unwrap()
+    .messages;
+    let mut big = b"Subject: large\r\n\r\n".to_vec();
+    big.resize(300_000, b'x');
+    std::fs::write(src.join("cur/1700000000.large.host:2,S"), &big).unwrap();
+    init_volume(&env);
+    let token = env.path("t");
+    issue_token(&env, "example.com", &token);
+    let serve = Serve::start_with(&env, &["--max-message-bytes", "100000"]);
+    let o = run(mailferry()
+        .arg("move")
+        .arg("--source")
+        .arg(format!("maildir:{}", src.display()))
+        .args([
+            "--mailbox",
+            "alice@example.com",
+            "--proxy",
+            &serve.url(),
+            "--ca",
+        ])
+        .arg(&serve.ca)
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--state")
+        .arg(env.path("state"))
+        .arg("--json"));
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["items_moved"], n as u64, "{r}");
+    let bad = r["bad_items"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{r}");
+    assert_eq!(bad[0]["item"], "INBOX/1700000000.large.host");
+    assert!(
+        bad[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 100000 bytes"),
+        "{r}"
+    );
+    assert_eq!(serve.stop(), Some(0));
 }

@@ -23,6 +23,13 @@ struct Harness {
 const TOKEN: &str = "test-token-0123456789";
 
 async fn start() -> Harness {
+    start_with(Default::default()).await
+}
+
+const TOKEN2: &str = "second-token-0123456789";
+const TOKEN3: &str = "third-token-0123456789";
+
+async fn start_with(limits: mailferry_proxy::Limits) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let vol = dir.path().join("v");
     Volume::init(&vol, &dir.path().join("k")).unwrap();
@@ -31,7 +38,9 @@ async fn start() -> Harness {
     let ca = mailferry_core::tls::LocalCa::generate("test").unwrap();
     let id = ca.issue_server(&["127.0.0.1"]).unwrap();
     let mut tokens = TokenSet::default();
-    tokens.allow(&SecretBytes::new(TOKEN.as_bytes().to_vec()));
+    for t in [TOKEN, TOKEN2, TOKEN3] {
+        tokens.allow(&SecretBytes::new(t.as_bytes().to_vec()));
+    }
     let proxy = Proxy::bind(
         "127.0.0.1:0".parse().unwrap(),
         ProxyConfig {
@@ -41,6 +50,7 @@ async fn start() -> Harness {
             commit: Profile::default().commit,
             stats: Arc::new(StoreStats::default()),
             header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,
+            limits,
         },
     )
     .await
@@ -323,4 +333,91 @@ async fn agent_refuses_a_server_certificate_it_does_not_trust() {
         SecretBytes::new(vec![b'x'])
     )
     .is_err());
+}
+
+fn refused(e: AgentError) -> (u16, Option<u64>) {
+    match e {
+        AgentError::Refused {
+            status,
+            retry_after,
+            ..
+        } => (status, retry_after),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_limits_answer_429_and_503_with_retry_after_and_free_up() {
+    let h = start_with(mailferry_proxy::Limits {
+        max_streams: 2,
+        max_streams_per_token: 1,
+        max_message_bytes: 0,
+    })
+    .await;
+    let a = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    // The same token again: over its own limit.
+    let e = endpoint(&h, TOKEN)
+        .open_stream(&mailbox())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e), (429, Some(1)));
+    // Another token fills the proxy; a third finds it full.
+    let b = endpoint(&h, TOKEN2).open_stream(&mailbox()).await.unwrap();
+    let e = endpoint(&h, TOKEN3)
+        .open_stream(&mailbox())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e), (503, Some(1)));
+    // A closed stream gives its slot back: the agent's retry gets in once it is free.
+    drop(a);
+    let io = endpoint(&h, TOKEN)
+        .open_stream_retrying(&mailbox(), 10)
+        .await
+        .expect("a slot frees up once the stream is closed");
+    drop((io, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_is_refused_from_its_header_and_the_session_goes_on() {
+    let h = start_with(mailferry_proxy::Limits {
+        max_message_bytes: 10,
+        ..Default::default()
+    })
+    .await;
+    let mut io = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    let big = b"Subject: too big\r\n\r\n".to_vec();
+    let small = b"S: ok\r\n".to_vec();
+    send(
+        &mut io,
+        &[
+            open(),
+            header(1, big.len() as u64),
+            Frame::Data(big.clone()),
+            Frame::End {
+                seq: 1,
+                sha256: sha(&big),
+            },
+            header(2, small.len() as u64),
+            Frame::Data(small.clone()),
+            Frame::End {
+                seq: 2,
+                sha256: sha(&small),
+            },
+            Frame::Close,
+        ],
+    )
+    .await;
+    let frames = read_all(&mut io).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::Reject { seq: 1, reason } if reason.contains("limit"))),
+        "{frames:?}"
+    );
+    assert!(
+        frames.contains(&Frame::Ack(vec![(2, AckStatus::Stored)])),
+        "{frames:?}"
+    );
+    assert_eq!(frames.last(), Some(&Frame::Closed));
+    assert_eq!(h.volume.list_messages(&mailbox()).unwrap().len(), 1);
 }

@@ -75,6 +75,40 @@ impl Endpoint {
         }
     }
 
+    /// [`Endpoint::open_stream`], retried while the proxy answers 429 or 503 (busy or
+    /// restarting): it waits what `Retry-After` asks (at most a minute), or backs off
+    /// exponentially from one second, with jitter, for up to `attempts` tries. Any other
+    /// refusal (401, 403, ...) is returned at once: retrying cannot fix it.
+    pub async fn open_stream_retrying(
+        &self,
+        mailbox: &MailboxAddr,
+        attempts: u32,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, AgentError> {
+        let mut backoff = std::time::Duration::from_secs(1);
+        let mut attempt = 1;
+        loop {
+            match self.open_stream(mailbox).await {
+                Err(AgentError::Refused {
+                    status: 429 | 503,
+                    retry_after,
+                    message,
+                    ..
+                }) if attempt < attempts => {
+                    let wait = retry_after
+                        .map(std::time::Duration::from_secs)
+                        .unwrap_or(backoff)
+                        .min(std::time::Duration::from_secs(60))
+                        + jitter();
+                    tracing::info!(attempt, ?wait, "proxy busy ({message}); retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Opens a frame stream for `mailbox`: TLS, then `POST .../stream` with an upgrade to
     /// the frame protocol. Returns the raw bidirectional stream after `101`.
     pub async fn open_stream(
@@ -125,6 +159,11 @@ impl Endpoint {
             .map_err(|e| self.err(format!("request failed: {e}")))?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
             let body = Limited::new(resp.into_body(), 64 * 1024)
                 .collect()
                 .await
@@ -138,6 +177,7 @@ impl Endpoint {
                 url: self.url.clone(),
                 status,
                 message,
+                retry_after,
             });
         }
         let upgraded = hyper::upgrade::on(resp)
@@ -145,4 +185,13 @@ impl Endpoint {
             .map_err(|e| self.err(format!("upgrade failed: {e}")))?;
         Ok(TokioIo::new(upgraded))
     }
+}
+
+/// Up to a quarter second of random delay, so agents refused together do not return
+/// together.
+fn jitter() -> std::time::Duration {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 2];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    std::time::Duration::from_millis(u64::from(u16::from_le_bytes(b)) % 250)
 }

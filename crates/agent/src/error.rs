@@ -41,6 +41,8 @@ pub enum AgentError {
         status: u16,
         /// The proxy's explanation.
         message: String,
+        /// Seconds the proxy asked the agent to wait (`Retry-After`), if any.
+        retry_after: Option<u64>,
     },
     /// The proxy or store ended the session with an ERROR frame.
     #[error("the store ended the session ({code}): {message}")]

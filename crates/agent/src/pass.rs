@@ -237,7 +237,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
             .expect("audit thread panicked")?
     };
 
-    let stream = endpoint.open_stream(&mailbox).await?;
+    let stream = endpoint.open_stream_retrying(&mailbox, 10).await?;
     let (mut rd, mut wr) = tokio::io::split(stream);
 
     let inflight: InFlightMap = Arc::default();
@@ -571,6 +571,17 @@ fn produce(
             }
         }
         let mark = out.len();
+        // Registered before the MESSAGE frame can leave: the proxy may REJECT a message
+        // as soon as it sees its header (e.g. over its size limit), before its END.
+        inflight.lock().expect("inflight lock").insert(
+            seq,
+            InFlight {
+                started: t_open,
+                item: item.clone(),
+                sha256: String::new(),
+                local_error: None,
+            },
+        );
         Frame::Message(MessageHeader {
             seq,
             folder: item.folder.clone(),
@@ -647,6 +658,8 @@ fn produce(
             }
         }
         if settled {
+            // Its MESSAGE frame was taken back out of the buffer before it was sent.
+            inflight.lock().expect("inflight lock").remove(&seq);
             continue;
         }
         if local_error.is_none() && total != item.size {
@@ -661,15 +674,11 @@ fn produce(
         if local_error.is_some() {
             sha = [0u8; 32]; // guarantees the store refuses it; the local reason is reported
         }
-        inflight.lock().expect("inflight lock").insert(
-            seq,
-            InFlight {
-                started: t_open,
-                item,
-                sha256: hex::encode(sha),
-                local_error,
-            },
-        );
+        // Absent if the proxy already refused the message from its header alone.
+        if let Some(f) = inflight.lock().expect("inflight lock").get_mut(&seq) {
+            f.sha256 = hex::encode(sha);
+            f.local_error = local_error;
+        }
         Frame::End { seq, sha256: sha }.encode(&mut out);
         progress.items_done.fetch_add(1, Ordering::Relaxed);
     }

@@ -116,6 +116,16 @@ enum Cmd {
         /// Seconds a client gets for the TLS handshake and again for a request head.
         #[arg(long, default_value_t = 10.0)]
         header_timeout: f64,
+        /// Streams open at once, all agents together (more get 503 with Retry-After).
+        #[arg(long, default_value_t = 256)]
+        max_streams: usize,
+        /// Streams open at once per token (more get 429 with Retry-After).
+        #[arg(long, default_value_t = 32)]
+        max_streams_per_token: usize,
+        /// Largest message accepted, in bytes; larger ones are refused as large items
+        /// (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_message_bytes: u64,
         /// Migration profile (TOML) for commit settings; the embedded default when absent.
         #[arg(long)]
         profile: Option<PathBuf>,
@@ -562,8 +572,16 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             tls_key,
             tls_dir,
             header_timeout,
+            max_streams,
+            max_streams_per_token,
+            max_message_bytes,
             profile,
         } => {
+            if max_streams == 0 || max_streams_per_token == 0 {
+                return Err(AppError::Usage(
+                    "--max-streams and --max-streams-per-token must be at least 1".into(),
+                ));
+            }
             if !(header_timeout > 0.0 && header_timeout <= 3600.0) {
                 return Err(AppError::Usage(
                     "--header-timeout must be between 0 and 3600 seconds".into(),
@@ -577,6 +595,11 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 tls_dir,
                 profile: load_profile(profile.as_deref())?,
                 header_timeout: std::time::Duration::from_secs_f64(header_timeout),
+                limits: mailferry_proxy::Limits {
+                    max_streams,
+                    max_streams_per_token,
+                    max_message_bytes,
+                },
             };
             let shutdown = serve::shutdown_signal()?;
             serve::run_serve(&args, shutdown).await

@@ -231,6 +231,7 @@ async fn start_embedded(
             commit: args.profile.commit.clone(),
             stats,
             header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,
+            limits: Default::default(),
         },
     )
     .await?;

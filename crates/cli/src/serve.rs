@@ -36,6 +36,8 @@ pub struct ServeArgs {
     pub profile: Profile,
     /// Longest TLS handshake, and longest request head.
     pub header_timeout: Duration,
+    /// Stream and message limits.
+    pub limits: mailferry_proxy::Limits,
 }
 
 /// The generated TLS files.
@@ -165,6 +167,7 @@ pub async fn run_serve(
             commit: args.profile.commit.clone(),
             stats,
             header_timeout: args.header_timeout,
+            limits: args.limits.clone(),
         },
     )
     .await?;

@@ -36,6 +36,16 @@ pub enum ProxyError {
     /// The service cannot take the request now (shutting down, volume not ready).
     #[error("service unavailable: {0}; retry later")]
     Unavailable(String),
+    /// A stream limit is reached; the client should retry after `retry_after` seconds.
+    #[error("too busy: {what}; retry in {retry_after} s")]
+    Busy {
+        /// Which limit.
+        what: String,
+        /// True for the per-token limit (429), false for the overall one (503).
+        per_token: bool,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// The store refused.
     #[error(transparent)]
     Store(#[from] mailferry_store::StoreError),
@@ -61,6 +71,10 @@ pub fn status_for(e: &ProxyError) -> StatusCode {
         ProxyError::BadMailbox(_) => StatusCode::BAD_REQUEST,
         ProxyError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ProxyError::Busy {
+            per_token: true, ..
+        } => StatusCode::TOO_MANY_REQUESTS,
+        ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ProxyError::Store(S::UnknownMailbox { .. }) => StatusCode::NOT_FOUND,
         ProxyError::Store(S::Rejected { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
         ProxyError::Store(_) | ProxyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,

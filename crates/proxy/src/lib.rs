@@ -19,5 +19,5 @@ pub mod session;
 
 pub use auth::{Grant, TokenSet};
 pub use error::{status_for, ProxyError};
-pub use server::{Proxy, ProxyConfig};
+pub use server::{Limits, Proxy, ProxyConfig};
 pub use session::StoreStats;

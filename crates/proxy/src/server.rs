@@ -47,6 +47,95 @@ pub struct ProxyConfig {
     pub stats: Arc<StoreStats>,
     /// Longest time for the TLS handshake, and again for the request head.
     pub header_timeout: Duration,
+    /// Stream and message limits.
+    pub limits: Limits,
+}
+
+/// The proxy's limits; a request over one is refused at once with a `Retry-After`,
+/// never queued without bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Streams open at once, all tokens together (over it: 503).
+    pub max_streams: usize,
+    /// Streams open at once with one token (over it: 429).
+    pub max_streams_per_token: usize,
+    /// Largest message accepted, bytes; 0 = no limit (over it: REJECT of that message).
+    pub max_message_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_streams: 256,
+            max_streams_per_token: 32,
+            max_message_bytes: 0,
+        }
+    }
+}
+
+/// Seconds a refused agent is told to wait before it tries again.
+const BUSY_RETRY_AFTER: u64 = 1;
+
+/// One open stream, counted overall and per token until dropped.
+struct StreamSlot {
+    shared: Arc<Shared>,
+    /// SHA-256 of the token: identifies it whether it came from the volume or not.
+    token: [u8; 32],
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut per = self
+            .shared
+            .per_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.token);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Takes a stream slot for `token`, or says why not (503 overall, 429 per token).
+    fn take_slot(self: &Arc<Self>, token: [u8; 32]) -> Result<StreamSlot, ProxyError> {
+        let limits = &self.cfg.limits;
+        let permit = self
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ProxyError::Busy {
+                what: format!(
+                    "{} streams are open, the most this proxy takes",
+                    limits.max_streams
+                ),
+                per_token: false,
+                retry_after: BUSY_RETRY_AFTER,
+            })?;
+        let mut per = self.per_token.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per.entry(token).or_insert(0);
+        if *n >= limits.max_streams_per_token {
+            return Err(ProxyError::Busy {
+                what: format!(
+                    "this token has {} streams open, the most one token may",
+                    limits.max_streams_per_token
+                ),
+                per_token: true,
+                retry_after: BUSY_RETRY_AFTER,
+            });
+        }
+        *n += 1;
+        drop(per);
+        Ok(StreamSlot {
+            shared: self.clone(),
+            token,
+            _permit: permit,
+        })
+    }
 }
 
 /// The configuration and the live state every connection shares.
@@ -54,6 +143,8 @@ struct Shared {
     cfg: ProxyConfig,
     metrics: Metrics,
     stopping: AtomicBool,
+    streams: Arc<tokio::sync::Semaphore>,
+    per_token: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
 }
 
 /// A bound, not yet serving, proxy.
@@ -74,6 +165,8 @@ impl Proxy {
         Ok(Proxy {
             listener,
             cfg: Arc::new(Shared {
+                streams: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
+                per_token: Default::default(),
                 cfg,
                 metrics: Metrics::default(),
                 stopping: AtomicBool::new(false),
@@ -167,9 +260,14 @@ fn json_error(e: &ProxyError) -> Response<Full<Bytes>> {
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    let retry_after = match e {
+        ProxyError::Busy { retry_after, .. } => Some(*retry_after),
+        _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
+        _ => None,
+    };
+    if let Some(secs) = retry_after {
         resp.headers_mut()
-            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }
@@ -224,6 +322,10 @@ fn reason_for(e: &ProxyError) -> &'static str {
         ProxyError::BadMailbox(_) => "bad_mailbox",
         ProxyError::UpgradeRequired => "upgrade_required",
         ProxyError::Unavailable(_) => "unavailable",
+        ProxyError::Busy {
+            per_token: true, ..
+        } => "busy_token",
+        ProxyError::Busy { .. } => "busy",
         _ => "internal",
     }
 }
@@ -301,6 +403,10 @@ async fn route(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ProxyError::Unauthorized)?;
     let token = mailferry_core::secret::SecretBytes::new(token.as_bytes().to_vec());
+    let token_digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.expose())
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes");
     let grant = {
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || {
@@ -328,6 +434,7 @@ async fn route(
     if !wants_upgrade {
         return Err(ProxyError::UpgradeRequired);
     }
+    let slot = shared.take_slot(token_digest)?;
     let shared = shared.clone();
     tokio::spawn(async move {
         let cfg = &shared.cfg;
@@ -343,6 +450,7 @@ async fn route(
                     mailbox,
                     cfg.commit.clone(),
                     cfg.stats.clone(),
+                    cfg.limits.max_message_bytes,
                 )
                 .await
             }
@@ -352,6 +460,7 @@ async fn route(
             .metrics
             .streams_in_flight
             .fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
         drop(guard);
     });
     let mut resp = Response::new(Full::new(Bytes::new()));

@@ -66,6 +66,7 @@ pub async fn run_session<IO>(
     mailbox: MailboxAddr,
     commit: CommitSettings,
     stats: Arc<StoreStats>,
+    max_message_bytes: u64,
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -120,6 +121,9 @@ pub async fn run_session<IO>(
     let mut fb = FrameBuffer::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut opened = false;
+    // A message over the size limit is refused when its MESSAGE frame arrives; its DATA
+    // and END frames are read and dropped here, so nothing of it reaches the store.
+    let mut skipping: Option<u64> = None;
     'read: loop {
         let n = match rd.read(&mut buf).await {
             Ok(0) | Err(_) => {
@@ -156,6 +160,22 @@ pub async fn run_session<IO>(
                     fail(400, "the first frame must be OPEN".into());
                     let _ = cmd_tx.send_async(Cmd::Abort).await;
                     break 'read;
+                }
+                Frame::Message(h) if max_message_bytes > 0 && h.size > max_message_bytes => {
+                    let _ = out_tx.send(Frame::Reject {
+                        seq: h.seq,
+                        reason: format!(
+                            "message of {} bytes is larger than this server's limit of {} bytes (a large item)",
+                            h.size, max_message_bytes
+                        ),
+                    });
+                    skipping = Some(h.seq);
+                    continue;
+                }
+                Frame::Data(_) if skipping.is_some() => continue,
+                Frame::End { seq, .. } if skipping == Some(seq) => {
+                    skipping = None;
+                    continue;
                 }
                 Frame::Message(h) => Cmd::Begin(h),
                 Frame::Data(d) => Cmd::Data(d),
