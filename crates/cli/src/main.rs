@@ -1109,11 +1109,17 @@ volume root {} ({} messages)
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A service logs its access lines by default; one-shot commands only warnings.
+    let default_filter = match cli.cmd {
+        Cmd::Serve { .. } => "warn,mailferry_proxy::server=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()

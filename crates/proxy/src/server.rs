@@ -436,15 +436,17 @@ async fn route(
     }
     let slot = shared.take_slot(token_digest)?;
     let shared = shared.clone();
+    let (log_token, log_mailbox) = (who.token_id, who.mailbox.clone().unwrap_or_default());
     tokio::spawn(async move {
         let cfg = &shared.cfg;
+        let t0 = std::time::Instant::now();
         shared
             .metrics
             .streams_in_flight
             .fetch_add(1, Ordering::Relaxed);
         match hyper::upgrade::on(req).await {
             Ok(up) => {
-                run_session(
+                let received = run_session(
                     TokioIo::new(up),
                     cfg.volume.clone(),
                     mailbox,
@@ -452,7 +454,15 @@ async fn route(
                     cfg.stats.clone(),
                     cfg.limits.max_message_bytes,
                 )
-                .await
+                .await;
+                // Second access-log line of a stream: what it carried, once it ends.
+                tracing::info!(
+                    token_id = log_token,
+                    mailbox = %log_mailbox,
+                    bytes = received,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "stream closed"
+                );
             }
             Err(e) => tracing::warn!("upgrade failed: {e}"),
         }

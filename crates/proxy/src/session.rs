@@ -67,9 +67,11 @@ pub async fn run_session<IO>(
     commit: CommitSettings,
     stats: Arc<StoreStats>,
     max_message_bytes: u64,
-) where
+) -> u64
+where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let mut received = 0u64;
     let (mut rd, mut wr) = tokio::io::split(io);
     let (out_tx, out_rx) = flume::unbounded::<Frame>();
     let writer = tokio::spawn(async move {
@@ -105,7 +107,7 @@ pub async fn run_session<IO>(
             });
             drop(out_tx);
             let _ = writer.await;
-            return;
+            return 0;
         }
     };
     let (cmd_tx, cmd_rx) = flume::bounded::<Cmd>(16);
@@ -132,6 +134,7 @@ pub async fn run_session<IO>(
             }
             Ok(n) => n,
         };
+        received += n as u64;
         fb.push(&buf[..n]);
         loop {
             let frame = match fb.next_frame() {
@@ -201,6 +204,7 @@ pub async fn run_session<IO>(
     let _ = worker.await;
     drop(out_tx);
     let _ = writer.await;
+    received
 }
 
 /// Runs the store side of a session. Commits are pipelined: the worker hands each
