@@ -5,93 +5,26 @@
 
 use crate::util::*;
 use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A running `mailferry serve`.
-struct Serve {
-    child: Child,
-    port: u16,
-    ca: PathBuf,
-}
+/// A running `mailferry serve` on the test's volume.
+type Serve = Daemon;
 
-impl Serve {
-    fn start(env: &Env) -> Serve {
-        Serve::start_with(env, &[])
-    }
-
-    fn start_with(env: &Env, extra: &[&str]) -> Serve {
-        let mut child = mailferry()
-            .arg("serve")
-            .arg("--volume")
-            .arg(env.volume())
-            .arg("--key-file")
-            .arg(env.key())
-            .args(["--listen", "127.0.0.1:0", "--header-timeout", "1"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mailferry serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                eprintln!("serve: {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let (mut port, mut ca) = (None, None);
-        while port.is_none() || ca.is_none() {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("serve prints its URL and CA within 60 s");
-            if let Some(url) = line.split("listening on https://").nth(1) {
-                port = Some(url.rsplit(':').next().unwrap().trim().parse().unwrap());
-            }
-            if let Some(p) = line.split("agents must trust the CA ").nth(1) {
-                ca = Some(PathBuf::from(p.trim()));
-            }
-        }
-        Serve {
-            child,
-            port: port.unwrap(),
-            ca: ca.unwrap(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGTERM, then the exit code (at most 60 s).
-    fn stop(mut self) -> Option<i32> {
-        let o = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(o.success());
-        for _ in 0..600 {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        panic!("serve did not stop within 60 s of SIGTERM");
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_serve(env: &Env, extra: &[&str]) -> Serve {
+    let mut c = mailferry();
+    c.arg("serve")
+        .arg("--volume")
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .args(["--listen", "127.0.0.1:0", "--header-timeout", "1"])
+        .args(extra);
+    Daemon::start(c, "serve")
 }
 
 fn issue_token(env: &Env, tenant: &str, out: &Path) {
@@ -220,7 +153,7 @@ fn issue6_agent_moves_through_serve_in_another_process_and_exports_identical() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
-    let serve = Serve::start(&env);
+    let serve = start_serve(&env, &[]);
     let key = serve.ca.parent().unwrap().join("server.key");
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
@@ -294,7 +227,7 @@ fn issue6_refusals_leave_serve_healthy() {
     init_volume(&env);
     let com = env.path("com.token");
     issue_token(&env, "example.com", &com);
-    let serve = Serve::start(&env);
+    let serve = start_serve(&env, &[]);
     let com_token = std::fs::read_to_string(&com).unwrap().trim().to_string();
 
     // Wrong token: 401.
@@ -462,7 +395,7 @@ fn issue6_large_item_over_the_proxy_limit_is_named_and_the_rest_moves() {
     init_volume(&env);
     let token = env.path("t");
     issue_token(&env, "example.com", &token);
-    let serve = Serve::start_with(&env, &["--max-message-bytes", "100000"]);
+    let serve = start_serve(&env, &["--max-message-bytes", "100000"]);
     let o = run(mailferry()
         .arg("move")
         .arg("--source")

@@ -198,3 +198,78 @@ pub fn move_and_kill(env: &Env, src: &Path, mailbox: &str, acked: usize) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A running `mailferry serve` or `mailferry proxy`: started, its URL and CA read from
+/// what it prints, stopped with SIGTERM (or killed when dropped).
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub ca: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `cmd` and waits (at most 60 s) until it prints its URL and CA path.
+    pub fn start(mut cmd: Command, name: &str) -> Daemon {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mailferry starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                eprintln!("{name}: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let (mut port, mut ca) = (None, None);
+        while port.is_none() || ca.is_none() {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the service prints its URL and CA within 60 s");
+            if let Some(url) = line.split("listening on https://").nth(1) {
+                port = Some(url.rsplit(':').next().unwrap().trim().parse().unwrap());
+            }
+            if let Some(p) = line.split("agents must trust the CA ").nth(1) {
+                ca = Some(PathBuf::from(p.trim()));
+            }
+        }
+        Daemon {
+            child,
+            port: port.unwrap(),
+            ca: ca.unwrap(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM, then the exit code (at most 60 s).
+    pub fn stop(mut self) -> Option<i32> {
+        let o = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(o.success());
+        for _ in 0..600 {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("the service did not stop within 60 s of SIGTERM");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -45,8 +45,10 @@ async fn start_with(limits: mailferry_proxy::Limits) -> Harness {
         "127.0.0.1:0".parse().unwrap(),
         ProxyConfig {
             tls: mailferry_core::tls::server_config(&id).unwrap(),
-            tokens,
-            volume: volume.clone(),
+            backend: mailferry_proxy::Backend::Local {
+                tokens,
+                volume: volume.clone(),
+            },
             commit: Profile::default().commit,
             stats: Arc::new(StoreStats::default()),
             header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,

@@ -126,9 +126,49 @@ enum Cmd {
         /// (0: no limit).
         #[arg(long, default_value_t = 0)]
         max_message_bytes: u64,
+        /// Store-node mode: accept only clients (front proxies) with a certificate from
+        /// this CA (mutual TLS; see `mailferry tls client`).
+        #[arg(long)]
+        client_ca: Option<PathBuf>,
         /// Migration profile (TOML) for commit settings; the embedded default when absent.
         #[arg(long)]
         profile: Option<PathBuf>,
+    },
+    /// Front proxy of a split deployment: terminates agents' TLS and routes each mailbox
+    /// to the store node that owns it (rendezvous hashing) over mutual TLS.
+    Proxy {
+        /// Address to listen on for agents.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// A store node (`mailferry serve --client-ca ...`), https://host:port; repeat.
+        #[arg(long = "store", required = true)]
+        stores: Vec<String>,
+        /// A store node's CA certificate (its `<volume>-tls/ca.pem`); repeat.
+        #[arg(long = "store-ca", required = true)]
+        store_cas: Vec<PathBuf>,
+        /// The client certificate the store nodes require (`mailferry tls client`).
+        #[arg(long)]
+        client_cert: PathBuf,
+        /// Its private key.
+        #[arg(long)]
+        client_key: PathBuf,
+        /// Where the agents' CA and this proxy's certificate are kept (created once).
+        #[arg(long)]
+        tls_dir: PathBuf,
+        /// Seconds a client gets for the TLS handshake and again for a request head.
+        #[arg(long, default_value_t = 10.0)]
+        header_timeout: f64,
+        /// Streams open at once, all agents together (more get 503 with Retry-After).
+        #[arg(long, default_value_t = 256)]
+        max_streams: usize,
+        /// Streams open at once per token (more get 429 with Retry-After).
+        #[arg(long, default_value_t = 32)]
+        max_streams_per_token: usize,
+    },
+    /// TLS material for split deployments.
+    Tls {
+        #[command(subcommand)]
+        cmd: TlsCmd,
     },
     /// Issue, list and revoke agent tokens (each bound to one tenant).
     Token {
@@ -213,6 +253,20 @@ enum TokenCmd {
         /// Print the outcome (never the token) as JSON on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Register an existing token (from `token issue` on another store node) here too.
+    Add {
+        /// Volume directory.
+        #[arg(long)]
+        volume: PathBuf,
+        #[command(flatten)]
+        unlock: volume_admin::UnlockArgs,
+        /// The tenant the token is bound to.
+        #[arg(long)]
+        tenant: String,
+        /// The token file written by `token issue`.
+        #[arg(long)]
+        token_file: PathBuf,
     },
     /// List tokens: id, tenant, created, revoked (never the tokens).
     List {
@@ -366,6 +420,18 @@ enum VolumeCmd {
         volume: PathBuf,
         #[command(flatten)]
         unlock: volume_admin::UnlockArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCmd {
+    /// Create a client CA and a client certificate for a front proxy: store nodes get
+    /// `--client-ca DIR/client-ca.pem`, the proxy `--client-cert DIR/client.pem
+    /// --client-key DIR/client.key`.
+    Client {
+        /// Directory to create the files in (they must not exist).
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -575,6 +641,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             max_streams,
             max_streams_per_token,
             max_message_bytes,
+            client_ca,
             profile,
         } => {
             if max_streams == 0 || max_streams_per_token == 0 {
@@ -600,9 +667,60 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     max_streams_per_token,
                     max_message_bytes,
                 },
+                client_ca,
             };
             let shutdown = serve::shutdown_signal()?;
             serve::run_serve(&args, shutdown).await
+        }
+        Cmd::Proxy {
+            listen,
+            stores,
+            store_cas,
+            client_cert,
+            client_key,
+            tls_dir,
+            header_timeout,
+            max_streams,
+            max_streams_per_token,
+        } => {
+            if max_streams == 0 || max_streams_per_token == 0 {
+                return Err(AppError::Usage(
+                    "--max-streams and --max-streams-per-token must be at least 1".into(),
+                ));
+            }
+            if !(header_timeout > 0.0 && header_timeout <= 3600.0) {
+                return Err(AppError::Usage(
+                    "--header-timeout must be between 0 and 3600 seconds".into(),
+                ));
+            }
+            let args = serve::FrontArgs {
+                listen,
+                stores,
+                store_cas,
+                client_cert,
+                client_key,
+                tls_dir,
+                header_timeout: std::time::Duration::from_secs_f64(header_timeout),
+                limits: mailferry_proxy::Limits {
+                    max_streams,
+                    max_streams_per_token,
+                    max_message_bytes: 0,
+                },
+            };
+            let shutdown = serve::shutdown_signal()?;
+            serve::run_front(&args, shutdown).await
+        }
+        Cmd::Tls {
+            cmd: TlsCmd::Client { dir },
+        } => {
+            let (ca, cert, key) = serve::make_client_identity(&dir)?;
+            println!(
+                "store nodes: mailferry serve ... --client-ca {}\nfront proxy: mailferry proxy ... --client-cert {} --client-key {}",
+                ca.display(),
+                cert.display(),
+                key.display()
+            );
+            Ok(())
         }
         Cmd::Token {
             cmd:
@@ -625,6 +743,22 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             if json {
                 print_json(&issued);
             }
+            Ok(())
+        }
+        Cmd::Token {
+            cmd:
+                TokenCmd::Add {
+                    volume,
+                    unlock,
+                    tenant,
+                    token_file,
+                },
+        } => {
+            let added = tokens::add(&volume, &unlock.credential()?, &tenant, &token_file)?;
+            eprintln!(
+                "token from {} registered as token {} for tenant {}",
+                added.out, added.id, added.tenant
+            );
             Ok(())
         }
         Cmd::Token {
@@ -1111,7 +1245,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A service logs its access lines by default; one-shot commands only warnings.
     let default_filter = match cli.cmd {
-        Cmd::Serve { .. } => "warn,mailferry_proxy::server=info",
+        Cmd::Serve { .. } | Cmd::Proxy { .. } => "warn,mailferry_proxy::server=info",
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -226,8 +226,10 @@ async fn start_embedded(
         "127.0.0.1:0".parse().expect("literal address"),
         ProxyConfig {
             tls: mailferry_core::tls::server_config(&identity)?,
-            tokens,
-            volume: volume.clone(),
+            backend: mailferry_proxy::Backend::Local {
+                tokens,
+                volume: volume.clone(),
+            },
             commit: args.profile.commit.clone(),
             stats,
             header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,

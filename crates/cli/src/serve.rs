@@ -38,6 +38,102 @@ pub struct ServeArgs {
     pub header_timeout: Duration,
     /// Stream and message limits.
     pub limits: mailferry_proxy::Limits,
+    /// Store-node mode: require a client certificate issued by this CA (the front
+    /// proxy's, see `mailferry tls client`).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// What `mailferry proxy` (the front end of a split deployment) needs.
+#[derive(Debug, Clone)]
+pub struct FrontArgs {
+    /// Address to listen on for agents.
+    pub listen: SocketAddr,
+    /// Store node URLs; each mailbox is owned by one (rendezvous hashing).
+    pub stores: Vec<String>,
+    /// CA certificates of the store nodes (their `<volume>-tls/ca.pem`).
+    pub store_cas: Vec<PathBuf>,
+    /// The client certificate and key the store nodes require.
+    pub client_cert: PathBuf,
+    /// Its private key.
+    pub client_key: PathBuf,
+    /// Where the agents' CA and the server certificate live (created once).
+    pub tls_dir: PathBuf,
+    /// Longest TLS handshake, and longest request head.
+    pub header_timeout: Duration,
+    /// Stream limits (the size limit is the store nodes').
+    pub limits: mailferry_proxy::Limits,
+}
+
+/// `mailferry tls client --dir D`: a CA and a client certificate for a front proxy
+/// (`D/client-ca.pem` for the store nodes' `--client-ca`; `D/client.pem` and
+/// `D/client.key` (0600) for the proxy). Refuses to overwrite.
+pub fn make_client_identity(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), AppError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| AppError::io(dir, e))?;
+    let (ca_path, cert, key) = (
+        dir.join("client-ca.pem"),
+        dir.join("client.pem"),
+        dir.join("client.key"),
+    );
+    let ca = LocalCa::generate("mailferry proxy client CA")?;
+    let id = ca.issue_client("mailferry front proxy")?;
+    write_new(&key, id.key_pem()?.as_bytes(), 0o600)?;
+    write_new(&ca_path, ca.cert_pem().as_bytes(), 0o644)?;
+    write_new(&cert, id.chain_pem().as_bytes(), 0o644)?;
+    Ok((ca_path, cert, key))
+}
+
+/// Runs the front proxy of a split deployment until `shutdown`.
+pub async fn run_front(
+    args: &FrontArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
+    let mut roots = Vec::new();
+    for p in &args.store_cas {
+        let pem = std::fs::read(p).map_err(|e| AppError::io(p, e))?;
+        roots.extend(mailferry_core::tls::certs_from_pem(&pem)?);
+    }
+    let client = load_identity(&args.client_cert, &args.client_key)?;
+    let router = mailferry_proxy::forward::Router::new(
+        &args.stores,
+        mailferry_core::tls::client_config_mtls(&roots, &client)?,
+    )?;
+    let ip = args.listen.ip().to_string();
+    let mut names = vec!["localhost", "127.0.0.1", "::1"];
+    if !args.listen.ip().is_unspecified() && !names.contains(&ip.as_str()) {
+        names.push(&ip);
+    }
+    let (identity, files) = local_tls(&args.tls_dir, &names)?;
+    let proxy = Proxy::bind(
+        args.listen,
+        ProxyConfig {
+            tls: mailferry_core::tls::server_config(&identity)?,
+            backend: mailferry_proxy::Backend::Remote(Arc::new(router)),
+            commit: Default::default(),
+            stats: Arc::new(StoreStats::default()),
+            header_timeout: args.header_timeout,
+            limits: args.limits.clone(),
+        },
+    )
+    .await?;
+    eprintln!(
+        "mailferry proxy: listening on https://{}",
+        proxy.local_addr()
+    );
+    eprintln!(
+        "mailferry proxy: agents must trust the CA {}",
+        files.ca.display()
+    );
+    for s in &args.stores {
+        eprintln!("mailferry proxy: store node {s}");
+    }
+    proxy.serve(shutdown).await;
+    eprintln!("mailferry proxy: stopped");
+    Ok(())
 }
 
 /// The generated TLS files.
@@ -161,9 +257,18 @@ pub async fn run_serve(
     let proxy = Proxy::bind(
         args.listen,
         ProxyConfig {
-            tls: mailferry_core::tls::server_config(&identity)?,
-            tokens: TokenSet::from_volume(),
-            volume: volume.clone(),
+            tls: match &args.client_ca {
+                None => mailferry_core::tls::server_config(&identity)?,
+                Some(p) => {
+                    let pem = std::fs::read(p).map_err(|e| AppError::io(p, e))?;
+                    let roots = mailferry_core::tls::certs_from_pem(&pem)?;
+                    mailferry_core::tls::server_config_mtls(&identity, &roots)?
+                }
+            },
+            backend: mailferry_proxy::Backend::Local {
+                tokens: TokenSet::from_volume(),
+                volume: volume.clone(),
+            },
             commit: args.profile.commit.clone(),
             stats,
             header_timeout: args.header_timeout,

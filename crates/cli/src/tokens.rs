@@ -79,6 +79,25 @@ pub fn issue(
     })
 }
 
+/// Registers the token in `token_file` (issued on another store node) for `tenant`, so
+/// one agent token opens its mailboxes on every node of a split deployment.
+pub fn add(
+    volume: &Path,
+    cred: &Credential,
+    tenant: &str,
+    token_file: &Path,
+) -> Result<Issued, AppError> {
+    let token = read_token_file(token_file)?;
+    let admin = admin(volume, cred)?;
+    let issued = admin.add(tenant, &token)?;
+    Ok(Issued {
+        id: issued.id,
+        tenant: issued.tenant.clone(),
+        out: token_file.display().to_string(),
+        volume_in_use: admin.shared(),
+    })
+}
+
 /// Every token of the volume (never the tokens themselves).
 pub fn list(volume: &Path, cred: &Credential) -> Result<Vec<TokenInfo>, AppError> {
     admin(volume, cred)?.list().map_err(Into::into)

@@ -88,6 +88,27 @@ impl LocalCa {
     }
 }
 
+impl LocalCa {
+    /// Issues a client certificate (for a proxy talking to its store nodes).
+    pub fn issue_client(&self, name: &str) -> Result<Identity, CoreError> {
+        let key = rcgen::KeyPair::generate().map_err(tls_err("generating the client key"))?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(tls_err("client certificate parameters"))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(tls_err("signing the client certificate"))?;
+        Ok(Identity {
+            chain: vec![cert.der().clone(), self.cert_der()],
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+            chain_pem: format!("{}{}", cert.pem(), self.issuer.pem()),
+        })
+    }
+}
+
 // === impl Identity ===
 
 impl Identity {
@@ -136,6 +157,57 @@ pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, CoreErr
         .with_no_client_auth()
         .with_single_cert(id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key()))
         .map_err(|e| CoreError::Tls(format!("server certificate refused: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Server configuration that also requires a client certificate issued by one of
+/// `client_roots` (mutual TLS between a proxy and its store nodes): a client without
+/// one fails the handshake.
+pub fn server_config_mtls(
+    id: &Identity,
+    client_roots: &[CertificateDer<'static>],
+) -> Result<Arc<rustls::ServerConfig>, CoreError> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in client_roots {
+        store
+            .add(r.clone())
+            .map_err(|e| CoreError::Tls(format!("client CA certificate refused: {e}")))?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+            .build()
+            .map_err(|e| CoreError::Tls(format!("client certificate verifier: {e}")))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| CoreError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key()))
+        .map_err(|e| CoreError::Tls(format!("server certificate refused: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Client configuration that trusts exactly `roots` and presents `id` (mutual TLS).
+pub fn client_config_mtls(
+    roots: &[CertificateDer<'static>],
+    id: &Identity,
+) -> Result<Arc<rustls::ClientConfig>, CoreError> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store
+            .add(r.clone())
+            .map_err(|e| CoreError::Tls(format!("CA certificate refused: {e}")))?;
+    }
+    if store.is_empty() {
+        return Err(CoreError::Tls("no CA certificate to trust".into()));
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| CoreError::Tls(e.to_string()))?
+        .with_root_certificates(store)
+        .with_client_auth_cert(id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key()))
+        .map_err(|e| CoreError::Tls(format!("client certificate refused: {e}")))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -36,6 +36,16 @@ pub enum ProxyError {
     /// The service cannot take the request now (shutting down, volume not ready).
     #[error("service unavailable: {0}; retry later")]
     Unavailable(String),
+    /// A remote store node refused or could not be reached; passed on to the agent.
+    #[error("store node: {message}")]
+    Upstream {
+        /// The status to answer with.
+        status: u16,
+        /// The node's explanation.
+        message: String,
+        /// `Retry-After` to pass on.
+        retry_after: Option<u64>,
+    },
     /// A stream limit is reached; the client should retry after `retry_after` seconds.
     #[error("too busy: {what}; retry in {retry_after} s")]
     Busy {
@@ -71,6 +81,9 @@ pub fn status_for(e: &ProxyError) -> StatusCode {
         ProxyError::BadMailbox(_) => StatusCode::BAD_REQUEST,
         ProxyError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ProxyError::Upstream { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+        }
         ProxyError::Busy {
             per_token: true, ..
         } => StatusCode::TOO_MANY_REQUESTS,

@@ -13,11 +13,12 @@
 
 pub mod auth;
 pub mod error;
+pub mod forward;
 pub mod metrics;
 pub mod server;
 pub mod session;
 
 pub use auth::{Grant, TokenSet};
 pub use error::{status_for, ProxyError};
-pub use server::{Limits, Proxy, ProxyConfig};
+pub use server::{Backend, Limits, Proxy, ProxyConfig};
 pub use session::StoreStats;

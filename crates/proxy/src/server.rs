@@ -37,10 +37,8 @@ type DrainGuard = tokio::sync::mpsc::Sender<()>;
 pub struct ProxyConfig {
     /// TLS server configuration (see `mailferry_core::tls`).
     pub tls: Arc<rustls::ServerConfig>,
-    /// Accepted bearer tokens.
-    pub tokens: TokenSet,
-    /// The in-process store.
-    pub volume: Arc<Volume>,
+    /// Where streams go: the store in this process, or remote store nodes.
+    pub backend: Backend,
     /// Group-commit thresholds for store sessions.
     pub commit: CommitSettings,
     /// Store timings, shared with whoever reports them.
@@ -49,6 +47,19 @@ pub struct ProxyConfig {
     pub header_timeout: Duration,
     /// Stream and message limits.
     pub limits: Limits,
+}
+
+/// Where the proxy sends streams.
+pub enum Backend {
+    /// The store runs in this process; the proxy checks tokens against its volume.
+    Local {
+        /// Accepted bearer tokens.
+        tokens: TokenSet,
+        /// The volume.
+        volume: Arc<Volume>,
+    },
+    /// Store nodes over mutual TLS; each owning node checks the token itself.
+    Remote(Arc<crate::forward::Router>),
 }
 
 /// The proxy's limits; a request over one is refused at once with a `Retry-After`,
@@ -262,6 +273,7 @@ fn json_error(e: &ProxyError) -> Response<Full<Bytes>> {
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let retry_after = match e {
         ProxyError::Busy { retry_after, .. } => Some(*retry_after),
+        ProxyError::Upstream { retry_after, .. } => *retry_after,
         _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
         _ => None,
     };
@@ -325,6 +337,7 @@ fn reason_for(e: &ProxyError) -> &'static str {
         ProxyError::Busy {
             per_token: true, ..
         } => "busy_token",
+        ProxyError::Upstream { .. } => "store_node",
         ProxyError::Busy { .. } => "busy",
         _ => "internal",
     }
@@ -368,11 +381,18 @@ async fn route(
             if shared.stopping.load(Ordering::SeqCst) {
                 return Err(ProxyError::Unavailable("shutting down".into()));
             }
-            let volume = cfg.volume.clone();
-            tokio::task::spawn_blocking(move || volume.check_ready())
-                .await
-                .map_err(|e| ProxyError::Unavailable(format!("readiness check failed: {e}")))?
-                .map_err(|e| ProxyError::Unavailable(format!("volume not ready: {e}")))?;
+            match &cfg.backend {
+                Backend::Local { volume, .. } => {
+                    let volume = volume.clone();
+                    tokio::task::spawn_blocking(move || volume.check_ready())
+                        .await
+                        .map_err(|e| {
+                            ProxyError::Unavailable(format!("readiness check failed: {e}"))
+                        })?
+                        .map_err(|e| ProxyError::Unavailable(format!("volume not ready: {e}")))?;
+                }
+                Backend::Remote(router) => router.ready().await?,
+            }
             return Ok(text(StatusCode::OK, PLAIN, "ready\n".into()));
         }
         "/metrics" => {
@@ -396,6 +416,7 @@ async fn route(
     if req.method() != Method::POST {
         return Err(ProxyError::MethodNotAllowed(req.method().to_string()));
     }
+    let authorization = req.headers().get(AUTHORIZATION).cloned();
     let token = req
         .headers()
         .get(AUTHORIZATION)
@@ -407,15 +428,6 @@ async fn route(
         .as_ref()
         .try_into()
         .expect("SHA-256 is 32 bytes");
-    let grant = {
-        let shared = shared.clone();
-        tokio::task::spawn_blocking(move || {
-            shared.cfg.tokens.check(token.expose(), &shared.cfg.volume)
-        })
-        .await
-        .map_err(|e| ProxyError::Unavailable(format!("token check failed: {e}")))??
-    };
-    who.token_id = grant.token_id;
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| mailferry_core::CoreError::BadMailbox {
@@ -423,17 +435,49 @@ async fn route(
             reason: "not UTF-8 after percent-decoding",
         })?;
     let mailbox = MailboxAddr::parse(&decoded)?;
-    who.mailbox = Some(cfg.volume.pseudonym_of_mailbox(&mailbox));
-    // Checked before anything reaches the store: a refused tenant creates no keys.
-    grant.authorize(&mailbox)?;
     let wants_upgrade = req
         .headers()
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE_TOKEN));
-    if !wants_upgrade {
-        return Err(ProxyError::UpgradeRequired);
-    }
+    let volume = match &cfg.backend {
+        Backend::Local { volume, .. } => {
+            let grant = {
+                let (volume, tokens_shared) = (volume.clone(), shared.clone());
+                tokio::task::spawn_blocking(move || {
+                    let Backend::Local { tokens, .. } = &tokens_shared.cfg.backend else {
+                        unreachable!("matched Local above")
+                    };
+                    tokens.check(token.expose(), &volume)
+                })
+                .await
+                .map_err(|e| ProxyError::Unavailable(format!("token check failed: {e}")))??
+            };
+            who.token_id = grant.token_id;
+            who.mailbox = Some(volume.pseudonym_of_mailbox(&mailbox));
+            // Checked before anything reaches the store: a refused tenant creates no keys.
+            grant.authorize(&mailbox)?;
+            if !wants_upgrade {
+                return Err(ProxyError::UpgradeRequired);
+            }
+            volume.clone()
+        }
+        Backend::Remote(router) => {
+            who.mailbox = Some(router.pseudonym(&mailbox));
+            if !wants_upgrade {
+                return Err(ProxyError::UpgradeRequired);
+            }
+            let slot = shared.take_slot(token_digest)?;
+            let upstream = router
+                .open(
+                    &mailbox,
+                    path,
+                    authorization.ok_or(ProxyError::Unauthorized)?,
+                )
+                .await?;
+            return Ok(splice(req, upstream, shared.clone(), guard, slot));
+        }
+    };
     let slot = shared.take_slot(token_digest)?;
     let shared = shared.clone();
     let (log_token, log_mailbox) = (who.token_id, who.mailbox.clone().unwrap_or_default());
@@ -448,7 +492,7 @@ async fn route(
             Ok(up) => {
                 let received = run_session(
                     TokioIo::new(up),
-                    cfg.volume.clone(),
+                    volume,
                     mailbox,
                     cfg.commit.clone(),
                     cfg.stats.clone(),
@@ -480,4 +524,47 @@ async fn route(
     resp.headers_mut()
         .insert(UPGRADE, HeaderValue::from_static(UPGRADE_TOKEN));
     Ok(resp)
+}
+
+/// Answers `101` to the agent and copies bytes both ways between its upgraded connection
+/// and the store node's, until either side closes.
+fn splice(
+    req: Request<Incoming>,
+    upstream: TokioIo<hyper::upgrade::Upgraded>,
+    shared: Arc<Shared>,
+    guard: DrainGuard,
+    slot: StreamSlot,
+) -> Response<Full<Bytes>> {
+    tokio::spawn(async move {
+        shared
+            .metrics
+            .streams_in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        match hyper::upgrade::on(req).await {
+            Ok(up) => {
+                let mut agent = TokioIo::new(up);
+                let mut store = upstream;
+                match tokio::io::copy_bidirectional(&mut agent, &mut store).await {
+                    Ok((to_store, to_agent)) => {
+                        tracing::info!(bytes = to_store, answered = to_agent, "stream closed")
+                    }
+                    Err(e) => tracing::info!("stream ended: {e}"),
+                }
+            }
+            Err(e) => tracing::warn!("upgrade failed: {e}"),
+        }
+        shared
+            .metrics
+            .streams_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
+        drop(guard);
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    resp.headers_mut()
+        .insert(UPGRADE, HeaderValue::from_static(UPGRADE_TOKEN));
+    resp
 }

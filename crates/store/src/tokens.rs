@@ -111,9 +111,13 @@ fn issue_in(
     keys: &VolumeKeys,
     vid: &[u8; 16],
     tenant: &str,
+    token: Option<&SecretBytes>,
 ) -> Result<IssuedToken, StoreError> {
     let tenant = normalize_tenant(tenant)?;
-    let token = SecretBytes::new(hex::encode(SecretBytes::random(32).expose()).into_bytes());
+    let token = match token {
+        Some(t) => t.clone(),
+        None => SecretBytes::new(hex::encode(SecretBytes::random(32).expose()).into_bytes()),
+    };
     let digest = token_digest(token.expose());
     let mac = keys.name_mac(KIND_TENANT, &tenant);
     let enc = keys.seal_name(vid, KIND_TENANT, &tenant);
@@ -214,7 +218,7 @@ impl Volume {
     pub fn issue_token(&self, tenant: &str) -> Result<IssuedToken, StoreError> {
         let t = {
             let ix = self.inner.index()?;
-            issue_in(&ix, &self.inner.keys, &self.inner.volume_id, tenant)?
+            issue_in(&ix, &self.inner.keys, &self.inner.volume_id, tenant, None)?
         };
         self.flush_token_audit()?;
         Ok(t)
@@ -389,7 +393,28 @@ impl TokenAdmin {
                 keys,
                 index,
                 ..
-            } => issue_in(index, keys, volume_id, tenant),
+            } => issue_in(index, keys, volume_id, tenant, None),
+        }
+    }
+
+    /// Registers an existing token (issued on another store node of the same split
+    /// deployment) for `tenant`, so the same agent token opens mailboxes on every node.
+    pub fn add(&self, tenant: &str, token: &SecretBytes) -> Result<IssuedToken, StoreError> {
+        match &self.handle {
+            Handle::Open(v) => {
+                let t = {
+                    let ix = v.inner.index()?;
+                    issue_in(&ix, &v.inner.keys, &v.inner.volume_id, tenant, Some(token))?
+                };
+                v.flush_token_audit()?;
+                Ok(t)
+            }
+            Handle::Shared {
+                volume_id,
+                keys,
+                index,
+                ..
+            } => issue_in(index, keys, volume_id, tenant, Some(token)),
         }
     }
 
