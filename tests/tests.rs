@@ -4,6 +4,7 @@
 mod audit;
 mod foundation;
 mod serve;
+mod split;
 mod util;
 mod volume;
 mod wire;

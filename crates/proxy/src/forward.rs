@@ -212,17 +212,23 @@ impl Router {
 
 /// Rendezvous hashing over `nodes` (non-empty).
 pub fn owner_of<'a>(nodes: &'a [StoreNode], mailbox: &str) -> &'a StoreNode {
-    nodes
-        .iter()
-        .max_by_key(|n| {
+    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+    &nodes[owner_index(&urls, mailbox)]
+}
+
+/// The documented rule on plain URLs (as configured, without a trailing `/`): the index
+/// of the URL with the largest `SHA-256(url || 0x00 || mailbox)`.
+pub fn owner_index(urls: &[&str], mailbox: &str) -> usize {
+    (0..urls.len())
+        .max_by_key(|&i| {
             let mut c = ring::digest::Context::new(&ring::digest::SHA256);
-            c.update(n.url.as_bytes());
+            c.update(urls[i].as_bytes());
             c.update(&[0]);
             c.update(mailbox.as_bytes());
             let d: [u8; 32] = c.finish().as_ref().try_into().expect("32 bytes");
             d
         })
-        .expect("a router has at least one node")
+        .expect("at least one store node")
 }
 
 #[cfg(test)]
