@@ -354,6 +354,7 @@ async fn stream_limits_answer_429_and_503_with_retry_after_and_free_up() {
         max_streams: 2,
         max_streams_per_token: 1,
         max_message_bytes: 0,
+        ..Default::default()
     })
     .await;
     let a = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
@@ -422,4 +423,76 @@ async fn a_message_over_the_size_limit_is_refused_from_its_header_and_the_sessio
     );
     assert_eq!(frames.last(), Some(&Frame::Closed));
     assert_eq!(h.volume.list_messages(&mailbox()).unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_is_closed_and_frees_its_slot() {
+    let h = start_with(mailferry_proxy::Limits {
+        max_streams: 1,
+        idle_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let mut io = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    send(&mut io, &[open()]).await;
+    let got = read_all(&mut io).await;
+    assert!(
+        matches!(got.last(), Some(Frame::Error { code: 408, .. })),
+        "{got:?}"
+    );
+    drop(io);
+    // The only slot is free again.
+    endpoint(&h, TOKEN2)
+        .open_stream_retrying(&mailbox(), 10)
+        .await
+        .expect("the idle stream's slot was freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_stream_stores_nothing_of_the_cut_message() {
+    let h = start().await;
+    let mut io = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    let body = b"Subject: whole\r\n\r\nbody\r\n".to_vec();
+    let mut raw = Vec::new();
+    for f in [
+        open(),
+        header(1, body.len() as u64),
+        Frame::Data(body.clone()),
+        Frame::End {
+            seq: 1,
+            sha256: sha(&body),
+        },
+        header(2, 1000),
+        Frame::Data(vec![b'x'; 400]),
+    ] {
+        f.encode(&mut raw);
+    }
+    raw.truncate(raw.len() - 100); // cut inside the last DATA frame
+    io.write_all(&raw).await.unwrap();
+    drop(io);
+    // The complete message is kept (a later pass sees it as a duplicate); nothing of
+    // the cut one is. Wait (bounded) for the session to end and commit.
+    let mut n = 0;
+    for _ in 0..100 {
+        n = h
+            .volume
+            .list_messages(&mailbox())
+            .map(|v| v.len())
+            .unwrap_or(0);
+        if n == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(n, 1);
+    let msg = h
+        .volume
+        .list_messages(&mailbox())
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let mut back = Vec::new();
+    h.volume.read_message(&msg, &mut back).unwrap();
+    assert_eq!(back, body);
+    assert!(h.volume.verify().unwrap().damaged.is_empty());
 }

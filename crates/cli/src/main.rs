@@ -126,6 +126,9 @@ enum Cmd {
         /// (0: no limit).
         #[arg(long, default_value_t = 0)]
         max_message_bytes: u64,
+        /// Seconds a stream may send nothing before it is closed (and its slot freed).
+        #[arg(long, default_value_t = 300)]
+        idle_timeout: u64,
         /// Store-node mode: accept only clients (front proxies) with a certificate from
         /// this CA (mutual TLS; see `mailferry tls client`).
         #[arg(long)]
@@ -164,6 +167,9 @@ enum Cmd {
         /// Streams open at once per token (more get 429 with Retry-After).
         #[arg(long, default_value_t = 32)]
         max_streams_per_token: usize,
+        /// Seconds a stream may send nothing before it is closed (and its slot freed).
+        #[arg(long, default_value_t = 300)]
+        idle_timeout: u64,
     },
     /// TLS material for split deployments.
     Tls {
@@ -641,6 +647,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             max_streams,
             max_streams_per_token,
             max_message_bytes,
+            idle_timeout,
             client_ca,
             profile,
         } => {
@@ -666,6 +673,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     max_streams,
                     max_streams_per_token,
                     max_message_bytes,
+                    idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
                 },
                 client_ca,
             };
@@ -682,6 +690,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             header_timeout,
             max_streams,
             max_streams_per_token,
+            idle_timeout,
         } => {
             if max_streams == 0 || max_streams_per_token == 0 {
                 return Err(AppError::Usage(
@@ -705,6 +714,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     max_streams,
                     max_streams_per_token,
                     max_message_bytes: 0,
+                    idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
                 },
             };
             let shutdown = serve::shutdown_signal()?;

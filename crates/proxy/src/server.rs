@@ -72,6 +72,8 @@ pub struct Limits {
     pub max_streams_per_token: usize,
     /// Largest message accepted, bytes; 0 = no limit (over it: REJECT of that message).
     pub max_message_bytes: u64,
+    /// A stream that sends nothing for this long is closed (ERROR 408) and frees its slot.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -80,6 +82,7 @@ impl Default for Limits {
             max_streams: 256,
             max_streams_per_token: 32,
             max_message_bytes: 0,
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -308,6 +311,7 @@ async fn handle(
         %method,
         route = route_name(&path),
         token_id = who.token_id,
+        tenant = who.tenant.as_deref().unwrap_or(""),
         mailbox = who.mailbox.as_deref().unwrap_or(""),
         status = resp.status().as_u16(),
         ms = t0.elapsed().as_millis() as u64,
@@ -320,6 +324,8 @@ async fn handle(
 #[derive(Default)]
 struct Who {
     token_id: Option<u64>,
+    /// The token's tenant (a mail domain: the admin's own configuration, not mail data).
+    tenant: Option<String>,
     /// The volume's pseudonym of the mailbox.
     mailbox: Option<String>,
 }
@@ -454,6 +460,7 @@ async fn route(
                 .map_err(|e| ProxyError::Unavailable(format!("token check failed: {e}")))??
             };
             who.token_id = grant.token_id;
+            who.tenant = grant.tenant.clone();
             who.mailbox = Some(volume.pseudonym_of_mailbox(&mailbox));
             // Checked before anything reaches the store: a refused tenant creates no keys.
             grant.authorize(&mailbox)?;
@@ -497,6 +504,7 @@ async fn route(
                     cfg.commit.clone(),
                     cfg.stats.clone(),
                     cfg.limits.max_message_bytes,
+                    cfg.limits.idle_timeout,
                 )
                 .await;
                 // Second access-log line of a stream: what it carried, once it ends.

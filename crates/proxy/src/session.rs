@@ -67,6 +67,7 @@ pub async fn run_session<IO>(
     commit: CommitSettings,
     stats: Arc<StoreStats>,
     max_message_bytes: u64,
+    idle_timeout: Duration,
 ) -> u64
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
@@ -127,12 +128,24 @@ where
     // and END frames are read and dropped here, so nothing of it reaches the store.
     let mut skipping: Option<u64> = None;
     'read: loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => {
+        let n = match tokio::time::timeout(idle_timeout, rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
                 let _ = cmd_tx.send_async(Cmd::Abort).await;
                 break;
             }
-            Ok(n) => n,
+            Ok(Ok(n)) => n,
+            Err(_) => {
+                // An idle client must not hold a stream slot for ever.
+                fail(
+                    408,
+                    format!(
+                        "no data for {} s; the session is closed",
+                        idle_timeout.as_secs()
+                    ),
+                );
+                let _ = cmd_tx.send_async(Cmd::Abort).await;
+                break;
+            }
         };
         received += n as u64;
         fb.push(&buf[..n]);
