@@ -235,8 +235,8 @@ fn issue6_refusals_leave_serve_healthy() {
     assert_eq!(status, 401, "{body}");
     // The right token for its tenant: 101 (upgrade), over TLS 1.2 as well as 1.3.
     assert_eq!(open_stream(&serve, "a@example.com", &com_token).0, 101);
-    // Cross-tenant: 403, nothing stored.
-    let (status, body) = open_stream(&serve, "b@example.org", &com_token);
+    // Cross-tenant: 403, nothing stored (no one else ever opens x@example.org).
+    let (status, body) = open_stream(&serve, "x@example.org", &com_token);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("another tenant"), "{body}");
 
@@ -262,6 +262,29 @@ fn issue6_refusals_leave_serve_healthy() {
         .arg(env.key()));
     assert!(o.status.success(), "{}", describe(&o));
     assert_eq!(open_stream(&serve, "b@example.org", &org_token).0, 401);
+
+    // An expiring token works until its time, then gets 401.
+    let short = env.path("short.token");
+    let o = run(mailferry()
+        .args([
+            "token",
+            "issue",
+            "--tenant",
+            "example.org",
+            "--valid-for",
+            "2",
+            "--volume",
+        ])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--out")
+        .arg(&short));
+    assert!(o.status.success(), "{}", describe(&o));
+    let short_token = std::fs::read_to_string(&short).unwrap().trim().to_string();
+    assert_eq!(open_stream(&serve, "c@example.org", &short_token).0, 101);
+    std::thread::sleep(Duration::from_millis(3100));
+    assert_eq!(open_stream(&serve, "c@example.org", &short_token).0, 401);
 
     // TLS 1.2 works.
     let (status, _) = request(
@@ -348,7 +371,7 @@ fn issue6_refusals_leave_serve_healthy() {
             &m,
             "mailferry_requests_rejected_total{reason=\"unauthorized\"}"
         ),
-        2
+        3, // wrong, revoked, expired
     );
     assert_eq!(
         metric(
@@ -360,13 +383,16 @@ fn issue6_refusals_leave_serve_healthy() {
     assert_eq!(metric(&m, "mailferry_messages_stored_total"), 0);
     assert_eq!(serve.stop(), Some(0));
 
-    // Nothing of the other tenant was stored: no mailbox b@example.org beyond the one
-    // example.org's own token opened (which sent no message).
-    let out = env.path("export-a");
-    let o = export(&env, "a@example.com", &out);
-    eprintln!("{}", describe(&o));
+    // The refused cross-tenant stream created nothing: the volume has no such mailbox.
+    let o = export(&env, "x@example.org", &env.path("export-x"));
+    assert_ne!(o.status.code(), Some(0), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("x@example.org"),
+        "{}",
+        describe(&o)
+    );
     let log = std::fs::read_to_string(env.volume().join("audit.jsonl")).unwrap();
-    assert_eq!(log.matches("\"token.issued\"").count(), 2, "{log}");
+    assert_eq!(log.matches("\"token.issued\"").count(), 3, "{log}");
     assert_eq!(log.matches("\"token.revoked\"").count(), 1, "{log}");
     assert!(!log.contains("example.org") && !log.contains(&com_token));
 }

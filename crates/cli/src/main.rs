@@ -256,6 +256,9 @@ enum TokenCmd {
         /// File to write the token to (must not exist).
         #[arg(long)]
         out: PathBuf,
+        /// Seconds the token stays valid (refused with 401 afterwards); default: until revoked.
+        #[arg(long)]
+        valid_for: Option<u64>,
         /// Print the outcome (never the token) as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -739,10 +742,13 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     unlock,
                     tenant,
                     out,
+                    valid_for,
                     json,
                 },
         } => {
-            let issued = tokens::issue(&volume, &unlock.credential()?, &tenant, &out)?;
+            let expires =
+                valid_for.map(|s| mailferry_core::unix_now() + s.min(i64::MAX as u64 / 2) as i64);
+            let issued = tokens::issue(&volume, &unlock.credential()?, &tenant, &out, expires)?;
             eprintln!(
                 "token {} for tenant {} written to {} (mode 0600); it is shown nowhere else",
                 issued.id, issued.tenant, issued.out

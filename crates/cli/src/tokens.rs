@@ -39,6 +39,7 @@ pub fn issue(
     cred: &Credential,
     tenant: &str,
     out: &Path,
+    expires: Option<i64>,
 ) -> Result<Issued, AppError> {
     use std::os::unix::fs::OpenOptionsExt;
     let admin = admin(volume, cred)?;
@@ -58,7 +59,7 @@ pub fn issue(
                 AppError::io(out, e)
             }
         })?;
-    let issued = match admin.issue(tenant) {
+    let issued = match admin.issue_expiring(tenant, expires) {
         Ok(t) => t,
         Err(e) => {
             drop(f);
@@ -111,18 +112,18 @@ pub fn revoke(volume: &Path, cred: &Credential, id: u64) -> Result<bool, AppErro
 /// The `token list` table.
 pub fn table(tokens: &[TokenInfo]) -> String {
     let mut s = format!(
-        "{:>6}  {:<30}  {:<20}  {}\n",
-        "ID", "TENANT", "CREATED", "REVOKED"
+        "{:>6}  {:<30}  {:<20}  {:<20}  {}\n",
+        "ID", "TENANT", "CREATED", "EXPIRES", "REVOKED"
     );
+    let time = |t: Option<i64>| t.map(mailferry_core::rfc3339).unwrap_or_else(|| "-".into());
     for t in tokens {
         s.push_str(&format!(
-            "{:>6}  {:<30}  {:<20}  {}\n",
+            "{:>6}  {:<30}  {:<20}  {:<20}  {}\n",
             t.id,
             t.tenant,
             mailferry_core::rfc3339(t.created),
-            t.revoked
-                .map(mailferry_core::rfc3339)
-                .unwrap_or_else(|| "-".into())
+            time(t.expires),
+            time(t.revoked)
         ));
     }
     s

@@ -21,7 +21,7 @@ use rusqlite::{params, OptionalExtension};
 use std::path::Path;
 
 /// What schema 3 adds to schema 2: tokens. `revoked` is 0 or the Unix time of the
-/// revocation; `audited` is 0 (nothing recorded yet), 1 (issue recorded) or 2 (revoke
+/// revocation; `expires` is 0 (never) or the Unix time from which the token is refused; `audited` is 0 (nothing recorded yet), 1 (issue recorded) or 2 (revoke
 /// recorded too).
 pub(crate) const SCHEMA_3: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     tenant_enc BLOB NOT NULL,
     created INTEGER NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0,
-    audited INTEGER NOT NULL DEFAULT 0
+    audited INTEGER NOT NULL DEFAULT 0,
+    expires INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 ";
 
@@ -49,6 +50,8 @@ pub struct TokenInfo {
     pub created: i64,
     /// Unix seconds of the revocation, if revoked.
     pub revoked: Option<i64>,
+    /// Unix seconds from which it is refused, if it expires.
+    pub expires: Option<i64>,
 }
 
 /// A freshly issued token. The token is in `token` only: write it to its file and drop.
@@ -112,6 +115,7 @@ fn issue_in(
     vid: &[u8; 16],
     tenant: &str,
     token: Option<&SecretBytes>,
+    expires: Option<i64>,
 ) -> Result<IssuedToken, StoreError> {
     let tenant = normalize_tenant(tenant)?;
     let token = match token {
@@ -123,8 +127,8 @@ fn issue_in(
     let enc = keys.seal_name(vid, KIND_TENANT, &tenant);
     ix.conn()
         .execute(
-            "INSERT INTO tokens (digest, tenant_mac, tenant_enc, created) VALUES (?1, ?2, ?3, ?4)",
-            params![&digest[..], &mac[..], enc, mailferry_core::unix_now()],
+            "INSERT INTO tokens (digest, tenant_mac, tenant_enc, created, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&digest[..], &mac[..], enc, mailferry_core::unix_now(), expires.unwrap_or(0).max(0)],
         )
         .map_err(|e| ix_err(ix, e))?;
     let id = ix.conn().last_insert_rowid() as u64;
@@ -137,23 +141,30 @@ fn list_in(
     vid: &[u8; 16],
     dir: &Path,
 ) -> Result<Vec<TokenInfo>, StoreError> {
-    let rows: Vec<(u64, Vec<u8>, i64, i64)> = ix
+    let rows: Vec<(u64, Vec<u8>, i64, i64, i64)> = ix
         .conn()
-        .prepare("SELECT id, tenant_enc, created, revoked FROM tokens ORDER BY id")
+        .prepare("SELECT id, tenant_enc, created, revoked, expires FROM tokens ORDER BY id")
         .and_then(|mut s| {
             s.query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
             })?
             .collect()
         })
         .map_err(|e| ix_err(ix, e))?;
     rows.into_iter()
-        .map(|(id, enc, created, revoked)| {
+        .map(|(id, enc, created, revoked, expires)| {
             Ok(TokenInfo {
                 id,
                 tenant: open_tenant(keys, vid, dir, id, &enc)?,
                 created,
                 revoked: (revoked != 0).then_some(revoked),
+                expires: (expires != 0).then_some(expires),
             })
         })
         .collect()
@@ -196,8 +207,9 @@ fn lookup_in(
     let row: Option<(u64, Vec<u8>)> = ix
         .conn()
         .query_row(
-            "SELECT id, tenant_enc FROM tokens WHERE digest = ?1 AND revoked = 0",
-            [&digest[..]],
+            "SELECT id, tenant_enc FROM tokens WHERE digest = ?1 AND revoked = 0 \
+             AND (expires = 0 OR expires > ?2)",
+            params![&digest[..], mailferry_core::unix_now()],
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
         )
         .optional()
@@ -218,7 +230,14 @@ impl Volume {
     pub fn issue_token(&self, tenant: &str) -> Result<IssuedToken, StoreError> {
         let t = {
             let ix = self.inner.index()?;
-            issue_in(&ix, &self.inner.keys, &self.inner.volume_id, tenant, None)?
+            issue_in(
+                &ix,
+                &self.inner.keys,
+                &self.inner.volume_id,
+                tenant,
+                None,
+                None,
+            )?
         };
         self.flush_token_audit()?;
         Ok(t)
@@ -386,14 +405,37 @@ impl TokenAdmin {
 
     /// See [`Volume::issue_token`].
     pub fn issue(&self, tenant: &str) -> Result<IssuedToken, StoreError> {
+        self.issue_expiring(tenant, None)
+    }
+
+    /// Issues a token refused from `expires` (Unix seconds) on; `None`: never expires.
+    pub fn issue_expiring(
+        &self,
+        tenant: &str,
+        expires: Option<i64>,
+    ) -> Result<IssuedToken, StoreError> {
         match &self.handle {
-            Handle::Open(v) => v.issue_token(tenant),
+            Handle::Open(v) => {
+                let t = {
+                    let ix = v.inner.index()?;
+                    issue_in(
+                        &ix,
+                        &v.inner.keys,
+                        &v.inner.volume_id,
+                        tenant,
+                        None,
+                        expires,
+                    )?
+                };
+                v.flush_token_audit()?;
+                Ok(t)
+            }
             Handle::Shared {
                 volume_id,
                 keys,
                 index,
                 ..
-            } => issue_in(index, keys, volume_id, tenant, None),
+            } => issue_in(index, keys, volume_id, tenant, None, expires),
         }
     }
 
@@ -404,7 +446,14 @@ impl TokenAdmin {
             Handle::Open(v) => {
                 let t = {
                     let ix = v.inner.index()?;
-                    issue_in(&ix, &v.inner.keys, &v.inner.volume_id, tenant, Some(token))?
+                    issue_in(
+                        &ix,
+                        &v.inner.keys,
+                        &v.inner.volume_id,
+                        tenant,
+                        Some(token),
+                        None,
+                    )?
                 };
                 v.flush_token_audit()?;
                 Ok(t)
@@ -414,7 +463,7 @@ impl TokenAdmin {
                 keys,
                 index,
                 ..
-            } => issue_in(index, keys, volume_id, tenant, Some(token)),
+            } => issue_in(index, keys, volume_id, tenant, Some(token), None),
         }
     }
 
