@@ -525,13 +525,7 @@ async fn route(
         drop(slot);
         drop(guard);
     });
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    resp.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    resp.headers_mut()
-        .insert(UPGRADE, HeaderValue::from_static(UPGRADE_TOKEN));
-    Ok(resp)
+    Ok(switching_protocols())
 }
 
 /// Answers `101` to the agent and copies bytes both ways between its upgraded connection
@@ -568,6 +562,11 @@ fn splice(
         drop(slot);
         drop(guard);
     });
+    switching_protocols()
+}
+
+/// The `101` that hands the connection over to the frame protocol.
+fn switching_protocols() -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     resp.headers_mut()
