@@ -161,6 +161,23 @@ pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, CoreErr
     Ok(Arc::new(cfg))
 }
 
+/// A root store of exactly `roots`; empty is an error (nothing would be trusted).
+fn root_store(
+    roots: &[CertificateDer<'static>],
+    what: &str,
+) -> Result<rustls::RootCertStore, CoreError> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store
+            .add(r.clone())
+            .map_err(|e| CoreError::Tls(format!("{what} certificate refused: {e}")))?;
+    }
+    if store.is_empty() {
+        return Err(CoreError::Tls(format!("no {what} certificate to trust")));
+    }
+    Ok(store)
+}
+
 /// Server configuration that also requires a client certificate issued by one of
 /// `client_roots` (mutual TLS between a proxy and its store nodes): a client without
 /// one fails the handshake.
@@ -168,12 +185,7 @@ pub fn server_config_mtls(
     id: &Identity,
     client_roots: &[CertificateDer<'static>],
 ) -> Result<Arc<rustls::ServerConfig>, CoreError> {
-    let mut store = rustls::RootCertStore::empty();
-    for r in client_roots {
-        store
-            .add(r.clone())
-            .map_err(|e| CoreError::Tls(format!("client CA certificate refused: {e}")))?;
-    }
+    let store = root_store(client_roots, "client CA")?;
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
             .build()
@@ -193,15 +205,7 @@ pub fn client_config_mtls(
     roots: &[CertificateDer<'static>],
     id: &Identity,
 ) -> Result<Arc<rustls::ClientConfig>, CoreError> {
-    let mut store = rustls::RootCertStore::empty();
-    for r in roots {
-        store
-            .add(r.clone())
-            .map_err(|e| CoreError::Tls(format!("CA certificate refused: {e}")))?;
-    }
-    if store.is_empty() {
-        return Err(CoreError::Tls("no CA certificate to trust".into()));
-    }
+    let store = root_store(roots, "CA")?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| CoreError::Tls(e.to_string()))?
@@ -216,15 +220,7 @@ pub fn client_config_mtls(
 pub fn client_config(
     roots: &[CertificateDer<'static>],
 ) -> Result<Arc<rustls::ClientConfig>, CoreError> {
-    let mut store = rustls::RootCertStore::empty();
-    for r in roots {
-        store
-            .add(r.clone())
-            .map_err(|e| CoreError::Tls(format!("CA certificate refused: {e}")))?;
-    }
-    if store.is_empty() {
-        return Err(CoreError::Tls("no CA certificate to trust".into()));
-    }
+    let store = root_store(roots, "CA")?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| CoreError::Tls(e.to_string()))?
