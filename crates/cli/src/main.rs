@@ -503,6 +503,35 @@ enum ProfileCmd {
     Default,
 }
 
+/// Checks the service flags shared by `serve` and `proxy` and turns them into limits.
+fn service_limits(
+    header_timeout: f64,
+    max_streams: usize,
+    max_streams_per_token: usize,
+    max_message_bytes: u64,
+    idle_timeout: u64,
+) -> Result<(std::time::Duration, mailferry_proxy::Limits), AppError> {
+    if max_streams == 0 || max_streams_per_token == 0 {
+        return Err(AppError::Usage(
+            "--max-streams and --max-streams-per-token must be at least 1".into(),
+        ));
+    }
+    if !(header_timeout > 0.0 && header_timeout <= 3600.0) {
+        return Err(AppError::Usage(
+            "--header-timeout must be between 0 and 3600 seconds".into(),
+        ));
+    }
+    Ok((
+        std::time::Duration::from_secs_f64(header_timeout),
+        mailferry_proxy::Limits {
+            max_streams,
+            max_streams_per_token,
+            max_message_bytes,
+            idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
+        },
+    ))
+}
+
 fn load_profile(path: Option<&Path>) -> Result<Profile, AppError> {
     match path {
         None => Ok(Profile::embedded_default()),
@@ -654,16 +683,13 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             client_ca,
             profile,
         } => {
-            if max_streams == 0 || max_streams_per_token == 0 {
-                return Err(AppError::Usage(
-                    "--max-streams and --max-streams-per-token must be at least 1".into(),
-                ));
-            }
-            if !(header_timeout > 0.0 && header_timeout <= 3600.0) {
-                return Err(AppError::Usage(
-                    "--header-timeout must be between 0 and 3600 seconds".into(),
-                ));
-            }
+            let (header_timeout, limits) = service_limits(
+                header_timeout,
+                max_streams,
+                max_streams_per_token,
+                max_message_bytes,
+                idle_timeout,
+            )?;
             let args = serve::ServeArgs {
                 volume,
                 credential: unlock.credential()?,
@@ -671,13 +697,8 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 tls: tls_cert.zip(tls_key),
                 tls_dir,
                 profile: load_profile(profile.as_deref())?,
-                header_timeout: std::time::Duration::from_secs_f64(header_timeout),
-                limits: mailferry_proxy::Limits {
-                    max_streams,
-                    max_streams_per_token,
-                    max_message_bytes,
-                    idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
-                },
+                header_timeout,
+                limits,
                 client_ca,
             };
             let shutdown = serve::shutdown_signal()?;
@@ -695,16 +716,13 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             max_streams_per_token,
             idle_timeout,
         } => {
-            if max_streams == 0 || max_streams_per_token == 0 {
-                return Err(AppError::Usage(
-                    "--max-streams and --max-streams-per-token must be at least 1".into(),
-                ));
-            }
-            if !(header_timeout > 0.0 && header_timeout <= 3600.0) {
-                return Err(AppError::Usage(
-                    "--header-timeout must be between 0 and 3600 seconds".into(),
-                ));
-            }
+            let (header_timeout, limits) = service_limits(
+                header_timeout,
+                max_streams,
+                max_streams_per_token,
+                0,
+                idle_timeout,
+            )?;
             let args = serve::FrontArgs {
                 listen,
                 stores,
@@ -712,13 +730,8 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 client_cert,
                 client_key,
                 tls_dir,
-                header_timeout: std::time::Duration::from_secs_f64(header_timeout),
-                limits: mailferry_proxy::Limits {
-                    max_streams,
-                    max_streams_per_token,
-                    max_message_bytes: 0,
-                    idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
-                },
+                header_timeout,
+                limits,
             };
             let shutdown = serve::shutdown_signal()?;
             serve::run_front(&args, shutdown).await
