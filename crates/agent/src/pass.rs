@@ -186,7 +186,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         let describe = describe.clone();
         tokio::task::spawn_blocking(move || {
             let state = StateDir::open(&state_dir, &mailbox, &describe)?;
-            let listing = source.list()?;
+            let listing = source.list(&Default::default())?;
             Ok::<_, AgentError>((state, (listing, source)))
         })
         .await
@@ -544,7 +544,7 @@ fn produce(
             Err(e) => {
                 settle_bad(
                     &item,
-                    format!("cannot open {}: {e}", item.path.display()),
+                    format!("cannot open {}: {e}", item.location),
                     &mut bad,
                 );
                 continue;

@@ -5,6 +5,7 @@ use crate::AppError;
 use mailferry_agent::source::{maildir::Maildir, Source};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 
 /// The result of a comparison.
@@ -29,10 +30,13 @@ impl Comparison {
 
 fn digest_tree(root: &Path) -> Result<BTreeMap<String, (String, String)>, AppError> {
     let src = Maildir::new(root.to_path_buf());
-    let listing = src.list()?;
+    let listing = src.list(&Default::default())?;
     let mut out = BTreeMap::new();
     for item in listing.items {
-        let bytes = std::fs::read(&item.path).map_err(|e| AppError::io(&item.path, e))?;
+        let mut bytes = Vec::new();
+        src.open(&item)
+            .and_then(|mut r| r.read_to_end(&mut bytes))
+            .map_err(|e| AppError::io(root, e))?;
         out.insert(
             item.name(),
             (

@@ -5,7 +5,7 @@
 //! to a name that could escape a directory, is a named bad item and its messages are
 //! not moved. This module only lists and opens files; it never writes to the source.
 
-use super::{Listing, Source, SourceItem};
+use super::{Listing, Location, Prior, Source, SourceItem};
 use crate::AgentError;
 use mailferry_core::report::BadItem;
 use mailferry_core::{mutf7, Flags, FolderName, SourceId};
@@ -157,7 +157,8 @@ fn list_folder(dir: &Path, folder: &FolderName, out: &mut Listing) {
                 flags: Flags::from_maildir(&flags).expect("filtered to letters"),
                 internal_date,
                 size: meta.len(),
-                path: entry.path(),
+                location: Location::File(entry.path()),
+                ident: None,
             });
         }
     }
@@ -168,7 +169,7 @@ impl Source for Maildir {
         format!("maildir:{}", self.root.display())
     }
 
-    fn list(&self) -> Result<Listing, AgentError> {
+    fn list(&self, _prior: &Prior) -> Result<Listing, AgentError> {
         let root = &self.root;
         let fail = |reason: String| AgentError::Source {
             path: root.clone(),
@@ -224,7 +225,12 @@ impl Source for Maildir {
     }
 
     fn open(&self, item: &SourceItem) -> std::io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(fs::File::open(&item.path)?))
+        match &item.location {
+            Location::File(path) => Ok(Box::new(fs::File::open(path)?)),
+            other => Err(std::io::Error::other(format!(
+                "a Maildir item cannot be at {other}"
+            ))),
+        }
     }
 }
 

@@ -1,30 +1,81 @@
 //! Mail sources behind one trait: list what is there, then open items one at a time.
 //!
-//! Sources are blocking (plain file reads); the agent runs them on a blocking thread.
-//! A source never holds a whole message in memory: [`Source::open`] returns a reader.
+//! Sources are blocking (file reads, or a network client driven from a blocking
+//! thread); the agent runs them off the async runtime. A source never holds a whole
+//! message in memory: [`Source::open`] returns a reader.
+//!
+//! A listing is always complete for the folders it covers: the pass compares it with the
+//! checkpoint to find new, changed and deleted messages. What a source learnt in an
+//! earlier pass comes back to it as [`Prior`], so a source that can ask "what changed
+//! since?" (IMAP CONDSTORE) fills unchanged items from it instead of fetching them.
+//! A folder the source could not list completely goes in [`Listing::incomplete`], and
+//! the pass never deletes anything of such a folder at the destination.
 
 pub mod maildir;
 
 use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
+
+/// Where a listed message is, in the source's own terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A whole file (Maildir, .eml).
+    File(PathBuf),
+    /// A byte range of a file holding several messages (mbox): `len` raw bytes from
+    /// `start`, as stored (mbox `>From ` quoting is undone by the reader).
+    Range {
+        /// The mbox file.
+        path: PathBuf,
+        /// First byte of the message (after its `From ` separator line).
+        start: u64,
+        /// Raw length in the file.
+        len: u64,
+    },
+    /// A message on an IMAP server, by UID in its folder.
+    Imap {
+        /// UIDVALIDITY of the folder when listed.
+        uidvalidity: u32,
+        /// UID.
+        uid: u32,
+    },
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Range { path, start, len } => {
+                write!(f, "{} bytes {start}..{}", path.display(), start + len)
+            }
+            Location::Imap { uidvalidity, uid } => {
+                write!(f, "UID {uid} (UIDVALIDITY {uidvalidity})")
+            }
+        }
+    }
+}
 
 /// One message found at the source.
 #[derive(Clone, Debug)]
 pub struct SourceItem {
     /// Its folder.
     pub folder: FolderName,
-    /// Its id inside the folder.
+    /// Its id inside the folder, stable across passes.
     pub source_id: SourceId,
     /// Flags at the source.
     pub flags: Flags,
     /// Internal date, Unix seconds.
     pub internal_date: i64,
-    /// Size in bytes when listed.
+    /// Size in bytes of the message as [`Source::open`] yields it.
     pub size: u64,
-    /// Where it is (a file for file-based sources).
-    pub path: PathBuf,
+    /// Where it is.
+    pub location: Location,
+    /// An identity that survives renumbering at the source (IMAP: a digest of
+    /// Message-ID, internal date and size), used to recognise already-moved messages
+    /// after a UIDVALIDITY change. `None` where ids never change.
+    pub ident: Option<String>,
 }
 
 impl SourceItem {
@@ -34,21 +85,56 @@ impl SourceItem {
     }
 }
 
+/// What the checkpoint remembers of one acknowledged message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriorItem {
+    /// Flags as last sent to the store.
+    pub flags: Flags,
+    /// Internal date.
+    pub internal_date: i64,
+    /// Size.
+    pub size: u64,
+    /// Identity, if the source gave one.
+    pub ident: Option<String>,
+}
+
+/// What earlier passes left for one folder.
+#[derive(Clone, Debug, Default)]
+pub struct PriorFolder {
+    /// The opaque cursor the source returned for this folder at the end of the last
+    /// complete pass (IMAP: UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT).
+    pub cursor: Option<String>,
+    /// Acknowledged messages of the folder, by source id.
+    pub items: BTreeMap<SourceId, PriorItem>,
+}
+
+/// What earlier passes of this move left, per folder.
+#[derive(Clone, Debug, Default)]
+pub struct Prior {
+    /// Per folder.
+    pub folders: BTreeMap<FolderName, PriorFolder>,
+}
+
 /// What a listing found: items to move, and items that can never be moved, named.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// Movable items, in a stable order (folder, then source id).
+    /// Every message present, in a stable order (folder, then source id).
     pub items: Vec<SourceItem>,
     /// Things found that are not movable (bad folder names, unreadable files).
     pub bad: Vec<BadItem>,
+    /// Folders whose listing failed part-way: nothing of theirs is deleted at the
+    /// destination in this pass.
+    pub incomplete: BTreeSet<FolderName>,
+    /// Per-folder cursors to hand back as [`PriorFolder::cursor`] next pass.
+    pub cursors: BTreeMap<FolderName, String>,
 }
 
 /// A mail source.
 pub trait Source: Send {
-    /// A short description (`maildir:/path`).
+    /// A short description (`maildir:/path`), without secrets.
     fn describe(&self) -> String;
-    /// Lists every message.
-    fn list(&self) -> Result<Listing, crate::AgentError>;
+    /// Lists every message. `prior` is what earlier passes acknowledged.
+    fn list(&self, prior: &Prior) -> Result<Listing, crate::AgentError>;
     /// Opens one listed message for reading.
     fn open(&self, item: &SourceItem) -> std::io::Result<Box<dyn Read + Send>>;
 }

@@ -15,7 +15,9 @@ fn lists_inbox_subfolders_flags_and_names_bad_folders() {
     touch(&r.join(".Entw&APw-rfe/new/4.d.host"), b"Subject: d\n\nx");
     touch(&r.join(".bad&ZZZ/new/5.e.host"), b"Subject: e\n\nx");
     touch(&r.join(".a..b/new/6.f.host"), b"x");
-    let l = Maildir::new(r.to_path_buf()).list().unwrap();
+    let l = Maildir::new(r.to_path_buf())
+        .list(&Default::default())
+        .unwrap();
     let names: Vec<String> = l.items.iter().map(|i| i.name()).collect();
     assert_eq!(
         names,
@@ -48,7 +50,7 @@ fn folder_dir_names_round_trip() {
 fn not_a_maildir_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
     let e = Maildir::new(d.path().to_path_buf())
-        .list()
+        .list(&Default::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a Maildir"), "{e}");
