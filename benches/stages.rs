@@ -1,14 +1,24 @@
-//! Stage benchmarks of the store: sealing and opening one 64 KiB chunk (ring, which the
-//! store uses, against the `aes-gcm` crate, used only here for comparison), and ingesting
-//! 100 messages of 58 KiB through an `IngestSession` with one durable commit.
+//! Stage benchmarks, each calling the library code the pipeline runs:
+//! - `chunk_64k`: sealing and opening one 64 KiB chunk (ring, which the store uses,
+//!   against the `aes-gcm` crate, used only here for comparison);
+//! - `ingest`: 100 messages of 58 KiB, and 1,000 of 2 KiB, through an `IngestSession`
+//!   with one durable commit (segment append, fdatasync, one SQLite batch, audit);
+//! - `frames`: encoding and decoding the MESSAGE, DATA (256 KiB) and END frames of a
+//!   message, as agent and proxy do;
+//! - `sources`: listing and reading a Maildir and an mbox of 500 sample messages (the
+//!   corpus writers of `mailferry bench`);
+//! - `header_parse`: mail-parser on the same messages, headers only and in full.
 //!
-//! Run: `cargo bench --bench stages -- --warm-up-time 1 --measurement-time 3`.
-//! Figures are recorded in docs/volume-format.md ("Performance").
+//! Run: `cargo bench --bench stages -- --warm-up-time 1 --measurement-time 3`; CI runs
+//! it with `-- --test` (each once, no timing). End to end: `mailferry bench`.
+//! Figures are recorded in docs/volume-format.md ("Performance") and benches/RESULTS.md.
 
 // criterion_group! generates an undocumented `pub fn benches`.
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use mailferry_cli::sample::{self, SampleSpec, SizeModel};
+use mailferry_core::frame::{Frame, FrameBuffer, MessageHeader};
 use mailferry_core::profile::{CommitSettings, StoreSettings};
 use mailferry_core::{Flags, FolderName, MailboxAddr, SourceId};
 use mailferry_store::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE};
@@ -83,8 +93,12 @@ fn chunk_crypto(c: &mut Criterion) {
 }
 
 fn ingest(c: &mut Criterion) {
-    const MSGS: usize = 100;
-    const SIZE: usize = 58 * 1024;
+    ingest_batch(c, "100x58KiB_commit", 100, 58 * 1024);
+    // The small-message case: the cost per message (index rows, audit records) shows.
+    ingest_batch(c, "1000x2KiB_commit", 1000, 2 * 1024);
+}
+
+fn ingest_batch(c: &mut Criterion, name: &str, msgs: usize, size: usize) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("vol");
     let key = tmp.path().join("volume.key");
@@ -94,7 +108,7 @@ fn ingest(c: &mut Criterion) {
     let mut session = vol
         .session(&mb, &CommitSettings::default())
         .expect("session");
-    let body: Vec<u8> = (0..SIZE).map(|i| (i * 13) as u8).collect();
+    let body: Vec<u8> = (0..size).map(|i| (i * 13) as u8).collect();
     let sha: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &body)
         .as_ref()
         .try_into()
@@ -103,11 +117,11 @@ fn ingest(c: &mut Criterion) {
     let mut n = 0u64;
 
     let mut g = c.benchmark_group("ingest");
-    g.throughput(Throughput::Bytes((MSGS * SIZE) as u64));
+    g.throughput(Throughput::Bytes((msgs * size) as u64));
     g.sample_size(10);
-    g.bench_function("100x58KiB_commit", |b| {
+    g.bench_function(name, |b| {
         b.iter(|| {
-            for _ in 0..MSGS {
+            for _ in 0..msgs {
                 n += 1;
                 session
                     .begin(MessageStart {
@@ -116,7 +130,7 @@ fn ingest(c: &mut Criterion) {
                         source_id: SourceId::parse(&format!("m{n}")).expect("source id"),
                         flags: Flags::default(),
                         internal_date: 0,
-                        size: SIZE as u64,
+                        size: size as u64,
                     })
                     .expect("begin");
                 // Frames of 16 KiB, as the proxy would hand them over.
@@ -131,5 +145,150 @@ fn ingest(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunk_crypto, ingest);
+fn frames(c: &mut Criterion) {
+    const BODY: usize = 256 * 1024;
+    let body = vec![0x5au8; BODY];
+    let header = MessageHeader {
+        seq: 7,
+        folder: FolderName::parse("Archive/2024").expect("folder"),
+        source_id: SourceId::parse("1700000000.M1P2Q3.host,S=262144").expect("source id"),
+        flags: Flags::default(),
+        internal_date: 1_700_000_000,
+        size: BODY as u64,
+    };
+    let mut wire = Vec::with_capacity(BODY + 1024);
+    let encode = |wire: &mut Vec<u8>| {
+        wire.clear();
+        Frame::Message(header.clone()).encode(wire);
+        Frame::Data(body.clone()).encode(wire);
+        Frame::End {
+            seq: 7,
+            sha256: [1; 32],
+        }
+        .encode(wire);
+    };
+    encode(&mut wire);
+    let mut g = c.benchmark_group("frames");
+    g.throughput(Throughput::Bytes(wire.len() as u64));
+    g.bench_function("encode_message_256KiB", |b| {
+        b.iter(|| {
+            encode(&mut wire);
+            black_box(wire.len())
+        })
+    });
+    g.bench_function("decode_message_256KiB", |b| {
+        b.iter(|| {
+            let mut fb = FrameBuffer::new();
+            // As the proxy reads: 256 KiB at a time.
+            let mut n = 0;
+            for piece in wire.chunks(256 * 1024) {
+                fb.push(piece);
+                while let Some(f) = fb.next_frame().expect("valid frames") {
+                    n += matches!(f, Frame::Data(_)) as usize;
+                }
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+/// 500 messages of the `Small` model (1–12 KiB), as a Maildir and as an mbox.
+fn corpus(tmp: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, u64) {
+    let spec = SampleSpec {
+        seed: 9,
+        messages: 500,
+        folders: 6,
+        size: SizeModel::Small,
+        markers: None,
+    };
+    let (maildir, mbox) = (tmp.join("maildir"), tmp.join("mbox"));
+    let summary = sample::write_maildir(&maildir, &spec).expect("maildir corpus");
+    sample::write_mbox(&mbox, &spec).expect("mbox corpus");
+    (maildir, mbox, summary.bytes)
+}
+
+fn sources(c: &mut Criterion) {
+    use mailferry_agent::source::{from_spec, Prior};
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (maildir, mbox, bytes) = corpus(tmp.path());
+    let mut g = c.benchmark_group("sources");
+    g.throughput(Throughput::Bytes(bytes));
+    g.sample_size(20);
+    for (name, spec) in [
+        (
+            "maildir_list_read_500",
+            format!("maildir:{}", maildir.display()),
+        ),
+        ("mbox_list_read_500", format!("mbox:{}", mbox.display())),
+    ] {
+        let src = from_spec(&spec, &Default::default()).expect("source");
+        let mut buf = vec![0u8; 256 * 1024];
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let listing = src.list(&Prior::default()).expect("listing");
+                let mut total = 0u64;
+                for item in &listing.items {
+                    let mut r = src.open(item).expect("open");
+                    loop {
+                        let n = std::io::Read::read(&mut r, &mut buf).expect("read");
+                        if n == 0 {
+                            break;
+                        }
+                        total += n as u64;
+                    }
+                }
+                assert_eq!(total, bytes);
+                black_box(total)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn header_parse(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (maildir, _, bytes) = corpus(tmp.path());
+    let mut messages = Vec::new();
+    let mut stack = vec![maildir];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("readable") {
+            let path = e.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .parent()
+                .is_some_and(|p| p.ends_with("cur") || p.ends_with("new"))
+            {
+                messages.push(std::fs::read(&path).expect("message"));
+            }
+        }
+    }
+    assert_eq!(messages.len(), 500);
+    let parser = mail_parser::MessageParser::default();
+    let mut g = c.benchmark_group("header_parse");
+    g.throughput(Throughput::Bytes(bytes));
+    g.sample_size(20);
+    g.bench_function("headers_only_500", |b| {
+        b.iter(|| {
+            let n: usize = messages
+                .iter()
+                .map(|m| parser.parse_headers(m).map_or(0, |p| p.headers().len()))
+                .sum();
+            black_box(n)
+        })
+    });
+    g.bench_function("full_mime_500", |b| {
+        b.iter(|| {
+            let n: usize = messages
+                .iter()
+                .map(|m| parser.parse(m).map_or(0, |p| p.parts.len()))
+                .sum();
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, chunk_crypto, ingest, frames, sources, header_parse);
 criterion_main!(benches);

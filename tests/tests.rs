@@ -2,8 +2,14 @@
 //! a real SQLite index. One temp directory per test.
 
 mod audit;
+mod bench;
+mod dovecot;
 mod foundation;
+mod imap;
+mod mirror;
+mod profiles;
 mod serve;
+mod sources;
 mod split;
 mod util;
 mod volume;

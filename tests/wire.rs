@@ -1,5 +1,6 @@
 //! The wire protocol against the real proxy over real TLS on loopback, with hand-made
-//! frames: what a hostile or broken client gets, and that nothing it sends is stored.
+//! frames: what a hostile or broken client gets, and that nothing it sends is stored;
+//! mirror frames (DELETE, FLAGS) checked with `mailferry export`; one agent per mailbox.
 
 use mailferry_agent::client::Endpoint;
 use mailferry_agent::AgentError;
@@ -18,6 +19,25 @@ struct Harness {
     url: String,
     ca: rustls::pki_types::CertificateDer<'static>,
     _stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    /// Stops the proxy (its sessions drain) and closes the volume, so that the real
+    /// CLI can open it; returns the temp dir holding `v` (the volume) and `k` (its key).
+    async fn shut_down(self) -> tempfile::TempDir {
+        let Harness {
+            _dir,
+            volume,
+            _stop,
+            serving,
+            ..
+        } = self;
+        drop(_stop);
+        serving.await.unwrap();
+        drop(volume);
+        _dir
+    }
 }
 
 const TOKEN: &str = "test-token-0123456789";
@@ -59,7 +79,7 @@ async fn start_with(limits: mailferry_proxy::Limits) -> Harness {
     .unwrap();
     let url = format!("https://127.0.0.1:{}", proxy.local_addr().port());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(proxy.serve(async {
+    let serving = tokio::spawn(proxy.serve(async {
         let _ = rx.await;
     }));
     Harness {
@@ -68,11 +88,16 @@ async fn start_with(limits: mailferry_proxy::Limits) -> Harness {
         url,
         ca: ca.cert_der(),
         _stop: tx,
+        serving,
     }
 }
 
 fn mailbox() -> MailboxAddr {
     MailboxAddr::parse("bob@example.org").unwrap()
+}
+
+fn other_mailbox() -> MailboxAddr {
+    MailboxAddr::parse("carol@example.org").unwrap()
 }
 
 fn endpoint(h: &Harness, token: &str) -> Endpoint {
@@ -358,16 +383,21 @@ async fn stream_limits_answer_429_and_503_with_retry_after_and_free_up() {
     })
     .await;
     let a = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
-    // The same token again: over its own limit.
+    // The same token again: over its own limit (checked before the mailbox is: 429, not
+    // 409).
     let e = endpoint(&h, TOKEN)
         .open_stream(&mailbox())
         .await
         .unwrap_err();
     assert_eq!(refused(e), (429, Some(1)));
-    // Another token fills the proxy; a third finds it full.
-    let b = endpoint(&h, TOKEN2).open_stream(&mailbox()).await.unwrap();
+    // Another token fills the proxy (with another mailbox: one session per mailbox); a
+    // third finds it full.
+    let b = endpoint(&h, TOKEN2)
+        .open_stream(&other_mailbox())
+        .await
+        .unwrap();
     let e = endpoint(&h, TOKEN3)
-        .open_stream(&mailbox())
+        .open_stream(&other_mailbox())
         .await
         .unwrap_err();
     assert_eq!(refused(e), (503, Some(1)));
@@ -495,4 +525,323 @@ async fn a_truncated_stream_stores_nothing_of_the_cut_message() {
     h.volume.read_message(&msg, &mut back).unwrap();
     assert_eq!(back, body);
     assert!(h.volume.verify().unwrap().damaged.is_empty());
+}
+
+fn message_frames(seq: u64, source_id: &str, flags: &str, body: &[u8]) -> Vec<Frame> {
+    vec![
+        Frame::Message(MessageHeader {
+            seq,
+            folder: FolderName::inbox(),
+            source_id: SourceId::parse(source_id).unwrap(),
+            flags: Flags::from_maildir(flags).unwrap(),
+            internal_date: 1_700_000_000,
+            size: body.len() as u64,
+        }),
+        Frame::Data(body.to_vec()),
+        Frame::End {
+            seq,
+            sha256: sha(body),
+        },
+    ]
+}
+
+fn acks(frames: &[Frame]) -> Vec<(u64, AckStatus)> {
+    frames
+        .iter()
+        .flat_map(|f| match f {
+            Frame::Ack(a) => a.clone(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_flags_frames_mirror_the_source_and_export_shows_it() {
+    let h = start().await;
+    let bodies: Vec<Vec<u8>> = (1..=3)
+        .map(|i| format!("Subject: m{i}\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    // First pass: three messages.
+    let mut io = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    let mut frames = vec![open()];
+    for (i, b) in bodies.iter().enumerate() {
+        frames.extend(message_frames(i as u64 + 1, &format!("m{}", i + 1), "S", b));
+    }
+    frames.push(Frame::Close);
+    send(&mut io, &frames).await;
+    let got = read_all(&mut io).await;
+    assert_eq!(got.last(), Some(&Frame::Closed), "{got:?}");
+    assert_eq!(acks(&got).len(), 3, "{got:?}");
+
+    // Mirror pass: m1 deleted and m2's flags changed at the source; two changes for
+    // messages the store does not hold; and a new message whose flags change in the same
+    // session, after it (applied in seq order).
+    let mut io = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    let new = b"Subject: m4\r\n\r\nnew\r\n".to_vec();
+    let mut frames = vec![
+        open(),
+        Frame::Delete {
+            seq: 1,
+            folder: FolderName::inbox(),
+            source_id: SourceId::parse("m1").unwrap(),
+        },
+        Frame::SetFlags {
+            seq: 2,
+            folder: FolderName::inbox(),
+            source_id: SourceId::parse("m2").unwrap(),
+            flags: Flags::from_maildir("FS").unwrap(),
+        },
+        Frame::Delete {
+            seq: 3,
+            folder: FolderName::inbox(),
+            source_id: SourceId::parse("never-stored").unwrap(),
+        },
+        Frame::SetFlags {
+            seq: 4,
+            folder: FolderName::parse("Archive").unwrap(),
+            source_id: SourceId::parse("m3").unwrap(),
+            flags: Flags::from_maildir("R").unwrap(),
+        },
+    ];
+    frames.extend(message_frames(5, "m4", "", &new));
+    frames.push(Frame::SetFlags {
+        seq: 6,
+        folder: FolderName::inbox(),
+        source_id: SourceId::parse("m4").unwrap(),
+        flags: Flags::from_maildir("RS").unwrap(),
+    });
+    frames.push(Frame::Close);
+    send(&mut io, &frames).await;
+    let got = read_all(&mut io).await;
+    assert_eq!(got.last(), Some(&Frame::Closed), "{got:?}");
+    assert_eq!(
+        acks(&got),
+        vec![
+            (1, AckStatus::Applied),
+            (2, AckStatus::Applied),
+            (3, AckStatus::NotFound),
+            (4, AckStatus::NotFound),
+            (5, AckStatus::Stored),
+            (6, AckStatus::Applied),
+        ]
+    );
+    // A change out of order is a protocol violation: seqs are shared with MESSAGE.
+    let mut io = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    let mut frames = vec![open()];
+    frames.extend(message_frames(7, "m5", "", b"x"));
+    frames.push(Frame::Delete {
+        seq: 7,
+        folder: FolderName::inbox(),
+        source_id: SourceId::parse("m5").unwrap(),
+    });
+    send(&mut io, &frames).await;
+    let got = read_all(&mut io).await;
+    assert!(
+        matches!(got.last(), Some(Frame::Error { code: 400, message }) if message.contains("seq")),
+        "{got:?}"
+    );
+    drop(io);
+
+    // What the real CLI exports from the volume once the proxy is gone.
+    let dir = h.shut_down().await;
+    let env = crate::util::Env { dir };
+    let out = env.path("export");
+    let mut cmd = crate::util::mailferry();
+    cmd.args(["export", "--volume"])
+        .arg(env.path("v"))
+        .arg("--key-file")
+        .arg(env.path("k"))
+        .args([
+            "--mailbox",
+            "bob@example.org",
+            "--format",
+            "maildir",
+            "--out",
+        ])
+        .arg(&out);
+    let o = crate::util::run(&mut cmd);
+    assert!(o.status.success(), "{}", crate::util::describe(&o));
+    let exported = crate::util::read_maildir(&out);
+    let flags_of = |id: &str| {
+        exported
+            .get(&(String::new(), id.to_string()))
+            .map(|(f, b)| (f.clone(), b.clone()))
+    };
+    assert_eq!(flags_of("m1"), None, "deleted at the source: {exported:?}");
+    assert_eq!(flags_of("m2"), Some(("FS".into(), bodies[1].clone())));
+    assert_eq!(flags_of("m3"), Some(("S".into(), bodies[2].clone())));
+    assert_eq!(flags_of("m4"), Some(("RS".into(), new)));
+    // Message 7 (m5) ended before the violation: kept only if a commit came first.
+    assert!(exported.len() <= 4, "{exported:?}");
+    let mut cmd = crate::util::mailferry();
+    cmd.args(["volume", "verify", "--volume"])
+        .arg(env.path("v"))
+        .arg("--key-file")
+        .arg(env.path("k"));
+    let o = crate::util::run(&mut cmd);
+    assert!(o.status.success(), "{}", crate::util::describe(&o));
+}
+
+fn busy_message(e: AgentError) -> String {
+    match e {
+        AgentError::Refused {
+            status, message, ..
+        } => {
+            assert_eq!(status, 409, "{message}");
+            message
+        }
+        other => panic!("expected 409, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_a_mailbox_being_moved_gets_409_until_the_first_finishes() {
+    let h = start().await;
+    let mut first = endpoint(&h, TOKEN).open_stream(&mailbox()).await.unwrap();
+    // Another agent, another token, the same mailbox: refused before the upgrade.
+    let e = endpoint(&h, TOKEN2)
+        .open_stream(&mailbox())
+        .await
+        .unwrap_err();
+    let msg = busy_message(e);
+    assert!(
+        msg.contains(
+            "another agent is already moving mailbox bob@example.org (session started at "
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("wait for it to finish or stop it"), "{msg}");
+    // Other mailboxes are not held up.
+    let other = endpoint(&h, TOKEN2)
+        .open_stream(&other_mailbox())
+        .await
+        .unwrap();
+    // The first session is still fine, and once it has said CLOSED the mailbox is free.
+    send(&mut first, &[open(), Frame::Flush, Frame::Close]).await;
+    let got = read_all(&mut first).await;
+    assert_eq!(got, vec![Frame::Ack(vec![]), Frame::Closed]);
+    let mut second = endpoint(&h, TOKEN2)
+        .open_stream(&mailbox())
+        .await
+        .expect("the mailbox is free once the first session closed");
+    // ... and after an ERROR too.
+    send(&mut second, &[Frame::Close]).await;
+    let got = read_all(&mut second).await;
+    assert!(
+        matches!(got.last(), Some(Frame::Error { code: 400, .. })),
+        "{got:?}"
+    );
+    let third = endpoint(&h, TOKEN3).open_stream(&mailbox()).await;
+    assert!(third.is_ok(), "{:?}", third.err().map(|e| e.to_string()));
+    drop((other, third));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_node_that_owns_a_mailbox_refuses_a_second_agent_through_a_front_proxy() {
+    let h = start_mtls_store().await;
+    let front_ca = mailferry_core::tls::LocalCa::generate("front server").unwrap();
+    let router = mailferry_proxy::forward::Router::new(
+        std::slice::from_ref(&h.url),
+        mailferry_core::tls::client_config_mtls(
+            std::slice::from_ref(&h.ca),
+            &h.client_ca.issue_client("front").unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let front = Proxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ProxyConfig {
+            tls: mailferry_core::tls::server_config(
+                &front_ca.issue_server(&["127.0.0.1"]).unwrap(),
+            )
+            .unwrap(),
+            backend: mailferry_proxy::Backend::Remote(Arc::new(router)),
+            commit: Profile::default().commit,
+            stats: Arc::new(StoreStats::default()),
+            header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,
+            limits: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("https://127.0.0.1:{}", front.local_addr().port());
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(front.serve(async {
+        let _ = rx.await;
+    }));
+    let ep = |token: &str| {
+        Endpoint::new(
+            &url,
+            &[front_ca.cert_der()],
+            SecretBytes::new(token.as_bytes().to_vec()),
+        )
+        .unwrap()
+    };
+    let first = ep(TOKEN).open_stream(&mailbox()).await.unwrap();
+    let msg = busy_message(ep(TOKEN2).open_stream(&mailbox()).await.unwrap_err());
+    assert!(
+        msg.contains("another agent is already moving mailbox bob@example.org"),
+        "{msg}"
+    );
+    drop(first);
+    drop(h.inner._stop);
+}
+
+struct MtlsStore {
+    inner: Harness,
+    url: String,
+    ca: rustls::pki_types::CertificateDer<'static>,
+    client_ca: mailferry_core::tls::LocalCa,
+}
+
+/// A store node: the proxy with its volume, requiring client certificates of
+/// `client_ca` (what `mailferry serve --client-ca` runs).
+async fn start_mtls_store() -> MtlsStore {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("v");
+    Volume::init(&vol, &dir.path().join("k")).unwrap();
+    let volume =
+        Arc::new(Volume::open(&vol, &dir.path().join("k"), &Profile::default().store).unwrap());
+    let ca = mailferry_core::tls::LocalCa::generate("store").unwrap();
+    let client_ca = mailferry_core::tls::LocalCa::generate("clients").unwrap();
+    let id = ca.issue_server(&["127.0.0.1"]).unwrap();
+    let mut tokens = TokenSet::default();
+    for t in [TOKEN, TOKEN2] {
+        tokens.allow(&SecretBytes::new(t.as_bytes().to_vec()));
+    }
+    let proxy = Proxy::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ProxyConfig {
+            tls: mailferry_core::tls::server_config_mtls(&id, &[client_ca.cert_der()]).unwrap(),
+            backend: mailferry_proxy::Backend::Local {
+                tokens,
+                volume: volume.clone(),
+            },
+            commit: Profile::default().commit,
+            stats: Arc::new(StoreStats::default()),
+            header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,
+            limits: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("https://127.0.0.1:{}", proxy.local_addr().port());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(proxy.serve(async {
+        let _ = rx.await;
+    }));
+    MtlsStore {
+        url: url.clone(),
+        ca: ca.cert_der(),
+        client_ca,
+        inner: Harness {
+            _dir: dir,
+            volume,
+            url,
+            ca: ca.cert_der(),
+            _stop: tx,
+            serving,
+        },
+    }
 }

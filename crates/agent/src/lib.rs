@@ -7,7 +7,9 @@
 
 pub mod client;
 pub mod error;
+pub mod filter;
 pub mod pass;
+pub mod plan;
 pub mod source;
 pub mod state;
 

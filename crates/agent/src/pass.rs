@@ -7,8 +7,9 @@
 //! directory. Buffers pass through a bounded channel, so memory stays bounded whatever
 //! the message sizes: a 1 GiB message is read, framed and sent 256 KiB at a time.
 
+use crate::plan::{self, Op};
 use crate::source::{Source, SourceItem};
-use crate::state::{CheckpointEntry, StateDir};
+use crate::state::{CheckpointEntry, EntryKind, StateDir};
 use crate::{client::Endpoint, AgentError};
 use mailferry_core::frame::{self, AckStatus, Frame, FrameBuffer, MessageHeader};
 use mailferry_core::profile::Profile;
@@ -70,6 +71,12 @@ pub struct PassOutcome {
     pub items_skipped_duplicate: u64,
     /// Of those, skipped without being read, because the checkpoint had them.
     pub skipped_by_checkpoint: u64,
+    /// Removed at the destination because they are gone at the source.
+    pub items_deleted: u64,
+    /// Flags changed at the destination because they changed at the source.
+    pub items_flags_updated: u64,
+    /// Recognised after the source renumbered them (UIDVALIDITY change), not re-sent.
+    pub items_remapped: u64,
     /// Items not moved, each named with its reason.
     pub bad_items: Vec<BadItem>,
     /// Bytes newly stored.
@@ -92,6 +99,7 @@ pub struct PassOutcome {
     pub per_folder: BTreeMap<String, FolderStats>,
 }
 
+/// A message the store has not acknowledged yet.
 struct InFlight {
     item: SourceItem,
     /// When the agent started reading it: ACK time minus this is the message's latency.
@@ -100,7 +108,13 @@ struct InFlight {
     local_error: Option<String>,
 }
 
-type InFlightMap = Arc<Mutex<HashMap<u64, InFlight>>>;
+/// What a sequence number stands for until its acknowledgement.
+enum Pending {
+    Message(InFlight),
+    Op(Op),
+}
+
+type InFlightMap = Arc<Mutex<HashMap<u64, Pending>>>;
 
 /// The window of unacknowledged body bytes (wire protocol §3.2): the producer waits
 /// when it is full; ACKs and REJECTs free it. It bounds what a failed session must
@@ -181,41 +195,40 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         profile,
     } = cfg;
     let describe = source.describe();
-    let (state, listing) = {
-        let mailbox = mailbox.clone();
-        let describe = describe.clone();
-        tokio::task::spawn_blocking(move || {
-            let state = StateDir::open(&state_dir, &mailbox, &describe)?;
-            let listing = source.list(&Default::default())?;
-            Ok::<_, AgentError>((state, (listing, source)))
-        })
-        .await
-        .expect("listing thread panicked")?
-    };
-    let (listing, source) = listing;
     let excluded: Vec<FolderName> = profile
         .source
         .exclude_folders
         .iter()
         .filter_map(|f| FolderName::parse(f).ok())
         .collect();
+    let (state, listing, plan, source) = {
+        let mailbox = mailbox.clone();
+        let describe = describe.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut state = StateDir::open(&state_dir, &mailbox, &describe)?;
+            let listing = source.list(&state.prior())?;
+            let plan = plan::plan(&state, &listing, &excluded);
+            // Renumbered messages are recognised locally: the destination keeps them
+            // under the id it knows, nothing is sent.
+            if !plan.remapped.is_empty() {
+                state.record(&plan.remapped)?;
+            }
+            Ok::<_, AgentError>((state, listing, plan, source))
+        })
+        .await
+        .expect("listing thread panicked")?
+    };
     let mut bad_items = listing.bad;
+    let incomplete = listing.incomplete;
     let items_total = (listing.items.len() + bad_items.len()) as u64;
-    let mut skipped_by_checkpoint = 0u64;
-    let mut todo = Vec::new();
-    for item in listing.items {
-        if excluded.contains(&item.folder) {
-            continue;
-        }
-        if state.is_done(&item.folder, &item.source_id) {
-            skipped_by_checkpoint += 1;
-        } else {
-            todo.push(item);
-        }
-    }
+    let items_remapped = plan.remapped.len() as u64;
+    let skipped_by_checkpoint = plan.unchanged + items_remapped;
+    let todo = plan.send;
+    let ops = plan.ops;
+    let cursors = listing.cursors;
     progress
         .items_total
-        .store(todo.len() as u64, Ordering::Relaxed);
+        .store((todo.len() + ops.len()) as u64, Ordering::Relaxed);
     progress
         .bytes_total
         .store(todo.iter().map(|i| i.size).sum(), Ordering::Relaxed);
@@ -229,6 +242,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
             "move_id": move_id.to_string(),
             "found": items_total,
             "to_send": todo.len(),
+            "to_change": ops.len(),
             "already_acknowledged": skipped_by_checkpoint,
         });
         let mut state = state;
@@ -257,7 +271,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
                     window,
                     progress,
                 };
-                produce(&*source, todo, move_id, frame_bytes, out)
+                produce(&*source, todo, ops, move_id, frame_bytes, out)
             })
             .expect("spawning the reader thread")
     };
@@ -289,7 +303,10 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     let mut items_moved = 0u64;
     let mut bytes_moved = 0u64;
     let mut dup_in_store = 0u64;
+    let mut items_deleted = 0u64;
+    let mut items_flags_updated = 0u64;
     let mut rejected = Vec::new();
+    let mut forgotten: Vec<BadItem> = Vec::new();
     let mut latencies: Vec<f64> = Vec::new();
     let mut per_folder: BTreeMap<String, FolderStats> = BTreeMap::new();
     let mut fb = FrameBuffer::new();
@@ -318,10 +335,44 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
                         let mut entries = Vec::with_capacity(items.len());
                         let mut map = inflight.lock().expect("inflight lock");
                         for (seq, status) in items {
-                            let Some(done) = map.remove(&seq) else {
-                                return Err(transport_err(format!(
-                                    "ACK for unknown message sequence {seq}"
-                                )));
+                            let done = match map.remove(&seq) {
+                                Some(Pending::Message(m)) => m,
+                                Some(Pending::Op(op)) => {
+                                    progress.items_done.fetch_add(1, Ordering::Relaxed);
+                                    let kind = match (&op, status) {
+                                        (Op::Delete { .. }, AckStatus::Applied)
+                                        | (Op::Delete { .. }, AckStatus::NotFound) => {
+                                            items_deleted += 1;
+                                            EntryKind::Deleted
+                                        }
+                                        (Op::SetFlags { .. }, AckStatus::Applied) => {
+                                            items_flags_updated += 1;
+                                            EntryKind::Flags
+                                        }
+                                        (Op::SetFlags { .. }, AckStatus::NotFound) => {
+                                            forgotten.push(BadItem {
+                                                item: op.name(),
+                                                reason: "the destination no longer holds this \
+                                                         message (removed there?); it will be \
+                                                         sent again by the next pass"
+                                                    .into(),
+                                            });
+                                            EntryKind::Forgotten
+                                        }
+                                        (_, other) => {
+                                            return Err(transport_err(format!(
+                                                "ACK status {other:?} for a change, sequence {seq}"
+                                            )))
+                                        }
+                                    };
+                                    entries.push(op.entry(kind));
+                                    continue;
+                                }
+                                None => {
+                                    return Err(transport_err(format!(
+                                        "ACK for unknown message sequence {seq}"
+                                    )))
+                                }
                             };
                             window.release(done.item.size);
                             latencies.push(done.started.elapsed().as_secs_f64() * 1e3);
@@ -331,27 +382,36 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
                                 .fetch_add(done.item.size, Ordering::Relaxed);
                             let folder =
                                 per_folder.entry(done.item.folder.to_string()).or_default();
-                            match status {
+                            let kind = match status {
                                 AckStatus::Stored => {
                                     items_moved += 1;
                                     bytes_moved += done.item.size;
                                     folder.moved += 1;
                                     folder.bytes_moved += done.item.size;
+                                    EntryKind::Stored
                                 }
                                 AckStatus::Duplicate => {
                                     dup_in_store += 1;
                                     folder.duplicate += 1;
+                                    EntryKind::Duplicate
                                 }
-                            }
+                                other => {
+                                    return Err(transport_err(format!(
+                                        "ACK status {other:?} for a message, sequence {seq}"
+                                    )))
+                                }
+                            };
+                            let item = done.item;
                             entries.push(CheckpointEntry {
-                                folder: done.item.folder,
-                                source_id: done.item.source_id,
+                                kind,
+                                stored_as: item.source_id.clone(),
+                                folder: item.folder,
+                                source_id: item.source_id,
                                 sha256: done.sha256,
-                                size: done.item.size,
-                                status: match status {
-                                    AckStatus::Stored => "stored".into(),
-                                    AckStatus::Duplicate => "duplicate".into(),
-                                },
+                                size: item.size,
+                                flags: item.flags,
+                                internal_date: item.internal_date,
+                                ident: item.ident,
                             });
                         }
                         drop(map);
@@ -359,12 +419,19 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
                     }
                     Frame::Reject { seq, reason } => {
                         let done = inflight.lock().expect("inflight lock").remove(&seq);
-                        if let Some(done) = done {
-                            window.release(done.item.size);
-                            rejected.push(BadItem {
-                                item: done.item.name(),
-                                reason: done.local_error.unwrap_or(reason),
-                            });
+                        match done {
+                            Some(Pending::Message(done)) => {
+                                window.release(done.item.size);
+                                rejected.push(BadItem {
+                                    item: done.item.name(),
+                                    reason: done.local_error.unwrap_or(reason),
+                                });
+                            }
+                            Some(Pending::Op(op)) => rejected.push(BadItem {
+                                item: op.name(),
+                                reason: format!("the destination refused the change: {reason}"),
+                            }),
+                            None => {}
                         }
                     }
                     Frame::Error { code, message } => {
@@ -406,6 +473,10 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     }
     bad_items.extend(produced.bad);
     bad_items.extend(rejected);
+    bad_items.extend(forgotten);
+    // A cursor says "the source is as the checkpoint has it": only true after a pass in
+    // which nothing failed, so an item that failed is looked at again next time.
+    let clean = bad_items.is_empty() && incomplete.is_empty();
     for (folder, n) in found_per_folder {
         per_folder.entry(folder).or_default().found = n;
     }
@@ -423,6 +494,9 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     let finished = json!({
         "move_id": move_id.to_string(),
         "moved": items_moved,
+        "deleted": items_deleted,
+        "flags_updated": items_flags_updated,
+        "remapped": items_remapped,
         "duplicates": skipped_by_checkpoint + dup_in_store,
         "bad": bad_items.len(),
         "bytes_moved": bytes_moved,
@@ -436,6 +510,9 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     tokio::task::spawn_blocking(move || {
         for s in skipped {
             state.event("item.skipped", s)?;
+        }
+        if clean {
+            state.record_cursors(&cursors)?;
         }
         state.event("pass.finished", finished)
     })
@@ -461,6 +538,9 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         items_moved,
         items_skipped_duplicate: skipped_by_checkpoint + dup_in_store,
         skipped_by_checkpoint,
+        items_deleted,
+        items_flags_updated,
+        items_remapped,
         bad_items,
         bytes_moved,
         source_read_secs: produced.read_secs,
@@ -506,6 +586,7 @@ fn ship(tx: &flume::Sender<Vec<u8>>, out: &mut Vec<u8>, cap: usize) -> bool {
 fn produce(
     source: &dyn Source,
     items: Vec<SourceItem>,
+    ops: Vec<Op>,
     move_id: MoveId,
     frame_bytes: usize,
     o: Output,
@@ -534,6 +615,7 @@ fn produce(
             reason,
         });
     };
+    let n_items = items.len() as u64;
     for (i, item) in items.into_iter().enumerate() {
         let seq = i as u64 + 1;
         let t_open = Instant::now();
@@ -575,12 +657,12 @@ fn produce(
         // as soon as it sees its header (e.g. over its size limit), before its END.
         inflight.lock().expect("inflight lock").insert(
             seq,
-            InFlight {
+            Pending::Message(InFlight {
                 started: t_open,
                 item: item.clone(),
                 sha256: String::new(),
                 local_error: None,
-            },
+            }),
         );
         Frame::Message(MessageHeader {
             seq,
@@ -675,12 +757,47 @@ fn produce(
             sha = [0u8; 32]; // guarantees the store refuses it; the local reason is reported
         }
         // Absent if the proxy already refused the message from its header alone.
-        if let Some(f) = inflight.lock().expect("inflight lock").get_mut(&seq) {
+        if let Some(Pending::Message(f)) = inflight.lock().expect("inflight lock").get_mut(&seq) {
             f.sha256 = hex::encode(sha);
             f.local_error = local_error;
         }
         Frame::End { seq, sha256: sha }.encode(&mut out);
         progress.items_done.fetch_add(1, Ordering::Relaxed);
+    }
+    // Changes go after the messages (see plan::Plan::ops): they are small, and a
+    // message that moved between folders is stored anew before the old copy goes.
+    for (i, op) in ops.into_iter().enumerate() {
+        let seq = n_items + i as u64 + 1;
+        let frame = match &op {
+            Op::Delete { folder, acked, .. } => Frame::Delete {
+                seq,
+                folder: folder.clone(),
+                source_id: acked.stored_as.clone(),
+            },
+            Op::SetFlags {
+                folder,
+                acked,
+                flags,
+                ..
+            } => Frame::SetFlags {
+                seq,
+                folder: folder.clone(),
+                source_id: acked.stored_as.clone(),
+                flags: flags.clone(),
+            },
+        };
+        inflight
+            .lock()
+            .expect("inflight lock")
+            .insert(seq, Pending::Op(op));
+        frame.encode(&mut out);
+        if out.len() >= frame_bytes && !ship(&tx, &mut out, cap) {
+            return Produced {
+                bad,
+                read_secs: read_time.as_secs_f64(),
+                stalled_secs: stall_time.as_secs_f64(),
+            };
+        }
     }
     Frame::Close.encode(&mut out);
     let _ = tx.send(out);

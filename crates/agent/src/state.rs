@@ -9,12 +9,13 @@
 //! messages it described are simply sent again and the store recognises them as
 //! duplicates, so every message ends up stored exactly once and the log always verifies.
 
+use crate::source::{Prior, PriorFolder, PriorItem};
 use crate::AgentError;
 use mailferry_audit::AuditLog;
-use mailferry_core::{FolderName, MailboxAddr, MoveId, SourceId};
+use mailferry_core::{Flags, FolderName, MailboxAddr, MoveId, SourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,19 +36,73 @@ pub struct MoveIdentity {
     pub created_at: String,
 }
 
-/// One acknowledged message.
+/// What the store acknowledged, as the checkpoint records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Newly stored.
+    Stored,
+    /// Already in the store.
+    Duplicate,
+    /// Removed at the destination because it is gone at the source.
+    Deleted,
+    /// Flags changed at the destination.
+    Flags,
+    /// Recognised by identity after the source renumbered it (UIDVALIDITY change):
+    /// nothing was sent, the destination keeps it under its old id.
+    Remapped,
+    /// The destination no longer has it (an admin removed it there): forgotten here
+    /// so the next pass sends it again.
+    Forgotten,
+}
+
+impl EntryKind {
+    /// The audit event name (`message.stored`, ...).
+    pub fn event(&self) -> &'static str {
+        match self {
+            EntryKind::Stored => "message.stored",
+            EntryKind::Duplicate => "message.duplicate",
+            EntryKind::Deleted => "message.deleted",
+            EntryKind::Flags => "message.flags",
+            EntryKind::Remapped => "message.remapped",
+            EntryKind::Forgotten => "message.forgotten",
+        }
+    }
+}
+
+/// One acknowledged change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckpointEntry {
+    /// What happened.
+    pub kind: EntryKind,
     /// Folder.
     pub folder: FolderName,
-    /// Source id.
+    /// Source id now (for [`EntryKind::Remapped`]: the new id at the source).
     pub source_id: SourceId,
+    /// The id the destination knows the message by (differs from `source_id` only after
+    /// a remap).
+    pub stored_as: SourceId,
     /// Content SHA-256, hex.
     pub sha256: String,
     /// Size.
     pub size: u64,
-    /// `stored` or `duplicate`.
-    pub status: String,
+    /// Flags now.
+    pub flags: Flags,
+    /// Internal date.
+    pub internal_date: i64,
+    /// Identity across renumbering, if the source gives one.
+    pub ident: Option<String>,
+}
+
+/// What the checkpoint knows of one message the destination holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acked {
+    /// Content SHA-256, hex.
+    pub sha256: String,
+    /// The id the destination knows it by.
+    pub stored_as: SourceId,
+    /// What the source last told about it.
+    pub prior: PriorItem,
 }
 
 /// Who acts on the source side: the agent run by this user on this host.
@@ -64,7 +119,8 @@ pub struct StateDir {
     dir: PathBuf,
     /// The move this directory belongs to.
     pub identity: MoveIdentity,
-    done: HashMap<(FolderName, SourceId), String>,
+    done: HashMap<(FolderName, SourceId), Acked>,
+    cursors: BTreeMap<FolderName, String>,
     log: AuditLog,
     actor: String,
 }
@@ -115,7 +171,14 @@ impl StateDir {
             }
             Err(e) => return Err(state_err(&id_path, e)),
         };
-        let log = AuditLog::open(&log_path).map_err(|e| state_err(&log_path, e))?;
+        let log = AuditLog::open(&log_path).map_err(|e| match e {
+            mailferry_audit::AuditError::Locked { .. } => state_err(
+                dir,
+                "another mailferry agent is running a pass of this move right now (its \
+                 checkpoint is locked); wait for it to finish or stop it, then run again",
+            ),
+            e => state_err(&log_path, e),
+        })?;
         if let Some(t) = log.repaired() {
             tracing::info!(
                 path = %log_path.display(),
@@ -124,22 +187,15 @@ impl StateDir {
             );
         }
         let mut done = HashMap::new();
+        let mut cursors = BTreeMap::new();
         for e in mailferry_audit::read_records(&log_path).map_err(|e| state_err(&log_path, e))? {
-            if e.event != "message.stored" && e.event != "message.duplicate" {
-                continue;
-            }
-            let field = |k: &str| e.data.get(k).and_then(|v| v.as_str()).unwrap_or("");
-            if let (Ok(f), Ok(id)) = (
-                FolderName::parse(field("folder")),
-                SourceId::parse(field("source_id")),
-            ) {
-                done.insert((f, id), field("sha256").to_string());
-            }
+            apply_record(&mut done, &mut cursors, &e.event, &e.data);
         }
         let mut state = StateDir {
             dir: dir.to_path_buf(),
             identity,
             done,
+            cursors,
             log,
             actor: agent_actor(),
         };
@@ -158,41 +214,84 @@ impl StateDir {
         &self.dir
     }
 
+    /// What the checkpoint knows of this message, if the destination holds it.
+    pub fn acked(&self, folder: &FolderName, id: &SourceId) -> Option<&Acked> {
+        self.done.get(&(folder.clone(), id.clone()))
+    }
+
     /// True if the store already acknowledged this message in an earlier pass.
     pub fn is_done(&self, folder: &FolderName, id: &SourceId) -> bool {
         self.done.contains_key(&(folder.clone(), id.clone()))
     }
 
-    /// Every acknowledged message as `(folder/source-id, sha256)`, for the receipt.
+    /// Every message the destination holds, by folder and current source id.
+    pub fn all_acked(&self) -> impl Iterator<Item = (&(FolderName, SourceId), &Acked)> {
+        self.done.iter()
+    }
+
+    /// Every message the destination holds as `(folder/id-at-destination, sha256)`,
+    /// for the receipt.
     pub fn acknowledged(&self) -> impl Iterator<Item = (String, &str)> {
         self.done
             .iter()
-            .map(|((f, id), sha)| (format!("{f}/{id}"), sha.as_str()))
+            .map(|((f, _), a)| (format!("{f}/{}", a.stored_as), a.sha256.as_str()))
     }
 
-    /// Records acknowledged messages and makes the records durable (one fsync).
+    /// What earlier passes left, for [`crate::source::Source::list`].
+    pub fn prior(&self) -> Prior {
+        let mut prior = Prior::default();
+        for ((folder, id), a) in &self.done {
+            prior
+                .folders
+                .entry(folder.clone())
+                .or_default()
+                .items
+                .insert(id.clone(), a.prior.clone());
+        }
+        for (folder, cursor) in &self.cursors {
+            prior
+                .folders
+                .entry(folder.clone())
+                .or_insert_with(PriorFolder::default)
+                .cursor = Some(cursor.clone());
+        }
+        prior
+    }
+
+    /// Records acknowledged changes and makes the records durable (one fsync).
     pub fn record(&mut self, entries: &[CheckpointEntry]) -> Result<(), AgentError> {
         let path = self.dir.join(AUDIT_FILE);
+        let records: Vec<(String, serde_json::Value)> = entries
+            .iter()
+            .map(|e| (e.kind.event().to_string(), entry_data(e)))
+            .collect();
         self.log
             .append_batch(
                 &self.actor,
-                entries.iter().map(|e| {
-                    (
-                        format!("message.{}", e.status),
-                        json!({
-                            "folder": e.folder.as_str(),
-                            "source_id": e.source_id.as_str(),
-                            "sha256": e.sha256,
-                            "size": e.size,
-                        }),
-                    )
-                }),
+                records.iter().map(|(k, v)| (k.clone(), v.clone())),
             )
             .map_err(|e| state_err(&path, e))?;
         self.log.sync().map_err(|e| state_err(&path, e))?;
-        for e in entries {
-            self.done
-                .insert((e.folder.clone(), e.source_id.clone()), e.sha256.clone());
+        for (event, data) in &records {
+            if let Some(data) = data.as_object() {
+                apply_record(&mut self.done, &mut self.cursors, event, data);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the per-folder cursors of a completed pass (replacing the earlier ones;
+    /// a folder absent from `cursors` has none any more).
+    pub fn record_cursors(
+        &mut self,
+        cursors: &BTreeMap<FolderName, String>,
+    ) -> Result<(), AgentError> {
+        let data = json!({
+            "cursors": cursors.iter().map(|(f, c)| (f.as_str().to_string(), c.clone())).collect::<BTreeMap<_, _>>()
+        });
+        self.event("pass.cursors", data.clone())?;
+        if let Some(data) = data.as_object() {
+            apply_record(&mut self.done, &mut self.cursors, "pass.cursors", data);
         }
         Ok(())
     }
@@ -210,6 +309,107 @@ impl StateDir {
     /// Writes a file in the state directory atomically (temp, fsync, rename).
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), AgentError> {
         write_atomic(&self.dir.join(name), bytes)
+    }
+}
+
+/// The audit record of one checkpoint entry. `source_id` is always the id the
+/// destination knows the message by, so both sides' logs pair up in reconcile.
+fn entry_data(e: &CheckpointEntry) -> serde_json::Value {
+    let mut data = json!({
+        "folder": e.folder.as_str(),
+        "source_id": e.stored_as.as_str(),
+        "sha256": e.sha256,
+        "size": e.size,
+        "flags": e.flags.as_str(),
+        "internal_date": e.internal_date,
+    });
+    if e.source_id != e.stored_as {
+        data["now_source_id"] = json!(e.source_id.as_str());
+    }
+    if let Some(ident) = &e.ident {
+        data["ident"] = json!(ident);
+    }
+    data
+}
+
+/// Applies one audit record to the in-memory checkpoint. Records of older versions
+/// (no flags, no dates) read as empty flags and date 0: the next pass then only
+/// re-sends flags, never content.
+fn apply_record(
+    done: &mut HashMap<(FolderName, SourceId), Acked>,
+    cursors: &mut BTreeMap<FolderName, String>,
+    event: &str,
+    data: &serde_json::Map<String, serde_json::Value>,
+) {
+    let field = |k: &str| data.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    if event == "pass.cursors" {
+        cursors.clear();
+        if let Some(map) = data.get("cursors").and_then(|c| c.as_object()) {
+            for (f, c) in map {
+                if let (Ok(f), Some(c)) = (FolderName::parse(f), c.as_str()) {
+                    cursors.insert(f, c.to_string());
+                }
+            }
+        }
+        return;
+    }
+    let (Ok(folder), Ok(stored_as)) = (
+        FolderName::parse(field("folder")),
+        SourceId::parse(field("source_id")),
+    ) else {
+        return;
+    };
+    let now = match data.get("now_source_id").and_then(|v| v.as_str()) {
+        Some(n) => match SourceId::parse(n) {
+            Ok(n) => n,
+            Err(_) => return,
+        },
+        None => stored_as.clone(),
+    };
+    let prior = || PriorItem {
+        flags: Flags::from_maildir(field("flags")).unwrap_or_default(),
+        internal_date: data
+            .get("internal_date")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0),
+        size: data.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
+        ident: data
+            .get("ident")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+    };
+    match event {
+        "message.stored" | "message.duplicate" => {
+            done.insert(
+                (folder, now),
+                Acked {
+                    sha256: field("sha256").to_string(),
+                    stored_as,
+                    prior: prior(),
+                },
+            );
+        }
+        "message.remapped" => {
+            // The old id at the source is gone; the destination keeps `stored_as`.
+            done.retain(|(f, _), a| !(f == &folder && a.stored_as == stored_as));
+            done.insert(
+                (folder, now),
+                Acked {
+                    sha256: field("sha256").to_string(),
+                    stored_as,
+                    prior: prior(),
+                },
+            );
+        }
+        "message.flags" => {
+            if let Some(a) = done.get_mut(&(folder, now)) {
+                a.prior.flags = Flags::from_maildir(field("flags")).unwrap_or_default();
+            }
+        }
+        "message.deleted" | "message.forgotten" => {
+            done.remove(&(folder, now));
+        }
+        _ => {}
     }
 }
 
@@ -235,11 +435,15 @@ mod tests {
 
     fn entry(id: &str) -> CheckpointEntry {
         CheckpointEntry {
+            kind: EntryKind::Stored,
             folder: FolderName::inbox(),
             source_id: SourceId::parse(id).unwrap(),
+            stored_as: SourceId::parse(id).unwrap(),
             sha256: "00".repeat(32),
             size: 1,
-            status: "stored".into(),
+            flags: Flags::default(),
+            internal_date: 0,
+            ident: None,
         }
     }
 
@@ -269,6 +473,75 @@ mod tests {
             .collect();
         assert_eq!(events[1], "move.created");
         assert_eq!(&events[2..], ["message.stored"; 3]);
+    }
+
+    #[test]
+    fn second_agent_on_the_same_state_is_refused_while_the_first_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let mb = MailboxAddr::parse("a@example.com").unwrap();
+        let first = StateDir::open(d.path(), &mb, "maildir:/x").unwrap();
+        let e = StateDir::open(d.path(), &mb, "maildir:/x")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("another mailferry agent is running a pass"),
+            "{e}"
+        );
+        drop(first);
+        StateDir::open(d.path(), &mb, "maildir:/x").unwrap();
+    }
+
+    #[test]
+    fn flags_deletions_and_remaps_replay_into_the_same_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let mb = MailboxAddr::parse("a@example.com").unwrap();
+        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        let mut a = entry("1-1");
+        a.ident = Some("m1".into());
+        s.record(&[a.clone(), entry("1-2"), entry("1-3")]).unwrap();
+        let mut f = entry("1-2");
+        f.kind = EntryKind::Flags;
+        f.flags = Flags::from_maildir("FS").unwrap();
+        let mut del = entry("1-3");
+        del.kind = EntryKind::Deleted;
+        let mut re = a.clone();
+        re.kind = EntryKind::Remapped;
+        re.source_id = SourceId::parse("2-1").unwrap();
+        s.record(&[f, del, re]).unwrap();
+        let mut cursors = BTreeMap::new();
+        cursors.insert(FolderName::inbox(), "c1".to_string());
+        s.record_cursors(&cursors).unwrap();
+        let before: Vec<_> = {
+            let mut v: Vec<_> = s.all_acked().map(|(k, a)| (k.clone(), a.clone())).collect();
+            v.sort_by(|x, y| x.0.cmp(&y.0));
+            v
+        };
+        drop(s);
+        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        let mut after: Vec<_> = s.all_acked().map(|(k, a)| (k.clone(), a.clone())).collect();
+        after.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(before, after, "the log replays to what was recorded");
+        let ids: Vec<&str> = after.iter().map(|(k, _)| k.1.as_str()).collect();
+        assert_eq!(ids, ["1-2", "2-1"]);
+        assert_eq!(after[0].1.prior.flags.as_str(), "FS");
+        assert_eq!(
+            after[1].1.stored_as.as_str(),
+            "1-1",
+            "the destination's id is kept"
+        );
+        let prior = s.prior();
+        assert_eq!(
+            prior.folders[&FolderName::inbox()].cursor.as_deref(),
+            Some("c1")
+        );
+        let acked: Vec<String> = s
+            .acknowledged()
+            .map(|(i, _)| i)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(acked, ["INBOX/1-1", "INBOX/1-2"]);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! Reconciliation compares the source side (the agent's audit log in the state
 //! directory) with the destination (what the volume holds, each message's chunks
 //! authenticated and its SHA-256 recomputed, and the volume's own audit log) message by
-//! message. It reads both sides and changes neither.
+//! message. Mirror passes are followed: a message the source log says was deleted must
+//! be gone from the volume (and its removal recorded in the volume's log), and flags the
+//! source log records last must be the volume's. It reads both sides and changes
+//! neither.
 
 use crate::AppError;
 use mailferry_agent::state::{MoveIdentity, AUDIT_FILE};
@@ -70,6 +73,10 @@ pub struct Reconciliation {
     pub removed_from_volume: Vec<u64>,
     /// In the volume's index without a record in the volume's audit log.
     pub unlogged: Vec<String>,
+    /// Deleted at the source (a mirror pass) and gone from the volume, as they should be.
+    pub deleted: u64,
+    /// Deleted at the source (acknowledged), still in the volume.
+    pub not_deleted: Vec<String>,
 }
 
 impl Reconciliation {
@@ -81,6 +88,7 @@ impl Reconciliation {
             && self.duplicated.is_empty()
             && self.removed_from_volume.is_empty()
             && self.unlogged.is_empty()
+            && self.not_deleted.is_empty()
     }
 }
 
@@ -94,17 +102,51 @@ pub fn reconcile(state: &Path, volume: &Volume) -> Result<Reconciliation, AppErr
     mailferry_audit::verify(&dst_log)
         .map_err(|e| AppError::Failed(format!("volume audit log: {e}")))?;
 
+    // Replayed in order: what the destination should hold now, item → digest; the flags
+    // the source recorded last (older logs record none: not compared); what the source
+    // deleted.
     let mut source: BTreeMap<String, String> = BTreeMap::new();
+    let mut source_flags: BTreeMap<String, String> = BTreeMap::new();
+    let mut deleted_at_source: HashSet<String> = HashSet::new();
     for e in read_records(&src_log).map_err(|e| AppError::Failed(e.to_string()))? {
-        if e.event == "message.stored" || e.event == "message.duplicate" {
-            let f = |k: &str| {
-                e.data
-                    .get(k)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            source.insert(format!("{}/{}", f("folder"), f("source_id")), f("sha256"));
+        let f = |k: &str| e.data.get(k).and_then(|v| v.as_str()).map(String::from);
+        let item = || {
+            format!(
+                "{}/{}",
+                f("folder").unwrap_or_default(),
+                f("source_id").unwrap_or_default()
+            )
+        };
+        match e.event.as_str() {
+            // `source_id` is always the id the destination knows the message by.
+            "message.stored" | "message.duplicate" | "message.remapped" => {
+                let item = item();
+                match f("flags") {
+                    Some(fl) => source_flags.insert(item.clone(), fl),
+                    None => source_flags.remove(&item),
+                };
+                deleted_at_source.remove(&item);
+                source.insert(item, f("sha256").unwrap_or_default());
+            }
+            "message.flags" => {
+                if let Some(fl) = f("flags") {
+                    source_flags.insert(item(), fl);
+                }
+            }
+            "message.deleted" => {
+                let item = item();
+                source.remove(&item);
+                source_flags.remove(&item);
+                deleted_at_source.insert(item);
+            }
+            // The destination lost it (an admin removed it there); the next pass sends
+            // it again.
+            "message.forgotten" => {
+                let item = item();
+                source.remove(&item);
+                source_flags.remove(&item);
+            }
+            _ => {}
         }
     }
 
@@ -114,13 +156,21 @@ pub fn reconcile(state: &Path, volume: &Volume) -> Result<Reconciliation, AppErr
         ..Default::default()
     };
     let pseudonym = volume.pseudonym_of_mailbox(&id.mailbox);
-    let logged: HashSet<u64> = read_records(&dst_log)
+    let dst_records: Vec<_> = read_records(&dst_log)
         .map_err(|e| AppError::Failed(e.to_string()))?
         .into_iter()
-        .filter(|e| e.event == "message.stored")
         .filter(|e| e.data.get("mailbox").and_then(|v| v.as_str()) == Some(pseudonym.as_str()))
-        .filter_map(|e| e.data.get("message").and_then(|v| v.as_u64()))
         .collect();
+    let ids_of = |event: &str| -> HashSet<u64> {
+        dst_records
+            .iter()
+            .filter(|e| e.event == event)
+            .filter_map(|e| e.data.get("message").and_then(|v| v.as_u64()))
+            .collect()
+    };
+    let logged = ids_of("message.stored");
+    // Removed by a DELETE, with its record: not "removed behind the tool's back".
+    let deleted_in_volume = ids_of("message.deleted");
 
     let listed = match volume.list_messages(&id.mailbox) {
         Ok(l) => l,
@@ -129,6 +179,7 @@ pub fn reconcile(state: &Path, volume: &Volume) -> Result<Reconciliation, AppErr
     };
     let mut seen_ids = HashSet::new();
     let mut dest: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut dest_flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in listed {
         let m = match m {
             Ok(m) => m,
@@ -153,25 +204,51 @@ pub fn reconcile(state: &Path, volume: &Volume) -> Result<Reconciliation, AppErr
             });
             continue;
         }
+        dest_flags
+            .entry(item.clone())
+            .or_default()
+            .push(m.meta.flags.as_str().to_string());
         dest.entry(item).or_default().push(m.meta.sha256);
     }
     r.destination_items = dest.values().map(|v| v.len() as u64).sum();
-    let mut removed: Vec<u64> = logged.difference(&seen_ids).copied().collect();
+    let mut removed: Vec<u64> = logged
+        .difference(&seen_ids)
+        .filter(|id| !deleted_in_volume.contains(id))
+        .copied()
+        .collect();
     removed.sort_unstable();
     r.removed_from_volume = removed;
     for (item, shas) in &dest {
         if shas.len() > 1 {
             r.duplicated.push(item.clone());
         }
+        let flags_differ = match (source_flags.get(item), dest_flags.get(item)) {
+            (Some(want), Some(have)) if !have.contains(want) => Some(format!(
+                "flags differ: source \"{want}\", volume \"{}\"",
+                have[0]
+            )),
+            _ => None,
+        };
         match source.get(item) {
+            None if deleted_at_source.contains(item) => r.not_deleted.push(item.clone()),
             None => r.extra.push(item.clone()),
             Some(sha) if !shas.contains(sha) => r.altered.push(Altered {
                 item: item.clone(),
                 reason: format!("content differs: source {sha}, volume {}", shas[0]),
             }),
-            Some(_) => r.agreeing += 1,
+            Some(_) => match flags_differ {
+                Some(reason) => r.altered.push(Altered {
+                    item: item.clone(),
+                    reason,
+                }),
+                None => r.agreeing += 1,
+            },
         }
     }
+    r.deleted = deleted_at_source
+        .iter()
+        .filter(|item| !dest.contains_key(*item))
+        .count() as u64;
     let altered: HashSet<String> = r.altered.iter().map(|a| a.item.clone()).collect();
     r.missing = source
         .keys()
@@ -187,7 +264,15 @@ pub fn reconcile(state: &Path, volume: &Volume) -> Result<Reconciliation, AppErr
 pub fn check_volume_records(volume: &Volume) -> Result<Vec<String>, AppError> {
     let path = volume.dir().join(VOLUME_AUDIT_FILE);
     let mut logged: BTreeMap<u64, (String, String, String, u64)> = BTreeMap::new();
+    let mut deleted: BTreeMap<u64, (String, String)> = BTreeMap::new();
     for e in read_records(&path).map_err(|e| AppError::Failed(e.to_string()))? {
+        if e.event == "message.deleted" {
+            if let Some(id) = e.data.get("message").and_then(|v| v.as_u64()) {
+                let s = |k: &str| e.data.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                deleted.insert(id, (s("mailbox").to_string(), s("item").to_string()));
+            }
+            continue;
+        }
         if e.event != "message.stored" {
             continue;
         }
@@ -236,10 +321,21 @@ pub fn check_volume_records(volume: &Volume) -> Result<Vec<String>, AppError> {
             }
         }
     }
-    for id in logged.keys().filter(|id| !seen.contains(id)) {
-        problems.push(format!(
-            "message {id} has a record but is not in the volume (removed behind the tool's back, or shredded)"
-        ));
+    for (id, rec) in &logged {
+        match deleted.get(id) {
+            // Removed by a DELETE: its deletion record must name the same message.
+            Some((mailbox, item)) if (mailbox, item) != (&rec.0, &rec.1) => problems.push(format!(
+                "message {id}: its deletion record names another mailbox or item than its stored record"
+            )),
+            Some(_) if seen.contains(id) => problems.push(format!(
+                "message {id} has a deletion record but is still in the volume"
+            )),
+            Some(_) => {}
+            None if !seen.contains(id) => problems.push(format!(
+                "message {id} has a record but is not in the volume (removed behind the tool's back, or shredded)"
+            )),
+            None => {}
+        }
     }
     Ok(problems)
 }
@@ -285,3 +381,6 @@ pub fn verify_receipt(state: &Path, volume: &Volume) -> Result<ReceiptCheck, App
         destination_items,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -101,6 +101,7 @@ pub async fn run_demo(
         state: state.clone(),
         profile: Profile::embedded_default(),
         progress_bar,
+        source_options: Default::default(),
     })
     .await?;
     if export.exists() {

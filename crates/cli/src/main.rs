@@ -3,7 +3,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mailferry_cli::{
-    audit_cmd, demo, export, moving, report, serve, tokens, volume_admin, AppError,
+    audit_cmd, bench, demo, export, moving, profile_cmd, report, serve, tokens, volume_admin,
+    AppError,
 };
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
@@ -40,6 +41,32 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How the agent logs in to, and what it trusts of, an IMAP source; file sources ignore it.
+#[derive(clap::Args)]
+struct SourceAccess {
+    /// IMAP source: file holding the password (default: the environment variable
+    /// MAILFERRY_SOURCE_PASSWORD). There is no flag for the password itself.
+    #[arg(long, conflicts_with = "oauth_token_file")]
+    password_file: Option<PathBuf>,
+    /// IMAP source: file holding an OAuth 2 access token, sent with SASL XOAUTH2.
+    #[arg(long)]
+    oauth_token_file: Option<PathBuf>,
+    /// IMAP source: PEM file of the CA the server's certificate must chain to, instead of
+    /// the system's roots.
+    #[arg(long)]
+    source_ca: Option<PathBuf>,
+}
+
+impl SourceAccess {
+    fn options(self) -> mailferry_agent::source::SourceOptions {
+        mailferry_agent::source::SourceOptions {
+            password_file: self.password_file,
+            oauth_token_file: self.oauth_token_file,
+            source_ca: self.source_ca,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Generate a sample mailbox, move it into a new encrypted volume, export it back and compare.
@@ -57,9 +84,13 @@ enum Cmd {
     /// Move one mailbox into a volume (agent, proxy and store in this process over
     /// loopback HTTPS), or to a remote `mailferry serve` with --proxy.
     Move {
-        /// Source: maildir:PATH.
+        /// Source: maildir:PATH, mbox:PATH (a file or a directory of them), eml:PATH,
+        /// imaps://user@host[:port] or imap://user@host[:port]
+        /// (STARTTLS).
         #[arg(long)]
         source: String,
+        #[command(flatten)]
+        source_access: SourceAccess,
         /// Destination mailbox address.
         #[arg(long)]
         mailbox: String,
@@ -239,6 +270,78 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ProfileCmd,
     },
+    /// Measure this machine: generate a corpus, move it through the real pipeline
+    /// (durable), verify every run, and report MB/s, msg/s, latency, CPU per stage,
+    /// peak RSS.
+    #[command(after_long_help = bench::CORPUS_HELP)]
+    Bench(BenchCmd),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("count").args(["messages", "size"])))]
+struct BenchCmd {
+    /// Messages in the corpus, all mailboxes together [default: 20000; 50000 with --small].
+    #[arg(long)]
+    messages: Option<usize>,
+    /// Corpus size instead of a message count (1200000000, 1.2G, 512MiB).
+    #[arg(long, value_parser = bench::parse_bytes)]
+    size: Option<u64>,
+    /// Every message about this many bytes instead of the realistic mix.
+    #[arg(long)]
+    message_size: Option<u32>,
+    /// The small-message case: 50,000 messages of 2 KiB (unless --messages or
+    /// --message-size say otherwise).
+    #[arg(long)]
+    small: bool,
+    /// Mailboxes moved side by side, the corpus split evenly between them; a list
+    /// (1,2,4,8) runs one case per value and prints a table.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    mailboxes: Vec<usize>,
+    /// The scaling table: the same as --mailboxes 1,2,4,8.
+    #[arg(long, conflicts_with_all = ["mailboxes", "per_folder"])]
+    scaling: bool,
+    /// Mailboxes moved at once [default: all of the case's].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Folders per mailbox.
+    #[arg(long, default_value_t = 10)]
+    folders: usize,
+    /// Folder-size cases: one mailbox with one folder of N messages, per value
+    /// (1000,10000,100000).
+    #[arg(long, value_delimiter = ',', conflicts_with = "mailboxes")]
+    per_folder: Vec<usize>,
+    /// What the corpus is read from (maildir only in this build).
+    #[arg(long, value_enum, default_value_t = bench::SourceKind::Maildir)]
+    source: bench::SourceKind,
+    /// embedded: agent, proxy and store in this process over loopback HTTPS (`move
+    /// --volume`); network: agents to a `serve` on loopback TLS with a token (`move --proxy`).
+    #[arg(long, value_enum, default_value_t = bench::Mode::Embedded)]
+    mode: bench::Mode,
+    /// Runs per case; the figures are the median run's.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Corpus seed (mailbox i uses seed + i).
+    #[arg(long, default_value_t = bench::DEFAULT_SEED)]
+    seed: u64,
+    /// Keep the corpus, the last volume and the move states in DIR, and reuse a corpus
+    /// found there [default: a temp directory, removed].
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// Also run a peer on the same corpus and print the ratios.
+    #[arg(long, value_enum)]
+    compare: Option<ComparePeer>,
+    /// Migration profile (TOML) of the moves; the embedded default when absent.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Print everything measured as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ComparePeer {
+    /// `doveadm backup` Maildir -> mdbox, with mail_crypt and without (needs dovecot-core).
+    Dovecot,
 }
 
 #[derive(Subcommand)]
@@ -304,6 +407,8 @@ enum TokenCmd {
 enum Format {
     /// Maildir++ (folders as .Name.Sub, flags in file names).
     Maildir,
+    /// mboxrd, one file per folder (subfolders in a directory, or `<name>.sbd/`).
+    Mbox,
 }
 
 #[derive(Subcommand)]
@@ -501,6 +606,22 @@ enum ProfileCmd {
     },
     /// Print the embedded default profile.
     Default,
+    /// Print every effective value and where it came from (default, file or flag).
+    #[command(after_help = "Examples:
+  mailferry profile show                                   # the built-in defaults
+  mailferry profile show migration-profiles/gmail-imap.toml
+  mailferry profile show my.toml --set limits.bad_item_limit=5 --set filter.after=365d --json")]
+    Show {
+        /// The profile file; the built-in defaults when absent.
+        file: Option<PathBuf>,
+        /// Override a key, as a move's flags would (repeatable): KEY=VALUE, the value
+        /// read as TOML, or as a string when it is not TOML.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = profile_cmd::parse_set)]
+        set: Vec<(String, String)>,
+        /// JSON on stdout: {"name", "file", "settings": {KEY: {"value", "from"}}}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Checks the service flags shared by `serve` and `proxy` and turns them into limits.
@@ -615,6 +736,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
         }
         Cmd::Move {
             source,
+            source_access,
             mailbox: mb,
             volume,
             proxy,
@@ -653,6 +775,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 state,
                 profile: load_profile(profile.as_deref())?,
                 progress_bar: tty && !json,
+                source_options: source_access.options(),
             };
             let report = moving::run_move(&args).await?;
             eprintln!("{}", moving::summary(&report));
@@ -820,13 +943,16 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             volume,
             unlock,
             mailbox: mb,
-            format: Format::Maildir,
+            format,
             out,
             json,
         } => {
             let mb = mailbox(&mb)?;
             let v = volume_admin::open(&volume, &unlock)?;
-            let outcome = export::export_maildir(&v, &mb, &out)?;
+            let outcome = match format {
+                Format::Maildir => export::export_maildir(&v, &mb, &out)?,
+                Format::Mbox => export::export_mbox(&v, &mb, &out)?,
+            };
             eprintln!(
                 "exported {} messages ({} bytes) of {mb} to {}",
                 outcome.exported,
@@ -1163,10 +1289,14 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             let v = volume_admin::open(&volume, &unlock)?;
             let r = audit_cmd::reconcile(&state, &v)?;
             eprintln!(
-                "{}: {} agreeing of {} acknowledged at the source and {} in the volume; {} missing, {} extra, {} altered, {} duplicated, {} removed from the volume, {} unlogged",
+                "{}: {} agreeing of {} acknowledged at the source and {} in the volume; {} missing, {} extra, {} altered, {} duplicated, {} removed from the volume, {} unlogged; {} deleted at the source, {} of them still in the volume",
                 r.mailbox, r.agreeing, r.source_items, r.destination_items, r.missing.len(), r.extra.len(),
-                r.altered.len(), r.duplicated.len(), r.removed_from_volume.len(), r.unlogged.len()
+                r.altered.len(), r.duplicated.len(), r.removed_from_volume.len(), r.unlogged.len(),
+                r.deleted + r.not_deleted.len() as u64, r.not_deleted.len()
             );
+            for m in &r.not_deleted {
+                eprintln!("  not deleted {m} (deleted at the source, still in the volume)");
+            }
             for m in &r.missing {
                 eprintln!("  missing {m}");
             }
@@ -1254,6 +1384,42 @@ volume root {} ({} messages)
             }
             Ok(())
         }
+        Cmd::Bench(b) => {
+            let json = b.json;
+            let args = bench::BenchArgs {
+                messages: b.messages,
+                size: b.size,
+                message_size: b.message_size,
+                small: b.small,
+                mailboxes: if b.scaling {
+                    bench::SCALING.to_vec()
+                } else {
+                    b.mailboxes
+                },
+                concurrency: b.concurrency,
+                folders: b.folders,
+                per_folder: b.per_folder,
+                source: b.source,
+                mode: b.mode,
+                runs: b.runs,
+                seed: b.seed,
+                keep: b.keep,
+                compare_dovecot: b.compare.is_some(),
+                profile: load_profile(b.profile.as_deref())?,
+                progress: true,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            // The benchmark builds its own runtimes, so that it can tell their threads apart.
+            let report = tokio::task::spawn_blocking(move || bench::run(&args))
+                .await
+                .expect("bench thread panicked")?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", bench::render_text(&report));
+            }
+            Ok(())
+        }
         Cmd::Profile {
             cmd: ProfileCmd::Check { file },
         } => {
@@ -1265,6 +1431,17 @@ volume root {} ({} messages)
             cmd: ProfileCmd::Default,
         } => {
             print!("{}", mailferry_core::profile::DEFAULT_PROFILE);
+            Ok(())
+        }
+        Cmd::Profile {
+            cmd: ProfileCmd::Show { file, set, json },
+        } => {
+            let effective = profile_cmd::load(file.as_deref(), &set)?;
+            if json {
+                print_json(&profile_cmd::to_json(&effective));
+            } else {
+                print!("{}", profile_cmd::render_text(&effective));
+            }
             Ok(())
         }
     }

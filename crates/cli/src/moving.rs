@@ -38,6 +38,8 @@ pub struct MoveArgs {
     pub profile: Profile,
     /// Draw a progress bar on stderr.
     pub progress_bar: bool,
+    /// Credentials and trust for an IMAP source (unused by file sources).
+    pub source_options: mailferry_agent::source::SourceOptions,
 }
 
 /// Where a move stores.
@@ -64,134 +66,185 @@ pub enum Destination {
 /// Runs one pass of the move and returns its report (also written to the state dir as
 /// `report.json`, and appended to `reports.jsonl`, which is never truncated).
 pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
-    let started = unix_now();
-    let t0 = Instant::now();
-    let stats = Arc::new(StoreStats::default());
-    let (endpoint, local) = match &args.destination {
-        Destination::Local { volume, credential } => {
-            let (endpoint, local) = start_embedded(volume, credential, args, stats.clone()).await?;
-            (endpoint, Some(local))
-        }
-        Destination::Remote {
-            url,
-            ca,
-            token_file,
-        } => {
-            let pem = std::fs::read(ca).map_err(|e| AppError::io(ca, e))?;
-            let roots = mailferry_core::tls::certs_from_pem(&pem)?;
-            let token = crate::tokens::read_token_file(token_file)?;
-            (Endpoint::new(url, &roots, token)?, None)
-        }
-    };
-    let source = mailferry_agent::source::from_spec(&args.source)?;
+    let clock = Clock::start();
+    let dest = Connected::open(&args.destination, &args.profile).await?;
+    let report = dest.run_pass(args, clock).await;
+    dest.close().await;
+    report
+}
 
-    let progress = Arc::new(Progress::default());
-    let bar = args
-        .progress_bar
-        .then(|| spawn_progress_bar(progress.clone(), &args.mailbox));
-    let (sampler_stop, sampler) = spawn_sampler(progress.clone());
-    let outcome = run_pass(
-        PassConfig {
-            source,
-            mailbox: args.mailbox.clone(),
-            state_dir: args.state.clone(),
-            endpoint,
-            profile: args.profile.clone(),
-        },
-        progress,
-    )
-    .await;
-    if let Some((stop, handle)) = bar {
-        let _ = stop.send(());
-        let _ = handle.await;
+/// When a move started: its report's `started_at` and `seconds` count from here.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    unix: i64,
+    instant: Instant,
+}
+
+impl Clock {
+    /// Now.
+    pub fn start() -> Clock {
+        Clock {
+            unix: unix_now(),
+            instant: Instant::now(),
+        }
     }
-    let _ = sampler_stop.send(());
-    let timeline = sampler.await.unwrap_or_default();
-    let volume = match local {
-        Some(l) => {
+}
+
+/// A destination agents can stream to: the embedded proxy of a local volume, started
+/// (one volume, one proxy, any number of agents), or a remote proxy's trust and token.
+pub struct Connected {
+    url: String,
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    token: SecretBytes,
+    local: Option<Embedded>,
+    /// Store timings of every session of the embedded proxy (all zero for a remote one).
+    pub stats: Arc<StoreStats>,
+}
+
+impl Connected {
+    /// Opens the volume and starts the embedded proxy, or reads the remote proxy's CA and
+    /// token files.
+    pub async fn open(dest: &Destination, profile: &Profile) -> Result<Connected, AppError> {
+        match dest {
+            Destination::Local { volume, credential } => {
+                start_embedded(volume, credential, profile).await
+            }
+            Destination::Remote {
+                url,
+                ca,
+                token_file,
+            } => {
+                let pem = std::fs::read(ca).map_err(|e| AppError::io(ca, e))?;
+                Ok(Connected {
+                    url: url.clone(),
+                    roots: mailferry_core::tls::certs_from_pem(&pem)?,
+                    token: crate::tokens::read_token_file(token_file)?,
+                    local: None,
+                    stats: Arc::default(),
+                })
+            }
+        }
+    }
+
+    /// Runs one pass of the move of `args` (whose destination must be this one) and
+    /// writes its report to the state directory. Several may run at once.
+    pub async fn run_pass(&self, args: &MoveArgs, clock: Clock) -> Result<MoveReport, AppError> {
+        let endpoint = Endpoint::new(&self.url, &self.roots, self.token.clone())?;
+        // A bad spec, or a password or CA file that cannot be read, is a usage error.
+        let source = mailferry_agent::source::from_spec(&args.source, &args.source_options)
+            .map_err(|e| AppError::Usage(e.to_string()))?;
+        let progress = Arc::new(Progress::default());
+        let bar = args
+            .progress_bar
+            .then(|| spawn_progress_bar(progress.clone(), &args.mailbox));
+        let (sampler_stop, sampler) = spawn_sampler(progress.clone());
+        let outcome = run_pass(
+            PassConfig {
+                source,
+                mailbox: args.mailbox.clone(),
+                state_dir: args.state.clone(),
+                endpoint,
+                profile: args.profile.clone(),
+            },
+            progress,
+        )
+        .await;
+        if let Some((stop, handle)) = bar {
+            let _ = stop.send(());
+            let _ = handle.await;
+        }
+        let _ = sampler_stop.send(());
+        let timeline = sampler.await.unwrap_or_default();
+        let outcome = outcome?;
+
+        // The destination's receipt, computed by the store from what it holds, and recorded
+        // in the volume's audit log next to the source's root. Not available here when the
+        // store is remote.
+        let receipt = if let Some(local) = &self.local {
+            let (volume, mailbox, outcome) =
+                (local.volume.clone(), args.mailbox.clone(), outcome.clone());
+            tokio::task::spawn_blocking(move || {
+                let (root, items) = volume.receipt_root(&mailbox)?;
+                volume.audit_event(
+                    "pass.receipt",
+                    serde_json::json!({
+                        "move_id": outcome.move_id.to_string(),
+                        "mailbox": volume.pseudonym_of_mailbox(&mailbox),
+                        "receipt_root": root,
+                        "receipt_items": items,
+                        "source_receipt_root": outcome.receipt_root,
+                    }),
+                )?;
+                Ok::<_, AppError>(Receipt {
+                    matches: root == outcome.receipt_root,
+                    source_root: outcome.receipt_root,
+                    source_items: outcome.receipt_items,
+                    destination_root: root,
+                    destination_items: items,
+                })
+            })
+            .await
+            .expect("receipt thread panicked")?
+        } else {
+            Receipt {
+                matches: false,
+                source_root: outcome.receipt_root.clone(),
+                source_items: outcome.receipt_items,
+                destination_root: String::new(),
+                destination_items: 0,
+            }
+        };
+
+        let seconds = clock.instant.elapsed().as_secs_f64();
+        let stats = &self.stats;
+        let nanos = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
+        let report = MoveReport {
+            move_id: outcome.move_id.to_string(),
+            mailbox: args.mailbox.to_string(),
+            source: outcome.source,
+            started_at: rfc3339(clock.unix),
+            finished_at: rfc3339(unix_now()),
+            items_total: outcome.items_total,
+            items_moved: outcome.items_moved,
+            items_deleted: outcome.items_deleted,
+            items_flags_updated: outcome.items_flags_updated,
+            items_skipped_duplicate: outcome.items_skipped_duplicate,
+            bad_items: outcome.bad_items,
+            bytes_moved: outcome.bytes_moved,
+            seconds,
+            throughput_bytes_per_s: outcome.bytes_moved as f64 / seconds.max(1e-9),
+            messages_per_s: outcome.items_moved as f64 / seconds.max(1e-9),
+            stages: StageSeconds {
+                source_read: outcome.source_read_secs,
+                store_write: nanos(&stats.write_nanos),
+                store_commit: nanos(&stats.commit_nanos),
+                transport: outcome.transport_secs,
+                stalled: outcome.stalled_secs,
+                hash: nanos(&stats.hash_nanos),
+                encryption: nanos(&stats.encrypt_nanos),
+                append: nanos(&stats.append_nanos),
+                sync: nanos(&stats.sync_nanos),
+                index: nanos(&stats.index_nanos),
+                audit: nanos(&stats.audit_nanos),
+            },
+            peak_rss_bytes: rss::peak_rss_bytes(),
+            latency_ms_p50: outcome.latency_ms_p50,
+            latency_ms_p99: outcome.latency_ms_p99,
+            per_folder: outcome.per_folder,
+            receipt,
+            timeline,
+        };
+        save_report(args, &report)?;
+        Ok(report)
+    }
+
+    /// Stops the embedded proxy (if any) and waits until it has let go of the volume.
+    pub async fn close(self) {
+        if let Some(l) = self.local {
             let _ = l.stop.send(());
             let _ = l.server.await;
-            Some(l.volume)
         }
-        None => None,
-    };
-    let outcome = outcome?;
-
-    // The destination's receipt, computed by the store from what it holds, and recorded
-    // in the volume's audit log next to the source's root. Not available here when the
-    // store is remote.
-    let receipt = if let Some(volume) = volume {
-        let (volume, mailbox, outcome) = (volume.clone(), args.mailbox.clone(), outcome.clone());
-        tokio::task::spawn_blocking(move || {
-            let (root, items) = volume.receipt_root(&mailbox)?;
-            volume.audit_event(
-                "pass.receipt",
-                serde_json::json!({
-                    "move_id": outcome.move_id.to_string(),
-                    "mailbox": volume.pseudonym_of_mailbox(&mailbox),
-                    "receipt_root": root,
-                    "receipt_items": items,
-                    "source_receipt_root": outcome.receipt_root,
-                }),
-            )?;
-            Ok::<_, AppError>(Receipt {
-                matches: root == outcome.receipt_root,
-                source_root: outcome.receipt_root,
-                source_items: outcome.receipt_items,
-                destination_root: root,
-                destination_items: items,
-            })
-        })
-        .await
-        .expect("receipt thread panicked")?
-    } else {
-        Receipt {
-            matches: false,
-            source_root: outcome.receipt_root.clone(),
-            source_items: outcome.receipt_items,
-            destination_root: String::new(),
-            destination_items: 0,
-        }
-    };
-
-    let seconds = t0.elapsed().as_secs_f64();
-    let nanos = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
-    let report = MoveReport {
-        move_id: outcome.move_id.to_string(),
-        mailbox: args.mailbox.to_string(),
-        source: outcome.source,
-        started_at: rfc3339(started),
-        finished_at: rfc3339(unix_now()),
-        items_total: outcome.items_total,
-        items_moved: outcome.items_moved,
-        items_skipped_duplicate: outcome.items_skipped_duplicate,
-        bad_items: outcome.bad_items,
-        bytes_moved: outcome.bytes_moved,
-        seconds,
-        throughput_bytes_per_s: outcome.bytes_moved as f64 / seconds.max(1e-9),
-        messages_per_s: outcome.items_moved as f64 / seconds.max(1e-9),
-        stages: StageSeconds {
-            source_read: outcome.source_read_secs,
-            store_write: nanos(&stats.write_nanos),
-            store_commit: nanos(&stats.commit_nanos),
-            transport: outcome.transport_secs,
-            stalled: outcome.stalled_secs,
-            hash: nanos(&stats.hash_nanos),
-            encryption: nanos(&stats.encrypt_nanos),
-            append: nanos(&stats.append_nanos),
-            sync: nanos(&stats.sync_nanos),
-            index: nanos(&stats.index_nanos),
-            audit: nanos(&stats.audit_nanos),
-        },
-        peak_rss_bytes: rss::peak_rss_bytes(),
-        latency_ms_p50: outcome.latency_ms_p50,
-        latency_ms_p99: outcome.latency_ms_p99,
-        per_folder: outcome.per_folder,
-        receipt,
-        timeline,
-    };
-    save_report(args, &report)?;
-    Ok(report)
+    }
 }
 
 /// The embedded proxy of a local move.
@@ -201,22 +254,22 @@ struct Embedded {
     server: tokio::task::JoinHandle<()>,
 }
 
-/// Opens the volume and starts the embedded proxy on loopback; returns the agent's
-/// endpoint for it.
+/// Opens the volume and starts the embedded proxy on loopback, with a certificate from
+/// a CA that lives only in this process and a random one-time token.
 async fn start_embedded(
     dir: &std::path::Path,
     cred: &Credential,
-    args: &MoveArgs,
-    stats: Arc<StoreStats>,
-) -> Result<(Endpoint, Embedded), AppError> {
+    profile: &Profile,
+) -> Result<Connected, AppError> {
     // Open the volume first: a wrong key is refused before the source is touched.
     let volume = {
-        let (dir, cred, settings) = (dir.to_path_buf(), cred.clone(), args.profile.store.clone());
+        let (dir, cred, settings) = (dir.to_path_buf(), cred.clone(), profile.store.clone());
         tokio::task::spawn_blocking(move || Volume::open_with(&dir, &cred, &settings))
             .await
             .expect("volume open thread panicked")?
     };
     let volume = Arc::new(volume);
+    let stats = Arc::new(StoreStats::default());
     let ca = mailferry_core::tls::LocalCa::generate("mailferry embedded CA")?;
     let identity = ca.issue_server(&["127.0.0.1", "localhost"])?;
     let token = SecretBytes::new(hex::encode(SecretBytes::random(32).expose()).into_bytes());
@@ -230,8 +283,8 @@ async fn start_embedded(
                 tokens,
                 volume: volume.clone(),
             },
-            commit: args.profile.commit.clone(),
-            stats,
+            commit: profile.commit.clone(),
+            stats: stats.clone(),
             header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,
             limits: Default::default(),
         },
@@ -242,15 +295,17 @@ async fn start_embedded(
     let server = tokio::spawn(proxy.serve(async {
         let _ = stop_rx.await;
     }));
-    let endpoint = Endpoint::new(&url, &[ca.cert_der()], token)?;
-    Ok((
-        endpoint,
-        Embedded {
+    Ok(Connected {
+        url,
+        roots: vec![ca.cert_der()],
+        token,
+        local: Some(Embedded {
             volume,
             stop,
             server,
-        },
-    ))
+        }),
+        stats,
+    })
 }
 
 fn save_report(args: &MoveArgs, report: &MoveReport) -> Result<(), AppError> {

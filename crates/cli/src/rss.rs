@@ -13,6 +13,13 @@ pub fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// Resets the peak to the current RSS (Linux 4.0+: `5` written to
+/// `/proc/self/clear_refs`), so that a benchmark's runs are measured one by one. False
+/// where that is not possible; the peak then counts from the start of the process.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", b"5").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,6 +1,8 @@
 //! Deterministic synthetic Maildir++ trees for the demo, the tests and the benchmarks.
 //!
-//! [`write_maildir`] writes a mailbox that looks like one a real server keeps: nested and
+//! [`generate`] produces the messages and hands them to a [`CorpusWriter`], so the same
+//! corpus can be written in any source format; [`write_maildir`] is the Maildir++ writer.
+//! It writes a mailbox that looks like one a real server keeps: nested and
 //! non-ASCII folders (named on disk in IMAP modified UTF-7), `cur/` files with flags in their
 //! names and `new/` files without, mtimes set to the delivery date, and RFC 5322 messages with
 //! relay headers, encoded words, raw 8-bit headers, mixed line endings, quoted-printable and
@@ -54,6 +56,11 @@ pub enum SizeModel {
     Realistic,
     /// 1–12 KiB per message, same mix of kinds: for fast tests.
     Small,
+    /// Every message about this many bytes (within a few percent; at least ~1.4 KB, the
+    /// size of the headers), 60 % plain text, 20 % text+HTML alternative, 20 % with an
+    /// incompressible attachment: the small-message benchmark (2,048 B) where the cost
+    /// per message, not per byte, decides.
+    Fixed(u32),
 }
 
 /// Strings planted in subjects, bodies, addresses and folder names so tests can grep the
@@ -83,17 +90,48 @@ pub struct SampleSummary {
     pub messages: usize,
     /// Sum of the message files' sizes.
     pub bytes: u64,
+    /// Median message size (the lower middle one for an even count; 0 for no message).
+    pub median_bytes: u64,
     /// Folder paths as a Maildir source reports them: `/`-separated, decoded, INBOX first.
     pub folders: Vec<String>,
 }
 
-/// Writes a Maildir++ tree under `root` (created if absent; it should be empty).
-///
-/// INBOX is `root/{cur,new,tmp}`; every other folder is `root/.<name>/{cur,new,tmp}` plus a
-/// `maildirfolder` file, with `/` in the name turned into `.` and non-ASCII encoded with
-/// `mailferry_core::mutf7::encode`. About 70 % of the messages go to `cur/` with `:2,<flags>`, the rest to
-/// `new/`. Fails with `InvalidInput` if `folders` is 0 or a marker is unusable.
-pub fn write_maildir(root: &Path, spec: &SampleSpec) -> io::Result<SampleSummary> {
+/// One generated message, as [`generate`] hands it to a [`CorpusWriter`].
+#[derive(Debug)]
+pub struct Generated<'a> {
+    /// Position in the corpus, from 0.
+    pub index: usize,
+    /// Index of its folder in the list given to [`CorpusWriter::folders`].
+    pub folder: usize,
+    /// `Some(flags)` (Maildir letters, sorted, maybe empty) for a message that has been
+    /// looked at; `None` for one that is still new.
+    pub flags: Option<&'a str>,
+    /// Delivery time (internal date), Unix seconds.
+    pub time: u64,
+    /// A name unique in the corpus, made of the delivery time, microseconds, process and
+    /// index (`1672531200.M5P1234Q1.mailferry-sample`), as a delivery agent names files.
+    pub unique: String,
+    /// The RFC 5322 message.
+    pub bytes: &'a [u8],
+    /// True if its lines end in CRLF (about half of them), false for LF.
+    pub crlf: bool,
+}
+
+/// Where generated messages go: a Maildir++ tree, a directory of mbox files, ...
+pub trait CorpusWriter {
+    /// Creates the folders, in this order (INBOX first); called once, before any message.
+    fn folders(&mut self, names: &[String]) -> io::Result<()>;
+    /// Writes one message.
+    fn message(&mut self, msg: &Generated<'_>) -> io::Result<()>;
+    /// Called after the last message.
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Generates the corpus of `spec` into `out`. Fails with `InvalidInput` if `folders` is 0
+/// or a marker is unusable, or with whatever the writer fails with.
+pub fn generate(spec: &SampleSpec, out: &mut dyn CorpusWriter) -> io::Result<SampleSummary> {
     if spec.folders == 0 {
         return Err(invalid("sample: folders must be at least 1 (INBOX)"));
     }
@@ -111,56 +149,193 @@ pub fn write_maildir(root: &Path, spec: &SampleSpec) -> io::Result<SampleSummary
                 folders.len() - 1
             })
     });
-
-    let mut dirs = Vec::with_capacity(folders.len());
-    for name in &folders {
-        let dir = folder_dir(root, name);
-        for sub in ["cur", "new", "tmp"] {
-            fs::create_dir_all(dir.join(sub))?;
-        }
-        if name != "INBOX" {
-            // A fixed mtime keeps the whole tree identical between runs, not just the mail.
-            fs::File::create(dir.join("maildirfolder"))?
-                .set_modified(UNIX_EPOCH + Duration::from_secs(EPOCH))?;
-        }
-        dirs.push(dir);
-    }
+    out.folders(&folders)?;
 
     let plans = plan(spec, &folders, marker_folder);
     let mut bytes = 0u64;
+    let mut sizes = Vec::with_capacity(plans.len());
     for (i, p) in plans.iter().enumerate() {
         let mut rng = Rng::new(mix(spec.seed, i as u64 + 1));
         let msg = build_message(p, &folders[p.folder], spec, &mut rng);
+        out.message(&Generated {
+            index: i,
+            folder: p.folder,
+            flags: p.flags.as_deref(),
+            time: p.time,
+            unique: format!(
+                "{}.M{}P{}Q{}.mailferry-sample",
+                p.time,
+                p.usec,
+                p.pid,
+                i + 1
+            ),
+            bytes: &msg,
+            crlf: p.crlf,
+        })?;
+        bytes += msg.len() as u64;
+        sizes.push(msg.len() as u64);
+    }
+    out.finish()?;
+    sizes.sort_unstable();
+    Ok(SampleSummary {
+        messages: plans.len(),
+        bytes,
+        median_bytes: sizes
+            .get(sizes.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(0),
+        folders,
+    })
+}
+
+/// Writes a Maildir++ tree under `root` (created if absent; it should be empty).
+///
+/// INBOX is `root/{cur,new,tmp}`; every other folder is `root/.<name>/{cur,new,tmp}` plus a
+/// `maildirfolder` file, with `/` in the name turned into `.` and non-ASCII encoded with
+/// `mailferry_core::mutf7::encode`. About 70 % of the messages go to `cur/` with `:2,<flags>`, the rest to
+/// `new/`. Fails with `InvalidInput` if `folders` is 0 or a marker is unusable.
+pub fn write_maildir(root: &Path, spec: &SampleSpec) -> io::Result<SampleSummary> {
+    generate(spec, &mut MaildirWriter::new(root))
+}
+
+/// The Maildir++ [`CorpusWriter`] of [`write_maildir`].
+#[derive(Debug)]
+pub struct MaildirWriter {
+    root: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+impl MaildirWriter {
+    /// A writer of a Maildir++ tree under `root` (created if absent; it should be empty).
+    pub fn new(root: &Path) -> MaildirWriter {
+        MaildirWriter {
+            root: root.to_path_buf(),
+            dirs: Vec::new(),
+        }
+    }
+}
+
+impl CorpusWriter for MaildirWriter {
+    fn folders(&mut self, names: &[String]) -> io::Result<()> {
+        for name in names {
+            let dir = folder_dir(&self.root, name);
+            for sub in ["cur", "new", "tmp"] {
+                fs::create_dir_all(dir.join(sub))?;
+            }
+            if name != "INBOX" {
+                // A fixed mtime keeps the whole tree identical between runs, not just the mail.
+                fs::File::create(dir.join("maildirfolder"))?
+                    .set_modified(UNIX_EPOCH + Duration::from_secs(EPOCH))?;
+            }
+            self.dirs.push(dir);
+        }
+        Ok(())
+    }
+
+    fn message(&mut self, m: &Generated<'_>) -> io::Result<()> {
+        let msg = m.bytes;
         // W= is the RFC 822 (CRLF) size, which IMAP reports and Dovecot trusts.
-        let vsize = if p.crlf {
+        let vsize = if m.crlf {
             msg.len()
         } else {
             msg.len() + msg.iter().filter(|&&b| b == b'\n').count()
         };
-        let base = format!(
-            "{}.M{}P{}Q{}.mailferry-sample,S={},W={}",
-            p.time,
-            p.usec,
-            p.pid,
-            i + 1,
-            msg.len(),
-            vsize
-        );
-        let path = match &p.flags {
-            Some(flags) => dirs[p.folder].join("cur").join(format!("{base}:2,{flags}")),
-            None => dirs[p.folder].join("new").join(base),
+        let base = format!("{},S={},W={}", m.unique, msg.len(), vsize);
+        let path = match m.flags {
+            Some(flags) => self.dirs[m.folder]
+                .join("cur")
+                .join(format!("{base}:2,{flags}")),
+            None => self.dirs[m.folder].join("new").join(base),
         };
         let file = fs::File::create(&path)?;
-        io::Write::write_all(&mut &file, &msg)?;
-        file.set_modified(UNIX_EPOCH + Duration::from_secs(p.time))?;
-        bytes += msg.len() as u64;
+        io::Write::write_all(&mut &file, msg)?;
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(m.time))
+    }
+}
+
+/// Writes a directory of mboxrd files under `root` (created if absent; it should be
+/// empty): the same messages as [`write_maildir`] for the same spec, in the layout the
+/// mbox source reads and `mailferry export --format mbox` writes (`docs/mbox.md`).
+///
+/// One file per folder that has messages (`INBOX`, `Sent`, ...); a nested folder lives in
+/// a directory named after its parent, `<parent>.sbd/` (Thunderbird's layout) when the
+/// parent is a folder too. Every message gets a `From MAILER-DAEMON <date>` line with its
+/// delivery date, `>From ` quoting (mboxrd) and a blank line after it. mbox has no flags
+/// outside the message, so none are written.
+pub fn write_mbox(root: &Path, spec: &SampleSpec) -> io::Result<SampleSummary> {
+    generate(spec, &mut MboxWriter::new(root))
+}
+
+/// The mbox [`CorpusWriter`] of [`write_mbox`].
+#[derive(Debug)]
+pub struct MboxWriter {
+    root: PathBuf,
+    paths: Vec<PathBuf>,
+    files: Vec<Option<io::BufWriter<fs::File>>>,
+}
+
+impl MboxWriter {
+    /// A writer of mbox files under `root` (created if absent; it should be empty).
+    pub fn new(root: &Path) -> MboxWriter {
+        MboxWriter {
+            root: root.to_path_buf(),
+            paths: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+}
+
+impl CorpusWriter for MboxWriter {
+    fn folders(&mut self, names: &[String]) -> io::Result<()> {
+        fs::create_dir_all(&self.root)?;
+        for name in names {
+            let parts: Vec<&str> = name.split('/').collect();
+            let mut path = self.root.clone();
+            for (i, part) in parts.iter().enumerate() {
+                let parent_is_folder =
+                    i + 1 < parts.len() && names.contains(&parts[..=i].join("/"));
+                if parent_is_folder {
+                    path.push(format!("{part}.sbd"));
+                } else {
+                    path.push(part);
+                }
+            }
+            self.paths.push(path);
+            self.files.push(None);
+        }
+        Ok(())
     }
 
-    Ok(SampleSummary {
-        messages: plans.len(),
-        bytes,
-        folders,
-    })
+    fn message(&mut self, m: &Generated<'_>) -> io::Result<()> {
+        use io::Write;
+        use mailferry_agent::source::mbox;
+        let w = match &mut self.files[m.folder] {
+            Some(w) => w,
+            slot => {
+                let path = &self.paths[m.folder];
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                slot.insert(io::BufWriter::with_capacity(
+                    256 * 1024,
+                    fs::File::create(path)?,
+                ))
+            }
+        };
+        writeln!(w, "From MAILER-DAEMON {}", mbox::asctime(m.time as i64))?;
+        let mut q = mbox::QuotingWriter::new(&mut *w);
+        q.write_all(m.bytes)?;
+        let (w, newline) = q.finish()?;
+        // A message that does not end in a newline gets one: mbox cannot hold it otherwise.
+        w.write_all(if newline { b"\n" } else { b"\n\n" })
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        for w in self.files.iter_mut().flatten() {
+            io::Write::flush(w)?;
+        }
+        Ok(())
+    }
 }
 
 fn invalid(msg: &str) -> io::Error {
@@ -342,13 +517,17 @@ fn plan(spec: &SampleSpec, folders: &[String], marker_folder: Option<usize>) -> 
                     };
                     (quantile_size(u) as usize, kind)
                 }
-                SizeModel::Small => {
+                SizeModel::Small | SizeModel::Fixed(_) => {
                     let kind = match rng.below(100) {
                         0..60 => Kind::Plain,
                         60..80 => Kind::Alternative,
                         _ => Kind::Mixed,
                     };
-                    (rng.range(1024, 12 * 1024) as usize, kind)
+                    let target = match spec.size {
+                        SizeModel::Fixed(b) => b as usize,
+                        _ => rng.range(1024, 12 * 1024) as usize,
+                    };
+                    (target, kind)
                 }
             };
             let folder = if regular == 1 || rng.chance(45) {
@@ -834,7 +1013,7 @@ fn mixed(rng: &mut Rng, budget: usize, sender: &str, model: SizeModel) -> String
     let boundary = format!("----=_Part_{:016x}", rng.next_u64());
     let text_budget = match model {
         SizeModel::Realistic => rng.range(300, 4000) as usize,
-        SizeModel::Small => rng.range(150, 800) as usize,
+        SizeModel::Small | SizeModel::Fixed(_) => rng.range(150, 800) as usize,
     }
     .min(budget / 3);
     let cte = pick_cte(rng, false);

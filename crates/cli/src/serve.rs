@@ -220,12 +220,61 @@ pub fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, AppErr
     })
 }
 
-/// Serves until `shutdown` completes. Prints the URL and the CA path on stderr once
-/// listening.
-pub async fn run_serve(
-    args: &ServeArgs,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), AppError> {
+/// A bound `serve`: listening, not yet accepting (see [`Serving::run`]).
+pub struct Serving {
+    proxy: Proxy,
+    volume: Arc<Volume>,
+    /// The generated CA agents must trust (none with `--tls-cert`).
+    pub ca: Option<PathBuf>,
+    /// Store timings of every session served, for benchmarks.
+    pub stats: Arc<StoreStats>,
+}
+
+impl Serving {
+    /// The address it listens on (the port chosen when `--listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.proxy.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then drains and records pending token events.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        let Serving { proxy, volume, .. } = self;
+        // Token events written by `mailferry token` while we hold the audit log.
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let flusher = {
+            let volume = volume.clone();
+            tokio::spawn(async move {
+                loop {
+                    let v = volume.clone();
+                    match tokio::task::spawn_blocking(move || v.flush_token_audit()).await {
+                        Ok(Err(e)) => {
+                            tracing::warn!("recording token events in the audit log: {e}")
+                        }
+                        Err(e) => tracing::warn!("token audit task failed: {e}"),
+                        Ok(Ok(_)) => {}
+                    }
+                    tokio::select! {
+                        _ = &mut stop_rx => return,
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+            })
+        };
+        proxy.serve(shutdown).await;
+        let _ = stop_tx.send(());
+        let _ = flusher.await;
+        tokio::task::spawn_blocking(move || volume.flush_token_audit())
+            .await
+            .expect("token audit thread panicked")?;
+        Ok(())
+    }
+}
+
+/// Opens the volume, loads or creates the TLS material and binds the listener.
+pub async fn bind_serve(args: &ServeArgs) -> Result<Serving, AppError> {
     let volume = {
         let (dir, cred, settings) = (
             args.volume.clone(),
@@ -237,7 +286,7 @@ pub async fn run_serve(
             .expect("volume open thread panicked")?
     };
     let volume = Arc::new(volume);
-    let (identity, ca_path) = match &args.tls {
+    let (identity, ca) = match &args.tls {
         Some((cert, key)) => (load_identity(cert, key)?, None),
         None => {
             let dir = args
@@ -270,46 +319,35 @@ pub async fn run_serve(
                 volume: volume.clone(),
             },
             commit: args.profile.commit.clone(),
-            stats,
+            stats: stats.clone(),
             header_timeout: args.header_timeout,
             limits: args.limits.clone(),
         },
     )
     .await?;
-    let addr = proxy.local_addr();
+    Ok(Serving {
+        proxy,
+        volume,
+        ca,
+        stats,
+    })
+}
+
+/// Serves until `shutdown` completes. Prints the URL and the CA path on stderr once
+/// listening.
+pub async fn run_serve(
+    args: &ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
+    let serving = bind_serve(args).await?;
+    let addr = serving.local_addr();
     eprintln!("mailferry serve: listening on https://{addr}");
-    match &ca_path {
+    match &serving.ca {
         Some(p) => eprintln!("mailferry serve: agents must trust the CA {}", p.display()),
         None => eprintln!("mailferry serve: using the certificate given with --tls-cert"),
     }
     tracing::info!(%addr, volume = %args.volume.display(), "serving");
-
-    // Token events written by `mailferry token` while we hold the audit log.
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let flusher = {
-        let volume = volume.clone();
-        tokio::spawn(async move {
-            loop {
-                let v = volume.clone();
-                match tokio::task::spawn_blocking(move || v.flush_token_audit()).await {
-                    Ok(Err(e)) => tracing::warn!("recording token events in the audit log: {e}"),
-                    Err(e) => tracing::warn!("token audit task failed: {e}"),
-                    Ok(Ok(_)) => {}
-                }
-                tokio::select! {
-                    _ = &mut stop_rx => return,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                }
-            }
-        })
-    };
-    proxy.serve(shutdown).await;
-    let _ = stop_tx.send(());
-    let _ = flusher.await;
-    let v = volume.clone();
-    tokio::task::spawn_blocking(move || v.flush_token_audit())
-        .await
-        .expect("token audit thread panicked")?;
+    serving.run(shutdown).await?;
     eprintln!("mailferry serve: stopped");
     Ok(())
 }

@@ -40,7 +40,7 @@ pub enum CoreError {
     #[error("malformed frame: {0}")]
     Frame(String),
     /// A migration profile that does not parse; lists every problem found.
-    #[error("profile {origin}: {}", problems.join("; "))]
+    #[error("profile {origin}: {}", list_problems(problems))]
     Profile {
         /// Where the profile came from (a path or "embedded default").
         origin: String,
@@ -50,4 +50,19 @@ pub enum CoreError {
     /// A TLS certificate or key that rustls or rcgen refused.
     #[error("TLS setup: {0}")]
     Tls(String),
+}
+
+/// One problem inline; several one per line, so a long list stays readable.
+fn list_problems(problems: &[String]) -> String {
+    match problems {
+        [one] => one.clone(),
+        many => {
+            let mut s = format!("{} problems:", many.len());
+            for p in many {
+                s.push_str("\n  - ");
+                s.push_str(p);
+            }
+            s
+        }
+    }
 }

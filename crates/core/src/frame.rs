@@ -31,6 +31,10 @@ pub mod kind {
     pub const FLUSH: u8 = 0x05;
     /// Client: no more messages; close after the final acknowledgement.
     pub const CLOSE: u8 = 0x06;
+    /// Client: remove every stored message of a folder and source id (mirror passes).
+    pub const DELETE: u8 = 0x07;
+    /// Client: replace the flags of every stored message of a folder and source id.
+    pub const FLAGS: u8 = 0x08;
     /// Server: messages that are now durable.
     pub const ACK: u8 = 0x81;
     /// Server: one message refused, with the reason; the session goes on.
@@ -41,13 +45,31 @@ pub mod kind {
     pub const CLOSED: u8 = 0x84;
 }
 
-/// What happened to an acknowledged message.
+/// What happened to an acknowledged MESSAGE, DELETE or FLAGS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckStatus {
-    /// Newly stored and durable.
+    /// MESSAGE: newly stored and durable.
     Stored = 0,
-    /// Already in the store (same folder, source id and content); nothing written.
+    /// MESSAGE: already in the store (same folder, source id and content); nothing written.
     Duplicate = 1,
+    /// DELETE or FLAGS: the change is durable.
+    Applied = 2,
+    /// DELETE or FLAGS: the mailbox holds no message with that folder and source id;
+    /// nothing changed.
+    NotFound = 3,
+}
+
+impl AckStatus {
+    /// The status of a wire byte, `None` for a value this version does not define.
+    pub fn from_u8(b: u8) -> Option<AckStatus> {
+        match b {
+            0 => Some(AckStatus::Stored),
+            1 => Some(AckStatus::Duplicate),
+            2 => Some(AckStatus::Applied),
+            3 => Some(AckStatus::NotFound),
+            _ => None,
+        }
+    }
 }
 
 /// The per-message header frame.
@@ -87,6 +109,28 @@ pub enum Frame {
         seq: u64,
         /// SHA-256 of the whole body, as the client computed it.
         sha256: [u8; 32],
+    },
+    /// Remove every stored message of `folder` + `source_id` from the mailbox (the
+    /// message was deleted at the source). Acknowledged `Applied` or `NotFound`.
+    Delete {
+        /// Sequence number, in the same space as MESSAGE's.
+        seq: u64,
+        /// Folder at the source.
+        folder: FolderName,
+        /// The source's id of the message.
+        source_id: SourceId,
+    },
+    /// Replace the flags of every stored message of `folder` + `source_id` (they changed
+    /// at the source). Acknowledged `Applied` or `NotFound`.
+    SetFlags {
+        /// Sequence number, in the same space as MESSAGE's.
+        seq: u64,
+        /// Folder at the source.
+        folder: FolderName,
+        /// The source's id of the message.
+        source_id: SourceId,
+        /// The flags now at the source.
+        flags: Flags,
     },
     /// Commit now.
     Flush,
@@ -158,6 +202,28 @@ impl Frame {
                 out.extend_from_slice(sha256);
                 kind::END
             }
+            Frame::Delete {
+                seq,
+                folder,
+                source_id,
+            } => {
+                out.extend_from_slice(&seq.to_be_bytes());
+                put_str(out, folder.as_str());
+                put_str(out, source_id.as_str());
+                kind::DELETE
+            }
+            Frame::SetFlags {
+                seq,
+                folder,
+                source_id,
+                flags,
+            } => {
+                out.extend_from_slice(&seq.to_be_bytes());
+                put_str(out, folder.as_str());
+                put_str(out, source_id.as_str());
+                put_str(out, flags.as_str());
+                kind::FLAGS
+            }
             Frame::Flush => kind::FLUSH,
             Frame::Close => kind::CLOSE,
             Frame::Ack(items) => {
@@ -220,11 +286,7 @@ impl Frame {
                 let size = r.u64()?;
                 let folder = FolderName::parse(r.str()?)?;
                 let source_id = SourceId::parse(r.str()?)?;
-                let raw_flags = r.str()?;
-                let flags = Flags::from_maildir(raw_flags)?;
-                if flags.as_str() != raw_flags {
-                    return Err(r.err("flags must be sorted and unique"));
-                }
+                let flags = r.flags()?;
                 Frame::Message(MessageHeader {
                     seq,
                     folder,
@@ -239,6 +301,17 @@ impl Frame {
                 seq: r.u64()?,
                 sha256: r.array()?,
             },
+            kind::DELETE => Frame::Delete {
+                seq: r.u64()?,
+                folder: FolderName::parse(r.str()?)?,
+                source_id: SourceId::parse(r.str()?)?,
+            },
+            kind::FLAGS => Frame::SetFlags {
+                seq: r.u64()?,
+                folder: FolderName::parse(r.str()?)?,
+                source_id: SourceId::parse(r.str()?)?,
+                flags: r.flags()?,
+            },
             kind::FLUSH => Frame::Flush,
             kind::CLOSE => Frame::Close,
             kind::ACK => {
@@ -249,10 +322,9 @@ impl Frame {
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     let seq = r.u64()?;
-                    let st = match r.u8()? {
-                        0 => AckStatus::Stored,
-                        1 => AckStatus::Duplicate,
-                        other => return Err(r.err(&format!("unknown ACK status {other}"))),
+                    let b = r.u8()?;
+                    let Some(st) = AckStatus::from_u8(b) else {
+                        return Err(r.err(&format!("unknown ACK status {b}")));
                     };
                     items.push((seq, st));
                 }
@@ -369,6 +441,15 @@ impl<'a> Reader<'a> {
         let n = self.u16()? as usize;
         let b = self.take(n)?;
         std::str::from_utf8(b).map_err(|_| self.err("string is not UTF-8"))
+    }
+    /// A flags string: Maildir letters, sorted and unique, so each set has one encoding.
+    fn flags(&mut self) -> Result<Flags, CoreError> {
+        let raw = self.str()?;
+        let flags = Flags::from_maildir(raw)?;
+        if flags.as_str() != raw {
+            return Err(self.err("flags must be sorted and unique"));
+        }
+        Ok(flags)
     }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)

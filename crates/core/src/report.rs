@@ -103,6 +103,13 @@ pub struct MoveReport {
     pub items_total: u64,
     /// Items newly stored by this pass.
     pub items_moved: u64,
+    /// Items removed at the destination because they were deleted at the source
+    /// (incremental passes mirror the source).
+    #[serde(default)]
+    pub items_deleted: u64,
+    /// Items whose flags changed at the source and were updated at the destination.
+    #[serde(default)]
+    pub items_flags_updated: u64,
     /// Items not sent again because they are already stored (checkpoint or store dedup).
     pub items_skipped_duplicate: u64,
     /// Items that could not be moved, each with its reason.

@@ -230,6 +230,23 @@ pub fn client_config(
     Ok(Arc::new(cfg))
 }
 
+/// Client configuration for a mail server (the IMAP source): trusts exactly `roots`
+/// (the system's or the admin's `--source-ca`), offers no ALPN (IMAP servers do not
+/// negotiate one, and some refuse a handshake naming a protocol they do not know).
+pub fn mail_client_config(
+    roots: rustls::RootCertStore,
+) -> Result<Arc<rustls::ClientConfig>, CoreError> {
+    if roots.is_empty() {
+        return Err(CoreError::Tls("no CA certificate to trust".into()));
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| CoreError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 /// Parses every `CERTIFICATE` block of a PEM file.
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CoreError> {
     use rustls::pki_types::pem::PemObject;

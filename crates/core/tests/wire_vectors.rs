@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// At least this many valid and invalid vectors must have been checked.
-const MIN_VALID: usize = 15;
-const MIN_INVALID: usize = 15;
+const MIN_VALID: usize = 21;
+const MIN_INVALID: usize = 19;
 
 fn vector_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/wire")
@@ -72,6 +72,23 @@ fn message(seq: u64, date: i64, size: u64, folder: &str, sid: &str, flags: &str)
     })
 }
 
+fn delete(seq: u64, folder: &str, sid: &str) -> Frame {
+    Frame::Delete {
+        seq,
+        folder: FolderName::parse(folder).expect("valid folder"),
+        source_id: SourceId::parse(sid).expect("valid source id"),
+    }
+}
+
+fn set_flags(seq: u64, folder: &str, sid: &str, flags: &str) -> Frame {
+    Frame::SetFlags {
+        seq,
+        folder: FolderName::parse(folder).expect("valid folder"),
+        source_id: SourceId::parse(sid).expect("valid source id"),
+        flags: Flags::from_maildir(flags).expect("valid flags"),
+    }
+}
+
 fn open() -> Frame {
     Frame::Open {
         version: PROTOCOL_VERSION,
@@ -120,6 +137,55 @@ fn valid_cases() -> Vec<(&'static str, Vec<Frame>)> {
             ])],
         ),
         ("ack-empty.hex", vec![Frame::Ack(Vec::new())]),
+        (
+            "ack-mirror.hex",
+            vec![Frame::Ack(vec![
+                (1, AckStatus::Stored),
+                (2, AckStatus::Applied),
+                (3, AckStatus::NotFound),
+            ])],
+        ),
+        (
+            "delete.hex",
+            vec![delete(4, "Archive/Entwürfe", "1700000000.M1P2.host")],
+        ),
+        ("flags.hex", vec![set_flags(5, "INBOX", "17", "FRS")]),
+        ("flags-none.hex", vec![set_flags(6, "INBOX", "17", "")]),
+        (
+            "session-mirror-client.hex",
+            vec![
+                open(),
+                message(
+                    1,
+                    1_700_000_000,
+                    b1.len() as u64,
+                    "INBOX",
+                    "1700000000.M1P1.host",
+                    "S",
+                ),
+                Frame::Data(b1.to_vec()),
+                Frame::End {
+                    seq: 1,
+                    sha256: sha256(b1),
+                },
+                set_flags(2, "Archive/2024", "1700000100.M2P1.host", "RS"),
+                delete(3, "INBOX", "1700000200.M3P1.host"),
+                delete(4, "INBOX", "gone-already"),
+                Frame::Close,
+            ],
+        ),
+        (
+            "session-mirror-server.hex",
+            vec![
+                Frame::Ack(vec![
+                    (1, AckStatus::Stored),
+                    (2, AckStatus::Applied),
+                    (3, AckStatus::Applied),
+                    (4, AckStatus::NotFound),
+                ]),
+                Frame::Closed,
+            ],
+        ),
         (
             "reject.hex",
             vec![Frame::Reject {
@@ -202,7 +268,7 @@ fn valid_cases() -> Vec<(&'static str, Vec<Frame>)> {
 fn invalid_cases() -> Vec<(&'static str, &'static str)> {
     vec![
         ("oversized-length.hex", "more than the 1048576 allowed"),
-        ("unknown-kind.hex", "unknown frame kind 0x07"),
+        ("unknown-kind.hex", "unknown frame kind 0x09"),
         ("unknown-kind-server.hex", "unknown frame kind 0x85"),
         ("trailing-bytes.hex", "trailing bytes"),
         ("end-trailing-bytes.hex", "trailing bytes"),
@@ -217,7 +283,11 @@ fn invalid_cases() -> Vec<(&'static str, &'static str)> {
             "ack-count-too-large.hex",
             "ACK count larger than its payload",
         ),
-        ("ack-bad-status.hex", "unknown ACK status 2"),
+        ("ack-bad-status.hex", "unknown ACK status 4"),
+        ("delete-bad-folder.hex", "folder name \"../x\""),
+        ("delete-trailing-bytes.hex", "trailing bytes"),
+        ("flags-unsorted.hex", "flags must be sorted and unique"),
+        ("flags-missing-flags.hex", "payload shorter than its fields"),
         ("reject-not-utf8.hex", "not UTF-8"),
     ]
 }

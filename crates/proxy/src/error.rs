@@ -56,6 +56,14 @@ pub enum ProxyError {
         /// Seconds to wait.
         retry_after: u64,
     },
+    /// Another session is already moving this mailbox (one agent per mailbox at a time).
+    #[error("another agent is already moving mailbox {mailbox} (session started at {since}); wait for it to finish or stop it")]
+    MailboxBusy {
+        /// The mailbox.
+        mailbox: String,
+        /// When the running session started, RFC 3339.
+        since: String,
+    },
     /// The store refused.
     #[error(transparent)]
     Store(#[from] mailferry_store::StoreError),
@@ -70,7 +78,7 @@ pub enum ProxyError {
 }
 
 /// The one place errors become HTTP status codes (auth 401, other tenant 403, unknown 404, bad input 400,
-/// tampered or refused content 422, server-side faults 500).
+/// mailbox already being moved 409, tampered or refused content 422, server-side faults 500).
 pub fn status_for(e: &ProxyError) -> StatusCode {
     use mailferry_store::StoreError as S;
     match e {
@@ -88,6 +96,7 @@ pub fn status_for(e: &ProxyError) -> StatusCode {
             per_token: true, ..
         } => StatusCode::TOO_MANY_REQUESTS,
         ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ProxyError::MailboxBusy { .. } => StatusCode::CONFLICT,
         ProxyError::Store(S::UnknownMailbox { .. }) => StatusCode::NOT_FOUND,
         ProxyError::Store(S::Rejected { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
         ProxyError::Store(_) | ProxyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,

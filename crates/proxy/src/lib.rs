@@ -8,8 +8,9 @@
 //!
 //! Layers, in the order a request meets them: TLS handshake (timeout) → HTTP/1.1 header
 //! read (timeout) → route (`/healthz`, `/readyz`, `/metrics` need no token) → auth (token,
-//! looked up in the volume) → mailbox check → tenant check (403) → upgrade → frame session (bounded
-//! queues) → error mapping → access log.
+//! looked up in the volume) → mailbox check → tenant check (403) → upgrade → stream slots
+//! (429/503) → one session per mailbox (409) → frame session (bounded queues) → error
+//! mapping → access log.
 
 pub mod auth;
 pub mod error;

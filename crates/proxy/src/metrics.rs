@@ -89,6 +89,33 @@ impl Metrics {
             "Body bytes of the messages newly stored.",
             store.bytes_stored.load(Ordering::Relaxed),
         );
+        for (name, help, applied, not_found) in [
+            (
+                "mailferry_deletes_total",
+                "DELETE frames (mirror passes) made durable, by result: applied (messages removed) or not_found.",
+                &store.deletes_applied,
+                &store.deletes_not_found,
+            ),
+            (
+                "mailferry_flag_updates_total",
+                "FLAGS frames (mirror passes) made durable, by result: applied (flags replaced) or not_found.",
+                &store.flag_updates_applied,
+                &store.flag_updates_not_found,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{result=\"applied\"}} {}\n{name}{{result=\"not_found\"}} {}",
+                applied.load(Ordering::Relaxed),
+                not_found.load(Ordering::Relaxed)
+            );
+        }
+        counter(
+            &mut out,
+            "mailferry_changes_rejected_total",
+            "DELETE and FLAGS frames refused with a REJECT.",
+            store.changes_rejected.load(Ordering::Relaxed),
+        );
         let _ = writeln!(
             out,
             "# HELP mailferry_streams_in_flight Frame sessions running now.\n# TYPE mailferry_streams_in_flight gauge\nmailferry_streams_in_flight {}",
@@ -154,5 +181,17 @@ mod tests {
         );
         assert!(t.contains("mailferry_commit_seconds_count 2"), "{t}");
         assert!(t.contains("mailferry_messages_stored_total 0"), "{t}");
+        s.deletes_applied.fetch_add(2, Ordering::Relaxed);
+        s.flag_updates_not_found.fetch_add(1, Ordering::Relaxed);
+        let t = m.render(&s);
+        assert!(
+            t.contains("mailferry_deletes_total{result=\"applied\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mailferry_flag_updates_total{result=\"not_found\"} 1"),
+            "{t}"
+        );
+        assert!(t.contains("mailferry_changes_rejected_total 0"), "{t}");
     }
 }

@@ -114,7 +114,43 @@ impl Drop for StreamSlot {
     }
 }
 
+/// The one session of a mailbox on this proxy, until dropped.
+struct MailboxLock {
+    shared: Arc<Shared>,
+    mailbox: MailboxAddr,
+}
+
+impl Drop for MailboxLock {
+    fn drop(&mut self) {
+        self.shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.mailbox);
+    }
+}
+
 impl Shared {
+    /// Takes the mailbox for one session, or says who has it (409): two agents writing
+    /// one mailbox at once would each mirror their own view of the source over the
+    /// other's. The store node that owns a mailbox is the one place all its sessions
+    /// meet, so in a split deployment its `serve` enforces this and the front proxy
+    /// passes the 409 on.
+    fn lock_mailbox(self: &Arc<Self>, mailbox: &MailboxAddr) -> Result<MailboxLock, ProxyError> {
+        let mut open = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(since) = open.get(mailbox) {
+            return Err(ProxyError::MailboxBusy {
+                mailbox: mailbox.to_string(),
+                since: mailferry_core::rfc3339(*since),
+            });
+        }
+        open.insert(mailbox.clone(), mailferry_core::unix_now());
+        Ok(MailboxLock {
+            shared: self.clone(),
+            mailbox: mailbox.clone(),
+        })
+    }
+
     /// Takes a stream slot for `token`, or says why not (503 overall, 429 per token).
     fn take_slot(self: &Arc<Self>, token: [u8; 32]) -> Result<StreamSlot, ProxyError> {
         let limits = &self.cfg.limits;
@@ -159,6 +195,8 @@ struct Shared {
     stopping: AtomicBool,
     streams: Arc<tokio::sync::Semaphore>,
     per_token: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
+    /// Mailboxes with a session open here, and when it started (Unix seconds).
+    sessions: std::sync::Mutex<std::collections::HashMap<MailboxAddr, i64>>,
 }
 
 /// A bound, not yet serving, proxy.
@@ -181,6 +219,7 @@ impl Proxy {
             cfg: Arc::new(Shared {
                 streams: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
                 per_token: Default::default(),
+                sessions: Default::default(),
                 cfg,
                 metrics: Metrics::default(),
                 stopping: AtomicBool::new(false),
@@ -345,6 +384,7 @@ fn reason_for(e: &ProxyError) -> &'static str {
         } => "busy_token",
         ProxyError::Upstream { .. } => "store_node",
         ProxyError::Busy { .. } => "busy",
+        ProxyError::MailboxBusy { .. } => "mailbox_busy",
         _ => "internal",
     }
 }
@@ -486,6 +526,10 @@ async fn route(
         }
     };
     let slot = shared.take_slot(token_digest)?;
+    // After the slot: a retrying agent meets 429/503 first, and the session releases the
+    // lock before the slot (and before its last frame), so a free slot never finds a
+    // stale lock.
+    let lock = shared.lock_mailbox(&mailbox)?;
     let shared = shared.clone();
     let (log_token, log_mailbox) = (who.token_id, who.mailbox.clone().unwrap_or_default());
     tokio::spawn(async move {
@@ -505,6 +549,7 @@ async fn route(
                     cfg.stats.clone(),
                     cfg.limits.max_message_bytes,
                     cfg.limits.idle_timeout,
+                    lock,
                 )
                 .await;
                 // Second access-log line of a stream: what it carried, once it ends.
@@ -516,7 +561,10 @@ async fn route(
                     "stream closed"
                 );
             }
-            Err(e) => tracing::warn!("upgrade failed: {e}"),
+            Err(e) => {
+                drop(lock);
+                tracing::warn!("upgrade failed: {e}")
+            }
         }
         shared
             .metrics

@@ -1,6 +1,10 @@
 //! One frame session: decode the agent's frames, drive an [`IngestSession`] on a blocking
 //! thread, and send back ACK, REJECT, ERROR and CLOSED frames.
 //!
+//! DELETE and FLAGS (mirror passes) go to the same store thread through the same queue
+//! as messages, so the store sees every change in the order the agent sent it; they are
+//! acknowledged with the group commit that makes them durable.
+//!
 //! Frames flow through a bounded queue (16 frames, at most 16 MiB), so a fast agent and a
 //! slow disk meet backpressure, not unbounded buffering. The store thread enforces the
 //! group-commit delay with a receive deadline: no acknowledgement waits longer than
@@ -9,7 +13,7 @@
 use mailferry_core::frame::AckStatus;
 use mailferry_core::frame::{Frame, FrameBuffer, MessageHeader, PROTOCOL_VERSION};
 use mailferry_core::profile::CommitSettings;
-use mailferry_core::MailboxAddr;
+use mailferry_core::{Flags, FolderName, MailboxAddr, SourceId};
 use mailferry_store::{CommitJob, Finished, IngestSession, MessageStart, StoreError, Volume};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +46,16 @@ pub struct StoreStats {
     pub messages_stored: AtomicU64,
     /// Body bytes of those messages.
     pub bytes_stored: AtomicU64,
+    /// DELETEs made durable that removed at least one message (ACK status `applied`).
+    pub deletes_applied: AtomicU64,
+    /// DELETEs that found no message (ACK status `not_found`).
+    pub deletes_not_found: AtomicU64,
+    /// FLAGS made durable that changed at least one message (ACK status `applied`).
+    pub flag_updates_applied: AtomicU64,
+    /// FLAGS that found no message (ACK status `not_found`).
+    pub flag_updates_not_found: AtomicU64,
+    /// DELETEs and FLAGS refused with a REJECT.
+    pub changes_rejected: AtomicU64,
     /// Latency of each group commit.
     pub commit_seconds: crate::metrics::Histogram,
 }
@@ -53,14 +67,43 @@ fn add(a: &AtomicU64, nanos: u64) {
 enum Cmd {
     Begin(MessageHeader),
     Data(Vec<u8>),
-    End { seq: u64, sha256: [u8; 32] },
+    End {
+        seq: u64,
+        sha256: [u8; 32],
+    },
+    Delete {
+        seq: u64,
+        folder: FolderName,
+        source_id: SourceId,
+    },
+    SetFlags {
+        seq: u64,
+        folder: FolderName,
+        source_id: SourceId,
+        flags: Flags,
+    },
     Flush,
     Close,
     Abort,
 }
 
+/// What a seq handed to the store was, until it is acknowledged (for the counters).
+#[derive(Clone, Copy)]
+enum Sent {
+    /// A message of this many body bytes.
+    Message(u64),
+    Delete,
+    SetFlags,
+}
+
 /// Runs a session on an upgraded connection until CLOSE, an error, or disconnect.
-pub async fn run_session<IO>(
+///
+/// `mailbox_lock` is held for the session and dropped once the store side has finished,
+/// before the session's last frame (CLOSED or ERROR) is written: an agent that reads it
+/// can open its next session for the mailbox at once.
+// The session's settings are its whole context; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_session<IO, L>(
     io: IO,
     volume: Arc<Volume>,
     mailbox: MailboxAddr,
@@ -68,17 +111,26 @@ pub async fn run_session<IO>(
     stats: Arc<StoreStats>,
     max_message_bytes: u64,
     idle_timeout: Duration,
+    mailbox_lock: L,
 ) -> u64
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
+    L: Send,
 {
     let mut received = 0u64;
     let (mut rd, mut wr) = tokio::io::split(io);
     let (out_tx, out_rx) = flume::unbounded::<Frame>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         let mut buf = Vec::new();
+        let mut done_rx = Some(done_rx);
         while let Ok(f) = out_rx.recv_async().await {
             let last = matches!(f, Frame::Closed | Frame::Error { .. });
+            if last {
+                if let Some(done) = done_rx.take() {
+                    let _ = done.await;
+                }
+            }
             buf.clear();
             f.encode(&mut buf);
             if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
@@ -106,13 +158,15 @@ where
                 code: 500,
                 message: e.to_string(),
             });
+            drop(mailbox_lock);
+            let _ = done_tx.send(());
             drop(out_tx);
             let _ = writer.await;
             return 0;
         }
     };
     let (cmd_tx, cmd_rx) = flume::bounded::<Cmd>(16);
-    let worker = {
+    let mut worker = {
         let out_tx = out_tx.clone();
         let delay = Duration::from_millis(commit.max_delay_ms);
         tokio::task::spawn_blocking(move || store_worker(session, cmd_rx, out_tx, delay, stats))
@@ -127,8 +181,18 @@ where
     // A message over the size limit is refused when its MESSAGE frame arrives; its DATA
     // and END frames are read and dropped here, so nothing of it reaches the store.
     let mut skipping: Option<u64> = None;
+    // Set when the store worker ended first (it found a protocol violation or failed):
+    // the reader stops waiting for the client, so the session can end and say why.
+    let mut worker_ended = false;
     'read: loop {
-        let n = match tokio::time::timeout(idle_timeout, rd.read(&mut buf)).await {
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle_timeout, rd.read(&mut buf)) => r,
+            _ = &mut worker => {
+                worker_ended = true;
+                break 'read;
+            }
+        };
+        let n = match read {
             Ok(Ok(0)) | Ok(Err(_)) => {
                 let _ = cmd_tx.send_async(Cmd::Abort).await;
                 break;
@@ -193,9 +257,34 @@ where
                     skipping = None;
                     continue;
                 }
+                Frame::Delete { .. } | Frame::SetFlags { .. } if skipping.is_some() => {
+                    fail(400, "DELETE or FLAGS inside a message".into());
+                    let _ = cmd_tx.send_async(Cmd::Abort).await;
+                    break 'read;
+                }
                 Frame::Message(h) => Cmd::Begin(h),
                 Frame::Data(d) => Cmd::Data(d),
                 Frame::End { seq, sha256 } => Cmd::End { seq, sha256 },
+                Frame::Delete {
+                    seq,
+                    folder,
+                    source_id,
+                } => Cmd::Delete {
+                    seq,
+                    folder,
+                    source_id,
+                },
+                Frame::SetFlags {
+                    seq,
+                    folder,
+                    source_id,
+                    flags,
+                } => Cmd::SetFlags {
+                    seq,
+                    folder,
+                    source_id,
+                    flags,
+                },
                 Frame::Flush => Cmd::Flush,
                 Frame::Close => Cmd::Close,
                 other => {
@@ -214,7 +303,11 @@ where
         }
     }
     drop(cmd_tx);
-    let _ = worker.await;
+    if !worker_ended {
+        let _ = worker.await;
+    }
+    drop(mailbox_lock);
+    let _ = done_tx.send(());
     drop(out_tx);
     let _ = writer.await;
     received
@@ -234,8 +327,8 @@ fn store_worker(
 ) {
     let (job_tx, job_rx) = flume::bounded::<CommitJob>(1);
     let failed = Arc::new(AtomicBool::new(false));
-    // Body sizes of messages written but not yet ACKed, for the stored-bytes counter.
-    let sizes: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
+    // What each seq handed to the store but not yet ACKed was, for the counters.
+    let sizes: Arc<Mutex<HashMap<u64, Sent>>> = Arc::default();
     let committer = {
         let (tx, failed, stats) = (tx.clone(), failed.clone(), stats.clone());
         let sizes = sizes.clone();
@@ -244,11 +337,12 @@ fn store_worker(
             .spawn(move || {
                 for job in job_rx.iter() {
                     let t0 = Instant::now();
-                    let res = job.run_timed().map(|(acks, t)| {
+                    let res = job.run_outcome().map(|o| {
+                        let t = o.timings;
                         add(&stats.sync_nanos, t.sync_ns);
                         add(&stats.index_nanos, t.index_ns);
                         add(&stats.audit_nanos, t.audit_ns);
-                        acks
+                        (o.acks, o.rejected)
                     });
                     stats
                         .commit_nanos
@@ -256,14 +350,34 @@ fn store_worker(
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     stats.commit_seconds.observe(t0.elapsed());
                     match res {
-                        Ok(acks) => {
+                        Ok((acks, rejected)) => {
                             let mut sz = sizes.lock().unwrap_or_else(|p| p.into_inner());
                             for (seq, status) in &acks {
-                                let size = sz.remove(seq).unwrap_or(0);
-                                if *status == AckStatus::Stored {
-                                    stats.messages_stored.fetch_add(1, Ordering::Relaxed);
-                                    stats.bytes_stored.fetch_add(size, Ordering::Relaxed);
-                                }
+                                let counter = match (sz.remove(seq), status) {
+                                    (Some(Sent::Message(size)), AckStatus::Stored) => {
+                                        stats.bytes_stored.fetch_add(size, Ordering::Relaxed);
+                                        &stats.messages_stored
+                                    }
+                                    (Some(Sent::Delete), AckStatus::Applied) => {
+                                        &stats.deletes_applied
+                                    }
+                                    (Some(Sent::Delete), AckStatus::NotFound) => {
+                                        &stats.deletes_not_found
+                                    }
+                                    (Some(Sent::SetFlags), AckStatus::Applied) => {
+                                        &stats.flag_updates_applied
+                                    }
+                                    (Some(Sent::SetFlags), AckStatus::NotFound) => {
+                                        &stats.flag_updates_not_found
+                                    }
+                                    _ => continue,
+                                };
+                                counter.fetch_add(1, Ordering::Relaxed);
+                            }
+                            for (seq, reason) in rejected {
+                                sz.remove(&seq);
+                                stats.changes_rejected.fetch_add(1, Ordering::Relaxed);
+                                let _ = tx.send(Frame::Reject { seq, reason });
                             }
                             drop(sz);
                             if acks.is_empty() {
@@ -323,7 +437,7 @@ fn drive(
     failed: &AtomicBool,
     max_delay: Duration,
     stats: &StoreStats,
-    sizes: &Mutex<HashMap<u64, u64>>,
+    sizes: &Mutex<HashMap<u64, Sent>>,
 ) -> bool {
     // (seq, reason it already failed)
     let mut current: Option<(u64, Option<String>)> = None;
@@ -418,7 +532,7 @@ fn drive(
                                 sizes
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
-                                    .insert(seq, size);
+                                    .insert(seq, Sent::Message(size));
                             }
                             Ok(())
                         }
@@ -435,6 +549,47 @@ fn drive(
                 };
                 if let Err(reason) = outcome {
                     let _ = tx.send(Frame::Reject { seq, reason });
+                }
+                if session.should_commit() && !commit(session, false) {
+                    return false;
+                }
+            }
+            Cmd::Delete {
+                seq,
+                folder,
+                source_id,
+            } => {
+                if current.is_some() {
+                    return protocol("DELETE inside a message");
+                }
+                if seq <= last_seq {
+                    return protocol("DELETE seq must increase within a session (it shares the seq space of MESSAGE)");
+                }
+                last_seq = seq;
+                let done = session.delete(seq, folder, source_id);
+                if !change_queued(done, seq, Sent::Delete, tx, stats, sizes) {
+                    return false;
+                }
+                if session.should_commit() && !commit(session, false) {
+                    return false;
+                }
+            }
+            Cmd::SetFlags {
+                seq,
+                folder,
+                source_id,
+                flags,
+            } => {
+                if current.is_some() {
+                    return protocol("FLAGS inside a message");
+                }
+                if seq <= last_seq {
+                    return protocol("FLAGS seq must increase within a session (it shares the seq space of MESSAGE)");
+                }
+                last_seq = seq;
+                let done = session.set_flags(seq, folder, source_id, flags);
+                if !change_queued(done, seq, Sent::SetFlags, tx, stats, sizes) {
+                    return false;
                 }
                 if session.should_commit() && !commit(session, false) {
                     return false;
@@ -464,5 +619,39 @@ fn drive(
         stats
             .write_nanos
             .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Handles the store's answer to a DELETE or FLAGS: queued (remembered for the counters),
+/// refused for this item alone (REJECT, the session goes on), or a store failure (ERROR
+/// 500, false: the session ends).
+fn change_queued(
+    done: Result<(), StoreError>,
+    seq: u64,
+    sent: Sent,
+    tx: &flume::Sender<Frame>,
+    stats: &StoreStats,
+    sizes: &Mutex<HashMap<u64, Sent>>,
+) -> bool {
+    match done {
+        Ok(()) => {
+            sizes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(seq, sent);
+            true
+        }
+        Err(StoreError::Rejected { reason, .. }) => {
+            stats.changes_rejected.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(Frame::Reject { seq, reason });
+            true
+        }
+        Err(e) => {
+            let _ = tx.send(Frame::Error {
+                code: 500,
+                message: format!("the store failed: {e}"),
+            });
+            false
+        }
     }
 }

@@ -1,15 +1,18 @@
 //! The destination side's audit log (`<volume>/audit.jsonl`).
 //!
-//! Every committed message gets a `message.stored` record, appended and synced right
-//! after the batch's SQLite transaction, so a record never describes a message that is
-//! not durable. A crash between the transaction and the log sync leaves durable messages
-//! without records; [`recover`] appends them (marked `recovered`) the next time the
-//! volume opens, so every durable message has its record.
+//! Every committed message gets a `message.stored` record, every message a DELETE removed
+//! a `message.deleted` record and every flag change a `message.flags` record, appended
+//! and synced right after the batch's SQLite transaction, in the batch's order, so a
+//! record never describes a change that is not durable. A crash between the transaction
+//! and the log sync leaves durable messages or deletions without records; [`recover`]
+//! appends them (marked `recovered`) the next time the volume opens, from the index rows
+//! and the ids the index keeps of deleted messages. A flag change lost that way is
+//! recorded when the agent sends it again (it was never acknowledged).
 //!
-//! The log holds no plaintext mail metadata: mailbox addresses and `folder/source-id`
-//! items appear only as keyed pseudonyms (HMAC under a key derived from the volume master
-//! key), next to the content's SHA-256 and size. Whoever holds the key can compute the
-//! pseudonym of an item and find its records; nobody else learns names from the log.
+//! The log holds no plaintext mail metadata: mailbox addresses, `folder/source-id` items
+//! and flags appear only as keyed pseudonyms (HMAC under a key derived from the volume
+//! master key), next to the content's SHA-256 and size. Whoever holds the key can compute
+//! the pseudonym of an item and find its records; nobody else learns names from the log.
 
 use crate::keys::{hkdf32, VolumeKeys};
 use crate::StoreError;
@@ -33,6 +36,31 @@ pub(crate) struct AuditItem {
     pub item: String,
     pub sha256: String,
     pub size: u64,
+}
+
+/// One change of a committed batch, as the log records it.
+#[derive(Clone, Debug)]
+pub(crate) enum Change {
+    /// `message.stored`.
+    Stored(AuditItem),
+    /// `message.deleted`; `sha256` is empty (and left out) if the metadata of the
+    /// removed message could not be read.
+    Deleted(AuditItem),
+    /// `message.flags`, with the pseudonym of the new flags.
+    Flags(AuditItem, String),
+}
+
+fn item_data(i: &AuditItem) -> serde_json::Value {
+    let mut data = json!({
+        "message": i.message_id,
+        "mailbox": i.mailbox,
+        "item": i.item,
+    });
+    if !i.sha256.is_empty() {
+        data["sha256"] = json!(i.sha256);
+        data["size"] = json!(i.size);
+    }
+    data
 }
 
 /// The keys of the log's pseudonyms: `Pseudonymizer` (docs/audit-log.md §6) under
@@ -90,6 +118,35 @@ impl DestLog {
         self.names.pseudonym("item", item)
     }
 
+    /// The pseudonym of the flags of a `folder/source-id` item: kind `flags`, value
+    /// `item || 0x00 || flags`. The item is mixed in so that equal flags of different
+    /// messages do not share a pseudonym (there are only 64 sets of flags).
+    pub fn flags_pseudonym(&self, item: &str, flags: &str) -> String {
+        self.names.pseudonym("flags", &format!("{item}\0{flags}"))
+    }
+
+    /// Appends the records of a committed batch, in its order, and syncs them.
+    pub fn changes(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.append_batch(
+            &self.actor,
+            changes.iter().map(|c| match c {
+                Change::Stored(i) => ("message.stored", item_data(i)),
+                Change::Deleted(i) => ("message.deleted", item_data(i)),
+                Change::Flags(i, flags) => {
+                    let mut data = item_data(i);
+                    data["flags"] = json!(flags);
+                    ("message.flags", data)
+                }
+            }),
+        )?;
+        log.sync()?;
+        Ok(())
+    }
+
     /// Appends one event and syncs it.
     pub fn event(&self, event: &str, data: serde_json::Value) -> Result<(), StoreError> {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -123,6 +180,23 @@ impl DestLog {
         log.sync()?;
         Ok(())
     }
+
+    /// Appends `message.deleted` records written at open (`recovered: true`) and syncs.
+    fn deleted_recovered(&self, records: Vec<serde_json::Value>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.append_batch(
+            &self.actor,
+            records.into_iter().map(|mut data| {
+                data["recovered"] = json!(true);
+                ("message.deleted", data)
+            }),
+        )?;
+        log.sync()?;
+        Ok(())
+    }
 }
 
 /// Message ids that have a `message.stored` record in `entries`.
@@ -134,13 +208,14 @@ pub(crate) fn logged_ids(entries: &[Entry]) -> HashSet<u64> {
         .collect()
 }
 
-/// Appends records for committed messages that have none (a crash between a commit and
-/// its log sync). Compares message ids, not counts: compaction deletes the rows of
-/// shredded mailboxes, so the log may hold more records than the index has rows.
+/// Appends records for committed messages and deletions that have none (a crash between
+/// a commit and its log sync). Compares message ids, not counts: compaction deletes the
+/// rows of shredded mailboxes, so the log may hold more records than the index has rows.
 /// Messages of shredded mailboxes cannot be described any more and are skipped.
 pub(crate) fn recover(volume: &crate::Volume) -> Result<u64, StoreError> {
     let path = volume.dir().join(AUDIT_FILE);
     let entries = mailferry_audit::read_records(&path)?;
+    let deleted = recover_deleted(volume, &entries)?;
     let logged = logged_ids(&entries);
     let (unlogged, shredded) = {
         let ix = volume.inner.index()?;
@@ -153,7 +228,7 @@ pub(crate) fn recover(volume: &crate::Volume) -> Result<u64, StoreError> {
         (unlogged, ix.shredded_mailboxes()?)
     };
     if unlogged.is_empty() {
-        return Ok(0);
+        return Ok(deleted);
     }
     let mut missing = Vec::new();
     for (row, mailbox) in volume.mailbox_rows()? {
@@ -174,5 +249,68 @@ pub(crate) fn recover(volume: &crate::Volume) -> Result<u64, StoreError> {
             "audit log: recorded messages committed just before a crash"
         );
     }
+    Ok(n + deleted)
+}
+
+/// Appends `message.deleted` for every id the index keeps as deleted that has no such
+/// record, copying the pseudonyms, digest and size of its `message.stored` record (a
+/// message stored and deleted in the same batch has none: its record names the mailbox
+/// only).
+fn recover_deleted(volume: &crate::Volume, entries: &[Entry]) -> Result<u64, StoreError> {
+    let tombstones = volume.inner.index()?.deleted_message_ids()?;
+    if tombstones.is_empty() {
+        return Ok(0);
+    }
+    let id_of = |e: &Entry| e.data.get("message").and_then(|v| v.as_u64());
+    let logged: HashSet<u64> = entries
+        .iter()
+        .filter(|e| e.event == "message.deleted")
+        .filter_map(id_of)
+        .collect();
+    let missing: Vec<(u64, u64)> = tombstones
+        .into_iter()
+        .filter(|(id, _)| !logged.contains(id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let stored: std::collections::HashMap<u64, &serde_json::Map<String, serde_json::Value>> =
+        entries
+            .iter()
+            .filter(|e| e.event == "message.stored")
+            .filter_map(|e| Some((id_of(e)?, &e.data)))
+            .collect();
+    let names: std::collections::HashMap<u64, String> = volume
+        .mailbox_rows()?
+        .into_iter()
+        .map(|(id, m)| (id, volume.pseudonym_of_mailbox(&m)))
+        .collect();
+    let records: Vec<serde_json::Value> = missing
+        .iter()
+        .map(|(id, mailbox)| {
+            let mut data = json!({ "message": id });
+            match stored.get(id) {
+                Some(s) => {
+                    for k in ["mailbox", "item", "sha256", "size"] {
+                        if let Some(v) = s.get(k) {
+                            data[k] = v.clone();
+                        }
+                    }
+                }
+                None => {
+                    if let Some(p) = names.get(mailbox) {
+                        data["mailbox"] = json!(p);
+                    }
+                }
+            }
+            data
+        })
+        .collect();
+    let n = records.len() as u64;
+    volume.inner.audit.deleted_recovered(records)?;
+    tracing::info!(
+        records = n,
+        "audit log: recorded deletions committed just before a crash"
+    );
     Ok(n)
 }

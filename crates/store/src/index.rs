@@ -9,9 +9,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Schema version this build writes; versions 1 (the foundation's) and 2 are migrated at
-/// open.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+/// Schema version this build writes; versions 1 (the foundation's), 2 and 3 are migrated
+/// at open.
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE volume (k TEXT PRIMARY KEY, v BLOB NOT NULL) STRICT;
@@ -56,6 +56,20 @@ CREATE TABLE IF NOT EXISTS mailbox_keys (
 ) STRICT;
 ";
 
+/// What schema 4 adds to schema 3 (mirror passes): each message's locator, a keyed HMAC
+/// of (folder, source id) under the mailbox's locator key, so DELETE and FLAGS find a
+/// message without a plaintext name (NULL until `Volume::open` computes it for rows of
+/// an older schema), and the ids of messages removed by DELETE, so the audit log can be
+/// completed after a crash and no message id is ever handed out twice.
+const SCHEMA_4: &str = "
+ALTER TABLE messages ADD COLUMN locator BLOB;
+CREATE INDEX messages_locator ON messages(mailbox_id, locator);
+CREATE TABLE deleted_messages (
+    id INTEGER PRIMARY KEY,
+    mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id)
+) STRICT;
+";
+
 /// A tenant or mailbox row.
 pub(crate) struct KeyRow {
     pub id: u64,
@@ -76,6 +90,40 @@ pub(crate) struct MessageRow {
     pub salt: [u8; 32],
     pub meta_enc: Vec<u8>,
     pub dedup: [u8; 32],
+    /// `None` only for a row of an older schema whose locator is not computed yet.
+    pub locator: Option<[u8; 32]>,
+}
+
+/// The columns [`message_row`] reads, in its order.
+const MESSAGE_COLUMNS: &str =
+    "id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup, locator";
+
+/// A `messages` row selected with [`MESSAGE_COLUMNS`].
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    let blob32 = |v: Vec<u8>, i: usize| -> rusqlite::Result<[u8; 32]> {
+        v.try_into().map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                i,
+                rusqlite::types::Type::Blob,
+                "expected 32 bytes".into(),
+            )
+        })
+    };
+    Ok(MessageRow {
+        id: r.get::<_, i64>(0)? as u64,
+        mailbox_id: r.get::<_, i64>(1)? as u64,
+        key_id: r.get::<_, i64>(2)? as u32,
+        segment: r.get::<_, i64>(3)? as u64,
+        offset: r.get::<_, i64>(4)? as u64,
+        record_len: r.get::<_, i64>(5)? as u64,
+        salt: blob32(r.get(6)?, 6)?,
+        meta_enc: r.get(7)?,
+        dedup: blob32(r.get(8)?, 8)?,
+        locator: match r.get::<_, Option<Vec<u8>>>(9)? {
+            Some(v) => Some(blob32(v, 9)?),
+            None => None,
+        },
+    })
 }
 
 /// One record moved by compaction.
@@ -111,13 +159,17 @@ pub(crate) struct Reencrypted {
     pub meta_enc: Vec<u8>,
 }
 
+/// `(message id, dedup value, locator)` of one message under a new key generation.
+pub(crate) type Rekeyed = (u64, [u8; 32], [u8; 32]);
+
 /// What the switch of a mailbox's last re-encrypted batch also does.
 pub(crate) struct LastSwitch {
     pub mailbox_id: u64,
     /// The current (and afterwards only) key generation.
     pub key_id: u32,
-    /// `(message id, dedup value under the current generation)` of every message.
-    pub dedups: Vec<(u64, [u8; 32])>,
+    /// `(message id, dedup value, locator)` of every message, both under the current
+    /// generation.
+    pub dedups: Vec<Rekeyed>,
 }
 
 /// The `volume` row marking a pending re-encryption of a mailbox.
@@ -168,6 +220,7 @@ impl Index {
         conn.execute_batch(SCHEMA).map_err(e)?;
         conn.execute_batch(SCHEMA_2).map_err(e)?;
         conn.execute_batch(crate::tokens::SCHEMA_3).map_err(e)?;
+        conn.execute_batch(SCHEMA_4).map_err(e)?;
         conn.execute(
             "INSERT INTO volume (k, v) VALUES ('volume_id', ?1), ('schema', ?2)",
             params![&volume_id[..], SCHEMA_VERSION.to_be_bytes().to_vec()],
@@ -214,8 +267,9 @@ impl Index {
         Ok(ix)
     }
 
-    /// Brings a schema-1 index (the foundation's) or a schema-2 one to schema 3 in one
-    /// transaction; refuses a schema newer than this build.
+    /// Brings a schema-1 index (the foundation's), a schema-2 or a schema-3 one to schema
+    /// 4 in one transaction; refuses a schema newer than this build. Locators of the rows
+    /// it finds are left NULL: computing them needs the keys (`Volume::open` does it).
     fn migrate(&mut self) -> Result<(), StoreError> {
         let v: Option<Vec<u8>> = self
             .conn
@@ -232,12 +286,13 @@ impl Index {
             })?;
         match version {
             SCHEMA_VERSION => Ok(()),
-            from @ (1 | 2) => {
+            from @ (1..=3) => {
                 let path = self.path.clone();
                 let e = |source| StoreError::Index { path: path.clone(), source };
                 let tx = self.conn.transaction().map_err(e)?;
                 tx.execute_batch(SCHEMA_2).map_err(e)?;
                 tx.execute_batch(crate::tokens::SCHEMA_3).map_err(e)?;
+                tx.execute_batch(SCHEMA_4).map_err(e)?;
                 tx.execute(
                     "UPDATE volume SET v = ?1 WHERE k = 'schema'",
                     [SCHEMA_VERSION.to_be_bytes().to_vec()],
@@ -658,12 +713,17 @@ impl Index {
                     .map_err(e)? as u64;
                 let mut up = tx
                     .prepare_cached(
-                        "UPDATE messages SET dedup = ?2 WHERE id = ?1 AND mailbox_id = ?3",
+                        "UPDATE messages SET dedup = ?2, locator = ?4 WHERE id = ?1 AND mailbox_id = ?3",
                     )
                     .map_err(e)?;
-                for (id, dedup) in &l.dedups {
+                for (id, dedup, locator) in &l.dedups {
                     if up
-                        .execute(params![*id as i64, &dedup[..], l.mailbox_id as i64])
+                        .execute(params![
+                            *id as i64,
+                            &dedup[..],
+                            l.mailbox_id as i64,
+                            &locator[..]
+                        ])
                         .map_err(e)?
                         != 1
                     {
@@ -882,11 +942,16 @@ impl Index {
 
     // === messages ===
 
+    /// The largest message id ever committed, deleted ones included (ids are never
+    /// reused: the audit log names messages by id).
     pub fn max_message_id(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM messages), \
+                            (SELECT COALESCE(MAX(id), 0) FROM deleted_messages))",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|v| v as u64)
             .map_err(|e| self.err(e))
     }
@@ -900,73 +965,156 @@ impl Index {
             .map_err(|e| self.err(e))
     }
 
-    /// Inserts `rows` in ONE transaction; returns, per row, whether it was inserted
-    /// (false: a concurrent session committed the same dedup key first).
-    pub fn insert_messages(&mut self, rows: &[MessageRow]) -> Result<Vec<bool>, StoreError> {
+    /// Starts the transaction of a group commit: `BEGIN IMMEDIATE`, so its first read
+    /// already holds the write lock (a DELETE or FLAGS reads rows before it writes). The
+    /// methods below run inside it; dropping it without `commit` rolls everything back.
+    pub fn begin_batch(&self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Inserts one message row; false if the mailbox already holds its dedup value (a
+    /// concurrent session, or an earlier batch of this one, committed it first).
+    pub fn insert_message(&self, r: &MessageRow) -> Result<bool, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO messages (id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup, locator) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(|e| self.err(e))?;
+        let n = st
+            .execute(params![
+                r.id as i64,
+                r.mailbox_id as i64,
+                r.key_id as i64,
+                r.segment as i64,
+                r.offset as i64,
+                r.record_len as i64,
+                &r.salt[..],
+                &r.meta_enc,
+                &r.dedup[..],
+                r.locator.as_ref().map(|l| &l[..])
+            ])
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Every message of a mailbox with this locator (every copy of one folder and source
+    /// id), in id order.
+    pub fn messages_by_locator(
+        &self,
+        mailbox_id: u64,
+        locator: &[u8; 32],
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox_id = ?1 AND locator = ?2 ORDER BY id"
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![mailbox_id as i64, &locator[..]], message_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Deletes message rows of a mailbox and keeps their ids in `deleted_messages`. Their
+    /// records stay in the segments as unreferenced gaps until `compact`.
+    pub fn delete_messages(&self, mailbox_id: u64, ids: &[u64]) -> Result<(), StoreError> {
+        let mut del = self
+            .conn
+            .prepare_cached("DELETE FROM messages WHERE id = ?1 AND mailbox_id = ?2")
+            .map_err(|e| self.err(e))?;
+        let mut keep = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO deleted_messages (id, mailbox_id) VALUES (?1, ?2)",
+            )
+            .map_err(|e| self.err(e))?;
+        for id in ids {
+            del.execute(params![*id as i64, mailbox_id as i64])
+                .map_err(|e| self.err(e))?;
+            keep.execute(params![*id as i64, mailbox_id as i64])
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a message's sealed metadata (new flags).
+    pub fn update_meta(&self, id: u64, meta_enc: &[u8]) -> Result<(), StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("UPDATE messages SET meta_enc = ?2 WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        let n = st
+            .execute(params![id as i64, meta_enc])
+            .map_err(|e| self.err(e))?;
+        if n != 1 {
+            return Err(StoreError::IndexDamaged {
+                path: self.path.clone(),
+                reason: format!("message id {id} vanished while its flags were changed"),
+            });
+        }
+        Ok(())
+    }
+
+    /// `(message id, mailbox row id)` of every message removed by DELETE.
+    pub fn deleted_message_ids(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, mailbox_id FROM deleted_messages")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Rows without a locator (written before schema 4) of mailboxes that still have
+    /// their keys, in id order.
+    pub fn messages_without_locator(&self) -> Result<Vec<MessageRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id \
+             WHERE m.locator IS NULL AND b.key_id != 0 ORDER BY m.id",
+            MESSAGE_COLUMNS
+                .split(", ")
+                .map(|c| format!("m.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = st.query_map([], message_row).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Sets the locators of `(message id, locator)` in ONE transaction.
+    pub fn set_locators(&mut self, locators: &[(u64, [u8; 32])]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |source| StoreError::Index {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(e)?;
-        let mut out = Vec::with_capacity(rows.len());
         {
             let mut st = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO messages (id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
+                .prepare_cached("UPDATE messages SET locator = ?2 WHERE id = ?1")
                 .map_err(e)?;
-            for r in rows {
-                let n = st
-                    .execute(params![
-                        r.id as i64,
-                        r.mailbox_id as i64,
-                        r.key_id as i64,
-                        r.segment as i64,
-                        r.offset as i64,
-                        r.record_len as i64,
-                        &r.salt[..],
-                        &r.meta_enc,
-                        &r.dedup[..]
-                    ])
-                    .map_err(e)?;
-                out.push(n == 1);
+            for (id, l) in locators {
+                st.execute(params![*id as i64, &l[..]]).map_err(e)?;
             }
         }
-        tx.commit().map_err(e)?;
-        Ok(out)
+        tx.commit().map_err(e)
     }
 
     /// Message rows of a mailbox (or of all mailboxes), in id order.
     pub fn messages(&self, mailbox_id: Option<u64>) -> Result<Vec<MessageRow>, StoreError> {
-        let sql = "SELECT id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup FROM messages \
-                   WHERE (?1 IS NULL OR mailbox_id = ?1) ORDER BY id";
-        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE (?1 IS NULL OR mailbox_id = ?1) ORDER BY id"
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([mailbox_id.map(|m| m as i64)], |r| {
-                let blob32 = |i: usize| -> rusqlite::Result<[u8; 32]> {
-                    let v: Vec<u8> = r.get(i)?;
-                    v.try_into().map_err(|_| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            i,
-                            rusqlite::types::Type::Blob,
-                            "expected 32 bytes".into(),
-                        )
-                    })
-                };
-                Ok(MessageRow {
-                    id: r.get::<_, i64>(0)? as u64,
-                    mailbox_id: r.get::<_, i64>(1)? as u64,
-                    key_id: r.get::<_, i64>(2)? as u32,
-                    segment: r.get::<_, i64>(3)? as u64,
-                    offset: r.get::<_, i64>(4)? as u64,
-                    record_len: r.get::<_, i64>(5)? as u64,
-                    salt: blob32(6)?,
-                    meta_enc: r.get(7)?,
-                    dedup: blob32(8)?,
-                })
-            })
+            .query_map([mailbox_id.map(|m| m as i64)], message_row)
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }

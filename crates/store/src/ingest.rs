@@ -1,11 +1,17 @@
 //! [`IngestSession`]: writes one mailbox's messages into the session's own segment, and
 //! makes them durable in batches (one fdatasync, one SQLite transaction).
 //!
+//! A batch may also hold the changes of a mirror pass: [`IngestSession::delete`] and
+//! [`IngestSession::set_flags`] are applied inside the same transaction, in seq order
+//! relative to the batch's messages, and acknowledged with it (`Applied` / `NotFound`).
+//!
 //! Blocking and single-threaded: one session is driven by one thread. It does not know
-//! about frames or sockets; the proxy maps wire frames onto `begin`/`write`/`finish`.
+//! about frames or sockets; the proxy maps wire frames onto `begin`/`write`/`finish`,
+//! `delete` and `set_flags`.
 
+use crate::audit_trail::{AuditItem, Change};
 use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
-use crate::index::MessageRow;
+use crate::index::{Index, MessageRow};
 use crate::keys::{self, Key};
 use crate::segment::{self, RecordHeader, SegmentHeader, SEG_HEADER_LEN};
 use crate::volume::{FreeSegment, Inner};
@@ -80,17 +86,37 @@ struct OpenMessage {
     record_len: u64,
 }
 
+/// One change waiting for the commit.
 struct Pending {
     seq: u64,
-    /// What the audit log will say once the message is committed (`None`: duplicate).
-    audit: Option<crate::audit_trail::AuditItem>,
-    /// `None` for a duplicate.
-    row: Option<MessageRow>,
+    op: Op,
+}
+
+enum Op {
+    /// A finished message: its row, and what the audit log will say once it is committed.
+    Message { row: MessageRow, audit: AuditItem },
+    /// A message already stored or pending in this mailbox; nothing kept.
+    Duplicate,
+    /// Remove every message of this folder and source id.
+    Delete {
+        locator: [u8; 32],
+        folder: FolderName,
+        source_id: SourceId,
+    },
+    /// Replace the flags of every message of this folder and source id.
+    SetFlags {
+        locator: [u8; 32],
+        folder: FolderName,
+        source_id: SourceId,
+        flags: Flags,
+    },
 }
 
 /// A writer for one mailbox, used from one blocking thread. Messages go
-/// `begin` → `write`* → `finish`; `commit` makes every finished message durable and
-/// returns the acknowledgements. Dropping a session discards whatever was not committed.
+/// `begin` → `write`* → `finish`; between messages, `delete` and `set_flags` queue the
+/// changes of a mirror pass; `commit` makes every finished message and queued change
+/// durable, in order, and returns the acknowledgements. Dropping a session discards
+/// whatever was not committed.
 pub struct IngestSession {
     inner: Arc<Inner>,
     timings: IngestTimings,
@@ -99,6 +125,7 @@ pub struct IngestSession {
     key_id: u32,
     mailbox_key: Key,
     dedup_mac: Key,
+    locator_mac: Key,
     commit: CommitSettings,
     seg: Option<SegWriter>,
     /// Segments closed during this batch, waiting for their fdatasync.
@@ -106,6 +133,10 @@ pub struct IngestSession {
     dir_dirty: bool,
     pending: Vec<Pending>,
     pending_dedup: HashSet<[u8; 32]>,
+    /// Locators this session has asked to delete (in this batch or one still being
+    /// committed): a message with one of them is never called a duplicate before its
+    /// commit, since the copy it matches may be gone by then.
+    deleted_locators: HashSet<[u8; 32]>,
     pending_bytes: u64,
     oldest: Option<Instant>,
     open: Option<OpenMessage>,
@@ -149,23 +180,48 @@ pub struct CommitJob {
     inner: Arc<Inner>,
     syncs: Vec<(PathBuf, File)>,
     sync_dir: Option<PathBuf>,
-    rows: Vec<MessageRow>,
-    /// Every pending message in order, and whether it has a row (false: duplicate).
-    seqs: Vec<(u64, bool)>,
-    /// Audit records of the rows, in the same order.
-    audit: Vec<crate::audit_trail::AuditItem>,
+    mailbox: MailboxAddr,
+    mailbox_id: u64,
+    /// The session's key generation, so the common case needs no unwrap.
+    key: (u32, Key),
+    /// Every pending change in seq order.
+    ops: Vec<Pending>,
+}
+
+/// What one commit did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// The acknowledgements, in the batch's order: `Stored` / `Duplicate` for messages,
+    /// `Applied` / `NotFound` for deletions and flag changes.
+    pub acks: Vec<(u64, AckStatus)>,
+    /// Changes refused at commit time, with the reason (a flag change whose message's
+    /// metadata cannot be decrypted); nothing of them was written, the rest of the batch
+    /// was. They are not in `acks`.
+    pub rejected: Vec<(u64, String)>,
+    /// Where the time went.
+    pub timings: CommitTimings,
 }
 
 impl CommitJob {
     /// fdatasync of the batch's segments (and their directory when a segment file was
-    /// created), then one SQLite transaction. Returns the acknowledgements.
+    /// created), then one SQLite transaction. Returns the acknowledgements; a batch with
+    /// deletions or flag changes should use [`CommitJob::run_outcome`], which also says
+    /// which of them were refused.
     pub fn run(self) -> Result<Vec<(u64, AckStatus)>, StoreError> {
-        self.run_timed().map(|(acks, _)| acks)
+        self.run_outcome().map(|o| o.acks)
     }
 
     /// [`CommitJob::run`], also saying where the time went.
     pub fn run_timed(self) -> Result<(Vec<(u64, AckStatus)>, CommitTimings), StoreError> {
-        let mut t = CommitTimings::default();
+        self.run_outcome().map(|o| (o.acks, o.timings))
+    }
+
+    /// Makes the batch durable: fdatasync of its segments, then ONE SQLite transaction
+    /// applying its changes in seq order (a DELETE removes what an earlier MESSAGE of the
+    /// same batch stored; a FLAGS changes it), then the audit records of what the
+    /// transaction did, appended and synced.
+    pub fn run_outcome(mut self) -> Result<CommitOutcome, StoreError> {
+        let mut out = CommitOutcome::default();
         let t0 = Instant::now();
         for (path, f) in &self.syncs {
             f.sync_data().map_err(|e| StoreError::io(path, e))?;
@@ -174,42 +230,190 @@ impl CommitJob {
             crate::sync_dir(dir)?;
         }
         let t1 = Instant::now();
-        t.sync_ns = (t1 - t0).as_nanos() as u64;
-        let inserted = if self.rows.is_empty() {
-            Vec::new()
+        out.timings.sync_ns = (t1 - t0).as_nanos() as u64;
+        let ops = std::mem::take(&mut self.ops);
+        let mut changes = Vec::new();
+        if ops.iter().any(|p| !matches!(p.op, Op::Duplicate)) {
+            let inner = self.inner.clone();
+            let ix = inner.index()?;
+            let tx = ix.begin_batch()?;
+            for p in &ops {
+                self.apply(&ix, p, &mut out, &mut changes)?;
+            }
+            tx.commit().map_err(|e| StoreError::Index {
+                path: ix.path().to_path_buf(),
+                source: e,
+            })?;
         } else {
-            self.inner.index()?.insert_messages(&self.rows)?
-        };
+            out.acks = ops.iter().map(|p| (p.seq, AckStatus::Duplicate)).collect();
+        }
         let t2 = Instant::now();
-        t.index_ns = (t2 - t1).as_nanos() as u64;
-        // Records only for rows the index took, after the transaction: the log never
-        // describes a message that is not durable (recovery fills the other gap).
-        let logged: Vec<_> = self
-            .audit
-            .iter()
-            .zip(inserted.iter())
-            .filter(|(_, &ok)| ok)
-            .map(|(a, _)| a.clone())
-            .collect();
-        self.inner.audit.stored(&logged, false)?;
-        t.audit_ns = t2.elapsed().as_nanos() as u64;
-        let mut inserted = inserted.into_iter();
-        let acks = self
-            .seqs
-            .iter()
-            .map(|&(seq, has_row)| {
-                // A row the index refused (UNIQUE dedup) is a duplicate committed by an
+        out.timings.index_ns = (t2 - t1).as_nanos() as u64;
+        // Records only for what the transaction did, after it: the log never describes
+        // a change that is not durable (recovery at open fills the other gap).
+        self.inner.audit.changes(&changes)?;
+        out.timings.audit_ns = t2.elapsed().as_nanos() as u64;
+        Ok(out)
+    }
+
+    /// Applies one change inside the batch's transaction.
+    fn apply(
+        &mut self,
+        ix: &Index,
+        p: &Pending,
+        out: &mut CommitOutcome,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), StoreError> {
+        let seq = p.seq;
+        match &p.op {
+            Op::Duplicate => out.acks.push((seq, AckStatus::Duplicate)),
+            Op::Message { row, audit } => {
+                // A row the index refuses (UNIQUE dedup) is a duplicate committed by an
                 // earlier batch or another session: its bytes stay as an unreferenced gap.
-                let stored = has_row && inserted.next().unwrap_or(false);
-                let status = if stored {
-                    AckStatus::Stored
+                if ix.insert_message(row)? {
+                    out.acks.push((seq, AckStatus::Stored));
+                    changes.push(Change::Stored(audit.clone()));
                 } else {
-                    AckStatus::Duplicate
-                };
-                (seq, status)
-            })
-            .collect();
-        Ok((acks, t))
+                    out.acks.push((seq, AckStatus::Duplicate));
+                }
+            }
+            Op::Delete {
+                locator,
+                folder,
+                source_id,
+            } => {
+                let mut ids = Vec::new();
+                for (r, meta) in self.rows_of(ix, locator, folder, source_id)? {
+                    let (sha256, size) = match meta {
+                        Ok(m) => (m.sha256, m.size),
+                        // Unreadable metadata does not keep a message the source deleted
+                        // from going; its record then lacks the digest.
+                        Err(_) => (String::new(), 0),
+                    };
+                    changes.push(Change::Deleted(
+                        self.audit_item(r.id, folder, source_id, sha256, size),
+                    ));
+                    ids.push(r.id);
+                }
+                ix.delete_messages(self.mailbox_id, &ids)?;
+                out.acks.push((seq, found(!ids.is_empty())));
+            }
+            Op::SetFlags {
+                locator,
+                folder,
+                source_id,
+                flags,
+            } => {
+                let mut updates = Vec::new();
+                for (r, meta) in self.rows_of(ix, locator, folder, source_id)? {
+                    let mut meta = match meta {
+                        Ok(m) => m,
+                        Err(reason) => {
+                            out.rejected.push((
+                                seq,
+                                format!(
+                                    "flags of {folder}/{source_id} not changed: message id {} has unreadable metadata ({reason}); run `volume verify`",
+                                    r.id
+                                ),
+                            ));
+                            return Ok(());
+                        }
+                    };
+                    meta.flags = flags.clone();
+                    let mk = keys::message_key(&self.key_of(ix, r.key_id)?, &r.salt);
+                    let enc =
+                        keys::reseal_meta(&mk, &self.inner.volume_id, self.mailbox_id, r.id, &meta);
+                    updates.push((r.id, enc, meta));
+                }
+                let item = format!("{folder}/{source_id}");
+                let flags_p = self.inner.audit.flags_pseudonym(&item, flags.as_str());
+                for (id, enc, meta) in &updates {
+                    ix.update_meta(*id, enc)?;
+                    changes.push(Change::Flags(
+                        self.audit_item(*id, folder, source_id, meta.sha256.clone(), meta.size),
+                        flags_p.clone(),
+                    ));
+                }
+                out.acks.push((seq, found(!updates.is_empty())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows with `locator`, each with its decrypted metadata (or why it is
+    /// unreadable). A row whose readable metadata names another item is left out: the
+    /// index was tampered with (locators swapped), and this change is not about it.
+    fn rows_of(
+        &mut self,
+        ix: &Index,
+        locator: &[u8; 32],
+        folder: &FolderName,
+        source_id: &SourceId,
+    ) -> Result<Vec<RowWithMeta>, StoreError> {
+        let mut out = Vec::new();
+        for r in ix.messages_by_locator(self.mailbox_id, locator)? {
+            let meta = match self.key_of(ix, r.key_id) {
+                Ok(k) => keys::open_meta(
+                    &keys::message_key(&k, &r.salt),
+                    &self.inner.volume_id,
+                    self.mailbox_id,
+                    r.id,
+                    &r.meta_enc,
+                ),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Ok(m) = &meta {
+                if m.folder != *folder || m.source_id != *source_id {
+                    tracing::warn!(
+                        message = r.id,
+                        "index row's locator does not match its metadata; left alone, run `volume verify`"
+                    );
+                    continue;
+                }
+            }
+            out.push((r, meta));
+        }
+        Ok(out)
+    }
+
+    /// Generation `key_id` of the mailbox key (with the index already locked).
+    fn key_of(&mut self, ix: &Index, key_id: u32) -> Result<Key, StoreError> {
+        if self.key.0 == key_id {
+            return Ok(self.key.1.clone());
+        }
+        self.inner
+            .key_for_in(ix, self.mailbox_id, key_id, &self.mailbox)
+    }
+
+    fn audit_item(
+        &self,
+        message_id: u64,
+        folder: &FolderName,
+        source_id: &SourceId,
+        sha256: String,
+        size: u64,
+    ) -> AuditItem {
+        AuditItem {
+            message_id,
+            mailbox: self.inner.audit.mailbox_pseudonym(self.mailbox.as_str()),
+            item: self
+                .inner
+                .audit
+                .item_pseudonym(&format!("{folder}/{source_id}")),
+            sha256,
+            size,
+        }
+    }
+}
+
+/// A message row and its decrypted metadata, or why that failed.
+type RowWithMeta = (MessageRow, Result<MessageMeta, String>);
+
+fn found(any: bool) -> AckStatus {
+    if any {
+        AckStatus::Applied
+    } else {
+        AckStatus::NotFound
     }
 }
 
@@ -226,6 +430,7 @@ impl IngestSession {
         commit: CommitSettings,
     ) -> Self {
         let dedup_mac = keys::dedup_mac_key(dedup_base);
+        let locator_mac = keys::locator_mac_key(dedup_base);
         IngestSession {
             inner,
             timings: IngestTimings::default(),
@@ -234,12 +439,14 @@ impl IngestSession {
             key_id,
             mailbox_key,
             dedup_mac,
+            locator_mac,
             commit,
             seg: None,
             closed: Vec::new(),
             dir_dirty: false,
             pending: Vec::new(),
             pending_dedup: HashSet::new(),
+            deleted_locators: HashSet::new(),
             pending_bytes: 0,
             oldest: None,
             open: None,
@@ -426,8 +633,13 @@ impl IngestSession {
         let folder = o.start.meta_folder.as_str();
         let sid = o.start.source_id.as_str();
         let dedup = keys::dedup_key(&self.dedup_mac, folder, sid, &sha);
+        let locator = keys::locator(&self.locator_mac, folder, sid);
         let dup = if self.pending_dedup.contains(&dedup) {
             Ok(true)
+        } else if self.deleted_locators.contains(&locator) {
+            // A DELETE of this session may remove the stored copy before this message
+            // commits: write it, and let the commit's UNIQUE dedup decide.
+            Ok(false)
         } else {
             self.inner
                 .index()
@@ -445,8 +657,7 @@ impl IngestSession {
             self.push_pending(
                 Pending {
                     seq,
-                    audit: None,
-                    row: None,
+                    op: Op::Duplicate,
                 },
                 0,
             );
@@ -497,9 +708,10 @@ impl IngestSession {
             salt: o.salt,
             meta_enc,
             dedup,
+            locator: Some(locator),
         };
         self.pending_dedup.insert(dedup);
-        let audit = crate::audit_trail::AuditItem {
+        let audit = AuditItem {
             message_id: o.id,
             mailbox: self.inner.audit.mailbox_pseudonym(self.mailbox.as_str()),
             item: self.inner.audit.item_pseudonym(&format!("{folder}/{sid}")),
@@ -509,12 +721,91 @@ impl IngestSession {
         self.push_pending(
             Pending {
                 seq,
-                audit: Some(audit),
-                row: Some(row),
+                op: Op::Message { row, audit },
             },
             o.record_len,
         );
         Ok(Finished::Pending { seq })
+    }
+
+    /// Asks to remove every stored message of `folder` + `source_id` from the mailbox
+    /// (it was deleted at the source). Applied at the next commit, in seq order with the
+    /// batch's messages: a message of the same folder and source id finished earlier in
+    /// this session is removed too, one finished later is kept. Acknowledged `Applied`
+    /// (at least one message removed) or `NotFound`. The records stay in their segments
+    /// as unreferenced gaps until `volume compact`. Error if a message is open.
+    pub fn delete(
+        &mut self,
+        seq: u64,
+        folder: FolderName,
+        source_id: SourceId,
+    ) -> Result<(), StoreError> {
+        self.check_usable()?;
+        self.check_between_messages(seq, "delete")?;
+        let locator = keys::locator(&self.locator_mac, folder.as_str(), source_id.as_str());
+        // A copy finished earlier in this batch goes with this DELETE: an identical
+        // message after it must be stored again, not called a duplicate of it.
+        for p in &self.pending {
+            if let Op::Message { row, .. } = &p.op {
+                if row.locator == Some(locator) {
+                    self.pending_dedup.remove(&row.dedup);
+                }
+            }
+        }
+        self.deleted_locators.insert(locator);
+        self.push_pending(
+            Pending {
+                seq,
+                op: Op::Delete {
+                    locator,
+                    folder,
+                    source_id,
+                },
+            },
+            0,
+        );
+        Ok(())
+    }
+
+    /// Asks to replace the flags of every stored message of `folder` + `source_id` (they
+    /// changed at the source). Applied at the next commit, in seq order with the batch's
+    /// messages; each message's metadata is sealed again under its own message key.
+    /// Acknowledged `Applied` or `NotFound`, or refused at commit time (see
+    /// [`CommitOutcome::rejected`]) if a matching message's metadata is unreadable.
+    /// Error if a message is open.
+    pub fn set_flags(
+        &mut self,
+        seq: u64,
+        folder: FolderName,
+        source_id: SourceId,
+        flags: Flags,
+    ) -> Result<(), StoreError> {
+        self.check_usable()?;
+        self.check_between_messages(seq, "set_flags")?;
+        let locator = keys::locator(&self.locator_mac, folder.as_str(), source_id.as_str());
+        self.push_pending(
+            Pending {
+                seq,
+                op: Op::SetFlags {
+                    locator,
+                    folder,
+                    source_id,
+                    flags,
+                },
+            },
+            0,
+        );
+        Ok(())
+    }
+
+    fn check_between_messages(&self, seq: u64, what: &str) -> Result<(), StoreError> {
+        match &self.open {
+            Some(o) => Err(self.misuse(&format!(
+                "{what}(seq {seq}) while message seq {} is still open; finish or abort it first",
+                o.start.seq
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Drops the open message (if any) and rolls its bytes back.
@@ -537,17 +828,25 @@ impl IngestSession {
         self.oldest
     }
 
-    /// Messages finished (stored or duplicate) and not yet committed.
+    /// Messages finished (stored or duplicate), deletions and flag changes not yet
+    /// committed.
     pub fn pending_count(&self) -> usize {
         self.pending.len()
     }
 
     /// Makes every finished message durable and returns the acknowledgements: one
     /// fdatasync per touched segment, then one SQLite transaction. Equivalent to
-    /// `start_commit()?.run()`.
+    /// `start_commit()?.run()`; see [`IngestSession::commit_outcome`] for batches with
+    /// deletions or flag changes.
     pub fn commit(&mut self) -> Result<Vec<(u64, AckStatus)>, StoreError> {
+        self.commit_outcome().map(|o| o.acks)
+    }
+
+    /// [`IngestSession::commit`], also naming the changes refused at commit time.
+    /// Equivalent to `start_commit()?.run_outcome()`.
+    pub fn commit_outcome(&mut self) -> Result<CommitOutcome, StoreError> {
         let job = self.start_commit()?;
-        job.run().inspect_err(|_| self.failed = true)
+        job.run_outcome().inspect_err(|_| self.failed = true)
     }
 
     /// Hands the current batch to a [`CommitJob`] and starts a new batch at once, so the
@@ -556,9 +855,12 @@ impl IngestSession {
     /// session in the order they were started; if one fails, stop using the session.
     pub fn start_commit(&mut self) -> Result<CommitJob, StoreError> {
         self.check_usable()?;
-        let rows: Vec<MessageRow> = self.pending.iter().filter_map(|p| p.row.clone()).collect();
+        let has_rows = self
+            .pending
+            .iter()
+            .any(|p| matches!(p.op, Op::Message { .. }));
         let mut syncs = Vec::new();
-        if !rows.is_empty() {
+        if has_rows {
             for s in self.closed.iter().chain(self.seg.iter()) {
                 if s.len > s.committed_len {
                     let f = s.file.try_clone().map_err(|e| StoreError::io(&s.path, e))?;
@@ -566,19 +868,11 @@ impl IngestSession {
                 }
             }
         }
-        let sync_dir = (!rows.is_empty() && self.dir_dirty).then(|| {
+        let sync_dir = (has_rows && self.dir_dirty).then(|| {
             self.dir_dirty = false;
             self.inner.dir.join(SEGMENTS_DIR)
         });
-        let mut audit = Vec::new();
-        let seqs = self
-            .pending
-            .drain(..)
-            .map(|p| {
-                audit.extend(p.audit);
-                (p.seq, p.row.is_some())
-            })
-            .collect();
+        let ops = std::mem::take(&mut self.pending);
         self.closed.clear();
         if let Some(s) = self.seg.as_mut() {
             s.committed_len = s.len;
@@ -590,9 +884,10 @@ impl IngestSession {
             inner: self.inner.clone(),
             syncs,
             sync_dir,
-            rows,
-            seqs,
-            audit,
+            mailbox: self.mailbox.clone(),
+            mailbox_id: self.mailbox_id,
+            key: (self.key_id, self.mailbox_key.clone()),
+            ops,
         })
     }
 
@@ -719,3 +1014,6 @@ impl Drop for IngestSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

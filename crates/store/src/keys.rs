@@ -70,6 +70,9 @@ pub const INFO_MESSAGE: &[u8] = b"mailferry message v1";
 pub const INFO_META: &[u8] = b"mailferry meta v1";
 /// HKDF info of the mailbox's dedup HMAC key (derived from the mailbox key).
 pub const INFO_DEDUP: &[u8] = b"mailferry dedup v1";
+/// HKDF info of the mailbox's locator HMAC key (derived from the mailbox key), which
+/// finds the messages of a folder and source id for DELETE and FLAGS.
+pub const INFO_LOCATOR: &[u8] = b"mailferry locator v1";
 /// HKDF info of the name encryption key (derived from the VMK).
 pub const INFO_NAME_ENC: &[u8] = b"mailferry name enc v1";
 /// HKDF info of the name lookup HMAC key (derived from the VMK).
@@ -226,6 +229,20 @@ pub fn dedup_key(
     )
 }
 
+/// The mailbox's locator HMAC key.
+pub fn locator_mac_key(mailbox_key: &Key) -> Key {
+    hkdf32(mailbox_key.expose(), &[], INFO_LOCATOR)
+}
+
+/// The locator of every message with this folder and source id inside its mailbox,
+/// whatever its content: `HMAC(locator key, folder || 0 || source id)`.
+pub fn locator(locator_mac_key: &Key, folder: &str, source_id: &str) -> [u8; 32] {
+    hmac32(
+        locator_mac_key,
+        &[folder.as_bytes(), &[0], source_id.as_bytes()],
+    )
+}
+
 /// AES-256-GCM seal of a short value: returns `nonce(12) || ciphertext || tag(16)`.
 pub fn seal_small(key: &Key, nonce: [u8; 12], aad: &[u8], plain: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(12 + plain.len() + 16);
@@ -358,9 +375,49 @@ pub fn meta_aad(volume_id: &[u8; 16], mailbox_id: u64, message_id: u64) -> Vec<u
 }
 
 /// Encrypts metadata (padded JSON) under the message's metadata key. The key is unique to
-/// the message (random salt), and used for exactly one seal, so the nonce is all zeros.
+/// the message (random salt), and this first seal of it uses the all-zero nonce; every
+/// later seal under the same key ([`reseal_meta`]) uses a random one.
 pub fn seal_meta(
     message_key: &Key,
+    volume_id: &[u8; 16],
+    mailbox_id: u64,
+    message_id: u64,
+    meta: &mailferry_core::MessageMeta,
+) -> Vec<u8> {
+    seal_meta_with(
+        message_key,
+        [0u8; 12],
+        volume_id,
+        mailbox_id,
+        message_id,
+        meta,
+    )
+}
+
+/// Encrypts changed metadata (new flags) of a message whose metadata key already sealed
+/// once with the all-zero nonce: the same key, a random 96-bit nonce (stored in front of
+/// the ciphertext as always, so [`open_meta`] reads either). A message's flags change a
+/// handful of times, far below the 2^32 random nonces one GCM key tolerates.
+pub fn reseal_meta(
+    message_key: &Key,
+    volume_id: &[u8; 16],
+    mailbox_id: u64,
+    message_id: u64,
+    meta: &mailferry_core::MessageMeta,
+) -> Vec<u8> {
+    seal_meta_with(
+        message_key,
+        random_nonce(),
+        volume_id,
+        mailbox_id,
+        message_id,
+        meta,
+    )
+}
+
+pub(crate) fn seal_meta_with(
+    message_key: &Key,
+    nonce: [u8; 12],
     volume_id: &[u8; 16],
     mailbox_id: u64,
     message_id: u64,
@@ -373,7 +430,7 @@ pub fn seal_meta(
     json.resize(padded, b' ');
     let out = seal_small(
         &meta_key(message_key),
-        [0u8; 12],
+        nonce,
         &meta_aad(volume_id, mailbox_id, message_id),
         &json,
     );

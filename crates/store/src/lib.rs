@@ -29,7 +29,9 @@ pub mod segment;
 pub use compact::CompactOutcome;
 pub use credential::Credential;
 pub use error::StoreError;
-pub use ingest::{CommitJob, CommitTimings, Finished, IngestSession, IngestTimings, MessageStart};
+pub use ingest::{
+    CommitJob, CommitOutcome, CommitTimings, Finished, IngestSession, IngestTimings, MessageStart,
+};
 pub use keys::Argon2Params;
 pub use reencrypt::ReencryptOutcome;
 pub use replicate::ReplicateOutcome;

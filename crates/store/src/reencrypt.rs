@@ -30,7 +30,7 @@
 
 use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
 use crate::compact::{CompactOutcome, SegmentWriter};
-use crate::index::{KeyRotation, LastSwitch, MessageRow, Reencrypted};
+use crate::index::{KeyRotation, LastSwitch, MessageRow, Reencrypted, Rekeyed};
 use crate::keys::{self, Key};
 use crate::segment::RecordHeader;
 use crate::{StoreError, Volume};
@@ -503,8 +503,8 @@ impl Volume {
         ))
     }
 
-    /// The dedup value of every message of the mailbox under generation `key_id` (which
-    /// becomes the oldest, hence the dedup generation): from `metas` for the batch just
+    /// The dedup value and locator of every message of the mailbox under generation
+    /// `key_id` (which becomes the oldest, hence the dedup and locator generation): from `metas` for the batch just
     /// re-encrypted, from the decrypted metadata for the others.
     fn dedups_under(
         &self,
@@ -513,8 +513,9 @@ impl Volume {
         mailbox_id: u64,
         key_id: u32,
         key: &Key,
-    ) -> Result<Vec<(u64, [u8; 32])>, String> {
+    ) -> Result<Vec<Rekeyed>, String> {
         let mac = keys::dedup_mac_key(key);
+        let loc = keys::locator_mac_key(key);
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let opened;
@@ -540,6 +541,7 @@ impl Volume {
             out.push((
                 r.id,
                 keys::dedup_key(&mac, meta.folder.as_str(), meta.source_id.as_str(), &sha),
+                keys::locator(&loc, meta.folder.as_str(), meta.source_id.as_str()),
             ));
         }
         Ok(out)

@@ -109,6 +109,24 @@ fn compute() -> (Value, Vec<u8>) {
         meta.source_id.as_str(),
         &sha,
     );
+    // Schema 4 (mirror passes): the locator, and metadata sealed again with new flags
+    // under the same meta key and a (here fixed, normally random) nonce.
+    let locator = keys::locator(
+        &keys::locator_mac_key(&mailbox_key),
+        meta.folder.as_str(),
+        meta.source_id.as_str(),
+    );
+    let reseal_nonce: [u8; 12] = arr(pattern(0x44, 12));
+    let mut meta_flagged = meta.clone();
+    meta_flagged.flags = Flags::from_maildir("FS").unwrap();
+    let meta_resealed = keys::seal_meta_with(
+        &message_key,
+        reseal_nonce,
+        &volume_id,
+        mailbox_id,
+        message_id,
+        &meta_flagged,
+    );
     let rh = RecordHeader {
         key_id: 1,
         message_id,
@@ -147,6 +165,8 @@ fn compute() -> (Value, Vec<u8>) {
             "mailbox_key_2": h(mailbox_key_2.expose()),
             "mailbox_wrap_nonce_2": h(&mailbox_nonce_2),
             "meta": serde_json::to_value(&meta).unwrap(),
+            "meta_reseal_nonce": h(&reseal_nonce),
+            "meta_reseal_flags": meta_flagged.flags.as_str(),
         },
         "derived": {
             "kek": h(kek.expose()),
@@ -160,6 +180,8 @@ fn compute() -> (Value, Vec<u8>) {
             "meta_key": h(keys::meta_key(&message_key).expose()),
             "meta_enc": h(&meta_enc),
             "dedup": h(&dedup),
+            "locator": h(&locator),
+            "meta_enc_resealed": h(&meta_resealed),
             "plaintext_sha256": h(&sha),
             "record_len": record.len(),
             "record_sha256": h(ring::digest::digest(&ring::digest::SHA256, &record).as_ref()),
@@ -247,6 +269,13 @@ fn vectors_decrypt() {
         meta.sha256,
         hex::encode(ring::digest::digest(&ring::digest::SHA256, &plain))
     );
+    // Schema 4: the re-sealed metadata opens under the same message key, with the new
+    // flags and the nonce stored in front.
+    let resealed = hx("/derived/meta_enc_resealed");
+    let again = keys::open_meta(&mk, &volume_id, 3, 7, &resealed).unwrap();
+    assert_eq!(again.flags.as_str(), "FS");
+    assert_eq!(again.sha256, meta.sha256);
+    assert_eq!(resealed[..12], hx("/inputs/meta_reseal_nonce")[..]);
     // Version 2: passphrase and recovery slots, generation-2 mailbox key.
     let h3 = Header::parse(
         std::path::Path::new("vector"),

@@ -377,8 +377,59 @@ impl Volume {
                 _lock: lock,
             }),
         };
+        volume.fill_locators()?;
         crate::audit_trail::recover(&volume)?;
         Ok(volume)
+    }
+
+    /// Computes the locator of every message row written before index schema 4 (they
+    /// are NULL after the schema upgrade; computing them needs the mailbox keys), in one
+    /// transaction. Rows whose metadata cannot be read keep NULL (`verify` names them;
+    /// DELETE and FLAGS cannot find them), and are tried again at the next open.
+    fn fill_locators(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let rows = inner.index()?.messages_without_locator()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let names: HashMap<u64, MailboxAddr> = self.mailbox_rows()?.into_iter().collect();
+        let mut macs: HashMap<u64, Key> = HashMap::new();
+        let mut keys: HashMap<(u64, u32), Key> = HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        let mut unreadable = 0u64;
+        for r in &rows {
+            let Some(mailbox) = names.get(&r.mailbox_id) else {
+                unreadable += 1;
+                continue;
+            };
+            let meta = match inner.stored_message(mailbox, r, &mut keys) {
+                Ok(m) => m.meta,
+                Err(_) => {
+                    unreadable += 1;
+                    continue;
+                }
+            };
+            let mac = match macs.entry(r.mailbox_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    // The same generation as the dedup key: the oldest the mailbox holds.
+                    let oldest = inner.index()?.oldest_key_id(r.mailbox_id)?;
+                    let base = inner.key_for(r.mailbox_id, oldest, mailbox)?;
+                    e.insert(keys::locator_mac_key(&base))
+                }
+            };
+            out.push((
+                r.id,
+                keys::locator(mac, meta.folder.as_str(), meta.source_id.as_str()),
+            ));
+        }
+        inner.index()?.set_locators(&out)?;
+        tracing::info!(
+            messages = out.len(),
+            unreadable,
+            "index: computed the locators of messages stored before schema 4"
+        );
+        Ok(())
     }
 
     /// The receipt root of a mailbox: the Merkle root over `(folder/source-id, sha256)`
@@ -485,8 +536,9 @@ impl Volume {
             .collect()
     }
 
-    /// Every committed message of the mailbox with its decrypted metadata, in store
-    /// order. Unknown mailbox: StoreError::UnknownMailbox. A message whose metadata
+    /// Every committed message of the mailbox with its decrypted metadata (flags as the
+    /// last committed FLAGS left them), in store order; messages removed by a DELETE are
+    /// not listed. This is what export, verify and the receipt see. Unknown mailbox: StoreError::UnknownMailbox. A message whose metadata
     /// fails to decrypt is returned as Err inside the Vec (naming its message id),
     /// never aborting the list.
     pub fn list_messages(
@@ -829,6 +881,26 @@ impl Inner {
             return Ok(k.clone());
         }
         let ix = self.index()?;
+        self.key_for_in(&ix, mailbox_id, key_id, mailbox)
+    }
+
+    /// [`Inner::key_for`] for a caller that already holds the index (inside a
+    /// transaction).
+    pub(crate) fn key_for_in(
+        &self,
+        ix: &Index,
+        mailbox_id: u64,
+        key_id: u32,
+        mailbox: &MailboxAddr,
+    ) -> Result<Key, StoreError> {
+        if let Some(k) = self
+            .gen_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(mailbox_id, key_id))
+        {
+            return Ok(k.clone());
+        }
         let row = ix.mailbox_by_id(mailbox_id)?.ok_or_else(|| {
             keys::unwrap_err(&self.dir, format!("mailbox row {mailbox_id} (missing)"))
         })?;
@@ -851,8 +923,7 @@ impl Inner {
                     )
                 })?
         };
-        let tk = self.tenant_key(&ix, row.tenant_id)?;
-        drop(ix);
+        let tk = self.tenant_key(ix, row.tenant_id)?;
         let key = self.unwrap_mailbox_key(&tk, mailbox_id, key_id, &wrapped)?;
         self.gen_keys
             .lock()

@@ -88,6 +88,7 @@ fn list_folder(dir: &Path, folder: &FolderName, out: &mut Listing) {
                     item: format!("{folder}/{sub}"),
                     reason: format!("cannot read {}: {e}", path.display()),
                 });
+                out.incomplete.insert(folder.clone());
                 continue;
             }
         };
@@ -99,6 +100,7 @@ fn list_folder(dir: &Path, folder: &FolderName, out: &mut Listing) {
                         item: format!("{folder}/{sub}"),
                         reason: format!("directory listing failed: {e}"),
                     });
+                    out.incomplete.insert(folder.clone());
                     continue;
                 }
             };
@@ -122,6 +124,8 @@ fn list_folder(dir: &Path, folder: &FolderName, out: &mut Listing) {
                         item: item_name,
                         reason: format!("cannot stat: {e}"),
                     });
+                    // It may be a message the destination holds: keep it there.
+                    out.incomplete.insert(folder.clone());
                     continue;
                 }
             };

@@ -11,7 +11,10 @@
 //! A folder the source could not list completely goes in [`Listing::incomplete`], and
 //! the pass never deletes anything of such a folder at the destination.
 
+pub mod eml;
+pub mod imap;
 pub mod maildir;
+pub mod mbox;
 
 use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
@@ -118,7 +121,9 @@ pub struct Prior {
 /// What a listing found: items to move, and items that can never be moved, named.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// Every message present, in a stable order (folder, then source id).
+    /// Every message present, in a stable order: by folder, then in the source's own
+    /// order (file order for mbox, so a move stores an mbox's messages in that order and
+    /// an mbox export can write them back the same way; source id for the others).
     pub items: Vec<SourceItem>,
     /// Things found that are not movable (bad folder names, unreadable files).
     pub bad: Vec<BadItem>,
@@ -127,6 +132,21 @@ pub struct Listing {
     pub incomplete: BTreeSet<FolderName>,
     /// Per-folder cursors to hand back as [`PriorFolder::cursor`] next pass.
     pub cursors: BTreeMap<FolderName, String>,
+}
+
+/// What a source needs besides its spec: credentials and trust for network sources.
+/// Secrets are referenced by file (or taken from the environment), never passed as
+/// values, so they never appear on a command line.
+#[derive(Clone, Debug, Default)]
+pub struct SourceOptions {
+    /// IMAP: file holding the password (one line). Without it, and without
+    /// `oauth_token_file`, the password comes from [`imap::PASSWORD_ENV`].
+    pub password_file: Option<PathBuf>,
+    /// IMAP: file holding an OAuth 2 access token, sent with SASL XOAUTH2.
+    pub oauth_token_file: Option<PathBuf>,
+    /// IMAP: PEM file of the CA(s) the server certificate must chain to, instead of the
+    /// system roots.
+    pub source_ca: Option<PathBuf>,
 }
 
 /// A mail source.
@@ -139,15 +159,38 @@ pub trait Source: Send {
     fn open(&self, item: &SourceItem) -> std::io::Result<Box<dyn Read + Send>>;
 }
 
-/// Parses a `--source` argument (`maildir:PATH`).
-pub fn from_spec(spec: &str) -> Result<Box<dyn Source>, crate::AgentError> {
+/// Parses a `--source` argument (`maildir:PATH`, `mbox:PATH`, `eml:PATH`,
+/// `imaps://user@host[:port]`, `imap://user@host[:port]`). Reads what `options` name
+/// (password, token, CA) now, so a missing file is reported before anything moves;
+/// connects to nothing.
+pub fn from_spec(
+    spec: &str,
+    options: &SourceOptions,
+) -> Result<Box<dyn Source>, crate::AgentError> {
+    if spec.starts_with("imap://") || spec.starts_with("imaps://") {
+        return match imap::Imap::new(spec, options) {
+            Ok(s) => Ok(Box::new(s)),
+            Err(reason) => Err(crate::AgentError::Source {
+                path: PathBuf::from(imap::redact(spec)),
+                reason,
+            }),
+        };
+    }
     match spec.split_once(':') {
         Some(("maildir", path)) if !path.is_empty() => {
             Ok(Box::new(maildir::Maildir::new(PathBuf::from(path))))
         }
+        Some(("mbox", path)) if !path.is_empty() => {
+            Ok(Box::new(mbox::Mbox::new(PathBuf::from(path))))
+        }
+        Some(("eml", path)) if !path.is_empty() => {
+            Ok(Box::new(eml::EmlTree::new(PathBuf::from(path))))
+        }
         _ => Err(crate::AgentError::Source {
             path: PathBuf::from(spec),
-            reason: "unknown source; expected maildir:PATH".into(),
+            reason: "unknown source; expected maildir:PATH, mbox:PATH, eml:PATH, \
+                     imaps://user@host[:port] or imap://user@host[:port]"
+                .into(),
         }),
     }
 }

@@ -20,9 +20,31 @@ fn sample_frames() -> Vec<Frame> {
             seq: 42,
             sha256: [0xab; 32],
         },
+        Frame::Delete {
+            seq: 43,
+            folder: FolderName::parse("Archive/Entwürfe").unwrap(),
+            source_id: SourceId::parse("1700000000.M1P2.host").unwrap(),
+        },
+        Frame::SetFlags {
+            seq: 44,
+            folder: FolderName::inbox(),
+            source_id: SourceId::parse("17").unwrap(),
+            flags: Flags::from_maildir("FRS").unwrap(),
+        },
+        Frame::SetFlags {
+            seq: 45,
+            folder: FolderName::inbox(),
+            source_id: SourceId::parse("18").unwrap(),
+            flags: Flags::from_maildir("").unwrap(),
+        },
         Frame::Flush,
         Frame::Close,
-        Frame::Ack(vec![(1, AckStatus::Stored), (2, AckStatus::Duplicate)]),
+        Frame::Ack(vec![
+            (1, AckStatus::Stored),
+            (2, AckStatus::Duplicate),
+            (43, AckStatus::Applied),
+            (44, AckStatus::NotFound),
+        ]),
         Frame::Reject {
             seq: 3,
             reason: "sha256 mismatch".into(),
@@ -91,7 +113,85 @@ fn data_header_matches_full_encoding() {
     assert_eq!(a, b);
 }
 
+#[test]
+fn hostile_names_in_delete_and_flags_frames_are_refused() {
+    let frame = |k: u8, strs: &[&str]| {
+        let mut payload = 7u64.to_be_bytes().to_vec();
+        for s in strs {
+            payload.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            payload.extend_from_slice(s.as_bytes());
+        }
+        let mut b = vec![k];
+        b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        b.extend_from_slice(&payload);
+        Frame::decode(&b).unwrap_err().to_string()
+    };
+    let e = frame(kind::DELETE, &["../x", "1"]);
+    assert!(e.contains("folder name"), "{e}");
+    let e = frame(kind::DELETE, &["INBOX", "a/b"]);
+    assert!(e.contains("source id"), "{e}");
+    let e = frame(kind::FLAGS, &["INBOX", "1", "SR"]);
+    assert!(e.contains("sorted and unique"), "{e}");
+    let e = frame(kind::FLAGS, &["INBOX", "1"]);
+    assert!(e.contains("shorter"), "{e}");
+}
+
+#[test]
+fn every_ack_status_byte_is_defined_or_refused() {
+    for b in 0..=u8::MAX {
+        match AckStatus::from_u8(b) {
+            Some(st) => assert_eq!(st as u8, b),
+            None => assert!(b > 3, "status {b} lost"),
+        }
+    }
+}
+
+fn folder_strategy() -> impl Strategy<Value = FolderName> {
+    "[A-Za-z0-9 äé_-]{1,12}(/[A-Za-z0-9_-]{1,12}){0,3}"
+        .prop_filter_map("valid folder", |s| FolderName::parse(&s).ok())
+}
+
+fn source_id_strategy() -> impl Strategy<Value = SourceId> {
+    "[A-Za-z0-9_-][A-Za-z0-9._,=-]{0,40}"
+        .prop_filter_map("valid source id", |s| SourceId::parse(&s).ok())
+}
+
+fn flags_strategy() -> impl Strategy<Value = Flags> {
+    proptest::sample::subsequence(vec!['D', 'F', 'P', 'R', 'S', 'T'], 0..=6)
+        .prop_map(|v| Flags::from_maildir(&v.into_iter().collect::<String>()).unwrap())
+}
+
 proptest! {
+    #[test]
+    fn delete_and_flags_frames_round_trip(
+        seq in any::<u64>(),
+        folder in folder_strategy(),
+        source_id in source_id_strategy(),
+        flags in flags_strategy(),
+        statuses in proptest::collection::vec((any::<u64>(), 0u8..4), 0..20),
+    ) {
+        let frames = vec![
+            Frame::Delete { seq, folder: folder.clone(), source_id: source_id.clone() },
+            Frame::SetFlags { seq, folder, source_id, flags },
+            Frame::Ack(
+                statuses
+                    .into_iter()
+                    .map(|(s, b)| (s, AckStatus::from_u8(b).unwrap()))
+                    .collect(),
+            ),
+        ];
+        for f in frames {
+            let mut b = Vec::new();
+            f.encode(&mut b);
+            let (back, n) = Frame::decode(&b).unwrap().unwrap();
+            prop_assert_eq!(n, b.len());
+            prop_assert_eq!(back, f);
+            for cut in 0..b.len() {
+                prop_assert!(matches!(Frame::decode(&b[..cut]), Ok(None)));
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let _ = Frame::decode(&bytes);

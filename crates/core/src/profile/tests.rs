@@ -1,14 +1,30 @@
 use super::*;
 use proptest::prelude::*;
 
+fn problems(text: &str) -> String {
+    Profile::parse(text, "bad.toml").unwrap_err().to_string()
+}
+
+fn assert_all(e: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(e.contains(needle), "missing {needle:?} in {e}");
+    }
+}
+
 #[test]
 fn embedded_default_parses_and_matches_code_defaults() {
     let p = Profile::embedded_default();
     let d = Profile::default();
-    assert_eq!(p.commit, d.commit);
-    assert_eq!(p.transport, d.transport);
-    assert_eq!(p.store, d.store);
     assert_eq!(p.name, "default");
+    // Everything but the description is the code's default: the file documents the
+    // defaults, it does not change them.
+    assert_eq!(
+        Profile {
+            description: String::new(),
+            ..p
+        },
+        d
+    );
 }
 
 #[test]
@@ -21,28 +37,454 @@ fn every_problem_is_reported_at_once() {
         frame_bytes = 1
         [store]
         segment_max_bytes = "big"
+        [limits]
+        bad_item_limit = "many"
+        large_item_limit = -1
     "#;
-    let e = Profile::parse(text, "bad.toml").unwrap_err().to_string();
-    for needle in [
-        "bad.toml",
-        "`nmae`",
-        "`commit.max_mesages`",
-        "transport.frame_bytes",
-        "[store]",
-    ] {
-        assert!(e.contains(needle), "missing {needle:?} in {e}");
-    }
+    let e = problems(text);
+    assert_all(
+        &e,
+        &[
+            "bad.toml",
+            "`nmae`",
+            "`commit.max_mesages`",
+            "transport.frame_bytes",
+            "`store.segment_max_bytes`",
+            // Two bad types in one table: both named.
+            "`limits.bad_item_limit`",
+            "`limits.large_item_limit`",
+        ],
+    );
 }
 
 #[test]
 fn hostile_excluded_folder_is_refused() {
     let e = Profile::parse("[source]\nexclude_folders = [\"../x\"]", "p").unwrap_err();
-    assert!(e.to_string().contains("exclude_folders"), "{e}");
+    assert!(e.to_string().contains("source.exclude_folders[0]"), "{e}");
+}
+
+#[test]
+fn bad_patterns_and_contradictions_are_reported_with_their_keys() {
+    let text = r#"
+        [folders]
+        include = ["INBOX", "re:Archive/(\\d{4}"]
+        exclude = ["", "re:*"]
+        map = { "Sent Items" = "../Sent", "A" = "X", "B" = "X" }
+        colour = "blue"
+        [filter]
+        after = "2025-01-01"
+        before = "2024-01-01"
+        max_message_bytes = 0
+        [throttle]
+        max_bytes_per_second = 0
+        max_messages_per_second = -2.5
+        backoff_initial_ms = 5000
+        backoff_max_ms = 1000
+        [concurrency]
+        max_concurrent_moves = 2
+        max_concurrent_incremental_syncs = 3
+        [schedule]
+        start_after = "2025-07-02T00:00:00Z"
+        complete_after = "2025-07-01T00:00:00Z"
+    "#;
+    let e = problems(text);
+    assert_all(
+        &e,
+        &[
+            "`folders.include[1]`",
+            "invalid regex",
+            "`folders.exclude[0]`",
+            "`folders.exclude[1]`",
+            "`folders.map.\"Sent Items\"`",
+            "\"A\", \"B\" all map to \"X\"",
+            "folders.merge = true",
+            "`folders.colour`",
+            "`filter.after` (2025-01-01T00:00:00Z) is not before `filter.before`",
+            "`filter.max_message_bytes` = 0",
+            "`throttle.max_bytes_per_second` must be positive",
+            "`throttle.max_messages_per_second` = -2.5",
+            "`throttle.backoff_initial_ms` (5000) is more than `throttle.backoff_max_ms` (1000)",
+            "`concurrency.max_concurrent_incremental_syncs` (3) is more than",
+            "`schedule.complete_after` (2025-07-01T00:00:00Z) is before",
+        ],
+    );
+}
+
+#[test]
+fn merge_allows_many_to_one() {
+    let p = Profile::parse(
+        "[folders]\nmerge = true\nmap = { \"A\" = \"X\", \"B\" = \"X\" }",
+        "p",
+    )
+    .unwrap();
+    let rules = p.folder_rules().unwrap();
+    let x = FolderName::parse("X").unwrap();
+    assert_eq!(
+        rules.renamed_into(&x),
+        vec![
+            FolderName::parse("A").unwrap(),
+            FolderName::parse("B").unwrap()
+        ]
+    );
+}
+
+#[test]
+fn bad_types_and_values_of_new_keys() {
+    let e = problems(
+        r#"
+        [filter]
+        after = 2024
+        before = "yesterday"
+        max_message_bytes = "10 parsecs"
+        [throttle]
+        max_bytes_per_second = -5
+        [schedule]
+        start_after = "2025-07-01T10:00:00"
+        suspend_when_ready = "yes"
+    "#,
+    );
+    assert_all(
+        &e,
+        &[
+            "`filter.after`",
+            "`filter.before`",
+            "\"yesterday\"",
+            "`filter.max_message_bytes`",
+            "parsecs",
+            "`throttle.max_bytes_per_second`",
+            "negative",
+            "`schedule.start_after`",
+            "needs Z or an offset",
+            "`schedule.suspend_when_ready`",
+        ],
+    );
+}
+
+#[test]
+fn new_keys_parse() {
+    let p = Profile::parse(
+        r#"
+        [folders]
+        special_use = true
+        include = ["INBOX", "Archive/**"]
+        [folders.map]
+        "Posteingang" = "INBOX"
+        [filter]
+        after = "365d"
+        before = 2025-01-01T00:00:00+01:00
+        max_message_bytes = "150MB"
+        [limits]
+        bad_item_limit = 10
+        large_item_limit = 3
+        [throttle]
+        max_bytes_per_second = "2MiB"
+        max_messages_per_second = 5
+        [schedule]
+        complete_after = 2025-07-05T02:00:00Z
+    "#,
+        "p",
+    )
+    .unwrap();
+    assert!(p.folders.special_use);
+    assert_eq!(p.folders.map["Posteingang"], "INBOX");
+    assert_eq!(
+        p.filter.after,
+        Some(DateBound::Ago {
+            secs: 365 * 86_400,
+            text: "365d".into()
+        })
+    );
+    assert_eq!(p.filter.before, Some(DateBound::At(1_735_686_000)));
+    assert_eq!(p.filter.max_message_bytes, Some(ByteSize(150_000_000)));
+    assert_eq!(p.limits.large_item_limit, Some(3));
+    assert_eq!(p.throttle.max_bytes_per_second, Some(ByteSize(2 << 20)));
+    assert_eq!(p.throttle.max_messages_per_second, Some(5.0));
+    assert_eq!(p.schedule.complete_after, Some(Timestamp(1_751_680_800)));
+}
+
+#[test]
+fn byte_sizes() {
+    for (s, n) in [
+        ("4096", 4096),
+        ("150MB", 150_000_000),
+        ("25 MiB", 25 << 20),
+        ("1.5G", 1_500_000_000),
+        ("2_500mb", 2_500_000_000),
+        ("1KiB", 1024),
+    ] {
+        assert_eq!(ByteSize::parse(s), Ok(ByteSize(n)), "{s}");
+    }
+    for s in ["", "MB", "1.2.3MB", "10 parsecs", "99999999999TB"] {
+        assert!(ByteSize::parse(s).is_err(), "{s}");
+    }
+}
+
+#[test]
+fn dates() {
+    assert_eq!(parse_rfc3339("1970-01-01"), Ok(0));
+    assert_eq!(parse_rfc3339("2000-02-29T12:30:00Z"), Ok(951_827_400));
+    assert_eq!(
+        parse_rfc3339("2000-02-29T14:30:00.25+02:00"),
+        Ok(951_827_400)
+    );
+    assert_eq!(parse_rfc3339("2000-02-29 12:30Z"), Ok(951_827_400));
+    for bad in [
+        "2001-02-29",
+        "2024-13-01",
+        "2024-01-01T25:00:00Z",
+        "2024-01-01T10:00:00",
+        "2024-01-01T10:00:00+2",
+        "2024-1-1",
+    ] {
+        assert!(parse_rfc3339(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        DateBound::parse("2w").unwrap().resolve(1_000_000),
+        1_000_000 - 14 * 86_400
+    );
+    assert!(DateBound::parse("0s").is_err());
+}
+
+#[test]
+fn glob_patterns() {
+    let p = |s| Pattern::parse(s).unwrap();
+    assert!(p("[Gmail]/Spam").matches("[Gmail]/Spam"));
+    assert!(!p("[Gmail]/Spam").matches("G/Spam"));
+    assert!(p("Archive/*").matches("Archive/2024"));
+    assert!(!p("Archive/*").matches("Archive/2024/Q1"));
+    assert!(p("Archive/**").matches("Archive/2024/Q1"));
+    assert!(!p("Archive/**").matches("Archive"));
+    assert!(p("Project ?").matches("Project X"));
+    assert!(p("re:Archive/\\d{4}").matches("Archive/2024"));
+    assert!(!p("re:Archive/\\d{4}").matches("Archive/2024/x"));
+    assert!(p("a.b").matches("a.b") && !p("a.b").matches("axb"));
+}
+
+#[test]
+fn special_use_and_explicit_renames() {
+    let p = Profile::parse(
+        "[folders]\nspecial_use = true\nmap = { \"Deleted Items\" = \"Deleted Items\", \"Old\" = \"Archive/Old\" }",
+        "p",
+    )
+    .unwrap();
+    let r = p.folder_rules().unwrap();
+    let f = |s| FolderName::parse(s).unwrap();
+    assert_eq!(
+        r.rename(&f("Sent Items")),
+        Some((f("Sent"), Rename::SpecialUse))
+    );
+    assert_eq!(
+        r.rename(&f("[Gmail]/All Mail")),
+        Some((f("Archive"), Rename::SpecialUse))
+    );
+    // An explicit identity mapping turns a special-use rename off.
+    assert_eq!(r.rename(&f("Deleted Items")), None);
+    assert_eq!(
+        r.rename(&f("Old")),
+        Some((f("Archive/Old"), Rename::Explicit))
+    );
+    assert_eq!(r.rename(&f("INBOX")), None);
+    assert_eq!(
+        r.renamed_into(&f("Sent")),
+        vec![
+            f("Sent Items"),
+            f("Sent Messages"),
+            f("[Gmail]/Sent Mail"),
+            f("[Google Mail]/Sent Mail")
+        ]
+    );
+}
+
+#[test]
+fn include_and_exclude() {
+    let p = Profile::parse(
+        r#"
+        [source]
+        exclude_folders = ["Junk"]
+        [folders]
+        include = ["INBOX", "Archive/**", "Junk"]
+        exclude = ["Archive/Private/**"]
+    "#,
+        "p",
+    )
+    .unwrap();
+    let r = p.folder_rules().unwrap();
+    assert!(!r.is_excluded("INBOX"));
+    assert!(!r.is_excluded("Archive/2024"));
+    assert!(r.is_excluded("Archive/Private/x"));
+    assert!(r.is_excluded("Junk"));
+    assert!(r.is_excluded("Drafts"));
+}
+
+/// Every key of [`KNOWN`] is a field, and every field is in [`KNOWN`].
+#[test]
+fn known_keys_match_the_structs() {
+    let mut p = Profile::default();
+    p.filter.after = Some(DateBound::At(0));
+    p.filter.before = Some(DateBound::At(1));
+    p.filter.max_message_bytes = Some(ByteSize(1));
+    p.limits.large_item_limit = Some(1);
+    p.throttle.max_bytes_per_second = Some(ByteSize(1));
+    p.throttle.max_messages_per_second = Some(1.0);
+    p.schedule.start_after = Some(Timestamp(0));
+    p.schedule.complete_after = Some(Timestamp(0));
+    let toml::Value::Table(t) = toml::Value::try_from(&p).unwrap() else {
+        panic!("a profile serializes to a table")
+    };
+    let mut from_structs = Vec::new();
+    for (k, v) in &t {
+        match v.as_table() {
+            Some(sub) => from_structs.extend(sub.keys().map(|s| format!("{k}.{s}"))),
+            None => from_structs.push(k.clone()),
+        }
+    }
+    let mut known: Vec<String> = KNOWN
+        .iter()
+        .flat_map(|(s, keys)| keys.iter().map(move |k| dotted(s, k)))
+        .collect();
+    from_structs.sort();
+    known.sort();
+    assert_eq!(from_structs, known);
+    // And it parses back to itself.
+    let text = toml::to_string(&p).unwrap();
+    assert_eq!(Profile::parse(&text, "round trip").unwrap(), p);
+}
+
+/// Every shipped profile parses; there are at least the five the docs promise.
+#[test]
+fn every_shipped_profile_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migration-profiles");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let p =
+            Profile::parse(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+        p.folder_rules().unwrap();
+        assert_eq!(
+            Some(p.name.as_str()),
+            path.file_stem().and_then(|s| s.to_str()),
+            "a profile's name is its file name"
+        );
+        assert!(
+            !p.description.is_empty(),
+            "{}: no description",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} profiles in {}", dir.display());
+}
+
+#[test]
+fn load_records_provenance() {
+    let file =
+        "name = \"x\"\n[limits]\nbad_item_limit = 3\n[throttle]\nmax_messages_per_second = 2\n";
+    let overrides = vec![
+        ("limits.bad_item_limit".to_string(), "7".to_string()),
+        ("filter.after".to_string(), "30d".to_string()),
+        ("folders.exclude".to_string(), "[\"Junk\"]".to_string()),
+    ];
+    let e = Profile::load(Some((file, "x.toml")), &overrides).unwrap();
+    assert_eq!(e.profile.limits.bad_item_limit, 7);
+    assert_eq!(e.profile.folders.exclude, vec!["Junk".to_string()]);
+    assert_eq!(e.provenance("limits.bad_item_limit"), Provenance::Flag);
+    assert_eq!(e.provenance("filter.after"), Provenance::Flag);
+    assert_eq!(e.provenance("name"), Provenance::File);
+    assert_eq!(
+        e.provenance("throttle.max_messages_per_second"),
+        Provenance::File
+    );
+    assert_eq!(e.provenance("commit.max_messages"), Provenance::Default);
+    let settings = e.settings();
+    let total: usize = KNOWN.iter().map(|(_, k)| k.len()).sum();
+    assert_eq!(settings.len(), total);
+    let after = settings.iter().find(|s| s.key == "filter.after").unwrap();
+    assert_eq!(after.value, Some(toml::Value::String("30d".into())));
+    let before = settings.iter().find(|s| s.key == "filter.before").unwrap();
+    assert_eq!(
+        (before.value.as_ref(), before.from),
+        (None, Provenance::Default)
+    );
+
+    let none = Profile::load(None, &[]).unwrap();
+    assert!(none
+        .settings()
+        .iter()
+        .all(|s| s.from == Provenance::Default));
+    assert_eq!(none.file, None);
+}
+
+#[test]
+fn bad_overrides_are_reported_with_the_file_problems() {
+    let e = Profile::load(
+        Some(("[commit]\nmax_messages = 0\n", "x.toml")),
+        &[
+            ("limits.nope".into(), "1".into()),
+            ("throttle.max_bytes_per_second".into(), "0".into()),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_all(
+        &e,
+        &[
+            "x.toml",
+            "override `limits.nope`: unknown key",
+            "`throttle.max_bytes_per_second` must be positive",
+            "`commit.max_messages`",
+        ],
+    );
 }
 
 proptest! {
     #[test]
     fn arbitrary_text_never_panics(s in "\\PC{0,200}") {
         let _ = Profile::parse(&s, "fuzz");
+    }
+
+    #[test]
+    fn arbitrary_tables_never_panic(
+        section in prop::sample::select(vec!["folders", "filter", "limits", "throttle",
+            "concurrency", "schedule", "source"]),
+        key in "[a-z_]{1,30}",
+        value in prop_oneof![
+            Just("1".to_string()), Just("-1".to_string()), Just("\"365d\"".to_string()),
+            Just("[\"re:(\"]".to_string()), Just("{ a = \"b\" }".to_string()),
+            "\"\\PC{0,20}\"".prop_map(|s| format!("{s:?}")),
+        ],
+    ) {
+        let _ = Profile::parse(&format!("[{section}]\n{key} = {value}\n"), "fuzz");
+    }
+
+    #[test]
+    fn rfc3339_round_trips(t in -62_135_596_800i64..253_402_300_799) {
+        prop_assert_eq!(parse_rfc3339(&format_rfc3339(t)), Ok(t));
+        let day = t.div_euclid(86_400) * 86_400;
+        prop_assert_eq!(parse_rfc3339(&format_rfc3339(t)[..10]), Ok(day));
+    }
+
+    #[test]
+    fn literal_globs_match_only_themselves(
+        name in "[A-Za-z0-9 \\[\\]().+^$|{}-]{1,20}(/[A-Za-z0-9 \\[\\]().+^$|{}-]{1,10}){0,2}",
+        other in "[A-Za-z0-9 /]{1,20}",
+    ) {
+        let p = Pattern::parse(&name).unwrap();
+        prop_assert!(p.matches(&name));
+        prop_assert_eq!(p.matches(&other), other == name);
+    }
+
+    #[test]
+    fn star_stays_within_one_level(a in "[a-z]{1,8}", b in "[a-z]{1,8}", c in "[a-z]{1,8}") {
+        let one = Pattern::parse(&format!("{a}/*")).unwrap();
+        let any = Pattern::parse(&format!("{a}/**")).unwrap();
+        let nested = format!("{a}/{b}/{c}");
+        let child = format!("{a}/{b}");
+        prop_assert!(one.matches(&child));
+        prop_assert!(!one.matches(&nested));
+        prop_assert!(any.matches(&nested));
     }
 }

@@ -752,6 +752,30 @@ fn no_plaintext_anywhere_in_the_volume() {
             .unwrap();
         }
         s.commit().unwrap();
+        // Mirror changes: the locator lookup, the re-sealed metadata, the deletion
+        // records and the deleted ids must not put a name in clear anywhere either.
+        for i in 0..5u64 {
+            s.delete(
+                100 + i,
+                FolderName::parse(&format!("MarkerFolderQx7/Sub{i}")).unwrap(),
+                SourceId::parse(&format!("MarkerSourceIdZq9-{i}")).unwrap(),
+            )
+            .unwrap();
+            s.set_flags(
+                200 + i,
+                FolderName::parse(&format!("MarkerFolderQx7/Sub{}", i + 5)).unwrap(),
+                SourceId::parse(&format!("MarkerSourceIdZq9-{}", i + 5)).unwrap(),
+                Flags::from_maildir("FRS").unwrap(),
+            )
+            .unwrap();
+        }
+        let acks = s.commit().unwrap();
+        assert_eq!(acks.len(), 10);
+        assert!(
+            acks.iter().all(|(_, st)| *st == AckStatus::Applied),
+            "{acks:?}"
+        );
+        assert_eq!(v.list_messages(&mb).unwrap().len(), 15);
         // Scan while the volume is still open, so the WAL and -shm are there too.
         check_no_markers(&f.dir, &markers, true);
         v.verify().unwrap();
@@ -762,7 +786,7 @@ fn no_plaintext_anywhere_in_the_volume() {
     check_no_markers(&f.dir, &markers, false);
 }
 
-fn check_no_markers(dir: &Path, markers: &[&[u8]], expect_wal: bool) {
+pub(crate) fn check_no_markers(dir: &Path, markers: &[&[u8]], expect_wal: bool) {
     let files = all_files(dir);
     if expect_wal {
         assert!(
@@ -1165,7 +1189,12 @@ fn issue8_version_1_volume_opens_and_is_upgraded() {
     // Turn it into what the foundation wrote: schema 1 (no mailbox_keys) and header v1.
     {
         let c = rusqlite::Connection::open(f.dir.join(INDEX_FILE)).unwrap();
-        c.execute_batch("DROP TABLE mailbox_keys; UPDATE volume SET v = X'0000000000000001' WHERE k = 'schema';").unwrap();
+        c.execute_batch(
+            "DROP TABLE mailbox_keys; DROP INDEX messages_locator; \
+             ALTER TABLE messages DROP COLUMN locator; DROP TABLE deleted_messages; \
+             UPDATE volume SET v = X'0000000000000001' WHERE k = 'schema';",
+        )
+        .unwrap();
     }
     let mut hb = std::fs::read(f.dir.join(HEADER_FILE)).unwrap();
     hb[9] = 1;

@@ -1,0 +1,489 @@
+//! Applies a migration profile to a source listing: which messages move, into which
+//! destination folder, under which id, and which are left out and why.
+//!
+//! Pure: a listing in, a decision out. It reads no message, talks to nobody and writes
+//! nothing; the pass calls it between listing the source and planning against the
+//! checkpoint. Patterns and maps are compiled once by [`Filter::new`].
+//!
+//! # Renamed folders and ids
+//!
+//! A kept item's `folder` is its *destination* folder. When that differs from the
+//! source folder, its `source_id` becomes [`renamed_id`]: the original id behind a
+//! short tag derived from the source folder's name (`3f2a9c1e~1700000001.M1P2.host`).
+//! So the messages of `Sent Items` and of a hand-made `Sent`, merged into `Sent`, can
+//! never collide, whatever ids the source uses (IMAP UIDs collide across folders all
+//! the time), and the ids are the same in every pass as long as the profile is. Ids of
+//! folders that keep their name are untouched: a profile that renames nothing changes
+//! nothing. To open an item at the source, use [`Filtered::source_item`]; to hand the
+//! checkpoint back to a source, [`Filter::source_prior`].
+//!
+//! # Merging
+//!
+//! With `folders.merge = true`, any number of source folders may arrive in one
+//! destination folder. Without it, the profile check refuses an explicit map sending
+//! two names to one folder, and when a *listing* has two folders arriving in one place
+//! (say `Sent` and `Sent Items` with `special_use`), the folder already called that
+//! keeps it and the renamed one keeps its own name; [`FolderDecision::note`] says so.
+//!
+//! # What the planner must not delete
+//!
+//! Messages the filter leaves out are not gone from the source: nothing of theirs may
+//! be deleted at the destination. [`Filtered::excluded_folders`] lists the destination
+//! folders of excluded source folders (never delete there), and every
+//! [`SkippedItem`] names its destination folder and id (keep it if it is there).
+
+use crate::source::{Prior, PriorFolder, SourceItem};
+use mailferry_core::profile::{FolderRules, Profile, Rename};
+use mailferry_core::report::BadItem;
+use mailferry_core::{CoreError, FolderName, SourceId};
+use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Separates the source-folder tag from the original id in a renamed id.
+pub const TAG_SEPARATOR: char = '~';
+/// Separates the tag from a digest of the original id when tag and id would not fit
+/// the 255 bytes of a source id.
+pub const TAG_DIGEST_SEPARATOR: char = '#';
+
+/// The tag of a source folder: 8 hex digits of the SHA-256 of its name.
+pub fn folder_tag(source_folder: &FolderName) -> String {
+    mailferry_core::sha256_hex(source_folder.as_str().as_bytes())[..8].to_string()
+}
+
+/// The destination id of a message whose folder was renamed: `TAG~ID`, or `TAG#DIGEST`
+/// (32 hex digits of the SHA-256 of the id) when that would be over 255 bytes.
+pub fn renamed_id(source_folder: &FolderName, id: &SourceId) -> SourceId {
+    let tag = folder_tag(source_folder);
+    let joined = format!("{tag}{TAG_SEPARATOR}{id}");
+    let s = if joined.len() <= 255 {
+        joined
+    } else {
+        let digest = mailferry_core::sha256_hex(id.as_str().as_bytes());
+        format!("{tag}{TAG_DIGEST_SEPARATOR}{}", &digest[..32])
+    };
+    SourceId::parse(&s).expect("a hex tag and a valid id make a valid id")
+}
+
+/// Why an item is left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SkipKind {
+    /// Larger than `filter.max_message_bytes`: a large item, counted against
+    /// `limits.large_item_limit`.
+    LargeItem,
+    /// Outside `filter.after` .. `filter.before`: not part of this move by design.
+    OutsideDateWindow,
+    /// Its destination folder and id are another item's (only possible with ids that
+    /// already look renamed): a bad item, counted against `limits.bad_item_limit`.
+    IdCollision,
+}
+
+/// A message the profile leaves out, named so an admin can find it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SkippedItem {
+    /// `folder/source-id` at the source, as items are named in reports.
+    pub item: String,
+    /// The source folder.
+    pub folder: FolderName,
+    /// The source's id.
+    pub source_id: SourceId,
+    /// Where it would arrive: keep it if the destination has it from an earlier pass.
+    pub destination_folder: FolderName,
+    /// Under which id.
+    pub destination_id: SourceId,
+    /// Size in bytes.
+    pub size: u64,
+    /// Internal date, Unix seconds.
+    pub internal_date: i64,
+    /// The kind of reason.
+    pub kind: SkipKind,
+    /// The reason in words, with the profile key and value that decided it.
+    pub reason: String,
+}
+
+impl SkippedItem {
+    /// As a bad item of the move report.
+    pub fn to_bad_item(&self) -> BadItem {
+        BadItem {
+            item: self.item.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// What the profile decided for one source folder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FolderDecision {
+    /// Its name at the destination (its own when not renamed).
+    pub destination: FolderName,
+    /// Renamed, and by which rule.
+    pub rename: Option<Rename>,
+    /// Left out by `folders.include` / `folders.exclude` / `source.exclude_folders`.
+    pub excluded: bool,
+    /// Something the admin should know (a rename not applied, and why).
+    pub note: Option<String>,
+    /// Messages listed in the folder.
+    pub items: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Of those, kept.
+    pub kept: u64,
+    /// Of those, skipped (listed in [`Filtered::skipped`]).
+    pub skipped: u64,
+}
+
+/// The outcome of [`Filter::apply`].
+#[derive(Debug, Default)]
+pub struct Filtered {
+    /// Items that move, in listing order, with `folder` and `source_id` in destination
+    /// terms (see the module docs).
+    pub kept: Vec<SourceItem>,
+    /// Items left out, each with its reason.
+    pub skipped: Vec<SkippedItem>,
+    /// Destination folders in which nothing may be deleted: those of excluded source
+    /// folders (listed, or excluded by exact name). A destination folder that also
+    /// receives kept messages is included too: deletions at the source of such a merged
+    /// folder are then not mirrored, which loses nothing.
+    pub excluded_folders: BTreeSet<FolderName>,
+    /// Per source folder of the listing: where it goes and what happened.
+    pub folders: BTreeMap<FolderName, FolderDecision>,
+    /// Destination (folder, id) of renamed kept items → source (folder, id).
+    origins: HashMap<(FolderName, SourceId), (FolderName, SourceId)>,
+}
+
+impl Filtered {
+    /// The item as its source knows it, for [`crate::source::Source::open`]: a kept
+    /// item's source folder and id back in place. Items that were not renamed come
+    /// back as they are.
+    pub fn source_item<'a>(&self, kept: &'a SourceItem) -> Cow<'a, SourceItem> {
+        match self
+            .origins
+            .get(&(kept.folder.clone(), kept.source_id.clone()))
+        {
+            Some((folder, id)) => {
+                let mut item = kept.clone();
+                item.folder = folder.clone();
+                item.source_id = id.clone();
+                Cow::Owned(item)
+            }
+            None => Cow::Borrowed(kept),
+        }
+    }
+
+    /// Skipped large items (for `limits.large_item_limit`).
+    pub fn large_items(&self) -> usize {
+        self.skipped
+            .iter()
+            .filter(|s| s.kind == SkipKind::LargeItem)
+            .count()
+    }
+
+    /// Destination (folder, id) of every skipped item: present at the source, so never
+    /// to be deleted at the destination.
+    pub fn retained(&self) -> impl Iterator<Item = (&FolderName, &SourceId)> {
+        self.skipped
+            .iter()
+            .map(|s| (&s.destination_folder, &s.destination_id))
+    }
+}
+
+/// A profile's filter, compiled for one pass.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    rules: FolderRules,
+    /// Keep `internal_date >= after`.
+    after: Option<i64>,
+    /// Keep `internal_date < before`.
+    before: Option<i64>,
+    max_bytes: Option<u64>,
+    after_text: String,
+    before_text: String,
+}
+
+/// Compiles `profile` and applies it to `items` in one go; `now` (Unix seconds, the
+/// start of the pass) resolves ages such as `after = "365d"`. See [`Filter::apply`].
+pub fn apply(profile: &Profile, items: Vec<SourceItem>, now: i64) -> Result<Filtered, CoreError> {
+    Ok(Filter::new(profile, now)?.apply(items))
+}
+
+impl Filter {
+    /// Compiles the profile's folder rules and resolves its date window against `now`.
+    /// Fails only for a profile that did not come through [`Profile::parse`] (a bad
+    /// pattern built in code).
+    pub fn new(profile: &Profile, now: i64) -> Result<Filter, CoreError> {
+        let f = &profile.filter;
+        Ok(Filter {
+            rules: profile.folder_rules()?,
+            after: f.after.as_ref().map(|d| d.resolve(now)),
+            before: f.before.as_ref().map(|d| d.resolve(now)),
+            max_bytes: f.max_message_bytes.map(|b| b.0),
+            after_text: f.after.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+            before_text: f.before.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+        })
+    }
+
+    /// True if the source folder does not move.
+    pub fn excludes(&self, source_folder: &FolderName) -> bool {
+        self.rules.is_excluded(source_folder.as_str())
+    }
+
+    /// Splits a listing into kept and skipped items; see the module docs for the rules.
+    pub fn apply(&self, items: Vec<SourceItem>) -> Filtered {
+        let mut out = Filtered::default();
+        // First the folders: which move, and where to.
+        let mut seen: BTreeSet<&FolderName> = BTreeSet::new();
+        for item in &items {
+            seen.insert(&item.folder);
+        }
+        for folder in seen {
+            let excluded = self.rules.is_excluded(folder.as_str());
+            let (destination, rename) = match self.rules.rename(folder) {
+                Some((to, why)) => (to, Some(why)),
+                None => (folder.clone(), None),
+            };
+            out.folders.insert(
+                folder.clone(),
+                FolderDecision {
+                    destination,
+                    rename,
+                    excluded,
+                    note: None,
+                    items: 0,
+                    bytes: 0,
+                    kept: 0,
+                    skipped: 0,
+                },
+            );
+        }
+        if !self.rules.merge() {
+            resolve_clashes(&mut out.folders);
+        }
+        for (folder, d) in &out.folders {
+            if d.excluded {
+                out.excluded_folders.insert(d.destination.clone());
+                if d.destination != *folder {
+                    out.excluded_folders.insert(folder.clone());
+                }
+            }
+        }
+        for name in self.rules.excluded_by_name() {
+            if let Ok(f) = FolderName::parse(name) {
+                if let Some((to, _)) = self.rules.rename(&f) {
+                    out.excluded_folders.insert(to);
+                }
+                out.excluded_folders.insert(f);
+            }
+        }
+
+        // Then the items.
+        let mut taken: HashSet<(FolderName, SourceId)> = HashSet::new();
+        for mut item in items {
+            let d = out
+                .folders
+                .get_mut(&item.folder)
+                .expect("every listed folder has a decision");
+            d.items += 1;
+            d.bytes += item.size;
+            if d.excluded {
+                continue;
+            }
+            let renamed = d.destination != item.folder;
+            let dest_id = if renamed {
+                renamed_id(&item.folder, &item.source_id)
+            } else {
+                item.source_id.clone()
+            };
+            let key = (d.destination.clone(), dest_id);
+            let reason = if !taken.insert(key.clone()) {
+                Some((
+                    SkipKind::IdCollision,
+                    format!(
+                        "another message arrives as {}/{} too; rename one of the folders \
+                         (folders.map)",
+                        key.0, key.1
+                    ),
+                ))
+            } else {
+                self.skip_reason(&item)
+            };
+            match reason {
+                Some((kind, reason)) => {
+                    d.skipped += 1;
+                    out.skipped.push(SkippedItem {
+                        item: item.name(),
+                        folder: item.folder.clone(),
+                        source_id: item.source_id.clone(),
+                        destination_folder: key.0,
+                        destination_id: key.1,
+                        size: item.size,
+                        internal_date: item.internal_date,
+                        kind,
+                        reason,
+                    });
+                }
+                None => {
+                    d.kept += 1;
+                    if renamed {
+                        let from = (
+                            std::mem::replace(&mut item.folder, key.0.clone()),
+                            std::mem::replace(&mut item.source_id, key.1.clone()),
+                        );
+                        out.origins.insert(key, from);
+                    }
+                    out.kept.push(item);
+                }
+            }
+        }
+        out
+    }
+
+    fn skip_reason(&self, item: &SourceItem) -> Option<(SkipKind, String)> {
+        let date = item.internal_date;
+        if let Some(after) = self.after.filter(|a| date < *a) {
+            return Some((
+                SkipKind::OutsideDateWindow,
+                format!(
+                    "received {}, before filter.after ({}, {})",
+                    mailferry_core::rfc3339(date),
+                    self.after_text,
+                    mailferry_core::rfc3339(after)
+                ),
+            ));
+        }
+        if let Some(before) = self.before.filter(|b| date >= *b) {
+            return Some((
+                SkipKind::OutsideDateWindow,
+                format!(
+                    "received {}, not before filter.before ({}, {})",
+                    mailferry_core::rfc3339(date),
+                    self.before_text,
+                    mailferry_core::rfc3339(before)
+                ),
+            ));
+        }
+        if let Some(max) = self.max_bytes.filter(|m| item.size > *m) {
+            return Some((
+                SkipKind::LargeItem,
+                format!(
+                    "large item: {} bytes, over filter.max_message_bytes ({max})",
+                    item.size
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Turns what the checkpoint knows (destination folders and ids) back into the
+    /// source's terms, for [`crate::source::Source::list`]: items of renamed folders go
+    /// back to the source folder their tag names, with their original ids. Cursors stay
+    /// where they are (they are keyed by the source's folder names already, as the
+    /// source returned them). Ids that cannot be turned back (digest ids, tags of
+    /// folders the profile no longer renames) are left out: the source then lists
+    /// those messages afresh, and the planner still recognises them by destination id.
+    pub fn source_prior(&self, prior: &Prior) -> Prior {
+        let mut out = Prior::default();
+        for (folder, pf) in &prior.folders {
+            let tags: Vec<(String, FolderName)> = self
+                .rules
+                .renamed_into(folder)
+                .into_iter()
+                .map(|s| (folder_tag(&s), s))
+                .collect();
+            let mut plain = BTreeMap::new();
+            let mut moved = Vec::new();
+            for (id, item) in &pf.items {
+                match untag(id, &tags) {
+                    Untagged::Plain => {
+                        plain.insert(id.clone(), item.clone());
+                    }
+                    Untagged::From(source, original) => moved.push((source, original, item)),
+                    Untagged::Lost => {}
+                }
+            }
+            let entry = out.folders.entry(folder.clone()).or_default();
+            if entry.cursor.is_none() {
+                entry.cursor.clone_from(&pf.cursor);
+            }
+            entry.items.extend(plain);
+            for (source, original, item) in moved {
+                out.folders
+                    .entry(source)
+                    .or_insert_with(PriorFolder::default)
+                    .items
+                    .insert(original, item.clone());
+            }
+        }
+        out
+    }
+}
+
+enum Untagged {
+    /// Not a renamed id.
+    Plain,
+    /// A renamed id of this source folder, with its original id.
+    From(FolderName, SourceId),
+    /// Renamed, but its source cannot be told.
+    Lost,
+}
+
+fn untag(id: &SourceId, tags: &[(String, FolderName)]) -> Untagged {
+    let s = id.as_str();
+    let is_tag = |t: &str| t.len() == 8 && t.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some((tag, rest)) = s.split_once(TAG_SEPARATOR) {
+        if is_tag(tag) {
+            return match (tags.iter().find(|(t, _)| t == tag), SourceId::parse(rest)) {
+                (Some((_, folder)), Ok(original)) => Untagged::From(folder.clone(), original),
+                _ => Untagged::Lost,
+            };
+        }
+    }
+    match s.split_once(TAG_DIGEST_SEPARATOR) {
+        Some((tag, _)) if is_tag(tag) => Untagged::Lost,
+        _ => Untagged::Plain,
+    }
+}
+
+/// Without `merge`: while two folders that move arrive in one destination, the one
+/// already called that keeps it (else an explicit rename beats a special-use one, then
+/// the first name), and the others keep their own names. Each round un-renames at least
+/// one folder, so this ends.
+fn resolve_clashes(folders: &mut BTreeMap<FolderName, FolderDecision>) {
+    loop {
+        let mut by_dest: BTreeMap<FolderName, Vec<FolderName>> = BTreeMap::new();
+        for (src, d) in folders.iter().filter(|(_, d)| !d.excluded) {
+            by_dest
+                .entry(d.destination.clone())
+                .or_default()
+                .push(src.clone());
+        }
+        let mut changed = false;
+        for (dest, mut sources) in by_dest {
+            if sources.len() < 2 {
+                continue;
+            }
+            sources.sort_by_key(|s| {
+                let d = &folders[s];
+                (s != &dest, d.rename, s.clone())
+            });
+            let winner = sources[0].clone();
+            for loser in &sources[1..] {
+                let d = folders.get_mut(loser).expect("listed");
+                d.note = Some(format!(
+                    "keeps its name: {winner:?} arrives in {dest:?} already \
+                     (set folders.merge = true to merge them)"
+                ));
+                d.destination = loser.clone();
+                d.rename = None;
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

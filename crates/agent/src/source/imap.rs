@@ -1,0 +1,1682 @@
+//! IMAP source: `imaps://user@host[:port]` (implicit TLS) and `imap://user@host[:port]`
+//! (STARTTLS, required: a server that does not offer it is refused, never spoken to in
+//! plaintext). The server certificate is checked against the system roots or against
+//! `--source-ca`; there is no way to skip the check and no fallback.
+//!
+//! Read-only by construction: folders are opened with EXAMINE and bodies fetched with
+//! `BODY.PEEK[]`, so the source's `\Seen` flags (and everything else) stay as they were.
+//! A body is fetched in pieces of at most [`PIECE_BYTES`] (`BODY.PEEK[]<offset.length>`),
+//! so memory stays bounded whatever the message size and whatever the client library
+//! buffers. A dropped connection is opened again with capped exponential backoff and
+//! jitter, and the reader resumes at the byte it had reached; `NO [THROTTLED]`,
+//! `[UNAVAILABLE]`, `[LIMIT]` and `[INUSE]` make it wait and retry.
+//!
+//! Listing is cheap where the server has CONDSTORE: each folder's cursor is
+//! `UIDVALIDITY:HIGHESTMODSEQ:UIDNEXT:EXISTS`. An unchanged cursor fills the folder from
+//! what earlier passes acknowledged without fetching anything; a changed one fetches the
+//! flags changed since the last HIGHESTMODSEQ, the set of UIDs present (`UID SEARCH
+//! ALL`), and full metadata only for UIDs not seen before. Without CONDSTORE a pass
+//! after the first fetches flags for all messages, and metadata only for new ones.
+//!
+//! async-imap does the framing (tags, literals of any size) and parsing (imap-proto);
+//! the commands themselves are written here, because the typed API has no CONDSTORE
+//! modifiers, partial fetches or server back-off codes, and its errors lose the
+//! server's words. This module never writes to the server's mailboxes.
+//!
+//! The [`Source`] trait is blocking. The source owns a small current-thread tokio
+//! runtime and drives each IMAP exchange with `block_on` on the caller's thread, so it
+//! works the same from `spawn_blocking` (listing), a plain thread (reading) or a test,
+//! and never ties up a worker of the caller's runtime.
+
+use super::{Listing, Location, Prior, PriorFolder, PriorItem, Source, SourceItem, SourceOptions};
+use crate::AgentError;
+use async_imap::imap_proto::{
+    AttributeValue, Capability, MailboxDatum, MessageSection, NameAttribute, Outcome, Response,
+    ResponseCode, SectionPath, Status,
+};
+use base64::Engine as _;
+use mailferry_core::report::BadItem;
+use mailferry_core::secret::SecretBytes;
+use mailferry_core::{mutf7, Flags, FolderName, SourceId};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use zeroize::Zeroizing;
+
+/// Environment variable holding the IMAP password when no `--password-file` is given.
+pub const PASSWORD_ENV: &str = "MAILFERRY_SOURCE_PASSWORD";
+
+/// Largest piece of a message body fetched at once.
+pub const PIECE_BYTES: u64 = 1 << 20;
+
+/// What a listing fetches for a message it has not seen before.
+const METADATA: &str = "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])";
+
+/// Ranges per UID FETCH command when fetching metadata of scattered UIDs (keeps command
+/// lines well under the line limits servers enforce).
+const RANGES_PER_COMMAND: usize = 500;
+
+/// How long to wait for a TCP connection or the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for one whole response (a piece is at most 1 MiB: this allows
+/// links down to ~30 kbit/s before a stalled server is taken for a dead one).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Reconnect and back-off policy.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// Attempts after the first failure before giving up.
+    pub retries: u32,
+    /// First wait.
+    pub base: Duration,
+    /// Longest wait.
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            retries: 8,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Backoff {
+    /// Wait before retry number `attempt` (1-based): exponential, capped, then a random
+    /// point in its upper half so that many agents do not reconnect in step.
+    pub fn wait(&self, attempt: u32, random: u64) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.cap);
+        let half = exp / 2;
+        let nanos = half.as_nanos().max(1) as u64;
+        half + Duration::from_nanos(random % nanos)
+    }
+}
+
+fn random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+// === Server spec ===
+
+/// A parsed `imap://` or `imaps://` source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// `imaps://`: TLS from the first byte. `imap://`: STARTTLS, required.
+    pub implicit_tls: bool,
+    /// Login name (percent-decoded).
+    pub user: String,
+    /// Host name or IP address, as the certificate must name it.
+    pub host: String,
+    /// TCP port (993 or 143 when not given).
+    pub port: u16,
+}
+
+impl ServerSpec {
+    /// Parses `imaps://user@host[:port]` or `imap://user@host[:port]`. A password in
+    /// the URL is refused: it would be visible to every user of the machine.
+    pub fn parse(spec: &str) -> Result<ServerSpec, String> {
+        let (implicit_tls, rest) = if let Some(r) = spec.strip_prefix("imaps://") {
+            (true, r)
+        } else if let Some(r) = spec.strip_prefix("imap://") {
+            (false, r)
+        } else {
+            return Err("expected imaps://user@host[:port] or imap://user@host[:port]".into());
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (userinfo, hostport) = rest
+            .rsplit_once('@')
+            .ok_or("the login name is missing (imaps://user@host)")?;
+        if userinfo.contains(':') {
+            return Err(format!(
+                "a password does not belong in the source URL (anyone on this machine can \
+                 read the command line); use --password-file or {PASSWORD_ENV}"
+            ));
+        }
+        if hostport.contains(['/', '?', '#']) {
+            return Err("a folder path or query in the URL is not supported".into());
+        }
+        let user = percent_encoding::percent_decode_str(userinfo)
+            .decode_utf8()
+            .map_err(|_| "the login name is not UTF-8 after percent-decoding".to_string())?
+            .into_owned();
+        if user.is_empty() || user.chars().any(|c| c.is_control()) {
+            return Err("the login name is empty or has control characters".into());
+        }
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or("unclosed '[' in the host")?;
+            (h.to_string(), after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err("the host is missing".into());
+        }
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("bad port {p:?}"))?,
+            None if implicit_tls => 993,
+            None => 143,
+        };
+        Ok(ServerSpec {
+            implicit_tls,
+            user,
+            host,
+            port,
+        })
+    }
+
+    /// The URL again (no secrets; the login name percent-encoded as needed).
+    pub fn url(&self) -> String {
+        let scheme = if self.implicit_tls { "imaps" } else { "imap" };
+        const LOGIN: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'.')
+            .remove(b'-')
+            .remove(b'_');
+        let user = percent_encoding::utf8_percent_encode(&self.user, LOGIN);
+        if self.host.contains(':') {
+            format!("{scheme}://{user}@[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{user}@{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A source spec with any password in it replaced, for error messages.
+pub fn redact(spec: &str) -> String {
+    match (spec.split_once("://"), spec.rsplit_once('@')) {
+        (Some((scheme, rest)), Some((_, host))) if rest.contains('@') => {
+            format!("{scheme}://[login redacted]@{host}")
+        }
+        _ => spec.to_string(),
+    }
+}
+
+// === Credentials and TLS ===
+
+enum Credential {
+    Password(SecretBytes),
+    OAuth(SecretBytes),
+}
+
+/// Reads a secret file: its bytes less one trailing newline; empty or multi-line is an
+/// error (a stray second line is more likely a wrong file than part of a password).
+fn read_secret(path: &Path, what: &str) -> Result<SecretBytes, String> {
+    let mut bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))?);
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(format!("{what} {} is empty", path.display()));
+    }
+    if bytes.iter().any(|&b| b == b'\n' || b == b'\r' || b == 0) {
+        return Err(format!(
+            "{what} {} has more than one line or a NUL byte",
+            path.display()
+        ));
+    }
+    Ok(SecretBytes::new(std::mem::take(&mut *bytes)))
+}
+
+fn credential(options: &SourceOptions) -> Result<Credential, String> {
+    match (&options.password_file, &options.oauth_token_file) {
+        (Some(_), Some(_)) => Err("give --password-file or --oauth-token-file, not both".into()),
+        (None, Some(token)) => Ok(Credential::OAuth(read_secret(token, "OAuth token file")?)),
+        (Some(file), None) => Ok(Credential::Password(read_secret(file, "password file")?)),
+        (None, None) => match std::env::var_os(PASSWORD_ENV) {
+            Some(v) if !v.is_empty() => {
+                use std::os::unix::ffi::OsStringExt;
+                Ok(Credential::Password(SecretBytes::new(v.into_vec())))
+            }
+            _ => Err(format!(
+                "an IMAP source needs a password (--password-file, or the environment \
+                 variable {PASSWORD_ENV}) or an OAuth token (--oauth-token-file)"
+            )),
+        },
+    }
+}
+
+fn tls_config(source_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match source_ca {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("--source-ca {}: {e}", path.display()))?;
+            let certs = mailferry_core::tls::certs_from_pem(&pem)
+                .map_err(|e| format!("--source-ca {}: {e}", path.display()))?;
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("--source-ca {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(format!(
+                    "no system root certificates could be loaded ({} error(s)); install \
+                     the ca-certificates package or give the server's CA with --source-ca",
+                    found.errors.len()
+                ));
+            }
+        }
+    }
+    mailferry_core::tls::mail_client_config(roots).map_err(|e| e.to_string())
+}
+
+// === Failures ===
+
+/// Why an IMAP exchange did not work, sorted by what to do about it.
+#[derive(Debug, Clone)]
+enum Fail {
+    /// The connection is gone or unusable: open a new one and retry.
+    Lost(String),
+    /// The server asked for patience (`[THROTTLED]`, `[UNAVAILABLE]`, `[LIMIT]`,
+    /// `[INUSE]`, or BYE at the greeting): wait and retry.
+    Busy(String),
+    /// The server refused this command (NO or BAD): retrying will not help.
+    Refused(String),
+    /// Nothing can work: the certificate, the login, no STARTTLS.
+    Fatal(String),
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Lost(m) | Fail::Busy(m) | Fail::Refused(m) | Fail::Fatal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Error text from the server or the client library, cut to a readable length (a parse
+/// error can quote a whole message).
+fn short(s: &str) -> String {
+    const MAX: usize = 300;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+fn outcome_text(o: &Outcome<'_>) -> String {
+    match (&o.code, &o.information) {
+        (_, Some(info)) => short(info),
+        (Some(code), None) => format!("{code:?}"),
+        (None, None) => "(no text)".into(),
+    }
+}
+
+/// Back-off codes servers put in a NO (RFC 5530 and common practice).
+fn is_busy(text: &str) -> bool {
+    let t = text.trim_start().to_ascii_uppercase();
+    ["[THROTTLED]", "[UNAVAILABLE]", "[LIMIT]", "[INUSE]"]
+        .iter()
+        .any(|c| t.starts_with(c))
+}
+
+fn done(status: &Status, outcome: &Outcome<'_>, cmd: &str) -> Result<(), Fail> {
+    let text = outcome_text(outcome);
+    match status {
+        Status::Ok => Ok(()),
+        _ if is_busy(&text) => Err(Fail::Busy(format!(
+            "the server is busy ({verb}): {text}",
+            verb = verb(cmd)
+        ))),
+        Status::No => Err(Fail::Refused(format!("{} refused: {text}", verb(cmd)))),
+        Status::Bad => Err(Fail::Refused(format!(
+            "{} rejected as BAD: {text}",
+            verb(cmd)
+        ))),
+        other => Err(Fail::Lost(format!(
+            "unexpected {other:?} to {}: {text}",
+            verb(cmd)
+        ))),
+    }
+}
+
+/// The command's first words, for messages (never its arguments: they may be secret).
+fn verb(cmd: &str) -> String {
+    let mut w = cmd.split(' ');
+    match (w.next(), w.next()) {
+        (Some("UID"), Some(v)) => format!("UID {v}"),
+        (Some(v), _) => v.to_string(),
+        _ => String::new(),
+    }
+}
+
+// === Connection ===
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// What EXAMINE said about a folder.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Selected {
+    mailbox: String,
+    uidvalidity: u32,
+    uidnext: u32,
+    exists: u32,
+    /// None: the server has no CONDSTORE, or `[NOMODSEQ]` for this folder.
+    highestmodseq: Option<u64>,
+}
+
+impl Selected {
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            uidvalidity: self.uidvalidity,
+            highestmodseq: self.highestmodseq.unwrap_or(0),
+            uidnext: self.uidnext,
+            exists: self.exists,
+        }
+    }
+}
+
+/// A folder's state as a cursor string `UIDVALIDITY:HIGHESTMODSEQ:UIDNEXT:EXISTS`
+/// (HIGHESTMODSEQ 0 where the server has none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// HIGHESTMODSEQ, 0 if none.
+    pub highestmodseq: u64,
+    /// UIDNEXT.
+    pub uidnext: u32,
+    /// EXISTS.
+    pub exists: u32,
+}
+
+impl Cursor {
+    /// Parses a cursor string; None if it is not one of ours.
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let mut it = s.split(':');
+        let c = Cursor {
+            uidvalidity: it.next()?.parse().ok()?,
+            highestmodseq: it.next()?.parse().ok()?,
+            uidnext: it.next()?.parse().ok()?,
+            exists: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(c)
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.uidvalidity, self.highestmodseq, self.uidnext, self.exists
+        )
+    }
+}
+
+/// One LIST answer.
+#[derive(Clone, Debug)]
+struct ListEntry {
+    name: String,
+    delimiter: Option<String>,
+    selectable: bool,
+    special_use: Option<&'static str>,
+}
+
+/// Metadata of one message from a listing FETCH.
+#[derive(Clone, Debug, Default)]
+struct Meta {
+    uid: u32,
+    flags: Option<Flags>,
+    internal_date: Option<i64>,
+    size: Option<u32>,
+    message_id: Option<String>,
+}
+
+/// Sends one command line (tagged `tag`) and reads until its tagged answer, handing
+/// every other response to `each`.
+async fn exchange<T>(
+    client: &mut async_imap::Client<T>,
+    tag: &str,
+    cmd: &str,
+    mut each: impl FnMut(&Response<'_>),
+) -> Result<(), Fail>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    let line = Zeroizing::new(format!("{tag} {cmd}\r\n"));
+    send(client, line.as_bytes()).await?;
+    loop {
+        let end = next_response(client, |resp| match resp {
+            Response::Done {
+                tag: t,
+                status,
+                outcome,
+            } if t.0 == tag => Some(done(status, outcome, cmd)),
+            Response::Data {
+                status: Status::Bye,
+                outcome,
+            } => Some(Err(Fail::Lost(format!(
+                "the server ended the session: {}",
+                outcome_text(outcome)
+            )))),
+            other => {
+                each(other);
+                None
+            }
+        })
+        .await?;
+        if let Some(end) = end {
+            return end;
+        }
+    }
+}
+
+async fn send<T>(client: &mut async_imap::Client<T>, bytes: &[u8]) -> Result<(), Fail>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    // async-imap writes commands straight to the stream too (no write buffer of its
+    // own), so writing here keeps the order of bytes on the wire.
+    let io = client.get_mut();
+    let write = async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    };
+    match tokio::time::timeout(RESPONSE_TIMEOUT, write).await {
+        Err(_) => Err(Fail::Lost("the server accepted no data for 300 s".into())),
+        Ok(Err(e)) => Err(Fail::Lost(format!("connection lost while sending: {e}"))),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+/// Reads the next response and hands it to `f` (the response borrows the client's
+/// buffer, so it is looked at here rather than returned).
+async fn next_response<T, R>(
+    client: &mut async_imap::Client<T>,
+    f: impl FnOnce(&Response<'_>) -> R,
+) -> Result<R, Fail>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    match tokio::time::timeout(RESPONSE_TIMEOUT, client.read_response()).await {
+        Err(_) => Err(Fail::Lost("no answer from the server for 300 s".into())),
+        Ok(Err(e)) => Err(Fail::Lost(format!(
+            "connection lost: {}",
+            short(&e.to_string())
+        ))),
+        Ok(Ok(None)) => Err(Fail::Lost("the server closed the connection".into())),
+        Ok(Ok(Some(r))) => Ok(f(r.parsed())),
+    }
+}
+
+/// Reads the greeting: OK goes on, BYE means busy, PREAUTH is refused (we always
+/// authenticate, and never over a connection we did not secure ourselves).
+async fn greeting<T>(client: &mut async_imap::Client<T>) -> Result<(), Fail>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    next_response(client, |resp| match resp {
+        Response::Data {
+            status: Status::Ok, ..
+        } => Ok(()),
+        Response::Data {
+            status: Status::Bye,
+            outcome,
+        } => Err(Fail::Busy(format!(
+            "the server turned the connection away: {}",
+            outcome_text(outcome)
+        ))),
+        Response::Data {
+            status: Status::PreAuth,
+            ..
+        } => Err(Fail::Fatal(
+            "the server sent PREAUTH; mailferry always logs in and does not accept \
+             pre-authenticated sessions"
+                .into(),
+        )),
+        other => Err(Fail::Lost(format!(
+            "the server's greeting is not IMAP: {}",
+            short(&format!("{other:?}"))
+        ))),
+    })
+    .await?
+}
+
+/// A TLS error that a retry cannot fix (certificate, protocol), as opposed to a dropped
+/// connection during the handshake.
+fn tls_failure(host: &str, e: io::Error) -> Fail {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(c)) => Fail::Fatal(format!(
+            "the certificate of {host} is not trusted ({c:?}); it must chain to the \
+             system roots or to the CA given with --source-ca, and there is no fallback"
+        )),
+        Some(other) => Fail::Fatal(format!("TLS with {host} failed: {other}")),
+        None => Fail::Lost(format!("TLS handshake with {host}: {e}")),
+    }
+}
+
+/// What the connection needs to know to open itself.
+struct Config {
+    server: ServerSpec,
+    tls: Arc<rustls::ClientConfig>,
+    credential: Credential,
+    backoff: Backoff,
+}
+
+/// One logged-in connection.
+struct Conn {
+    client: async_imap::Client<Tls>,
+    next_tag: u64,
+    caps: HashSet<String>,
+    selected: Option<Selected>,
+}
+
+impl Conn {
+    /// Connects, secures (implicit TLS or STARTTLS), and logs in.
+    async fn open(cfg: &Config) -> Result<Conn, Fail> {
+        let host = cfg.server.host.as_str();
+        let tcp = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((host, cfg.server.port)),
+        )
+        .await
+        {
+            Err(_) => return Err(Fail::Lost(format!("connecting to {host} timed out"))),
+            Ok(Err(e)) => {
+                return Err(Fail::Lost(format!(
+                    "cannot connect to {host}:{}: {e}",
+                    cfg.server.port
+                )))
+            }
+            Ok(Ok(t)) => t,
+        };
+        let _ = tcp.set_nodelay(true);
+        let tcp = if cfg.server.implicit_tls {
+            tcp
+        } else {
+            let mut plain = async_imap::Client::new(tcp);
+            greeting(&mut plain).await?;
+            match exchange(&mut plain, "s0", "STARTTLS", |_| {}).await {
+                Ok(()) => {}
+                Err(Fail::Refused(m)) => {
+                    return Err(Fail::Fatal(format!(
+                        "{host} does not offer STARTTLS ({m}); mailferry does not log in \
+                         without TLS (use imaps:// if the server has implicit TLS)"
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+            // Anything the server sent after its OK is dropped with the plaintext
+            // buffer: only what arrives inside TLS is believed (STARTTLS injection).
+            plain.into_inner()
+        };
+        let name = rustls_pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| Fail::Fatal(format!("{host:?} is not a valid server name: {e}")))?;
+        let connector = tokio_rustls::TlsConnector::from(cfg.tls.clone());
+        let tls = match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
+            Err(_) => return Err(Fail::Lost(format!("TLS handshake with {host} timed out"))),
+            Ok(Err(e)) => return Err(tls_failure(host, e)),
+            Ok(Ok(t)) => t,
+        };
+        let mut conn = Conn {
+            client: async_imap::Client::new(tls),
+            next_tag: 0,
+            caps: HashSet::new(),
+            selected: None,
+        };
+        if cfg.server.implicit_tls {
+            greeting(&mut conn.client).await?;
+        }
+        conn.caps = conn.capabilities().await?;
+        conn.login(&cfg.server.user, &cfg.credential).await?;
+        conn.caps = conn.capabilities().await?;
+        Ok(conn)
+    }
+
+    fn has(&self, cap: &str) -> bool {
+        self.caps.contains(cap)
+    }
+
+    fn tag(&mut self) -> String {
+        self.next_tag += 1;
+        format!("m{}", self.next_tag)
+    }
+
+    async fn command(&mut self, cmd: &str, each: impl FnMut(&Response<'_>)) -> Result<(), Fail> {
+        let tag = self.tag();
+        exchange(&mut self.client, &tag, cmd, each).await
+    }
+
+    async fn capabilities(&mut self) -> Result<HashSet<String>, Fail> {
+        let mut caps = HashSet::new();
+        self.command("CAPABILITY", |r| {
+            if let Response::Capabilities(list) = r {
+                for c in list {
+                    caps.insert(match c {
+                        Capability::Imap4rev1 => "IMAP4REV1".to_string(),
+                        Capability::Auth(m) => format!("AUTH={}", m.to_ascii_uppercase()),
+                        Capability::Atom(a) => a.to_ascii_uppercase(),
+                    });
+                }
+            }
+        })
+        .await?;
+        Ok(caps)
+    }
+
+    /// AUTHENTICATE PLAIN or XOAUTH2 (LOGIN only for servers without SASL PLAIN). The
+    /// secret goes on the wire inside TLS and is zeroized in our buffers afterwards.
+    async fn login(&mut self, user: &str, cred: &Credential) -> Result<(), Fail> {
+        let (mechanism, payload) = match cred {
+            Credential::OAuth(token) => {
+                if !self.has("AUTH=XOAUTH2") {
+                    return Err(Fail::Fatal(
+                        "the server does not offer XOAUTH2 (AUTH=XOAUTH2); use a password".into(),
+                    ));
+                }
+                let mut p = Zeroizing::new(Vec::new());
+                p.extend_from_slice(b"user=");
+                p.extend_from_slice(user.as_bytes());
+                p.extend_from_slice(b"\x01auth=Bearer ");
+                p.extend_from_slice(token.expose());
+                p.extend_from_slice(b"\x01\x01");
+                ("XOAUTH2", p)
+            }
+            Credential::Password(pw) if self.has("AUTH=PLAIN") => {
+                let mut p = Zeroizing::new(Vec::new());
+                p.push(0);
+                p.extend_from_slice(user.as_bytes());
+                p.push(0);
+                p.extend_from_slice(pw.expose());
+                ("PLAIN", p)
+            }
+            Credential::Password(pw) => {
+                if self.has("LOGINDISABLED") {
+                    return Err(Fail::Fatal(
+                        "the server disables LOGIN and offers no AUTH=PLAIN".into(),
+                    ));
+                }
+                let pw = std::str::from_utf8(pw.expose()).map_err(|_| {
+                    Fail::Fatal("this server only has LOGIN, which needs a UTF-8 password".into())
+                })?;
+                let cmd = Zeroizing::new(format!(
+                    "LOGIN {} {}",
+                    quote(user).map_err(Fail::Fatal)?,
+                    quote(pw).map_err(Fail::Fatal)?
+                ));
+                return self
+                    .command(&cmd, |_| {})
+                    .await
+                    .map_err(|e| login_failure(user, e));
+            }
+        };
+        let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*payload));
+        let tag = self.tag();
+        let line = Zeroizing::new(if self.has("SASL-IR") {
+            format!("{tag} AUTHENTICATE {mechanism} {}\r\n", &*b64)
+        } else {
+            format!("{tag} AUTHENTICATE {mechanism}\r\n")
+        });
+        send(&mut self.client, line.as_bytes()).await?;
+        let mut sent = self.has("SASL-IR");
+        let what = format!("AUTHENTICATE {mechanism}");
+        loop {
+            let step = next_response(&mut self.client, |resp| match resp {
+                Response::Continue(_) => Some(None),
+                Response::Done {
+                    tag: t,
+                    status,
+                    outcome,
+                } if t.0 == tag => Some(Some(done(status, outcome, &what))),
+                Response::Data {
+                    status: Status::Bye,
+                    outcome,
+                } => Some(Some(Err(Fail::Lost(format!(
+                    "the server ended the session during login: {}",
+                    outcome_text(outcome)
+                ))))),
+                _ => None,
+            })
+            .await?;
+            match step {
+                Some(Some(end)) => return end.map_err(|e| login_failure(user, e)),
+                Some(None) if !sent => {
+                    let answer = Zeroizing::new(format!("{}\r\n", &*b64));
+                    send(&mut self.client, answer.as_bytes()).await?;
+                    sent = true;
+                }
+                // A second challenge is an error report (XOAUTH2): answer empty, then
+                // the server says NO.
+                Some(None) => send(&mut self.client, b"\r\n").await?,
+                None => {}
+            }
+        }
+    }
+
+    async fn list_mailboxes(&mut self) -> Result<Vec<ListEntry>, Fail> {
+        let cmd = if self.has("SPECIAL-USE") && self.has("LIST-EXTENDED") {
+            r#"LIST "" "*" RETURN (SPECIAL-USE)"#
+        } else {
+            r#"LIST "" "*""#
+        };
+        let mut out = Vec::new();
+        self.command(cmd, |r| {
+            if let Response::MailboxData(MailboxDatum::List(l)) = r {
+                let mut selectable = true;
+                let mut special_use = None;
+                for a in &l.name_attributes {
+                    match a {
+                        NameAttribute::NoSelect => selectable = false,
+                        NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\NonExistent") => {
+                            selectable = false
+                        }
+                        NameAttribute::All => special_use = Some("\\All"),
+                        NameAttribute::Archive => special_use = Some("\\Archive"),
+                        NameAttribute::Drafts => special_use = Some("\\Drafts"),
+                        NameAttribute::Flagged => special_use = Some("\\Flagged"),
+                        NameAttribute::Junk => special_use = Some("\\Junk"),
+                        NameAttribute::Sent => special_use = Some("\\Sent"),
+                        NameAttribute::Trash => special_use = Some("\\Trash"),
+                        _ => {}
+                    }
+                }
+                out.push(ListEntry {
+                    name: l.name.to_string(),
+                    delimiter: l.delimiter.as_ref().map(|d| d.to_string()),
+                    selectable,
+                    special_use,
+                });
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// EXAMINE (read-only), with CONDSTORE where the server has it.
+    async fn examine(&mut self, mailbox: &str) -> Result<Selected, Fail> {
+        let q = quote(mailbox).map_err(Fail::Refused)?;
+        let cmd = if self.has("CONDSTORE") {
+            format!("EXAMINE {q} (CONDSTORE)")
+        } else {
+            format!("EXAMINE {q}")
+        };
+        self.selected = None;
+        let mut sel = Selected {
+            mailbox: mailbox.to_string(),
+            ..Default::default()
+        };
+        self.command(&cmd, |r| match r {
+            Response::MailboxData(MailboxDatum::Exists(n)) => sel.exists = *n,
+            Response::Data {
+                status: Status::Ok,
+                outcome,
+            } => match &outcome.code {
+                Some(ResponseCode::UidValidity(v)) => sel.uidvalidity = *v,
+                Some(ResponseCode::UidNext(v)) => sel.uidnext = *v,
+                Some(ResponseCode::HighestModSeq(v)) => sel.highestmodseq = Some(*v),
+                _ => {}
+            },
+            _ => {}
+        })
+        .await?;
+        if sel.uidvalidity == 0 {
+            return Err(Fail::Refused(format!(
+                "the server gave no UIDVALIDITY for {mailbox:?}"
+            )));
+        }
+        self.selected = Some(sel.clone());
+        Ok(sel)
+    }
+
+    async fn ensure_selected(&mut self, mailbox: &str) -> Result<Selected, Fail> {
+        match &self.selected {
+            Some(s) if s.mailbox == mailbox => Ok(s.clone()),
+            _ => self.examine(mailbox).await,
+        }
+    }
+
+    async fn uid_search_all(&mut self) -> Result<Vec<u32>, Fail> {
+        let mut uids = Vec::new();
+        self.command("UID SEARCH ALL", |r| {
+            if let Response::MailboxData(MailboxDatum::Search(v)) = r {
+                uids.extend_from_slice(v);
+            }
+        })
+        .await?;
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+
+    /// `UID FETCH <args>` asking for flags: UID → flags.
+    async fn fetch_flags(&mut self, args: &str) -> Result<BTreeMap<u32, Flags>, Fail> {
+        let mut out = BTreeMap::new();
+        self.command(&format!("UID FETCH {args}"), |r| {
+            if let Response::Fetch(_, attrs) = r {
+                let m = meta_of(attrs);
+                if let (Some(uid), Some(flags)) =
+                    (m.as_ref().map(|m| m.uid), m.and_then(|m| m.flags))
+                {
+                    out.insert(uid, flags);
+                }
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Full listing metadata for the UIDs in `set`.
+    async fn fetch_meta(&mut self, set: &str) -> Result<Vec<Meta>, Fail> {
+        let mut out = Vec::new();
+        self.command(&format!("UID FETCH {set} {METADATA}"), |r| {
+            if let Response::Fetch(_, attrs) = r {
+                if let Some(m) = meta_of(attrs) {
+                    out.push(m);
+                }
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// `len` bytes of a body from `offset`; None if the message is not there (expunged).
+    async fn fetch_piece(
+        &mut self,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, Fail> {
+        let sel = self.ensure_selected(mailbox).await?;
+        if sel.uidvalidity != uidvalidity {
+            return Err(Fail::Refused(format!(
+                "the folder's UIDVALIDITY changed from {uidvalidity} to {} since it was \
+                 listed; run the move again to list it afresh",
+                sel.uidvalidity
+            )));
+        }
+        let mut data = None;
+        self.command(
+            &format!("UID FETCH {uid} (UID BODY.PEEK[]<{offset}.{len}>)"),
+            |r| {
+                if let Response::Fetch(_, attrs) = r {
+                    if !attrs
+                        .iter()
+                        .any(|a| matches!(a, AttributeValue::Uid(u) if *u == uid))
+                    {
+                        return;
+                    }
+                    for a in attrs {
+                        if let AttributeValue::BodySection {
+                            section: None,
+                            data: d,
+                            ..
+                        } = a
+                        {
+                            data = Some(d.as_ref().map(|d| d.to_vec()).unwrap_or_default());
+                        }
+                    }
+                }
+            },
+        )
+        .await?;
+        Ok(data)
+    }
+}
+
+fn login_failure(user: &str, e: Fail) -> Fail {
+    match e {
+        Fail::Refused(m) => Fail::Fatal(format!("the server refused the login of {user:?}: {m}")),
+        other => other,
+    }
+}
+
+/// The parts of a FETCH response a listing uses; None without a UID (an unsolicited
+/// flag update).
+fn meta_of(attrs: &[AttributeValue<'_>]) -> Option<Meta> {
+    let mut m = Meta::default();
+    let mut uid = None;
+    for a in attrs {
+        match a {
+            AttributeValue::Uid(u) => uid = Some(*u),
+            AttributeValue::Flags(f) => {
+                m.flags = Some(flags_from_imap(f.iter().map(|f| f.as_ref())))
+            }
+            AttributeValue::InternalDate(d) => m.internal_date = parse_internal_date(d),
+            AttributeValue::Rfc822Size(s) => m.size = Some(*s),
+            AttributeValue::BodySection {
+                section: Some(SectionPath::Full(MessageSection::Header)),
+                data,
+                ..
+            } => m.message_id = Some(message_id(data.as_deref().unwrap_or_default())),
+            _ => {}
+        }
+    }
+    m.uid = uid?;
+    Some(m)
+}
+
+// === Pure helpers ===
+
+/// Maps IMAP flags to mailferry's Maildir letters: `\Seen` S, `\Answered` R, `\Flagged`
+/// F, `\Deleted` T, `\Draft` D, and the `$Forwarded` keyword P. `\Recent` is a session
+/// flag and is dropped; other keywords cannot be represented by [`Flags`] (Maildir
+/// keeps them in a per-folder table that the store does not carry) and are dropped.
+pub fn flags_from_imap<'a>(flags: impl IntoIterator<Item = &'a str>) -> Flags {
+    let mut letters = String::new();
+    for f in flags {
+        let l = match f.to_ascii_lowercase().as_str() {
+            "\\seen" => 'S',
+            "\\answered" => 'R',
+            "\\flagged" => 'F',
+            "\\deleted" => 'T',
+            "\\draft" => 'D',
+            "$forwarded" => 'P',
+            _ => continue,
+        };
+        letters.push(l);
+    }
+    Flags::from_maildir(&letters).expect("only ASCII letters")
+}
+
+/// Parses an IMAP INTERNALDATE (`17-Jul-1996 02:44:25 -0700`, day possibly
+/// space-padded) to Unix seconds.
+pub fn parse_internal_date(s: &str) -> Option<i64> {
+    let mut parts = s.split_whitespace();
+    let (date, time, zone) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let mut d = date.split('-');
+    let day: u32 = d.next()?.parse().ok()?;
+    let mon = d.next()?;
+    let year: i64 = d.next()?.parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon))? as u32 + 1;
+    let mut t = time.split(':');
+    let (h, m, sec): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if !(1..=31).contains(&day)
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&m)
+        || !(0..61).contains(&sec)
+    {
+        return None;
+    }
+    let (sign, hhmm) = match zone.as_bytes().first()? {
+        b'+' => (1, &zone[1..]),
+        b'-' => (-1, &zone[1..]),
+        _ => return None,
+    };
+    if hhmm.len() != 4 || !hhmm.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let zh: i64 = hhmm[..2].parse().ok()?;
+    let zm: i64 = hhmm[2..].parse().ok()?;
+    let offset = sign * (zh * 3600 + zm * 60);
+    Some(days_from_civil(year, month, day) * 86400 + h * 3600 + m * 60 + sec - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The Message-ID field value in a header block (unfolded, trimmed; empty if none).
+pub fn message_id(header: &[u8]) -> String {
+    let text = String::from_utf8_lossy(header);
+    let mut value: Option<String> = None;
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(v) = value.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                v.push(' ');
+                v.push_str(line.trim());
+                continue;
+            }
+            break;
+        }
+        if let Some((name, v)) = line.split_once(':') {
+            if name.trim_end().eq_ignore_ascii_case("message-id") {
+                value = Some(v.trim().to_string());
+            }
+        }
+    }
+    value.unwrap_or_default().trim().to_string()
+}
+
+/// The identity that survives a UIDVALIDITY change: hex SHA-256 of
+/// `"{message_id}\n{internal_date}\n{size}"` (internal date in Unix seconds).
+pub fn ident(message_id: &str, internal_date: i64, size: u64) -> String {
+    mailferry_core::sha256_hex(format!("{message_id}\n{internal_date}\n{size}").as_bytes())
+}
+
+/// Maps an IMAP mailbox name (modified UTF-7, `delimiter`-separated) to a folder.
+/// Anything that does not decode, has a component containing `/`, or is not a valid
+/// [`FolderName`] (`..`, control characters, too long) is refused with the reason.
+pub fn folder_from_imap(raw: &str, delimiter: Option<&str>) -> Result<FolderName, String> {
+    if raw.eq_ignore_ascii_case("INBOX") {
+        return Ok(FolderName::inbox());
+    }
+    let parts: Vec<&str> = match delimiter {
+        Some(d) if !d.is_empty() => raw.split(d).collect(),
+        _ => vec![raw],
+    };
+    let mut decoded = Vec::with_capacity(parts.len());
+    for p in parts {
+        let part = mutf7::decode(p).map_err(|e| format!("name is not modified UTF-7: {e}"))?;
+        if part.contains('/') {
+            return Err(format!("component {part:?} contains '/'"));
+        }
+        decoded.push(part);
+    }
+    FolderName::parse(&decoded.join("/")).map_err(|e| e.to_string())
+}
+
+/// An IMAP quoted string; names that would need a literal (CR, LF, NUL, 8-bit) are
+/// refused rather than sent half-escaped.
+fn quote(s: &str) -> Result<String, String> {
+    if s.bytes()
+        .any(|b| b == 0 || b == b'\r' || b == b'\n' || b >= 0x80)
+    {
+        return Err(format!(
+            "{:?} has a byte that cannot be sent in an IMAP quoted string",
+            s
+        ));
+    }
+    Ok(format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+/// UID sets for sorted, distinct `uids`, at most `max_ranges` ranges each.
+pub fn uid_sets(uids: &[u32], max_ranges: usize) -> Vec<String> {
+    let mut sets = Vec::new();
+    let mut cur = Vec::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end.wrapping_add(1) {
+            end = uids[i + 1];
+            i += 1;
+        }
+        i += 1;
+        cur.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}:{end}")
+        });
+        if cur.len() == max_ranges.max(1) {
+            sets.push(cur.join(","));
+            cur.clear();
+        }
+    }
+    if !cur.is_empty() {
+        sets.push(cur.join(","));
+    }
+    sets
+}
+
+fn source_id(uidvalidity: u32, uid: u32) -> SourceId {
+    SourceId::parse(&format!("{uidvalidity}-{uid}")).expect("digits and '-' make a valid id")
+}
+
+/// `(uidvalidity, uid)` of one of our source ids.
+pub fn parse_source_id(id: &SourceId) -> Option<(u32, u32)> {
+    let (v, u) = id.as_str().split_once('-')?;
+    Some((v.parse().ok()?, u.parse().ok()?))
+}
+
+// === Piece reader ===
+
+/// Fetches byte ranges of one message.
+pub trait Pieces {
+    /// Up to `len` bytes from `offset` (fewer only at the end of the message).
+    fn piece(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>>;
+}
+
+/// Reads a message of listed size `size` in pieces of at most `piece` bytes. The last
+/// request asks for one byte more than the listed size leaves, so a message that grew
+/// (or a server whose RFC822.SIZE is wrong) shows up as a size mismatch instead of a
+/// silently truncated copy, without an extra round trip per message.
+pub struct PieceReader<P> {
+    src: P,
+    size: u64,
+    piece: u64,
+    offset: u64,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl<P: Pieces> PieceReader<P> {
+    /// A reader at offset 0.
+    pub fn new(src: P, size: u64, piece: u64) -> Self {
+        PieceReader {
+            src,
+            size,
+            piece: piece.max(1),
+            offset: 0,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl<P: Pieces> Read for PieceReader<P> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            let want = self.piece.min(self.size.saturating_sub(self.offset) + 1);
+            let got = self.src.piece(self.offset, want)?;
+            if got.len() as u64 > want {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the server sent {} bytes for a {want}-byte partial fetch",
+                        got.len()
+                    ),
+                ));
+            }
+            self.done = (got.len() as u64) < want;
+            self.offset += got.len() as u64;
+            self.buf = got;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+// === impl Imap ===
+
+/// An IMAP mailbox as a [`Source`].
+pub struct Imap {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    /// Taken in `Drop` (a runtime must not be dropped inside another's async context).
+    rt: Option<tokio::runtime::Runtime>,
+    cfg: Config,
+    conn: Mutex<Option<Conn>>,
+    /// Folder → the server's own mailbox name, from the last LIST.
+    names: Mutex<HashMap<FolderName, String>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            let _guard = rt.enter();
+            if let Ok(conn) = self.conn.get_mut() {
+                conn.take();
+            }
+            drop(_guard);
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Imap {
+    /// An IMAP source for `spec`, with credentials and trust from `options`. Reads the
+    /// secret and the CA now (so a missing file is a configuration error up front); it
+    /// connects only when listing.
+    pub fn new(spec: &str, options: &SourceOptions) -> Result<Imap, String> {
+        Self::with_backoff(spec, options, Backoff::default())
+    }
+
+    /// As [`Imap::new`], with a chosen reconnect policy.
+    pub fn with_backoff(
+        spec: &str,
+        options: &SourceOptions,
+        backoff: Backoff,
+    ) -> Result<Imap, String> {
+        let server = ServerSpec::parse(spec)?;
+        let credential = credential(options)?;
+        let tls = tls_config(options.source_ca.as_deref())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the IMAP client's runtime: {e}"))?;
+        Ok(Imap {
+            inner: Arc::new(Inner {
+                url: server.url(),
+                rt: Some(rt),
+                cfg: Config {
+                    server,
+                    tls,
+                    credential,
+                    backoff,
+                },
+                conn: Mutex::new(None),
+                names: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("the runtime lives until drop")
+    }
+
+    fn error(&self, e: Fail) -> AgentError {
+        AgentError::Source {
+            path: PathBuf::from(&self.url),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Runs `op` on a logged-in connection, opening one when there is none and again
+    /// when it drops, waiting between attempts; a refusal or fatal error is returned at
+    /// once.
+    async fn retrying<T>(
+        &self,
+        slot: &mut Option<Conn>,
+        what: &str,
+        mut op: impl AsyncFnMut(&mut Conn) -> Result<T, Fail>,
+    ) -> Result<T, Fail> {
+        let policy = self.cfg.backoff;
+        let mut attempt = 0u32;
+        loop {
+            let err = match slot {
+                Some(conn) => match op(conn).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => e,
+                },
+                None => match Conn::open(&self.cfg).await {
+                    Ok(c) => {
+                        *slot = Some(c);
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+            };
+            match &err {
+                Fail::Lost(_) => *slot = None,
+                Fail::Busy(_) => {}
+                Fail::Refused(_) | Fail::Fatal(_) => return Err(err),
+            }
+            attempt += 1;
+            if attempt > policy.retries {
+                return Err(match err {
+                    Fail::Lost(m) | Fail::Busy(m) => {
+                        Fail::Lost(format!("{what}: gave up after {attempt} attempts: {m}"))
+                    }
+                    other => other,
+                });
+            }
+            let wait = policy.wait(attempt, random_u64());
+            tracing::warn!(
+                "{} {what}: {err}; retrying in {} ms ({attempt}/{})",
+                self.url,
+                wait.as_millis(),
+                policy.retries
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn list_async(&self, slot: &mut Option<Conn>, prior: &Prior) -> Result<Listing, Fail> {
+        let entries = self
+            .retrying(slot, "LIST", async |c: &mut Conn| c.list_mailboxes().await)
+            .await?;
+        let mut out = Listing::default();
+        let mut folders: BTreeMap<FolderName, String> = BTreeMap::new();
+        for e in entries {
+            if !e.selectable {
+                continue;
+            }
+            let shown = e.name.escape_debug().to_string();
+            match folder_from_imap(&e.name, e.delimiter.as_deref()) {
+                Ok(f) => {
+                    if let Err(reason) = quote(&e.name) {
+                        out.bad.push(BadItem {
+                            item: shown,
+                            reason: format!("folder not moved: {reason}"),
+                        });
+                        continue;
+                    }
+                    if let Some(first) = folders.get(&f) {
+                        out.bad.push(BadItem {
+                            item: shown,
+                            reason: format!(
+                                "folder not moved: it maps to {f}, like {:?}, which is moved",
+                                first
+                            ),
+                        });
+                        continue;
+                    }
+                    if let Some(s) = e.special_use {
+                        tracing::debug!("{}: folder {f} is {s}", self.url);
+                    }
+                    folders.insert(f, e.name);
+                }
+                Err(reason) => out.bad.push(BadItem {
+                    item: shown,
+                    reason: format!("folder not moved: {reason}"),
+                }),
+            }
+        }
+        for (folder, raw) in &folders {
+            let prior_folder = prior.folders.get(folder);
+            let listed = self
+                .retrying(slot, &format!("folder {folder}"), async |c: &mut Conn| {
+                    list_folder(c, raw, folder, prior_folder).await
+                })
+                .await;
+            match listed {
+                Ok(f) => {
+                    out.items.extend(f.items);
+                    out.bad.extend(f.bad);
+                    out.cursors.insert(folder.clone(), f.cursor.to_string());
+                }
+                Err(Fail::Fatal(m)) => return Err(Fail::Fatal(m)),
+                Err(e) => {
+                    out.incomplete.insert(folder.clone());
+                    out.bad.push(BadItem {
+                        item: folder.to_string(),
+                        reason: format!(
+                            "folder not listed: {e}; nothing of it is deleted at the \
+                             destination in this pass"
+                        ),
+                    });
+                }
+            }
+        }
+        *self.names.lock().unwrap_or_else(|p| p.into_inner()) = folders.into_iter().collect();
+        out.items
+            .sort_by(|a, b| (&a.folder, &a.source_id).cmp(&(&b.folder, &b.source_id)));
+        Ok(out)
+    }
+
+    /// The server's name of `folder`, listing again if this process has not listed it.
+    fn mailbox_name(&self, folder: &FolderName) -> io::Result<String> {
+        if let Some(n) = self
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(folder)
+        {
+            return Ok(n.clone());
+        }
+        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = self
+            .rt()
+            .block_on(self.retrying(&mut slot, "LIST", async |c: &mut Conn| {
+                c.list_mailboxes().await
+            }))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        for e in entries {
+            if let Ok(f) = folder_from_imap(&e.name, e.delimiter.as_deref()) {
+                names.entry(f).or_insert(e.name);
+            }
+        }
+        names.get(folder).cloned().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("folder {folder} is no longer on the server"),
+            )
+        })
+    }
+}
+
+/// What listing one folder found.
+struct FolderListing {
+    items: Vec<SourceItem>,
+    bad: Vec<BadItem>,
+    cursor: Cursor,
+}
+
+fn item_from_prior(
+    folder: &FolderName,
+    uv: u32,
+    uid: u32,
+    p: &PriorItem,
+    flags: Option<&Flags>,
+) -> SourceItem {
+    SourceItem {
+        folder: folder.clone(),
+        source_id: source_id(uv, uid),
+        flags: flags.cloned().unwrap_or_else(|| p.flags.clone()),
+        internal_date: p.internal_date,
+        size: p.size,
+        location: Location::Imap {
+            uidvalidity: uv,
+            uid,
+        },
+        ident: p.ident.clone(),
+    }
+}
+
+fn item_from_meta(folder: &FolderName, uv: u32, m: Meta) -> Result<SourceItem, BadItem> {
+    let bad = |what: &str| BadItem {
+        item: format!("{folder}/{}", source_id(uv, m.uid)),
+        reason: format!("the server's FETCH gave no {what}; not moved"),
+    };
+    let size = u64::from(m.size.ok_or_else(|| bad("RFC822.SIZE"))?);
+    let internal_date = m.internal_date.ok_or_else(|| bad("valid INTERNALDATE"))?;
+    let msgid = m.message_id.unwrap_or_default();
+    Ok(SourceItem {
+        folder: folder.clone(),
+        source_id: source_id(uv, m.uid),
+        flags: m.flags.unwrap_or_default(),
+        internal_date,
+        size,
+        location: Location::Imap {
+            uidvalidity: uv,
+            uid: m.uid,
+        },
+        ident: Some(ident(&msgid, internal_date, size)),
+    })
+}
+
+/// Lists one folder, using what earlier passes acknowledged where the server can say
+/// what changed since.
+async fn list_folder(
+    c: &mut Conn,
+    raw: &str,
+    folder: &FolderName,
+    prior: Option<&PriorFolder>,
+) -> Result<FolderListing, Fail> {
+    let sel = c.examine(raw).await?;
+    let cursor = sel.cursor();
+    let uv = sel.uidvalidity;
+    let mut out = FolderListing {
+        items: Vec::new(),
+        bad: Vec::new(),
+        cursor,
+    };
+    if sel.exists == 0 {
+        return Ok(out);
+    }
+    // Acknowledged items of this UIDVALIDITY; after a change none match, the folder is
+    // listed in full, and the pass recognises moved messages by `ident`.
+    let known: BTreeMap<u32, &PriorItem> = prior
+        .map(|p| {
+            p.items
+                .iter()
+                .filter_map(|(id, item)| match parse_source_id(id) {
+                    Some((v, uid)) if v == uv => Some((uid, item)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut new = Vec::new();
+    if known.is_empty() {
+        for m in c.fetch_meta("1:*").await? {
+            push_meta(&mut out, folder, uv, m);
+        }
+        return Ok(out);
+    }
+    let since = prior
+        .and_then(|p| p.cursor.as_deref())
+        .and_then(Cursor::parse)
+        .filter(|pc| {
+            pc.uidvalidity == uv
+                && pc.highestmodseq > 0
+                && sel.highestmodseq.is_some_and(|h| h >= pc.highestmodseq)
+        });
+    let (present, changed) = match since {
+        Some(pc) => {
+            if pc == cursor && known.len() == sel.exists as usize {
+                for (uid, p) in &known {
+                    out.items.push(item_from_prior(folder, uv, *uid, p, None));
+                }
+                return Ok(out);
+            }
+            let changed = c
+                .fetch_flags(&format!(
+                    "1:* (UID FLAGS) (CHANGEDSINCE {})",
+                    pc.highestmodseq
+                ))
+                .await?;
+            (c.uid_search_all().await?, changed)
+        }
+        None => {
+            let all = c.fetch_flags("1:* (UID FLAGS)").await?;
+            (all.keys().copied().collect(), all)
+        }
+    };
+    for uid in present {
+        match known.get(&uid) {
+            Some(p) => out
+                .items
+                .push(item_from_prior(folder, uv, uid, p, changed.get(&uid))),
+            None => new.push(uid),
+        }
+    }
+    for set in uid_sets(&new, RANGES_PER_COMMAND) {
+        for m in c.fetch_meta(&set).await? {
+            push_meta(&mut out, folder, uv, m);
+        }
+    }
+    Ok(out)
+}
+
+fn push_meta(out: &mut FolderListing, folder: &FolderName, uv: u32, m: Meta) {
+    match item_from_meta(folder, uv, m) {
+        Ok(i) => out.items.push(i),
+        Err(b) => out.bad.push(b),
+    }
+}
+
+/// Body pieces of one message, fetched through the source's shared connection.
+struct ImapPieces {
+    inner: Arc<Inner>,
+    folder: FolderName,
+    mailbox: Option<String>,
+    uidvalidity: u32,
+    uid: u32,
+}
+
+impl Pieces for ImapPieces {
+    fn piece(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let mailbox = match &self.mailbox {
+            Some(m) => m.clone(),
+            None => {
+                let m = self.inner.mailbox_name(&self.folder)?;
+                self.mailbox = Some(m.clone());
+                m
+            }
+        };
+        let inner = &*self.inner;
+        let mut slot = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let (uv, uid) = (self.uidvalidity, self.uid);
+        let got = inner
+            .rt()
+            .block_on(inner.retrying(
+                &mut slot,
+                &format!("fetching UID {uid} of {}", self.folder),
+                async |c: &mut Conn| c.fetch_piece(&mailbox, uv, uid, offset, len).await,
+            ))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        got.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("UID {uid} is no longer in {} at the source", self.folder),
+            )
+        })
+    }
+}
+
+impl Source for Imap {
+    fn describe(&self) -> String {
+        self.inner.url.clone()
+    }
+
+    fn list(&self, prior: &Prior) -> Result<Listing, AgentError> {
+        let inner = &*self.inner;
+        let mut slot = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .rt()
+            .block_on(inner.list_async(&mut slot, prior))
+            .map_err(|e| inner.error(e))
+    }
+
+    fn open(&self, item: &SourceItem) -> io::Result<Box<dyn Read + Send>> {
+        let Location::Imap { uidvalidity, uid } = item.location else {
+            return Err(io::Error::other(format!(
+                "an IMAP item cannot be at {}",
+                item.location
+            )));
+        };
+        let pieces = ImapPieces {
+            inner: self.inner.clone(),
+            folder: item.folder.clone(),
+            mailbox: None,
+            uidvalidity,
+            uid,
+        };
+        Ok(Box::new(PieceReader::new(pieces, item.size, PIECE_BYTES)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,520 @@
+use super::*;
+
+/// A message in memory served in pieces, failing on chosen calls the way a dropped
+/// connection surfaces once the retries are spent.
+struct Fake {
+    body: Vec<u8>,
+    calls: Vec<(u64, u64)>,
+    fail_on: Vec<usize>,
+}
+
+impl Pieces for &mut Fake {
+    fn piece(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let n = self.calls.len();
+        self.calls.push((offset, len));
+        if self.fail_on.contains(&n) {
+            return Err(io::Error::other("connection lost"));
+        }
+        let start = (offset as usize).min(self.body.len());
+        let end = (start + len as usize).min(self.body.len());
+        Ok(self.body[start..end].to_vec())
+    }
+}
+
+fn fake(len: usize) -> Fake {
+    Fake {
+        body: (0..len).map(|i| (i * 7 % 251) as u8).collect(),
+        calls: Vec::new(),
+        fail_on: Vec::new(),
+    }
+}
+
+fn read_all(r: &mut impl Read, chunk: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn piece_reader_reads_exactly_the_message_in_bounded_pieces() {
+    for (len, piece) in [
+        (0, 10),
+        (1, 10),
+        (9, 10),
+        (10, 10),
+        (11, 10),
+        (35, 10),
+        (1000, 64),
+    ] {
+        let mut f = fake(len);
+        let body = f.body.clone();
+        let got = read_all(&mut PieceReader::new(&mut f, len as u64, piece), 7).unwrap();
+        assert_eq!(got, body, "len {len} piece {piece}");
+        assert!(f.calls.iter().all(|&(_, l)| l <= piece), "{:?}", f.calls);
+        // No round trip beyond the one that shows the end.
+        assert_eq!(f.calls.len(), len / piece as usize + 1, "{:?}", f.calls);
+    }
+}
+
+#[test]
+fn piece_reader_shows_a_message_larger_or_smaller_than_listed() {
+    let mut f = fake(25);
+    let got = read_all(&mut PieceReader::new(&mut f, 20, 10), 64).unwrap();
+    assert!(
+        got.len() > 20,
+        "a larger message yields more than its listed size"
+    );
+    let mut f = fake(15);
+    let got = read_all(&mut PieceReader::new(&mut f, 20, 10), 64).unwrap();
+    assert_eq!(got.len(), 15);
+}
+
+#[test]
+fn piece_reader_resumes_at_the_offset_it_reached_after_an_error() {
+    let mut f = fake(45);
+    f.fail_on = vec![2];
+    let body = f.body.clone();
+    let mut r = PieceReader::new(&mut f, 45, 10);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64];
+    let err = loop {
+        match r.read(&mut buf) {
+            Ok(0) => panic!("ended before the injected failure"),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.to_string(), "connection lost");
+    out.extend(read_all(&mut r, 64).unwrap());
+    assert_eq!(out, body);
+    drop(r);
+    assert_eq!(f.calls[2], f.calls[3], "the retry asks for the same range");
+}
+
+#[test]
+fn server_specs_parse_and_refuse_passwords() {
+    let s = ServerSpec::parse("imaps://alice@mail.example.com").unwrap();
+    assert_eq!(
+        (s.implicit_tls, s.port, s.host.as_str()),
+        (true, 993, "mail.example.com")
+    );
+    let s = ServerSpec::parse("imap://alice%40example.com@127.0.0.1:1143/").unwrap();
+    assert_eq!((s.implicit_tls, s.port), (false, 1143));
+    assert_eq!(s.user, "alice@example.com");
+    assert_eq!(s.url(), "imap://alice%40example.com@127.0.0.1:1143");
+    let s = ServerSpec::parse("imaps://bob@[::1]:9993").unwrap();
+    assert_eq!((s.host.as_str(), s.port), ("::1", 9993));
+    assert_eq!(s.url(), "imaps://bob@[::1]:9993");
+    let e = ServerSpec::parse("imaps://alice:hunter2@host").unwrap_err();
+    assert!(
+        !e.contains("hunter2") && e.contains("--password-file"),
+        "{e}"
+    );
+    assert!(!redact("imaps://alice:hunter2@host").contains("hunter2"));
+    for bad in [
+        "imaps://host",
+        "imaps://a@",
+        "imaps://a@h:0",
+        "imaps://a@h:x",
+        "imaps://a@h/INBOX",
+        "pop3://a@h",
+    ] {
+        assert!(ServerSpec::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn internal_dates_parse_with_zones() {
+    assert_eq!(parse_internal_date("01-Jan-1970 00:00:00 +0000"), Some(0));
+    assert_eq!(
+        parse_internal_date("17-Jul-1996 02:44:25 -0700"),
+        Some(837_596_665)
+    );
+    assert_eq!(
+        parse_internal_date(" 3-Mar-2024 10:00:00 +0100"),
+        Some(1_709_456_400)
+    );
+    assert_eq!(
+        parse_internal_date("29-Feb-2000 12:00:00 +0000"),
+        Some(951_825_600)
+    );
+    for bad in [
+        "",
+        "32-Jan-2000 00:00:00 +0000",
+        "01-Foo-2000 00:00:00 +0000",
+        "01-Jan-2000 00:00 +0000",
+        "01-Jan-2000 00:00:00 0000",
+    ] {
+        assert_eq!(parse_internal_date(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn flags_map_to_maildir_letters() {
+    let f = flags_from_imap([
+        "\\Seen",
+        "\\Answered",
+        "\\Flagged",
+        "\\Deleted",
+        "\\Draft",
+        "\\Recent",
+        "$Forwarded",
+        "$Junk",
+    ]);
+    assert_eq!(f.as_str(), "DFPRST");
+    assert_eq!(flags_from_imap([]).as_str(), "");
+}
+
+#[test]
+fn message_id_is_unfolded_and_trimmed() {
+    assert_eq!(message_id(b"Message-ID: <a@b>\r\n\r\n"), "<a@b>");
+    assert_eq!(message_id(b"message-id:\r\n <long@x>\r\n\r\n"), "<long@x>");
+    assert_eq!(message_id(b"\r\n"), "");
+    assert_ne!(ident("<a@b>", 1, 2), ident("<a@b>", 1, 3));
+}
+
+#[test]
+fn folder_names_decode_or_are_refused() {
+    assert_eq!(
+        folder_from_imap("INBOX", Some(".")).unwrap(),
+        FolderName::inbox()
+    );
+    assert_eq!(
+        folder_from_imap("inbox", None).unwrap(),
+        FolderName::inbox()
+    );
+    assert_eq!(
+        folder_from_imap("Archive.2024", Some("."))
+            .unwrap()
+            .as_str(),
+        "Archive/2024"
+    );
+    assert_eq!(
+        folder_from_imap("Entw&APw-rfe", Some("/"))
+            .unwrap()
+            .as_str(),
+        "Entwürfe"
+    );
+    for (raw, delim) in [
+        ("a.&AC8-b", Some(".")), // decodes to a component containing '/'
+        ("..", Some("/")),
+        ("x/../y", Some("/")),
+        ("bad&Jjo", Some(".")),
+        ("ctl&AAE-", Some(".")),
+        ("a\\b", Some(".")),
+    ] {
+        assert!(folder_from_imap(raw, delim).is_err(), "{raw:?}");
+    }
+    assert!(folder_from_imap(&"x".repeat(1100), None).is_err());
+    assert!(quote("a\"b\\c").unwrap() == r#""a\"b\\c""#);
+    assert!(quote("a\r\nb").is_err());
+}
+
+#[test]
+fn uid_sets_compress_and_split() {
+    assert_eq!(uid_sets(&[1, 2, 3, 5, 7, 8], 10), vec!["1:3,5,7:8"]);
+    assert_eq!(uid_sets(&[1, 3, 5, 7], 2), vec!["1,3", "5,7"]);
+    assert!(uid_sets(&[], 5).is_empty());
+    assert_eq!(
+        uid_sets(&[u32::MAX - 1, u32::MAX], 5),
+        vec![format!("{}:{}", u32::MAX - 1, u32::MAX)]
+    );
+}
+
+#[test]
+fn cursors_round_trip_and_source_ids_parse() {
+    let c = Cursor {
+        uidvalidity: 7,
+        highestmodseq: 99,
+        uidnext: 12,
+        exists: 10,
+    };
+    assert_eq!(Cursor::parse(&c.to_string()), Some(c));
+    assert_eq!(Cursor::parse("1:2:3"), None);
+    assert_eq!(parse_source_id(&source_id(7, 42)), Some((7, 42)));
+    assert_eq!(
+        parse_source_id(&SourceId::parse("maildir-name").unwrap()),
+        None
+    );
+}
+
+#[test]
+fn backoff_grows_is_capped_and_jittered() {
+    let b = Backoff {
+        retries: 8,
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(2),
+    };
+    assert!(
+        b.wait(1, 0) >= Duration::from_millis(50)
+            && b.wait(1, u64::MAX) <= Duration::from_millis(100)
+    );
+    assert!(b.wait(3, 0) >= Duration::from_millis(200));
+    assert!(b.wait(30, u64::MAX) <= Duration::from_secs(2));
+    assert_ne!(b.wait(5, 1), b.wait(5, 12345));
+}
+
+#[test]
+fn busy_codes_are_recognised() {
+    assert!(is_busy("[THROTTLED] slow down"));
+    assert!(is_busy(" [unavailable] try later"));
+    assert!(!is_busy("[AUTHENTICATIONFAILED] no"));
+}
+
+// === A scripted server, for what Dovecot will not do on demand ===
+
+/// How the scripted server behaves.
+#[derive(Default)]
+struct Script {
+    /// Answer this many body fetches with `NO [THROTTLED]` first.
+    throttle: std::sync::atomic::AtomicUsize,
+    /// Answer EXAMINE with bytes that are not IMAP.
+    garbage_on_examine: bool,
+    /// The SASL payload the server accepts (base64-decoded).
+    accept: Vec<u8>,
+    connections: std::sync::atomic::AtomicUsize,
+    body: Vec<u8>,
+}
+
+/// Starts a TLS IMAP server on loopback that follows `script`; returns its port and
+/// the PEM of the CA its certificate chains to.
+fn scripted_server(script: Arc<Script>) -> (u16, String) {
+    let ca = mailferry_core::tls::LocalCa::generate("scripted").unwrap();
+    let id = ca.issue_server(&["127.0.0.1"]).unwrap();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(mailferry_core::tls::server_config(&id).unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            for _ in 0..50 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                script
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (acceptor, script) = (acceptor.clone(), script.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = serve(tls, &script).await;
+                    }
+                });
+            }
+        });
+    });
+    (port, ca.cert_pem())
+}
+
+async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script) -> io::Result<()> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt as _};
+    let (r, mut w) = tokio::io::split(tls);
+    let mut r = tokio::io::BufReader::new(r);
+    w.write_all(b"* OK scripted server ready\r\n").await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let (tag, cmd) = line.trim_end().split_once(' ').unwrap_or(("*", ""));
+        let mut out: Vec<u8> = Vec::new();
+        if cmd == "CAPABILITY" {
+            out.extend(
+                format!("* CAPABILITY IMAP4rev1 CONDSTORE AUTH=XOAUTH2\r\n{tag} OK\r\n").bytes(),
+            );
+        } else if let Some(mech) = cmd.strip_prefix("AUTHENTICATE ") {
+            w.write_all(b"+ \r\n").await?;
+            let mut answer = String::new();
+            r.read_line(&mut answer).await?;
+            let got = base64::engine::general_purpose::STANDARD
+                .decode(answer.trim_end())
+                .unwrap_or_default();
+            if mech == "XOAUTH2" && got == script.accept {
+                out.extend(format!("{tag} OK logged in\r\n").bytes());
+            } else {
+                out.extend(format!("{tag} NO [AUTHENTICATIONFAILED] no\r\n").bytes());
+            }
+        } else if cmd.starts_with("LIST ") {
+            out.extend(format!("* LIST (\\HasNoChildren) \"/\" INBOX\r\n{tag} OK\r\n").bytes());
+        } else if cmd.starts_with("EXAMINE ") {
+            if script.garbage_on_examine {
+                out.extend(b"* \x01\x02 ))) not imap at all\r\n");
+            } else {
+                out.extend(
+                    format!(
+                        "* 1 EXISTS\r\n* OK [UIDVALIDITY 77] v\r\n* OK [UIDNEXT 2] n\r\n\
+                         * OK [HIGHESTMODSEQ 5] m\r\n{tag} OK [READ-ONLY] done\r\n"
+                    )
+                    .bytes(),
+                );
+            }
+        } else if cmd.starts_with("UID FETCH 1:* (UID FLAGS INTERNALDATE") {
+            let hdr = b"Message-ID: <s@x>\r\n\r\n";
+            out.extend(
+                format!(
+                    "* 1 FETCH (UID 1 FLAGS (\\Seen $Forwarded \\Recent) INTERNALDATE \
+                     \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE {} \
+                     BODY[HEADER.FIELDS (MESSAGE-ID)] {{{}}}\r\n",
+                    script.body.len(),
+                    hdr.len()
+                )
+                .bytes(),
+            );
+            out.extend(hdr);
+            out.extend(format!(")\r\n{tag} OK\r\n").bytes());
+        } else if let Some(range) = cmd.strip_prefix("UID FETCH 1 (UID BODY.PEEK[]<") {
+            let (o, l) = range.trim_end_matches(">)").split_once('.').unwrap();
+            let (o, l): (usize, usize) = (o.parse().unwrap(), l.parse().unwrap());
+            if script
+                .throttle
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                out.extend(format!("{tag} NO [THROTTLED] slow down\r\n").bytes());
+            } else {
+                let data = &script.body[o.min(script.body.len())..(o + l).min(script.body.len())];
+                out.extend(format!("* 1 FETCH (UID 1 BODY[]<{o}> {{{}}}\r\n", data.len()).bytes());
+                out.extend(data);
+                out.extend(format!(")\r\n{tag} OK\r\n").bytes());
+            }
+        } else {
+            out.extend(format!("{tag} BAD unknown command\r\n").bytes());
+        }
+        w.write_all(&out).await?;
+    }
+}
+
+fn scripted_source(script: Arc<Script>, dir: &Path, retries: u32) -> Imap {
+    let (port, ca) = scripted_server(script);
+    std::fs::write(dir.join("ca.pem"), ca).unwrap();
+    std::fs::write(dir.join("token"), "tok3n\n").unwrap();
+    let options = SourceOptions {
+        oauth_token_file: Some(dir.join("token")),
+        source_ca: Some(dir.join("ca.pem")),
+        ..Default::default()
+    };
+    let backoff = Backoff {
+        retries,
+        base: Duration::from_millis(5),
+        cap: Duration::from_millis(20),
+    };
+    Imap::with_backoff(
+        &format!("imaps://alice@127.0.0.1:{port}"),
+        &options,
+        backoff,
+    )
+    .unwrap()
+}
+
+#[test]
+fn xoauth2_and_throttled_fetches_are_retried_until_the_message_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..(2 * PIECE_BYTES as usize + 12345))
+        .map(|i| (i % 253) as u8)
+        .collect();
+    let script = Arc::new(Script {
+        throttle: 3.into(),
+        accept: b"user=alice\x01auth=Bearer tok3n\x01\x01".to_vec(),
+        body: body.clone(),
+        ..Default::default()
+    });
+    let src = scripted_source(script.clone(), dir.path(), 5);
+    let listing = src.list(&Prior::default()).unwrap();
+    assert!(listing.bad.is_empty(), "{:?}", listing.bad);
+    assert_eq!(listing.items.len(), 1);
+    let item = &listing.items[0];
+    assert_eq!(item.source_id.as_str(), "77-1");
+    assert_eq!(item.flags.as_str(), "PS");
+    assert_eq!(item.internal_date, 1_577_836_800);
+    assert_eq!(item.size, body.len() as u64);
+    assert_eq!(
+        item.ident,
+        Some(ident("<s@x>", 1_577_836_800, body.len() as u64))
+    );
+    assert_eq!(listing.cursors[&FolderName::inbox()], "77:5:2:1");
+    let got = read_all(&mut src.open(item).unwrap(), 64 * 1024).unwrap();
+    assert!(got == body, "the message read back differs");
+    let throttled = script.throttle.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(throttled, 0, "every throttled fetch was retried");
+    assert_eq!(
+        script.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a throttle keeps the connection"
+    );
+
+    // Unchanged cursor and every item known: the folder is filled from prior, with no
+    // FETCH (the script would serve one, but the listing must not need it).
+    let mut prior = Prior::default();
+    let pf = prior.folders.entry(FolderName::inbox()).or_default();
+    pf.cursor = Some("77:5:2:1".into());
+    pf.items.insert(
+        item.source_id.clone(),
+        PriorItem {
+            flags: item.flags.clone(),
+            internal_date: item.internal_date,
+            size: item.size,
+            ident: item.ident.clone(),
+        },
+    );
+    let again = src.list(&prior).unwrap();
+    assert_eq!(again.items.len(), 1);
+    assert_eq!(again.items[0].ident, item.ident);
+}
+
+#[test]
+fn a_server_that_sends_garbage_gives_a_named_incomplete_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Arc::new(Script {
+        garbage_on_examine: true,
+        accept: b"user=alice\x01auth=Bearer tok3n\x01\x01".to_vec(),
+        ..Default::default()
+    });
+    let src = scripted_source(script.clone(), dir.path(), 2);
+    let listing = src.list(&Prior::default()).unwrap();
+    assert!(listing.items.is_empty());
+    assert!(listing.incomplete.contains(&FolderName::inbox()));
+    assert_eq!(listing.bad.len(), 1);
+    assert!(
+        listing.bad[0].reason.contains("gave up after 3 attempts"),
+        "{:?}",
+        listing.bad
+    );
+    assert_eq!(
+        script.connections.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+}
+
+#[test]
+fn a_refused_oauth_token_is_a_clear_error_without_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Arc::new(Script {
+        accept: b"something else".to_vec(),
+        ..Default::default()
+    });
+    let src = scripted_source(script.clone(), dir.path(), 5);
+    let err = src.list(&Prior::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("refused the login") && err.contains("AUTHENTICATIONFAILED"),
+        "{err}"
+    );
+    assert!(!err.contains("tok3n"), "{err}");
+    assert_eq!(
+        script.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
