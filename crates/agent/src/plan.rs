@@ -10,7 +10,7 @@
 //! nothing of a folder the source could not list completely is deleted there.
 
 use crate::source::{Listing, SourceItem};
-use crate::state::{Acked, CheckpointEntry, EntryKind, StateDir};
+use crate::state::{Acked, CheckpointEntry, CheckpointView, EntryKind, StateDir};
 use mailferry_core::{Flags, FolderName, SourceId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -93,7 +93,8 @@ pub struct Plan {
     pub ops: Vec<Op>,
     /// Messages recognised after renumbering: recorded, not sent.
     pub remapped: Vec<CheckpointEntry>,
-    /// Listed messages the destination already holds with the same flags.
+    /// Listed messages the destination already holds under the same id with the same
+    /// flags (remapped ones are counted in `remapped`, not here).
     pub unchanged: u64,
     /// Listed messages in excluded folders.
     pub excluded: u64,
@@ -102,6 +103,18 @@ pub struct Plan {
 /// Compares `listing` with what `state` says the destination holds.
 pub fn plan(state: &StateDir, listing: &Listing, excluded: &[FolderName]) -> Plan {
     let acked: HashMap<&(FolderName, SourceId), &Acked> = state.all_acked().collect();
+    plan_with(&acked, listing, excluded)
+}
+
+/// [`plan`] against a read-only [`CheckpointView`] (a dry run); `None`: the move has
+/// not started, so everything listed is new.
+pub fn plan_view(
+    view: Option<&CheckpointView>,
+    listing: &Listing,
+    excluded: &[FolderName],
+) -> Plan {
+    let acked: HashMap<&(FolderName, SourceId), &Acked> =
+        view.map(|v| v.all_acked().collect()).unwrap_or_default();
     plan_with(&acked, listing, excluded)
 }
 
@@ -182,8 +195,6 @@ fn plan_with(
                         acked: moved,
                         flags: item.flags.clone(),
                     });
-                } else {
-                    p.unchanged += 1;
                 }
             }
             None => p.send.push(item.clone()),

@@ -239,23 +239,7 @@ impl StateDir {
 
     /// What earlier passes left, for [`crate::source::Source::list`].
     pub fn prior(&self) -> Prior {
-        let mut prior = Prior::default();
-        for ((folder, id), a) in &self.done {
-            prior
-                .folders
-                .entry(folder.clone())
-                .or_default()
-                .items
-                .insert(id.clone(), a.prior.clone());
-        }
-        for (folder, cursor) in &self.cursors {
-            prior
-                .folders
-                .entry(folder.clone())
-                .or_insert_with(PriorFolder::default)
-                .cursor = Some(cursor.clone());
-        }
-        prior
+        prior_of(&self.done, &self.cursors)
     }
 
     /// Records acknowledged changes and makes the records durable (one fsync).
@@ -309,6 +293,94 @@ impl StateDir {
     /// Writes a file in the state directory atomically (temp, fsync, rename).
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), AgentError> {
         write_atomic(&self.dir.join(name), bytes)
+    }
+}
+
+fn prior_of(
+    done: &HashMap<(FolderName, SourceId), Acked>,
+    cursors: &BTreeMap<FolderName, String>,
+) -> Prior {
+    let mut prior = Prior::default();
+    for ((folder, id), a) in done {
+        prior
+            .folders
+            .entry(folder.clone())
+            .or_default()
+            .items
+            .insert(id.clone(), a.prior.clone());
+    }
+    for (folder, cursor) in cursors {
+        prior
+            .folders
+            .entry(folder.clone())
+            .or_insert_with(PriorFolder::default)
+            .cursor = Some(cursor.clone());
+    }
+    prior
+}
+
+// === impl CheckpointView ===
+
+/// The checkpoint of a state directory, read without changing anything: no file or
+/// directory is created, nothing is locked, a torn last line is ignored rather than
+/// cut. For `move --dry-run`, which may run while a pass of the same move runs.
+#[derive(Debug)]
+pub struct CheckpointView {
+    /// The move this directory belongs to.
+    pub identity: MoveIdentity,
+    done: HashMap<(FolderName, SourceId), Acked>,
+    cursors: BTreeMap<FolderName, String>,
+}
+
+impl CheckpointView {
+    /// Reads the checkpoint of the move of `mailbox` in `dir`; `None` if `dir` holds no
+    /// move yet (absent, or no `move.json`). A directory of another mailbox is refused
+    /// as [`StateDir::open`] refuses it.
+    pub fn load(dir: &Path, mailbox: &MailboxAddr) -> Result<Option<CheckpointView>, AgentError> {
+        let id_path = dir.join("move.json");
+        let identity: MoveIdentity = match fs::read(&id_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| state_err(&id_path, format!("unreadable: {e}")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(state_err(&id_path, e)),
+        };
+        if &identity.mailbox != mailbox {
+            return Err(state_err(
+                dir,
+                format!(
+                    "this state directory belongs to the move of {}, not {mailbox}",
+                    identity.mailbox
+                ),
+            ));
+        }
+        let log_path = dir.join(AUDIT_FILE);
+        let mut done = HashMap::new();
+        let mut cursors = BTreeMap::new();
+        match mailferry_audit::read_records(&log_path) {
+            Ok(records) => {
+                for e in records {
+                    apply_record(&mut done, &mut cursors, &e.event, &e.data);
+                }
+            }
+            Err(mailferry_audit::AuditError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(state_err(&log_path, e)),
+        }
+        Ok(Some(CheckpointView {
+            identity,
+            done,
+            cursors,
+        }))
+    }
+
+    /// Every message the destination holds, by folder and current source id.
+    pub fn all_acked(&self) -> impl Iterator<Item = (&(FolderName, SourceId), &Acked)> {
+        self.done.iter()
+    }
+
+    /// What earlier passes left, for [`crate::source::Source::list`].
+    pub fn prior(&self) -> Prior {
+        prior_of(&self.done, &self.cursors)
     }
 }
 
@@ -542,6 +614,32 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(acked, ["INBOX/1-1", "INBOX/1-2"]);
+    }
+
+    #[test]
+    fn checkpoint_view_reads_without_creating_or_locking_anything() {
+        let d = tempfile::tempdir().unwrap();
+        let mb = MailboxAddr::parse("a@example.com").unwrap();
+        let missing = d.path().join("not-yet");
+        assert!(CheckpointView::load(&missing, &mb).unwrap().is_none());
+        assert!(!missing.exists(), "a dry run creates no state directory");
+        let mut s = StateDir::open(d.path(), &mb, "maildir:/x").unwrap();
+        s.record(&[entry("one"), entry("two")]).unwrap();
+        let mut cursors = BTreeMap::new();
+        cursors.insert(FolderName::inbox(), "c1".to_string());
+        s.record_cursors(&cursors).unwrap();
+        // Readable while a pass holds the log, and nothing on disk changes.
+        let before = fs::read(d.path().join(AUDIT_FILE)).unwrap();
+        let v = CheckpointView::load(d.path(), &mb).unwrap().unwrap();
+        assert_eq!(v.identity.move_id, s.identity.move_id);
+        assert_eq!(v.all_acked().count(), 2);
+        assert_eq!(
+            v.prior().folders[&FolderName::inbox()].cursor.as_deref(),
+            Some("c1")
+        );
+        assert_eq!(fs::read(d.path().join(AUDIT_FILE)).unwrap(), before);
+        let other = MailboxAddr::parse("b@example.com").unwrap();
+        assert!(CheckpointView::load(d.path(), &other).is_err());
     }
 
     #[test]

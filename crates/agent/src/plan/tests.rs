@@ -129,6 +129,7 @@ fn renumbered_messages_are_recognised_by_identity_not_resent() {
     assert_eq!(p.send.len(), 1);
     assert_eq!(p.send[0].source_id, id("2-9"));
     assert_eq!(p.remapped.len(), 4);
+    assert_eq!(p.unchanged, 0, "remapped messages are not counted twice");
     let mut pairs: Vec<(String, String)> = p
         .remapped
         .iter()

@@ -279,6 +279,8 @@ struct Script {
     /// The SASL payload the server accepts (base64-decoded).
     accept: Vec<u8>,
     connections: std::sync::atomic::AtomicUsize,
+    /// Listing FETCHes served.
+    meta_fetches: std::sync::atomic::AtomicUsize,
     body: Vec<u8>,
 }
 
@@ -363,6 +365,7 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
                 );
             }
         } else if cmd.starts_with("UID FETCH 1:* (UID FLAGS INTERNALDATE") {
+            script.meta_fetches.fetch_add(1, Ordering::SeqCst);
             let hdr = b"Message-ID: <s@x>\r\n\r\n";
             out.extend(
                 format!(
@@ -473,6 +476,10 @@ fn xoauth2_and_throttled_fetches_are_retried_until_the_message_is_whole() {
     let again = src.list(&prior).unwrap();
     assert_eq!(again.items.len(), 1);
     assert_eq!(again.items[0].ident, item.ident);
+    let fetches = script
+        .meta_fetches
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fetches, 1, "the unchanged folder was fetched again");
 }
 
 #[test]
