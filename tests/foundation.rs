@@ -318,8 +318,8 @@ fn issue3_empty_and_binary_files_are_bad_items_and_the_rest_moves() {
     let (code, r, o) = move_maildir(&env, &src, MB);
     assert_eq!(
         code,
-        1,
-        "bad items make the move's exit code 1: {}",
+        3,
+        "bad items over the bad-item limit (default 0) make the move's exit code 3: {}",
         describe(&o)
     );
     let r = r.expect("report even when items were bad");

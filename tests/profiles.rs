@@ -146,3 +146,93 @@ fn issue7_profile_show_says_where_each_value_came_from() {
     assert!(settings.len() > 20);
     assert!(settings.values().all(|v| v["from"] == "default"), "{j}");
 }
+
+/// A Maildir message file `name` in folder directory `dir` (`""` for INBOX).
+fn put(root: &std::path::Path, dir: &str, name: &str, body: &str) {
+    let d = root.join(dir).join("cur");
+    fs::create_dir_all(&d).unwrap();
+    fs::create_dir_all(root.join(dir).join("new")).unwrap();
+    fs::write(d.join(name), body).unwrap();
+}
+
+#[test]
+fn issue7_profile_maps_folders_and_skips_large_items_in_a_real_move() {
+    let env = Env::new();
+    let src = env.path("src");
+    put(&src, "", "1.a.host:2,S", "Subject: in inbox\r\n\r\nhi\r\n");
+    put(
+        &src,
+        ".Sent Items",
+        "2.b.host:2,S",
+        "Subject: sent\r\n\r\nsent\r\n",
+    );
+    put(
+        &src,
+        ".Junk E-mail",
+        "3.c.host:2,",
+        "Subject: junk\r\n\r\nspam\r\n",
+    );
+    put(
+        &src,
+        ".Private",
+        "4.d.host:2,",
+        "Subject: private\r\n\r\nkeep out\r\n",
+    );
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(200_000));
+    put(&src, "", "5.e.host:2,", &big);
+    let profile = env.path("p.toml");
+    fs::write(
+        &profile,
+        "[folders]\nspecial_use = true\nexclude = [\"Private\"]\n\n\
+         [filter]\nmax_message_bytes = \"100KB\"\n\n[limits]\nlarge_item_limit = 5\n",
+    )
+    .unwrap();
+    init_volume(&env);
+    let mb = "profiled@example.com";
+    let state = env.path("state");
+    let mv = || {
+        run(mailferry()
+            .arg("move")
+            .arg("--source")
+            .arg(format!("maildir:{}", src.display()))
+            .args(["--mailbox", mb, "--volume"])
+            .arg(env.volume())
+            .arg("--key-file")
+            .arg(env.key())
+            .arg("--state")
+            .arg(&state)
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--json"))
+    };
+    let o = mv();
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["items_moved"], 3, "{r}");
+    let skipped = r["skipped_items"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{r}");
+    assert!(skipped[0].to_string().contains("5.e.host"), "{r}");
+
+    let out = env.path("export");
+    let o = export(&env, mb, &out);
+    assert!(o.status.success(), "{}", describe(&o));
+    let got: Vec<(String, String)> = read_maildir(&out).into_keys().collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    let folders: std::collections::BTreeSet<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        folders,
+        ["", ".Junk", ".Sent"].into_iter().collect(),
+        "{got:?}"
+    );
+
+    // Rerun: nothing is sent again, and the excluded folder and the skipped message
+    // stay out without anything being deleted.
+    let o = mv();
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&r["items_moved"], &r["items_deleted"]),
+        (&0.into(), &0.into()),
+        "{r}"
+    );
+}

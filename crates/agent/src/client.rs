@@ -4,6 +4,7 @@
 //! Certificates are always verified against the roots given in [`Endpoint`]; there is
 //! no option to skip verification and no fallback to plain HTTP.
 
+use crate::throttle::{parse_retry_after, random_u64, BackoffPolicy};
 use crate::AgentError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -15,6 +16,7 @@ use mailferry_core::secret::SecretBytes;
 use mailferry_core::MailboxAddr;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where the proxy is and how to trust and authenticate to it.
 pub struct Endpoint {
@@ -84,27 +86,51 @@ impl Endpoint {
         mailbox: &MailboxAddr,
         attempts: u32,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, AgentError> {
-        let mut backoff = std::time::Duration::from_secs(1);
+        let policy = BackoffPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            attempts,
+        };
+        self.open_stream_backoff(mailbox, &policy)
+            .await
+            .map(|(s, _)| s)
+    }
+
+    /// [`Endpoint::open_stream`], retried while the proxy answers 429 or 503 as `policy`
+    /// says: the `Retry-After` the proxy sent, else exponential backoff, capped, with
+    /// jitter, for up to `policy.attempts` tries. Returns the stream and the time spent
+    /// waiting for the proxy (the move report's `server_backoff`). Any other refusal
+    /// (401, 403, ...) is returned at once: retrying cannot fix it.
+    pub async fn open_stream_backoff(
+        &self,
+        mailbox: &MailboxAddr,
+        policy: &BackoffPolicy,
+    ) -> Result<(TokioIo<hyper::upgrade::Upgraded>, Duration), AgentError> {
+        let mut waited = Duration::ZERO;
         let mut attempt = 1;
         loop {
             match self.open_stream(mailbox).await {
+                Ok(stream) => return Ok((stream, waited)),
                 Err(AgentError::Refused {
-                    status: 429 | 503,
+                    status: status @ (429 | 503),
                     retry_after,
                     message,
                     ..
-                }) if attempt < attempts => {
-                    let wait = retry_after
-                        .map(std::time::Duration::from_secs)
-                        .unwrap_or(backoff)
-                        .min(std::time::Duration::from_secs(60))
-                        + jitter();
-                    tracing::info!(attempt, ?wait, "proxy busy ({message}); retrying");
+                }) if attempt < policy.attempts => {
+                    let hint = retry_after.map(Duration::from_secs);
+                    let wait = policy.wait(attempt, hint, random_u64());
+                    tracing::info!(
+                        url = %self.url,
+                        status,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "proxy busy ({message}); retrying"
+                    );
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+                    waited += wait;
                     attempt += 1;
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -163,7 +189,9 @@ impl Endpoint {
                 .headers()
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
+                .and_then(|v| parse_retry_after(v, mailferry_core::unix_now()))
+                // Rounded up: a wait of half a second is a wait of one.
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
             let body = Limited::new(resp.into_body(), 64 * 1024)
                 .collect()
                 .await
@@ -187,11 +215,5 @@ impl Endpoint {
     }
 }
 
-/// Up to a quarter second of random delay, so agents refused together do not return
-/// together.
-fn jitter() -> std::time::Duration {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    std::time::Duration::from_millis(u64::from(u16::from_le_bytes(b)) % 250)
-}
+#[cfg(test)]
+mod tests;

@@ -34,7 +34,7 @@
 
 use crate::source::{Prior, PriorFolder, SourceItem};
 use mailferry_core::profile::{FolderRules, Profile, Rename};
-use mailferry_core::report::BadItem;
+use mailferry_core::report::{self, BadItem};
 use mailferry_core::{CoreError, FolderName, SourceId};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -69,7 +69,7 @@ pub fn renamed_id(source_folder: &FolderName, id: &SourceId) -> SourceId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum SkipKind {
+pub enum SkipCause {
     /// Larger than `filter.max_message_bytes`: a large item, counted against
     /// `limits.large_item_limit`.
     LargeItem,
@@ -98,7 +98,7 @@ pub struct SkippedItem {
     /// Internal date, Unix seconds.
     pub internal_date: i64,
     /// The kind of reason.
-    pub kind: SkipKind,
+    pub cause: SkipCause,
     /// The reason in words, with the profile key and value that decided it.
     pub reason: String,
 }
@@ -110,6 +110,27 @@ impl SkippedItem {
             item: self.item.clone(),
             reason: self.reason.clone(),
         }
+    }
+
+    /// As a skipped item of the move report, counted against a limit: a large item
+    /// against the large-item limit, an id collision against the bad-item limit. An item
+    /// outside the date window is not part of the move by design and counts against
+    /// nothing: `None` (the dry run and [`FolderDecision::skipped`] still show it).
+    pub fn to_report(&self) -> Option<report::SkippedItem> {
+        let kind = match self.cause {
+            SkipCause::LargeItem => report::SkipKind::LargeItem,
+            SkipCause::IdCollision => report::SkipKind::BadItem,
+            SkipCause::OutsideDateWindow => return None,
+        };
+        Some(report::SkippedItem {
+            item: self.item.clone(),
+            folder: self.folder.to_string(),
+            source_id: self.source_id.to_string(),
+            size: Some(self.size),
+            kind,
+            reason: self.reason.clone(),
+            approved: false,
+        })
     }
 }
 
@@ -176,7 +197,7 @@ impl Filtered {
     pub fn large_items(&self) -> usize {
         self.skipped
             .iter()
-            .filter(|s| s.kind == SkipKind::LargeItem)
+            .filter(|s| s.cause == SkipCause::LargeItem)
             .count()
     }
 
@@ -298,7 +319,7 @@ impl Filter {
             let key = (d.destination.clone(), dest_id);
             let reason = if !taken.insert(key.clone()) {
                 Some((
-                    SkipKind::IdCollision,
+                    SkipCause::IdCollision,
                     format!(
                         "another message arrives as {}/{} too; rename one of the folders \
                          (folders.map)",
@@ -309,7 +330,7 @@ impl Filter {
                 self.skip_reason(&item)
             };
             match reason {
-                Some((kind, reason)) => {
+                Some((cause, reason)) => {
                     d.skipped += 1;
                     out.skipped.push(SkippedItem {
                         item: item.name(),
@@ -319,7 +340,7 @@ impl Filter {
                         destination_id: key.1,
                         size: item.size,
                         internal_date: item.internal_date,
-                        kind,
+                        cause,
                         reason,
                     });
                 }
@@ -339,11 +360,11 @@ impl Filter {
         out
     }
 
-    fn skip_reason(&self, item: &SourceItem) -> Option<(SkipKind, String)> {
+    fn skip_reason(&self, item: &SourceItem) -> Option<(SkipCause, String)> {
         let date = item.internal_date;
         if let Some(after) = self.after.filter(|a| date < *a) {
             return Some((
-                SkipKind::OutsideDateWindow,
+                SkipCause::OutsideDateWindow,
                 format!(
                     "received {}, before filter.after ({}, {})",
                     mailferry_core::rfc3339(date),
@@ -354,7 +375,7 @@ impl Filter {
         }
         if let Some(before) = self.before.filter(|b| date >= *b) {
             return Some((
-                SkipKind::OutsideDateWindow,
+                SkipCause::OutsideDateWindow,
                 format!(
                     "received {}, not before filter.before ({}, {})",
                     mailferry_core::rfc3339(date),
@@ -365,7 +386,7 @@ impl Filter {
         }
         if let Some(max) = self.max_bytes.filter(|m| item.size > *m) {
             return Some((
-                SkipKind::LargeItem,
+                SkipCause::LargeItem,
                 format!(
                     "large item: {} bytes, over filter.max_message_bytes ({max})",
                     item.size

@@ -7,15 +7,17 @@
 //! directory. Buffers pass through a bounded channel, so memory stays bounded whatever
 //! the message sizes: a 1 GiB message is read, framed and sent 256 KiB at a time.
 
-use crate::plan::{self, Op};
+use crate::filter::{Filter, Filtered};
+use crate::plan::{self, Keep, Op};
 use crate::source::{Source, SourceItem};
 use crate::state::{CheckpointEntry, EntryKind, StateDir};
+use crate::throttle::{BackoffPolicy, Throttles};
 use crate::{client::Endpoint, AgentError};
 use mailferry_core::frame::{self, AckStatus, Frame, FrameBuffer, MessageHeader};
 use mailferry_core::profile::Profile;
 use mailferry_core::report::BadItem;
 use mailferry_core::report::FolderStats;
-use mailferry_core::{FolderName, MailboxAddr, MoveId};
+use mailferry_core::{MailboxAddr, MoveId};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -37,6 +39,9 @@ pub struct PassConfig {
     pub endpoint: Endpoint,
     /// Migration profile.
     pub profile: Profile,
+    /// Read rate limits: the move's own (its profile's `[throttle]`) and any shared
+    /// with other moves of the same endpoint.
+    pub throttle: Throttles,
 }
 
 /// Live counters, readable while the pass runs (for progress bars).
@@ -54,6 +59,11 @@ pub struct Progress {
     pub items_acked: AtomicU64,
     /// Bytes of messages durably acknowledged.
     pub bytes_acked: AtomicU64,
+    /// Nanoseconds the reader waited for a throttle (`--max-bytes-per-second`, ...).
+    pub throttled_nanos: AtomicU64,
+    /// Nanoseconds spent waiting because a server asked to (HTTP 429/503 with
+    /// `Retry-After`, IMAP `[THROTTLED]`).
+    pub server_backoff_nanos: AtomicU64,
 }
 
 /// The result of one pass.
@@ -79,6 +89,9 @@ pub struct PassOutcome {
     pub items_remapped: u64,
     /// Items not moved, each named with its reason.
     pub bad_items: Vec<BadItem>,
+    /// Items the profile's filter left at the source (over the size limit, ...), listed
+    /// for the move record and the limits; not errors.
+    pub skipped_items: Vec<mailferry_core::report::SkippedItem>,
     /// Bytes newly stored.
     pub bytes_moved: u64,
     /// Seconds the producer spent reading the source.
@@ -87,6 +100,10 @@ pub struct PassOutcome {
     pub transport_secs: f64,
     /// Seconds the reader waited for the writer or the window.
     pub stalled_secs: f64,
+    /// Seconds the reader waited for the move's throttles.
+    pub throttled_secs: f64,
+    /// Seconds spent waiting because the proxy or the source server asked to.
+    pub server_backoff_secs: f64,
     /// Source-side receipt: Merkle root over every acknowledged message of the move.
     pub receipt_root: String,
     /// How many messages the receipt covers.
@@ -169,6 +186,24 @@ impl Window {
         self.state.lock().expect("window lock").1 = true;
         self.freed.notify_all();
     }
+
+    /// Sleeps `d` (a throttle's wait), or less if the session ends meanwhile; false if
+    /// it ended.
+    fn pause(&self, d: std::time::Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut st = self.state.lock().expect("window lock");
+        loop {
+            let now = Instant::now();
+            if st.1 || now >= deadline {
+                return !st.1;
+            }
+            st = self
+                .freed
+                .wait_timeout(st, deadline - now)
+                .expect("window lock")
+                .0;
+        }
+    }
 }
 
 /// A cheap check that a file starts like a mail message: the first line is a header
@@ -193,34 +228,44 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         state_dir,
         endpoint,
         profile,
+        throttle,
     } = cfg;
+    let waited_before = (
+        progress.throttled_nanos.load(Ordering::Relaxed),
+        progress.server_backoff_nanos.load(Ordering::Relaxed),
+    );
     let describe = source.describe();
-    let excluded: Vec<FolderName> = profile
-        .source
-        .exclude_folders
-        .iter()
-        .filter_map(|f| FolderName::parse(f).ok())
-        .collect();
-    let (state, listing, plan, source) = {
+    let (state, listing, filtered, plan, source) = {
         let mailbox = mailbox.clone();
         let describe = describe.clone();
+        let profile = profile.clone();
         tokio::task::spawn_blocking(move || {
             let mut state = StateDir::open(&state_dir, &mailbox, &describe)?;
-            let listing = source.list(&state.prior())?;
-            let plan = plan::plan(&state, &listing, &excluded);
+            let filter = Filter::new(&profile, mailferry_core::unix_now())?;
+            let mut listing = source.list(&filter.source_prior(&state.prior()))?;
+            // The profile decides what moves, where to and under which id; the planner
+            // then works in destination terms only.
+            let filtered = filter.apply(std::mem::take(&mut listing.items));
+            let keep = Keep::from_listing(&filtered, &listing.incomplete);
+            let plan = plan::plan(&state, &filtered.kept, &keep);
             // Renumbered messages are recognised locally: the destination keeps them
             // under the id it knows, nothing is sent.
             if !plan.remapped.is_empty() {
                 state.record(&plan.remapped)?;
             }
-            Ok::<_, AgentError>((state, listing, plan, source))
+            Ok::<_, AgentError>((state, listing, filtered, plan, source))
         })
         .await
         .expect("listing thread panicked")?
     };
     let mut bad_items = listing.bad;
     let incomplete = listing.incomplete;
-    let items_total = (listing.items.len() + bad_items.len()) as u64;
+    let items_total = (filtered.kept.len() + filtered.skipped.len() + bad_items.len()) as u64;
+    let skipped_items: Vec<mailferry_core::report::SkippedItem> = filtered
+        .skipped
+        .iter()
+        .filter_map(|s| s.to_report())
+        .collect();
     let items_remapped = plan.remapped.len() as u64;
     let skipped_by_checkpoint = plan.unchanged + items_remapped;
     let todo = plan.send;
@@ -251,7 +296,10 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
             .expect("audit thread panicked")?
     };
 
-    let stream = endpoint.open_stream_retrying(&mailbox, 10).await?;
+    let (stream, backoff) = endpoint
+        .open_stream_backoff(&mailbox, &BackoffPolicy::from_profile(&profile.throttle))
+        .await?;
+    add_nanos(&progress.server_backoff_nanos, backoff);
     let (mut rd, mut wr) = tokio::io::split(stream);
 
     let inflight: InFlightMap = Arc::default();
@@ -269,9 +317,13 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
                     tx: buf_tx,
                     inflight,
                     window,
-                    progress,
+                    progress: progress.clone(),
+                    throttle,
                 };
-                produce(&*source, todo, ops, move_id, frame_bytes, out)
+                let produced = produce(&*source, &filtered, todo, ops, move_id, frame_bytes, out);
+                // The source's own waits for its server, listing included.
+                add_nanos(&progress.server_backoff_nanos, source.server_backoff());
+                produced
             })
             .expect("spawning the reader thread")
     };
@@ -542,11 +594,22 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         items_flags_updated,
         items_remapped,
         bad_items,
+        skipped_items,
         bytes_moved,
         source_read_secs: produced.read_secs,
         transport_secs,
         stalled_secs: produced.stalled_secs,
+        throttled_secs: secs_since(&progress.throttled_nanos, waited_before.0),
+        server_backoff_secs: secs_since(&progress.server_backoff_nanos, waited_before.1),
     })
+}
+
+fn add_nanos(counter: &AtomicU64, d: std::time::Duration) {
+    counter.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+}
+
+fn secs_since(counter: &AtomicU64, before: u64) -> f64 {
+    counter.load(Ordering::Relaxed).saturating_sub(before) as f64 / 1e9
 }
 
 struct Produced {
@@ -575,6 +638,7 @@ struct Output {
     inflight: InFlightMap,
     window: Arc<Window>,
     progress: Arc<Progress>,
+    throttle: Throttles,
 }
 
 /// Sends the buffered frames to the writer; false if the session is gone.
@@ -585,6 +649,7 @@ fn ship(tx: &flume::Sender<Vec<u8>>, out: &mut Vec<u8>, cap: usize) -> bool {
 
 fn produce(
     source: &dyn Source,
+    filtered: &Filtered,
     items: Vec<SourceItem>,
     ops: Vec<Op>,
     move_id: MoveId,
@@ -596,7 +661,23 @@ fn produce(
         inflight,
         window,
         progress,
+        throttle,
     } = o;
+    // Waits what the throttles ask before `bytes` and `messages` are read; false if the
+    // session ended meanwhile.
+    let obey = |bytes: u64, messages: u64| -> bool {
+        if throttle.is_empty() {
+            return true;
+        }
+        let wait = throttle.reserve(bytes, messages);
+        if wait.is_zero() {
+            return true;
+        }
+        let t0 = Instant::now();
+        let alive = window.pause(wait);
+        add_nanos(&progress.throttled_nanos, t0.elapsed());
+        alive
+    };
     let mut bad = Vec::new();
     let mut read_time = std::time::Duration::ZERO;
     let mut stall_time = std::time::Duration::ZERO;
@@ -618,8 +699,16 @@ fn produce(
     let n_items = items.len() as u64;
     for (i, item) in items.into_iter().enumerate() {
         let seq = i as u64 + 1;
+        if !obey(0, 1) {
+            return Produced {
+                bad,
+                read_secs: read_time.as_secs_f64(),
+                stalled_secs: stall_time.as_secs_f64(),
+            };
+        }
         let t_open = Instant::now();
-        let opened = source.open(&item);
+        // Opened under its source folder and id (the profile may have renamed them).
+        let opened = source.open(&filtered.source_item(&item));
         read_time += t_open.elapsed();
         let mut file = match opened {
             Ok(f) => f,
@@ -681,6 +770,14 @@ fn produce(
         loop {
             let at = out.len();
             out.resize(at + frame::HEADER_LEN + frame_bytes, 0);
+            let expected = item.size.saturating_sub(total).min(frame_bytes as u64);
+            if !obey(expected, 0) {
+                return Produced {
+                    bad,
+                    read_secs: read_time.as_secs_f64(),
+                    stalled_secs: stall_time.as_secs_f64(),
+                };
+            }
             let t_read = Instant::now();
             let got = match read_full(&mut *file, &mut out[at + frame::HEADER_LEN..]) {
                 Ok(n) => n,

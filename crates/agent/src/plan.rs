@@ -6,13 +6,15 @@
 //! is linear in the listing and the checkpoint, with no per-message file access, so a
 //! delta pass costs what the listing costs plus what changed.
 //!
-//! Safety rules: nothing of an excluded folder is touched at the destination, and
-//! nothing of a folder the source could not list completely is deleted there.
+//! Safety rules: nothing is deleted at the destination in a folder the profile excludes
+//! or the source could not list completely, nor any message the profile's filter left
+//! out (it is still at the source).
 
-use crate::source::{Listing, SourceItem};
+use crate::filter::Filtered;
+use crate::source::SourceItem;
 use crate::state::{Acked, CheckpointEntry, CheckpointView, EntryKind, StateDir};
 use mailferry_core::{Flags, FolderName, SourceId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A change to apply at the destination without sending content.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,39 +98,64 @@ pub struct Plan {
     /// Listed messages the destination already holds under the same id with the same
     /// flags (remapped ones are counted in `remapped`, not here).
     pub unchanged: u64,
-    /// Listed messages in excluded folders.
-    pub excluded: u64,
 }
 
-/// Compares `listing` with what `state` says the destination holds.
-pub fn plan(state: &StateDir, listing: &Listing, excluded: &[FolderName]) -> Plan {
+/// What the planner must leave alone at the destination.
+#[derive(Debug, Default)]
+pub struct Keep {
+    /// Destination folders in which nothing is deleted (excluded by the profile, or
+    /// listed incompletely by the source).
+    pub folders: BTreeSet<FolderName>,
+    /// Destination (folder, id) of messages still at the source that the filter left
+    /// out (too large, outside the date window).
+    pub items: HashSet<(FolderName, SourceId)>,
+}
+
+impl Keep {
+    /// What a filtered listing says must stay: the profile's excluded folders and
+    /// left-out messages, and every folder the source listed incompletely (by its
+    /// destination name and, to be safe, its source name).
+    pub fn from_listing(filtered: &Filtered, incomplete: &BTreeSet<FolderName>) -> Keep {
+        let mut keep = Keep {
+            folders: filtered.excluded_folders.clone(),
+            items: filtered
+                .retained()
+                .map(|(f, id)| (f.clone(), id.clone()))
+                .collect(),
+        };
+        for f in incomplete {
+            if let Some(d) = filtered.folders.get(f) {
+                keep.folders.insert(d.destination.clone());
+            }
+            keep.folders.insert(f.clone());
+        }
+        keep
+    }
+}
+
+/// Compares the listed `items` (in destination terms, after the profile's filter) with
+/// what `state` says the destination holds.
+pub fn plan(state: &StateDir, items: &[SourceItem], keep: &Keep) -> Plan {
     let acked: HashMap<&(FolderName, SourceId), &Acked> = state.all_acked().collect();
-    plan_with(&acked, listing, excluded)
+    plan_with(&acked, items, keep)
 }
 
 /// [`plan`] against a read-only [`CheckpointView`] (a dry run); `None`: the move has
 /// not started, so everything listed is new.
-pub fn plan_view(
-    view: Option<&CheckpointView>,
-    listing: &Listing,
-    excluded: &[FolderName],
-) -> Plan {
+pub fn plan_view(view: Option<&CheckpointView>, items: &[SourceItem], keep: &Keep) -> Plan {
     let acked: HashMap<&(FolderName, SourceId), &Acked> =
         view.map(|v| v.all_acked().collect()).unwrap_or_default();
-    plan_with(&acked, listing, excluded)
+    plan_with(&acked, items, keep)
 }
 
 fn plan_with(
     acked: &HashMap<&(FolderName, SourceId), &Acked>,
-    listing: &Listing,
-    excluded: &[FolderName],
+    items: &[SourceItem],
+    keep: &Keep,
 ) -> Plan {
     let mut p = Plan::default();
-    let present: HashSet<(&FolderName, &SourceId)> = listing
-        .items
-        .iter()
-        .map(|i| (&i.folder, &i.source_id))
-        .collect();
+    let present: HashSet<(&FolderName, &SourceId)> =
+        items.iter().map(|i| (&i.folder, &i.source_id)).collect();
     // Acknowledged messages no longer listed, by folder and identity: candidates for a
     // remap (same message, new id) before they count as deleted.
     let mut gone_by_ident: BTreeMap<(&FolderName, &str), Vec<&(FolderName, SourceId)>> =
@@ -147,11 +174,7 @@ fn plan_with(
         v.sort(); // deterministic choice among identical messages
     }
     let mut claimed: HashSet<&(FolderName, SourceId)> = HashSet::new();
-    for item in &listing.items {
-        if excluded.contains(&item.folder) {
-            p.excluded += 1;
-            continue;
-        }
+    for item in items {
         let key = (item.folder.clone(), item.source_id.clone());
         if let Some(a) = acked.get(&key) {
             if a.prior.flags == item.flags {
@@ -205,8 +228,8 @@ fn plan_with(
         .filter(|(key, _)| {
             !present.contains(&(&key.0, &key.1))
                 && !claimed.contains(*key)
-                && !excluded.contains(&key.0)
-                && !listing.incomplete.contains(&key.0)
+                && !keep.folders.contains(&key.0)
+                && !keep.items.contains(*key)
         })
         .map(|(key, a)| Op::Delete {
             folder: key.0.clone(),

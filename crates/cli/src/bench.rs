@@ -492,6 +492,10 @@ pub struct RunFigures {
     pub peak_rss_bytes: u64,
     /// True if the peak could be reset before the run; false: since process start.
     pub peak_rss_per_run: bool,
+    /// RSS when the run started: what earlier runs (and the corpus writer) left
+    /// allocated in this process. The first run's peak is what one `mailferry move`
+    /// process reaches; later runs start higher as the allocator keeps freed memory.
+    pub rss_at_start_bytes: u64,
     /// CPU seconds by stage.
     pub cpu_seconds: StageCpu,
     /// CPU seconds per 10^9 bytes moved, by stage.
@@ -1065,6 +1069,7 @@ fn run_once(
     let _ = std::process::Command::new("sync").status();
 
     let per_run_rss = crate::rss::reset_peak_rss();
+    let rss_at_start_bytes = crate::rss::current_rss_bytes();
     let sampler = cpu::Sampler::start(Duration::from_millis(20));
     let rt = runtime(
         match args.mode {
@@ -1122,6 +1127,7 @@ fn run_once(
             .fold(0.0, f64::max),
         peak_rss_bytes,
         peak_rss_per_run: per_run_rss,
+        rss_at_start_bytes,
         cpu_seconds_per_gb: cpu_seconds.scaled(1e9 / (bytes.max(1) as f64)),
         cpu_seconds,
         cpu_seconds_by_thread: by_thread,
@@ -1421,21 +1427,27 @@ pub fn render_text(r: &BenchReport) -> String {
         for f in &c.runs {
             let _ = writeln!(
                 s,
-                "  run {}: {:>7.1} MB/s {:>7.0} msg/s  {:.2} s",
-                f.run, f.mb_per_s, f.msgs_per_s, f.seconds
+                "  run {}: {:>7.1} MB/s {:>7.0} msg/s  {:.2} s  peak RSS {} MiB",
+                f.run,
+                f.mb_per_s,
+                f.msgs_per_s,
+                f.seconds,
+                f.peak_rss_bytes >> 20
             );
         }
         let f = &c.median;
         let g = &f.cpu_seconds_per_gb;
         let _ = writeln!(
             s,
-            "  median (run {}): {:.1} MB/s, {:.0} msg/s; latency p50 {:.1} ms, p99 {:.1} ms; peak RSS {} MiB",
+            "  median (run {}): {:.1} MB/s, {:.0} msg/s; latency p50 {:.1} ms, p99 {:.1} ms; peak RSS {} MiB (largest of all runs {} MiB, first run {} MiB)",
             f.run,
             f.mb_per_s,
             f.msgs_per_s,
             f.latency_ms_p50,
             f.latency_ms_p99,
-            f.peak_rss_bytes >> 20
+            f.peak_rss_bytes >> 20,
+            c.runs.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0) >> 20,
+            c.runs.first().map_or(0, |r| r.peak_rss_bytes) >> 20,
         );
         let _ = writeln!(
             s,

@@ -29,17 +29,32 @@ pub enum AppError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The command ran but its result is a failure (bad items, damaged items).
+    /// The command ran but its result is a failure (damaged items, lost connection).
     #[error("{0}")]
     Failed(String),
+    /// A move hit its bad-item or large-item limit, or its final pass left skipped
+    /// items nobody approved (exit code 3). What it copied is kept.
+    #[error("{0}")]
+    LimitHit(String),
+    /// Some mailboxes of a batch failed; the others went on (exit code 4).
+    #[error("{0}")]
+    BatchFailed(String),
+    /// The move's lifecycle state refuses the request: a completed move takes no more
+    /// passes, a suspended one none until it is resumed (exit code 5).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl AppError {
-    /// Exit code: 2 usage or configuration, 1 anything else.
+    /// Exit code: 2 usage or configuration, 3 a limit hit, 4 some mailboxes of a batch
+    /// failed, 5 refused by the move's state, 1 anything else (README, "Exit codes").
     pub fn exit_code(&self) -> u8 {
         use mailferry_core::CoreError as C;
         use mailferry_store::StoreError as S;
         match self {
+            AppError::LimitHit(_) => 3,
+            AppError::BatchFailed(_) => 4,
+            AppError::Refused(_) => 5,
             AppError::Usage(_) => 2,
             AppError::Core(C::Profile { .. } | C::BadMailbox { .. } | C::BadFolder { .. }) => 2,
             AppError::Store(S::WrongKey { .. } | S::KeyFile { .. } | S::Replica { .. }) => 2,

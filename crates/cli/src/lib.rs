@@ -4,17 +4,27 @@
 //! runs lives here, with tests.
 
 pub mod audit_cmd;
+pub mod batch;
 pub mod bench;
 pub mod compare;
+pub mod control;
 pub mod demo;
+pub mod endpoint;
+pub mod dry_run;
 pub mod error;
+pub mod examples;
 pub mod export;
+pub mod lifecycle;
+pub mod limits;
+pub mod logging;
 pub mod moving;
 pub mod profile_cmd;
+pub mod progress;
 pub mod report;
 pub mod rss;
 pub mod sample;
 pub mod serve;
+pub mod status;
 pub mod tokens;
 pub mod volume_admin;
 

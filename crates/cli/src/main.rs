@@ -3,8 +3,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mailferry_cli::{
-    audit_cmd, bench, demo, export, moving, profile_cmd, report, serve, tokens, volume_admin,
-    AppError,
+    audit_cmd, batch, bench, control, demo, dry_run, endpoint, examples, export, lifecycle, limits, logging, moving,
+    profile_cmd, progress, report, serve, status, tokens, volume_admin, AppError,
 };
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
@@ -39,6 +39,9 @@ Exit codes: 0 ok, 1 the command ran and failed (bad or damaged items, lost conne
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log lines on stderr as text or as one JSON object per line (filter: RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
 }
 
 /// How the agent logs in to, and what it trusts of, an IMAP source; file sources ignore it.
@@ -63,8 +66,102 @@ impl SourceAccess {
             password_file: self.password_file,
             oauth_token_file: self.oauth_token_file,
             source_ca: self.source_ca,
+            password: None,
         }
     }
+}
+
+const MOVE_HELP: &str = "Examples:
+  mailferry move --source maildir:/home/alice/Maildir --mailbox alice@example.com \\
+       --volume /srv/vol --key-file /root/vol.key --state /var/lib/mailferry/alice \\
+       --suspend-when-ready                 # initial copy, then held at Synced
+  mailferry move --state /var/lib/mailferry/alice --source ... (same flags)   # incremental pass
+  mailferry move status --state /var/lib/mailferry/alice
+  mailferry move complete --state /var/lib/mailferry/alice   # final delta pass, then Completed
+  mailferry move suspend --state /var/lib/mailferry/alice
+  mailferry move resume --state /var/lib/mailferry/alice
+
+States: created -> syncing -> synced -> completing -> completed, plus suspended and failed.
+Exit codes: 0 ok, 1 failed, 2 usage or configuration, 3 a limit was hit (bad or large
+items over the limit, or skipped items not approved at completion), 5 refused by the
+move's state (completed, or suspended).";
+
+/// A move's lifecycle and limits; each given flag is kept for later passes.
+#[derive(clap::Args)]
+struct MoveSettings {
+    /// Hold the move at Synced after the initial copy (Exchange's
+    /// SuspendWhenReadyToComplete): passes stay incremental until `move complete`.
+    #[arg(long, conflicts_with = "complete_after")]
+    suspend_when_ready: bool,
+    /// Complete the move on the first pass that starts at or after TIME: RFC 3339
+    /// (2025-07-01T22:00:00Z) or a time from now (2h, +3days).
+    #[arg(long, value_name = "TIME", value_parser = lifecycle::parse_time)]
+    complete_after: Option<String>,
+    /// Bad items (damaged, unreadable, refused) tolerated before the move fails
+    /// [default: the profile's limits.bad_item_limit, 0].
+    #[arg(long, value_name = "N")]
+    bad_item_limit: Option<u64>,
+    /// Skip messages larger than SIZE (25MB, 25MiB, 26214400) as large items: not sent,
+    /// listed with the move [default: off].
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
+    large_item_limit: Option<u64>,
+    /// Accept every skipped item of this pass and earlier ones: they no longer count
+    /// against the limits nor hold back completion.
+    #[arg(long)]
+    approve_skipped: bool,
+}
+
+impl MoveSettings {
+    fn settings(&self) -> lifecycle::Settings {
+        lifecycle::Settings {
+            suspend_when_ready: self.suspend_when_ready.then_some(true),
+            complete_after: self.complete_after.clone(),
+            bad_item_limit: self.bad_item_limit,
+            large_item_limit: self.large_item_limit,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum MoveCmd {
+    /// Run the final delta pass with the move's recorded flags, then mark it Completed
+    /// (it takes no more passes).
+    Complete {
+        /// The move's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// Accept every skipped item, so that the move can complete with them.
+        #[arg(long)]
+        approve_skipped: bool,
+        /// Print the final pass's report as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold the move: no passes until `move resume`. A running pass finishes first and
+    /// the move is Suspended when it ends.
+    Suspend {
+        /// The move's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// Why (kept in the history and the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Let a suspended move take passes again.
+    Resume {
+        /// The move's state directory.
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// State, percent complete, items synced/skipped/bad, bytes, rate, ETA, last sync.
+    Status {
+        /// The move's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,18 +179,27 @@ enum Cmd {
         json: bool,
     },
     /// Move one mailbox into a volume (agent, proxy and store in this process over
-    /// loopback HTTPS), or to a remote `mailferry serve` with --proxy.
+    /// loopback HTTPS), or to a remote `mailferry serve` with --proxy. Every run is a
+    /// pass (the first copies, later ones mirror changes); `move complete`, `suspend`,
+    /// `resume` and `status` drive the move's lifecycle.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = MOVE_HELP
+    )]
     Move {
+        #[command(subcommand)]
+        ctl: Option<MoveCmd>,
         /// Source: maildir:PATH, mbox:PATH (a file or a directory of them), eml:PATH,
         /// imaps://user@host[:port] or imap://user@host[:port]
         /// (STARTTLS).
-        #[arg(long)]
-        source: String,
+        #[arg(long, required = true)]
+        source: Option<String>,
         #[command(flatten)]
         source_access: SourceAccess,
         /// Destination mailbox address.
-        #[arg(long)]
-        mailbox: String,
+        #[arg(long, required = true)]
+        mailbox: Option<String>,
         /// Volume directory (created by `volume init`); not with --proxy.
         #[arg(long, required_unless_present = "proxy", conflicts_with = "proxy")]
         volume: Option<PathBuf>,
@@ -110,8 +216,8 @@ enum Cmd {
         #[command(flatten)]
         unlock: volume_admin::MaybeUnlockArgs,
         /// State directory of this move (checkpoint, reports); one per mailbox.
-        #[arg(long)]
-        state: PathBuf,
+        #[arg(long, required = true)]
+        state: Option<PathBuf>,
         /// Migration profile (TOML); the embedded default when absent.
         #[arg(long)]
         profile: Option<PathBuf>,
@@ -122,6 +228,10 @@ enum Cmd {
         /// file loses the mail).
         #[arg(long)]
         no_recovery_key: bool,
+        #[command(flatten)]
+        lifecycle: MoveSettings,
+        #[command(flatten)]
+        control: control::ControlArgs,
     },
     /// Serve the wire protocol (proxy and store in one process) until SIGTERM or ctrl-c.
     Serve {
@@ -275,6 +385,179 @@ enum Cmd {
     /// peak RSS.
     #[command(after_long_help = bench::CORPUS_HELP)]
     Bench(BenchCmd),
+    /// Migration batches: many mailboxes from a CSV (EmailAddress,UserName,Password),
+    /// one endpoint, one destination.
+    Batch {
+        #[command(subcommand)]
+        cmd: BatchCmd,
+    },
+    /// Source endpoints (TOML files: kind, host, TLS, master user, throttles).
+    Endpoint {
+        #[command(subcommand)]
+        cmd: EndpointCmd,
+    },
+}
+
+/// Where batches live.
+#[derive(clap::Args)]
+struct StateRoot {
+    /// Directory holding the batches (one subdirectory each).
+    #[arg(long, env = "MAILFERRY_STATE_ROOT", default_value = "mailferry-batches")]
+    state_root: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum BatchCmd {
+    /// Check an endpoint and a whole CSV (every bad row and column at once), then create
+    /// the batch with every mailbox Created. Nothing is created if anything is wrong.
+    New {
+        /// The batch's name.
+        name: String,
+        /// Users: EmailAddress,UserName,Password (or PasswordFile); extra columns allowed.
+        /// A CSV with inline passwords must stay in place (they are read again at start,
+        /// never stored).
+        #[arg(long)]
+        csv: PathBuf,
+        /// The source endpoint file (TOML).
+        #[arg(long)]
+        endpoint: PathBuf,
+        /// Volume directory (created by `volume init`).
+        #[arg(long, required_unless_present = "proxy", conflicts_with = "proxy")]
+        volume: Option<PathBuf>,
+        /// Stream to this remote proxy instead of a local volume.
+        #[arg(long, requires_all = ["ca", "token_file"])]
+        proxy: Option<String>,
+        /// PEM file of the CA of the remote proxy.
+        #[arg(long, requires = "proxy")]
+        ca: Option<PathBuf>,
+        /// The agent token file for the remote proxy.
+        #[arg(long, requires = "proxy")]
+        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        unlock: volume_admin::MaybeUnlockArgs,
+        /// Move into a volume that has no recovery key.
+        #[arg(long)]
+        no_recovery_key: bool,
+        /// Mailboxes moved at once [default: the endpoint's max_concurrent_moves, never more].
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Migration profile (TOML); the embedded default when absent.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        #[command(flatten)]
+        settings: BatchSettings,
+        #[command(flatten)]
+        root: StateRoot,
+        /// Start the batch right away (as `batch start`).
+        #[arg(long)]
+        start: bool,
+        /// Print the outcome as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a pass of every mailbox that takes one (initial copy or incremental), up to
+    /// the batch's concurrency at once; exit 4 if some mailboxes failed.
+    Start {
+        /// The batch's name.
+        name: String,
+        /// At most this many mailboxes at once in this run.
+        #[arg(long)]
+        concurrency: Option<usize>,
+        #[command(flatten)]
+        root: StateRoot,
+        /// Print the outcome as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One line per mailbox (state, percent, items, bytes, last sync) and totals.
+    Status {
+        /// The batch's name.
+        name: String,
+        #[command(flatten)]
+        root: StateRoot,
+        /// JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the rows of a CSV whose address the batch does not have yet (Created; `batch
+    /// start` moves them).
+    AddUsers {
+        /// The batch's name.
+        name: String,
+        /// Users, in the same shape as for `batch new`.
+        #[arg(long)]
+        csv: PathBuf,
+        #[command(flatten)]
+        root: StateRoot,
+    },
+    /// Run the final pass of every mailbox not completed yet; each is then Completed.
+    Complete {
+        /// The batch's name.
+        name: String,
+        /// Accept every skipped item, so that the mailboxes can complete with them.
+        #[arg(long)]
+        approve_skipped: bool,
+        /// At most this many mailboxes at once in this run.
+        #[arg(long)]
+        concurrency: Option<usize>,
+        #[command(flatten)]
+        root: StateRoot,
+        /// Print the outcome as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend the batch and every mailbox of it (running passes end first).
+    Suspend {
+        /// The batch's name.
+        name: String,
+        #[command(flatten)]
+        root: StateRoot,
+    },
+    /// Resume the batch and its suspended mailboxes (then `batch start`).
+    Resume {
+        /// The batch's name.
+        name: String,
+        #[command(flatten)]
+        root: StateRoot,
+    },
+}
+
+/// Limits and schedule of every mailbox of a batch.
+#[derive(clap::Args)]
+struct BatchSettings {
+    /// Hold every mailbox at Synced until `batch complete`.
+    #[arg(long, conflicts_with = "complete_after")]
+    suspend_when_ready: bool,
+    /// Complete each mailbox on its first pass at or after TIME (RFC 3339 or 2h, +3days).
+    #[arg(long, value_name = "TIME", value_parser = lifecycle::parse_time)]
+    complete_after: Option<String>,
+    /// Bad items tolerated per mailbox [default: the profile's, 0].
+    #[arg(long, value_name = "N")]
+    bad_item_limit: Option<u64>,
+    /// Skip messages larger than SIZE (25MB) as large items [default: off].
+    #[arg(long, value_name = "SIZE", value_parser = limits::parse_size)]
+    large_item_limit: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    /// Check an endpoint before anything moves: connectivity, TLS, credentials (IMAP:
+    /// connect, log in and list through the IMAP source), or that a user's mailbox path
+    /// exists and is a mailbox of the endpoint's kind. Exit 1 if a check fails.
+    Test {
+        /// The endpoint file (TOML).
+        file: PathBuf,
+        /// Check this user's mailbox (the CSV's UserName).
+        #[arg(long)]
+        user: Option<String>,
+        /// IMAP without a master user: the user's password file (default: the
+        /// environment variable MAILFERRY_SOURCE_PASSWORD).
+        #[arg(long, requires = "user")]
+        password_file: Option<PathBuf>,
+        /// JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -653,6 +936,221 @@ fn service_limits(
     ))
 }
 
+/// A pass's summary, skipped items and state on stderr; its report on stdout with --json.
+fn print_pass(res: &lifecycle::PassResult, json: bool) {
+    eprintln!("{}", moving::summary(&res.report));
+    eprint!("{}", lifecycle::outcome_text(res));
+    if json {
+        print_json(&res.report);
+    }
+}
+
+/// `move complete|suspend|resume|status`.
+async fn run_move_ctl(ctl: MoveCmd, tty: bool) -> Result<(), AppError> {
+    let actor = lifecycle::cli_actor();
+    match ctl {
+        MoveCmd::Complete {
+            state,
+            approve_skipped,
+            json,
+        } => {
+            let opts = lifecycle::PassOptions {
+                actor,
+                approve_skipped,
+                ..Default::default()
+            };
+            let res = lifecycle::complete(&state, &opts, tty && !json).await?;
+            print_pass(&res, json);
+            res.check()
+        }
+        MoveCmd::Suspend { state, reason } => {
+            match lifecycle::suspend(&state, &actor, &reason)? {
+                lifecycle::SuspendOutcome::Suspended => eprintln!("suspended; `mailferry move resume --state {}` lets it take passes again", state.display()),
+                lifecycle::SuspendOutcome::Requested => eprintln!("a pass is running: the move is suspended when it ends (its work is kept)"),
+                lifecycle::SuspendOutcome::AlreadySuspended => eprintln!("already suspended"),
+            }
+            Ok(())
+        }
+        MoveCmd::Resume { state } => {
+            let s = lifecycle::resume(&state, &actor)?;
+            eprintln!("resumed: the move is {s} and takes passes again");
+            Ok(())
+        }
+        MoveCmd::Status { state, json } => {
+            let s = status::status(&state)?;
+            if json {
+                print_json(&s);
+            } else {
+                print!("{}", status::render_text(&s));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `batch ...`.
+async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
+    let actor = lifecycle::cli_actor();
+    let print_run = |o: &batch::RunOutcome, json: bool| {
+        if json {
+            print_json(o);
+        }
+    };
+    match cmd {
+        BatchCmd::New {
+            name,
+            csv,
+            endpoint,
+            volume,
+            proxy,
+            ca,
+            token_file,
+            unlock,
+            no_recovery_key,
+            concurrency,
+            profile,
+            settings,
+            root,
+            start,
+            json,
+        } => {
+            let bd = batch::BatchDir::new(&root.state_root, &name)?;
+            let destination = match (volume, proxy, ca, token_file) {
+                (Some(volume), None, _, _) => {
+                    volume_admin::require_recovery(&volume, no_recovery_key)?;
+                    moving::Destination::Local {
+                        volume,
+                        credential: unlock.credential()?,
+                    }
+                }
+                (None, Some(url), Some(ca), Some(token_file)) if !unlock.any() => {
+                    moving::Destination::Remote {
+                        url,
+                        ca,
+                        token_file,
+                    }
+                }
+                _ => {
+                    return Err(AppError::Usage(
+                        "give --volume with its key, or --proxy, --ca and --token-file and no key"
+                            .into(),
+                    ))
+                }
+            };
+            let b = batch::create(
+                &bd,
+                &name,
+                &batch::NewBatch {
+                    csv,
+                    endpoint,
+                    destination: lifecycle::StoredDestination::new(&destination),
+                    profile,
+                    concurrency,
+                    settings: lifecycle::Settings {
+                        suspend_when_ready: settings.suspend_when_ready.then_some(true),
+                        complete_after: settings.complete_after,
+                        bad_item_limit: settings.bad_item_limit,
+                        large_item_limit: settings.large_item_limit,
+                    },
+                    actor: actor.clone(),
+                },
+            )?;
+            eprintln!(
+                "batch {name}: {} mailbox(es) created in {}{}",
+                b.users.len(),
+                bd.dir.display(),
+                if start { "" } else { "; start it with `mailferry batch start`" }
+            );
+            if start {
+                let o = batch::run(
+                    &bd,
+                    batch::Mode::Sync,
+                    &batch::RunOptions {
+                        actor,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                print_run(&o, json);
+                return o.check();
+            }
+            if json {
+                print_json(&b);
+            }
+            Ok(())
+        }
+        BatchCmd::Start {
+            name,
+            concurrency,
+            root,
+            json,
+        } => {
+            let bd = batch::BatchDir::new(&root.state_root, &name)?;
+            let opts = batch::RunOptions {
+                concurrency,
+                actor,
+                ..Default::default()
+            };
+            let o = batch::run(&bd, batch::Mode::Sync, &opts).await?;
+            print_run(&o, json);
+            o.check()
+        }
+        BatchCmd::Complete {
+            name,
+            approve_skipped,
+            concurrency,
+            root,
+            json,
+        } => {
+            let bd = batch::BatchDir::new(&root.state_root, &name)?;
+            let opts = batch::RunOptions {
+                concurrency,
+                approve_skipped,
+                actor,
+            };
+            let o = batch::run(&bd, batch::Mode::Complete, &opts).await?;
+            print_run(&o, json);
+            o.check()
+        }
+        BatchCmd::Status { name, root, json } => {
+            let bd = batch::BatchDir::new(&root.state_root, &name)?;
+            let s = batch::status(&bd)?;
+            if json {
+                print_json(&s);
+            } else {
+                print!("{}", batch::render_status(&s));
+            }
+            Ok(())
+        }
+        BatchCmd::AddUsers { name, csv, root } => {
+            let bd = batch::BatchDir::new(&root.state_root, &name)?;
+            let (added, already) = batch::add_users_from(&bd, &csv, &actor)?;
+            for (row, addr) in &already {
+                eprintln!("  row {row}: {addr} is already in the batch, skipped");
+            }
+            eprintln!(
+                "batch {name}: {added} mailbox(es) added, {} already there; `mailferry batch start {name}` moves them",
+                already.len()
+            );
+            Ok(())
+        }
+        BatchCmd::Suspend { name, root } => {
+            let bd = batch::BatchDir::new(&root.state_root, &name)?;
+            let (now, later) = batch::suspend(&bd, &actor)?;
+            eprintln!(
+                "batch {name} suspended: {now} mailbox(es) now, {later} when their running pass ends"
+            );
+            Ok(())
+        }
+        BatchCmd::Resume { name, root } => {
+            let bd = batch::BatchDir::new(&root.state_root, &name)?;
+            let n = batch::resume(&bd, &actor)?;
+            eprintln!("batch {name} resumed ({n} mailbox(es)); `mailferry batch start {name}` runs their passes");
+            Ok(())
+        }
+    }
+}
+
 fn load_profile(path: Option<&Path>) -> Result<Profile, AppError> {
     match path {
         None => Ok(Profile::embedded_default()),
@@ -735,6 +1233,10 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Cmd::Move {
+            ctl: Some(ctl), ..
+        } => run_move_ctl(ctl, tty).await,
+        Cmd::Move {
+            ctl: None,
             source,
             source_access,
             mailbox: mb,
@@ -747,7 +1249,43 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             profile,
             json,
             no_recovery_key,
+            lifecycle: settings,
+            control,
         } => {
+            // clap requires these without a subcommand.
+            let (source, mb, state) = (
+                source.expect("required"),
+                mb.expect("required"),
+                state.expect("required"),
+            );
+            let mut pass_profile = load_profile(profile.as_deref())?;
+            control.apply(&mut pass_profile);
+            if control.dry_run {
+                // Before anything that unlocks or writes: a dry run needs no key.
+                limits::Limits::effective(&pass_profile, settings.bad_item_limit, settings.large_item_limit)
+                    .apply(&mut pass_profile);
+                let args = dry_run::DryRunArgs {
+                    source,
+                    source_options: source_access.options(),
+                    mailbox: mailbox(&mb)?,
+                    destination: match (volume, proxy) {
+                        (Some(v), _) => dry_run::Target::Volume(v),
+                        (None, url) => dry_run::Target::Proxy(url.unwrap_or_default()),
+                    },
+                    state,
+                    profile: pass_profile,
+                };
+                let d = dry_run::dry_run(&args).await?;
+                if json {
+                    print_json(&d);
+                } else {
+                    print!("{}", dry_run::render_text(&d));
+                }
+                return Ok(());
+            }
+            if !(tty && !json) {
+                progress::set_unboarded(Some(progress::Style::auto(true)));
+            }
             let destination = match (volume, proxy, ca, token_file) {
                 (Some(volume), None, _, _) => {
                     volume_admin::require_recovery(&volume, no_recovery_key)?;
@@ -773,23 +1311,20 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 mailbox: mailbox(&mb)?,
                 destination,
                 state,
-                profile: load_profile(profile.as_deref())?,
+                profile: pass_profile,
                 progress_bar: tty && !json,
                 source_options: source_access.options(),
             };
-            let report = moving::run_move(&args).await?;
-            eprintln!("{}", moving::summary(&report));
-            if json {
-                print_json(&report);
-            }
-            if !report.bad_items.is_empty() {
-                return Err(AppError::Failed(format!(
-                    "{} item(s) could not be moved (listed above and in {}); everything else is stored",
-                    report.bad_items.len(),
-                    args.state.join("report.json").display()
-                )));
-            }
-            Ok(())
+            let opts = lifecycle::PassOptions {
+                actor: lifecycle::cli_actor(),
+                complete: false,
+                approve_skipped: settings.approve_skipped,
+                settings: settings.settings(),
+                invocation: Some(lifecycle::Invocation::new(&args, profile.as_deref())),
+            };
+            let res = lifecycle::run_pass(&args, &opts).await?;
+            print_pass(&res, json);
+            res.check()
         }
         Cmd::Serve {
             volume,
@@ -1420,6 +1955,33 @@ volume root {} ({} messages)
             }
             Ok(())
         }
+        Cmd::Batch { cmd } => run_batch(cmd).await,
+        Cmd::Endpoint {
+            cmd:
+                EndpointCmd::Test {
+                    file,
+                    user,
+                    password_file,
+                    json,
+                },
+        } => {
+            let ep = endpoint::Endpoint::load(&file)?;
+            let r = endpoint::test(&ep, user.as_deref(), password_file.as_deref()).await?;
+            if json {
+                print_json(&r);
+            } else {
+                print!("{}", endpoint::render_text(&r));
+            }
+            if r.ok {
+                Ok(())
+            } else {
+                Err(AppError::Failed(format!(
+                    "endpoint {}: {} check(s) failed",
+                    file.display(),
+                    r.checks.iter().filter(|c| !c.ok).count()
+                )))
+            }
+        }
         Cmd::Profile {
             cmd: ProfileCmd::Check { file },
         } => {
@@ -1448,20 +2010,16 @@ volume root {} ({} messages)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Every command's help opens with an example (examples.rs).
+    let matches = examples::attach(<Cli as clap::CommandFactory>::command()).get_matches();
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // A service logs its access lines by default; one-shot commands only warnings.
+    // Progress lines of long work (when no bars are drawn) are shown like warnings.
     let default_filter = match cli.cmd {
         Cmd::Serve { .. } | Cmd::Proxy { .. } => "warn,mailferry_proxy::server=info",
-        _ => "warn",
+        _ => "warn,mailferry::progress=info",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .init();
+    logging::init(cli.log_format, default_filter);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -9,9 +9,11 @@
 //! other side): the report leaves it empty and `receipt.matches` false; check it on the
 //! store host with `mailferry receipt verify`.
 
+use crate::progress::{ProgressBoard, Style};
 use crate::{rss, AppError};
 use mailferry_agent::client::Endpoint;
 use mailferry_agent::pass::{run_pass, PassConfig, Progress};
+use mailferry_agent::throttle::{Limits, Throttle, Throttles};
 use mailferry_core::profile::Profile;
 use mailferry_core::report::{MoveReport, Receipt, Sample, StageSeconds};
 use mailferry_core::secret::SecretBytes;
@@ -66,11 +68,28 @@ pub enum Destination {
 /// Runs one pass of the move and returns its report (also written to the state dir as
 /// `report.json`, and appended to `reports.jsonl`, which is never truncated).
 pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
+    run_move_with(args, PassHooks::default()).await
+}
+
+/// [`run_move`] with live counters and a shared throttle supplied by the caller.
+pub async fn run_move_with(args: &MoveArgs, hooks: PassHooks) -> Result<MoveReport, AppError> {
     let clock = Clock::start();
     let dest = Connected::open(&args.destination, &args.profile).await?;
-    let report = dest.run_pass(args, clock).await;
+    let report = dest.run_pass_with(args, clock, hooks).await;
     dest.close().await;
     report
+}
+
+/// What a caller running several moves (a batch) gives one pass besides its
+/// [`MoveArgs`].
+#[derive(Clone, Debug, Default)]
+pub struct PassHooks {
+    /// The pass's live counters, for a [`crate::progress::ProgressBoard`] the caller
+    /// draws; with them given, the pass draws no bar of its own.
+    pub progress: Option<Arc<Progress>>,
+    /// A throttle shared with other moves (an endpoint's), obeyed on top of the move's
+    /// own `[throttle]` limits.
+    pub throttle: Option<Arc<Throttle>>,
 }
 
 /// When a move started: its report's `started_at` and `seconds` count from here.
@@ -129,14 +148,33 @@ impl Connected {
     /// Runs one pass of the move of `args` (whose destination must be this one) and
     /// writes its report to the state directory. Several may run at once.
     pub async fn run_pass(&self, args: &MoveArgs, clock: Clock) -> Result<MoveReport, AppError> {
+        self.run_pass_with(args, clock, PassHooks::default()).await
+    }
+
+    /// [`Connected::run_pass`] with the caller's counters and shared throttle.
+    pub async fn run_pass_with(
+        &self,
+        args: &MoveArgs,
+        clock: Clock,
+        hooks: PassHooks,
+    ) -> Result<MoveReport, AppError> {
         let endpoint = Endpoint::new(&self.url, &self.roots, self.token.clone())?;
         // A bad spec, or a password or CA file that cannot be read, is a usage error.
         let source = mailferry_agent::source::from_spec(&args.source, &args.source_options)
             .map_err(|e| AppError::Usage(e.to_string()))?;
-        let progress = Arc::new(Progress::default());
-        let bar = args
-            .progress_bar
-            .then(|| spawn_progress_bar(progress.clone(), &args.mailbox));
+        let hooks_given = hooks.progress.is_some();
+        let own_bar = args.progress_bar && !hooks_given;
+        let progress = hooks.progress.unwrap_or_default();
+        let style = match (own_bar, hooks_given) {
+            (true, _) => Some(Style::Bars),
+            (false, false) => crate::progress::unboarded(),
+            (false, true) => None,
+        };
+        let board = style.map(|style| {
+            let board = ProgressBoard::with_style(1, style);
+            board.mailbox(args.mailbox.as_str(), progress.clone());
+            board
+        });
         let (sampler_stop, sampler) = spawn_sampler(progress.clone());
         let outcome = run_pass(
             PassConfig {
@@ -145,13 +183,16 @@ impl Connected {
                 state_dir: args.state.clone(),
                 endpoint,
                 profile: args.profile.clone(),
+                throttle: Throttles::for_move(
+                    Limits::from_profile(&args.profile.throttle),
+                    hooks.throttle,
+                ),
             },
             progress,
         )
         .await;
-        if let Some((stop, handle)) = bar {
-            let _ = stop.send(());
-            let _ = handle.await;
+        if let Some(board) = board {
+            board.close();
         }
         let _ = sampler_stop.send(());
         let timeline = sampler.await.unwrap_or_default();
@@ -209,6 +250,10 @@ impl Connected {
             items_deleted: outcome.items_deleted,
             items_flags_updated: outcome.items_flags_updated,
             items_skipped_duplicate: outcome.items_skipped_duplicate,
+            skipped_items: crate::limits::skipped_items(&outcome.bad_items)
+                .into_iter()
+                .chain(outcome.skipped_items.iter().cloned())
+                .collect(),
             bad_items: outcome.bad_items,
             bytes_moved: outcome.bytes_moved,
             seconds,
@@ -220,6 +265,8 @@ impl Connected {
                 store_commit: nanos(&stats.commit_nanos),
                 transport: outcome.transport_secs,
                 stalled: outcome.stalled_secs,
+                throttled: outcome.throttled_secs,
+                server_backoff: outcome.server_backoff_secs,
                 hash: nanos(&stats.hash_nanos),
                 encryption: nanos(&stats.encrypt_nanos),
                 append: nanos(&stats.append_nanos),
@@ -350,42 +397,6 @@ fn spawn_sampler(
                 return out;
             }
         }
-    });
-    (tx, handle)
-}
-
-fn spawn_progress_bar(
-    progress: Arc<Progress>,
-    mailbox: &MailboxAddr,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, mut rx) = tokio::sync::oneshot::channel();
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(mailbox.to_string());
-    let handle = tokio::spawn(async move {
-        loop {
-            bar.set_length(progress.bytes_total.load(Ordering::Relaxed));
-            bar.set_position(progress.bytes_done.load(Ordering::Relaxed));
-            bar.set_message(format!(
-                "{}/{} messages",
-                progress.items_done.load(Ordering::Relaxed),
-                progress.items_total.load(Ordering::Relaxed)
-            ));
-            tokio::select! {
-                _ = &mut rx => break,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-        bar.finish_and_clear();
     });
     (tx, handle)
 }

@@ -38,6 +38,8 @@ pub struct MoveRecord {
     pub destination_audit: Option<LogDigest>,
     /// Message-by-message comparison, when the volume was given.
     pub reconciliation: Option<Reconciliation>,
+    /// The move's lifecycle: state, history, settings, approved skipped items.
+    pub lifecycle: Option<crate::lifecycle::Lifecycle>,
 }
 
 /// Loads the move record of `state`; with `volume`, adds its log digest and a
@@ -83,6 +85,7 @@ pub fn load(
         source_audit,
         destination_audit,
         reconciliation,
+        lifecycle: crate::lifecycle::load(state)?,
     })
 }
 
@@ -179,6 +182,24 @@ pub fn html(r: &MoveRecord) -> String {
         created = esc(&r.identity.created_at),
         n = r.passes.len()
     );
+    if let Some(lc) = &r.lifecycle {
+        let _ = write!(
+            o,
+            "<h2>Lifecycle: {}</h2><table><tr><th>time</th><th>state</th><th>reason</th><th>actor</th></tr>",
+            esc(lc.state.as_str())
+        );
+        for t in &lc.history {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&t.at),
+                esc(t.state.as_str()),
+                esc(&t.reason),
+                esc(&t.actor)
+            );
+        }
+        o.push_str("</table>");
+    }
     o.push_str("<h2>Passes</h2><table><tr><th>started</th><th>found</th><th>moved</th><th>already there</th><th>bad</th><th>MB moved</th><th>seconds</th><th>MB/s</th><th>msg/s</th><th>latency p50 / p99 ms</th></tr>");
     for p in &r.passes {
         let _ = write!(
@@ -256,22 +277,44 @@ pub fn html(r: &MoveRecord) -> String {
         );
     }
     o.push_str("<h2>Skipped items</h2>");
+    let approved = |item: &str| {
+        r.lifecycle
+            .as_ref()
+            .is_some_and(|lc| lc.approved.contains(item))
+    };
+    // Reports of older versions list bad items only.
     let skipped: Vec<_> = r
         .passes
         .iter()
-        .flat_map(|p| p.bad_items.iter().map(move |b| (p, b)))
+        .flat_map(|p| {
+            let items = if p.skipped_items.is_empty() {
+                p.bad_items
+                    .iter()
+                    .map(crate::limits::from_bad_item)
+                    .collect()
+            } else {
+                p.skipped_items.clone()
+            };
+            items.into_iter().map(move |s| (p, s))
+        })
         .collect();
     if skipped.is_empty() {
         o.push_str("<p>None.</p>");
     } else {
-        o.push_str("<table><tr><th>pass</th><th>item</th><th>reason</th></tr>");
-        for (p, b) in skipped {
+        o.push_str("<table><tr><th>pass</th><th>item</th><th>kind</th><th>bytes</th><th>approved</th><th>reason</th></tr>");
+        for (p, s) in skipped {
             let _ = write!(
                 o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&p.started_at),
-                esc(&b.item),
-                esc(&b.reason)
+                esc(&s.item),
+                match s.kind {
+                    mailferry_core::report::SkipKind::BadItem => "bad item",
+                    mailferry_core::report::SkipKind::LargeItem => "large item",
+                },
+                s.size.map(|n| n.to_string()).unwrap_or_default(),
+                if approved(&s.item) { "yes" } else { "no" },
+                esc(&s.reason)
             );
         }
         o.push_str("</table>");

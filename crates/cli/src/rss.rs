@@ -2,14 +2,22 @@
 
 /// Peak RSS in bytes, or 0 where `/proc/self/status` is not available.
 pub fn peak_rss_bytes() -> u64 {
+    status_kb("VmHWM:") * 1024
+}
+
+/// Current RSS in bytes, or 0 where `/proc/self/status` is not available.
+pub fn current_rss_bytes() -> u64 {
+    status_kb("VmRSS:") * 1024
+}
+
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
-        .map(|kb| kb * 1024)
         .unwrap_or(0)
 }
 

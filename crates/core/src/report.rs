@@ -14,6 +14,39 @@ pub struct BadItem {
     pub reason: String,
 }
 
+/// An item a move left behind, listed so an admin can find it and decide (Exchange's
+/// skipped items): a bad item (damaged, unreadable, refused) or a large item (over the
+/// move's large-item size). An approved one no longer counts against the limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedItem {
+    /// `folder/source-id` at the source, as in `bad_items`.
+    pub item: String,
+    /// The folder (empty when the item is not inside one, such as an unreadable mbox file).
+    pub folder: String,
+    /// The source's id of the item within its folder.
+    pub source_id: String,
+    /// Size in bytes, when the source could tell it.
+    pub size: Option<u64>,
+    /// `bad_item` or `large_item`.
+    pub kind: SkipKind,
+    /// Why it was not moved.
+    pub reason: String,
+    /// Accepted by an admin (`--approve-skipped`): it no longer holds the move back.
+    #[serde(default)]
+    pub approved: bool,
+}
+
+/// Why an item was skipped, as the limits count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipKind {
+    /// Damaged, unreadable or refused: counted against the bad-item limit.
+    BadItem,
+    /// Larger than the move's large-item size: not sent, counted against the
+    /// large-item limit.
+    LargeItem,
+}
+
 /// Seconds spent in each stage of the pipeline (wall time on the stage's own thread).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageSeconds {
@@ -42,6 +75,14 @@ pub struct StageSeconds {
     pub index: f64,
     /// Of `store_commit`: audit records.
     pub audit: f64,
+    /// Agent: the reader waiting for the move's throttles (`max_bytes_per_second`,
+    /// `max_messages_per_second`, the endpoint's shared limits).
+    #[serde(default)]
+    pub throttled: f64,
+    /// Agent: waiting because a server asked to (the proxy's 429/503 with
+    /// `Retry-After`, an IMAP server's `[THROTTLED]` or `Suggested Backoff Time`).
+    #[serde(default)]
+    pub server_backoff: f64,
 }
 
 /// Counts of one folder in one pass.
@@ -114,6 +155,10 @@ pub struct MoveReport {
     pub items_skipped_duplicate: u64,
     /// Items that could not be moved, each with its reason.
     pub bad_items: Vec<BadItem>,
+    /// Every item this pass left behind (bad and large items), with folder, id, size,
+    /// reason and whether an admin approved it.
+    #[serde(default)]
+    pub skipped_items: Vec<SkippedItem>,
     /// Bytes of newly stored messages.
     pub bytes_moved: u64,
     /// Wall time of the pass.

@@ -178,17 +178,17 @@ fn date_window_and_size_limit_skip_with_reasons() {
     let kinds: BTreeMap<_, _> = out
         .skipped
         .iter()
-        .map(|s| (s.source_id.to_string(), (s.kind, s.reason.clone())))
+        .map(|s| (s.source_id.to_string(), (s.cause, s.reason.clone())))
         .collect();
-    assert_eq!(kinds["old"].0, SkipKind::OutsideDateWindow);
+    assert_eq!(kinds["old"].0, SkipCause::OutsideDateWindow);
     assert!(
         kinds["old"].1.contains("filter.after (30d"),
         "{:?}",
         kinds["old"]
     );
-    assert_eq!(kinds["new"].0, SkipKind::OutsideDateWindow);
+    assert_eq!(kinds["new"].0, SkipCause::OutsideDateWindow);
     assert!(kinds["new"].1.contains("filter.before"));
-    assert_eq!(kinds["big"].0, SkipKind::LargeItem);
+    assert_eq!(kinds["big"].0, SkipCause::LargeItem);
     assert!(kinds["big"].1.contains("1001 bytes"));
     assert_eq!(out.large_items(), 1);
     let s = &out.skipped[0];
@@ -196,6 +196,19 @@ fn date_window_and_size_limit_skip_with_reasons() {
     assert_eq!(out.retained().count(), 3);
     assert_eq!(out.folders[&f("INBOX")].skipped, 3);
     assert_eq!(s.to_bad_item().item, "INBOX/old");
+    // Out of the date window: counted against no limit.
+    assert_eq!(s.to_report(), None);
+    let big = out
+        .skipped
+        .iter()
+        .find(|s| s.cause == SkipCause::LargeItem)
+        .unwrap();
+    let r = big.to_report().unwrap();
+    assert_eq!(r.kind, mailferry_core::report::SkipKind::LargeItem);
+    assert_eq!(
+        (r.folder.as_str(), r.source_id.as_str(), r.size),
+        ("INBOX", "big", Some(1001))
+    );
 }
 
 #[test]
@@ -224,7 +237,7 @@ fn a_colliding_id_is_skipped_not_overwritten() {
     )
     .unwrap();
     assert_eq!(out.kept.len(), 1);
-    assert_eq!(out.skipped[0].kind, SkipKind::IdCollision);
+    assert_eq!(out.skipped[0].cause, SkipCause::IdCollision);
 }
 
 #[test]
@@ -394,7 +407,7 @@ proptest! {
             }
         }
         for s in &out.skipped {
-            prop_assert!(s.kind != SkipKind::IdCollision);
+            prop_assert!(s.cause != SkipCause::IdCollision);
             prop_assert_eq!(&out.folders[&s.folder].destination, &s.destination_folder);
         }
     }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::source::{Location, PriorItem};
+use crate::source::{Listing, Location, PriorItem};
 
 fn id(s: &str) -> SourceId {
     SourceId::parse(s).unwrap()
@@ -34,14 +34,17 @@ fn acked(sid: &str, flags: &str, ident: Option<&str>) -> Acked {
     }
 }
 
-fn run(state: &[((&str, &str), Acked)], listing: Listing, excluded: &[&str]) -> Plan {
+fn run(state: &[((&str, &str), Acked)], listing: Listing, keep_folders: &[&str]) -> Plan {
     let keys: Vec<((FolderName, SourceId), Acked)> = state
         .iter()
         .map(|((f, s), a)| ((folder(f), id(s)), a.clone()))
         .collect();
     let map: HashMap<&(FolderName, SourceId), &Acked> = keys.iter().map(|(k, a)| (k, a)).collect();
-    let excluded: Vec<FolderName> = excluded.iter().map(|f| folder(f)).collect();
-    plan_with(&map, &listing, &excluded)
+    // As the pass builds it: the profile's kept folders plus incomplete ones.
+    let mut keep = Keep::default();
+    keep.folders.extend(keep_folders.iter().map(|f| folder(f)));
+    keep.folders.extend(listing.incomplete.iter().cloned());
+    plan_with(&map, &listing.items, &keep)
 }
 
 fn listing(items: Vec<SourceItem>) -> Listing {
@@ -97,10 +100,10 @@ fn incomplete_and_excluded_folders_lose_nothing() {
         (("Skipped", "b"), acked("b", "", None)),
         (("Gone", "c"), acked("c", "", None)),
     ];
-    let mut l = listing(vec![item("Skipped", "b", "S", None)]);
+    // The filter removed Skipped's items from the listing and names the folder.
+    let mut l = listing(vec![]);
     l.incomplete.insert(folder("Broken"));
     let p = run(&state, l, &["Skipped"]);
-    assert_eq!(p.excluded, 1);
     assert!(p.send.is_empty());
     // Only the folder that really vanished is deleted.
     assert_eq!(p.ops.len(), 1, "{:?}", p.ops);
@@ -168,4 +171,24 @@ fn identity_never_matches_across_folders_or_present_messages() {
     assert_eq!(p.send.len(), 2);
     assert!(p.remapped.is_empty());
     assert_eq!(p.ops.iter().map(Op::name).collect::<Vec<_>>(), ["Sent/1-1"]);
+}
+
+#[test]
+fn messages_the_filter_left_out_stay_at_the_destination() {
+    let state = [
+        (("INBOX", "old"), acked("old", "", None)),
+        (("INBOX", "gone"), acked("gone", "", None)),
+    ];
+    let mut keep = Keep::default();
+    keep.items.insert((folder("INBOX"), id("old")));
+    let keys: Vec<((FolderName, SourceId), Acked)> = state
+        .iter()
+        .map(|((f, s), a)| ((folder(f), id(s)), a.clone()))
+        .collect();
+    let map: HashMap<&(FolderName, SourceId), &Acked> = keys.iter().map(|(k, a)| (k, a)).collect();
+    let p = plan_with(&map, &[], &keep);
+    assert_eq!(
+        p.ops.iter().map(Op::name).collect::<Vec<_>>(),
+        ["INBOX/gone"]
+    );
 }

@@ -240,6 +240,9 @@ fn read_secret(path: &Path, what: &str) -> Result<SecretBytes, String> {
 }
 
 fn credential(options: &SourceOptions) -> Result<Credential, String> {
+    if let Some(p) = &options.password {
+        return Ok(Credential::Password(p.clone()));
+    }
     match (&options.password_file, &options.oauth_token_file) {
         (Some(_), Some(_)) => Err("give --password-file or --oauth-token-file, not both".into()),
         (None, Some(token)) => Ok(Credential::OAuth(read_secret(token, "OAuth token file")?)),

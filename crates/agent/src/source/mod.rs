@@ -147,6 +147,9 @@ pub struct SourceOptions {
     /// IMAP: PEM file of the CA(s) the server certificate must chain to, instead of the
     /// system roots.
     pub source_ca: Option<PathBuf>,
+    /// IMAP: the password itself, held in memory only (a batch CSV's `Password` column,
+    /// read from the CSV when the pass starts); wins over `password_file`.
+    pub password: Option<mailferry_core::secret::SecretBytes>,
 }
 
 /// A mail source.
@@ -157,6 +160,12 @@ pub trait Source: Send {
     fn list(&self, prior: &Prior) -> Result<Listing, crate::AgentError>;
     /// Opens one listed message for reading.
     fn open(&self, item: &SourceItem) -> std::io::Result<Box<dyn Read + Send>>;
+    /// Time this source has spent so far waiting because its server asked to (IMAP
+    /// `[THROTTLED]`, `Suggested Backoff Time`), for the move report. Sources that
+    /// never wait keep the default.
+    fn server_backoff(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Parses a `--source` argument (`maildir:PATH`, `mbox:PATH`, `eml:PATH`,

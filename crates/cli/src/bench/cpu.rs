@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// CPU seconds of one thread over the sampled interval.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ThreadCpu {
     /// Thread id.
     pub tid: u64,
@@ -43,10 +43,17 @@ pub struct Sampler {
 #[derive(Debug, Clone)]
 struct Seen {
     name: String,
+    /// On-CPU nanoseconds when `name` was read.
+    named_at: u64,
     /// On-CPU nanoseconds at the first sample that saw it (0 for threads born later).
     base: u64,
     last: u64,
 }
+
+/// A thread names itself when it starts running; on a busy machine it can wait that
+/// long for a CPU, and until then it has its parent's name. A name read after the thread
+/// ran this long is its own.
+const NAMED_AFTER_NS: u64 = 1_000_000;
 
 impl Sampler {
     /// Takes the baseline of every live thread and starts sampling every `period`.
@@ -124,18 +131,26 @@ fn sample(seen: &mut HashMap<u64, Seen>, baseline: bool) {
                     s,
                     Seen {
                         name: thread_name(&path),
+                        named_at: ns,
                         base: 0,
                         last: ns,
                     },
                 );
                 seen.insert(tid | 1 << 63, old);
             }
-            Some(s) => s.last = ns,
+            Some(s) => {
+                s.last = ns;
+                if s.named_at < NAMED_AFTER_NS {
+                    s.name = thread_name(&path);
+                    s.named_at = ns;
+                }
+            }
             None => {
                 seen.insert(
                     tid,
                     Seen {
                         name: thread_name(&path),
+                        named_at: ns,
                         base: if baseline { ns } else { 0 },
                         last: ns,
                     },

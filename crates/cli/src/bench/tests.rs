@@ -205,3 +205,26 @@ fn the_median_run_is_the_middle_one_by_throughput() {
     assert_eq!(median_run(&[run(1, 3.0), run(2, 1.0), run(3, 2.0)]).run, 3);
     assert_eq!(median_run(&[run(1, 3.0)]).run, 1);
 }
+
+/// The attribution of CPU to stages rests on this: async tasks run on `-w` threads,
+/// blocking tasks on `-b` threads.
+#[test]
+fn runtime_threads_are_named_by_kind() {
+    let rt = runtime("mf-tst", 2).unwrap();
+    let names = rt.block_on(async {
+        let mut names = Vec::new();
+        for _ in 0..20 {
+            let a = tokio::spawn(async { std::thread::current().name().map(String::from) });
+            let b = tokio::task::spawn_blocking(|| {
+                std::thread::sleep(Duration::from_millis(2));
+                std::thread::current().name().map(String::from)
+            });
+            names.push((a.await.unwrap().unwrap(), b.await.unwrap().unwrap()));
+        }
+        names
+    });
+    for (worker, blocking) in names {
+        assert!(worker.starts_with("mf-tst-w"), "async task on {worker}");
+        assert!(blocking.starts_with("mf-tst-b"), "blocking task on {blocking}");
+    }
+}

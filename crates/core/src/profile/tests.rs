@@ -214,7 +214,15 @@ fn byte_sizes() {
     ] {
         assert_eq!(ByteSize::parse(s), Ok(ByteSize(n)), "{s}");
     }
-    for s in ["", "MB", "1.2.3MB", "10 parsecs", "99999999999TB"] {
+    for s in [
+        "",
+        "MB",
+        "1.2.3MB",
+        "10 parsecs",
+        "99999999999TB",
+        "9999999TB",
+        "9.3EB",
+    ] {
         assert!(ByteSize::parse(s).is_err(), "{s}");
     }
 }
@@ -458,6 +466,33 @@ proptest! {
         ],
     ) {
         let _ = Profile::parse(&format!("[{section}]\n{key} = {value}\n"), "fuzz");
+    }
+
+    #[test]
+    fn valid_profiles_round_trip_through_toml(
+        size in prop_oneof![
+            (1u64..1 << 40).prop_map(|n| n.to_string()),
+            (1u32..10_000, prop::sample::select(vec!["KB", "MiB", "GB", "TiB", " mb"]))
+                .prop_map(|(n, u)| format!("\"{n}{u}\"")),
+            (1u32..1000, 1u32..100).prop_map(|(a, b)| format!("\"{a}.{b}GiB\"")),
+        ],
+        after in prop_oneof![
+            (1u32..5000).prop_map(|d| format!("\"{d}d\"")),
+            (0i64..4_000_000_000).prop_map(|t| format!("\"{}\"", format_rfc3339(t))),
+            (0i64..4_000_000_000).prop_map(format_rfc3339),
+        ],
+        rate in 0.001f64..1e6,
+        special in any::<bool>(),
+        pattern in "[A-Za-z*?/ \\[\\]]{1,12}",
+    ) {
+        let text = format!(
+            "[filter]\nafter = {after}\nmax_message_bytes = {size}\n\
+             [throttle]\nmax_messages_per_second = {rate}\nmax_bytes_per_second = {size}\n\
+             [folders]\nspecial_use = {special}\nexclude = [{pattern:?}]\n"
+        );
+        let p = Profile::parse(&text, "gen").unwrap();
+        let again = toml::to_string(&p).unwrap();
+        prop_assert_eq!(Profile::parse(&again, "again").unwrap(), p);
     }
 
     #[test]

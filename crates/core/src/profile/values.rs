@@ -46,18 +46,21 @@ impl ByteSize {
         if num.is_empty() {
             return Err(bad());
         }
+        // TOML integers are i64: a size must fit one to be written back.
+        let too_large = || format!("{s:?} is too large");
         if let Ok(n) = num.parse::<u64>() {
             return n
                 .checked_mul(mult)
+                .filter(|v| i64::try_from(*v).is_ok())
                 .map(ByteSize)
-                .ok_or_else(|| format!("{s:?} is too large"));
+                .ok_or_else(too_large);
         }
         let f: f64 = num.parse().map_err(|_| bad())?;
-        let v = f * mult as f64;
-        if !v.is_finite() || v >= u64::MAX as f64 {
-            return Err(format!("{s:?} is too large"));
+        let v = (f * mult as f64).round();
+        if !v.is_finite() || v >= i64::MAX as f64 {
+            return Err(too_large());
         }
-        Ok(ByteSize(v.round() as u64))
+        Ok(ByteSize(v as u64))
     }
 }
 

@@ -1,0 +1,1100 @@
+//! Migration batches: many mailboxes from one CSV, one endpoint, one destination
+//! (Exchange's migration batches).
+//!
+//! `batch new` reads the CSV (`EmailAddress,UserName,Password`, extra columns allowed,
+//! `PasswordFile` instead of `Password`), checks every row and column and reports every
+//! problem at once; only a CSV without problems creates the batch: a directory under the
+//! state root holding `batch.json` and one move state directory per mailbox
+//! (`mailboxes/<address>/`, state `Created`). `batch start` runs a pass of every mailbox
+//! that takes one, up to N at once, each through the same lifecycle as `mailferry move`
+//! ([`crate::lifecycle::run_pass_on`]) on one shared destination; a failing mailbox
+//! does not stop the others. `batch complete` runs their final passes, `suspend` and
+//! `resume` act on every mailbox, `add-users` adds the new rows of a CSV, and `status`
+//! shows one line per mailbox with totals.
+//!
+//! # Passwords
+//!
+//! No password is ever stored by a batch. A `PasswordFile` cell is kept as a path; a
+//! `Password` cell is read from the CSV again, into memory only, each time a pass
+//! starts, so a CSV with inline passwords must stay where it was (and should be
+//! readable by the admin only). Passwords never appear in logs, errors or `batch.json`.
+//! File sources need no passwords; an IMAP endpoint with a master user uses the
+//! master's password file for everyone.
+//!
+//! # Concurrency
+//!
+//! At most `--concurrency` (default: the endpoint's `max_concurrent_moves`, and never
+//! more) passes run at once; of those, at most the endpoint's
+//! `max_concurrent_incremental_syncs` are incremental (mailboxes that synced before).
+//! The endpoint's rate limits are shared by every pass of the batch. A batch suspended
+//! while `batch start` runs starts no further mailbox; running passes end first (see
+//! [`crate::lifecycle`]).
+
+use crate::endpoint::Endpoint;
+use crate::lifecycle::{
+    self, Invocation, MoveState, PassOptions, PassResult, Settings, StoredDestination,
+};
+use crate::moving::{Connected, PassHooks};
+use crate::status::{self, MoveStatus};
+use crate::AppError;
+use mailferry_agent::state::write_atomic;
+use mailferry_core::secret::SecretBytes;
+use mailferry_core::{unix_now, MailboxAddr};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// File name of a batch's record.
+pub const BATCH_FILE: &str = "batch.json";
+/// Format version of [`BATCH_FILE`].
+pub const VERSION: u32 = 1;
+/// Directory of the mailboxes' move state directories inside a batch.
+pub const MAILBOXES_DIR: &str = "mailboxes";
+
+/// Where a user's password comes from (never the password itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum PasswordSource {
+    /// None needed (file source, or an IMAP master user).
+    None,
+    /// A `PasswordFile` cell.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The `Password` cell of the user's row, read again from the CSV at each start.
+    Csv,
+}
+
+/// One mailbox of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchUser {
+    /// Destination address (the CSV's EmailAddress).
+    pub address: String,
+    /// Login or path name at the source (the CSV's UserName).
+    pub user_name: String,
+    /// The CSV the user came from.
+    pub csv: PathBuf,
+    /// The user's row in it (the header is row 1).
+    pub row: u64,
+    /// Where the password comes from.
+    pub password: PasswordSource,
+    /// The move's state directory, relative to the batch directory.
+    pub dir: String,
+}
+
+/// A batch (`batch.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Format version ([`VERSION`]).
+    pub version: u32,
+    /// The batch's name.
+    pub name: String,
+    /// When it was created, RFC 3339.
+    pub created_at: String,
+    /// The endpoint file (read again at each start).
+    pub endpoint: PathBuf,
+    /// Where the messages go.
+    pub destination: StoredDestination,
+    /// Migration profile file; `None`: the embedded default.
+    pub profile: Option<PathBuf>,
+    /// Mailboxes at once; `None`: the endpoint's `max_concurrent_moves`.
+    pub concurrency: Option<usize>,
+    /// Limits and schedule given to every mailbox.
+    pub settings: Settings,
+    /// Suspended: `batch start` refuses, and a running one starts no further mailbox.
+    pub suspended: bool,
+    /// The mailboxes, in CSV order.
+    pub users: Vec<BatchUser>,
+}
+
+/// A problem of one CSV row and column.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RowProblem {
+    /// Row number (the header is row 1).
+    pub row: u64,
+    /// Column name.
+    pub column: String,
+    /// What is wrong (never a password).
+    pub reason: String,
+}
+
+/// A valid row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsvUser {
+    /// Row number.
+    pub row: u64,
+    /// Destination address.
+    pub address: MailboxAddr,
+    /// User name at the source.
+    pub user_name: String,
+    /// Where the password comes from.
+    pub password: PasswordSource,
+}
+
+/// The rows of a CSV: new users, and rows whose address the batch already has.
+#[derive(Clone, Debug, Default)]
+pub struct CsvUsers {
+    /// Users to add.
+    pub users: Vec<CsvUser>,
+    /// `(row, address)` of rows already in the batch (skipped by `add-users`).
+    pub already: Vec<(u64, String)>,
+}
+
+fn problems_error(csv: &Path, problems: &[RowProblem]) -> AppError {
+    let mut s = format!(
+        "{}: {} problem(s); nothing was created or started:",
+        csv.display(),
+        problems.len()
+    );
+    for p in problems {
+        s.push_str(&format!("\n  row {}, {}: {}", p.row, p.column, p.reason));
+    }
+    AppError::Usage(s)
+}
+
+/// Columns of the Exchange CSV (matched without regard to case).
+struct Columns {
+    address: Option<usize>,
+    user: Option<usize>,
+    password: Option<usize>,
+    password_file: Option<usize>,
+}
+
+fn columns(headers: &csv::ByteRecord) -> Columns {
+    let find = |name: &str| {
+        headers.iter().position(|h| {
+            let h = String::from_utf8_lossy(h);
+            h.trim_start_matches('\u{feff}')
+                .trim()
+                .eq_ignore_ascii_case(name)
+        })
+    };
+    Columns {
+        address: find("EmailAddress"),
+        user: find("UserName"),
+        password: find("Password"),
+        password_file: find("PasswordFile"),
+    }
+}
+
+fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, AppError> {
+    let f = std::fs::File::open(path).map_err(|e| AppError::io(path, e))?;
+    Ok(csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(f))
+}
+
+/// Reads and checks every row of a batch CSV for endpoint `ep`; rows whose address is
+/// in `existing` are set aside. Every problem of every row and column is returned at
+/// once (as a usage error). Password files are opened and checked (readable, one
+/// non-empty line); inline passwords are checked for presence, and dropped.
+pub fn read_users(
+    csv_path: &Path,
+    ep: &Endpoint,
+    existing: &HashSet<String>,
+) -> Result<CsvUsers, AppError> {
+    let mut rdr = reader(csv_path)?;
+    let mut problems = Vec::new();
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| AppError::Usage(format!("{}: {e}", csv_path.display())))?
+        .clone();
+    let cols = columns(&headers);
+    let header_problem = |column: &str, reason: String| RowProblem {
+        row: 1,
+        column: column.into(),
+        reason,
+    };
+    if cols.address.is_none() {
+        problems.push(header_problem(
+            "EmailAddress",
+            "missing column (the header must be EmailAddress,UserName,Password)".into(),
+        ));
+    }
+    if cols.user.is_none() {
+        problems.push(header_problem("UserName", "missing column".into()));
+    }
+    let need_pw = ep.needs_user_password();
+    if need_pw && cols.password.is_none() && cols.password_file.is_none() {
+        problems.push(header_problem(
+            "Password",
+            "missing column: this IMAP endpoint has no master user, so every user needs a \
+             Password or PasswordFile column"
+                .into(),
+        ));
+    }
+    let base = csv_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut out = CsvUsers::default();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let row = rdr.position().line();
+        match rdr.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let row = e.position().map_or(row, |p| p.line());
+                problems.push(RowProblem {
+                    row,
+                    column: "*".into(),
+                    reason: format!("not CSV: {e}"),
+                });
+                continue;
+            }
+        }
+        let row = record.position().map_or(row, |p| p.line());
+        if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+            continue;
+        }
+        let mut bad = |column: &str, reason: String| {
+            problems.push(RowProblem {
+                row,
+                column: column.into(),
+                reason,
+            })
+        };
+        let text = |i: Option<usize>, column: &str, bad: &mut dyn FnMut(&str, String)| {
+            let raw = i.and_then(|i| record.get(i)).unwrap_or_default();
+            match std::str::from_utf8(raw) {
+                Ok(s) => Some(s.trim().to_string()),
+                Err(_) => {
+                    bad(column, "not UTF-8".into());
+                    None
+                }
+            }
+        };
+        let address = match text(cols.address, "EmailAddress", &mut bad) {
+            None => None,
+            Some(a) if a.is_empty() => {
+                bad("EmailAddress", "missing address".into());
+                None
+            }
+            Some(a) => match MailboxAddr::parse(&a) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    bad("EmailAddress", e.to_string());
+                    None
+                }
+            },
+        };
+        let user_name = text(cols.user, "UserName", &mut bad).and_then(|u| {
+            match ep.check_user(&u) {
+                Some(why) => {
+                    bad("UserName", why);
+                    None
+                }
+                None => Some(u),
+            }
+        });
+        // Presence only: the bytes of an inline password are not kept.
+        let pw_given = cols
+            .password
+            .and_then(|i| record.get(i))
+            .is_some_and(|p| !p.is_empty());
+        let pw_file = text(cols.password_file, "PasswordFile", &mut bad).filter(|f| !f.is_empty());
+        let password = if !need_pw {
+            PasswordSource::None
+        } else {
+            match (pw_given, pw_file) {
+                (true, Some(_)) => {
+                    bad(
+                        "Password/PasswordFile",
+                        "both are given; give one or the other".into(),
+                    );
+                    PasswordSource::None
+                }
+                (false, None) => {
+                    bad(
+                        "Password/PasswordFile",
+                        "neither is given; this endpoint needs each user's password".into(),
+                    );
+                    PasswordSource::None
+                }
+                (true, None) => PasswordSource::Csv,
+                (false, Some(f)) => {
+                    let path = std::path::absolute(base.join(&f)).unwrap_or_else(|_| f.into());
+                    match check_password_file(&path) {
+                        Ok(()) => PasswordSource::File { path },
+                        Err(why) => {
+                            bad("PasswordFile", why);
+                            PasswordSource::None
+                        }
+                    }
+                }
+            }
+        };
+        let Some(address) = address else { continue };
+        let key = address.as_str().to_string();
+        if let Some(first) = seen.get(&key) {
+            bad(
+                "EmailAddress",
+                format!("duplicate address {key} (also on row {first})"),
+            );
+            continue;
+        }
+        seen.insert(key.clone(), row);
+        if existing.contains(&key) {
+            out.already.push((row, key));
+            continue;
+        }
+        if let Some(user_name) = user_name {
+            out.users.push(CsvUser {
+                row,
+                address,
+                user_name,
+                password,
+            });
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort_by(|a, b| a.row.cmp(&b.row));
+        return Err(problems_error(csv_path, &problems));
+    }
+    if out.users.is_empty() && out.already.is_empty() {
+        return Err(AppError::Usage(format!(
+            "{}: no users (expected a header EmailAddress,UserName,Password and one row per mailbox)",
+            csv_path.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Checks that a password file holds one non-empty line; says why not without ever
+/// showing its content.
+fn check_password_file(path: &Path) -> Result<(), String> {
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    let body = bytes
+        .strip_suffix(b"\n")
+        .map(|b| b.strip_suffix(b"\r").unwrap_or(b))
+        .unwrap_or(&bytes);
+    if body.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    if body.iter().any(|&b| b == b'\n' || b == b'\r' || b == 0) {
+        return Err(format!(
+            "{} has more than one line or a NUL byte",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The inline passwords of a CSV, by address, read into memory only.
+fn inline_passwords(csv_path: &Path) -> Result<HashMap<String, SecretBytes>, String> {
+    let mut rdr = reader(csv_path).map_err(|e| e.to_string())?;
+    let headers = rdr.byte_headers().map_err(|e| e.to_string())?.clone();
+    let cols = columns(&headers);
+    let (Some(a), Some(p)) = (cols.address, cols.password) else {
+        return Err(format!(
+            "{} has no EmailAddress or Password column any more",
+            csv_path.display()
+        ));
+    };
+    let mut out = HashMap::new();
+    let mut record = csv::ByteRecord::new();
+    while rdr.read_byte_record(&mut record).map_err(|e| e.to_string())? {
+        let addr = std::str::from_utf8(record.get(a).unwrap_or_default())
+            .ok()
+            .and_then(|s| MailboxAddr::parse(s.trim()).ok());
+        if let (Some(addr), Some(pw)) = (addr, record.get(p)) {
+            if !pw.is_empty() {
+                out.insert(addr.as_str().to_string(), SecretBytes::new(pw.to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+// === The batch directory ===
+
+/// A batch's directory.
+#[derive(Clone, Debug)]
+pub struct BatchDir {
+    /// `<state root>/<name>`.
+    pub dir: PathBuf,
+}
+
+/// Checks a batch name: letters, digits, `.`, `_`, `-`; at most 64; not starting with `.`.
+pub fn check_name(name: &str) -> Result<(), AppError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::Usage(format!(
+            "batch name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+        )))
+    }
+}
+
+impl BatchDir {
+    /// The batch `name` under `root`.
+    pub fn new(root: &Path, name: &str) -> Result<BatchDir, AppError> {
+        check_name(name)?;
+        Ok(BatchDir {
+            dir: root.join(name),
+        })
+    }
+
+    /// Reads `batch.json`.
+    pub fn load(&self) -> Result<Batch, AppError> {
+        let path = self.dir.join(BATCH_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AppError::Usage(format!(
+                    "no batch in {} (create it with `mailferry batch new`)",
+                    self.dir.display()
+                )))
+            }
+            Err(e) => return Err(AppError::io(&path, e)),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", path.display())))?;
+        let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version != u64::from(VERSION) {
+            return Err(AppError::Usage(format!(
+                "{}: format version {version}, this mailferry reads version {VERSION}",
+                path.display()
+            )));
+        }
+        serde_json::from_value(v)
+            .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", path.display())))
+    }
+
+    fn save(&self, b: &Batch) -> Result<(), AppError> {
+        let bytes = serde_json::to_vec_pretty(b).expect("batch serializes");
+        write_atomic(&self.dir.join(BATCH_FILE), &bytes)?;
+        Ok(())
+    }
+
+    /// Holds the batch's lock while `f` changes its record.
+    fn update<T>(&self, f: impl FnOnce(&mut Batch) -> Result<T, AppError>) -> Result<T, AppError> {
+        let path = self.dir.join("batch.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| AppError::io(&path, e))?;
+        lock.lock().map_err(|e| AppError::io(&path, e))?;
+        let mut b = self.load()?;
+        let out = f(&mut b)?;
+        self.save(&b)?;
+        Ok(out)
+    }
+
+    /// A mailbox's move state directory.
+    pub fn mailbox_dir(&self, u: &BatchUser) -> PathBuf {
+        self.dir.join(&u.dir)
+    }
+}
+
+/// What `batch new` needs.
+#[derive(Clone, Debug)]
+pub struct NewBatch {
+    /// The users' CSV.
+    pub csv: PathBuf,
+    /// The endpoint file.
+    pub endpoint: PathBuf,
+    /// Where the messages go.
+    pub destination: StoredDestination,
+    /// Migration profile file.
+    pub profile: Option<PathBuf>,
+    /// Mailboxes at once.
+    pub concurrency: Option<usize>,
+    /// Limits and schedule of every mailbox.
+    pub settings: Settings,
+    /// Who creates it.
+    pub actor: String,
+}
+
+fn user_invocation(b: &Batch, ep: &Endpoint, u: &BatchUser) -> Invocation {
+    let pw_file = match &u.password {
+        PasswordSource::File { path } => Some(path.as_path()),
+        _ => None,
+    };
+    let (source, options) = ep.source_for(&u.user_name, pw_file);
+    Invocation {
+        source,
+        mailbox: u.address.clone(),
+        destination: b.destination.clone(),
+        profile: b.profile.clone(),
+        password_file: options.password_file,
+        oauth_token_file: None,
+        source_ca: options.source_ca,
+    }
+}
+
+fn add_users(
+    bd: &BatchDir,
+    b: &mut Batch,
+    ep: &Endpoint,
+    csv: &Path,
+    rows: Vec<CsvUser>,
+    actor: &str,
+) -> Result<usize, AppError> {
+    let csv = std::path::absolute(csv).unwrap_or_else(|_| csv.to_path_buf());
+    let n = rows.len();
+    for r in rows {
+        let u = BatchUser {
+            address: r.address.to_string(),
+            user_name: r.user_name,
+            csv: csv.clone(),
+            row: r.row,
+            password: r.password,
+            dir: format!("{MAILBOXES_DIR}/{}", r.address),
+        };
+        lifecycle::create(
+            &bd.mailbox_dir(&u),
+            user_invocation(b, ep, &u),
+            b.settings.clone(),
+            actor,
+        )?;
+        b.users.push(u);
+    }
+    Ok(n)
+}
+
+/// `batch new`: checks the endpoint and the whole CSV, then creates the batch with
+/// every mailbox `Created`. Nothing is created when anything is wrong.
+pub fn create(bd: &BatchDir, name: &str, n: &NewBatch) -> Result<Batch, AppError> {
+    let ep = Endpoint::load(&n.endpoint)?;
+    if let Some(p) = &n.profile {
+        lifecycle::load_profile(Some(p))?;
+    }
+    if n.concurrency == Some(0) {
+        return Err(AppError::Usage("--concurrency must be at least 1".into()));
+    }
+    let rows = read_users(&n.csv, &ep, &HashSet::new())?;
+    if bd.dir.join(BATCH_FILE).exists() {
+        return Err(AppError::Usage(format!(
+            "batch {name} already exists in {}; add users with `mailferry batch add-users`",
+            bd.dir.display()
+        )));
+    }
+    std::fs::create_dir_all(bd.dir.join(MAILBOXES_DIR)).map_err(|e| AppError::io(&bd.dir, e))?;
+    let mut b = Batch {
+        version: VERSION,
+        name: name.to_string(),
+        created_at: mailferry_core::rfc3339(unix_now()),
+        endpoint: std::path::absolute(&n.endpoint).unwrap_or_else(|_| n.endpoint.clone()),
+        destination: n.destination.clone(),
+        profile: n.profile.as_deref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+        concurrency: n.concurrency,
+        settings: n.settings.clone(),
+        suspended: false,
+        users: Vec::new(),
+    };
+    bd.save(&b)?;
+    add_users(bd, &mut b, &ep, &n.csv, rows.users, &n.actor)?;
+    bd.save(&b)?;
+    Ok(b)
+}
+
+/// `batch add-users`: adds the rows of `csv` whose address the batch does not have yet.
+/// Returns the rows added and the rows already there.
+pub fn add_users_from(
+    bd: &BatchDir,
+    csv: &Path,
+    actor: &str,
+) -> Result<(usize, Vec<(u64, String)>), AppError> {
+    bd.update(|b| {
+        let ep = Endpoint::load(&b.endpoint)?;
+        let existing: HashSet<String> = b.users.iter().map(|u| u.address.clone()).collect();
+        let rows = read_users(csv, &ep, &existing)?;
+        let n = add_users(bd, b, &ep, csv, rows.users, actor)?;
+        Ok((n, rows.already))
+    })
+}
+
+// === Running ===
+
+/// Which passes `run` starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `batch start`: a pass of every mailbox that takes one.
+    Sync,
+    /// `batch complete`: the final pass of every mailbox not completed.
+    Complete,
+}
+
+/// What happened to one mailbox in a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct MailboxOutcome {
+    /// The mailbox.
+    pub address: String,
+    /// Its state after the run.
+    pub state: MoveState,
+    /// A pass ran.
+    pub ran: bool,
+    /// Why it failed or was not run, if so.
+    pub note: Option<String>,
+    /// It failed (error, or Failed state).
+    pub failed: bool,
+}
+
+/// The outcome of `batch start` / `batch complete`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunOutcome {
+    /// The batch.
+    pub name: String,
+    /// Every mailbox, in batch order.
+    pub mailboxes: Vec<MailboxOutcome>,
+}
+
+impl RunOutcome {
+    /// `Err(BatchFailed)` (exit 4) if any mailbox failed.
+    pub fn check(&self) -> Result<(), AppError> {
+        let failed: Vec<&str> = self
+            .mailboxes
+            .iter()
+            .filter(|m| m.failed)
+            .map(|m| m.address.as_str())
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::BatchFailed(format!(
+                "{} of {} mailbox(es) of batch {} failed: {}; the others went on (see `mailferry batch status {}`)",
+                failed.len(),
+                self.mailboxes.len(),
+                self.name,
+                failed.join(", "),
+                self.name
+            )))
+        }
+    }
+}
+
+/// Options of a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Caps the batch's concurrency for this run.
+    pub concurrency: Option<usize>,
+    /// Accept every skipped item (complete).
+    pub approve_skipped: bool,
+    /// Who runs it.
+    pub actor: String,
+}
+
+/// Runs a pass of every mailbox of the batch that takes one (`Mode::Sync`), or its final
+/// pass (`Mode::Complete`), up to the batch's concurrency at once. Completed and
+/// suspended mailboxes are left alone. Returns when every pass has ended.
+pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutcome, AppError> {
+    let b = bd.load()?;
+    if b.suspended {
+        return Err(AppError::Refused(format!(
+            "batch {} is suspended; run `mailferry batch resume {}` first",
+            b.name, b.name
+        )));
+    }
+    let ep = Endpoint::load(&b.endpoint)?;
+    let profile = lifecycle::load_profile(b.profile.as_deref())?;
+    let limit = opts
+        .concurrency
+        .or(b.concurrency)
+        .unwrap_or(ep.max_concurrent_moves)
+        .clamp(1, ep.max_concurrent_moves);
+    let moves = Arc::new(tokio::sync::Semaphore::new(limit));
+    let incremental = Arc::new(tokio::sync::Semaphore::new(
+        ep.max_concurrent_incremental_syncs.min(limit),
+    ));
+    let throttle = ep.throttle();
+
+    // Inline passwords, read again now from each CSV that has them.
+    let mut inline: HashMap<PathBuf, Result<HashMap<String, SecretBytes>, String>> =
+        HashMap::new();
+    for u in &b.users {
+        if u.password == PasswordSource::Csv && !inline.contains_key(&u.csv) {
+            inline.insert(u.csv.clone(), inline_passwords(&u.csv));
+        }
+    }
+
+    let dest = Arc::new(
+        Connected::open(&b.destination.destination()?, &profile).await?,
+    );
+    let mut set = tokio::task::JoinSet::new();
+    let mut outcomes: BTreeMap<usize, MailboxOutcome> = BTreeMap::new();
+    for (i, u) in b.users.iter().enumerate() {
+        let dir = bd.mailbox_dir(u);
+        let lc = lifecycle::load(&dir)?;
+        let state = lc.as_ref().map_or(MoveState::Created, |l| l.state);
+        if matches!(state, MoveState::Completed | MoveState::Suspended) {
+            outcomes.insert(
+                i,
+                MailboxOutcome {
+                    address: u.address.clone(),
+                    state,
+                    ran: false,
+                    note: Some(format!("{state}: left alone")),
+                    failed: false,
+                },
+            );
+            continue;
+        }
+        let synced_before = lc.as_ref().is_some_and(|l| l.last_sync_at.is_some());
+        let password = match (&u.password, inline.get(&u.csv)) {
+            (PasswordSource::Csv, Some(Ok(map))) => match map.get(&u.address) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    outcomes.insert(i, not_run(u, state, format!(
+                        "row {} of {} has no Password any more (a CSV with inline passwords must stay in place)",
+                        u.row,
+                        u.csv.display()
+                    )));
+                    continue;
+                }
+            },
+            (PasswordSource::Csv, Some(Err(e))) => {
+                outcomes.insert(
+                    i,
+                    not_run(
+                        u,
+                        state,
+                        format!(
+                            "cannot read the inline password again ({e}); a CSV with inline \
+                             passwords must stay in place"
+                        ),
+                    ),
+                );
+                continue;
+            }
+            _ => None,
+        };
+        let (moves, incremental, dest, bd2) = (
+            moves.clone(),
+            incremental.clone(),
+            dest.clone(),
+            bd.clone(),
+        );
+        let (u, throttle) = (u.clone(), throttle.clone());
+        let pass_opts = PassOptions {
+            actor: format!("{} (batch {})", opts.actor, b.name),
+            complete: mode == Mode::Complete,
+            approve_skipped: opts.approve_skipped,
+            settings: Settings::default(),
+            invocation: None,
+        };
+        set.spawn(async move {
+            let _inc = if synced_before {
+                Some(incremental.acquire_owned().await.expect("semaphore open"))
+            } else {
+                None
+            };
+            let _slot = moves.acquire_owned().await.expect("semaphore open");
+            let res = run_one(&bd2, &u, &dest, &pass_opts, password, throttle).await;
+            (i, u, res)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        let (i, u, res) = joined.expect("batch task panicked");
+        let dir = bd.mailbox_dir(&u);
+        let state = lifecycle::load(&dir)
+            .ok()
+            .flatten()
+            .map_or(MoveState::Created, |l| l.state);
+        let o = match res {
+            Ok(Some(r)) => {
+                eprintln!(
+                    "{}: {} ({} moved, {} bad){}",
+                    u.address,
+                    r.state,
+                    r.report.items_moved,
+                    r.report.bad_items.len(),
+                    r.limit.as_deref().map(|l| format!(": {l}")).unwrap_or_default()
+                );
+                MailboxOutcome {
+                    address: u.address.clone(),
+                    state: r.state,
+                    ran: true,
+                    failed: r.state == MoveState::Failed,
+                    note: r.limit.clone(),
+                }
+            }
+            Ok(None) => MailboxOutcome {
+                address: u.address.clone(),
+                state,
+                ran: false,
+                failed: false,
+                note: Some("not started: the batch or the mailbox was suspended".into()),
+            },
+            Err(e) => {
+                eprintln!("{}: failed: {e:#}", u.address);
+                let refused = matches!(e, AppError::Refused(_));
+                MailboxOutcome {
+                    address: u.address.clone(),
+                    state,
+                    ran: false,
+                    failed: !refused,
+                    note: Some(e.to_string()),
+                }
+            }
+        };
+        outcomes.insert(i, o);
+    }
+    match Arc::try_unwrap(dest) {
+        Ok(d) => d.close().await,
+        Err(_) => unreachable!("every pass has ended"),
+    }
+    Ok(RunOutcome {
+        name: b.name.clone(),
+        mailboxes: outcomes.into_values().collect(),
+    })
+}
+
+fn not_run(u: &BatchUser, state: MoveState, why: String) -> MailboxOutcome {
+    eprintln!("{}: failed: {why}", u.address);
+    MailboxOutcome {
+        address: u.address.clone(),
+        state,
+        ran: false,
+        note: Some(why),
+        failed: true,
+    }
+}
+
+/// One mailbox's pass; `Ok(None)` if the batch or the mailbox was suspended while it
+/// waited for its turn.
+async fn run_one(
+    bd: &BatchDir,
+    u: &BatchUser,
+    dest: &Connected,
+    opts: &PassOptions,
+    password: Option<SecretBytes>,
+    throttle: Option<Arc<mailferry_agent::throttle::Throttle>>,
+) -> Result<Option<PassResult>, AppError> {
+    if bd.load()?.suspended {
+        return Ok(None);
+    }
+    let dir = bd.mailbox_dir(u);
+    if lifecycle::load(&dir)?.is_some_and(|l| l.state == MoveState::Suspended) {
+        return Ok(None);
+    }
+    let mut args = lifecycle::recorded_args(&dir, false)?;
+    args.source_options.password = password;
+    let hooks = PassHooks {
+        throttle,
+        ..Default::default()
+    };
+    lifecycle::run_pass_on(dest, &args, opts, hooks).await.map(Some)
+}
+
+/// `batch suspend`: the batch starts no further pass, and every mailbox not completed is
+/// suspended (a running pass ends first). Returns how many mailboxes were suspended now
+/// and how many when their pass ends.
+pub fn suspend(bd: &BatchDir, actor: &str) -> Result<(usize, usize), AppError> {
+    let b = bd.update(|b| {
+        b.suspended = true;
+        Ok(b.clone())
+    })?;
+    let (mut now, mut later) = (0, 0);
+    for u in &b.users {
+        let dir = bd.mailbox_dir(u);
+        match lifecycle::suspend(&dir, actor, &format!("batch {} suspended by {actor}", b.name)) {
+            Ok(lifecycle::SuspendOutcome::Suspended) => now += 1,
+            Ok(lifecycle::SuspendOutcome::Requested) => later += 1,
+            Ok(lifecycle::SuspendOutcome::AlreadySuspended) | Err(AppError::Refused(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((now, later))
+}
+
+/// `batch resume`: clears the batch's suspension and resumes its suspended mailboxes.
+/// Returns how many were resumed. Passes run again with `batch start`.
+pub fn resume(bd: &BatchDir, actor: &str) -> Result<usize, AppError> {
+    let b = bd.update(|b| {
+        b.suspended = false;
+        Ok(b.clone())
+    })?;
+    let mut n = 0;
+    for u in &b.users {
+        let dir = bd.mailbox_dir(u);
+        match lifecycle::resume(&dir, actor) {
+            Ok(_) => n += 1,
+            Err(AppError::Refused(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+// === Status ===
+
+/// One mailbox of `batch status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct MailboxStatus {
+    /// Destination address.
+    pub address: String,
+    /// User name at the source.
+    pub user_name: String,
+    /// Its row in its CSV.
+    pub row: u64,
+    /// The move's status.
+    pub status: MoveStatus,
+}
+
+/// Totals of `batch status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    /// Mailboxes.
+    pub mailboxes: usize,
+    /// Mailboxes per state.
+    pub by_state: BTreeMap<String, usize>,
+    /// Failed mailboxes.
+    pub failed: usize,
+    /// Messages at the destination.
+    pub items_synced: u64,
+    /// Skipped items (bad and large).
+    pub items_skipped: u64,
+    /// Bad items.
+    pub items_bad: u64,
+    /// Bytes stored.
+    pub bytes_transferred: u64,
+    /// Average percent complete.
+    pub percent_complete: f64,
+}
+
+/// `batch status` (its `--json` form is a stable interface).
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchStatus {
+    /// The batch.
+    pub name: String,
+    /// Suspended.
+    pub suspended: bool,
+    /// The endpoint file.
+    pub endpoint: PathBuf,
+    /// Every mailbox.
+    pub mailboxes: Vec<MailboxStatus>,
+    /// Totals.
+    pub totals: Totals,
+}
+
+/// Reads the status of every mailbox of the batch.
+pub fn status(bd: &BatchDir) -> Result<BatchStatus, AppError> {
+    let b = bd.load()?;
+    let mut mailboxes = Vec::new();
+    let mut t = Totals::default();
+    for u in &b.users {
+        let s = status::status(&bd.mailbox_dir(u))?;
+        t.mailboxes += 1;
+        *t.by_state.entry(s.state.to_string()).or_default() += 1;
+        t.failed += usize::from(s.state == MoveState::Failed);
+        t.items_synced += s.items_synced;
+        t.items_skipped += s.items_skipped;
+        t.items_bad += s.items_bad;
+        t.bytes_transferred += s.bytes_transferred;
+        t.percent_complete += s.percent_complete;
+        mailboxes.push(MailboxStatus {
+            address: u.address.clone(),
+            user_name: u.user_name.clone(),
+            row: u.row,
+            status: s,
+        });
+    }
+    if t.mailboxes > 0 {
+        t.percent_complete /= t.mailboxes as f64;
+    }
+    Ok(BatchStatus {
+        name: b.name,
+        suspended: b.suspended,
+        endpoint: b.endpoint,
+        mailboxes,
+        totals: t,
+    })
+}
+
+/// The status as a table.
+pub fn render_status(s: &BatchStatus) -> String {
+    let mut rows = vec![[
+        "MAILBOX".to_string(),
+        "STATE".into(),
+        "DONE".into(),
+        "SYNCED".into(),
+        "SKIPPED".into(),
+        "BAD".into(),
+        "MB".into(),
+        "LAST SYNC".into(),
+        "NOTE".into(),
+    ]];
+    for m in &s.mailboxes {
+        let st = &m.status;
+        let note = match st.state {
+            MoveState::Failed | MoveState::Suspended => st.reason.clone().unwrap_or_default(),
+            _ if st.running => "pass running".into(),
+            _ => String::new(),
+        };
+        rows.push([
+            m.address.clone(),
+            st.state.to_string(),
+            format!("{:.0}%", st.percent_complete),
+            st.items_synced.to_string(),
+            st.items_skipped.to_string(),
+            st.items_bad.to_string(),
+            format!("{:.1}", st.bytes_transferred as f64 / 1e6),
+            st.last_sync_at.clone().unwrap_or_else(|| "-".into()),
+            note,
+        ]);
+    }
+    let t = &s.totals;
+    rows.push([
+        format!("total ({})", t.mailboxes),
+        t.by_state
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        format!("{:.0}%", t.percent_complete),
+        t.items_synced.to_string(),
+        t.items_skipped.to_string(),
+        t.items_bad.to_string(),
+        format!("{:.1}", t.bytes_transferred as f64 / 1e6),
+        String::new(),
+        String::new(),
+    ]);
+    let last = rows.len() - 1;
+    let mut width = [0usize; 9];
+    for (n, r) in rows.iter().enumerate() {
+        for (i, c) in r.iter().enumerate() {
+            // The totals' state summary does not widen the state column.
+            if !(n == last && i == 1) {
+                width[i] = width[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = format!(
+        "batch {}{}\n",
+        s.name,
+        if s.suspended { " (suspended)" } else { "" }
+    );
+    for (n, r) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if n == last && i == 1 {
+                line.push_str(&format!("{c}  "));
+                continue;
+            }
+            if i == 8 {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,692 @@
+//! Endpoint files: where a batch's mailboxes are, how to log in to them, and how hard
+//! the batch may push that server (Exchange's migration endpoints).
+//!
+//! ```toml
+//! # File sources: one mailbox per user, {user} is the CSV's UserName.
+//! kind = "maildir"                       # maildir | mbox | eml | imap
+//! root = "/srv/mail/{user}/Maildir"
+//!
+//! # IMAP source (instead of root):
+//! # kind = "imap"
+//! # host = "imap.example.com"
+//! # port = 993                           # default: 993 with imaps, 143 with starttls
+//! # tls = "imaps"                        # imaps (TLS from the first byte) | starttls
+//! # ca_file = "source-ca.pem"            # default: the system's roots
+//! # master_user = "migrator"             # Dovecot master user: log in as user*migrator
+//! # master_password_file = "master.pw"   # the master user's password (then the CSV
+//! #                                      # needs no passwords)
+//!
+//! max_concurrent_moves = 4               # mailboxes in their initial copy at once
+//! max_concurrent_incremental_syncs = 2   # mailboxes in an incremental pass at once
+//! # max_bytes_per_second = "50MB"        # all moves of the endpoint together
+//! # max_messages_per_second = 200
+//! ```
+//!
+//! Relative paths are relative to the endpoint file's directory. Secrets are referenced
+//! by file, never written in the endpoint. Parsing reports every problem at once, each
+//! with its key. There is no plaintext IMAP: `starttls` must succeed or nothing is sent.
+//!
+//! A master user follows Dovecot's convention (`auth_master_user_separator = *`): the
+//! agent logs in as `USER*MASTER` with the master's password and sees USER's mailbox.
+//! `master_separator` changes the `*` for servers configured otherwise.
+
+use crate::AppError;
+use mailferry_agent::source::{Prior, SourceOptions};
+use mailferry_core::profile::ByteSize;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What a source endpoint serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Maildir++ trees.
+    Maildir,
+    /// mbox files, or directories of them.
+    Mbox,
+    /// Trees of .eml files.
+    Eml,
+    /// An IMAP server.
+    Imap,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "maildir" => Kind::Maildir,
+            "mbox" => Kind::Mbox,
+            "eml" => Kind::Eml,
+            "imap" => Kind::Imap,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Maildir => "maildir",
+            Kind::Mbox => "mbox",
+            Kind::Eml => "eml",
+            Kind::Imap => "imap",
+        }
+    }
+}
+
+/// An IMAP endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Imap {
+    /// Host name (as the certificate names it) or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS from the first byte (`imaps`) or STARTTLS (`starttls`).
+    pub implicit_tls: bool,
+    /// CA file to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Master user (Dovecot style): logs in as `user<separator>master`.
+    pub master_user: Option<String>,
+    /// The master user's password file.
+    pub master_password_file: Option<PathBuf>,
+    /// Between user and master in the login name.
+    pub master_separator: String,
+}
+
+/// A parsed endpoint file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Endpoint {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Source kind.
+    pub kind: Kind,
+    /// File sources: path template with `{user}`.
+    pub root: Option<String>,
+    /// IMAP sources.
+    pub imap: Option<Imap>,
+    /// Mailboxes in their initial copy at once.
+    pub max_concurrent_moves: usize,
+    /// Mailboxes in an incremental pass at once.
+    pub max_concurrent_incremental_syncs: usize,
+    /// Source bytes per second, all moves of the endpoint together.
+    pub max_bytes_per_second: Option<u64>,
+    /// Messages per second, all moves together.
+    pub max_messages_per_second: Option<f64>,
+}
+
+const KEYS: &[&str] = &[
+    "kind",
+    "root",
+    "host",
+    "port",
+    "tls",
+    "ca_file",
+    "master_user",
+    "master_password_file",
+    "master_separator",
+    "max_concurrent_moves",
+    "max_concurrent_incremental_syncs",
+    "max_bytes_per_second",
+    "max_messages_per_second",
+];
+
+/// The placeholder of a file source's `root`.
+pub const USER_PLACEHOLDER: &str = "{user}";
+
+impl Endpoint {
+    /// Reads and parses an endpoint file.
+    pub fn load(path: &Path) -> Result<Endpoint, AppError> {
+        let text = std::fs::read_to_string(path).map_err(|e| AppError::io(path, e))?;
+        Endpoint::parse(&text, path)
+    }
+
+    /// Parses an endpoint; `file` names it in errors and anchors relative paths. Every
+    /// problem is reported at once (a usage error).
+    pub fn parse(text: &str, file: &Path) -> Result<Endpoint, AppError> {
+        let fail = |problems: Vec<String>| {
+            AppError::Usage(format!(
+                "endpoint {}: {} problem(s):\n  {}",
+                file.display(),
+                problems.len(),
+                problems.join("\n  ")
+            ))
+        };
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| fail(vec![e.to_string().trim().to_string()]))?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let rel = |p: &str| -> PathBuf {
+            let p = PathBuf::from(p);
+            std::path::absolute(base.join(&p)).unwrap_or(p)
+        };
+        let mut problems = Vec::new();
+        for k in table.keys() {
+            if !KEYS.contains(&k.as_str()) {
+                problems.push(format!("{k}: unknown key (known: {})", KEYS.join(", ")));
+            }
+        }
+        let string = |k: &str, problems: &mut Vec<String>| -> Option<String> {
+            match table.get(k) {
+                None => None,
+                Some(toml::Value::String(s)) => Some(s.clone()),
+                Some(v) => {
+                    problems.push(format!("{k}: expected a string, found {}", v.type_str()));
+                    None
+                }
+            }
+        };
+        let kind = match string("kind", &mut problems) {
+            None => {
+                problems.push("kind: missing (maildir, mbox, eml or imap)".into());
+                None
+            }
+            Some(k) => match Kind::parse(&k) {
+                Some(k) => Some(k),
+                None => {
+                    problems.push(format!(
+                        "kind: {k:?} is not one of maildir, mbox, eml, imap"
+                    ));
+                    None
+                }
+            },
+        };
+        let root = string("root", &mut problems);
+        let host = string("host", &mut problems);
+        let tls = string("tls", &mut problems);
+        let ca_file = string("ca_file", &mut problems);
+        let master_user = string("master_user", &mut problems);
+        let master_password_file = string("master_password_file", &mut problems);
+        let master_separator = string("master_separator", &mut problems);
+        let int = |k: &str, problems: &mut Vec<String>| -> Option<i64> {
+            match table.get(k) {
+                None => None,
+                Some(toml::Value::Integer(i)) => Some(*i),
+                Some(v) => {
+                    problems.push(format!("{k}: expected an integer, found {}", v.type_str()));
+                    None
+                }
+            }
+        };
+        let port = int("port", &mut problems).and_then(|p| match u16::try_from(p) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                problems.push(format!("port: {p} is not a TCP port (1-65535)"));
+                None
+            }
+        });
+        let count = |k: &str, default: usize, problems: &mut Vec<String>| -> usize {
+            match int(k, problems) {
+                None => default,
+                Some(n) if (1..=10_000).contains(&n) => n as usize,
+                Some(n) => {
+                    problems.push(format!("{k}: {n} must be between 1 and 10000"));
+                    default
+                }
+            }
+        };
+        let defaults = mailferry_core::profile::ConcurrencySettings::default();
+        let max_concurrent_moves =
+            count("max_concurrent_moves", defaults.max_concurrent_moves, &mut problems);
+        let max_concurrent_incremental_syncs = count(
+            "max_concurrent_incremental_syncs",
+            defaults
+                .max_concurrent_incremental_syncs
+                .min(max_concurrent_moves),
+            &mut problems,
+        );
+        if max_concurrent_incremental_syncs > max_concurrent_moves {
+            problems.push(format!(
+                "max_concurrent_incremental_syncs: {max_concurrent_incremental_syncs} is more \
+                 than max_concurrent_moves ({max_concurrent_moves})"
+            ));
+        }
+        let max_bytes_per_second = match table.get("max_bytes_per_second") {
+            None => None,
+            Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as u64),
+            Some(toml::Value::String(s)) => match ByteSize::parse(s) {
+                Ok(b) if b.0 > 0 => Some(b.0),
+                Ok(_) => {
+                    problems.push("max_bytes_per_second: must be more than 0".into());
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("max_bytes_per_second: {e}"));
+                    None
+                }
+            },
+            Some(v) => {
+                problems.push(format!(
+                    "max_bytes_per_second: expected a size (\"50MB\") or a positive integer, found {v}"
+                ));
+                None
+            }
+        };
+        let max_messages_per_second = match table.get("max_messages_per_second") {
+            None => None,
+            Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as f64),
+            Some(toml::Value::Float(f)) if f.is_finite() && *f > 0.0 => Some(*f),
+            Some(v) => {
+                problems.push(format!(
+                    "max_messages_per_second: expected a positive number, found {v}"
+                ));
+                None
+            }
+        };
+        let mut imap = None;
+        match kind {
+            Some(Kind::Imap) => {
+                if root.is_some() {
+                    problems.push("root: only for file sources (maildir, mbox, eml)".into());
+                }
+                let host = host.unwrap_or_else(|| {
+                    problems.push("host: missing (an IMAP endpoint needs its server)".into());
+                    String::new()
+                });
+                if host.contains(['/', '@', ' ']) {
+                    problems.push(format!("host: {host:?} is not a host name or address"));
+                }
+                let implicit_tls = match tls.as_deref() {
+                    None | Some("imaps") => true,
+                    Some("starttls") => false,
+                    Some(other) => {
+                        problems.push(format!(
+                            "tls: {other:?} is not imaps or starttls (plaintext IMAP is not offered)"
+                        ));
+                        true
+                    }
+                };
+                if master_user.is_some() != master_password_file.is_some() {
+                    problems.push(
+                        "master_user and master_password_file: give both or neither".into(),
+                    );
+                }
+                let sep = master_separator.unwrap_or_else(|| "*".into());
+                if sep.is_empty() || sep.chars().any(|c| c.is_control() || c == '@') {
+                    problems.push(format!("master_separator: {sep:?} cannot separate logins"));
+                }
+                imap = Some(Imap {
+                    host,
+                    port: port.unwrap_or(if implicit_tls { 993 } else { 143 }),
+                    implicit_tls,
+                    ca_file: ca_file.as_deref().map(rel),
+                    master_user,
+                    master_password_file: master_password_file.as_deref().map(rel),
+                    master_separator: sep,
+                });
+            }
+            Some(_) => {
+                for (k, set) in [
+                    ("host", host.is_some()),
+                    ("port", port.is_some()),
+                    ("tls", tls.is_some()),
+                    ("ca_file", ca_file.is_some()),
+                    ("master_user", master_user.is_some()),
+                    ("master_password_file", master_password_file.is_some()),
+                    ("master_separator", master_separator.is_some()),
+                ] {
+                    if set {
+                        problems.push(format!("{k}: only for kind = \"imap\""));
+                    }
+                }
+                match &root {
+                    None => problems.push(
+                        "root: missing (the path of each mailbox, with {user}: \
+                         \"/srv/mail/{user}/Maildir\")"
+                            .into(),
+                    ),
+                    Some(r) if !r.contains(USER_PLACEHOLDER) => problems.push(format!(
+                        "root: {r:?} has no {USER_PLACEHOLDER}: every user would get the same mailbox"
+                    )),
+                    Some(_) => {}
+                }
+            }
+            None => {}
+        }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let kind = kind.expect("no problems: kind is set");
+        Ok(Endpoint {
+            file: std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
+            kind,
+            root: root.map(|r| {
+                // Relative to the endpoint file, like every other path in it.
+                let p = Path::new(&r);
+                if p.is_absolute() {
+                    r
+                } else {
+                    rel(&r).display().to_string()
+                }
+            }),
+            imap,
+            max_concurrent_moves,
+            max_concurrent_incremental_syncs,
+            max_bytes_per_second,
+            max_messages_per_second,
+        })
+    }
+
+    /// True if each user needs a password of their own (IMAP without a master user).
+    pub fn needs_user_password(&self) -> bool {
+        self.imap.as_ref().is_some_and(|i| i.master_user.is_none())
+    }
+
+    /// Why `user` cannot be a user of this endpoint, if it cannot.
+    pub fn check_user(&self, user: &str) -> Option<String> {
+        if user.is_empty() {
+            return Some("missing user name".into());
+        }
+        if user.chars().any(char::is_control) {
+            return Some("the user name has control characters".into());
+        }
+        if self.kind != Kind::Imap
+            && (user.contains('/') || user == "." || user == ".." || user.starts_with('.'))
+        {
+            return Some(format!(
+                "{user:?} cannot be put in a path ({USER_PLACEHOLDER} of root): no '/', no leading '.'"
+            ));
+        }
+        if let Some(i) = &self.imap {
+            if i.master_user.is_some() && user.contains(i.master_separator.as_str()) {
+                return Some(format!(
+                    "the user name holds the master separator {:?}",
+                    i.master_separator
+                ));
+            }
+        }
+        None
+    }
+
+    /// The source spec of `user`'s mailbox and what it logs in with. `password_file` is
+    /// the user's own (IMAP without a master user); with a master user the master's
+    /// password is used.
+    pub fn source_for(&self, user: &str, password_file: Option<&Path>) -> (String, SourceOptions) {
+        match &self.imap {
+            None => {
+                let root = self.root.as_deref().unwrap_or_default();
+                (
+                    format!(
+                        "{}:{}",
+                        self.kind.as_str(),
+                        root.replace(USER_PLACEHOLDER, user)
+                    ),
+                    SourceOptions::default(),
+                )
+            }
+            Some(i) => {
+                let login = match &i.master_user {
+                    Some(m) => format!("{user}{}{m}", i.master_separator),
+                    None => user.to_string(),
+                };
+                let host = if i.host.contains(':') {
+                    format!("[{}]", i.host)
+                } else {
+                    i.host.clone()
+                };
+                let scheme = if i.implicit_tls { "imaps" } else { "imap" };
+                let spec = format!("{scheme}://{}@{host}:{}", encode_login(&login), i.port);
+                let options = SourceOptions {
+                    password_file: i
+                        .master_password_file
+                        .clone()
+                        .or_else(|| password_file.map(Path::to_path_buf)),
+                    oauth_token_file: None,
+                    source_ca: i.ca_file.clone(),
+                    password: None,
+                };
+                (spec, options)
+            }
+        }
+    }
+
+    /// The endpoint's shared throttle, if it sets a rate.
+    pub fn throttle(&self) -> Option<std::sync::Arc<mailferry_agent::throttle::Throttle>> {
+        let limits = mailferry_agent::throttle::Limits {
+            bytes_per_second: self.max_bytes_per_second,
+            messages_per_second: self.max_messages_per_second,
+        };
+        (!limits.is_unlimited())
+            .then(|| std::sync::Arc::new(mailferry_agent::throttle::Throttle::new(limits)))
+    }
+}
+
+/// Percent-encodes a login name for the userinfo of an IMAP URL (the source decodes it).
+fn encode_login(login: &str) -> String {
+    let mut out = String::new();
+    for b in login.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~*+!$&'()=,;".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// === endpoint test ===
+
+/// One check of `endpoint test`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub check: String,
+    /// Passed.
+    pub ok: bool,
+    /// What was found, or why it failed.
+    pub detail: String,
+}
+
+/// The result of `endpoint test`.
+#[derive(Clone, Debug, Serialize)]
+pub struct TestReport {
+    /// The endpoint file.
+    pub endpoint: PathBuf,
+    /// Its kind.
+    pub kind: Kind,
+    /// The user tested, if one was.
+    pub user: Option<String>,
+    /// The source spec tested (no secret).
+    pub source: Option<String>,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+    /// All passed.
+    pub ok: bool,
+}
+
+/// Checks an endpoint before anything moves: for file sources, that the mailbox path
+/// of `user` exists and is a mailbox of the endpoint's kind (without a user: that the
+/// directory above the `{user}` part exists); for IMAP, that the server answers on its
+/// port and, with a user, that TLS, the certificate, the login and listing the mailbox
+/// work, through the same IMAP source a move uses. `password_file` is the user's
+/// password (IMAP without a master user; default: the environment variable the IMAP
+/// source reads).
+pub async fn test(
+    ep: &Endpoint,
+    user: Option<&str>,
+    password_file: Option<&Path>,
+) -> Result<TestReport, AppError> {
+    let mut checks = Vec::new();
+    let mut push = |check: &str, r: Result<String, String>| {
+        let (ok, detail) = match r {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        checks.push(Check {
+            check: check.into(),
+            ok,
+            detail,
+        });
+        ok
+    };
+    let mut source = None;
+    if let Some(u) = user {
+        if let Some(why) = ep.check_user(u) {
+            return Err(AppError::Usage(format!("--user {u:?}: {why}")));
+        }
+    }
+    match (&ep.imap, user) {
+        (None, None) => {
+            let root = ep.root.as_deref().unwrap_or_default();
+            let fixed = root
+                .split(USER_PLACEHOLDER)
+                .next()
+                .unwrap_or_default()
+                .rsplit_once('/')
+                .map(|(d, _)| if d.is_empty() { "/" } else { d })
+                .unwrap_or(".");
+            let p = Path::new(fixed);
+            push(
+                "root directory",
+                if p.is_dir() {
+                    Ok(format!("{} exists (give --user to check a mailbox)", p.display()))
+                } else {
+                    Err(format!("{} is not a directory", p.display()))
+                },
+            );
+        }
+        (Some(i), None) => {
+            push("connect", connect(&i.host, i.port).await);
+        }
+        (imap, Some(u)) => {
+            let (spec, options) = ep.source_for(u, password_file);
+            source = Some(mailferry_agent::source::imap::redact(&spec));
+            let reachable = match imap {
+                Some(i) => push("connect", connect(&i.host, i.port).await),
+                None => true,
+            };
+            if reachable {
+                let what = if imap.is_some() {
+                    "TLS, login and LIST"
+                } else {
+                    "mailbox"
+                };
+                let r = match mailferry_agent::source::from_spec(&spec, &options) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(src) => tokio::task::spawn_blocking(move || {
+                        src.list(&Prior::default()).map_err(|e| e.to_string())
+                    })
+                    .await
+                    .expect("listing thread panicked")
+                    .map(|l| {
+                        let folders: std::collections::BTreeSet<_> =
+                            l.items.iter().map(|i| i.folder.clone()).collect();
+                        let bytes: u64 = l.items.iter().map(|i| i.size).sum();
+                        format!(
+                            "{} message(s) in {} folder(s), {:.1} MB{}",
+                            l.items.len(),
+                            folders.len(),
+                            bytes as f64 / 1e6,
+                            if l.bad.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", {} bad item(s)", l.bad.len())
+                            }
+                        )
+                    }),
+                };
+                push(what, r);
+            }
+        }
+    }
+    let ok = checks.iter().all(|c| c.ok);
+    Ok(TestReport {
+        endpoint: ep.file.clone(),
+        kind: ep.kind,
+        user: user.map(str::to_string),
+        source,
+        checks,
+        ok,
+    })
+}
+
+/// TCP connect to `host:port` within 10 s.
+async fn connect(host: &str, port: u16) -> Result<String, String> {
+    let fut = tokio::net::TcpStream::connect((host, port));
+    match tokio::time::timeout(std::time::Duration::from_secs(10), fut).await {
+        Ok(Ok(s)) => Ok(format!(
+            "{host}:{port} answers ({})",
+            s.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+        )),
+        Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+        Err(_) => Err(format!("{host}:{port}: no answer within 10 s")),
+    }
+}
+
+/// The report as text.
+pub fn render_text(r: &TestReport) -> String {
+    let mut out = format!(
+        "endpoint {} ({}){}\n",
+        r.endpoint.display(),
+        r.kind.as_str(),
+        r.source
+            .as_deref()
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default()
+    );
+    for c in &r.checks {
+        out.push_str(&format!(
+            "  {} {:<20} {}\n",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.check,
+            c.detail
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Endpoint, String> {
+        Endpoint::parse(text, Path::new("/etc/mailferry/ep.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = parse(
+            "kind = \"imap\"\nroot = \"/x/{user}\"\ntls = \"plain\"\nport = 0\n\
+             master_user = \"m\"\nmax_concurrent_moves = 2\n\
+             max_concurrent_incremental_syncs = 3\nbogus = 1\n",
+        )
+        .unwrap_err();
+        for needle in [
+            "bogus: unknown key",
+            "root: only for file sources",
+            "host: missing",
+            "tls: \"plain\" is not imaps or starttls",
+            "port: 0 is not a TCP port",
+            "master_user and master_password_file: give both",
+            "max_concurrent_incremental_syncs: 3 is more than max_concurrent_moves (2)",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        let e = parse("kind = \"maildir\"\nroot = \"/srv/mail/Maildir\"\nhost = \"h\"\n")
+            .unwrap_err();
+        assert!(e.contains("has no {user}"), "{e}");
+        assert!(e.contains("host: only for kind = \"imap\""), "{e}");
+    }
+
+    #[test]
+    fn file_and_imap_sources_per_user() {
+        let ep = parse("kind = \"maildir\"\nroot = \"mail/{user}/Maildir\"\n").unwrap();
+        let (spec, _) = ep.source_for("alice", None);
+        assert_eq!(spec, "maildir:/etc/mailferry/mail/alice/Maildir");
+        assert!(ep.check_user("../etc").is_some());
+        assert!(ep.check_user("a/b").is_some());
+        assert_eq!(ep.max_concurrent_moves, 4);
+
+        let ep = parse(
+            "kind = \"imap\"\nhost = \"imap.example.com\"\ntls = \"starttls\"\n\
+             master_user = \"admin\"\nmaster_password_file = \"m.pw\"\nca_file = \"/ca.pem\"\n",
+        )
+        .unwrap();
+        let (spec, o) = ep.source_for("alice@example.com", None);
+        assert_eq!(spec, "imap://alice%40example.com*admin@imap.example.com:143");
+        let parsed = mailferry_agent::source::imap::ServerSpec::parse(&spec).unwrap();
+        assert_eq!(parsed.user, "alice@example.com*admin");
+        assert_eq!(o.password_file.unwrap(), Path::new("/etc/mailferry/m.pw"));
+        assert_eq!(o.source_ca.unwrap(), Path::new("/ca.pem"));
+        assert!(!ep.needs_user_password());
+        assert!(ep.check_user("a*b").is_some());
+    }
+}
