@@ -252,7 +252,12 @@ fn issue5_report_json_schema_is_stable_and_html_is_self_contained() {
     let (code, _, o) = move_maildir(&env, &src, MB);
     assert_eq!(code, 3, "bad item over the limit: {}", describe(&o));
     let (code, _, o) = move_maildir(&env, &src, MB);
-    assert_eq!(code, 3, "a Failed move is retried, and fails again: {}", describe(&o));
+    assert_eq!(
+        code,
+        3,
+        "a Failed move is retried, and fails again: {}",
+        describe(&o)
+    );
 
     let json_out = env.path("record.json");
     let o = run(mailferry()

@@ -439,7 +439,12 @@ fn issue6_large_item_over_the_proxy_limit_is_named_and_the_rest_moves() {
         .arg("--state")
         .arg(env.path("state"))
         .arg("--json"));
-    assert_eq!(o.status.code(), Some(3), "bad items over the limit: {}", describe(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "bad items over the limit: {}",
+        describe(&o)
+    );
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["items_moved"], n as u64, "{r}");
     let bad = r["bad_items"].as_array().unwrap();

@@ -299,7 +299,12 @@ fn truncated_last_message_is_a_named_bad_item() {
     let src = env.path("alice.mbox");
     write(&src, &file);
     let (code, r, o) = move_source(&env, &format!("mbox:{}", src.display()), MB);
-    assert_eq!(code, 3, "bad items over the bad-item limit (0) exit 3: {}", describe(&o));
+    assert_eq!(
+        code,
+        3,
+        "bad items over the bad-item limit (0) exit 3: {}",
+        describe(&o)
+    );
     let r = r.unwrap();
     assert_eq!(r["items_moved"], 5, "{r}");
     let bad = r["bad_items"].as_array().unwrap();
@@ -341,7 +346,12 @@ fn mbox_without_from_line_is_a_clear_error() {
     write(&dir.join("notes"), b"Subject: hello\n\nnot an mbox\n");
     write(&dir.join("INBOX"), &sample_mbox(&mut Rng(5), 3, 0));
     let (code, r, o) = move_source(&env, &format!("mbox:{}", dir.display()), "bob@example.com");
-    assert_eq!(code, 3, "a bad item hits the bad-item limit: {}", describe(&o));
+    assert_eq!(
+        code,
+        3,
+        "a bad item hits the bad-item limit: {}",
+        describe(&o)
+    );
     let r = r.unwrap();
     assert_eq!(r["items_moved"], 3, "{r}");
     assert_eq!(r["bad_items"][0]["item"], "notes", "{r}");
@@ -415,7 +425,12 @@ fn hostile_names_are_named_and_nothing_escapes() {
     let deep: PathBuf = (0..5).map(|i| format!("{i}{}", "d".repeat(249))).collect();
     write(&src.join(&deep).join("x"), &sample_mbox(&mut rng, 1, 5));
     let (code, r, o) = move_source(&env, &format!("mbox:{}", src.display()), MB);
-    assert_eq!(code, 3, "bad items hit the bad-item limit: {}", describe(&o));
+    assert_eq!(
+        code,
+        3,
+        "bad items hit the bad-item limit: {}",
+        describe(&o)
+    );
     let r = r.unwrap();
     assert_eq!(r["items_moved"], 2, "{r}");
     let bad: Vec<(String, String)> = r["bad_items"]
@@ -450,7 +465,12 @@ fn hostile_names_are_named_and_nothing_escapes() {
     std::os::unix::fs::symlink("/etc", eml.join("etc")).unwrap();
     let mb2 = "carol@example.com";
     let (code, r, o) = move_source(&env, &format!("eml:{}", eml.display()), mb2);
-    assert_eq!(code, 3, "a bad item hits the bad-item limit: {}", describe(&o));
+    assert_eq!(
+        code,
+        3,
+        "a bad item hits the bad-item limit: {}",
+        describe(&o)
+    );
     let r = r.unwrap();
     assert_eq!(r["items_moved"], 2, "{r}");
     assert_eq!(r["bad_items"][0]["item"], "INBOX/etc", "{r}");

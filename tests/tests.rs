@@ -2,10 +2,13 @@
 //! a real SQLite index. One temp directory per test.
 
 mod audit;
+mod batch;
 mod bench;
+mod control;
 mod dovecot;
 mod foundation;
 mod imap;
+mod lifecycle;
 mod mirror;
 mod profiles;
 mod serve;

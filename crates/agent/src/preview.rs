@@ -394,12 +394,8 @@ fn last_rate(state_dir: &std::path::Path) -> Option<(f64, f64)> {
     let bytes = std::fs::read(state_dir.join("report.json")).ok()?;
     let r: MoveReport = serde_json::from_slice(&bytes).ok()?;
     let busy = r.seconds - r.stages.throttled - r.stages.server_backoff;
-    (r.bytes_moved > 0 && r.items_moved > 0 && busy > 0.0).then(|| {
-        (
-            r.bytes_moved as f64 / busy,
-            r.items_moved as f64 / busy,
-        )
-    })
+    (r.bytes_moved > 0 && r.items_moved > 0 && busy > 0.0)
+        .then(|| (r.bytes_moved as f64 / busy, r.items_moved as f64 / busy))
 }
 
 fn estimate(
@@ -440,7 +436,10 @@ fn estimate(
         (throttle_seconds, "throttle"),
     ]
     .into_iter()
-    .fold((0.0, "pipeline"), |best, c| if c.0 > best.0 { c } else { best });
+    .fold(
+        (0.0, "pipeline"),
+        |best, c| if c.0 > best.0 { c } else { best },
+    );
     Estimate {
         seconds,
         source_seconds,
@@ -481,7 +480,10 @@ mod tests {
         assert!((e.seconds - 50.0).abs() < 1e-9, "{e:?}");
         // The last report's rate when there is one.
         let e = estimate(&totals(100_000_000, 1000), &sample, Some((1e6, 10.0)), &p);
-        assert_eq!((e.limited_by, e.pipeline_rate_from), ("pipeline", "last_report"));
+        assert_eq!(
+            (e.limited_by, e.pipeline_rate_from),
+            ("pipeline", "last_report")
+        );
         assert!((e.seconds - 100.0).abs() < 1e-9, "{e:?}");
         // Throttles bound it from below.
         let mut p = Profile::default();
@@ -490,7 +492,12 @@ mod tests {
         assert_eq!(e.limited_by, "throttle");
         assert!((e.seconds - 1000.0).abs() < 1e-9, "{e:?}");
         // Nothing to send: nothing to wait for.
-        let e = estimate(&totals(0, 0), &SamplePreview::default(), None, &Profile::default());
+        let e = estimate(
+            &totals(0, 0),
+            &SamplePreview::default(),
+            None,
+            &Profile::default(),
+        );
         assert_eq!(e.seconds, 0.0);
     }
 }

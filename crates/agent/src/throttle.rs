@@ -278,7 +278,9 @@ pub fn backoff_hint(text: &str) -> Option<Duration> {
     let at = lower.find("backoff time")?;
     let rest = lower[at + "backoff time".len()..].trim_start();
     let rest = rest.strip_prefix(':').unwrap_or(rest).trim_start();
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let n: u64 = rest[..digits].parse().ok()?;
     let unit = rest[digits..].trim_start();
     let word_end = unit
@@ -300,7 +302,9 @@ pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = parse_imf_fixdate(v)?;
-    Some(Duration::from_secs(at.saturating_sub(now_unix).max(0) as u64))
+    Some(Duration::from_secs(
+        at.saturating_sub(now_unix).max(0) as u64
+    ))
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` → Unix seconds.

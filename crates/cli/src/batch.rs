@@ -35,6 +35,7 @@ use crate::lifecycle::{
     self, Invocation, MoveState, PassOptions, PassResult, Settings, StoredDestination,
 };
 use crate::moving::{Connected, PassHooks};
+use crate::progress::{ProgressBoard, Style};
 use crate::status::{self, MoveStatus};
 use crate::AppError;
 use mailferry_agent::state::write_atomic;
@@ -283,15 +284,14 @@ pub fn read_users(
                 }
             },
         };
-        let user_name = text(cols.user, "UserName", &mut bad).and_then(|u| {
-            match ep.check_user(&u) {
+        let user_name =
+            text(cols.user, "UserName", &mut bad).and_then(|u| match ep.check_user(&u) {
                 Some(why) => {
                     bad("UserName", why);
                     None
                 }
                 None => Some(u),
-            }
-        });
+            });
         // Presence only: the bytes of an inline password are not kept.
         let pw_given = cols
             .password
@@ -353,7 +353,7 @@ pub fn read_users(
         }
     }
     if !problems.is_empty() {
-        problems.sort_by(|a, b| a.row.cmp(&b.row));
+        problems.sort_by_key(|p| p.row);
         return Err(problems_error(csv_path, &problems));
     }
     if out.users.is_empty() && out.already.is_empty() {
@@ -400,7 +400,10 @@ fn inline_passwords(csv_path: &Path) -> Result<HashMap<String, SecretBytes>, Str
     };
     let mut out = HashMap::new();
     let mut record = csv::ByteRecord::new();
-    while rdr.read_byte_record(&mut record).map_err(|e| e.to_string())? {
+    while rdr
+        .read_byte_record(&mut record)
+        .map_err(|e| e.to_string())?
+    {
         let addr = std::str::from_utf8(record.get(a).unwrap_or_default())
             .ok()
             .and_then(|s| MailboxAddr::parse(s.trim()).ok());
@@ -592,7 +595,10 @@ pub fn create(bd: &BatchDir, name: &str, n: &NewBatch) -> Result<Batch, AppError
         created_at: mailferry_core::rfc3339(unix_now()),
         endpoint: std::path::absolute(&n.endpoint).unwrap_or_else(|_| n.endpoint.clone()),
         destination: n.destination.clone(),
-        profile: n.profile.as_deref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+        profile: n
+            .profile
+            .as_deref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
         concurrency: n.concurrency,
         settings: n.settings.clone(),
         suspended: false,
@@ -688,6 +694,9 @@ pub struct RunOptions {
     pub approve_skipped: bool,
     /// Who runs it.
     pub actor: String,
+    /// Show progress on a [`ProgressBoard`] of this style (a summary bar and one bar per
+    /// running mailbox, or log lines); `None`: one line per finished mailbox on stderr.
+    pub progress: Option<Style>,
 }
 
 /// Runs a pass of every mailbox of the batch that takes one (`Mode::Sync`), or its final
@@ -715,17 +724,27 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
     let throttle = ep.throttle();
 
     // Inline passwords, read again now from each CSV that has them.
-    let mut inline: HashMap<PathBuf, Result<HashMap<String, SecretBytes>, String>> =
-        HashMap::new();
+    let mut inline: HashMap<PathBuf, Result<HashMap<String, SecretBytes>, String>> = HashMap::new();
     for u in &b.users {
         if u.password == PasswordSource::Csv && !inline.contains_key(&u.csv) {
             inline.insert(u.csv.clone(), inline_passwords(&u.csv));
         }
     }
 
-    let dest = Arc::new(
-        Connected::open(&b.destination.destination()?, &profile).await?,
-    );
+    let dest = Arc::new(Connected::open(&b.destination.destination()?, &profile).await?);
+    let runnable = b
+        .users
+        .iter()
+        .filter(|u| {
+            !lifecycle::load(&bd.mailbox_dir(u))
+                .ok()
+                .flatten()
+                .is_some_and(|l| matches!(l.state, MoveState::Completed | MoveState::Suspended))
+        })
+        .count();
+    let board = opts
+        .progress
+        .map(|style| Arc::new(ProgressBoard::with_style(runnable as u64, style)));
     let mut set = tokio::task::JoinSet::new();
     let mut outcomes: BTreeMap<usize, MailboxOutcome> = BTreeMap::new();
     for (i, u) in b.users.iter().enumerate() {
@@ -774,13 +793,9 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
             }
             _ => None,
         };
-        let (moves, incremental, dest, bd2) = (
-            moves.clone(),
-            incremental.clone(),
-            dest.clone(),
-            bd.clone(),
-        );
-        let (u, throttle) = (u.clone(), throttle.clone());
+        let (moves, incremental, dest, bd2) =
+            (moves.clone(), incremental.clone(), dest.clone(), bd.clone());
+        let (u, throttle, board) = (u.clone(), throttle.clone(), board.clone());
         let pass_opts = PassOptions {
             actor: format!("{} (batch {})", opts.actor, b.name),
             complete: mode == Mode::Complete,
@@ -795,7 +810,28 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
                 None
             };
             let _slot = moves.acquire_owned().await.expect("semaphore open");
-            let res = run_one(&bd2, &u, &dest, &pass_opts, password, throttle).await;
+            let hooks = PassHooks {
+                throttle,
+                progress: board.as_ref().map(|board| {
+                    let counters = Arc::new(mailferry_agent::pass::Progress::default());
+                    board.mailbox(&u.address, counters.clone());
+                    counters
+                }),
+            };
+            let res = run_one(&bd2, &u, &dest, &pass_opts, password, hooks).await;
+            if let Some(board) = &board {
+                match &res {
+                    Ok(Some(r)) if r.state == MoveState::Failed => board.finish(
+                        &u.address,
+                        Err::<&mailferry_core::report::MoveReport, _>(
+                            r.limit.clone().unwrap_or_default(),
+                        ),
+                    ),
+                    Ok(Some(r)) => board.finish(&u.address, Ok::<_, String>(&r.report)),
+                    Ok(None) => board.finish(&u.address, Err("not started: suspended")),
+                    Err(e) => board.finish(&u.address, Err(e)),
+                }
+            }
             (i, u, res)
         });
     }
@@ -808,14 +844,19 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
             .map_or(MoveState::Created, |l| l.state);
         let o = match res {
             Ok(Some(r)) => {
-                eprintln!(
-                    "{}: {} ({} moved, {} bad){}",
-                    u.address,
-                    r.state,
-                    r.report.items_moved,
-                    r.report.bad_items.len(),
-                    r.limit.as_deref().map(|l| format!(": {l}")).unwrap_or_default()
-                );
+                if board.is_none() {
+                    eprintln!(
+                        "{}: {} ({} moved, {} bad){}",
+                        u.address,
+                        r.state,
+                        r.report.items_moved,
+                        r.report.bad_items.len(),
+                        r.limit
+                            .as_deref()
+                            .map(|l| format!(": {l}"))
+                            .unwrap_or_default()
+                    );
+                }
                 MailboxOutcome {
                     address: u.address.clone(),
                     state: r.state,
@@ -832,7 +873,9 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
                 note: Some("not started: the batch or the mailbox was suspended".into()),
             },
             Err(e) => {
-                eprintln!("{}: failed: {e:#}", u.address);
+                if board.is_none() {
+                    eprintln!("{}: failed: {e:#}", u.address);
+                }
                 let refused = matches!(e, AppError::Refused(_));
                 MailboxOutcome {
                     address: u.address.clone(),
@@ -848,6 +891,11 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
     match Arc::try_unwrap(dest) {
         Ok(d) => d.close().await,
         Err(_) => unreachable!("every pass has ended"),
+    }
+    if let Some(board) = board {
+        if let Ok(board) = Arc::try_unwrap(board) {
+            board.close();
+        }
     }
     Ok(RunOutcome {
         name: b.name.clone(),
@@ -874,7 +922,7 @@ async fn run_one(
     dest: &Connected,
     opts: &PassOptions,
     password: Option<SecretBytes>,
-    throttle: Option<Arc<mailferry_agent::throttle::Throttle>>,
+    hooks: PassHooks,
 ) -> Result<Option<PassResult>, AppError> {
     if bd.load()?.suspended {
         return Ok(None);
@@ -885,11 +933,9 @@ async fn run_one(
     }
     let mut args = lifecycle::recorded_args(&dir, false)?;
     args.source_options.password = password;
-    let hooks = PassHooks {
-        throttle,
-        ..Default::default()
-    };
-    lifecycle::run_pass_on(dest, &args, opts, hooks).await.map(Some)
+    lifecycle::run_pass_on(dest, &args, opts, hooks)
+        .await
+        .map(Some)
 }
 
 /// `batch suspend`: the batch starts no further pass, and every mailbox not completed is
@@ -903,7 +949,11 @@ pub fn suspend(bd: &BatchDir, actor: &str) -> Result<(usize, usize), AppError> {
     let (mut now, mut later) = (0, 0);
     for u in &b.users {
         let dir = bd.mailbox_dir(u);
-        match lifecycle::suspend(&dir, actor, &format!("batch {} suspended by {actor}", b.name)) {
+        match lifecycle::suspend(
+            &dir,
+            actor,
+            &format!("batch {} suspended by {actor}", b.name),
+        ) {
             Ok(lifecycle::SuspendOutcome::Suspended) => now += 1,
             Ok(lifecycle::SuspendOutcome::Requested) => later += 1,
             Ok(lifecycle::SuspendOutcome::AlreadySuspended) | Err(AppError::Refused(_)) => {}
@@ -1050,29 +1100,27 @@ pub fn render_status(s: &BatchStatus) -> String {
         ]);
     }
     let t = &s.totals;
+    let by_state = t
+        .by_state
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     rows.push([
         format!("total ({})", t.mailboxes),
-        t.by_state
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        String::new(),
         format!("{:.0}%", t.percent_complete),
         t.items_synced.to_string(),
         t.items_skipped.to_string(),
         t.items_bad.to_string(),
         format!("{:.1}", t.bytes_transferred as f64 / 1e6),
         String::new(),
-        String::new(),
+        by_state,
     ]);
-    let last = rows.len() - 1;
     let mut width = [0usize; 9];
-    for (n, r) in rows.iter().enumerate() {
+    for r in &rows {
         for (i, c) in r.iter().enumerate() {
-            // The totals' state summary does not widen the state column.
-            if !(n == last && i == 1) {
-                width[i] = width[i].max(c.chars().count());
-            }
+            width[i] = width[i].max(c.chars().count());
         }
     }
     let mut out = format!(
@@ -1080,13 +1128,9 @@ pub fn render_status(s: &BatchStatus) -> String {
         s.name,
         if s.suspended { " (suspended)" } else { "" }
     );
-    for (n, r) in rows.iter().enumerate() {
+    for r in &rows {
         let mut line = String::new();
         for (i, c) in r.iter().enumerate() {
-            if n == last && i == 1 {
-                line.push_str(&format!("{c}  "));
-                continue;
-            }
             if i == 8 {
                 line.push_str(c);
             } else {

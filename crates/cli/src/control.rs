@@ -49,7 +49,9 @@ pub fn shared_throttle(limits: Limits) -> Option<Arc<Throttle>> {
 /// `--max-bytes-per-second`: a positive size (`10MB`, `2.5MiB`, `500000`).
 pub fn parse_rate_bytes(s: &str) -> Result<u64, String> {
     match ByteSize::parse(s)? {
-        ByteSize(0) => Err("must be more than 0 bytes per second; leave the flag out for no limit".into()),
+        ByteSize(0) => {
+            Err("must be more than 0 bytes per second; leave the flag out for no limit".into())
+        }
         ByteSize(n) => Ok(n),
     }
 }

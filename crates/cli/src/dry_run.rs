@@ -6,15 +6,15 @@
 //! only checks that a local volume directory holds a volume header (by its presence).
 //! The state directory is read if it exists and never created.
 
-use mailferry_agent::source::SourceOptions;
-use mailferry_core::profile::Profile;
-use mailferry_core::MailboxAddr;
-use std::path::PathBuf;
 use crate::progress::{human_bytes, human_duration};
 use crate::AppError;
 use mailferry_agent::preview::{preview, Preview, PreviewConfig};
+use mailferry_agent::source::SourceOptions;
+use mailferry_core::profile::Profile;
+use mailferry_core::MailboxAddr;
 use serde::Serialize;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// What a dry run needs: a move's flags, without anything that unlocks a destination.

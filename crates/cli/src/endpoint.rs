@@ -224,8 +224,11 @@ impl Endpoint {
             }
         };
         let defaults = mailferry_core::profile::ConcurrencySettings::default();
-        let max_concurrent_moves =
-            count("max_concurrent_moves", defaults.max_concurrent_moves, &mut problems);
+        let max_concurrent_moves = count(
+            "max_concurrent_moves",
+            defaults.max_concurrent_moves,
+            &mut problems,
+        );
         let max_concurrent_incremental_syncs = count(
             "max_concurrent_incremental_syncs",
             defaults
@@ -295,9 +298,8 @@ impl Endpoint {
                     }
                 };
                 if master_user.is_some() != master_password_file.is_some() {
-                    problems.push(
-                        "master_user and master_password_file: give both or neither".into(),
-                    );
+                    problems
+                        .push("master_user and master_password_file: give both or neither".into());
                 }
                 let sep = master_separator.unwrap_or_else(|| "*".into());
                 if sep.is_empty() || sep.chars().any(|c| c.is_control() || c == '@') {
@@ -537,7 +539,10 @@ pub async fn test(
             push(
                 "root directory",
                 if p.is_dir() {
-                    Ok(format!("{} exists (give --user to check a mailbox)", p.display()))
+                    Ok(format!(
+                        "{} exists (give --user to check a mailbox)",
+                        p.display()
+                    ))
                 } else {
                     Err(format!("{} is not a directory", p.display()))
                 },
@@ -660,8 +665,8 @@ mod tests {
         ] {
             assert!(e.contains(needle), "{needle}: {e}");
         }
-        let e = parse("kind = \"maildir\"\nroot = \"/srv/mail/Maildir\"\nhost = \"h\"\n")
-            .unwrap_err();
+        let e =
+            parse("kind = \"maildir\"\nroot = \"/srv/mail/Maildir\"\nhost = \"h\"\n").unwrap_err();
         assert!(e.contains("has no {user}"), "{e}");
         assert!(e.contains("host: only for kind = \"imap\""), "{e}");
     }
@@ -681,7 +686,10 @@ mod tests {
         )
         .unwrap();
         let (spec, o) = ep.source_for("alice@example.com", None);
-        assert_eq!(spec, "imap://alice%40example.com*admin@imap.example.com:143");
+        assert_eq!(
+            spec,
+            "imap://alice%40example.com*admin@imap.example.com:143"
+        );
         let parsed = mailferry_agent::source::imap::ServerSpec::parse(&spec).unwrap();
         assert_eq!(parsed.user, "alice@example.com*admin");
         assert_eq!(o.password_file.unwrap(), Path::new("/etc/mailferry/m.pw"));

@@ -111,8 +111,23 @@ pub const EXAMPLES: &[(&str, &str)] = &[
          --key-file /root/vol.key",
     ),
     (
+        "batch new",
+        "mailferry batch new spring --csv users.csv --endpoint imap.toml --volume /srv/vol \\\n       \
+         --key-file /root/vol.key --concurrency 4 --suspend-when-ready --start",
+    ),
+    ("batch start", "mailferry batch start spring"),
+    ("batch status", "mailferry batch status spring --json"),
+    ("batch add-users", "mailferry batch add-users spring --csv more-users.csv"),
+    ("batch complete", "mailferry batch complete spring --approve-skipped"),
+    ("batch suspend", "mailferry batch suspend spring"),
+    ("batch resume", "mailferry batch resume spring"),
+    (
         "endpoint",
         "mailferry endpoint test imap.toml --user alice@example.com",
+    ),
+    (
+        "endpoint test",
+        "mailferry endpoint test imap.toml --user alice@example.com --password-file alice.pw",
     ),
 ];
 
@@ -165,9 +180,8 @@ mod tests {
 
     #[test]
     fn attach_reaches_nested_commands() {
-        let cmd = clap::Command::new("mailferry").subcommand(
-            clap::Command::new("move").subcommand(clap::Command::new("status")),
-        );
+        let cmd = clap::Command::new("mailferry")
+            .subcommand(clap::Command::new("move").subcommand(clap::Command::new("status")));
         let mut cmd = attach(cmd);
         let help = cmd
             .find_subcommand_mut("move")
@@ -176,6 +190,9 @@ mod tests {
             .unwrap()
             .render_help()
             .to_string();
-        assert!(help.starts_with("Example:\n  mailferry move status"), "{help}");
+        assert!(
+            help.starts_with("Example:\n  mailferry move status"),
+            "{help}"
+        );
     }
 }

@@ -505,9 +505,7 @@ pub fn load(dir: &Path) -> Result<Option<Lifecycle>, AppError> {
                 Err(e) => return Err(AppError::io(&id_path, e)),
             };
             let id: mailferry_agent::state::MoveIdentity = serde_json::from_slice(&identity)
-                .map_err(|e| {
-                    AppError::Failed(format!("{}: unreadable: {e}", id_path.display()))
-                })?;
+                .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", id_path.display())))?;
             let mut lc = Lifecycle::new(id.mailbox.as_str());
             if dir.join("report.json").exists() {
                 lc.state = MoveState::Synced;
@@ -776,7 +774,10 @@ fn begin(args: &MoveArgs, opts: &PassOptions) -> Result<Begun, AppError> {
     let (completing, reason) = if opts.complete {
         (true, "final pass (move complete)".to_string())
     } else if lc.state == MoveState::Completing {
-        (true, "final pass again (the last one was interrupted)".to_string())
+        (
+            true,
+            "final pass again (the last one was interrupted)".to_string(),
+        )
     } else if let Some(t) = due {
         (
             true,
@@ -830,8 +831,8 @@ fn finish(
             ));
             apply_suspend_request(&mut lc, &mut events);
             // The pass's error is what the caller needs; a failure to record it is logged.
-            if let Err(le) = log_events(dir, &lc.mailbox, &source, &events, &[])
-                .and_then(|_| lock.save(&lc))
+            if let Err(le) =
+                log_events(dir, &lc.mailbox, &source, &events, &[]).and_then(|_| lock.save(&lc))
             {
                 tracing::warn!(error = %le, "could not record the failed pass");
             }
@@ -1101,7 +1102,10 @@ mod tests {
             suspend_when_ready: Some(true),
             ..Settings::default()
         });
-        assert_eq!(m.complete_after, None, "suspend-when-ready clears the schedule");
+        assert_eq!(
+            m.complete_after, None,
+            "suspend-when-ready clears the schedule"
+        );
         assert_eq!(m.bad_item_limit, Some(3));
         let p = Profile::default();
         assert_eq!(
@@ -1130,7 +1134,10 @@ mod tests {
     #[test]
     fn specs_become_absolute() {
         let s = absolute_spec("maildir:rel/Maildir");
-        assert!(s.starts_with("maildir:/") && s.ends_with("rel/Maildir"), "{s}");
+        assert!(
+            s.starts_with("maildir:/") && s.ends_with("rel/Maildir"),
+            "{s}"
+        );
         assert_eq!(absolute_spec("imaps://a@h"), "imaps://a@h");
     }
 
@@ -1176,11 +1183,7 @@ mod tests {
         let states: Vec<_> = lc.history.iter().map(|t| t.state).collect();
         assert_eq!(
             states,
-            [
-                MoveState::Created,
-                MoveState::Suspended,
-                MoveState::Created
-            ]
+            [MoveState::Created, MoveState::Suspended, MoveState::Created]
         );
     }
 }

@@ -34,8 +34,7 @@ impl Limits {
     ) -> Limits {
         Limits {
             bad_item_limit: bad_item_limit.unwrap_or(profile.limits.bad_item_limit),
-            large_item_bytes: large_item_bytes
-                .or(profile.filter.max_message_bytes.map(|b| b.0)),
+            large_item_bytes: large_item_bytes.or(profile.filter.max_message_bytes.map(|b| b.0)),
             large_item_count: profile.limits.large_item_limit,
         }
     }
@@ -105,8 +104,8 @@ pub fn mark_approved(skipped: &mut [SkippedItem], approved: &BTreeSet<String>) {
     }
 }
 
-/// The skipped items of a pass: its bad items, and the large items the profile's size
-/// filter left out.
+/// The bad items of a pass as skipped items (the pass adds the large items its profile's
+/// size filter left out, which know their size).
 pub fn skipped_items(bad_items: &[BadItem]) -> Vec<SkippedItem> {
     bad_items.iter().map(from_bad_item).collect()
 }
@@ -170,8 +169,14 @@ mod tests {
         let v = judge(&s, &limits);
         assert_eq!((v.bad, v.large, v.approved), (2, 1, 0));
         let why = v.exceeded.unwrap();
-        assert!(why.contains("2 bad item(s), the bad-item limit is 1"), "{why}");
-        assert!(why.contains("1 large item(s), the large-item limit is 0"), "{why}");
+        assert!(
+            why.contains("2 bad item(s), the bad-item limit is 1"),
+            "{why}"
+        );
+        assert!(
+            why.contains("1 large item(s), the large-item limit is 0"),
+            "{why}"
+        );
         mark_approved(&mut s, &["INBOX/a".into(), "Archive/2024/c".into()].into());
         let v = judge(&s, &limits);
         assert_eq!((v.bad, v.large, v.approved, v.unapproved()), (1, 0, 2, 1));
@@ -180,7 +185,10 @@ mod tests {
 
     #[test]
     fn items_split_at_the_last_slash() {
-        assert_eq!(split_item("Archive/2024/x.y"), ("Archive/2024".into(), "x.y".into()));
+        assert_eq!(
+            split_item("Archive/2024/x.y"),
+            ("Archive/2024".into(), "x.y".into())
+        );
         assert_eq!(split_item("notes"), (String::new(), "notes".into()));
     }
 
@@ -191,7 +199,10 @@ mod tests {
         p.filter.max_message_bytes = Some(ByteSize(100));
         assert_eq!(Limits::effective(&p, None, None).bad_item_limit, 5);
         let l = Limits::effective(&p, Some(0), Some(25_000_000));
-        assert_eq!((l.bad_item_limit, l.large_item_bytes), (0, Some(25_000_000)));
+        assert_eq!(
+            (l.bad_item_limit, l.large_item_bytes),
+            (0, Some(25_000_000))
+        );
         assert_eq!(parse_size("25MB"), Ok(25_000_000));
         assert!(parse_size("lots").is_err());
     }

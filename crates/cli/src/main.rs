@@ -1,10 +1,12 @@
 //! The `mailferry` binary: parses flags, runs the library, maps the result to an exit
-//! code (0 ok, 1 failed, 2 usage or configuration error). Nothing else lives here.
+//! code (0 ok, 1 failed, 2 usage or configuration error, 3 limit hit, 4 some mailboxes
+//! of a batch failed, 5 refused by the move's state; see `AppError::exit_code`).
+//! Nothing else lives here.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mailferry_cli::{
-    audit_cmd, batch, bench, control, demo, dry_run, endpoint, examples, export, lifecycle, limits, logging, moving,
-    profile_cmd, progress, report, serve, status, tokens, volume_admin, AppError,
+    audit_cmd, batch, bench, control, demo, dry_run, endpoint, examples, export, lifecycle, limits,
+    logging, moving, profile_cmd, progress, report, serve, status, tokens, volume_admin, AppError,
 };
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
@@ -33,8 +35,10 @@ use std::process::ExitCode;
        --proxy https://store.example.net:8443 --ca vol-tls/ca.pem \
        --token-file example.com.token --state /var/lib/mailferry/alice
 
-Exit codes: 0 ok, 1 the command ran and failed (bad or damaged items, lost connection),
-2 usage or configuration error (flags, profile, wrong key)."
+Exit codes: 0 ok, 1 the command ran and failed (damaged items, lost connection),
+2 usage or configuration error (flags, profile, CSV, endpoint, wrong key), 3 a move hit
+its bad-item or large-item limit (or skipped items await approval), 4 some mailboxes of a
+batch failed, 5 refused by the move's state (completed, or suspended)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -164,6 +168,8 @@ enum MoveCmd {
     },
 }
 
+// Parsed once per process: the size of its largest variant (`move`) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Generate a sample mailbox, move it into a new encrypted volume, export it back and compare.
@@ -402,59 +408,67 @@ enum Cmd {
 #[derive(clap::Args)]
 struct StateRoot {
     /// Directory holding the batches (one subdirectory each).
-    #[arg(long, env = "MAILFERRY_STATE_ROOT", default_value = "mailferry-batches")]
+    #[arg(
+        long,
+        env = "MAILFERRY_STATE_ROOT",
+        default_value = "mailferry-batches"
+    )]
     state_root: PathBuf,
+}
+
+/// `batch new`.
+#[derive(clap::Args)]
+struct BatchNew {
+    /// The batch's name.
+    name: String,
+    /// Users: EmailAddress,UserName,Password (or PasswordFile); extra columns allowed.
+    /// A CSV with inline passwords must stay in place (they are read again at start,
+    /// never stored).
+    #[arg(long)]
+    csv: PathBuf,
+    /// The source endpoint file (TOML).
+    #[arg(long)]
+    endpoint: PathBuf,
+    /// Volume directory (created by `volume init`).
+    #[arg(long, required_unless_present = "proxy", conflicts_with = "proxy")]
+    volume: Option<PathBuf>,
+    /// Stream to this remote proxy instead of a local volume.
+    #[arg(long, requires_all = ["ca", "token_file"])]
+    proxy: Option<String>,
+    /// PEM file of the CA of the remote proxy.
+    #[arg(long, requires = "proxy")]
+    ca: Option<PathBuf>,
+    /// The agent token file for the remote proxy.
+    #[arg(long, requires = "proxy")]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    unlock: volume_admin::MaybeUnlockArgs,
+    /// Move into a volume that has no recovery key.
+    #[arg(long)]
+    no_recovery_key: bool,
+    /// Mailboxes moved at once [default: the endpoint's max_concurrent_moves, never more].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Migration profile (TOML); the embedded default when absent.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    #[command(flatten)]
+    settings: BatchSettings,
+    #[command(flatten)]
+    root: StateRoot,
+    /// Start the batch right away (as `batch start`).
+    #[arg(long)]
+    start: bool,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
 enum BatchCmd {
     /// Check an endpoint and a whole CSV (every bad row and column at once), then create
     /// the batch with every mailbox Created. Nothing is created if anything is wrong.
-    New {
-        /// The batch's name.
-        name: String,
-        /// Users: EmailAddress,UserName,Password (or PasswordFile); extra columns allowed.
-        /// A CSV with inline passwords must stay in place (they are read again at start,
-        /// never stored).
-        #[arg(long)]
-        csv: PathBuf,
-        /// The source endpoint file (TOML).
-        #[arg(long)]
-        endpoint: PathBuf,
-        /// Volume directory (created by `volume init`).
-        #[arg(long, required_unless_present = "proxy", conflicts_with = "proxy")]
-        volume: Option<PathBuf>,
-        /// Stream to this remote proxy instead of a local volume.
-        #[arg(long, requires_all = ["ca", "token_file"])]
-        proxy: Option<String>,
-        /// PEM file of the CA of the remote proxy.
-        #[arg(long, requires = "proxy")]
-        ca: Option<PathBuf>,
-        /// The agent token file for the remote proxy.
-        #[arg(long, requires = "proxy")]
-        token_file: Option<PathBuf>,
-        #[command(flatten)]
-        unlock: volume_admin::MaybeUnlockArgs,
-        /// Move into a volume that has no recovery key.
-        #[arg(long)]
-        no_recovery_key: bool,
-        /// Mailboxes moved at once [default: the endpoint's max_concurrent_moves, never more].
-        #[arg(long)]
-        concurrency: Option<usize>,
-        /// Migration profile (TOML); the embedded default when absent.
-        #[arg(long)]
-        profile: Option<PathBuf>,
-        #[command(flatten)]
-        settings: BatchSettings,
-        #[command(flatten)]
-        root: StateRoot,
-        /// Start the batch right away (as `batch start`).
-        #[arg(long)]
-        start: bool,
-        /// Print the outcome as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    New(Box<BatchNew>),
     /// Run a pass of every mailbox that takes one (initial copy or incremental), up to
     /// the batch's concurrency at once; exit 4 if some mailboxes failed.
     Start {
@@ -959,14 +973,22 @@ async fn run_move_ctl(ctl: MoveCmd, tty: bool) -> Result<(), AppError> {
                 approve_skipped,
                 ..Default::default()
             };
+            if !tty || json {
+                progress::set_unboarded(Some(progress::Style::auto(true)));
+            }
             let res = lifecycle::complete(&state, &opts, tty && !json).await?;
             print_pass(&res, json);
             res.check()
         }
         MoveCmd::Suspend { state, reason } => {
             match lifecycle::suspend(&state, &actor, &reason)? {
-                lifecycle::SuspendOutcome::Suspended => eprintln!("suspended; `mailferry move resume --state {}` lets it take passes again", state.display()),
-                lifecycle::SuspendOutcome::Requested => eprintln!("a pass is running: the move is suspended when it ends (its work is kept)"),
+                lifecycle::SuspendOutcome::Suspended => eprintln!(
+                    "suspended; `mailferry move resume --state {}` lets it take passes again",
+                    state.display()
+                ),
+                lifecycle::SuspendOutcome::Requested => eprintln!(
+                    "a pass is running: the move is suspended when it ends (its work is kept)"
+                ),
                 lifecycle::SuspendOutcome::AlreadySuspended => eprintln!("already suspended"),
             }
             Ok(())
@@ -997,46 +1019,46 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
         }
     };
     match cmd {
-        BatchCmd::New {
-            name,
-            csv,
-            endpoint,
-            volume,
-            proxy,
-            ca,
-            token_file,
-            unlock,
-            no_recovery_key,
-            concurrency,
-            profile,
-            settings,
-            root,
-            start,
-            json,
-        } => {
+        BatchCmd::New(new) => {
+            let BatchNew {
+                name,
+                csv,
+                endpoint,
+                volume,
+                proxy,
+                ca,
+                token_file,
+                unlock,
+                no_recovery_key,
+                concurrency,
+                profile,
+                settings,
+                root,
+                start,
+                json,
+            } = *new;
             let bd = batch::BatchDir::new(&root.state_root, &name)?;
-            let destination = match (volume, proxy, ca, token_file) {
-                (Some(volume), None, _, _) => {
-                    volume_admin::require_recovery(&volume, no_recovery_key)?;
-                    moving::Destination::Local {
-                        volume,
-                        credential: unlock.credential()?,
+            let destination =
+                match (volume, proxy, ca, token_file) {
+                    (Some(volume), None, _, _) => {
+                        volume_admin::require_recovery(&volume, no_recovery_key)?;
+                        moving::Destination::Local {
+                            volume,
+                            credential: unlock.credential()?,
+                        }
                     }
-                }
-                (None, Some(url), Some(ca), Some(token_file)) if !unlock.any() => {
-                    moving::Destination::Remote {
-                        url,
-                        ca,
-                        token_file,
+                    (None, Some(url), Some(ca), Some(token_file)) if !unlock.any() => {
+                        moving::Destination::Remote {
+                            url,
+                            ca,
+                            token_file,
+                        }
                     }
-                }
-                _ => {
-                    return Err(AppError::Usage(
+                    _ => return Err(AppError::Usage(
                         "give --volume with its key, or --proxy, --ca and --token-file and no key"
                             .into(),
-                    ))
-                }
-            };
+                    )),
+                };
             let b = batch::create(
                 &bd,
                 &name,
@@ -1059,7 +1081,11 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
                 "batch {name}: {} mailbox(es) created in {}{}",
                 b.users.len(),
                 bd.dir.display(),
-                if start { "" } else { "; start it with `mailferry batch start`" }
+                if start {
+                    ""
+                } else {
+                    "; start it with `mailferry batch start`"
+                }
             );
             if start {
                 let o = batch::run(
@@ -1067,6 +1093,7 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
                     batch::Mode::Sync,
                     &batch::RunOptions {
                         actor,
+                        progress: Some(progress::Style::auto(json)),
                         ..Default::default()
                     },
                 )
@@ -1089,6 +1116,7 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
             let opts = batch::RunOptions {
                 concurrency,
                 actor,
+                progress: Some(progress::Style::auto(json)),
                 ..Default::default()
             };
             let o = batch::run(&bd, batch::Mode::Sync, &opts).await?;
@@ -1107,6 +1135,7 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
                 concurrency,
                 approve_skipped,
                 actor,
+                progress: Some(progress::Style::auto(json)),
             };
             let o = batch::run(&bd, batch::Mode::Complete, &opts).await?;
             print_run(&o, json);
@@ -1232,9 +1261,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             }
             Ok(())
         }
-        Cmd::Move {
-            ctl: Some(ctl), ..
-        } => run_move_ctl(ctl, tty).await,
+        Cmd::Move { ctl: Some(ctl), .. } => run_move_ctl(ctl, tty).await,
         Cmd::Move {
             ctl: None,
             source,
@@ -1262,8 +1289,12 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             control.apply(&mut pass_profile);
             if control.dry_run {
                 // Before anything that unlocks or writes: a dry run needs no key.
-                limits::Limits::effective(&pass_profile, settings.bad_item_limit, settings.large_item_limit)
-                    .apply(&mut pass_profile);
+                limits::Limits::effective(
+                    &pass_profile,
+                    settings.bad_item_limit,
+                    settings.large_item_limit,
+                )
+                .apply(&mut pass_profile);
                 let args = dry_run::DryRunArgs {
                     source,
                     source_options: source_access.options(),
@@ -1283,7 +1314,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 }
                 return Ok(());
             }
-            if !(tty && !json) {
+            if !tty || json {
                 progress::set_unboarded(Some(progress::Style::auto(true)));
             }
             let destination = match (volume, proxy, ca, token_file) {
@@ -2012,7 +2043,8 @@ volume root {} ({} messages)
 fn main() -> ExitCode {
     // Every command's help opens with an example (examples.rs).
     let matches = examples::attach(<Cli as clap::CommandFactory>::command()).get_matches();
-    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // A service logs its access lines by default; one-shot commands only warnings.
     // Progress lines of long work (when no bars are drawn) are shown like warnings.
     let default_filter = match cli.cmd {

@@ -417,6 +417,12 @@ pub fn summary(r: &MoveReport) -> String {
         r.throughput_bytes_per_s / 1e6,
         r.messages_per_s
     );
+    if r.stages.throttled >= 0.05 || r.stages.server_backoff >= 0.05 {
+        s.push_str(&format!(
+            "\n  waited {:.1} s for the move's throttles and {:.1} s for servers that asked to back off",
+            r.stages.throttled, r.stages.server_backoff
+        ));
+    }
     if r.receipt.destination_root.is_empty() {
         s.push_str("\n  receipt: the destination root was not computed here (remote store); run `mailferry receipt verify` on the store host");
     }

@@ -241,7 +241,9 @@ impl ProgressBoard {
             }
             _ => match (&outcome, self.shared.style) {
                 (_, Style::Silent) => {}
-                (Ok(_), _) => tracing::info!(target: PROGRESS_TARGET, mailbox = name, "finished: {line}"),
+                (Ok(_), _) => {
+                    tracing::info!(target: PROGRESS_TARGET, mailbox = name, "finished: {line}")
+                }
                 (Err(_), _) => tracing::warn!(target: PROGRESS_TARGET, mailbox = name, "{line}"),
             },
         }
@@ -339,8 +341,7 @@ impl Shared {
         }
         let now = Instant::now();
         st.samples.push_back((now, settled));
-        while st.samples.len() > 2
-            && now.duration_since(st.samples[0].0) > Duration::from_secs(10)
+        while st.samples.len() > 2 && now.duration_since(st.samples[0].0) > Duration::from_secs(10)
         {
             st.samples.pop_front();
         }
@@ -444,7 +445,11 @@ fn mailbox_message(p: &Progress) -> String {
 }
 
 fn mailbox_style(color: bool) -> ProgressStyle {
-    let bar = if color { "{bar:30.cyan/blue}" } else { "{bar:30}" };
+    let bar = if color {
+        "{bar:30.cyan/blue}"
+    } else {
+        "{bar:30}"
+    };
     ProgressStyle::with_template(&format!(
         "{{prefix}} [{bar}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}} {{msg}}"
     ))
@@ -453,7 +458,11 @@ fn mailbox_style(color: bool) -> ProgressStyle {
 }
 
 fn summary_style(color: bool) -> ProgressStyle {
-    let bar = if color { "{bar:20.green/white}" } else { "{bar:20}" };
+    let bar = if color {
+        "{bar:20.green/white}"
+    } else {
+        "{bar:20}"
+    };
     ProgressStyle::with_template(&format!("{{prefix}} [{bar}] {{pos}}/{{len}} {{msg}}"))
         .expect("valid template")
         .progress_chars("=> ")

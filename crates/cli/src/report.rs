@@ -230,10 +230,15 @@ pub fn html(r: &MoveRecord) -> String {
     }
     if let Some(last) = r.passes.last() {
         let s = &last.stages;
-        let rows: [(&str, f64); 12] = [
+        let rows: [(&str, f64); 14] = [
             ("source read", s.source_read),
             ("transport (TLS write to the proxy)", s.transport),
             ("stalled (waiting for the destination)", s.stalled),
+            ("throttled (the move's rate limits)", s.throttled),
+            (
+                "server backoff (429/503, IMAP [THROTTLED])",
+                s.server_backoff,
+            ),
             ("store write", s.store_write),
             ("&nbsp;&nbsp;of which SHA-256", s.hash),
             ("&nbsp;&nbsp;of which encryption", s.encryption),

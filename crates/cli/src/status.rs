@@ -101,7 +101,9 @@ pub fn status(dir: &Path) -> Result<MoveStatus, AppError> {
         running: lc.running(),
         percent_complete: 0.0,
         items_total: last.as_ref().map_or(0, |r| u(r, "items_total")),
-        items_synced: last.as_ref().map_or(0, |r| u(&r["receipt"], "source_items")),
+        items_synced: last
+            .as_ref()
+            .map_or(0, |r| u(&r["receipt"], "source_items")),
         items_skipped,
         items_bad,
         items_large,
@@ -129,8 +131,7 @@ pub fn status(dir: &Path) -> Result<MoveStatus, AppError> {
     };
     let expected = st.items_total.saturating_sub(items_skipped);
     let remaining = expected.saturating_sub(st.items_synced);
-    st.percent_complete = if st.state == MoveState::Completed || (expected == 0 && st.passes > 0)
-    {
+    st.percent_complete = if st.state == MoveState::Completed || (expected == 0 && st.passes > 0) {
         100.0
     } else if expected == 0 {
         0.0
@@ -164,8 +165,7 @@ fn read_reports(path: &Path) -> Vec<Value> {
 /// Progress of the running pass, from the audit log: what its `pass.started` record
 /// announced, and the acknowledgements recorded since.
 fn live(dir: &Path, st: &mut MoveStatus) {
-    let Ok(records) =
-        mailferry_audit::read_records(dir.join(mailferry_agent::state::AUDIT_FILE))
+    let Ok(records) = mailferry_audit::read_records(dir.join(mailferry_agent::state::AUDIT_FILE))
     else {
         return;
     };
@@ -220,7 +220,11 @@ pub fn render_text(s: &MoveStatus) -> String {
         "move of {}: {}{}\n",
         s.mailbox,
         s.state,
-        if s.running { " (a pass is running)" } else { "" }
+        if s.running {
+            " (a pass is running)"
+        } else {
+            ""
+        }
     );
     if let Some(r) = &s.reason {
         out.push_str(&format!("  reason     {r}\n"));
@@ -274,7 +278,8 @@ pub fn render_text(s: &MoveStatus) -> String {
                 SkipKind::LargeItem => "large item",
             },
             i.item,
-            i.size.map_or("size unknown".to_string(), |n| format!("{n} bytes")),
+            i.size
+                .map_or("size unknown".to_string(), |n| format!("{n} bytes")),
             if i.approved { ", approved" } else { "" },
             i.reason
         ));

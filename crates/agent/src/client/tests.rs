@@ -94,7 +94,11 @@ async fn busy_proxy_is_waited_for_and_the_wait_is_reported() {
         .open_stream_backoff(&mailbox(), &policy(10))
         .await
         .unwrap();
-    assert_eq!(seen.load(Ordering::SeqCst), 4, "three refusals, then through");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        4,
+        "three refusals, then through"
+    );
     assert!(waited > Duration::ZERO, "the stall is reported");
 }
 
@@ -129,9 +133,6 @@ async fn other_refusals_are_not_retried() {
         .await
         .err()
         .unwrap();
-    assert!(
-        matches!(e, AgentError::Refused { status: 403, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, AgentError::Refused { status: 403, .. }), "{e}");
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 }

@@ -87,7 +87,10 @@ fn a_shared_throttle_is_one_budget_for_several_moves() {
     // Move b pays for what move a took.
     assert_eq!(b.reserve(100, 1), Duration::from_secs(1));
     assert!(Throttles::none().is_empty());
-    assert_eq!(Throttles::none().reserve(u64::MAX, u64::MAX), Duration::ZERO);
+    assert_eq!(
+        Throttles::none().reserve(u64::MAX, u64::MAX),
+        Duration::ZERO
+    );
 }
 
 #[test]
@@ -123,7 +126,10 @@ fn backoff_uses_the_hint_else_doubles_and_is_always_capped() {
     // Jitter adds at most a tenth.
     for r in [1, 7, 99, u64::MAX] {
         let w = p.wait(1, Some(Duration::from_secs(10)), r);
-        assert!(w >= Duration::from_secs(10) && w < Duration::from_secs(11), "{w:?}");
+        assert!(
+            w >= Duration::from_secs(10) && w < Duration::from_secs(11),
+            "{w:?}"
+        );
     }
     let d = BackoffPolicy::default();
     assert_eq!(d.initial, ms(1000));

@@ -225,6 +225,9 @@ fn runtime_threads_are_named_by_kind() {
     });
     for (worker, blocking) in names {
         assert!(worker.starts_with("mf-tst-w"), "async task on {worker}");
-        assert!(blocking.starts_with("mf-tst-b"), "blocking task on {blocking}");
+        assert!(
+            blocking.starts_with("mf-tst-b"),
+            "blocking task on {blocking}"
+        );
     }
 }

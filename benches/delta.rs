@@ -1,0 +1,203 @@
+//! Delta-pass benchmark (issue 4): the cost of an incremental pass grows with what
+//! changed, not with the mailbox. Moves a generated mailbox of N messages (first pass),
+//! adds K new messages at the source, and times the delta pass that moves them, plus a
+//! pass over an unchanged source. Real pipeline: the same `run_move` as `mailferry move`,
+//! embedded proxy over loopback TLS, durable encrypted volume.
+//!
+//! ```text
+//! cargo bench --bench delta -- --messages 100000 --new 100            # Maildir source
+//! cargo bench --bench delta -- --messages 100000 --new 100 --imap     # a real Dovecot
+//! cargo bench --bench delta -- --messages 500 --new 10 --imap         # CI smoke run
+//! ```
+//! The IMAP case starts Dovecot as the tests do (tests/dovecot.rs, included here) and
+//! moves over `imaps://`. Figures are printed, never asserted; the counts are checked
+//! (the delta pass must move exactly K messages and delete none), so a pass that skips
+//! the work fails instead of looking fast.
+
+#[path = "../tests/dovecot.rs"]
+#[allow(dead_code)]
+mod dovecot;
+
+use mailferry_cli::moving::{run_move, Destination, MoveArgs};
+use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_core::profile::Profile;
+use mailferry_core::MailboxAddr;
+use std::path::Path;
+use std::time::Instant;
+
+struct Opts {
+    messages: usize,
+    new: usize,
+    folders: usize,
+    imap: bool,
+}
+
+fn parse() -> Opts {
+    let mut o = Opts {
+        messages: 100_000,
+        new: 100,
+        folders: 10,
+        imap: false,
+    };
+    let mut argv = std::env::args().skip(1);
+    while let Some(flag) = argv.next() {
+        let mut num = || -> usize {
+            argv.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{flag} needs a number"))
+        };
+        match flag.as_str() {
+            "--messages" => o.messages = num(),
+            "--new" => o.new = num(),
+            "--folders" => o.folders = num(),
+            "--imap" => o.imap = true,
+            "--bench" => {}
+            other => panic!("unknown flag {other}; see benches/delta.rs"),
+        }
+    }
+    o
+}
+
+/// Gives every path under `root` to the owner of `root` (Dovecot's mail user).
+fn chown_like_root(root: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(root).unwrap();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::chown(&p, Some(m.uid()), Some(m.gid())).unwrap();
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+}
+
+fn add_new(inbox: &Path, n: usize) {
+    for i in 0..n {
+        let body = format!(
+            "From: new{i}@example.com\r\nTo: bench@example.com\r\nSubject: new {i}\r\n\
+             Message-ID: <delta-new-{i}@example.com>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+             \r\nA new message for the delta pass, number {i}.\r\n"
+        );
+        std::fs::write(
+            inbox.join("new").join(format!("1990000000.delta{i}.bench")),
+            body,
+        )
+        .unwrap();
+    }
+}
+
+fn main() {
+    let o = parse();
+    let work = tempfile::tempdir().unwrap();
+    let (source, mut options, dovecot, maildir) = if o.imap {
+        assert!(
+            dovecot::available(),
+            "--imap needs Dovecot (dovecot-imapd); .ci/run installs it"
+        );
+        let dv = dovecot::Dovecot::start();
+        // Creates the Maildir root owned by the mail user, then the corpus beside it.
+        dv.put(
+            "",
+            "0000000001.seed.bench",
+            "",
+            b"Subject: seed\r\n\r\nseed\r\n",
+            1,
+        );
+        let root = dv.maildir();
+        (dv.url(true), Default::default(), Some(dv), root)
+    } else {
+        let root = work.path().join("maildir");
+        (
+            format!("maildir:{}", root.display()),
+            Default::default(),
+            None,
+            root,
+        )
+    };
+    let t = Instant::now();
+    let written = write_maildir(
+        &maildir,
+        &SampleSpec {
+            seed: 404,
+            messages: o.messages,
+            folders: o.folders,
+            size: SizeModel::Small,
+            markers: None,
+        },
+    )
+    .unwrap();
+    if let Some(dv) = &dovecot {
+        chown_like_root(&dv.maildir());
+        let opts: &mut mailferry_agent::source::SourceOptions = &mut options;
+        opts.password_file = Some(dv.password_file.clone());
+        opts.source_ca = Some(dv.ca_pem.clone());
+    }
+    let total = written.messages + usize::from(dovecot.is_some());
+    eprintln!(
+        "corpus: {} messages, {} bytes, {} folders ({:.1} s to write)",
+        total,
+        written.bytes,
+        o.folders,
+        t.elapsed().as_secs_f64()
+    );
+
+    let volume = work.path().join("volume");
+    let key = work.path().join("volume.key");
+    mailferry_store::Volume::init(&volume, &key).unwrap();
+    let args = MoveArgs {
+        source,
+        mailbox: MailboxAddr::parse("bench@example.com").unwrap(),
+        destination: Destination::Local {
+            volume: volume.clone(),
+            credential: mailferry_store::Credential::KeyFile(key.clone()),
+        },
+        state: work.path().join("state"),
+        profile: Profile::embedded_default(),
+        progress_bar: false,
+        source_options: options,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pass = |label: &str| {
+        let t = Instant::now();
+        let r = rt.block_on(run_move(&args)).expect("the pass succeeds");
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "{label}: {secs:.2} s, moved {}, deleted {}, flags {}, unchanged {}",
+            r.items_moved, r.items_deleted, r.items_flags_updated, r.items_skipped_duplicate
+        );
+        (secs, r)
+    };
+    let (first, r1) = pass("first pass");
+    assert_eq!(
+        r1.items_moved as usize, total,
+        "first pass moves everything"
+    );
+    add_new(&maildir, o.new);
+    if dovecot.is_some() {
+        chown_like_root(&maildir.join("new"));
+    }
+    let (delta, r2) = pass("delta pass");
+    assert_eq!(
+        r2.items_moved as usize, o.new,
+        "delta pass moves the new messages only"
+    );
+    assert_eq!(r2.items_deleted, 0);
+    let (idle, r3) = pass("unchanged pass");
+    assert_eq!(
+        r3.items_moved + r3.items_deleted + r3.items_flags_updated,
+        0
+    );
+    let kind = if dovecot.is_some() {
+        "imap (Dovecot)"
+    } else {
+        "maildir"
+    };
+    println!("| source | messages | first pass | msg/s | +{} new: delta pass | delta / first | unchanged pass |", o.new);
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {kind} | {total} | {first:.2} s | {:.0} | {delta:.2} s | {:.1} % | {idle:.2} s |",
+        total as f64 / first,
+        100.0 * delta / first
+    );
+    drop(dovecot);
+}
