@@ -338,9 +338,12 @@ fn outcome_text(o: &Outcome<'_>) -> String {
 /// Back-off codes servers put in a NO (RFC 5530 and common practice).
 fn is_busy(text: &str) -> bool {
     let t = text.trim_start().to_ascii_uppercase();
+    // Exchange throttles with plain text ("Request is throttled. Suggested Backoff
+    // Time: 169 milliseconds"), without a response code.
     ["[THROTTLED]", "[UNAVAILABLE]", "[LIMIT]", "[INUSE]"]
         .iter()
         .any(|c| t.starts_with(c))
+        || crate::throttle::backoff_hint(text).is_some()
 }
 
 fn done(status: &Status, outcome: &Outcome<'_>, cmd: &str) -> Result<(), Fail> {
@@ -1249,6 +1252,8 @@ struct Inner {
     conn: Mutex<Option<Conn>>,
     /// Folder → the server's own mailbox name, from the last LIST.
     names: Mutex<HashMap<FolderName, String>>,
+    /// Nanoseconds spent waiting because the server said it was busy.
+    backoff_nanos: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -1297,6 +1302,7 @@ impl Imap {
                 },
                 conn: Mutex::new(None),
                 names: Mutex::new(HashMap::new()),
+                backoff_nanos: Default::default(),
             }),
         })
     }
@@ -1353,7 +1359,24 @@ impl Inner {
                     other => other,
                 });
             }
-            let wait = policy.wait(attempt, random_u64());
+            // A server that says how long to wait is obeyed (up to 10 minutes, with a
+            // little jitter so many agents do not come back at once); otherwise the
+            // capped exponential backoff.
+            let hint = match &err {
+                Fail::Busy(m) => crate::throttle::backoff_hint(m),
+                _ => None,
+            };
+            let wait = match hint {
+                Some(h) => {
+                    let h = h.min(Duration::from_secs(600));
+                    h + Duration::from_millis(random_u64() % (h.as_millis() as u64 / 10 + 1))
+                }
+                None => policy.wait(attempt, random_u64()),
+            };
+            if matches!(err, Fail::Busy(_)) {
+                self.backoff_nanos
+                    .fetch_add(wait.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::warn!(
                 "{} {what}: {err}; retrying in {} ms ({attempt}/{})",
                 self.url,
@@ -1652,6 +1675,14 @@ impl Pieces for ImapPieces {
 impl Source for Imap {
     fn describe(&self) -> String {
         self.inner.url.clone()
+    }
+
+    fn server_backoff(&self) -> Duration {
+        Duration::from_nanos(
+            self.inner
+                .backoff_nanos
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     fn list(&self, prior: &Prior) -> Result<Listing, AgentError> {

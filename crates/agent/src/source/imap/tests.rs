@@ -265,6 +265,9 @@ fn busy_codes_are_recognised() {
     assert!(is_busy("[THROTTLED] slow down"));
     assert!(is_busy(" [unavailable] try later"));
     assert!(!is_busy("[AUTHENTICATIONFAILED] no"));
+    assert!(is_busy(
+        "Request is throttled. Suggested Backoff Time: 169 milliseconds"
+    ));
 }
 
 // === A scripted server, for what Dovecot will not do on demand ===
@@ -387,7 +390,13 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
             {
-                out.extend(format!("{tag} NO [THROTTLED] slow down\r\n").bytes());
+                // Exchange's wording: no response code, a suggested wait.
+                out.extend(
+                    format!(
+                        "{tag} NO Request is throttled. Suggested Backoff Time: 40 milliseconds\r\n"
+                    )
+                    .bytes(),
+                );
             } else {
                 let data = &script.body[o.min(script.body.len())..(o + l).min(script.body.len())];
                 out.extend(format!("* 1 FETCH (UID 1 BODY[]<{o}> {{{}}}\r\n", data.len()).bytes());
@@ -453,6 +462,12 @@ fn xoauth2_and_throttled_fetches_are_retried_until_the_message_is_whole() {
     assert!(got == body, "the message read back differs");
     let throttled = script.throttle.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(throttled, 0, "every throttled fetch was retried");
+    // Three waits of the suggested 40 ms (plus at most 10 % jitter), all reported.
+    let waited = src.server_backoff();
+    assert!(
+        waited >= Duration::from_millis(120) && waited <= Duration::from_millis(135),
+        "{waited:?}"
+    );
     assert_eq!(
         script.connections.load(std::sync::atomic::Ordering::SeqCst),
         1,
