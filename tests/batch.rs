@@ -333,6 +333,7 @@ fn issue7_batch_add_users_takes_only_new_rows_and_a_suspended_batch_refuses_to_s
     let s = batch_status(&env, "b1");
     assert_eq!(s["totals"]["by_state"]["synced"], 3, "{s}");
     assert_eq!(s["totals"]["items_synced"], 14);
+    assert_json_schema("batch-status.schema.json", &s);
 }
 
 #[test]

@@ -379,6 +379,7 @@ fn issue7_bad_item_limit_fails_the_move_keeps_what_was_copied_and_approval_compl
         .matches("\"event\":\"item.approved\"")
         .count();
     assert_eq!(approvals, 1);
+    assert_json_schema("move-status.schema.json", &status(&env));
 }
 
 #[test]

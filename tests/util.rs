@@ -273,3 +273,35 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// The shape of a JSON value: object keys with the shape of their values, the shape of
+/// an array's first element, or the type name.
+pub fn json_shape(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as V;
+    match v {
+        V::Object(m) => V::Object(m.iter().map(|(k, v)| (k.clone(), json_shape(v))).collect()),
+        V::Array(a) => V::Array(a.first().map(json_shape).into_iter().collect()),
+        V::String(_) => V::String("string".into()),
+        V::Number(_) => V::String("number".into()),
+        V::Bool(_) => V::String("bool".into()),
+        V::Null => V::String("null".into()),
+    }
+}
+
+/// Checks the shape of a `--json` output against `tests/data/<name>` (rewritten when
+/// MAILFERRY_UPDATE_SNAPSHOTS is set): a stable schema changes only on purpose.
+pub fn assert_json_schema(name: &str, v: &serde_json::Value) {
+    let got = serde_json::to_string_pretty(&json_shape(v)).unwrap() + "\n";
+    let snap = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data")
+        .join(name);
+    if std::env::var_os("MAILFERRY_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snap, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&snap)
+        .unwrap_or_else(|_| panic!("snapshot tests/data/{name} (MAILFERRY_UPDATE_SNAPSHOTS=1)"));
+    assert_eq!(
+        got, want,
+        "the JSON schema of {name} changed; if intended, rerun with MAILFERRY_UPDATE_SNAPSHOTS=1"
+    );
+}

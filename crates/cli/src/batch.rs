@@ -113,7 +113,8 @@ pub struct Batch {
 /// A problem of one CSV row and column.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RowProblem {
-    /// Row number (the header is row 1).
+    /// Row number as a spreadsheet shows it (the header is row 1; a quoted cell of
+    /// several lines is one row).
     pub row: u64,
     /// Column name.
     pub column: String,
@@ -1142,3 +1143,6 @@ pub fn render_status(s: &BatchStatus) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,56 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Endpoint, String> {
+    Endpoint::parse(text, Path::new("/etc/mailferry/ep.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = parse(
+        "kind = \"imap\"\nroot = \"/x/{user}\"\ntls = \"plain\"\nport = 0\n\
+         master_user = \"m\"\nmax_concurrent_moves = 2\n\
+         max_concurrent_incremental_syncs = 3\nbogus = 1\n",
+    )
+    .unwrap_err();
+    for needle in [
+        "bogus: unknown key",
+        "root: only for file sources",
+        "host: missing",
+        "tls: \"plain\" is not imaps or starttls",
+        "port: 0 is not a TCP port",
+        "master_user and master_password_file: give both",
+        "max_concurrent_incremental_syncs: 3 is more than max_concurrent_moves (2)",
+    ] {
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    let e = parse("kind = \"maildir\"\nroot = \"/srv/mail/Maildir\"\nhost = \"h\"\n").unwrap_err();
+    assert!(e.contains("has no {user}"), "{e}");
+    assert!(e.contains("host: only for kind = \"imap\""), "{e}");
+}
+
+#[test]
+fn file_and_imap_sources_per_user() {
+    let ep = parse("kind = \"maildir\"\nroot = \"mail/{user}/Maildir\"\n").unwrap();
+    let (spec, _) = ep.source_for("alice", None);
+    assert_eq!(spec, "maildir:/etc/mailferry/mail/alice/Maildir");
+    assert!(ep.check_user("../etc").is_some());
+    assert!(ep.check_user("a/b").is_some());
+    assert_eq!(ep.max_concurrent_moves, 4);
+
+    let ep = parse(
+        "kind = \"imap\"\nhost = \"imap.example.com\"\ntls = \"starttls\"\n\
+         master_user = \"admin\"\nmaster_password_file = \"m.pw\"\nca_file = \"/ca.pem\"\n",
+    )
+    .unwrap();
+    let (spec, o) = ep.source_for("alice@example.com", None);
+    assert_eq!(
+        spec,
+        "imap://alice%40example.com*admin@imap.example.com:143"
+    );
+    let parsed = mailferry_agent::source::imap::ServerSpec::parse(&spec).unwrap();
+    assert_eq!(parsed.user, "alice@example.com*admin");
+    assert_eq!(o.password_file.unwrap(), Path::new("/etc/mailferry/m.pw"));
+    assert_eq!(o.source_ca.unwrap(), Path::new("/ca.pem"));
+    assert!(!ep.needs_user_password());
+    assert!(ep.check_user("a*b").is_some());
+}

@@ -1,0 +1,97 @@
+use super::*;
+
+#[test]
+fn settings_merge_and_schedule() {
+    let stored = Settings {
+        complete_after: Some("2030-01-01T00:00:00Z".into()),
+        bad_item_limit: Some(3),
+        ..Settings::default()
+    };
+    let m = stored.merged(&Settings {
+        suspend_when_ready: Some(true),
+        ..Settings::default()
+    });
+    assert_eq!(
+        m.complete_after, None,
+        "suspend-when-ready clears the schedule"
+    );
+    assert_eq!(m.bad_item_limit, Some(3));
+    let p = Profile::default();
+    assert_eq!(
+        Schedule::effective(&m, &p),
+        Schedule {
+            suspend_when_ready: true,
+            complete_after: None
+        }
+    );
+    let s = Schedule::effective(&stored, &p);
+    assert_eq!(
+        s.complete_after,
+        Some(parse_rfc3339("2030-01-01T00:00:00Z").unwrap())
+    );
+}
+
+#[test]
+fn times_absolute_and_relative() {
+    assert_eq!(parse_time("2025-07-01").unwrap(), "2025-07-01T00:00:00Z");
+    let in_2h = parse_rfc3339(&parse_time("+2h").unwrap()).unwrap();
+    assert!((in_2h - unix_now() - 7200).abs() <= 2);
+    assert!(parse_rfc3339(&parse_time("in 30min").unwrap()).is_ok());
+    assert!(parse_time("tomorrowish").is_err());
+}
+
+#[test]
+fn specs_become_absolute() {
+    let s = absolute_spec("maildir:rel/Maildir");
+    assert!(
+        s.starts_with("maildir:/") && s.ends_with("rel/Maildir"),
+        "{s}"
+    );
+    assert_eq!(absolute_spec("imaps://a@h"), "imaps://a@h");
+}
+
+#[test]
+fn suspend_and_resume_an_idle_move_and_refuse_passes_while_suspended() {
+    let d = tempfile::tempdir().unwrap();
+    let inv = Invocation {
+        source: "maildir:/nowhere".into(),
+        mailbox: "a@example.com".into(),
+        destination: StoredDestination::Remote {
+            url: "https://127.0.0.1:1".into(),
+            ca: "/ca.pem".into(),
+            token_file: "/t".into(),
+        },
+        profile: None,
+        password_file: None,
+        oauth_token_file: None,
+        source_ca: None,
+    };
+    create(d.path(), inv.clone(), Settings::default(), "test").unwrap();
+    assert!(create(d.path(), inv, Settings::default(), "test").is_err());
+    assert_eq!(
+        suspend(d.path(), "test", "").unwrap(),
+        SuspendOutcome::Suspended
+    );
+    let e = precheck(d.path()).unwrap_err();
+    assert_eq!(e.exit_code(), 5, "{e}");
+    assert!(e.to_string().contains("move resume"), "{e}");
+    assert_eq!(resume(d.path(), "test").unwrap(), MoveState::Created);
+    precheck(d.path()).unwrap();
+    let events: Vec<String> =
+        mailferry_audit::read_records(d.path().join(mailferry_agent::state::AUDIT_FILE))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
+    assert_eq!(
+        events.iter().filter(|e| *e == "move.state").count(),
+        3,
+        "{events:?}"
+    );
+    let lc = load(d.path()).unwrap().unwrap();
+    let states: Vec<_> = lc.history.iter().map(|t| t.state).collect();
+    assert_eq!(
+        states,
+        [MoveState::Created, MoveState::Suspended, MoveState::Created]
+    );
+}
