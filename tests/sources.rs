@@ -637,3 +637,35 @@ fn a_256_mib_mbox_message_moves_and_exports_in_bounded_memory() {
         "the exported mbox differs from the source"
     );
 }
+
+#[test]
+fn maildir_kill9_at_random_points_then_resume_stores_each_message_once() {
+    for seed in [6u64, 7] {
+        let env = Env::new();
+        init_volume(&env);
+        let src = env.path("maildir");
+        let n = mailferry_cli::sample::write_maildir(
+            &src,
+            &mailferry_cli::sample::SampleSpec {
+                seed,
+                messages: 800,
+                folders: 4,
+                size: mailferry_cli::sample::SizeModel::Small,
+                markers: None,
+            },
+        )
+        .unwrap()
+        .messages;
+        let spec = format!("maildir:{}", src.display());
+        kill_resume(&env, &spec, n, seed, 4);
+        let out = env.path("export");
+        assert!(export_as(&env, MB, "maildir", &out).status.success());
+        assert_eq!(
+            read_maildir(&out),
+            read_maildir(&src),
+            "seed {seed}: export differs from the source"
+        );
+        let r = moved_ok(&env, &spec);
+        assert_eq!(r["items_moved"], 0, "seed {seed}: {r}");
+    }
+}
