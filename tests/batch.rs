@@ -499,3 +499,45 @@ fn issue7_imap_endpoint_test_and_batch_with_an_inline_csv_password_stored_nowher
         describe(&o)
     );
 }
+
+#[test]
+fn issue7_batch_start_dry_run_previews_every_mailbox_and_writes_nothing() {
+    let env = Env::new();
+    init_volume(&env);
+    let (csv, ep) = setup(&env, &[("alice", 20), ("bob", 30)], &[]);
+    let o = batch_new(&env, "preview", &csv, &ep, &[]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let before = (snapshot(&root(&env)), snapshot(&env.volume()));
+
+    let o = batch(&env, &["start", "preview", "--dry-run", "--json"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let counts: Vec<(String, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["address"].as_str().unwrap().to_string(),
+                m["preview"]["totals"]["to_send"]
+                    .as_u64()
+                    .unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("alice@example.com".to_string(), 20),
+            ("bob@example.com".to_string(), 30)
+        ],
+        "{v}"
+    );
+    assert_eq!(
+        (snapshot(&root(&env)), snapshot(&env.volume())),
+        before,
+        "a dry run writes nothing"
+    );
+    let s = batch_status(&env, "preview");
+    assert!(states(&s).iter().all(|(_, st)| st == "created"), "{s}");
+}

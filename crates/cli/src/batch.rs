@@ -38,6 +38,7 @@ use crate::moving::{Connected, PassHooks};
 use crate::progress::{ProgressBoard, Style};
 use crate::status::{self, MoveStatus};
 use crate::AppError;
+use mailferry_agent::source::SourceOptions;
 use mailferry_agent::state::write_atomic;
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::{unix_now, MailboxAddr};
@@ -1146,3 +1147,82 @@ pub fn render_status(s: &BatchStatus) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// One mailbox of a batch dry run: its address and what its next pass would do, or why
+/// it could not be previewed.
+#[derive(Debug, Serialize)]
+pub struct MailboxPreview {
+    /// The mailbox.
+    pub address: String,
+    /// The preview.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<crate::dry_run::DryRun>,
+    /// Why there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `batch start --dry-run`: the dry run of every mailbox of the batch, one after the
+/// other, with the batch's endpoint, profile and passwords. Writes nothing: no state
+/// directory, no volume, no lifecycle change (see [`crate::dry_run`]).
+pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
+    let b = bd.load()?;
+    let ep = Endpoint::load(&b.endpoint)?;
+    let profile = lifecycle::load_profile(b.profile.as_deref())?;
+    let target = match &b.destination {
+        StoredDestination::Local { volume, .. } => crate::dry_run::Target::Volume(volume.clone()),
+        StoredDestination::Remote { url, .. } => crate::dry_run::Target::Proxy(url.clone()),
+    };
+    let mut inline: HashMap<PathBuf, Result<HashMap<String, SecretBytes>, String>> = HashMap::new();
+    let mut out = Vec::new();
+    for u in &b.users {
+        let inv = user_invocation(&b, &ep, u);
+        let mut options = SourceOptions {
+            password_file: inv.password_file.clone(),
+            source_ca: inv.source_ca.clone(),
+            ..Default::default()
+        };
+        if u.password == PasswordSource::Csv {
+            let pws = inline
+                .entry(u.csv.clone())
+                .or_insert_with(|| inline_passwords(&u.csv));
+            match pws {
+                Ok(map) => options.password = map.get(&u.address).cloned(),
+                Err(e) => {
+                    out.push(MailboxPreview {
+                        address: u.address.clone(),
+                        preview: None,
+                        error: Some(format!("cannot read its password from the CSV: {e}")),
+                    });
+                    continue;
+                }
+            }
+        }
+        let mailbox = match MailboxAddr::parse(&u.address) {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(MailboxPreview {
+                    address: u.address.clone(),
+                    preview: None,
+                    error: Some(e.to_string()),
+                });
+                continue;
+            }
+        };
+        let args = crate::dry_run::DryRunArgs {
+            source: inv.source.clone(),
+            source_options: options,
+            mailbox,
+            destination: target.clone(),
+            state: bd.mailbox_dir(u),
+            profile: profile.clone(),
+        };
+        let r = crate::dry_run::dry_run(&args).await;
+        out.push(MailboxPreview {
+            address: u.address.clone(),
+            error: r.as_ref().err().map(|e| format!("{e:#}")),
+            preview: r.ok(),
+        });
+    }
+    Ok(out)
+}

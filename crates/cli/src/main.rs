@@ -482,6 +482,9 @@ enum BatchCmd {
         /// Print the outcome as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Show what the next pass of every mailbox would do, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// One line per mailbox (state, percent, items, bytes, last sync) and totals.
     Status {
@@ -1111,8 +1114,39 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
             concurrency,
             root,
             json,
+            dry_run,
         } => {
             let bd = batch::BatchDir::new(&root.state_root, &name)?;
+            if dry_run {
+                let previews = batch::dry_run(&bd).await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&previews).expect("serializable")
+                    );
+                } else {
+                    for p in &previews {
+                        println!("== {}", p.address);
+                        match (&p.preview, &p.error) {
+                            (Some(d), _) => print!("{}", mailferry_cli::dry_run::render_text(d)),
+                            (None, Some(e)) => println!("cannot preview: {e}"),
+                            (None, None) => {}
+                        }
+                    }
+                }
+                let failed: Vec<&str> = previews
+                    .iter()
+                    .filter(|p| p.error.is_some())
+                    .map(|p| p.address.as_str())
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(AppError::Usage(format!(
+                        "the dry run could not preview {}: see above",
+                        failed.join(", ")
+                    )));
+                }
+                return Ok(());
+            }
             let opts = batch::RunOptions {
                 concurrency,
                 actor,
