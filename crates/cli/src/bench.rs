@@ -883,9 +883,40 @@ fn ensure_corpus(
 }
 
 /// A tokio runtime whose threads say what they are: `<prefix>-w<n>` for the async
-/// workers, `<prefix>-b<n>` for blocking-pool threads. Tokio starts its workers first,
-/// through the same name function, so the first `workers` names are theirs.
+/// workers, `<prefix>-b<n>` for blocking-pool threads. Tokio queues its worker tasks
+/// first and starts a thread for each, through the same name function, so the first
+/// `workers` names are theirs — provided those threads take the worker tasks before any
+/// blocking task is queued (a thread started later could otherwise take a worker task
+/// from the shared queue on a busy machine): so this returns once every worker runs.
 fn runtime(prefix: &'static str, workers: usize) -> Result<tokio::runtime::Runtime, AppError> {
+    let rt = named_runtime(prefix, workers)?;
+    let running = Arc::new(AtomicUsize::new(0));
+    rt.block_on(async {
+        let mut all = Vec::new();
+        for _ in 0..workers {
+            let running = running.clone();
+            // Each task holds its worker until all are held: every worker thread ran.
+            all.push(tokio::spawn(async move {
+                running.fetch_add(1, Ordering::SeqCst);
+                let t0 = Instant::now();
+                while running.load(Ordering::SeqCst) < workers
+                    && t0.elapsed() < Duration::from_secs(10)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }));
+        }
+        for task in all {
+            let _ = task.await;
+        }
+    });
+    Ok(rt)
+}
+
+fn named_runtime(
+    prefix: &'static str,
+    workers: usize,
+) -> Result<tokio::runtime::Runtime, AppError> {
     let n = Arc::new(AtomicUsize::new(0));
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
