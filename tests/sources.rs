@@ -25,51 +25,6 @@ fn move_source(env: &Env, spec: &str, mailbox: &str) -> (i32, Option<serde_json:
     (o.status.code().unwrap_or(-1), report, o)
 }
 
-/// Starts the move and SIGKILLs it once the agent's audit log has `acked` message
-/// records (or when it ends by itself), `jitter` later, so kills also land between
-/// acknowledgement batches. Returns the number of records at the kill, or `None` if the
-/// move had already ended.
-fn move_source_and_kill(
-    env: &Env,
-    spec: &str,
-    mailbox: &str,
-    acked: usize,
-    jitter: std::time::Duration,
-) -> Option<usize> {
-    let state = env.path(&format!("state-{mailbox}"));
-    let log = state.join("audit.jsonl");
-    let count = || {
-        fs::read_to_string(&log)
-            .map(|t| t.matches("\"event\":\"message.").count())
-            .unwrap_or(0)
-    };
-    let mut child = mailferry()
-        .arg("move")
-        .arg("--source")
-        .arg(spec)
-        .args(["--mailbox", mailbox, "--volume"])
-        .arg(env.volume())
-        .arg("--key-file")
-        .arg(env.key())
-        .arg("--state")
-        .arg(&state)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mailferry starts");
-    for _ in 0..20_000 {
-        if count() >= acked || child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(250));
-    }
-    std::thread::sleep(jitter);
-    let running = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    running.then(count)
-}
-
 fn export_as(env: &Env, mailbox: &str, format: &str, out: &Path) -> Output {
     run(mailferry()
         .arg("export")
@@ -496,7 +451,7 @@ fn kill_resume(env: &Env, spec: &str, n: usize, seed: u64, kills: usize) -> serd
     let mut killed = Vec::new();
     for p in points {
         let jitter = std::time::Duration::from_micros(rng.below(20_000));
-        if let Some(at) = move_source_and_kill(env, spec, MB, p, jitter) {
+        if let Some(at) = move_spec_and_kill(env, spec, MB, p, jitter) {
             killed.push(at);
         }
     }

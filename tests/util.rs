@@ -168,6 +168,21 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime, St
 /// soon as the agent's audit log records at least `acked` acknowledged messages, or when
 /// it ends by itself, whichever comes first (at most ~5 s of waiting).
 pub fn move_and_kill(env: &Env, src: &Path, mailbox: &str, acked: usize) {
+    let spec = format!("maildir:{}", src.display());
+    move_spec_and_kill(env, &spec, mailbox, acked, std::time::Duration::ZERO);
+}
+
+/// Starts `mailferry move --source SPEC` and SIGKILLs it once the agent's audit log has
+/// `acked` message records (or when it ends by itself; at most ~5 s of waiting),
+/// `jitter` later, so kills also land between acknowledgement batches. Returns the
+/// number of records at the kill, or `None` if the move had already ended.
+pub fn move_spec_and_kill(
+    env: &Env,
+    spec: &str,
+    mailbox: &str,
+    acked: usize,
+    jitter: std::time::Duration,
+) -> Option<usize> {
     let state = env.path(&format!("state-{mailbox}"));
     let log = state.join("audit.jsonl");
     let count = || {
@@ -178,7 +193,7 @@ pub fn move_and_kill(env: &Env, src: &Path, mailbox: &str, acked: usize) {
     let mut child = mailferry()
         .arg("move")
         .arg("--source")
-        .arg(format!("maildir:{}", src.display()))
+        .arg(spec)
         .args(["--mailbox", mailbox, "--volume"])
         .arg(env.volume())
         .arg("--key-file")
@@ -189,14 +204,17 @@ pub fn move_and_kill(env: &Env, src: &Path, mailbox: &str, acked: usize) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("mailferry starts");
-    for _ in 0..5000 {
+    for _ in 0..20_000 {
         if count() >= acked || child.try_wait().unwrap().is_some() {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(std::time::Duration::from_micros(250));
     }
+    std::thread::sleep(jitter);
+    let running = child.try_wait().unwrap().is_none();
     let _ = child.kill();
     let _ = child.wait();
+    running.then(count)
 }
 
 /// A running `mailferry serve` or `mailferry proxy`: started, its URL and CA read from
