@@ -540,6 +540,8 @@ fn user_invocation(b: &Batch, ep: &Endpoint, u: &BatchUser) -> Invocation {
         password_file: options.password_file,
         oauth_token_file: None,
         source_ca: options.source_ca,
+        max_bytes_per_second: None,
+        max_messages_per_second: None,
     }
 }
 

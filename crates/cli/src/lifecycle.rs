@@ -212,6 +212,14 @@ pub struct Invocation {
     /// IMAP: CA file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ca: Option<PathBuf>,
+    /// `--max-bytes-per-second` given to `mailferry move`: later passes (`move
+    /// complete`, a rerun from the record) read no faster than the admin asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_second: Option<u64>,
+    /// `--max-messages-per-second`, kept as its decimal text (an `f64` printed by Rust
+    /// parses back to the same value) so that the record stays `Eq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_second: Option<String>,
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -315,17 +323,45 @@ impl Invocation {
             password_file: o.password_file.as_deref().map(absolute),
             oauth_token_file: o.oauth_token_file.as_deref().map(absolute),
             source_ca: o.source_ca.as_deref().map(absolute),
+            max_bytes_per_second: None,
+            max_messages_per_second: None,
         }
+    }
+
+    /// Records the one-off throttle flags of this run, so that later passes keep them.
+    pub fn with_throttle(mut self, control: &crate::control::ControlArgs) -> Invocation {
+        self.max_bytes_per_second = control.max_bytes_per_second;
+        self.max_messages_per_second = control.max_messages_per_second.map(|m| m.to_string());
+        self
+    }
+
+    /// The recorded throttle flags, as `mailferry move` would have parsed them.
+    fn control(&self) -> Result<crate::control::ControlArgs, AppError> {
+        let max_messages_per_second = match &self.max_messages_per_second {
+            None => None,
+            Some(t) => Some(crate::control::parse_rate_messages(t).map_err(|e| {
+                AppError::Usage(format!(
+                    "{LIFECYCLE_FILE}: max_messages_per_second {t:?}: {e}; fix or remove the key"
+                ))
+            })?),
+        };
+        Ok(crate::control::ControlArgs {
+            dry_run: false,
+            max_bytes_per_second: self.max_bytes_per_second,
+            max_messages_per_second,
+        })
     }
 
     /// The arguments of another pass into `state`.
     pub fn to_args(&self, state: &Path, progress_bar: bool) -> Result<MoveArgs, AppError> {
+        let mut profile = load_profile(self.profile.as_deref())?;
+        self.control()?.apply(&mut profile);
         Ok(MoveArgs {
             source: self.source.clone(),
             mailbox: MailboxAddr::parse(&self.mailbox)?,
             destination: self.destination.destination()?,
             state: state.to_path_buf(),
-            profile: load_profile(self.profile.as_deref())?,
+            profile,
             progress_bar,
             source_options: SourceOptions {
                 password_file: self.password_file.clone(),

@@ -1385,7 +1385,9 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 complete: false,
                 approve_skipped: settings.approve_skipped,
                 settings: settings.settings(),
-                invocation: Some(lifecycle::Invocation::new(&args, profile.as_deref())),
+                invocation: Some(
+                    lifecycle::Invocation::new(&args, profile.as_deref()).with_throttle(&control),
+                ),
             };
             let res = lifecycle::run_pass(&args, &opts).await?;
             print_pass(&res, json);

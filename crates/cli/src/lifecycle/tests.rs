@@ -65,6 +65,8 @@ fn suspend_and_resume_an_idle_move_and_refuse_passes_while_suspended() {
         password_file: None,
         oauth_token_file: None,
         source_ca: None,
+        max_bytes_per_second: None,
+        max_messages_per_second: None,
     };
     create(d.path(), inv.clone(), Settings::default(), "test").unwrap();
     assert!(create(d.path(), inv, Settings::default(), "test").is_err());
@@ -94,4 +96,44 @@ fn suspend_and_resume_an_idle_move_and_refuse_passes_while_suspended() {
         states,
         [MoveState::Created, MoveState::Suspended, MoveState::Created]
     );
+}
+
+#[test]
+fn later_passes_keep_the_one_off_throttle_flags() {
+    let d = tempfile::tempdir().unwrap();
+    let inv = Invocation {
+        source: "maildir:/nowhere".into(),
+        mailbox: "a@example.com".into(),
+        destination: StoredDestination::Remote {
+            url: "https://127.0.0.1:1".into(),
+            ca: "/ca.pem".into(),
+            token_file: "/t".into(),
+        },
+        profile: None,
+        password_file: None,
+        oauth_token_file: None,
+        source_ca: None,
+        max_bytes_per_second: None,
+        max_messages_per_second: None,
+    }
+    .with_throttle(&crate::control::ControlArgs {
+        dry_run: true,
+        max_bytes_per_second: Some(2_500_000),
+        max_messages_per_second: Some(0.1),
+    });
+    create(d.path(), inv, Settings::default(), "test").unwrap();
+    // What `move complete` runs with: read back from lifecycle.json.
+    let args = recorded_args(d.path(), false).unwrap();
+    let t = &args.profile.throttle;
+    assert_eq!(t.max_bytes_per_second.map(|b| b.0), Some(2_500_000));
+    assert_eq!(t.max_messages_per_second, Some(0.1));
+    // Without flags, the profile's own throttle (none in the default) is used.
+    let plain = tempfile::tempdir().unwrap();
+    let mut inv2 = load(d.path()).unwrap().unwrap().invocation.unwrap();
+    inv2.max_bytes_per_second = None;
+    inv2.max_messages_per_second = None;
+    create(plain.path(), inv2, Settings::default(), "test").unwrap();
+    let args = recorded_args(plain.path(), false).unwrap();
+    assert_eq!(args.profile.throttle.max_bytes_per_second, None);
+    assert_eq!(args.profile.throttle.max_messages_per_second, None);
 }
