@@ -9,6 +9,7 @@ pub mod bench;
 pub mod compare;
 pub mod control;
 pub mod demo;
+pub mod dovecot;
 pub mod dry_run;
 pub mod endpoint;
 pub mod error;

@@ -610,7 +610,7 @@ struct BenchCmd {
     /// (1000,10000,100000).
     #[arg(long, value_delimiter = ',', conflicts_with = "mailboxes")]
     per_folder: Vec<usize>,
-    /// What the corpus is written as and read from (imap: not available yet).
+    /// What the corpus is written as and read from (imap: a scratch Dovecot serves it).
     #[arg(long, value_enum, default_value_t = bench::SourceKind::Maildir)]
     source: bench::SourceKind,
     /// embedded: agent, proxy and store in this process over loopback HTTPS (`move
