@@ -3,7 +3,7 @@
 //! conveniences tests want: a failure to start or a failed `doveadm` fails the test with
 //! Dovecot's own output.
 
-#![allow(dead_code, unused_imports)]
+#![allow(unused_imports)]
 
 pub use mailferry_cli::dovecot::{available, PASSWORD, USER};
 use std::process::Output;
