@@ -1,9 +1,11 @@
 //! Integration tests of mailferry: the real binary on real files, real TLS on loopback,
 //! a real SQLite index. One temp directory per test.
 
+mod admin_api;
 mod audit;
 mod batch;
 mod bench;
+mod browser;
 mod control;
 mod dovecot;
 mod foundation;

@@ -199,6 +199,17 @@ pub fn read_users(
     ep: &Endpoint,
     existing: &HashSet<String>,
 ) -> Result<CsvUsers, AppError> {
+    check_users(csv_path, ep, existing)?.map_err(|problems| problems_error(csv_path, &problems))
+}
+
+/// [`read_users`] returning the problems themselves (every bad row and column, sorted by
+/// row) instead of one usage error, for callers that show them row by row (the admin
+/// API and wizard). The outer error is an unreadable file.
+pub fn check_users(
+    csv_path: &Path,
+    ep: &Endpoint,
+    existing: &HashSet<String>,
+) -> Result<Result<CsvUsers, Vec<RowProblem>>, AppError> {
     let mut rdr = reader(csv_path)?;
     let mut problems = Vec::new();
     let headers = rdr
@@ -356,7 +367,7 @@ pub fn read_users(
     }
     if !problems.is_empty() {
         problems.sort_by_key(|p| p.row);
-        return Err(problems_error(csv_path, &problems));
+        return Ok(Err(problems));
     }
     if out.users.is_empty() && out.already.is_empty() {
         return Err(AppError::Usage(format!(
@@ -364,7 +375,7 @@ pub fn read_users(
             csv_path.display()
         )));
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 /// Checks that a password file holds one non-empty line; says why not without ever
@@ -416,6 +427,32 @@ fn inline_passwords(csv_path: &Path) -> Result<HashMap<String, SecretBytes>, Str
         }
     }
     Ok(out)
+}
+
+/// The inline password of `u` (its CSV row's `Password` cell, read again now), for a
+/// pass of one mailbox outside [`run`]; `None` if its password is not inline.
+pub fn inline_password(u: &BatchUser) -> Result<Option<SecretBytes>, AppError> {
+    if u.password != PasswordSource::Csv {
+        return Ok(None);
+    }
+    let map = inline_passwords(&u.csv).map_err(|e| {
+        AppError::Usage(format!(
+            "mailbox {}: cannot read its inline password again ({e}); a CSV with inline \
+             passwords must stay in place ({})",
+            u.address,
+            u.csv.display()
+        ))
+    })?;
+    match map.get(&u.address) {
+        Some(p) => Ok(Some(p.clone())),
+        None => Err(AppError::Usage(format!(
+            "mailbox {}: row {} of {} has no Password any more; put the password back in \
+             that row (a CSV with inline passwords must stay in place)",
+            u.address,
+            u.row,
+            u.csv.display()
+        ))),
+    }
 }
 
 // === The batch directory ===
@@ -642,7 +679,7 @@ pub enum Mode {
 }
 
 /// What happened to one mailbox in a run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MailboxOutcome {
     /// The mailbox.
     pub address: String,
@@ -657,7 +694,7 @@ pub struct MailboxOutcome {
 }
 
 /// The outcome of `batch start` / `batch complete`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunOutcome {
     /// The batch.
     pub name: String,

@@ -12,6 +12,19 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("", "mailferry demo                      # a complete move with nothing to set up"),
     ("demo", "mailferry demo --data /tmp/mailferry-demo --messages 200"),
     (
+        "admin",
+        "mailferry admin add alice --role admin --state /var/lib/mailferry-admin",
+    ),
+    (
+        "admin serve",
+        "mailferry admin serve --listen 127.0.0.1:8444 --state /var/lib/mailferry-admin \\\n       \
+         --volume /srv/vol --key-file /root/vol.key",
+    ),
+    (
+        "admin add",
+        "mailferry admin add bob --role auditor --state /var/lib/mailferry-admin",
+    ),
+    (
         "move",
         "mailferry move --source maildir:/home/alice/Maildir --mailbox alice@example.com \\\n       \
          --volume /srv/vol --key-file /root/vol.key --state /var/lib/mailferry/alice \\\n       \

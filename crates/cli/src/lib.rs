@@ -3,6 +3,7 @@
 //! `mailferry` binary only parses flags and maps results to exit codes; everything it
 //! runs lives here, with tests.
 
+pub mod admin;
 pub mod audit_cmd;
 pub mod batch;
 pub mod bench;

@@ -1,0 +1,536 @@
+//! Admin accounts: name, role, Argon2id password hash, TOTP secret, and the login
+//! bookkeeping (last accepted TOTP step, failures in a row, lockout), in
+//! `DIR/accounts.json` (mode 0600, changed under `DIR/accounts.lock`).
+//!
+//! Checks a login (password, then TOTP); it does not make sessions
+//! ([`super::session`] does) and does not audit (the caller records every outcome).
+//!
+//! The TOTP secret has to be kept readable to check codes: the file is the service's
+//! own, 0600, in a 0700 directory. Passwords are never stored, only their hashes.
+//! Secrets in memory are zeroized on drop and print as `[redacted]`.
+
+use super::session::Role;
+use crate::AppError;
+use mailferry_core::secret::SecretBytes;
+use mailferry_core::unix_now;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// File name of the accounts in the state directory.
+pub const ACCOUNTS_FILE: &str = "accounts.json";
+/// Format version of [`ACCOUNTS_FILE`].
+pub const VERSION: u32 = 1;
+/// TOTP issuer shown by authenticator apps.
+pub const ISSUER: &str = "mailferry";
+
+// Argon2id parameters (OWASP's minimum: 19 MiB, 2 passes, 1 lane).
+const ARGON_M_KIB: u32 = 19 * 1024;
+const ARGON_T: u32 = 2;
+const ARGON_P: u32 = 1;
+
+/// A password or TOTP secret in memory: zeroized on drop, `Debug` prints `[redacted]`.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps `s`.
+    pub fn new(s: String) -> Secret {
+        Secret(Zeroizing::new(s))
+    }
+
+    /// The secret itself. Call sites are the few that must show or check it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// One account as stored.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Account {
+    /// Admin or auditor.
+    pub role: Role,
+    /// `$argon2id$v=19$m=..,t=..,p=..$SALT$HASH` (base64, no padding).
+    pub password_hash: String,
+    /// Base32 TOTP secret (SHA-1, 6 digits, 30 s).
+    pub totp_secret: String,
+    /// The last TOTP time step accepted: a code of this step or an earlier one is refused.
+    #[serde(default)]
+    pub last_totp_step: Option<u64>,
+    /// Failed logins since the last success or lockout.
+    #[serde(default)]
+    pub failures: u32,
+    /// Locked until this Unix time.
+    #[serde(default)]
+    pub locked_until: Option<i64>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("role", &self.role)
+            .field("password_hash", &"[redacted]")
+            .field("totp_secret", &"[redacted]")
+            .field("failures", &self.failures)
+            .field("locked_until", &self.locked_until)
+            .finish()
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.totp_secret.zeroize();
+        self.password_hash.zeroize();
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AccountsFile {
+    version: u32,
+    accounts: BTreeMap<String, Account>,
+}
+
+/// What a new account's owner needs, shown once by `mailferry admin add`.
+#[derive(Debug)]
+pub struct NewAccount {
+    /// The generated password.
+    pub password: Secret,
+    /// `otpauth://totp/...` for authenticator apps (holds the TOTP secret).
+    pub otpauth: Secret,
+}
+
+/// Why a login was refused (the audit record's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such account.
+    UnknownAccount,
+    /// Wrong password.
+    BadPassword,
+    /// Wrong or malformed TOTP code.
+    BadTotp,
+    /// A code of a step already used.
+    ReusedTotp,
+    /// Locked after too many failures.
+    Locked,
+}
+
+impl Refusal {
+    /// snake_case name for the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UnknownAccount => "unknown_account",
+            Refusal::BadPassword => "bad_password",
+            Refusal::BadTotp => "bad_totp",
+            Refusal::ReusedTotp => "reused_totp",
+            Refusal::Locked => "locked",
+        }
+    }
+}
+
+/// The outcome of a refused login.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why.
+    pub reason: Refusal,
+    /// This failure locked the account (or it was locked already).
+    pub locked_for: Option<Duration>,
+}
+
+/// The accounts of a state directory.
+#[derive(Debug)]
+pub struct Accounts {
+    path: PathBuf,
+    lock_path: PathBuf,
+}
+
+/// Checks an account name: 1 to 64 letters, digits, `.`, `_`, `-`, `@`.
+pub fn check_name(name: &str) -> Result<(), AppError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::Usage(format!(
+            "account name {name:?}: use 1 to 64 letters, digits, '.', '_', '-' or '@'"
+        )))
+    }
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD_NO_PAD
+}
+
+/// Hashes `password` with Argon2id and a random salt.
+pub fn hash_password(password: &str) -> Result<String, AppError> {
+    use base64::Engine;
+    let salt = SecretBytes::random(16);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon(
+        password,
+        salt.expose(),
+        &mut *out,
+        ARGON_M_KIB,
+        ARGON_T,
+        ARGON_P,
+    )?;
+    Ok(format!(
+        "$argon2id$v=19$m={ARGON_M_KIB},t={ARGON_T},p={ARGON_P}${}${}",
+        b64().encode(salt.expose()),
+        b64().encode(*out)
+    ))
+}
+
+fn argon(pw: &str, salt: &[u8], out: &mut [u8], m: u32, t: u32, p: u32) -> Result<(), AppError> {
+    let params = argon2::Params::new(m, t, p, Some(out.len()))
+        .map_err(|e| AppError::Failed(format!("argon2 parameters: {e}")))?;
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password_into(pw.as_bytes(), salt, out)
+        .map_err(|e| AppError::Failed(format!("argon2: {e}")))
+}
+
+/// Checks `password` against a hash made by [`hash_password`] (constant time).
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use base64::Engine;
+    let parts: Vec<&str> = hash.split('$').collect();
+    // ["", "argon2id", "v=19", "m=..,t=..,p=..", salt, hash]
+    if parts.len() != 6 || parts[1] != "argon2id" || parts[2] != "v=19" {
+        return false;
+    }
+    let mut m = 0;
+    let mut t = 0;
+    let mut p = 0;
+    for kv in parts[3].split(',') {
+        match kv.split_once('=') {
+            Some(("m", v)) => m = v.parse().unwrap_or(0),
+            Some(("t", v)) => t = v.parse().unwrap_or(0),
+            Some(("p", v)) => p = v.parse().unwrap_or(0),
+            _ => return false,
+        }
+    }
+    let (Ok(salt), Ok(want)) = (b64().decode(parts[4]), b64().decode(parts[5])) else {
+        return false;
+    };
+    if want.is_empty() || want.len() > 64 {
+        return false;
+    }
+    let mut got = Zeroizing::new(vec![0u8; want.len()]);
+    if argon(password, &salt, &mut got, m, t, p).is_err() {
+        return false;
+    }
+    got.iter().zip(&want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// The TOTP checker of a base32 secret: SHA-1, 6 digits, 30 s steps, ±1 step.
+pub fn totp(secret_b32: &str) -> Result<totp_rs::Totp, AppError> {
+    let secret = totp_rs::Secret::try_from_base32(secret_b32)
+        .map_err(|e| AppError::Failed(format!("stored TOTP secret unreadable: {e}")))?;
+    totp_rs::Builder::new()
+        .with_secret(secret.as_ref().to_vec())
+        .build()
+        .map_err(|e| AppError::Failed(format!("stored TOTP secret refused: {e}")))
+}
+
+/// The `otpauth://` URI of an account.
+pub fn otpauth_uri(name: &str, secret_b32: &str) -> String {
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    format!(
+        "otpauth://totp/{}:{}?secret={secret_b32}&issuer={}&algorithm=SHA1&digits=6&period=30",
+        enc(ISSUER),
+        enc(name),
+        enc(ISSUER)
+    )
+}
+
+/// `text` as a QR code drawn with Unicode half blocks, for a terminal.
+pub fn qr_text(text: &str) -> String {
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .build(),
+        Err(e) => format!("(no QR code: {e})"),
+    }
+}
+
+/// A random password: 24 characters of URL-safe base64 (144 bits).
+fn random_password() -> Secret {
+    use base64::Engine;
+    let b = SecretBytes::random(18);
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b.expose()))
+}
+
+impl Accounts {
+    /// The accounts of state directory `dir` (the file is created on first use).
+    pub fn open(dir: &Path) -> Result<Accounts, AppError> {
+        Ok(Accounts {
+            path: dir.join(ACCOUNTS_FILE),
+            lock_path: dir.join("accounts.lock"),
+        })
+    }
+
+    fn load(&self) -> Result<AccountsFile, AppError> {
+        match std::fs::read(&self.path) {
+            Ok(b) => {
+                let f: AccountsFile = serde_json::from_slice(&b).map_err(|e| {
+                    AppError::Failed(format!("{}: unreadable: {e}", self.path.display()))
+                })?;
+                if f.version != VERSION {
+                    return Err(AppError::Usage(format!(
+                        "{}: format version {}, this mailferry reads version {VERSION}",
+                        self.path.display(),
+                        f.version
+                    )));
+                }
+                Ok(f)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AccountsFile {
+                version: VERSION,
+                accounts: BTreeMap::new(),
+            }),
+            Err(e) => Err(AppError::io(&self.path, e)),
+        }
+    }
+
+    fn save(&self, f: &AccountsFile) -> Result<(), AppError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let bytes = Zeroizing::new(serde_json::to_vec_pretty(f).expect("accounts serialize"));
+        let tmp = self.path.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| AppError::io(&tmp, e))?;
+        file.write_all(&bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| AppError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| AppError::io(&self.path, e))
+    }
+
+    /// Runs `f` on the accounts under the lock and saves them if it returns `Ok`.
+    fn update<T>(
+        &self,
+        f: impl FnOnce(&mut AccountsFile) -> Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&self.lock_path)
+            .map_err(|e| AppError::io(&self.lock_path, e))?;
+        lock.lock().map_err(|e| AppError::io(&self.lock_path, e))?;
+        let mut file = self.load()?;
+        let out = f(&mut file)?;
+        self.save(&file)?;
+        Ok(out)
+    }
+
+    /// Creates account `name` with a random password and TOTP secret, shown once.
+    pub fn add(&self, name: &str, role: Role) -> Result<NewAccount, AppError> {
+        check_name(name)?;
+        let password = random_password();
+        let hash = hash_password(password.expose())?;
+        let secret =
+            Secret::new(totp_rs::Secret::from(SecretBytes::random(20).expose()).to_base32());
+        let otpauth = Secret::new(otpauth_uri(name, secret.expose()));
+        self.update(|f| {
+            if f.accounts.contains_key(name) {
+                return Err(AppError::Usage(format!(
+                    "account {name} already exists in {}; pick another name",
+                    self.path.display()
+                )));
+            }
+            f.accounts.insert(
+                name.to_string(),
+                Account {
+                    role,
+                    password_hash: hash,
+                    totp_secret: secret.expose().to_string(),
+                    last_totp_step: None,
+                    failures: 0,
+                    locked_until: None,
+                    created_at: mailferry_core::rfc3339(unix_now()),
+                },
+            );
+            Ok(())
+        })?;
+        Ok(NewAccount { password, otpauth })
+    }
+
+    /// The role of `name`, if it exists.
+    pub fn role(&self, name: &str) -> Result<Option<Role>, AppError> {
+        Ok(self.load()?.accounts.get(name).map(|a| a.role))
+    }
+
+    /// Every account: name and role.
+    pub fn list(&self) -> Result<Vec<(String, Role)>, AppError> {
+        Ok(self
+            .load()?
+            .accounts
+            .iter()
+            .map(|(n, a)| (n.clone(), a.role))
+            .collect())
+    }
+
+    /// Checks a login: lockout, then password, then TOTP (a step already used is
+    /// refused). Failures count towards the lockout: `max_failures` in a row lock the
+    /// account for `lockout`. Blocking (Argon2id): call from `spawn_blocking`.
+    pub fn check_login(
+        &self,
+        name: &str,
+        password: &str,
+        code: &str,
+        now: i64,
+        max_failures: u32,
+        lockout: Duration,
+    ) -> Result<Result<Role, Refused>, AppError> {
+        self.update(|f| {
+            let Some(a) = f.accounts.get_mut(name) else {
+                // Same work as a real check, so timing does not tell names apart.
+                let _ = verify_password(password, DUMMY_HASH);
+                return Ok(Err(Refused {
+                    reason: Refusal::UnknownAccount,
+                    locked_for: None,
+                }));
+            };
+            if let Some(until) = a.locked_until {
+                if until > now {
+                    return Ok(Err(Refused {
+                        reason: Refusal::Locked,
+                        locked_for: Some(Duration::from_secs((until - now) as u64)),
+                    }));
+                }
+                a.locked_until = None;
+            }
+            let reason = if !verify_password(password, &a.password_hash) {
+                Some(Refusal::BadPassword)
+            } else {
+                let t = totp(&a.totp_secret)?;
+                match t.check(code.trim(), now.max(0) as u64) {
+                    None => Some(Refusal::BadTotp),
+                    Some(step) if a.last_totp_step.is_some_and(|l| step <= l) => {
+                        Some(Refusal::ReusedTotp)
+                    }
+                    Some(step) => {
+                        a.last_totp_step = Some(step);
+                        None
+                    }
+                }
+            };
+            match reason {
+                None => {
+                    a.failures = 0;
+                    Ok(Ok(a.role))
+                }
+                Some(reason) => {
+                    a.failures += 1;
+                    let mut locked_for = None;
+                    if a.failures >= max_failures.max(1) {
+                        a.failures = 0;
+                        a.locked_until = Some(now + lockout.as_secs() as i64);
+                        locked_for = Some(lockout);
+                    }
+                    Ok(Err(Refused { reason, locked_for }))
+                }
+            }
+        })
+    }
+}
+
+// A valid hash of a random password, checked against for unknown names.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$zvjS0qXh1n3Hqk4wqsl0c0S4Ty3l0o5F1Qn3d9m3tC0";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hash_round_trip() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("correct horse!", &h));
+        assert!(!verify_password("x", "garbage"));
+    }
+
+    #[test]
+    fn totp_rfc6238_vector() {
+        // RFC 6238 appendix B, SHA-1 secret "12345678901234567890", T=59 -> 94287082
+        // (8 digits); our 6-digit code is its last 6 digits.
+        let s = totp_rs::Secret::from(b"12345678901234567890".to_vec()).to_base32();
+        let t = totp(&s).unwrap();
+        assert_eq!(t.generate(59).to_string(), "287082");
+        assert_eq!(t.check("287082", 59 + 30), Some(1));
+        assert_eq!(t.check("287082", 59 + 90), None);
+    }
+
+    #[test]
+    fn reused_code_and_lockout() {
+        let dir = tempfile::tempdir().unwrap();
+        let acc = Accounts::open(dir.path()).unwrap();
+        let new = acc.add("alice", Role::Admin).unwrap();
+        let secret = new.otpauth.expose().split("secret=").nth(1).unwrap();
+        let secret = secret.split('&').next().unwrap().to_string();
+        let t = totp(&secret).unwrap();
+        let now = 1_800_000_000;
+        let code = t.generate(now as u64).to_string();
+        let pw = new.password.expose();
+        let lock = Duration::from_secs(60);
+        assert_eq!(
+            acc.check_login("alice", pw, &code, now, 3, lock)
+                .unwrap()
+                .unwrap(),
+            Role::Admin
+        );
+        let r = acc
+            .check_login("alice", pw, &code, now, 3, lock)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.reason, Refusal::ReusedTotp);
+        let r = acc
+            .check_login("alice", "nope", &code, now, 3, lock)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.reason, Refusal::BadPassword);
+        let r = acc
+            .check_login("alice", "nope", &code, now, 3, lock)
+            .unwrap()
+            .unwrap_err();
+        assert!(r.locked_for.is_some());
+        let code2 = t.generate(now as u64 + 30).to_string();
+        let r = acc
+            .check_login("alice", pw, &code2, now + 30, 3, lock)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.reason, Refusal::Locked);
+        assert!(acc
+            .check_login("alice", pw, &code2, now + 61, 3, lock)
+            .unwrap()
+            .is_ok());
+        let mode = std::fs::metadata(dir.path().join(ACCOUNTS_FILE)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+        assert!(!format!("{new:?}").contains(pw));
+    }
+}

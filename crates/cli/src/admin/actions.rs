@@ -1,0 +1,1013 @@
+//! What an admin can do and read, for the REST API and the pages alike: endpoints,
+//! batches, moves, reports and audit checks. Every operation that changes something
+//! takes the [`Viewer`], refuses auditors (403, audited) and writes an `admin.action`
+//! record with the actor to the admin audit log.
+//!
+//! Everything here calls the library the CLI calls ([`crate::endpoint`],
+//! [`crate::batch`], [`crate::lifecycle`], [`crate::status`], [`crate::report`],
+//! [`crate::audit_cmd`]); runs go to [`super::jobs`]. CSRF is checked before these are
+//! called (the [`Viewer`] extractor for the API, [`super::check_csrf`] for forms).
+//!
+//! Files written under the state directory: `endpoints/NAME.toml` (the `mailferry
+//! endpoint` format), `uploads/BATCH.csv` (0600), `batches/BATCH/` (the `mailferry
+//! batch` format) with `admin.json` (the wizard's schedule, recipients and migration
+//! type) and, when folders are excluded or a throttle is set, `profile.toml`.
+
+use super::jobs::{JobStatus, Plan};
+use super::{AdminError, AdminState, Viewer};
+use crate::batch::{self, BatchDir, BatchStatus, Mode, RowProblem};
+use crate::endpoint::{Endpoint, TestReport};
+use crate::lifecycle::{Settings, StoredDestination};
+use crate::status::MoveStatus;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// The actor recorded in the move lifecycles and the source-side audit logs.
+fn actor(v: &Viewer) -> String {
+    format!("admin:{}", v.name)
+}
+
+fn audit_action(
+    state: &AdminState,
+    v: &Viewer,
+    action: &str,
+    data: serde_json::Value,
+) -> Result<(), AdminError> {
+    let mut d = json!({ "action": action });
+    if let (Some(m), serde_json::Value::Object(extra)) = (d.as_object_mut(), data) {
+        m.extend(extra);
+    }
+    state.audit().record(&v.name, "admin.action", d)?;
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AdminError::Internal(format!("worker thread failed: {e}")))?
+}
+
+fn check_simple_name(what: &str, name: &str) -> Result<(), AdminError> {
+    batch::check_name(name).map_err(|_| {
+        AdminError::invalid(format!(
+            "{what} name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+        ))
+    })
+}
+
+// === Endpoints ===
+
+/// A new endpoint, as the wizard and `POST /api/v1/endpoints` give it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEndpoint {
+    /// Its name (file name under `endpoints/`).
+    pub name: String,
+    /// `maildir`, `mbox`, `eml` or `imap`.
+    pub kind: String,
+    /// File sources: the mailbox path, with `{user}` for the CSV's UserName.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// IMAP: server host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// IMAP: port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// IMAP: `imaps` or `starttls`.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// IMAP: CA file to trust instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// IMAP: Dovecot master user.
+    #[serde(default)]
+    pub master_user: Option<String>,
+    /// IMAP: the master user's password file.
+    #[serde(default)]
+    pub master_password_file: Option<String>,
+    /// Mailboxes in their initial copy at once.
+    #[serde(default)]
+    pub max_concurrent_moves: Option<usize>,
+    /// Mailboxes in an incremental pass at once.
+    #[serde(default)]
+    pub max_concurrent_incremental_syncs: Option<usize>,
+    /// Throttle of all moves of the endpoint together (`50MB`).
+    #[serde(default)]
+    pub max_bytes_per_second: Option<String>,
+    /// Throttle in messages per second.
+    #[serde(default)]
+    pub max_messages_per_second: Option<f64>,
+}
+
+impl NewEndpoint {
+    fn to_toml(&self) -> String {
+        let mut t = toml::Table::new();
+        let mut put = |k: &str, v: toml::Value| {
+            t.insert(k.into(), v);
+        };
+        put("kind", self.kind.clone().into());
+        let s = |o: &Option<String>| o.clone().filter(|s| !s.trim().is_empty());
+        if let Some(v) = s(&self.root) {
+            put("root", v.into());
+        }
+        if let Some(v) = s(&self.host) {
+            put("host", v.into());
+        }
+        if let Some(v) = self.port {
+            put("port", i64::from(v).into());
+        }
+        if let Some(v) = s(&self.tls) {
+            put("tls", v.into());
+        }
+        if let Some(v) = s(&self.ca_file) {
+            put("ca_file", v.into());
+        }
+        if let Some(v) = s(&self.master_user) {
+            put("master_user", v.into());
+        }
+        if let Some(v) = s(&self.master_password_file) {
+            put("master_password_file", v.into());
+        }
+        if let Some(v) = self.max_concurrent_moves {
+            put("max_concurrent_moves", (v as i64).into());
+        }
+        if let Some(v) = self.max_concurrent_incremental_syncs {
+            put("max_concurrent_incremental_syncs", (v as i64).into());
+        }
+        if let Some(v) = s(&self.max_bytes_per_second) {
+            put("max_bytes_per_second", v.into());
+        }
+        if let Some(v) = self.max_messages_per_second {
+            put("max_messages_per_second", v.into());
+        }
+        toml::to_string(&t).expect("endpoint serializes")
+    }
+}
+
+/// An endpoint and its name.
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointInfo {
+    /// Its name.
+    pub name: String,
+    /// Its settings.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+}
+
+fn endpoint_path(state: &AdminState, name: &str) -> Result<PathBuf, AdminError> {
+    check_simple_name("endpoint", name)?;
+    Ok(state.config().endpoints_dir().join(format!("{name}.toml")))
+}
+
+fn load_endpoint(state: &AdminState, name: &str) -> Result<(PathBuf, Endpoint), AdminError> {
+    let p = endpoint_path(state, name)?;
+    if !p.exists() {
+        return Err(AdminError::NotFound(format!(
+            "no endpoint {name}; create it first (POST /api/v1/endpoints)"
+        )));
+    }
+    let ep = Endpoint::load(&p)?;
+    Ok((p, ep))
+}
+
+/// Every endpoint, by name.
+pub fn list_endpoints(state: &AdminState) -> Result<Vec<EndpointInfo>, AdminError> {
+    let dir = state.config().endpoints_dir();
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(&dir)
+        .map_err(|e| AdminError::Internal(format!("{}: {e}", dir.display())))?;
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".toml")
+                .map(String::from)
+        })
+        .collect();
+    names.sort();
+    for name in names {
+        let (_, endpoint) = load_endpoint(state, &name)?;
+        out.push(EndpointInfo { name, endpoint });
+    }
+    Ok(out)
+}
+
+/// Creates an endpoint after checking every key (all problems at once). 409 if the
+/// name is taken.
+pub fn create_endpoint(
+    state: &AdminState,
+    v: &Viewer,
+    n: &NewEndpoint,
+) -> Result<EndpointInfo, AdminError> {
+    v.require_admin()?;
+    let path = endpoint_path(state, &n.name)?;
+    if path.exists() {
+        return Err(AdminError::Conflict(format!(
+            "endpoint {} exists already; pick another name",
+            n.name
+        )));
+    }
+    let text = n.to_toml();
+    let endpoint = Endpoint::parse(&text, &path).map_err(|e| AdminError::invalid(e.to_string()))?;
+    std::fs::write(&path, text)
+        .map_err(|e| AdminError::Internal(format!("{}: {e}", path.display())))?;
+    audit_action(
+        state,
+        v,
+        "endpoint.create",
+        json!({"endpoint": n.name, "kind": n.kind}),
+    )?;
+    Ok(EndpointInfo {
+        name: n.name.clone(),
+        endpoint,
+    })
+}
+
+/// Tests an endpoint (connectivity; with `user`, that user's mailbox). Audited: it
+/// reaches out to the source.
+pub async fn test_endpoint(
+    state: &AdminState,
+    v: &Viewer,
+    name: &str,
+    user: Option<&str>,
+) -> Result<TestReport, AdminError> {
+    v.require_admin()?;
+    let (_, ep) = load_endpoint(state, name)?;
+    let r = crate::endpoint::test(&ep, user.filter(|u| !u.is_empty()), None).await?;
+    audit_action(
+        state,
+        v,
+        "endpoint.test",
+        json!({"endpoint": name, "user": user, "ok": r.ok}),
+    )?;
+    Ok(r)
+}
+
+// === Batches ===
+
+/// When a batch's first pass starts.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "when")]
+pub enum StartSchedule {
+    /// As soon as it is created.
+    Now,
+    /// Not before this time (RFC 3339 or `2h`).
+    Later {
+        /// The time.
+        at: String,
+    },
+    /// When an admin starts it.
+    #[default]
+    Manual,
+}
+
+/// How a batch is completed.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum Completion {
+    /// As soon as every mailbox is Synced.
+    Automatic,
+    /// Held at Synced until an admin completes it.
+    #[default]
+    Manual,
+    /// At or after this time (RFC 3339 or `2h`).
+    After {
+        /// The time.
+        at: String,
+    },
+}
+
+/// The wizard's settings of a new batch.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// A migration profile file (default: the embedded default).
+    pub profile: Option<String>,
+    /// Folders not to move (exact names).
+    pub excluded_folders: Vec<String>,
+    /// Unapproved bad items tolerated.
+    pub bad_item_limit: Option<u64>,
+    /// Items larger than this many bytes are skipped as large items.
+    pub large_item_limit: Option<u64>,
+    /// Read throttle of one move (`50MB`).
+    pub max_bytes_per_second: Option<String>,
+    /// Read throttle of one move in messages per second.
+    pub max_messages_per_second: Option<f64>,
+    /// Mailboxes at once (at most the endpoint's `max_concurrent_moves`).
+    pub concurrency: Option<usize>,
+    /// When to start.
+    pub start: StartSchedule,
+    /// When to complete.
+    pub completion: Completion,
+    /// Who receives the reports (shown with the batch; mailferry sends no mail).
+    pub report_recipients: Vec<String>,
+}
+
+/// A new batch, as the wizard and `POST /api/v1/batches` give it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBatchRequest {
+    /// Its name.
+    pub name: String,
+    /// `imap` or `file` (Maildir/mbox/eml import); must match the endpoint.
+    pub migration_type: String,
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The CSV text (`EmailAddress,UserName,Password`).
+    pub csv: String,
+    /// Settings and schedule.
+    #[serde(default)]
+    pub settings: BatchSettings,
+}
+
+/// The wizard's choices kept beside the batch (`admin.json`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct AdminBatchMeta {
+    /// `imap` or `file`.
+    pub migration_type: String,
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// Settings as given.
+    pub settings: BatchSettings,
+    /// Who created it.
+    pub created_by: String,
+}
+
+/// A batch with its status, its latest run and the wizard's choices.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchInfo {
+    /// Status of every mailbox, with totals.
+    #[serde(flatten)]
+    pub status: BatchStatus,
+    /// The latest run started by the service, if any since it started.
+    pub job: Option<JobStatus>,
+    /// The wizard's choices (none for batches made with the CLI).
+    pub admin: Option<AdminBatchMeta>,
+}
+
+fn batch_dir(state: &AdminState, name: &str) -> Result<BatchDir, AdminError> {
+    check_simple_name("batch", name)?;
+    let bd = BatchDir::new(&state.config().batches_dir(), name)?;
+    if !bd.dir.join(batch::BATCH_FILE).exists() {
+        return Err(AdminError::NotFound(format!(
+            "no batch {name}; create it first (POST /api/v1/batches)"
+        )));
+    }
+    Ok(bd)
+}
+
+fn read_meta(bd: &BatchDir) -> Option<AdminBatchMeta> {
+    let b = std::fs::read(bd.dir.join("admin.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AdminError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| AdminError::Internal(format!("{}: {e}", path.display())))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| AdminError::Internal(format!("{}: {e}", path.display())))
+}
+
+fn parse_time(what: &str, s: &str) -> Result<i64, AdminError> {
+    let t =
+        crate::lifecycle::parse_time(s).map_err(|e| AdminError::invalid(format!("{what}: {e}")))?;
+    mailferry_core::profile::parse_rfc3339(&t)
+        .map_err(|e| AdminError::invalid(format!("{what}: {e}")))
+}
+
+/// The profile text of a batch: the chosen profile with the wizard's excluded folders
+/// and throttle over it. `None` when neither is set (the profile file is used as is).
+fn batch_profile(s: &BatchSettings) -> Result<Option<String>, AdminError> {
+    if s.excluded_folders.is_empty()
+        && s.max_bytes_per_second.is_none()
+        && s.max_messages_per_second.is_none()
+    {
+        return Ok(None);
+    }
+    let base = match &s.profile {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| AdminError::invalid(format!("profile {p}: {e}")))?,
+        None => mailferry_core::profile::DEFAULT_PROFILE.to_string(),
+    };
+    let mut t: toml::Table = base
+        .parse()
+        .map_err(|e| AdminError::invalid(format!("profile: {e}")))?;
+    let table = |t: &mut toml::Table, k: &str| -> toml::Table {
+        match t.remove(k) {
+            Some(toml::Value::Table(x)) => x,
+            _ => toml::Table::new(),
+        }
+    };
+    if !s.excluded_folders.is_empty() {
+        let mut src = table(&mut t, "source");
+        src.insert(
+            "exclude_folders".into(),
+            toml::Value::Array(
+                s.excluded_folders
+                    .iter()
+                    .map(|f| f.clone().into())
+                    .collect(),
+            ),
+        );
+        t.insert("source".into(), src.into());
+    }
+    if s.max_bytes_per_second.is_some() || s.max_messages_per_second.is_some() {
+        let mut th = table(&mut t, "throttle");
+        if let Some(b) = &s.max_bytes_per_second {
+            th.insert("max_bytes_per_second".into(), b.clone().into());
+        }
+        if let Some(m) = s.max_messages_per_second {
+            th.insert("max_messages_per_second".into(), m.into());
+        }
+        t.insert("throttle".into(), th.into());
+    }
+    let text = toml::to_string(&t).expect("profile serializes");
+    mailferry_core::profile::Profile::parse(&text, "batch settings")
+        .map_err(|e| AdminError::invalid(e.to_string()))?;
+    Ok(Some(text))
+}
+
+/// A CSV row that passed the checks.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckedRow {
+    /// Its row number (the header is row 1).
+    pub row: u64,
+    /// The destination mailbox.
+    pub address: String,
+    /// The source user name.
+    pub user_name: String,
+}
+
+fn problems_error(problems: Vec<RowProblem>) -> AdminError {
+    let mut message = format!(
+        "the CSV has {} problem(s); nothing was created. Fix these rows and send it again:",
+        problems.len()
+    );
+    for p in &problems {
+        message.push_str(&format!(" row {}, {}: {};", p.row, p.column, p.reason));
+    }
+    AdminError::Invalid {
+        message,
+        rows: problems,
+    }
+}
+
+/// Checks a batch CSV against an endpoint without creating anything (the wizard's
+/// mailboxes step): the good rows, or every bad row with its reason (422). Not audited:
+/// it changes nothing and needs no admin role.
+pub async fn check_csv(
+    state: &AdminState,
+    endpoint: &str,
+    csv: &str,
+) -> Result<Vec<CheckedRow>, AdminError> {
+    let (_, ep) = load_endpoint(state, endpoint)?;
+    let tmp = state.config().uploads_dir().join(format!(
+        ".check-{}.csv",
+        hex::encode(mailferry_core::secret::SecretBytes::random(8).expose())
+    ));
+    write_private(&tmp, csv.as_bytes())?;
+    let t2 = tmp.clone();
+    let r = blocking(move || Ok(batch::check_users(&t2, &ep, &HashSet::new())?)).await;
+    let _ = std::fs::remove_file(&tmp);
+    match r? {
+        Ok(users) => Ok(users
+            .users
+            .into_iter()
+            .map(|u| CheckedRow {
+                row: u.row,
+                address: u.address.to_string(),
+                user_name: u.user_name,
+            })
+            .collect()),
+        Err(p) => Err(problems_error(p)),
+    }
+}
+
+/// Creates a batch: checks the endpoint, the settings and every CSV row (every bad row
+/// is returned with its reason, as a 422, and nothing is created), then creates every
+/// move `Created` and, with `start: now` or `later`, starts it in the background.
+pub async fn create_batch(
+    state: &AdminState,
+    v: &Viewer,
+    req: NewBatchRequest,
+) -> Result<BatchInfo, AdminError> {
+    v.require_admin()?;
+    check_simple_name("batch", &req.name)?;
+    let (ep_path, ep) = load_endpoint(state, &req.endpoint)?;
+    let kind = serde_json::to_value(ep.kind).expect("kind serializes");
+    let is_imap = kind == "imap";
+    match (req.migration_type.as_str(), is_imap) {
+        ("imap", true) | ("file", false) => {}
+        ("imap", false) | ("file", true) => {
+            return Err(AdminError::invalid(format!(
+                "migration type {} does not match endpoint {} (kind {}); pick an {} endpoint",
+                req.migration_type,
+                req.endpoint,
+                kind.as_str().unwrap_or("?"),
+                if req.migration_type == "imap" {
+                    "IMAP"
+                } else {
+                    "Maildir, mbox or eml"
+                }
+            )))
+        }
+        (other, _) => {
+            return Err(AdminError::invalid(format!(
+                "migration type {other:?}: use imap or file (Maildir/mbox/eml import)"
+            )))
+        }
+    }
+    let s = &req.settings;
+    if s.concurrency == Some(0) {
+        return Err(AdminError::invalid("concurrency must be at least 1"));
+    }
+    let start_at = match &s.start {
+        StartSchedule::Later { at } => Some(parse_time("start later", at)?),
+        _ => None,
+    };
+    let mut settings = Settings {
+        bad_item_limit: s.bad_item_limit,
+        large_item_limit: s.large_item_limit,
+        ..Default::default()
+    };
+    let then_complete = match &s.completion {
+        Completion::Automatic => {
+            settings.suspend_when_ready = Some(false);
+            Some(None)
+        }
+        Completion::Manual => {
+            settings.suspend_when_ready = Some(true);
+            None
+        }
+        Completion::After { at } => {
+            let t = parse_time("complete after", at)?;
+            settings.complete_after = Some(mailferry_core::rfc3339(t));
+            Some(Some(t))
+        }
+    };
+    if let Some(p) = &s.profile {
+        crate::lifecycle::load_profile(Some(Path::new(p)))
+            .map_err(|e| AdminError::invalid(format!("profile: {e}")))?;
+    }
+    let profile_text = batch_profile(s)?;
+    let root = state.config().batches_dir();
+    let bd = BatchDir::new(&root, &req.name)?;
+    if bd.dir.exists() {
+        return Err(AdminError::Conflict(format!(
+            "batch {} exists already; pick another name",
+            req.name
+        )));
+    }
+    // The CSV is kept: a `Password` column is read again at each pass, never stored.
+    let csv_path = state
+        .config()
+        .uploads_dir()
+        .join(format!("{}.csv", req.name));
+    let tmp = state
+        .config()
+        .uploads_dir()
+        .join(format!(".{}.csv.check", req.name));
+    write_private(&tmp, req.csv.as_bytes())?;
+    let checked = {
+        let (tmp, ep) = (tmp.clone(), ep.clone());
+        blocking(move || Ok(batch::check_users(&tmp, &ep, &HashSet::new())?)).await
+    };
+    let problems: Vec<RowProblem> = match checked {
+        Ok(Ok(_)) => Vec::new(),
+        Ok(Err(p)) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if !problems.is_empty() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(problems_error(problems));
+    }
+    std::fs::rename(&tmp, &csv_path)
+        .map_err(|e| AdminError::Internal(format!("{}: {e}", csv_path.display())))?;
+    let cfg = state.config();
+    let new = batch::NewBatch {
+        csv: csv_path,
+        endpoint: ep_path,
+        destination: StoredDestination::Local {
+            volume: std::path::absolute(&cfg.volume).unwrap_or_else(|_| cfg.volume.clone()),
+            credential: "key_file".into(),
+            credential_file: std::path::absolute(&cfg.key_file)
+                .unwrap_or_else(|_| cfg.key_file.clone()),
+        },
+        profile: None,
+        concurrency: s.concurrency,
+        settings,
+        actor: actor(v),
+    };
+    let meta = AdminBatchMeta {
+        migration_type: req.migration_type.clone(),
+        endpoint: req.endpoint.clone(),
+        settings: s.clone(),
+        created_by: v.name.clone(),
+    };
+    let name = req.name.clone();
+    let given_profile = s.profile.clone();
+    let bd2 = bd.clone();
+    blocking(move || {
+        std::fs::create_dir_all(&bd2.dir)
+            .map_err(|e| AdminError::Internal(format!("{}: {e}", bd2.dir.display())))?;
+        let mut new = new;
+        new.profile = match profile_text {
+            Some(text) => {
+                let p = bd2.dir.join("profile.toml");
+                std::fs::write(&p, text)
+                    .map_err(|e| AdminError::Internal(format!("{}: {e}", p.display())))?;
+                Some(p)
+            }
+            None => given_profile.map(PathBuf::from),
+        };
+        if let Err(e) = batch::create(&bd2, &name, &new) {
+            let _ = std::fs::remove_dir_all(&bd2.dir);
+            return Err(e.into());
+        }
+        let m = serde_json::to_vec_pretty(&meta).expect("meta serializes");
+        std::fs::write(bd2.dir.join("admin.json"), m)
+            .map_err(|e| AdminError::Internal(format!("admin.json: {e}")))?;
+        Ok(())
+    })
+    .await?;
+    audit_action(
+        state,
+        v,
+        "batch.create",
+        json!({"batch": req.name, "endpoint": req.endpoint, "migration_type": req.migration_type,
+               "settings": serde_json::to_value(s).expect("settings serialize")}),
+    )?;
+    if s.start != StartSchedule::Manual {
+        state.jobs().start(
+            &req.name,
+            bd,
+            Plan {
+                start_at,
+                mode: Mode::Sync,
+                then_complete,
+                approve_skipped: false,
+                actor: actor(v),
+            },
+        )?;
+        audit_action(
+            state,
+            v,
+            "batch.start",
+            json!({"batch": req.name, "scheduled_for": start_at.map(mailferry_core::rfc3339)}),
+        )?;
+    }
+    batch_status(state, &req.name).await
+}
+
+/// Every batch, with status (oldest name first).
+pub async fn list_batches(state: &AdminState) -> Result<Vec<BatchInfo>, AdminError> {
+    let root = state.config().batches_dir();
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .map_err(|e| AdminError::Internal(format!("{}: {e}", root.display())))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(batch::BATCH_FILE).exists())
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        out.push(batch_status(state, &n).await?);
+    }
+    Ok(out)
+}
+
+/// A batch's status: every mailbox's state, percent, items, bytes, rate and ETA, with
+/// totals, the latest run, and the wizard's choices. What the dashboard polls.
+pub async fn batch_status(state: &AdminState, name: &str) -> Result<BatchInfo, AdminError> {
+    let bd = batch_dir(state, name)?;
+    let job = state.jobs().get(name);
+    blocking(move || {
+        Ok(BatchInfo {
+            status: batch::status(&bd)?,
+            job,
+            admin: read_meta(&bd),
+        })
+    })
+    .await
+}
+
+/// Starts a pass of every mailbox of the batch in the background (then completes it if
+/// its completion is automatic or timed). 409 if it runs already or is suspended.
+pub async fn start_batch(
+    state: &AdminState,
+    v: &Viewer,
+    name: &str,
+) -> Result<BatchInfo, AdminError> {
+    v.require_admin()?;
+    let bd = batch_dir(state, name)?;
+    let b = bd.load()?;
+    if b.suspended {
+        return Err(AdminError::Conflict(format!(
+            "batch {name} is suspended; resume it first (POST /api/v1/batches/{name}/resume)"
+        )));
+    }
+    // The completion time as resolved when the batch was created (the wizard's `2h`
+    // means two hours after creation, not after this start).
+    let then_complete = match read_meta(&bd).map(|m| m.settings.completion) {
+        Some(Completion::Automatic) => Some(None),
+        Some(Completion::After { at }) => Some(Some(match &b.settings.complete_after {
+            Some(t) => mailferry_core::profile::parse_rfc3339(t)
+                .map_err(|e| AdminError::Internal(format!("batch {name}: complete_after: {e}")))?,
+            None => parse_time("complete after", &at)?,
+        })),
+        _ => None,
+    };
+    state.jobs().start(
+        name,
+        bd,
+        Plan {
+            start_at: None,
+            mode: Mode::Sync,
+            then_complete,
+            approve_skipped: false,
+            actor: actor(v),
+        },
+    )?;
+    audit_action(state, v, "batch.start", json!({"batch": name}))?;
+    batch_status(state, name).await
+}
+
+/// Suspends the batch: no further pass starts, every mailbox not completed is
+/// suspended (a running pass ends first).
+pub async fn suspend_batch(
+    state: &AdminState,
+    v: &Viewer,
+    name: &str,
+) -> Result<BatchInfo, AdminError> {
+    v.require_admin()?;
+    let bd = batch_dir(state, name)?;
+    let a = actor(v);
+    let (now, later) = blocking(move || Ok(batch::suspend(&bd, &a)?)).await?;
+    audit_action(
+        state,
+        v,
+        "batch.suspend",
+        json!({"batch": name, "suspended": now, "when_pass_ends": later}),
+    )?;
+    batch_status(state, name).await
+}
+
+/// Resumes a suspended batch (passes run again with start).
+pub async fn resume_batch(
+    state: &AdminState,
+    v: &Viewer,
+    name: &str,
+) -> Result<BatchInfo, AdminError> {
+    v.require_admin()?;
+    let bd = batch_dir(state, name)?;
+    let a = actor(v);
+    let n = blocking(move || Ok(batch::resume(&bd, &a)?)).await?;
+    audit_action(
+        state,
+        v,
+        "batch.resume",
+        json!({"batch": name, "resumed": n}),
+    )?;
+    batch_status(state, name).await
+}
+
+/// Runs the final pass of every mailbox not completed, in the background; with
+/// `approve_skipped`, every skipped item is accepted.
+pub async fn complete_batch(
+    state: &AdminState,
+    v: &Viewer,
+    name: &str,
+    approve_skipped: bool,
+) -> Result<BatchInfo, AdminError> {
+    v.require_admin()?;
+    let bd = batch_dir(state, name)?;
+    if bd.load()?.suspended {
+        return Err(AdminError::Conflict(format!(
+            "batch {name} is suspended; resume it first (POST /api/v1/batches/{name}/resume)"
+        )));
+    }
+    state.jobs().start(
+        name,
+        bd,
+        Plan {
+            start_at: None,
+            mode: Mode::Complete,
+            then_complete: None,
+            approve_skipped,
+            actor: actor(v),
+        },
+    )?;
+    audit_action(
+        state,
+        v,
+        "batch.complete",
+        json!({"batch": name, "approve_skipped": approve_skipped}),
+    )?;
+    batch_status(state, name).await
+}
+
+fn batch_user(
+    state: &AdminState,
+    name: &str,
+    mailbox: &str,
+) -> Result<(BatchDir, batch::BatchUser), AdminError> {
+    let bd = batch_dir(state, name)?;
+    let b = bd.load()?;
+    let u = b
+        .users
+        .into_iter()
+        .find(|u| u.address == mailbox)
+        .ok_or_else(|| {
+            AdminError::NotFound(format!(
+                "batch {name} has no mailbox {mailbox}; see GET /api/v1/batches/{name}"
+            ))
+        })?;
+    Ok((bd, u))
+}
+
+fn move_dir(state: &AdminState, name: &str, mailbox: &str) -> Result<PathBuf, AdminError> {
+    let (bd, u) = batch_user(state, name, mailbox)?;
+    Ok(bd.mailbox_dir(&u))
+}
+
+/// Runs a pass of one move accepting every item it skipped (recorded as
+/// `item.approved` in its audit log), in the background. An IMAP mailbox whose password
+/// was inline in the batch's CSV gets it from that CSV again, as a batch run does; if
+/// it is not there any more, 422 saying so (nothing runs).
+pub async fn approve_skipped(
+    state: &AdminState,
+    v: &Viewer,
+    name: &str,
+    mailbox: &str,
+) -> Result<MoveStatus, AdminError> {
+    v.require_admin()?;
+    let (bd, u) = batch_user(state, name, mailbox)?;
+    // Checked now so the admin sees it in the answer, not only in the run's record.
+    {
+        let u = u.clone();
+        blocking(move || Ok(batch::inline_password(&u).map(|_| ())?)).await?;
+    }
+    state.jobs().approve(name, &bd, u, actor(v))?;
+    audit_action(
+        state,
+        v,
+        "move.approve_skipped",
+        json!({"batch": name, "mailbox": mailbox}),
+    )?;
+    move_status(state, name, mailbox).await
+}
+
+// === Moves, reports, audit ===
+
+/// One move's status: state, percent, items, bytes, rate, ETA, skipped items, history.
+pub async fn move_status(
+    state: &AdminState,
+    name: &str,
+    mailbox: &str,
+) -> Result<MoveStatus, AdminError> {
+    let dir = move_dir(state, name, mailbox)?;
+    blocking(move || Ok(crate::status::status(&dir)?)).await
+}
+
+/// One move's record (every pass's report, the lifecycle, the source log's digest), as
+/// JSON (`mailferry-move-record/1`).
+pub async fn move_report(
+    state: &AdminState,
+    name: &str,
+    mailbox: &str,
+) -> Result<serde_json::Value, AdminError> {
+    let dir = move_dir(state, name, mailbox)?;
+    blocking(move || {
+        if !dir.join("reports.jsonl").exists() {
+            return Err(AdminError::NotFound(
+                "this move has no report yet: it has not run a pass (start its batch)".into(),
+            ));
+        }
+        let r = crate::report::load(&dir, None)?;
+        Ok(serde_json::to_value(&r).expect("move record serializes"))
+    })
+    .await
+}
+
+/// What `audit verify` found for a move's source-side log.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditCheck {
+    /// The log verifies (format, order, hash chain).
+    pub ok: bool,
+    /// Records, genesis included.
+    pub records: u64,
+    /// Hash of its last record.
+    pub head: String,
+    /// Why not, when not.
+    pub error: Option<String>,
+}
+
+/// Verifies the hash chain of a move's source-side audit log.
+pub async fn audit_verify(
+    state: &AdminState,
+    name: &str,
+    mailbox: &str,
+) -> Result<AuditCheck, AdminError> {
+    let dir = move_dir(state, name, mailbox)?;
+    blocking(move || {
+        let log = crate::audit_cmd::log_path(&dir)?;
+        Ok(match mailferry_audit::verify(&log) {
+            Ok(o) => AuditCheck {
+                ok: true,
+                records: o.records,
+                head: o.head,
+                error: None,
+            },
+            Err(e) => AuditCheck {
+                ok: false,
+                records: 0,
+                head: String::new(),
+                error: Some(e.to_string()),
+            },
+        })
+    })
+    .await
+}
+
+/// Reconciles a move's source-side log with the volume's destination log (opens the
+/// volume read-only; 409 while a pass holds it).
+pub async fn reconcile(
+    state: &AdminState,
+    name: &str,
+    mailbox: &str,
+) -> Result<crate::audit_cmd::Reconciliation, AdminError> {
+    let dir = move_dir(state, name, mailbox)?;
+    let cfg = state.config().clone();
+    blocking(move || {
+        let vol = mailferry_store::Volume::open(
+            &cfg.volume,
+            &cfg.key_file,
+            &mailferry_core::profile::Profile::embedded_default().store,
+        )
+        .map_err(|e| {
+            AdminError::Conflict(format!(
+                "volume {}: {e} (if a pass is running, try again when it ends)",
+                cfg.volume.display()
+            ))
+        })?;
+        Ok(crate::audit_cmd::reconcile(&dir, &vol)?)
+    })
+    .await
+}
+
+/// What the admin audit log check found.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdminAuditCheck {
+    /// Records, genesis included.
+    pub records: u64,
+    /// Hash of the last record (pin it to detect truncation).
+    pub head: String,
+}
+
+/// Verifies the admin audit log.
+pub async fn admin_audit_verify(state: &AdminState) -> Result<AdminAuditCheck, AdminError> {
+    let st = state.clone();
+    blocking(move || {
+        let o = st.audit().verify()?;
+        Ok(AdminAuditCheck {
+            records: o.records,
+            head: o.head,
+        })
+    })
+    .await
+}
+
+/// The admin audit log's records (newest last), at most `limit` of the newest.
+pub async fn admin_audit_log(
+    state: &AdminState,
+    limit: usize,
+) -> Result<Vec<serde_json::Value>, AdminError> {
+    let st = state.clone();
+    blocking(move || {
+        let mut all = st.audit().read()?;
+        let skip = all.len().saturating_sub(limit);
+        Ok(all
+            .split_off(skip)
+            .into_iter()
+            .map(|e| json!({"seq": e.seq, "time": e.time, "actor": e.actor, "event": e.event, "data": e.data}))
+            .collect())
+    })
+    .await
+}

@@ -1,0 +1,192 @@
+//! Issue 10, the wizard in a real browser: `mailferry admin serve` on loopback TLS,
+//! Debian's chromium driven headless by playwright-core (`tests/browser/wizard.mjs`).
+//! An admin logs in with password and TOTP, walks the six wizard steps on a generated
+//! Maildir, watches the move reach Synced on the live dashboard, completes it, opens
+//! the report with its throughput plot, logs out; an auditor then finds the lifecycle
+//! buttons disabled and the server refusing them. The mailbox has one message over the
+//! wizard's large-item size, skipped and approved on the dashboard. The volume must then
+//! hold exactly the source's other messages. One screenshot per step is kept under
+//! `$CARGO_TARGET_TMPDIR/browser-screenshots`.
+//!
+//! Needs `node` and `chromium` (`.ci/run` installs them); without them the test fails
+//! and says so.
+
+use crate::util::*;
+use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn require(ok: bool, what: &str) {
+    assert!(
+        ok,
+        "{what} is missing: the browser test needs node (with npm) and Debian's chromium; \
+         install them with `apt-get install nodejs npm chromium` (.ci/run does)"
+    );
+}
+
+fn has_command(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `mailferry admin add NAME --role ROLE`: the one-time password and the otpauth URI
+/// it prints.
+fn add_account(state: &Path, name: &str, role: &str) -> (String, String) {
+    let o = run(mailferry()
+        .args(["admin", "add", name, "--role", role, "--state"])
+        .arg(state));
+    assert!(o.status.success(), "{}", describe(&o));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let uri = text
+        .split_whitespace()
+        .find(|w| w.starts_with("otpauth://"))
+        .unwrap_or_else(|| panic!("no otpauth:// URI in the output of admin add:\n{text}"))
+        .to_string();
+    let password = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password:"))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| panic!("no `password:` line in the output of admin add:\n{text}"));
+    (password, uri)
+}
+
+#[test]
+fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
+    let chromium = std::env::var("MF_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
+    require(Path::new(&chromium).exists(), &chromium);
+    require(has_command("node"), "node");
+    let browser_dir = repo().join("tests/browser");
+    if !browser_dir.join("node_modules/playwright-core").exists() {
+        require(has_command("npm"), "npm");
+        let o = run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&browser_dir));
+        assert!(o.status.success(), "npm ci failed:\n{}", describe(&o));
+    }
+
+    let env = Env::new();
+    init_volume(&env);
+    let mail = env.path("mail");
+    let src = mail.join("alice");
+    let n = write_maildir(
+        &src,
+        &SampleSpec {
+            seed: 10,
+            messages: 60,
+            folders: 3,
+            size: SizeModel::Small,
+            markers: None,
+        },
+    )
+    .unwrap()
+    .messages;
+    // One message over the wizard's large-item size (100KB): skipped, listed, approved.
+    let big = "1700000000.M1P1.large-item";
+    let mut body = String::from(
+        "From: carol@example.com\r\nTo: alice@example.com\r\nSubject: the big one\r\n\
+         Message-ID: <big@example.com>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n",
+    );
+    while body.len() < 200_000 {
+        body.push_str("a line of a very large message that must be skipped as a large item\r\n");
+    }
+    std::fs::write(src.join("cur").join(format!("{big}:2,S")), body).unwrap();
+    let state = env.path("admin");
+    let (admin_pw, admin_totp) = add_account(&state, "ann", "admin");
+    let (auditor_pw, auditor_totp) = add_account(&state, "otto", "auditor");
+    let mut serve = mailferry();
+    serve
+        .args(["admin", "serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(&state)
+        .arg("--volume")
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key());
+    let admin = Daemon::start(serve, "admin");
+
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    eprintln!("browser screenshots: {}", shots.display());
+    let o = run(Command::new("node")
+        .arg(browser_dir.join("wizard.mjs"))
+        .current_dir(&browser_dir)
+        .env("MF_URL", admin.url())
+        .env("MF_SERVER_CERT", state.join("tls/server.pem"))
+        .env("MF_ADMIN", "ann")
+        .env("MF_ADMIN_PASSWORD", &admin_pw)
+        .env("MF_ADMIN_TOTP", &admin_totp)
+        .env("MF_AUDITOR", "otto")
+        .env("MF_AUDITOR_PASSWORD", &auditor_pw)
+        .env("MF_AUDITOR_TOTP", &auditor_totp)
+        .env("MF_MAIL_ROOT", &mail)
+        .env("MF_USER", "alice")
+        .env("MF_SCREENSHOTS", &shots)
+        .env("MF_CHROMIUM", &chromium));
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "the browser scenario failed:\n{}",
+        describe(&o)
+    );
+    assert_eq!(
+        admin.stop(),
+        Some(0),
+        "the admin service stops cleanly on SIGTERM"
+    );
+
+    let pngs: Vec<PathBuf> = std::fs::read_dir(&shots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    assert!(
+        pngs.len() >= 15,
+        "{} screenshots in {}",
+        pngs.len(),
+        shots.display()
+    );
+    for p in &pngs {
+        let b = std::fs::read(p).unwrap();
+        assert!(
+            b.starts_with(b"\x89PNG") && b.len() > 1000,
+            "{} is no screenshot",
+            p.display()
+        );
+    }
+    eprintln!("{} browser screenshots in {}", pngs.len(), shots.display());
+
+    // The volume holds exactly the source's messages, read back through the CLI.
+    let out = env.path("export");
+    let o = export(&env, "alice@example.com", &out);
+    assert!(o.status.success(), "{}", describe(&o));
+    let exported = read_maildir(&out);
+    let mut expected = read_maildir(&src);
+    assert!(expected.remove(&(String::new(), big.to_string())).is_some());
+    let keys = |m: &std::collections::BTreeMap<(String, String), (String, Vec<u8>)>| {
+        m.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&exported), keys(&expected), "exported messages");
+    let differ: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| exported.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.0.clone(), exported[k].0.clone()))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "exported messages differ from the source (key, source flags, exported flags): {differ:?}"
+    );
+    assert_eq!(exported.len(), n);
+}
