@@ -298,7 +298,13 @@ impl Filter {
             }
         }
 
-        // Then the items.
+        // Then the items. Two items can only arrive under one destination id when a
+        // folder is renamed (ids are unique within a source folder), so the check that
+        // costs a set of every id runs only then.
+        let any_renamed = out
+            .folders
+            .iter()
+            .any(|(f, d)| !d.excluded && d.destination != *f);
         let mut taken: HashSet<(FolderName, SourceId)> = HashSet::new();
         for mut item in items {
             let d = out
@@ -317,7 +323,7 @@ impl Filter {
                 item.source_id.clone()
             };
             let key = (d.destination.clone(), dest_id);
-            let reason = if !taken.insert(key.clone()) {
+            let reason = if any_renamed && !taken.insert(key.clone()) {
                 Some((
                     SkipCause::IdCollision,
                     format!(
@@ -404,6 +410,38 @@ impl Filter {
     /// folders the profile no longer renames) are left out: the source then lists
     /// those messages afresh, and the planner still recognises them by destination id.
     pub fn source_prior(&self, prior: &Prior) -> Prior {
+        self.into_source_prior(prior.clone())
+    }
+
+    /// [`Filter::source_prior`] taking the checkpoint by value: a folder no rename
+    /// arrives in and without renamed-looking ids (the common case) is moved as it is,
+    /// not copied message by message.
+    pub fn into_source_prior(&self, prior: Prior) -> Prior {
+        let (plain, rest): (Vec<_>, Vec<_>) = prior.folders.into_iter().partition(|(f, pf)| {
+            self.rules.renamed_into(f).is_empty()
+                && pf
+                    .items
+                    .keys()
+                    .all(|id| matches!(untag(id, &[]), Untagged::Plain))
+        });
+        let mut out = Prior {
+            folders: plain.into_iter().collect(),
+        };
+        let rest = Prior {
+            folders: rest.into_iter().collect(),
+        };
+        // A folder moved above may also receive renamed ids of another one: merge.
+        for (folder, pf) in self.source_prior_copied(&rest).folders {
+            let entry = out.folders.entry(folder).or_default();
+            if entry.cursor.is_none() {
+                entry.cursor = pf.cursor;
+            }
+            entry.items.extend(pf.items);
+        }
+        out
+    }
+
+    fn source_prior_copied(&self, prior: &Prior) -> Prior {
         let mut out = Prior::default();
         for (folder, pf) in &prior.folders {
             let tags: Vec<(String, FolderName)> = self

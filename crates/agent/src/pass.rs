@@ -242,7 +242,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         tokio::task::spawn_blocking(move || {
             let mut state = StateDir::open(&state_dir, &mailbox, &describe)?;
             let filter = Filter::new(&profile, mailferry_core::unix_now())?;
-            let mut listing = source.list(&filter.source_prior(&state.prior()))?;
+            let mut listing = source.list(&filter.into_source_prior(state.prior()))?;
             // The profile decides what moves, where to and under which id; the planner
             // then works in destination terms only.
             let filtered = filter.apply(std::mem::take(&mut listing.items));
@@ -566,7 +566,12 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         if clean {
             state.record_cursors(&cursors)?;
         }
-        state.event("pass.finished", finished)
+        state.event("pass.finished", finished)?;
+        // Lets the next pass skip replaying the log up to here; losing it costs time only.
+        if let Err(e) = state.write_snapshot() {
+            tracing::warn!(error = %e, "checkpoint snapshot not written; the next pass replays the whole audit log");
+        }
+        Ok::<_, AgentError>(())
     })
     .await
     .expect("audit thread panicked")?;

@@ -136,20 +136,20 @@ impl Keep {
 /// Compares the listed `items` (in destination terms, after the profile's filter) with
 /// what `state` says the destination holds.
 pub fn plan(state: &StateDir, items: &[SourceItem], keep: &Keep) -> Plan {
-    let acked: HashMap<&(FolderName, SourceId), &Acked> = state.all_acked().collect();
-    plan_with(&acked, items, keep)
+    plan_with(state.acked_map(), items, keep)
 }
 
 /// [`plan`] against a read-only [`CheckpointView`] (a dry run); `None`: the move has
 /// not started, so everything listed is new.
 pub fn plan_view(view: Option<&CheckpointView>, items: &[SourceItem], keep: &Keep) -> Plan {
-    let acked: HashMap<&(FolderName, SourceId), &Acked> =
-        view.map(|v| v.all_acked().collect()).unwrap_or_default();
-    plan_with(&acked, items, keep)
+    match view {
+        Some(v) => plan_with(v.acked_map(), items, keep),
+        None => plan_with(&HashMap::new(), items, keep),
+    }
 }
 
 fn plan_with(
-    acked: &HashMap<&(FolderName, SourceId), &Acked>,
+    acked: &HashMap<(FolderName, SourceId), Acked>,
     items: &[SourceItem],
     keep: &Keep,
 ) -> Plan {
@@ -160,7 +160,10 @@ fn plan_with(
     // remap (same message, new id) before they count as deleted.
     let mut gone_by_ident: BTreeMap<(&FolderName, &str), Vec<&(FolderName, SourceId)>> =
         BTreeMap::new();
-    for (key, a) in acked {
+    // Only items with an identity can be remapped (IMAP); a listing without any (files)
+    // skips the search.
+    let remappable = items.iter().any(|i| i.ident.is_some());
+    for (key, a) in acked.iter().filter(|_| remappable) {
         if !present.contains(&(&key.0, &key.1)) {
             if let Some(ident) = &a.prior.ident {
                 gone_by_ident
@@ -183,7 +186,7 @@ fn plan_with(
                 p.ops.push(Op::SetFlags {
                     folder: item.folder.clone(),
                     source_id: item.source_id.clone(),
-                    acked: (*a).clone(),
+                    acked: a.clone(),
                     flags: item.flags.clone(),
                 });
             }
@@ -197,7 +200,7 @@ fn plan_with(
         match remap {
             Some(old) => {
                 claimed.insert(old);
-                let a = acked[old];
+                let a = &acked[old];
                 p.remapped.push(CheckpointEntry {
                     kind: EntryKind::Remapped,
                     folder: item.folder.clone(),
@@ -210,7 +213,7 @@ fn plan_with(
                     ident: item.ident.clone(),
                 });
                 if a.prior.flags != item.flags {
-                    let mut moved = (*a).clone();
+                    let mut moved = a.clone();
                     moved.prior.ident = item.ident.clone();
                     p.ops.push(Op::SetFlags {
                         folder: item.folder.clone(),
@@ -234,7 +237,7 @@ fn plan_with(
         .map(|(key, a)| Op::Delete {
             folder: key.0.clone(),
             source_id: key.1.clone(),
-            acked: (*a).clone(),
+            acked: a.clone(),
         })
         .collect();
     deletes.sort_by_key(|o| o.name());

@@ -8,6 +8,12 @@
 //! durable. A crash can leave a torn last line, which is cut off at the next open: the
 //! messages it described are simply sent again and the store recognises them as
 //! duplicates, so every message ends up stored exactly once and the log always verifies.
+//!
+//! Replaying a long log costs time on every pass, so the end of a pass also writes a
+//! checkpoint snapshot ([`snapshot`], docs/checkpoint-snapshot.md) bound to the log's
+//! last record; opening then replays only the records after it. The log stays the
+//! source of truth: a snapshot that is missing, damaged or does not fit the log is
+//! ignored with a warning, and the whole log is replayed.
 
 use crate::source::{Prior, PriorFolder, PriorItem};
 use crate::AgentError;
@@ -19,6 +25,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+pub mod snapshot;
 
 /// File name of the source-side audit log in the state directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
@@ -123,6 +131,33 @@ pub struct StateDir {
     cursors: BTreeMap<FolderName, String>,
     log: AuditLog,
     actor: String,
+    replay: Replay,
+    /// Seq of the last record the snapshot in use covers (`None`: no snapshot used).
+    snapshot_seq: Option<u64>,
+    /// Whether the checkpoint changed since it was opened.
+    changed: bool,
+}
+
+/// Records past a snapshot's mark beyond which a pass that changed nothing rewrites the
+/// snapshot anyway, so the tail to replay stays short.
+const SNAPSHOT_TAIL_LIMIT: u64 = 1000;
+
+/// How [`StateDir::open`] rebuilt the checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Replay {
+    /// From the snapshot, then the records after it.
+    Snapshot {
+        /// Records replayed after the snapshot's mark.
+        tail: u64,
+    },
+    /// From the whole audit log.
+    Full {
+        /// Records replayed.
+        records: u64,
+        /// Why the snapshot was not used (`None`: there was none).
+        snapshot_refused: Option<String>,
+    },
 }
 
 fn state_err(path: &Path, reason: impl std::fmt::Display) -> AgentError {
@@ -171,14 +206,22 @@ impl StateDir {
             }
             Err(e) => return Err(state_err(&id_path, e)),
         };
-        let log = AuditLog::open(&log_path).map_err(|e| match e {
-            mailferry_audit::AuditError::Locked { .. } => state_err(
-                dir,
-                "another mailferry agent is running a pass of this move right now (its \
-                 checkpoint is locked); wait for it to finish or stop it, then run again",
-            ),
-            e => state_err(&log_path, e),
-        })?;
+        let snap_path = dir.join(snapshot::SNAPSHOT_FILE);
+        let (snap, mut refused) = match snapshot::load(dir) {
+            Ok(s) => (s, None),
+            Err(reason) => (None, Some(reason)),
+        };
+        let log =
+            AuditLog::open_from(&log_path, snap.as_ref().map(|s| &s.mark)).map_err(
+                |e| match e {
+                    mailferry_audit::AuditError::Locked { .. } => state_err(
+                        dir,
+                        "another mailferry agent is running a pass of this move right now (its \
+                     checkpoint is locked); wait for it to finish or stop it, then run again",
+                    ),
+                    e => state_err(&log_path, e),
+                },
+            )?;
         if let Some(t) = log.repaired() {
             tracing::info!(
                 path = %log_path.display(),
@@ -188,9 +231,52 @@ impl StateDir {
         }
         let mut done = HashMap::new();
         let mut cursors = BTreeMap::new();
-        for e in mailferry_audit::read_records(&log_path).map_err(|e| state_err(&log_path, e))? {
-            apply_record(&mut done, &mut cursors, &e.event, &e.data);
+        let mut replay = None;
+        let mut snapshot_seq = None;
+        if let Some(snap) = snap {
+            if log.resumed() {
+                match mailferry_audit::read_records_after(&log_path, &snap.mark) {
+                    Ok(tail) => {
+                        snapshot_seq = Some(snap.mark.seq);
+                        (done, cursors) = (snap.done, snap.cursors);
+                        for e in &tail {
+                            apply_record(&mut done, &mut cursors, &e.event, &e.data);
+                        }
+                        replay = Some(Replay::Snapshot {
+                            tail: tail.len() as u64,
+                        });
+                    }
+                    Err(e) => refused = Some(e.to_string()),
+                }
+            } else {
+                refused = Some(format!(
+                    "it does not fit the audit log ({})",
+                    log.mark_refused().unwrap_or("unknown reason")
+                ));
+            }
         }
+        let replay = match replay {
+            Some(r) => r,
+            None => {
+                if let Some(reason) = &refused {
+                    tracing::warn!(
+                        path = %snap_path.display(),
+                        %reason,
+                        "checkpoint snapshot not used; replaying the whole audit log \
+                         (slower, nothing is lost; the next pass writes a new snapshot)"
+                    );
+                }
+                let records = mailferry_audit::read_records(&log_path)
+                    .map_err(|e| state_err(&log_path, e))?;
+                for e in &records {
+                    apply_record(&mut done, &mut cursors, &e.event, &e.data);
+                }
+                Replay::Full {
+                    records: records.len() as u64,
+                    snapshot_refused: refused,
+                }
+            }
+        };
         let mut state = StateDir {
             dir: dir.to_path_buf(),
             identity,
@@ -198,6 +284,9 @@ impl StateDir {
             cursors,
             log,
             actor: agent_actor(),
+            snapshot_seq,
+            replay,
+            changed: false,
         };
         if created {
             let id = state.identity.clone();
@@ -207,6 +296,35 @@ impl StateDir {
             )?;
         }
         Ok(state)
+    }
+
+    /// How [`StateDir::open`] rebuilt the checkpoint.
+    pub fn replay(&self) -> &Replay {
+        &self.replay
+    }
+
+    /// Writes the checkpoint snapshot bound to the log's last synced record, so the next
+    /// open replays only what is appended after now. Best effort by design: a failure
+    /// costs the next pass a full replay, nothing else.
+    pub fn write_snapshot(&self) -> Result<(), AgentError> {
+        // Nothing changed and the snapshot in use is recent: it still serves (the few
+        // records of this pass are its tail next time).
+        if !self.changed
+            && self
+                .snapshot_seq
+                .is_some_and(|s| self.log.last_seq() - s < SNAPSHOT_TAIL_LIMIT)
+        {
+            return Ok(());
+        }
+        let path = self.dir.join(snapshot::SNAPSHOT_FILE);
+        let Some(mark) = self.log.mark() else {
+            return Err(state_err(
+                &path,
+                "the audit log has unsynced records; not writing a snapshot",
+            ));
+        };
+        let bytes = snapshot::encode(&mark, &self.done, &self.cursors);
+        snapshot::store(&self.dir, &bytes).map_err(|e| state_err(&path, e))
     }
 
     /// The directory.
@@ -227,6 +345,11 @@ impl StateDir {
     /// Every message the destination holds, by folder and current source id.
     pub fn all_acked(&self) -> impl Iterator<Item = (&(FolderName, SourceId), &Acked)> {
         self.done.iter()
+    }
+
+    /// The same as a map, for the planner.
+    pub(crate) fn acked_map(&self) -> &HashMap<(FolderName, SourceId), Acked> {
+        &self.done
     }
 
     /// Every message the destination holds as `(folder/id-at-destination, sha256)`,
@@ -256,6 +379,7 @@ impl StateDir {
             )
             .map_err(|e| state_err(&path, e))?;
         self.log.sync().map_err(|e| state_err(&path, e))?;
+        self.changed |= !records.is_empty();
         for (event, data) in &records {
             if let Some(data) = data.as_object() {
                 apply_record(&mut self.done, &mut self.cursors, event, data);
@@ -273,6 +397,7 @@ impl StateDir {
         let data = json!({
             "cursors": cursors.iter().map(|(f, c)| (f.as_str().to_string(), c.clone())).collect::<BTreeMap<_, _>>()
         });
+        self.changed |= *cursors != self.cursors;
         self.event("pass.cursors", data.clone())?;
         if let Some(data) = data.as_object() {
             apply_record(&mut self.done, &mut self.cursors, "pass.cursors", data);
@@ -300,14 +425,18 @@ fn prior_of(
     done: &HashMap<(FolderName, SourceId), Acked>,
     cursors: &BTreeMap<FolderName, String>,
 ) -> Prior {
-    let mut prior = Prior::default();
+    // Grouped first, then each folder's map built from one sorted run (far cheaper than
+    // inserting a large mailbox into a B-tree in hash order).
+    let mut grouped: HashMap<&FolderName, Vec<(SourceId, PriorItem)>> = HashMap::new();
     for ((folder, id), a) in done {
-        prior
-            .folders
-            .entry(folder.clone())
+        grouped
+            .entry(folder)
             .or_default()
-            .items
-            .insert(id.clone(), a.prior.clone());
+            .push((id.clone(), a.prior.clone()));
+    }
+    let mut prior = Prior::default();
+    for (folder, items) in grouped {
+        prior.folders.entry(folder.clone()).or_default().items = items.into_iter().collect();
     }
     for (folder, cursor) in cursors {
         prior
@@ -376,6 +505,11 @@ impl CheckpointView {
     /// Every message the destination holds, by folder and current source id.
     pub fn all_acked(&self) -> impl Iterator<Item = (&(FolderName, SourceId), &Acked)> {
         self.done.iter()
+    }
+
+    /// The same as a map, for the planner.
+    pub(crate) fn acked_map(&self) -> &HashMap<(FolderName, SourceId), Acked> {
+        &self.done
     }
 
     /// What earlier passes left, for [`crate::source::Source::list`].
@@ -640,6 +774,174 @@ mod tests {
         assert_eq!(fs::read(d.path().join(AUDIT_FILE)).unwrap(), before);
         let other = MailboxAddr::parse("b@example.com").unwrap();
         assert!(CheckpointView::load(d.path(), &other).is_err());
+    }
+
+    fn acked_sorted(s: &StateDir) -> Vec<((FolderName, SourceId), Acked)> {
+        let mut v: Vec<_> = s.all_acked().map(|(k, a)| (k.clone(), a.clone())).collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    }
+
+    /// A state with remaps, flags, deletions, cursors and a snapshot, then more records.
+    fn state_with_snapshot_and_tail(dir: &Path) -> Vec<((FolderName, SourceId), Acked)> {
+        let mb = MailboxAddr::parse("a@example.com").unwrap();
+        let mut s = StateDir::open(dir, &mb, "imap://x").unwrap();
+        let mut a = entry("1-1");
+        a.ident = Some("m1".into());
+        let mut sent = entry("1-9");
+        sent.folder = FolderName::parse("Sent").unwrap();
+        s.record(&[a.clone(), entry("1-2"), entry("1-3"), sent])
+            .unwrap();
+        let mut re = a.clone();
+        re.kind = EntryKind::Remapped;
+        re.source_id = SourceId::parse("2-1").unwrap();
+        s.record(&[re]).unwrap();
+        let mut cursors = BTreeMap::new();
+        cursors.insert(FolderName::inbox(), "c1".to_string());
+        s.record_cursors(&cursors).unwrap();
+        s.write_snapshot().unwrap();
+        // The next pass: more records after the snapshot.
+        let mut f = entry("1-2");
+        f.kind = EntryKind::Flags;
+        f.flags = Flags::from_maildir("FS").unwrap();
+        let mut del = entry("1-3");
+        del.kind = EntryKind::Deleted;
+        s.record(&[f, del, entry("1-4")]).unwrap();
+        acked_sorted(&s)
+    }
+
+    #[test]
+    fn snapshot_plus_tail_replays_to_what_the_whole_log_says() {
+        let d = tempfile::tempdir().unwrap();
+        let mb = MailboxAddr::parse("a@example.com").unwrap();
+        let before = state_with_snapshot_and_tail(d.path());
+        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        assert_eq!(s.replay(), &Replay::Snapshot { tail: 3 });
+        assert_eq!(acked_sorted(&s), before);
+        assert_eq!(
+            s.prior().folders[&FolderName::inbox()].cursor.as_deref(),
+            Some("c1")
+        );
+        let snap_acked = acked_sorted(&s);
+        drop(s);
+        fs::remove_file(d.path().join(snapshot::SNAPSHOT_FILE)).unwrap();
+        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        assert!(matches!(
+            s.replay(),
+            Replay::Full {
+                snapshot_refused: None,
+                ..
+            }
+        ));
+        assert_eq!(acked_sorted(&s), snap_acked, "same checkpoint either way");
+    }
+
+    #[test]
+    fn a_pass_that_changed_nothing_keeps_the_snapshot_one_that_did_rewrites_it() {
+        let d = tempfile::tempdir().unwrap();
+        let mb = MailboxAddr::parse("a@example.com").unwrap();
+        state_with_snapshot_and_tail(d.path());
+        let snap = d.path().join(snapshot::SNAPSHOT_FILE);
+        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        s.record(&[entry("1-6")]).unwrap();
+        s.write_snapshot().unwrap(); // a change: covers everything now
+        drop(s);
+        let before = fs::read(&snap).unwrap();
+        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        assert_eq!(s.replay(), &Replay::Snapshot { tail: 0 });
+        s.event("pass.started", json!({})).unwrap();
+        s.write_snapshot().unwrap();
+        assert_eq!(fs::read(&snap).unwrap(), before, "nothing changed: kept");
+        s.record(&[entry("1-7")]).unwrap();
+        s.write_snapshot().unwrap();
+        assert_ne!(fs::read(&snap).unwrap(), before, "a change: rewritten");
+        drop(s);
+        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        assert_eq!(s.replay(), &Replay::Snapshot { tail: 0 });
+        assert!(s.is_done(&FolderName::inbox(), &SourceId::parse("1-7").unwrap()));
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_snapshot_falls_back_to_the_whole_log() {
+        let d = tempfile::tempdir().unwrap();
+        let mb = MailboxAddr::parse("a@example.com").unwrap();
+        let before = state_with_snapshot_and_tail(d.path());
+        let snap = d.path().join(snapshot::SNAPSHOT_FILE);
+        let good = fs::read(&snap).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        state_with_snapshot_and_tail(other.path());
+        let foreign = fs::read(other.path().join(snapshot::SNAPSHOT_FILE)).unwrap();
+
+        let mut flipped = good.clone();
+        let at = flipped.len() - 10;
+        flipped[at] ^= 0x20;
+        let torn = good[..good.len() - 7].to_vec();
+        let newer = String::from_utf8(good.clone())
+            .unwrap()
+            .replacen("mailferry-checkpoint/1", "mailferry-checkpoint/9", 1)
+            .into_bytes();
+        for (what, bytes) in [
+            ("flipped byte", flipped),
+            ("torn", torn),
+            ("empty", Vec::new()),
+            ("unknown format", newer),
+            ("another move's", foreign),
+        ] {
+            fs::write(&snap, &bytes).unwrap();
+            let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+            match s.replay() {
+                Replay::Full {
+                    snapshot_refused: Some(_),
+                    ..
+                } => {}
+                other => panic!("{what}: {other:?}"),
+            }
+            assert_eq!(acked_sorted(&s), before, "{what}");
+        }
+    }
+
+    #[test]
+    fn killed_after_the_snapshot_the_next_open_replays_the_synced_tail() {
+        // kill -9 after the snapshot was written and while the next pass appended: the
+        // log ends in a torn line after the mark.
+        let d = tempfile::tempdir().unwrap();
+        let mb = MailboxAddr::parse("a@example.com").unwrap();
+        let before = state_with_snapshot_and_tail(d.path());
+        let cp = d.path().join(AUDIT_FILE);
+        let mut f = fs::OpenOptions::new().append(true).open(&cp).unwrap();
+        f.write_all(b"{\"seq\":99,\"time\":\"20").unwrap();
+        drop(f);
+        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        assert_eq!(s.replay(), &Replay::Snapshot { tail: 3 });
+        assert_eq!(acked_sorted(&s), before);
+        s.record(&[entry("1-5")]).unwrap();
+        drop(s);
+        mailferry_audit::verify(&cp).unwrap();
+
+        // A snapshot that outlived the records it covers (the log cut before its mark)
+        // does not fit any more: the log wins.
+        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        s.record(&[entry("1-6")]).unwrap();
+        let len = fs::metadata(&cp).unwrap().len();
+        s.write_snapshot().unwrap();
+        drop(s);
+        let f = fs::OpenOptions::new().write(true).open(&cp).unwrap();
+        f.set_len(len - 1).unwrap(); // tears the last line: cut at open
+        drop(f);
+        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
+        assert!(
+            matches!(
+                s.replay(),
+                Replay::Full {
+                    snapshot_refused: Some(_),
+                    ..
+                }
+            ),
+            "{:?}",
+            s.replay()
+        );
+        assert!(s.is_done(&FolderName::inbox(), &SourceId::parse("1-5").unwrap()));
+        assert!(!s.is_done(&FolderName::inbox(), &SourceId::parse("1-6").unwrap()));
     }
 
     #[test]

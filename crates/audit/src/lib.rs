@@ -25,6 +25,7 @@
 pub mod error;
 mod line;
 mod log;
+mod mark;
 pub mod merkle;
 pub mod mmr;
 pub mod pseudonym;
@@ -34,6 +35,7 @@ mod verify;
 
 pub use error::AuditError;
 pub use log::{AuditLog, TornTail};
+pub use mark::{read_records_after, read_tail_after, LogMark};
 pub use pseudonym::Pseudonymizer;
 pub use read::{read_records, Entry};
 pub use verify::{verify, verify_with_head, VerifyOutcome};

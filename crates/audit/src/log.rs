@@ -7,15 +7,18 @@
 //!
 //! Opening does not verify the whole chain (that is [`crate::verify`], which reads every
 //! line); it checks the genesis record and the last record, which is what appending
-//! needs.
+//! needs. It still reads every line to rebuild the running Merkle state, unless the
+//! caller hands it a [`LogMark`] taken earlier ([`AuditLog::open_from`]): then it reads
+//! only the lines after the mark.
 
 use crate::line::read_line;
+use crate::mark::LogMark;
 use crate::mmr::{Mmr, CHECKPOINT_EVENT, CHECKPOINT_EVERY};
 use crate::record::{check_new, encode_new, format_time, line_hash, Record};
 use crate::{AuditError, MAX_RECORD_BYTES};
 use serde_json::Value;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -48,6 +51,14 @@ pub struct AuditLog {
     poisoned: bool,
     /// Running Merkle root over every record line appended so far.
     mmr: Mmr,
+    /// Bytes of the log, buffered ones included.
+    len: u64,
+    /// Where the last record's line starts.
+    last_start: u64,
+    /// Whether `open_from` could use the caller's mark.
+    resumed: bool,
+    /// Why it could not, if it was given one.
+    mark_refused: Option<String>,
 }
 
 /// A complete line met while scanning the file on open.
@@ -67,6 +78,18 @@ impl AuditLog {
     /// bytes after the last newline, and a last line that is not JSON at all. Anything
     /// else wrong with the first or last record is an error, and nothing is changed.
     pub fn open(path: impl AsRef<Path>) -> Result<AuditLog, AuditError> {
+        Self::open_from(path, None)
+    }
+
+    /// [`AuditLog::open`], reading only the lines after `mark` (taken earlier with
+    /// [`AuditLog::mark`]) when the mark still fits the file: the same line at the same
+    /// place with the same hash and seq. When it does not (the log was cut, rewritten or
+    /// replaced), the whole file is read as `open` does; [`AuditLog::resumed`] says
+    /// which happened.
+    pub fn open_from(
+        path: impl AsRef<Path>,
+        mark: Option<&LogMark>,
+    ) -> Result<AuditLog, AuditError> {
         let path = path.as_ref();
         let io = |e| AuditError::io(path, e);
         let file = OpenOptions::new()
@@ -86,8 +109,8 @@ impl AuditLog {
         }
         let len = file.metadata().map_err(io)?.len();
 
-        // One pass over the file, keeping only the first and the last two lines.
-        let mut reader = BufReader::new(&file);
+        // One pass over the file (or over what follows the mark), keeping only the first
+        // and the last two lines.
         let mut first: Option<Seen> = None;
         let mut before_last: Option<Seen> = None;
         let mut last: Option<Seen> = None;
@@ -97,6 +120,38 @@ impl AuditLog {
         let mut buf = Vec::new();
         let mut mmr = Mmr::default();
         let mut mmr_before_last = Mmr::default();
+        let mut resumed = false;
+        let mut mark_refused = None;
+        if let Some(mark) = mark {
+            match mark.check(&file, len) {
+                Ok(line) => {
+                    let mut reader = BufReader::new(&file);
+                    reader.seek(SeekFrom::Start(0)).map_err(io)?;
+                    let info = read_line(&mut reader, &mut buf, MAX_RECORD_BYTES)
+                        .map_err(io)?
+                        .filter(|i| i.newline)
+                        .ok_or_else(|| AuditError::corrupt(path, 1, "no complete first line"))?;
+                    first = Some(Seen {
+                        start: 0,
+                        bytes: buf.clone(),
+                        too_long: info.too_long,
+                    });
+                    last = Some(Seen {
+                        start: mark.start,
+                        bytes: line,
+                        too_long: false,
+                    });
+                    mmr = mark.mmr().expect("checked");
+                    mmr_before_last = mmr.clone();
+                    lines = mark.seq;
+                    offset = mark.end;
+                    resumed = true;
+                }
+                Err(reason) => mark_refused = Some(reason),
+            }
+        }
+        let mut reader = BufReader::new(&file);
+        reader.seek(SeekFrom::Start(offset)).map_err(io)?;
         while let Some(info) = read_line(&mut reader, &mut buf, MAX_RECORD_BYTES).map_err(io)? {
             if !info.newline {
                 cut = offset;
@@ -110,7 +165,7 @@ impl AuditLog {
                 bytes: buf.clone(),
                 too_long: info.too_long,
             };
-            if lines == 1 {
+            if lines == 1 && !resumed {
                 first = Some(Seen {
                     start: 0,
                     bytes: buf.clone(),
@@ -145,6 +200,10 @@ impl AuditLog {
             repaired: None,
             poisoned: false,
             mmr,
+            len: cut,
+            last_start: last.as_ref().map_or(0, |l| l.start),
+            resumed,
+            mark_refused,
         };
 
         if let (Some(first), Some(last)) = (&first, &last) {
@@ -321,6 +380,8 @@ impl AuditLog {
 
     fn push_line(&mut self, seq: u64, line: Vec<u8>) {
         self.mmr.push_line(&line);
+        self.last_start = self.len;
+        self.len += line.len() as u64 + 1;
         self.head = line_hash(&line);
         self.last_seq = seq;
         self.buf.extend_from_slice(&line);
@@ -367,6 +428,34 @@ impl AuditLog {
     /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the log stands now, for a snapshot to hand back to
+    /// [`AuditLog::open_from`]; `None` while appended records wait for
+    /// [`AuditLog::sync`] (a mark must only cover records that are on disk).
+    pub fn mark(&self) -> Option<LogMark> {
+        if !self.buf.is_empty() || self.poisoned || self.last_seq == 0 {
+            return None;
+        }
+        Some(LogMark::new(
+            self.last_seq,
+            self.last_start,
+            self.len,
+            &self.head,
+            &self.mmr,
+        ))
+    }
+
+    /// True if [`AuditLog::open_from`] used the caller's mark (and read only the lines
+    /// after it).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Why [`AuditLog::open_from`] could not use the caller's mark, if it was given one
+    /// that does not fit the file.
+    pub fn mark_refused(&self) -> Option<&str> {
+        self.mark_refused.as_deref()
     }
 
     /// What `open` cut off the end of the file, if it found a torn tail.

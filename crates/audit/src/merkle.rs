@@ -11,17 +11,28 @@ use ring::digest::{digest, Context, SHA256};
 
 /// The receipt root of `items` (`(folder/source-id, content sha256 hex)`), hex.
 pub fn receipt_root<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut leaves: Vec<[u8; 32]> = items
-        .into_iter()
-        .map(|(item, sha)| {
-            let mut c = Context::new(&SHA256);
-            c.update(&[0]);
-            c.update(item.as_bytes());
-            c.update(&[0]);
-            c.update(sha.as_bytes());
-            c.finish().as_ref().try_into().expect("32 bytes")
-        })
-        .collect();
+    root_of_leaves(
+        items
+            .into_iter()
+            .map(|(item, sha)| leaf(item, sha))
+            .collect(),
+    )
+}
+
+/// The leaf of one message: `SHA-256(0x00 || item || 0x00 || sha256-hex)`. A caller
+/// that keeps leaves between passes (an incremental receipt) hands them to
+/// [`root_of_leaves`] instead of recomputing every one.
+pub fn leaf(item: &str, sha: &str) -> [u8; 32] {
+    let mut c = Context::new(&SHA256);
+    c.update(&[0]);
+    c.update(item.as_bytes());
+    c.update(&[0]);
+    c.update(sha.as_bytes());
+    c.finish().as_ref().try_into().expect("32 bytes")
+}
+
+/// The receipt root over `leaves` in any order (they are sorted here), hex.
+pub fn root_of_leaves(mut leaves: Vec<[u8; 32]>) -> String {
     leaves.sort_unstable();
     if leaves.is_empty() {
         return hex::encode(digest(&SHA256, b""));

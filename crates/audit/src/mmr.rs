@@ -55,6 +55,26 @@ impl Mmr {
         self.leaves
     }
 
+    /// The peaks as `(height, hash)`, highest first: with [`Mmr::leaves`], the whole
+    /// state, for a snapshot ([`crate::LogMark`]).
+    pub fn peaks(&self) -> &[(u32, [u8; 32])] {
+        &self.peaks
+    }
+
+    /// Rebuilds the state from [`Mmr::peaks`] and [`Mmr::leaves`]; `None` unless the
+    /// peaks are exactly the mountains of `leaves` records (heights strictly falling,
+    /// one per set bit of `leaves`).
+    pub fn from_parts(leaves: u64, peaks: Vec<(u32, [u8; 32])>) -> Option<Mmr> {
+        let mut expected = Vec::new();
+        for h in (0..64u32).rev() {
+            if leaves & (1u64 << h) != 0 {
+                expected.push(h);
+            }
+        }
+        let heights: Vec<u32> = peaks.iter().map(|(h, _)| *h).collect();
+        (heights == expected).then_some(Mmr { peaks, leaves })
+    }
+
     /// The root over every record added so far, hex.
     pub fn root(&self) -> String {
         let mut it = self.peaks.iter().rev();
@@ -113,5 +133,8 @@ mod tests {
             assert_eq!(m.root(), slow_root(&lines), "after {n} lines");
         }
         assert_eq!(m.leaves(), 37);
+        let back = Mmr::from_parts(m.leaves(), m.peaks().to_vec()).unwrap();
+        assert_eq!(back, m);
+        assert!(Mmr::from_parts(36, m.peaks().to_vec()).is_none());
     }
 }

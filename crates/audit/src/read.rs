@@ -26,6 +26,15 @@ pub struct Entry {
 pub fn read_records(path: impl AsRef<Path>) -> Result<Vec<Entry>, AuditError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| AuditError::io(path, e))?;
+    parse_lines(path, &bytes, 0)
+}
+
+/// Parses the complete lines of `bytes`, the first of which is line `before + 1`.
+pub(crate) fn parse_lines(
+    path: &Path,
+    bytes: &[u8],
+    before: u64,
+) -> Result<Vec<Entry>, AuditError> {
     let mut out = Vec::new();
     for (i, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
         let Some(line) = line.strip_suffix(b"\n") else {
@@ -33,7 +42,7 @@ pub fn read_records(path: impl AsRef<Path>) -> Result<Vec<Entry>, AuditError> {
         };
         let rec = Record::parse(line).map_err(|reason| AuditError::Corrupt {
             path: path.to_path_buf(),
-            line: i as u64 + 1,
+            line: before + i as u64 + 1,
             reason,
         })?;
         out.push(Entry {

@@ -18,8 +18,9 @@
 //! the agent's reader thread is *source read* (file reads, framing, the agent's SHA-256);
 //! async runtime workers are *transport/TLS* (both ends' TLS, HTTP, frame codec); the
 //! store's session threads are *store write* (SHA-256, segment appends) and *encryption*,
-//! split by their timed share; the store's commit thread is divided between *sync*,
-//! *index* and *audit* by its timed wall time (an estimate: all three wait on fsync);
+//! split by their timed share; the store's commit pipeline has one thread per step
+//! (`mf-store-sync`, `mf-store-index`, `mf-store-audit`), counted as *sync*, *index* and
+//! *audit*;
 //! the agent's checkpoint thread is *audit*; the rest (process start-up, the sampler,
 //! threads' last milliseconds) is *other*. In embedded mode the agent's listing runs on
 //! the blocking pool it shares with the store and counts as *store write* (small for a
@@ -1353,6 +1354,10 @@ enum Role {
     Transport,
     Store,
     Commit,
+    /// The commit pipeline's stages, one thread each (`mailferry_store::CommitPipeline`).
+    CommitSync,
+    CommitIndex,
+    CommitAudit,
     AgentAudit,
     Other,
 }
@@ -1367,6 +1372,12 @@ fn role(name: &str) -> Role {
     }
     if name.starts_with("mailferry-commi") {
         return Role::Commit;
+    }
+    match name {
+        "mf-store-sync" => return Role::CommitSync,
+        "mf-store-index" => return Role::CommitIndex,
+        "mf-store-audit" => return Role::CommitAudit,
+        _ => {}
     }
     let mut parts = name.split('-');
     match (parts.next(), parts.next(), parts.next()) {
@@ -1391,6 +1402,9 @@ fn attribute(usage: &cpu::CpuUsage, st: &StoreStats) -> (StageCpu, BTreeMap<Stri
             Role::Transport => c.transport_tls += t.seconds,
             Role::Store => store += t.seconds,
             Role::Commit => commit += t.seconds,
+            Role::CommitSync => c.sync += t.seconds,
+            Role::CommitIndex => c.index += t.seconds,
+            Role::CommitAudit => c.audit += t.seconds,
             Role::AgentAudit => c.audit += t.seconds,
             Role::Other => c.other += t.seconds,
         }
@@ -1407,8 +1421,8 @@ fn attribute(usage: &cpu::CpuUsage, st: &StoreStats) -> (StageCpu, BTreeMap<Stri
     let (sync, index, audit) = (ns(&st.sync_nanos), ns(&st.index_nanos), ns(&st.audit_nanos));
     let sum = sync + index + audit;
     if sum > 0.0 {
-        c.sync = commit * sync / sum;
-        c.index = commit * index / sum;
+        c.sync += commit * sync / sum;
+        c.index += commit * index / sum;
         c.audit += commit * audit / sum;
     } else {
         c.other += commit;

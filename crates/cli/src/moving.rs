@@ -205,7 +205,9 @@ impl Connected {
             let (volume, mailbox, outcome) =
                 (local.volume.clone(), args.mailbox.clone(), outcome.clone());
             tokio::task::spawn_blocking(move || {
-                let (root, items) = volume.receipt_root(&mailbox)?;
+                // Incremental: decrypts only what was stored since the last receipt
+                // (`receipt verify` recomputes from scratch).
+                let (root, items) = volume.receipt_root_incremental(&mailbox)?;
                 volume.audit_event(
                     "pass.receipt",
                     serde_json::json!({

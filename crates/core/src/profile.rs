@@ -166,9 +166,11 @@ pub struct TransportSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommitSettings {
-    /// Messages per batch.
+    /// Messages (and deletions, flag changes) per batch at most. Batches close earlier
+    /// when the store's commit pipeline can take them (adaptive group commit), so this
+    /// bounds a batch rather than setting its size.
     pub max_messages: usize,
-    /// Bytes per batch.
+    /// Body bytes per batch at most.
     pub max_bytes: u64,
     /// Longest a stored message waits for its batch to commit, milliseconds.
     pub max_delay_ms: u64,
@@ -234,7 +236,7 @@ impl Default for TransportSettings {
 impl Default for CommitSettings {
     fn default() -> Self {
         CommitSettings {
-            max_messages: 100,
+            max_messages: 1000,
             max_bytes: 8 << 20,
             max_delay_ms: 50,
         }

@@ -6,17 +6,21 @@
 //! acknowledged with the group commit that makes them durable.
 //!
 //! Frames flow through a bounded queue (16 frames, at most 16 MiB), so a fast agent and a
-//! slow disk meet backpressure, not unbounded buffering. The store thread enforces the
-//! group-commit delay with a receive deadline: no acknowledgement waits longer than
-//! `commit.max_delay_ms` after its message ended.
+//! slow disk meet backpressure, not unbounded buffering. Group commits are adaptive
+//! ([`BatchPolicy`]): a batch closes as soon as the commit pipeline can take it without
+//! queueing, or at the profile's `commit` limits; no acknowledgement waits longer than
+//! `commit.max_delay_ms` after its message ended plus the commit itself.
 
 use mailferry_core::frame::AckStatus;
 use mailferry_core::frame::{Frame, FrameBuffer, MessageHeader, PROTOCOL_VERSION};
 use mailferry_core::profile::CommitSettings;
 use mailferry_core::{Flags, FolderName, MailboxAddr, SourceId};
-use mailferry_store::{CommitJob, Finished, IngestSession, MessageStart, StoreError, Volume};
+use mailferry_store::{
+    BatchPolicy, CommitOutcome, CommitPipeline, Finished, IngestSession, MessageStart, StoreError,
+    Volume,
+};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -168,8 +172,8 @@ where
     let (cmd_tx, cmd_rx) = flume::bounded::<Cmd>(16);
     let mut worker = {
         let out_tx = out_tx.clone();
-        let delay = Duration::from_millis(commit.max_delay_ms);
-        tokio::task::spawn_blocking(move || store_worker(session, cmd_rx, out_tx, delay, stats))
+        let policy = BatchPolicy::from_settings(&commit);
+        tokio::task::spawn_blocking(move || store_worker(session, cmd_rx, out_tx, policy, stats))
     };
 
     let fail = |code: u16, message: String| {
@@ -313,117 +317,107 @@ where
     received
 }
 
-/// Runs the store side of a session. Commits are pipelined: the worker hands each
-/// batch to a committer thread ([`mailferry_store::CommitJob`]) and goes on writing the
-/// next batch while the disk flushes, so fsync time overlaps with hashing and
-/// encryption instead of stalling them. At most two batches are in flight; ACKs are
-/// sent by the committer only after a batch is durable.
+/// Runs the store side of a session. Commits are pipelined ([`CommitPipeline`]): the
+/// worker hands each closed batch to the pipeline's fdatasync stage and goes on writing
+/// the next batch, while earlier batches are indexed and audited on the pipeline's other
+/// threads. ACKs are sent only after a batch's last step, in batch order.
 fn store_worker(
     mut session: IngestSession,
     rx: flume::Receiver<Cmd>,
     tx: flume::Sender<Frame>,
-    max_delay: Duration,
+    policy: BatchPolicy,
     stats: Arc<StoreStats>,
 ) {
-    let (job_tx, job_rx) = flume::bounded::<CommitJob>(1);
-    let failed = Arc::new(AtomicBool::new(false));
     // What each seq handed to the store but not yet ACKed was, for the counters.
     let sizes: Arc<Mutex<HashMap<u64, Sent>>> = Arc::default();
-    let committer = {
-        let (tx, failed, stats) = (tx.clone(), failed.clone(), stats.clone());
-        let sizes = sizes.clone();
-        std::thread::Builder::new()
-            .name("mailferry-commit".into())
-            .spawn(move || {
-                for job in job_rx.iter() {
-                    let t0 = Instant::now();
-                    let res = job.run_outcome().map(|o| {
-                        let t = o.timings;
-                        add(&stats.sync_nanos, t.sync_ns);
-                        add(&stats.index_nanos, t.index_ns);
-                        add(&stats.audit_nanos, t.audit_ns);
-                        (o.acks, o.rejected)
-                    });
-                    stats
-                        .commit_nanos
-                        .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    stats.commits.fetch_add(1, Ordering::Relaxed);
-                    stats.commit_seconds.observe(t0.elapsed());
-                    match res {
-                        Ok((acks, rejected)) => {
-                            let mut sz = sizes.lock().unwrap_or_else(|p| p.into_inner());
-                            for (seq, status) in &acks {
-                                let counter = match (sz.remove(seq), status) {
-                                    (Some(Sent::Message(size)), AckStatus::Stored) => {
-                                        stats.bytes_stored.fetch_add(size, Ordering::Relaxed);
-                                        &stats.messages_stored
-                                    }
-                                    (Some(Sent::Delete), AckStatus::Applied) => {
-                                        &stats.deletes_applied
-                                    }
-                                    (Some(Sent::Delete), AckStatus::NotFound) => {
-                                        &stats.deletes_not_found
-                                    }
-                                    (Some(Sent::SetFlags), AckStatus::Applied) => {
-                                        &stats.flag_updates_applied
-                                    }
-                                    (Some(Sent::SetFlags), AckStatus::NotFound) => {
-                                        &stats.flag_updates_not_found
-                                    }
-                                    _ => continue,
-                                };
-                                counter.fetch_add(1, Ordering::Relaxed);
-                            }
-                            for (seq, reason) in rejected {
-                                sz.remove(&seq);
-                                stats.changes_rejected.fetch_add(1, Ordering::Relaxed);
-                                let _ = tx.send(Frame::Reject { seq, reason });
-                            }
-                            drop(sz);
-                            if acks.is_empty() {
-                                // Only a FLUSH makes an empty batch: it is always answered.
-                                let _ = tx.send(Frame::Ack(Vec::new()));
-                            }
-                            for part in acks.chunks(10_000) {
-                                let _ = tx.send(Frame::Ack(part.to_vec()));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!("group commit failed: {e}");
-                            failed.store(true, Ordering::SeqCst);
-                            let _ = tx.send(Frame::Error {
-                                code: 500,
-                                message: format!("the store could not commit: {e}"),
-                            });
-                            return;
-                        }
-                    }
-                }
-            })
-            .expect("spawning the commit thread")
+    let pipeline = {
+        let (tx, stats, sizes) = (tx.clone(), stats.clone(), sizes.clone());
+        CommitPipeline::start(move |res| committed(res, &tx, &stats, &sizes))
     };
-    let closed = drive(
-        &mut session,
-        &rx,
-        &tx,
-        &job_tx,
-        &failed,
-        max_delay,
-        &stats,
-        &sizes,
-    );
+    let pipeline = match pipeline {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = tx.send(Frame::Error {
+                code: 500,
+                message: format!("the store could not start its commit threads: {e}"),
+            });
+            return;
+        }
+    };
+    let closed = drive(&mut session, &rx, &tx, &pipeline, policy, &stats, &sizes);
     let t = session.timings();
     add(&stats.hash_nanos, t.hash_ns);
     add(&stats.encrypt_nanos, t.encrypt_ns);
     add(&stats.append_nanos, t.append_ns);
     // Every batch handed off must be durable (or have failed) before the session goes:
     // dropping it truncates its segment to what was handed off.
-    drop(job_tx);
-    let _ = committer.join();
-    if closed && !failed.load(Ordering::SeqCst) {
+    let ok = pipeline.finish().is_ok();
+    if closed && ok {
         let _ = tx.send(Frame::Closed);
     }
 }
+
+/// Called by the pipeline with each batch's outcome, in order: counts it and sends its
+/// REJECTs and ACKs; or, once, the failure that stopped the pipeline.
+fn committed(
+    res: Result<CommitOutcome, StoreError>,
+    tx: &flume::Sender<Frame>,
+    stats: &StoreStats,
+    sizes: &Mutex<HashMap<u64, Sent>>,
+) {
+    let o = match res {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!("group commit failed: {e}");
+            let _ = tx.send(Frame::Error {
+                code: 500,
+                message: format!("the store could not commit: {e}"),
+            });
+            return;
+        }
+    };
+    let t = o.timings;
+    add(&stats.sync_nanos, t.sync_ns);
+    add(&stats.index_nanos, t.index_ns);
+    add(&stats.audit_nanos, t.audit_ns);
+    // The batch's own time in the three steps (not the time it waited between them).
+    let busy = t.sync_ns + t.index_ns + t.audit_ns;
+    add(&stats.commit_nanos, busy);
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    stats.commit_seconds.observe(Duration::from_nanos(busy));
+    let mut sz = sizes.lock().unwrap_or_else(|p| p.into_inner());
+    for (seq, status) in &o.acks {
+        let counter = match (sz.remove(seq), status) {
+            (Some(Sent::Message(size)), AckStatus::Stored) => {
+                stats.bytes_stored.fetch_add(size, Ordering::Relaxed);
+                &stats.messages_stored
+            }
+            (Some(Sent::Delete), AckStatus::Applied) => &stats.deletes_applied,
+            (Some(Sent::Delete), AckStatus::NotFound) => &stats.deletes_not_found,
+            (Some(Sent::SetFlags), AckStatus::Applied) => &stats.flag_updates_applied,
+            (Some(Sent::SetFlags), AckStatus::NotFound) => &stats.flag_updates_not_found,
+            _ => continue,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    for (seq, reason) in o.rejected {
+        sz.remove(&seq);
+        stats.changes_rejected.fetch_add(1, Ordering::Relaxed);
+        let _ = tx.send(Frame::Reject { seq, reason });
+    }
+    drop(sz);
+    if o.acks.is_empty() {
+        // Only a FLUSH makes an empty batch: it is always answered.
+        let _ = tx.send(Frame::Ack(Vec::new()));
+    }
+    for part in o.acks.chunks(10_000) {
+        let _ = tx.send(Frame::Ack(part.to_vec()));
+    }
+}
+
+/// How often a worker with an open batch looks whether the pipeline can take it, when no
+/// frame arrives meanwhile.
+const POLL: Duration = Duration::from_millis(1);
 
 /// The command loop; returns true if the client closed the session cleanly.
 // The loop's channels, flags and counters are its whole context; a struct would only
@@ -433,9 +427,8 @@ fn drive(
     session: &mut IngestSession,
     rx: &flume::Receiver<Cmd>,
     tx: &flume::Sender<Frame>,
-    job_tx: &flume::Sender<CommitJob>,
-    failed: &AtomicBool,
-    max_delay: Duration,
+    pipeline: &CommitPipeline,
+    policy: BatchPolicy,
     stats: &StoreStats,
     sizes: &Mutex<HashMap<u64, Sent>>,
 ) -> bool {
@@ -446,14 +439,15 @@ fn drive(
     let mut sizes_of: HashMap<u64, u64> = HashMap::new();
     // `force`: hand off even an empty batch (FLUSH is always answered with an ACK).
     let commit = |session: &mut IngestSession, force: bool| -> bool {
-        if failed.load(Ordering::SeqCst) {
+        if pipeline.failed() {
             return false;
         }
         if session.pending_count() == 0 && !force {
             return true;
         }
         match session.start_commit() {
-            Ok(job) => job_tx.send(job).is_ok(),
+            // Refused only after a failure the pipeline has already reported.
+            Ok(job) => pipeline.submit(job).is_ok(),
             Err(e) => {
                 let _ = tx.send(Frame::Error {
                     code: 500,
@@ -470,12 +464,29 @@ fn drive(
         });
         false
     };
+    // Closes the open batch if the policy says so (see `BatchPolicy`); false if the
+    // session must end.
+    let maybe_commit = |session: &mut IngestSession| -> bool {
+        let age = session
+            .oldest_pending()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let close = policy.should_close(
+            session.pending_count(),
+            session.pending_bytes(),
+            age,
+            pipeline.ready(),
+        );
+        !close || commit(session, false)
+    };
     loop {
         let cmd = match session.oldest_pending() {
-            Some(t) => match rx.recv_deadline(t + max_delay) {
+            // A batch is open but the pipeline was not ready for it: look again when it
+            // may be (it has no way to wake this thread) or at the batch's deadline,
+            // whichever comes first.
+            Some(t) => match rx.recv_deadline((t + policy.max_delay).min(Instant::now() + POLL)) {
                 Ok(c) => c,
                 Err(flume::RecvTimeoutError::Timeout) => {
-                    if !commit(session, false) {
+                    if !maybe_commit(session) {
                         return false;
                     }
                     continue;
@@ -550,7 +561,7 @@ fn drive(
                 if let Err(reason) = outcome {
                     let _ = tx.send(Frame::Reject { seq, reason });
                 }
-                if session.should_commit() && !commit(session, false) {
+                if !maybe_commit(session) {
                     return false;
                 }
             }
@@ -570,7 +581,7 @@ fn drive(
                 if !change_queued(done, seq, Sent::Delete, tx, stats, sizes) {
                     return false;
                 }
-                if session.should_commit() && !commit(session, false) {
+                if !maybe_commit(session) {
                     return false;
                 }
             }
@@ -591,7 +602,7 @@ fn drive(
                 if !change_queued(done, seq, Sent::SetFlags, tx, stats, sizes) {
                     return false;
                 }
-                if session.should_commit() && !commit(session, false) {
+                if !maybe_commit(session) {
                     return false;
                 }
             }

@@ -9,6 +9,13 @@
 //! and the ids the index keeps of deleted messages. A flag change lost that way is
 //! recorded when the agent sends it again (it was never acknowledged).
 //!
+//! Recovery compares the index with the log. To keep that from reading the whole log at
+//! every open, each open ends by writing `audit.mark` (docs/audit-log.md §5.1): a
+//! [`LogMark`] of the log, the largest message id and the number of deletions that were
+//! all recorded at that point. The next open checks the mark against the log and reads
+//! only the records after it; anything unexpected (a mark that does not fit, rows or
+//! deletions without records) falls back to the full comparison.
+//!
 //! The log holds no plaintext mail metadata: mailbox addresses, `folder/source-id` items
 //! and flags appear only as keyed pseudonyms (HMAC under a key derived from the volume
 //! master key), next to the content's SHA-256 and size. Whoever holds the key can compute
@@ -16,7 +23,8 @@
 
 use crate::keys::{hkdf32, VolumeKeys};
 use crate::StoreError;
-use mailferry_audit::{AuditLog, Entry, Pseudonymizer};
+use mailferry_audit::{AuditLog, Entry, LogMark, Pseudonymizer};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::Path;
@@ -24,6 +32,25 @@ use std::sync::Mutex;
 
 /// File name of the log inside the volume directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
+
+/// File name of the recovery mark inside the volume directory.
+pub const MARK_FILE: &str = "audit.mark";
+
+/// Format of the recovery mark.
+const MARK_FORMAT: &str = "mailferry-volume-audit-mark/1";
+
+/// `audit.mark`: what was recorded in the log up to its mark.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecoveryMark {
+    format: String,
+    /// The log up to here was complete when the mark was written.
+    mark: LogMark,
+    /// Every message with an id up to this one had its `message.stored` record.
+    max_message_id: u64,
+    /// How many deletions the index kept, each with its `message.deleted` record.
+    deletions: u64,
+}
 
 /// HKDF info of the pseudonym key (derived from the volume master key).
 const INFO_PSEUDONYMS: &[u8] = b"mailferry audit pseudonyms v1";
@@ -83,12 +110,33 @@ pub(crate) struct DestLog {
     log: Mutex<AuditLog>,
     actor: String,
     names: Pseudonymizer,
+    /// The recovery mark the log was opened from, if it fitted.
+    resumed: Option<RecoveryMark>,
 }
 
 impl DestLog {
     /// Opens (or creates) the log of the volume in `dir`; a torn tail is repaired.
     pub fn open(dir: &Path, keys: &VolumeKeys) -> Result<DestLog, StoreError> {
-        let log = AuditLog::open(dir.join(AUDIT_FILE))?;
+        let mark_path = dir.join(MARK_FILE);
+        let mark: Option<RecoveryMark> = match std::fs::read(&mark_path) {
+            Ok(b) => match serde_json::from_slice::<RecoveryMark>(&b) {
+                Ok(m) if m.format == MARK_FORMAT => Some(m),
+                Ok(m) => {
+                    tracing::warn!(path = %mark_path.display(), format = %m.format, "audit recovery mark of an unknown format ignored; reading the whole log");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(path = %mark_path.display(), error = %e, "damaged audit recovery mark ignored; reading the whole log");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let log = AuditLog::open_from(dir.join(AUDIT_FILE), mark.as_ref().map(|m| &m.mark))?;
+        if let Some(reason) = log.mark_refused() {
+            tracing::warn!(path = %mark_path.display(), %reason, "audit recovery mark does not fit the log; reading the whole log");
+        }
+        let resumed = mark.filter(|_| log.resumed());
         if let Some(t) = log.repaired() {
             tracing::info!(
                 offset = t.offset,
@@ -100,6 +148,7 @@ impl DestLog {
             log: Mutex::new(log),
             actor: store_actor(),
             names: pseudonymizer(keys),
+            resumed,
         })
     }
 
@@ -145,6 +194,11 @@ impl DestLog {
         )?;
         log.sync()?;
         Ok(())
+    }
+
+    /// The log's mark now (after a sync), for `audit.mark`.
+    fn mark(&self) -> Option<LogMark> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).mark()
     }
 
     /// Appends one event and syncs it.
@@ -213,6 +267,104 @@ pub(crate) fn logged_ids(entries: &[Entry]) -> HashSet<u64> {
 /// rows of shredded mailboxes, so the log may hold more records than the index has rows.
 /// Messages of shredded mailboxes cannot be described any more and are skipped.
 pub(crate) fn recover(volume: &crate::Volume) -> Result<u64, StoreError> {
+    let n = if recorded_since_mark(volume)? {
+        0
+    } else {
+        recover_all(volume)?
+    };
+    write_mark(volume);
+    Ok(n)
+}
+
+/// True if the log was opened from a recovery mark and every message and deletion
+/// committed since has its record in the records after the mark: then nothing is missing
+/// and the log before the mark need not be read.
+fn recorded_since_mark(volume: &crate::Volume) -> Result<bool, StoreError> {
+    let Some(m) = &volume.inner.audit.resumed else {
+        return Ok(false);
+    };
+    let path = volume.dir().join(AUDIT_FILE);
+    let tail = match mailferry_audit::read_tail_after(&path, &m.mark) {
+        Ok(t) => t,
+        Err(_) => return Ok(false),
+    };
+    // Only the event and the message id of each record: a light parse (the tail of a
+    // first pass holds a record per message). Anything unreadable: the full comparison.
+    #[derive(Deserialize)]
+    struct Lite {
+        event: String,
+        data: LiteData,
+    }
+    #[derive(Deserialize)]
+    struct LiteData {
+        message: Option<u64>,
+    }
+    let mut stored = HashSet::new();
+    let mut deleted = HashSet::new();
+    for line in tail.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(rec) = serde_json::from_slice::<Lite>(line) else {
+            return Ok(false);
+        };
+        match (rec.event.as_str(), rec.data.message) {
+            ("message.stored", Some(id)) => {
+                stored.insert(id);
+            }
+            ("message.deleted", Some(id)) => {
+                deleted.insert(id);
+            }
+            _ => {}
+        }
+    }
+    let ix = volume.inner.index()?;
+    if ix.max_message_id()? < m.max_message_id {
+        return Ok(false); // an index older than the mark: compare everything
+    }
+    let new_rows_recorded = ix
+        .message_ids_after(m.max_message_id)?
+        .iter()
+        .all(|(id, _)| stored.contains(id));
+    let tombstones = ix.deleted_message_ids()?;
+    let unrecorded = tombstones
+        .iter()
+        .filter(|(id, _)| !deleted.contains(id))
+        .count() as u64;
+    // The deletions of the mark are recorded before it, so none of them is in the tail:
+    // exactly those may lack a record in the tail.
+    Ok(new_rows_recorded && unrecorded == m.deletions)
+}
+
+/// Writes `audit.mark` for the log as it is now, right after recovery: every message and
+/// deletion in the index has its record. By rename, without fsync: a mark lost or torn
+/// by a crash is ignored at the next open, which then reads the whole log.
+fn write_mark(volume: &crate::Volume) {
+    let result = (|| -> Result<(), StoreError> {
+        let Some(mark) = volume.inner.audit.mark() else {
+            return Ok(());
+        };
+        let (max_message_id, deletions) = {
+            let ix = volume.inner.index()?;
+            (ix.max_message_id()?, ix.deleted_message_ids()?.len() as u64)
+        };
+        let m = RecoveryMark {
+            format: MARK_FORMAT.into(),
+            mark,
+            max_message_id,
+            deletions,
+        };
+        let path = volume.dir().join(MARK_FILE);
+        let tmp = path.with_extension("mark-tmp");
+        let bytes = serde_json::to_vec(&m).expect("integers and strings serialise");
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| StoreError::Io { path, source: e })
+    })();
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "audit recovery mark not written; the next open reads the whole audit log");
+    }
+}
+
+/// The full comparison of the index with every record of the log.
+fn recover_all(volume: &crate::Volume) -> Result<u64, StoreError> {
     let path = volume.dir().join(AUDIT_FILE);
     let entries = mailferry_audit::read_records(&path)?;
     let deleted = recover_deleted(volume, &entries)?;
@@ -314,3 +466,6 @@ fn recover_deleted(volume: &crate::Volume, entries: &[Entry]) -> Result<u64, Sto
     );
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,11 +11,12 @@
 
 use crate::audit_trail::{AuditItem, Change};
 use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
+use crate::dedup::DedupReader;
 use crate::index::{Index, MessageRow};
 use crate::keys::{self, Key};
 use crate::segment::{self, RecordHeader, SegmentHeader, SEG_HEADER_LEN};
 use crate::volume::{FreeSegment, Inner};
-use crate::{StoreError, SEGMENTS_DIR};
+use crate::{StoreError, INDEX_FILE, SEGMENTS_DIR};
 use mailferry_core::frame::AckStatus;
 use mailferry_core::profile::CommitSettings;
 use mailferry_core::{Flags, FolderName, MailboxAddr, MessageMeta, SourceId};
@@ -141,6 +142,9 @@ pub struct IngestSession {
     oldest: Option<Instant>,
     open: Option<OpenMessage>,
     failed: bool,
+    /// The session's own read connection for dedup lookups, opened at the first
+    /// `finish`: a lookup never waits for the index lock a commit holds.
+    dedup_reader: Option<DedupReader>,
 }
 
 impl std::fmt::Debug for IngestSession {
@@ -219,9 +223,17 @@ impl CommitJob {
     /// Makes the batch durable: fdatasync of its segments, then ONE SQLite transaction
     /// applying its changes in seq order (a DELETE removes what an earlier MESSAGE of the
     /// same batch stored; a FLAGS changes it), then the audit records of what the
-    /// transaction did, appended and synced.
-    pub fn run_outcome(mut self) -> Result<CommitOutcome, StoreError> {
-        let mut out = CommitOutcome::default();
+    /// transaction did, appended and synced. The three steps are also callable one by
+    /// one ([`CommitJob::sync`], [`SyncedJob::index`], [`IndexedJob::audit`]) so a
+    /// pipeline can overlap one batch's index step with the next batch's fdatasync.
+    pub fn run_outcome(self) -> Result<CommitOutcome, StoreError> {
+        self.sync()?.index()?.audit()
+    }
+
+    /// Step 1 of 3: fdatasync of the batch's segments (and of their directory when a
+    /// segment file was created). Nothing is acknowledged yet; a crash after this step
+    /// leaves the records as an unreferenced tail that recovery truncates.
+    pub fn sync(self) -> Result<SyncedJob, StoreError> {
         let t0 = Instant::now();
         for (path, f) in &self.syncs {
             f.sync_data().map_err(|e| StoreError::io(path, e))?;
@@ -229,16 +241,35 @@ impl CommitJob {
         if let Some(dir) = &self.sync_dir {
             crate::sync_dir(dir)?;
         }
+        let mut out = CommitOutcome::default();
+        out.timings.sync_ns = t0.elapsed().as_nanos() as u64;
+        Ok(SyncedJob { job: self, out })
+    }
+}
+
+/// A batch whose segment bytes are durable, waiting for its index transaction
+/// ([`SyncedJob::index`]). Batches of one session must be indexed in the order they were
+/// started.
+pub struct SyncedJob {
+    job: CommitJob,
+    out: CommitOutcome,
+}
+
+impl SyncedJob {
+    /// Step 2 of 3: ONE SQLite transaction applying the batch's changes in seq order.
+    /// Only called once the records it points to are durable ([`CommitJob::sync`]), so
+    /// a committed row never names bytes a crash could lose.
+    pub fn index(self) -> Result<IndexedJob, StoreError> {
+        let SyncedJob { mut job, mut out } = self;
         let t1 = Instant::now();
-        out.timings.sync_ns = (t1 - t0).as_nanos() as u64;
-        let ops = std::mem::take(&mut self.ops);
+        let ops = std::mem::take(&mut job.ops);
         let mut changes = Vec::new();
         if ops.iter().any(|p| !matches!(p.op, Op::Duplicate)) {
-            let inner = self.inner.clone();
+            let inner = job.inner.clone();
             let ix = inner.index()?;
             let tx = ix.begin_batch()?;
             for p in &ops {
-                self.apply(&ix, p, &mut out, &mut changes)?;
+                job.apply(&ix, p, &mut out, &mut changes)?;
             }
             tx.commit().map_err(|e| StoreError::Index {
                 path: ix.path().to_path_buf(),
@@ -247,15 +278,42 @@ impl CommitJob {
         } else {
             out.acks = ops.iter().map(|p| (p.seq, AckStatus::Duplicate)).collect();
         }
+        out.timings.index_ns = t1.elapsed().as_nanos() as u64;
+        Ok(IndexedJob {
+            inner: job.inner,
+            changes,
+            out,
+        })
+    }
+}
+
+/// A batch whose rows are committed, waiting for its audit records
+/// ([`IndexedJob::audit`]). Its acknowledgements may be sent only after that.
+pub struct IndexedJob {
+    inner: Arc<Inner>,
+    changes: Vec<Change>,
+    out: CommitOutcome,
+}
+
+impl IndexedJob {
+    /// Step 3 of 3: appends and syncs the audit records of what the transaction did, and
+    /// returns the acknowledgements. Records come only after the transaction: the log
+    /// never describes a change that is not durable (recovery at open fills the other
+    /// gap, a committed change without its record).
+    pub fn audit(self) -> Result<CommitOutcome, StoreError> {
+        let IndexedJob {
+            inner,
+            changes,
+            mut out,
+        } = self;
         let t2 = Instant::now();
-        out.timings.index_ns = (t2 - t1).as_nanos() as u64;
-        // Records only for what the transaction did, after it: the log never describes
-        // a change that is not durable (recovery at open fills the other gap).
-        self.inner.audit.changes(&changes)?;
+        inner.audit.changes(&changes)?;
         out.timings.audit_ns = t2.elapsed().as_nanos() as u64;
         Ok(out)
     }
+}
 
+impl CommitJob {
     /// Applies one change inside the batch's transaction.
     fn apply(
         &mut self,
@@ -451,6 +509,7 @@ impl IngestSession {
             oldest: None,
             open: None,
             failed: false,
+            dedup_reader: None,
         }
     }
 
@@ -471,6 +530,18 @@ impl IngestSession {
             return Err(self.misuse("an earlier commit or write failed; start a new session and resend what was not acknowledged"));
         }
         Ok(())
+    }
+
+    /// True if a committed message of this mailbox has this dedup value (read on the
+    /// session's own connection, not under the index lock).
+    fn dedup_committed(&mut self, dedup: &[u8; 32]) -> Result<bool, StoreError> {
+        let reader = match &mut self.dedup_reader {
+            Some(r) => r,
+            None => self
+                .dedup_reader
+                .insert(DedupReader::open(&self.inner.dir.join(INDEX_FILE))?),
+        };
+        reader.exists(self.mailbox_id, dedup)
     }
 
     /// Starts a message. Error if a message is already open.
@@ -641,9 +712,7 @@ impl IngestSession {
             // commits: write it, and let the commit's UNIQUE dedup decide.
             Ok(false)
         } else {
-            self.inner
-                .index()
-                .and_then(|ix| ix.dedup_exists(self.mailbox_id, &dedup))
+            self.dedup_committed(&dedup)
         };
         let dup = match dup {
             Ok(d) => d,
@@ -820,6 +889,11 @@ impl IngestSession {
     pub fn should_commit(&self) -> bool {
         self.pending.len() >= self.commit.max_messages
             || self.pending_bytes >= self.commit.max_bytes
+    }
+
+    /// Body bytes (records) of the finished messages not yet committed.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
     }
 
     /// When the oldest pending message finished; the caller enforces

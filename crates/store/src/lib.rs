@@ -12,9 +12,12 @@
 
 pub mod audit_trail;
 mod compact;
+mod dedup;
 mod error;
 mod index;
 mod ingest;
+mod pipeline;
+pub mod receipt;
 mod reencrypt;
 mod replicate;
 mod tokens;
@@ -30,9 +33,11 @@ pub use compact::CompactOutcome;
 pub use credential::Credential;
 pub use error::StoreError;
 pub use ingest::{
-    CommitJob, CommitOutcome, CommitTimings, Finished, IngestSession, IngestTimings, MessageStart,
+    CommitJob, CommitOutcome, CommitTimings, Finished, IndexedJob, IngestSession, IngestTimings,
+    MessageStart, SyncedJob,
 };
 pub use keys::Argon2Params;
+pub use pipeline::{BatchPolicy, CommitPipeline, PipelineStopped};
 pub use reencrypt::ReencryptOutcome;
 pub use replicate::ReplicateOutcome;
 pub use tokens::{token_digest, IssuedToken, TokenAdmin, TokenGrant, TokenInfo};

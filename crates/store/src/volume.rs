@@ -450,6 +450,77 @@ impl Volume {
         Ok((root, items.len() as u64))
     }
 
+    /// The same root and count as [`Volume::receipt_root`], from the mailbox's receipt
+    /// cache ([`crate::receipt`]): only messages stored since the last call have their
+    /// metadata decrypted, so the end of a pass costs what it changed. The cache is
+    /// rebuilt from every message when it is missing or does not fit; a cache that
+    /// cannot be written costs the next call a rebuild, nothing else.
+    pub fn receipt_root_incremental(
+        &self,
+        mailbox: &MailboxAddr,
+    ) -> Result<(String, u64), StoreError> {
+        use crate::receipt;
+        let inner = &self.inner;
+        let row = {
+            let ix = inner.index()?;
+            inner.live_mailbox(&ix, mailbox)?
+        };
+        let key = receipt::cache_key(&inner.key_for(row.id, row.key_id, mailbox)?);
+        let path = receipt::path(&inner.dir, row.id);
+        let cached = std::fs::read(&path)
+            .ok()
+            .and_then(|b| receipt::decode(&b, &key, &inner.volume_id, row.id, row.key_id));
+        let after = cached.as_ref().map_or(0, |c| c.max_id);
+        // Ids and new rows under one lock, so they describe the same moment.
+        let (ids, rows) = {
+            let ix = inner.index()?;
+            (
+                ix.message_ids_of(row.id)?,
+                ix.messages_after(row.id, after)?,
+            )
+        };
+        let (mut leaves, after) = match cached
+            .as_ref()
+            .and_then(|c| Some((receipt::reconcile(c, &ids)?, c)))
+        {
+            Some(((kept, new), c)) if new.is_empty() && kept.len() == c.leaves.len() => {
+                // Nothing stored or deleted since: the cache stands as it is.
+                let n = kept.len() as u64;
+                let root = mailferry_audit::merkle::root_of_leaves(
+                    kept.into_iter().map(|(_, l)| l).collect(),
+                );
+                return Ok((root, n));
+            }
+            Some(((kept, _), c)) => (kept, c.max_id),
+            None => (Vec::new(), 0),
+        };
+        // A rebuild needs every row, not only those after a cache that did not fit.
+        let rows = if after == 0 && cached.as_ref().is_some_and(|c| c.max_id > 0) {
+            inner.index()?.messages(Some(row.id))?
+        } else {
+            rows
+        };
+        let mut keys: HashMap<(u64, u32), Key> = HashMap::new();
+        let mut max_id = after;
+        for r in rows.iter().filter(|r| r.id > after) {
+            let m = inner.stored_message(mailbox, r, &mut keys)?;
+            let item = format!("{}/{}", m.meta.folder, m.meta.source_id);
+            leaves.push((m.id, mailferry_audit::merkle::leaf(&item, &m.meta.sha256)));
+            max_id = max_id.max(m.id);
+        }
+        leaves.sort_unstable_by_key(|(id, _)| *id);
+        let cache = receipt::Cache { max_id, leaves };
+        let bytes = receipt::encode(&cache, &key, &inner.volume_id, row.id, row.key_id);
+        if let Err(e) = receipt::store(&path, &bytes) {
+            tracing::warn!(path = %path.display(), error = %e, "receipt cache not written; the next receipt rebuilds it");
+        }
+        let n = cache.leaves.len() as u64;
+        let root = mailferry_audit::merkle::root_of_leaves(
+            cache.leaves.into_iter().map(|(_, l)| l).collect(),
+        );
+        Ok((root, n))
+    }
+
     /// Appends an event to the volume's audit log (synced). Callers must keep plaintext
     /// mail metadata out of `data`; use [`Volume::pseudonym_of_mailbox`].
     pub fn audit_event(&self, event: &str, data: serde_json::Value) -> Result<(), StoreError> {

@@ -39,7 +39,7 @@ fn run(state: &[((&str, &str), Acked)], listing: Listing, keep_folders: &[&str])
         .iter()
         .map(|((f, s), a)| ((folder(f), id(s)), a.clone()))
         .collect();
-    let map: HashMap<&(FolderName, SourceId), &Acked> = keys.iter().map(|(k, a)| (k, a)).collect();
+    let map: HashMap<(FolderName, SourceId), Acked> = keys.into_iter().collect();
     // As the pass builds it: the profile's kept folders plus incomplete ones.
     let mut keep = Keep::default();
     keep.folders.extend(keep_folders.iter().map(|f| folder(f)));
@@ -185,7 +185,7 @@ fn messages_the_filter_left_out_stay_at_the_destination() {
         .iter()
         .map(|((f, s), a)| ((folder(f), id(s)), a.clone()))
         .collect();
-    let map: HashMap<&(FolderName, SourceId), &Acked> = keys.iter().map(|(k, a)| (k, a)).collect();
+    let map: HashMap<(FolderName, SourceId), Acked> = keys.into_iter().collect();
     let p = plan_with(&map, &[], &keep);
     assert_eq!(
         p.ops.iter().map(Op::name).collect::<Vec<_>>(),

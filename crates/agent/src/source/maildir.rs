@@ -4,8 +4,23 @@
 //! Folder names on disk are IMAP modified UTF-7; one that does not decode, or decodes
 //! to a name that could escape a directory, is a named bad item and its messages are
 //! not moved. This module only lists and opens files; it never writes to the source.
+//!
+//! # Delta passes
+//!
+//! Maildir files are never rewritten, only renamed (flags) or removed, and every such
+//! change, like every delivery, updates the modification time of `cur/` or `new/`. So
+//! the listing reuses what earlier passes acknowledged ([`Prior`]) in two ways:
+//!
+//! - A folder whose `cur/` and `new/` have the same nanosecond mtimes as in its cursor,
+//!   and held exactly the acknowledged messages when the cursor was taken, is not read
+//!   at all: its items come from the checkpoint. As in Dovecot, an mtime is only
+//!   trusted if it is at least [`MTIME_TRUST`] older than the scan that recorded it (a
+//!   change in the same clock tick as the scan would not move the mtime); otherwise the
+//!   folder is read again.
+//! - A folder that is read: a file whose unique name and flags the checkpoint already
+//!   has is not `stat`ed; its size and date come from the checkpoint.
 
-use super::{Listing, Location, Prior, Source, SourceItem};
+use super::{Listing, Location, Prior, PriorFolder, Source, SourceItem};
 use crate::AgentError;
 use mailferry_core::report::BadItem;
 use mailferry_core::{mutf7, Flags, FolderName, SourceId};
@@ -13,7 +28,92 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How much older than the scan that recorded it a directory's mtime must be before a
+/// later pass trusts it to mean "unchanged".
+pub const MTIME_TRUST: Duration = Duration::from_secs(2);
+
+/// Tag of this module's folder cursors.
+const CURSOR_TAG: &str = "maildir1";
+
+/// What a folder cursor records: the mtimes of `cur/` and `new/` (nanoseconds since the
+/// epoch, `-` if absent) before the scan, the time the scan started, and how many
+/// messages it listed. Written as `maildir1 CUR NEW SCAN COUNT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Cursor {
+    cur: Option<i128>,
+    new: Option<i128>,
+    scan: i128,
+    count: usize,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        let t = |v: Option<i128>| v.map_or("-".to_string(), |n| n.to_string());
+        format!(
+            "{CURSOR_TAG} {} {} {} {}",
+            t(self.cur),
+            t(self.new),
+            self.scan,
+            self.count
+        )
+    }
+
+    fn parse(s: &str) -> Option<Cursor> {
+        let mut it = s.split(' ');
+        if it.next()? != CURSOR_TAG {
+            return None;
+        }
+        let t = |v: &str| -> Option<Option<i128>> {
+            if v == "-" {
+                Some(None)
+            } else {
+                v.parse().ok().map(Some)
+            }
+        };
+        let c = Cursor {
+            cur: t(it.next()?)?,
+            new: t(it.next()?)?,
+            scan: it.next()?.parse().ok()?,
+            count: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(c)
+    }
+
+    /// True if this cursor, read back, says the folder is unchanged now.
+    fn still_holds(&self, now: &Cursor, acknowledged: usize) -> bool {
+        let trusted =
+            |m: Option<i128>| m.is_none_or(|m| m <= self.scan - MTIME_TRUST.as_nanos() as i128);
+        self.cur == now.cur
+            && self.new == now.new
+            && trusted(self.cur)
+            && trusted(self.new)
+            && self.count == acknowledged
+    }
+}
+
+fn nanos(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+/// The mtime of a directory in nanoseconds; `None` if it does not exist (or cannot be
+/// read: then the scan reports it).
+fn dir_mtime(path: &Path) -> Option<i128> {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(nanos)
+}
+
+/// The file name an acknowledged message had: `cur/UNIQUE:2,FLAGS`. A message still in
+/// `new/` is found by [`Maildir::open`] when this name is not there.
+fn file_in_cur(dir: &Path, id: &SourceId, flags: &Flags) -> PathBuf {
+    dir.join("cur").join(format!("{id}:2,{}", flags.as_str()))
+}
 
 /// A Maildir++ tree rooted at a directory.
 pub struct Maildir {
@@ -76,7 +176,41 @@ pub fn parse_file_name(name: &str) -> (&str, String) {
     }
 }
 
-fn list_folder(dir: &Path, folder: &FolderName, out: &mut Listing) {
+fn list_folder(dir: &Path, folder: &FolderName, prior: Option<&PriorFolder>, out: &mut Listing) {
+    // The scan's start and the directories' mtimes, taken before anything is read: a
+    // change while the scan runs moves an mtime past what the cursor records.
+    let now = Cursor {
+        scan: nanos(SystemTime::now()),
+        cur: dir_mtime(&dir.join("cur")),
+        new: dir_mtime(&dir.join("new")),
+        count: 0,
+    };
+    if let Some(prior) = prior {
+        let unchanged = prior
+            .cursor
+            .as_deref()
+            .and_then(Cursor::parse)
+            .is_some_and(|c| c.still_holds(&now, prior.items.len()));
+        if unchanged {
+            for (id, p) in &prior.items {
+                out.items.push(SourceItem {
+                    folder: folder.clone(),
+                    source_id: id.clone(),
+                    flags: p.flags.clone(),
+                    internal_date: p.internal_date,
+                    size: p.size,
+                    location: Location::File(file_in_cur(dir, id, &p.flags)),
+                    ident: None,
+                });
+            }
+            // Keeps the cursor that proved it: its mtimes are the trusted ones.
+            if let Some(c) = &prior.cursor {
+                out.cursors.insert(folder.clone(), c.clone());
+            }
+            return;
+        }
+    }
+    let listed_before = out.items.len();
     let mut seen = HashSet::new();
     for sub in ["cur", "new"] {
         let path = dir.join(sub);
@@ -115,6 +249,25 @@ fn list_folder(dir: &Path, folder: &FolderName, out: &mut Listing) {
             if name.starts_with('.') {
                 continue;
             }
+            let (unique, flags) = parse_file_name(name);
+            // Known under the same name and flags: what the checkpoint has is current.
+            let known = prior.and_then(|p| p.items.get_key_value(&SourceId::parse(unique).ok()?));
+            if let Some((id, p)) = known {
+                if Flags::from_maildir(&flags).is_ok_and(|f| f == p.flags)
+                    && seen.insert(id.clone())
+                {
+                    out.items.push(SourceItem {
+                        folder: folder.clone(),
+                        source_id: id.clone(),
+                        flags: p.flags.clone(),
+                        internal_date: p.internal_date,
+                        size: p.size,
+                        location: Location::File(entry.path()),
+                        ident: None,
+                    });
+                    continue;
+                }
+            }
             let item_name = format!("{folder}/{sub}/{name}");
             let meta = match entry.metadata() {
                 Ok(m) if m.is_file() => m,
@@ -129,7 +282,6 @@ fn list_folder(dir: &Path, folder: &FolderName, out: &mut Listing) {
                     continue;
                 }
             };
-            let (unique, flags) = parse_file_name(name);
             let source_id = match SourceId::parse(unique) {
                 Ok(s) => s,
                 Err(e) => {
@@ -166,6 +318,14 @@ fn list_folder(dir: &Path, folder: &FolderName, out: &mut Listing) {
             });
         }
     }
+    out.cursors.insert(
+        folder.clone(),
+        Cursor {
+            count: out.items.len() - listed_before,
+            ..now
+        }
+        .encode(),
+    );
 }
 
 impl Source for Maildir {
@@ -173,7 +333,7 @@ impl Source for Maildir {
         format!("maildir:{}", self.root.display())
     }
 
-    fn list(&self, _prior: &Prior) -> Result<Listing, AgentError> {
+    fn list(&self, prior: &Prior) -> Result<Listing, AgentError> {
         let root = &self.root;
         let fail = |reason: String| AgentError::Source {
             path: root.clone(),
@@ -186,7 +346,8 @@ impl Source for Maildir {
             ));
         }
         let mut out = Listing::default();
-        list_folder(root, &FolderName::inbox(), &mut out);
+        let inbox = FolderName::inbox();
+        list_folder(root, &inbox, prior.folders.get(&inbox), &mut out);
         let entries = fs::read_dir(root).map_err(|e| fail(format!("cannot list: {e}")))?;
         let mut subdirs = Vec::new();
         for entry in entries {
@@ -221,7 +382,7 @@ impl Source for Maildir {
             }
         }
         for (folder, path) in subdirs {
-            list_folder(&path, &folder, &mut out);
+            list_folder(&path, &folder, prior.folders.get(&folder), &mut out);
         }
         out.items
             .sort_by(|a, b| (&a.folder, &a.source_id).cmp(&(&b.folder, &b.source_id)));
@@ -230,12 +391,36 @@ impl Source for Maildir {
 
     fn open(&self, item: &SourceItem) -> std::io::Result<Box<dyn Read + Send>> {
         match &item.location {
-            Location::File(path) => Ok(Box::new(fs::File::open(path)?)),
+            Location::File(path) => match fs::File::open(path) {
+                Ok(f) => Ok(Box::new(f)),
+                // An item listed from the checkpoint may sit in `new/` or under other
+                // flags; find it by its unique name.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let folder_dir = path.parent().and_then(Path::parent).ok_or(e)?;
+                    let found = find_unique(folder_dir, item.source_id.as_str())
+                        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+                    Ok(Box::new(fs::File::open(found)?))
+                }
+                Err(e) => Err(e),
+            },
             other => Err(std::io::Error::other(format!(
                 "a Maildir item cannot be at {other}"
             ))),
         }
     }
+}
+
+/// The file of `unique` in `cur/` or `new/` of a folder directory.
+fn find_unique(folder_dir: &Path, unique: &str) -> Option<PathBuf> {
+    for sub in ["cur", "new"] {
+        for entry in fs::read_dir(folder_dir.join(sub)).ok()?.flatten() {
+            let name = entry.file_name();
+            if name.to_str().map(|n| parse_file_name(n).0) == Some(unique) {
+                return Some(entry.path());
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

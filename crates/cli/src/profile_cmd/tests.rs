@@ -25,7 +25,7 @@ fn text_and_json_carry_provenance() {
     assert_eq!(line("filter.before"), "filter.before default -");
     assert_eq!(
         line("commit.max_messages"),
-        "commit.max_messages default 100"
+        "commit.max_messages default 1000"
     );
     let j = to_json(&e);
     assert_eq!(j["file"], "x.toml");

@@ -494,3 +494,31 @@ fn mirror_changes_leave_no_plaintext_after_close_either() {
     }
     check_no_markers(&f.dir, &markers, false);
 }
+
+#[test]
+fn a_dedup_lookup_does_not_wait_for_the_index_lock() {
+    let f = fixture();
+    let mb = addr("reader@example.org");
+    let v = open(&f);
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut s, 1, "INBOX", "a", &body(100, 1)).unwrap();
+    s.commit().unwrap();
+    // A commit of another session holds the lock (and its transaction) meanwhile: the
+    // lookup reads the last committed state on the session's own connection.
+    let held = v.inner.index().unwrap();
+    let tx = held.begin_batch().unwrap();
+    assert_eq!(
+        put(&mut s, 2, "INBOX", "a", &body(100, 1)).unwrap(),
+        crate::Finished::Duplicate { seq: 2 }
+    );
+    assert_eq!(
+        put(&mut s, 3, "INBOX", "b", &body(100, 1)).unwrap(),
+        crate::Finished::Pending { seq: 3 }
+    );
+    drop(tx);
+    drop(held);
+    assert_eq!(
+        s.commit().unwrap(),
+        vec![(2, AckStatus::Duplicate), (3, AckStatus::Stored)]
+    );
+}

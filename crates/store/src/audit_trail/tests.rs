@@ -1,0 +1,109 @@
+//! Recovery from `audit.mark`: only the records after the mark are read, and anything
+//! missing there still sends recovery through the full comparison.
+
+use super::*;
+use crate::volume::tests::{addr, body, fixture, open, put};
+use mailferry_core::profile::CommitSettings;
+use mailferry_core::{FolderName, SourceId};
+
+fn recovered(dir: &Path) -> Vec<String> {
+    mailferry_audit::read_records(dir.join(AUDIT_FILE))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.data.get("recovered").is_some())
+        .map(|e| e.event)
+        .collect()
+}
+
+fn mark_of(dir: &Path) -> RecoveryMark {
+    serde_json::from_slice(&std::fs::read(dir.join(MARK_FILE)).unwrap()).unwrap()
+}
+
+fn store_three_delete_one(v: &crate::Volume) {
+    let mb = addr("mark@example.org");
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut s, 1, "INBOX", "a", &body(100, 1)).unwrap();
+    put(&mut s, 2, "INBOX", "b", &body(200, 2)).unwrap();
+    put(&mut s, 3, "Sent", "c", &body(300, 3)).unwrap();
+    s.commit().unwrap();
+    s.delete(
+        4,
+        FolderName::parse("INBOX").unwrap(),
+        SourceId::parse("a").unwrap(),
+    )
+    .unwrap();
+    s.commit().unwrap();
+}
+
+#[test]
+fn a_clean_reopen_reads_only_the_records_after_the_mark_and_adds_none() {
+    let f = fixture();
+    let v = open(&f);
+    assert!(f.dir.join(MARK_FILE).exists(), "every open leaves a mark");
+    store_three_delete_one(&v);
+    drop(v);
+    let before = mark_of(&f.dir);
+    let v = open(&f);
+    assert!(v.inner.audit.resumed.is_some(), "the mark fitted the log");
+    assert!(recovered(&f.dir).is_empty());
+    let after = mark_of(&f.dir);
+    assert!(after.mark.seq > before.mark.seq);
+    assert_eq!(after.deletions, 1);
+    drop(v);
+    mailferry_audit::verify(f.dir.join(AUDIT_FILE)).unwrap();
+}
+
+#[test]
+fn records_lost_after_the_mark_are_recovered_by_the_full_comparison() {
+    let f = fixture();
+    let v = open(&f);
+    store_three_delete_one(&v);
+    drop(v);
+    // A crash after the index commits but before any of their records were synced: the
+    // log ends exactly at the mark, which still fits.
+    let m = mark_of(&f.dir);
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .open(f.dir.join(AUDIT_FILE))
+        .unwrap();
+    log.set_len(m.mark.end).unwrap();
+    drop(log);
+    let v = open(&f);
+    assert!(v.inner.audit.resumed.is_some());
+    let mut got = recovered(&f.dir);
+    got.sort();
+    // `a` was stored and deleted: its row is gone, its deletion is recorded.
+    assert_eq!(got, ["message.deleted", "message.stored", "message.stored"]);
+    drop(v);
+    mailferry_audit::verify(f.dir.join(AUDIT_FILE)).unwrap();
+    // Once only.
+    drop(open(&f));
+    assert_eq!(recovered(&f.dir).len(), 3);
+}
+
+#[test]
+fn a_damaged_or_foreign_mark_is_ignored() {
+    let f = fixture();
+    let v = open(&f);
+    store_three_delete_one(&v);
+    drop(v);
+    let good = std::fs::read(f.dir.join(MARK_FILE)).unwrap();
+    let mut wrong_head = mark_of(&f.dir);
+    wrong_head.mark.head = "11".repeat(32);
+    for bytes in [
+        b"{\"format\":".to_vec(),
+        String::from_utf8(good.clone())
+            .unwrap()
+            .replace(MARK_FORMAT, "mailferry-volume-audit-mark/9")
+            .into_bytes(),
+        serde_json::to_vec(&wrong_head).unwrap(),
+    ] {
+        std::fs::write(f.dir.join(MARK_FILE), &bytes).unwrap();
+        let v = open(&f);
+        assert!(v.inner.audit.resumed.is_none());
+        assert!(recovered(&f.dir).is_empty());
+        drop(v);
+        // The open wrote a good mark again.
+        assert_eq!(mark_of(&f.dir).format, MARK_FORMAT);
+    }
+}
