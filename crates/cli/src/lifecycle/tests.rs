@@ -1,5 +1,24 @@
 use super::*;
 
+/// A recorded move whose source and proxy are never reached by these tests.
+fn nowhere() -> Invocation {
+    Invocation {
+        source: "maildir:/nowhere".into(),
+        mailbox: "a@example.com".into(),
+        destination: StoredDestination::Remote {
+            url: "https://127.0.0.1:1".into(),
+            ca: "/ca.pem".into(),
+            token_file: "/t".into(),
+        },
+        profile: None,
+        password_file: None,
+        oauth_token_file: None,
+        source_ca: None,
+        max_bytes_per_second: None,
+        max_messages_per_second: None,
+    }
+}
+
 #[test]
 fn settings_merge_and_schedule() {
     let stored = Settings {
@@ -53,21 +72,7 @@ fn specs_become_absolute() {
 #[test]
 fn suspend_and_resume_an_idle_move_and_refuse_passes_while_suspended() {
     let d = tempfile::tempdir().unwrap();
-    let inv = Invocation {
-        source: "maildir:/nowhere".into(),
-        mailbox: "a@example.com".into(),
-        destination: StoredDestination::Remote {
-            url: "https://127.0.0.1:1".into(),
-            ca: "/ca.pem".into(),
-            token_file: "/t".into(),
-        },
-        profile: None,
-        password_file: None,
-        oauth_token_file: None,
-        source_ca: None,
-        max_bytes_per_second: None,
-        max_messages_per_second: None,
-    };
+    let inv = nowhere();
     create(d.path(), inv.clone(), Settings::default(), "test").unwrap();
     assert!(create(d.path(), inv, Settings::default(), "test").is_err());
     assert_eq!(
@@ -101,22 +106,7 @@ fn suspend_and_resume_an_idle_move_and_refuse_passes_while_suspended() {
 #[test]
 fn later_passes_keep_the_one_off_throttle_flags() {
     let d = tempfile::tempdir().unwrap();
-    let inv = Invocation {
-        source: "maildir:/nowhere".into(),
-        mailbox: "a@example.com".into(),
-        destination: StoredDestination::Remote {
-            url: "https://127.0.0.1:1".into(),
-            ca: "/ca.pem".into(),
-            token_file: "/t".into(),
-        },
-        profile: None,
-        password_file: None,
-        oauth_token_file: None,
-        source_ca: None,
-        max_bytes_per_second: None,
-        max_messages_per_second: None,
-    }
-    .with_throttle(&crate::control::ControlArgs {
+    let inv = nowhere().with_throttle(&crate::control::ControlArgs {
         dry_run: true,
         max_bytes_per_second: Some(2_500_000),
         max_messages_per_second: Some(0.1),
