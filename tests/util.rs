@@ -190,8 +190,14 @@ pub fn move_spec_and_kill(
             .map(|t| t.matches("\"event\":\"message.").count())
             .unwrap_or(0)
     };
+    // Small group commits, so acknowledgements arrive in many steps and the kill lands
+    // inside a running move (the default closes a batch at 1000 messages).
+    let profile = env.path("small-commits.toml");
+    std::fs::write(&profile, "[commit]\nmax_messages = 25\n").unwrap();
     let mut child = mailferry()
         .arg("move")
+        .arg("--profile")
+        .arg(&profile)
         .arg("--source")
         .arg(spec)
         .args(["--mailbox", mailbox, "--volume"])
