@@ -464,15 +464,20 @@ pub struct BatchDir {
     pub dir: PathBuf,
 }
 
-/// Checks a batch name: letters, digits, `.`, `_`, `-`; at most 64; not starting with `.`.
-pub fn check_name(name: &str) -> Result<(), AppError> {
-    let ok = !name.is_empty()
+/// Whether `name` can name a file in a state directory: letters, digits, `.`, `_`, `-`;
+/// at most 64; not starting with `.` (batch names, and the admin service's endpoint names).
+pub fn simple_name_ok(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Checks a batch name: letters, digits, `.`, `_`, `-`; at most 64; not starting with `.`.
+pub fn check_name(name: &str) -> Result<(), AppError> {
+    if simple_name_ok(name) {
         Ok(())
     } else {
         Err(AppError::Usage(format!(

@@ -441,13 +441,7 @@ fn positive(v: &str) -> Result<usize, String> {
 
 /// Endpoint names: the rule of batch names (they name files in the state directory).
 pub fn check_simple_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if crate::batch::simple_name_ok(name) {
         Ok(())
     } else {
         Err(format!(
