@@ -32,12 +32,15 @@
 //! folders of excluded source folders (never delete there), and every
 //! [`SkippedItem`] names its destination folder and id (keep it if it is there).
 
-use crate::source::{Prior, PriorFolder, SourceItem};
+use crate::source::{DeltaFolder, Prior, PriorFolder, PriorItem, PriorLookup, SourceItem};
+use crate::state::Checkpoint;
+use crate::AgentError;
 use mailferry_core::profile::{FolderRules, Profile, Rename};
 use mailferry_core::report::{self, BadItem};
 use mailferry_core::{CoreError, FolderName, SourceId};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Separates the source-folder tag from the original id in a renamed id.
@@ -63,6 +66,11 @@ pub fn renamed_id(source_folder: &FolderName, id: &SourceId) -> SourceId {
         format!("{tag}{TAG_DIGEST_SEPARATOR}{}", &digest[..32])
     };
     SourceId::parse(&s).expect("a hex tag and a valid id make a valid id")
+}
+
+/// True if `id` looks like a [`renamed_id`] (a source-folder tag, then `~` or `#`).
+pub fn is_renamed_id(id: &SourceId) -> bool {
+    !matches!(untag(id, &[]), Untagged::Plain)
 }
 
 /// Why an item is left out.
@@ -170,6 +178,11 @@ pub struct Filtered {
     pub excluded_folders: BTreeSet<FolderName>,
     /// Per source folder of the listing: where it goes and what happened.
     pub folders: BTreeMap<FolderName, FolderDecision>,
+    /// Folders the source listed as a change against the checkpoint
+    /// ([`crate::source::Listing::delta`]), by destination name (the same as the
+    /// source's: such folders are never renamed). Their kept items are their new and
+    /// changed messages only.
+    pub delta: BTreeMap<FolderName, DeltaFolder>,
     /// Destination (folder, id) of renamed kept items → source (folder, id).
     origins: HashMap<(FolderName, SourceId), (FolderName, SourceId)>,
 }
@@ -252,12 +265,24 @@ impl Filter {
 
     /// Splits a listing into kept and skipped items; see the module docs for the rules.
     pub fn apply(&self, items: Vec<SourceItem>) -> Filtered {
+        self.apply_listing(items, BTreeMap::new())
+    }
+
+    /// [`Filter::apply`] for a listing with folders listed as a change against the
+    /// checkpoint (`delta`, by source folder). Such a folder takes part in the folder
+    /// decisions like any other; its acknowledged messages are counted, not listed.
+    pub fn apply_listing(
+        &self,
+        items: Vec<SourceItem>,
+        delta: BTreeMap<FolderName, DeltaFolder>,
+    ) -> Filtered {
         let mut out = Filtered::default();
         // First the folders: which move, and where to.
         let mut seen: BTreeSet<&FolderName> = BTreeSet::new();
         for item in &items {
             seen.insert(&item.folder);
         }
+        seen.extend(delta.keys());
         for folder in seen {
             let excluded = self.rules.is_excluded(folder.as_str());
             let (destination, rename) = match self.rules.rename(folder) {
@@ -287,6 +312,24 @@ impl Filter {
                 if d.destination != *folder {
                     out.excluded_folders.insert(folder.clone());
                 }
+            }
+        }
+        for (folder, d) in delta {
+            let decision = out.folders.get_mut(&folder).expect("decided above");
+            decision.items += d.acknowledged;
+            decision.bytes += d.bytes;
+            if decision.excluded {
+                continue;
+            }
+            decision.kept += d.acknowledged;
+            if decision.destination == folder {
+                out.delta.insert(folder, d);
+            } else {
+                // Never listed so (the pass does not allow it for renamed folders); if
+                // it were, its messages could not be told from the checkpoint's: touch
+                // nothing there.
+                tracing::warn!(%folder, "a renamed folder was listed as a delta; nothing of it is deleted in this pass");
+                out.excluded_folders.insert(decision.destination.clone());
             }
         }
         for name in self.rules.excluded_by_name() {
@@ -475,6 +518,102 @@ impl Filter {
             }
         }
         out
+    }
+}
+
+/// The checkpoint (destination folders and ids) seen through a profile, in the source's
+/// terms, for [`crate::source::Source::list`], one folder at a time: what
+/// [`Filter::source_prior`] does for a whole checkpoint in memory. Folders the profile
+/// renames, or renames others into, are never listed as a delta: their messages mix with
+/// others' at the destination. A checkpoint that fails to read makes every folder look
+/// unknown (listed in full) and is reported by [`SourcePrior::finish`].
+pub struct SourcePrior<'a> {
+    filter: &'a Filter,
+    checkpoint: &'a dyn Checkpoint,
+    error: RefCell<Option<AgentError>>,
+}
+
+impl<'a> SourcePrior<'a> {
+    /// `checkpoint` through `filter`.
+    pub fn new(filter: &'a Filter, checkpoint: &'a dyn Checkpoint) -> SourcePrior<'a> {
+        SourcePrior {
+            filter,
+            checkpoint,
+            error: RefCell::new(None),
+        }
+    }
+
+    /// The first error reading the checkpoint, if any: the listing made with this
+    /// lookup must then not be used.
+    pub fn finish(self) -> Result<(), AgentError> {
+        match self.error.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn ok<T: Default>(&self, r: Result<T, AgentError>) -> T {
+        r.unwrap_or_else(|e| {
+            self.error.borrow_mut().get_or_insert(e);
+            T::default()
+        })
+    }
+
+    fn plain(&self, folder: &FolderName) -> bool {
+        self.filter.rules.rename(folder).is_none()
+            && self.filter.rules.renamed_into(folder).is_empty()
+    }
+}
+
+impl PriorLookup for SourcePrior<'_> {
+    fn cursor(&self, folder: &FolderName) -> Option<String> {
+        self.ok(self.checkpoint.cursor(folder))
+    }
+
+    fn count(&self, folder: &FolderName) -> usize {
+        if self.plain(folder) {
+            self.ok(self.checkpoint.summary(folder, true)).0 as usize
+        } else {
+            self.items(folder).len()
+        }
+    }
+
+    fn bytes(&self, folder: &FolderName) -> u64 {
+        if self.plain(folder) {
+            self.ok(self.checkpoint.summary(folder, true)).1
+        } else {
+            self.items(folder).values().map(|i| i.size).sum()
+        }
+    }
+
+    fn items(&self, folder: &FolderName) -> BTreeMap<SourceId, PriorItem> {
+        // Its own messages under their own ids, plus those its rename sent elsewhere,
+        // under their tagged ids (see Filter::source_prior).
+        let mut items = self.ok(self.checkpoint.prior_items(folder));
+        items.retain(|id, _| !is_renamed_id(id));
+        if let Some((dest, _)) = self.filter.rules.rename(folder) {
+            let tags = [(folder_tag(folder), folder.clone())];
+            for (id, item) in self.ok(self.checkpoint.prior_items(&dest)) {
+                if let Untagged::From(_, original) = untag(&id, &tags) {
+                    items.insert(original, item);
+                }
+            }
+        }
+        items
+    }
+
+    fn get(&self, folder: &FolderName, id: &SourceId) -> Option<PriorItem> {
+        if !self.plain(folder) {
+            return self.items(folder).remove(id);
+        }
+        if is_renamed_id(id) {
+            return None;
+        }
+        self.ok(self.checkpoint.get(folder, id)).map(|a| a.prior)
+    }
+
+    fn may_list_delta(&self, folder: &FolderName) -> bool {
+        self.plain(folder)
     }
 }
 

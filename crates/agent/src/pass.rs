@@ -7,7 +7,7 @@
 //! directory. Buffers pass through a bounded channel, so memory stays bounded whatever
 //! the message sizes: a 1 GiB message is read, framed and sent 256 KiB at a time.
 
-use crate::filter::{Filter, Filtered};
+use crate::filter::{Filter, Filtered, SourcePrior};
 use crate::plan::{self, Keep, Op};
 use crate::source::{Source, SourceItem};
 use crate::state::{CheckpointEntry, EntryKind, StateDir};
@@ -235,32 +235,41 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         progress.server_backoff_nanos.load(Ordering::Relaxed),
     );
     let describe = source.describe();
-    let (state, listing, filtered, plan, source) = {
+    let (state, listing, filtered, kept_count, plan, source) = {
         let mailbox = mailbox.clone();
         let describe = describe.clone();
         let profile = profile.clone();
         tokio::task::spawn_blocking(move || {
             let mut state = StateDir::open(&state_dir, &mailbox, &describe)?;
             let filter = Filter::new(&profile, mailferry_core::unix_now())?;
-            let mut listing = source.list(&filter.into_source_prior(state.prior()))?;
+            let prior = SourcePrior::new(&filter, state.checkpoint());
+            let listed = source.list(&prior);
+            prior.finish()?;
+            let mut listing = listed?;
             // The profile decides what moves, where to and under which id; the planner
             // then works in destination terms only.
-            let filtered = filter.apply(std::mem::take(&mut listing.items));
+            let mut filtered = filter.apply_listing(
+                std::mem::take(&mut listing.items),
+                std::mem::take(&mut listing.delta),
+            );
             let keep = Keep::from_listing(&filtered, &listing.incomplete);
-            let plan = plan::plan(&state, &filtered.kept, &keep);
+            let kept = std::mem::take(&mut filtered.kept);
+            let kept_count = kept.len() as u64;
+            let plan = plan::plan(state.checkpoint(), kept, &keep, &filtered.delta)?;
             // Renumbered messages are recognised locally: the destination keeps them
             // under the id it knows, nothing is sent.
             if !plan.remapped.is_empty() {
                 state.record(&plan.remapped)?;
             }
-            Ok::<_, AgentError>((state, listing, filtered, plan, source))
+            Ok::<_, AgentError>((state, listing, filtered, kept_count, plan, source))
         })
         .await
         .expect("listing thread panicked")?
     };
     let mut bad_items = listing.bad;
     let incomplete = listing.incomplete;
-    let items_total = (filtered.kept.len() + filtered.skipped.len() + bad_items.len()) as u64;
+    let items_total =
+        kept_count + plan.unlisted + (filtered.skipped.len() + bad_items.len()) as u64;
     let skipped_items: Vec<mailferry_core::report::SkippedItem> = filtered
         .skipped
         .iter()
@@ -536,13 +545,12 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         let folder = b.item.rsplit_once('/').map(|(f, _)| f).unwrap_or(&b.item);
         per_folder.entry(folder.to_string()).or_default().bad += 1;
     }
-    let receipt: Vec<(String, String)> = state
-        .acknowledged()
-        .map(|(i, s)| (i, s.to_string()))
-        .collect();
-    let receipt_root = mailferry_audit::merkle::receipt_root(
-        receipt.iter().map(|(i, s)| (i.as_str(), s.as_str())),
-    );
+    let (mut state, (receipt_root, receipt_items)) = tokio::task::spawn_blocking(move || {
+        let receipt = state.receipt();
+        receipt.map(|r| (state, r))
+    })
+    .await
+    .expect("audit thread panicked")?;
     let finished = json!({
         "move_id": move_id.to_string(),
         "moved": items_moved,
@@ -553,7 +561,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         "bad": bad_items.len(),
         "bytes_moved": bytes_moved,
         "receipt_root": receipt_root,
-        "receipt_items": receipt.len(),
+        "receipt_items": receipt_items,
     });
     let skipped: Vec<serde_json::Value> = bad_items
         .iter()
@@ -567,10 +575,6 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
             state.record_cursors(&cursors)?;
         }
         state.event("pass.finished", finished)?;
-        // Lets the next pass skip replaying the log up to here; losing it costs time only.
-        if let Err(e) = state.write_snapshot() {
-            tracing::warn!(error = %e, "checkpoint snapshot not written; the next pass replays the whole audit log");
-        }
         Ok::<_, AgentError>(())
     })
     .await
@@ -585,7 +589,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     };
     Ok(PassOutcome {
         receipt_root,
-        receipt_items: receipt.len() as u64,
+        receipt_items,
         latency_ms_p50: pct(0.50),
         latency_ms_p99: pct(0.99),
         per_folder,

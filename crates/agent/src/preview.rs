@@ -16,9 +16,9 @@
 //! state directory, or [`ASSUMED_BYTES_PER_SECOND`] and
 //! [`ASSUMED_MESSAGES_PER_SECOND`] before any pass), and the profile's throttles.
 
-use crate::filter::Filter;
+use crate::filter::{Filter, SourcePrior};
 use crate::plan::{self, Keep, Op};
-use crate::source::{Listing, Source, SourceItem};
+use crate::source::{Listing, Prior, Source, SourceItem};
 use crate::state::CheckpointView;
 use crate::AgentError;
 use mailferry_core::profile::Profile;
@@ -213,21 +213,27 @@ pub fn preview(cfg: PreviewConfig) -> Result<Preview, AgentError> {
     } = cfg;
     let view = CheckpointView::load(&state_dir, &mailbox)?;
     let filter = Filter::new(&profile, now)?;
-    let prior = view
-        .as_ref()
-        .map(|v| filter.source_prior(&v.prior()))
-        .unwrap_or_default();
-    let listing = source.list(&prior)?;
+    let listing = match &view {
+        Some(v) => {
+            let prior = SourcePrior::new(&filter, v.checkpoint());
+            let listed = source.list(&prior);
+            prior.finish()?;
+            listed?
+        }
+        None => source.list(&Prior::default())?,
+    };
     let Listing {
         items,
         bad,
         incomplete,
         cursors,
+        delta,
     } = listing;
-    let filtered = filter.apply(items);
+    let mut filtered = filter.apply_listing(items, delta);
     let keep = Keep::from_listing(&filtered, &incomplete);
     let _ = cursors; // a dry run records nothing
-    let plan = plan::plan_view(view.as_ref(), &filtered.kept, &keep);
+    let kept = std::mem::take(&mut filtered.kept);
+    let plan = plan::plan_view(view.as_ref(), kept, &keep, &filtered.delta)?;
 
     // Per source folder: what it is, and what would be sent of it.
     let mut folders: BTreeMap<FolderName, FolderPreview> = filtered
@@ -324,7 +330,10 @@ pub fn preview(cfg: PreviewConfig) -> Result<Preview, AgentError> {
     let sample = measure(&*source, &sources, sample_bytes);
     let last = last_rate(&state_dir);
     let estimate = estimate(&totals, &sample, last, &profile);
-    let acknowledged = view.as_ref().map_or(0, |v| v.all_acked().count() as u64);
+    let acknowledged = match &view {
+        Some(v) => v.acked_count()?,
+        None => 0,
+    };
     Ok(Preview {
         source: source.describe(),
         mailbox: mailbox.to_string(),

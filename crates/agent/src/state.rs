@@ -1,4 +1,5 @@
-//! The agent's state directory: the move's identity and its source-side audit log.
+//! The agent's state directory: the move's identity, its source-side audit log, and the
+//! checkpoint index built from that log.
 //!
 //! `move.json` names the move (id, mailbox, source) so every pass of the same move uses
 //! the same id. `audit.jsonl` is the source side's hash-chained audit log
@@ -9,15 +10,18 @@
 //! messages it described are simply sent again and the store recognises them as
 //! duplicates, so every message ends up stored exactly once and the log always verifies.
 //!
-//! Replaying a long log costs time on every pass, so the end of a pass also writes a
-//! checkpoint snapshot ([`snapshot`], docs/checkpoint-snapshot.md) bound to the log's
-//! last record; opening then replays only the records after it. The log stays the
-//! source of truth: a snapshot that is missing, damaged or does not fit the log is
-//! ignored with a warning, and the whole log is replayed.
+//! Reading a long log on every pass, and holding every acknowledged message in memory,
+//! would make every pass cost the whole mailbox. So each synced batch is also applied to
+//! `checkpoint.db` ([`db`], docs/checkpoint-index.md), a SQLite index bound to the log
+//! by a mark; opening replays only the records after the mark, and the planner and the
+//! listing read only the folders and messages they need ([`Checkpoint`]). The log stays
+//! the source of truth: an index that is missing, damaged or does not fit the log is
+//! rebuilt from the whole log, with a warning.
 
-use crate::source::{Prior, PriorFolder, PriorItem};
+use crate::source::PriorItem;
 use crate::AgentError;
-use mailferry_audit::AuditLog;
+use db::CheckpointDb;
+use mailferry_audit::{AuditLog, LogMark};
 use mailferry_core::{Flags, FolderName, MailboxAddr, MoveId, SourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,7 +30,9 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub mod snapshot;
+pub(crate) mod db;
+
+pub use db::INDEX_FILE;
 
 /// File name of the source-side audit log in the state directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
@@ -113,6 +119,9 @@ pub struct Acked {
     pub prior: PriorItem,
 }
 
+/// One acknowledged message with its key (folder, current source id).
+pub type AckedEntry = ((FolderName, SourceId), Acked);
+
 /// Who acts on the source side: the agent run by this user on this host.
 pub fn agent_actor() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
@@ -122,41 +131,77 @@ pub fn agent_actor() -> String {
     format!("agent:{user}@{host}")
 }
 
+/// Read access to a checkpoint: what the destination holds, folder by folder. The
+/// planner and the listing ask only for the folders and messages they need, so a pass
+/// over a mostly unchanged mailbox never loads all of it.
+pub trait Checkpoint {
+    /// One message, by folder and current source id.
+    fn get(&self, folder: &FolderName, id: &SourceId) -> Result<Option<Acked>, AgentError>;
+    /// Every message of one folder, by current source id.
+    fn folder(&self, folder: &FolderName) -> Result<HashMap<SourceId, Acked>, AgentError>;
+    /// The same as a source sees them, sorted by id.
+    fn prior_items(&self, folder: &FolderName)
+        -> Result<BTreeMap<SourceId, PriorItem>, AgentError>;
+    /// How many messages of `folder` it holds and their bytes; with `plain_only`, only
+    /// those whose ids are not renamed ids ([`crate::filter::renamed_id`]).
+    fn summary(&self, folder: &FolderName, plain_only: bool) -> Result<(u64, u64), AgentError>;
+    /// Every folder with messages, and how many.
+    fn folders(&self) -> Result<Vec<(FolderName, u64)>, AgentError>;
+    /// The cursor the source gave for `folder` (a source folder name) at the end of the
+    /// last clean pass.
+    fn cursor(&self, folder: &FolderName) -> Result<Option<String>, AgentError>;
+}
+
+impl Checkpoint for CheckpointDb {
+    fn get(&self, folder: &FolderName, id: &SourceId) -> Result<Option<Acked>, AgentError> {
+        CheckpointDb::get(self, folder, id).map_err(|e| self.err(e))
+    }
+    fn folder(&self, folder: &FolderName) -> Result<HashMap<SourceId, Acked>, AgentError> {
+        CheckpointDb::folder(self, folder).map_err(|e| self.err(e))
+    }
+    fn prior_items(
+        &self,
+        folder: &FolderName,
+    ) -> Result<BTreeMap<SourceId, PriorItem>, AgentError> {
+        CheckpointDb::prior_items(self, folder).map_err(|e| self.err(e))
+    }
+    fn summary(&self, folder: &FolderName, plain_only: bool) -> Result<(u64, u64), AgentError> {
+        CheckpointDb::summary(self, folder, plain_only).map_err(|e| self.err(e))
+    }
+    fn folders(&self) -> Result<Vec<(FolderName, u64)>, AgentError> {
+        CheckpointDb::folders(self).map_err(|e| self.err(e))
+    }
+    fn cursor(&self, folder: &FolderName) -> Result<Option<String>, AgentError> {
+        CheckpointDb::cursor(self, folder).map_err(|e| self.err(e))
+    }
+}
+
 /// An open state directory.
 pub struct StateDir {
     dir: PathBuf,
     /// The move this directory belongs to.
     pub identity: MoveIdentity,
-    done: HashMap<(FolderName, SourceId), Acked>,
-    cursors: BTreeMap<FolderName, String>,
+    db: CheckpointDb,
     log: AuditLog,
     actor: String,
     replay: Replay,
-    /// Seq of the last record the snapshot in use covers (`None`: no snapshot used).
-    snapshot_seq: Option<u64>,
-    /// Whether the checkpoint changed since it was opened.
-    changed: bool,
 }
 
-/// Records past a snapshot's mark beyond which a pass that changed nothing rewrites the
-/// snapshot anyway, so the tail to replay stays short.
-const SNAPSHOT_TAIL_LIMIT: u64 = 1000;
-
-/// How [`StateDir::open`] rebuilt the checkpoint.
+/// How [`StateDir::open`] brought the checkpoint index up to date with the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Replay {
-    /// From the snapshot, then the records after it.
-    Snapshot {
-        /// Records replayed after the snapshot's mark.
-        tail: u64,
+    /// The index was used as it was, after replaying the records after its mark.
+    Tail {
+        /// Records replayed after the index's mark.
+        records: u64,
     },
-    /// From the whole audit log.
+    /// The index was rebuilt from the whole audit log.
     Full {
         /// Records replayed.
         records: u64,
-        /// Why the snapshot was not used (`None`: there was none).
-        snapshot_refused: Option<String>,
+        /// Why the index was not used (`None`: there was none).
+        index_refused: Option<String>,
     },
 }
 
@@ -167,6 +212,38 @@ fn state_err(path: &Path, reason: impl std::fmt::Display) -> AgentError {
     }
 }
 
+fn read_identity(id_path: &Path) -> Result<Option<MoveIdentity>, AgentError> {
+    match fs::read(id_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| state_err(id_path, format!("unreadable: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(state_err(id_path, e)),
+    }
+}
+
+/// Replays the whole log at `log_path` into an emptied `db`, bound to `mark`.
+fn rebuild(
+    db: &mut CheckpointDb,
+    move_id: &str,
+    log_path: &Path,
+    mark: Option<&LogMark>,
+) -> Result<u64, AgentError> {
+    let records = match mailferry_audit::read_records(log_path) {
+        Ok(r) => r,
+        Err(mailferry_audit::AuditError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err(state_err(log_path, e)),
+    };
+    db.reset(move_id).map_err(|e| db.err(e))?;
+    db.apply(records.iter().map(|e| (e.event.as_str(), &e.data)), mark)
+        .map_err(|e| db.err(e))?;
+    Ok(records.len() as u64)
+}
+
 impl StateDir {
     /// Opens (or creates) the state of the move of `mailbox` from `source`.
     /// A state directory of another mailbox is refused, and so is one that another agent
@@ -175,10 +252,8 @@ impl StateDir {
         fs::create_dir_all(dir).map_err(|e| state_err(dir, format!("cannot create: {e}")))?;
         let id_path = dir.join("move.json");
         let log_path = dir.join(AUDIT_FILE);
-        let (identity, created) = match fs::read(&id_path) {
-            Ok(bytes) => {
-                let id: MoveIdentity = serde_json::from_slice(&bytes)
-                    .map_err(|e| state_err(&id_path, format!("unreadable: {e}")))?;
+        let (identity, created) = match read_identity(&id_path)? {
+            Some(id) => {
                 if &id.mailbox != mailbox {
                     return Err(state_err(
                         dir,
@@ -191,7 +266,7 @@ impl StateDir {
                 }
                 (id, false)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            None => {
                 let id = MoveIdentity {
                     move_id: MoveId::random(),
                     mailbox: mailbox.clone(),
@@ -204,24 +279,32 @@ impl StateDir {
                 )?;
                 (id, true)
             }
-            Err(e) => return Err(state_err(&id_path, e)),
         };
-        let snap_path = dir.join(snapshot::SNAPSHOT_FILE);
-        let (snap, mut refused) = match snapshot::load(dir) {
-            Ok(s) => (s, None),
-            Err(reason) => (None, Some(reason)),
+        let move_id = identity.move_id.to_string();
+        let index_path = dir.join(db::INDEX_FILE);
+        let opened = CheckpointDb::open(&index_path);
+        let mut refused = None;
+        let mark = match &opened {
+            Ok(db) => db.mark_for(&move_id).unwrap_or_else(|reason| {
+                refused = Some(reason);
+                None
+            }),
+            Err(_) => None,
         };
-        let log =
-            AuditLog::open_from(&log_path, snap.as_ref().map(|s| &s.mark)).map_err(
-                |e| match e {
-                    mailferry_audit::AuditError::Locked { .. } => state_err(
-                        dir,
-                        "another mailferry agent is running a pass of this move right now (its \
-                     checkpoint is locked); wait for it to finish or stop it, then run again",
-                    ),
-                    e => state_err(&log_path, e),
-                },
-            )?;
+        let log = AuditLog::open_from(&log_path, mark.as_ref())
+            .map_err(|e| locked_or(dir, &log_path, e))?;
+        // The log is locked now: a second agent stopped above, so repairing the index
+        // cannot pull it from under a running pass.
+        let mut db = match opened {
+            Ok(db) => db,
+            Err(e) => {
+                refused = Some(format!("unreadable ({e})"));
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = fs::remove_file(format!("{}{suffix}", index_path.display()));
+                }
+                CheckpointDb::open(&index_path).map_err(|e| state_err(&index_path, e))?
+            }
+        };
         if let Some(t) = log.repaired() {
             tracing::info!(
                 path = %log_path.display(),
@@ -229,21 +312,18 @@ impl StateDir {
                 "audit log had a torn tail from an interrupted pass; cut it off"
             );
         }
-        let mut done = HashMap::new();
-        let mut cursors = BTreeMap::new();
         let mut replay = None;
-        let mut snapshot_seq = None;
-        if let Some(snap) = snap {
+        if let Some(mark) = &mark {
             if log.resumed() {
-                match mailferry_audit::read_records_after(&log_path, &snap.mark) {
+                match mailferry_audit::read_records_after(&log_path, mark) {
                     Ok(tail) => {
-                        snapshot_seq = Some(snap.mark.seq);
-                        (done, cursors) = (snap.done, snap.cursors);
-                        for e in &tail {
-                            apply_record(&mut done, &mut cursors, &e.event, &e.data);
-                        }
-                        replay = Some(Replay::Snapshot {
-                            tail: tail.len() as u64,
+                        db.apply(
+                            tail.iter().map(|e| (e.event.as_str(), &e.data)),
+                            log.mark().as_ref(),
+                        )
+                        .map_err(|e| db.err(e))?;
+                        replay = Some(Replay::Tail {
+                            records: tail.len() as u64,
                         });
                     }
                     Err(e) => refused = Some(e.to_string()),
@@ -260,33 +340,26 @@ impl StateDir {
             None => {
                 if let Some(reason) = &refused {
                     tracing::warn!(
-                        path = %snap_path.display(),
+                        path = %index_path.display(),
                         %reason,
-                        "checkpoint snapshot not used; replaying the whole audit log \
-                         (slower, nothing is lost; the next pass writes a new snapshot)"
+                        "checkpoint index not used; rebuilding it from the whole audit log \
+                         (slower, nothing is lost)"
                     );
                 }
-                let records = mailferry_audit::read_records(&log_path)
-                    .map_err(|e| state_err(&log_path, e))?;
-                for e in &records {
-                    apply_record(&mut done, &mut cursors, &e.event, &e.data);
-                }
+                let records = rebuild(&mut db, &move_id, &log_path, log.mark().as_ref())?;
                 Replay::Full {
-                    records: records.len() as u64,
-                    snapshot_refused: refused,
+                    records,
+                    index_refused: refused,
                 }
             }
         };
         let mut state = StateDir {
             dir: dir.to_path_buf(),
             identity,
-            done,
-            cursors,
+            db,
             log,
             actor: agent_actor(),
-            snapshot_seq,
             replay,
-            changed: false,
         };
         if created {
             let id = state.identity.clone();
@@ -298,33 +371,9 @@ impl StateDir {
         Ok(state)
     }
 
-    /// How [`StateDir::open`] rebuilt the checkpoint.
+    /// How [`StateDir::open`] brought the checkpoint up to date.
     pub fn replay(&self) -> &Replay {
         &self.replay
-    }
-
-    /// Writes the checkpoint snapshot bound to the log's last synced record, so the next
-    /// open replays only what is appended after now. Best effort by design: a failure
-    /// costs the next pass a full replay, nothing else.
-    pub fn write_snapshot(&self) -> Result<(), AgentError> {
-        // Nothing changed and the snapshot in use is recent: it still serves (the few
-        // records of this pass are its tail next time).
-        if !self.changed
-            && self
-                .snapshot_seq
-                .is_some_and(|s| self.log.last_seq() - s < SNAPSHOT_TAIL_LIMIT)
-        {
-            return Ok(());
-        }
-        let path = self.dir.join(snapshot::SNAPSHOT_FILE);
-        let Some(mark) = self.log.mark() else {
-            return Err(state_err(
-                &path,
-                "the audit log has unsynced records; not writing a snapshot",
-            ));
-        };
-        let bytes = snapshot::encode(&mark, &self.done, &self.cursors);
-        snapshot::store(&self.dir, &bytes).map_err(|e| state_err(&path, e))
     }
 
     /// The directory.
@@ -332,40 +381,36 @@ impl StateDir {
         &self.dir
     }
 
+    /// The checkpoint, for the planner and the listing.
+    pub fn checkpoint(&self) -> &dyn Checkpoint {
+        &self.db
+    }
+
     /// What the checkpoint knows of this message, if the destination holds it.
-    pub fn acked(&self, folder: &FolderName, id: &SourceId) -> Option<&Acked> {
-        self.done.get(&(folder.clone(), id.clone()))
+    pub fn acked(&self, folder: &FolderName, id: &SourceId) -> Result<Option<Acked>, AgentError> {
+        Checkpoint::get(&self.db, folder, id)
     }
 
     /// True if the store already acknowledged this message in an earlier pass.
-    pub fn is_done(&self, folder: &FolderName, id: &SourceId) -> bool {
-        self.done.contains_key(&(folder.clone(), id.clone()))
+    pub fn is_done(&self, folder: &FolderName, id: &SourceId) -> Result<bool, AgentError> {
+        self.acked(folder, id).map(|a| a.is_some())
     }
 
-    /// Every message the destination holds, by folder and current source id.
-    pub fn all_acked(&self) -> impl Iterator<Item = (&(FolderName, SourceId), &Acked)> {
-        self.done.iter()
+    /// Every message the destination holds, by folder and current source id, sorted.
+    /// Costs the whole checkpoint: for tests and tools, not for passes.
+    pub fn all_acked(&self) -> Result<Vec<AckedEntry>, AgentError> {
+        self.db.all().map_err(|e| self.db.err(e))
     }
 
-    /// The same as a map, for the planner.
-    pub(crate) fn acked_map(&self) -> &HashMap<(FolderName, SourceId), Acked> {
-        &self.done
+    /// The source-side receipt: Merkle root over every message the destination holds
+    /// (`folder/id-at-destination` and content digest) and how many it covers. Cached
+    /// in the index between passes, recomputed from stored leaves after a change.
+    pub fn receipt(&mut self) -> Result<(String, u64), AgentError> {
+        self.db.receipt().map_err(|e| self.db.err(e))
     }
 
-    /// Every message the destination holds as `(folder/id-at-destination, sha256)`,
-    /// for the receipt.
-    pub fn acknowledged(&self) -> impl Iterator<Item = (String, &str)> {
-        self.done
-            .iter()
-            .map(|((f, _), a)| (format!("{f}/{}", a.stored_as), a.sha256.as_str()))
-    }
-
-    /// What earlier passes left, for [`crate::source::Source::list`].
-    pub fn prior(&self) -> Prior {
-        prior_of(&self.done, &self.cursors)
-    }
-
-    /// Records acknowledged changes and makes the records durable (one fsync).
+    /// Records acknowledged changes and makes the records durable (one fsync), then
+    /// brings the index up to them.
     pub fn record(&mut self, entries: &[CheckpointEntry]) -> Result<(), AgentError> {
         let path = self.dir.join(AUDIT_FILE);
         let records: Vec<(String, serde_json::Value)> = entries
@@ -379,13 +424,18 @@ impl StateDir {
             )
             .map_err(|e| state_err(&path, e))?;
         self.log.sync().map_err(|e| state_err(&path, e))?;
-        self.changed |= !records.is_empty();
-        for (event, data) in &records {
-            if let Some(data) = data.as_object() {
-                apply_record(&mut self.done, &mut self.cursors, event, data);
-            }
-        }
-        Ok(())
+        self.index(&records)
+    }
+
+    /// Applies synced records to the index and moves its mark to the log's end.
+    fn index(&mut self, records: &[(String, serde_json::Value)]) -> Result<(), AgentError> {
+        let mark = self.log.mark();
+        let applied = records
+            .iter()
+            .filter_map(|(k, v)| v.as_object().map(|o| (k.as_str(), o)));
+        self.db
+            .apply(applied, mark.as_ref())
+            .map_err(|e| self.db.err(e))
     }
 
     /// Records the per-folder cursors of a completed pass (replacing the earlier ones;
@@ -397,22 +447,17 @@ impl StateDir {
         let data = json!({
             "cursors": cursors.iter().map(|(f, c)| (f.as_str().to_string(), c.clone())).collect::<BTreeMap<_, _>>()
         });
-        self.changed |= *cursors != self.cursors;
-        self.event("pass.cursors", data.clone())?;
-        if let Some(data) = data.as_object() {
-            apply_record(&mut self.done, &mut self.cursors, "pass.cursors", data);
-        }
-        Ok(())
+        self.event("pass.cursors", data)
     }
 
     /// Appends one event to the source-side audit log and syncs it.
     pub fn event(&mut self, event: &str, data: serde_json::Value) -> Result<(), AgentError> {
         let path = self.dir.join(AUDIT_FILE);
         self.log
-            .append(&self.actor, event, data)
+            .append(&self.actor, event, data.clone())
             .and_then(|_| self.log.sync())
-            .map(|_| ())
-            .map_err(|e| state_err(&path, e))
+            .map_err(|e| state_err(&path, e))?;
+        self.index(&[(event.to_string(), data)])
     }
 
     /// Writes a file in the state directory atomically (temp, fsync, rename).
@@ -421,44 +466,37 @@ impl StateDir {
     }
 }
 
-fn prior_of(
-    done: &HashMap<(FolderName, SourceId), Acked>,
-    cursors: &BTreeMap<FolderName, String>,
-) -> Prior {
-    // Grouped first, then each folder's map built from one sorted run (far cheaper than
-    // inserting a large mailbox into a B-tree in hash order).
-    let mut grouped: HashMap<&FolderName, Vec<(SourceId, PriorItem)>> = HashMap::new();
-    for ((folder, id), a) in done {
-        grouped
-            .entry(folder)
-            .or_default()
-            .push((id.clone(), a.prior.clone()));
+fn locked_or(dir: &Path, log_path: &Path, e: mailferry_audit::AuditError) -> AgentError {
+    match e {
+        mailferry_audit::AuditError::Locked { .. } => state_err(
+            dir,
+            "another mailferry agent is running a pass of this move right now (its \
+             checkpoint is locked); wait for it to finish or stop it, then run again",
+        ),
+        e => state_err(log_path, e),
     }
-    let mut prior = Prior::default();
-    for (folder, items) in grouped {
-        prior.folders.entry(folder.clone()).or_default().items = items.into_iter().collect();
-    }
-    for (folder, cursor) in cursors {
-        prior
-            .folders
-            .entry(folder.clone())
-            .or_insert_with(PriorFolder::default)
-            .cursor = Some(cursor.clone());
-    }
-    prior
 }
 
 // === impl CheckpointView ===
 
 /// The checkpoint of a state directory, read without changing anything: no file or
 /// directory is created, nothing is locked, a torn last line is ignored rather than
-/// cut. For `move --dry-run`, which may run while a pass of the same move runs.
-#[derive(Debug)]
+/// cut. For `move --dry-run`, which may run while a pass of the same move runs. It
+/// copies the index into memory when the index fits the log, and applies the records
+/// after its mark there; otherwise (no index, or a pass is writing it) it replays the
+/// whole log into memory.
 pub struct CheckpointView {
     /// The move this directory belongs to.
     pub identity: MoveIdentity,
-    done: HashMap<(FolderName, SourceId), Acked>,
-    cursors: BTreeMap<FolderName, String>,
+    db: CheckpointDb,
+}
+
+impl std::fmt::Debug for CheckpointView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointView")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CheckpointView {
@@ -466,12 +504,8 @@ impl CheckpointView {
     /// move yet (absent, or no `move.json`). A directory of another mailbox is refused
     /// as [`StateDir::open`] refuses it.
     pub fn load(dir: &Path, mailbox: &MailboxAddr) -> Result<Option<CheckpointView>, AgentError> {
-        let id_path = dir.join("move.json");
-        let identity: MoveIdentity = match fs::read(&id_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| state_err(&id_path, format!("unreadable: {e}")))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(state_err(&id_path, e)),
+        let Some(identity) = read_identity(&dir.join("move.json"))? else {
+            return Ok(None);
         };
         if &identity.mailbox != mailbox {
             return Err(state_err(
@@ -483,39 +517,65 @@ impl CheckpointView {
             ));
         }
         let log_path = dir.join(AUDIT_FILE);
-        let mut done = HashMap::new();
-        let mut cursors = BTreeMap::new();
-        match mailferry_audit::read_records(&log_path) {
-            Ok(records) => {
-                for e in records {
-                    apply_record(&mut done, &mut cursors, &e.event, &e.data);
-                }
+        let move_id = identity.move_id.to_string();
+        let index_path = dir.join(db::INDEX_FILE);
+        let from_index = || -> Option<CheckpointDb> {
+            let mut db = CheckpointDb::copy_of(&index_path).ok()??;
+            let mark = db.mark_for(&move_id).ok()??;
+            let tail = mailferry_audit::read_records_after(&log_path, &mark).ok()?;
+            db.apply(
+                tail.iter()
+                    .filter(|e| db::affects_checkpoint(&e.event))
+                    .map(|e| (e.event.as_str(), &e.data)),
+                None,
+            )
+            .ok()?;
+            Some(db)
+        };
+        let db = match from_index() {
+            Some(db) => db,
+            None => {
+                let mut mem = CheckpointDb::in_memory();
+                rebuild(&mut mem, &move_id, &log_path, None)?;
+                mem
             }
-            Err(mailferry_audit::AuditError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(state_err(&log_path, e)),
-        }
-        Ok(Some(CheckpointView {
-            identity,
-            done,
-            cursors,
-        }))
+        };
+        Ok(Some(CheckpointView { identity, db }))
     }
 
-    /// Every message the destination holds, by folder and current source id.
-    pub fn all_acked(&self) -> impl Iterator<Item = (&(FolderName, SourceId), &Acked)> {
-        self.done.iter()
+    /// The checkpoint, for the planner and the listing.
+    pub fn checkpoint(&self) -> &dyn Checkpoint {
+        &self.db
     }
 
-    /// The same as a map, for the planner.
-    pub(crate) fn acked_map(&self) -> &HashMap<(FolderName, SourceId), Acked> {
-        &self.done
+    /// How many messages the destination holds.
+    pub fn acked_count(&self) -> Result<u64, AgentError> {
+        self.db.len().map_err(|e| self.db.err(e))
     }
 
-    /// What earlier passes left, for [`crate::source::Source::list`].
-    pub fn prior(&self) -> Prior {
-        prior_of(&self.done, &self.cursors)
+    /// Every message the destination holds, sorted (tests and tools).
+    pub fn all_acked(&self) -> Result<Vec<AckedEntry>, AgentError> {
+        self.db.all().map_err(|e| self.db.err(e))
     }
+}
+
+/// A checkpoint in memory holding `entries` as if recorded in this order (tests of the
+/// planner and the listing).
+#[cfg(test)]
+pub(crate) fn checkpoint_of(entries: &[CheckpointEntry]) -> CheckpointDb {
+    let mut db = CheckpointDb::in_memory();
+    let records: Vec<(String, serde_json::Value)> = entries
+        .iter()
+        .map(|e| (e.kind.event().to_string(), entry_data(e)))
+        .collect();
+    db.apply(
+        records
+            .iter()
+            .filter_map(|(k, v)| v.as_object().map(|o| (k.as_str(), o))),
+        None,
+    )
+    .expect("in-memory apply");
+    db
 }
 
 /// The audit record of one checkpoint entry. `source_id` is always the id the
@@ -538,87 +598,6 @@ fn entry_data(e: &CheckpointEntry) -> serde_json::Value {
     data
 }
 
-/// Applies one audit record to the in-memory checkpoint. Records of older versions
-/// (no flags, no dates) read as empty flags and date 0: the next pass then only
-/// re-sends flags, never content.
-fn apply_record(
-    done: &mut HashMap<(FolderName, SourceId), Acked>,
-    cursors: &mut BTreeMap<FolderName, String>,
-    event: &str,
-    data: &serde_json::Map<String, serde_json::Value>,
-) {
-    let field = |k: &str| data.get(k).and_then(|v| v.as_str()).unwrap_or("");
-    if event == "pass.cursors" {
-        cursors.clear();
-        if let Some(map) = data.get("cursors").and_then(|c| c.as_object()) {
-            for (f, c) in map {
-                if let (Ok(f), Some(c)) = (FolderName::parse(f), c.as_str()) {
-                    cursors.insert(f, c.to_string());
-                }
-            }
-        }
-        return;
-    }
-    let (Ok(folder), Ok(stored_as)) = (
-        FolderName::parse(field("folder")),
-        SourceId::parse(field("source_id")),
-    ) else {
-        return;
-    };
-    let now = match data.get("now_source_id").and_then(|v| v.as_str()) {
-        Some(n) => match SourceId::parse(n) {
-            Ok(n) => n,
-            Err(_) => return,
-        },
-        None => stored_as.clone(),
-    };
-    let prior = || PriorItem {
-        flags: Flags::from_maildir(field("flags")).unwrap_or_default(),
-        internal_date: data
-            .get("internal_date")
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0),
-        size: data.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
-        ident: data
-            .get("ident")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
-    };
-    match event {
-        "message.stored" | "message.duplicate" => {
-            done.insert(
-                (folder, now),
-                Acked {
-                    sha256: field("sha256").to_string(),
-                    stored_as,
-                    prior: prior(),
-                },
-            );
-        }
-        "message.remapped" => {
-            // The old id at the source is gone; the destination keeps `stored_as`.
-            done.retain(|(f, _), a| !(f == &folder && a.stored_as == stored_as));
-            done.insert(
-                (folder, now),
-                Acked {
-                    sha256: field("sha256").to_string(),
-                    stored_as,
-                    prior: prior(),
-                },
-            );
-        }
-        "message.flags" => {
-            if let Some(a) = done.get_mut(&(folder, now)) {
-                a.prior.flags = Flags::from_maildir(field("flags")).unwrap_or_default();
-            }
-        }
-        "message.deleted" | "message.forgotten" => {
-            done.remove(&(folder, now));
-        }
-        _ => {}
-    }
-}
-
 /// temp file + fsync + rename + directory fsync, so a crash leaves the old or the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     let tmp = path.with_extension("tmp");
@@ -636,324 +615,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(id: &str) -> CheckpointEntry {
-        CheckpointEntry {
-            kind: EntryKind::Stored,
-            folder: FolderName::inbox(),
-            source_id: SourceId::parse(id).unwrap(),
-            stored_as: SourceId::parse(id).unwrap(),
-            sha256: "00".repeat(32),
-            size: 1,
-            flags: Flags::default(),
-            internal_date: 0,
-            ident: None,
-        }
-    }
-
-    #[test]
-    fn checkpoint_survives_reopen_and_torn_tail_is_cut() {
-        let d = tempfile::tempdir().unwrap();
-        let mb = MailboxAddr::parse("a@example.com").unwrap();
-        let mut s = StateDir::open(d.path(), &mb, "maildir:/x").unwrap();
-        let id = s.identity.move_id;
-        s.record(&[entry("one"), entry("two")]).unwrap();
-        drop(s);
-        let cp = d.path().join(AUDIT_FILE);
-        let mut f = fs::OpenOptions::new().append(true).open(&cp).unwrap();
-        f.write_all(b"{\"seq\":9,\"time\":\"20").unwrap();
-        drop(f);
-        let mut s = StateDir::open(d.path(), &mb, "maildir:/x").unwrap();
-        assert_eq!(s.identity.move_id, id, "same move across passes");
-        assert!(s.is_done(&FolderName::inbox(), &SourceId::parse("two").unwrap()));
-        s.record(&[entry("three")]).unwrap();
-        drop(s);
-        // genesis, move.created, two messages, one more message: the torn line is gone.
-        assert_eq!(mailferry_audit::verify(&cp).unwrap().records, 5);
-        let events: Vec<String> = mailferry_audit::read_records(&cp)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event)
-            .collect();
-        assert_eq!(events[1], "move.created");
-        assert_eq!(&events[2..], ["message.stored"; 3]);
-    }
-
-    #[test]
-    fn second_agent_on_the_same_state_is_refused_while_the_first_runs() {
-        let d = tempfile::tempdir().unwrap();
-        let mb = MailboxAddr::parse("a@example.com").unwrap();
-        let first = StateDir::open(d.path(), &mb, "maildir:/x").unwrap();
-        let e = StateDir::open(d.path(), &mb, "maildir:/x")
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            e.contains("another mailferry agent is running a pass"),
-            "{e}"
-        );
-        drop(first);
-        StateDir::open(d.path(), &mb, "maildir:/x").unwrap();
-    }
-
-    #[test]
-    fn flags_deletions_and_remaps_replay_into_the_same_checkpoint() {
-        let d = tempfile::tempdir().unwrap();
-        let mb = MailboxAddr::parse("a@example.com").unwrap();
-        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        let mut a = entry("1-1");
-        a.ident = Some("m1".into());
-        s.record(&[a.clone(), entry("1-2"), entry("1-3")]).unwrap();
-        let mut f = entry("1-2");
-        f.kind = EntryKind::Flags;
-        f.flags = Flags::from_maildir("FS").unwrap();
-        let mut del = entry("1-3");
-        del.kind = EntryKind::Deleted;
-        let mut re = a.clone();
-        re.kind = EntryKind::Remapped;
-        re.source_id = SourceId::parse("2-1").unwrap();
-        s.record(&[f, del, re]).unwrap();
-        let mut cursors = BTreeMap::new();
-        cursors.insert(FolderName::inbox(), "c1".to_string());
-        s.record_cursors(&cursors).unwrap();
-        let before: Vec<_> = {
-            let mut v: Vec<_> = s.all_acked().map(|(k, a)| (k.clone(), a.clone())).collect();
-            v.sort_by(|x, y| x.0.cmp(&y.0));
-            v
-        };
-        drop(s);
-        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        let mut after: Vec<_> = s.all_acked().map(|(k, a)| (k.clone(), a.clone())).collect();
-        after.sort_by(|x, y| x.0.cmp(&y.0));
-        assert_eq!(before, after, "the log replays to what was recorded");
-        let ids: Vec<&str> = after.iter().map(|(k, _)| k.1.as_str()).collect();
-        assert_eq!(ids, ["1-2", "2-1"]);
-        assert_eq!(after[0].1.prior.flags.as_str(), "FS");
-        assert_eq!(
-            after[1].1.stored_as.as_str(),
-            "1-1",
-            "the destination's id is kept"
-        );
-        let prior = s.prior();
-        assert_eq!(
-            prior.folders[&FolderName::inbox()].cursor.as_deref(),
-            Some("c1")
-        );
-        let acked: Vec<String> = s
-            .acknowledged()
-            .map(|(i, _)| i)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        assert_eq!(acked, ["INBOX/1-1", "INBOX/1-2"]);
-    }
-
-    #[test]
-    fn checkpoint_view_reads_without_creating_or_locking_anything() {
-        let d = tempfile::tempdir().unwrap();
-        let mb = MailboxAddr::parse("a@example.com").unwrap();
-        let missing = d.path().join("not-yet");
-        assert!(CheckpointView::load(&missing, &mb).unwrap().is_none());
-        assert!(!missing.exists(), "a dry run creates no state directory");
-        let mut s = StateDir::open(d.path(), &mb, "maildir:/x").unwrap();
-        s.record(&[entry("one"), entry("two")]).unwrap();
-        let mut cursors = BTreeMap::new();
-        cursors.insert(FolderName::inbox(), "c1".to_string());
-        s.record_cursors(&cursors).unwrap();
-        // Readable while a pass holds the log, and nothing on disk changes.
-        let before = fs::read(d.path().join(AUDIT_FILE)).unwrap();
-        let v = CheckpointView::load(d.path(), &mb).unwrap().unwrap();
-        assert_eq!(v.identity.move_id, s.identity.move_id);
-        assert_eq!(v.all_acked().count(), 2);
-        assert_eq!(
-            v.prior().folders[&FolderName::inbox()].cursor.as_deref(),
-            Some("c1")
-        );
-        assert_eq!(fs::read(d.path().join(AUDIT_FILE)).unwrap(), before);
-        let other = MailboxAddr::parse("b@example.com").unwrap();
-        assert!(CheckpointView::load(d.path(), &other).is_err());
-    }
-
-    fn acked_sorted(s: &StateDir) -> Vec<((FolderName, SourceId), Acked)> {
-        let mut v: Vec<_> = s.all_acked().map(|(k, a)| (k.clone(), a.clone())).collect();
-        v.sort_by(|x, y| x.0.cmp(&y.0));
-        v
-    }
-
-    /// A state with remaps, flags, deletions, cursors and a snapshot, then more records.
-    fn state_with_snapshot_and_tail(dir: &Path) -> Vec<((FolderName, SourceId), Acked)> {
-        let mb = MailboxAddr::parse("a@example.com").unwrap();
-        let mut s = StateDir::open(dir, &mb, "imap://x").unwrap();
-        let mut a = entry("1-1");
-        a.ident = Some("m1".into());
-        let mut sent = entry("1-9");
-        sent.folder = FolderName::parse("Sent").unwrap();
-        s.record(&[a.clone(), entry("1-2"), entry("1-3"), sent])
-            .unwrap();
-        let mut re = a.clone();
-        re.kind = EntryKind::Remapped;
-        re.source_id = SourceId::parse("2-1").unwrap();
-        s.record(&[re]).unwrap();
-        let mut cursors = BTreeMap::new();
-        cursors.insert(FolderName::inbox(), "c1".to_string());
-        s.record_cursors(&cursors).unwrap();
-        s.write_snapshot().unwrap();
-        // The next pass: more records after the snapshot.
-        let mut f = entry("1-2");
-        f.kind = EntryKind::Flags;
-        f.flags = Flags::from_maildir("FS").unwrap();
-        let mut del = entry("1-3");
-        del.kind = EntryKind::Deleted;
-        s.record(&[f, del, entry("1-4")]).unwrap();
-        acked_sorted(&s)
-    }
-
-    #[test]
-    fn snapshot_plus_tail_replays_to_what_the_whole_log_says() {
-        let d = tempfile::tempdir().unwrap();
-        let mb = MailboxAddr::parse("a@example.com").unwrap();
-        let before = state_with_snapshot_and_tail(d.path());
-        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        assert_eq!(s.replay(), &Replay::Snapshot { tail: 3 });
-        assert_eq!(acked_sorted(&s), before);
-        assert_eq!(
-            s.prior().folders[&FolderName::inbox()].cursor.as_deref(),
-            Some("c1")
-        );
-        let snap_acked = acked_sorted(&s);
-        drop(s);
-        fs::remove_file(d.path().join(snapshot::SNAPSHOT_FILE)).unwrap();
-        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        assert!(matches!(
-            s.replay(),
-            Replay::Full {
-                snapshot_refused: None,
-                ..
-            }
-        ));
-        assert_eq!(acked_sorted(&s), snap_acked, "same checkpoint either way");
-    }
-
-    #[test]
-    fn a_pass_that_changed_nothing_keeps_the_snapshot_one_that_did_rewrites_it() {
-        let d = tempfile::tempdir().unwrap();
-        let mb = MailboxAddr::parse("a@example.com").unwrap();
-        state_with_snapshot_and_tail(d.path());
-        let snap = d.path().join(snapshot::SNAPSHOT_FILE);
-        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        s.record(&[entry("1-6")]).unwrap();
-        s.write_snapshot().unwrap(); // a change: covers everything now
-        drop(s);
-        let before = fs::read(&snap).unwrap();
-        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        assert_eq!(s.replay(), &Replay::Snapshot { tail: 0 });
-        s.event("pass.started", json!({})).unwrap();
-        s.write_snapshot().unwrap();
-        assert_eq!(fs::read(&snap).unwrap(), before, "nothing changed: kept");
-        s.record(&[entry("1-7")]).unwrap();
-        s.write_snapshot().unwrap();
-        assert_ne!(fs::read(&snap).unwrap(), before, "a change: rewritten");
-        drop(s);
-        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        assert_eq!(s.replay(), &Replay::Snapshot { tail: 0 });
-        assert!(s.is_done(&FolderName::inbox(), &SourceId::parse("1-7").unwrap()));
-    }
-
-    #[test]
-    fn a_damaged_or_foreign_snapshot_falls_back_to_the_whole_log() {
-        let d = tempfile::tempdir().unwrap();
-        let mb = MailboxAddr::parse("a@example.com").unwrap();
-        let before = state_with_snapshot_and_tail(d.path());
-        let snap = d.path().join(snapshot::SNAPSHOT_FILE);
-        let good = fs::read(&snap).unwrap();
-        let other = tempfile::tempdir().unwrap();
-        state_with_snapshot_and_tail(other.path());
-        let foreign = fs::read(other.path().join(snapshot::SNAPSHOT_FILE)).unwrap();
-
-        let mut flipped = good.clone();
-        let at = flipped.len() - 10;
-        flipped[at] ^= 0x20;
-        let torn = good[..good.len() - 7].to_vec();
-        let newer = String::from_utf8(good.clone())
-            .unwrap()
-            .replacen("mailferry-checkpoint/1", "mailferry-checkpoint/9", 1)
-            .into_bytes();
-        for (what, bytes) in [
-            ("flipped byte", flipped),
-            ("torn", torn),
-            ("empty", Vec::new()),
-            ("unknown format", newer),
-            ("another move's", foreign),
-        ] {
-            fs::write(&snap, &bytes).unwrap();
-            let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-            match s.replay() {
-                Replay::Full {
-                    snapshot_refused: Some(_),
-                    ..
-                } => {}
-                other => panic!("{what}: {other:?}"),
-            }
-            assert_eq!(acked_sorted(&s), before, "{what}");
-        }
-    }
-
-    #[test]
-    fn killed_after_the_snapshot_the_next_open_replays_the_synced_tail() {
-        // kill -9 after the snapshot was written and while the next pass appended: the
-        // log ends in a torn line after the mark.
-        let d = tempfile::tempdir().unwrap();
-        let mb = MailboxAddr::parse("a@example.com").unwrap();
-        let before = state_with_snapshot_and_tail(d.path());
-        let cp = d.path().join(AUDIT_FILE);
-        let mut f = fs::OpenOptions::new().append(true).open(&cp).unwrap();
-        f.write_all(b"{\"seq\":99,\"time\":\"20").unwrap();
-        drop(f);
-        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        assert_eq!(s.replay(), &Replay::Snapshot { tail: 3 });
-        assert_eq!(acked_sorted(&s), before);
-        s.record(&[entry("1-5")]).unwrap();
-        drop(s);
-        mailferry_audit::verify(&cp).unwrap();
-
-        // A snapshot that outlived the records it covers (the log cut before its mark)
-        // does not fit any more: the log wins.
-        let mut s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        s.record(&[entry("1-6")]).unwrap();
-        let len = fs::metadata(&cp).unwrap().len();
-        s.write_snapshot().unwrap();
-        drop(s);
-        let f = fs::OpenOptions::new().write(true).open(&cp).unwrap();
-        f.set_len(len - 1).unwrap(); // tears the last line: cut at open
-        drop(f);
-        let s = StateDir::open(d.path(), &mb, "imap://x").unwrap();
-        assert!(
-            matches!(
-                s.replay(),
-                Replay::Full {
-                    snapshot_refused: Some(_),
-                    ..
-                }
-            ),
-            "{:?}",
-            s.replay()
-        );
-        assert!(s.is_done(&FolderName::inbox(), &SourceId::parse("1-5").unwrap()));
-        assert!(!s.is_done(&FolderName::inbox(), &SourceId::parse("1-6").unwrap()));
-    }
-
-    #[test]
-    fn state_of_another_mailbox_is_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let a = MailboxAddr::parse("a@example.com").unwrap();
-        let b = MailboxAddr::parse("b@example.com").unwrap();
-        StateDir::open(d.path(), &a, "maildir:/x").unwrap();
-        let e = StateDir::open(d.path(), &b, "maildir:/x")
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("belongs to the move of a@example.com"), "{e}");
-    }
-}
+mod tests;

@@ -30,7 +30,7 @@ impl Comparison {
 
 fn digest_tree(root: &Path) -> Result<BTreeMap<String, (String, String)>, AppError> {
     let src = Maildir::new(root.to_path_buf());
-    let listing = src.list(&Default::default())?;
+    let listing = src.list(&mailferry_agent::source::Prior::default())?;
     let mut out = BTreeMap::new();
     for item in listing.items {
         let mut bytes = Vec::new();

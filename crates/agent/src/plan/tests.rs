@@ -1,5 +1,5 @@
 use super::*;
-use crate::source::{Listing, Location, PriorItem};
+use crate::source::{DeltaFolder, Listing, Location, PriorItem};
 
 fn id(s: &str) -> SourceId {
     SourceId::parse(s).unwrap()
@@ -34,17 +34,30 @@ fn acked(sid: &str, flags: &str, ident: Option<&str>) -> Acked {
     }
 }
 
-fn run(state: &[((&str, &str), Acked)], listing: Listing, keep_folders: &[&str]) -> Plan {
-    let keys: Vec<((FolderName, SourceId), Acked)> = state
+fn checkpoint(state: &[((&str, &str), Acked)]) -> crate::state::db::CheckpointDb {
+    let entries: Vec<CheckpointEntry> = state
         .iter()
-        .map(|((f, s), a)| ((folder(f), id(s)), a.clone()))
+        .map(|((f, s), a)| CheckpointEntry {
+            kind: EntryKind::Stored,
+            folder: folder(f),
+            source_id: id(s),
+            stored_as: a.stored_as.clone(),
+            sha256: a.sha256.clone(),
+            size: a.prior.size,
+            flags: a.prior.flags.clone(),
+            internal_date: a.prior.internal_date,
+            ident: a.prior.ident.clone(),
+        })
         .collect();
-    let map: HashMap<(FolderName, SourceId), Acked> = keys.into_iter().collect();
+    crate::state::checkpoint_of(&entries)
+}
+
+fn run(state: &[((&str, &str), Acked)], listing: Listing, keep_folders: &[&str]) -> Plan {
     // As the pass builds it: the profile's kept folders plus incomplete ones.
     let mut keep = Keep::default();
     keep.folders.extend(keep_folders.iter().map(|f| folder(f)));
     keep.folders.extend(listing.incomplete.iter().cloned());
-    plan_with(&map, &listing.items, &keep)
+    plan(&checkpoint(state), listing.items, &keep, &listing.delta).unwrap()
 }
 
 fn listing(items: Vec<SourceItem>) -> Listing {
@@ -181,14 +194,56 @@ fn messages_the_filter_left_out_stay_at_the_destination() {
     ];
     let mut keep = Keep::default();
     keep.items.insert((folder("INBOX"), id("old")));
-    let keys: Vec<((FolderName, SourceId), Acked)> = state
-        .iter()
-        .map(|((f, s), a)| ((folder(f), id(s)), a.clone()))
-        .collect();
-    let map: HashMap<(FolderName, SourceId), Acked> = keys.into_iter().collect();
-    let p = plan_with(&map, &[], &keep);
+    let p = plan(&checkpoint(&state), Vec::new(), &keep, &BTreeMap::new()).unwrap();
     assert_eq!(
         p.ops.iter().map(Op::name).collect::<Vec<_>>(),
         ["INBOX/gone"]
     );
+}
+
+#[test]
+fn a_delta_folder_costs_its_changes_and_loses_nothing() {
+    let state = [
+        (("INBOX", "a"), acked("a", "", None)),
+        (("INBOX", "b"), acked("b", "", None)),
+        (("INBOX", "c"), acked("c", "S", None)),
+        (("Sent", "s"), acked("s", "", None)),
+        (("Gone", "g"), acked("g", "", None)),
+    ];
+    // INBOX vouched for: b re-flagged, d new, a listed although unchanged; nothing of
+    // it is deleted even though c is not listed. Sent vouched for with nothing listed.
+    let mut l = listing(vec![
+        item("INBOX", "a", "", None),
+        item("INBOX", "b", "F", None),
+        item("INBOX", "d", "", None),
+    ]);
+    l.delta.insert(
+        folder("INBOX"),
+        DeltaFolder {
+            acknowledged: 3,
+            bytes: 30,
+        },
+    );
+    l.delta.insert(
+        folder("Sent"),
+        DeltaFolder {
+            acknowledged: 1,
+            bytes: 10,
+        },
+    );
+    let p = run(&state, l, &[]);
+    assert_eq!(
+        p.send
+            .iter()
+            .map(|i| i.source_id.as_str())
+            .collect::<Vec<_>>(),
+        ["d"]
+    );
+    assert_eq!(
+        p.ops.iter().map(Op::name).collect::<Vec<_>>(),
+        ["INBOX/b", "Gone/g"],
+        "the re-flagged one, and the folder that vanished; nothing of INBOX or Sent goes"
+    );
+    assert_eq!(p.unchanged, 3, "a and c of INBOX, s of Sent");
+    assert_eq!(p.unlisted, 2, "c and s were found without being listed");
 }

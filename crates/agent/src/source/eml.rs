@@ -10,7 +10,7 @@
 //! each is a named bad item, as is any other file that is not a `.eml`. Hidden entries
 //! (names starting with `.`) are skipped. This module only lists and opens files.
 
-use super::{Listing, Location, Prior, Source, SourceItem};
+use super::{Listing, Location, PriorLookup, Source, SourceItem};
 use crate::AgentError;
 use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
@@ -158,7 +158,7 @@ impl Source for EmlTree {
         format!("eml:{}", self.root.display())
     }
 
-    fn list(&self, _prior: &Prior) -> Result<Listing, AgentError> {
+    fn list(&self, _prior: &dyn PriorLookup) -> Result<Listing, AgentError> {
         let root = &self.root;
         let meta = fs::metadata(root).map_err(|e| AgentError::Source {
             path: root.clone(),

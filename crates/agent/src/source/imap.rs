@@ -28,7 +28,9 @@
 //! works the same from `spawn_blocking` (listing), a plain thread (reading) or a test,
 //! and never ties up a worker of the caller's runtime.
 
-use super::{Listing, Location, Prior, PriorFolder, PriorItem, Source, SourceItem, SourceOptions};
+use super::{
+    DeltaFolder, Listing, Location, PriorItem, PriorLookup, Source, SourceItem, SourceOptions,
+};
 use crate::AgentError;
 use async_imap::imap_proto::{
     AttributeValue, Capability, MailboxDatum, MessageSection, NameAttribute, Outcome, Response,
@@ -1387,7 +1389,11 @@ impl Inner {
         }
     }
 
-    async fn list_async(&self, slot: &mut Option<Conn>, prior: &Prior) -> Result<Listing, Fail> {
+    async fn list_async(
+        &self,
+        slot: &mut Option<Conn>,
+        prior: &dyn PriorLookup,
+    ) -> Result<Listing, Fail> {
         let entries = self
             .retrying(slot, "LIST", async |c: &mut Conn| c.list_mailboxes().await)
             .await?;
@@ -1429,14 +1435,16 @@ impl Inner {
             }
         }
         for (folder, raw) in &folders {
-            let prior_folder = prior.folders.get(folder);
             let listed = self
                 .retrying(slot, &format!("folder {folder}"), async |c: &mut Conn| {
-                    list_folder(c, raw, folder, prior_folder).await
+                    list_folder(c, raw, folder, prior).await
                 })
                 .await;
             match listed {
                 Ok(f) => {
+                    if let Some(d) = f.delta {
+                        out.delta.insert(folder.clone(), d);
+                    }
                     out.items.extend(f.items);
                     out.bad.extend(f.bad);
                     out.cursors.insert(folder.clone(), f.cursor.to_string());
@@ -1497,6 +1505,8 @@ struct FolderListing {
     items: Vec<SourceItem>,
     bad: Vec<BadItem>,
     cursor: Cursor,
+    /// Listed as a change against the checkpoint ([`Listing::delta`]).
+    delta: Option<DeltaFolder>,
 }
 
 fn item_from_prior(
@@ -1548,7 +1558,7 @@ async fn list_folder(
     c: &mut Conn,
     raw: &str,
     folder: &FolderName,
-    prior: Option<&PriorFolder>,
+    prior: &dyn PriorLookup,
 ) -> Result<FolderListing, Fail> {
     let sel = c.examine(raw).await?;
     let cursor = sel.cursor();
@@ -1557,23 +1567,45 @@ async fn list_folder(
         items: Vec::new(),
         bad: Vec::new(),
         cursor,
+        delta: None,
     };
     if sel.exists == 0 {
         return Ok(out);
     }
+    let acknowledged = prior.count(folder);
+    let since = prior
+        .cursor(folder)
+        .as_deref()
+        .and_then(Cursor::parse)
+        .filter(|pc| {
+            pc.uidvalidity == uv
+                && pc.highestmodseq > 0
+                && sel.highestmodseq.is_some_and(|h| h >= pc.highestmodseq)
+        });
+    // A delta listing needs the server to say what changed (CONDSTORE), and every
+    // message there at the last clean pass to be acknowledged.
+    if let Some(pc) = since.filter(|pc| {
+        acknowledged > 0 && pc.exists as usize == acknowledged && prior.may_list_delta(folder)
+    }) {
+        if let Some(delta) = list_delta(c, folder, prior, &pc, &sel, &mut out).await? {
+            out.delta = Some(delta);
+            return Ok(out);
+        }
+    }
     // Acknowledged items of this UIDVALIDITY; after a change none match, the folder is
     // listed in full, and the pass recognises moved messages by `ident`.
-    let known: BTreeMap<u32, &PriorItem> = prior
-        .map(|p| {
-            p.items
-                .iter()
-                .filter_map(|(id, item)| match parse_source_id(id) {
-                    Some((v, uid)) if v == uv => Some((uid, item)),
-                    _ => None,
-                })
-                .collect()
+    let prior_items = if acknowledged > 0 {
+        prior.items(folder)
+    } else {
+        BTreeMap::new()
+    };
+    let known: BTreeMap<u32, &PriorItem> = prior_items
+        .iter()
+        .filter_map(|(id, item)| match parse_source_id(id) {
+            Some((v, uid)) if v == uv => Some((uid, item)),
+            _ => None,
         })
-        .unwrap_or_default();
+        .collect();
     let mut new = Vec::new();
     if known.is_empty() {
         for m in c.fetch_meta("1:*").await? {
@@ -1581,22 +1613,8 @@ async fn list_folder(
         }
         return Ok(out);
     }
-    let since = prior
-        .and_then(|p| p.cursor.as_deref())
-        .and_then(Cursor::parse)
-        .filter(|pc| {
-            pc.uidvalidity == uv
-                && pc.highestmodseq > 0
-                && sel.highestmodseq.is_some_and(|h| h >= pc.highestmodseq)
-        });
     let (present, changed) = match since {
         Some(pc) => {
-            if pc == cursor && known.len() == sel.exists as usize {
-                for (uid, p) in &known {
-                    out.items.push(item_from_prior(folder, uv, *uid, p, None));
-                }
-                return Ok(out);
-            }
             let changed = c
                 .fetch_flags(&format!(
                     "1:* (UID FLAGS) (CHANGEDSINCE {})",
@@ -1624,6 +1642,66 @@ async fn list_folder(
         }
     }
     Ok(out)
+}
+
+/// Lists what changed in a folder since the cursor `pc` of the last clean pass, whose
+/// messages are all acknowledged: `Some` with the folder's delta (new and re-flagged
+/// messages added to `out`), or `None` with nothing added if a message may be gone, so
+/// the folder must be listed in full.
+async fn list_delta(
+    c: &mut Conn,
+    folder: &FolderName,
+    prior: &dyn PriorLookup,
+    pc: &Cursor,
+    sel: &Selected,
+    out: &mut FolderListing,
+) -> Result<Option<DeltaFolder>, Fail> {
+    let acknowledged = pc.exists as u64;
+    let delta = DeltaFolder {
+        acknowledged,
+        bytes: prior.bytes(folder),
+    };
+    if *pc == out.cursor {
+        return Ok(Some(delta)); // nothing changed at all
+    }
+    // New messages and flag changes both raise the modseq past the old HIGHESTMODSEQ
+    // (RFC 7162), so one fetch names both.
+    let changed = c
+        .fetch_flags(&format!(
+            "1:* (UID FLAGS) (CHANGEDSINCE {})",
+            pc.highestmodseq
+        ))
+        .await?;
+    let new: Vec<u32> = changed
+        .keys()
+        .copied()
+        .filter(|uid| *uid >= pc.uidnext)
+        .collect();
+    // None gone: every acknowledged message plus the new ones make up what is there.
+    if acknowledged + new.len() as u64 != u64::from(sel.exists) {
+        return Ok(None);
+    }
+    let uv = sel.uidvalidity;
+    let mut items = Vec::new();
+    let mut unknown = Vec::new();
+    for (uid, flags) in changed.range(..pc.uidnext) {
+        match prior.get(folder, &source_id(uv, *uid)) {
+            Some(p) if p.flags == *flags => {}
+            Some(p) => items.push(item_from_prior(folder, uv, *uid, &p, Some(flags))),
+            // Not acknowledged although the cursor said all were: list it in full.
+            None => unknown.push(*uid),
+        }
+    }
+    if !unknown.is_empty() {
+        return Ok(None);
+    }
+    out.items.extend(items);
+    for set in uid_sets(&new, RANGES_PER_COMMAND) {
+        for m in c.fetch_meta(&set).await? {
+            push_meta(out, folder, uv, m);
+        }
+    }
+    Ok(Some(delta))
 }
 
 fn push_meta(out: &mut FolderListing, folder: &FolderName, uv: u32, m: Meta) {
@@ -1685,7 +1763,7 @@ impl Source for Imap {
         )
     }
 
-    fn list(&self, prior: &Prior) -> Result<Listing, AgentError> {
+    fn list(&self, prior: &dyn PriorLookup) -> Result<Listing, AgentError> {
         let inner = &*self.inner;
         let mut slot = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
         inner

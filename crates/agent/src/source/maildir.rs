@@ -13,18 +13,23 @@
 //!
 //! - A folder whose `cur/` and `new/` have the same nanosecond mtimes as in its cursor,
 //!   and held exactly the acknowledged messages when the cursor was taken, is not read
-//!   at all: its items come from the checkpoint. As in Dovecot, an mtime is only
-//!   trusted if it is at least [`MTIME_TRUST`] older than the scan that recorded it (a
-//!   change in the same clock tick as the scan would not move the mtime); otherwise the
-//!   folder is read again.
+//!   at all: it is listed in [`Listing::delta`] with nothing new. As in Dovecot, an
+//!   mtime is only trusted if it is at least [`MTIME_TRUST`] older than the scan that
+//!   recorded it (a change in the same clock tick as the scan would not move the
+//!   mtime); otherwise the folder is read again.
+//! - A folder whose `cur/` is unchanged but whose `new/` changed (mail was delivered):
+//!   only `new/` is read. The cursor records how many files `cur/` held; if every
+//!   acknowledged message not found in `new/` now adds up to exactly that, none is gone,
+//!   and the folder is listed in [`Listing::delta`] with the files of `new/` the
+//!   checkpoint does not have. Otherwise the whole folder is read.
 //! - A folder that is read: a file whose unique name and flags the checkpoint already
 //!   has is not `stat`ed; its size and date come from the checkpoint.
 
-use super::{Listing, Location, Prior, PriorFolder, Source, SourceItem};
+use super::{DeltaFolder, Listing, Location, PriorItem, PriorLookup, Source, SourceItem};
 use crate::AgentError;
 use mailferry_core::report::BadItem;
 use mailferry_core::{mutf7, Flags, FolderName, SourceId};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -35,28 +40,31 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const MTIME_TRUST: Duration = Duration::from_secs(2);
 
 /// Tag of this module's folder cursors.
-const CURSOR_TAG: &str = "maildir1";
+const CURSOR_TAG: &str = "maildir2";
 
 /// What a folder cursor records: the mtimes of `cur/` and `new/` (nanoseconds since the
-/// epoch, `-` if absent) before the scan, the time the scan started, and how many
-/// messages it listed. Written as `maildir1 CUR NEW SCAN COUNT`.
+/// epoch, `-` if absent) before the scan, the time the scan started, how many messages
+/// the folder held and how many of them were files in `cur/`. Written as
+/// `maildir2 CUR NEW SCAN COUNT IN_CUR`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Cursor {
     cur: Option<i128>,
     new: Option<i128>,
     scan: i128,
     count: usize,
+    in_cur: usize,
 }
 
 impl Cursor {
     fn encode(&self) -> String {
         let t = |v: Option<i128>| v.map_or("-".to_string(), |n| n.to_string());
         format!(
-            "{CURSOR_TAG} {} {} {} {}",
+            "{CURSOR_TAG} {} {} {} {} {}",
             t(self.cur),
             t(self.new),
             self.scan,
-            self.count
+            self.count,
+            self.in_cur
         )
     }
 
@@ -77,19 +85,25 @@ impl Cursor {
             new: t(it.next()?)?,
             scan: it.next()?.parse().ok()?,
             count: it.next()?.parse().ok()?,
+            in_cur: it.next()?.parse().ok()?,
         };
         it.next().is_none().then_some(c)
     }
 
+    /// True if `m`, one of this cursor's mtimes, is old enough before its scan to mean
+    /// "no change after the scan" when it is seen again.
+    fn trusted(&self, m: Option<i128>) -> bool {
+        m.is_none_or(|m| m <= self.scan - MTIME_TRUST.as_nanos() as i128)
+    }
+
+    /// True if `cur/` is as this cursor saw it.
+    fn cur_holds(&self, now: &Cursor) -> bool {
+        self.cur == now.cur && self.trusted(self.cur)
+    }
+
     /// True if this cursor, read back, says the folder is unchanged now.
-    fn still_holds(&self, now: &Cursor, acknowledged: usize) -> bool {
-        let trusted =
-            |m: Option<i128>| m.is_none_or(|m| m <= self.scan - MTIME_TRUST.as_nanos() as i128);
-        self.cur == now.cur
-            && self.new == now.new
-            && trusted(self.cur)
-            && trusted(self.new)
-            && self.count == acknowledged
+    fn still_holds(&self, now: &Cursor) -> bool {
+        self.cur_holds(now) && self.new == now.new && self.trusted(self.new)
     }
 }
 
@@ -107,12 +121,6 @@ fn dir_mtime(path: &Path) -> Option<i128> {
         .and_then(|m| m.modified())
         .ok()
         .map(nanos)
-}
-
-/// The file name an acknowledged message had: `cur/UNIQUE:2,FLAGS`. A message still in
-/// `new/` is found by [`Maildir::open`] when this name is not there.
-fn file_in_cur(dir: &Path, id: &SourceId, flags: &Flags) -> PathBuf {
-    dir.join("cur").join(format!("{id}:2,{}", flags.as_str()))
 }
 
 /// A Maildir++ tree rooted at a directory.
@@ -176,7 +184,7 @@ pub fn parse_file_name(name: &str) -> (&str, String) {
     }
 }
 
-fn list_folder(dir: &Path, folder: &FolderName, prior: Option<&PriorFolder>, out: &mut Listing) {
+fn list_folder(dir: &Path, folder: &FolderName, prior: &dyn PriorLookup, out: &mut Listing) {
     // The scan's start and the directories' mtimes, taken before anything is read: a
     // change while the scan runs moves an mtime past what the cursor records.
     let now = Cursor {
@@ -184,35 +192,46 @@ fn list_folder(dir: &Path, folder: &FolderName, prior: Option<&PriorFolder>, out
         cur: dir_mtime(&dir.join("cur")),
         new: dir_mtime(&dir.join("new")),
         count: 0,
+        in_cur: 0,
     };
-    if let Some(prior) = prior {
-        let unchanged = prior
-            .cursor
-            .as_deref()
-            .and_then(Cursor::parse)
-            .is_some_and(|c| c.still_holds(&now, prior.items.len()));
-        if unchanged {
-            for (id, p) in &prior.items {
-                out.items.push(SourceItem {
-                    folder: folder.clone(),
-                    source_id: id.clone(),
-                    flags: p.flags.clone(),
-                    internal_date: p.internal_date,
-                    size: p.size,
-                    location: Location::File(file_in_cur(dir, id, &p.flags)),
-                    ident: None,
-                });
-            }
+    let acknowledged = prior.count(folder);
+    let proven = prior
+        .cursor(folder)
+        .as_deref()
+        .and_then(Cursor::parse)
+        // Every message listed when the cursor was taken is acknowledged (none failed
+        // or was left out by the profile), and the folder may be listed as a delta.
+        .filter(|c| c.count == acknowledged && acknowledged > 0)
+        .filter(|_| prior.may_list_delta(folder));
+    if let Some(pc) = proven {
+        if pc.still_holds(&now) {
+            out.delta.insert(
+                folder.clone(),
+                DeltaFolder {
+                    acknowledged: acknowledged as u64,
+                    bytes: prior.bytes(folder),
+                },
+            );
             // Keeps the cursor that proved it: its mtimes are the trusted ones.
-            if let Some(c) = &prior.cursor {
-                out.cursors.insert(folder.clone(), c.clone());
-            }
+            out.cursors.insert(folder.clone(), pc.encode());
+            return;
+        }
+        if pc.cur_holds(&now) && list_new_only(dir, folder, prior, &pc, &now, out) {
             return;
         }
     }
+    let known = if acknowledged > 0 {
+        prior.items(folder)
+    } else {
+        BTreeMap::new()
+    };
     let listed_before = out.items.len();
+    let mut in_cur = 0;
     let mut seen = HashSet::new();
     for sub in ["cur", "new"] {
+        if sub == "new" {
+            in_cur = out.items.len() - listed_before;
+        }
         let path = dir.join(sub);
         let entries = match fs::read_dir(&path) {
             Ok(e) => e,
@@ -251,7 +270,9 @@ fn list_folder(dir: &Path, folder: &FolderName, prior: Option<&PriorFolder>, out
             }
             let (unique, flags) = parse_file_name(name);
             // Known under the same name and flags: what the checkpoint has is current.
-            let known = prior.and_then(|p| p.items.get_key_value(&SourceId::parse(unique).ok()?));
+            let known = SourceId::parse(unique)
+                .ok()
+                .and_then(|id| known.get_key_value(&id));
             if let Some((id, p)) = known {
                 if Flags::from_maildir(&flags).is_ok_and(|f| f == p.flags)
                     && seen.insert(id.clone())
@@ -322,10 +343,112 @@ fn list_folder(dir: &Path, folder: &FolderName, prior: Option<&PriorFolder>, out
         folder.clone(),
         Cursor {
             count: out.items.len() - listed_before,
+            in_cur,
             ..now
         }
         .encode(),
     );
+}
+
+/// Lists a folder whose `cur/` is unchanged by reading `new/` only (see the module
+/// docs). False, with nothing added to `out`, if that cannot prove the folder: then it
+/// is read whole.
+fn list_new_only(
+    dir: &Path,
+    folder: &FolderName,
+    prior: &dyn PriorLookup,
+    pc: &Cursor,
+    now: &Cursor,
+    out: &mut Listing,
+) -> bool {
+    let path = dir.join("new");
+    let Ok(entries) = fs::read_dir(&path) else {
+        return false;
+    };
+    let mut listed = Vec::new();
+    let mut known_here = 0usize;
+    let mut new_ones = 0usize;
+    let mut seen = HashSet::new();
+    for entry in entries {
+        let Ok(entry) = entry else { return false };
+        let os_name = entry.file_name();
+        let Some(name) = os_name.to_str() else {
+            return false; // named as bad by the full scan
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let (unique, flags) = parse_file_name(name);
+        let Ok(id) = SourceId::parse(unique) else {
+            return false;
+        };
+        let Ok(flags) = Flags::from_maildir(&flags) else {
+            return false;
+        };
+        if !seen.insert(id.clone()) {
+            return false;
+        }
+        let prior_item: Option<PriorItem> = prior.get(folder, &id);
+        if let Some(p) = &prior_item {
+            known_here += 1;
+            if p.flags == flags {
+                continue; // acknowledged, unchanged
+            }
+        }
+        let (internal_date, size) = match &prior_item {
+            Some(p) => (p.internal_date, p.size),
+            None => {
+                new_ones += 1;
+                let Ok(meta) = entry.metadata() else {
+                    return false;
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                let date = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                (date, meta.len())
+            }
+        };
+        listed.push(SourceItem {
+            folder: folder.clone(),
+            source_id: id,
+            flags,
+            internal_date,
+            size,
+            location: Location::File(entry.path()),
+            ident: None,
+        });
+    }
+    // Every acknowledged message not in new/ now must be one of the files cur/ held,
+    // unchanged: otherwise one is gone (or moved), and only a full read tells which.
+    if pc.count.checked_sub(known_here) != Some(pc.in_cur) {
+        return false;
+    }
+    out.delta.insert(
+        folder.clone(),
+        DeltaFolder {
+            acknowledged: pc.count as u64,
+            bytes: prior.bytes(folder),
+        },
+    );
+    out.cursors.insert(
+        folder.clone(),
+        Cursor {
+            cur: pc.cur,
+            new: now.new,
+            scan: now.scan,
+            count: pc.count + new_ones,
+            in_cur: pc.in_cur,
+        }
+        .encode(),
+    );
+    out.items.extend(listed);
+    true
 }
 
 impl Source for Maildir {
@@ -333,7 +456,7 @@ impl Source for Maildir {
         format!("maildir:{}", self.root.display())
     }
 
-    fn list(&self, prior: &Prior) -> Result<Listing, AgentError> {
+    fn list(&self, prior: &dyn PriorLookup) -> Result<Listing, AgentError> {
         let root = &self.root;
         let fail = |reason: String| AgentError::Source {
             path: root.clone(),
@@ -347,7 +470,7 @@ impl Source for Maildir {
         }
         let mut out = Listing::default();
         let inbox = FolderName::inbox();
-        list_folder(root, &inbox, prior.folders.get(&inbox), &mut out);
+        list_folder(root, &inbox, prior, &mut out);
         let entries = fs::read_dir(root).map_err(|e| fail(format!("cannot list: {e}")))?;
         let mut subdirs = Vec::new();
         for entry in entries {
@@ -382,7 +505,7 @@ impl Source for Maildir {
             }
         }
         for (folder, path) in subdirs {
-            list_folder(&path, &folder, prior.folders.get(&folder), &mut out);
+            list_folder(&path, &folder, prior, &mut out);
         }
         out.items
             .sort_by(|a, b| (&a.folder, &a.source_id).cmp(&(&b.folder, &b.source_id)));

@@ -12,7 +12,7 @@
 //!
 //! This module only reads; it never writes to, locks or rewrites the source files.
 
-use super::{Listing, Location, Prior, Source, SourceItem};
+use super::{Listing, Location, PriorLookup, Source, SourceItem};
 use crate::AgentError;
 use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
@@ -1200,7 +1200,7 @@ impl Source for Mbox {
         format!("mbox:{}", self.root.display())
     }
 
-    fn list(&self, _prior: &Prior) -> Result<Listing, AgentError> {
+    fn list(&self, _prior: &dyn PriorLookup) -> Result<Listing, AgentError> {
         let root = &self.root;
         let fail = |reason: String| AgentError::Source {
             path: root.clone(),

@@ -4,12 +4,20 @@
 //! thread); the agent runs them off the async runtime. A source never holds a whole
 //! message in memory: [`Source::open`] returns a reader.
 //!
-//! A listing is always complete for the folders it covers: the pass compares it with the
-//! checkpoint to find new, changed and deleted messages. What a source learnt in an
-//! earlier pass comes back to it as [`Prior`], so a source that can ask "what changed
-//! since?" (IMAP CONDSTORE) fills unchanged items from it instead of fetching them.
-//! A folder the source could not list completely goes in [`Listing::incomplete`], and
-//! the pass never deletes anything of such a folder at the destination.
+//! A listing covers every folder, in one of two forms. A folder listed in full has every
+//! message it holds in [`Listing::items`]: the pass compares them with the checkpoint to
+//! find new, changed and deleted messages. A folder in [`Listing::delta`] is one the
+//! source can vouch for against the checkpoint (its cursor proves what changed since the
+//! last clean pass): only its new and changed messages are listed, every other
+//! acknowledged message of it is still there as acknowledged, and none is gone. That is
+//! what makes a pass over a large, mostly unchanged mailbox cost what changed.
+//!
+//! What a source learnt in earlier passes comes back to it through [`PriorLookup`],
+//! folder by folder and on demand, so a source that can ask "what changed since?"
+//! (IMAP CONDSTORE, Maildir directory mtimes) never loads the folders that did not
+//! change. A folder the source could not list completely goes in
+//! [`Listing::incomplete`], and the pass never deletes anything of such a folder at the
+//! destination.
 
 pub mod eml;
 pub mod imap;
@@ -118,6 +126,59 @@ pub struct Prior {
     pub folders: BTreeMap<FolderName, PriorFolder>,
 }
 
+/// How earlier passes left a folder, asked for by a source while it lists. Lookups that
+/// cost the folder's size ([`PriorLookup::items`]) are made only for folders the source
+/// has to read anyway.
+pub trait PriorLookup {
+    /// The cursor this source returned for `folder` at the end of the last clean pass.
+    fn cursor(&self, folder: &FolderName) -> Option<String>;
+    /// How many messages of `folder` were acknowledged.
+    fn count(&self, folder: &FolderName) -> usize;
+    /// Their bytes, for the folder's totals when it is listed in [`Listing::delta`].
+    fn bytes(&self, folder: &FolderName) -> u64;
+    /// Every acknowledged message of `folder`.
+    fn items(&self, folder: &FolderName) -> BTreeMap<SourceId, PriorItem>;
+    /// One acknowledged message.
+    fn get(&self, folder: &FolderName, id: &SourceId) -> Option<PriorItem>;
+    /// Whether `folder` may be listed in [`Listing::delta`]. The pass says no for folders
+    /// the profile renames, or renames others into: those are listed in full.
+    fn may_list_delta(&self, _folder: &FolderName) -> bool {
+        true
+    }
+}
+
+impl PriorLookup for Prior {
+    fn cursor(&self, folder: &FolderName) -> Option<String> {
+        self.folders.get(folder).and_then(|f| f.cursor.clone())
+    }
+    fn count(&self, folder: &FolderName) -> usize {
+        self.folders.get(folder).map_or(0, |f| f.items.len())
+    }
+    fn bytes(&self, folder: &FolderName) -> u64 {
+        self.folders
+            .get(folder)
+            .map_or(0, |f| f.items.values().map(|i| i.size).sum())
+    }
+    fn items(&self, folder: &FolderName) -> BTreeMap<SourceId, PriorItem> {
+        self.folders
+            .get(folder)
+            .map(|f| f.items.clone())
+            .unwrap_or_default()
+    }
+    fn get(&self, folder: &FolderName, id: &SourceId) -> Option<PriorItem> {
+        self.folders.get(folder)?.items.get(id).cloned()
+    }
+}
+
+/// A folder listed as a change against the checkpoint (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeltaFolder {
+    /// Acknowledged messages of the folder still there (all of them: none is gone).
+    pub acknowledged: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
 /// What a listing found: items to move, and items that can never be moved, named.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -132,6 +193,9 @@ pub struct Listing {
     pub incomplete: BTreeSet<FolderName>,
     /// Per-folder cursors to hand back as [`PriorFolder::cursor`] next pass.
     pub cursors: BTreeMap<FolderName, String>,
+    /// Folders listed as a change against the checkpoint: their items in `items` are new
+    /// or changed ones only. Only folders [`PriorLookup::may_list_delta`] allows.
+    pub delta: BTreeMap<FolderName, DeltaFolder>,
 }
 
 /// What a source needs besides its spec: credentials and trust for network sources.
@@ -156,8 +220,9 @@ pub struct SourceOptions {
 pub trait Source: Send {
     /// A short description (`maildir:/path`), without secrets.
     fn describe(&self) -> String;
-    /// Lists every message. `prior` is what earlier passes acknowledged.
-    fn list(&self, prior: &Prior) -> Result<Listing, crate::AgentError>;
+    /// Lists every message (or, for folders it can vouch for, what changed: see the
+    /// module docs). `prior` is what earlier passes acknowledged.
+    fn list(&self, prior: &dyn PriorLookup) -> Result<Listing, crate::AgentError>;
     /// Opens one listed message for reading.
     fn open(&self, item: &SourceItem) -> std::io::Result<Box<dyn Read + Send>>;
     /// Time this source has spent so far waiting because its server asked to (IMAP

@@ -20,7 +20,7 @@ fn lists_root_as_inbox_and_subdirectories_as_folders() {
     std::os::unix::fs::symlink("/etc", r.join("etc")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", r.join("host.eml")).unwrap();
     let l = EmlTree::new(r.to_path_buf())
-        .list(&Default::default())
+        .list(&crate::source::Prior::default())
         .unwrap();
     let names: Vec<String> = l.items.iter().map(|i| i.name()).collect();
     assert_eq!(
@@ -54,7 +54,7 @@ fn not_a_directory_is_a_clear_error() {
     let f = d.path().join("x.eml");
     touch(&f, b"Subject: x\n\n");
     let e = EmlTree::new(f)
-        .list(&Default::default())
+        .list(&crate::source::Prior::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a directory"), "{e}");

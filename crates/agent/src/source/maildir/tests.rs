@@ -1,5 +1,5 @@
 use super::*;
-use std::io::Read;
+use crate::source::{DeltaFolder, Prior};
 
 fn touch(p: &Path, body: &[u8]) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -17,7 +17,7 @@ fn lists_inbox_subfolders_flags_and_names_bad_folders() {
     touch(&r.join(".bad&ZZZ/new/5.e.host"), b"Subject: e\n\nx");
     touch(&r.join(".a..b/new/6.f.host"), b"x");
     let l = Maildir::new(r.to_path_buf())
-        .list(&Default::default())
+        .list(&crate::source::Prior::default())
         .unwrap();
     let names: Vec<String> = l.items.iter().map(|i| i.name()).collect();
     assert_eq!(
@@ -51,7 +51,7 @@ fn folder_dir_names_round_trip() {
 fn not_a_maildir_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
     let e = Maildir::new(d.path().to_path_buf())
-        .list(&Default::default())
+        .list(&crate::source::Prior::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a Maildir"), "{e}");
@@ -99,15 +99,17 @@ fn cursor_round_trips_and_refuses_other_text() {
         new: None,
         scan: 1_700_000_100_000_000_000,
         count: 42,
+        in_cur: 40,
     };
     assert_eq!(Cursor::parse(&c.encode()), Some(c));
     for bad in [
         "",
-        "maildir1",
-        "maildir1 1 2 3",
-        "maildir1 1 2 3 4 5",
-        "imap 1 2 3 4",
-        "maildir1 x - 1 2",
+        "maildir2",
+        "maildir2 1 2 3 4",
+        "maildir2 1 2 3 4 5 6",
+        "maildir1 1 2 3 4",
+        "imap 1 2 3 4 5",
+        "maildir2 x - 1 2 3",
     ] {
         assert_eq!(Cursor::parse(bad), None, "{bad:?}");
     }
@@ -130,20 +132,59 @@ fn an_unchanged_folder_with_old_mtimes_is_not_read_again() {
     fs::remove_file(r.join("cur/2.b.host:2,")).unwrap();
     set_mtime(&r.join("cur"), old);
     let second = md.list(&prior).unwrap();
-    assert_eq!(ids(&second), ["1.a.host", "2.b.host", "3.c.host"]);
+    assert!(second.items.is_empty(), "nothing read: {:?}", ids(&second));
+    assert_eq!(
+        second.delta.get(&FolderName::inbox()),
+        Some(&DeltaFolder {
+            acknowledged: 3,
+            bytes: 42
+        })
+    );
     assert_eq!(second.cursors, first.cursors, "the proving cursor is kept");
-    // Items from the checkpoint still open, wherever the file is (`3` is in new/).
-    let mut body = String::new();
-    md.open(&second.items[2])
-        .unwrap()
-        .read_to_string(&mut body)
-        .unwrap();
-    assert!(body.contains("xxx"));
 
-    // Any change of an mtime: the folder is read again.
+    // A change of cur/'s mtime: the folder is read again.
     set_mtime(&r.join("cur"), SystemTime::now() - Duration::from_secs(30));
     let third = md.list(&prior).unwrap();
     assert_eq!(ids(&third), ["1.a.host", "3.c.host"]);
+    assert!(third.delta.is_empty());
+}
+
+#[test]
+fn a_delivery_to_new_reads_new_only_and_a_removal_there_reads_everything() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    three_files(r);
+    let old = SystemTime::now() - Duration::from_secs(60);
+    set_mtime(&r.join("cur"), old);
+    set_mtime(&r.join("new"), old);
+    let md = Maildir::new(r.to_path_buf());
+    let first = md.list(&Prior::default()).unwrap();
+    let prior = prior_of(&first);
+
+    // Mail delivered: new/ changes, cur/ does not. A change in cur/ that keeps its
+    // mtime is invisible by design, which is how we see that cur/ was not read.
+    touch(&r.join("new/4.d.host"), b"Subject: d\n\nxxxx");
+    fs::remove_file(r.join("cur/2.b.host:2,")).unwrap();
+    set_mtime(&r.join("cur"), old);
+    set_mtime(&r.join("new"), SystemTime::now() - Duration::from_secs(30));
+    let second = md.list(&prior).unwrap();
+    assert_eq!(ids(&second), ["4.d.host"], "only the new file is listed");
+    assert_eq!(second.delta[&FolderName::inbox()].acknowledged, 3);
+    let c = Cursor::parse(&second.cursors[&FolderName::inbox()]).unwrap();
+    assert_eq!(
+        (c.count, c.in_cur),
+        (4, 2),
+        "the cursor counts the new file"
+    );
+
+    // A message removed from new/ (cur/ still unchanged): something is gone, so the
+    // whole folder is read, and the removal in cur/ shows now too.
+    fs::remove_file(r.join("new/3.c.host")).unwrap();
+    set_mtime(&r.join("cur"), old);
+    set_mtime(&r.join("new"), SystemTime::now() - Duration::from_secs(20));
+    let third = md.list(&prior).unwrap();
+    assert_eq!(ids(&third), ["1.a.host", "4.d.host"]);
+    assert!(third.delta.is_empty());
 }
 
 #[test]

@@ -257,7 +257,7 @@ const M3: &[u8] = b"From MAILER-DAEMON Wed Jan  3 00:00:00 2024\nSubject: 3\n\nt
 
 fn list(root: &Path) -> Listing {
     Mbox::new(root.to_path_buf())
-        .list(&Default::default())
+        .list(&crate::source::Prior::default())
         .unwrap()
 }
 
@@ -340,7 +340,7 @@ fn a_single_file_that_is_not_an_mbox_is_an_error() {
     let p = d.path().join("mail");
     touch(&p, b"Subject: x\n\nbody\n");
     let e = Mbox::new(p)
-        .list(&Default::default())
+        .list(&crate::source::Prior::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("not an mbox"), "{e}");
