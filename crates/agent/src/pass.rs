@@ -240,12 +240,15 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         let describe = describe.clone();
         let profile = profile.clone();
         tokio::task::spawn_blocking(move || {
+            let t0 = Instant::now();
             let mut state = StateDir::open(&state_dir, &mailbox, &describe)?;
+            let opened = t0.elapsed();
             let filter = Filter::new(&profile, mailferry_core::unix_now())?;
             let prior = SourcePrior::new(&filter, state.checkpoint());
             let listed = source.list(&prior);
             prior.finish()?;
             let mut listing = listed?;
+            let listed_at = t0.elapsed();
             // The profile decides what moves, where to and under which id; the planner
             // then works in destination terms only.
             let mut filtered = filter.apply_listing(
@@ -261,6 +264,15 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
             if !plan.remapped.is_empty() {
                 state.record(&plan.remapped)?;
             }
+            tracing::debug!(
+                open_ms = opened.as_millis() as u64,
+                list_ms = (listed_at - opened).as_millis() as u64,
+                plan_ms = (t0.elapsed() - listed_at).as_millis() as u64,
+                replay = ?state.replay(),
+                listed = kept_count,
+                delta_folders = filtered.delta.len(),
+                "pass planned"
+            );
             Ok::<_, AgentError>((state, listing, filtered, kept_count, plan, source))
         })
         .await
@@ -546,7 +558,12 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         per_folder.entry(folder.to_string()).or_default().bad += 1;
     }
     let (mut state, (receipt_root, receipt_items)) = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
         let receipt = state.receipt();
+        tracing::debug!(
+            receipt_ms = t0.elapsed().as_millis() as u64,
+            "source receipt"
+        );
         receipt.map(|r| (state, r))
     })
     .await

@@ -207,7 +207,12 @@ impl Connected {
             tokio::task::spawn_blocking(move || {
                 // Incremental: decrypts only what was stored since the last receipt
                 // (`receipt verify` recomputes from scratch).
+                let t0 = std::time::Instant::now();
                 let (root, items) = volume.receipt_root_incremental(&mailbox)?;
+                tracing::debug!(
+                    receipt_ms = t0.elapsed().as_millis() as u64,
+                    "destination receipt"
+                );
                 volume.audit_event(
                     "pass.receipt",
                     serde_json::json!({

@@ -21,7 +21,9 @@
 //!   only `new/` is read. The cursor records how many files `cur/` held; if every
 //!   acknowledged message not found in `new/` now adds up to exactly that, none is gone,
 //!   and the folder is listed in [`Listing::delta`] with the files of `new/` the
-//!   checkpoint does not have. Otherwise the whole folder is read.
+//!   checkpoint does not have. Otherwise the whole folder is read. A file of `new/`
+//!   whose inode change time is older than the last scan's trust line was listed by
+//!   that scan (and so acknowledged): only younger files are looked up.
 //! - A folder that is read: a file whose unique name and flags the checkpoint already
 //!   has is not `stat`ed; its size and date come from the checkpoint.
 
@@ -32,6 +34,7 @@ use mailferry_core::{mutf7, Flags, FolderName, SourceId};
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -388,6 +391,18 @@ fn list_new_only(
         if !seen.insert(id.clone()) {
             return false;
         }
+        // A file whose inode changed (created, renamed) before the last scan's trust
+        // line was listed by that scan, which every listed message of was acknowledged
+        // in: no need to look it up. Only younger ones are.
+        let meta = entry.metadata().ok();
+        let older = meta.as_ref().is_some_and(|m| {
+            i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+                <= pc.scan - MTIME_TRUST.as_nanos() as i128
+        });
+        if older {
+            known_here += 1;
+            continue;
+        }
         let prior_item: Option<PriorItem> = prior.get(folder, &id);
         if let Some(p) = &prior_item {
             known_here += 1;
@@ -399,7 +414,7 @@ fn list_new_only(
             Some(p) => (p.internal_date, p.size),
             None => {
                 new_ones += 1;
-                let Ok(meta) = entry.metadata() else {
+                let Some(meta) = meta else {
                     return false;
                 };
                 if !meta.is_file() {

@@ -46,7 +46,34 @@ CREATE TABLE IF NOT EXISTS acked(
 CREATE INDEX IF NOT EXISTS acked_remapped ON acked(folder, stored_as)
     WHERE stored_as IS NOT NULL;
 CREATE TABLE IF NOT EXISTS cursors(folder TEXT PRIMARY KEY, cursor TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS folders(
+    folder TEXT PRIMARY KEY,
+    items INTEGER NOT NULL,
+    plain_items INTEGER NOT NULL,
+    plain_bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS acked_insert AFTER INSERT ON acked BEGIN
+    INSERT INTO folders(folder, items, plain_items, plain_bytes) VALUES (NEW.folder, 0, 0, 0)
+        ON CONFLICT(folder) DO NOTHING;
+    UPDATE folders SET
+        items = items + 1,
+        plain_items = plain_items + (NEW.renamed = 0),
+        plain_bytes = plain_bytes + CASE WHEN NEW.renamed = 0 THEN NEW.size ELSE 0 END
+    WHERE folder = NEW.folder;
+END;
+CREATE TRIGGER IF NOT EXISTS acked_delete AFTER DELETE ON acked BEGIN
+    UPDATE folders SET
+        items = items - 1,
+        plain_items = plain_items - (OLD.renamed = 0),
+        plain_bytes = plain_bytes - CASE WHEN OLD.renamed = 0 THEN OLD.size ELSE 0 END
+    WHERE folder = OLD.folder;
+    DELETE FROM folders WHERE folder = OLD.folder AND items = 0;
+END;
 ";
+
+/// Per connection: a row replaced by `INSERT OR REPLACE` fires the delete trigger, so
+/// the per-folder counts stay exact.
+const PRAGMAS: &str = "PRAGMA recursive_triggers = ON;";
 
 /// An open checkpoint index: a file in the state directory, a read-only view of one, or
 /// an in-memory copy (a dry run while a pass runs, tests).
@@ -71,6 +98,7 @@ impl CheckpointDb {
         // transactions, which the mark then replays from the log. No fsync per batch.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(PRAGMAS)?;
         conn.execute_batch(SCHEMA)?;
         let db = CheckpointDb {
             conn,
@@ -115,6 +143,7 @@ impl CheckpointDb {
     /// An empty index in memory.
     pub fn in_memory() -> CheckpointDb {
         let conn = Connection::open_in_memory().expect("an in-memory SQLite database");
+        conn.execute_batch(PRAGMAS).expect("pragmas apply");
         conn.execute_batch(SCHEMA).expect("the schema applies");
         CheckpointDb {
             conn,
@@ -172,7 +201,9 @@ impl CheckpointDb {
     /// Empties the index and binds it to `move_id` (before a replay of the whole log).
     pub fn reset(&mut self, move_id: &str) -> DbResult<()> {
         let tx = self.conn.transaction()?;
-        tx.execute_batch("DELETE FROM acked; DELETE FROM cursors; DELETE FROM meta;")?;
+        tx.execute_batch(
+            "DELETE FROM acked; DELETE FROM cursors; DELETE FROM meta; DELETE FROM folders;",
+        )?;
         tx.execute(
             "INSERT INTO meta(key, value) VALUES ('format', ?1), ('move_id', ?2)",
             params![FORMAT, move_id],
@@ -250,22 +281,31 @@ impl CheckpointDb {
     /// `plain_only`, only those whose id is not one the profile gave a renamed folder's
     /// message.
     pub fn summary(&self, folder: &FolderName, plain_only: bool) -> DbResult<(u64, u64)> {
-        let sql = if plain_only {
-            "SELECT count(*), ifnull(sum(size), 0) FROM acked WHERE folder = ?1 AND renamed = 0"
-        } else {
-            "SELECT count(*), ifnull(sum(size), 0) FROM acked WHERE folder = ?1"
-        };
-        let mut st = self.conn.prepare_cached(sql)?;
-        st.query_row([folder.as_str()], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-        })
+        if !plain_only {
+            let mut st = self.conn.prepare_cached(
+                "SELECT count(*), ifnull(sum(size), 0) FROM acked WHERE folder = ?1",
+            )?;
+            return st.query_row([folder.as_str()], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            });
+        }
+        // Kept by triggers: a pass asks this of every folder, which must not cost a scan.
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT plain_items, plain_bytes FROM folders WHERE folder = ?1")?;
+        Ok(st
+            .query_row([folder.as_str()], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()?
+            .unwrap_or((0, 0)))
     }
 
     /// Every folder the index holds messages in, with how many.
     pub fn folders(&self) -> DbResult<Vec<(FolderName, u64)>> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT folder, count(*) FROM acked GROUP BY folder")?;
+            .prepare_cached("SELECT folder, items FROM folders WHERE items > 0")?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         let mut out = Vec::new();
         for r in rows {
@@ -326,7 +366,9 @@ impl CheckpointDb {
     /// Number of acknowledged messages.
     pub fn len(&self) -> DbResult<u64> {
         self.conn
-            .query_row("SELECT count(*) FROM acked", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT ifnull(sum(items), 0) FROM folders", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as u64)
     }
 
@@ -354,6 +396,25 @@ impl CheckpointDb {
             [format!("{root} {n}")],
         );
         Ok((root, n))
+    }
+
+    /// The per-folder counts kept by triggers, and the same counted from the rows
+    /// (tests: they must agree).
+    #[cfg(test)]
+    pub fn counts_both_ways(&self) -> (Vec<FolderCounts>, Vec<FolderCounts>) {
+        let q = |sql: &str| -> Vec<FolderCounts> {
+            let mut st = self.conn.prepare(sql).unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<DbResult<_>>()
+                .unwrap()
+        };
+        (
+            q("SELECT folder, items, plain_items, plain_bytes FROM folders ORDER BY folder"),
+            q("SELECT folder, count(*), sum(renamed = 0),
+                      sum(CASE WHEN renamed = 0 THEN size ELSE 0 END)
+               FROM acked GROUP BY folder ORDER BY folder"),
+        )
     }
 
     /// A canonical text dump of the index (docs/checkpoint-index.md, the vector).
@@ -395,6 +456,10 @@ impl CheckpointDb {
         Ok(out)
     }
 }
+
+/// `(folder, items, plain items, plain bytes)`.
+#[cfg(test)]
+pub type FolderCounts = (String, i64, i64, i64);
 
 fn row_acked(r: &rusqlite::Row<'_>) -> DbResult<(SourceId, Acked)> {
     row_acked_at(r, 0)
