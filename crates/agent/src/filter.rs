@@ -572,7 +572,7 @@ impl PriorLookup for SourcePrior<'_> {
 
     fn count(&self, folder: &FolderName) -> usize {
         if self.plain(folder) {
-            self.ok(self.checkpoint.summary(folder, true)).0 as usize
+            self.ok(self.checkpoint.plain_summary(folder)).0 as usize
         } else {
             self.items(folder).len()
         }
@@ -580,7 +580,7 @@ impl PriorLookup for SourcePrior<'_> {
 
     fn bytes(&self, folder: &FolderName) -> u64 {
         if self.plain(folder) {
-            self.ok(self.checkpoint.summary(folder, true)).1
+            self.ok(self.checkpoint.plain_summary(folder)).1
         } else {
             self.items(folder).values().map(|i| i.size).sum()
         }

@@ -142,9 +142,9 @@ pub trait Checkpoint {
     /// The same as a source sees them, sorted by id.
     fn prior_items(&self, folder: &FolderName)
         -> Result<BTreeMap<SourceId, PriorItem>, AgentError>;
-    /// How many messages of `folder` it holds and their bytes; with `plain_only`, only
-    /// those whose ids are not renamed ids ([`crate::filter::renamed_id`]).
-    fn summary(&self, folder: &FolderName, plain_only: bool) -> Result<(u64, u64), AgentError>;
+    /// How many messages of `folder` have their own ids (not renamed ids,
+    /// [`crate::filter::renamed_id`]), and their bytes.
+    fn plain_summary(&self, folder: &FolderName) -> Result<(u64, u64), AgentError>;
     /// Every folder with messages, and how many.
     fn folders(&self) -> Result<Vec<(FolderName, u64)>, AgentError>;
     /// The cursor the source gave for `folder` (a source folder name) at the end of the
@@ -165,8 +165,8 @@ impl Checkpoint for CheckpointDb {
     ) -> Result<BTreeMap<SourceId, PriorItem>, AgentError> {
         CheckpointDb::prior_items(self, folder).map_err(|e| self.err(e))
     }
-    fn summary(&self, folder: &FolderName, plain_only: bool) -> Result<(u64, u64), AgentError> {
-        CheckpointDb::summary(self, folder, plain_only).map_err(|e| self.err(e))
+    fn plain_summary(&self, folder: &FolderName) -> Result<(u64, u64), AgentError> {
+        CheckpointDb::plain_summary(self, folder).map_err(|e| self.err(e))
     }
     fn folders(&self) -> Result<Vec<(FolderName, u64)>, AgentError> {
         CheckpointDb::folders(self).map_err(|e| self.err(e))

@@ -277,19 +277,10 @@ impl CheckpointDb {
         rows.map(|r| r.map(|(id, a)| (id, a.prior))).collect()
     }
 
-    /// How many messages of `folder` the index holds, and their bytes; with
-    /// `plain_only`, only those whose id is not one the profile gave a renamed folder's
-    /// message.
-    pub fn summary(&self, folder: &FolderName, plain_only: bool) -> DbResult<(u64, u64)> {
-        if !plain_only {
-            let mut st = self.conn.prepare_cached(
-                "SELECT count(*), ifnull(sum(size), 0) FROM acked WHERE folder = ?1",
-            )?;
-            return st.query_row([folder.as_str()], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            });
-        }
-        // Kept by triggers: a pass asks this of every folder, which must not cost a scan.
+    /// How many of `folder`'s messages have their own ids (not renamed ids the profile
+    /// gave another folder's messages), and their bytes. Kept by triggers: a pass asks
+    /// this of every folder, which must not cost a scan.
+    pub fn plain_summary(&self, folder: &FolderName) -> DbResult<(u64, u64)> {
         let mut st = self
             .conn
             .prepare_cached("SELECT plain_items, plain_bytes FROM folders WHERE folder = ?1")?;
