@@ -969,7 +969,10 @@ fn issue10_admin_api_scheduled_start_and_completion_survive_a_killed_service() {
     let c = Client::new(&d);
     let a = c.session(&alice);
     maildir_endpoint(&c, &a, &env, &["ann"]);
-    let start_at = mailferry_core::unix_now() + 4;
+    // Margins for a loaded CI machine: the restarted service must be up before the start
+    // time, and the first pass must begin before the completion time, or the first pass
+    // is rightly the final one and there is no sync to see.
+    let start_at = mailferry_core::unix_now() + 8;
     let r = c.post(
         "/api/v1/batches",
         &a,
@@ -977,7 +980,7 @@ fn issue10_admin_api_scheduled_start_and_completion_survive_a_killed_service() {
                "csv": "EmailAddress,UserName,Password\nann@example.com,ann,\n",
                "settings": {
                    "start": {"when": "later", "at": mailferry_core::rfc3339(start_at)},
-                   "completion": {"mode": "after", "at": mailferry_core::rfc3339(start_at + 1)}}}),
+                   "completion": {"mode": "after", "at": mailferry_core::rfc3339(start_at + 4)}}}),
     );
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["job"]["running"], true, "{}", r.text);
