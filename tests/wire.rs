@@ -197,19 +197,19 @@ async fn session_rejects_a_bad_digest_and_goes_on_flush_is_always_answered() {
             open(),
             Frame::Flush,
             header(1, 5),
-            Frame::Data(b"hello".to_vec()),
+            Frame::Data(b"hello".to_vec().into()),
             Frame::End {
                 seq: 1,
                 sha256: [0; 32],
             },
             header(2, good.len() as u64),
-            Frame::Data(good.clone()),
+            Frame::Data(good.clone().into()),
             Frame::End {
                 seq: 2,
                 sha256: sha(&good),
             },
             header(3, 3),
-            Frame::Data(b"toolong".to_vec()),
+            Frame::Data(b"toolong".to_vec().into()),
             Frame::End {
                 seq: 3,
                 sha256: sha(b"toolong"),
@@ -264,12 +264,12 @@ async fn protocol_violations_end_the_session_with_an_error() {
             505,
         ),
         (vec![header(1, 1)], 400),
-        (vec![open(), Frame::Data(b"x".to_vec())], 400),
+        (vec![open(), Frame::Data(b"x".to_vec().into())], 400),
         (
             vec![
                 open(),
                 header(2, 1),
-                Frame::Data(b"x".to_vec()),
+                Frame::Data(b"x".to_vec().into()),
                 Frame::End {
                     seq: 2,
                     sha256: sha(b"x"),
@@ -425,13 +425,13 @@ async fn a_message_over_the_size_limit_is_refused_from_its_header_and_the_sessio
         &[
             open(),
             header(1, big.len() as u64),
-            Frame::Data(big.clone()),
+            Frame::Data(big.clone().into()),
             Frame::End {
                 seq: 1,
                 sha256: sha(&big),
             },
             header(2, small.len() as u64),
-            Frame::Data(small.clone()),
+            Frame::Data(small.clone().into()),
             Frame::End {
                 seq: 2,
                 sha256: sha(&small),
@@ -487,13 +487,13 @@ async fn a_truncated_stream_stores_nothing_of_the_cut_message() {
     for f in [
         open(),
         header(1, body.len() as u64),
-        Frame::Data(body.clone()),
+        Frame::Data(body.clone().into()),
         Frame::End {
             seq: 1,
             sha256: sha(&body),
         },
         header(2, 1000),
-        Frame::Data(vec![b'x'; 400]),
+        Frame::Data(vec![b'x'; 400].into()),
     ] {
         f.encode(&mut raw);
     }
@@ -537,7 +537,7 @@ fn message_frames(seq: u64, source_id: &str, flags: &str, body: &[u8]) -> Vec<Fr
             internal_date: 1_700_000_000,
             size: body.len() as u64,
         }),
-        Frame::Data(body.to_vec()),
+        Frame::Data(body.to_vec().into()),
         Frame::End {
             seq,
             sha256: sha(body),

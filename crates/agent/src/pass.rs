@@ -795,8 +795,12 @@ fn produce(
         let mut settled = false;
         loop {
             let at = out.len();
-            out.resize(at + frame::HEADER_LEN + frame_bytes, 0);
             let expected = item.size.saturating_sub(total).min(frame_bytes as u64);
+            // Room for what is left plus one byte, which shows a file that grew since
+            // it was listed; a whole frame's worth of zeroes for a 7 KiB message cost
+            // more than reading it.
+            let room = (expected as usize + 1).min(frame_bytes);
+            out.resize(at + frame::HEADER_LEN + room, 0);
             if !obey(expected, 0) {
                 return Produced {
                     bad,

@@ -7,6 +7,7 @@
 //! hostile peer cannot make the reader allocate more than [`MAX_PAYLOAD`].
 
 use crate::{CoreError, Flags, FolderName, MoveId, SourceId};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Protocol version carried in the OPEN frame.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -101,8 +102,9 @@ pub enum Frame {
     },
     /// Start of one message.
     Message(MessageHeader),
-    /// A piece of the current message.
-    Data(Vec<u8>),
+    /// A piece of the current message. `Bytes`, so a reader can hand the payload on
+    /// without copying it out of its read buffer ([`FrameBuffer::next_frame`]).
+    Data(Bytes),
     /// End of the current message.
     End {
         /// Sequence number of the message being ended.
@@ -296,7 +298,7 @@ impl Frame {
                     size,
                 })
             }
-            kind::DATA => Frame::Data(r.rest().to_vec()),
+            kind::DATA => Frame::Data(Bytes::copy_from_slice(r.rest())),
             kind::END => Frame::End {
                 seq: r.u64()?,
                 sha256: r.array()?,
@@ -354,12 +356,13 @@ impl Frame {
 
 /// Reassembles frames from a byte stream read in arbitrary pieces.
 ///
-/// Holds at most one partial frame plus what was pushed since the last drain, so a
-/// reader that pushes bounded reads and drains after each push uses bounded memory.
+/// Holds at most one partial frame plus what was read since the last drain, so a reader
+/// that reads bounded pieces and drains after each uses bounded memory. A DATA frame's
+/// payload is split off the buffer, not copied: a reader that reads straight into
+/// [`FrameBuffer::read_space`] hands each body piece on without touching its bytes.
 #[derive(Debug, Default)]
 pub struct FrameBuffer {
-    buf: Vec<u8>,
-    start: usize,
+    buf: BytesMut,
 }
 
 impl FrameBuffer {
@@ -370,18 +373,30 @@ impl FrameBuffer {
 
     /// Appends bytes read from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start >= self.buf.len() / 2 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer to read into (e.g. with `AsyncReadExt::read_buf`), with at least
+    /// `min` bytes of spare capacity. Payloads split off earlier keep their own memory,
+    /// so a new allocation is made when those are still alive.
+    pub fn read_space(&mut self, min: usize) -> &mut BytesMut {
+        self.buf.reserve(min);
+        &mut self.buf
     }
 
     /// The next complete frame, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, CoreError> {
-        match Frame::decode(&self.buf[self.start..])? {
+        if self.buf.len() >= HEADER_LEN && self.buf[0] == kind::DATA {
+            let len = u32::from_be_bytes(self.buf[1..5].try_into().expect("4 bytes")) as usize;
+            if len <= MAX_PAYLOAD && self.buf.len() >= HEADER_LEN + len {
+                let mut frame = self.buf.split_to(HEADER_LEN + len);
+                frame.advance(HEADER_LEN);
+                return Ok(Some(Frame::Data(frame.freeze())));
+            }
+        }
+        match Frame::decode(&self.buf)? {
             Some((f, n)) => {
-                self.start += n;
+                self.buf.advance(n);
                 Ok(Some(f))
             }
             None => Ok(None),
@@ -390,7 +405,7 @@ impl FrameBuffer {
 
     /// Bytes of a frame that has started but not finished (0 at a frame boundary).
     pub fn partial_len(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len()
     }
 }
 

@@ -166,9 +166,8 @@ pub struct TransportSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommitSettings {
-    /// Messages (and deletions, flag changes) per batch at most. Batches close earlier
-    /// when the store's commit pipeline can take them (adaptive group commit), so this
-    /// bounds a batch rather than setting its size.
+    /// Messages (and deletions, flag changes) per batch at most. A batch closes at the
+    /// first limit it reaches (messages, bytes, delay) or at the agent's FLUSH.
     pub max_messages: usize,
     /// Body bytes per batch at most.
     pub max_bytes: u64,

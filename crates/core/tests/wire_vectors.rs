@@ -6,6 +6,7 @@
 //! expectation (or an expectation whose file went missing) fails the test, and the test
 //! cannot pass with an empty or missing directory.
 
+use bytes::Bytes;
 use mailferry_core::frame::{AckStatus, Frame, MessageHeader, PROTOCOL_VERSION};
 use mailferry_core::{Flags, FolderName, MoveId, SourceId};
 use std::collections::BTreeSet;
@@ -118,8 +119,8 @@ fn valid_cases() -> Vec<(&'static str, Vec<Frame>)> {
             "message-minimal.hex",
             vec![message(2, -86_400, 0, "INBOX", "2", "")],
         ),
-        ("data.hex", vec![Frame::Data(hello.clone())]),
-        ("data-empty.hex", vec![Frame::Data(Vec::new())]),
+        ("data.hex", vec![Frame::Data(hello.clone().into())]),
+        ("data-empty.hex", vec![Frame::Data(Bytes::new())]),
         (
             "end.hex",
             vec![Frame::End {
@@ -163,7 +164,7 @@ fn valid_cases() -> Vec<(&'static str, Vec<Frame>)> {
                     "1700000000.M1P1.host",
                     "S",
                 ),
-                Frame::Data(b1.to_vec()),
+                Frame::Data(Bytes::copy_from_slice(b1)),
                 Frame::End {
                     seq: 1,
                     sha256: sha256(b1),
@@ -213,8 +214,8 @@ fn valid_cases() -> Vec<(&'static str, Vec<Frame>)> {
                     "1700000000.M1P1.host",
                     "S",
                 ),
-                Frame::Data(b1[..16].to_vec()),
-                Frame::Data(b1[16..].to_vec()),
+                Frame::Data(Bytes::copy_from_slice(&b1[..16])),
+                Frame::Data(Bytes::copy_from_slice(&b1[16..])),
                 Frame::End {
                     seq: 1,
                     sha256: sha256(b1),
@@ -227,7 +228,7 @@ fn valid_cases() -> Vec<(&'static str, Vec<Frame>)> {
                     "1700000100.M2P1.host",
                     "RS",
                 ),
-                Frame::Data(b2.to_vec()),
+                Frame::Data(Bytes::copy_from_slice(b2)),
                 Frame::End {
                     seq: 2,
                     sha256: sha256(b"not the body"),
@@ -241,7 +242,7 @@ fn valid_cases() -> Vec<(&'static str, Vec<Frame>)> {
                     "1700000200.M3P1.host",
                     "",
                 ),
-                Frame::Data(b3.to_vec()),
+                Frame::Data(Bytes::copy_from_slice(b3)),
                 Frame::End {
                     seq: 3,
                     sha256: sha256(b3),

@@ -5,12 +5,14 @@
 //! as messages, so the store sees every change in the order the agent sent it; they are
 //! acknowledged with the group commit that makes them durable.
 //!
-//! Frames flow through a bounded queue (16 frames, at most 16 MiB), so a fast agent and a
-//! slow disk meet backpressure, not unbounded buffering. Group commits are adaptive
-//! ([`BatchPolicy`]): a batch closes as soon as the commit pipeline can take it without
-//! queueing, or at the profile's `commit` limits; no acknowledgement waits longer than
-//! `commit.max_delay_ms` after its message ended plus the commit itself.
+//! Frames flow through a bounded queue (16 reads' worth of frames, a few MiB), so a fast
+//! agent and a slow disk meet backpressure, not unbounded buffering. DATA payloads are
+//! split off the read buffer, not copied, on their way to the store thread. A group commit closes at the
+//! first of the profile's `commit` limits ([`BatchPolicy`]) or at a FLUSH; no
+//! acknowledgement waits longer than `commit.max_delay_ms` after its message ended plus
+//! the commit itself.
 
+use bytes::Bytes;
 use mailferry_core::frame::AckStatus;
 use mailferry_core::frame::{Frame, FrameBuffer, MessageHeader, PROTOCOL_VERSION};
 use mailferry_core::profile::CommitSettings;
@@ -19,7 +21,7 @@ use mailferry_store::{
     BatchPolicy, CommitOutcome, CommitPipeline, Finished, IngestSession, MessageStart, StoreError,
     Volume,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,7 +72,7 @@ fn add(a: &AtomicU64, nanos: u64) {
 
 enum Cmd {
     Begin(MessageHeader),
-    Data(Vec<u8>),
+    Data(Bytes),
     End {
         seq: u64,
         sha256: [u8; 32],
@@ -99,6 +101,10 @@ enum Sent {
     Delete,
     SetFlags,
 }
+
+/// Spare room for each read from the agent: the largest DATA frame (256 KiB by default)
+/// plus its neighbours, in one wake-up of the store thread.
+const READ_BYTES: usize = 256 * 1024;
 
 /// Runs a session on an upgraded connection until CLOSE, an error, or disconnect.
 ///
@@ -169,7 +175,9 @@ where
             return 0;
         }
     };
-    let (cmd_tx, cmd_rx) = flume::bounded::<Cmd>(16);
+    // One message per read: every frame decoded from it, so the store thread is woken
+    // once per read, not once per frame (three frames per small message).
+    let (cmd_tx, cmd_rx) = flume::bounded::<Vec<Cmd>>(16);
     let mut worker = {
         let out_tx = out_tx.clone();
         let policy = BatchPolicy::from_settings(&commit);
@@ -180,7 +188,6 @@ where
         let _ = out_tx.send(Frame::Error { code, message });
     };
     let mut fb = FrameBuffer::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut opened = false;
     // A message over the size limit is refused when its MESSAGE frame arrives; its DATA
     // and END frames are read and dropped here, so nothing of it reaches the store.
@@ -190,7 +197,7 @@ where
     let mut worker_ended = false;
     'read: loop {
         let read = tokio::select! {
-            r = tokio::time::timeout(idle_timeout, rd.read(&mut buf)) => r,
+            r = tokio::time::timeout(idle_timeout, rd.read_buf(fb.read_space(READ_BYTES))) => r,
             _ = &mut worker => {
                 worker_ended = true;
                 break 'read;
@@ -198,7 +205,7 @@ where
         };
         let n = match read {
             Ok(Ok(0)) | Ok(Err(_)) => {
-                let _ = cmd_tx.send_async(Cmd::Abort).await;
+                let _ = cmd_tx.send_async(vec![Cmd::Abort]).await;
                 break;
             }
             Ok(Ok(n)) => n,
@@ -211,20 +218,27 @@ where
                         idle_timeout.as_secs()
                     ),
                 );
-                let _ = cmd_tx.send_async(Cmd::Abort).await;
+                let _ = cmd_tx.send_async(vec![Cmd::Abort]).await;
                 break;
             }
         };
         received += n as u64;
-        fb.push(&buf[..n]);
+        let mut cmds = Vec::new();
+        // Hands the commands so far on, ending with an Abort (the session ends).
+        macro_rules! abort {
+            () => {{
+                cmds.push(Cmd::Abort);
+                let _ = cmd_tx.send_async(cmds).await;
+                break 'read;
+            }};
+        }
         loop {
             let frame = match fb.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
                     fail(400, e.to_string());
-                    let _ = cmd_tx.send_async(Cmd::Abort).await;
-                    break 'read;
+                    abort!()
                 }
             };
             let cmd = match frame {
@@ -234,16 +248,14 @@ where
                             505,
                             format!("protocol version {version} is not supported (this proxy speaks {PROTOCOL_VERSION})"),
                         );
-                        let _ = cmd_tx.send_async(Cmd::Abort).await;
-                        break 'read;
+                        abort!()
                     }
                     opened = true;
                     continue;
                 }
                 _ if !opened => {
                     fail(400, "the first frame must be OPEN".into());
-                    let _ = cmd_tx.send_async(Cmd::Abort).await;
-                    break 'read;
+                    abort!()
                 }
                 Frame::Message(h) if max_message_bytes > 0 && h.size > max_message_bytes => {
                     let _ = out_tx.send(Frame::Reject {
@@ -263,8 +275,7 @@ where
                 }
                 Frame::Delete { .. } | Frame::SetFlags { .. } if skipping.is_some() => {
                     fail(400, "DELETE or FLAGS inside a message".into());
-                    let _ = cmd_tx.send_async(Cmd::Abort).await;
-                    break 'read;
+                    abort!()
                 }
                 Frame::Message(h) => Cmd::Begin(h),
                 Frame::Data(d) => Cmd::Data(d),
@@ -293,17 +304,18 @@ where
                 Frame::Close => Cmd::Close,
                 other => {
                     fail(400, format!("unexpected frame from a client: {other:?}"));
-                    let _ = cmd_tx.send_async(Cmd::Abort).await;
-                    break 'read;
+                    abort!()
                 }
             };
             let closing = matches!(cmd, Cmd::Close);
-            if cmd_tx.send_async(cmd).await.is_err() {
-                break 'read; // the store worker ended (and said why)
-            }
+            cmds.push(cmd);
             if closing {
+                let _ = cmd_tx.send_async(cmds).await;
                 break 'read;
             }
+        }
+        if !cmds.is_empty() && cmd_tx.send_async(cmds).await.is_err() {
+            break 'read; // the store worker ended (and said why)
         }
     }
     drop(cmd_tx);
@@ -323,7 +335,7 @@ where
 /// threads. ACKs are sent only after a batch's last step, in batch order.
 fn store_worker(
     mut session: IngestSession,
-    rx: flume::Receiver<Cmd>,
+    rx: flume::Receiver<Vec<Cmd>>,
     tx: flume::Sender<Frame>,
     policy: BatchPolicy,
     stats: Arc<StoreStats>,
@@ -344,7 +356,19 @@ fn store_worker(
             return;
         }
     };
-    let closed = drive(&mut session, &rx, &tx, &pipeline, policy, &stats, &sizes);
+    let mut inbox = Inbox {
+        rx,
+        queue: VecDeque::new(),
+    };
+    let closed = drive(
+        &mut session,
+        &mut inbox,
+        &tx,
+        &pipeline,
+        policy,
+        &stats,
+        &sizes,
+    );
     let t = session.timings();
     add(&stats.hash_nanos, t.hash_ns);
     add(&stats.encrypt_nanos, t.encrypt_ns);
@@ -415,9 +439,33 @@ fn committed(
     }
 }
 
-/// How often a worker with an open batch looks whether the pipeline can take it, when no
-/// frame arrives meanwhile.
-const POLL: Duration = Duration::from_millis(1);
+/// The store thread's side of the command queue: the reader sends every command decoded
+/// from one read together; they are taken one by one here.
+struct Inbox {
+    rx: flume::Receiver<Vec<Cmd>>,
+    queue: VecDeque<Cmd>,
+}
+
+impl Inbox {
+    /// The next command; `None` if `deadline` passed first. A reader that is gone
+    /// (disconnected) reads as `Abort`.
+    fn next(&mut self, deadline: Option<Instant>) -> Option<Cmd> {
+        if let Some(c) = self.queue.pop_front() {
+            return Some(c);
+        }
+        let got = match deadline {
+            Some(d) => match self.rx.recv_deadline(d) {
+                Ok(v) => v,
+                Err(flume::RecvTimeoutError::Timeout) => return None,
+                Err(flume::RecvTimeoutError::Disconnected) => vec![Cmd::Abort],
+            },
+            None => self.rx.recv().unwrap_or_else(|_| vec![Cmd::Abort]),
+        };
+        self.queue.extend(got);
+        // Never empty: the reader sends no empty batch; an empty one would read as Abort.
+        Some(self.queue.pop_front().unwrap_or(Cmd::Abort))
+    }
+}
 
 /// The command loop; returns true if the client closed the session cleanly.
 // The loop's channels, flags and counters are its whole context; a struct would only
@@ -425,7 +473,7 @@ const POLL: Duration = Duration::from_millis(1);
 #[allow(clippy::too_many_arguments)]
 fn drive(
     session: &mut IngestSession,
-    rx: &flume::Receiver<Cmd>,
+    rx: &mut Inbox,
     tx: &flume::Sender<Frame>,
     pipeline: &CommitPipeline,
     policy: BatchPolicy,
@@ -470,30 +518,22 @@ fn drive(
         let age = session
             .oldest_pending()
             .map_or(Duration::ZERO, |t| t.elapsed());
-        let close = policy.should_close(
-            session.pending_count(),
-            session.pending_bytes(),
-            age,
-            pipeline.ready(),
-        );
+        let close = policy.should_close(session.pending_count(), session.pending_bytes(), age);
         !close || commit(session, false)
     };
     loop {
         let cmd = match session.oldest_pending() {
-            // A batch is open but the pipeline was not ready for it: look again when it
-            // may be (it has no way to wake this thread) or at the batch's deadline,
-            // whichever comes first.
-            Some(t) => match rx.recv_deadline((t + policy.max_delay).min(Instant::now() + POLL)) {
-                Ok(c) => c,
-                Err(flume::RecvTimeoutError::Timeout) => {
+            // A batch is open: it closes at its deadline if nothing else closes it first.
+            Some(t) => match rx.next(Some(t + policy.max_delay)) {
+                Some(c) => c,
+                None => {
                     if !maybe_commit(session) {
                         return false;
                     }
                     continue;
                 }
-                Err(flume::RecvTimeoutError::Disconnected) => Cmd::Abort,
             },
-            None => rx.recv().unwrap_or(Cmd::Abort),
+            None => rx.next(None).unwrap_or(Cmd::Abort),
         };
         let t0 = Instant::now();
         match cmd {

@@ -14,8 +14,8 @@
 //! After a failure no later batch takes another step: the failure is reported after the
 //! batches before it, and the session must stop.
 //!
-//! The pipeline does not decide when to close a batch; [`BatchPolicy`] does, from what
-//! the pipeline reports. It never opens a socket nor sends an acknowledgement itself.
+//! The pipeline does not decide when to close a batch; [`BatchPolicy`] does, from the
+//! profile's limits. It never opens a socket nor sends an acknowledgement itself.
 
 use crate::ingest::{CommitJob, CommitOutcome, IndexedJob, SyncedJob};
 use crate::StoreError;
@@ -30,15 +30,16 @@ use std::time::Duration;
 /// busy waits in [`CommitPipeline::submit`], which is the session's backpressure.
 pub const MAX_IN_FLIGHT: usize = 3;
 
-/// When the session closes its open batch.
+/// When the session closes its open batch: at the first of the profile's `commit` limits
+/// (messages, body bytes, age of its oldest change). A FLUSH from the agent closes it too.
 ///
-/// Adaptive group commit: the batch closes as soon as the pipeline can take it without
-/// queueing it anywhere ([`CommitPipeline::ready`]: the fdatasync stage is free and no
-/// batch waits between stages), so a batch holds whatever arrived while the slowest
-/// stage worked on the previous one. A fast disk gets small batches and short latency; a
-/// slow stage gets large batches and pays its fixed cost (an fsync, a transaction's
-/// pages) over more messages. The profile's `commit` limits only bound a batch
-/// (messages, bytes, age); they no longer set its size.
+/// Classic group commit, sized by the limits, not by how busy the pipeline is. A batch
+/// costs three flushes whatever its size (segment fdatasync, WAL fsync, audit fsync), so
+/// fewer, fuller batches leave more of the disk and the two cores to the bytes. Closing a
+/// batch whenever the fdatasync stage went idle (the earlier, adaptive policy) made 4–10×
+/// more commits and cost 8–14 % of throughput on the development machine (benches/
+/// RESULTS.md, 2026-11-24); latency stays bounded by `max_delay`, and at light load a
+/// batch waits at most that long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchPolicy {
     /// Changes (messages, deletions, flag changes) per batch at most.
@@ -59,22 +60,13 @@ impl BatchPolicy {
         }
     }
 
-    /// True if the open batch should close now: it is not empty, and either the
-    /// pipeline is `ready` for it ([`CommitPipeline::ready`]) or the batch reached a
-    /// limit (then [`CommitPipeline::submit`] may wait for room).
-    pub fn should_close(
-        &self,
-        pending: usize,
-        pending_bytes: u64,
-        age: Duration,
-        ready: bool,
-    ) -> bool {
-        pending > 0 && (ready || self.full(pending, pending_bytes, age))
-    }
-
-    /// True if the open batch reached one of its limits.
-    pub fn full(&self, pending: usize, pending_bytes: u64, age: Duration) -> bool {
-        pending >= self.max_messages || pending_bytes >= self.max_bytes || age >= self.max_delay
+    /// True if the open batch should close now: it is not empty and reached one of its
+    /// limits ([`CommitPipeline::submit`] then waits while the pipeline is full).
+    pub fn should_close(&self, pending: usize, pending_bytes: u64, age: Duration) -> bool {
+        pending > 0
+            && (pending >= self.max_messages
+                || pending_bytes >= self.max_bytes
+                || age >= self.max_delay)
     }
 }
 
@@ -88,12 +80,8 @@ pub struct PipelineStopped;
 /// Counts shared by the submitter and the stages.
 #[derive(Default)]
 struct Counts {
-    /// Submitted and not yet through (or dropped by) the fdatasync stage.
-    unsynced: usize,
     /// Submitted and not yet reported (or dropped).
     in_flight: usize,
-    /// Done with one stage and not yet taken by the next.
-    waiting: usize,
 }
 
 struct Shared {
@@ -109,28 +97,9 @@ impl Shared {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn synced(&self) {
-        self.counts().unsynced -= 1;
-        self.fell.notify_all();
-    }
-
     fn done(&self) {
         self.counts().in_flight -= 1;
         self.fell.notify_all();
-    }
-
-    /// Passes a batch on to the next stage's queue.
-    fn passed<T>(&self, item: &Item<T>) {
-        if let Item::Job(_) = item {
-            self.counts().waiting += 1;
-        }
-    }
-
-    /// A stage took a batch from its queue.
-    fn took<T>(&self, item: &Item<T>) {
-        if let Item::Job(_) = item {
-            self.counts().waiting -= 1;
-        }
     }
 }
 
@@ -153,7 +122,6 @@ impl std::fmt::Debug for CommitPipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = self.shared.counts();
         f.debug_struct("CommitPipeline")
-            .field("unsynced", &c.unsynced)
             .field("in_flight", &c.in_flight)
             .finish_non_exhaustive()
     }
@@ -200,13 +168,6 @@ impl CommitPipeline {
         })
     }
 
-    /// True if a batch closed now would start at once and wait nowhere: the fdatasync
-    /// stage is free, no batch waits between stages, and there is room in flight.
-    pub fn ready(&self) -> bool {
-        let c = self.shared.counts();
-        c.unsynced == 0 && c.waiting == 0 && c.in_flight < MAX_IN_FLIGHT
-    }
-
     /// Batches submitted and not yet reported.
     pub fn in_flight(&self) -> usize {
         self.shared.counts().in_flight
@@ -230,13 +191,11 @@ impl CommitPipeline {
         }
         let tx = self.tx.as_ref().ok_or(PipelineStopped)?;
         c.in_flight += 1;
-        c.unsynced += 1;
         drop(c);
         if tx.send(job).is_err() {
             // The first stage is gone (it panicked): nothing will report this batch.
             let mut c = self.shared.counts();
             c.in_flight -= 1;
-            c.unsynced -= 1;
             return Err(PipelineStopped);
         }
         Ok(())
@@ -283,7 +242,6 @@ fn sync_stage(rx: Receiver<CommitJob>, tx: Sender<Item<SyncedJob>>, shared: &Sha
     for job in rx {
         if stopped {
             drop(job);
-            shared.synced();
             shared.done();
             continue;
         }
@@ -294,8 +252,6 @@ fn sync_stage(rx: Receiver<CommitJob>, tx: Sender<Item<SyncedJob>>, shared: &Sha
             // The failed batch is reported as the failure, not as a batch.
             shared.done();
         }
-        shared.passed(&item);
-        shared.synced();
         if tx.send(item).is_err() {
             return;
         }
@@ -312,7 +268,6 @@ fn next_stage<A, B>(
 ) {
     let mut stopped = false;
     for item in rx {
-        shared.took(&item);
         let out = match item {
             Item::Job(_) if stopped => {
                 shared.done();
@@ -336,7 +291,6 @@ fn next_stage<A, B>(
         if let Item::Failed(_) = &out {
             stopped = true;
         }
-        shared.passed(&out);
         if tx.send(out).is_err() {
             return;
         }
@@ -349,7 +303,6 @@ where
 {
     let mut stopped = false;
     for item in rx {
-        shared.took(&item);
         match item {
             Item::Job(_) if stopped => shared.done(),
             Item::Job(j) => match j.audit() {

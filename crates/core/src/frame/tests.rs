@@ -15,7 +15,7 @@ fn sample_frames() -> Vec<Frame> {
             internal_date: 1_700_000_000,
             size: 5,
         }),
-        Frame::Data(b"hello".to_vec()),
+        Frame::Data(Bytes::from_static(b"hello")),
         Frame::End {
             seq: 42,
             sha256: [0xab; 32],
@@ -106,7 +106,7 @@ fn hostile_folder_in_message_frame_is_refused() {
 #[test]
 fn data_header_matches_full_encoding() {
     let mut a = Vec::new();
-    Frame::Data(vec![1, 2, 3]).encode(&mut a);
+    Frame::Data(Bytes::from_static(&[1, 2, 3])).encode(&mut a);
     let mut b = Vec::new();
     encode_data_header(3, &mut b);
     b.extend_from_slice(&[1, 2, 3]);
@@ -231,4 +231,45 @@ fn frame_buffer_reassembles_odd_pieces() {
     }
     assert_eq!(fb.partial_len(), 0);
     assert_eq!(got, sample_frames());
+}
+
+proptest! {
+    /// What a session reader does: read pieces of any size straight into the buffer's
+    /// spare room, drain frames after each. DATA payloads come out split off the buffer,
+    /// and every frame, with its bytes, comes out as it went in.
+    #[test]
+    fn frames_read_into_the_buffer_in_any_pieces_come_out_whole(
+        bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 1..12),
+        piece in 1usize..5000,
+    ) {
+        let mut sent = vec![Frame::Flush];
+        for (i, b) in bodies.iter().enumerate() {
+            sent.push(Frame::Data(Bytes::copy_from_slice(b)));
+            sent.push(Frame::End { seq: i as u64, sha256: [i as u8; 32] });
+        }
+        let mut wire = Vec::new();
+        for f in &sent {
+            f.encode(&mut wire);
+        }
+        let mut fb = FrameBuffer::new();
+        let mut got = Vec::new();
+        for chunk in wire.chunks(piece) {
+            fb.read_space(piece).extend_from_slice(chunk);
+            while let Some(f) = fb.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        prop_assert_eq!(fb.partial_len(), 0);
+        prop_assert_eq!(got, sent);
+    }
+}
+
+#[test]
+fn an_oversized_data_frame_is_refused_not_buffered() {
+    let mut fb = FrameBuffer::new();
+    let mut head = vec![kind::DATA];
+    head.extend_from_slice(&((MAX_PAYLOAD + 1) as u32).to_be_bytes());
+    fb.push(&head);
+    let err = fb.next_frame().unwrap_err().to_string();
+    assert!(err.contains("more than the"), "{err}");
 }

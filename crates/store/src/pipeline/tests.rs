@@ -23,33 +23,26 @@ const MS: Duration = Duration::from_millis(1);
 
 #[test]
 fn an_empty_batch_never_closes() {
-    assert!(!policy().should_close(0, 0, Duration::from_secs(9), true));
-    assert!(!policy().should_close(0, 0, Duration::from_secs(9), false));
+    assert!(!policy().should_close(0, 0, Duration::from_secs(9)));
 }
 
 #[test]
-fn a_batch_closes_as_soon_as_the_pipeline_is_ready() {
-    // Whatever arrived while the slowest stage ran: one message is enough.
-    assert!(policy().should_close(1, 2048, Duration::ZERO, true));
-}
-
-#[test]
-fn a_batch_grows_while_the_pipeline_is_busy_until_a_limit() {
+fn a_batch_grows_until_its_first_limit() {
     let p = policy();
-    assert!(!p.should_close(999, 2048 * 999, 49 * MS, false));
-    assert!(p.should_close(1000, 2048 * 1000, MS, false), "messages");
-    assert!(p.should_close(3, 8 << 20, MS, false), "bytes");
-    assert!(p.should_close(3, 100, 50 * MS, false), "age");
+    assert!(!p.should_close(1, 2048, Duration::ZERO), "one message");
+    assert!(!p.should_close(999, 2048 * 999, 49 * MS));
+    assert!(p.should_close(1000, 2048 * 1000, MS), "messages");
+    assert!(p.should_close(3, 8 << 20, MS), "bytes");
+    assert!(p.should_close(3, 100, 50 * MS), "age");
 }
 
 #[test]
-fn an_idle_pipeline_is_ready_and_a_finished_one_is_again() {
+fn an_idle_pipeline_has_nothing_in_flight_and_a_finished_one_again() {
     let f = fixture();
     let mb = addr("ready@example.org");
     let v = open(&f);
     let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
     let (p, rx) = pipeline();
-    assert!(p.ready());
     assert_eq!(p.in_flight(), 0);
     put(&mut s, 1, "INBOX", "a", &body(100, 1)).unwrap();
     p.submit(s.start_commit().unwrap()).unwrap();
@@ -60,7 +53,7 @@ fn an_idle_pipeline_is_ready_and_a_finished_one_is_again() {
         c = p.shared.fell.wait(c).unwrap();
     }
     drop(c);
-    assert!(p.ready());
+    assert_eq!(p.in_flight(), 0);
     p.finish().unwrap();
 }
 
