@@ -5,12 +5,12 @@
 //! as messages, so the store sees every change in the order the agent sent it; they are
 //! acknowledged with the group commit that makes them durable.
 //!
-//! Frames flow through a bounded queue (16 reads' worth of frames, a few MiB), so a fast
-//! agent and a slow disk meet backpressure, not unbounded buffering. DATA payloads are
-//! split off the read buffer, not copied, on their way to the store thread. A group commit closes at the
-//! first of the profile's `commit` limits ([`BatchPolicy`]) or at a FLUSH; no
-//! acknowledgement waits longer than `commit.max_delay_ms` after its message ended plus
-//! the commit itself.
+//! Frames flow through a bounded queue (4 reads' worth of frames, about 1–2 MiB), so a
+//! fast agent and a slow disk meet backpressure, not unbounded buffering. DATA payloads
+//! are split off the read buffer, not copied, on their way to the store thread. A group
+//! commit closes at the first of the profile's `commit` limits ([`BatchPolicy`]) or at a
+//! FLUSH; no acknowledgement waits longer than `commit.max_delay_ms` after its message
+//! ended plus the commit itself.
 
 use bytes::Bytes;
 use mailferry_core::frame::AckStatus;
@@ -106,6 +106,9 @@ enum Sent {
 /// plus its neighbours, in one wake-up of the store thread.
 const READ_BYTES: usize = 256 * 1024;
 
+/// Reads decoded and not yet taken by the store thread, at most.
+const QUEUED_READS: usize = 4;
+
 /// Runs a session on an upgraded connection until CLOSE, an error, or disconnect.
 ///
 /// `mailbox_lock` is held for the session and dropped once the store side has finished,
@@ -176,8 +179,11 @@ where
         }
     };
     // One message per read: every frame decoded from it, so the store thread is woken
-    // once per read, not once per frame (three frames per small message).
-    let (cmd_tx, cmd_rx) = flume::bounded::<Vec<Cmd>>(16);
+    // once per read, not once per frame (three frames per small message). Each queued
+    // read pins its whole read buffer (its DATA payloads are slices of it), so the queue
+    // is short: 4 reads kept the throughput of 16 and cut peak RSS of 8 concurrent
+    // mailboxes from 179–234 to 124–158 MiB (benches/RESULTS.md, 2026-11-24).
+    let (cmd_tx, cmd_rx) = flume::bounded::<Vec<Cmd>>(QUEUED_READS);
     let mut worker = {
         let out_tx = out_tx.clone();
         let policy = BatchPolicy::from_settings(&commit);
