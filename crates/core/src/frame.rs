@@ -260,19 +260,9 @@ impl Frame {
     /// Decodes one frame from the front of `buf`: `Ok(None)` if more bytes are needed,
     /// else the frame and how many bytes it used.
     pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, CoreError> {
-        if buf.len() < HEADER_LEN {
+        let Some((k, len)) = whole_frame(buf)? else {
             return Ok(None);
-        }
-        let k = buf[0];
-        let len = u32::from_be_bytes(buf[1..5].try_into().expect("4 bytes")) as usize;
-        if len > MAX_PAYLOAD {
-            return Err(CoreError::Frame(format!(
-                "frame kind 0x{k:02x} declares {len} bytes, more than the {MAX_PAYLOAD} allowed"
-            )));
-        }
-        if buf.len() < HEADER_LEN + len {
-            return Ok(None);
-        }
+        };
         let mut r = Reader {
             buf: &buf[HEADER_LEN..HEADER_LEN + len],
             kind: k,
@@ -386,13 +376,14 @@ impl FrameBuffer {
 
     /// The next complete frame, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, CoreError> {
-        if self.buf.len() >= HEADER_LEN && self.buf[0] == kind::DATA {
-            let len = u32::from_be_bytes(self.buf[1..5].try_into().expect("4 bytes")) as usize;
-            if len <= MAX_PAYLOAD && self.buf.len() >= HEADER_LEN + len {
+        match whole_frame(&self.buf)? {
+            None => return Ok(None),
+            Some((kind::DATA, len)) => {
                 let mut frame = self.buf.split_to(HEADER_LEN + len);
                 frame.advance(HEADER_LEN);
                 return Ok(Some(Frame::Data(frame.freeze())));
             }
+            Some(_) => {}
         }
         match Frame::decode(&self.buf)? {
             Some((f, n)) => {
@@ -407,6 +398,22 @@ impl FrameBuffer {
     pub fn partial_len(&self) -> usize {
         self.buf.len()
     }
+}
+
+/// The kind and payload length of the frame at the front of `buf`, if all of it is
+/// there; an error if its header declares more than [`MAX_PAYLOAD`].
+fn whole_frame(buf: &[u8]) -> Result<Option<(u8, usize)>, CoreError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let k = buf[0];
+    let len = u32::from_be_bytes(buf[1..5].try_into().expect("4 bytes")) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(CoreError::Frame(format!(
+            "frame kind 0x{k:02x} declares {len} bytes, more than the {MAX_PAYLOAD} allowed"
+        )));
+    }
+    Ok((buf.len() >= HEADER_LEN + len).then_some((k, len)))
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
