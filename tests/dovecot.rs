@@ -5,7 +5,7 @@
 
 #![allow(unused_imports)]
 
-pub use mailferry_cli::dovecot::{available, PASSWORD, USER};
+pub use mailferry_cli::dovecot::{available, Options, PASSWORD, USER};
 use std::process::Output;
 
 /// A running scratch Dovecot with [`USER`]; stopped when dropped.
@@ -28,6 +28,15 @@ impl Dovecot {
     /// Starts the server; returns once it accepts TLS connections on its IMAPS port.
     pub fn start() -> Dovecot {
         Dovecot(mailferry_cli::dovecot::Dovecot::start().unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Starts a server for [`USER`] configured by `opts`.
+    #[allow(dead_code)] // not every includer of this module starts a configured server
+    pub fn start_configured(opts: &Options) -> Dovecot {
+        Dovecot(
+            mailferry_cli::dovecot::Dovecot::start_configured(None, &[USER], opts)
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
     }
 
     /// Stops and starts the server with the same configuration and ports.

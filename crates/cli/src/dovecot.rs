@@ -22,6 +22,20 @@ pub const USER: &str = "alice";
 /// Every user's password (quotes and spaces on purpose: the client must quote it).
 pub const PASSWORD: &str = "correct horse \"battery\" staple";
 
+/// How a scratch Dovecot differs from the default one, for tests that need a server
+/// configured as real deployments are (UTF-8 Maildir names, a Courier-style namespace,
+/// the virtual plugin, a certificate made elsewhere).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Appended to `mail_location = maildir:ROOT/%u` (e.g. `:UTF-8`, `:LAYOUT=fs`).
+    pub mail_location_suffix: String,
+    /// Appended verbatim to the configuration (namespaces, plugins, `mail_plugins`).
+    pub extra_conf: String,
+    /// The server's certificate chain and key (PEM files) instead of one issued by the
+    /// scratch CA; `ca_pem` then names the certificate file itself.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
 /// A running scratch Dovecot.
 pub struct Dovecot {
     /// Holds the configuration, certificates, logs and (by default) the mail.
@@ -79,6 +93,15 @@ impl Dovecot {
     /// the temp directory); returns once it accepts TLS connections. Everything under an
     /// existing `mail_root` is handed to the mail user (see the module doc).
     pub fn start_with(mail_root: Option<&Path>, users: &[&str]) -> Result<Dovecot, AppError> {
+        Dovecot::start_configured(mail_root, users, &Options::default())
+    }
+
+    /// [`Dovecot::start_with`], configured by `opts`.
+    pub fn start_configured(
+        mail_root: Option<&Path>,
+        users: &[&str],
+        opts: &Options,
+    ) -> Result<Dovecot, AppError> {
         if !available() {
             return Err(AppError::Usage(
                 "Dovecot is not installed: apt-get install dovecot-core dovecot-imapd \
@@ -142,13 +165,24 @@ impl Dovecot {
             chown_tree(&mail_root, uid, gid)?;
         }
 
-        let ca = LocalCa::generate("scratch Dovecot CA")?;
-        let id = ca.issue_server(&["127.0.0.1", "localhost"])?;
         let ca_pem = dir.join("ca.pem");
         let write = |p: PathBuf, b: &[u8]| std::fs::write(&p, b).map_err(|e| io(&p, e));
-        write(ca_pem.clone(), ca.cert_pem().as_bytes())?;
-        write(dir.join("cert.pem"), id.chain_pem().as_bytes())?;
-        write(dir.join("key.pem"), id.key_pem()?.as_bytes())?;
+        match &opts.tls {
+            None => {
+                let ca = LocalCa::generate("scratch Dovecot CA")?;
+                let id = ca.issue_server(&["127.0.0.1", "localhost"])?;
+                write(ca_pem.clone(), ca.cert_pem().as_bytes())?;
+                write(dir.join("cert.pem"), id.chain_pem().as_bytes())?;
+                write(dir.join("key.pem"), id.key_pem()?.as_bytes())?;
+            }
+            Some((cert, key)) => {
+                let read = |p: &Path| std::fs::read(p).map_err(|e| io(p, e));
+                let cert = read(cert)?;
+                write(ca_pem.clone(), &cert)?;
+                write(dir.join("cert.pem"), &cert)?;
+                write(dir.join("key.pem"), &read(key)?)?;
+            }
+        }
         let passwd: String = users
             .iter()
             .map(|u| format!("{u}:{{PLAIN}}{PASSWORD}::::\n"))
@@ -185,7 +219,7 @@ listen = 127.0.0.1
 ssl = required
 ssl_cert = <{d}/cert.pem
 ssl_key = <{d}/key.pem
-mail_location = maildir:{m}/%u
+mail_location = maildir:{m}/%u{suffix}
 auth_failure_delay = 0
 {users_conf}passdb {{
   driver = passwd-file
@@ -208,7 +242,10 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
-"
+{extra}
+",
+                suffix = opts.mail_location_suffix,
+                extra = opts.extra_conf,
             )
             .as_bytes(),
         )?;

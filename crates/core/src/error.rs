@@ -36,6 +36,14 @@ pub enum CoreError {
         /// The flags as received.
         flags: String,
     },
+    /// A keyword that cannot be carried (see `Flags::keyword_ok`).
+    #[error("keyword {keyword:?} is not valid: {reason}")]
+    BadKeyword {
+        /// The keyword as received.
+        keyword: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// A wire frame that does not follow docs/wire-protocol.md.
     #[error("malformed frame: {0}")]
     Frame(String),

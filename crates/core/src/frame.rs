@@ -464,10 +464,11 @@ impl<'a> Reader<'a> {
         let b = self.take(n)?;
         std::str::from_utf8(b).map_err(|_| self.err("string is not UTF-8"))
     }
-    /// A flags string: Maildir letters, sorted and unique, so each set has one encoding.
+    /// A flags string in its canonical form (letters, then ` keyword` each; both sorted
+    /// and unique), so each set has one encoding.
     fn flags(&mut self) -> Result<Flags, CoreError> {
         let raw = self.str()?;
-        let flags = Flags::from_maildir(raw)?;
+        let flags = Flags::parse(raw)?;
         if flags.as_str() != raw {
             return Err(self.err("flags must be sorted and unique"));
         }

@@ -245,41 +245,130 @@ impl From<SourceId> for String {
     }
 }
 
-/// Message flags as Maildir info letters, kept sorted and de-duplicated
-/// (`D` draft, `F` flagged, `P` passed, `R` replied, `S` seen, `T` trashed).
+/// Message flags: Maildir info letters (`D` draft, `F` flagged, `P` passed, `R` replied,
+/// `S` seen, `T` trashed; kept sorted and de-duplicated) and IMAP keywords (`$Junk`,
+/// `$Label1`, `ProjectX`, ...; kept sorted by bytes and de-duplicated).
+///
+/// One canonical text form is used everywhere a set of flags is written (wire frames,
+/// sealed metadata, the agent's checkpoint): the letters, then one space and the keyword
+/// for each keyword. Flags without keywords are therefore written exactly as before
+/// keywords existed, so old volumes and checkpoints read unchanged.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Flags(String);
 
+/// Longest keyword accepted, in bytes (Dovecot's limit is far above what any client
+/// sets; this bounds a hostile source).
+pub const MAX_KEYWORD_LEN: usize = 255;
+/// Most keywords accepted on one message.
+pub const MAX_KEYWORDS: usize = 256;
+
 impl Flags {
-    /// Parses the letters after `:2,` in a Maildir file name.
+    /// Parses the letters after `:2,` in a Maildir file name (no keywords).
     pub fn from_maildir(s: &str) -> Result<Self, CoreError> {
-        if !s.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(CoreError::BadFlags {
-                flags: s.to_string(),
-            });
-        }
-        let mut v: Vec<u8> = s.bytes().collect();
-        v.sort_unstable();
-        v.dedup();
-        Ok(Flags(String::from_utf8(v).expect("ASCII letters")))
+        Flags::new(s, std::iter::empty::<&str>())
     }
 
-    /// The sorted flag letters.
+    /// Flags from letters and keywords, in any order and with repeats; the result is
+    /// canonical. Refuses a letter that is not an ASCII letter and a keyword that is not
+    /// a valid keyword ([`Flags::keyword_ok`]).
+    pub fn new<K: AsRef<str>>(
+        letters: &str,
+        keywords: impl IntoIterator<Item = K>,
+    ) -> Result<Self, CoreError> {
+        if !letters.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(CoreError::BadFlags {
+                flags: letters.to_string(),
+            });
+        }
+        let mut v: Vec<u8> = letters.bytes().collect();
+        v.sort_unstable();
+        v.dedup();
+        let mut out = String::from_utf8(v).expect("ASCII letters");
+        let mut kws: Vec<&str> = Vec::new();
+        let owned: Vec<K> = keywords.into_iter().collect();
+        for k in &owned {
+            let k = k.as_ref();
+            if let Err(why) = Flags::keyword_ok(k) {
+                return Err(CoreError::BadKeyword {
+                    keyword: k.to_string(),
+                    reason: why,
+                });
+            }
+            kws.push(k);
+        }
+        kws.sort_unstable();
+        kws.dedup();
+        if kws.len() > MAX_KEYWORDS {
+            return Err(CoreError::BadKeyword {
+                keyword: format!("{} keywords", kws.len()),
+                reason: "more than 256 keywords on one message",
+            });
+        }
+        for k in kws {
+            out.push(' ');
+            out.push_str(k);
+        }
+        Ok(Flags(out))
+    }
+
+    /// Parses the canonical text form (letters, then ` keyword` for each keyword), also
+    /// accepting it unsorted or with repeats.
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        let mut parts = s.split(' ');
+        let letters = parts.next().unwrap_or("");
+        Flags::new(letters, parts)
+    }
+
+    /// Whether `k` can be carried as a keyword: 1 to [`MAX_KEYWORD_LEN`] bytes of UTF-8
+    /// with no space, control character or IMAP atom-special (`( ) { % * " \ ]`), so it
+    /// can be written back as an IMAP atom, on a Maildir `dovecot-keywords` line and in an
+    /// mbox `X-Keywords` header.
+    pub fn keyword_ok(k: &str) -> Result<(), &'static str> {
+        if k.is_empty() {
+            return Err("empty keyword");
+        }
+        if k.len() > MAX_KEYWORD_LEN {
+            return Err("keyword longer than 255 bytes");
+        }
+        if k.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "(){%*\"\\]".contains(c))
+        {
+            return Err("keyword holds a space, a control character or one of ( ) { % * \" \\ ]");
+        }
+        Ok(())
+    }
+
+    /// The canonical text form (see the type's docs).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The sorted flag letters.
+    pub fn letters(&self) -> &str {
+        self.0.split(' ').next().unwrap_or("")
+    }
+
+    /// The keywords, sorted by bytes.
+    pub fn keywords(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.split(' ').skip(1)
+    }
+
+    /// True if the message has at least one keyword.
+    pub fn has_keywords(&self) -> bool {
+        self.0.contains(' ')
+    }
+
     /// True if the message was seen.
     pub fn seen(&self) -> bool {
-        self.0.contains('S')
+        self.letters().contains('S')
     }
 }
 
 impl TryFrom<String> for Flags {
     type Error = CoreError;
     fn try_from(s: String) -> Result<Self, CoreError> {
-        Flags::from_maildir(&s)
+        Flags::parse(&s)
     }
 }
 

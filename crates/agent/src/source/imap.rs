@@ -988,12 +988,15 @@ fn meta_of(attrs: &[AttributeValue<'_>]) -> Option<Meta> {
 
 // === Pure helpers ===
 
-/// Maps IMAP flags to mailferry's Maildir letters: `\Seen` S, `\Answered` R, `\Flagged`
-/// F, `\Deleted` T, `\Draft` D, and the `$Forwarded` keyword P. `\Recent` is a session
-/// flag and is dropped; other keywords cannot be represented by [`Flags`] (Maildir
-/// keeps them in a per-folder table that the store does not carry) and are dropped.
+/// Maps IMAP flags to mailferry's [`Flags`]: `\Seen` S, `\Answered` R, `\Flagged` F,
+/// `\Deleted` T, `\Draft` D and the `$Forwarded` keyword P; every other keyword
+/// (`$Junk`, `$Label1`, `ProjectX`, ...) is kept as a keyword, as the server spells it.
+/// `\Recent` is a session flag and is dropped, as is any other `\`-flag (the system
+/// flags are the five above). A keyword [`Flags::keyword_ok`] refuses (over 255 bytes)
+/// is dropped with a warning: no IMAP server hands out such atoms in practice.
 pub fn flags_from_imap<'a>(flags: impl IntoIterator<Item = &'a str>) -> Flags {
     let mut letters = String::new();
+    let mut keywords: Vec<&str> = Vec::new();
     for f in flags {
         let l = match f.to_ascii_lowercase().as_str() {
             "\\seen" => 'S',
@@ -1002,11 +1005,19 @@ pub fn flags_from_imap<'a>(flags: impl IntoIterator<Item = &'a str>) -> Flags {
             "\\deleted" => 'T',
             "\\draft" => 'D',
             "$forwarded" => 'P',
-            _ => continue,
+            _ => {
+                if !f.starts_with('\\') {
+                    match Flags::keyword_ok(f) {
+                        Ok(()) => keywords.push(f),
+                        Err(why) => tracing::warn!(keyword = %f, "IMAP keyword not carried: {why}"),
+                    }
+                }
+                continue;
+            }
         };
         letters.push(l);
     }
-    Flags::from_maildir(&letters).expect("only ASCII letters")
+    Flags::new(&letters, keywords).expect("letters and checked keywords")
 }
 
 /// Parses an IMAP INTERNALDATE (`17-Jul-1996 02:44:25 -0700`, day possibly

@@ -471,7 +471,7 @@ fn row_acked_at(r: &rusqlite::Row<'_>, at: usize) -> DbResult<(SourceId, Acked)>
         sha256: r.get(at + 2)?,
         stored_as,
         prior: PriorItem {
-            flags: Flags::from_maildir(&flags).unwrap_or_default(),
+            flags: Flags::parse(&flags).unwrap_or_default(),
             internal_date: r.get(at + 5)?,
             size: r.get::<_, i64>(at + 3)? as u64,
             ident: r.get(at + 6)?,
@@ -515,7 +515,7 @@ fn apply_record(tx: &Connection, event: &str, data: &Map<String, Value>) -> DbRe
         },
         None => stored_as.clone(),
     };
-    let flags = Flags::from_maildir(field("flags")).unwrap_or_default();
+    let flags = Flags::parse(field("flags")).unwrap_or_default();
     let insert = |tx: &Connection| -> DbResult<()> {
         let sha = field("sha256");
         let leaf = mailferry_audit::merkle::leaf(&format!("{folder}/{stored_as}"), sha);

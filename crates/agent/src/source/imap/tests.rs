@@ -167,9 +167,14 @@ fn flags_map_to_maildir_letters() {
         "\\Recent",
         "$Forwarded",
         "$Junk",
+        "\\Unknown",
+        "ProjectX",
     ]);
-    assert_eq!(f.as_str(), "DFPRST");
+    assert_eq!(f.as_str(), "DFPRST $Junk ProjectX");
+    assert_eq!(f.letters(), "DFPRST");
+    assert_eq!(f.keywords().collect::<Vec<_>>(), ["$Junk", "ProjectX"]);
     assert_eq!(flags_from_imap([]).as_str(), "");
+    assert_eq!(flags_from_imap(["$MDNSent"]).as_str(), " $MDNSent");
 }
 
 #[test]
