@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// At least this many valid and invalid vectors must have been checked.
-const MIN_VALID: usize = 21;
-const MIN_INVALID: usize = 19;
+const MIN_VALID: usize = 23;
+const MIN_INVALID: usize = 22;
 
 fn vector_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/wire")
@@ -67,7 +67,7 @@ fn message(seq: u64, date: i64, size: u64, folder: &str, sid: &str, flags: &str)
         seq,
         folder: FolderName::parse(folder).expect("valid folder"),
         source_id: SourceId::parse(sid).expect("valid source id"),
-        flags: Flags::from_maildir(flags).expect("valid flags"),
+        flags: Flags::parse(flags).expect("valid flags"),
         internal_date: date,
         size,
     })
@@ -86,7 +86,7 @@ fn set_flags(seq: u64, folder: &str, sid: &str, flags: &str) -> Frame {
         seq,
         folder: FolderName::parse(folder).expect("valid folder"),
         source_id: SourceId::parse(sid).expect("valid source id"),
-        flags: Flags::from_maildir(flags).expect("valid flags"),
+        flags: Flags::parse(flags).expect("valid flags"),
     }
 }
 
@@ -152,6 +152,21 @@ fn valid_cases() -> Vec<(&'static str, Vec<Frame>)> {
         ),
         ("flags.hex", vec![set_flags(5, "INBOX", "17", "FRS")]),
         ("flags-none.hex", vec![set_flags(6, "INBOX", "17", "")]),
+        (
+            "message-keywords.hex",
+            vec![message(
+                7,
+                1_700_000_000,
+                0,
+                "INBOX",
+                "42",
+                "RS $Junk ProjectX",
+            )],
+        ),
+        (
+            "flags-keywords.hex",
+            vec![set_flags(8, "INBOX", "17", " $Label1")],
+        ),
         (
             "session-mirror-client.hex",
             vec![
@@ -290,6 +305,9 @@ fn invalid_cases() -> Vec<(&'static str, &'static str)> {
         ("flags-unsorted.hex", "flags must be sorted and unique"),
         ("flags-missing-flags.hex", "payload shorter than its fields"),
         ("reject-not-utf8.hex", "not UTF-8"),
+        ("keywords-unsorted.hex", "flags must be sorted and unique"),
+        ("keyword-atom-special.hex", "keyword \"a(b\""),
+        ("keyword-empty.hex", "empty keyword"),
     ]
 }
 

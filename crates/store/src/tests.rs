@@ -127,6 +127,19 @@ fn compute() -> (Value, Vec<u8>) {
         message_id,
         &meta_flagged,
     );
+    // Keywords (issue 17): the same reseal with flags that carry IMAP keywords, so the
+    // keywords are inside the sealed JSON and nowhere else.
+    let reseal_kw_nonce: [u8; 12] = arr(pattern(0x54, 12));
+    let mut meta_keywords = meta.clone();
+    meta_keywords.flags = Flags::new("S", ["$Junk", "ProjectX"]).unwrap();
+    let meta_resealed_keywords = keys::seal_meta_with(
+        &message_key,
+        reseal_kw_nonce,
+        &volume_id,
+        mailbox_id,
+        message_id,
+        &meta_keywords,
+    );
     let rh = RecordHeader {
         key_id: 1,
         message_id,
@@ -167,6 +180,8 @@ fn compute() -> (Value, Vec<u8>) {
             "meta": serde_json::to_value(&meta).unwrap(),
             "meta_reseal_nonce": h(&reseal_nonce),
             "meta_reseal_flags": meta_flagged.flags.as_str(),
+            "meta_reseal_keywords_nonce": h(&reseal_kw_nonce),
+            "meta_reseal_keywords_flags": meta_keywords.flags.as_str(),
         },
         "derived": {
             "kek": h(kek.expose()),
@@ -182,6 +197,7 @@ fn compute() -> (Value, Vec<u8>) {
             "dedup": h(&dedup),
             "locator": h(&locator),
             "meta_enc_resealed": h(&meta_resealed),
+            "meta_enc_resealed_keywords": h(&meta_resealed_keywords),
             "plaintext_sha256": h(&sha),
             "record_len": record.len(),
             "record_sha256": h(ring::digest::digest(&ring::digest::SHA256, &record).as_ref()),
@@ -276,6 +292,16 @@ fn vectors_decrypt() {
     assert_eq!(again.flags.as_str(), "FS");
     assert_eq!(again.sha256, meta.sha256);
     assert_eq!(resealed[..12], hx("/inputs/meta_reseal_nonce")[..]);
+    // Keywords ride in the sealed flags string; an older reader of this JSON sees a
+    // string as before.
+    let kw = hx("/derived/meta_enc_resealed_keywords");
+    let with_kw = keys::open_meta(&mk, &volume_id, 3, 7, &kw).unwrap();
+    assert_eq!(with_kw.flags.as_str(), "S $Junk ProjectX");
+    assert_eq!(
+        with_kw.flags.keywords().collect::<Vec<_>>(),
+        ["$Junk", "ProjectX"]
+    );
+    assert!(!kw.windows(5).any(|w| w == b"$Junk"));
     // Version 2: passphrase and recovery slots, generation-2 mailbox key.
     let h3 = Header::parse(
         std::path::Path::new("vector"),

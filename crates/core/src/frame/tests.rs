@@ -157,8 +157,13 @@ fn source_id_strategy() -> impl Strategy<Value = SourceId> {
 }
 
 fn flags_strategy() -> impl Strategy<Value = Flags> {
-    proptest::sample::subsequence(vec!['D', 'F', 'P', 'R', 'S', 'T'], 0..=6)
-        .prop_map(|v| Flags::from_maildir(&v.into_iter().collect::<String>()).unwrap())
+    (
+        proptest::sample::subsequence(vec!['D', 'F', 'P', 'R', 'S', 'T'], 0..=6),
+        proptest::collection::vec("[$A-Za-z0-9_.\\-Üß]{1,20}", 0..5),
+    )
+        .prop_map(|(letters, keywords)| {
+            Flags::new(&letters.into_iter().collect::<String>(), keywords).unwrap()
+        })
 }
 
 proptest! {
