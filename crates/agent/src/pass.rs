@@ -1048,7 +1048,12 @@ mod tests {
             // A UTF-8 character cut by the end of the buffer.
             b"Subject: Gr\xc3",
         ] {
-            assert_eq!(oddities(plain), None, "{:?}", String::from_utf8_lossy(plain));
+            assert_eq!(
+                oddities(plain),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(plain)
+            );
         }
     }
 
@@ -1061,20 +1066,35 @@ mod tests {
             assert!(odd(no_field).contains("no header block"), "{no_field:?}");
         }
         let r = odd(b"Subject: x\rFrom: a@b\r\rbody\r");
-        assert!(r.contains("bare CR") && !r.contains("no header block"), "{r}");
+        assert!(
+            r.contains("bare CR") && !r.contains("no header block"),
+            "{r}"
+        );
         let r = odd(b"Subject: caf\xe9\nFrom: a@b\n\nbody\n");
-        assert!(r.contains("8-bit header bytes") && !r.contains("bare CR"), "{r}");
+        assert!(
+            r.contains("8-bit header bytes") && !r.contains("bare CR"),
+            "{r}"
+        );
         let r = odd(b"Subject: x\n\nbinary \x00\x01\x02 body\n");
-        assert!(r.contains("NUL bytes") && !r.contains("no header block"), "{r}");
+        assert!(
+            r.contains("NUL bytes") && !r.contains("no header block"),
+            "{r}"
+        );
         // Several at once are all named.
         let r = odd(b"\x00\x01\xff\xfe binary");
-        assert!(r.contains("no header block") && r.contains("NUL bytes"), "{r}");
+        assert!(
+            r.contains("no header block") && r.contains("NUL bytes"),
+            "{r}"
+        );
     }
 
     #[test]
     fn only_the_header_block_is_judged_for_line_ends_and_8_bit() {
         // After the empty line, bytes are body: no header warning for them.
-        assert_eq!(oddities(b"Subject: x\r\n\r\nbody \xe9 and a \r bare CR\r\n"), None);
+        assert_eq!(
+            oddities(b"Subject: x\r\n\r\nbody \xe9 and a \r bare CR\r\n"),
+            None
+        );
         // A bare CR in a header line after the first.
         let r = odd(b"Subject: x\nX-Y: a\rb\n\nbody\n");
         assert!(r.contains("bare CR"), "{r}");

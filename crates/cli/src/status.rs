@@ -96,7 +96,8 @@ pub fn status(dir: &Path) -> Result<MoveStatus, AppError> {
     let mut warnings: Vec<ItemWarning> = Vec::new();
     let mut warned = std::collections::BTreeSet::new();
     for r in &reports {
-        let ws: Vec<ItemWarning> = serde_json::from_value(r["warnings"].clone()).unwrap_or_default();
+        let ws: Vec<ItemWarning> =
+            serde_json::from_value(r["warnings"].clone()).unwrap_or_default();
         for w in ws {
             if warned.insert(w.item.clone()) {
                 warnings.push(w);
