@@ -412,3 +412,30 @@ fn issue17_odd_items_served_by_dovecot_are_stored_and_listed_as_warnings() {
         );
     }
 }
+
+#[test]
+fn issue17_mbox_message_without_a_header_block_is_stored_with_a_warning() {
+    let env = Env::new();
+    let mbox = env.path("Lists.mbox");
+    // The last message is body text only and the file has no blank line after it: not
+    // a truncated header, since there is no header.
+    fs::write(
+        &mbox,
+        b"From ann@example.org Mon Jan  1 12:00:00 2024\nFrom: ann@example.org\n\
+          Subject: ordinary\n\nHello.\n\n\
+          From digest@example.org Tue Jan  2 10:00:00 2024\n\
+          and the rest of the digest, which lost its header.\nSee you there.\n",
+    )
+    .unwrap();
+    init_volume(&env);
+    let (code, r, o) = pass(&env, &format!("mbox:{}", mbox.display()), &[]);
+    assert_eq!(code, 0, "{}", describe(&o));
+    assert_eq!(r["items_moved"], 2, "{r}");
+    assert_eq!(r["skipped_items"], serde_json::json!([]), "{r}");
+    let warned = warnings(&r["warnings"]);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned.values().all(|w| w.contains("no header block")),
+        "{warned:?}"
+    );
+}
