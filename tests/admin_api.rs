@@ -882,6 +882,12 @@ fn issue10_admin_api_approve_skipped_lets_a_move_with_a_bad_item_complete() {
     maildir_endpoint(&c, &a, &env, &["ann"]);
     // One damaged message (an empty file): a bad item; the limit tolerates none.
     std::fs::write(env.path("mail/ann/cur/1700000000.empty.host:2,S"), b"").unwrap();
+    // And one odd but stored item (issue 17): a warning, which the limit does not count.
+    std::fs::write(
+        env.path("mail/ann/cur/1700000001.digest.host:2,S"),
+        b"the rest of yesterday's digest, without a header\n",
+    )
+    .unwrap();
     let r = c.post(
         "/api/v1/batches",
         &a,
@@ -894,6 +900,18 @@ fn issue10_admin_api_approve_skipped_lets_a_move_with_a_bad_item_complete() {
     let m = "ann@example.com";
     let s = wait_state(&c, &a, "bad", m, "failed");
     assert_eq!(s["items_bad"], 1, "{s}");
+    assert_eq!(
+        s["warnings"][0]["item"], "INBOX/1700000001.digest.host",
+        "{s}"
+    );
+    let page = c.get(&format!("/ui/moves/bad/{m}/report"), &a);
+    assert_eq!(page.status, 200, "{}", page.text);
+    let table = &page.text[page.text.find("id=\"warnings\"").expect("a warnings table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(
+        table.contains("INBOX/1700000001.digest.host") && table.contains("no header block"),
+        "{table}"
+    );
     let b = wait_run_ended(&c, &a, "bad");
     assert!(b["job"]["error"].is_string(), "the run says it failed: {b}");
     // Completing refuses the unapproved item; approving it lets the move on.

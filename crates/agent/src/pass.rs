@@ -15,8 +15,7 @@ use crate::throttle::{BackoffPolicy, Throttles};
 use crate::{client::Endpoint, AgentError};
 use mailferry_core::frame::{self, AckStatus, Frame, FrameBuffer, MessageHeader};
 use mailferry_core::profile::Profile;
-use mailferry_core::report::BadItem;
-use mailferry_core::report::FolderStats;
+use mailferry_core::report::{BadItem, FolderStats, ItemWarning};
 use mailferry_core::{MailboxAddr, MoveId};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -92,6 +91,9 @@ pub struct PassOutcome {
     /// Items the profile's filter left at the source (over the size limit, ...), listed
     /// for the move record and the limits; not errors.
     pub skipped_items: Vec<mailferry_core::report::SkippedItem>,
+    /// Items stored in this pass that are not plain RFC 5322 messages ([`oddities`]);
+    /// not errors, not counted by any limit.
+    pub warnings: Vec<ItemWarning>,
     /// Bytes newly stored.
     pub bytes_moved: u64,
     /// Seconds the producer spent reading the source.
@@ -123,6 +125,8 @@ struct InFlight {
     started: Instant,
     sha256: String,
     local_error: Option<String>,
+    /// What is odd about it ([`oddities`]): reported as a warning once it is stored.
+    warning: Option<String>,
 }
 
 /// What a sequence number stands for until its acknowledgement.
@@ -206,14 +210,83 @@ impl Window {
     }
 }
 
-/// A cheap check that a file starts like a mail message: the first line is a header
-/// field (`Name: value`) or an mbox `From ` line. It reads nothing beyond `head`.
-pub fn looks_like_message(head: &[u8]) -> bool {
-    let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line = &head[..end];
-    if line.starts_with(b"From ") {
-        return true;
+/// What is odd about a message, judged from its first read buffer `head` alone (the
+/// whole message when it is small), or `None` for a plain RFC 5322 message.
+///
+/// Such a message is still stored byte for byte: the source serves it as a message,
+/// and a migration keeps what the source holds. The reason goes into the report as a
+/// warning. The check is cheap on purpose (PERF.md: headers only, no full parse): the
+/// first line must be a header field (after an optional mbox `From ` line), the header
+/// lines must end in LF or CRLF and be 7-bit or UTF-8 (RFC 6532), and the buffer must
+/// hold no NUL byte. Oddities past the first buffer are not looked for.
+pub fn oddities(head: &[u8]) -> Option<String> {
+    let mut found: Vec<&str> = Vec::new();
+    let mut rest = head;
+    if rest.starts_with(b"From ") {
+        rest = match rest.iter().position(|&b| b == b'\n') {
+            Some(nl) => &rest[nl + 1..],
+            None => &[],
+        };
     }
+    if !is_header_field(first_line(rest)) {
+        found.push("no header block (the first line is not a header field)");
+    } else {
+        let (header, bare_cr) = header_block(rest);
+        if bare_cr {
+            found.push("bare CR line ends (CR without LF)");
+        }
+        // A character cut by the end of the buffer is not an error.
+        if !header.is_ascii() && std::str::from_utf8(header).is_err_and(|e| e.error_len().is_some())
+        {
+            found.push("8-bit header bytes that are not UTF-8");
+        }
+    }
+    if head.contains(&0) {
+        found.push("NUL bytes (binary data)");
+    }
+    if found.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "not a plain RFC 5322 message: {}; stored byte for byte",
+            found.join(", ")
+        ))
+    }
+}
+
+/// The header block at the start of `b` (up to and with the first empty line, or all of
+/// `b`), and whether one of its lines has a CR that does not end it.
+fn header_block(b: &[u8]) -> (&[u8], bool) {
+    let mut bare_cr = false;
+    let mut at = 0;
+    while at < b.len() {
+        let end = b[at..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(b.len(), |p| at + p + 1);
+        let line = &b[at..end];
+        at = end;
+        let text = match line.strip_suffix(b"\n") {
+            Some(t) => t,
+            // Cut by the end of the buffer: a CR there may be followed by LF in the next.
+            None => line,
+        };
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        bare_cr |= text.contains(&b'\r');
+        if text.is_empty() && line.ends_with(b"\n") {
+            break;
+        }
+    }
+    (&b[..at], bare_cr)
+}
+
+fn first_line(b: &[u8]) -> &[u8] {
+    let end = b.iter().position(|&c| c == b'\n').unwrap_or(b.len());
+    &b[..end]
+}
+
+/// `Name: value`: a name of printable ASCII without space, then a colon.
+fn is_header_field(line: &[u8]) -> bool {
     match line.iter().position(|&b| b == b':') {
         Some(colon) if colon > 0 => line[..colon].iter().all(|&b| (33..=126).contains(&b)),
         _ => false,
@@ -379,6 +452,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     let mut items_deleted = 0u64;
     let mut items_flags_updated = 0u64;
     let mut rejected = Vec::new();
+    let mut warnings: Vec<ItemWarning> = Vec::new();
     let mut forgotten: Vec<BadItem> = Vec::new();
     let mut latencies: Vec<f64> = Vec::new();
     let mut per_folder: BTreeMap<String, FolderStats> = BTreeMap::new();
@@ -475,6 +549,14 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
                                 }
                             };
                             let item = done.item;
+                            if let Some(reason) = done.warning {
+                                warnings.push(ItemWarning {
+                                    item: item.name(),
+                                    folder: item.folder.to_string(),
+                                    source_id: item.source_id.to_string(),
+                                    reason,
+                                });
+                            }
                             entries.push(CheckpointEntry {
                                 kind,
                                 stored_as: item.source_id.clone(),
@@ -576,6 +658,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         "remapped": items_remapped,
         "duplicates": skipped_by_checkpoint + dup_in_store,
         "bad": bad_items.len(),
+        "warnings": warnings.len(),
         "bytes_moved": bytes_moved,
         "receipt_root": receipt_root,
         "receipt_items": receipt_items,
@@ -584,9 +667,16 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         .iter()
         .map(|b| json!({ "item": b.item, "reason": b.reason }))
         .collect();
+    let warned: Vec<serde_json::Value> = warnings
+        .iter()
+        .map(|w| json!({ "item": w.item, "reason": w.reason }))
+        .collect();
     tokio::task::spawn_blocking(move || {
         for s in skipped {
             state.event("item.skipped", s)?;
+        }
+        for w in warned {
+            state.event("item.warning", w)?;
         }
         if clean {
             state.record_cursors(&cursors)?;
@@ -621,6 +711,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         items_remapped,
         bad_items,
         skipped_items,
+        warnings,
         bytes_moved,
         source_read_secs: produced.read_secs,
         transport_secs,
@@ -777,6 +868,7 @@ fn produce(
                 item: item.clone(),
                 sha256: String::new(),
                 local_error: None,
+                warning: None,
             }),
         );
         Frame::Message(MessageHeader {
@@ -793,6 +885,7 @@ fn produce(
         let mut local_error = None;
         let mut first = true;
         let mut settled = false;
+        let mut warning = None;
         loop {
             let at = out.len();
             let expected = item.size.saturating_sub(total).min(frame_bytes as u64);
@@ -825,13 +918,9 @@ fn produce(
                     local_error.clone()
                 } else if got == 0 {
                     Some("empty file (0 bytes): not a message, not stored".to_string())
-                } else if !looks_like_message(head) {
-                    Some(
-                        "not an RFC 5322 message (the first line is not a header field), \
-                         not stored"
-                            .to_string(),
-                    )
                 } else {
+                    // Stored whatever it holds; what is odd about it becomes a warning.
+                    warning = oddities(head);
                     None
                 };
                 if let Some(reason) = reason {
@@ -887,6 +976,7 @@ fn produce(
         if let Some(Pending::Message(f)) = inflight.lock().expect("inflight lock").get_mut(&seq) {
             f.sha256 = hex::encode(sha);
             f.local_error = local_error;
+            f.warning = warning;
         }
         Frame::End { seq, sha256: sha }.encode(&mut out);
         progress.items_done.fetch_add(1, Ordering::Relaxed);
@@ -937,15 +1027,76 @@ fn produce(
 
 #[cfg(test)]
 mod tests {
-    use super::looks_like_message;
+    use super::oddities;
+
+    fn odd(head: &[u8]) -> String {
+        oddities(head).unwrap_or_else(|| panic!("{:?} judged plain", String::from_utf8_lossy(head)))
+    }
 
     #[test]
-    fn message_sniffing() {
-        assert!(looks_like_message(b"Return-Path: <a@b>\r\nX: y"));
-        assert!(looks_like_message(b"From a@b Mon Jan  1 00:00:00 2024\n"));
-        assert!(!looks_like_message(b""));
-        assert!(!looks_like_message(b"\x89PNG\r\n\x1a\n"));
-        assert!(!looks_like_message(b": no name\n"));
-        assert!(!looks_like_message(b"has space: x\n"));
+    fn plain_messages_have_no_warning() {
+        for plain in [
+            &b"Return-Path: <a@b>\r\nX: y\r\n\r\nbody\r\n"[..],
+            b"From a@b Mon Jan  1 00:00:00 2024\nSubject: hi\n\nbody\n",
+            b"Subject: only a header, no body",
+            // RFC 6532: UTF-8 in header fields is allowed.
+            "Subject: Grüße\nFrom: Jörg <j@x>\n\nbody\n".as_bytes(),
+            // Body bytes are not judged (8-bit MIME, a lone CR in a body).
+            b"Subject: x\n\n\xe9t\xe9 \r here\n",
+            // A CR that the first buffer cuts off from its LF.
+            b"Subject: x\r",
+            // A UTF-8 character cut by the end of the buffer.
+            b"Subject: Gr\xc3",
+        ] {
+            assert_eq!(
+                oddities(plain),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(plain)
+            );
+        }
+    }
+
+    #[test]
+    fn each_oddity_is_named() {
+        let r = odd(b"and the rest of the digest follows.\n\n--\nList footer\n");
+        assert!(r.contains("no header block"), "{r}");
+        assert!(r.ends_with("stored byte for byte"), "{r}");
+        for no_field in [&b": no name\n"[..], b"has space: x\n", b"\x89PNG\r\n\x1a\n"] {
+            assert!(odd(no_field).contains("no header block"), "{no_field:?}");
+        }
+        let r = odd(b"Subject: x\rFrom: a@b\r\rbody\r");
+        assert!(
+            r.contains("bare CR") && !r.contains("no header block"),
+            "{r}"
+        );
+        let r = odd(b"Subject: caf\xe9\nFrom: a@b\n\nbody\n");
+        assert!(
+            r.contains("8-bit header bytes") && !r.contains("bare CR"),
+            "{r}"
+        );
+        let r = odd(b"Subject: x\n\nbinary \x00\x01\x02 body\n");
+        assert!(
+            r.contains("NUL bytes") && !r.contains("no header block"),
+            "{r}"
+        );
+        // Several at once are all named.
+        let r = odd(b"\x00\x01\xff\xfe binary");
+        assert!(
+            r.contains("no header block") && r.contains("NUL bytes"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn only_the_header_block_is_judged_for_line_ends_and_8_bit() {
+        // After the empty line, bytes are body: no header warning for them.
+        assert_eq!(
+            oddities(b"Subject: x\r\n\r\nbody \xe9 and a \r bare CR\r\n"),
+            None
+        );
+        // A bare CR in a header line after the first.
+        let r = odd(b"Subject: x\nX-Y: a\rb\n\nbody\n");
+        assert!(r.contains("bare CR"), "{r}");
     }
 }

@@ -77,6 +77,10 @@ pub struct Preview {
     pub changes: Vec<ChangePreview>,
     /// The measured sample of the source.
     pub sample: SamplePreview,
+    /// Messages of the sample that would be stored with a warning: not plain RFC 5322
+    /// messages ([`crate::pass::oddities`]). Only sampled messages are judged (a
+    /// dry run does not read everything); the pass judges every message it sends.
+    pub warnings: Vec<WarningPreview>,
     /// How long the pass would take.
     pub estimate: Estimate,
 }
@@ -152,6 +156,15 @@ pub struct SkippedPreview {
     /// `large_item`, `outside_date_window`, `id_collision` or `bad_item`.
     pub cause: String,
     /// Why, in words.
+    pub reason: String,
+}
+
+/// A message that would be stored byte for byte, with a warning.
+#[derive(Clone, Debug, Serialize)]
+pub struct WarningPreview {
+    /// `folder/source-id` at the source.
+    pub item: String,
+    /// What is odd about it.
     pub reason: String,
 }
 
@@ -327,7 +340,7 @@ pub fn preview(cfg: PreviewConfig) -> Result<Preview, AgentError> {
             .sum::<u64>(),
         skipped: skipped.len() as u64,
     };
-    let sample = measure(&*source, &sources, sample_bytes);
+    let (sample, warnings) = measure(&*source, &sources, sample_bytes);
     let last = last_rate(&state_dir);
     let estimate = estimate(&totals, &sample, last, &profile);
     let acknowledged = match &view {
@@ -348,6 +361,7 @@ pub fn preview(cfg: PreviewConfig) -> Result<Preview, AgentError> {
         skipped,
         changes,
         sample,
+        warnings,
         estimate,
     })
 }
@@ -357,11 +371,17 @@ fn count(ops: &[Op], f: impl Fn(&Op) -> bool) -> u64 {
 }
 
 /// Reads up to `budget` bytes of messages spread evenly over `items` (at most
-/// [`SAMPLE_MESSAGES`] messages, at most [`SAMPLE_TIME`]), and times it.
-fn measure(source: &dyn Source, items: &[SourceItem], budget: u64) -> SamplePreview {
+/// [`SAMPLE_MESSAGES`] messages, at most [`SAMPLE_TIME`]), and times it. Each message's
+/// first buffer is judged as a pass judges it: the odd ones are returned as warnings.
+fn measure(
+    source: &dyn Source,
+    items: &[SourceItem],
+    budget: u64,
+) -> (SamplePreview, Vec<WarningPreview>) {
     let mut s = SamplePreview::default();
+    let mut warnings = Vec::new();
     if budget == 0 || items.is_empty() {
-        return s;
+        return (s, warnings);
     }
     let n = items.len().min(SAMPLE_MESSAGES);
     let mut buf = vec![0u8; 64 * 1024];
@@ -373,18 +393,41 @@ fn measure(source: &dyn Source, items: &[SourceItem], budget: u64) -> SamplePrev
             continue;
         }
         let mut total = 0u64;
-        let ok = source.open(&items[i]).and_then(|mut r| loop {
-            match r.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(got) => total += got as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        let mut warning = None;
+        let ok = source.open(&items[i]).and_then(|mut r| {
+            // The first buffer whole, as the pass reads it, then the rest.
+            let mut head = 0;
+            while head < buf.len() {
+                match r.read(&mut buf[head..]) {
+                    Ok(0) => break,
+                    Ok(got) => head += got,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            total += head as u64;
+            if head > 0 {
+                warning = crate::pass::oddities(&buf[..head]);
+            }
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(got) => total += got as u64,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
         });
         match ok {
             Ok(()) => {
                 s.messages += 1;
                 s.bytes += total;
+                if let Some(reason) = warning {
+                    warnings.push(WarningPreview {
+                        item: items[i].name(),
+                        reason,
+                    });
+                }
             }
             Err(_) => s.unreadable += 1,
         }
@@ -393,7 +436,7 @@ fn measure(source: &dyn Source, items: &[SourceItem], budget: u64) -> SamplePrev
         }
     }
     s.seconds = t0.elapsed().as_secs_f64();
-    s
+    (s, warnings)
 }
 
 /// The end-to-end rate of this move's last pass, if it moved something (bytes/s,

@@ -198,6 +198,16 @@ pub fn render_text(d: &DryRun) -> String {
             );
         }
     }
+    if !p.warnings.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nwould be stored, with a warning (of the {} message(s) sampled; the pass judges every one):",
+            p.sample.messages
+        );
+        for w in &p.warnings {
+            let _ = writeln!(s, "  {}: {}", w.item, w.reason);
+        }
+    }
     if !p.changes.is_empty() {
         let _ = writeln!(s, "\nchanges at the destination (no content sent):");
         for c in &p.changes {

@@ -262,6 +262,7 @@ impl Connected {
                 .chain(outcome.skipped_items.iter().cloned())
                 .collect(),
             bad_items: outcome.bad_items,
+            warnings: outcome.warnings,
             bytes_moved: outcome.bytes_moved,
             seconds,
             throughput_bytes_per_s: outcome.bytes_moved as f64 / seconds.max(1e-9),
@@ -435,6 +436,9 @@ pub fn summary(r: &MoveReport) -> String {
     }
     for b in &r.bad_items {
         s.push_str(&format!("\n  bad item {}: {}", b.item, b.reason));
+    }
+    for w in &r.warnings {
+        s.push_str(&format!("\n  warning {} (stored): {}", w.item, w.reason));
     }
     s
 }

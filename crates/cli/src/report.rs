@@ -324,6 +324,32 @@ pub fn html(r: &MoveRecord) -> String {
         }
         o.push_str("</table>");
     }
+    // Each pass lists the items it stored; together they are the move's.
+    o.push_str("<h2>Warnings</h2>");
+    let warned: Vec<_> = r
+        .passes
+        .iter()
+        .flat_map(|p| p.warnings.iter().map(move |w| (p, w)))
+        .collect();
+    if warned.is_empty() {
+        o.push_str("<p>None.</p>");
+    } else {
+        o.push_str(
+            "<p>Stored byte for byte, but not plain RFC 5322 messages: a mail client may show \
+             them oddly. Not bad items; no limit counts them.</p>\
+             <table><tr><th>pass</th><th>item</th><th>reason</th></tr>",
+        );
+        for (p, w) in warned {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&p.started_at),
+                esc(&w.item),
+                esc(&w.reason)
+            );
+        }
+        o.push_str("</table>");
+    }
     let _ = write!(
         o,
         "<h2>Audit logs</h2><table><tr><th>source side</th><td>{} records, head <code>{}</code></td></tr>",

@@ -8,7 +8,7 @@
 use crate::lifecycle::{self, Lifecycle, MoveState, Settings, Transition};
 use crate::AppError;
 use mailferry_core::profile::parse_rfc3339;
-use mailferry_core::report::{SkipKind, SkippedItem};
+use mailferry_core::report::{ItemWarning, SkipKind, SkippedItem};
 use mailferry_core::unix_now;
 use serde::Serialize;
 use serde_json::Value;
@@ -58,6 +58,10 @@ pub struct MoveStatus {
     pub settings: Settings,
     /// Every skipped item of the last pass.
     pub skipped_items: Vec<SkippedItem>,
+    /// Items stored with a warning (not plain RFC 5322 messages), by every pass of the
+    /// move: each pass reports the items it stored, so the move's list is their union
+    /// (one entry per item, from the pass that first stored it). Not counted as skipped.
+    pub warnings: Vec<ItemWarning>,
     /// Every state the move entered.
     pub history: Vec<Transition>,
 }
@@ -89,6 +93,17 @@ pub fn status(dir: &Path) -> Result<MoveStatus, AppError> {
         .as_ref()
         .and_then(|r| serde_json::from_value(r["skipped_items"].clone()).ok())
         .unwrap_or_default();
+    let mut warnings: Vec<ItemWarning> = Vec::new();
+    let mut warned = std::collections::BTreeSet::new();
+    for r in &reports {
+        let ws: Vec<ItemWarning> =
+            serde_json::from_value(r["warnings"].clone()).unwrap_or_default();
+        for w in ws {
+            if warned.insert(w.item.clone()) {
+                warnings.push(w);
+            }
+        }
+    }
     let count = |k: SkipKind| skipped_items.iter().filter(|s| s.kind == k).count() as u64;
     let (items_bad, items_large) = (count(SkipKind::BadItem), count(SkipKind::LargeItem));
     let items_approved = skipped_items.iter().filter(|s| s.approved).count() as u64;
@@ -127,6 +142,7 @@ pub fn status(dir: &Path) -> Result<MoveStatus, AppError> {
         }),
         settings: lc.settings.clone(),
         skipped_items,
+        warnings,
         history: lc.history.clone(),
     };
     let expected = st.items_total.saturating_sub(items_skipped);
@@ -241,6 +257,12 @@ pub fn render_text(s: &MoveStatus) -> String {
         "  skipped    {} ({} bad, {} large; {} approved)\n",
         s.items_skipped, s.items_bad, s.items_large, s.items_approved
     ));
+    if !s.warnings.is_empty() {
+        out.push_str(&format!(
+            "  warnings   {} item(s) stored that are not plain RFC 5322 messages (listed below)\n",
+            s.warnings.len()
+        ));
+    }
     out.push_str(&format!(
         "  transfer   {} stored, {}/s, {:.0} msg/s, ETA {}\n",
         mb(s.bytes_transferred as f64),
@@ -283,6 +305,9 @@ pub fn render_text(s: &MoveStatus) -> String {
             if i.approved { ", approved" } else { "" },
             i.reason
         ));
+    }
+    for w in &s.warnings {
+        out.push_str(&format!("  warning {} (stored): {}\n", w.item, w.reason));
     }
     for t in &s.history {
         out.push_str(&format!(

@@ -36,6 +36,22 @@ pub struct SkippedItem {
     pub approved: bool,
 }
 
+/// An item that was stored byte for byte but is not a plain RFC 5322 message (no
+/// header block, binary bytes, bare CR line ends, 8-bit header bytes that are not
+/// UTF-8), listed so an admin can look at it. Not a bad item: it never fails a move and
+/// no limit counts it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemWarning {
+    /// `folder/source-id`, as in `bad_items`.
+    pub item: String,
+    /// The folder.
+    pub folder: String,
+    /// The source's id of the item within its folder.
+    pub source_id: String,
+    /// What is odd about it.
+    pub reason: String,
+}
+
 /// Why an item was skipped, as the limits count it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,6 +175,10 @@ pub struct MoveReport {
     /// reason and whether an admin approved it.
     #[serde(default)]
     pub skipped_items: Vec<SkippedItem>,
+    /// Items this pass stored although they are not plain RFC 5322 messages (stored
+    /// byte for byte; not bad items, not counted by any limit).
+    #[serde(default)]
+    pub warnings: Vec<ItemWarning>,
     /// Bytes of newly stored messages.
     pub bytes_moved: u64,
     /// Wall time of the pass.

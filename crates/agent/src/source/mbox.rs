@@ -538,11 +538,25 @@ enum Field {
 #[derive(Default)]
 struct Headers {
     done: bool,
+    /// A line was seen: the first one decides whether there is a header block at all.
+    started: bool,
     field: Field,
     value: Vec<u8>,
     flags: String,
     date: Option<i64>,
     seen_date: bool,
+}
+
+/// The first line of a header block: `Name:` with a name of printable ASCII, or the
+/// empty line of an empty header.
+fn starts_header(line: &[u8]) -> bool {
+    if is_blank(line) {
+        return true;
+    }
+    match line.iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 => line[..colon].iter().all(|&b| (33..=126).contains(&b)),
+        _ => false,
+    }
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -561,6 +575,12 @@ impl Headers {
     /// Takes one line (or the first [`MAX_SEPARATOR_LINE`] bytes of a longer one).
     fn line(&mut self, line: &[u8]) {
         if self.done {
+            return;
+        }
+        if !std::mem::replace(&mut self.started, true) && !starts_header(line) {
+            // No header block (a digest fragment, say): the message is all body, so
+            // there is no header for the file to end inside of.
+            self.done = true;
             return;
         }
         if is_blank(line) {

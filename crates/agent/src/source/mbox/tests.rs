@@ -150,6 +150,11 @@ fn truncation_and_emptiness_are_named() {
         .as_deref()
         .unwrap()
         .contains("inside the header"));
+    // A last message without a header block has no header to end inside of: whole
+    // (stored, with a warning from the pass).
+    let mut f = ok.to_vec();
+    f.extend_from_slice(b"From b Mon Jan  1 00:00:00 2024\nand the rest of the digest.\nB: 3\n");
+    assert_eq!(problem(&f), [None, None]);
     let mut f = ok.to_vec();
     f.extend_from_slice(b"From b Mon Jan  1 00:00");
     let p = problem(&f);

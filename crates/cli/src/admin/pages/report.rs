@@ -51,6 +51,8 @@ struct ReportPage {
     plot_pass: String,
     /// (item, kind, reason, approved).
     skipped: Vec<(String, String, String, bool)>,
+    /// Items stored with a warning by any pass: (item, reason, pass started).
+    warnings: Vec<(String, String, String)>,
     /// (side, ok, detail).
     audit: Vec<(String, bool, String)>,
     /// (time, state, reason, actor).
@@ -162,6 +164,15 @@ pub async fn page(
                 .collect()
         })
         .unwrap_or_default();
+    let warnings = r
+        .passes
+        .iter()
+        .flat_map(|p| {
+            p.warnings
+                .iter()
+                .map(|w| (w.item.clone(), w.reason.clone(), p.started_at.clone()))
+        })
+        .collect();
     let lc_state = r.lifecycle.as_ref().map(|l| l.state);
     let (last, completed) = (
         r.passes.len(),
@@ -211,6 +222,7 @@ pub async fn page(
             .unwrap_or_default(),
         plot_pass: plotted.map(|p| p.started_at.clone()).unwrap_or_default(),
         skipped,
+        warnings,
         audit,
         history: r
             .lifecycle
