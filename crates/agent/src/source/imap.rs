@@ -1179,6 +1179,9 @@ fn sx_parse(b: &[u8], i: &mut usize, depth: usize) -> Option<Sx> {
                 if matches!(c, b' ' | b'(' | b')' | b'\r' | b'\n') {
                     break;
                 }
+                if matches!(c, b'"' | b'{' | b'\\') {
+                    return None; // not an atom character
+                }
                 *i += 1;
             }
             let atom = std::str::from_utf8(&b[start..*i]).ok()?;
