@@ -9,6 +9,7 @@ mod browser;
 mod control;
 mod dovecot;
 mod fidelity_items;
+mod fidelity_imap;
 mod foundation;
 mod imap;
 mod lifecycle;

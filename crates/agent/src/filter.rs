@@ -25,6 +25,24 @@
 //! (say `Sent` and `Sent Items` with `special_use`), the folder already called that
 //! keeps it and the renamed one keeps its own name; [`FolderDecision::note`] says so.
 //!
+//! # Roles and virtual folders
+//!
+//! A source may say what a folder is for ([`crate::source::Listing::roles`], IMAP
+//! special-use attributes). With `folders.special_use = true` a folder announced
+//! `\Sent` arrives in `Sent` whatever its name, as a well-known name would.
+//!
+//! A folder with a *virtual* role (`\All`, `\Flagged`: Gmail's All Mail and Starred,
+//! Dovecot's virtual folders) is a view over the real folders, and is not copied as a
+//! folder of its own, whatever `special_use` says. Its messages that a real folder
+//! which moves holds too are left to that folder; those found only there (Gmail's
+//! archived mail, which has no label) arrive in `Archive` (or where `folders.map`
+//! sends the virtual folder). "The same message" is the same source `ident` (for IMAP,
+//! a digest of Message-ID, internal date and size), counted: two copies in the virtual
+//! folder and one in a real folder leave one for `Archive`. A message without
+//! Message-ID is never taken for another (its ident is a date and a size only): it
+//! may then arrive twice, never not at all. Virtual folders are matched in the order
+//! `\All`, `\Flagged`, so one message of both arrives once.
+//!
 //! # What the planner must not delete
 //!
 //! Messages the filter leaves out are not gone from the source: nothing of theirs may
@@ -35,7 +53,7 @@
 use crate::source::{DeltaFolder, Prior, PriorFolder, PriorItem, PriorLookup, SourceItem};
 use crate::state::Checkpoint;
 use crate::AgentError;
-use mailferry_core::profile::{FolderRules, Profile, Rename};
+use mailferry_core::profile::{FolderRules, Profile, Rename, Role};
 use mailferry_core::report::{self, BadItem};
 use mailferry_core::{CoreError, FolderName, SourceId};
 use serde::Serialize;
@@ -276,6 +294,17 @@ impl Filter {
         items: Vec<SourceItem>,
         delta: BTreeMap<FolderName, DeltaFolder>,
     ) -> Filtered {
+        self.apply_with_roles(items, delta, &BTreeMap::new())
+    }
+
+    /// [`Filter::apply_listing`] for a listing whose source announced folder `roles`
+    /// ([`crate::source::Listing::roles`]); see the module docs.
+    pub fn apply_with_roles(
+        &self,
+        items: Vec<SourceItem>,
+        delta: BTreeMap<FolderName, DeltaFolder>,
+        roles: &BTreeMap<FolderName, Role>,
+    ) -> Filtered {
         let mut out = Filtered::default();
         // First the folders: which move, and where to.
         let mut seen: BTreeSet<&FolderName> = BTreeSet::new();
@@ -285,7 +314,8 @@ impl Filter {
         seen.extend(delta.keys());
         for folder in seen {
             let excluded = self.rules.is_excluded(folder.as_str());
-            let (destination, rename) = match self.rules.rename(folder) {
+            let role = roles.get(folder).copied();
+            let (destination, rename) = match self.rules.rename_with_role(folder, role) {
                 Some((to, why)) => (to, Some(why)),
                 None => (folder.clone(), None),
             };
@@ -340,6 +370,8 @@ impl Filter {
                 out.excluded_folders.insert(f);
             }
         }
+
+        let items = drop_virtual_copies(items, roles, &mut out.folders);
 
         // Then the items. Two items can only arrive under one destination id when a
         // folder is renamed (ids are unique within a source folder), so the check that
@@ -531,6 +563,8 @@ pub struct SourcePrior<'a> {
     filter: &'a Filter,
     checkpoint: &'a dyn Checkpoint,
     error: RefCell<Option<AgentError>>,
+    /// Folder roles the source announced ([`PriorLookup::learn_roles`]).
+    roles: RefCell<BTreeMap<FolderName, Role>>,
 }
 
 impl<'a> SourcePrior<'a> {
@@ -540,6 +574,7 @@ impl<'a> SourcePrior<'a> {
             filter,
             checkpoint,
             error: RefCell::new(None),
+            roles: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -559,9 +594,21 @@ impl<'a> SourcePrior<'a> {
         })
     }
 
+    fn rename(&self, folder: &FolderName) -> Option<FolderName> {
+        let role = self.roles.borrow().get(folder).copied();
+        self.filter
+            .rules
+            .rename_with_role(folder, role)
+            .map(|(to, _)| to)
+    }
+
     fn plain(&self, folder: &FolderName) -> bool {
-        self.filter.rules.rename(folder).is_none()
-            && self.filter.rules.renamed_into(folder).is_empty()
+        self.rename(folder).is_none()
+            && self
+                .filter
+                .rules
+                .renamed_into_with_roles(folder, &self.roles.borrow())
+                .is_empty()
     }
 }
 
@@ -591,7 +638,7 @@ impl PriorLookup for SourcePrior<'_> {
         // under their tagged ids (see Filter::source_prior).
         let mut items = self.ok(self.checkpoint.prior_items(folder));
         items.retain(|id, _| !is_renamed_id(id));
-        if let Some((dest, _)) = self.filter.rules.rename(folder) {
+        if let Some(dest) = self.rename(folder) {
             let tags = [(folder_tag(folder), folder.clone())];
             for (id, item) in self.ok(self.checkpoint.prior_items(&dest)) {
                 if let Untagged::From(_, original) = untag(&id, &tags) {
@@ -614,6 +661,10 @@ impl PriorLookup for SourcePrior<'_> {
 
     fn may_list_delta(&self, folder: &FolderName) -> bool {
         self.plain(folder)
+    }
+
+    fn learn_roles(&self, roles: &BTreeMap<FolderName, Role>) {
+        self.roles.borrow_mut().clone_from(roles);
     }
 }
 
@@ -641,6 +692,81 @@ fn untag(id: &SourceId, tags: &[(String, FolderName)]) -> Untagged {
         Some((tag, _)) if is_tag(tag) => Untagged::Lost,
         _ => Untagged::Plain,
     }
+}
+
+/// Leaves out the messages of virtual folders that a real folder which moves (or an
+/// earlier virtual folder) holds too; see the module docs.
+fn drop_virtual_copies(
+    items: Vec<SourceItem>,
+    roles: &BTreeMap<FolderName, Role>,
+    folders: &mut BTreeMap<FolderName, FolderDecision>,
+) -> Vec<SourceItem> {
+    let moves = |f: &FolderName| folders.get(f).is_some_and(|d| !d.excluded);
+    let mut virtuals: Vec<(Role, &FolderName)> = roles
+        .iter()
+        .filter(|(f, r)| r.is_virtual() && moves(f))
+        .map(|(f, r)| (*r, f))
+        .collect();
+    if virtuals.is_empty() {
+        return items;
+    }
+    virtuals.sort_by_key(|(r, f)| (*r != Role::All, *f));
+    let is_virtual = |f: &FolderName| roles.get(f).is_some_and(|r| r.is_virtual());
+    // Idents held by the real folders that move, counted.
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for item in &items {
+        if let Some(ident) = item.ident.as_deref() {
+            if !is_virtual(&item.folder) && moves(&item.folder) {
+                *held.entry(ident).or_default() += 1;
+            }
+        }
+    }
+    let mut drop = vec![false; items.len()];
+    let mut found: BTreeMap<&FolderName, (u64, u64)> = BTreeMap::new();
+    for (_, folder) in &virtuals {
+        for (n, item) in items.iter().enumerate() {
+            if item.folder != **folder {
+                continue;
+            }
+            let counts = found.entry(*folder).or_default();
+            let Some(ident) = item.ident.as_deref() else {
+                counts.1 += 1;
+                continue;
+            };
+            // A message without Message-ID is only a date and a size: never matched.
+            let blank = crate::source::imap::ident("", item.internal_date, item.size) == ident;
+            match held.get_mut(ident) {
+                Some(c) if *c > 0 && !blank => {
+                    *c -= 1;
+                    drop[n] = true;
+                    counts.0 += 1;
+                }
+                _ => {
+                    *held.entry(ident).or_default() += 1;
+                    counts.1 += 1;
+                }
+            }
+        }
+    }
+    for (folder, (elsewhere, only)) in found {
+        if let Some(d) = folders.get_mut(folder) {
+            let role = roles[folder];
+            let note = format!(
+                "virtual folder ({role}): {elsewhere} message(s) also in other folders are \
+                 stored there; {only} found only here arrive in {}",
+                d.destination
+            );
+            d.note = Some(match d.note.take() {
+                Some(n) => format!("{n}; {note}"),
+                None => note,
+            });
+        }
+    }
+    items
+        .into_iter()
+        .zip(drop)
+        .filter_map(|(item, drop)| (!drop).then_some(item))
+        .collect()
 }
 
 /// Without `merge`: while two folders that move arrive in one destination, the one

@@ -324,9 +324,10 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
             let listed_at = t0.elapsed();
             // The profile decides what moves, where to and under which id; the planner
             // then works in destination terms only.
-            let mut filtered = filter.apply_listing(
+            let mut filtered = filter.apply_with_roles(
                 std::mem::take(&mut listing.items),
                 std::mem::take(&mut listing.delta),
+                &listing.roles,
             );
             let keep = Keep::from_listing(&filtered, &listing.incomplete);
             let kept = std::mem::take(&mut filtered.kept);

@@ -241,8 +241,9 @@ pub fn preview(cfg: PreviewConfig) -> Result<Preview, AgentError> {
         incomplete,
         cursors,
         delta,
+        roles,
     } = listing;
-    let mut filtered = filter.apply_listing(items, delta);
+    let mut filtered = filter.apply_with_roles(items, delta, &roles);
     let keep = Keep::from_listing(&filtered, &incomplete);
     let _ = cursors; // a dry run records nothing
     let kept = std::mem::take(&mut filtered.kept);

@@ -582,6 +582,8 @@ fn user_invocation(b: &Batch, ep: &Endpoint, u: &BatchUser) -> Invocation {
         password_file: options.password_file,
         oauth_token_file: None,
         source_ca: options.source_ca,
+        source_prefix: options.source_prefix,
+        source_namespaces: options.namespaces,
         max_bytes_per_second: None,
         max_messages_per_second: None,
     }
@@ -1224,6 +1226,8 @@ pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
         let mut options = SourceOptions {
             password_file: inv.password_file.clone(),
             source_ca: inv.source_ca.clone(),
+            source_prefix: inv.source_prefix.clone(),
+            namespaces: inv.source_namespaces,
             ..Default::default()
         };
         if u.password == PasswordSource::Csv {

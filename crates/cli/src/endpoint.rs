@@ -12,6 +12,9 @@
 //! # port = 993                           # default: 993 with imaps, 143 with starttls
 //! # tls = "imaps"                        # imaps (TLS from the first byte) | starttls
 //! # ca_file = "source-ca.pem"            # default: the system's roots
+//! # prefix = "INBOX."                    # personal namespace prefix mapped away from
+//! #                                      # folder names; default: the server's NAMESPACE
+//! # namespaces = "personal"              # personal | all (also shared, other users')
 //! # master_user = "migrator"             # Dovecot master user: log in as user*migrator
 //! # master_password_file = "master.pw"   # the master user's password (then the CSV
 //! #                                      # needs no passwords)
@@ -31,7 +34,7 @@
 //! `master_separator` changes the `*` for servers configured otherwise.
 
 use crate::AppError;
-use mailferry_agent::source::{Prior, SourceOptions};
+use mailferry_agent::source::{Namespaces, Prior, SourceOptions};
 use mailferry_core::profile::ByteSize;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -88,6 +91,11 @@ pub struct Imap {
     pub master_password_file: Option<PathBuf>,
     /// Between user and master in the login name.
     pub master_separator: String,
+    /// The personal namespace's prefix mapped away from folder names (`INBOX.`);
+    /// `None`: what the server's NAMESPACE says.
+    pub prefix: Option<String>,
+    /// Which namespaces move.
+    pub namespaces: Namespaces,
 }
 
 /// A parsed endpoint file.
@@ -121,6 +129,8 @@ const KEYS: &[&str] = &[
     "master_user",
     "master_password_file",
     "master_separator",
+    "prefix",
+    "namespaces",
     "max_concurrent_moves",
     "max_concurrent_incremental_syncs",
     "max_bytes_per_second",
@@ -196,6 +206,8 @@ impl Endpoint {
         let master_user = string("master_user", &mut problems);
         let master_password_file = string("master_password_file", &mut problems);
         let master_separator = string("master_separator", &mut problems);
+        let prefix = string("prefix", &mut problems);
+        let namespaces = string("namespaces", &mut problems);
         let int = |k: &str, problems: &mut Vec<String>| -> Option<i64> {
             match table.get(k) {
                 None => None,
@@ -305,7 +317,17 @@ impl Endpoint {
                 if sep.is_empty() || sep.chars().any(|c| c.is_control() || c == '@') {
                     problems.push(format!("master_separator: {sep:?} cannot separate logins"));
                 }
+                let namespaces = match namespaces.as_deref().map(str::parse::<Namespaces>) {
+                    None => Namespaces::Personal,
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) => {
+                        problems.push(format!("namespaces: {e}"));
+                        Namespaces::Personal
+                    }
+                };
                 imap = Some(Imap {
+                    prefix,
+                    namespaces,
                     host,
                     port: port.unwrap_or(if implicit_tls { 993 } else { 143 }),
                     implicit_tls,
@@ -324,6 +346,8 @@ impl Endpoint {
                     ("master_user", master_user.is_some()),
                     ("master_password_file", master_password_file.is_some()),
                     ("master_separator", master_separator.is_some()),
+                    ("prefix", prefix.is_some()),
+                    ("namespaces", namespaces.is_some()),
                 ] {
                     if set {
                         problems.push(format!("{k}: only for kind = \"imap\""));
@@ -434,6 +458,8 @@ impl Endpoint {
                     oauth_token_file: None,
                     source_ca: i.ca_file.clone(),
                     password: None,
+                    source_prefix: i.prefix.clone(),
+                    namespaces: i.namespaces,
                 };
                 (spec, options)
             }

@@ -34,7 +34,7 @@
 use crate::limits::{self, Limits, Verdict};
 use crate::moving::{Clock, Connected, Destination, MoveArgs, PassHooks};
 use crate::AppError;
-use mailferry_agent::source::SourceOptions;
+use mailferry_agent::source::{Namespaces, SourceOptions};
 use mailferry_agent::state::{write_atomic, StateDir};
 use mailferry_core::profile::{format_rfc3339, parse_rfc3339, Profile};
 use mailferry_core::report::MoveReport;
@@ -212,6 +212,12 @@ pub struct Invocation {
     /// IMAP: CA file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ca: Option<PathBuf>,
+    /// IMAP: `--source-prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_prefix: Option<String>,
+    /// IMAP: `--source-namespaces`.
+    #[serde(default, skip_serializing_if = "is_personal")]
+    pub source_namespaces: Namespaces,
     /// `--max-bytes-per-second` given to `mailferry move`: later passes (`move
     /// complete`, a rerun from the record) read no faster than the admin asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +226,10 @@ pub struct Invocation {
     /// parses back to the same value) so that the record stays `Eq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_messages_per_second: Option<String>,
+}
+
+fn is_personal(n: &Namespaces) -> bool {
+    *n == Namespaces::Personal
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -323,6 +333,8 @@ impl Invocation {
             password_file: o.password_file.as_deref().map(absolute),
             oauth_token_file: o.oauth_token_file.as_deref().map(absolute),
             source_ca: o.source_ca.as_deref().map(absolute),
+            source_prefix: o.source_prefix.clone(),
+            source_namespaces: o.namespaces,
             max_bytes_per_second: None,
             max_messages_per_second: None,
         }
@@ -368,6 +380,8 @@ impl Invocation {
                 oauth_token_file: self.oauth_token_file.clone(),
                 source_ca: self.source_ca.clone(),
                 password: None,
+                source_prefix: self.source_prefix.clone(),
+                namespaces: self.source_namespaces,
             },
         })
     }

@@ -67,6 +67,15 @@ struct SourceAccess {
     /// the system's roots.
     #[arg(long)]
     source_ca: Option<PathBuf>,
+    /// IMAP source: the personal namespace's prefix to map away from folder names
+    /// ("INBOX." turns INBOX.Sent into Sent), for servers without NAMESPACE; by default
+    /// the server's NAMESPACE answer decides. "" maps nothing away.
+    #[arg(long, value_name = "PREFIX")]
+    source_prefix: Option<String>,
+    /// IMAP source: which namespaces move: the user's own folders (personal), or also
+    /// shared folders and other users' folders the login can see (all).
+    #[arg(long, value_name = "personal|all", default_value = "personal")]
+    source_namespaces: mailferry_agent::source::Namespaces,
 }
 
 impl SourceAccess {
@@ -76,6 +85,8 @@ impl SourceAccess {
             oauth_token_file: self.oauth_token_file,
             source_ca: self.source_ca,
             password: None,
+            source_prefix: self.source_prefix,
+            namespaces: self.source_namespaces,
         }
     }
 }

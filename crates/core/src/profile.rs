@@ -15,7 +15,7 @@
 mod folders;
 mod values;
 
-pub use folders::{glob_to_regex, FolderRules, Pattern, Rename, SPECIAL_USE};
+pub use folders::{glob_to_regex, FolderRules, Pattern, Rename, Role, SPECIAL_USE};
 pub use values::{format_rfc3339, parse_rfc3339, ByteSize, DateBound, Timestamp};
 
 use crate::{CoreError, FolderName};

@@ -442,3 +442,123 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+// === Roles and virtual folders ===
+
+fn imap_item(folder: &str, uid: u32, msgid: &str, date: i64, size: u64) -> SourceItem {
+    SourceItem {
+        ident: Some(crate::source::imap::ident(msgid, date, size)),
+        location: Location::Imap {
+            uidvalidity: 1,
+            uid,
+        },
+        ..item(folder, &format!("1-{uid}"), size, date)
+    }
+}
+
+#[test]
+fn a_folder_announced_sent_is_mapped_by_role() {
+    let roles = BTreeMap::from([
+        (f("Gesendete Objekte"), Role::Sent),
+        (f("Papierkorb"), Role::Trash),
+    ]);
+    let items = || {
+        vec![
+            item("Gesendete Objekte", "1", 10, 0),
+            item("Papierkorb", "1", 10, 0),
+        ]
+    };
+    let p = profile("[folders]\nspecial_use = true\n");
+    let out = Filter::new(&p, NOW)
+        .unwrap()
+        .apply_with_roles(items(), BTreeMap::new(), &roles);
+    assert_eq!(out.folders[&f("Gesendete Objekte")].destination, f("Sent"));
+    assert_eq!(
+        out.folders[&f("Gesendete Objekte")].rename,
+        Some(Rename::Role)
+    );
+    assert_eq!(out.folders[&f("Papierkorb")].destination, f("Trash"));
+    // Without special_use, names stay; an explicit map wins over the role.
+    let out = Filter::new(&Profile::default(), NOW)
+        .unwrap()
+        .apply_with_roles(items(), BTreeMap::new(), &roles);
+    assert_eq!(
+        out.folders[&f("Gesendete Objekte")].destination,
+        f("Gesendete Objekte")
+    );
+    let p =
+        profile("[folders]\nspecial_use = true\nmap = { \"Gesendete Objekte\" = \"Ausgang\" }\n");
+    let out = Filter::new(&p, NOW)
+        .unwrap()
+        .apply_with_roles(items(), BTreeMap::new(), &roles);
+    assert_eq!(
+        out.folders[&f("Gesendete Objekte")].destination,
+        f("Ausgang")
+    );
+}
+
+#[test]
+fn virtual_folders_keep_only_what_no_real_folder_holds() {
+    let roles = BTreeMap::from([(f("All"), Role::All), (f("Starred"), Role::Flagged)]);
+    let items = vec![
+        imap_item("INBOX", 1, "<a@x>", 100, 10),
+        imap_item("Work", 1, "<b@x>", 200, 20),
+        imap_item("Hidden", 1, "<h@x>", 300, 30),
+        // All: a and b (also in real folders), h (only in an excluded folder), c (only
+        // here), two copies of b, and one without Message-ID that looks like INBOX's
+        // only by date and size.
+        imap_item("All", 1, "<a@x>", 100, 10),
+        imap_item("All", 2, "<b@x>", 200, 20),
+        imap_item("All", 3, "<b@x>", 200, 20),
+        imap_item("All", 4, "<c@x>", 400, 40),
+        imap_item("All", 5, "<h@x>", 300, 30),
+        imap_item("All", 6, "", 500, 50),
+        imap_item("INBOX", 2, "", 500, 50),
+        // Starred: c again (All already keeps it) and d (only here).
+        imap_item("Starred", 1, "<c@x>", 400, 40),
+        imap_item("Starred", 2, "<d@x>", 600, 60),
+    ];
+    let p = profile("[folders]\nexclude = [\"Hidden\"]\nmerge = true\n");
+    let out = Filter::new(&p, NOW)
+        .unwrap()
+        .apply_with_roles(items, BTreeMap::new(), &roles);
+    let mut kept: Vec<String> = out
+        .kept
+        .iter()
+        .map(|k| {
+            let s = out.source_item(k);
+            format!("{} <- {}", k.folder, s.name())
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            "Archive <- All/1-3",
+            "Archive <- All/1-4",
+            "Archive <- All/1-5",
+            "Archive <- All/1-6",
+            "Archive <- Starred/1-2",
+            "INBOX <- INBOX/1-1",
+            "INBOX <- INBOX/1-2",
+            "Work <- Work/1-1",
+        ]
+    );
+    let note = out.folders[&f("All")].note.clone().unwrap();
+    assert!(
+        note.contains("2 message(s) also in other folders") && note.contains("4 found only here"),
+        "{note}"
+    );
+    // Excluded, a virtual folder keeps nothing and drops nothing.
+    let p = profile("[folders]\nexclude = [\"All\", \"Starred\"]\n");
+    let out = Filter::new(&p, NOW).unwrap().apply_with_roles(
+        vec![
+            imap_item("INBOX", 1, "<a@x>", 100, 10),
+            imap_item("All", 1, "<z@x>", 100, 10),
+        ],
+        BTreeMap::new(),
+        &roles,
+    );
+    assert_eq!(out.kept.len(), 1);
+    assert!(out.folders[&f("All")].note.is_none());
+}

@@ -29,7 +29,8 @@
 //! and never ties up a worker of the caller's runtime.
 
 use super::{
-    DeltaFolder, Listing, Location, PriorItem, PriorLookup, Source, SourceItem, SourceOptions,
+    DeltaFolder, Listing, Location, Namespaces, PriorItem, PriorLookup, Source, SourceItem,
+    SourceOptions,
 };
 use crate::AgentError;
 use async_imap::imap_proto::{
@@ -37,6 +38,7 @@ use async_imap::imap_proto::{
     ResponseCode, SectionPath, Status,
 };
 use base64::Engine as _;
+use mailferry_core::profile::Role;
 use mailferry_core::report::BadItem;
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::{mutf7, Flags, FolderName, SourceId};
@@ -45,7 +47,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
@@ -448,7 +450,8 @@ struct ListEntry {
     name: String,
     delimiter: Option<String>,
     selectable: bool,
-    special_use: Option<&'static str>,
+    /// The special-use attribute (RFC 6154), if the server gave one.
+    role: Option<Role>,
 }
 
 /// Metadata of one message from a listing FETCH.
@@ -590,6 +593,10 @@ struct Config {
     tls: Arc<rustls::ClientConfig>,
     credential: Credential,
     backoff: Backoff,
+    /// `--source-prefix`: the personal prefix, instead of the server's NAMESPACE.
+    prefix: Option<String>,
+    /// `--source-namespaces`.
+    namespaces: Namespaces,
 }
 
 /// One logged-in connection.
@@ -598,6 +605,8 @@ struct Conn {
     next_tag: u64,
     caps: HashSet<String>,
     selected: Option<Selected>,
+    /// What NAMESPACE said (None: the server has no NAMESPACE, or refused it).
+    namespace: Option<NamespaceInfo>,
 }
 
 impl Conn {
@@ -652,6 +661,7 @@ impl Conn {
             next_tag: 0,
             caps: HashSet::new(),
             selected: None,
+            namespace: None,
         };
         if cfg.server.implicit_tls {
             greeting(&mut conn.client).await?;
@@ -659,6 +669,9 @@ impl Conn {
         conn.caps = conn.capabilities().await?;
         conn.login(&cfg.server.user, &cfg.credential).await?;
         conn.caps = conn.capabilities().await?;
+        if conn.has("NAMESPACE") {
+            conn.namespace = conn.namespace().await?;
+        }
         Ok(conn)
     }
 
@@ -782,6 +795,54 @@ impl Conn {
         }
     }
 
+    /// NAMESPACE (RFC 2342). imap-proto cannot parse its answer (and a response it
+    /// cannot parse breaks the connection), so the answer is read here, straight off the
+    /// TLS stream: right after login nothing else is in flight, and the client library's
+    /// buffer is empty. `None` if the server refuses the command or the answer makes no
+    /// sense (the folders then keep their full names).
+    async fn namespace(&mut self) -> Result<Option<NamespaceInfo>, Fail> {
+        let tag = self.tag();
+        send(&mut self.client, format!("{tag} NAMESPACE\r\n").as_bytes()).await?;
+        let io = self.client.get_mut();
+        let read = async {
+            let mut found = None;
+            let mut total = 0usize;
+            loop {
+                let line = read_raw_response(io, &mut total).await?;
+                if let Some(rest) = line.strip_prefix(format!("{tag} ").as_bytes()) {
+                    let ok = rest.len() >= 2 && rest[..2].eq_ignore_ascii_case(b"OK");
+                    if !ok {
+                        tracing::info!(
+                            "the server refused NAMESPACE: {}",
+                            short(&String::from_utf8_lossy(rest))
+                        );
+                    }
+                    return Ok(found.filter(|_| ok));
+                }
+                if line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"* BYE") {
+                    return Err(Fail::Lost(format!(
+                        "the server ended the session: {}",
+                        short(&String::from_utf8_lossy(&line))
+                    )));
+                }
+                if line.len() >= 12 && line[..12].eq_ignore_ascii_case(b"* NAMESPACE ") {
+                    found = parse_namespace(&line[12..]);
+                    if found.is_none() {
+                        tracing::warn!(
+                            "cannot read the server's NAMESPACE answer {:?}; folder names \
+                             keep their prefix (--source-prefix sets it)",
+                            short(&String::from_utf8_lossy(&line))
+                        );
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(RESPONSE_TIMEOUT, read).await {
+            Err(_) => Err(Fail::Lost("no answer to NAMESPACE for 300 s".into())),
+            Ok(r) => r,
+        }
+    }
+
     async fn list_mailboxes(&mut self) -> Result<Vec<ListEntry>, Fail> {
         let cmd = if self.has("SPECIAL-USE") && self.has("LIST-EXTENDED") {
             r#"LIST "" "*" RETURN (SPECIAL-USE)"#
@@ -792,20 +853,21 @@ impl Conn {
         self.command(cmd, |r| {
             if let Response::MailboxData(MailboxDatum::List(l)) = r {
                 let mut selectable = true;
-                let mut special_use = None;
+                let mut role = None;
                 for a in &l.name_attributes {
                     match a {
                         NameAttribute::NoSelect => selectable = false,
                         NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\NonExistent") => {
                             selectable = false
                         }
-                        NameAttribute::All => special_use = Some("\\All"),
-                        NameAttribute::Archive => special_use = Some("\\Archive"),
-                        NameAttribute::Drafts => special_use = Some("\\Drafts"),
-                        NameAttribute::Flagged => special_use = Some("\\Flagged"),
-                        NameAttribute::Junk => special_use = Some("\\Junk"),
-                        NameAttribute::Sent => special_use = Some("\\Sent"),
-                        NameAttribute::Trash => special_use = Some("\\Trash"),
+                        NameAttribute::All => role = Some(Role::All),
+                        NameAttribute::Archive => role = Some(Role::Archive),
+                        NameAttribute::Drafts => role = Some(Role::Drafts),
+                        NameAttribute::Flagged => role = Some(Role::Flagged),
+                        NameAttribute::Junk => role = Some(Role::Junk),
+                        NameAttribute::Sent => role = Some(Role::Sent),
+                        NameAttribute::Trash => role = Some(Role::Trash),
+                        NameAttribute::Extension(e) => role = role.or(Role::from_attribute(e)),
                         _ => {}
                     }
                 }
@@ -813,7 +875,7 @@ impl Conn {
                     name: l.name.to_string(),
                     delimiter: l.delimiter.as_ref().map(|d| d.to_string()),
                     selectable,
-                    special_use,
+                    role,
                 });
             }
         })
@@ -954,6 +1016,49 @@ impl Conn {
     }
 }
 
+/// Longest NAMESPACE answer read (a few namespaces take a few hundred bytes).
+const NAMESPACE_MAX: usize = 64 * 1024;
+
+/// Reads one response line (with any literals it announces) off the raw stream.
+async fn read_raw_response(io: &mut Tls, total: &mut usize) -> Result<Vec<u8>, Fail> {
+    let mut line = Vec::new();
+    let lost = |e: io::Error| Fail::Lost(format!("connection lost: {e}"));
+    loop {
+        let b = io.read_u8().await.map_err(lost)?;
+        line.push(b);
+        *total += 1;
+        if *total > NAMESPACE_MAX {
+            return Err(Fail::Lost(format!(
+                "the server's NAMESPACE answer is over {NAMESPACE_MAX} bytes"
+            )));
+        }
+        if !line.ends_with(b"\r\n") {
+            continue;
+        }
+        // `{n}` or `{n+}` before the line end announces n bytes of literal.
+        let body = &line[..line.len() - 2];
+        let literal = body
+            .strip_suffix(b"}")
+            .and_then(|b| b.iter().rposition(|&c| c == b'{').map(|i| &b[i + 1..]))
+            .map(|n| n.strip_suffix(b"+").unwrap_or(n))
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok());
+        match literal {
+            Some(n) if *total + n <= NAMESPACE_MAX => {
+                let mut buf = vec![0u8; n];
+                io.read_exact(&mut buf).await.map_err(lost)?;
+                *total += n;
+                line.extend_from_slice(&buf);
+            }
+            Some(_) => {
+                return Err(Fail::Lost(format!(
+                    "the server's NAMESPACE answer is over {NAMESPACE_MAX} bytes"
+                )))
+            }
+            None => return Ok(line),
+        }
+    }
+}
+
 fn login_failure(user: &str, e: Fail) -> Fail {
     match e {
         Fail::Refused(m) => Fail::Fatal(format!("the server refused the login of {user:?}: {m}")),
@@ -987,6 +1092,271 @@ fn meta_of(attrs: &[AttributeValue<'_>]) -> Option<Meta> {
 }
 
 // === Pure helpers ===
+
+/// One namespace of a NAMESPACE answer: its prefix and hierarchy delimiter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    /// The prefix, as the server spells it (`INBOX.`, `#shared/`, `""`).
+    pub prefix: String,
+    /// The hierarchy delimiter, if any.
+    pub delimiter: Option<String>,
+}
+
+/// The server's namespaces (RFC 2342), each kind in the server's order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// The user's own; the first holds INBOX.
+    pub personal: Vec<Namespace>,
+    /// Other users' mailboxes.
+    pub other_users: Vec<Namespace>,
+    /// Shared mailboxes.
+    pub shared: Vec<Namespace>,
+}
+
+/// An IMAP s-expression, as far as NAMESPACE needs one.
+#[derive(Debug)]
+enum Sx {
+    Nil,
+    Str(String),
+    List(Vec<Sx>),
+}
+
+fn sx_parse(b: &[u8], i: &mut usize, depth: usize) -> Option<Sx> {
+    while b.get(*i) == Some(&b' ') {
+        *i += 1;
+    }
+    match *b.get(*i)? {
+        b'(' if depth < 8 => {
+            *i += 1;
+            let mut items = Vec::new();
+            loop {
+                while b.get(*i) == Some(&b' ') {
+                    *i += 1;
+                }
+                if *b.get(*i)? == b')' {
+                    *i += 1;
+                    return Some(Sx::List(items));
+                }
+                items.push(sx_parse(b, i, depth + 1)?);
+            }
+        }
+        b'"' => {
+            *i += 1;
+            let mut out = Vec::new();
+            loop {
+                match *b.get(*i)? {
+                    b'\\' => {
+                        out.push(*b.get(*i + 1)?);
+                        *i += 2;
+                    }
+                    b'"' => {
+                        *i += 1;
+                        return String::from_utf8(out).ok().map(Sx::Str);
+                    }
+                    c => {
+                        out.push(c);
+                        *i += 1;
+                    }
+                }
+            }
+        }
+        b'{' => {
+            let close = b[*i..].iter().position(|&c| c == b'}')? + *i;
+            let n: usize = std::str::from_utf8(&b[*i + 1..close])
+                .ok()?
+                .trim_end_matches('+')
+                .parse()
+                .ok()?;
+            let start = close + 3; // "}\r\n"
+            let end = start.checked_add(n)?;
+            let text = std::str::from_utf8(b.get(start..end)?).ok()?.to_string();
+            *i = end;
+            Some(Sx::Str(text))
+        }
+        _ => {
+            let start = *i;
+            while let Some(&c) = b.get(*i) {
+                if matches!(c, b' ' | b'(' | b')' | b'\r' | b'\n') {
+                    break;
+                }
+                if matches!(c, b'"' | b'{' | b'\\') {
+                    return None; // not an atom character
+                }
+                *i += 1;
+            }
+            let atom = std::str::from_utf8(&b[start..*i]).ok()?;
+            match atom {
+                "" => None,
+                a if a.eq_ignore_ascii_case("NIL") => Some(Sx::Nil),
+                a => Some(Sx::Str(a.to_string())),
+            }
+        }
+    }
+}
+
+/// Parses what follows `* NAMESPACE ` (three namespace lists, each NIL or a list of
+/// `(prefix delimiter *extension)`); None if it is not that.
+pub fn parse_namespace(b: &[u8]) -> Option<NamespaceInfo> {
+    let mut i = 0;
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let list = match sx_parse(b, &mut i, 0)? {
+            Sx::Nil => Vec::new(),
+            Sx::List(entries) => {
+                let mut out = Vec::new();
+                for e in entries {
+                    let Sx::List(parts) = e else { return None };
+                    let mut parts = parts.into_iter();
+                    let Some(Sx::Str(prefix)) = parts.next() else {
+                        return None;
+                    };
+                    let delimiter = match parts.next()? {
+                        Sx::Str(d) => Some(d),
+                        Sx::Nil => None,
+                        Sx::List(_) => return None,
+                    };
+                    out.push(Namespace { prefix, delimiter });
+                }
+                out
+            }
+            Sx::Str(_) => return None,
+        };
+        kinds.push(list);
+    }
+    let rest = &b[i..];
+    if !rest.iter().all(|c| matches!(c, b' ' | b'\r' | b'\n')) {
+        return None;
+    }
+    let shared = kinds.pop()?;
+    let other_users = kinds.pop()?;
+    let personal = kinds.pop()?;
+    Some(NamespaceInfo {
+        personal,
+        other_users,
+        shared,
+    })
+}
+
+/// How a listing turns the server's mailbox names into folders.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameMap {
+    /// The personal namespace's prefix, mapped away (`INBOX.`); empty: none.
+    pub prefix: String,
+    /// Prefixes of namespaces not listed (other users', shared).
+    pub hidden: Vec<String>,
+}
+
+impl NameMap {
+    /// The map for a server that said `ns` (None: no NAMESPACE), with the admin's
+    /// `prefix` (`--source-prefix`) winning over the server's and `namespaces` saying
+    /// whether others' and shared namespaces are listed.
+    pub fn new(ns: Option<&NamespaceInfo>, prefix: Option<&str>, namespaces: Namespaces) -> Self {
+        let detected = ns
+            .and_then(|n| n.personal.first())
+            .map(|p| p.prefix.clone())
+            .unwrap_or_default();
+        let hidden = match (ns, namespaces) {
+            (Some(n), Namespaces::Personal) => n
+                .other_users
+                .iter()
+                .chain(&n.shared)
+                .map(|s| s.prefix.clone())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            _ => Vec::new(),
+        };
+        NameMap {
+            prefix: prefix.map_or(detected, str::to_string),
+            hidden,
+        }
+    }
+
+    fn is_hidden(&self, raw: &str, delimiter: Option<&str>) -> bool {
+        self.hidden.iter().any(|h| {
+            raw.starts_with(h.as_str()) || delimiter.is_some_and(|d| h.strip_suffix(d) == Some(raw))
+        })
+    }
+
+    /// The name under the personal prefix, if `raw` is under it.
+    fn strip<'a>(&self, raw: &'a str, delimiter: Option<&str>) -> Option<&'a str> {
+        if self.prefix.is_empty() {
+            return None;
+        }
+        let rest = raw.strip_prefix(self.prefix.as_str())?;
+        let rest = match delimiter {
+            Some(d) if !d.is_empty() && !self.prefix.ends_with(d) => rest.strip_prefix(d)?,
+            _ => rest,
+        };
+        (!rest.is_empty()).then_some(rest)
+    }
+}
+
+/// Folders of a LIST answer.
+#[derive(Debug, Default)]
+struct Mapped {
+    /// Folder → the server's mailbox name.
+    folders: BTreeMap<FolderName, String>,
+    /// Folder → the role the server announced.
+    roles: BTreeMap<FolderName, Role>,
+    bad: Vec<BadItem>,
+}
+
+/// Maps LIST entries to folders (see [`NameMap`]): names under the personal prefix
+/// lose it (`INBOX.Archive.2019` → `Archive/2019`), INBOX stays INBOX, names outside it
+/// keep their full name, and a stripped name that another mailbox has already keeps its
+/// full name too, so no two mailboxes arrive in one folder and none is left out.
+/// Mailboxes of hidden namespaces are not listed; names that cannot be folders are bad
+/// items.
+fn map_folders(entries: Vec<ListEntry>, map: &NameMap) -> Mapped {
+    let mut out = Mapped::default();
+    // Names outside the prefix first: they keep their names whatever the prefixed ones
+    // would strip to.
+    let (prefixed, plain): (Vec<ListEntry>, Vec<ListEntry>) = entries
+        .into_iter()
+        .filter(|e| e.selectable && !map.is_hidden(&e.name, e.delimiter.as_deref()))
+        .partition(|e| map.strip(&e.name, e.delimiter.as_deref()).is_some());
+    for e in plain.into_iter().chain(prefixed) {
+        let shown = e.name.escape_debug().to_string();
+        let delimiter = e.delimiter.as_deref();
+        let full = folder_from_imap(&e.name, delimiter);
+        let stripped = map
+            .strip(&e.name, delimiter)
+            .map(|s| folder_from_imap(s, delimiter))
+            .and_then(Result::ok)
+            .filter(|f| !out.folders.contains_key(f));
+        let folder = match (stripped, full) {
+            (Some(f), _) | (None, Ok(f)) => f,
+            (None, Err(reason)) => {
+                out.bad.push(BadItem {
+                    item: shown,
+                    reason: format!("folder not moved: {reason}"),
+                });
+                continue;
+            }
+        };
+        if let Err(reason) = quote(&e.name) {
+            out.bad.push(BadItem {
+                item: shown,
+                reason: format!("folder not moved: {reason}"),
+            });
+            continue;
+        }
+        if let Some(first) = out.folders.get(&folder) {
+            out.bad.push(BadItem {
+                item: shown,
+                reason: format!(
+                    "folder not moved: it maps to {folder}, like {first:?}, which is moved"
+                ),
+            });
+            continue;
+        }
+        if let Some(role) = e.role {
+            out.roles.insert(folder.clone(), role);
+        }
+        out.folders.insert(folder, e.name);
+    }
+    out
+}
 
 /// Maps IMAP flags to mailferry's [`Flags`]: `\Seen` S, `\Answered` R, `\Flagged` F,
 /// `\Deleted` T, `\Draft` D and the `$Forwarded` keyword P; every other keyword
@@ -1312,6 +1682,8 @@ impl Imap {
                     tls,
                     credential,
                     backoff,
+                    prefix: options.source_prefix.clone(),
+                    namespaces: options.namespaces,
                 },
                 conn: Mutex::new(None),
                 names: Mutex::new(HashMap::new()),
@@ -1405,46 +1777,23 @@ impl Inner {
         slot: &mut Option<Conn>,
         prior: &dyn PriorLookup,
     ) -> Result<Listing, Fail> {
-        let entries = self
-            .retrying(slot, "LIST", async |c: &mut Conn| c.list_mailboxes().await)
-            .await?;
-        let mut out = Listing::default();
-        let mut folders: BTreeMap<FolderName, String> = BTreeMap::new();
-        for e in entries {
-            if !e.selectable {
-                continue;
-            }
-            let shown = e.name.escape_debug().to_string();
-            match folder_from_imap(&e.name, e.delimiter.as_deref()) {
-                Ok(f) => {
-                    if let Err(reason) = quote(&e.name) {
-                        out.bad.push(BadItem {
-                            item: shown,
-                            reason: format!("folder not moved: {reason}"),
-                        });
-                        continue;
-                    }
-                    if let Some(first) = folders.get(&f) {
-                        out.bad.push(BadItem {
-                            item: shown,
-                            reason: format!(
-                                "folder not moved: it maps to {f}, like {:?}, which is moved",
-                                first
-                            ),
-                        });
-                        continue;
-                    }
-                    if let Some(s) = e.special_use {
-                        tracing::debug!("{}: folder {f} is {s}", self.url);
-                    }
-                    folders.insert(f, e.name);
-                }
-                Err(reason) => out.bad.push(BadItem {
-                    item: shown,
-                    reason: format!("folder not moved: {reason}"),
-                }),
-            }
-        }
+        let mapped = self.mapped(slot).await?;
+        let mut out = Listing {
+            bad: mapped.bad,
+            roles: mapped.roles,
+            ..Listing::default()
+        };
+        let folders = mapped.folders;
+        prior.learn_roles(&out.roles);
+        // With a virtual folder (\All, \Flagged) the filter must see every message of
+        // every real folder to tell which messages are only in the virtual one: no
+        // folder is listed as a delta.
+        let no_delta = NoDelta(prior);
+        let prior: &dyn PriorLookup = if out.roles.values().any(|r| r.is_virtual()) {
+            &no_delta
+        } else {
+            prior
+        };
         for (folder, raw) in &folders {
             let listed = self
                 .retrying(slot, &format!("folder {folder}"), async |c: &mut Conn| {
@@ -1479,6 +1828,25 @@ impl Inner {
         Ok(out)
     }
 
+    /// LIST (and the NAMESPACE of the connection), mapped to folders.
+    async fn mapped(&self, slot: &mut Option<Conn>) -> Result<Mapped, Fail> {
+        let (entries, ns) = self
+            .retrying(slot, "LIST", async |c: &mut Conn| {
+                Ok((c.list_mailboxes().await?, c.namespace.clone()))
+            })
+            .await?;
+        let map = NameMap::new(ns.as_ref(), self.cfg.prefix.as_deref(), self.cfg.namespaces);
+        if !map.prefix.is_empty() || !map.hidden.is_empty() {
+            tracing::debug!(
+                "{}: personal prefix {:?} mapped away; namespaces not listed: {:?}",
+                self.url,
+                map.prefix,
+                map.hidden
+            );
+        }
+        Ok(map_folders(entries, &map))
+    }
+
     /// The server's name of `folder`, listing again if this process has not listed it.
     fn mailbox_name(&self, folder: &FolderName) -> io::Result<String> {
         if let Some(n) = self
@@ -1490,17 +1858,13 @@ impl Inner {
             return Ok(n.clone());
         }
         let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = self
+        let mapped = self
             .rt()
-            .block_on(self.retrying(&mut slot, "LIST", async |c: &mut Conn| {
-                c.list_mailboxes().await
-            }))
+            .block_on(self.mapped(&mut slot))
             .map_err(|e| io::Error::other(e.to_string()))?;
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        for e in entries {
-            if let Ok(f) = folder_from_imap(&e.name, e.delimiter.as_deref()) {
-                names.entry(f).or_insert(e.name);
-            }
+        for (f, raw) in mapped.folders {
+            names.entry(f).or_insert(raw);
         }
         names.get(folder).cloned().ok_or_else(|| {
             io::Error::new(
@@ -1508,6 +1872,33 @@ impl Inner {
                 format!("folder {folder} is no longer on the server"),
             )
         })
+    }
+}
+
+/// Earlier passes seen through a lookup that never allows a delta listing.
+struct NoDelta<'a>(&'a dyn PriorLookup);
+
+impl PriorLookup for NoDelta<'_> {
+    fn cursor(&self, folder: &FolderName) -> Option<String> {
+        self.0.cursor(folder)
+    }
+    fn count(&self, folder: &FolderName) -> usize {
+        self.0.count(folder)
+    }
+    fn bytes(&self, folder: &FolderName) -> u64 {
+        self.0.bytes(folder)
+    }
+    fn items(&self, folder: &FolderName) -> BTreeMap<SourceId, PriorItem> {
+        self.0.items(folder)
+    }
+    fn get(&self, folder: &FolderName, id: &SourceId) -> Option<PriorItem> {
+        self.0.get(folder, id)
+    }
+    fn may_list_delta(&self, _folder: &FolderName) -> bool {
+        false
+    }
+    fn learn_roles(&self, roles: &BTreeMap<FolderName, Role>) {
+        self.0.learn_roles(roles)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod imap;
 pub mod maildir;
 pub mod mbox;
 
+use mailferry_core::profile::Role;
 use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -145,6 +146,9 @@ pub trait PriorLookup {
     fn may_list_delta(&self, _folder: &FolderName) -> bool {
         true
     }
+    /// The folder roles the source found ([`Listing::roles`]), told before it lists any
+    /// folder, so that answers about folders the profile renames by role are right.
+    fn learn_roles(&self, _roles: &BTreeMap<FolderName, Role>) {}
 }
 
 impl PriorLookup for Prior {
@@ -196,6 +200,33 @@ pub struct Listing {
     /// Folders listed as a change against the checkpoint: their items in `items` are new
     /// or changed ones only. Only folders [`PriorLookup::may_list_delta`] allows.
     pub delta: BTreeMap<FolderName, DeltaFolder>,
+    /// Roles the server announced for folders (IMAP special-use attributes), by folder.
+    /// The profile's special-use mapping uses them; folders with a virtual role
+    /// (`\All`, `\Flagged`) are not copied as folders of their own (see
+    /// [`crate::filter`]).
+    pub roles: BTreeMap<FolderName, Role>,
+}
+
+/// Which IMAP namespaces a listing covers (RFC 2342).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespaces {
+    /// The user's own folders (every personal namespace), the default.
+    #[default]
+    Personal,
+    /// Also the shared folders and other users' folders the login can see.
+    All,
+}
+
+impl std::str::FromStr for Namespaces {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "personal" => Ok(Namespaces::Personal),
+            "all" => Ok(Namespaces::All),
+            other => Err(format!("{other:?}: expected personal or all")),
+        }
+    }
 }
 
 /// What a source needs besides its spec: credentials and trust for network sources.
@@ -214,6 +245,12 @@ pub struct SourceOptions {
     /// IMAP: the password itself, held in memory only (a batch CSV's `Password` column,
     /// read from the CSV when the pass starts); wins over `password_file`.
     pub password: Option<mailferry_core::secret::SecretBytes>,
+    /// IMAP: the personal namespace's prefix (`INBOX.`), mapped away from folder names,
+    /// instead of what the server's NAMESPACE says; `""` maps nothing away. For servers
+    /// without NAMESPACE.
+    pub source_prefix: Option<String>,
+    /// IMAP: which namespaces are listed.
+    pub namespaces: Namespaces,
 }
 
 /// A mail source.

@@ -14,6 +14,8 @@ fn nowhere() -> Invocation {
         password_file: None,
         oauth_token_file: None,
         source_ca: None,
+        source_prefix: None,
+        source_namespaces: Default::default(),
         max_bytes_per_second: None,
         max_messages_per_second: None,
     }

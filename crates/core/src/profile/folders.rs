@@ -45,6 +45,94 @@ pub const SPECIAL_USE: &[(&str, &str)] = &[
     ("[Google Mail]/All Mail", "Archive"),
 ];
 
+// === Role ===
+
+/// A folder's role as the server announces it (RFC 6154 special-use attributes on
+/// `LIST`), independent of its name: `Gesendete Objekte` announced `\Sent` is the Sent
+/// folder.
+///
+/// With `folders.special_use = true` a folder with the role of a real folder arrives
+/// under the role's usual name ([`Role::destination`]), like a well-known name of
+/// [`SPECIAL_USE`]. The *virtual* roles (`\All`, `\Flagged`: views over the real
+/// folders, such as Gmail's All Mail and Starred) are handled whatever `special_use`
+/// says: such a folder is not copied as a folder of its own; the messages found only
+/// there arrive in `Archive` (or where `folders.map` sends the folder), see the agent's
+/// `filter` module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Role {
+    /// `\Sent`.
+    Sent,
+    /// `\Drafts`.
+    Drafts,
+    /// `\Trash`.
+    Trash,
+    /// `\Junk`.
+    Junk,
+    /// `\Archive`.
+    Archive,
+    /// `\All`: a view of every message (virtual).
+    All,
+    /// `\Flagged`: a view of the flagged messages (virtual).
+    Flagged,
+}
+
+impl Role {
+    /// The role of a special-use attribute (`\Sent`, case-insensitive); `None` for any
+    /// other attribute.
+    pub fn from_attribute(attr: &str) -> Option<Role> {
+        let a = attr.strip_prefix('\\')?;
+        Some(match a.to_ascii_lowercase().as_str() {
+            "sent" => Role::Sent,
+            "drafts" => Role::Drafts,
+            "trash" => Role::Trash,
+            "junk" => Role::Junk,
+            "archive" => Role::Archive,
+            "all" => Role::All,
+            "flagged" => Role::Flagged,
+            _ => return None,
+        })
+    }
+
+    /// The attribute as IMAP spells it (`\Sent`).
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Role::Sent => "\\Sent",
+            Role::Drafts => "\\Drafts",
+            Role::Trash => "\\Trash",
+            Role::Junk => "\\Junk",
+            Role::Archive => "\\Archive",
+            Role::All => "\\All",
+            Role::Flagged => "\\Flagged",
+        }
+    }
+
+    /// The destination folder of a folder with this role: `Sent`, `Drafts`, `Trash`,
+    /// `Junk`, `Archive`; the virtual roles' messages (those found nowhere else) also
+    /// arrive in `Archive`.
+    pub fn destination(self) -> &'static str {
+        match self {
+            Role::Sent => "Sent",
+            Role::Drafts => "Drafts",
+            Role::Trash => "Trash",
+            Role::Junk => "Junk",
+            Role::Archive | Role::All | Role::Flagged => "Archive",
+        }
+    }
+
+    /// True for the views over other folders (`\All`, `\Flagged`).
+    pub fn is_virtual(self) -> bool {
+        matches!(self, Role::All | Role::Flagged)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.attribute())
+    }
+}
+
 // === Pattern ===
 
 /// A folder pattern of `folders.include` / `folders.exclude`.
@@ -160,6 +248,9 @@ pub enum Rename {
     Explicit,
     /// A well-known name ([`SPECIAL_USE`]) and `folders.special_use = true`.
     SpecialUse,
+    /// The server announced the folder's [`Role`] (and `folders.special_use = true`,
+    /// or the role is virtual).
+    Role,
 }
 
 /// The compiled folder rules of a profile.
@@ -249,8 +340,23 @@ impl FolderRules {
     /// The name the rules give a source folder at the destination, if it differs.
     /// Applied once, not transitively: with `A → B` and `B → C`, `A` arrives as `B`.
     pub fn rename(&self, source: &FolderName) -> Option<(FolderName, Rename)> {
+        self.rename_with_role(source, None)
+    }
+
+    /// [`FolderRules::rename`] for a folder the server announced with `role`: an
+    /// explicit map wins, then the role (virtual roles always; the others with
+    /// `folders.special_use = true`), then a well-known name.
+    pub fn rename_with_role(
+        &self,
+        source: &FolderName,
+        role: Option<Role>,
+    ) -> Option<(FolderName, Rename)> {
         if let Some(to) = self.map.get(source.as_str()) {
             return (to != source).then(|| (to.clone(), Rename::Explicit));
+        }
+        if let Some(role) = role.filter(|r| self.special_use || r.is_virtual()) {
+            let to = FolderName::parse(role.destination()).expect("role names are valid folders");
+            return (to != *source).then_some((to, Rename::Role));
         }
         if self.special_use {
             if let Some((_, to)) = SPECIAL_USE
@@ -267,7 +373,26 @@ impl FolderRules {
     /// Every source name these rules rename into `dest` (the candidates a renamed id
     /// in `dest` may have come from).
     pub fn renamed_into(&self, dest: &FolderName) -> Vec<FolderName> {
+        self.renamed_into_with_roles(dest, &BTreeMap::new())
+    }
+
+    /// [`FolderRules::renamed_into`], counting the folders `roles` rename into `dest`.
+    pub fn renamed_into_with_roles(
+        &self,
+        dest: &FolderName,
+        roles: &BTreeMap<FolderName, Role>,
+    ) -> Vec<FolderName> {
         let mut out: BTreeSet<FolderName> = BTreeSet::new();
+        for (source, role) in roles {
+            if source != dest
+                && !self.map.contains_key(source.as_str())
+                && self
+                    .rename_with_role(source, Some(*role))
+                    .is_some_and(|(to, _)| to == *dest)
+            {
+                out.insert(source.clone());
+            }
+        }
         for (from, to) in &self.map {
             if to == dest && from != dest.as_str() {
                 if let Ok(f) = FolderName::parse(from) {

@@ -523,3 +523,55 @@ proptest! {
         prop_assert!(any.matches(&nested));
     }
 }
+
+#[test]
+fn roles_rename_by_what_the_server_announces() {
+    let f = |s| FolderName::parse(s).unwrap();
+    let off = Profile::default().folder_rules().unwrap();
+    let on = Profile::parse(
+        "[folders]\nspecial_use = true\nmap = { \"Postausgang\" = \"Outbox\" }",
+        "p",
+    )
+    .unwrap()
+    .folder_rules()
+    .unwrap();
+    let sent = Some(Role::Sent);
+    // A real folder's role renames only with special_use; a virtual one always.
+    assert_eq!(off.rename_with_role(&f("Gesendete Objekte"), sent), None);
+    assert_eq!(
+        on.rename_with_role(&f("Gesendete Objekte"), sent),
+        Some((f("Sent"), Rename::Role))
+    );
+    assert_eq!(on.rename_with_role(&f("Sent"), sent), None);
+    assert_eq!(
+        off.rename_with_role(&f("Virtual/All"), Some(Role::All)),
+        Some((f("Archive"), Rename::Role))
+    );
+    // The explicit map wins over the role.
+    assert_eq!(
+        on.rename_with_role(&f("Postausgang"), sent),
+        Some((f("Outbox"), Rename::Explicit))
+    );
+    let roles = std::collections::BTreeMap::from([
+        (f("Gesendete Objekte"), Role::Sent),
+        (f("Postausgang"), Role::Sent),
+        (f("Virtual/All"), Role::All),
+    ]);
+    assert_eq!(
+        on.renamed_into_with_roles(&f("Sent"), &roles)
+            .into_iter()
+            .filter(|s| !s.as_str().contains("Sent"))
+            .collect::<Vec<_>>(),
+        vec![f("Gesendete Objekte")]
+    );
+    assert_eq!(
+        off.renamed_into_with_roles(&f("Archive"), &roles),
+        vec![f("Virtual/All")]
+    );
+    for attr in ["\\Sent", "\\sent", "\\All", "\\Flagged"] {
+        let r = Role::from_attribute(attr).unwrap();
+        assert!(r.attribute().eq_ignore_ascii_case(attr));
+    }
+    assert_eq!(Role::from_attribute("\\Important"), None);
+    assert_eq!(Role::from_attribute("Sent"), None);
+}

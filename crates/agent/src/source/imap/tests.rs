@@ -553,3 +553,176 @@ fn a_refused_oauth_token_is_a_clear_error_without_retries() {
         1
     );
 }
+
+// === NAMESPACE, prefixes and roles ===
+
+fn ns(prefix: &str, delimiter: &str) -> Namespace {
+    Namespace {
+        prefix: prefix.into(),
+        delimiter: Some(delimiter.into()),
+    }
+}
+
+#[test]
+fn namespace_answers_parse() {
+    // RFC 2342's examples, Courier's, and Dovecot's with a shared namespace.
+    assert_eq!(
+        parse_namespace(b"((\"\" \"/\")) NIL NIL\r\n"),
+        Some(NamespaceInfo {
+            personal: vec![ns("", "/")],
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        parse_namespace(b"((\"INBOX.\" \".\")) NIL ((\"#shared.\" \".\")(\"shared.\" \".\"))"),
+        Some(NamespaceInfo {
+            personal: vec![ns("INBOX.", ".")],
+            other_users: vec![],
+            shared: vec![ns("#shared.", "."), ns("shared.", ".")],
+        })
+    );
+    assert_eq!(
+        parse_namespace(
+            b"((\"\" \"/\")(\"Virtual/\" \"/\")) ((\"~\" \"/\")) ((\"#public/\" \"/\" \"X-PARAM\" (\"FLAG1\" \"FLAG2\")))\r\n"
+        ),
+        Some(NamespaceInfo {
+            personal: vec![ns("", "/"), ns("Virtual/", "/")],
+            other_users: vec![ns("~", "/")],
+            shared: vec![ns("#public/", "/")],
+        })
+    );
+    // A literal prefix and a NIL delimiter.
+    assert_eq!(
+        parse_namespace(b"(({6}\r\nINBOX. NIL)) NIL NIL"),
+        Some(NamespaceInfo {
+            personal: vec![Namespace {
+                prefix: "INBOX.".into(),
+                delimiter: None
+            }],
+            ..Default::default()
+        })
+    );
+    for bad in [
+        &b""[..],
+        b"NIL NIL",
+        b"((\"\" \"/\")) NIL NIL trailing",
+        b"(\"\" \"/\") NIL NIL",
+        b"((\"unclosed \"/\")) NIL NIL",
+        b"((\"\" \"/)) NIL NIL",
+    ] {
+        assert_eq!(
+            parse_namespace(bad),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+fn entry(name: &str, delimiter: &str, role: Option<Role>) -> ListEntry {
+    ListEntry {
+        name: name.into(),
+        delimiter: Some(delimiter.into()),
+        selectable: true,
+        role,
+    }
+}
+
+fn folders(m: &Mapped) -> Vec<(String, String)> {
+    m.folders
+        .iter()
+        .map(|(f, raw)| (f.to_string(), raw.clone()))
+        .collect()
+}
+
+#[test]
+fn the_personal_prefix_is_mapped_away_and_nothing_is_lost() {
+    let info = NamespaceInfo {
+        personal: vec![ns("INBOX.", ".")],
+        other_users: vec![ns("#users.", ".")],
+        shared: vec![ns("#shared.", ".")],
+    };
+    let map = NameMap::new(Some(&info), None, Namespaces::Personal);
+    assert_eq!(map.prefix, "INBOX.");
+    let m = map_folders(
+        vec![
+            entry("INBOX", ".", None),
+            entry("INBOX.Sent", ".", Some(Role::Sent)),
+            entry("INBOX.Archive.2019", ".", None),
+            entry("INBOX.Entw&APw-rfe", ".", None),
+            // A stray folder outside the prefix, and one its prefixed twin strips to.
+            entry("Foo", ".", None),
+            entry("INBOX.Foo", ".", None),
+            // INBOX.INBOX cannot become INBOX.
+            entry("INBOX.INBOX", ".", None),
+            entry("#shared.team", ".", None),
+            entry("#users.bob.INBOX", ".", None),
+        ],
+        &map,
+    );
+    assert!(m.bad.is_empty(), "{:?}", m.bad);
+    let want: Vec<(String, String)> = [
+        ("Archive/2019", "INBOX.Archive.2019"),
+        ("Entwürfe", "INBOX.Entw&APw-rfe"),
+        ("Foo", "Foo"),
+        ("INBOX", "INBOX"),
+        ("INBOX/Foo", "INBOX.Foo"),
+        ("INBOX/INBOX", "INBOX.INBOX"),
+        ("Sent", "INBOX.Sent"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(folders(&m), want);
+    assert_eq!(
+        m.roles.get(&FolderName::parse("Sent").unwrap()),
+        Some(&Role::Sent)
+    );
+
+    // Asked for all namespaces: the shared ones move too, under their full names.
+    let all = NameMap::new(Some(&info), None, Namespaces::All);
+    let m = map_folders(
+        vec![
+            entry("INBOX.Sent", ".", None),
+            entry("#shared.team", ".", None),
+        ],
+        &all,
+    );
+    assert_eq!(
+        folders(&m),
+        vec![
+            ("#shared/team".to_string(), "#shared.team".to_string()),
+            ("Sent".to_string(), "INBOX.Sent".to_string())
+        ]
+    );
+}
+
+#[test]
+fn an_empty_prefix_changes_no_name() {
+    // Dovecot's default: names as they always were, whatever --source-namespaces says.
+    let info = NamespaceInfo {
+        personal: vec![ns("", "/")],
+        ..Default::default()
+    };
+    let entries = || {
+        vec![
+            entry("INBOX", "/", None),
+            entry("INBOX/Sub", "/", None),
+            entry("Archive/2024", "/", None),
+        ]
+    };
+    for map in [
+        NameMap::new(Some(&info), None, Namespaces::Personal),
+        NameMap::new(None, None, Namespaces::Personal),
+        NameMap::new(Some(&info), Some(""), Namespaces::All),
+    ] {
+        let m = map_folders(entries(), &map);
+        let names: Vec<String> = m.folders.keys().map(|f| f.to_string()).collect();
+        assert_eq!(names, ["Archive/2024", "INBOX", "INBOX/Sub"]);
+    }
+    // --source-prefix wins over the server, for servers without NAMESPACE.
+    let map = NameMap::new(None, Some("INBOX/"), Namespaces::Personal);
+    let m = map_folders(entries(), &map);
+    let names: Vec<String> = m.folders.keys().map(|f| f.to_string()).collect();
+    assert_eq!(names, ["Archive/2024", "INBOX", "Sub"]);
+}
