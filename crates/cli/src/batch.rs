@@ -582,6 +582,7 @@ fn user_invocation(b: &Batch, ep: &Endpoint, u: &BatchUser) -> Invocation {
         password_file: options.password_file,
         oauth_token_file: None,
         source_ca: options.source_ca,
+        source_cert_sha256: options.source_cert_sha256.map(|f| f.to_string()),
         max_bytes_per_second: None,
         max_messages_per_second: None,
     }
@@ -1224,6 +1225,7 @@ pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
         let mut options = SourceOptions {
             password_file: inv.password_file.clone(),
             source_ca: inv.source_ca.clone(),
+            source_cert_sha256: inv.cert_sha256()?,
             ..Default::default()
         };
         if u.password == PasswordSource::Csv {

@@ -212,6 +212,10 @@ pub struct Invocation {
     /// IMAP: CA file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ca: Option<PathBuf>,
+    /// IMAP: the pinned SHA-256 of the server's certificate (`--source-cert-sha256`,
+    /// endpoint `cert_sha256`), so that later passes keep the pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_cert_sha256: Option<String>,
     /// `--max-bytes-per-second` given to `mailferry move`: later passes (`move
     /// complete`, a rerun from the record) read no faster than the admin asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -323,6 +327,7 @@ impl Invocation {
             password_file: o.password_file.as_deref().map(absolute),
             oauth_token_file: o.oauth_token_file.as_deref().map(absolute),
             source_ca: o.source_ca.as_deref().map(absolute),
+            source_cert_sha256: o.source_cert_sha256.map(|f| f.to_string()),
             max_bytes_per_second: None,
             max_messages_per_second: None,
         }
@@ -367,9 +372,24 @@ impl Invocation {
                 password_file: self.password_file.clone(),
                 oauth_token_file: self.oauth_token_file.clone(),
                 source_ca: self.source_ca.clone(),
+                source_cert_sha256: self.cert_sha256()?,
                 password: None,
             },
         })
+    }
+
+    /// The recorded certificate pin, parsed.
+    pub fn cert_sha256(&self) -> Result<Option<mailferry_core::tls::CertSha256>, AppError> {
+        self.source_cert_sha256
+            .as_deref()
+            .map(|t| {
+                mailferry_core::tls::CertSha256::parse(t).map_err(|e| {
+                    AppError::Usage(format!(
+                        "{LIFECYCLE_FILE}: source_cert_sha256: {e}; fix or remove the key"
+                    ))
+                })
+            })
+            .transpose()
     }
 }
 

@@ -14,6 +14,7 @@ fn nowhere() -> Invocation {
         password_file: None,
         oauth_token_file: None,
         source_ca: None,
+        source_cert_sha256: None,
         max_bytes_per_second: None,
         max_messages_per_second: None,
     }
