@@ -238,3 +238,126 @@ fn issue17_self_signed_source_certificate_is_pinned_by_its_file_or_its_fingerpri
         describe(&o)
     );
 }
+
+/// Runs `mailferry ARGS` under umask 022, as a login shell would.
+fn under_umask_022(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let o = run(Command::new("sh")
+        .args(["-c", "umask 022; exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_mailferry"))
+        .args(args)
+        .env("RUST_LOG", "warn"));
+    o
+}
+
+/// Every directory under `root` (itself included) that is not 0700 and every file that
+/// is not 0600, with its mode; and how many entries were looked at.
+fn not_private(root: &Path) -> (Vec<String>, usize) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let mode = m.permissions().mode() & 0o777;
+        seen += 1;
+        let want = if m.is_dir() { 0o700 } else { 0o600 };
+        if mode != want {
+            bad.push(format!("{} {mode:04o}", p.display()));
+        }
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    (bad, seen)
+}
+
+#[test]
+fn issue17_volume_state_and_export_are_owner_only_whatever_the_umask() {
+    use std::ffi::OsStr;
+    let env = Env::new();
+    let src = env.path("Maildir");
+    for d in ["cur", "new", "tmp", ".Work/cur", ".Work/new", ".Work/tmp"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    for (i, dir) in ["cur", ".Work/cur", "new"].iter().enumerate() {
+        std::fs::write(
+            src.join(dir).join(format!("1700000000.M{i}P1.host:2,S")),
+            format!("From: a{i}@example.org\r\nSubject: s{i}\r\n\r\nbody {i}\r\n"),
+        )
+        .unwrap();
+    }
+    let (vol, key, state, out) = (
+        env.volume(),
+        env.key(),
+        env.path("state"),
+        env.path("export"),
+    );
+    let o = under_umask_022(&[
+        OsStr::new("volume"),
+        OsStr::new("init"),
+        OsStr::new("--volume"),
+        vol.as_os_str(),
+        OsStr::new("--key-file"),
+        key.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let source = format!("maildir:{}", src.display());
+    let moving = [
+        OsStr::new("move"),
+        OsStr::new("--source"),
+        OsStr::new(&source),
+        OsStr::new("--mailbox"),
+        OsStr::new("p@example.com"),
+        OsStr::new("--volume"),
+        vol.as_os_str(),
+        OsStr::new("--key-file"),
+        key.as_os_str(),
+        OsStr::new("--state"),
+        state.as_os_str(),
+    ];
+    let o = under_umask_022(&moving);
+    assert!(o.status.success(), "{}", describe(&o));
+    // A second pass opens everything again (and must not warn: all is private).
+    let o = under_umask_022(&moving);
+    assert!(o.status.success(), "{}", describe(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("other users"), "{stderr}");
+    let o = under_umask_022(&[
+        OsStr::new("export"),
+        OsStr::new("--volume"),
+        vol.as_os_str(),
+        OsStr::new("--key-file"),
+        key.as_os_str(),
+        OsStr::new("--mailbox"),
+        OsStr::new("p@example.com"),
+        OsStr::new("--out"),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", describe(&o));
+    for (root, at_least) in [(&vol, 5), (&state, 3), (&out, 7)] {
+        let (bad, seen) = not_private(root);
+        assert!(seen >= at_least, "{}: only {seen} entries", root.display());
+        assert!(bad.is_empty(), "not owner-only:\n{}", bad.join("\n"));
+    }
+
+    // A volume and a state directory opened up by hand: warned about, named, not refused.
+    use std::os::unix::fs::PermissionsExt;
+    for d in [&vol, &state] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = under_umask_022(&moving);
+    assert!(o.status.success(), "{}", describe(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for needle in [
+        format!(
+            "volume {} can be read or written by other users",
+            vol.display()
+        ),
+        format!("state directory {} can be read", state.display()),
+        format!("chmod -R go-rwx {}", vol.display()),
+    ] {
+        assert!(stderr.contains(&needle), "{needle:?} missing: {stderr}");
+    }
+}

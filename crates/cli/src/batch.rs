@@ -530,7 +530,7 @@ impl BatchDir {
     /// Holds the batch's lock while `f` changes its record.
     fn update<T>(&self, f: impl FnOnce(&mut Batch) -> Result<T, AppError>) -> Result<T, AppError> {
         let path = self.dir.join("batch.lock");
-        let lock = std::fs::OpenOptions::new()
+        let lock = mailferry_audit::private::options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -635,7 +635,8 @@ pub fn create(bd: &BatchDir, name: &str, n: &NewBatch) -> Result<Batch, AppError
             bd.dir.display()
         )));
     }
-    std::fs::create_dir_all(bd.dir.join(MAILBOXES_DIR)).map_err(|e| AppError::io(&bd.dir, e))?;
+    mailferry_audit::private::create_dir_all(&bd.dir.join(MAILBOXES_DIR))
+        .map_err(|e| AppError::io(&bd.dir, e))?;
     let mut b = Batch {
         version: VERSION,
         name: name.to_string(),

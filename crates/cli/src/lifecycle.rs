@@ -576,9 +576,10 @@ struct Locked {
 
 impl Locked {
     fn take(dir: &Path) -> Result<Locked, AppError> {
-        std::fs::create_dir_all(dir).map_err(|e| AppError::io(dir, e))?;
+        mailferry_audit::private::create_dir_all(dir).map_err(|e| AppError::io(dir, e))?;
+        mailferry_audit::private::warn_if_exposed(dir, "state directory");
         let path = dir.join(LOCK_FILE);
-        let f = std::fs::OpenOptions::new()
+        let f = mailferry_audit::private::options()
             .create(true)
             .truncate(false)
             .write(true)
