@@ -10,6 +10,7 @@ mod control;
 mod dovecot;
 mod fidelity_items;
 mod fidelity_imap;
+mod fidelity_tls;
 mod foundation;
 mod imap;
 mod lifecycle;

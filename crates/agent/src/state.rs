@@ -249,7 +249,9 @@ impl StateDir {
     /// A state directory of another mailbox is refused, and so is one that another agent
     /// has open (the audit log is locked while a pass runs).
     pub fn open(dir: &Path, mailbox: &MailboxAddr, source: &str) -> Result<StateDir, AgentError> {
-        fs::create_dir_all(dir).map_err(|e| state_err(dir, format!("cannot create: {e}")))?;
+        mailferry_audit::private::create_dir_all(dir)
+            .map_err(|e| state_err(dir, format!("cannot create: {e}")))?;
+        mailferry_audit::private::warn_if_exposed(dir, "state directory");
         let id_path = dir.join("move.json");
         let log_path = dir.join(AUDIT_FILE);
         let (identity, created) = match read_identity(&id_path)? {
@@ -602,7 +604,11 @@ fn entry_data(e: &CheckpointEntry) -> serde_json::Value {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     let tmp = path.with_extension("tmp");
     let res = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = mailferry_audit::private::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

@@ -28,6 +28,7 @@ mod log;
 mod mark;
 pub mod merkle;
 pub mod mmr;
+pub mod private;
 pub mod pseudonym;
 mod read;
 mod record;

@@ -17,7 +17,7 @@ use crate::mmr::{Mmr, CHECKPOINT_EVENT, CHECKPOINT_EVERY};
 use crate::record::{check_new, encode_new, format_time, line_hash, Record};
 use crate::{AuditError, MAX_RECORD_BYTES};
 use serde_json::Value;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -92,7 +92,7 @@ impl AuditLog {
     ) -> Result<AuditLog, AuditError> {
         let path = path.as_ref();
         let io = |e| AuditError::io(path, e);
-        let file = OpenOptions::new()
+        let file = crate::private::options()
             .read(true)
             .append(true)
             .create(true)

@@ -530,7 +530,7 @@ impl BatchDir {
     /// Holds the batch's lock while `f` changes its record.
     fn update<T>(&self, f: impl FnOnce(&mut Batch) -> Result<T, AppError>) -> Result<T, AppError> {
         let path = self.dir.join("batch.lock");
-        let lock = std::fs::OpenOptions::new()
+        let lock = mailferry_audit::private::options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -584,6 +584,7 @@ fn user_invocation(b: &Batch, ep: &Endpoint, u: &BatchUser) -> Invocation {
         source_ca: options.source_ca,
         source_prefix: options.source_prefix,
         source_namespaces: options.namespaces,
+        source_cert_sha256: options.source_cert_sha256.map(|f| f.to_string()),
         max_bytes_per_second: None,
         max_messages_per_second: None,
     }
@@ -636,7 +637,8 @@ pub fn create(bd: &BatchDir, name: &str, n: &NewBatch) -> Result<Batch, AppError
             bd.dir.display()
         )));
     }
-    std::fs::create_dir_all(bd.dir.join(MAILBOXES_DIR)).map_err(|e| AppError::io(&bd.dir, e))?;
+    mailferry_audit::private::create_dir_all(&bd.dir.join(MAILBOXES_DIR))
+        .map_err(|e| AppError::io(&bd.dir, e))?;
     let mut b = Batch {
         version: VERSION,
         name: name.to_string(),
@@ -1228,6 +1230,7 @@ pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
             source_ca: inv.source_ca.clone(),
             source_prefix: inv.source_prefix.clone(),
             namespaces: inv.source_namespaces,
+            source_cert_sha256: inv.cert_sha256()?,
             ..Default::default()
         };
         if u.password == PasswordSource::Csv {

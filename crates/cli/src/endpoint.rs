@@ -15,6 +15,10 @@
 //! # prefix = "INBOX."                    # personal namespace prefix mapped away from
 //! #                                      # folder names; default: the server's NAMESPACE
 //! # namespaces = "personal"              # personal | all (also shared, other users')
+//! # ca_file = "source-ca.pem"            # default: the system's roots; the server's own
+//! #                                      # certificate here is pinned exactly
+//! # cert_sha256 = "AB:CD:..."            # pin the server certificate's SHA-256 (what
+//! #                                      # `endpoint test` prints); with ca_file, both hold
 //! # master_user = "migrator"             # Dovecot master user: log in as user*migrator
 //! # master_password_file = "master.pw"   # the master user's password (then the CSV
 //! #                                      # needs no passwords)
@@ -85,6 +89,9 @@ pub struct Imap {
     pub implicit_tls: bool,
     /// CA file to trust instead of the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Pinned SHA-256 of the server's certificate.
+    #[serde(serialize_with = "ser_fingerprint")]
+    pub cert_sha256: Option<mailferry_core::tls::CertSha256>,
     /// Master user (Dovecot style): logs in as `user<separator>master`.
     pub master_user: Option<String>,
     /// The master user's password file.
@@ -126,6 +133,7 @@ const KEYS: &[&str] = &[
     "port",
     "tls",
     "ca_file",
+    "cert_sha256",
     "master_user",
     "master_password_file",
     "master_separator",
@@ -203,6 +211,7 @@ impl Endpoint {
         let host = string("host", &mut problems);
         let tls = string("tls", &mut problems);
         let ca_file = string("ca_file", &mut problems);
+        let cert_sha256 = string("cert_sha256", &mut problems);
         let master_user = string("master_user", &mut problems);
         let master_password_file = string("master_password_file", &mut problems);
         let master_separator = string("master_separator", &mut problems);
@@ -325,6 +334,11 @@ impl Endpoint {
                         Namespaces::Personal
                     }
                 };
+                let cert_sha256 = cert_sha256.as_deref().and_then(|t| {
+                    mailferry_core::tls::CertSha256::parse(t)
+                        .map_err(|e| problems.push(format!("cert_sha256: {e}")))
+                        .ok()
+                });
                 imap = Some(Imap {
                     prefix,
                     namespaces,
@@ -332,6 +346,7 @@ impl Endpoint {
                     port: port.unwrap_or(if implicit_tls { 993 } else { 143 }),
                     implicit_tls,
                     ca_file: ca_file.as_deref().map(rel),
+                    cert_sha256,
                     master_user,
                     master_password_file: master_password_file.as_deref().map(rel),
                     master_separator: sep,
@@ -343,6 +358,7 @@ impl Endpoint {
                     ("port", port.is_some()),
                     ("tls", tls.is_some()),
                     ("ca_file", ca_file.is_some()),
+                    ("cert_sha256", cert_sha256.is_some()),
                     ("master_user", master_user.is_some()),
                     ("master_password_file", master_password_file.is_some()),
                     ("master_separator", master_separator.is_some()),
@@ -457,6 +473,7 @@ impl Endpoint {
                         .or_else(|| password_file.map(Path::to_path_buf)),
                     oauth_token_file: None,
                     source_ca: i.ca_file.clone(),
+                    source_cert_sha256: i.cert_sha256,
                     password: None,
                     source_prefix: i.prefix.clone(),
                     namespaces: i.namespaces,
@@ -474,6 +491,16 @@ impl Endpoint {
         };
         (!limits.is_unlimited())
             .then(|| std::sync::Arc::new(mailferry_agent::throttle::Throttle::new(limits)))
+    }
+}
+
+fn ser_fingerprint<S: serde::Serializer>(
+    f: &Option<mailferry_core::tls::CertSha256>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match f {
+        Some(f) => s.serialize_some(&f.to_string()),
+        None => s.serialize_none(),
     }
 }
 
@@ -514,6 +541,9 @@ pub struct TestReport {
     pub user: Option<String>,
     /// The source spec tested (no secret).
     pub source: Option<String>,
+    /// IMAP: the certificate the server presented (whether trusted or not), so that an
+    /// admin can pin it.
+    pub certificate: Option<mailferry_core::tls::CertInfo>,
     /// Every check, in order.
     pub checks: Vec<Check>,
     /// All passed.
@@ -546,6 +576,7 @@ pub async fn test(
         ok
     };
     let mut source = None;
+    let mut certificate = None;
     if let Some(u) = user {
         if let Some(why) = ep.check_user(u) {
             return Err(AppError::Usage(format!("--user {u:?}: {why}")));
@@ -575,15 +606,25 @@ pub async fn test(
             );
         }
         (Some(i), None) => {
-            push("connect", connect(&i.host, i.port).await);
+            if push("connect", connect(&i.host, i.port).await) {
+                let (spec, options) = ep.source_for("probe", None);
+                let (info, r) = certificate_check(&spec, &options).await;
+                certificate = info;
+                push("certificate", r);
+            }
         }
         (imap, Some(u)) => {
             let (spec, options) = ep.source_for(u, password_file);
             source = Some(mailferry_agent::source::imap::redact(&spec));
-            let reachable = match imap {
+            let mut reachable = match imap {
                 Some(i) => push("connect", connect(&i.host, i.port).await),
                 None => true,
             };
+            if reachable && imap.is_some() {
+                let (info, r) = certificate_check(&spec, &options).await;
+                certificate = info;
+                reachable = push("certificate", r);
+            }
             if reachable {
                 let what = if imap.is_some() {
                     "TLS, login and LIST"
@@ -624,9 +665,38 @@ pub async fn test(
         kind: ep.kind,
         user: user.map(str::to_string),
         source,
+        certificate,
         checks,
         ok,
     })
+}
+
+/// Secures a connection to the server of `spec` (no login) and says what certificate it
+/// presented and whether `options` trust it.
+async fn certificate_check(
+    spec: &str,
+    options: &SourceOptions,
+) -> (
+    Option<mailferry_core::tls::CertInfo>,
+    Result<String, String>,
+) {
+    match mailferry_agent::source::imap::probe_certificate(spec, options).await {
+        Err(e) => (None, Err(e)),
+        Ok(p) => {
+            let how = match (&options.source_ca, &options.source_cert_sha256) {
+                (Some(f), Some(_)) => format!("pinned by cert_sha256 and ca_file {}", f.display()),
+                (Some(f), None) => format!("by ca_file {}", f.display()),
+                (None, Some(_)) => "pinned by cert_sha256".to_string(),
+                (None, None) => "by the system's roots".to_string(),
+            };
+            let r = match (&p.presented, p.trusted) {
+                (Some(c), Ok(())) => Ok(format!("trusted {how}: {c}")),
+                (None, Ok(())) => Ok(format!("trusted {how}")),
+                (_, Err(e)) => Err(e),
+            };
+            (p.presented, r)
+        }
+    }
 }
 
 /// TCP connect to `host:port` within 10 s.
@@ -659,6 +729,13 @@ pub fn render_text(r: &TestReport) -> String {
             if c.ok { "ok  " } else { "FAIL" },
             c.check,
             c.detail
+        ));
+    }
+    if let Some(c) = &r.certificate {
+        out.push_str(&format!(
+            "server certificate:\n  subject     {}\n  issuer      {}\n  not before  {}\n  \
+             not after   {}\n  SHA-256     {}\n",
+            c.subject, c.issuer, c.not_before, c.not_after, c.sha256
         ));
     }
     out

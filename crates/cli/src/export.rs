@@ -41,7 +41,7 @@ pub struct ExportOutcome {
 fn ensure_maildir(dir: &Path) -> Result<(), AppError> {
     for sub in ["cur", "new", "tmp"] {
         let p = dir.join(sub);
-        fs::create_dir_all(&p).map_err(|e| AppError::io(&p, e))?;
+        mailferry_audit::private::create_dir_all(&p).map_err(|e| AppError::io(&p, e))?;
     }
     Ok(())
 }
@@ -96,7 +96,12 @@ pub fn export_maildir(
         let tmp = dir
             .join("tmp")
             .join(format!("{}.{}", msg.id, msg.meta.source_id));
-        let mut file = fs::File::create(&tmp).map_err(|e| AppError::io(&tmp, e))?;
+        let mut file = mailferry_audit::private::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| AppError::io(&tmp, e))?;
         let res = {
             let mut w = std::io::BufWriter::with_capacity(256 * 1024, &mut file);
             volume
@@ -222,7 +227,7 @@ pub fn export_mbox(
     out: &Path,
 ) -> Result<ExportOutcome, AppError> {
     check_empty(out)?;
-    fs::create_dir_all(out).map_err(|e| AppError::io(out, e))?;
+    mailferry_audit::private::create_dir_all(out).map_err(|e| AppError::io(out, e))?;
     let mut outcome = ExportOutcome::default();
     let mut by_folder: BTreeMap<FolderName, Vec<StoredMessage>> = BTreeMap::new();
     for listed in volume.list_messages(mailbox)? {
@@ -251,9 +256,10 @@ pub fn export_mbox(
         };
         let path = out.join(rel);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| AppError::io(parent, e))?;
+            mailferry_audit::private::create_dir_all(parent)
+                .map_err(|e| AppError::io(parent, e))?;
         }
-        let file = fs::OpenOptions::new()
+        let file = mailferry_audit::private::options()
             .write(true)
             .create_new(true)
             .open(&path)

@@ -218,6 +218,10 @@ pub struct Invocation {
     /// IMAP: `--source-namespaces`.
     #[serde(default, skip_serializing_if = "is_personal")]
     pub source_namespaces: Namespaces,
+    /// IMAP: the pinned SHA-256 of the server's certificate (`--source-cert-sha256`,
+    /// endpoint `cert_sha256`), so that later passes keep the pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_cert_sha256: Option<String>,
     /// `--max-bytes-per-second` given to `mailferry move`: later passes (`move
     /// complete`, a rerun from the record) read no faster than the admin asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -335,6 +339,7 @@ impl Invocation {
             source_ca: o.source_ca.as_deref().map(absolute),
             source_prefix: o.source_prefix.clone(),
             source_namespaces: o.namespaces,
+            source_cert_sha256: o.source_cert_sha256.map(|f| f.to_string()),
             max_bytes_per_second: None,
             max_messages_per_second: None,
         }
@@ -379,11 +384,26 @@ impl Invocation {
                 password_file: self.password_file.clone(),
                 oauth_token_file: self.oauth_token_file.clone(),
                 source_ca: self.source_ca.clone(),
+                source_cert_sha256: self.cert_sha256()?,
                 password: None,
                 source_prefix: self.source_prefix.clone(),
                 namespaces: self.source_namespaces,
             },
         })
+    }
+
+    /// The recorded certificate pin, parsed.
+    pub fn cert_sha256(&self) -> Result<Option<mailferry_core::tls::CertSha256>, AppError> {
+        self.source_cert_sha256
+            .as_deref()
+            .map(|t| {
+                mailferry_core::tls::CertSha256::parse(t).map_err(|e| {
+                    AppError::Usage(format!(
+                        "{LIFECYCLE_FILE}: source_cert_sha256: {e}; fix or remove the key"
+                    ))
+                })
+            })
+            .transpose()
     }
 }
 
@@ -570,9 +590,10 @@ struct Locked {
 
 impl Locked {
     fn take(dir: &Path) -> Result<Locked, AppError> {
-        std::fs::create_dir_all(dir).map_err(|e| AppError::io(dir, e))?;
+        mailferry_audit::private::create_dir_all(dir).map_err(|e| AppError::io(dir, e))?;
+        mailferry_audit::private::warn_if_exposed(dir, "state directory");
         let path = dir.join(LOCK_FILE);
-        let f = std::fs::OpenOptions::new()
+        let f = mailferry_audit::private::options()
             .create(true)
             .truncate(false)
             .write(true)

@@ -64,7 +64,8 @@ struct SourceAccess {
     #[arg(long)]
     oauth_token_file: Option<PathBuf>,
     /// IMAP source: PEM file of the CA the server's certificate must chain to, instead of
-    /// the system's roots.
+    /// the system's roots, or of the server's own certificate (then that exact
+    /// certificate is trusted, self-signed or not, whatever name it bears).
     #[arg(long)]
     source_ca: Option<PathBuf>,
     /// IMAP source: the personal namespace's prefix to map away from folder names
@@ -76,6 +77,11 @@ struct SourceAccess {
     /// shared folders and other users' folders the login can see (all).
     #[arg(long, value_name = "personal|all", default_value = "personal")]
     source_namespaces: mailferry_agent::source::Namespaces,
+    /// IMAP source: trust the server certificate whose SHA-256 is HEX (64 hex digits,
+    /// colons allowed: what `openssl x509 -noout -fingerprint -sha256` and `mailferry
+    /// endpoint test` print). With --source-ca as well, both must hold.
+    #[arg(long, value_name = "HEX", value_parser = mailferry_core::tls::CertSha256::parse)]
+    source_cert_sha256: Option<mailferry_core::tls::CertSha256>,
 }
 
 impl SourceAccess {
@@ -84,6 +90,7 @@ impl SourceAccess {
             password_file: self.password_file,
             oauth_token_file: self.oauth_token_file,
             source_ca: self.source_ca,
+            source_cert_sha256: self.source_cert_sha256,
             password: None,
             source_prefix: self.source_prefix,
             namespaces: self.source_namespaces,

@@ -368,7 +368,7 @@ fn save_report(args: &MoveArgs, report: &MoveReport) -> Result<(), AppError> {
     let json = serde_json::to_vec_pretty(report).expect("report serializes");
     mailferry_agent::state::write_atomic(&args.state.join("report.json"), &json)?;
     let path = args.state.join("reports.jsonl");
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = mailferry_audit::private::options()
         .create(true)
         .append(true)
         .open(&path)

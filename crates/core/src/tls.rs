@@ -1,8 +1,10 @@
 //! rustls configuration builders shared by the agent, the proxy and the store nodes.
 //!
 //! Always the ring provider (never aws-lc-rs), TLS 1.3 preferred with TLS 1.2 as the
-//! floor, and no way to build a client that skips certificate verification. Certificates
-//! for loopback and self-hosted deployments come from a small local CA made with rcgen.
+//! floor, and no way to build a client that skips certificate verification (a mail
+//! server's certificate may be pinned exactly instead of chained: see
+//! [`mail_client_config`]). Certificates for loopback and self-hosted deployments come
+//! from a small local CA made with rcgen.
 //! This module builds configurations; it opens no sockets and writes no files.
 
 use crate::CoreError;
@@ -230,21 +232,375 @@ pub fn client_config(
     Ok(Arc::new(cfg))
 }
 
-/// Client configuration for a mail server (the IMAP source): trusts exactly `roots`
-/// (the system's or the admin's `--source-ca`), offers no ALPN (IMAP servers do not
-/// negotiate one, and some refuse a handshake naming a protocol they do not know).
-pub fn mail_client_config(
-    roots: rustls::RootCertStore,
-) -> Result<Arc<rustls::ClientConfig>, CoreError> {
-    if roots.is_empty() {
-        return Err(CoreError::Tls("no CA certificate to trust".into()));
+// === Mail server trust ===
+
+/// The SHA-256 of a certificate's DER encoding: what `openssl x509 -noout -fingerprint
+/// -sha256` prints, and what `--source-cert-sha256` pins.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertSha256(pub [u8; 32]);
+
+impl CertSha256 {
+    /// The fingerprint of `der`.
+    pub fn of(der: &[u8]) -> CertSha256 {
+        let d = ring::digest::digest(&ring::digest::SHA256, der);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        CertSha256(out)
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+
+    /// Parses 64 hex digits, upper or lower case, optionally in pairs separated by `:`
+    /// (openssl's form, with or without its `sha256 Fingerprint=` prefix).
+    pub fn parse(text: &str) -> Result<CertSha256, String> {
+        let t = text.trim();
+        let t = match t.split_once('=') {
+            Some((label, rest)) if label.to_ascii_lowercase().contains("fingerprint") => rest,
+            _ => t,
+        };
+        let hex_digits: String = if t.contains(':') {
+            let pairs: Vec<&str> = t.split(':').collect();
+            if pairs.iter().any(|p| p.len() != 2) {
+                return Err(format!(
+                    "{text:?} is not a SHA-256 fingerprint: with colons, every group has 2 hex digits"
+                ));
+            }
+            pairs.concat()
+        } else {
+            t.to_string()
+        };
+        if hex_digits.len() != 64 || !hex_digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed: \
+                 `openssl x509 -noout -fingerprint -sha256 -in cert.pem` prints it)"
+            ));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&hex_digits, &mut out)
+            .map_err(|e| format!("{text:?} is not a SHA-256 fingerprint: {e}"))?;
+        Ok(CertSha256(out))
+    }
+}
+
+impl std::fmt::Display for CertSha256 {
+    /// Upper-case hex pairs joined by `:`, as openssl prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for CertSha256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertSha256({self})")
+    }
+}
+
+impl std::str::FromStr for CertSha256 {
+    type Err = String;
+    fn from_str(s: &str) -> Result<CertSha256, String> {
+        CertSha256::parse(s)
+    }
+}
+
+/// What a presented certificate says, for an admin deciding whether to pin it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CertInfo {
+    /// Subject distinguished name (`CN=mail.example.com`).
+    pub subject: String,
+    /// Issuer distinguished name (the subject again for a self-signed certificate).
+    pub issuer: String,
+    /// Start of validity, RFC 3339 (UTC).
+    pub not_before: String,
+    /// End of validity, RFC 3339 (UTC).
+    pub not_after: String,
+    /// SHA-256 of the DER, upper-case hex pairs joined by `:`.
+    pub sha256: String,
+}
+
+impl CertInfo {
+    /// Reads `der`. A certificate that does not parse still has a fingerprint; its other
+    /// fields then say why they are unknown.
+    pub fn from_der(der: &[u8]) -> CertInfo {
+        let sha256 = CertSha256::of(der).to_string();
+        match x509_parser::parse_x509_certificate(der) {
+            Ok((_, cert)) => {
+                let time = |t: x509_parser::time::ASN1Time| {
+                    let secs = t.timestamp();
+                    match u64::try_from(secs) {
+                        Ok(s) => humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+                        )
+                        .to_string(),
+                        Err(_) => format!("{secs} (seconds since 1970)"),
+                    }
+                };
+                CertInfo {
+                    subject: cert.subject().to_string(),
+                    issuer: cert.issuer().to_string(),
+                    not_before: time(cert.validity().not_before),
+                    not_after: time(cert.validity().not_after),
+                    sha256,
+                }
+            }
+            Err(e) => {
+                let why = format!("(certificate does not parse: {e})");
+                CertInfo {
+                    subject: why.clone(),
+                    issuer: why.clone(),
+                    not_before: why.clone(),
+                    not_after: why,
+                    sha256,
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for CertInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "subject {:?}, issuer {:?}, valid {} to {}, SHA-256 {}",
+            self.subject, self.issuer, self.not_before, self.not_after, self.sha256
+        )
+    }
+}
+
+/// Why a mail server's certificate was refused, with the certificate it presented
+/// (carried inside rustls's `CertificateError::Other`, so that the caller can tell the
+/// admin how to pin it).
+#[derive(Clone, Debug)]
+pub struct CertRefused {
+    /// Why, in words.
+    pub reason: String,
+    /// The end-entity certificate the server presented.
+    pub presented: CertInfo,
+}
+
+impl std::fmt::Display for CertRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (presented: {})", self.reason, self.presented)
+    }
+}
+
+impl std::error::Error for CertRefused {}
+
+impl CertRefused {
+    /// Finds a refusal in a rustls error, if the refusal was ours.
+    pub fn find(e: &rustls::Error) -> Option<&CertRefused> {
+        match e {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+                o.0.downcast_ref::<CertRefused>()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What a mail server's certificate is checked against.
+#[derive(Clone, Debug)]
+pub enum MailRoots {
+    /// The system's roots: the usual chain and name checks.
+    System(rustls::RootCertStore),
+    /// The certificates of the admin's CA file (`--source-ca`): a presented certificate
+    /// identical to one of them is pinned (accepted whatever its basicConstraints, name
+    /// or dates); any other must chain to them and name the host.
+    File(Vec<CertificateDer<'static>>),
+}
+
+/// The end-entity certificate a server presented last, recorded before it is judged
+/// (so that a refused certificate can still be shown).
+#[derive(Clone, Debug, Default)]
+pub struct Presented(Arc<std::sync::Mutex<Option<CertificateDer<'static>>>>);
+
+impl Presented {
+    /// The last certificate presented through the configuration, if any.
+    pub fn last(&self) -> Option<CertificateDer<'static>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Checks a mail server's certificate: by exact pin (fingerprint or CA-file member),
+/// or by webpki's chain and name checks. The handshake signature is always checked with
+/// the presented certificate's key (rustls's own functions), so a pin proves the server
+/// holds that certificate's private key.
+#[derive(Debug)]
+struct MailVerifier {
+    /// Certificates of the CA file, for exact matches.
+    file: Option<Vec<CertificateDer<'static>>>,
+    /// Chain verifier over the file's or the system's roots; `None` when the file holds
+    /// nothing usable as a root (then only exact matches pass).
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    pin: Option<CertSha256>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    presented: Presented,
+}
+
+fn chain_reason(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "it is not issued by a trusted CA".into()
+        }
+        rustls::Error::InvalidCertificate(C::Other(o))
+            if format!("{o:?}").contains("CaUsedAsEndEntity") =>
+        {
+            "it is a CA certificate (basicConstraints CA:TRUE) that does not chain to a \
+             trusted CA"
+                .into()
+        }
+        rustls::Error::InvalidCertificate(c) => c.to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for MailVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.presented.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(end_entity.clone().into_owned());
+        let refuse = |reason: String| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(CertRefused {
+                    reason,
+                    presented: CertInfo::from_der(end_entity),
+                }),
+            )))
+        };
+        if let Some(pin) = self.pin {
+            let got = CertSha256::of(end_entity);
+            if got != pin {
+                return Err(refuse(format!(
+                    "its SHA-256 is not the pinned fingerprint {pin}"
+                )));
+            }
+        }
+        if let Some(file) = &self.file {
+            if file.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+                return Ok(rustls::client::danger::ServerCertVerified::assertion());
+            }
+        } else if self.pin.is_some() {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        match &self.chain {
+            Some(chain) => chain
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map_err(|e| refuse(chain_reason(&e))),
+            None => Err(refuse(
+                "it is not one of the certificates of the CA file, and none of those can \
+                 be used as a CA"
+                    .into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Client configuration for a mail server (the IMAP source). Offers no ALPN (IMAP
+/// servers do not negotiate one, and some refuse a handshake naming a protocol they do
+/// not know).
+///
+/// Trust, in order: with `pin`, the presented certificate's SHA-256 must equal it;
+/// then, with [`MailRoots::File`], a certificate identical to one in the file is
+/// accepted as pinned, any other must chain to the file's certificates and name the
+/// host; without a file, a `pin` alone is enough, and otherwise the certificate must
+/// chain to the system's roots and name the host. An exact pin skips the name and date
+/// checks (it is stronger than they are: only this certificate, with its key, passes),
+/// as mbsync's `CertificateFile` and imapsync do. The handshake signature is always
+/// checked. Returns the configuration and where it records the presented certificate.
+pub fn mail_client_config(
+    roots: MailRoots,
+    pin: Option<CertSha256>,
+) -> Result<(Arc<rustls::ClientConfig>, Presented), CoreError> {
+    let provider = provider();
+    let (file, store) = match roots {
+        MailRoots::System(store) => {
+            if store.is_empty() && pin.is_none() {
+                return Err(CoreError::Tls("no CA certificate to trust".into()));
+            }
+            (None, store)
+        }
+        MailRoots::File(certs) => {
+            if certs.is_empty() {
+                return Err(CoreError::Tls(
+                    "the CA file holds no certificate to trust".into(),
+                ));
+            }
+            let mut store = rustls::RootCertStore::empty();
+            store.add_parsable_certificates(certs.iter().cloned());
+            (Some(certs), store)
+        }
+    };
+    let chain = if store.is_empty() {
+        None
+    } else {
+        Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(store),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| CoreError::Tls(format!("server certificate verifier: {e}")))?,
+        )
+    };
+    let presented = Presented::default();
+    let verifier = MailVerifier {
+        file,
+        chain,
+        pin,
+        provider: provider.clone(),
+        presented: presented.clone(),
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| CoreError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), presented))
 }
 
 /// Parses every `CERTIFICATE` block of a PEM file.
@@ -286,5 +642,182 @@ mod tests {
     fn pem_without_certificates_is_an_error() {
         assert!(certs_from_pem(b"not pem").is_err());
         assert!(client_config(&[]).is_err());
+    }
+
+    /// A self-signed certificate marked CA:TRUE, as `openssl req -x509` makes by default.
+    fn self_signed_ca_true(name: &str) -> Identity {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        Identity {
+            chain: vec![cert.der().clone()],
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+            chain_pem: cert.pem(),
+        }
+    }
+
+    /// A whole handshake in memory between `client` and a server presenting `server`.
+    fn handshake(
+        client: Arc<rustls::ClientConfig>,
+        server: &Identity,
+        name: &str,
+    ) -> Result<(), rustls::Error> {
+        let mut scfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                server.chain.clone(),
+                PrivateKeyDer::Pkcs8(server.key.clone_key()),
+            )
+            .unwrap();
+        scfg.alpn_protocols.clear();
+        let mut s = rustls::ServerConnection::new(Arc::new(scfg)).unwrap();
+        let mut c = rustls::ClientConnection::new(
+            client,
+            rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
+        )
+        .unwrap();
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                s.read_tls(&mut buf.as_slice()).unwrap();
+                if let Err(e) = s.process_new_packets() {
+                    // The server's alert goes back so the client sees why.
+                    let mut alert = Vec::new();
+                    let _ = s.write_tls(&mut alert);
+                    return Err(e);
+                }
+            }
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                c.read_tls(&mut buf.as_slice()).unwrap();
+                c.process_new_packets()?;
+            }
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn fingerprints_parse_in_openssl_and_plain_forms() {
+        let der = b"any bytes";
+        let fp = CertSha256::of(der);
+        let colons = fp.to_string();
+        assert_eq!(colons.len(), 32 * 3 - 1);
+        assert_eq!(CertSha256::parse(&colons).unwrap(), fp);
+        assert_eq!(CertSha256::parse(&colons.to_lowercase()).unwrap(), fp);
+        let plain = hex::encode(fp.0);
+        assert_eq!(CertSha256::parse(&plain).unwrap(), fp);
+        assert_eq!(CertSha256::parse(&plain.to_uppercase()).unwrap(), fp);
+        assert_eq!(
+            CertSha256::parse(&format!("sha256 Fingerprint={colons}\n")).unwrap(),
+            fp
+        );
+        assert_eq!(
+            CertSha256::parse(&format!("SHA256 Fingerprint={plain}")).unwrap(),
+            fp
+        );
+        assert!(CertSha256::parse(&plain[..62]).is_err());
+        assert!(CertSha256::parse(&format!("{plain}00")).is_err());
+        assert!(CertSha256::parse(&plain.replacen('a', "g", 1).replacen('0', "g", 1)).is_err());
+        assert!(
+            CertSha256::parse(&colons[1..]).is_err(),
+            "groups of one digit"
+        );
+        assert!(CertSha256::parse("").is_err());
+        let err = CertSha256::parse("abc").unwrap_err();
+        assert!(
+            err.contains("openssl x509 -noout -fingerprint -sha256"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_self_signed_ca_certificate_is_pinned_by_file_or_fingerprint() {
+        let server = self_signed_ca_true("mail.example");
+        let other = self_signed_ca_true("mail.example");
+        let fp = CertSha256::of(&server.chain[0]);
+        let info = CertInfo::from_der(&server.chain[0]);
+        assert_eq!(info.subject, "CN=mail.example");
+        assert_eq!(info.issuer, "CN=mail.example");
+        assert_eq!(info.sha256, fp.to_string());
+        assert!(info.not_before < info.not_after, "{info:?}");
+
+        // The server's own certificate in the CA file: accepted, whatever the name.
+        for name in ["mail.example", "elsewhere.example"] {
+            let (cfg, presented) =
+                mail_client_config(MailRoots::File(server.chain.clone()), None).unwrap();
+            handshake(cfg, &server, name).unwrap();
+            assert_eq!(presented.last().unwrap(), server.chain[0]);
+        }
+        // By fingerprint alone.
+        let (cfg, _) =
+            mail_client_config(MailRoots::System(rustls::RootCertStore::empty()), Some(fp))
+                .unwrap();
+        handshake(cfg, &server, "mail.example").unwrap();
+        // Both: both must hold.
+        let (cfg, _) = mail_client_config(MailRoots::File(server.chain.clone()), Some(fp)).unwrap();
+        handshake(cfg, &server, "mail.example").unwrap();
+
+        let refused = |cfg, want: &str| {
+            let e = handshake(cfg, &server, "mail.example").unwrap_err();
+            let r = CertRefused::find(&e).unwrap_or_else(|| panic!("not ours: {e:?}"));
+            assert_eq!(r.presented.sha256, fp.to_string());
+            assert_eq!(r.presented.subject, "CN=mail.example");
+            assert!(r.reason.contains(want), "{r}");
+        };
+        // Another self-signed certificate in the file: refused, saying what was presented.
+        let (cfg, presented) =
+            mail_client_config(MailRoots::File(other.chain.clone()), None).unwrap();
+        refused(cfg, "CA");
+        assert_eq!(presented.last().unwrap(), server.chain[0]);
+        // A wrong fingerprint, alone or with the right file.
+        let wrong = CertSha256::of(&other.chain[0]);
+        let (cfg, _) = mail_client_config(
+            MailRoots::System(rustls::RootCertStore::empty()),
+            Some(wrong),
+        )
+        .unwrap();
+        refused(cfg, "pinned fingerprint");
+        let (cfg, _) =
+            mail_client_config(MailRoots::File(server.chain.clone()), Some(wrong)).unwrap();
+        refused(cfg, "pinned fingerprint");
+        // The right fingerprint with a file the certificate is not in: the file must hold.
+        let (cfg, _) = mail_client_config(MailRoots::File(other.chain.clone()), Some(fp)).unwrap();
+        refused(cfg, "CA");
+        // Nothing to trust at all is a configuration error.
+        assert!(
+            mail_client_config(MailRoots::System(rustls::RootCertStore::empty()), None).is_err()
+        );
+        assert!(mail_client_config(MailRoots::File(Vec::new()), None).is_err());
+    }
+
+    #[test]
+    fn a_ca_issued_certificate_still_needs_the_chain_and_the_name() {
+        let ca = LocalCa::generate("test CA").unwrap();
+        let leaf = ca.issue_server(&["mail.example"]).unwrap();
+        let (cfg, _) = mail_client_config(MailRoots::File(vec![ca.cert_der()]), None).unwrap();
+        handshake(cfg, &leaf, "mail.example").unwrap();
+        let (cfg, _) = mail_client_config(MailRoots::File(vec![ca.cert_der()]), None).unwrap();
+        let e = handshake(cfg, &leaf, "other.example").unwrap_err();
+        let r = CertRefused::find(&e).unwrap();
+        assert!(r.reason.contains("not valid for name"), "{r}");
+        let other = LocalCa::generate("other CA").unwrap();
+        let (cfg, _) = mail_client_config(MailRoots::File(vec![other.cert_der()]), None).unwrap();
+        let e = handshake(cfg, &leaf, "mail.example").unwrap_err();
+        assert!(CertRefused::find(&e).unwrap().reason.contains("trusted CA"));
     }
 }

@@ -354,7 +354,7 @@ fn write_mark(volume: &crate::Volume) {
         let path = volume.dir().join(MARK_FILE);
         let tmp = path.with_extension("mark-tmp");
         let bytes = serde_json::to_vec(&m).expect("integers and strings serialise");
-        std::fs::write(&tmp, bytes)
+        mailferry_audit::private::write(&tmp, &bytes)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| StoreError::Io { path, source: e })
     })();

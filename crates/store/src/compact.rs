@@ -19,7 +19,7 @@ use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEAD
 use crate::volume::Inner;
 use crate::{StoreError, Volume, SEGMENTS_DIR};
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
@@ -153,7 +153,7 @@ impl SegmentWriter {
 fn new_output(inner: &Inner) -> Result<Output, StoreError> {
     let number = inner.index()?.allocate_segment()?;
     let path = inner.segment_path(number);
-    let mut file = OpenOptions::new()
+    let mut file = mailferry_audit::private::options()
         .write(true)
         .create_new(true)
         .open(&path)

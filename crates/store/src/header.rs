@@ -382,7 +382,7 @@ impl Header {
         let tmp = dir.join(TMP_FILE);
         let path = dir.join(crate::HEADER_FILE);
         let bytes = self.encode();
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = mailferry_audit::private::options()
             .write(true)
             .create(true)
             .truncate(true)

@@ -219,6 +219,12 @@ impl Index {
             path: path.to_path_buf(),
             source,
         };
+        mailferry_audit::private::precreate(path).map_err(|err| {
+            e(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot create the file: {err}")),
+            ))
+        })?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

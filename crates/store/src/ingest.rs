@@ -1043,7 +1043,7 @@ impl IngestSession {
     fn create_segment(&mut self) -> Result<SegWriter, StoreError> {
         let number = self.inner.index()?.allocate_segment()?;
         let path = self.inner.segment_path(number);
-        let mut file = OpenOptions::new()
+        let mut file = mailferry_audit::private::options()
             .write(true)
             .create_new(true)
             .open(&path)

@@ -111,10 +111,10 @@ pub(crate) fn decode(
 /// a crash fails to open and is rebuilt.
 pub(crate) fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        mailferry_audit::private::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    mailferry_audit::private::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 

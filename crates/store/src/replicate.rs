@@ -79,7 +79,8 @@ impl Volume {
             .map_err(|e| StoreError::io(src.join(HEADER_FILE), e))?;
         let _dst_lock = prepare_replica(dst, &header)?;
         let dst_segs = dst.join(SEGMENTS_DIR);
-        std::fs::create_dir_all(&dst_segs).map_err(|e| StoreError::io(&dst_segs, e))?;
+        mailferry_audit::private::create_dir_all(&dst_segs)
+            .map_err(|e| StoreError::io(&dst_segs, e))?;
         let mut out = ReplicateOutcome::default();
 
         // 1. A consistent snapshot of the index, and what it references.
@@ -101,6 +102,7 @@ impl Volume {
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(ix_err(&src_index))?;
+            mailferry_audit::private::precreate(&snap).map_err(|e| StoreError::io(&snap, e))?;
             conn.backup(rusqlite::MAIN_DB, &snap, None)
                 .map_err(ix_err(&src_index))?;
         }
@@ -266,7 +268,7 @@ fn prepare_replica(dst: &Path, header: &Header) -> Result<Option<File>, StoreErr
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dst).map_err(|e| StoreError::io(dst, e))?;
+            mailferry_audit::private::create_dir_all(dst).map_err(|e| StoreError::io(dst, e))?;
         }
         Err(e) => return Err(StoreError::io(dst, e)),
     }
@@ -313,7 +315,12 @@ fn sync_prefix(from: &Path, to: &Path, end: u64) -> Result<Synced, StoreError> {
     let mut tmp_name = to.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    let mut dst = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    let mut dst = mailferry_audit::private::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| StoreError::io(&tmp, e))?;
     src.seek(SeekFrom::Start(0))
         .map_err(|e| StoreError::io(from, e))?;
     let n = copy_range(&mut src, from, &mut dst, &tmp, end)?;
@@ -363,7 +370,12 @@ fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
 
 /// Temp file, fsync, rename, directory fsync.
 fn write_atomic(dir: &Path, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut f = File::create(tmp).map_err(|e| StoreError::io(tmp, e))?;
+    let mut f = mailferry_audit::private::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(|e| StoreError::io(tmp, e))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| StoreError::io(tmp, e))?;

@@ -11,6 +11,7 @@ use crate::ingest::IngestSession;
 use crate::keys::{self, Argon2Params, Key, VolumeKeys};
 use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::{StoreError, HEADER_FILE, INDEX_FILE, SEGMENTS_DIR};
+use mailferry_audit::private;
 use mailferry_core::profile::{CommitSettings, StoreSettings};
 use mailferry_core::{MailboxAddr, MessageMeta};
 use std::collections::HashMap;
@@ -227,9 +228,9 @@ impl Volume {
             volume_id: id,
             slots,
         };
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        private::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let seg_dir = dir.join(SEGMENTS_DIR);
-        std::fs::create_dir(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
+        private::create_dir(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
         Index::create(&dir.join(INDEX_FILE), &header.volume_id)?;
         crate::audit_trail::DestLog::open(dir, &VolumeKeys::new(vmk.clone()))?.event(
             "volume.created",
@@ -343,6 +344,7 @@ impl Volume {
         settings: &StoreSettings,
     ) -> Result<Volume, StoreError> {
         let header = Header::read(dir)?;
+        private::warn_if_exposed(dir, "volume");
         let secret: Secret = cred.load()?;
         let (vmk, _) = header.unlock_with(dir, &secret)?;
         drop(secret);

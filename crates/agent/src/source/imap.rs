@@ -264,33 +264,65 @@ fn credential(options: &SourceOptions) -> Result<Credential, String> {
     }
 }
 
-fn tls_config(source_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match source_ca {
+/// The TLS configuration for `options`' trust (CA file, fingerprint, or the system's
+/// roots), and where it records the certificate the server presents.
+fn tls_config(
+    options: &SourceOptions,
+) -> Result<(Arc<rustls::ClientConfig>, mailferry_core::tls::Presented), String> {
+    use mailferry_core::tls::MailRoots;
+    let roots = match &options.source_ca {
         Some(path) => {
             let pem =
                 std::fs::read(path).map_err(|e| format!("--source-ca {}: {e}", path.display()))?;
             let certs = mailferry_core::tls::certs_from_pem(&pem)
                 .map_err(|e| format!("--source-ca {}: {e}", path.display()))?;
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("--source-ca {}: {e}", path.display()))?;
-            }
+            MailRoots::File(certs)
         }
         None => {
+            let mut roots = rustls::RootCertStore::empty();
             let found = rustls_native_certs::load_native_certs();
             roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
+            if roots.is_empty() && options.source_cert_sha256.is_none() {
                 return Err(format!(
                     "no system root certificates could be loaded ({} error(s)); install \
-                     the ca-certificates package or give the server's CA with --source-ca",
+                     the ca-certificates package, give the server's CA (or its own \
+                     certificate) with --source-ca, or pin it with --source-cert-sha256",
                     found.errors.len()
                 ));
             }
+            MailRoots::System(roots)
         }
-    }
-    mailferry_core::tls::mail_client_config(roots).map_err(|e| e.to_string())
+    };
+    mailferry_core::tls::mail_client_config(roots, options.source_cert_sha256)
+        .map_err(|e| e.to_string())
+}
+
+/// The certificate a server presents, and whether `options` trust it: what `endpoint
+/// test` shows so that an admin can pin it.
+#[derive(Clone, Debug)]
+pub struct CertProbe {
+    /// The server's end-entity certificate, if the handshake got that far.
+    pub presented: Option<mailferry_core::tls::CertInfo>,
+    /// `Ok` if the certificate is trusted (the handshake completed), else why not.
+    pub trusted: Result<(), String>,
+}
+
+/// Connects to the server of `spec`, secures the connection (implicit TLS or
+/// STARTTLS) with the trust of `options`, and reports the certificate it presented.
+/// Needs no credential and logs in to nothing.
+pub async fn probe_certificate(spec: &str, options: &SourceOptions) -> Result<CertProbe, String> {
+    let server = ServerSpec::parse(spec)?;
+    let (tls, presented) = tls_config(options)?;
+    let trusted = match secure(&server, &tls).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    Ok(CertProbe {
+        presented: presented
+            .last()
+            .map(|c| mailferry_core::tls::CertInfo::from_der(&c)),
+        trusted,
+    })
 }
 
 // === Failures ===
@@ -578,13 +610,33 @@ where
 /// connection during the handshake.
 fn tls_failure(host: &str, e: io::Error) -> Fail {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::InvalidCertificate(c)) => Fail::Fatal(format!(
-            "the certificate of {host} is not trusted ({c:?}); it must chain to the \
-             system roots or to the CA given with --source-ca, and there is no fallback"
-        )),
-        Some(other) => Fail::Fatal(format!("TLS with {host} failed: {other}")),
+        Some(r) => match mailferry_core::tls::CertRefused::find(r) {
+            Some(refused) => Fail::Fatal(how_to_pin(host, refused)),
+            None => match r {
+                rustls::Error::InvalidCertificate(c) => Fail::Fatal(format!(
+                    "the certificate of {host} is not trusted ({c}); it must chain to the \
+                     system roots or to the CA given with --source-ca, or be pinned with \
+                     --source-cert-sha256, and there is no fallback"
+                )),
+                other => Fail::Fatal(format!("TLS with {host} failed: {other}")),
+            },
+        },
         None => Fail::Lost(format!("TLS handshake with {host}: {e}")),
     }
+}
+
+/// A refused certificate, and how to trust it if it is the right one.
+fn how_to_pin(host: &str, refused: &mailferry_core::tls::CertRefused) -> String {
+    let p = &refused.presented;
+    format!(
+        "the certificate of {host} is not trusted: {}. It presented subject {:?}, issuer \
+         {:?}, valid {} to {}, SHA-256 {}. If that is the server's certificate (check the \
+         fingerprint on the server: `openssl x509 -noout -fingerprint -sha256 -in \
+         cert.pem`), pin it with --source-cert-sha256 {} (endpoint file: cert_sha256), or \
+         give its PEM file or its CA's with --source-ca (endpoint file: ca_file); there \
+         is no way to skip the check",
+        refused.reason, p.subject, p.issuer, p.not_before, p.not_after, p.sha256, p.sha256
+    )
 }
 
 /// What the connection needs to know to open itself.
@@ -597,6 +649,52 @@ struct Config {
     prefix: Option<String>,
     /// `--source-namespaces`.
     namespaces: Namespaces,
+}
+
+/// Connects to `server` and secures the connection: implicit TLS, or STARTTLS
+/// (required). Reads nothing after the handshake.
+async fn secure(server: &ServerSpec, tls: &Arc<rustls::ClientConfig>) -> Result<Tls, Fail> {
+    let host = server.host.as_str();
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, server.port)))
+        .await
+    {
+        Err(_) => return Err(Fail::Lost(format!("connecting to {host} timed out"))),
+        Ok(Err(e)) => {
+            return Err(Fail::Lost(format!(
+                "cannot connect to {host}:{}: {e}",
+                server.port
+            )))
+        }
+        Ok(Ok(t)) => t,
+    };
+    let _ = tcp.set_nodelay(true);
+    let tcp = if server.implicit_tls {
+        tcp
+    } else {
+        let mut plain = async_imap::Client::new(tcp);
+        greeting(&mut plain).await?;
+        match exchange(&mut plain, "s0", "STARTTLS", |_| {}).await {
+            Ok(()) => {}
+            Err(Fail::Refused(m)) => {
+                return Err(Fail::Fatal(format!(
+                    "{host} does not offer STARTTLS ({m}); mailferry does not log in \
+                     without TLS (use imaps:// if the server has implicit TLS)"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        // Anything the server sent after its OK is dropped with the plaintext
+        // buffer: only what arrives inside TLS is believed (STARTTLS injection).
+        plain.into_inner()
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| Fail::Fatal(format!("{host:?} is not a valid server name: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
+        Err(_) => Err(Fail::Lost(format!("TLS handshake with {host} timed out"))),
+        Ok(Err(e)) => Err(tls_failure(host, e)),
+        Ok(Ok(t)) => Ok(t),
+    }
 }
 
 /// One logged-in connection.
@@ -612,50 +710,7 @@ struct Conn {
 impl Conn {
     /// Connects, secures (implicit TLS or STARTTLS), and logs in.
     async fn open(cfg: &Config) -> Result<Conn, Fail> {
-        let host = cfg.server.host.as_str();
-        let tcp = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((host, cfg.server.port)),
-        )
-        .await
-        {
-            Err(_) => return Err(Fail::Lost(format!("connecting to {host} timed out"))),
-            Ok(Err(e)) => {
-                return Err(Fail::Lost(format!(
-                    "cannot connect to {host}:{}: {e}",
-                    cfg.server.port
-                )))
-            }
-            Ok(Ok(t)) => t,
-        };
-        let _ = tcp.set_nodelay(true);
-        let tcp = if cfg.server.implicit_tls {
-            tcp
-        } else {
-            let mut plain = async_imap::Client::new(tcp);
-            greeting(&mut plain).await?;
-            match exchange(&mut plain, "s0", "STARTTLS", |_| {}).await {
-                Ok(()) => {}
-                Err(Fail::Refused(m)) => {
-                    return Err(Fail::Fatal(format!(
-                        "{host} does not offer STARTTLS ({m}); mailferry does not log in \
-                         without TLS (use imaps:// if the server has implicit TLS)"
-                    )))
-                }
-                Err(e) => return Err(e),
-            }
-            // Anything the server sent after its OK is dropped with the plaintext
-            // buffer: only what arrives inside TLS is believed (STARTTLS injection).
-            plain.into_inner()
-        };
-        let name = rustls_pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| Fail::Fatal(format!("{host:?} is not a valid server name: {e}")))?;
-        let connector = tokio_rustls::TlsConnector::from(cfg.tls.clone());
-        let tls = match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
-            Err(_) => return Err(Fail::Lost(format!("TLS handshake with {host} timed out"))),
-            Ok(Err(e)) => return Err(tls_failure(host, e)),
-            Ok(Ok(t)) => t,
-        };
+        let tls = secure(&cfg.server, &cfg.tls).await?;
         let mut conn = Conn {
             client: async_imap::Client::new(tls),
             next_tag: 0,
@@ -1668,7 +1723,7 @@ impl Imap {
     ) -> Result<Imap, String> {
         let server = ServerSpec::parse(spec)?;
         let credential = credential(options)?;
-        let tls = tls_config(options.source_ca.as_deref())?;
+        let (tls, _) = tls_config(options)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

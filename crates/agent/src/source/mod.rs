@@ -242,6 +242,10 @@ pub struct SourceOptions {
     /// IMAP: PEM file of the CA(s) the server certificate must chain to, instead of the
     /// system roots.
     pub source_ca: Option<PathBuf>,
+    /// IMAP: SHA-256 of the server's own certificate (`--source-cert-sha256`): a
+    /// certificate with this fingerprint is trusted without the system roots; with
+    /// `source_ca` as well, both must hold.
+    pub source_cert_sha256: Option<mailferry_core::tls::CertSha256>,
     /// IMAP: the password itself, held in memory only (a batch CSV's `Password` column,
     /// read from the CSV when the pass starts); wins over `password_file`.
     pub password: Option<mailferry_core::secret::SecretBytes>,

@@ -93,6 +93,12 @@ pub(crate) fn affects_checkpoint(event: &str) -> bool {
 impl CheckpointDb {
     /// Opens (or creates) the index file for writing.
     pub fn open(path: &Path) -> DbResult<CheckpointDb> {
+        mailferry_audit::private::precreate(path).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot create {}: {e}", path.display())),
+            )
+        })?;
         let conn = Connection::open(path)?;
         // WAL with NORMAL: a crash keeps the file consistent and may lose the last
         // transactions, which the mark then replays from the log. No fsync per batch.

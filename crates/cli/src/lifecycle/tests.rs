@@ -16,6 +16,7 @@ fn nowhere() -> Invocation {
         source_ca: None,
         source_prefix: None,
         source_namespaces: Default::default(),
+        source_cert_sha256: None,
         max_bytes_per_second: None,
         max_messages_per_second: None,
     }
