@@ -302,16 +302,13 @@ fn issue3_wrong_key_is_refused_and_writes_nothing() {
 }
 
 #[test]
-fn issue3_empty_and_binary_files_are_bad_items_and_the_rest_moves() {
+fn issue3_empty_files_and_bad_folders_are_bad_items_and_issue17_binary_files_are_stored() {
     let env = Env::new();
     let src = env.path("src");
     let n = sample(&src, 30, None);
     fs::write(src.join("cur/1700000000.empty.host:2,S"), b"").unwrap();
-    fs::write(
-        src.join("new/1700000001.binary.host"),
-        [0x89, b'P', b'N', b'G', 0, 1, 2, 0xff, b'\n', 0],
-    )
-    .unwrap();
+    let binary = [0x89, b'P', b'N', b'G', 0, 1, 2, 0xff, b'\n', 0];
+    fs::write(src.join("new/1700000001.binary.host"), binary).unwrap();
     fs::create_dir_all(src.join(".bad&ZZZ-/cur")).unwrap();
     fs::write(src.join(".bad&ZZZ-/cur/1.x.host:2,"), b"Subject: x\n\nhi\n").unwrap();
     init_volume(&env);
@@ -323,18 +320,28 @@ fn issue3_empty_and_binary_files_are_bad_items_and_the_rest_moves() {
         describe(&o)
     );
     let r = r.expect("report even when items were bad");
-    assert_eq!(r["items_moved"], n as u64);
+    // Issue 17: a binary file the source serves as a message is stored, with a warning.
+    assert_eq!(r["items_moved"], n as u64 + 1);
+    assert_eq!(
+        r["warnings"][0]["item"], "INBOX/1700000001.binary.host",
+        "{r}"
+    );
     let bad = r["bad_items"].as_array().unwrap();
     let names: Vec<&str> = bad.iter().map(|b| b["item"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"INBOX/1700000000.empty.host"), "{names:?}");
-    assert!(names.contains(&"INBOX/1700000001.binary.host"), "{names:?}");
     assert!(names.iter().any(|n| n.contains(".bad&ZZZ-")), "{names:?}");
     for b in bad {
         assert!(!b["reason"].as_str().unwrap().is_empty());
     }
     let out = env.path("export");
     assert!(export(&env, MB, &out).status.success());
-    assert_eq!(read_maildir(&out).len(), n);
+    let exported = read_maildir(&out);
+    assert_eq!(exported.len(), n + 1);
+    assert_eq!(
+        exported[&(String::new(), "1700000001.binary.host".to_string())].1,
+        binary
+    );
 }
 
 #[test]
