@@ -584,6 +584,7 @@ fn user_invocation(b: &Batch, ep: &Endpoint, u: &BatchUser) -> Invocation {
         source_ca: options.source_ca,
         max_bytes_per_second: None,
         max_messages_per_second: None,
+        maildir_names: None,
     }
 }
 

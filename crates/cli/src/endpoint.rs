@@ -434,6 +434,7 @@ impl Endpoint {
                     oauth_token_file: None,
                     source_ca: i.ca_file.clone(),
                     password: None,
+                    maildir_names: None,
                 };
                 (spec, options)
             }

@@ -220,6 +220,10 @@ pub struct Invocation {
     /// parses back to the same value) so that the record stays `Eq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_messages_per_second: Option<String>,
+    /// `--maildir-names` given to `mailferry move`: later passes read folder names the
+    /// same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maildir_names: Option<mailferry_core::profile::MaildirNames>,
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -325,6 +329,7 @@ impl Invocation {
             source_ca: o.source_ca.as_deref().map(absolute),
             max_bytes_per_second: None,
             max_messages_per_second: None,
+            maildir_names: o.maildir_names,
         }
     }
 
@@ -368,6 +373,7 @@ impl Invocation {
                 oauth_token_file: self.oauth_token_file.clone(),
                 source_ca: self.source_ca.clone(),
                 password: None,
+                maildir_names: self.maildir_names,
             },
         })
     }

@@ -214,6 +214,19 @@ pub struct SourceOptions {
     /// IMAP: the password itself, held in memory only (a batch CSV's `Password` column,
     /// read from the CSV when the pass starts); wins over `password_file`.
     pub password: Option<mailferry_core::secret::SecretBytes>,
+    /// Maildir: how folder directory names are encoded (`--maildir-names`); `None`:
+    /// the profile's `source.maildir_names` ([`SourceOptions::with_profile`]), and
+    /// without a profile, detected per name.
+    pub maildir_names: Option<mailferry_core::profile::MaildirNames>,
+}
+
+impl SourceOptions {
+    /// These options, with what they leave to the profile taken from `profile`.
+    pub fn with_profile(&self, profile: &mailferry_core::profile::Profile) -> SourceOptions {
+        let mut o = self.clone();
+        o.maildir_names.get_or_insert(profile.source.maildir_names);
+        o
+    }
 }
 
 /// A mail source.
@@ -251,9 +264,10 @@ pub fn from_spec(
         };
     }
     match spec.split_once(':') {
-        Some(("maildir", path)) if !path.is_empty() => {
-            Ok(Box::new(maildir::Maildir::new(PathBuf::from(path))))
-        }
+        Some(("maildir", path)) if !path.is_empty() => Ok(Box::new(maildir::Maildir::with_names(
+            PathBuf::from(path),
+            options.maildir_names.unwrap_or_default(),
+        ))),
         Some(("mbox", path)) if !path.is_empty() => {
             Ok(Box::new(mbox::Mbox::new(PathBuf::from(path))))
         }

@@ -16,6 +16,7 @@ fn nowhere() -> Invocation {
         source_ca: None,
         max_bytes_per_second: None,
         max_messages_per_second: None,
+        maildir_names: None,
     }
 }
 
