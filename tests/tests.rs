@@ -8,6 +8,7 @@ mod bench;
 mod browser;
 mod control;
 mod dovecot;
+mod fidelity_files;
 mod foundation;
 mod imap;
 mod lifecycle;
