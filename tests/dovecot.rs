@@ -39,6 +39,16 @@ impl Dovecot {
         )
     }
 
+    /// Starts a server for [`USER`] whose Maildir is `mail_root/<USER>` (a tree made
+    /// elsewhere, e.g. by `mailferry export`), configured by `opts`.
+    #[allow(dead_code)]
+    pub fn start_in(mail_root: &std::path::Path, opts: &Options) -> Dovecot {
+        Dovecot(
+            mailferry_cli::dovecot::Dovecot::start_configured(Some(mail_root), &[USER], opts)
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
     /// Stops and starts the server with the same configuration and ports.
     pub fn restart(&mut self) {
         self.0.restart().unwrap_or_else(|e| panic!("{e}"))

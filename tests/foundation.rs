@@ -309,8 +309,11 @@ fn issue3_empty_files_and_bad_folders_are_bad_items_and_issue17_binary_files_are
     fs::write(src.join("cur/1700000000.empty.host:2,S"), b"").unwrap();
     let binary = [0x89, b'P', b'N', b'G', 0, 1, 2, 0xff, b'\n', 0];
     fs::write(src.join("new/1700000001.binary.host"), binary).unwrap();
-    fs::create_dir_all(src.join(".bad&ZZZ-/cur")).unwrap();
-    fs::write(src.join(".bad&ZZZ-/cur/1.x.host:2,"), b"Subject: x\n\nhi\n").unwrap();
+    // Neither modified UTF-7 nor UTF-8 (issue 17: a name that is one of them moves).
+    let bad_dir =
+        src.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b".bad\xff"));
+    fs::create_dir_all(bad_dir.join("cur")).unwrap();
+    fs::write(bad_dir.join("cur/1.x.host:2,"), b"Subject: x\n\nhi\n").unwrap();
     init_volume(&env);
     let (code, r, o) = move_maildir(&env, &src, MB);
     assert_eq!(
@@ -330,7 +333,7 @@ fn issue3_empty_files_and_bad_folders_are_bad_items_and_issue17_binary_files_are
     let names: Vec<&str> = bad.iter().map(|b| b["item"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"INBOX/1700000000.empty.host"), "{names:?}");
-    assert!(names.iter().any(|n| n.contains(".bad&ZZZ-")), "{names:?}");
+    assert!(names.contains(&".bad\\xff"), "{names:?}");
     for b in bad {
         assert!(!b["reason"].as_str().unwrap().is_empty());
     }

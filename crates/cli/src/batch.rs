@@ -587,6 +587,7 @@ fn user_invocation(b: &Batch, ep: &Endpoint, u: &BatchUser) -> Invocation {
         source_cert_sha256: options.source_cert_sha256.map(|f| f.to_string()),
         max_bytes_per_second: None,
         max_messages_per_second: None,
+        maildir_names: None,
     }
 }
 

@@ -116,7 +116,7 @@ pub async fn run_demo(
         );
         tokio::task::spawn_blocking(move || {
             let v = Volume::open(&volume, &key_file, &Profile::embedded_default().store)?;
-            export_maildir(&v, &mailbox, &export)
+            export_maildir(&v, &mailbox, &export, Default::default())
         })
         .await
         .expect("export thread panicked")?

@@ -72,7 +72,8 @@ pub struct DestinationPreview {
 
 /// Runs the dry run of `args`.
 pub async fn dry_run(args: &DryRunArgs) -> Result<DryRun, AppError> {
-    let source = mailferry_agent::source::from_spec(&args.source, &args.source_options)
+    let options = args.source_options.with_profile(&args.profile);
+    let source = mailferry_agent::source::from_spec(&args.source, &options)
         .map_err(|e| AppError::Usage(e.to_string()))?;
     let destination = match &args.destination {
         Target::Volume(volume) => DestinationPreview {

@@ -477,6 +477,7 @@ impl Endpoint {
                     password: None,
                     source_prefix: i.prefix.clone(),
                     namespaces: i.namespaces,
+                    maildir_names: None,
                 };
                 (spec, options)
             }

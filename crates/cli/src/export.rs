@@ -4,19 +4,30 @@
 //! Maildir: every message comes out byte-identical in its folder, in `cur/` as
 //! `<source id>:2,<flags>`, with its internal date as mtime. Each file is written to
 //! `tmp/` first and renamed into place (the Maildir delivery rule), so a reader never
-//! sees half a message.
+//! sees half a message. Folders are laid out as Maildir++ (`.A.B`, the default) or as
+//! Dovecot's `LAYOUT=fs` (`A/B`), their names in modified UTF-7 or UTF-8
+//! ([`MaildirOptions`]). Every folder's directory is worked out before anything is
+//! written: a folder the layout cannot hold fails the export up front, naming it.
+//! Keywords are written Dovecot's way: a `dovecot-keywords` file per folder mapping
+//! the letters `a`..`z` to keywords, and those letters in the file names. A folder with
+//! more than 26 keywords (fewer if stored flags already use some lowercase letters) gets
+//! the first ones in byte order; the others are listed in
+//! [`ExportOutcome::keywords_not_written`].
 //!
 //! mbox: one mboxrd file per folder (`docs/mbox.md`), messages in the order the store
 //! received them. A message that came from an mbox gets its original `From ` line back,
-//! so an mbox moved and exported is byte-identical.
+//! so an mbox moved and exported is byte-identical. Messages are never rewritten, so
+//! keywords travel in mbox only inside the messages' own `X-Keywords:` headers (those
+//! of a message that came from an mbox); other keywords are not written.
 //!
 //! Either way a damaged message is named and skipped and all others come out, and
 //! nothing is written outside the export directory: folder names are checked again
 //! before they become paths.
 
 use crate::AppError;
-use mailferry_agent::source::maildir::dir_name_for_folder;
+use mailferry_agent::source::maildir::{dir_name_for_folder, encode_component, KEYWORDS_FILE};
 use mailferry_agent::source::mbox;
+use mailferry_core::profile::MaildirNames;
 use mailferry_core::report::BadItem;
 use mailferry_core::{FolderName, MailboxAddr};
 use mailferry_store::{StoredMessage, Volume};
@@ -36,6 +47,125 @@ pub struct ExportOutcome {
     pub bytes: u64,
     /// Messages that could not be read back, named, with the reason.
     pub damaged: Vec<BadItem>,
+    /// Keywords a Maildir export could not write (a folder has only 26 keyword letters),
+    /// per folder. The messages themselves were exported.
+    pub keywords_not_written: Vec<KeywordsNotWritten>,
+}
+
+/// Keywords of one folder that did not fit in its 26 keyword letters.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct KeywordsNotWritten {
+    /// The folder.
+    pub folder: FolderName,
+    /// The keywords left out, sorted by bytes.
+    pub keywords: Vec<String>,
+}
+
+/// How folders become directories in a Maildir export.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// Maildir++: `Archive/2024` is `.Archive.2024/`; a name component holding '.'
+    /// cannot be written.
+    #[default]
+    MaildirPlusPlus,
+    /// Dovecot's `LAYOUT=fs`: `Archive/2024` is `Archive/2024/`, INBOX the root.
+    Fs,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::MaildirPlusPlus => "maildir++",
+            Layout::Fs => "fs",
+        })
+    }
+}
+
+/// How a Maildir export names folder directories.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaildirOptions {
+    /// Encoding of folder names (`Auto` writes modified UTF-7).
+    pub names: MaildirNames,
+    /// Folder layout.
+    pub layout: Layout,
+}
+
+/// Names a `LAYOUT=fs` folder component cannot have: the Maildir subdirectories of its
+/// parent, and Dovecot's own files next to them.
+fn fs_component_clash(part: &str) -> Option<&'static str> {
+    if matches!(part, "cur" | "new" | "tmp") {
+        Some("is the name of a Maildir subdirectory (cur, new, tmp)")
+    } else if part.starts_with("dovecot-") || part.starts_with("dovecot.") {
+        Some("is the name of one of Dovecot's files (dovecot-*, dovecot.*)")
+    } else {
+        None
+    }
+}
+
+/// The directory of `folder` under the export root, relative; `""` for the INBOX.
+pub fn folder_dir(folder: &FolderName, opts: MaildirOptions) -> Result<PathBuf, String> {
+    match opts.layout {
+        Layout::MaildirPlusPlus => Ok(dir_name_for_folder(folder, opts.names)?
+            .map(PathBuf::from)
+            .unwrap_or_default()),
+        Layout::Fs => {
+            if folder.is_inbox() {
+                return Ok(PathBuf::new());
+            }
+            let mut path = PathBuf::new();
+            for part in folder.components() {
+                let name = encode_component(part, opts.names);
+                if let Some(why) = fs_component_clash(&name) {
+                    return Err(format!("folder {folder:?}: component {part:?} {why}"));
+                }
+                if name.len() > 255 {
+                    return Err(format!(
+                        "folder {folder:?}: component {part:?} is {} bytes as a directory name \
+                         (at most 255)",
+                        name.len()
+                    ));
+                }
+                path.push(name);
+            }
+            Ok(path)
+        }
+    }
+}
+
+/// Keyword letters of one folder: keyword → letter, and what did not fit.
+#[derive(Debug, Default)]
+struct FolderKeywords {
+    /// Lowercase letters stored as letters in some message of the folder (volumes
+    /// written before keywords, or a source letter nothing mapped): not given away.
+    taken: BTreeSet<char>,
+    keywords: BTreeSet<String>,
+}
+
+impl FolderKeywords {
+    /// Assigns the free letters to the keywords in byte order.
+    fn assign(&self) -> (BTreeMap<String, char>, Vec<String>) {
+        let mut free = ('a'..='z').filter(|c| !self.taken.contains(c));
+        let mut map = BTreeMap::new();
+        let mut left = Vec::new();
+        for k in &self.keywords {
+            match free.next() {
+                Some(c) => {
+                    map.insert(k.clone(), c);
+                }
+                None => left.push(k.clone()),
+            }
+        }
+        (map, left)
+    }
+}
+
+/// The `:2,` letters of a message: its stored letters and its keywords' letters, sorted.
+fn info_letters(flags: &mailferry_core::Flags, map: &BTreeMap<String, char>) -> String {
+    let mut v: Vec<char> = flags.letters().chars().collect();
+    v.extend(flags.keywords().filter_map(|k| map.get(k).copied()));
+    v.sort_unstable();
+    v.dedup();
+    v.into_iter().collect()
 }
 
 fn ensure_maildir(dir: &Path) -> Result<(), AppError> {
@@ -60,17 +190,97 @@ fn check_empty(out: &Path) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Exports `mailbox` into the Maildir `out`, which must not exist or be empty.
+/// Exports `mailbox` into the Maildir `out`, which must not exist or be empty. A folder
+/// that `opts` cannot lay out is a usage error naming every such folder, raised before
+/// anything is written.
 pub fn export_maildir(
     volume: &Volume,
     mailbox: &MailboxAddr,
     out: &Path,
+    opts: MaildirOptions,
 ) -> Result<ExportOutcome, AppError> {
+    let listed = volume.list_messages(mailbox)?;
+    // First pass, over the metadata only: every folder's directory and keyword letters.
+    let mut dirs: BTreeMap<FolderName, PathBuf> = BTreeMap::new();
+    let mut refused: BTreeMap<FolderName, String> = BTreeMap::new();
+    let mut keywords: BTreeMap<FolderName, FolderKeywords> = BTreeMap::new();
+    for msg in listed.iter().flatten() {
+        let folder = &msg.meta.folder;
+        if !dirs.contains_key(folder) && !refused.contains_key(folder) {
+            match folder_dir(folder, opts) {
+                Ok(d) => {
+                    dirs.insert(folder.clone(), d);
+                }
+                Err(why) => {
+                    refused.insert(folder.clone(), why);
+                }
+            }
+        }
+        let fk = keywords.entry(folder.clone()).or_default();
+        fk.taken.extend(
+            msg.meta
+                .flags
+                .letters()
+                .chars()
+                .filter(char::is_ascii_lowercase),
+        );
+        fk.keywords
+            .extend(msg.meta.flags.keywords().map(str::to_string));
+    }
+    if !refused.is_empty() {
+        let other = match opts.layout {
+            Layout::MaildirPlusPlus => Layout::Fs,
+            Layout::Fs => Layout::MaildirPlusPlus,
+        };
+        let mut msg = format!(
+            "{} folder(s) of {mailbox} cannot be exported with --layout {}; nothing was written:",
+            refused.len(),
+            opts.layout
+        );
+        let mut other_fits = true;
+        for (folder, why) in &refused {
+            msg.push_str(&format!("\n  {why}"));
+            let alt = MaildirOptions {
+                layout: other,
+                ..opts
+            };
+            other_fits &= folder_dir(folder, alt).is_ok();
+        }
+        if other_fits {
+            msg.push_str(&format!(
+                "\nexport with --layout {other}, which can hold them"
+            ));
+        }
+        return Err(AppError::Usage(msg));
+    }
     check_empty(out)?;
     ensure_maildir(out)?;
     let mut outcome = ExportOutcome::default();
+    let mut letters: BTreeMap<FolderName, BTreeMap<String, char>> = BTreeMap::new();
+    for (folder, fk) in &keywords {
+        let (map, left) = fk.assign();
+        if !map.is_empty() {
+            let dir = out.join(&dirs[folder]);
+            ensure_maildir(&dir)?;
+            let mut by_letter: Vec<(char, &String)> = map.iter().map(|(k, c)| (*c, k)).collect();
+            by_letter.sort();
+            let text: String = by_letter
+                .iter()
+                .map(|(c, k)| format!("{} {k}\n", *c as u8 - b'a'))
+                .collect();
+            let path = dir.join(KEYWORDS_FILE);
+            fs::write(&path, text).map_err(|e| AppError::io(&path, e))?;
+        }
+        if !left.is_empty() {
+            outcome.keywords_not_written.push(KeywordsNotWritten {
+                folder: folder.clone(),
+                keywords: left,
+            });
+        }
+        letters.insert(folder.clone(), map);
+    }
     let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-    for listed in volume.list_messages(mailbox)? {
+    for listed in listed {
         let msg = match listed {
             Ok(m) => m,
             Err(e) => {
@@ -82,14 +292,7 @@ pub fn export_maildir(
             }
         };
         let item = format!("{}/{}", msg.meta.folder, msg.meta.source_id);
-        let dir = match dir_name_for_folder(&msg.meta.folder) {
-            Ok(None) => out.to_path_buf(),
-            Ok(Some(name)) => out.join(name),
-            Err(reason) => {
-                outcome.damaged.push(BadItem { item, reason });
-                continue;
-            }
-        };
+        let dir = out.join(&dirs[&msg.meta.folder]);
         if made.insert(dir.clone()) {
             ensure_maildir(&dir)?;
         }
@@ -119,15 +322,11 @@ pub fn export_maildir(
         file.set_modified(mtime)
             .map_err(|e| AppError::io(&tmp, e))?;
         drop(file);
-        let mut name = format!("{}:2,{}", msg.meta.source_id, msg.meta.flags.as_str());
+        let info = info_letters(&msg.meta.flags, &letters[&msg.meta.folder]);
+        let mut name = format!("{}:2,{info}", msg.meta.source_id);
         if dir.join("cur").join(&name).exists() {
             // Same source id stored twice with different content: keep both.
-            name = format!(
-                "{}.{}:2,{}",
-                msg.meta.source_id,
-                msg.id,
-                msg.meta.flags.as_str()
-            );
+            name = format!("{}.{}:2,{info}", msg.meta.source_id, msg.id);
         }
         let dest = dir.join("cur").join(name);
         fs::rename(&tmp, &dest).map_err(|e| AppError::io(&dest, e))?;
@@ -318,5 +517,55 @@ mod tests {
         assert!(p[&f("evil.sbd")].as_ref().unwrap_err().contains(".sbd"));
         assert!(p[&f("ok/index.msf")].is_err());
         assert!(p[&f(&long)].as_ref().unwrap_err().contains("300 bytes"));
+    }
+
+    #[test]
+    fn folder_dirs_per_layout_and_encoding_issue17() {
+        let f = |s: &str| FolderName::parse(s).unwrap();
+        let o = |layout, names| MaildirOptions { layout, names };
+        let pp = o(Layout::MaildirPlusPlus, MaildirNames::Mutf7);
+        let fs8 = o(Layout::Fs, MaildirNames::Utf8);
+        let fs7 = o(Layout::Fs, MaildirNames::Mutf7);
+        assert_eq!(folder_dir(&f("INBOX"), pp), Ok(PathBuf::new()));
+        assert_eq!(folder_dir(&f("INBOX"), fs8), Ok(PathBuf::new()));
+        assert_eq!(
+            folder_dir(&f("Projects/Entwürfe"), pp),
+            Ok(PathBuf::from(".Projects.Entw&APw-rfe"))
+        );
+        assert_eq!(
+            folder_dir(
+                &f("Projects/Entwürfe"),
+                o(Layout::MaildirPlusPlus, MaildirNames::Utf8)
+            ),
+            Ok(PathBuf::from(".Projects.Entwürfe"))
+        );
+        assert_eq!(
+            folder_dir(&f("Projects/2024.Q1"), fs8),
+            Ok(PathBuf::from("Projects/2024.Q1"))
+        );
+        assert_eq!(
+            folder_dir(&f("Projects/Entwürfe"), fs7),
+            Ok(PathBuf::from("Projects/Entw&APw-rfe"))
+        );
+        let e = folder_dir(&f("Projects/2024.Q1"), pp).unwrap_err();
+        assert!(e.contains("\"Projects/2024.Q1\""), "{e}");
+        for clash in ["cur", "A/new", "tmp/x", "dovecot-keywords"] {
+            assert!(folder_dir(&f(clash), fs8).is_err(), "{clash}");
+            assert!(folder_dir(&f(clash), pp).is_ok(), "{clash}");
+        }
+    }
+
+    #[test]
+    fn keyword_letters_skip_taken_ones_and_report_the_rest_issue17() {
+        let mut fk = FolderKeywords::default();
+        fk.taken.insert('a');
+        fk.keywords = (0..27).map(|i| format!("k{i:02}")).collect();
+        let (map, left) = fk.assign();
+        assert_eq!(map.len(), 25, "a is a stored letter, not a keyword's");
+        assert_eq!(map["k00"], 'b');
+        assert_eq!(map["k24"], 'z');
+        assert_eq!(left, ["k25", "k26"]);
+        let flags = mailferry_core::Flags::new("Sa", ["k01", "k26"]).unwrap();
+        assert_eq!(info_letters(&flags, &map), "Sac");
     }
 }

@@ -230,6 +230,10 @@ pub struct Invocation {
     /// parses back to the same value) so that the record stays `Eq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_messages_per_second: Option<String>,
+    /// `--maildir-names` given to `mailferry move`: later passes read folder names the
+    /// same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maildir_names: Option<mailferry_core::profile::MaildirNames>,
 }
 
 fn is_personal(n: &Namespaces) -> bool {
@@ -342,6 +346,7 @@ impl Invocation {
             source_cert_sha256: o.source_cert_sha256.map(|f| f.to_string()),
             max_bytes_per_second: None,
             max_messages_per_second: None,
+            maildir_names: o.maildir_names,
         }
     }
 
@@ -388,6 +393,7 @@ impl Invocation {
                 password: None,
                 source_prefix: self.source_prefix.clone(),
                 namespaces: self.source_namespaces,
+                maildir_names: self.maildir_names,
             },
         })
     }

@@ -82,6 +82,11 @@ struct SourceAccess {
     /// endpoint test` print). With --source-ca as well, both must hold.
     #[arg(long, value_name = "HEX", value_parser = mailferry_core::tls::CertSha256::parse)]
     source_cert_sha256: Option<mailferry_core::tls::CertSha256>,
+    /// Maildir source: folder directory names are modified UTF-7 (`mutf7`, Dovecot's
+    /// default), UTF-8 (`utf8`, Dovecot's `maildir:...:UTF-8`) or detected per name
+    /// (`auto`) [default: the profile's source.maildir_names, auto].
+    #[arg(long, value_name = "auto|mutf7|utf8")]
+    maildir_names: Option<mailferry_core::profile::MaildirNames>,
 }
 
 impl SourceAccess {
@@ -94,6 +99,7 @@ impl SourceAccess {
             password: None,
             source_prefix: self.source_prefix,
             namespaces: self.source_namespaces,
+            maildir_names: self.maildir_names,
         }
     }
 }
@@ -367,6 +373,13 @@ enum Cmd {
         /// Output directory (must not exist or be empty).
         #[arg(long)]
         out: PathBuf,
+        /// Maildir: folder layout. A folder that Maildir++ cannot hold (a name component
+        /// with '.') fails the export before anything is written; `fs` holds those.
+        #[arg(long, value_enum, default_value_t = ExportLayout::MaildirPlusPlus)]
+        layout: ExportLayout,
+        /// Maildir: encoding of folder directory names.
+        #[arg(long, value_enum, default_value_t = ExportNames::Mutf7)]
+        maildir_names: ExportNames,
         /// Print the outcome as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -785,10 +798,30 @@ enum TokenCmd {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
-    /// Maildir++ (folders as .Name.Sub, flags in file names).
+    /// Maildir (folders as .Name.Sub or, with --layout fs, Name/Sub; flags and keyword
+    /// letters in file names, keywords in dovecot-keywords).
     Maildir,
     /// mboxrd, one file per folder (subfolders in a directory, or `<name>.sbd/`).
     Mbox,
+}
+
+/// Folder layout of a Maildir export.
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportLayout {
+    /// Maildir++: `.Archive.2024/` (a name component with '.' cannot be written).
+    #[value(name = "maildir++")]
+    MaildirPlusPlus,
+    /// Dovecot's LAYOUT=fs: `Archive/2024/`; the INBOX is the root.
+    Fs,
+}
+
+/// Encoding of folder directory names in a Maildir export.
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportNames {
+    /// IMAP modified UTF-7 (`.Entw&APw-rfe`), Dovecot's default.
+    Mutf7,
+    /// UTF-8 (`.Entwürfe`), Dovecot's `maildir:...:UTF-8`.
+    Utf8,
 }
 
 #[derive(Subcommand)]
@@ -1627,12 +1660,24 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             mailbox: mb,
             format,
             out,
+            layout,
+            maildir_names,
             json,
         } => {
             let mb = mailbox(&mb)?;
             let v = volume_admin::open(&volume, &unlock)?;
+            let opts = export::MaildirOptions {
+                layout: match layout {
+                    ExportLayout::MaildirPlusPlus => export::Layout::MaildirPlusPlus,
+                    ExportLayout::Fs => export::Layout::Fs,
+                },
+                names: match maildir_names {
+                    ExportNames::Mutf7 => mailferry_core::profile::MaildirNames::Mutf7,
+                    ExportNames::Utf8 => mailferry_core::profile::MaildirNames::Utf8,
+                },
+            };
             let outcome = match format {
-                Format::Maildir => export::export_maildir(&v, &mb, &out)?,
+                Format::Maildir => export::export_maildir(&v, &mb, &out, opts)?,
                 Format::Mbox => export::export_mbox(&v, &mb, &out)?,
             };
             eprintln!(
@@ -1643,6 +1688,15 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             );
             for d in &outcome.damaged {
                 eprintln!("  damaged item {}: {}", d.item, d.reason);
+            }
+            for k in &outcome.keywords_not_written {
+                eprintln!(
+                    "  folder {}: {} keyword(s) not written (a Maildir folder has 26 keyword \
+                     letters; the messages were exported without them): {}",
+                    k.folder,
+                    k.keywords.len(),
+                    k.keywords.join(" ")
+                );
             }
             if json {
                 print_json(&outcome);

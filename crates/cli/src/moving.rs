@@ -160,7 +160,8 @@ impl Connected {
     ) -> Result<MoveReport, AppError> {
         let endpoint = Endpoint::new(&self.url, &self.roots, self.token.clone())?;
         // A bad spec, or a password or CA file that cannot be read, is a usage error.
-        let source = mailferry_agent::source::from_spec(&args.source, &args.source_options)
+        let options = args.source_options.with_profile(&args.profile);
+        let source = mailferry_agent::source::from_spec(&args.source, &options)
             .map_err(|e| AppError::Usage(e.to_string()))?;
         let hooks_given = hooks.progress.is_some();
         let own_bar = args.progress_bar && !hooks_given;

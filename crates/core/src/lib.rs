@@ -16,7 +16,7 @@ pub mod secret;
 pub mod tls;
 
 pub use error::CoreError;
-pub use ids::{Flags, FolderName, MailboxAddr, MessageMeta, MoveId, SourceId};
+pub use ids::{Flags, FolderName, MailboxAddr, MessageMeta, MoveId, SourceId, MAX_KEYWORDS};
 
 /// Hex SHA-256 digest of `data`, the content identity used across mailferry.
 pub fn sha256_hex(data: &[u8]) -> String {

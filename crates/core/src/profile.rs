@@ -63,6 +63,45 @@ pub struct SourceSettings {
     /// Folders left out, matched exactly (same effect as a wildcard-free entry of
     /// `folders.exclude`).
     pub exclude_folders: Vec<String>,
+    /// How a Maildir source's folder directory names are encoded: `auto` (per name:
+    /// modified UTF-7 if it decodes, else UTF-8), `mutf7` or `utf8` (Dovecot's
+    /// `maildir:...:UTF-8`). `mailferry move --maildir-names` overrides it.
+    pub maildir_names: MaildirNames,
+}
+
+/// The encoding of folder directory names in a Maildir tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaildirNames {
+    /// Reading: per name, modified UTF-7 if it decodes as such, otherwise UTF-8 as is.
+    #[default]
+    Auto,
+    /// IMAP modified UTF-7 (RFC 3501 §5.1.3), Dovecot's default (`.Entw&APw-rfe`).
+    Mutf7,
+    /// Raw UTF-8, as Dovecot's `maildir:~/Maildir:UTF-8` writes it (`.Entwürfe`).
+    Utf8,
+}
+
+impl std::str::FromStr for MaildirNames {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(MaildirNames::Auto),
+            "mutf7" => Ok(MaildirNames::Mutf7),
+            "utf8" => Ok(MaildirNames::Utf8),
+            other => Err(format!("{other:?}: expected auto, mutf7 or utf8")),
+        }
+    }
+}
+
+impl std::fmt::Display for MaildirNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MaildirNames::Auto => "auto",
+            MaildirNames::Mutf7 => "mutf7",
+            MaildirNames::Utf8 => "utf8",
+        })
+    }
 }
 
 /// Folder selection and renaming. Patterns and map keys are *source* folder names.
@@ -254,7 +293,7 @@ impl Default for StoreSettings {
 /// structs above by a test, so the two cannot drift.
 pub const KNOWN: &[(&str, &[&str])] = &[
     ("", &["name", "description"]),
-    ("source", &["exclude_folders"]),
+    ("source", &["exclude_folders", "maildir_names"]),
     (
         "folders",
         &["special_use", "map", "merge", "include", "exclude"],

@@ -1,9 +1,20 @@
 //! Maildir source: Maildir++ layout (`cur/`, `new/`, subfolders as `.Name.Sub`), flags
 //! from the `:2,` suffix, internal date from the file's mtime (as Dovecot does).
 //!
-//! Folder names on disk are IMAP modified UTF-7; one that does not decode, or decodes
-//! to a name that could escape a directory, is a named bad item and its messages are
-//! not moved. This module only lists and opens files; it never writes to the source.
+//! Folder names on disk are IMAP modified UTF-7 (Dovecot's default) or raw UTF-8
+//! (Dovecot's `maildir:~/Maildir:UTF-8`, sync tools that decode names): see
+//! [`MaildirNames`]; by default each name is detected on its own. One that is neither,
+//! or decodes to a name that could escape a directory, is a named bad item and its
+//! messages are not moved. This module only lists and opens files; it never writes to
+//! the source.
+//!
+//! # Keywords
+//!
+//! Dovecot keeps IMAP keywords as the lowercase letters `a`..`z` of the `:2,` suffix,
+//! each mapped to a keyword by the folder's `dovecot-keywords` file (lines `N name`,
+//! `N` = 0..25 for `a`..`z`). A lowercase letter the file maps becomes that keyword; one
+//! it does not map stays a letter, so nothing is lost. Uppercase letters are the
+//! Maildir flags.
 //!
 //! # Delta passes
 //!
@@ -26,14 +37,22 @@
 //!   that scan (and so acknowledged): only younger files are looked up.
 //! - A folder that is read: a file whose unique name and flags the checkpoint already
 //!   has is not `stat`ed; its size and date come from the checkpoint.
+//!
+//! Setting or clearing a keyword renames the message file, which moves `cur/`'s mtime.
+//! The mtime of `dovecot-keywords` is in the cursor as well, so a change to that file
+//! alone (Dovecot only appends to it, but a hand edit may re-map a letter) also has the
+//! folder read again.
 
 use super::{DeltaFolder, Listing, Location, PriorItem, PriorLookup, Source, SourceItem};
 use crate::AgentError;
+use mailferry_core::profile::MaildirNames;
 use mailferry_core::report::BadItem;
 use mailferry_core::{mutf7, Flags, FolderName, SourceId};
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,12 +62,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const MTIME_TRUST: Duration = Duration::from_secs(2);
 
 /// Tag of this module's folder cursors.
-const CURSOR_TAG: &str = "maildir2";
+/// (`maildir2` cursors, written before keywords were read, had no `KW`: a folder with
+/// one is read once more.)
+const CURSOR_TAG: &str = "maildir3";
 
-/// What a folder cursor records: the mtimes of `cur/` and `new/` (nanoseconds since the
-/// epoch, `-` if absent) before the scan, the time the scan started, how many messages
-/// the folder held and how many of them were files in `cur/`. Written as
-/// `maildir2 CUR NEW SCAN COUNT IN_CUR`.
+/// What a folder cursor records: the mtimes of `cur/`, `new/` and `dovecot-keywords`
+/// (nanoseconds since the epoch, `-` if absent) before the scan, the time the scan
+/// started, how many messages the folder held and how many of them were files in
+/// `cur/`. Written as `maildir3 CUR NEW SCAN COUNT IN_CUR KW`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Cursor {
     cur: Option<i128>,
@@ -56,18 +77,20 @@ struct Cursor {
     scan: i128,
     count: usize,
     in_cur: usize,
+    kw: Option<i128>,
 }
 
 impl Cursor {
     fn encode(&self) -> String {
         let t = |v: Option<i128>| v.map_or("-".to_string(), |n| n.to_string());
         format!(
-            "{CURSOR_TAG} {} {} {} {} {}",
+            "{CURSOR_TAG} {} {} {} {} {} {}",
             t(self.cur),
             t(self.new),
             self.scan,
             self.count,
-            self.in_cur
+            self.in_cur,
+            t(self.kw)
         )
     }
 
@@ -89,6 +112,7 @@ impl Cursor {
             scan: it.next()?.parse().ok()?,
             count: it.next()?.parse().ok()?,
             in_cur: it.next()?.parse().ok()?,
+            kw: t(it.next()?)?,
         };
         it.next().is_none().then_some(c)
     }
@@ -101,7 +125,7 @@ impl Cursor {
 
     /// True if `cur/` is as this cursor saw it.
     fn cur_holds(&self, now: &Cursor) -> bool {
-        self.cur == now.cur && self.trusted(self.cur)
+        self.cur == now.cur && self.trusted(self.cur) && self.kw == now.kw && self.trusted(self.kw)
     }
 
     /// True if this cursor, read back, says the folder is unchanged now.
@@ -129,34 +153,96 @@ fn dir_mtime(path: &Path) -> Option<i128> {
 /// A Maildir++ tree rooted at a directory.
 pub struct Maildir {
     root: PathBuf,
+    names: MaildirNames,
 }
 
 impl Maildir {
-    /// A Maildir rooted at `root` (checked when listed).
+    /// A Maildir rooted at `root` (checked when listed), folder names detected per name.
     pub fn new(root: PathBuf) -> Self {
-        Maildir { root }
+        Maildir::with_names(root, MaildirNames::Auto)
+    }
+
+    /// A Maildir whose folder directory names are read as `names` says.
+    pub fn with_names(root: PathBuf, names: MaildirNames) -> Self {
+        Maildir { root, names }
     }
 }
 
-/// Maps a Maildir++ subfolder directory name (`.Archive.2024`) to a folder name.
-pub fn folder_from_dir_name(name: &str) -> Result<FolderName, String> {
+/// A directory name for reports: as is if it is printable UTF-8, else with its bytes
+/// escaped (`\xff`), so no lossy replacement hides which directory it is.
+pub fn show_name(name: &[u8]) -> String {
+    match std::str::from_utf8(name) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => name.escape_ascii().to_string(),
+    }
+}
+
+fn decode_utf8(parts: &[&[u8]]) -> Result<Vec<String>, String> {
+    parts
+        .iter()
+        .map(|p| {
+            std::str::from_utf8(p)
+                .map(str::to_string)
+                .map_err(|e| format!("name is not UTF-8 ({e})"))
+        })
+        .collect()
+}
+
+fn decode_mutf7(parts: &[&[u8]]) -> Result<Vec<String>, String> {
+    parts
+        .iter()
+        .map(|p| match std::str::from_utf8(p) {
+            Ok(s) => mutf7::decode(s).map_err(|e| format!("name is not modified UTF-7 ({e})")),
+            Err(_) => Err("name is not modified UTF-7 (it has non-ASCII bytes)".to_string()),
+        })
+        .collect()
+}
+
+/// Maps a Maildir++ subfolder directory name (`.Archive.2024`, `.Entw&APw-rfe`,
+/// `.Entwürfe`) to a folder name, decoding it as `names` says; `Auto` decides per name:
+/// modified UTF-7 if every component is valid as such, otherwise UTF-8 as is (so
+/// `.R&D`, which is not modified UTF-7, is the folder `R&D`).
+pub fn folder_from_dir_name(name: &OsStr, names: MaildirNames) -> Result<FolderName, String> {
     let inner = name
-        .strip_prefix('.')
+        .as_bytes()
+        .strip_prefix(b".")
         .ok_or_else(|| "not a Maildir++ folder (no leading '.')".to_string())?;
-    let mut parts = Vec::new();
-    for raw in inner.split('.') {
-        let part = mutf7::decode(raw).map_err(|e| format!("name is not modified UTF-7: {e}"))?;
-        if part.contains('/') {
-            return Err("a component contains '/'".into());
-        }
-        parts.push(part);
+    // Split before decoding: a modified UTF-7 run may decode to a '.' that is part of
+    // the component's name, not a separator.
+    let raw: Vec<&[u8]> = inner.split(|&b| b == b'.').collect();
+    let parts = match names {
+        MaildirNames::Utf8 => decode_utf8(&raw)?,
+        MaildirNames::Mutf7 => decode_mutf7(&raw).map_err(|e| {
+            format!("{e}; if this tree has UTF-8 folder names, use --maildir-names auto or utf8")
+        })?,
+        MaildirNames::Auto => decode_mutf7(&raw).or_else(|e7| {
+            decode_utf8(&raw)
+                .map_err(|e8| format!("name is neither modified UTF-7 nor UTF-8: {e7}; {e8}"))
+        })?,
+    };
+    if parts.iter().any(|p| p.contains('/')) {
+        return Err("a component contains '/'".into());
     }
     FolderName::parse(&parts.join("/")).map_err(|e| e.to_string())
 }
 
-/// Maps a folder to its Maildir++ directory name (`Archive/2024` → `.Archive.2024`).
-/// A component containing '.' cannot be represented in Maildir++ and is refused.
-pub fn dir_name_for_folder(folder: &FolderName) -> Result<Option<String>, String> {
+/// Encodes one folder name component for a directory name: modified UTF-7 (`Mutf7`,
+/// and `Auto`, which writes what Dovecot writes by default) or UTF-8 as is.
+pub fn encode_component(part: &str, names: MaildirNames) -> String {
+    match names {
+        MaildirNames::Utf8 => part.to_string(),
+        MaildirNames::Mutf7 | MaildirNames::Auto => mutf7::encode(part),
+    }
+}
+
+/// Maps a folder to its Maildir++ directory name (`Archive/2024` → `.Archive.2024`),
+/// components encoded as `names` says. A component containing '.' cannot be
+/// represented in Maildir++ and is refused, naming the folder; so is a name longer than
+/// a directory name can be.
+pub fn dir_name_for_folder(
+    folder: &FolderName,
+    names: MaildirNames,
+) -> Result<Option<String>, String> {
     if folder.is_inbox() {
         return Ok(None);
     }
@@ -168,9 +254,91 @@ pub fn dir_name_for_folder(folder: &FolderName) -> Result<Option<String>, String
             ));
         }
         out.push('.');
-        out.push_str(&mutf7::encode(part));
+        out.push_str(&encode_component(part, names));
+    }
+    if out.len() > 255 {
+        return Err(format!(
+            "folder {folder:?}: its Maildir++ directory name is {} bytes (at most 255)",
+            out.len()
+        ));
     }
     Ok(Some(out))
+}
+
+/// Name of the file in which Dovecot maps keyword letters to keywords.
+pub const KEYWORDS_FILE: &str = "dovecot-keywords";
+
+/// Longest `dovecot-keywords` file read (26 lines of 255-byte keywords fit many times).
+const MAX_KEYWORDS_FILE: u64 = 64 * 1024;
+
+/// A folder's `dovecot-keywords`: the keyword of each letter `a`..`z`, if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeywordLetters([Option<String>; 26]);
+
+impl KeywordLetters {
+    /// Parses a `dovecot-keywords` file's text (`N name` lines). Lines that are not
+    /// that, indices over 25 and names that are not valid keywords are left out (the
+    /// letter then stays a letter), each with a warning naming `origin`.
+    pub fn parse(text: &str, origin: &Path) -> Self {
+        let mut map = KeywordLetters::default();
+        for line in text.lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed = line
+                .split_once(' ')
+                .and_then(|(n, k)| Some((n.parse::<usize>().ok()?, k)));
+            match parsed {
+                Some((n, k)) if n < 26 && Flags::keyword_ok(k).is_ok() => {
+                    map.0[n] = Some(k.to_string())
+                }
+                // Dovecot keeps keywords past the 26th in the file, without a letter.
+                Some((n, _)) if n >= 26 => {}
+                _ => tracing::warn!(
+                    file = %origin.display(),
+                    line,
+                    "dovecot-keywords line left out (not `N keyword`); its letter stays a letter"
+                ),
+            }
+        }
+        map
+    }
+
+    /// Reads `dir/dovecot-keywords`; absent or unreadable: no keywords (every lowercase
+    /// letter stays a letter).
+    pub fn read(dir: &Path) -> Self {
+        let path = dir.join(KEYWORDS_FILE);
+        let mut text = String::new();
+        match fs::File::open(&path) {
+            Ok(f) => {
+                if let Err(e) = f.take(MAX_KEYWORDS_FILE).read_to_string(&mut text) {
+                    tracing::warn!(file = %path.display(), error = %e,
+                        "dovecot-keywords unreadable; keyword letters stay letters");
+                    return KeywordLetters::default();
+                }
+                KeywordLetters::parse(&text, &path)
+            }
+            Err(_) => KeywordLetters::default(),
+        }
+    }
+
+    /// The flags of a file whose `:2,` letters are `letters`: uppercase ones as they
+    /// are, lowercase ones mapped to their keyword if this file maps them.
+    pub fn flags(&self, letters: &str) -> Result<Flags, mailferry_core::CoreError> {
+        let mut kept = String::new();
+        let mut keywords = Vec::new();
+        for c in letters.chars() {
+            let k = c
+                .is_ascii_lowercase()
+                .then(|| self.0[(c as u8 - b'a') as usize].as_deref())
+                .flatten();
+            match k {
+                Some(k) => keywords.push(k),
+                None => kept.push(c),
+            }
+        }
+        Flags::new(&kept, keywords)
+    }
 }
 
 /// Splits a Maildir file name into its unique part and flags.
@@ -196,6 +364,7 @@ fn list_folder(dir: &Path, folder: &FolderName, prior: &dyn PriorLookup, out: &m
         new: dir_mtime(&dir.join("new")),
         count: 0,
         in_cur: 0,
+        kw: dir_mtime(&dir.join(KEYWORDS_FILE)),
     };
     let acknowledged = prior.count(folder);
     let proven = prior
@@ -223,6 +392,7 @@ fn list_folder(dir: &Path, folder: &FolderName, prior: &dyn PriorLookup, out: &m
             return;
         }
     }
+    let kw = KeywordLetters::read(dir);
     let known = if acknowledged > 0 {
         prior.items(folder)
     } else {
@@ -277,9 +447,7 @@ fn list_folder(dir: &Path, folder: &FolderName, prior: &dyn PriorLookup, out: &m
                 .ok()
                 .and_then(|id| known.get_key_value(&id));
             if let Some((id, p)) = known {
-                if Flags::from_maildir(&flags).is_ok_and(|f| f == p.flags)
-                    && seen.insert(id.clone())
-                {
+                if kw.flags(&flags).is_ok_and(|f| f == p.flags) && seen.insert(id.clone()) {
                     out.items.push(SourceItem {
                         folder: folder.clone(),
                         source_id: id.clone(),
@@ -331,10 +499,20 @@ fn list_folder(dir: &Path, folder: &FolderName, prior: &dyn PriorLookup, out: &m
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
+            let flags = match kw.flags(&flags) {
+                Ok(f) => f,
+                Err(e) => {
+                    out.bad.push(BadItem {
+                        item: item_name,
+                        reason: format!("flags not readable: {e}"),
+                    });
+                    continue;
+                }
+            };
             out.items.push(SourceItem {
                 folder: folder.clone(),
                 source_id,
-                flags: Flags::from_maildir(&flags).expect("filtered to letters"),
+                flags,
                 internal_date,
                 size: meta.len(),
                 location: Location::File(entry.path()),
@@ -368,6 +546,7 @@ fn list_new_only(
     let Ok(entries) = fs::read_dir(&path) else {
         return false;
     };
+    let kw = KeywordLetters::read(dir);
     let mut listed = Vec::new();
     let mut known_here = 0usize;
     let mut new_ones = 0usize;
@@ -385,7 +564,7 @@ fn list_new_only(
         let Ok(id) = SourceId::parse(unique) else {
             return false;
         };
-        let Ok(flags) = Flags::from_maildir(&flags) else {
+        let Ok(flags) = kw.flags(&flags) else {
             return false;
         };
         if !seen.insert(id.clone()) {
@@ -459,6 +638,7 @@ fn list_new_only(
             scan: now.scan,
             count: pc.count + new_ones,
             in_cur: pc.in_cur,
+            kw: now.kw,
         }
         .encode(),
     );
@@ -491,30 +671,23 @@ impl Source for Maildir {
         for entry in entries {
             let entry = entry.map_err(|e| fail(format!("cannot list: {e}")))?;
             let os_name = entry.file_name();
-            let lossy = os_name.to_string_lossy().into_owned();
-            if !lossy.starts_with('.') || lossy == "." || lossy == ".." {
+            let bytes = os_name.as_bytes();
+            if !bytes.starts_with(b".") || bytes == b"." || bytes == b".." {
                 continue;
             }
             if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
-            let Some(name) = os_name.to_str() else {
-                out.bad.push(BadItem {
-                    item: lossy,
-                    reason: "folder directory name is not UTF-8; its messages were not moved"
-                        .into(),
-                });
-                continue;
-            };
-            match folder_from_dir_name(name) {
+            let name = show_name(bytes);
+            match folder_from_dir_name(&os_name, self.names) {
                 Ok(folder) if folder.is_inbox() => out.bad.push(BadItem {
-                    item: name.to_string(),
+                    item: name,
                     reason: "a subfolder named INBOX clashes with the Maildir root; not moved"
                         .into(),
                 }),
                 Ok(folder) => subdirs.push((folder, entry.path())),
                 Err(reason) => out.bad.push(BadItem {
-                    item: name.to_string(),
+                    item: name,
                     reason: format!("folder not moved: {reason}"),
                 }),
             }

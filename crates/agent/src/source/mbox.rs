@@ -6,7 +6,10 @@
 //! messages, hashes each one (its source id derives from its content, so ids survive
 //! deletions and appends), counts the bytes the `>From ` unquoting removes (so
 //! [`SourceItem::size`] is exactly what [`Source::open`] yields), and reads `Status:`,
-//! `X-Status:`, `X-Mozilla-Status:` and `Date:`. Opening a message streams its byte range
+//! `X-Status:`, `X-Mozilla-Status:`, `Date:` and the keywords of `X-Keywords:` and
+//! `Keywords:` (comma- and/or space-separated, as Dovecot, mutt and Thunderbird write
+//! them; one that is not a valid keyword is left out with a warning). Those headers are
+//! read as they are: the message bytes moved are the file's bytes. Opening a message streams its byte range
 //! through [`Unquoter`]; no message is ever held in memory. The rules (separators,
 //! mboxrd quoting, ids, truncation, the export round trip) are in `docs/mbox.md`.
 //!
@@ -505,6 +508,8 @@ pub struct Scanned {
     pub date_header: Option<i64>,
     /// Maildir flag letters from `Status:`, `X-Status:` and `X-Mozilla-Status:`.
     pub flags: String,
+    /// Keywords from `X-Keywords:` and `Keywords:`, each a valid keyword.
+    pub keywords: Vec<String>,
     /// Why it cannot be moved (empty, truncated), if so.
     pub problem: Option<String>,
 }
@@ -530,6 +535,7 @@ enum Field {
     Status,
     XStatus,
     XMozillaStatus,
+    Keywords,
     Date,
 }
 
@@ -543,6 +549,7 @@ struct Headers {
     field: Field,
     value: Vec<u8>,
     flags: String,
+    keywords: Vec<String>,
     date: Option<i64>,
     seen_date: bool,
 }
@@ -558,6 +565,8 @@ fn starts_header(line: &[u8]) -> bool {
         _ => false,
     }
 }
+/// Most bytes of one keywords header read (continuation lines included).
+const MAX_KEYWORDS_HEADER: usize = 16 * 1024;
 
 fn trim(b: &[u8]) -> &[u8] {
     let start = b
@@ -589,7 +598,12 @@ impl Headers {
             return;
         }
         if matches!(line[0], b' ' | b'\t') {
-            if self.field != Field::Other && self.value.len() < 512 {
+            let cap = if self.field == Field::Keywords {
+                MAX_KEYWORDS_HEADER
+            } else {
+                512
+            };
+            if self.field != Field::Other && self.value.len() < cap {
                 self.value.push(b' ');
                 self.value.extend_from_slice(trim(line));
             }
@@ -606,6 +620,9 @@ impl Headers {
             Field::XStatus
         } else if name.eq_ignore_ascii_case(b"x-mozilla-status") {
             Field::XMozillaStatus
+        } else if name.eq_ignore_ascii_case(b"x-keywords") || name.eq_ignore_ascii_case(b"keywords")
+        {
+            Field::Keywords
         } else if name.eq_ignore_ascii_case(b"date") && !self.seen_date {
             Field::Date
         } else {
@@ -645,6 +662,24 @@ impl Headers {
                 for (bit, flag) in [(1, 'S'), (2, 'R'), (4, 'F'), (8, 'T')] {
                     if bits & bit != 0 {
                         self.flags.push(flag);
+                    }
+                }
+            }
+            Field::Keywords => {
+                let text = String::from_utf8_lossy(v);
+                for k in text.split(|c: char| c == ',' || c.is_ascii_whitespace()) {
+                    if k.is_empty() || self.keywords.iter().any(|have| have == k) {
+                        continue;
+                    }
+                    if let Err(why) = Flags::keyword_ok(k) {
+                        tracing::warn!(keyword = k, reason = why, "mbox keyword left out");
+                    } else if self.keywords.len() >= mailferry_core::MAX_KEYWORDS {
+                        tracing::warn!(
+                            keyword = k,
+                            "mbox keyword left out: over 256 on one message"
+                        );
+                    } else {
+                        self.keywords.push(k.to_string());
                     }
                 }
             }
@@ -939,6 +974,7 @@ impl Scanner {
             envelope: acc.envelope,
             date_header: acc.headers.date,
             flags: acc.headers.flags,
+            keywords: acc.headers.keywords,
             problem: problem.map(str::to_string),
         });
     }
@@ -1079,7 +1115,7 @@ fn list_file(path: &Path, folder: &FolderName, out: &mut Listing) -> Result<(), 
         out.items.push(SourceItem {
             folder: folder.clone(),
             source_id,
-            flags: Flags::from_maildir(&m.flags).expect("flag letters"),
+            flags: Flags::new(&m.flags, &m.keywords).expect("letters and checked keywords"),
             internal_date: m.envelope.date.or(m.date_header).unwrap_or(mtime),
             size: m.size,
             location: Location::Range {

@@ -255,6 +255,19 @@ pub struct SourceOptions {
     pub source_prefix: Option<String>,
     /// IMAP: which namespaces are listed.
     pub namespaces: Namespaces,
+    /// Maildir: how folder directory names are encoded (`--maildir-names`); `None`:
+    /// the profile's `source.maildir_names` ([`SourceOptions::with_profile`]), and
+    /// without a profile, detected per name.
+    pub maildir_names: Option<mailferry_core::profile::MaildirNames>,
+}
+
+impl SourceOptions {
+    /// These options, with what they leave to the profile taken from `profile`.
+    pub fn with_profile(&self, profile: &mailferry_core::profile::Profile) -> SourceOptions {
+        let mut o = self.clone();
+        o.maildir_names.get_or_insert(profile.source.maildir_names);
+        o
+    }
 }
 
 /// A mail source.
@@ -292,9 +305,10 @@ pub fn from_spec(
         };
     }
     match spec.split_once(':') {
-        Some(("maildir", path)) if !path.is_empty() => {
-            Ok(Box::new(maildir::Maildir::new(PathBuf::from(path))))
-        }
+        Some(("maildir", path)) if !path.is_empty() => Ok(Box::new(maildir::Maildir::with_names(
+            PathBuf::from(path),
+            options.maildir_names.unwrap_or_default(),
+        ))),
         Some(("mbox", path)) if !path.is_empty() => {
             Ok(Box::new(mbox::Mbox::new(PathBuf::from(path))))
         }

@@ -19,6 +19,7 @@ fn nowhere() -> Invocation {
         source_cert_sha256: None,
         max_bytes_per_second: None,
         max_messages_per_second: None,
+        maildir_names: None,
     }
 }
 

@@ -575,3 +575,18 @@ fn roles_rename_by_what_the_server_announces() {
     assert_eq!(Role::from_attribute("\\Important"), None);
     assert_eq!(Role::from_attribute("Sent"), None);
 }
+
+/// issue 17: `source.maildir_names` takes auto, mutf7 or utf8; anything else is named.
+#[test]
+fn maildir_names_key_issue17() {
+    assert_eq!(
+        Profile::embedded_default().source.maildir_names,
+        MaildirNames::Auto
+    );
+    let p = Profile::parse("[source]\nmaildir_names = \"utf8\"", "p").unwrap();
+    assert_eq!(p.source.maildir_names, MaildirNames::Utf8);
+    let e = Profile::parse("[source]\nmaildir_names = \"latin1\"", "p").unwrap_err();
+    assert!(e.to_string().contains("maildir_names"), "{e}");
+    assert_eq!("mutf7".parse::<MaildirNames>(), Ok(MaildirNames::Mutf7));
+    assert!("UTF8".parse::<MaildirNames>().is_err());
+}

@@ -14,7 +14,7 @@ fn lists_inbox_subfolders_flags_and_names_bad_folders() {
     touch(&r.join("new/2.b.host"), b"Subject: b\n\nx");
     touch(&r.join(".Archive.2024/cur/3.c.host:2,"), b"Subject: c\n\nx");
     touch(&r.join(".Entw&APw-rfe/new/4.d.host"), b"Subject: d\n\nx");
-    touch(&r.join(".bad&ZZZ/new/5.e.host"), b"Subject: e\n\nx");
+    touch(&r.join(".bad&Z!Z/new/5.e.host"), b"Subject: e\n\nx");
     touch(&r.join(".a..b/new/6.f.host"), b"x");
     let l = Maildir::new(r.to_path_buf())
         .list(&crate::source::Prior::default())
@@ -26,25 +26,161 @@ fn lists_inbox_subfolders_flags_and_names_bad_folders() {
             "Archive/2024/3.c.host",
             "Entwürfe/4.d.host",
             "INBOX/1.a.host",
-            "INBOX/2.b.host"
+            "INBOX/2.b.host",
+            "bad&Z!Z/5.e.host"
         ]
     );
     assert_eq!(l.items[2].flags.as_str(), "RS");
     assert_eq!(l.items[3].flags.as_str(), "");
     let bad: Vec<&str> = l.bad.iter().map(|b| b.item.as_str()).collect();
-    assert!(bad.contains(&".bad&ZZZ"), "{bad:?}");
+    assert!(bad.is_empty() || !bad.contains(&".bad&Z!Z"), "{bad:?}");
     assert!(bad.contains(&".a..b"), "{bad:?}");
 }
 
 #[test]
 fn folder_dir_names_round_trip() {
-    for f in ["Archive/2024", "Entwürfe", "Sent Items", "日本語/x"] {
+    use MaildirNames::*;
+    for f in [
+        "Archive/2024",
+        "Entwürfe",
+        "Sent Items",
+        "日本語/x",
+        "R&D",
+        "a&-b",
+    ] {
         let folder = FolderName::parse(f).unwrap();
-        let dir = dir_name_for_folder(&folder).unwrap().unwrap();
-        assert_eq!(folder_from_dir_name(&dir).unwrap(), folder);
+        for (write, read) in [(Mutf7, Mutf7), (Mutf7, Auto), (Utf8, Utf8)] {
+            let dir = dir_name_for_folder(&folder, write).unwrap().unwrap();
+            let back = folder_from_dir_name(OsStr::new(&dir), read);
+            assert_eq!(back, Ok(folder.clone()), "{f} as {write} read as {read}");
+        }
     }
-    assert_eq!(dir_name_for_folder(&FolderName::inbox()).unwrap(), None);
-    assert!(dir_name_for_folder(&FolderName::parse("a.b").unwrap()).is_err());
+    assert_eq!(
+        dir_name_for_folder(&FolderName::parse("Entwürfe").unwrap(), Utf8).unwrap(),
+        Some(".Entwürfe".into())
+    );
+    assert_eq!(
+        dir_name_for_folder(&FolderName::inbox(), Utf8).unwrap(),
+        None
+    );
+    let e = dir_name_for_folder(&FolderName::parse("Projects/2024.Q1").unwrap(), Mutf7);
+    assert!(e.unwrap_err().contains("Projects/2024.Q1"));
+}
+
+/// issue 17: raw UTF-8 names (Dovecot's `:UTF-8`) are read; `auto` decides per name.
+#[test]
+fn folder_names_in_utf8_and_modified_utf7_issue17() {
+    use MaildirNames::*;
+    let f = |s: &[u8], m| folder_from_dir_name(OsStr::from_bytes(s), m);
+    let ok = |s: &str| Ok(FolderName::parse(s).unwrap());
+    assert_eq!(
+        f(".Projects.Ünïcode Ærø".as_bytes(), Auto),
+        ok("Projects/Ünïcode Ærø")
+    );
+    assert_eq!(f(b".Entw&APw-rfe", Auto), ok("Entwürfe"));
+    assert_eq!(f(b".R&D", Auto), ok("R&D"), "not mUTF-7, valid UTF-8");
+    assert_eq!(
+        f(b".Entw&APw-rfe", Utf8),
+        ok("Entw&APw-rfe"),
+        "forced: as is"
+    );
+    assert_eq!(f(".Entwürfe".as_bytes(), Utf8), ok("Entwürfe"));
+    let e = f(".Entwürfe".as_bytes(), Mutf7).unwrap_err();
+    assert!(
+        e.contains("not modified UTF-7") && e.contains("--maildir-names"),
+        "{e}"
+    );
+    let e = f(b".caf\xe9", Auto).unwrap_err();
+    assert!(e.contains("neither modified UTF-7 nor UTF-8"), "{e}");
+    assert!(f(b".caf\xe9", Utf8).unwrap_err().contains("not UTF-8"));
+    // A mUTF-7 run that decodes to '.' or '/' stays inside its component.
+    assert_eq!(f(b".a&AP8ALg-b", Auto), ok("a\u{ff}.b"));
+    assert!(f(b".a&AP8ALw-b", Auto).unwrap_err().contains("'/'"));
+}
+
+#[test]
+fn a_folder_name_that_is_not_utf8_is_a_named_bad_item() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    touch(&r.join("cur/1.a.host:2,S"), b"Subject: a\n\nx");
+    let odd = r.join(OsStr::from_bytes(b".Caf\xe9"));
+    touch(&odd.join("cur/2.b.host:2,S"), b"Subject: b\n\nx");
+    for names in [MaildirNames::Auto, MaildirNames::Utf8, MaildirNames::Mutf7] {
+        let l = Maildir::with_names(r.to_path_buf(), names)
+            .list(&Prior::default())
+            .unwrap();
+        assert_eq!(ids(&l), ["1.a.host"]);
+        assert_eq!(l.bad.len(), 1, "{:?}", l.bad);
+        assert_eq!(l.bad[0].item, ".Caf\\xe9", "bytes escaped, not replaced");
+        assert!(
+            l.bad[0].reason.starts_with("folder not moved: name"),
+            "{:?}",
+            l.bad
+        );
+    }
+}
+
+#[test]
+fn keyword_letters_map_through_dovecot_keywords() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    touch(&r.join("cur/1.a.host:2,Sab"), b"Subject: a\n\nx");
+    touch(&r.join("cur/2.b.host:2,cF"), b"Subject: b\n\nx");
+    touch(&r.join(".Work/cur/3.c.host:2,a"), b"Subject: c\n\nx");
+    fs::write(
+        r.join(KEYWORDS_FILE),
+        "0 $Junk\n1 ProjectX\nnot a line\n3 bad\"quote\n30 $Late\n",
+    )
+    .unwrap();
+    fs::write(r.join(".Work").join(KEYWORDS_FILE), "0 $Label1\n").unwrap();
+    let md = Maildir::new(r.to_path_buf());
+    let l = md.list(&Prior::default()).unwrap();
+    let flags: Vec<(&str, &str)> = l
+        .items
+        .iter()
+        .map(|i| (i.source_id.as_str(), i.flags.as_str()))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("1.a.host", "S $Junk ProjectX"),
+            ("2.b.host", "Fc"),
+            ("3.c.host", " $Label1")
+        ],
+        "per-folder maps; an unmapped letter stays a letter"
+    );
+    assert!(l.bad.is_empty(), "{:?}", l.bad);
+
+    // Read again with what was acknowledged: nothing reads as a flag change.
+    let prior = prior_of(&l);
+    let again = md.list(&prior).unwrap();
+    for i in &again.items {
+        let p = prior.get(&i.folder, &i.source_id).unwrap();
+        assert_eq!(i.flags, p.flags, "{}", i.name());
+    }
+
+    // A re-mapped letter, with cur/ untouched and old: the keywords file's own mtime
+    // has the folder read again.
+    let old = SystemTime::now() - Duration::from_secs(60);
+    set_mtime(&r.join("cur"), old);
+    fs::File::open(r.join(KEYWORDS_FILE))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let proven = prior_of(&md.list(&prior).unwrap());
+    let quiet = md.list(&proven).unwrap();
+    assert!(
+        quiet.delta.contains_key(&FolderName::inbox()),
+        "proven unchanged"
+    );
+    fs::write(r.join(KEYWORDS_FILE), "0 $Junk\n1 ProjectY\n").unwrap();
+    let remapped = md.list(&proven).unwrap();
+    let one = remapped
+        .items
+        .iter()
+        .find(|i| i.source_id.as_str() == "1.a.host")
+        .expect("read again");
+    assert_eq!(one.flags.as_str(), "S $Junk ProjectY");
 }
 
 #[test]
@@ -100,13 +236,16 @@ fn cursor_round_trips_and_refuses_other_text() {
         scan: 1_700_000_100_000_000_000,
         count: 42,
         in_cur: 40,
+        kw: Some(5),
     };
     assert_eq!(Cursor::parse(&c.encode()), Some(c));
     for bad in [
         "",
         "maildir2",
         "maildir2 1 2 3 4",
-        "maildir2 1 2 3 4 5 6",
+        "maildir2 1 2 3 4 5",
+        "maildir3 1 2 3 4 5",
+        "maildir3 1 2 3 4 5 6 7",
         "maildir1 1 2 3 4",
         "imap 1 2 3 4 5",
         "maildir2 x - 1 2 3",

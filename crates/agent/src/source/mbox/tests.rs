@@ -266,6 +266,28 @@ fn list(root: &Path) -> Listing {
         .unwrap()
 }
 
+/// issue 17: keywords come from `X-Keywords:` / `Keywords:`, and the bytes moved are
+/// the file's, headers included.
+#[test]
+fn keywords_headers_are_read_as_they_are_issue17() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("box");
+    let m1 = &b"From a@x Mon Jan  1 00:00:00 2024\nStatus: RO\nX-Keywords: $Junk, ProjectX\n\t$Label1\nSubject: 1\n\none\n\n"[..];
+    let m2 = &b"From b@x Tue Jan  2 00:00:00 2024\nKeywords: Work,,Work bad\"q\nX-Status: F\n\nX-Keywords: body-not-header\n\n"[..];
+    touch(&f, &[m1, m2].concat());
+    let l = list(&f);
+    let flags: Vec<&str> = l.items.iter().map(|i| i.flags.as_str()).collect();
+    assert_eq!(flags, ["S $Junk $Label1 ProjectX", "F Work"]);
+    assert!(l.bad.is_empty(), "{:?}", l.bad);
+    let src = Mbox::new(f.clone());
+    let mut got = Vec::new();
+    src.open(&l.items[0])
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    assert_eq!(got, &m1[34..m1.len() - 1], "message bytes as in the file");
+}
+
 #[test]
 fn ids_survive_deletions_and_appends() {
     let d = tempfile::tempdir().unwrap();
