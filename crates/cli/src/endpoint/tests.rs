@@ -54,3 +54,31 @@ fn file_and_imap_sources_per_user() {
     assert!(!ep.needs_user_password());
     assert!(ep.check_user("a*b").is_some());
 }
+
+#[test]
+fn cert_sha256_pins_an_imap_endpoint_and_is_checked() {
+    let fp = "ab".repeat(32);
+    let ep = parse(&format!(
+        "kind = \"imap\"\nhost = \"imap.example.com\"\ncert_sha256 = \"{fp}\"\n"
+    ))
+    .unwrap();
+    let (_, o) = ep.source_for("alice", None);
+    assert_eq!(
+        o.source_cert_sha256.unwrap().to_string(),
+        ["AB"; 32].join(":")
+    );
+    assert!(o.source_ca.is_none());
+    let err = parse("kind = \"imap\"\nhost = \"h\"\ncert_sha256 = \"AB:CD\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cert_sha256:"), "{err}");
+    let err = parse(&format!(
+        "kind = \"maildir\"\nroot = \"/m/{{user}}\"\ncert_sha256 = \"{fp}\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cert_sha256: only for kind = \"imap\""),
+        "{err}"
+    );
+}
