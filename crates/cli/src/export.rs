@@ -269,7 +269,8 @@ pub fn export_maildir(
                 .map(|(c, k)| format!("{} {k}\n", *c as u8 - b'a'))
                 .collect();
             let path = dir.join(KEYWORDS_FILE);
-            fs::write(&path, text).map_err(|e| AppError::io(&path, e))?;
+            mailferry_audit::private::write(&path, text.as_bytes())
+                .map_err(|e| AppError::io(&path, e))?;
         }
         if !left.is_empty() {
             outcome.keywords_not_written.push(KeywordsNotWritten {
