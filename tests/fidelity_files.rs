@@ -147,6 +147,54 @@ fn utf8_folder_names_written_by_dovecot_move_and_export_identically_issue17() {
         ]
     );
 
+    // The same server read over IMAP (it lists the names in modified UTF-7, the IMAP
+    // source decodes them): the same folders, the same messages. Dovecot stored the
+    // files with LF and serves them with CRLF, so bodies are compared line by line.
+    let envi = Env::new();
+    init_volume(&envi);
+    let o = run(mailferry()
+        .arg("move")
+        .args(["--source", &dv.url(true)])
+        .arg("--source-ca")
+        .arg(&dv.ca_pem)
+        .arg("--password-file")
+        .arg(&dv.password_file)
+        .args(["--mailbox", MAILBOX, "--volume"])
+        .arg(envi.volume())
+        .arg("--key-file")
+        .arg(envi.key())
+        .arg("--state")
+        .arg(envi.path("state"))
+        .arg("--json")
+        .env_remove(mailferry_agent::source::imap::PASSWORD_ENV));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let outi = envi.path("export");
+    let o = run(mailferry()
+        .arg("export")
+        .arg("--volume")
+        .arg(envi.volume())
+        .arg("--key-file")
+        .arg(envi.key())
+        .args(["--mailbox", MAILBOX, "--format", "maildir", "--out"])
+        .arg(&outi)
+        .args(["--maildir-names", "utf8"]));
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(folder_dirs(&outi), dirs, "IMAP names round-trip");
+    let lines = |m: &std::collections::BTreeMap<(String, String), (String, Vec<u8>)>| {
+        let mut v: Vec<(String, String)> = m
+            .iter()
+            .map(|((folder, _), (_, body))| {
+                (
+                    folder.clone(),
+                    String::from_utf8_lossy(body).replace("\r\n", "\n"),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(lines(&read_maildir(&outi)), lines(&a));
+
     // The same tree read with the wrong forced encoding names every folder it refuses.
     let env2 = Env::new();
     init_volume(&env2);
