@@ -449,3 +449,62 @@ fn mbox_x_keywords_become_keywords_and_the_message_is_unchanged_issue17() {
     let exported: Vec<_> = read_maildir(&out).into_values().collect();
     assert_eq!(exported, [("ab".to_string(), msg.to_vec())]);
 }
+
+/// issue 17: the same folder name as it comes from a real IMAP server (Dovecot with
+/// `LAYOUT=fs`, whose separator is `/`, so `.` is an ordinary character): it arrives as
+/// `Projects/2024.Q1`, the default Maildir++ export refuses up front and names it, and
+/// `--layout fs` writes it.
+#[test]
+fn a_folder_with_a_dot_from_imap_exports_with_layout_fs_issue17() {
+    if skip() {
+        return;
+    }
+    let env = Env::new();
+    init_volume(&env);
+    let dv = Dovecot::start_configured(&Options {
+        mail_location_suffix: ":LAYOUT=fs".into(),
+        ..Options::default()
+    });
+    dv.doveadm(&["mailbox", "create", "-u", dovecot::USER, "Projects/2024.Q1"]);
+    let body = b"Subject: q1\r\nMessage-ID: <q1@x>\r\n\r\nfirst quarter\r\n";
+    save(&dv, &env, "Projects/2024.Q1", body);
+    save(&dv, &env, "INBOX", b"Subject: in\r\n\r\ninbox\r\n");
+    let o = run(mailferry()
+        .arg("move")
+        .args(["--source", &dv.url(true)])
+        .arg("--source-ca")
+        .arg(&dv.ca_pem)
+        .arg("--password-file")
+        .arg(&dv.password_file)
+        .args(["--mailbox", MAILBOX, "--volume"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--state")
+        .arg(env.path("state"))
+        .arg("--json")
+        .env_remove(mailferry_agent::source::imap::PASSWORD_ENV));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["items_moved"], 2, "{report}");
+
+    let refused = env.path("refused");
+    let o = export_with(&env, &refused, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("\"Projects/2024.Q1\"") && err.contains("--layout fs"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "nothing written");
+
+    let out = env.path("fs");
+    let o = export_with(&env, &out, &["--layout", "fs"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let files: Vec<String> = std::fs::read_dir(out.join("Projects/2024.Q1/cur"))
+        .unwrap()
+        .map(|e| String::from_utf8(std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].contains("first quarter"), "{files:?}");
+}
