@@ -152,22 +152,8 @@ fn utf8_folder_names_written_by_dovecot_move_and_export_identically_issue17() {
     // files with LF and serves them with CRLF, so bodies are compared line by line.
     let envi = Env::new();
     init_volume(&envi);
-    let o = run(mailferry()
-        .arg("move")
-        .args(["--source", &dv.url(true)])
-        .arg("--source-ca")
-        .arg(&dv.ca_pem)
-        .arg("--password-file")
-        .arg(&dv.password_file)
-        .args(["--mailbox", MAILBOX, "--volume"])
-        .arg(envi.volume())
-        .arg("--key-file")
-        .arg(envi.key())
-        .arg("--state")
-        .arg(envi.path("state"))
-        .arg("--json")
-        .env_remove(mailferry_agent::source::imap::PASSWORD_ENV));
-    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let (code, _, o) = crate::fidelity_imap::move_from(&envi, &dv, &[]);
+    assert_eq!(code, 0, "{}", describe(&o));
     let outi = envi.path("export");
     let o = run(mailferry()
         .arg("export")
@@ -469,23 +455,8 @@ fn a_folder_with_a_dot_from_imap_exports_with_layout_fs_issue17() {
     let body = b"Subject: q1\r\nMessage-ID: <q1@x>\r\n\r\nfirst quarter\r\n";
     save(&dv, &env, "Projects/2024.Q1", body);
     save(&dv, &env, "INBOX", b"Subject: in\r\n\r\ninbox\r\n");
-    let o = run(mailferry()
-        .arg("move")
-        .args(["--source", &dv.url(true)])
-        .arg("--source-ca")
-        .arg(&dv.ca_pem)
-        .arg("--password-file")
-        .arg(&dv.password_file)
-        .args(["--mailbox", MAILBOX, "--volume"])
-        .arg(env.volume())
-        .arg("--key-file")
-        .arg(env.key())
-        .arg("--state")
-        .arg(env.path("state"))
-        .arg("--json")
-        .env_remove(mailferry_agent::source::imap::PASSWORD_ENV));
-    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (code, report, o) = crate::fidelity_imap::move_from(&env, &dv, &[]);
+    assert_eq!(code, 0, "{}", describe(&o));
     assert_eq!(report["items_moved"], 2, "{report}");
 
     let refused = env.path("refused");

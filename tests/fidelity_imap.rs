@@ -14,9 +14,13 @@ use std::process::Output;
 
 const MAILBOX: &str = "alice@example.com";
 
-/// `mailferry move` from `dv` into the test volume (same state every call: later calls
-/// are delta passes); returns (exit code, JSON report, output).
-fn move_from(env: &Env, dv: &Dovecot, extra: &[&str]) -> (i32, serde_json::Value, Output) {
+/// `mailferry move` of `alice@example.com` from `dv` into the test volume (same state
+/// every call: later calls are delta passes); returns (exit code, JSON report, output).
+pub(crate) fn move_from(
+    env: &Env,
+    dv: &Dovecot,
+    extra: &[&str],
+) -> (i32, serde_json::Value, Output) {
     let o = run(mailferry()
         .arg("move")
         .args(["--source", &dv.url(true)])
