@@ -726,3 +726,64 @@ fn an_empty_prefix_changes_no_name() {
     let names: Vec<String> = m.folders.keys().map(|f| f.to_string()).collect();
     assert_eq!(names, ["Archive/2024", "INBOX", "Sub"]);
 }
+
+mod namespace_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn quoted(s: &str) -> String {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+
+    proptest! {
+        /// Whatever a hostile server sends after `* NAMESPACE `, the parser answers
+        /// Some or None and never panics or loops.
+        #[test]
+        fn arbitrary_namespace_answers_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = parse_namespace(&bytes);
+        }
+
+        /// A well-formed answer built from any prefixes and delimiters reads back as
+        /// built, each kind in order.
+        #[test]
+        fn generated_namespace_answers_read_back(
+            kinds in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec(
+                    ("[A-Za-z0-9#./ _\"\\\\-]{0,12}", proptest::option::of("[./\\\\]")),
+                    1..3,
+                )),
+                3,
+            ),
+        ) {
+            let text: Vec<String> = kinds
+                .iter()
+                .map(|k| match k {
+                    None => "NIL".to_string(),
+                    Some(list) => format!(
+                        "({})",
+                        list.iter()
+                            .map(|(p, d)| format!(
+                                "({} {})",
+                                quoted(p),
+                                d.as_deref().map_or("NIL".to_string(), quoted)
+                            ))
+                            .collect::<String>()
+                    ),
+                })
+                .collect();
+            let got = parse_namespace(text.join(" ").as_bytes());
+            let got = got.expect("a well-formed answer parses");
+            let want = |k: &Option<Vec<(String, Option<String>)>>| -> Vec<Namespace> {
+                k.iter()
+                    .flatten()
+                    .map(|(p, d)| Namespace { prefix: p.clone(), delimiter: d.clone() })
+                    .collect()
+            };
+            prop_assert_eq!(got.personal, want(&kinds[0]));
+            prop_assert_eq!(got.other_users, want(&kinds[1]));
+            prop_assert_eq!(got.shared, want(&kinds[2]));
+        }
+    }
+}

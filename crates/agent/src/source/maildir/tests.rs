@@ -399,3 +399,32 @@ fn known_files_take_size_and_date_from_the_checkpoint_renamed_ones_are_read() {
         ]
     );
 }
+
+mod keywords_file_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text as a `dovecot-keywords` file: never a panic, and every letter it
+        /// maps holds a keyword `Flags` accepts.
+        #[test]
+        fn any_keywords_file_parses_to_valid_keywords(text in "(?s).{0,400}") {
+            let map = KeywordLetters::parse(&text, Path::new("dovecot-keywords"));
+            for k in map.0.iter().flatten() {
+                prop_assert!(Flags::keyword_ok(k).is_ok(), "{:?}", k);
+            }
+        }
+
+        /// A file Dovecot would write (`N keyword` lines) maps each index to its keyword.
+        #[test]
+        fn written_keywords_files_read_back(
+            kws in proptest::collection::btree_map(0usize..26, "[$A-Za-z0-9_]{1,20}", 0..26),
+        ) {
+            let text: String = kws.iter().map(|(n, k)| format!("{n} {k}\n")).collect();
+            let map = KeywordLetters::parse(&text, Path::new("dovecot-keywords"));
+            for i in 0..26 {
+                prop_assert_eq!(map.0[i].as_ref(), kws.get(&i));
+            }
+        }
+    }
+}
