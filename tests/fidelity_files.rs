@@ -5,7 +5,9 @@
 //! exported with `--layout fs`, and mbox `X-Keywords:`.
 
 use crate::dovecot::{self, Dovecot, Options};
-use crate::util::{describe, init_volume, mailferry, move_maildir, read_maildir, run, Env};
+use crate::util::{
+    describe, init_volume, mailferry, move_maildir, move_spec, read_maildir, run, Env,
+};
 use std::path::Path;
 use std::process::Output;
 
@@ -334,18 +336,8 @@ fn a_folder_with_a_dot_exports_with_layout_fs_issue17() {
     let body = b"Subject: q1\r\n\r\nfirst quarter\r\n";
     touch(&src.join("Projects/2024.Q1/q1.eml"), body);
     touch(&src.join("in.eml"), b"Subject: in\r\n\r\ninbox\r\n");
-    let o = run(mailferry()
-        .arg("move")
-        .arg("--source")
-        .arg(format!("eml:{}", src.display()))
-        .args(["--mailbox", MAILBOX, "--volume"])
-        .arg(env.volume())
-        .arg("--key-file")
-        .arg(env.key())
-        .arg("--state")
-        .arg(env.path("state"))
-        .arg("--json"));
-    assert!(o.status.success(), "{}", describe(&o));
+    let (code, _, o) = move_spec(&env, &format!("eml:{}", src.display()), MAILBOX);
+    assert_eq!(code, 0, "{}", describe(&o));
 
     let refused = env.path("refused");
     let o = export_with(&env, &refused, &[]);
@@ -413,18 +405,8 @@ fn mbox_x_keywords_become_keywords_and_the_message_is_unchanged_issue17() {
     file.extend_from_slice(msg);
     file.extend_from_slice(b"\n");
     std::fs::write(&mbox, &file).unwrap();
-    let o = run(mailferry()
-        .arg("move")
-        .arg("--source")
-        .arg(format!("mbox:{}", mbox.display()))
-        .args(["--mailbox", MAILBOX, "--volume"])
-        .arg(env.volume())
-        .arg("--key-file")
-        .arg(env.key())
-        .arg("--state")
-        .arg(env.path("state"))
-        .arg("--json"));
-    assert!(o.status.success(), "{}", describe(&o));
+    let (code, _, o) = move_spec(&env, &format!("mbox:{}", mbox.display()), MAILBOX);
+    assert_eq!(code, 0, "{}", describe(&o));
     let out = env.path("export");
     let o = export_with(&env, &out, &[]);
     assert!(o.status.success(), "{}", describe(&o));

@@ -62,10 +62,15 @@ pub fn move_maildir(
     src: &Path,
     mailbox: &str,
 ) -> (i32, Option<serde_json::Value>, Output) {
+    move_spec(env, &format!("maildir:{}", src.display()), mailbox)
+}
+
+/// `mailferry move --source SPEC` of `mailbox` into the test volume, with the same state
+/// directory as [`move_maildir`]; returns (exit code, JSON report, output).
+pub fn move_spec(env: &Env, spec: &str, mailbox: &str) -> (i32, Option<serde_json::Value>, Output) {
     let o = run(mailferry()
         .arg("move")
-        .arg("--source")
-        .arg(format!("maildir:{}", src.display()))
+        .args(["--source", spec])
         .args(["--mailbox", mailbox, "--volume"])
         .arg(env.volume())
         .arg("--key-file")
