@@ -25,8 +25,8 @@
 #[allow(dead_code)]
 mod dovecot;
 
-use mailferry_cli::moving::{run_move, Destination, MoveArgs};
-use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_control::moving::{run_move, Destination, MoveArgs};
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! End-to-end benchmark of the move pipeline: `mailferry bench` as a cargo bench. Both
-//! call [`mailferry_cli::bench::run`], so there is one implementation: a generated corpus
+//! call [`mailferry_bench::bench::run`], so there is one implementation: a generated corpus
 //! (the realistic model: median ~7 KiB, mean ~58 KiB, 10 folders) moved through agent →
 //! loopback HTTPS proxy → encrypted store, durable at exit, every run verified; with
 //! `--dovecot`, Dovecot's `doveadm backup` on the same corpus in the same run, and the
@@ -13,7 +13,7 @@
 //! Flags are those of `mailferry bench` (`--dovecot` is `--compare dovecot`). No timing is
 //! asserted; CI only checks that the bench still runs and verifies.
 
-use mailferry_cli::bench::{self, BenchArgs, Mode, SourceKind};
+use mailferry_bench::bench::{self, BenchArgs, Mode, SourceKind};
 
 fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> T {
     v.and_then(|v| v.parse().ok())

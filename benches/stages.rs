@@ -17,7 +17,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mailferry_cli::sample::{self, SampleSpec, SizeModel};
+use mailferry_bench::sample::{self, SampleSpec, SizeModel};
 use mailferry_core::frame::{Frame, FrameBuffer, MessageHeader};
 use mailferry_core::profile::{CommitSettings, StoreSettings};
 use mailferry_core::{Flags, FolderName, MailboxAddr, SourceId};

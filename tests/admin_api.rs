@@ -3,7 +3,7 @@
 //! exactly the service's generated CA.
 
 use crate::util::{describe, init_volume, mailferry, run, Daemon, Env};
-use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -1055,8 +1055,8 @@ fn issue10_admin_serve_with_tls_cert_serves_that_certificate() {
     let env = Env::new();
     init_volume(&env);
     let tls = env.path("given-tls");
-    let (_, files) =
-        mailferry_cli::serve::local_tls(&tls, &["localhost", "127.0.0.1"]).expect("certificate");
+    let (_, files) = mailferry_control::serve::local_tls(&tls, &["localhost", "127.0.0.1"])
+        .expect("certificate");
     let state = env.path("admin-state");
     let mut child = mailferry()
         .args(["admin", "serve", "--listen", "127.0.0.1:0", "--state"])

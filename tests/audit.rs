@@ -1,7 +1,7 @@
 //! Issue 5: audit logs on both sides, reconciliation, move receipts and reports.
 
 use crate::util::*;
-use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@
 
 use crate::dovecot::{self, Dovecot};
 use crate::util::*;
-use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};

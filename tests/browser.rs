@@ -12,7 +12,7 @@
 //! and says so.
 
 use crate::util::*;
-use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -1,18 +1,18 @@
-//! The scratch Dovecot IMAP server of `mailferry_cli::dovecot` (Debian `dovecot-imapd`,
+//! The scratch Dovecot IMAP server of `mailferry_bench::dovecot` (Debian `dovecot-imapd`,
 //! under a temp directory, TLS required, one passwd-file user), with the panicking
 //! conveniences tests want: a failure to start or a failed `doveadm` fails the test with
 //! Dovecot's own output.
 
 #![allow(unused_imports)]
 
-pub use mailferry_cli::dovecot::{available, Options, PASSWORD, USER};
+pub use mailferry_bench::dovecot::{available, Options, PASSWORD, USER};
 use std::process::Output;
 
 /// A running scratch Dovecot with [`USER`]; stopped when dropped.
-pub struct Dovecot(mailferry_cli::dovecot::Dovecot);
+pub struct Dovecot(mailferry_bench::dovecot::Dovecot);
 
 impl std::ops::Deref for Dovecot {
-    type Target = mailferry_cli::dovecot::Dovecot;
+    type Target = mailferry_bench::dovecot::Dovecot;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -27,14 +27,14 @@ impl std::ops::DerefMut for Dovecot {
 impl Dovecot {
     /// Starts the server; returns once it accepts TLS connections on its IMAPS port.
     pub fn start() -> Dovecot {
-        Dovecot(mailferry_cli::dovecot::Dovecot::start().unwrap_or_else(|e| panic!("{e}")))
+        Dovecot(mailferry_bench::dovecot::Dovecot::start().unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// Starts a server for [`USER`] configured by `opts`.
     #[allow(dead_code)] // not every includer of this module starts a configured server
     pub fn start_configured(opts: &Options) -> Dovecot {
         Dovecot(
-            mailferry_cli::dovecot::Dovecot::start_configured(None, &[USER], opts)
+            mailferry_bench::dovecot::Dovecot::start_configured(None, &[USER], opts)
                 .unwrap_or_else(|e| panic!("{e}")),
         )
     }
@@ -44,7 +44,7 @@ impl Dovecot {
     #[allow(dead_code)]
     pub fn start_in(mail_root: &std::path::Path, opts: &Options) -> Dovecot {
         Dovecot(
-            mailferry_cli::dovecot::Dovecot::start_configured(Some(mail_root), &[USER], opts)
+            mailferry_bench::dovecot::Dovecot::start_configured(Some(mail_root), &[USER], opts)
                 .unwrap_or_else(|e| panic!("{e}")),
         )
     }

@@ -2,7 +2,7 @@
 //! nothing is stored twice; nothing is readable at rest; damage is named.
 
 use crate::util::*;
-use mailferry_cli::sample::{write_maildir, Markers, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, Markers, SampleSpec, SizeModel};
 use std::fs;
 use std::path::Path;
 

@@ -5,7 +5,7 @@
 //! listed, approval needed to complete). The real binary; no timing assertions.
 
 use crate::util::*;
-use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};

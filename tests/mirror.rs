@@ -3,7 +3,7 @@
 //! resumes to an exact mirror, and two agents never run the same move at once.
 
 use crate::util::*;
-use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use std::fs;
 use std::path::{Path, PathBuf};
 

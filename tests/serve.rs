@@ -4,7 +4,7 @@
 //! keeps serving. Loopback only; every wait is bounded.
 
 use crate::util::*;
-use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;

@@ -599,13 +599,13 @@ fn maildir_kill9_at_random_points_then_resume_stores_each_message_once() {
         let env = Env::new();
         init_volume(&env);
         let src = env.path("maildir");
-        let n = mailferry_cli::sample::write_maildir(
+        let n = mailferry_bench::sample::write_maildir(
             &src,
-            &mailferry_cli::sample::SampleSpec {
+            &mailferry_bench::sample::SampleSpec {
                 seed,
                 messages: 800,
                 folders: 4,
-                size: mailferry_cli::sample::SizeModel::Small,
+                size: mailferry_bench::sample::SizeModel::Small,
                 markers: None,
             },
         )

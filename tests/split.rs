@@ -3,7 +3,7 @@
 //! mid-move fails only its own mailboxes' streams, which resume once it is back.
 
 use crate::util::*;
-use mailferry_cli::sample::{write_maildir, SampleSpec, SizeModel};
+use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use std::path::{Path, PathBuf};
 
 struct Node {

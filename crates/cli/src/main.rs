@@ -4,10 +4,13 @@
 //! Nothing else lives here.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mailferry_cli::{
-    audit_cmd, batch, bench, control, demo, dry_run, endpoint, examples, export, lifecycle, limits,
-    logging, moving, profile_cmd, progress, report, serve, status, tokens, volume_admin, AppError,
+use mailferry_bench::{bench, demo};
+use mailferry_control::{
+    audit_cmd, batch, control, dry_run, endpoint, export, lifecycle, limits, logging, moving,
+    profile_cmd, progress, report, serve, status, tokens, volume_admin, AppError,
 };
+
+mod examples;
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use mailferry_store::Volume;
@@ -1241,7 +1244,9 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
                     for p in &previews {
                         println!("== {}", p.address);
                         match (&p.preview, &p.error) {
-                            (Some(d), _) => print!("{}", mailferry_cli::dry_run::render_text(d)),
+                            (Some(d), _) => {
+                                print!("{}", mailferry_control::dry_run::render_text(d))
+                            }
                             (None, Some(e)) => println!("cannot preview: {e}"),
                             (None, None) => {}
                         }
@@ -2212,7 +2217,7 @@ volume root {} ({} messages)
 }
 
 async fn run_admin(cmd: AdminCmd) -> Result<(), AppError> {
-    use mailferry_cli::admin;
+    use mailferry_admin as admin;
     match cmd {
         AdminCmd::Serve {
             listen,

@@ -379,7 +379,7 @@ mod tests {
                     .map(move |m| (m.clone(), p.clone()))
             })
             .collect();
-        let routed: BTreeSet<(String, String)> = crate::admin::api::ROUTES
+        let routed: BTreeSet<(String, String)> = crate::api::ROUTES
             .iter()
             .map(|(m, p)| (m.to_string(), p.to_string()))
             .collect();
@@ -393,13 +393,13 @@ mod tests {
     async fn every_listed_route_exists_in_the_router() {
         use tower::ServiceExt;
         let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::admin::AdminConfig::new(
+        let cfg = crate::AdminConfig::new(
             "127.0.0.1:0".parse().unwrap(),
             dir.path().join("state"),
             dir.path().join("vol"),
             dir.path().join("key"),
         );
-        let app = crate::admin::router(crate::admin::AdminState::open(cfg).unwrap());
+        let app = crate::router(crate::AdminState::open(cfg).unwrap());
         for o in OPS {
             let path = o
                 .path

@@ -7,8 +7,8 @@
 //! This module never records a secret: no password, TOTP code, session id or CSRF token.
 
 use super::AdminError;
-use crate::AppError;
 use mailferry_audit::{AuditError, AuditLog, Entry, VerifyOutcome};
+use mailferry_control::AppError;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

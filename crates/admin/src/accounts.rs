@@ -10,7 +10,7 @@
 //! Secrets in memory are zeroized on drop and print as `[redacted]`.
 
 use super::session::Role;
-use crate::AppError;
+use mailferry_control::AppError;
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::unix_now;
 use serde::{Deserialize, Serialize};

@@ -13,9 +13,9 @@
 //! the same with or without one.
 //!
 //! ```no_run
-//! # async fn f(args: mailferry_cli::moving::MoveArgs) {
-//! use mailferry_cli::moving::{run_move_with, PassHooks};
-//! use mailferry_cli::progress::ProgressBoard;
+//! # async fn f(args: mailferry_control::moving::MoveArgs) {
+//! use mailferry_control::moving::{run_move_with, PassHooks};
+//! use mailferry_control::progress::ProgressBoard;
 //! let board = ProgressBoard::new(1);
 //! let counters = std::sync::Arc::new(Default::default());
 //! board.mailbox("alice@example.com", std::sync::Arc::clone(&counters));

@@ -6,10 +6,10 @@
 //! second move stores nothing (exactly-once), and the export is redone.
 
 use crate::compare::{compare_maildirs, Comparison};
-use crate::export::{export_maildir, ExportOutcome};
-use crate::moving::{run_move, MoveArgs};
 use crate::sample::{write_maildir, SampleSpec, SizeModel};
 use crate::AppError;
+use mailferry_control::export::{export_maildir, ExportOutcome};
+use mailferry_control::moving::{run_move, MoveArgs};
 use mailferry_core::profile::Profile;
 use mailferry_core::report::MoveReport;
 use mailferry_core::MailboxAddr;
@@ -88,13 +88,13 @@ pub async fn run_demo(
     }
     if !volume.exists() {
         // As an admin should: with a recovery key beside the key file.
-        crate::volume_admin::init(&volume, Some(&key_file), None, None, false)?;
+        mailferry_control::volume_admin::init(&volume, Some(&key_file), None, None, false)?;
     }
     let mailbox = MailboxAddr::parse("demo.user@example.com").expect("valid literal");
     let report = run_move(&MoveArgs {
         source: format!("maildir:{}", source.display()),
         mailbox: mailbox.clone(),
-        destination: crate::moving::Destination::Local {
+        destination: mailferry_control::moving::Destination::Local {
             volume: volume.clone(),
             credential: mailferry_store::Credential::KeyFile(key_file.clone()),
         },
@@ -125,7 +125,7 @@ pub async fn run_demo(
     Ok(DemoOutcome {
         data: data.to_path_buf(),
         source,
-        recovery_key_file: crate::volume_admin::default_recovery_path(&key_file),
+        recovery_key_file: mailferry_control::volume_admin::default_recovery_path(&key_file),
         key_file,
         volume,
         state,

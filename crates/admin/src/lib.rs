@@ -1,3 +1,5 @@
+//! mailferry-admin: the admin service of mailferry.
+//!
 //! `mailferry admin serve`: the admin service. A REST API under `/api/v1` and the
 //! server-rendered wizard and dashboard ([`pages`]), over HTTPS, for accounts with a
 //! password and a TOTP code, in two roles (`admin` changes things, `auditor` reads).
@@ -38,7 +40,7 @@ pub mod session;
 pub use error::AdminError;
 pub use session::{check_csrf, AdminViewer, Role, Viewer};
 
-use crate::AppError;
+use mailferry_control::AppError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -255,7 +257,7 @@ fn tls_config(cfg: &AdminConfig) -> Result<(Arc<rustls::ServerConfig>, Option<Pa
             if !cfg.listen.ip().is_unspecified() && !names.contains(&ip.as_str()) {
                 names.push(&ip);
             }
-            let (id, files) = crate::serve::local_tls(&dir, &names)?;
+            let (id, files) = mailferry_control::serve::local_tls(&dir, &names)?;
             (id, Some(files.ca))
         }
     };

@@ -5,9 +5,9 @@
 //! `{"error":{"code":"snake_case","message":"what went wrong and what to do"}}`.
 //! This module does not audit anything: callers record refusals before returning them.
 
-use crate::AppError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use mailferry_control::AppError;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -47,7 +47,7 @@ pub enum AdminError {
         /// What is wrong and what to do.
         message: String,
         /// Every bad CSV row, when the input was a batch CSV.
-        rows: Vec<crate::batch::RowProblem>,
+        rows: Vec<mailferry_control::batch::RowProblem>,
     },
     /// The request could not be parsed (400).
     #[error("{0}")]

@@ -8,14 +8,14 @@
 //! disabled for auditors, and the actions refuse them anyway (403, audited).
 
 use super::{done, error_page, render, url_component, FormData, Nav};
-use crate::admin::{actions, AdminError, AdminState, Viewer};
-use crate::batch::BatchStatus;
-use crate::lifecycle::MoveState;
-use crate::progress::{human_bytes, human_duration};
+use crate::{actions, AdminError, AdminState, Viewer};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use mailferry_control::batch::BatchStatus;
+use mailferry_control::lifecycle::MoveState;
+use mailferry_control::progress::{human_bytes, human_duration};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -249,11 +249,11 @@ async fn batches(state: &AdminState) -> Result<Vec<BatchView>, AdminError> {
         .collect())
 }
 
-fn job_text(j: &crate::admin::jobs::JobStatus) -> String {
+fn job_text(j: &crate::jobs::JobStatus) -> String {
     let kind = match j.kind {
-        crate::admin::jobs::JobKind::Sync => "sync",
-        crate::admin::jobs::JobKind::Complete => "completion",
-        crate::admin::jobs::JobKind::Approve => "approval pass",
+        crate::jobs::JobKind::Sync => "sync",
+        crate::jobs::JobKind::Complete => "completion",
+        crate::jobs::JobKind::Approve => "approval pass",
     };
     match (&j.scheduled_for, j.running, &j.error) {
         (Some(at), true, _) => format!("{kind} scheduled for {at}"),

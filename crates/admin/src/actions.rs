@@ -3,9 +3,9 @@
 //! takes the [`Viewer`], refuses auditors (403, audited) and writes an `admin.action`
 //! record with the actor to the admin audit log.
 //!
-//! Everything here calls the library the CLI calls ([`crate::endpoint`],
-//! [`crate::batch`], [`crate::lifecycle`], [`crate::status`], [`crate::report`],
-//! [`crate::audit_cmd`]); runs go to [`super::jobs`]. CSRF is checked before these are
+//! Everything here calls the library the CLI calls ([`mailferry_control::endpoint`],
+//! [`mailferry_control::batch`], [`mailferry_control::lifecycle`], [`mailferry_control::status`], [`mailferry_control::report`],
+//! [`mailferry_control::audit_cmd`]); runs go to [`super::jobs`]. CSRF is checked before these are
 //! called (the [`Viewer`] extractor for the API, [`super::check_csrf`] for forms).
 //!
 //! Files written under the state directory: `endpoints/NAME.toml` (the `mailferry
@@ -15,10 +15,10 @@
 
 use super::jobs::{JobStatus, Plan};
 use super::{AdminError, AdminState, Viewer};
-use crate::batch::{self, BatchDir, BatchStatus, Mode, RowProblem};
-use crate::endpoint::{Endpoint, TestReport};
-use crate::lifecycle::{Settings, StoredDestination};
-use crate::status::MoveStatus;
+use mailferry_control::batch::{self, BatchDir, BatchStatus, Mode, RowProblem};
+use mailferry_control::endpoint::{Endpoint, TestReport};
+use mailferry_control::lifecycle::{Settings, StoredDestination};
+use mailferry_control::status::MoveStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashSet;
@@ -239,7 +239,7 @@ pub async fn test_endpoint(
 ) -> Result<TestReport, AdminError> {
     v.require_admin()?;
     let (_, ep) = load_endpoint(state, name)?;
-    let r = crate::endpoint::test(&ep, user.filter(|u| !u.is_empty()), None).await?;
+    let r = mailferry_control::endpoint::test(&ep, user.filter(|u| !u.is_empty()), None).await?;
     audit_action(
         state,
         v,
@@ -383,8 +383,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AdminError> {
 }
 
 fn parse_time(what: &str, s: &str) -> Result<i64, AdminError> {
-    let t =
-        crate::lifecycle::parse_time(s).map_err(|e| AdminError::invalid(format!("{what}: {e}")))?;
+    let t = mailferry_control::lifecycle::parse_time(s)
+        .map_err(|e| AdminError::invalid(format!("{what}: {e}")))?;
     mailferry_core::profile::parse_rfc3339(&t)
         .map_err(|e| AdminError::invalid(format!("{what}: {e}")))
 }
@@ -560,7 +560,7 @@ pub async fn create_batch(
         }
     };
     if let Some(p) = &s.profile {
-        crate::lifecycle::load_profile(Some(Path::new(p)))
+        mailferry_control::lifecycle::load_profile(Some(Path::new(p)))
             .map_err(|e| AdminError::invalid(format!("profile: {e}")))?;
     }
     let profile_text = batch_profile(s)?;
@@ -883,7 +883,7 @@ pub async fn move_status(
     mailbox: &str,
 ) -> Result<MoveStatus, AdminError> {
     let dir = move_dir(state, name, mailbox)?;
-    blocking(move || Ok(crate::status::status(&dir)?)).await
+    blocking(move || Ok(mailferry_control::status::status(&dir)?)).await
 }
 
 /// One move's record (every pass's report, the lifecycle, the source log's digest), as
@@ -900,7 +900,7 @@ pub async fn move_report(
                 "this move has no report yet: it has not run a pass (start its batch)".into(),
             ));
         }
-        let r = crate::report::load(&dir, None)?;
+        let r = mailferry_control::report::load(&dir, None)?;
         Ok(serde_json::to_value(&r).expect("move record serializes"))
     })
     .await
@@ -927,7 +927,7 @@ pub async fn audit_verify(
 ) -> Result<AuditCheck, AdminError> {
     let dir = move_dir(state, name, mailbox)?;
     blocking(move || {
-        let log = crate::audit_cmd::log_path(&dir)?;
+        let log = mailferry_control::audit_cmd::log_path(&dir)?;
         Ok(match mailferry_audit::verify(&log) {
             Ok(o) => AuditCheck {
                 ok: true,
@@ -952,7 +952,7 @@ pub async fn reconcile(
     state: &AdminState,
     name: &str,
     mailbox: &str,
-) -> Result<crate::audit_cmd::Reconciliation, AdminError> {
+) -> Result<mailferry_control::audit_cmd::Reconciliation, AdminError> {
     let dir = move_dir(state, name, mailbox)?;
     let cfg = state.config().clone();
     blocking(move || {
@@ -967,7 +967,7 @@ pub async fn reconcile(
                 cfg.volume.display()
             ))
         })?;
-        Ok(crate::audit_cmd::reconcile(&dir, &vol)?)
+        Ok(mailferry_control::audit_cmd::reconcile(&dir, &vol)?)
     })
     .await
 }

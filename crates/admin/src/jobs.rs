@@ -1,5 +1,5 @@
 //! Background runs of the admin service: `start`, `complete` and approval passes of a
-//! batch run in tokio tasks through [`crate::batch::run`] and [`crate::lifecycle`], the
+//! batch run in tokio tasks through [`mailferry_control::batch::run`] and [`mailferry_control::lifecycle`], the
 //! same code `mailferry batch` uses, while the request that asked returns at once.
 //!
 //! One run per batch at a time. Its record (what it does, its schedule, running or not,
@@ -9,15 +9,15 @@
 //! their completion time ("start later", "complete after"). A run whose pass was going
 //! on when the service died is shown as interrupted; it is not started again by itself
 //! (an admin starts the batch again, and every move resumes where it stopped, each
-//! message moved once: [`crate::lifecycle`]).
+//! message moved once: [`mailferry_control::lifecycle`]).
 //!
 //! Live progress is not kept here: it is read from the moves' own state directories
-//! ([`crate::batch::status`]). This module does not check roles or write the admin
+//! ([`mailferry_control::batch::status`]). This module does not check roles or write the admin
 //! audit log; [`super::actions`] does.
 
 use super::AdminError;
-use crate::batch::{self, BatchDir, BatchUser, Mode, RunOptions, RunOutcome};
-use crate::AppError;
+use mailferry_control::batch::{self, BatchDir, BatchUser, Mode, RunOptions, RunOutcome};
+use mailferry_control::AppError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -352,16 +352,16 @@ impl Jobs {
         let dir = bd.mailbox_dir(&user);
         self.keep(tokio::spawn(async move {
             let res = async {
-                let mut args = crate::lifecycle::recorded_args(&dir, false)?;
+                let mut args = mailferry_control::lifecycle::recorded_args(&dir, false)?;
                 if let Some(pw) = batch::inline_password(&user)? {
                     args.source_options.password = Some(pw);
                 }
-                let opts = crate::lifecycle::PassOptions {
+                let opts = mailferry_control::lifecycle::PassOptions {
                     actor,
                     approve_skipped: true,
                     ..Default::default()
                 };
-                crate::lifecycle::run_pass(&args, &opts).await
+                mailferry_control::lifecycle::run_pass(&args, &opts).await
             }
             .await;
             ctx.update(|r| {

@@ -1,19 +1,19 @@
 //! The report page of one move: the move record (identity, passes, skipped items,
-//! lifecycle) with the throughput plot drawn by [`crate::report::throughput_svg`], and
+//! lifecycle) with the throughput plot drawn by [`mailferry_control::report::throughput_svg`], and
 //! the audit status of both sides: the source log's hash chain
 //! ([`actions::audit_verify`]) and the message-by-message reconciliation of the source
 //! log with the volume ([`actions::reconcile`]). Also serves the record as the CLI's
-//! self-contained HTML file ([`crate::report::html`]). Reads only.
+//! self-contained HTML file ([`mailferry_control::report::html`]). Reads only.
 
 use super::dashboard::state_label;
 use super::{error_page, render, url_component, Nav};
-use crate::admin::{actions, AdminError, AdminState, Viewer};
-use crate::progress::human_bytes;
-use crate::report::MoveRecord;
+use crate::{actions, AdminError, AdminState, Viewer};
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use mailferry_control::progress::human_bytes;
+use mailferry_control::report::MoveRecord;
 
 /// One pass as the table shows it.
 #[derive(Clone, Debug)]
@@ -63,7 +63,7 @@ struct ReportPage {
 /// The move's state directory, after [`actions::move_status`] has confirmed the batch
 /// has this mailbox.
 fn record(state: &AdminState, batch: &str, mailbox: &str) -> Result<MoveRecord, AdminError> {
-    let bd = crate::batch::BatchDir::new(&state.config().batches_dir(), batch)?;
+    let bd = mailferry_control::batch::BatchDir::new(&state.config().batches_dir(), batch)?;
     let b = bd.load()?;
     let u = b
         .users
@@ -76,7 +76,7 @@ fn record(state: &AdminState, batch: &str, mailbox: &str) -> Result<MoveRecord, 
             "{mailbox} has no report yet: it has not run a pass (start batch {batch} on the dashboard)"
         )));
     }
-    Ok(crate::report::load(&dir, None)?)
+    Ok(mailferry_control::report::load(&dir, None)?)
 }
 
 async fn load(state: &AdminState, batch: &str, mailbox: &str) -> Result<MoveRecord, AdminError> {
@@ -176,7 +176,7 @@ pub async fn page(
     let lc_state = r.lifecycle.as_ref().map(|l| l.state);
     let (last, completed) = (
         r.passes.len(),
-        lc_state == Some(crate::lifecycle::MoveState::Completed),
+        lc_state == Some(mailferry_control::lifecycle::MoveState::Completed),
     );
     let page = ReportPage {
         nav: Some(nav),
@@ -218,7 +218,7 @@ pub async fn page(
         has_plot: plotted.is_some(),
         // throughput_svg writes numbers and fixed markup only: nothing to escape.
         plot: plotted
-            .map(|p| crate::report::throughput_svg(&p.timeline))
+            .map(|p| mailferry_control::report::throughput_svg(&p.timeline))
             .unwrap_or_default(),
         plot_pass: plotted.map(|p| p.started_at.clone()).unwrap_or_default(),
         skipped,
@@ -263,7 +263,7 @@ pub async fn standalone(
     };
     let mut resp = (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        crate::report::html(&r),
+        mailferry_control::report::html(&r),
     )
         .into_response();
     let h = resp.headers_mut();

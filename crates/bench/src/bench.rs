@@ -29,11 +29,11 @@
 
 pub mod cpu;
 
-use crate::moving::{Clock, Connected, Destination, MoveArgs};
 use crate::sample::{
     self, CorpusWriter, Generated, MaildirWriter, MboxWriter, SampleSpec, SizeModel,
 };
 use crate::AppError;
+use mailferry_control::moving::{Clock, Connected, Destination, MoveArgs};
 use mailferry_core::profile::Profile;
 use mailferry_core::report::MoveReport;
 use mailferry_core::MailboxAddr;
@@ -1038,9 +1038,9 @@ impl Server {
     ) -> Result<Server, AppError> {
         let credential = Credential::KeyFile(key.to_path_buf());
         let token_file = dir.join("agent.token");
-        crate::tokens::issue(volume, &credential, "example.com", &token_file, None)?;
+        mailferry_control::tokens::issue(volume, &credential, "example.com", &token_file, None)?;
         let rt = runtime("mf-srv", workers())?;
-        let serve_args = crate::serve::ServeArgs {
+        let serve_args = mailferry_control::serve::ServeArgs {
             volume: volume.to_path_buf(),
             credential,
             listen: "127.0.0.1:0".parse().expect("literal address"),
@@ -1055,7 +1055,7 @@ impl Server {
             },
             client_ca: None,
         };
-        let serving = rt.block_on(crate::serve::bind_serve(&serve_args))?;
+        let serving = rt.block_on(mailferry_control::serve::bind_serve(&serve_args))?;
         let url = format!("https://{}", serving.local_addr());
         let ca = serving
             .ca
@@ -1189,8 +1189,8 @@ fn run_once(
     // Dirty pages of the corpus and of earlier runs are not this run's to flush.
     let _ = std::process::Command::new("sync").status();
 
-    let per_run_rss = crate::rss::reset_peak_rss();
-    let rss_at_start_bytes = crate::rss::current_rss_bytes();
+    let per_run_rss = mailferry_control::rss::reset_peak_rss();
+    let rss_at_start_bytes = mailferry_control::rss::current_rss_bytes();
     // Each sample reads two /proc files per thread (~0.5 ms): every 50 ms costs the run
     // ~1 % of a core (every 20 ms cost ~3 %, taken from the pipeline it measures); a
     // thread that ends loses at most its last 50 ms, which the process total still has.
@@ -1214,7 +1214,7 @@ fn run_once(
     // Before the runtime goes: its threads are still there for the last sample.
     let usage = sampler.stop();
     drop(rt);
-    let peak_rss_bytes = crate::rss::peak_rss_bytes();
+    let peak_rss_bytes = mailferry_control::rss::peak_rss_bytes();
     let store_stats = server.as_ref().map(|s| s.stats.clone());
     if let Some(s) = server {
         s.stop()?;

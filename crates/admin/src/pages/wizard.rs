@@ -9,14 +9,14 @@
 //! nothing (the handlers in [`super`] call the admin actions).
 
 use super::{done, error_page, render, FormData, Nav};
-use crate::admin::actions::{
+use crate::actions::{
     self, BatchSettings, Completion, NewBatchRequest, NewEndpoint, StartSchedule,
 };
-use crate::admin::{AdminError, AdminState, Viewer};
-use crate::batch::RowProblem;
+use crate::{AdminError, AdminState, Viewer};
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::Response;
+use mailferry_control::batch::RowProblem;
 use mailferry_core::profile::ByteSize;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -178,7 +178,7 @@ impl Draft {
     /// Checks of step 1.
     pub fn check_name_type(&self) -> Errors {
         let mut e = Errors::new();
-        if let Err(err) = crate::batch::check_name(&self.name) {
+        if let Err(err) = mailferry_control::batch::check_name(&self.name) {
             e.insert("name", err.to_string());
         }
         if !matches!(self.kind.as_str(), "imap" | "maildir" | "mbox") {
@@ -422,7 +422,7 @@ fn utc_time(v: &str, what: &str) -> Result<String, String> {
         19 if t.as_bytes()[10] == b'T' => format!("{t}Z"),
         _ => t.to_string(),
     };
-    crate::lifecycle::parse_time(&full)
+    mailferry_control::lifecycle::parse_time(&full)
 }
 
 fn split_list(s: &str) -> Vec<String> {
@@ -441,7 +441,7 @@ fn positive(v: &str) -> Result<usize, String> {
 
 /// Endpoint names: the rule of batch names (they name files in the state directory).
 pub fn check_simple_name(name: &str) -> Result<(), String> {
-    if crate::batch::simple_name_ok(name) {
+    if mailferry_control::batch::simple_name_ok(name) {
         Ok(())
     } else {
         Err(format!(
@@ -555,7 +555,7 @@ impl WizardPage {
 
 // === the handler ===
 
-fn kind_str(k: crate::endpoint::Kind) -> String {
+fn kind_str(k: mailferry_control::endpoint::Kind) -> String {
     serde_json::to_value(k)
         .ok()
         .and_then(|v| v.as_str().map(String::from))
