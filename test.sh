@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs every test of mailferry (the README's second command; `.ci/run` ends with it).
+#
+# On a fresh Debian machine with only the Rust toolchain it first installs what the tests
+# need and the machine lacks:
+#   dovecot-core, dovecot-imapd  the IMAP source tests and the benchmark tests start
+#                                scratch Dovecot servers (and stop them) themselves
+#   openssl                      the certificate-pinning test makes a certificate with it
+#   chromium, nodejs, npm        the wizard's browser test: node runs playwright-core
+#                                (tests/browser), which drives chromium
+# with apt-get, as root or through sudo. Then it installs playwright-core from
+# tests/browser/package-lock.json and runs `cargo test --workspace`.
+#
+#   ./test.sh                  install what is missing, then run every test
+#   ./test.sh batch            ... only the tests whose name contains "batch" (arguments
+#                              go to cargo test)
+#   ./test.sh --install-only   install what is missing and stop (.ci/run does this before
+#                              its benchmark smoke runs, which start Dovecot too)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian keeps dovecot and doveadm in /usr/sbin, which a normal user's PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# The Debian packages the tests need that this machine does not have yet.
+missing_packages() {
+    local need=()
+    { command -v dovecot && command -v doveadm; } >/dev/null || need+=(dovecot-core)
+    [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+    command -v openssl >/dev/null || need+=(openssl)
+    # tests/browser.rs runs Debian's chromium unless MF_CHROMIUM names another.
+    [ -x "${MF_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)
+    # Only when absent: apt's npm conflicts with a node installed from elsewhere (nvm,
+    # NodeSource), which brings its own npm.
+    command -v node >/dev/null || need+=(nodejs)
+    command -v npm >/dev/null || need+=(npm)
+    echo "${need[@]}"
+}
+
+install_packages() { # packages...
+    # sudo drops the environment, so DEBIAN_FRONTEND goes on the command line.
+    local apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null; then
+            apt=(sudo "${apt[@]}")
+        else
+            echo "test.sh: missing Debian packages $*: install them as root" \
+                "(apt-get install $*), or install sudo" >&2
+            exit 1
+        fi
+    fi
+    echo "== installing $* (${apt[*]})"
+    if ! { "${apt[@]}" update -qq &&
+        "${apt[@]}" install -y -qq "$@" </dev/null >/dev/null; }; then
+        echo "test.sh: could not install the Debian packages $*; install them" \
+            "(apt-get install $*) and run ./test.sh again" >&2
+        exit 1
+    fi
+}
+
+echo "== system packages"
+read -r -a need <<<"$(missing_packages)"
+if ((${#need[@]})); then
+    install_packages "${need[@]}"
+fi
+
+echo "== browser test dependencies (playwright-core, from tests/browser/package-lock.json)"
+npm ci --prefix tests/browser --no-audit --no-fund
+
+if [ "${1:-}" = --install-only ]; then
+    exit 0
+fi
+
+echo "== cargo test --workspace"
+cargo test --workspace "$@"
