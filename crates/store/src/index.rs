@@ -56,6 +56,23 @@ CREATE TABLE IF NOT EXISTS mailbox_keys (
 ) STRICT;
 ";
 
+/// What schema 3 adds to schema 2: agent tokens. `revoked` is 0 or the Unix time of the
+/// revocation; `expires` is 0 (never) or the Unix time from which the token is refused;
+/// `audited` is 0 (nothing recorded yet), 1 (issue recorded) or 2 (revoke recorded
+/// too).
+const SCHEMA_3: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    tenant_mac BLOB NOT NULL,
+    tenant_enc BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    audited INTEGER NOT NULL DEFAULT 0,
+    expires INTEGER NOT NULL DEFAULT 0
+) STRICT;
+";
+
 /// What schema 4 adds to schema 3 (mirror passes): each message's locator, a keyed HMAC
 /// of (folder, source id) under the mailbox's locator key, so DELETE and FLAGS find a
 /// message without a plaintext name (NULL until `Volume::open` computes it for rows of
@@ -235,7 +252,7 @@ impl Index {
         Self::pragmas(&conn).map_err(e)?;
         conn.execute_batch(SCHEMA).map_err(e)?;
         conn.execute_batch(SCHEMA_2).map_err(e)?;
-        conn.execute_batch(crate::tokens::SCHEMA_3).map_err(e)?;
+        conn.execute_batch(SCHEMA_3).map_err(e)?;
         conn.execute_batch(SCHEMA_4).map_err(e)?;
         conn.execute(
             "INSERT INTO volume (k, v) VALUES ('volume_id', ?1), ('schema', ?2)",
@@ -307,7 +324,7 @@ impl Index {
                 let e = |source| StoreError::Index { path: path.clone(), source };
                 let tx = self.conn.transaction().map_err(e)?;
                 tx.execute_batch(SCHEMA_2).map_err(e)?;
-                tx.execute_batch(crate::tokens::SCHEMA_3).map_err(e)?;
+                tx.execute_batch(SCHEMA_3).map_err(e)?;
                 tx.execute_batch(SCHEMA_4).map_err(e)?;
                 tx.execute(
                     "UPDATE volume SET v = ?1 WHERE k = 'schema'",
@@ -325,7 +342,7 @@ impl Index {
         }
     }
 
-    /// The connection, for the token table's SQL (`crate::tokens`).
+    /// The connection, for the SQL of modules that own a table's rows (tokens).
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }

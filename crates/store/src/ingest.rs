@@ -16,7 +16,7 @@ use crate::index::{Index, MessageRow};
 use crate::keys::{self, Key};
 use crate::segment::{self, RecordHeader, SegmentHeader, SEG_HEADER_LEN};
 use crate::volume::{FreeSegment, Inner};
-use crate::{StoreError, INDEX_FILE, SEGMENTS_DIR};
+use crate::{StoreError, Volume, INDEX_FILE, SEGMENTS_DIR};
 use mailferry_core::frame::AckStatus;
 use mailferry_core::profile::CommitSettings;
 use mailferry_core::{Flags, FolderName, MailboxAddr, MessageMeta, SourceId};
@@ -475,10 +475,43 @@ fn found(any: bool) -> AckStatus {
     }
 }
 
+// === impl Volume: sessions ===
+
+impl Volume {
+    /// A writer for one mailbox; creates tenant (= mailbox domain) and mailbox keys on
+    /// first use. Each session appends to its own segment file(s), so several sessions
+    /// can write at once.
+    pub fn session(
+        &self,
+        mailbox: &MailboxAddr,
+        commit: &CommitSettings,
+    ) -> Result<IngestSession, StoreError> {
+        let (mailbox_id, key_id, key) = self.inner.mailbox_for_write(mailbox)?;
+        // The dedup key comes from the oldest generation the mailbox still holds
+        // (generation 1 unless a re-encryption dropped it and re-keyed every dedup
+        // value), so that a rotated mailbox still recognises messages stored before.
+        let oldest = self.inner.index()?.oldest_key_id(mailbox_id)?;
+        let dedup_base = if oldest == key_id {
+            key.clone()
+        } else {
+            self.inner.key_for(mailbox_id, oldest, mailbox)?
+        };
+        Ok(IngestSession::new(
+            self.inner.clone(),
+            mailbox.clone(),
+            mailbox_id,
+            key_id,
+            key,
+            &dedup_base,
+            commit.clone(),
+        ))
+    }
+}
+
 // === impl IngestSession ===
 
 impl IngestSession {
-    pub(crate) fn new(
+    fn new(
         inner: Arc<Inner>,
         mailbox: MailboxAddr,
         mailbox_id: u64,

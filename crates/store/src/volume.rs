@@ -1,18 +1,18 @@
 //! [`Volume`]: creating, opening (with crash recovery), listing, reading and verifying.
 //!
-//! Writing messages is [`crate::IngestSession`]'s job; this module hands sessions out
-//! and owns the state they share (index connection, segment pool, message id counter).
+//! Writing messages is [`crate::IngestSession`]'s job (`Volume::session`, in the ingest
+//! module, hands sessions out); this module owns the state they share (index connection,
+//! segment pool, message id counter).
 
 use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
 use crate::credential::{self, Credential, Secret};
 use crate::header::{Header, KeySlot, WriteStep, ROLE_PRIMARY, ROLE_RECOVERY};
 use crate::index::{Index, MessageRow};
-use crate::ingest::IngestSession;
 use crate::keys::{self, Argon2Params, Key, VolumeKeys};
 use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::{StoreError, HEADER_FILE, INDEX_FILE, SEGMENTS_DIR};
 use mailferry_audit::private;
-use mailferry_core::profile::{CommitSettings, StoreSettings};
+use mailferry_core::profile::StoreSettings;
 use mailferry_core::{MailboxAddr, MessageMeta};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -564,35 +564,6 @@ impl Volume {
         &self.inner.dir
     }
 
-    /// A writer for one mailbox; creates tenant (= mailbox domain) and mailbox keys on
-    /// first use. Each session appends to its own segment file(s), so several sessions
-    /// can write at once.
-    pub fn session(
-        &self,
-        mailbox: &MailboxAddr,
-        commit: &CommitSettings,
-    ) -> Result<IngestSession, StoreError> {
-        let (mailbox_id, key_id, key) = self.inner.mailbox_for_write(mailbox)?;
-        // The dedup key comes from the oldest generation the mailbox still holds
-        // (generation 1 unless a re-encryption dropped it and re-keyed every dedup
-        // value), so that a rotated mailbox still recognises messages stored before.
-        let oldest = self.inner.index()?.oldest_key_id(mailbox_id)?;
-        let dedup_base = if oldest == key_id {
-            key.clone()
-        } else {
-            self.inner.key_for(mailbox_id, oldest, mailbox)?
-        };
-        Ok(IngestSession::new(
-            self.inner.clone(),
-            mailbox.clone(),
-            mailbox_id,
-            key_id,
-            key,
-            &dedup_base,
-            commit.clone(),
-        ))
-    }
-
     /// Every mailbox with its row id, in creation order.
     pub(crate) fn mailbox_rows(&self) -> Result<Vec<(u64, MailboxAddr)>, StoreError> {
         let rows = self.inner.index()?.mailboxes()?;
@@ -1051,7 +1022,10 @@ impl Inner {
     }
 
     /// Finds or creates the tenant and mailbox rows of `mailbox`.
-    fn mailbox_for_write(&self, mailbox: &MailboxAddr) -> Result<(u64, u32, Key), StoreError> {
+    pub(crate) fn mailbox_for_write(
+        &self,
+        mailbox: &MailboxAddr,
+    ) -> Result<(u64, u32, Key), StoreError> {
         let mac = self.keys.name_mac(b'm', mailbox.as_str());
         let ix = self.index()?;
         if let Some(row) = ix.mailbox_by_mac(&mac)? {
