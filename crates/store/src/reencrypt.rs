@@ -37,7 +37,6 @@ use crate::{StoreError, Volume};
 use mailferry_core::MailboxAddr;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::sync::Arc;
 
 /// Record bytes re-encrypted between two index switches: bounds the work a crash
 /// repeats, and the size of one transaction.
@@ -121,13 +120,7 @@ impl Volume {
         stop: ReencryptStep,
         batch_bytes: u64,
     ) -> Result<ReencryptOutcome, StoreError> {
-        // Sessions hold clones of `inner`; `&mut self` keeps new ones from starting.
-        if Arc::strong_count(&self.inner) != 1 {
-            return Err(StoreError::InUse {
-                path: self.inner.dir.clone(),
-                what: "re-encryption",
-            });
-        }
+        self.exclusive("re-encryption")?;
         let mut out = ReencryptOutcome::default();
         let names: HashMap<u64, MailboxAddr> = self.mailbox_rows()?.into_iter().collect();
         let (rows, tenant) = {

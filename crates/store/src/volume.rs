@@ -523,6 +523,19 @@ impl Volume {
         Ok((root, n))
     }
 
+    /// Refuses with `InUse` while an ingest session of this volume is open: `what`
+    /// (compaction, re-encryption) needs the volume to itself. Sessions hold clones of
+    /// `inner`; the caller's `&mut self` keeps new ones from starting.
+    pub(crate) fn exclusive(&mut self, what: &'static str) -> Result<(), StoreError> {
+        if Arc::strong_count(&self.inner) != 1 {
+            return Err(StoreError::InUse {
+                path: self.inner.dir.clone(),
+                what,
+            });
+        }
+        Ok(())
+    }
+
     /// Appends an event to the volume's audit log (synced). Callers must keep plaintext
     /// mail metadata out of `data`; use [`Volume::pseudonym_of_mailbox`].
     pub fn audit_event(&self, event: &str, data: serde_json::Value) -> Result<(), StoreError> {
