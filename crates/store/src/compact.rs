@@ -150,19 +150,7 @@ impl SegmentWriter {
 
 /// A fresh segment: number allocated in the index, header written.
 fn new_output(inner: &Inner) -> Result<Output, StoreError> {
-    let number = inner.index()?.allocate_segment()?;
-    let path = inner.segment_path(number);
-    let mut file = mailferry_audit::private::options()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| StoreError::io(&path, e))?;
-    let h = SegmentHeader {
-        volume_id: inner.volume_id,
-        number,
-    };
-    file.write_all(&h.encode())
-        .map_err(|e| StoreError::io(&path, e))?;
+    let (number, _, file) = inner.new_segment()?;
     Ok(Output {
         number,
         file,

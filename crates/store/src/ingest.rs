@@ -14,7 +14,7 @@ use crate::chunk::{self, ChunkContext, ChunkKey, Sealer};
 use crate::dedup::DedupReader;
 use crate::index::{Index, MessageRow};
 use crate::keys::{self, Key};
-use crate::segment::{self, RecordHeader, SegmentHeader, SEG_HEADER_LEN};
+use crate::segment::{self, RecordHeader, SEG_HEADER_LEN};
 use crate::volume::{FreeSegment, Inner};
 use crate::{StoreError, Volume, INDEX_FILE, SEGMENTS_DIR};
 use mailferry_core::frame::AckStatus;
@@ -1069,19 +1069,7 @@ impl IngestSession {
     }
 
     fn create_segment(&mut self) -> Result<SegWriter, StoreError> {
-        let number = self.inner.index()?.allocate_segment()?;
-        let path = self.inner.segment_path(number);
-        let mut file = mailferry_audit::private::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
-        let h = SegmentHeader {
-            volume_id: self.inner.volume_id,
-            number,
-        };
-        file.write_all(&h.encode())
-            .map_err(|e| StoreError::io(&path, e))?;
+        let (number, path, file) = self.inner.new_segment()?;
         self.dir_dirty = true;
         Ok(SegWriter {
             number,

@@ -884,6 +884,26 @@ impl Inner {
         self.dir.join(SEGMENTS_DIR).join(segment::file_name(n))
     }
 
+    /// A fresh segment file for ingest, compaction or re-encryption: its number
+    /// allocated in the index, the file created (never over an existing one) and its
+    /// header written. The caller syncs it and `segments/`.
+    pub(crate) fn new_segment(&self) -> Result<(u64, PathBuf, File), StoreError> {
+        let number = self.index()?.allocate_segment()?;
+        let path = self.segment_path(number);
+        let mut file = private::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let h = SegmentHeader {
+            volume_id: self.volume_id,
+            number,
+        };
+        file.write_all(&h.encode())
+            .map_err(|e| StoreError::io(&path, e))?;
+        Ok((number, path, file))
+    }
+
     pub(crate) fn mailbox_name(&self, id: u64, enc: &[u8]) -> Result<MailboxAddr, StoreError> {
         let name = self
             .keys
