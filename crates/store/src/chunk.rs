@@ -2,11 +2,14 @@
 //! construction whose nonce and AAD bind the chunk's position, its last-chunk flag, its
 //! message, its mailbox and its volume (docs/volume-format.md, "Chunks").
 //!
-//! Pure functions over buffers; no files. Public so benches and fuzzers can drive it.
+//! Pure functions over buffers, and [`Sealer`], the one streaming sealer every writer
+//! of chunks uses (ingest, re-encryption, `segment::seal_record`); no files. Public so
+//! benches and fuzzers can drive it.
 
 use crate::keys::Key;
 use crate::StoreError;
 use ring::aead::{Aad, LessSafeKey, Nonce};
+use std::io::{self, Write};
 
 /// Plaintext bytes per chunk (the last chunk may be shorter, or empty).
 pub const CHUNK_SIZE: usize = 64 * 1024;
@@ -132,6 +135,165 @@ pub fn open_chunk<'a>(
             index,
             reason: "failed authentication: ciphertext damaged or tampered".into(),
         })
+}
+
+// === Sealer ===
+
+/// Seals one message's plaintext as it streams by: buffers up to [`CHUNK_SIZE`] bytes,
+/// seals each full chunk in place under its index, last flag and [`ChunkContext`], and
+/// hands `ciphertext || tag` to a sink. The only producer of a record's chunk sequence:
+/// ingest, re-encryption and [`crate::segment::seal_record`] all go through it
+/// (compaction copies sealed records byte for byte and seals nothing).
+///
+/// The declared plaintext length fixes the chunk count up front, so a full chunk is
+/// sealed as soon as it is full unless it is the last, which waits for
+/// [`Sealer::seal_last`] (ingest decides only then whether to keep the message). One
+/// buffer of `CHUNK_SIZE + TAG_LEN` bytes is allocated per message and reused for every
+/// chunk: sealing is in place, the sink borrows the buffer.
+pub struct Sealer {
+    key: ChunkKey,
+    ctx: ChunkContext,
+    plain_len: u64,
+    chunks: u64,
+    /// Index of the chunk being filled.
+    index: u64,
+    /// Plaintext bytes taken so far.
+    filled: u64,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("ctx", &self.ctx)
+            .field("plain_len", &self.plain_len)
+            .field("index", &self.index)
+            .field("filled", &self.filled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    /// A sealer for a message of exactly `plain_len` plaintext bytes.
+    pub fn new(key: ChunkKey, ctx: ChunkContext, plain_len: u64) -> Self {
+        Sealer {
+            key,
+            ctx,
+            plain_len,
+            chunks: chunk_count(plain_len),
+            index: 0,
+            filled: 0,
+            buf: Vec::with_capacity(CHUNK_SIZE + TAG_LEN),
+        }
+    }
+
+    /// Plaintext bytes taken so far.
+    pub fn filled(&self) -> u64 {
+        self.filled
+    }
+
+    /// Copies the start of `data` into the current chunk, as much as fits in it and in
+    /// the declared length, and returns how many bytes it took. Once every full chunk
+    /// has been sealed ([`Sealer::chunk_ready`]), 0 for non-empty `data` means the
+    /// declared length is reached.
+    pub fn fill(&mut self, data: &[u8]) -> usize {
+        let left = self.plain_len - self.filled;
+        let room = (CHUNK_SIZE - self.buf.len()).min(usize::try_from(left).unwrap_or(usize::MAX));
+        let take = room.min(data.len());
+        self.buf.extend_from_slice(&data[..take]);
+        self.filled += take as u64;
+        take
+    }
+
+    /// True when the current chunk is full and is not the last: seal it with
+    /// [`Sealer::seal_chunk`] before filling more.
+    pub fn chunk_ready(&self) -> bool {
+        self.buf.len() == CHUNK_SIZE && self.index + 1 < self.chunks
+    }
+
+    /// Seals the current chunk (full, not the last: see [`Sealer::chunk_ready`]) in place
+    /// and hands `ciphertext || tag` to `sink`; the next chunk then starts empty.
+    pub fn seal_chunk<R>(&mut self, sink: impl FnOnce(&[u8]) -> R) -> R {
+        debug_assert!(
+            self.chunk_ready(),
+            "seal_chunk on a chunk that is not ready"
+        );
+        self.seal(false, sink)
+    }
+
+    /// Seals the last chunk and hands `ciphertext || tag` to `sink`; `None` (nothing
+    /// sealed) if fewer plaintext bytes than declared were filled.
+    pub fn seal_last<R>(&mut self, sink: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        if self.filled != self.plain_len {
+            return None;
+        }
+        // Every earlier chunk was full, so the buffer is the last one's.
+        debug_assert_eq!(self.index + 1, self.chunks);
+        Some(self.seal(true, sink))
+    }
+
+    fn seal<R>(&mut self, last: bool, sink: impl FnOnce(&[u8]) -> R) -> R {
+        let tag = seal_chunk(&self.key, &self.ctx, self.index, last, &mut self.buf);
+        self.buf.extend_from_slice(&tag);
+        let r = sink(&self.buf);
+        self.buf.clear();
+        self.index += 1;
+        r
+    }
+}
+
+/// A [`Sealer`] in front of a writer: plaintext written to it comes out of `out` as the
+/// record's sealed chunks. Writing more than the declared length is an `InvalidData`
+/// error, and so is [`SealWriter::finish`] with less.
+#[derive(Debug)]
+pub struct SealWriter<W> {
+    sealer: Sealer,
+    out: W,
+}
+
+impl<W: Write> SealWriter<W> {
+    /// Sealed chunks of `sealer`'s message go to `out`.
+    pub fn new(sealer: Sealer, out: W) -> Self {
+        SealWriter { sealer, out }
+    }
+
+    /// Seals the last chunk into the writer and returns it; the plaintext must have
+    /// come out as long as declared.
+    pub fn finish(mut self) -> io::Result<W> {
+        let out = &mut self.out;
+        match self.sealer.seal_last(|sealed| out.write_all(sealed)) {
+            Some(r) => r.map(|()| self.out),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "less plaintext than the record header declares",
+            )),
+        }
+    }
+}
+
+impl<W: Write> Write for SealWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = self.sealer.fill(rest);
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "more plaintext than the record header declares",
+                ));
+            }
+            rest = &rest[n..];
+            if self.sealer.chunk_ready() {
+                let out = &mut self.out;
+                self.sealer.seal_chunk(|sealed| out.write_all(sealed))?;
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 #[cfg(test)]

@@ -14,14 +14,13 @@
 //! files no row references; `Volume::open` deletes both (`recover_segments`). It does
 //! not run beside ingest sessions: it needs the volume to itself.
 
-use crate::index::RecordMove;
+use crate::index::{MessageRow, RecordMove};
 use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::volume::Inner;
 use crate::{StoreError, Volume, SEGMENTS_DIR};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::sync::Arc;
 
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,25 +150,29 @@ impl SegmentWriter {
 
 /// A fresh segment: number allocated in the index, header written.
 fn new_output(inner: &Inner) -> Result<Output, StoreError> {
-    let number = inner.index()?.allocate_segment()?;
-    let path = inner.segment_path(number);
-    let mut file = mailferry_audit::private::options()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| StoreError::io(&path, e))?;
-    let h = SegmentHeader {
-        volume_id: inner.volume_id,
-        number,
-    };
-    file.write_all(&h.encode())
-        .map_err(|e| StoreError::io(&path, e))?;
+    let (number, _, file) = inner.new_segment()?;
     Ok(Output {
         number,
         file,
         len: SEG_HEADER_LEN,
         dirty: true,
     })
+}
+
+/// Every segment file in `seg_dir` with its length.
+fn segment_lengths(seg_dir: &std::path::Path) -> Result<BTreeMap<u64, u64>, StoreError> {
+    let mut files = BTreeMap::new();
+    for e in std::fs::read_dir(seg_dir).map_err(|e| StoreError::io(seg_dir, e))? {
+        let e = e.map_err(|e| StoreError::io(seg_dir, e))?;
+        if let Some(n) = e.file_name().to_str().and_then(segment::parse_file_name) {
+            let len = e
+                .metadata()
+                .map_err(|err| StoreError::io(e.path(), err))?
+                .len();
+            files.insert(n, len);
+        }
+    }
+    Ok(files)
 }
 
 // === impl Volume: compaction ===
@@ -188,79 +191,17 @@ impl Volume {
         &mut self,
         stop: CompactStep,
     ) -> Result<CompactOutcome, StoreError> {
-        // Sessions hold clones of `inner`; `&mut self` keeps new ones from starting.
-        if Arc::strong_count(&self.inner) != 1 {
-            return Err(StoreError::InUse {
-                path: self.inner.dir.clone(),
-                what: "compaction",
-            });
-        }
+        self.exclusive("compaction")?;
         let inner = &self.inner;
         let seg_dir = inner.dir.join(SEGMENTS_DIR);
         let (rows, shredded) = {
             let ix = inner.index()?;
             (ix.messages(None)?, ix.shredded_mailboxes()?)
         };
-        let mut by_segment: BTreeMap<u64, Vec<_>> = BTreeMap::new();
-        for r in &rows {
-            by_segment.entry(r.segment).or_default().push(r);
-        }
-
         let mut out = CompactOutcome::default();
-        let mut files = BTreeMap::new();
-        for e in std::fs::read_dir(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))? {
-            let e = e.map_err(|e| StoreError::io(&seg_dir, e))?;
-            if let Some(n) = e.file_name().to_str().and_then(segment::parse_file_name) {
-                let len = e
-                    .metadata()
-                    .map_err(|err| StoreError::io(e.path(), err))?
-                    .len();
-                out.bytes_before += len;
-                files.insert(n, len);
-            }
-        }
-
-        let pooled: HashSet<u64> = inner
-            .free_segments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|f| f.number)
-            .collect();
-        let mut candidates = Vec::new();
-        for (&n, &len) in &files {
-            let seg_rows = by_segment.remove(&n).unwrap_or_default();
-            let (live, dropped): (Vec<_>, Vec<_>) = seg_rows
-                .iter()
-                .copied()
-                .partition(|r| !shredded.contains(&r.mailbox_id));
-            let live_bytes: u64 = live.iter().map(|r| r.record_len).sum();
-            if len <= SEG_HEADER_LEN + live_bytes && dropped.is_empty() {
-                continue; // nothing to reclaim (or shorter than the index: checked below)
-            }
-            if live.is_empty() && dropped.is_empty() && pooled.contains(&n) {
-                // A pooled segment with no rows is one a session may continue: leave it.
-                // One outside the pool is left over (e.g. every record of it was
-                // re-encrypted elsewhere): it is rewritten into nothing, i.e. deleted.
-                continue;
-            }
-            let mut live: Vec<(u64, u64, u64)> = live
-                .iter()
-                .map(|r| (r.id, r.offset, r.record_len))
-                .collect();
-            live.sort_by_key(|&(_, off, _)| off);
-            if let Err(reason) = self.check_records(n, len, &live, &seg_rows) {
-                tracing::warn!(segment = n, %reason, "compaction skips a damaged segment; run verify");
-                out.skipped
-                    .push(format!("segment {}: {reason}", segment::file_name(n)));
-                continue;
-            }
-            candidates.push(Candidate {
-                number: n,
-                live,
-                dropped: dropped.iter().map(|r| r.id).collect(),
-            });
-        }
+        let files = segment_lengths(&seg_dir)?;
+        out.bytes_before = files.values().sum();
+        let candidates = self.candidates(&files, &rows, &shredded, &mut out);
         if candidates.is_empty() {
             out.bytes_after = out.bytes_before;
             return Ok(out);
@@ -274,38 +215,7 @@ impl Volume {
             .retain(|f| !old.contains(&f.number));
 
         // 1. New segments, written and synced.
-        let mut moves = Vec::new();
-        let mut writer = SegmentWriter::default();
-        let mut buf = vec![0u8; 1 << 20];
-        for c in &candidates {
-            let path = inner.segment_path(c.number);
-            let mut src = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
-            for &(id, offset, len) in &c.live {
-                let o = writer.output_for(inner, len)?;
-                let opath = inner.segment_path(o.number);
-                src.seek(SeekFrom::Start(offset))
-                    .map_err(|e| StoreError::io(&path, e))?;
-                let mut left = len;
-                while left > 0 {
-                    let n = left.min(buf.len() as u64) as usize;
-                    src.read_exact(&mut buf[..n])
-                        .map_err(|e| StoreError::io(&path, e))?;
-                    o.file
-                        .write_all(&buf[..n])
-                        .map_err(|e| StoreError::io(&opath, e))?;
-                    left -= n as u64;
-                }
-                moves.push(RecordMove {
-                    id,
-                    from_segment: c.number,
-                    from_offset: offset,
-                    to_segment: o.number,
-                    to_offset: o.len,
-                });
-                o.len += len;
-            }
-        }
-        writer.sync(inner)?;
+        let (moves, writer) = self.copy_live_records(&candidates)?;
         if stop == CompactStep::NewSegmentsWritten {
             return Ok(out);
         }
@@ -338,7 +248,118 @@ impl Volume {
             - candidates.iter().map(|c| files[&c.number]).sum::<u64>()
             + writer.written.iter().map(|o| o.len).sum::<u64>();
         writer.into_pool(inner);
+        self.audit_compaction(&out, &rows, &dropped)?;
+        Ok(out)
+    }
 
+    /// The segments worth rewriting: those holding bytes of shredded mailboxes or gaps no
+    /// row references. Damaged ones are left alone and named in `out.skipped`.
+    fn candidates(
+        &self,
+        files: &BTreeMap<u64, u64>,
+        rows: &[MessageRow],
+        shredded: &HashSet<u64>,
+        out: &mut CompactOutcome,
+    ) -> Vec<Candidate> {
+        let mut by_segment: BTreeMap<u64, Vec<_>> = BTreeMap::new();
+        for r in rows {
+            by_segment.entry(r.segment).or_default().push(r);
+        }
+        let pooled: HashSet<u64> = self
+            .inner
+            .free_segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|f| f.number)
+            .collect();
+        let mut candidates = Vec::new();
+        for (&n, &len) in files {
+            let seg_rows = by_segment.remove(&n).unwrap_or_default();
+            let (live, dropped): (Vec<_>, Vec<_>) = seg_rows
+                .iter()
+                .copied()
+                .partition(|r| !shredded.contains(&r.mailbox_id));
+            let live_bytes: u64 = live.iter().map(|r| r.record_len).sum();
+            if len <= SEG_HEADER_LEN + live_bytes && dropped.is_empty() {
+                continue; // nothing to reclaim (or shorter than the index: checked below)
+            }
+            if live.is_empty() && dropped.is_empty() && pooled.contains(&n) {
+                // A pooled segment with no rows is one a session may continue: leave it.
+                // One outside the pool is left over (e.g. every record of it was
+                // re-encrypted elsewhere): it is rewritten into nothing, i.e. deleted.
+                continue;
+            }
+            let mut live: Vec<(u64, u64, u64)> = live
+                .iter()
+                .map(|r| (r.id, r.offset, r.record_len))
+                .collect();
+            live.sort_by_key(|&(_, off, _)| off);
+            if let Err(reason) = self.check_records(n, len, &live, &seg_rows) {
+                tracing::warn!(segment = n, %reason, "compaction skips a damaged segment; run verify");
+                out.skipped
+                    .push(format!("segment {}: {reason}", segment::file_name(n)));
+                continue;
+            }
+            candidates.push(Candidate {
+                number: n,
+                live,
+                dropped: dropped.iter().map(|r| r.id).collect(),
+            });
+        }
+        candidates
+    }
+
+    /// Step 1: copies every live record of the candidates, byte for byte, into new
+    /// segments, and syncs them.
+    fn copy_live_records(
+        &self,
+        candidates: &[Candidate],
+    ) -> Result<(Vec<RecordMove>, SegmentWriter), StoreError> {
+        let inner = &self.inner;
+        let mut moves = Vec::new();
+        let mut writer = SegmentWriter::default();
+        let mut buf = vec![0u8; 1 << 20];
+        for c in candidates {
+            let path = inner.segment_path(c.number);
+            let mut src = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+            for &(id, offset, len) in &c.live {
+                let o = writer.output_for(inner, len)?;
+                let opath = inner.segment_path(o.number);
+                src.seek(SeekFrom::Start(offset))
+                    .map_err(|e| StoreError::io(&path, e))?;
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    src.read_exact(&mut buf[..n])
+                        .map_err(|e| StoreError::io(&path, e))?;
+                    o.file
+                        .write_all(&buf[..n])
+                        .map_err(|e| StoreError::io(&opath, e))?;
+                    left -= n as u64;
+                }
+                moves.push(RecordMove {
+                    id,
+                    from_segment: c.number,
+                    from_offset: offset,
+                    to_segment: o.number,
+                    to_offset: o.len,
+                });
+                o.len += len;
+            }
+        }
+        writer.sync(inner)?;
+        Ok((moves, writer))
+    }
+
+    /// Logs and audits a finished compaction; shredded mailboxes whose rows went are
+    /// named by pseudonym only.
+    fn audit_compaction(
+        &self,
+        out: &CompactOutcome,
+        rows: &[MessageRow],
+        dropped: &[u64],
+    ) -> Result<(), StoreError> {
         let dropped_ids: HashSet<u64> = dropped.iter().copied().collect();
         let dropped_from: HashSet<u64> = rows
             .iter()
@@ -370,8 +391,7 @@ impl Volume {
                 "bytes_before": out.bytes_before,
                 "bytes_after": out.bytes_after,
             }),
-        )?;
-        Ok(out)
+        )
     }
 
     /// Checks, without decrypting, that every live record of segment `n` lies inside the
@@ -383,7 +403,7 @@ impl Volume {
         n: u64,
         len: u64,
         live: &[(u64, u64, u64)],
-        rows: &[&crate::index::MessageRow],
+        rows: &[&MessageRow],
     ) -> Result<(), String> {
         let path = self.inner.segment_path(n);
         let mut f = File::open(&path).map_err(|e| format!("cannot open: {e}"))?;

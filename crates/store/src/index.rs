@@ -56,6 +56,23 @@ CREATE TABLE IF NOT EXISTS mailbox_keys (
 ) STRICT;
 ";
 
+/// What schema 3 adds to schema 2: agent tokens. `revoked` is 0 or the Unix time of the
+/// revocation; `expires` is 0 (never) or the Unix time from which the token is refused;
+/// `audited` is 0 (nothing recorded yet), 1 (issue recorded) or 2 (revoke recorded
+/// too).
+const SCHEMA_3: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    tenant_mac BLOB NOT NULL,
+    tenant_enc BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    audited INTEGER NOT NULL DEFAULT 0,
+    expires INTEGER NOT NULL DEFAULT 0
+) STRICT;
+";
+
 /// What schema 4 adds to schema 3 (mirror passes): each message's locator, a keyed HMAC
 /// of (folder, source id) under the mailbox's locator key, so DELETE and FLAGS find a
 /// message without a plaintext name (NULL until `Volume::open` computes it for rows of
@@ -69,6 +86,19 @@ CREATE TABLE deleted_messages (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id)
 ) STRICT;
 ";
+
+/// The columns [`mailbox_key_row`] reads, in its order.
+const MAILBOX_KEY_COLS: &str = "id, key_wrapped, key_id, tenant_id";
+
+/// A mailbox row as its key rows need it (columns [`MAILBOX_KEY_COLS`]).
+fn mailbox_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow {
+        id: r.get::<_, i64>(0)? as u64,
+        key_wrapped: r.get(1)?,
+        key_id: r.get::<_, i64>(2)? as u32,
+        tenant_id: r.get::<_, i64>(3)? as u64,
+    })
+}
 
 /// A tenant or mailbox row.
 pub(crate) struct KeyRow {
@@ -191,6 +221,39 @@ impl Index {
         }
     }
 
+    /// The one row `sql` selects, if any, read by `f`.
+    fn query_opt<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, StoreError> {
+        self.conn
+            .query_row(sql, params, f)
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every row `sql` selects, read by `f` (a cached statement).
+    fn query_all<C: FromIterator<T>, T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<C, StoreError> {
+        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = st.query_map(params, f).map_err(|e| self.err(e))?;
+        rows.collect::<Result<C, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Runs one statement that returns no rows.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> Result<(), StoreError> {
+        self.conn
+            .execute(sql, params)
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     fn pragmas(conn: &Connection) -> rusqlite::Result<()> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -235,7 +298,7 @@ impl Index {
         Self::pragmas(&conn).map_err(e)?;
         conn.execute_batch(SCHEMA).map_err(e)?;
         conn.execute_batch(SCHEMA_2).map_err(e)?;
-        conn.execute_batch(crate::tokens::SCHEMA_3).map_err(e)?;
+        conn.execute_batch(SCHEMA_3).map_err(e)?;
         conn.execute_batch(SCHEMA_4).map_err(e)?;
         conn.execute(
             "INSERT INTO volume (k, v) VALUES ('volume_id', ?1), ('schema', ?2)",
@@ -307,7 +370,7 @@ impl Index {
                 let e = |source| StoreError::Index { path: path.clone(), source };
                 let tx = self.conn.transaction().map_err(e)?;
                 tx.execute_batch(SCHEMA_2).map_err(e)?;
-                tx.execute_batch(crate::tokens::SCHEMA_3).map_err(e)?;
+                tx.execute_batch(SCHEMA_3).map_err(e)?;
                 tx.execute_batch(SCHEMA_4).map_err(e)?;
                 tx.execute(
                     "UPDATE volume SET v = ?1 WHERE k = 'schema'",
@@ -325,7 +388,7 @@ impl Index {
         }
     }
 
-    /// The connection, for the token table's SQL (`crate::tokens`).
+    /// The connection, for the SQL of modules that own a table's rows (tokens).
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
@@ -388,49 +451,26 @@ impl Index {
         name_enc: &[u8],
         key_wrapped: &[u8],
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO tenants (id, name_mac, name_enc, key_wrapped) VALUES (?1, ?2, ?3, ?4)",
-                params![id as i64, &mac[..], name_enc, key_wrapped],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        self.exec(
+            "INSERT INTO tenants (id, name_mac, name_enc, key_wrapped) VALUES (?1, ?2, ?3, ?4)",
+            params![id as i64, &mac[..], name_enc, key_wrapped],
+        )
     }
 
     pub fn mailbox_by_mac(&self, mac: &[u8; 32]) -> Result<Option<KeyRow>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT id, key_wrapped, key_id, tenant_id FROM mailboxes WHERE name_mac = ?1",
-                [&mac[..]],
-                |r| {
-                    Ok(KeyRow {
-                        id: r.get::<_, i64>(0)? as u64,
-                        key_wrapped: r.get(1)?,
-                        key_id: r.get::<_, i64>(2)? as u32,
-                        tenant_id: r.get::<_, i64>(3)? as u64,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.query_opt(
+            &format!("SELECT {MAILBOX_KEY_COLS} FROM mailboxes WHERE name_mac = ?1"),
+            [&mac[..]],
+            mailbox_key_row,
+        )
     }
 
     pub fn mailbox_by_id(&self, id: u64) -> Result<Option<KeyRow>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT id, key_wrapped, key_id, tenant_id FROM mailboxes WHERE id = ?1",
-                [id as i64],
-                |r| {
-                    Ok(KeyRow {
-                        id: r.get::<_, i64>(0)? as u64,
-                        key_wrapped: r.get(1)?,
-                        key_id: r.get::<_, i64>(2)? as u32,
-                        tenant_id: r.get::<_, i64>(3)? as u64,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.query_opt(
+            &format!("SELECT {MAILBOX_KEY_COLS} FROM mailboxes WHERE id = ?1"),
+            [id as i64],
+            mailbox_key_row,
+        )
     }
 
     pub fn insert_mailbox(
@@ -442,58 +482,35 @@ impl Index {
         key_id: u32,
         key_wrapped: &[u8],
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO mailboxes (id, tenant_id, name_mac, name_enc, key_id, key_wrapped) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id as i64, tenant_id as i64, &mac[..], name_enc, key_id as i64, key_wrapped],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        self.exec(
+            "INSERT INTO mailboxes (id, tenant_id, name_mac, name_enc, key_id, key_wrapped) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id as i64, tenant_id as i64, &mac[..], name_enc, key_id as i64, key_wrapped],
+        )
     }
 
     /// `(id, name_enc)` of every mailbox.
     pub fn mailboxes(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT id, name_enc FROM mailboxes ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query_all("SELECT id, name_enc FROM mailboxes ORDER BY id", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })
     }
 
     /// `(id, tenant_id, key_id)` of every mailbox of a tenant.
     pub fn mailboxes_of_tenant(&self, tenant_id: u64) -> Result<Vec<KeyRow>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, key_wrapped, key_id, tenant_id FROM mailboxes WHERE tenant_id = ?1 ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([tenant_id as i64], |r| {
-                Ok(KeyRow {
-                    id: r.get::<_, i64>(0)? as u64,
-                    key_wrapped: r.get(1)?,
-                    key_id: r.get::<_, i64>(2)? as u32,
-                    tenant_id: r.get::<_, i64>(3)? as u64,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query_all(
+            &format!("SELECT {MAILBOX_KEY_COLS} FROM mailboxes WHERE tenant_id = ?1 ORDER BY id"),
+            [tenant_id as i64],
+            mailbox_key_row,
+        )
     }
 
     /// Earlier (rotated-out) generations of a mailbox key: `(key id, wrapped)`.
     pub fn old_mailbox_keys(&self, mailbox_id: u64) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT key_id, key_wrapped FROM mailbox_keys WHERE mailbox_id = ?1 ORDER BY key_id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([mailbox_id as i64], |r| {
-                Ok((r.get::<_, i64>(0)? as u32, r.get(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query_all(
+            "SELECT key_id, key_wrapped FROM mailbox_keys WHERE mailbox_id = ?1 ORDER BY key_id",
+            [mailbox_id as i64],
+            |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?)),
+        )
     }
 
     /// Makes `new_wrapped` generation `new_key_id` the mailbox's current key and keeps the
@@ -851,14 +868,9 @@ impl Index {
 
     /// Row ids of shredded mailboxes.
     pub fn shredded_mailboxes(&self) -> Result<std::collections::HashSet<u64>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id FROM mailboxes WHERE key_id = 0")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| Ok(r.get::<_, i64>(0)? as u64))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query_all("SELECT id FROM mailboxes WHERE key_id = 0", [], |r| {
+            Ok(r.get::<_, i64>(0)? as u64)
+        })
     }
 
     /// Tenant row id by lookup MAC.
@@ -878,16 +890,11 @@ impl Index {
 
     /// For every segment referenced by a message row: the end of its last record.
     pub fn segment_ends(&self) -> Result<HashMap<u64, u64>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT segment, MAX(offset + record_len) FROM messages GROUP BY segment")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query_all(
+            "SELECT segment, MAX(offset + record_len) FROM messages GROUP BY segment",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
     }
 
     /// Compaction's commit point, in ONE transaction: every `(id, old segment, old
@@ -944,29 +951,19 @@ impl Index {
 
     /// `(message id, mailbox row id)` of every committed message.
     pub fn message_ids(&self) -> Result<Vec<(u64, u64)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, mailbox_id FROM messages")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query_all("SELECT id, mailbox_id FROM messages", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
     }
 
     /// Ids of the messages of a mailbox, in id order (read from the index on
     /// `(mailbox_id, id)` alone).
     pub fn message_ids_of(&self, mailbox_id: u64) -> Result<Vec<u64>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT id FROM messages WHERE mailbox_id = ?1 ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([mailbox_id as i64], |r| Ok(r.get::<_, i64>(0)? as u64))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query_all(
+            "SELECT id FROM messages WHERE mailbox_id = ?1 ORDER BY id",
+            [mailbox_id as i64],
+            |r| Ok(r.get::<_, i64>(0)? as u64),
+        )
     }
 
     /// Message rows of a mailbox with an id above `after`, in id order.
@@ -987,16 +984,11 @@ impl Index {
 
     /// `(message id, mailbox row id)` of every message with an id above `id`.
     pub fn message_ids_after(&self, id: u64) -> Result<Vec<(u64, u64)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, mailbox_id FROM messages WHERE id > ?1")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([id as i64], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query_all(
+            "SELECT id, mailbox_id FROM messages WHERE id > ?1",
+            [id as i64],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
     }
 
     // === messages ===
@@ -1109,16 +1101,9 @@ impl Index {
 
     /// `(message id, mailbox row id)` of every message removed by DELETE.
     pub fn deleted_message_ids(&self) -> Result<Vec<(u64, u64)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, mailbox_id FROM deleted_messages")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query_all("SELECT id, mailbox_id FROM deleted_messages", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
     }
 
     /// Rows without a locator (written before schema 4) of mailboxes that still have

@@ -10,13 +10,13 @@
 //! `delete` and `set_flags`.
 
 use crate::audit_trail::{AuditItem, Change};
-use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
+use crate::chunk::{self, ChunkContext, ChunkKey, Sealer};
 use crate::dedup::DedupReader;
 use crate::index::{Index, MessageRow};
 use crate::keys::{self, Key};
-use crate::segment::{self, RecordHeader, SegmentHeader, SEG_HEADER_LEN};
+use crate::segment::{self, RecordHeader, SEG_HEADER_LEN};
 use crate::volume::{FreeSegment, Inner};
-use crate::{StoreError, INDEX_FILE, SEGMENTS_DIR};
+use crate::{StoreError, Volume, INDEX_FILE, SEGMENTS_DIR};
 use mailferry_core::frame::AckStatus;
 use mailferry_core::profile::CommitSettings;
 use mailferry_core::{Flags, FolderName, MailboxAddr, MessageMeta, SourceId};
@@ -75,14 +75,10 @@ struct OpenMessage {
     start: MessageStart,
     id: u64,
     salt: [u8; 32],
-    key: ChunkKey,
     message_key: Key,
-    ctx: ChunkContext,
     sha: ring::digest::Context,
-    buf: Vec<u8>,
-    chunk_index: u64,
-    chunks: u64,
-    written: u64,
+    /// Seals the body as it arrives; its `filled` is the body bytes received so far.
+    sealer: Sealer,
     record_start: u64,
     record_len: u64,
 }
@@ -475,10 +471,43 @@ fn found(any: bool) -> AckStatus {
     }
 }
 
+// === impl Volume: sessions ===
+
+impl Volume {
+    /// A writer for one mailbox; creates tenant (= mailbox domain) and mailbox keys on
+    /// first use. Each session appends to its own segment file(s), so several sessions
+    /// can write at once.
+    pub fn session(
+        &self,
+        mailbox: &MailboxAddr,
+        commit: &CommitSettings,
+    ) -> Result<IngestSession, StoreError> {
+        let (mailbox_id, key_id, key) = self.inner.mailbox_for_write(mailbox)?;
+        // The dedup key comes from the oldest generation the mailbox still holds
+        // (generation 1 unless a re-encryption dropped it and re-keyed every dedup
+        // value), so that a rotated mailbox still recognises messages stored before.
+        let oldest = self.inner.index()?.oldest_key_id(mailbox_id)?;
+        let dedup_base = if oldest == key_id {
+            key.clone()
+        } else {
+            self.inner.key_for(mailbox_id, oldest, mailbox)?
+        };
+        Ok(IngestSession::new(
+            self.inner.clone(),
+            mailbox.clone(),
+            mailbox_id,
+            key_id,
+            key,
+            &dedup_base,
+            commit.clone(),
+        ))
+    }
+}
+
 // === impl IngestSession ===
 
 impl IngestSession {
-    pub(crate) fn new(
+    fn new(
         inner: Arc<Inner>,
         mailbox: MailboxAddr,
         mailbox_id: u64,
@@ -564,14 +593,13 @@ impl IngestSession {
         let id = self.inner.next_message_id.fetch_add(1, Ordering::Relaxed);
         let salt = keys::random32();
         let message_key = keys::message_key(&self.mailbox_key, &salt);
-        let chunks = chunk::chunk_count(start.size);
         let header = RecordHeader {
             key_id: self.key_id,
             message_id: id,
             mailbox_id: self.mailbox_id,
             salt,
             plain_len: start.size,
-            chunk_count: chunks,
+            chunk_count: chunk::chunk_count(start.size),
         };
         let seg = self.seg.as_mut().expect("ensure_segment opened one");
         let record_start = seg.len;
@@ -580,22 +608,18 @@ impl IngestSession {
             self.rollback(record_start);
             return Err(err);
         }
+        let ctx = ChunkContext {
+            volume_id: self.inner.volume_id,
+            mailbox_id: self.mailbox_id,
+            message_id: id,
+        };
         self.open = Some(OpenMessage {
-            ctx: ChunkContext {
-                volume_id: self.inner.volume_id,
-                mailbox_id: self.mailbox_id,
-                message_id: id,
-            },
-            key: ChunkKey::new(&message_key),
+            sealer: Sealer::new(ChunkKey::new(&message_key), ctx, start.size),
             message_key,
             start,
             id,
             salt,
             sha: ring::digest::Context::new(&ring::digest::SHA256),
-            buf: Vec::with_capacity(CHUNK_SIZE + TAG_LEN),
-            chunk_index: 0,
-            chunks,
-            written: 0,
             record_start,
             record_len,
         });
@@ -609,9 +633,9 @@ impl IngestSession {
         let Some(o) = self.open.as_mut() else {
             return Err(self.misuse("write() with no open message; call begin first"));
         };
-        if o.written + data.len() as u64 > o.start.size {
+        let got = o.sealer.filled() + data.len() as u64;
+        if got > o.start.size {
             let (seq, size, start) = (o.start.seq, o.start.size, o.record_start);
-            let got = o.written + data.len() as u64;
             self.open = None;
             self.rollback(start);
             return Err(StoreError::Rejected {
@@ -627,26 +651,25 @@ impl IngestSession {
             .expect("a segment is open while a message is");
         let mut rest = data;
         let t = &mut self.timings;
+        // The size check above keeps every piece within the declared length, so `fill`
+        // always takes something.
         while !rest.is_empty() {
-            let take = (CHUNK_SIZE - o.buf.len()).min(rest.len());
-            o.buf.extend_from_slice(&rest[..take]);
+            let take = o.sealer.fill(rest);
             let t0 = Instant::now();
             o.sha.update(&rest[..take]);
             t.hash_ns += t0.elapsed().as_nanos() as u64;
-            o.written += take as u64;
             rest = &rest[take..];
-            // A full buffer is sealed at once unless it is the last chunk, which is
-            // sealed (with the last flag) by finish().
-            if o.buf.len() == CHUNK_SIZE && o.chunk_index + 1 < o.chunks {
+            // A full chunk is sealed at once unless it is the last, which is sealed (with
+            // the last flag) by finish().
+            if o.sealer.chunk_ready() {
                 let t0 = Instant::now();
-                let tag = chunk::seal_chunk(&o.key, &o.ctx, o.chunk_index, false, &mut o.buf);
-                o.buf.extend_from_slice(&tag);
-                let t1 = Instant::now();
-                t.encrypt_ns += (t1 - t0).as_nanos() as u64;
-                let r = seg.file.write_all(&o.buf);
-                t.append_ns += t1.elapsed().as_nanos() as u64;
-                o.buf.clear();
-                o.chunk_index += 1;
+                let r = o.sealer.seal_chunk(|sealed| {
+                    let t1 = Instant::now();
+                    t.encrypt_ns += (t1 - t0).as_nanos() as u64;
+                    let r = seg.file.write_all(sealed);
+                    t.append_ns += t1.elapsed().as_nanos() as u64;
+                    r
+                });
                 if let Err(e) = r {
                     let err = StoreError::io(&seg.path, e);
                     let start = o.record_start;
@@ -673,13 +696,14 @@ impl IngestSession {
             return Err(self.misuse("finish() with no open message; call begin first"));
         };
         let seq = o.start.seq;
-        if o.written != o.start.size {
+        if o.sealer.filled() != o.start.size {
             self.rollback(o.record_start);
             return Err(StoreError::Rejected {
                 seq,
                 reason: format!(
                     "received {} body bytes, the message declared {}; the body was cut short",
-                    o.written, o.start.size
+                    o.sealer.filled(),
+                    o.start.size
                 ),
             });
         }
@@ -737,20 +761,24 @@ impl IngestSession {
             .seg
             .as_mut()
             .expect("a segment is open while a message is");
+        let t = &mut self.timings;
         let t0 = Instant::now();
-        let tag = chunk::seal_chunk(&o.key, &o.ctx, o.chunk_index, true, &mut o.buf);
-        o.buf.extend_from_slice(&tag);
-        let t1 = Instant::now();
-        self.timings.encrypt_ns += (t1 - t0).as_nanos() as u64;
-        let written = seg.file.write_all(&o.buf);
-        self.timings.append_ns += t1.elapsed().as_nanos() as u64;
+        let written = o
+            .sealer
+            .seal_last(|sealed| {
+                let t1 = Instant::now();
+                t.encrypt_ns += (t1 - t0).as_nanos() as u64;
+                let r = seg.file.write_all(sealed);
+                t.append_ns += t1.elapsed().as_nanos() as u64;
+                r
+            })
+            .expect("the body length was checked above");
         if let Err(e) = written {
             let err = StoreError::io(&seg.path, e);
             self.rollback(o.record_start);
             self.failed = true;
             return Err(err);
         }
-        debug_assert_eq!(o.chunk_index + 1, o.chunks);
         seg.len = o.record_start + o.record_len;
         let meta = MessageMeta {
             folder: o.start.meta_folder.clone(),
@@ -1041,19 +1069,7 @@ impl IngestSession {
     }
 
     fn create_segment(&mut self) -> Result<SegWriter, StoreError> {
-        let number = self.inner.index()?.allocate_segment()?;
-        let path = self.inner.segment_path(number);
-        let mut file = mailferry_audit::private::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
-        let h = SegmentHeader {
-            volume_id: self.inner.volume_id,
-            number,
-        };
-        file.write_all(&h.encode())
-            .map_err(|e| StoreError::io(&path, e))?;
+        let (number, path, file) = self.inner.new_segment()?;
         self.dir_dirty = true;
         Ok(SegWriter {
             number,

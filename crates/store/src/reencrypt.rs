@@ -4,7 +4,7 @@
 //! no longer be decrypted with the volume's key material.
 //!
 //! Streaming: a message is read, authenticated and re-sealed one 64 KiB chunk at a time
-//! (`Inner::read_record` feeding a [`Reseal`] writer), never held whole. Each message gets
+//! (`Inner::read_record` feeding a [`SealWriter`]), never held whole. Each message gets
 //! a fresh salt, so a fresh message key under the new generation; its id stays, so the
 //! chunk AAD keeps naming the same message. The metadata is re-sealed under the new
 //! message key, and the row records the new key id.
@@ -28,7 +28,7 @@
 //! dropped key, because keys are dropped only with the switch of the last message. It
 //! does not run beside ingest sessions: it needs the volume to itself.
 
-use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
+use crate::chunk::{self, ChunkContext, ChunkKey, SealWriter, Sealer};
 use crate::compact::{CompactOutcome, SegmentWriter};
 use crate::index::{KeyRotation, LastSwitch, MessageRow, Reencrypted, Rekeyed};
 use crate::keys::{self, Key};
@@ -36,9 +36,7 @@ use crate::segment::RecordHeader;
 use crate::{StoreError, Volume};
 use mailferry_core::MailboxAddr;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::Write;
-use std::sync::Arc;
 
 /// Record bytes re-encrypted between two index switches: bounds the work a crash
 /// repeats, and the size of one transaction.
@@ -122,13 +120,7 @@ impl Volume {
         stop: ReencryptStep,
         batch_bytes: u64,
     ) -> Result<ReencryptOutcome, StoreError> {
-        // Sessions hold clones of `inner`; `&mut self` keeps new ones from starting.
-        if Arc::strong_count(&self.inner) != 1 {
-            return Err(StoreError::InUse {
-                path: self.inner.dir.clone(),
-                what: "re-encryption",
-            });
-        }
+        self.exclusive("re-encryption")?;
         let mut out = ReencryptOutcome::default();
         let names: HashMap<u64, MailboxAddr> = self.mailbox_rows()?.into_iter().collect();
         let (rows, tenant) = {
@@ -460,20 +452,18 @@ impl Volume {
             o.file
                 .write_all(&header.encode())
                 .map_err(|e| StoreError::io(&path, e))?;
-            let mut w = Reseal {
-                key: ChunkKey::new(&message_key),
-                ctx: ChunkContext {
+            let sealer = Sealer::new(
+                ChunkKey::new(&message_key),
+                ChunkContext {
                     volume_id: inner.volume_id,
                     mailbox_id: r.mailbox_id,
                     message_id: r.id,
                 },
-                chunks: header.chunk_count,
-                index: 0,
-                buf: Vec::with_capacity(CHUNK_SIZE + TAG_LEN),
-                file: &mut o.file,
-            };
+                header.plain_len,
+            );
+            let mut w = SealWriter::new(sealer, &mut o.file);
             inner.read_record(&msg, &old_key, &mut w)?;
-            w.finish().map_err(|e| StoreError::io(&path, e))
+            w.finish().map(|_| ()).map_err(|e| StoreError::io(&path, e))
         })();
         if let Err(e) = written {
             o.truncate_to(inner, start)?;
@@ -545,68 +535,6 @@ impl Volume {
             ));
         }
         Ok(out)
-    }
-}
-
-/// Receives a message's plaintext in the order `read_record` authenticates it and seals
-/// it again, chunk by chunk, under the new message key into the output segment. Holds
-/// at most one chunk.
-struct Reseal<'a> {
-    key: ChunkKey,
-    ctx: ChunkContext,
-    chunks: u64,
-    index: u64,
-    buf: Vec<u8>,
-    file: &'a mut File,
-}
-
-impl Reseal<'_> {
-    fn seal(&mut self, last: bool) -> std::io::Result<()> {
-        if self.index + 1 > self.chunks || (!last && self.index + 1 == self.chunks) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "more plaintext than the record header declares",
-            ));
-        }
-        let tag = chunk::seal_chunk(&self.key, &self.ctx, self.index, last, &mut self.buf);
-        self.buf.extend_from_slice(&tag);
-        self.file.write_all(&self.buf)?;
-        self.buf.iter_mut().for_each(|b| *b = 0);
-        self.buf.clear();
-        self.index += 1;
-        Ok(())
-    }
-
-    /// Seals the last chunk; the chunk count must come out as the header declared.
-    fn finish(mut self) -> std::io::Result<()> {
-        self.seal(true)?;
-        if self.index != self.chunks {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "less plaintext than the record header declares",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Write for Reseal<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let mut rest = data;
-        while !rest.is_empty() {
-            // A full chunk is sealed only once more data shows it is not the last.
-            if self.buf.len() == CHUNK_SIZE {
-                self.seal(false)?;
-            }
-            let n = (CHUNK_SIZE - self.buf.len()).min(rest.len());
-            self.buf.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -84,91 +84,13 @@ impl Volume {
         let mut out = ReplicateOutcome::default();
 
         // 1. A consistent snapshot of the index, and what it references.
-        let snap = dst.join(format!("{INDEX_FILE}.tmp"));
-        for suffix in ["", "-wal", "-shm"] {
-            remove_if_exists(&dst.join(format!("{INDEX_FILE}.tmp{suffix}")))?;
-        }
-        let src_index = src.join(INDEX_FILE);
-        let ix_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Index {
-                path: path.clone(),
-                source,
-            }
-        };
-        {
-            let conn = Connection::open_with_flags(
-                &src_index,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(ix_err(&src_index))?;
-            mailferry_audit::private::precreate(&snap).map_err(|e| StoreError::io(&snap, e))?;
-            conn.backup(rusqlite::MAIN_DB, &snap, None)
-                .map_err(ix_err(&src_index))?;
-        }
-        let ends = {
-            let conn = Connection::open_with_flags(
-                &snap,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(ix_err(&snap))?;
-            let id: Vec<u8> = conn
-                .query_row("SELECT v FROM volume WHERE k = 'volume_id'", [], |r| {
-                    r.get(0)
-                })
-                .map_err(ix_err(&snap))?;
-            if id != header.volume_id {
-                return Err(StoreError::IndexDamaged {
-                    path: src_index.clone(),
-                    reason: "belongs to another volume (its volume id differs from volume.hdr); nothing was replicated".into(),
-                });
-            }
-            let mut st = conn
-                .prepare("SELECT segment, MAX(offset + record_len) FROM messages GROUP BY segment")
-                .map_err(ix_err(&snap))?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-                })
-                .map_err(ix_err(&snap))?;
-            rows.collect::<Result<BTreeMap<u64, u64>, _>>()
-                .map_err(ix_err(&snap))?
-        };
+        let (snap, ends) = snapshot_index(src, dst, &header)?;
         let f = File::open(&snap).map_err(|e| StoreError::io(&snap, e))?;
         f.sync_all().map_err(|e| StoreError::io(&snap, e))?;
         out.index_bytes = f.metadata().map_err(|e| StoreError::io(&snap, e))?.len();
 
         // 2. Segments, committed bytes only.
-        for (&n, &end) in &ends {
-            let name = segment::file_name(n);
-            let from = src.join(SEGMENTS_DIR).join(&name);
-            let len = std::fs::metadata(&from)
-                .map_err(|e| StoreError::io(&from, e))?
-                .len();
-            let end = if len < end {
-                tracing::warn!(
-                    segment = n,
-                    len,
-                    expected = end,
-                    "source segment shorter than its index; copied as it is, run verify"
-                );
-                out.short_segments.push(n);
-                len
-            } else {
-                end
-            };
-            match sync_prefix(&from, &dst_segs.join(&name), end)? {
-                Synced::Unchanged => out.segments_unchanged += 1,
-                Synced::Appended(b) => {
-                    out.segments_appended += 1;
-                    out.segment_bytes_copied += b;
-                }
-                Synced::Copied(b) => {
-                    out.segments_copied += 1;
-                    out.segment_bytes_copied += b;
-                }
-            }
-        }
+        copy_segments(src, &dst_segs, &ends, &mut out)?;
         crate::sync_dir(&dst_segs)?;
 
         // 3. The audit log, up to its last complete line.
@@ -190,21 +112,7 @@ impl Volume {
         crate::sync_dir(dst)?;
 
         // 5. Segments the source no longer references (it compacted them).
-        for e in std::fs::read_dir(&dst_segs).map_err(|e| StoreError::io(&dst_segs, e))? {
-            let e = e.map_err(|e| StoreError::io(&dst_segs, e))?;
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let stale = match segment::parse_file_name(name) {
-                Some(n) => !ends.contains_key(&n),
-                None => name.ends_with(".seg.tmp"),
-            };
-            if stale {
-                std::fs::remove_file(e.path()).map_err(|err| StoreError::io(e.path(), err))?;
-                if name.ends_with(".seg") {
-                    out.segments_removed += 1;
-                }
-            }
-        }
+        out.segments_removed = remove_stale_segments(&dst_segs, &ends)?;
         crate::sync_dir(&dst_segs)?;
 
         // 6. The header last: its presence makes the replica a volume.
@@ -223,6 +131,130 @@ impl Volume {
         );
         Ok(out)
     }
+}
+
+/// Step 1: a consistent snapshot of the source index in `<dst>/index.sqlite.tmp` (the
+/// online backup API), checked to belong to the volume `header` describes, and the end
+/// of the last record of every segment it references.
+fn snapshot_index(
+    src: &Path,
+    dst: &Path,
+    header: &Header,
+) -> Result<(PathBuf, BTreeMap<u64, u64>), StoreError> {
+    let snap = dst.join(format!("{INDEX_FILE}.tmp"));
+    for suffix in ["", "-wal", "-shm"] {
+        remove_if_exists(&dst.join(format!("{INDEX_FILE}.tmp{suffix}")))?;
+    }
+    let src_index = src.join(INDEX_FILE);
+    let ix_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Index {
+            path: path.clone(),
+            source,
+        }
+    };
+    {
+        let conn = Connection::open_with_flags(
+            &src_index,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(ix_err(&src_index))?;
+        mailferry_audit::private::precreate(&snap).map_err(|e| StoreError::io(&snap, e))?;
+        conn.backup(rusqlite::MAIN_DB, &snap, None)
+            .map_err(ix_err(&src_index))?;
+    }
+    let ends = {
+        let conn = Connection::open_with_flags(
+            &snap,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(ix_err(&snap))?;
+        let id: Vec<u8> = conn
+            .query_row("SELECT v FROM volume WHERE k = 'volume_id'", [], |r| {
+                r.get(0)
+            })
+            .map_err(ix_err(&snap))?;
+        if id != header.volume_id {
+            return Err(StoreError::IndexDamaged {
+                path: src_index.clone(),
+                reason: "belongs to another volume (its volume id differs from volume.hdr); nothing was replicated".into(),
+            });
+        }
+        let mut st = conn
+            .prepare("SELECT segment, MAX(offset + record_len) FROM messages GROUP BY segment")
+            .map_err(ix_err(&snap))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(ix_err(&snap))?;
+        rows.collect::<Result<BTreeMap<u64, u64>, _>>()
+            .map_err(ix_err(&snap))?
+    };
+    Ok((snap, ends))
+}
+
+/// Step 2: every referenced segment, up to the end of its last record (or its end, for
+/// a source segment shorter than the index says), appended or copied as needed.
+fn copy_segments(
+    src: &Path,
+    dst_segs: &Path,
+    ends: &BTreeMap<u64, u64>,
+    out: &mut ReplicateOutcome,
+) -> Result<(), StoreError> {
+    for (&n, &end) in ends {
+        let name = segment::file_name(n);
+        let from = src.join(SEGMENTS_DIR).join(&name);
+        let len = std::fs::metadata(&from)
+            .map_err(|e| StoreError::io(&from, e))?
+            .len();
+        let end = if len < end {
+            tracing::warn!(
+                segment = n,
+                len,
+                expected = end,
+                "source segment shorter than its index; copied as it is, run verify"
+            );
+            out.short_segments.push(n);
+            len
+        } else {
+            end
+        };
+        match sync_prefix(&from, &dst_segs.join(&name), end)? {
+            Synced::Unchanged => out.segments_unchanged += 1,
+            Synced::Appended(b) => {
+                out.segments_appended += 1;
+                out.segment_bytes_copied += b;
+            }
+            Synced::Copied(b) => {
+                out.segments_copied += 1;
+                out.segment_bytes_copied += b;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Step 5: deletes replica segments the snapshot no longer references, and temporary
+/// files of an interrupted copy; returns how many segments went.
+fn remove_stale_segments(dst_segs: &Path, ends: &BTreeMap<u64, u64>) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    for e in std::fs::read_dir(dst_segs).map_err(|e| StoreError::io(dst_segs, e))? {
+        let e = e.map_err(|e| StoreError::io(dst_segs, e))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = match segment::parse_file_name(name) {
+            Some(n) => !ends.contains_key(&n),
+            None => name.ends_with(".seg.tmp"),
+        };
+        if stale {
+            std::fs::remove_file(e.path()).map_err(|err| StoreError::io(e.path(), err))?;
+            if name.ends_with(".seg") {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Checks that `dst` may receive a replica of the volume `header` describes and locks

@@ -5,9 +5,10 @@
 //! Encoding and parsing of those bytes only; which file to append to and when to fsync is
 //! the ingest session's business. Parsers refuse malformed input with an error, never panic.
 
-use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
+use crate::chunk::{self, ChunkContext, ChunkKey, SealWriter, Sealer, CHUNK_SIZE, TAG_LEN};
 use crate::keys::{self, Key};
 use crate::StoreError;
+use std::io::Write;
 
 /// Segment header magic.
 pub const SEG_MAGIC: &[u8; 4] = b"MFSG";
@@ -168,16 +169,13 @@ pub fn seal_record(
         mailbox_id: header.mailbox_id,
         message_id: header.message_id,
     };
-    let mut out = header.encode().to_vec();
-    let n = header.chunk_count;
-    for i in 0..n {
-        let start = i as usize * CHUNK_SIZE;
-        let mut buf = plain[start..start + chunk::chunk_plain_len(header.plain_len, i)].to_vec();
-        let tag = chunk::seal_chunk(&key, &ctx, i, i + 1 == n, &mut buf);
-        out.extend_from_slice(&buf);
-        out.extend_from_slice(&tag);
-    }
-    out
+    let mut out = Vec::with_capacity(record_len(header.plain_len).unwrap_or(0) as usize);
+    out.extend_from_slice(&header.encode());
+    let mut w = SealWriter::new(Sealer::new(key, ctx, header.plain_len), out);
+    w.write_all(plain)
+        .expect("the length was checked and a Vec takes every write");
+    w.finish()
+        .expect("the length was checked and a Vec takes every write")
 }
 
 /// Parses and opens a whole record in memory, authenticating every chunk. Refuses

@@ -10,6 +10,9 @@
 //! audit log): [`TokenAdmin`] then writes the row through a second SQLite connection and
 //! leaves the audit record to the process that holds the log, which appends it on its
 //! next [`Volume::flush_token_audit`] (the `audited` column says what is recorded).
+//!
+//! The table itself is part of the index schema (`index::SCHEMA_3`): the index owns
+//! every table and its migrations, this module only the SQL that reads and writes rows.
 
 use crate::index::Index;
 use crate::keys::VolumeKeys;
@@ -19,22 +22,6 @@ use mailferry_core::secret::SecretBytes;
 use mailferry_core::MailboxAddr;
 use rusqlite::{params, OptionalExtension};
 use std::path::Path;
-
-/// What schema 3 adds to schema 2: tokens. `revoked` is 0 or the Unix time of the
-/// revocation; `expires` is 0 (never) or the Unix time from which the token is refused; `audited` is 0 (nothing recorded yet), 1 (issue recorded) or 2 (revoke
-/// recorded too).
-pub(crate) const SCHEMA_3: &str = "
-CREATE TABLE IF NOT EXISTS tokens (
-    id INTEGER PRIMARY KEY,
-    digest BLOB NOT NULL UNIQUE,
-    tenant_mac BLOB NOT NULL,
-    tenant_enc BLOB NOT NULL,
-    created INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0,
-    audited INTEGER NOT NULL DEFAULT 0,
-    expires INTEGER NOT NULL DEFAULT 0
-) STRICT;
-";
 
 /// Name kind of tenant names (the same as the `tenants` table's).
 const KIND_TENANT: u8 = b't';

@@ -1,18 +1,18 @@
 //! [`Volume`]: creating, opening (with crash recovery), listing, reading and verifying.
 //!
-//! Writing messages is [`crate::IngestSession`]'s job; this module hands sessions out
-//! and owns the state they share (index connection, segment pool, message id counter).
+//! Writing messages is [`crate::IngestSession`]'s job (`Volume::session`, in the ingest
+//! module, hands sessions out); this module owns the state they share (index connection,
+//! segment pool, message id counter).
 
 use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
 use crate::credential::{self, Credential, Secret};
 use crate::header::{Header, KeySlot, WriteStep, ROLE_PRIMARY, ROLE_RECOVERY};
 use crate::index::{Index, MessageRow};
-use crate::ingest::IngestSession;
 use crate::keys::{self, Argon2Params, Key, VolumeKeys};
 use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::{StoreError, HEADER_FILE, INDEX_FILE, SEGMENTS_DIR};
 use mailferry_audit::private;
-use mailferry_core::profile::{CommitSettings, StoreSettings};
+use mailferry_core::profile::StoreSettings;
 use mailferry_core::{MailboxAddr, MessageMeta};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -523,6 +523,19 @@ impl Volume {
         Ok((root, n))
     }
 
+    /// Refuses with `InUse` while an ingest session of this volume is open: `what`
+    /// (compaction, re-encryption) needs the volume to itself. Sessions hold clones of
+    /// `inner`; the caller's `&mut self` keeps new ones from starting.
+    pub(crate) fn exclusive(&mut self, what: &'static str) -> Result<(), StoreError> {
+        if Arc::strong_count(&self.inner) != 1 {
+            return Err(StoreError::InUse {
+                path: self.inner.dir.clone(),
+                what,
+            });
+        }
+        Ok(())
+    }
+
     /// Appends an event to the volume's audit log (synced). Callers must keep plaintext
     /// mail metadata out of `data`; use [`Volume::pseudonym_of_mailbox`].
     pub fn audit_event(&self, event: &str, data: serde_json::Value) -> Result<(), StoreError> {
@@ -562,35 +575,6 @@ impl Volume {
     /// The volume directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
-    }
-
-    /// A writer for one mailbox; creates tenant (= mailbox domain) and mailbox keys on
-    /// first use. Each session appends to its own segment file(s), so several sessions
-    /// can write at once.
-    pub fn session(
-        &self,
-        mailbox: &MailboxAddr,
-        commit: &CommitSettings,
-    ) -> Result<IngestSession, StoreError> {
-        let (mailbox_id, key_id, key) = self.inner.mailbox_for_write(mailbox)?;
-        // The dedup key comes from the oldest generation the mailbox still holds
-        // (generation 1 unless a re-encryption dropped it and re-keyed every dedup
-        // value), so that a rotated mailbox still recognises messages stored before.
-        let oldest = self.inner.index()?.oldest_key_id(mailbox_id)?;
-        let dedup_base = if oldest == key_id {
-            key.clone()
-        } else {
-            self.inner.key_for(mailbox_id, oldest, mailbox)?
-        };
-        Ok(IngestSession::new(
-            self.inner.clone(),
-            mailbox.clone(),
-            mailbox_id,
-            key_id,
-            key,
-            &dedup_base,
-            commit.clone(),
-        ))
     }
 
     /// Every mailbox with its row id, in creation order.
@@ -900,6 +884,26 @@ impl Inner {
         self.dir.join(SEGMENTS_DIR).join(segment::file_name(n))
     }
 
+    /// A fresh segment file for ingest, compaction or re-encryption: its number
+    /// allocated in the index, the file created (never over an existing one) and its
+    /// header written. The caller syncs it and `segments/`.
+    pub(crate) fn new_segment(&self) -> Result<(u64, PathBuf, File), StoreError> {
+        let number = self.index()?.allocate_segment()?;
+        let path = self.segment_path(number);
+        let mut file = private::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let h = SegmentHeader {
+            volume_id: self.volume_id,
+            number,
+        };
+        file.write_all(&h.encode())
+            .map_err(|e| StoreError::io(&path, e))?;
+        Ok((number, path, file))
+    }
+
     pub(crate) fn mailbox_name(&self, id: u64, enc: &[u8]) -> Result<MailboxAddr, StoreError> {
         let name = self
             .keys
@@ -1051,7 +1055,10 @@ impl Inner {
     }
 
     /// Finds or creates the tenant and mailbox rows of `mailbox`.
-    fn mailbox_for_write(&self, mailbox: &MailboxAddr) -> Result<(u64, u32, Key), StoreError> {
+    pub(crate) fn mailbox_for_write(
+        &self,
+        mailbox: &MailboxAddr,
+    ) -> Result<(u64, u32, Key), StoreError> {
         let mac = self.keys.name_mac(b'm', mailbox.as_str());
         let ix = self.index()?;
         if let Some(row) = ix.mailbox_by_mac(&mac)? {

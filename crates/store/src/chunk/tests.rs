@@ -57,3 +57,62 @@ proptest! {
         prop_assert!(open_chunk(&key, &ctx(), idx, last, &mut b).is_err());
     }
 }
+
+/// The chunk sequence sealed one whole chunk at a time with [`seal_chunk`]: what the
+/// [`Sealer`] must produce however the plaintext is cut.
+fn sealed_whole(plain: &[u8]) -> Vec<u8> {
+    let key = ChunkKey::from_bytes(&[1; 32]);
+    let n = chunk_count(plain.len() as u64);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let start = i as usize * CHUNK_SIZE;
+        let mut buf = plain[start..start + chunk_plain_len(plain.len() as u64, i)].to_vec();
+        let tag = seal_chunk(&key, &ctx(), i, i + 1 == n, &mut buf);
+        out.extend_from_slice(&buf);
+        out.extend_from_slice(&tag);
+    }
+    out
+}
+
+fn seal_writer(len: u64) -> SealWriter<Vec<u8>> {
+    let key = ChunkKey::from_bytes(&[1; 32]);
+    SealWriter::new(Sealer::new(key, ctx(), len), Vec::new())
+}
+
+#[test]
+fn sealer_refuses_more_or_less_plaintext_than_declared() {
+    let mut w = seal_writer(10);
+    assert_eq!(
+        w.write_all(&[0; 11]).unwrap_err().kind(),
+        io::ErrorKind::InvalidData
+    );
+    let mut w = seal_writer(CHUNK_SIZE as u64 + 1);
+    w.write_all(&[0; CHUNK_SIZE]).unwrap();
+    assert_eq!(w.finish().unwrap_err().kind(), io::ErrorKind::InvalidData);
+    // A full last chunk waits for finish: it is sealed with the last flag.
+    let mut w = seal_writer(CHUNK_SIZE as u64);
+    w.write_all(&[7; CHUNK_SIZE]).unwrap();
+    assert_eq!(w.finish().unwrap(), sealed_whole(&[7; CHUNK_SIZE]));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn sealer_output_does_not_depend_on_how_the_plaintext_is_cut(
+        len in prop_oneof![0usize..300, (CHUNK_SIZE - 2)..(CHUNK_SIZE + 2), (2 * CHUNK_SIZE - 1)..(3 * CHUNK_SIZE + 5)],
+        cuts in proptest::collection::vec(1usize..(CHUNK_SIZE + 100), 1..8),
+    ) {
+        let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let mut w = seal_writer(len as u64);
+        let mut rest = &plain[..];
+        for &c in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = c.min(rest.len());
+            w.write_all(&rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+        prop_assert_eq!(w.finish().unwrap(), sealed_whole(&plain));
+    }
+}

@@ -1,7 +1,9 @@
 use super::*;
+use crate::chunk::TAG_LEN;
 use crate::volume::tests::*;
 use crate::{Finished, SEGMENTS_DIR};
 use mailferry_core::profile::CommitSettings;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 use super::*;
-use crate::{Finished, MessageStart};
+use crate::{Finished, IngestSession, MessageStart};
 use mailferry_core::frame::AckStatus;
+use mailferry_core::profile::CommitSettings;
 use mailferry_core::{Flags, FolderName, SourceId};
 use std::collections::BTreeMap;
 
