@@ -546,10 +546,8 @@ pub async fn create_batch(
             bd,
             Plan {
                 start_at: schedule.start_at,
-                mode: Mode::Sync,
                 then_complete: schedule.then_complete,
-                approve_skipped: false,
-                actor: actor(v),
+                ..Plan::now(Mode::Sync, actor(v))
             },
         )?;
         audit_action(
@@ -758,11 +756,8 @@ pub async fn start_batch(
         name,
         bd,
         Plan {
-            start_at: None,
-            mode: Mode::Sync,
             then_complete,
-            approve_skipped: false,
-            actor: actor(v),
+            ..Plan::now(Mode::Sync, actor(v))
         },
     )?;
     audit_action(state, v, "batch.start", json!({"batch": name}))?;
@@ -827,11 +822,8 @@ pub async fn complete_batch(
         name,
         bd,
         Plan {
-            start_at: None,
-            mode: Mode::Complete,
-            then_complete: None,
             approve_skipped,
-            actor: actor(v),
+            ..Plan::now(Mode::Complete, actor(v))
         },
     )?;
     audit_action(
