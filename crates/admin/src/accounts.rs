@@ -9,7 +9,7 @@
 //! own, 0600, in a 0700 directory. Passwords are never stored, only their hashes.
 //! Secrets in memory are zeroized on drop and print as `[redacted]`.
 
-use super::session::Role;
+use super::role::Role;
 use mailferry_control::AppError;
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::unix_now;

@@ -70,80 +70,65 @@ pub struct NewEndpoint {
     /// `maildir`, `mbox`, `eml` or `imap`.
     pub kind: String,
     /// File sources: the mailbox path, with `{user}` for the CSV's UserName.
-    #[serde(default)]
     pub root: Option<String>,
     /// IMAP: server host.
-    #[serde(default)]
     pub host: Option<String>,
     /// IMAP: port.
-    #[serde(default)]
     pub port: Option<u16>,
     /// IMAP: `imaps` or `starttls`.
-    #[serde(default)]
     pub tls: Option<String>,
     /// IMAP: CA file to trust instead of the system roots.
-    #[serde(default)]
     pub ca_file: Option<String>,
     /// IMAP: Dovecot master user.
-    #[serde(default)]
     pub master_user: Option<String>,
     /// IMAP: the master user's password file.
-    #[serde(default)]
     pub master_password_file: Option<String>,
     /// Mailboxes in their initial copy at once.
-    #[serde(default)]
     pub max_concurrent_moves: Option<usize>,
     /// Mailboxes in an incremental pass at once.
-    #[serde(default)]
     pub max_concurrent_incremental_syncs: Option<usize>,
     /// Throttle of all moves of the endpoint together (`50MB`).
-    #[serde(default)]
     pub max_bytes_per_second: Option<String>,
     /// Throttle in messages per second.
-    #[serde(default)]
     pub max_messages_per_second: Option<f64>,
 }
 
 impl NewEndpoint {
     fn to_toml(&self) -> String {
-        let mut t = toml::Table::new();
-        let mut put = |k: &str, v: toml::Value| {
-            t.insert(k.into(), v);
-        };
-        put("kind", self.kind.clone().into());
+        // Blank text fields are left out, as if not given.
         let s = |o: &Option<String>| o.clone().filter(|s| !s.trim().is_empty());
-        if let Some(v) = s(&self.root) {
-            put("root", v.into());
-        }
-        if let Some(v) = s(&self.host) {
-            put("host", v.into());
-        }
-        if let Some(v) = self.port {
-            put("port", i64::from(v).into());
-        }
-        if let Some(v) = s(&self.tls) {
-            put("tls", v.into());
-        }
-        if let Some(v) = s(&self.ca_file) {
-            put("ca_file", v.into());
-        }
-        if let Some(v) = s(&self.master_user) {
-            put("master_user", v.into());
-        }
-        if let Some(v) = s(&self.master_password_file) {
-            put("master_password_file", v.into());
-        }
-        if let Some(v) = self.max_concurrent_moves {
-            put("max_concurrent_moves", (v as i64).into());
-        }
-        if let Some(v) = self.max_concurrent_incremental_syncs {
-            put("max_concurrent_incremental_syncs", (v as i64).into());
-        }
-        if let Some(v) = s(&self.max_bytes_per_second) {
-            put("max_bytes_per_second", v.into());
-        }
-        if let Some(v) = self.max_messages_per_second {
-            put("max_messages_per_second", v.into());
+        let n = |o: Option<usize>| o.map(|v| toml::Value::from(v as i64));
+        let entries: [(&str, Option<toml::Value>); 11] = [
+            ("root", s(&self.root).map(Into::into)),
+            ("host", s(&self.host).map(Into::into)),
+            ("port", self.port.map(|v| i64::from(v).into())),
+            ("tls", s(&self.tls).map(Into::into)),
+            ("ca_file", s(&self.ca_file).map(Into::into)),
+            ("master_user", s(&self.master_user).map(Into::into)),
+            (
+                "master_password_file",
+                s(&self.master_password_file).map(Into::into),
+            ),
+            ("max_concurrent_moves", n(self.max_concurrent_moves)),
+            (
+                "max_concurrent_incremental_syncs",
+                n(self.max_concurrent_incremental_syncs),
+            ),
+            (
+                "max_bytes_per_second",
+                s(&self.max_bytes_per_second).map(Into::into),
+            ),
+            (
+                "max_messages_per_second",
+                self.max_messages_per_second.map(Into::into),
+            ),
+        ];
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), self.kind.clone().into());
+        for (k, v) in entries {
+            if let Some(v) = v {
+                t.insert(k.into(), v);
+            }
         }
         toml::to_string(&t).expect("endpoint serializes")
     }
@@ -508,57 +493,9 @@ pub async fn create_batch(
     v.require_admin()?;
     check_simple_name("batch", &req.name)?;
     let (ep_path, ep) = load_endpoint(state, &req.endpoint)?;
-    let kind = serde_json::to_value(ep.kind).expect("kind serializes");
-    let is_imap = kind == "imap";
-    match (req.migration_type.as_str(), is_imap) {
-        ("imap", true) | ("file", false) => {}
-        ("imap", false) | ("file", true) => {
-            return Err(AdminError::invalid(format!(
-                "migration type {} does not match endpoint {} (kind {}); pick an {} endpoint",
-                req.migration_type,
-                req.endpoint,
-                kind.as_str().unwrap_or("?"),
-                if req.migration_type == "imap" {
-                    "IMAP"
-                } else {
-                    "Maildir, mbox or eml"
-                }
-            )))
-        }
-        (other, _) => {
-            return Err(AdminError::invalid(format!(
-                "migration type {other:?}: use imap or file (Maildir/mbox/eml import)"
-            )))
-        }
-    }
+    check_migration_type(&req, &ep)?;
     let s = &req.settings;
-    if s.concurrency == Some(0) {
-        return Err(AdminError::invalid("concurrency must be at least 1"));
-    }
-    let start_at = match &s.start {
-        StartSchedule::Later { at } => Some(parse_time("start later", at)?),
-        _ => None,
-    };
-    let mut settings = Settings {
-        bad_item_limit: s.bad_item_limit,
-        large_item_limit: s.large_item_limit,
-        ..Default::default()
-    };
-    let then_complete = match &s.completion {
-        Completion::Automatic => {
-            settings.suspend_when_ready = Some(false);
-            Some(None)
-        }
-        Completion::Manual => {
-            settings.suspend_when_ready = Some(true);
-            None
-        }
-        Completion::After { at } => {
-            let t = parse_time("complete after", at)?;
-            settings.complete_after = Some(mailferry_core::rfc3339(t));
-            Some(Some(t))
-        }
-    };
+    let schedule = Schedule::of(s)?;
     if let Some(p) = &s.profile {
         mailferry_control::lifecycle::load_profile(Some(Path::new(p)))
             .map_err(|e| AdminError::invalid(format!("profile: {e}")))?;
@@ -572,16 +509,139 @@ pub async fn create_batch(
             req.name
         )));
     }
-    // The CSV is kept: a `Password` column is read again at each pass, never stored.
-    let csv_path = state
-        .config()
-        .uploads_dir()
-        .join(format!("{}.csv", req.name));
-    let tmp = state
-        .config()
-        .uploads_dir()
-        .join(format!(".{}.csv.check", req.name));
-    write_private(&tmp, req.csv.as_bytes())?;
+    let csv_path = keep_checked_csv(state, &req.name, &req.csv, &ep).await?;
+    let cfg = state.config();
+    let new = batch::NewBatch {
+        csv: csv_path,
+        endpoint: ep_path,
+        destination: StoredDestination::Local {
+            volume: std::path::absolute(&cfg.volume).unwrap_or_else(|_| cfg.volume.clone()),
+            credential: "key_file".into(),
+            credential_file: std::path::absolute(&cfg.key_file)
+                .unwrap_or_else(|_| cfg.key_file.clone()),
+        },
+        profile: None,
+        concurrency: s.concurrency,
+        settings: schedule.settings,
+        actor: actor(v),
+    };
+    let meta = AdminBatchMeta {
+        migration_type: req.migration_type.clone(),
+        endpoint: req.endpoint.clone(),
+        settings: s.clone(),
+        created_by: v.name.clone(),
+    };
+    let (name, given_profile, bd2) = (req.name.clone(), s.profile.clone(), bd.clone());
+    blocking(move || write_batch(&bd2, &name, new, profile_text, given_profile, &meta)).await?;
+    audit_action(
+        state,
+        v,
+        "batch.create",
+        json!({"batch": req.name, "endpoint": req.endpoint, "migration_type": req.migration_type,
+               "settings": serde_json::to_value(s).expect("settings serialize")}),
+    )?;
+    if s.start != StartSchedule::Manual {
+        state.jobs().start(
+            &req.name,
+            bd,
+            Plan {
+                start_at: schedule.start_at,
+                then_complete: schedule.then_complete,
+                ..Plan::now(Mode::Sync, actor(v))
+            },
+        )?;
+        audit_action(
+            state,
+            v,
+            "batch.start",
+            json!({"batch": req.name, "scheduled_for": schedule.start_at.map(mailferry_core::rfc3339)}),
+        )?;
+    }
+    batch_status(state, &req.name).await
+}
+
+/// Refuses a migration type that does not fit the endpoint's kind (`imap` needs an IMAP
+/// endpoint, `file` a Maildir, mbox or eml one).
+fn check_migration_type(req: &NewBatchRequest, ep: &Endpoint) -> Result<(), AdminError> {
+    let kind = serde_json::to_value(ep.kind).expect("kind serializes");
+    let is_imap = kind == "imap";
+    match (req.migration_type.as_str(), is_imap) {
+        ("imap", true) | ("file", false) => Ok(()),
+        ("imap", false) | ("file", true) => Err(AdminError::invalid(format!(
+            "migration type {} does not match endpoint {} (kind {}); pick an {} endpoint",
+            req.migration_type,
+            req.endpoint,
+            kind.as_str().unwrap_or("?"),
+            if req.migration_type == "imap" {
+                "IMAP"
+            } else {
+                "Maildir, mbox or eml"
+            }
+        ))),
+        (other, _) => Err(AdminError::invalid(format!(
+            "migration type {other:?}: use imap or file (Maildir/mbox/eml import)"
+        ))),
+    }
+}
+
+/// What the wizard's start and completion choices make of a new batch: its lifecycle
+/// settings and the plan of its first run.
+struct Schedule {
+    settings: Settings,
+    start_at: Option<i64>,
+    then_complete: Option<Option<i64>>,
+}
+
+impl Schedule {
+    fn of(s: &BatchSettings) -> Result<Schedule, AdminError> {
+        if s.concurrency == Some(0) {
+            return Err(AdminError::invalid("concurrency must be at least 1"));
+        }
+        let start_at = match &s.start {
+            StartSchedule::Later { at } => Some(parse_time("start later", at)?),
+            _ => None,
+        };
+        let mut settings = Settings {
+            bad_item_limit: s.bad_item_limit,
+            large_item_limit: s.large_item_limit,
+            ..Default::default()
+        };
+        let then_complete = match &s.completion {
+            Completion::Automatic => {
+                settings.suspend_when_ready = Some(false);
+                Some(None)
+            }
+            Completion::Manual => {
+                settings.suspend_when_ready = Some(true);
+                None
+            }
+            Completion::After { at } => {
+                let t = parse_time("complete after", at)?;
+                settings.complete_after = Some(mailferry_core::rfc3339(t));
+                Some(Some(t))
+            }
+        };
+        Ok(Schedule {
+            settings,
+            start_at,
+            then_complete,
+        })
+    }
+}
+
+/// Checks every row of the uploaded CSV against the endpoint and keeps it under
+/// `uploads/` (a `Password` column is read again at each pass, never stored). With a bad
+/// row nothing is kept and every problem is returned.
+async fn keep_checked_csv(
+    state: &AdminState,
+    name: &str,
+    csv: &str,
+    ep: &Endpoint,
+) -> Result<PathBuf, AdminError> {
+    let uploads = state.config().uploads_dir();
+    let csv_path = uploads.join(format!("{name}.csv"));
+    let tmp = uploads.join(format!(".{name}.csv.check"));
+    write_private(&tmp, csv.as_bytes())?;
     let checked = {
         let (tmp, ep) = (tmp.clone(), ep.clone());
         blocking(move || Ok(batch::check_users(&tmp, &ep, &HashSet::new())?)).await
@@ -600,80 +660,38 @@ pub async fn create_batch(
     }
     std::fs::rename(&tmp, &csv_path)
         .map_err(|e| AdminError::Internal(format!("{}: {e}", csv_path.display())))?;
-    let cfg = state.config();
-    let new = batch::NewBatch {
-        csv: csv_path,
-        endpoint: ep_path,
-        destination: StoredDestination::Local {
-            volume: std::path::absolute(&cfg.volume).unwrap_or_else(|_| cfg.volume.clone()),
-            credential: "key_file".into(),
-            credential_file: std::path::absolute(&cfg.key_file)
-                .unwrap_or_else(|_| cfg.key_file.clone()),
-        },
-        profile: None,
-        concurrency: s.concurrency,
-        settings,
-        actor: actor(v),
-    };
-    let meta = AdminBatchMeta {
-        migration_type: req.migration_type.clone(),
-        endpoint: req.endpoint.clone(),
-        settings: s.clone(),
-        created_by: v.name.clone(),
-    };
-    let name = req.name.clone();
-    let given_profile = s.profile.clone();
-    let bd2 = bd.clone();
-    blocking(move || {
-        std::fs::create_dir_all(&bd2.dir)
-            .map_err(|e| AdminError::Internal(format!("{}: {e}", bd2.dir.display())))?;
-        let mut new = new;
-        new.profile = match profile_text {
-            Some(text) => {
-                let p = bd2.dir.join("profile.toml");
-                std::fs::write(&p, text)
-                    .map_err(|e| AdminError::Internal(format!("{}: {e}", p.display())))?;
-                Some(p)
-            }
-            None => given_profile.map(PathBuf::from),
-        };
-        if let Err(e) = batch::create(&bd2, &name, &new) {
-            let _ = std::fs::remove_dir_all(&bd2.dir);
-            return Err(e.into());
+    Ok(csv_path)
+}
+
+/// Writes the batch directory: its profile (the wizard's, or the one given), every move
+/// (`batch::create`; on failure the directory is removed) and the wizard's `admin.json`.
+fn write_batch(
+    bd: &BatchDir,
+    name: &str,
+    mut new: batch::NewBatch,
+    profile_text: Option<String>,
+    given_profile: Option<String>,
+    meta: &AdminBatchMeta,
+) -> Result<(), AdminError> {
+    std::fs::create_dir_all(&bd.dir)
+        .map_err(|e| AdminError::Internal(format!("{}: {e}", bd.dir.display())))?;
+    new.profile = match profile_text {
+        Some(text) => {
+            let p = bd.dir.join("profile.toml");
+            std::fs::write(&p, text)
+                .map_err(|e| AdminError::Internal(format!("{}: {e}", p.display())))?;
+            Some(p)
         }
-        let m = serde_json::to_vec_pretty(&meta).expect("meta serializes");
-        std::fs::write(bd2.dir.join("admin.json"), m)
-            .map_err(|e| AdminError::Internal(format!("admin.json: {e}")))?;
-        Ok(())
-    })
-    .await?;
-    audit_action(
-        state,
-        v,
-        "batch.create",
-        json!({"batch": req.name, "endpoint": req.endpoint, "migration_type": req.migration_type,
-               "settings": serde_json::to_value(s).expect("settings serialize")}),
-    )?;
-    if s.start != StartSchedule::Manual {
-        state.jobs().start(
-            &req.name,
-            bd,
-            Plan {
-                start_at,
-                mode: Mode::Sync,
-                then_complete,
-                approve_skipped: false,
-                actor: actor(v),
-            },
-        )?;
-        audit_action(
-            state,
-            v,
-            "batch.start",
-            json!({"batch": req.name, "scheduled_for": start_at.map(mailferry_core::rfc3339)}),
-        )?;
+        None => given_profile.map(PathBuf::from),
+    };
+    if let Err(e) = batch::create(bd, name, &new) {
+        let _ = std::fs::remove_dir_all(&bd.dir);
+        return Err(e.into());
     }
-    batch_status(state, &req.name).await
+    let m = serde_json::to_vec_pretty(meta).expect("meta serializes");
+    std::fs::write(bd.dir.join("admin.json"), m)
+        .map_err(|e| AdminError::Internal(format!("admin.json: {e}")))?;
+    Ok(())
 }
 
 /// Every batch, with status (oldest name first).
@@ -738,11 +756,8 @@ pub async fn start_batch(
         name,
         bd,
         Plan {
-            start_at: None,
-            mode: Mode::Sync,
             then_complete,
-            approve_skipped: false,
-            actor: actor(v),
+            ..Plan::now(Mode::Sync, actor(v))
         },
     )?;
     audit_action(state, v, "batch.start", json!({"batch": name}))?;
@@ -807,11 +822,8 @@ pub async fn complete_batch(
         name,
         bd,
         Plan {
-            start_at: None,
-            mode: Mode::Complete,
-            then_complete: None,
             approve_skipped,
-            actor: actor(v),
+            ..Plan::now(Mode::Complete, actor(v))
         },
     )?;
     audit_action(

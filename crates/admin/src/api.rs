@@ -134,7 +134,12 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(b: &[u8]) -> Result<T
 }
 
 fn ok<T: serde::Serialize>(v: T) -> ApiResult {
-    Ok(axum::Json(v).into_response())
+    with_status(StatusCode::OK, v)
+}
+
+/// `v` as JSON with `status` (201 for a creation, 202 for a run started in the background).
+fn with_status<T: serde::Serialize>(status: StatusCode, v: T) -> ApiResult {
+    Ok((status, axum::Json(v)).into_response())
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
@@ -232,7 +237,7 @@ async fn create_endpoint(
     Body(n): Body<NewEndpoint>,
 ) -> ApiResult {
     let e = actions::create_endpoint(&st, &v, &n)?;
-    Ok((StatusCode::CREATED, axum::Json(e)).into_response())
+    with_status(StatusCode::CREATED, e)
 }
 
 #[derive(Deserialize, Default)]
@@ -264,7 +269,7 @@ async fn create_batch(
     Body(req): Body<NewBatchRequest>,
 ) -> ApiResult {
     let b = actions::create_batch(&st, &v, req).await?;
-    Ok((StatusCode::CREATED, axum::Json(b)).into_response())
+    with_status(StatusCode::CREATED, b)
 }
 
 async fn get_batch(
@@ -280,11 +285,10 @@ async fn start_batch(
     AdminViewer(v): AdminViewer,
     Path(name): Path<String>,
 ) -> ApiResult {
-    Ok((
+    with_status(
         StatusCode::ACCEPTED,
-        axum::Json(actions::start_batch(&st, &v, &name).await?),
+        actions::start_batch(&st, &v, &name).await?,
     )
-        .into_response())
 }
 
 async fn suspend_batch(
@@ -317,11 +321,10 @@ async fn complete_batch(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let approve = optional_json::<CompleteRequest>(&body)?.approve_skipped;
-    Ok((
+    with_status(
         StatusCode::ACCEPTED,
-        axum::Json(actions::complete_batch(&st, &v, &name, approve).await?),
+        actions::complete_batch(&st, &v, &name, approve).await?,
     )
-        .into_response())
 }
 
 // === Moves ===
@@ -339,11 +342,10 @@ async fn approve_skipped(
     AdminViewer(v): AdminViewer,
     Path((name, mailbox)): Path<(String, String)>,
 ) -> ApiResult {
-    Ok((
+    with_status(
         StatusCode::ACCEPTED,
-        axum::Json(actions::approve_skipped(&st, &v, &name, &mailbox).await?),
+        actions::approve_skipped(&st, &v, &name, &mailbox).await?,
     )
-        .into_response())
 }
 
 async fn move_report(

@@ -131,6 +131,20 @@ pub struct Plan {
     pub actor: String,
 }
 
+impl Plan {
+    /// `mode` at once, nothing after it, skipped items not accepted: what the other
+    /// fields say unless a caller sets them.
+    pub fn now(mode: Mode, actor: String) -> Plan {
+        Plan {
+            start_at: None,
+            mode,
+            then_complete: None,
+            approve_skipped: false,
+            actor,
+        }
+    }
+}
+
 fn now() -> String {
     mailferry_core::rfc3339(mailferry_core::unix_now())
 }

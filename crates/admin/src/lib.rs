@@ -35,10 +35,12 @@ pub mod error;
 pub mod jobs;
 pub mod openapi;
 pub mod pages;
+pub mod role;
 pub mod session;
 
 pub use error::AdminError;
-pub use session::{check_csrf, AdminViewer, Role, Viewer};
+pub use role::Role;
+pub use session::{check_csrf, AdminViewer, Viewer};
 
 use mailferry_control::AppError;
 use std::net::SocketAddr;

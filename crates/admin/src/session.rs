@@ -14,13 +14,13 @@
 //!
 //! This module does not check passwords or codes itself and does not render pages.
 
+use super::role::Role;
 use super::{AdminError, AdminState};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Redirect, Response};
 use mailferry_core::secret::SecretBytes;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,37 +33,6 @@ pub const COOKIE: &str = "mf_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Form field carrying the CSRF token on HTML forms.
 pub const CSRF_FIELD: &str = "csrf";
-
-/// What an account may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Creates endpoints and batches, starts, suspends, resumes and completes them.
-    Admin,
-    /// Reads status, reports and audit logs; changes nothing.
-    Auditor,
-}
-
-impl Role {
-    /// `admin` or `auditor`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Auditor => "auditor",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "auditor" => Ok(Role::Auditor),
-            other => Err(format!("role {other:?}: use admin or auditor")),
-        }
-    }
-}
 
 struct Session {
     name: String,

@@ -12,6 +12,7 @@
 use crate::AppError;
 use mailferry_agent::state::{MoveIdentity, AUDIT_FILE};
 use mailferry_audit::read_records;
+use mailferry_core::MailboxAddr;
 use mailferry_store::audit_trail::AUDIT_FILE as VOLUME_AUDIT_FILE;
 use mailferry_store::Volume;
 use serde::Serialize;
@@ -102,114 +103,23 @@ pub fn reconcile(state: &Path, volume: &Volume) -> Result<Reconciliation, AppErr
     mailferry_audit::verify(&dst_log)
         .map_err(|e| AppError::Failed(format!("volume audit log: {e}")))?;
 
-    // Replayed in order: what the destination should hold now, item → digest; the flags
-    // the source recorded last (older logs record none: not compared); what the source
-    // deleted.
-    let mut source: BTreeMap<String, String> = BTreeMap::new();
-    let mut source_flags: BTreeMap<String, String> = BTreeMap::new();
-    let mut deleted_at_source: HashSet<String> = HashSet::new();
-    for e in read_records(&src_log).map_err(|e| AppError::Failed(e.to_string()))? {
-        let f = |k: &str| e.data.get(k).and_then(|v| v.as_str()).map(String::from);
-        let item = || {
-            format!(
-                "{}/{}",
-                f("folder").unwrap_or_default(),
-                f("source_id").unwrap_or_default()
-            )
-        };
-        match e.event.as_str() {
-            // `source_id` is always the id the destination knows the message by.
-            "message.stored" | "message.duplicate" | "message.remapped" => {
-                let item = item();
-                match f("flags") {
-                    Some(fl) => source_flags.insert(item.clone(), fl),
-                    None => source_flags.remove(&item),
-                };
-                deleted_at_source.remove(&item);
-                source.insert(item, f("sha256").unwrap_or_default());
-            }
-            "message.flags" => {
-                if let Some(fl) = f("flags") {
-                    source_flags.insert(item(), fl);
-                }
-            }
-            "message.deleted" => {
-                let item = item();
-                source.remove(&item);
-                source_flags.remove(&item);
-                deleted_at_source.insert(item);
-            }
-            // The destination lost it (an admin removed it there); the next pass sends
-            // it again.
-            "message.forgotten" => {
-                let item = item();
-                source.remove(&item);
-                source_flags.remove(&item);
-            }
-            _ => {}
-        }
-    }
-
+    let SourceSide {
+        source,
+        source_flags,
+        deleted_at_source,
+    } = SourceSide::replay(&src_log)?;
     let mut r = Reconciliation {
         mailbox: id.mailbox.to_string(),
         source_items: source.len() as u64,
         ..Default::default()
     };
     let pseudonym = volume.pseudonym_of_mailbox(&id.mailbox);
-    let dst_records: Vec<_> = read_records(&dst_log)
-        .map_err(|e| AppError::Failed(e.to_string()))?
-        .into_iter()
-        .filter(|e| e.data.get("mailbox").and_then(|v| v.as_str()) == Some(pseudonym.as_str()))
-        .collect();
-    let ids_of = |event: &str| -> HashSet<u64> {
-        dst_records
-            .iter()
-            .filter(|e| e.event == event)
-            .filter_map(|e| e.data.get("message").and_then(|v| v.as_u64()))
-            .collect()
-    };
-    let logged = ids_of("message.stored");
-    // Removed by a DELETE, with its record: not "removed behind the tool's back".
-    let deleted_in_volume = ids_of("message.deleted");
-
-    let listed = match volume.list_messages(&id.mailbox) {
-        Ok(l) => l,
-        Err(mailferry_store::StoreError::UnknownMailbox { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    let mut seen_ids = HashSet::new();
-    let mut dest: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut dest_flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in listed {
-        let m = match m {
-            Ok(m) => m,
-            Err(e) => {
-                r.altered.push(Altered {
-                    item: "(unreadable metadata)".into(),
-                    reason: e.to_string(),
-                });
-                continue;
-            }
-        };
-        let item = format!("{}/{}", m.meta.folder, m.meta.source_id);
-        seen_ids.insert(m.id);
-        if !logged.contains(&m.id) {
-            r.unlogged.push(item.clone());
-        }
-        // Authenticates every chunk and recomputes the SHA-256.
-        if let Err(e) = volume.read_message(&m, &mut std::io::sink()) {
-            r.altered.push(Altered {
-                item: item.clone(),
-                reason: e.to_string(),
-            });
-            continue;
-        }
-        dest_flags
-            .entry(item.clone())
-            .or_default()
-            .push(m.meta.flags.as_str().to_string());
-        dest.entry(item).or_default().push(m.meta.sha256);
-    }
+    let (logged, deleted_in_volume) = volume_log_ids(&dst_log, &pseudonym)?;
+    let VolumeSide {
+        seen_ids,
+        dest,
+        dest_flags,
+    } = VolumeSide::read(volume, &id.mailbox, &logged, &mut r)?;
     r.destination_items = dest.values().map(|v| v.len() as u64).sum();
     let mut removed: Vec<u64> = logged
         .difference(&seen_ids)
@@ -256,6 +166,155 @@ pub fn reconcile(state: &Path, volume: &Volume) -> Result<Reconciliation, AppErr
         .cloned()
         .collect();
     Ok(r)
+}
+
+/// The source side of a move, replayed from its audit log in order.
+struct SourceSide {
+    /// What the destination should hold now: item → SHA-256.
+    source: BTreeMap<String, String>,
+    /// The flags the source recorded last (older logs record none: not compared).
+    source_flags: BTreeMap<String, String>,
+    /// What the source deleted.
+    deleted_at_source: HashSet<String>,
+}
+
+impl SourceSide {
+    fn replay(src_log: &Path) -> Result<SourceSide, AppError> {
+        let mut source: BTreeMap<String, String> = BTreeMap::new();
+        let mut source_flags: BTreeMap<String, String> = BTreeMap::new();
+        let mut deleted_at_source: HashSet<String> = HashSet::new();
+        for e in read_records(src_log).map_err(|e| AppError::Failed(e.to_string()))? {
+            let f = |k: &str| e.data.get(k).and_then(|v| v.as_str()).map(String::from);
+            let item = || {
+                format!(
+                    "{}/{}",
+                    f("folder").unwrap_or_default(),
+                    f("source_id").unwrap_or_default()
+                )
+            };
+            match e.event.as_str() {
+                // `source_id` is always the id the destination knows the message by.
+                "message.stored" | "message.duplicate" | "message.remapped" => {
+                    let item = item();
+                    match f("flags") {
+                        Some(fl) => source_flags.insert(item.clone(), fl),
+                        None => source_flags.remove(&item),
+                    };
+                    deleted_at_source.remove(&item);
+                    source.insert(item, f("sha256").unwrap_or_default());
+                }
+                "message.flags" => {
+                    if let Some(fl) = f("flags") {
+                        source_flags.insert(item(), fl);
+                    }
+                }
+                "message.deleted" => {
+                    let item = item();
+                    source.remove(&item);
+                    source_flags.remove(&item);
+                    deleted_at_source.insert(item);
+                }
+                // The destination lost it (an admin removed it there); the next pass sends
+                // it again.
+                "message.forgotten" => {
+                    let item = item();
+                    source.remove(&item);
+                    source_flags.remove(&item);
+                }
+                _ => {}
+            }
+        }
+        Ok(SourceSide {
+            source,
+            source_flags,
+            deleted_at_source,
+        })
+    }
+}
+
+/// The message ids the volume's audit log records for the mailbox `pseudonym`: stored,
+/// and removed by a DELETE (with its record: not "removed behind the tool's back").
+fn volume_log_ids(
+    dst_log: &Path,
+    pseudonym: &str,
+) -> Result<(HashSet<u64>, HashSet<u64>), AppError> {
+    let dst_records: Vec<_> = read_records(dst_log)
+        .map_err(|e| AppError::Failed(e.to_string()))?
+        .into_iter()
+        .filter(|e| e.data.get("mailbox").and_then(|v| v.as_str()) == Some(pseudonym))
+        .collect();
+    let ids_of = |event: &str| -> HashSet<u64> {
+        dst_records
+            .iter()
+            .filter(|e| e.event == event)
+            .filter_map(|e| e.data.get("message").and_then(|v| v.as_u64()))
+            .collect()
+    };
+    Ok((ids_of("message.stored"), ids_of("message.deleted")))
+}
+
+/// The volume side of a move: every message of the mailbox, read and authenticated.
+struct VolumeSide {
+    /// Message ids present in the index.
+    seen_ids: HashSet<u64>,
+    /// item → SHA-256 of every copy that reads back.
+    dest: BTreeMap<String, Vec<String>>,
+    /// item → flags of every copy that reads back.
+    dest_flags: BTreeMap<String, Vec<String>>,
+}
+
+impl VolumeSide {
+    /// Reads every message; unreadable and unlogged ones go into `r` as they are met.
+    fn read(
+        volume: &Volume,
+        mailbox: &MailboxAddr,
+        logged: &HashSet<u64>,
+        r: &mut Reconciliation,
+    ) -> Result<VolumeSide, AppError> {
+        let listed = match volume.list_messages(mailbox) {
+            Ok(l) => l,
+            Err(mailferry_store::StoreError::UnknownMailbox { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut seen_ids = HashSet::new();
+        let mut dest: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut dest_flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in listed {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    r.altered.push(Altered {
+                        item: "(unreadable metadata)".into(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let item = format!("{}/{}", m.meta.folder, m.meta.source_id);
+            seen_ids.insert(m.id);
+            if !logged.contains(&m.id) {
+                r.unlogged.push(item.clone());
+            }
+            // Authenticates every chunk and recomputes the SHA-256.
+            if let Err(e) = volume.read_message(&m, &mut std::io::sink()) {
+                r.altered.push(Altered {
+                    item: item.clone(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+            dest_flags
+                .entry(item.clone())
+                .or_default()
+                .push(m.meta.flags.as_str().to_string());
+            dest.entry(item).or_default().push(m.meta.sha256);
+        }
+        Ok(VolumeSide {
+            seen_ids,
+            dest,
+            dest_flags,
+        })
+    }
 }
 
 /// Checks a volume's audit log against the volume itself: every `message.stored`

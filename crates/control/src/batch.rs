@@ -217,33 +217,18 @@ pub fn check_users(
         .map_err(|e| AppError::Usage(format!("{}: {e}", csv_path.display())))?
         .clone();
     let cols = columns(&headers);
-    let header_problem = |column: &str, reason: String| RowProblem {
-        row: 1,
-        column: column.into(),
-        reason,
-    };
-    if cols.address.is_none() {
-        problems.push(header_problem(
-            "EmailAddress",
-            "missing column (the header must be EmailAddress,UserName,Password)".into(),
-        ));
-    }
-    if cols.user.is_none() {
-        problems.push(header_problem("UserName", "missing column".into()));
-    }
     let need_pw = ep.needs_user_password();
-    if need_pw && cols.password.is_none() && cols.password_file.is_none() {
-        problems.push(header_problem(
-            "Password",
-            "missing column: this IMAP endpoint has no master user, so every user needs a \
-             Password or PasswordFile column"
-                .into(),
-        ));
-    }
+    problems.extend(header_problems(&cols, need_pw));
     let base = csv_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let rows = RowChecker {
+        cols: &cols,
+        ep,
+        need_pw,
+        base,
+    };
     let mut out = CsvUsers::default();
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut record = csv::ByteRecord::new();
@@ -273,75 +258,7 @@ pub fn check_users(
                 reason,
             })
         };
-        let text = |i: Option<usize>, column: &str, bad: &mut dyn FnMut(&str, String)| {
-            let raw = i.and_then(|i| record.get(i)).unwrap_or_default();
-            match std::str::from_utf8(raw) {
-                Ok(s) => Some(s.trim().to_string()),
-                Err(_) => {
-                    bad(column, "not UTF-8".into());
-                    None
-                }
-            }
-        };
-        let address = match text(cols.address, "EmailAddress", &mut bad) {
-            None => None,
-            Some(a) if a.is_empty() => {
-                bad("EmailAddress", "missing address".into());
-                None
-            }
-            Some(a) => match MailboxAddr::parse(&a) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    bad("EmailAddress", e.to_string());
-                    None
-                }
-            },
-        };
-        let user_name =
-            text(cols.user, "UserName", &mut bad).and_then(|u| match ep.check_user(&u) {
-                Some(why) => {
-                    bad("UserName", why);
-                    None
-                }
-                None => Some(u),
-            });
-        // Presence only: the bytes of an inline password are not kept.
-        let pw_given = cols
-            .password
-            .and_then(|i| record.get(i))
-            .is_some_and(|p| !p.is_empty());
-        let pw_file = text(cols.password_file, "PasswordFile", &mut bad).filter(|f| !f.is_empty());
-        let password = if !need_pw {
-            PasswordSource::None
-        } else {
-            match (pw_given, pw_file) {
-                (true, Some(_)) => {
-                    bad(
-                        "Password/PasswordFile",
-                        "both are given; give one or the other".into(),
-                    );
-                    PasswordSource::None
-                }
-                (false, None) => {
-                    bad(
-                        "Password/PasswordFile",
-                        "neither is given; this endpoint needs each user's password".into(),
-                    );
-                    PasswordSource::None
-                }
-                (true, None) => PasswordSource::Csv,
-                (false, Some(f)) => {
-                    let path = std::path::absolute(base.join(&f)).unwrap_or_else(|_| f.into());
-                    match check_password_file(&path) {
-                        Ok(()) => PasswordSource::File { path },
-                        Err(why) => {
-                            bad("PasswordFile", why);
-                            PasswordSource::None
-                        }
-                    }
-                }
-            }
-        };
+        let (address, user_name, password) = rows.check(&record, &mut bad);
         let Some(address) = address else { continue };
         let key = address.as_str().to_string();
         if let Some(first) = seen.get(&key) {
@@ -376,6 +293,138 @@ pub fn check_users(
         )));
     }
     Ok(Ok(out))
+}
+
+/// The header's problems: a missing address or user column, and a missing password
+/// column when the endpoint needs each user's password.
+fn header_problems(cols: &Columns, need_pw: bool) -> Vec<RowProblem> {
+    let header_problem = |column: &str, reason: String| RowProblem {
+        row: 1,
+        column: column.into(),
+        reason,
+    };
+    let mut problems = Vec::new();
+    if cols.address.is_none() {
+        problems.push(header_problem(
+            "EmailAddress",
+            "missing column (the header must be EmailAddress,UserName,Password)".into(),
+        ));
+    }
+    if cols.user.is_none() {
+        problems.push(header_problem("UserName", "missing column".into()));
+    }
+    if need_pw && cols.password.is_none() && cols.password_file.is_none() {
+        problems.push(header_problem(
+            "Password",
+            "missing column: this IMAP endpoint has no master user, so every user needs a \
+             Password or PasswordFile column"
+                .into(),
+        ));
+    }
+    problems
+}
+
+/// Checks the cells of one CSV row against the endpoint; what the rows share.
+struct RowChecker<'a> {
+    cols: &'a Columns,
+    ep: &'a Endpoint,
+    /// The endpoint needs each user's password (no master user).
+    need_pw: bool,
+    /// Relative password files are relative to the CSV's directory.
+    base: &'a Path,
+}
+
+impl RowChecker<'_> {
+    /// The row's address, user name and password source, each `None` (or
+    /// [`PasswordSource::None`]) where `bad` was told what is wrong.
+    fn check(
+        &self,
+        record: &csv::ByteRecord,
+        bad: &mut dyn FnMut(&str, String),
+    ) -> (Option<MailboxAddr>, Option<String>, PasswordSource) {
+        let cols = self.cols;
+        let text = |i: Option<usize>, column: &str, bad: &mut dyn FnMut(&str, String)| {
+            let raw = i.and_then(|i| record.get(i)).unwrap_or_default();
+            match std::str::from_utf8(raw) {
+                Ok(s) => Some(s.trim().to_string()),
+                Err(_) => {
+                    bad(column, "not UTF-8".into());
+                    None
+                }
+            }
+        };
+        let address = match text(cols.address, "EmailAddress", bad) {
+            None => None,
+            Some(a) if a.is_empty() => {
+                bad("EmailAddress", "missing address".into());
+                None
+            }
+            Some(a) => match MailboxAddr::parse(&a) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    bad("EmailAddress", e.to_string());
+                    None
+                }
+            },
+        };
+        let user_name =
+            text(cols.user, "UserName", bad).and_then(|u| match self.ep.check_user(&u) {
+                Some(why) => {
+                    bad("UserName", why);
+                    None
+                }
+                None => Some(u),
+            });
+        // Presence only: the bytes of an inline password are not kept.
+        let pw_given = cols
+            .password
+            .and_then(|i| record.get(i))
+            .is_some_and(|p| !p.is_empty());
+        let pw_file = text(cols.password_file, "PasswordFile", bad).filter(|f| !f.is_empty());
+        let password = if self.need_pw {
+            self.password(pw_given, pw_file, bad)
+        } else {
+            PasswordSource::None
+        };
+        (address, user_name, password)
+    }
+
+    /// Where a user's password comes from: exactly one of an inline password and a
+    /// readable password file.
+    fn password(
+        &self,
+        pw_given: bool,
+        pw_file: Option<String>,
+        bad: &mut dyn FnMut(&str, String),
+    ) -> PasswordSource {
+        match (pw_given, pw_file) {
+            (true, Some(_)) => {
+                bad(
+                    "Password/PasswordFile",
+                    "both are given; give one or the other".into(),
+                );
+                PasswordSource::None
+            }
+            (false, None) => {
+                bad(
+                    "Password/PasswordFile",
+                    "neither is given; this endpoint needs each user's password".into(),
+                );
+                PasswordSource::None
+            }
+            (true, None) => PasswordSource::Csv,
+            (false, Some(f)) => {
+                let path = std::path::absolute(self.base.join(&f)).unwrap_or_else(|_| f.into());
+                match check_password_file(&path) {
+                    Ok(()) => PasswordSource::File { path },
+                    Err(why) => {
+                        bad("PasswordFile", why);
+                        PasswordSource::None
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Checks that a password file holds one non-empty line; says why not without ever
@@ -774,13 +823,7 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
     ));
     let throttle = ep.throttle();
 
-    // Inline passwords, read again now from each CSV that has them.
-    let mut inline: HashMap<PathBuf, Result<HashMap<String, SecretBytes>, String>> = HashMap::new();
-    for u in &b.users {
-        if u.password == PasswordSource::Csv && !inline.contains_key(&u.csv) {
-            inline.insert(u.csv.clone(), inline_passwords(&u.csv));
-        }
-    }
+    let inline = InlinePasswords::read(&b);
 
     let dest = Arc::new(Connected::open(&b.destination.destination()?, &profile).await?);
     let runnable = b
@@ -803,46 +846,16 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
         let lc = lifecycle::load(&dir)?;
         let state = lc.as_ref().map_or(MoveState::Created, |l| l.state);
         if matches!(state, MoveState::Completed | MoveState::Suspended) {
-            outcomes.insert(
-                i,
-                MailboxOutcome {
-                    address: u.address.clone(),
-                    state,
-                    ran: false,
-                    note: Some(format!("{state}: left alone")),
-                    failed: false,
-                },
-            );
+            outcomes.insert(i, left_alone(u, state));
             continue;
         }
         let synced_before = lc.as_ref().is_some_and(|l| l.last_sync_at.is_some());
-        let password = match (&u.password, inline.get(&u.csv)) {
-            (PasswordSource::Csv, Some(Ok(map))) => match map.get(&u.address) {
-                Some(p) => Some(p.clone()),
-                None => {
-                    outcomes.insert(i, not_run(u, state, format!(
-                        "row {} of {} has no Password any more (a CSV with inline passwords must stay in place)",
-                        u.row,
-                        u.csv.display()
-                    )));
-                    continue;
-                }
-            },
-            (PasswordSource::Csv, Some(Err(e))) => {
-                outcomes.insert(
-                    i,
-                    not_run(
-                        u,
-                        state,
-                        format!(
-                            "cannot read the inline password again ({e}); a CSV with inline \
-                             passwords must stay in place"
-                        ),
-                    ),
-                );
+        let password = match inline.of(u) {
+            Ok(p) => p,
+            Err(why) => {
+                outcomes.insert(i, not_run(u, state, why));
                 continue;
             }
-            _ => None,
         };
         let (moves, incremental, dest, bd2) =
             (moves.clone(), incremental.clone(), dest.clone(), bd.clone());
@@ -888,56 +901,8 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
     }
     while let Some(joined) = set.join_next().await {
         let (i, u, res) = joined.expect("batch task panicked");
-        let dir = bd.mailbox_dir(&u);
-        let state = lifecycle::load(&dir)
-            .ok()
-            .flatten()
-            .map_or(MoveState::Created, |l| l.state);
-        let o = match res {
-            Ok(Some(r)) => {
-                if board.is_none() {
-                    eprintln!(
-                        "{}: {} ({} moved, {} bad){}",
-                        u.address,
-                        r.state,
-                        r.report.items_moved,
-                        r.report.bad_items.len(),
-                        r.limit
-                            .as_deref()
-                            .map(|l| format!(": {l}"))
-                            .unwrap_or_default()
-                    );
-                }
-                MailboxOutcome {
-                    address: u.address.clone(),
-                    state: r.state,
-                    ran: true,
-                    failed: r.state == MoveState::Failed,
-                    note: r.limit.clone(),
-                }
-            }
-            Ok(None) => MailboxOutcome {
-                address: u.address.clone(),
-                state,
-                ran: false,
-                failed: false,
-                note: Some("not started: the batch or the mailbox was suspended".into()),
-            },
-            Err(e) => {
-                if board.is_none() {
-                    eprintln!("{}: failed: {e:#}", u.address);
-                }
-                let refused = matches!(e, AppError::Refused(_));
-                MailboxOutcome {
-                    address: u.address.clone(),
-                    state,
-                    ran: false,
-                    failed: !refused,
-                    note: Some(e.to_string()),
-                }
-            }
-        };
-        outcomes.insert(i, o);
+        // Without a board, one line per finished mailbox on stderr.
+        outcomes.insert(i, finished(bd, &u, res, board.is_none()));
     }
     match Arc::try_unwrap(dest) {
         Ok(d) => d.close().await,
@@ -952,6 +917,110 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
         name: b.name.clone(),
         mailboxes: outcomes.into_values().collect(),
     })
+}
+
+/// The inline passwords of a run, read again now from each CSV that has them (they are
+/// never stored in the batch).
+struct InlinePasswords(HashMap<PathBuf, Result<HashMap<String, SecretBytes>, String>>);
+
+impl InlinePasswords {
+    fn read(b: &Batch) -> InlinePasswords {
+        let mut inline = HashMap::new();
+        for u in &b.users {
+            if u.password == PasswordSource::Csv && !inline.contains_key(&u.csv) {
+                inline.insert(u.csv.clone(), inline_passwords(&u.csv));
+            }
+        }
+        InlinePasswords(inline)
+    }
+
+    /// The password a mailbox's pass gets (`None`: not from the CSV); `Err` says why the
+    /// mailbox cannot run.
+    fn of(&self, u: &BatchUser) -> Result<Option<SecretBytes>, String> {
+        match (&u.password, self.0.get(&u.csv)) {
+            (PasswordSource::Csv, Some(Ok(map))) => match map.get(&u.address) {
+                Some(p) => Ok(Some(p.clone())),
+                None => Err(format!(
+                    "row {} of {} has no Password any more (a CSV with inline passwords must stay in place)",
+                    u.row,
+                    u.csv.display()
+                )),
+            },
+            (PasswordSource::Csv, Some(Err(e))) => Err(format!(
+                "cannot read the inline password again ({e}); a CSV with inline \
+                 passwords must stay in place"
+            )),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn left_alone(u: &BatchUser, state: MoveState) -> MailboxOutcome {
+    MailboxOutcome {
+        address: u.address.clone(),
+        state,
+        ran: false,
+        note: Some(format!("{state}: left alone")),
+        failed: false,
+    }
+}
+
+/// What a mailbox's ended pass makes of its outcome; `log`: say so on stderr.
+fn finished(
+    bd: &BatchDir,
+    u: &BatchUser,
+    res: Result<Option<PassResult>, AppError>,
+    log: bool,
+) -> MailboxOutcome {
+    let dir = bd.mailbox_dir(u);
+    let state = lifecycle::load(&dir)
+        .ok()
+        .flatten()
+        .map_or(MoveState::Created, |l| l.state);
+    match res {
+        Ok(Some(r)) => {
+            if log {
+                eprintln!(
+                    "{}: {} ({} moved, {} bad){}",
+                    u.address,
+                    r.state,
+                    r.report.items_moved,
+                    r.report.bad_items.len(),
+                    r.limit
+                        .as_deref()
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default()
+                );
+            }
+            MailboxOutcome {
+                address: u.address.clone(),
+                state: r.state,
+                ran: true,
+                failed: r.state == MoveState::Failed,
+                note: r.limit.clone(),
+            }
+        }
+        Ok(None) => MailboxOutcome {
+            address: u.address.clone(),
+            state,
+            ran: false,
+            failed: false,
+            note: Some("not started: the batch or the mailbox was suspended".into()),
+        },
+        Err(e) => {
+            if log {
+                eprintln!("{}: failed: {e:#}", u.address);
+            }
+            let refused = matches!(e, AppError::Refused(_));
+            MailboxOutcome {
+                address: u.address.clone(),
+                state,
+                ran: false,
+                failed: !refused,
+                note: Some(e.to_string()),
+            }
+        }
+    }
 }
 
 fn not_run(u: &BatchUser, state: MoveState, why: String) -> MailboxOutcome {

@@ -110,6 +110,16 @@ pub async fn dry_run(args: &DryRunArgs) -> Result<DryRun, AppError> {
 pub fn render_text(d: &DryRun) -> String {
     let p = &d.preview;
     let mut s = String::new();
+    write_header(&mut s, d);
+    write_folders(&mut s, p);
+    write_totals(&mut s, p);
+    write_estimate(&mut s, p);
+    s
+}
+
+/// What moves where, and what the state directory already knows.
+fn write_header(s: &mut String, d: &DryRun) {
+    let p = &d.preview;
     let _ = writeln!(
         s,
         "dry run: nothing was written. Move of {} from {}",
@@ -136,6 +146,10 @@ pub fn render_text(d: &DryRun) -> String {
     } else {
         let _ = writeln!(s, "state: {} (new move: nothing moved yet)", p.state.dir);
     }
+}
+
+/// One row per folder, its columns as wide as the longest name (6 to 40).
+fn write_folders(s: &mut String, p: &Preview) {
     let w = p
         .folders
         .iter()
@@ -169,6 +183,10 @@ pub fn render_text(d: &DryRun) -> String {
             let _ = writeln!(s, "{:<w$}  note: {n}", "");
         }
     }
+}
+
+/// The totals, then what would be skipped, stored with a warning, or changed.
+fn write_totals(s: &mut String, p: &Preview) {
     let t = &p.totals;
     let _ = writeln!(
         s,
@@ -222,6 +240,10 @@ pub fn render_text(d: &DryRun) -> String {
             }
         }
     }
+}
+
+/// The estimate and what it rests on (the sample, the pipeline rate, the throttles).
+fn write_estimate(s: &mut String, p: &Preview) {
     let e = &p.estimate;
     let sample = &p.sample;
     let time = if e.seconds < 1.0 {
@@ -266,5 +288,4 @@ pub fn render_text(d: &DryRun) -> String {
             sample.unreadable
         );
     }
-    s
 }

@@ -168,6 +168,21 @@ pub fn throughput_svg(samples: &[Sample]) -> String {
 /// The record as one self-contained HTML page.
 pub fn html(r: &MoveRecord) -> String {
     let mut o = String::new();
+    html_identity(&mut o, r);
+    html_lifecycle(&mut o, r);
+    html_passes(&mut o, r);
+    if let Some(last) = r.passes.last() {
+        html_last_pass(&mut o, last);
+    }
+    html_skipped(&mut o, r);
+    html_warnings(&mut o, r);
+    html_audit(&mut o, r);
+    o.push_str("</body></html>\n");
+    o
+}
+
+/// The document head (inline style) and the move's identity.
+fn html_identity(o: &mut String, r: &MoveRecord) {
     let _ = write!(
         o,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mailferry move {id}</title>\
@@ -182,6 +197,10 @@ pub fn html(r: &MoveRecord) -> String {
         created = esc(&r.identity.created_at),
         n = r.passes.len()
     );
+}
+
+/// The lifecycle's state and transitions, if the move has one.
+fn html_lifecycle(o: &mut String, r: &MoveRecord) {
     if let Some(lc) = &r.lifecycle {
         let _ = write!(
             o,
@@ -200,6 +219,10 @@ pub fn html(r: &MoveRecord) -> String {
         }
         o.push_str("</table>");
     }
+}
+
+/// One row per pass, then the throughput plot.
+fn html_passes(o: &mut String, r: &MoveRecord) {
     o.push_str("<h2>Passes</h2><table><tr><th>started</th><th>found</th><th>moved</th><th>already there</th><th>bad</th><th>MB moved</th><th>seconds</th><th>MB/s</th><th>msg/s</th><th>latency p50 / p99 ms</th></tr>");
     for p in &r.passes {
         let _ = write!(
@@ -228,59 +251,69 @@ pub fn html(r: &MoveRecord) -> String {
         );
         o.push_str(&throughput_svg(&moving.timeline));
     }
-    if let Some(last) = r.passes.last() {
-        let s = &last.stages;
-        let rows: [(&str, f64); 14] = [
-            ("source read", s.source_read),
-            ("transport (TLS write to the proxy)", s.transport),
-            ("stalled (waiting for the destination)", s.stalled),
-            ("throttled (the move's rate limits)", s.throttled),
-            (
-                "server backoff (429/503, IMAP [THROTTLED])",
-                s.server_backoff,
-            ),
-            ("store write", s.store_write),
-            ("&nbsp;&nbsp;of which SHA-256", s.hash),
-            ("&nbsp;&nbsp;of which encryption", s.encryption),
-            ("&nbsp;&nbsp;of which segment append", s.append),
-            ("store commit (own thread, overlaps writes)", s.store_commit),
-            ("&nbsp;&nbsp;of which fsync", s.sync),
-            ("&nbsp;&nbsp;of which index", s.index),
-            ("&nbsp;&nbsp;of which audit log", s.audit),
-            ("wall time", last.seconds),
-        ];
-        o.push_str("<h2>Time by stage (last pass)</h2><table>");
-        for (name, secs) in rows {
-            let _ = write!(o, "<tr><th>{name}</th><td>{secs:.3} s</td></tr>");
-        }
+}
+
+/// The last pass in detail: time by stage, folders, and its receipt.
+fn html_last_pass(o: &mut String, last: &MoveReport) {
+    let s = &last.stages;
+    let rows: [(&str, f64); 14] = [
+        ("source read", s.source_read),
+        ("transport (TLS write to the proxy)", s.transport),
+        ("stalled (waiting for the destination)", s.stalled),
+        ("throttled (the move's rate limits)", s.throttled),
+        (
+            "server backoff (429/503, IMAP [THROTTLED])",
+            s.server_backoff,
+        ),
+        ("store write", s.store_write),
+        ("&nbsp;&nbsp;of which SHA-256", s.hash),
+        ("&nbsp;&nbsp;of which encryption", s.encryption),
+        ("&nbsp;&nbsp;of which segment append", s.append),
+        ("store commit (own thread, overlaps writes)", s.store_commit),
+        ("&nbsp;&nbsp;of which fsync", s.sync),
+        ("&nbsp;&nbsp;of which index", s.index),
+        ("&nbsp;&nbsp;of which audit log", s.audit),
+        ("wall time", last.seconds),
+    ];
+    o.push_str("<h2>Time by stage (last pass)</h2><table>");
+    for (name, secs) in rows {
+        let _ = write!(o, "<tr><th>{name}</th><td>{secs:.3} s</td></tr>");
+    }
+    let _ = write!(
+        o,
+        "<tr><th>peak RSS</th><td>{} MiB</td></tr></table>",
+        last.peak_rss_bytes >> 20
+    );
+    o.push_str("<h2>Folders (last pass)</h2><table><tr><th>folder</th><th>to send</th><th>moved</th><th>already there</th><th>bad</th><th>MB moved</th></tr>");
+    for (f, st) in &last.per_folder {
         let _ = write!(
             o,
-            "<tr><th>peak RSS</th><td>{} MiB</td></tr></table>",
-            last.peak_rss_bytes >> 20
-        );
-        o.push_str("<h2>Folders (last pass)</h2><table><tr><th>folder</th><th>to send</th><th>moved</th><th>already there</th><th>bad</th><th>MB moved</th></tr>");
-        for (f, st) in &last.per_folder {
-            let _ =
-                write!(
-                o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
-                esc(f), st.found, st.moved, st.duplicate, st.bad, st.bytes_moved as f64 / 1e6
-            );
-        }
-        o.push_str("</table>");
-        let rc = &last.receipt;
-        let _ = write!(
-            o,
-            "<h2>Move receipt</h2><table><tr><th>source root ({} messages)</th><td><code>{}</code></td></tr>\
-             <tr><th>destination root ({} messages)</th><td><code>{}</code></td></tr><tr><th>match</th><td class=\"{}\">{}</td></tr></table>",
-            rc.source_items,
-            esc(&rc.source_root),
-            rc.destination_items,
-            esc(&rc.destination_root),
-            if rc.matches { "ok" } else { "bad" },
-            if rc.matches { "yes" } else { "NO" }
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
+            esc(f),
+            st.found,
+            st.moved,
+            st.duplicate,
+            st.bad,
+            st.bytes_moved as f64 / 1e6
         );
     }
+    o.push_str("</table>");
+    let rc = &last.receipt;
+    let _ = write!(
+        o,
+        "<h2>Move receipt</h2><table><tr><th>source root ({} messages)</th><td><code>{}</code></td></tr>\
+         <tr><th>destination root ({} messages)</th><td><code>{}</code></td></tr><tr><th>match</th><td class=\"{}\">{}</td></tr></table>",
+        rc.source_items,
+        esc(&rc.source_root),
+        rc.destination_items,
+        esc(&rc.destination_root),
+        if rc.matches { "ok" } else { "bad" },
+        if rc.matches { "yes" } else { "NO" }
+    );
+}
+
+/// Every pass's skipped items, with their approval.
+fn html_skipped(o: &mut String, r: &MoveRecord) {
     o.push_str("<h2>Skipped items</h2>");
     let approved = |item: &str| {
         r.lifecycle
@@ -324,6 +357,10 @@ pub fn html(r: &MoveRecord) -> String {
         }
         o.push_str("</table>");
     }
+}
+
+/// Items stored with a warning.
+fn html_warnings(o: &mut String, r: &MoveRecord) {
     // Each pass lists the items it stored; together they are the move's.
     o.push_str("<h2>Warnings</h2>");
     let warned: Vec<_> = r
@@ -350,6 +387,10 @@ pub fn html(r: &MoveRecord) -> String {
         }
         o.push_str("</table>");
     }
+}
+
+/// Both audit logs' heads and the reconciliation, if one was made.
+fn html_audit(o: &mut String, r: &MoveRecord) {
     let _ = write!(
         o,
         "<h2>Audit logs</h2><table><tr><th>source side</th><td>{} records, head <code>{}</code></td></tr>",
@@ -379,6 +420,4 @@ pub fn html(r: &MoveRecord) -> String {
             rc.unlogged.len()
         );
     }
-    o.push_str("</body></html>\n");
-    o
 }

@@ -332,10 +332,8 @@ pub async fn batch_action(
     Path((name, action)): Path<(String, String)>,
     f: FormData,
 ) -> Response {
-    let nav = Nav::of(&v);
-    let res = match f.check_csrf(&v) {
-        Err(e) => Err(e),
-        Ok(()) => match action.as_str() {
+    let act = async {
+        match action.as_str() {
             "start" | "sync" => actions::start_batch(&state, &v, &name)
                 .await
                 .map(|_| "started"),
@@ -351,11 +349,26 @@ pub async fn batch_action(
             other => Err(AdminError::NotFound(format!(
                 "no batch action {other:?}: use start, sync, suspend, resume or complete"
             ))),
-        },
+        }
+    };
+    form_action(&v, &f, &name, act).await
+}
+
+/// Runs a dashboard button's action once the form's CSRF token checks out (the action
+/// is not started otherwise), then shows what it did (`done`) or why not.
+async fn form_action(
+    v: &Viewer,
+    f: &FormData,
+    subject: &str,
+    act: impl std::future::Future<Output = Result<&'static str, AdminError>>,
+) -> Response {
+    let res = match f.check_csrf(v) {
+        Err(e) => Err(e),
+        Ok(()) => act.await,
     };
     match res {
-        Ok(code) => done(code, &name),
-        Err(e) => error_page(Some(nav), &e, "/dashboard"),
+        Ok(code) => done(code, subject),
+        Err(e) => error_page(Some(Nav::of(v)), &e, "/dashboard"),
     }
 }
 
@@ -366,13 +379,10 @@ pub async fn approve(
     Path((batch, mailbox)): Path<(String, String)>,
     f: FormData,
 ) -> Response {
-    let nav = Nav::of(&v);
-    let res = match f.check_csrf(&v) {
-        Err(e) => Err(e),
-        Ok(()) => actions::approve_skipped(&state, &v, &batch, &mailbox).await,
+    let act = async {
+        actions::approve_skipped(&state, &v, &batch, &mailbox)
+            .await
+            .map(|_| "approved")
     };
-    match res {
-        Ok(_) => done("approved", &mailbox),
-        Err(e) => error_page(Some(nav), &e, "/dashboard"),
-    }
+    form_action(&v, &f, &mailbox, act).await
 }

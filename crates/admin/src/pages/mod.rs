@@ -17,7 +17,8 @@ pub mod wizard;
 #[cfg(test)]
 mod tests;
 
-use super::session::{self, Role, Viewer};
+use super::role::Role;
+use super::session::{self, Viewer};
 use super::{AdminError, AdminState};
 use askama::Template;
 use axum::extract::{FromRequest, Query, Request, State};

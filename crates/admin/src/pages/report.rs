@@ -99,8 +99,52 @@ pub async fn page(
         Ok(r) => r,
         Err(e) => return error_page(Some(nav), &e, "/dashboard"),
     };
+    let audit = audit_rows(&state, &batch, &mailbox).await;
+    let plotted = r.passes.iter().rev().find(|p| p.bytes_moved > 0);
+    let lc_state = r.lifecycle.as_ref().map(|l| l.state);
+    let page = ReportPage {
+        nav: Some(nav),
+        batch: batch.clone(),
+        mailbox: mailbox.clone(),
+        move_id: r.identity.move_id.to_string(),
+        source: r.identity.source.clone(),
+        state: lc_state.map(|s| s.as_str()).unwrap_or("unknown"),
+        state_label: lc_state.map(state_label).unwrap_or("Unknown"),
+        created: r.identity.created_at.clone(),
+        passes: pass_views(&r),
+        has_plot: plotted.is_some(),
+        // throughput_svg writes numbers and fixed markup only: nothing to escape.
+        plot: plotted
+            .map(|p| mailferry_control::report::throughput_svg(&p.timeline))
+            .unwrap_or_default(),
+        plot_pass: plotted.map(|p| p.started_at.clone()).unwrap_or_default(),
+        skipped: skipped_rows(&r),
+        warnings: r
+            .passes
+            .iter()
+            .flat_map(|p| {
+                p.warnings
+                    .iter()
+                    .map(|w| (w.item.clone(), w.reason.clone(), p.started_at.clone()))
+            })
+            .collect(),
+        audit,
+        history: history_rows(&r),
+        standalone_url: format!(
+            "/ui/moves/{}/{}/report.html",
+            url_component(&batch),
+            url_component(&mailbox)
+        ),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// The audit status of both sides, one row each: the source log's hash chain and its
+/// reconciliation with the volume. A check that cannot run is a failed row, not an error
+/// page.
+async fn audit_rows(state: &AdminState, batch: &str, mailbox: &str) -> Vec<(String, bool, String)> {
     let mut audit = Vec::new();
-    match actions::audit_verify(&state, &batch, &mailbox).await {
+    match actions::audit_verify(state, batch, mailbox).await {
         Ok(a) if a.ok => audit.push((
             "Source (agent log)".to_string(),
             true,
@@ -113,7 +157,7 @@ pub async fn page(
         )),
         Err(e) => audit.push(("Source (agent log)".into(), false, e.to_string())),
     }
-    match actions::reconcile(&state, &batch, &mailbox).await {
+    match actions::reconcile(state, batch, mailbox).await {
         Ok(rc) if rc.agrees() => audit.push((
             "Destination (volume)".to_string(),
             true,
@@ -138,14 +182,53 @@ pub async fn page(
         )),
         Err(e) => audit.push(("Destination (volume)".into(), false, e.to_string())),
     }
-    let plotted = r.passes.iter().rev().find(|p| p.bytes_moved > 0);
+    audit
+}
+
+/// Every pass as the table shows it; the last pass of a completed move is its final
+/// delta.
+fn pass_views(r: &MoveRecord) -> Vec<PassView> {
+    let last = r.passes.len();
+    let completed = r.lifecycle.as_ref().map(|l| l.state)
+        == Some(mailferry_control::lifecycle::MoveState::Completed);
+    r.passes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PassView {
+            started: p.started_at.clone(),
+            kind: match i {
+                0 => "first copy",
+                _ if i + 1 == last && completed => "final delta",
+                _ => "delta",
+            },
+            synced: p.items_moved,
+            skipped: p.skipped_items.len().max(p.bad_items.len()),
+            bytes: human_bytes(p.bytes_moved),
+            duration: format!("{:.2} s", p.seconds),
+            outcome: if p.receipt.matches {
+                format!(
+                    "receipt matches ({} messages both sides)",
+                    p.receipt.destination_items
+                )
+            } else {
+                format!(
+                    "receipt differs: {} at the source, {} stored",
+                    p.receipt.source_items, p.receipt.destination_items
+                )
+            },
+        })
+        .collect()
+}
+
+/// The last pass's skipped items: (item, kind, reason, approved), approved by the pass
+/// or later through the lifecycle.
+fn skipped_rows(r: &MoveRecord) -> Vec<(String, String, String, bool)> {
     let approved = |item: &str| {
         r.lifecycle
             .as_ref()
             .is_some_and(|lc| lc.approved.contains(item))
     };
-    let skipped = r
-        .passes
+    r.passes
         .last()
         .map(|p| {
             p.skipped_items
@@ -163,91 +246,27 @@ pub async fn page(
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let warnings = r
-        .passes
-        .iter()
-        .flat_map(|p| {
-            p.warnings
+        .unwrap_or_default()
+}
+
+/// The lifecycle's transitions: (time, state, reason, actor).
+fn history_rows(r: &MoveRecord) -> Vec<(String, String, String, String)> {
+    r.lifecycle
+        .as_ref()
+        .map(|lc| {
+            lc.history
                 .iter()
-                .map(|w| (w.item.clone(), w.reason.clone(), p.started_at.clone()))
+                .map(|t| {
+                    (
+                        t.at.clone(),
+                        state_label(t.state).to_string(),
+                        t.reason.clone(),
+                        t.actor.clone(),
+                    )
+                })
+                .collect()
         })
-        .collect();
-    let lc_state = r.lifecycle.as_ref().map(|l| l.state);
-    let (last, completed) = (
-        r.passes.len(),
-        lc_state == Some(mailferry_control::lifecycle::MoveState::Completed),
-    );
-    let page = ReportPage {
-        nav: Some(nav),
-        batch: batch.clone(),
-        mailbox: mailbox.clone(),
-        move_id: r.identity.move_id.to_string(),
-        source: r.identity.source.clone(),
-        state: lc_state.map(|s| s.as_str()).unwrap_or("unknown"),
-        state_label: lc_state.map(state_label).unwrap_or("Unknown"),
-        created: r.identity.created_at.clone(),
-        passes: r
-            .passes
-            .iter()
-            .enumerate()
-            .map(|(i, p)| PassView {
-                started: p.started_at.clone(),
-                kind: match i {
-                    0 => "first copy",
-                    _ if i + 1 == last && completed => "final delta",
-                    _ => "delta",
-                },
-                synced: p.items_moved,
-                skipped: p.skipped_items.len().max(p.bad_items.len()),
-                bytes: human_bytes(p.bytes_moved),
-                duration: format!("{:.2} s", p.seconds),
-                outcome: if p.receipt.matches {
-                    format!(
-                        "receipt matches ({} messages both sides)",
-                        p.receipt.destination_items
-                    )
-                } else {
-                    format!(
-                        "receipt differs: {} at the source, {} stored",
-                        p.receipt.source_items, p.receipt.destination_items
-                    )
-                },
-            })
-            .collect(),
-        has_plot: plotted.is_some(),
-        // throughput_svg writes numbers and fixed markup only: nothing to escape.
-        plot: plotted
-            .map(|p| mailferry_control::report::throughput_svg(&p.timeline))
-            .unwrap_or_default(),
-        plot_pass: plotted.map(|p| p.started_at.clone()).unwrap_or_default(),
-        skipped,
-        warnings,
-        audit,
-        history: r
-            .lifecycle
-            .as_ref()
-            .map(|lc| {
-                lc.history
-                    .iter()
-                    .map(|t| {
-                        (
-                            t.at.clone(),
-                            state_label(t.state).to_string(),
-                            t.reason.clone(),
-                            t.actor.clone(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        standalone_url: format!(
-            "/ui/moves/{}/{}/report.html",
-            url_component(&batch),
-            url_component(&mailbox)
-        ),
-    };
-    render(StatusCode::OK, &page)
+        .unwrap_or_default()
 }
 
 /// `GET /ui/moves/{batch}/{mailbox}/report.html`: the CLI's self-contained HTML report
