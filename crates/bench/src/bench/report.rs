@@ -193,6 +193,13 @@ pub struct RunFigures {
     pub verified: Verified,
 }
 
+impl RunFigures {
+    /// CPU microseconds per message moved (all threads of the process).
+    pub fn cpu_micros_per_message(&self) -> f64 {
+        self.cpu_seconds.total * 1e6 / (self.messages.max(1) as f64)
+    }
+}
+
 /// CPU seconds by stage (see the module documentation for how threads are attributed).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageCpu {
@@ -304,6 +311,21 @@ pub struct DovecotRow {
 /// The report for a terminal.
 pub fn render_text(r: &BenchReport) -> String {
     let mut s = String::new();
+    render_header(&mut s, r);
+    for c in &r.cases {
+        render_case(&mut s, c);
+    }
+    if r.cases.len() > 1 {
+        render_case_table(&mut s, &r.cases);
+    }
+    if let Some(d) = &r.dovecot {
+        render_dovecot(&mut s, d);
+    }
+    s
+}
+
+/// Version, command, machine and mode.
+fn render_header(s: &mut String, r: &BenchReport) {
     let m = &r.machine;
     let _ = writeln!(
         s,
@@ -338,103 +360,108 @@ pub fn render_text(r: &BenchReport) -> String {
             "WARNING: a debug build; these figures say nothing about speed (use --release)"
         );
     }
-    for c in &r.cases {
-        let k = &c.corpus;
+}
+
+/// One case: its corpus, each run, the median run and its CPU by stage.
+fn render_case(s: &mut String, c: &CaseResult) {
+    let k = &c.corpus;
+    let _ = writeln!(
+        s,
+        "\n{}: {} messages, {:.1} MB in {} mailbox(es) x {} folder(s), {} model, seed {}; median {:.1} KiB, mean {:.1} KiB; {} at once",
+        c.name,
+        k.messages,
+        k.bytes as f64 / 1e6,
+        c.mailboxes,
+        k.folders,
+        k.model,
+        k.seed,
+        k.median_bytes as f64 / 1024.0,
+        k.mean_bytes as f64 / 1024.0,
+        c.concurrency
+    );
+    for f in &c.runs {
         let _ = writeln!(
             s,
-            "\n{}: {} messages, {:.1} MB in {} mailbox(es) x {} folder(s), {} model, seed {}; median {:.1} KiB, mean {:.1} KiB; {} at once",
-            c.name,
-            k.messages,
-            k.bytes as f64 / 1e6,
-            c.mailboxes,
-            k.folders,
-            k.model,
-            k.seed,
-            k.median_bytes as f64 / 1024.0,
-            k.mean_bytes as f64 / 1024.0,
-            c.concurrency
-        );
-        for f in &c.runs {
-            let _ = writeln!(
-                s,
-                "  run {}: {:>7.1} MB/s {:>7.0} msg/s  {:.2} s  peak RSS {} MiB",
-                f.run,
-                f.mb_per_s,
-                f.msgs_per_s,
-                f.seconds,
-                f.peak_rss_bytes >> 20
-            );
-        }
-        let f = &c.median;
-        let g = &f.cpu_seconds_per_gb;
-        let _ = writeln!(
-            s,
-            "  median (run {}): {:.1} MB/s, {:.0} msg/s; latency p50 {:.1} ms, p99 {:.1} ms; peak RSS {} MiB (largest of all runs {} MiB, first run {} MiB)",
+            "  run {}: {:>7.1} MB/s {:>7.0} msg/s  {:.2} s  peak RSS {} MiB",
             f.run,
+            f.mb_per_s,
+            f.msgs_per_s,
+            f.seconds,
+            f.peak_rss_bytes >> 20
+        );
+    }
+    let f = &c.median;
+    let g = &f.cpu_seconds_per_gb;
+    let _ = writeln!(
+        s,
+        "  median (run {}): {:.1} MB/s, {:.0} msg/s; latency p50 {:.1} ms, p99 {:.1} ms; peak RSS {} MiB (largest of all runs {} MiB, first run {} MiB)",
+        f.run,
+        f.mb_per_s,
+        f.msgs_per_s,
+        f.latency_ms_p50,
+        f.latency_ms_p99,
+        f.peak_rss_bytes >> 20,
+        c.runs.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0) >> 20,
+        c.runs.first().map_or(0, |r| r.peak_rss_bytes) >> 20,
+    );
+    let _ = writeln!(
+        s,
+        "  CPU s/GB: source read {:.2}, transport/TLS {:.2}, store write {:.2}, encryption {:.2}, index {:.2}, audit {:.2}, sync {:.2}, other {:.2}; total {:.2} ({:.1} CPU ms per 1,000 messages)",
+        g.source_read,
+        g.transport_tls,
+        g.store_write,
+        g.encryption,
+        g.index,
+        g.audit,
+        g.sync,
+        g.other,
+        g.total,
+        f.cpu_micros_per_message()
+    );
+}
+
+/// The cases side by side (medians), when there are several.
+fn render_case_table(s: &mut String, cases: &[CaseResult]) {
+    let _ = writeln!(
+        s,
+        "\n| case | mailboxes | at once | messages | MB/s | msg/s | p50 ms | p99 ms | CPU s/GB | CPU µs/msg | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for c in cases {
+        let f = &c.median;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} | {} |",
+            c.name,
+            c.mailboxes,
+            c.concurrency,
+            f.messages,
             f.mb_per_s,
             f.msgs_per_s,
             f.latency_ms_p50,
             f.latency_ms_p99,
-            f.peak_rss_bytes >> 20,
-            c.runs.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0) >> 20,
-            c.runs.first().map_or(0, |r| r.peak_rss_bytes) >> 20,
-        );
-        let _ = writeln!(
-            s,
-            "  CPU s/GB: source read {:.2}, transport/TLS {:.2}, store write {:.2}, encryption {:.2}, index {:.2}, audit {:.2}, sync {:.2}, other {:.2}; total {:.2} ({:.1} CPU ms per 1,000 messages)",
-            g.source_read,
-            g.transport_tls,
-            g.store_write,
-            g.encryption,
-            g.index,
-            g.audit,
-            g.sync,
-            g.other,
-            g.total,
-            f.cpu_seconds.total * 1e6 / (f.messages.max(1) as f64)
+            f.cpu_seconds_per_gb.total,
+            f.cpu_micros_per_message(),
+            f.peak_rss_bytes >> 20
         );
     }
-    if r.cases.len() > 1 {
+}
+
+/// `doveadm backup` on the same corpus, and our ratios to it.
+fn render_dovecot(s: &mut String, d: &DovecotComparison) {
+    let _ = writeln!(
+        s,
+        "\nDovecot {} `doveadm backup` Maildir -> mdbox on the corpus of {}, then fdatasync of what it wrote:",
+        d.version, d.case
+    );
+    for row in &d.rows {
         let _ = writeln!(
             s,
-            "\n| case | mailboxes | at once | messages | MB/s | msg/s | p50 ms | p99 ms | CPU s/GB | CPU µs/msg | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+            "  {:<18} {:>7.1} MB/s {:>7.0} msg/s  mailferry is {:.1}x (MB/s), {:.1}x (msg/s)",
+            row.name,
+            row.mb_per_s,
+            row.msgs_per_s,
+            row.mailferry_ratio_mb,
+            row.mailferry_ratio_msgs
         );
-        for c in &r.cases {
-            let f = &c.median;
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} | {} |",
-                c.name,
-                c.mailboxes,
-                c.concurrency,
-                f.messages,
-                f.mb_per_s,
-                f.msgs_per_s,
-                f.latency_ms_p50,
-                f.latency_ms_p99,
-                f.cpu_seconds_per_gb.total,
-                f.cpu_seconds.total * 1e6 / (f.messages.max(1) as f64),
-                f.peak_rss_bytes >> 20
-            );
-        }
     }
-    if let Some(d) = &r.dovecot {
-        let _ = writeln!(
-            s,
-            "\nDovecot {} `doveadm backup` Maildir -> mdbox on the corpus of {}, then fdatasync of what it wrote:",
-            d.version, d.case
-        );
-        for row in &d.rows {
-            let _ = writeln!(
-                s,
-                "  {:<18} {:>7.1} MB/s {:>7.0} msg/s  mailferry is {:.1}x (MB/s), {:.1}x (msg/s)",
-                row.name,
-                row.mb_per_s,
-                row.msgs_per_s,
-                row.mailferry_ratio_mb,
-                row.mailferry_ratio_msgs
-            );
-        }
-    }
-    s
 }
