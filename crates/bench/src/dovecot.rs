@@ -102,153 +102,24 @@ impl Dovecot {
         users: &[&str],
         opts: &Options,
     ) -> Result<Dovecot, AppError> {
-        if !available() {
-            return Err(AppError::Usage(
-                "Dovecot is not installed: apt-get install dovecot-core dovecot-imapd \
-                 (.ci/run does)"
-                    .into(),
-            ));
-        }
-        if let Some(bad) = users
-            .iter()
-            .find(|u| u.is_empty() || u.contains([':', '/', '\n', '%']))
-        {
-            return Err(AppError::Usage(format!(
-                "scratch Dovecot: user name {bad:?} cannot be a passwd-file user"
-            )));
-        }
+        check_can_start(users)?;
         let tmp = tempfile::tempdir().map_err(|e| failed("temp directory", e))?;
         let dir = tmp.path();
-        let io = |p: &Path, e| AppError::io(p, e);
-        let probe = dir.join("probe");
-        std::fs::write(&probe, b"").map_err(|e| io(&probe, e))?;
-        let me = {
-            use std::os::unix::fs::MetadataExt;
-            let m = std::fs::metadata(&probe).map_err(|e| io(&probe, e))?;
-            (m.uid(), m.gid())
-        };
-        let root = me.0 == 0;
-        let (uid, gid) = if root { (65534, 65534) } else { me };
-        if root {
-            make_traversable(dir)?;
-        }
+        let mail_user = MailUser::for_dir(dir)?;
         for d in ["run", "state", "mail"] {
-            std::fs::create_dir(dir.join(d)).map_err(|e| io(&dir.join(d), e))?;
+            std::fs::create_dir(dir.join(d)).map_err(|e| AppError::io(&dir.join(d), e))?;
         }
         let mail_root = match mail_root {
-            Some(p) => std::path::absolute(p).map_err(|e| io(p, e))?,
+            Some(p) => std::path::absolute(p).map_err(|e| AppError::io(p, e))?,
             None => dir.join("mail"),
         };
-        std::fs::create_dir_all(&mail_root).map_err(|e| io(&mail_root, e))?;
-        if root {
-            // The mail user must reach the Maildirs and write Dovecot's index files. Only
-            // directories under the temp dir (ours) are opened up; anything else is the
-            // admin's to decide.
-            let tmp_root = std::env::temp_dir();
-            let mut up = mail_root.clone();
-            while up.pop() && up != Path::new("/") {
-                if traversable(&up)? {
-                    continue;
-                }
-                if !up.starts_with(&tmp_root) || up == tmp_root {
-                    return Err(AppError::Usage(format!(
-                        "scratch Dovecot: its mail user (nobody) cannot reach {}: directory \
-                         {} is not searchable by others; use a directory under {} or \
-                         `chmod o+x` it",
-                        mail_root.display(),
-                        up.display(),
-                        tmp_root.display()
-                    )));
-                }
-                make_traversable(&up)?;
-            }
-            chown_tree(&mail_root, uid, gid)?;
-        }
-
-        let ca_pem = dir.join("ca.pem");
-        let write = |p: PathBuf, b: &[u8]| std::fs::write(&p, b).map_err(|e| io(&p, e));
-        match &opts.tls {
-            None => {
-                let ca = LocalCa::generate("scratch Dovecot CA")?;
-                let id = ca.issue_server(&["127.0.0.1", "localhost"])?;
-                write(ca_pem.clone(), ca.cert_pem().as_bytes())?;
-                write(dir.join("cert.pem"), id.chain_pem().as_bytes())?;
-                write(dir.join("key.pem"), id.key_pem()?.as_bytes())?;
-            }
-            Some((cert, key)) => {
-                let read = |p: &Path| std::fs::read(p).map_err(|e| io(p, e));
-                let cert = read(cert)?;
-                write(ca_pem.clone(), &cert)?;
-                write(dir.join("cert.pem"), &cert)?;
-                write(dir.join("key.pem"), &read(key)?)?;
-            }
-        }
-        let passwd: String = users
-            .iter()
-            .map(|u| format!("{u}:{{PLAIN}}{PASSWORD}::::\n"))
-            .collect();
-        write(dir.join("passwd"), passwd.as_bytes())?;
-        let password_file = dir.join("password");
-        write(password_file.clone(), format!("{PASSWORD}\n").as_bytes())?;
-
+        mail_user.prepare_mail_root(&mail_root)?;
+        let ca_pem = write_tls_files(dir, opts)?;
+        let password_file = write_passwords(dir, users)?;
         let (imap_port, imaps_port) = (free_port()?, free_port()?);
-        let users_conf = if root {
-            String::new()
-        } else {
-            let out = Command::new("id")
-                .arg("-un")
-                .output()
-                .map_err(|e| failed("id -un", e))?;
-            let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            format!(
-                "default_internal_user = {name}\ndefault_internal_group = {name}\n\
-                 default_login_user = {name}\nfirst_valid_uid = 1\n"
-            )
-        };
-        let d = dir.display();
-        let m = mail_root.display();
         let conf = dir.join("dovecot.conf");
-        write(
-            conf.clone(),
-            format!(
-                "base_dir = {d}/run
-state_dir = {d}/state
-log_path = {d}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = required
-ssl_cert = <{d}/cert.pem
-ssl_key = <{d}/key.pem
-mail_location = maildir:{m}/%u{suffix}
-auth_failure_delay = 0
-{users_conf}passdb {{
-  driver = passwd-file
-  args = {d}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={m}/%u
-}}
-service imap-login {{
-  inet_listener imap {{
-    port = {imap_port}
-  }}
-  inet_listener imaps {{
-    port = {imaps_port}
-    ssl = yes
-  }}
-  chroot =
-}}
-service anvil {{
-  chroot =
-}}
-{extra}
-",
-                suffix = opts.mail_location_suffix,
-                extra = opts.extra_conf,
-            )
-            .as_bytes(),
-        )?;
+        let text = config_text(dir, &mail_root, &mail_user, (imap_port, imaps_port), opts)?;
+        write_file(&conf, text.as_bytes())?;
         let mut dv = Dovecot {
             tmp,
             conf,
@@ -257,8 +128,8 @@ service anvil {{
             ca_pem,
             password_file,
             mail_root,
-            uid,
-            gid,
+            uid: mail_user.uid,
+            gid: mail_user.gid,
             child: None,
         };
         dv.run()?;
@@ -457,4 +328,196 @@ fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), AppError> {
         }
     }
     Ok(())
+}
+
+// === starting a server, step by step ===
+
+/// Refuses early, before anything is written: Dovecot missing, or a user name that the
+/// passwd file or the `%u` expansion would misread.
+fn check_can_start(users: &[&str]) -> Result<(), AppError> {
+    if !available() {
+        return Err(AppError::Usage(
+            "Dovecot is not installed: apt-get install dovecot-core dovecot-imapd \
+             (.ci/run does)"
+                .into(),
+        ));
+    }
+    if let Some(bad) = users
+        .iter()
+        .find(|u| u.is_empty() || u.contains([':', '/', '\n', '%']))
+    {
+        return Err(AppError::Usage(format!(
+            "scratch Dovecot: user name {bad:?} cannot be a passwd-file user"
+        )));
+    }
+    Ok(())
+}
+
+/// Who Dovecot gives the mail to: ourselves, or `nobody` when we are root (see the
+/// module doc).
+struct MailUser {
+    uid: u32,
+    gid: u32,
+    /// We run as root, so the mail user is `nobody` and paths must be opened up for it.
+    root: bool,
+}
+
+impl MailUser {
+    /// Finds out who we are from a file written in `dir` (the temp directory), and makes
+    /// `dir` traversable for `nobody` when we are root.
+    fn for_dir(dir: &Path) -> Result<MailUser, AppError> {
+        use std::os::unix::fs::MetadataExt;
+        let probe = dir.join("probe");
+        write_file(&probe, b"")?;
+        let m = std::fs::metadata(&probe).map_err(|e| AppError::io(&probe, e))?;
+        let root = m.uid() == 0;
+        let (uid, gid) = if root {
+            (65534, 65534)
+        } else {
+            (m.uid(), m.gid())
+        };
+        if root {
+            make_traversable(dir)?;
+        }
+        Ok(MailUser { uid, gid, root })
+    }
+
+    /// Creates `mail_root` and, as root, hands it to the mail user.
+    fn prepare_mail_root(&self, mail_root: &Path) -> Result<(), AppError> {
+        std::fs::create_dir_all(mail_root).map_err(|e| AppError::io(mail_root, e))?;
+        if !self.root {
+            return Ok(());
+        }
+        // The mail user must reach the Maildirs and write Dovecot's index files. Only
+        // directories under the temp dir (ours) are opened up; anything else is the
+        // admin's to decide.
+        let tmp_root = std::env::temp_dir();
+        let mut up = mail_root.to_path_buf();
+        while up.pop() && up != Path::new("/") {
+            if traversable(&up)? {
+                continue;
+            }
+            if !up.starts_with(&tmp_root) || up == tmp_root {
+                return Err(AppError::Usage(format!(
+                    "scratch Dovecot: its mail user (nobody) cannot reach {}: directory \
+                     {} is not searchable by others; use a directory under {} or \
+                     `chmod o+x` it",
+                    mail_root.display(),
+                    up.display(),
+                    tmp_root.display()
+                )));
+            }
+            make_traversable(&up)?;
+        }
+        chown_tree(mail_root, self.uid, self.gid)
+    }
+
+    /// The configuration lines that let Dovecot run entirely as a non-root user (empty
+    /// as root, where Dovecot's own defaults apply).
+    fn conf_lines(&self) -> Result<String, AppError> {
+        if self.root {
+            return Ok(String::new());
+        }
+        let out = Command::new("id")
+            .arg("-un")
+            .output()
+            .map_err(|e| failed("id -un", e))?;
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(format!(
+            "default_internal_user = {name}\ndefault_internal_group = {name}\n\
+             default_login_user = {name}\nfirst_valid_uid = 1\n"
+        ))
+    }
+}
+
+fn write_file(p: &Path, b: &[u8]) -> Result<(), AppError> {
+    std::fs::write(p, b).map_err(|e| AppError::io(p, e))
+}
+
+/// Writes `ca.pem`, `cert.pem` and `key.pem` into `dir`: issued by a fresh scratch CA, or
+/// copied from `opts.tls`. Returns the path of `ca.pem`.
+fn write_tls_files(dir: &Path, opts: &Options) -> Result<PathBuf, AppError> {
+    let ca_pem = dir.join("ca.pem");
+    match &opts.tls {
+        None => {
+            let ca = LocalCa::generate("scratch Dovecot CA")?;
+            let id = ca.issue_server(&["127.0.0.1", "localhost"])?;
+            write_file(&ca_pem, ca.cert_pem().as_bytes())?;
+            write_file(&dir.join("cert.pem"), id.chain_pem().as_bytes())?;
+            write_file(&dir.join("key.pem"), id.key_pem()?.as_bytes())?;
+        }
+        Some((cert, key)) => {
+            let read = |p: &Path| std::fs::read(p).map_err(|e| AppError::io(p, e));
+            let cert = read(cert)?;
+            write_file(&ca_pem, &cert)?;
+            write_file(&dir.join("cert.pem"), &cert)?;
+            write_file(&dir.join("key.pem"), &read(key)?)?;
+        }
+    }
+    Ok(ca_pem)
+}
+
+/// Writes the passwd file of `users` into `dir`, and a file holding [`PASSWORD`] for the
+/// client; returns the latter's path.
+fn write_passwords(dir: &Path, users: &[&str]) -> Result<PathBuf, AppError> {
+    let passwd: String = users
+        .iter()
+        .map(|u| format!("{u}:{{PLAIN}}{PASSWORD}::::\n"))
+        .collect();
+    write_file(&dir.join("passwd"), passwd.as_bytes())?;
+    let password_file = dir.join("password");
+    write_file(&password_file, format!("{PASSWORD}\n").as_bytes())?;
+    Ok(password_file)
+}
+
+/// The `dovecot.conf` of a server whose files live in `dir` and whose mail lives under
+/// `mail_root`, listening on loopback `ports` (plain, implicit TLS).
+fn config_text(
+    dir: &Path,
+    mail_root: &Path,
+    mail_user: &MailUser,
+    (imap_port, imaps_port): (u16, u16),
+    opts: &Options,
+) -> Result<String, AppError> {
+    let users_conf = mail_user.conf_lines()?;
+    let (uid, gid) = (mail_user.uid, mail_user.gid);
+    let d = dir.display();
+    let m = mail_root.display();
+    Ok(format!(
+        "base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <{d}/cert.pem
+ssl_key = <{d}/key.pem
+mail_location = maildir:{m}/%u{suffix}
+auth_failure_delay = 0
+{users_conf}passdb {{
+  driver = passwd-file
+  args = {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={m}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = {imaps_port}
+    ssl = yes
+  }}
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+{extra}
+",
+        suffix = opts.mail_location_suffix,
+        extra = opts.extra_conf,
+    ))
 }

@@ -1292,39 +1292,28 @@ fn b64_lines(bytes: &[u8]) -> String {
 }
 
 /// `Tue, 5 Mar 2024 10:12:03 +0100` for Unix time `t` seen from UTC offset `tz_min`.
+///
+/// The calendar is jiff's; only the RFC 5322 layout is ours. Panics only outside jiff's
+/// range (years beyond 9999, offsets beyond 26 hours), which the generator never asks for:
+/// its times lie within [`EPOCH`]`..EPOCH + SPAN` and its offsets are a handful of
+/// constants.
 fn rfc5322_date(t: u64, tz_min: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let local = t as i64 + tz_min * 60;
-    let days = local.div_euclid(86_400);
-    let secs = local.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let offset = i32::try_from(tz_min * 60)
+        .ok()
+        .and_then(|s| jiff::tz::Offset::from_seconds(s).ok())
+        .expect("sample UTC offsets are within ±26 hours");
+    let at = i64::try_from(t)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .expect("sample times are within years 1970-9999");
+    let local = offset.to_datetime(at);
     let sign = if tz_min < 0 { '-' } else { '+' };
     format!(
-        "{}, {d} {} {y} {:02}:{:02}:{:02} {sign}{:02}{:02}",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[m as usize - 1],
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
+        "{} {sign}{:02}{:02}",
+        local.strftime("%a, %-d %b %Y %H:%M:%S"),
         tz_min.abs() / 60,
         tz_min.abs() % 60
     )
-}
-
-/// Howard Hinnant's days-since-1970 to proleptic Gregorian (year, month, day).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 // === PRNG ===

@@ -1,4 +1,12 @@
+use super::dovecot_compare::parse_dovecot;
+use super::plan::plan;
+use super::runner::runtime;
+use super::stages::{attribute, role, Role};
 use super::*;
+use crate::sample::SizeModel;
+use mailferry_proxy::StoreStats;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 #[test]
 fn byte_counts() {
