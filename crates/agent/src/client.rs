@@ -4,7 +4,7 @@
 //! Certificates are always verified against the roots given in [`Endpoint`]; there is
 //! no option to skip verification and no fallback to plain HTTP.
 
-use crate::throttle::{parse_retry_after, random_u64, BackoffPolicy};
+use crate::throttle::{random_u64, BackoffPolicy};
 use crate::AgentError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -12,6 +12,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use mailferry_core::frame::UPGRADE_TOKEN;
+use mailferry_core::retry_after;
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::MailboxAddr;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -189,9 +190,7 @@ impl Endpoint {
                 .headers()
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, mailferry_core::unix_now()))
-                // Rounded up: a wait of half a second is a wait of one.
-                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+                .and_then(|v| retry_after::whole_seconds(v, mailferry_core::unix_now()));
             let body = Limited::new(resp.into_body(), 64 * 1024)
                 .collect()
                 .await

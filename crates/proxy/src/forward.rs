@@ -167,7 +167,9 @@ impl Router {
                 .headers()
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
+                .and_then(|v| {
+                    mailferry_core::retry_after::whole_seconds(v, mailferry_core::unix_now())
+                });
             let body = Limited::new(resp.into_body(), 64 * 1024)
                 .collect()
                 .await
