@@ -541,7 +541,7 @@ fn apply_record(tx: &Connection, event: &str, data: &Map<String, Value>) -> DbRe
                 .and_then(|v| v.as_i64())
                 .unwrap_or(0),
             data.get("ident").and_then(|v| v.as_str()),
-            crate::filter::is_renamed_id(&now) as i64,
+            crate::renamed::is_renamed_id(&now) as i64,
             &leaf[..],
         ])?;
         Ok(())
