@@ -15,7 +15,7 @@
 //!
 //! This module only reads; it never writes to, locks or rewrites the source files.
 
-use super::{Listing, Location, PriorLookup, Source, SourceItem};
+use super::{mtime_secs, Listing, Location, PriorLookup, Source, SourceItem};
 use crate::AgentError;
 use mailferry_core::calendar::{self, Civil};
 use mailferry_core::report::BadItem;
@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 /// The longest line (newline included) that can separate messages. A longer line that
 /// starts with `From ` is message text. RFC 5322 lines are at most 998 bytes plus CRLF.
@@ -1041,14 +1040,6 @@ impl Mbox {
     pub fn new(root: PathBuf) -> Self {
         Mbox { root }
     }
-}
-
-fn mtime_secs(meta: &fs::Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Lists one mbox file as `folder`.
