@@ -963,8 +963,9 @@ struct Produced {
     stalled_secs: f64,
 }
 
-/// Reads `n` bytes or to EOF into `out[at..at+n]`; returns how many were read.
-fn read_full(r: &mut dyn Read, out: &mut [u8]) -> std::io::Result<usize> {
+/// Fills `out`, or reads to EOF; returns how many bytes were read. Interrupted reads
+/// are retried.
+pub(crate) fn read_full(r: &mut dyn Read, out: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < out.len() {
         match r.read(&mut out[got..]) {

@@ -409,15 +409,7 @@ fn measure(
         let mut warning = None;
         let ok = source.open(&items[i]).and_then(|mut r| {
             // The first buffer whole, as the pass reads it, then the rest.
-            let mut head = 0;
-            while head < buf.len() {
-                match r.read(&mut buf[head..]) {
-                    Ok(0) => break,
-                    Ok(got) => head += got,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let head = crate::pass::read_full(&mut *r, &mut buf)?;
             total += head as u64;
             if head > 0 {
                 warning = crate::pass::oddities(&buf[..head]);
