@@ -534,7 +534,7 @@ async fn stream(
     state: StateDir,
 ) -> Result<(StateDir, Produced, f64, Tally), AgentError> {
     let (stream, backoff) = endpoint
-        .open_stream_backoff(&mailbox, &BackoffPolicy::from_profile(&profile.throttle))
+        .open_stream_backoff(mailbox, &BackoffPolicy::from_profile(&profile.throttle))
         .await?;
     add_nanos(&progress.server_backoff_nanos, backoff);
     let (mut rd, wr) = tokio::io::split(stream);
