@@ -4,7 +4,7 @@
 //! Certificates are always verified against the roots given in [`Endpoint`]; there is
 //! no option to skip verification and no fallback to plain HTTP.
 
-use crate::throttle::{parse_retry_after, random_u64, BackoffPolicy};
+use crate::throttle::{random_u64, BackoffPolicy};
 use crate::AgentError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -12,6 +12,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use mailferry_core::frame::UPGRADE_TOKEN;
+use mailferry_core::refusal;
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::MailboxAddr;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -189,18 +190,13 @@ impl Endpoint {
                 .headers()
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, mailferry_core::unix_now()))
-                // Rounded up: a wait of half a second is a wait of one.
-                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
-            let body = Limited::new(resp.into_body(), 64 * 1024)
+                .and_then(|v| refusal::retry_after_secs(v, mailferry_core::unix_now()));
+            let body = Limited::new(resp.into_body(), refusal::BODY_LIMIT)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            let message = refusal::message(&body);
             return Err(AgentError::Refused {
                 url: self.url.clone(),
                 status,

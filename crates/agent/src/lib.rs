@@ -11,6 +11,7 @@ pub mod filter;
 pub mod pass;
 pub mod plan;
 pub mod preview;
+pub mod renamed;
 pub mod source;
 pub mod state;
 pub mod throttle;

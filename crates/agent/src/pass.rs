@@ -9,14 +9,14 @@
 
 use crate::filter::{Filter, Filtered, SourcePrior};
 use crate::plan::{self, Keep, Op};
-use crate::source::{Source, SourceItem};
+use crate::source::{Listing, Source, SourceItem};
 use crate::state::{CheckpointEntry, EntryKind, StateDir};
 use crate::throttle::{BackoffPolicy, Throttles};
 use crate::{client::Endpoint, AgentError};
 use mailferry_core::frame::{self, AckStatus, Frame, FrameBuffer, MessageHeader};
 use mailferry_core::profile::Profile;
 use mailferry_core::report::{BadItem, FolderStats, ItemWarning};
-use mailferry_core::{MailboxAddr, MoveId};
+use mailferry_core::{FolderName, MailboxAddr, MoveId};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -293,6 +293,85 @@ fn is_header_field(line: &[u8]) -> bool {
     }
 }
 
+/// What listing and planning hand to the rest of the pass.
+struct Planned {
+    state: StateDir,
+    listing: Listing,
+    filtered: Filtered,
+    /// Items the profile keeps, before planning.
+    kept_count: u64,
+    plan: plan::Plan,
+    source: Box<dyn Source>,
+}
+
+/// Opens the state directory, lists the source, applies the profile and plans against
+/// the checkpoint, on a blocking thread (all of it is file and SQLite work).
+async fn list_and_plan(
+    source: Box<dyn Source>,
+    state_dir: PathBuf,
+    mailbox: MailboxAddr,
+    describe: String,
+    profile: Profile,
+) -> Result<Planned, AgentError> {
+    tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let mut state = StateDir::open(&state_dir, &mailbox, &describe)?;
+        let opened = t0.elapsed();
+        let filter = Filter::new(&profile, mailferry_core::unix_now())?;
+        let prior = SourcePrior::new(&filter, state.checkpoint());
+        let listed = source.list(&prior);
+        prior.finish()?;
+        let mut listing = listed?;
+        let listed_at = t0.elapsed();
+        // The profile decides what moves, where to and under which id; the planner
+        // then works in destination terms only.
+        let mut filtered = filter.apply_with_roles(
+            std::mem::take(&mut listing.items),
+            std::mem::take(&mut listing.delta),
+            &listing.roles,
+        );
+        let keep = Keep::from_listing(&filtered, &listing.incomplete);
+        let kept = std::mem::take(&mut filtered.kept);
+        let kept_count = kept.len() as u64;
+        let plan = plan::plan(state.checkpoint(), kept, &keep, &filtered.delta)?;
+        // Renumbered messages are recognised locally: the destination keeps them
+        // under the id it knows, nothing is sent.
+        if !plan.remapped.is_empty() {
+            state.record(&plan.remapped)?;
+        }
+        tracing::debug!(
+            open_ms = opened.as_millis() as u64,
+            list_ms = (listed_at - opened).as_millis() as u64,
+            plan_ms = (t0.elapsed() - listed_at).as_millis() as u64,
+            replay = ?state.replay(),
+            listed = kept_count,
+            delta_folders = filtered.delta.len(),
+            "pass planned"
+        );
+        Ok(Planned {
+            state,
+            listing,
+            filtered,
+            kept_count,
+            plan,
+            source,
+        })
+    })
+    .await
+    .expect("listing thread panicked")
+}
+
+/// Appends one audit event on a blocking thread and gives the state back.
+async fn audit_event(
+    mut state: StateDir,
+    event: &'static str,
+    data: serde_json::Value,
+) -> Result<StateDir, AgentError> {
+    tokio::task::spawn_blocking(move || state.event(event, data).map(|_| state))
+        .await
+        .expect("audit thread panicked")
+}
+
 /// Runs one pass.
 pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOutcome, AgentError> {
     let PassConfig {
@@ -308,50 +387,21 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         progress.server_backoff_nanos.load(Ordering::Relaxed),
     );
     let describe = source.describe();
-    let (state, listing, filtered, kept_count, plan, source) = {
-        let mailbox = mailbox.clone();
-        let describe = describe.clone();
-        let profile = profile.clone();
-        tokio::task::spawn_blocking(move || {
-            let t0 = Instant::now();
-            let mut state = StateDir::open(&state_dir, &mailbox, &describe)?;
-            let opened = t0.elapsed();
-            let filter = Filter::new(&profile, mailferry_core::unix_now())?;
-            let prior = SourcePrior::new(&filter, state.checkpoint());
-            let listed = source.list(&prior);
-            prior.finish()?;
-            let mut listing = listed?;
-            let listed_at = t0.elapsed();
-            // The profile decides what moves, where to and under which id; the planner
-            // then works in destination terms only.
-            let mut filtered = filter.apply_with_roles(
-                std::mem::take(&mut listing.items),
-                std::mem::take(&mut listing.delta),
-                &listing.roles,
-            );
-            let keep = Keep::from_listing(&filtered, &listing.incomplete);
-            let kept = std::mem::take(&mut filtered.kept);
-            let kept_count = kept.len() as u64;
-            let plan = plan::plan(state.checkpoint(), kept, &keep, &filtered.delta)?;
-            // Renumbered messages are recognised locally: the destination keeps them
-            // under the id it knows, nothing is sent.
-            if !plan.remapped.is_empty() {
-                state.record(&plan.remapped)?;
-            }
-            tracing::debug!(
-                open_ms = opened.as_millis() as u64,
-                list_ms = (listed_at - opened).as_millis() as u64,
-                plan_ms = (t0.elapsed() - listed_at).as_millis() as u64,
-                replay = ?state.replay(),
-                listed = kept_count,
-                delta_folders = filtered.delta.len(),
-                "pass planned"
-            );
-            Ok::<_, AgentError>((state, listing, filtered, kept_count, plan, source))
-        })
-        .await
-        .expect("listing thread panicked")?
-    };
+    let Planned {
+        state,
+        listing,
+        filtered,
+        kept_count,
+        plan,
+        source,
+    } = list_and_plan(
+        source,
+        state_dir,
+        mailbox.clone(),
+        describe.clone(),
+        profile.clone(),
+    )
+    .await?;
     let mut bad_items = listing.bad;
     let incomplete = listing.incomplete;
     let items_total =
@@ -377,256 +427,38 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     for item in &todo {
         *found_per_folder.entry(item.folder.to_string()).or_default() += 1;
     }
-    let state = {
-        let data = json!({
-            "move_id": move_id.to_string(),
-            "found": items_total,
-            "to_send": todo.len(),
-            "to_change": ops.len(),
-            "already_acknowledged": skipped_by_checkpoint,
-        });
-        let mut state = state;
-        tokio::task::spawn_blocking(move || state.event("pass.started", data).map(|_| state))
-            .await
-            .expect("audit thread panicked")?
-    };
-
-    let (stream, backoff) = endpoint
-        .open_stream_backoff(&mailbox, &BackoffPolicy::from_profile(&profile.throttle))
-        .await?;
-    add_nanos(&progress.server_backoff_nanos, backoff);
-    let (mut rd, mut wr) = tokio::io::split(stream);
-
-    let inflight: InFlightMap = Arc::default();
-    let window = Arc::new(Window::new(8 * profile.commit.max_bytes));
-    let (buf_tx, buf_rx) = flume::bounded::<Vec<u8>>(8);
-    let producer = {
-        let inflight = inflight.clone();
-        let window = window.clone();
-        let progress = progress.clone();
-        let frame_bytes = profile.transport.frame_bytes;
-        std::thread::Builder::new()
-            .name("mailferry-read".into())
-            .spawn(move || {
-                let out = Output {
-                    tx: buf_tx,
-                    inflight,
-                    window,
-                    progress: progress.clone(),
-                    throttle,
-                };
-                let produced = produce(&*source, &filtered, todo, ops, move_id, frame_bytes, out);
-                // The source's own waits for its server, listing included.
-                add_nanos(&progress.server_backoff_nanos, source.server_backoff());
-                produced
-            })
-            .expect("spawning the reader thread")
-    };
-    let url = endpoint.url.clone();
-    let writer = tokio::spawn(async move {
-        let mut busy = std::time::Duration::ZERO;
-        while let Ok(buf) = buf_rx.recv_async().await {
-            let t0 = Instant::now();
-            wr.write_all(&buf).await?;
-            busy += t0.elapsed();
-        }
-        wr.flush().await?;
-        Ok::<_, std::io::Error>((wr, busy))
+    let started = json!({
+        "move_id": move_id.to_string(),
+        "found": items_total,
+        "to_send": todo.len(),
+        "to_change": ops.len(),
+        "already_acknowledged": skipped_by_checkpoint,
     });
+    let state = audit_event(state, "pass.started", started).await?;
 
-    // Checkpoints are fsynced on their own thread so acknowledgements keep flowing.
-    let (cp_tx, cp_rx) = flume::unbounded::<Vec<CheckpointEntry>>();
-    let checkpointer = std::thread::Builder::new()
-        .name("mailferry-checkpoint".into())
-        .spawn(move || {
-            let mut state = state;
-            for batch in cp_rx.iter() {
-                state.record(&batch)?;
-            }
-            Ok::<_, AgentError>(state)
-        })
-        .expect("spawning the checkpoint thread");
-
-    let mut items_moved = 0u64;
-    let mut bytes_moved = 0u64;
-    let mut dup_in_store = 0u64;
-    let mut items_deleted = 0u64;
-    let mut items_flags_updated = 0u64;
-    let mut rejected = Vec::new();
-    let mut warnings: Vec<ItemWarning> = Vec::new();
-    let mut forgotten: Vec<BadItem> = Vec::new();
-    let mut latencies: Vec<f64> = Vec::new();
-    let mut per_folder: BTreeMap<String, FolderStats> = BTreeMap::new();
-    let mut fb = FrameBuffer::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let transport_err = |reason: String| AgentError::Transport {
-        url: url.clone(),
-        reason,
+    let work = Work {
+        source,
+        filtered,
+        items: todo,
+        ops,
+        move_id,
+        frame_bytes: profile.transport.frame_bytes,
+        throttle,
     };
-    let session_result: Result<(), AgentError> = async {
-        loop {
-            let n = rd
-                .read(&mut buf)
-                .await
-                .map_err(|e| transport_err(format!("connection lost: {e}")))?;
-            if n == 0 {
-                return Err(transport_err(
-                    "the proxy closed the connection before confirming the pass; \
-                     run the same command again to resume"
-                        .into(),
-                ));
-            }
-            fb.push(&buf[..n]);
-            while let Some(f) = fb.next_frame()? {
-                match f {
-                    Frame::Ack(items) => {
-                        let mut entries = Vec::with_capacity(items.len());
-                        let mut map = inflight.lock().expect("inflight lock");
-                        for (seq, status) in items {
-                            let done = match map.remove(&seq) {
-                                Some(Pending::Message(m)) => m,
-                                Some(Pending::Op(op)) => {
-                                    progress.items_done.fetch_add(1, Ordering::Relaxed);
-                                    let kind = match (&op, status) {
-                                        (Op::Delete { .. }, AckStatus::Applied)
-                                        | (Op::Delete { .. }, AckStatus::NotFound) => {
-                                            items_deleted += 1;
-                                            EntryKind::Deleted
-                                        }
-                                        (Op::SetFlags { .. }, AckStatus::Applied) => {
-                                            items_flags_updated += 1;
-                                            EntryKind::Flags
-                                        }
-                                        (Op::SetFlags { .. }, AckStatus::NotFound) => {
-                                            forgotten.push(BadItem {
-                                                item: op.name(),
-                                                reason: "the destination no longer holds this \
-                                                         message (removed there?); it will be \
-                                                         sent again by the next pass"
-                                                    .into(),
-                                            });
-                                            EntryKind::Forgotten
-                                        }
-                                        (_, other) => {
-                                            return Err(transport_err(format!(
-                                                "ACK status {other:?} for a change, sequence {seq}"
-                                            )))
-                                        }
-                                    };
-                                    entries.push(op.entry(kind));
-                                    continue;
-                                }
-                                None => {
-                                    return Err(transport_err(format!(
-                                        "ACK for unknown message sequence {seq}"
-                                    )))
-                                }
-                            };
-                            window.release(done.item.size);
-                            latencies.push(done.started.elapsed().as_secs_f64() * 1e3);
-                            progress.items_acked.fetch_add(1, Ordering::Relaxed);
-                            progress
-                                .bytes_acked
-                                .fetch_add(done.item.size, Ordering::Relaxed);
-                            let folder =
-                                per_folder.entry(done.item.folder.to_string()).or_default();
-                            let kind = match status {
-                                AckStatus::Stored => {
-                                    items_moved += 1;
-                                    bytes_moved += done.item.size;
-                                    folder.moved += 1;
-                                    folder.bytes_moved += done.item.size;
-                                    EntryKind::Stored
-                                }
-                                AckStatus::Duplicate => {
-                                    dup_in_store += 1;
-                                    folder.duplicate += 1;
-                                    EntryKind::Duplicate
-                                }
-                                other => {
-                                    return Err(transport_err(format!(
-                                        "ACK status {other:?} for a message, sequence {seq}"
-                                    )))
-                                }
-                            };
-                            let item = done.item;
-                            if let Some(reason) = done.warning {
-                                warnings.push(ItemWarning {
-                                    item: item.name(),
-                                    folder: item.folder.to_string(),
-                                    source_id: item.source_id.to_string(),
-                                    reason,
-                                });
-                            }
-                            entries.push(CheckpointEntry {
-                                kind,
-                                stored_as: item.source_id.clone(),
-                                folder: item.folder,
-                                source_id: item.source_id,
-                                sha256: done.sha256,
-                                size: item.size,
-                                flags: item.flags,
-                                internal_date: item.internal_date,
-                                ident: item.ident,
-                            });
-                        }
-                        drop(map);
-                        cp_tx.send(entries).ok();
-                    }
-                    Frame::Reject { seq, reason } => {
-                        let done = inflight.lock().expect("inflight lock").remove(&seq);
-                        match done {
-                            Some(Pending::Message(done)) => {
-                                window.release(done.item.size);
-                                rejected.push(BadItem {
-                                    item: done.item.name(),
-                                    reason: done.local_error.unwrap_or(reason),
-                                });
-                            }
-                            Some(Pending::Op(op)) => rejected.push(BadItem {
-                                item: op.name(),
-                                reason: format!("the destination refused the change: {reason}"),
-                            }),
-                            None => {}
-                        }
-                    }
-                    Frame::Error { code, message } => {
-                        return Err(AgentError::Session { code, message })
-                    }
-                    Frame::Closed => return Ok(()),
-                    other => {
-                        return Err(transport_err(format!(
-                            "unexpected frame from the proxy: {other:?}"
-                        )))
-                    }
-                }
-            }
-        }
-    }
-    .await;
-    window.close();
-    drop(cp_tx);
-    let mut transport_secs = 0.0;
-    let produced = match session_result {
-        Ok(()) => {
-            if let Ok(Ok((_, busy))) = writer.await {
-                transport_secs = busy.as_secs_f64();
-            }
-            producer.join().expect("reader thread panicked")
-        }
-        Err(e) => {
-            writer.abort();
-            let _ = checkpointer.join();
-            return Err(e);
-        }
-    };
-    let mut state = checkpointer.join().expect("checkpoint thread panicked")?;
-    let left = inflight.lock().expect("inflight lock").len();
-    if left > 0 {
-        return Err(transport_err(format!(
-            "the proxy closed the pass with {left} messages unacknowledged; run again to resume"
-        )));
-    }
+    let (state, produced, transport_secs, tally) =
+        stream(&endpoint, &mailbox, &profile, &progress, work, state).await?;
+    let Tally {
+        items_moved,
+        bytes_moved,
+        dup_in_store,
+        items_deleted,
+        items_flags_updated,
+        rejected,
+        warnings,
+        forgotten,
+        latencies,
+        mut per_folder,
+    } = tally;
     bad_items.extend(produced.bad);
     bad_items.extend(rejected);
     bad_items.extend(forgotten);
@@ -640,17 +472,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         let folder = b.item.rsplit_once('/').map(|(f, _)| f).unwrap_or(&b.item);
         per_folder.entry(folder.to_string()).or_default().bad += 1;
     }
-    let (mut state, (receipt_root, receipt_items)) = tokio::task::spawn_blocking(move || {
-        let t0 = Instant::now();
-        let receipt = state.receipt();
-        tracing::debug!(
-            receipt_ms = t0.elapsed().as_millis() as u64,
-            "source receipt"
-        );
-        receipt.map(|r| (state, r))
-    })
-    .await
-    .expect("audit thread panicked")?;
+    let (state, (receipt_root, receipt_items)) = receipt(state).await?;
     let finished = json!({
         "move_id": move_id.to_string(),
         "moved": items_moved,
@@ -664,42 +486,20 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         "receipt_root": receipt_root,
         "receipt_items": receipt_items,
     });
-    let skipped: Vec<serde_json::Value> = bad_items
-        .iter()
-        .map(|b| json!({ "item": b.item, "reason": b.reason }))
-        .collect();
-    let warned: Vec<serde_json::Value> = warnings
-        .iter()
-        .map(|w| json!({ "item": w.item, "reason": w.reason }))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        for s in skipped {
-            state.event("item.skipped", s)?;
-        }
-        for w in warned {
-            state.event("item.warning", w)?;
-        }
-        if clean {
-            state.record_cursors(&cursors)?;
-        }
-        state.event("pass.finished", finished)?;
-        Ok::<_, AgentError>(())
-    })
-    .await
-    .expect("audit thread panicked")?;
-    latencies.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            0.0
-        } else {
-            latencies[((latencies.len() - 1) as f64 * p).round() as usize]
-        }
-    };
+    finish_audit(
+        state,
+        &bad_items,
+        &warnings,
+        clean.then_some(cursors),
+        finished,
+    )
+    .await?;
+    let (latency_ms_p50, latency_ms_p99) = percentiles(latencies);
     Ok(PassOutcome {
         receipt_root,
         receipt_items,
-        latency_ms_p50: pct(0.50),
-        latency_ms_p99: pct(0.99),
+        latency_ms_p50,
+        latency_ms_p99,
         per_folder,
         move_id,
         source: describe,
@@ -722,6 +522,433 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     })
 }
 
+/// Streams the work to the proxy and reads its answers until it closes the pass:
+/// returns the state (every acknowledgement recorded), what the producer and the reader
+/// counted, and the writer's busy seconds.
+async fn stream(
+    endpoint: &Endpoint,
+    mailbox: &MailboxAddr,
+    profile: &Profile,
+    progress: &Arc<Progress>,
+    work: Work,
+    state: StateDir,
+) -> Result<(StateDir, Produced, f64, Tally), AgentError> {
+    let (stream, backoff) = endpoint
+        .open_stream_backoff(mailbox, &BackoffPolicy::from_profile(&profile.throttle))
+        .await?;
+    add_nanos(&progress.server_backoff_nanos, backoff);
+    let (mut rd, wr) = tokio::io::split(stream);
+
+    let inflight: InFlightMap = Arc::default();
+    let window = Arc::new(Window::new(8 * profile.commit.max_bytes));
+    let (buf_tx, buf_rx) = flume::bounded::<Vec<u8>>(8);
+    let out = Output {
+        tx: buf_tx,
+        inflight: inflight.clone(),
+        window: window.clone(),
+        progress: progress.clone(),
+    };
+    let workers = Workers::start(work, out, wr, buf_rx, state);
+
+    let mut reader = Reader {
+        inflight: &inflight,
+        window: &window,
+        progress,
+        cp_tx: &workers.cp_tx,
+        url: &endpoint.url,
+        tally: Tally::default(),
+    };
+    let session_result = reader.run(&mut rd).await;
+    let tally = reader.tally;
+    let (state, produced, transport_secs) = workers.finish(session_result, &window).await?;
+    let left = inflight.lock().expect("inflight lock").len();
+    if left > 0 {
+        return Err(transport_error(
+            &endpoint.url,
+            format!(
+                "the proxy closed the pass with {left} messages unacknowledged; run again to resume"
+            ),
+        ));
+    }
+    Ok((state, produced, transport_secs, tally))
+}
+
+/// The 50th and 99th percentiles of `latencies` (0 when there are none).
+fn percentiles(mut latencies: Vec<f64>) -> (f64, f64) {
+    latencies.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            0.0
+        } else {
+            latencies[((latencies.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    (pct(0.50), pct(0.99))
+}
+
+/// What the producer thread reads and frames.
+struct Work {
+    source: Box<dyn Source>,
+    filtered: Filtered,
+    items: Vec<SourceItem>,
+    ops: Vec<Op>,
+    move_id: MoveId,
+    frame_bytes: usize,
+    /// Read rate limits the producer obeys.
+    throttle: Throttles,
+}
+
+/// The pass's workers besides the reader: the producer thread, the writer task and the
+/// checkpoint thread, with the channel that feeds the last.
+struct Workers<W> {
+    producer: std::thread::JoinHandle<Produced>,
+    writer: tokio::task::JoinHandle<std::io::Result<(W, std::time::Duration)>>,
+    checkpointer: std::thread::JoinHandle<Result<StateDir, AgentError>>,
+    cp_tx: flume::Sender<Vec<CheckpointEntry>>,
+}
+
+// === impl Workers ===
+
+impl<W: tokio::io::AsyncWrite + Unpin + Send + 'static> Workers<W> {
+    fn start(
+        work: Work,
+        out: Output,
+        mut wr: W,
+        buf_rx: flume::Receiver<Vec<u8>>,
+        state: StateDir,
+    ) -> Workers<W> {
+        let producer = std::thread::Builder::new()
+            .name("mailferry-read".into())
+            .spawn(move || {
+                let progress = out.progress.clone();
+                let Work {
+                    source,
+                    filtered,
+                    items,
+                    ops,
+                    move_id,
+                    frame_bytes,
+                    throttle,
+                } = work;
+                let out = Producer::new(out, throttle, frame_bytes);
+                let produced = out.produce(&*source, &filtered, items, ops, move_id);
+                // The source's own waits for its server, listing included.
+                add_nanos(&progress.server_backoff_nanos, source.server_backoff());
+                produced
+            })
+            .expect("spawning the reader thread");
+        let writer = tokio::spawn(async move {
+            let mut busy = std::time::Duration::ZERO;
+            while let Ok(buf) = buf_rx.recv_async().await {
+                let t0 = Instant::now();
+                wr.write_all(&buf).await?;
+                busy += t0.elapsed();
+            }
+            wr.flush().await?;
+            Ok::<_, std::io::Error>((wr, busy))
+        });
+        // Checkpoints are fsynced on their own thread so acknowledgements keep flowing.
+        let (cp_tx, cp_rx) = flume::unbounded::<Vec<CheckpointEntry>>();
+        let checkpointer = std::thread::Builder::new()
+            .name("mailferry-checkpoint".into())
+            .spawn(move || {
+                let mut state = state;
+                for batch in cp_rx.iter() {
+                    state.record(&batch)?;
+                }
+                Ok::<_, AgentError>(state)
+            })
+            .expect("spawning the checkpoint thread");
+        Workers {
+            producer,
+            writer,
+            checkpointer,
+            cp_tx,
+        }
+    }
+
+    /// Stops the workers once the reader is done: on success waits for all three and
+    /// returns the state (every checkpoint recorded), what the producer counted and the
+    /// writer's busy seconds; on failure aborts the writer and returns the error.
+    async fn finish(
+        self,
+        session_result: Result<(), AgentError>,
+        window: &Window,
+    ) -> Result<(StateDir, Produced, f64), AgentError> {
+        window.close();
+        drop(self.cp_tx);
+        let mut transport_secs = 0.0;
+        let produced = match session_result {
+            Ok(()) => {
+                if let Ok(Ok((_, busy))) = self.writer.await {
+                    transport_secs = busy.as_secs_f64();
+                }
+                self.producer.join().expect("reader thread panicked")
+            }
+            Err(e) => {
+                self.writer.abort();
+                let _ = self.checkpointer.join();
+                return Err(e);
+            }
+        };
+        let state = self
+            .checkpointer
+            .join()
+            .expect("checkpoint thread panicked")?;
+        Ok((state, produced, transport_secs))
+    }
+}
+
+/// The source-side receipt (Merkle root and count over every acknowledged message), on
+/// a blocking thread.
+async fn receipt(mut state: StateDir) -> Result<(StateDir, (String, u64)), AgentError> {
+    tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let receipt = state.receipt();
+        tracing::debug!(
+            receipt_ms = t0.elapsed().as_millis() as u64,
+            "source receipt"
+        );
+        receipt.map(|r| (state, r))
+    })
+    .await
+    .expect("audit thread panicked")
+}
+
+/// Closes the pass in the audit log: every bad item and warning, the cursors of a clean
+/// pass (`None` otherwise), then `pass.finished`.
+async fn finish_audit(
+    mut state: StateDir,
+    bad_items: &[BadItem],
+    warnings: &[ItemWarning],
+    cursors: Option<BTreeMap<FolderName, String>>,
+    finished: serde_json::Value,
+) -> Result<(), AgentError> {
+    let skipped: Vec<serde_json::Value> = bad_items
+        .iter()
+        .map(|b| json!({ "item": b.item, "reason": b.reason }))
+        .collect();
+    let warned: Vec<serde_json::Value> = warnings
+        .iter()
+        .map(|w| json!({ "item": w.item, "reason": w.reason }))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for s in skipped {
+            state.event("item.skipped", s)?;
+        }
+        for w in warned {
+            state.event("item.warning", w)?;
+        }
+        if let Some(cursors) = cursors {
+            state.record_cursors(&cursors)?;
+        }
+        state.event("pass.finished", finished)?;
+        Ok::<_, AgentError>(())
+    })
+    .await
+    .expect("audit thread panicked")
+}
+
+fn transport_error(url: &str, reason: String) -> AgentError {
+    AgentError::Transport {
+        url: url.to_string(),
+        reason,
+    }
+}
+
+/// What the reader counts from the store's answers.
+#[derive(Default)]
+struct Tally {
+    items_moved: u64,
+    bytes_moved: u64,
+    dup_in_store: u64,
+    items_deleted: u64,
+    items_flags_updated: u64,
+    rejected: Vec<BadItem>,
+    warnings: Vec<ItemWarning>,
+    forgotten: Vec<BadItem>,
+    latencies: Vec<f64>,
+    per_folder: BTreeMap<String, FolderStats>,
+}
+
+/// The reading side of a session: takes ACK, REJECT and ERROR frames, settles what they
+/// answer, and hands acknowledged entries to the checkpoint thread.
+struct Reader<'a> {
+    inflight: &'a InFlightMap,
+    window: &'a Window,
+    progress: &'a Progress,
+    cp_tx: &'a flume::Sender<Vec<CheckpointEntry>>,
+    url: &'a str,
+    tally: Tally,
+}
+
+// === impl Reader ===
+
+impl Reader<'_> {
+    /// Reads frames until the proxy closes the pass (`Ok`) or the session fails.
+    async fn run<R: tokio::io::AsyncRead + Unpin>(&mut self, rd: &mut R) -> Result<(), AgentError> {
+        let mut fb = FrameBuffer::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = rd
+                .read(&mut buf)
+                .await
+                .map_err(|e| self.err(format!("connection lost: {e}")))?;
+            if n == 0 {
+                return Err(self.err(
+                    "the proxy closed the connection before confirming the pass; \
+                     run the same command again to resume"
+                        .into(),
+                ));
+            }
+            fb.push(&buf[..n]);
+            while let Some(f) = fb.next_frame()? {
+                match f {
+                    Frame::Ack(items) => self.ack(items)?,
+                    Frame::Reject { seq, reason } => self.reject(seq, reason),
+                    Frame::Error { code, message } => {
+                        return Err(AgentError::Session { code, message })
+                    }
+                    Frame::Closed => return Ok(()),
+                    other => {
+                        return Err(self.err(format!("unexpected frame from the proxy: {other:?}")))
+                    }
+                }
+            }
+        }
+    }
+
+    fn err(&self, reason: String) -> AgentError {
+        transport_error(self.url, reason)
+    }
+
+    /// Settles an ACK's items and sends their checkpoint entries, in ACK order.
+    fn ack(&mut self, items: Vec<(u64, AckStatus)>) -> Result<(), AgentError> {
+        let mut entries = Vec::with_capacity(items.len());
+        let mut map = self.inflight.lock().expect("inflight lock");
+        for (seq, status) in items {
+            let entry = match map.remove(&seq) {
+                Some(Pending::Message(m)) => self.message_acked(seq, m, status)?,
+                Some(Pending::Op(op)) => self.op_acked(seq, op, status)?,
+                None => return Err(self.err(format!("ACK for unknown message sequence {seq}"))),
+            };
+            entries.push(entry);
+        }
+        drop(map);
+        self.cp_tx.send(entries).ok();
+        Ok(())
+    }
+
+    fn op_acked(
+        &mut self,
+        seq: u64,
+        op: Op,
+        status: AckStatus,
+    ) -> Result<CheckpointEntry, AgentError> {
+        self.progress.items_done.fetch_add(1, Ordering::Relaxed);
+        let t = &mut self.tally;
+        let kind = match (&op, status) {
+            (Op::Delete { .. }, AckStatus::Applied) | (Op::Delete { .. }, AckStatus::NotFound) => {
+                t.items_deleted += 1;
+                EntryKind::Deleted
+            }
+            (Op::SetFlags { .. }, AckStatus::Applied) => {
+                t.items_flags_updated += 1;
+                EntryKind::Flags
+            }
+            (Op::SetFlags { .. }, AckStatus::NotFound) => {
+                t.forgotten.push(BadItem {
+                    item: op.name(),
+                    reason: "the destination no longer holds this message (removed there?); \
+                             it will be sent again by the next pass"
+                        .into(),
+                });
+                EntryKind::Forgotten
+            }
+            (_, other) => {
+                return Err(self.err(format!("ACK status {other:?} for a change, sequence {seq}")))
+            }
+        };
+        Ok(op.entry(kind))
+    }
+
+    fn message_acked(
+        &mut self,
+        seq: u64,
+        done: InFlight,
+        status: AckStatus,
+    ) -> Result<CheckpointEntry, AgentError> {
+        self.window.release(done.item.size);
+        let t = &mut self.tally;
+        t.latencies.push(done.started.elapsed().as_secs_f64() * 1e3);
+        self.progress.items_acked.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .bytes_acked
+            .fetch_add(done.item.size, Ordering::Relaxed);
+        let folder = t
+            .per_folder
+            .entry(done.item.folder.to_string())
+            .or_default();
+        let kind = match status {
+            AckStatus::Stored => {
+                t.items_moved += 1;
+                t.bytes_moved += done.item.size;
+                folder.moved += 1;
+                folder.bytes_moved += done.item.size;
+                EntryKind::Stored
+            }
+            AckStatus::Duplicate => {
+                t.dup_in_store += 1;
+                folder.duplicate += 1;
+                EntryKind::Duplicate
+            }
+            other => {
+                return Err(self.err(format!(
+                    "ACK status {other:?} for a message, sequence {seq}"
+                )))
+            }
+        };
+        let item = done.item;
+        if let Some(reason) = done.warning {
+            t.warnings.push(ItemWarning {
+                item: item.name(),
+                folder: item.folder.to_string(),
+                source_id: item.source_id.to_string(),
+                reason,
+            });
+        }
+        Ok(CheckpointEntry {
+            kind,
+            stored_as: item.source_id.clone(),
+            folder: item.folder,
+            source_id: item.source_id,
+            sha256: done.sha256,
+            size: item.size,
+            flags: item.flags,
+            internal_date: item.internal_date,
+            ident: item.ident,
+        })
+    }
+
+    fn reject(&mut self, seq: u64, reason: String) {
+        let done = self.inflight.lock().expect("inflight lock").remove(&seq);
+        match done {
+            Some(Pending::Message(done)) => {
+                self.window.release(done.item.size);
+                self.tally.rejected.push(BadItem {
+                    item: done.item.name(),
+                    reason: done.local_error.unwrap_or(reason),
+                });
+            }
+            Some(Pending::Op(op)) => self.tally.rejected.push(BadItem {
+                item: op.name(),
+                reason: format!("the destination refused the change: {reason}"),
+            }),
+            None => {}
+        }
+    }
+}
+
 fn add_nanos(counter: &AtomicU64, d: std::time::Duration) {
     counter.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
 }
@@ -736,8 +963,9 @@ struct Produced {
     stalled_secs: f64,
 }
 
-/// Reads `n` bytes or to EOF into `out[at..at+n]`; returns how many were read.
-fn read_full(r: &mut dyn Read, out: &mut [u8]) -> std::io::Result<usize> {
+/// Fills `out`, or reads to EOF; returns how many bytes were read. Interrupted reads
+/// are retried.
+pub(crate) fn read_full(r: &mut dyn Read, out: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < out.len() {
         match r.read(&mut out[got..]) {
@@ -756,7 +984,6 @@ struct Output {
     inflight: InFlightMap,
     window: Arc<Window>,
     progress: Arc<Progress>,
-    throttle: Throttles,
 }
 
 /// Sends the buffered frames to the writer; false if the session is gone.
@@ -765,104 +992,170 @@ fn ship(tx: &flume::Sender<Vec<u8>>, out: &mut Vec<u8>, cap: usize) -> bool {
         .is_ok()
 }
 
-fn produce(
-    source: &dyn Source,
-    filtered: &Filtered,
-    items: Vec<SourceItem>,
-    ops: Vec<Op>,
-    move_id: MoveId,
+/// The session ended while the producer was sending (the writer or the window closed);
+/// it stops and reports what it has.
+struct SessionGone;
+
+/// The producer's state while it reads the source into frames: where the frames go, the
+/// buffer being filled, and what it has counted so far.
+struct Producer {
+    tx: flume::Sender<Vec<u8>>,
+    inflight: InFlightMap,
+    window: Arc<Window>,
+    progress: Arc<Progress>,
+    throttle: Throttles,
     frame_bytes: usize,
-    o: Output,
-) -> Produced {
-    let Output {
-        tx,
-        inflight,
-        window,
-        progress,
-        throttle,
-    } = o;
-    // Waits what the throttles ask before `bytes` and `messages` are read; false if the
-    // session ended meanwhile.
-    let obey = |bytes: u64, messages: u64| -> bool {
-        if throttle.is_empty() {
-            return true;
+    /// Capacity of a fresh frame buffer.
+    cap: usize,
+    /// Frames not yet handed to the writer.
+    out: Vec<u8>,
+    bad: Vec<BadItem>,
+    read_time: std::time::Duration,
+    stall_time: std::time::Duration,
+}
+
+/// What streaming one message's body found.
+struct Body {
+    /// Bytes read.
+    total: u64,
+    hasher: ring::digest::Context,
+    local_error: Option<String>,
+    warning: Option<String>,
+}
+
+// === impl Producer ===
+
+impl Producer {
+    fn new(o: Output, throttle: Throttles, frame_bytes: usize) -> Producer {
+        let cap = frame_bytes * 2 + 4096;
+        Producer {
+            tx: o.tx,
+            inflight: o.inflight,
+            window: o.window,
+            progress: o.progress,
+            throttle,
+            frame_bytes,
+            cap,
+            out: Vec::with_capacity(cap),
+            bad: Vec::new(),
+            read_time: std::time::Duration::ZERO,
+            stall_time: std::time::Duration::ZERO,
         }
-        let wait = throttle.reserve(bytes, messages);
+    }
+
+    /// Frames OPEN, every item, every change and CLOSE, and hands them to the writer.
+    fn produce(
+        mut self,
+        source: &dyn Source,
+        filtered: &Filtered,
+        items: Vec<SourceItem>,
+        ops: Vec<Op>,
+        move_id: MoveId,
+    ) -> Produced {
+        Frame::Open {
+            version: frame::PROTOCOL_VERSION,
+            move_id,
+        }
+        .encode(&mut self.out);
+        // A gone session is not an error here: the reader reports why it ended.
+        let _ = self.run(source, filtered, items, ops);
+        Produced {
+            bad: self.bad,
+            read_secs: self.read_time.as_secs_f64(),
+            stalled_secs: self.stall_time.as_secs_f64(),
+        }
+    }
+
+    fn run(
+        &mut self,
+        source: &dyn Source,
+        filtered: &Filtered,
+        items: Vec<SourceItem>,
+        ops: Vec<Op>,
+    ) -> Result<(), SessionGone> {
+        let n_items = items.len() as u64;
+        for (i, item) in items.into_iter().enumerate() {
+            self.message(source, filtered, i as u64 + 1, item)?;
+        }
+        // Changes go after the messages (see plan::Plan::ops): they are small, and a
+        // message that moved between folders is stored anew before the old copy goes.
+        for (i, op) in ops.into_iter().enumerate() {
+            self.op(n_items + i as u64 + 1, op)?;
+        }
+        Frame::Close.encode(&mut self.out);
+        let _ = self.tx.send(std::mem::take(&mut self.out));
+        Ok(())
+    }
+
+    /// Waits what the throttles ask before `bytes` and `messages` are read.
+    fn obey(&self, bytes: u64, messages: u64) -> Result<(), SessionGone> {
+        if self.throttle.is_empty() {
+            return Ok(());
+        }
+        let wait = self.throttle.reserve(bytes, messages);
         if wait.is_zero() {
-            return true;
+            return Ok(());
         }
         let t0 = Instant::now();
-        let alive = window.pause(wait);
-        add_nanos(&progress.throttled_nanos, t0.elapsed());
-        alive
-    };
-    let mut bad = Vec::new();
-    let mut read_time = std::time::Duration::ZERO;
-    let mut stall_time = std::time::Duration::ZERO;
-    let cap = frame_bytes * 2 + 4096;
-    let mut out = Vec::with_capacity(cap);
-    Frame::Open {
-        version: frame::PROTOCOL_VERSION,
-        move_id,
+        let alive = self.window.pause(wait);
+        add_nanos(&self.progress.throttled_nanos, t0.elapsed());
+        alive.then_some(()).ok_or(SessionGone)
     }
-    .encode(&mut out);
-    let settle_bad = |item: &SourceItem, reason: String, bad: &mut Vec<BadItem>| {
-        progress.items_done.fetch_add(1, Ordering::Relaxed);
-        progress.bytes_done.fetch_add(item.size, Ordering::Relaxed);
-        bad.push(BadItem {
+
+    /// Sends the buffered frames to the writer.
+    fn ship(&mut self) -> Result<(), SessionGone> {
+        ship(&self.tx, &mut self.out, self.cap)
+            .then_some(())
+            .ok_or(SessionGone)
+    }
+
+    fn settle_bad(&mut self, item: &SourceItem, reason: String) {
+        self.progress.items_done.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .bytes_done
+            .fetch_add(item.size, Ordering::Relaxed);
+        self.bad.push(BadItem {
             item: item.name(),
             reason,
         });
-    };
-    let n_items = items.len() as u64;
-    for (i, item) in items.into_iter().enumerate() {
-        let seq = i as u64 + 1;
-        if !obey(0, 1) {
-            return Produced {
-                bad,
-                read_secs: read_time.as_secs_f64(),
-                stalled_secs: stall_time.as_secs_f64(),
-            };
-        }
+    }
+
+    /// Frames message `seq`: MESSAGE, its DATA, END; or settles it as bad.
+    fn message(
+        &mut self,
+        source: &dyn Source,
+        filtered: &Filtered,
+        seq: u64,
+        item: SourceItem,
+    ) -> Result<(), SessionGone> {
+        self.obey(0, 1)?;
         let t_open = Instant::now();
         // Opened under its source folder and id (the profile may have renamed them).
         let opened = source.open(&filtered.source_item(&item));
-        read_time += t_open.elapsed();
+        self.read_time += t_open.elapsed();
         let mut file = match opened {
             Ok(f) => f,
             Err(e) => {
-                settle_bad(
-                    &item,
-                    format!("cannot open {}: {e}", item.location),
-                    &mut bad,
-                );
-                continue;
+                self.settle_bad(&item, format!("cannot open {}: {e}", item.location));
+                return Ok(());
             }
         };
         let t_stall = Instant::now();
-        if !window.try_acquire(item.size) {
+        if !self.window.try_acquire(item.size) {
             // Send what is buffered first: the END waiting in it is what frees the window.
-            if !out.is_empty() && !ship(&tx, &mut out, cap) {
-                return Produced {
-                    bad,
-                    read_secs: read_time.as_secs_f64(),
-                    stalled_secs: stall_time.as_secs_f64(),
-                };
+            if !self.out.is_empty() {
+                self.ship()?;
             }
-            let acquired = window.acquire(item.size);
-            stall_time += t_stall.elapsed();
+            let acquired = self.window.acquire(item.size);
+            self.stall_time += t_stall.elapsed();
             if !acquired {
-                return Produced {
-                    bad,
-                    read_secs: read_time.as_secs_f64(),
-                    stalled_secs: stall_time.as_secs_f64(),
-                };
+                return Err(SessionGone);
             }
         }
-        let mark = out.len();
+        let mark = self.out.len();
         // Registered before the MESSAGE frame can leave: the proxy may REJECT a message
         // as soon as it sees its header (e.g. over its size limit), before its END.
-        inflight.lock().expect("inflight lock").insert(
+        self.inflight.lock().expect("inflight lock").insert(
             seq,
             Pending::Message(InFlight {
                 started: t_open,
@@ -880,87 +1173,106 @@ fn produce(
             internal_date: item.internal_date,
             size: item.size,
         })
-        .encode(&mut out);
-        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut total = 0u64;
-        let mut local_error = None;
+        .encode(&mut self.out);
+        let Some(body) = self.body(&mut *file, &item, mark)? else {
+            // Its MESSAGE frame was taken back out of the buffer before it was sent.
+            self.inflight.lock().expect("inflight lock").remove(&seq);
+            return Ok(());
+        };
+        self.end(seq, &item, body);
+        Ok(())
+    }
+
+    /// Streams a message's bytes as DATA frames. `None` if its first read showed it is
+    /// not to be sent (unreadable or empty): then it is settled as bad and its frames
+    /// from `mark` on are taken back.
+    fn body(
+        &mut self,
+        file: &mut dyn Read,
+        item: &SourceItem,
+        mark: usize,
+    ) -> Result<Option<Body>, SessionGone> {
+        let frame_bytes = self.frame_bytes;
+        let mut body = Body {
+            total: 0,
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            local_error: None,
+            warning: None,
+        };
         let mut first = true;
-        let mut settled = false;
-        let mut warning = None;
         loop {
-            let at = out.len();
-            let expected = item.size.saturating_sub(total).min(frame_bytes as u64);
+            let at = self.out.len();
+            let expected = item.size.saturating_sub(body.total).min(frame_bytes as u64);
             // Room for what is left plus one byte, which shows a file that grew since
             // it was listed; a whole frame's worth of zeroes for a 7 KiB message cost
             // more than reading it.
             let room = (expected as usize + 1).min(frame_bytes);
-            out.resize(at + frame::HEADER_LEN + room, 0);
-            if !obey(expected, 0) {
-                return Produced {
-                    bad,
-                    read_secs: read_time.as_secs_f64(),
-                    stalled_secs: stall_time.as_secs_f64(),
-                };
-            }
+            self.out.resize(at + frame::HEADER_LEN + room, 0);
+            self.obey(expected, 0)?;
             let t_read = Instant::now();
-            let got = match read_full(&mut *file, &mut out[at + frame::HEADER_LEN..]) {
+            let got = match read_full(file, &mut self.out[at + frame::HEADER_LEN..]) {
                 Ok(n) => n,
                 Err(e) => {
-                    local_error = Some(format!("read failed after {total} bytes: {e}"));
+                    body.local_error = Some(format!("read failed after {} bytes: {e}", body.total));
                     0
                 }
             };
-            read_time += t_read.elapsed();
-            out.truncate(at + frame::HEADER_LEN + got);
+            self.read_time += t_read.elapsed();
+            self.out.truncate(at + frame::HEADER_LEN + got);
             if first {
                 first = false;
-                let head = &out[at + frame::HEADER_LEN..];
-                let reason = if local_error.is_some() {
-                    local_error.clone()
+                let head = &self.out[at + frame::HEADER_LEN..];
+                let reason = if body.local_error.is_some() {
+                    body.local_error.clone()
                 } else if got == 0 {
                     Some("empty file (0 bytes): not a message, not stored".to_string())
                 } else {
                     // Stored whatever it holds; what is odd about it becomes a warning.
-                    warning = oddities(head);
+                    body.warning = oddities(head);
                     None
                 };
                 if let Some(reason) = reason {
-                    out.truncate(mark);
-                    window.release(item.size);
-                    settle_bad(&item, reason, &mut bad);
-                    settled = true;
-                    break;
+                    self.out.truncate(mark);
+                    self.window.release(item.size);
+                    self.settle_bad(item, reason);
+                    return Ok(None);
                 }
             }
             if got == 0 {
-                out.truncate(at);
-                break;
+                self.out.truncate(at);
+                return Ok(Some(body));
             }
-            hasher.update(&out[at + frame::HEADER_LEN..]);
-            let hdr: &mut [u8] = &mut out[at..at + frame::HEADER_LEN];
+            body.hasher.update(&self.out[at + frame::HEADER_LEN..]);
+            let hdr: &mut [u8] = &mut self.out[at..at + frame::HEADER_LEN];
             hdr[0] = frame::kind::DATA;
             hdr[1..].copy_from_slice(&(got as u32).to_be_bytes());
-            total += got as u64;
-            progress.bytes_done.fetch_add(got as u64, Ordering::Relaxed);
+            body.total += got as u64;
+            self.progress
+                .bytes_done
+                .fetch_add(got as u64, Ordering::Relaxed);
             let t_ship = Instant::now();
-            let shipped = out.len() < frame_bytes || ship(&tx, &mut out, cap);
-            stall_time += t_ship.elapsed();
-            if !shipped {
-                return Produced {
-                    bad,
-                    read_secs: read_time.as_secs_f64(),
-                    stalled_secs: stall_time.as_secs_f64(),
-                };
-            }
-            if got < frame_bytes || local_error.is_some() {
-                break;
+            let shipped = if self.out.len() < frame_bytes {
+                Ok(())
+            } else {
+                self.ship()
+            };
+            self.stall_time += t_ship.elapsed();
+            shipped?;
+            if got < frame_bytes || body.local_error.is_some() {
+                return Ok(Some(body));
             }
         }
-        if settled {
-            // Its MESSAGE frame was taken back out of the buffer before it was sent.
-            inflight.lock().expect("inflight lock").remove(&seq);
-            continue;
-        }
+    }
+
+    /// Closes message `seq` with its END frame and hands its digest (or why it must be
+    /// refused) to the in-flight entry the reader settles.
+    fn end(&mut self, seq: u64, item: &SourceItem, body: Body) {
+        let Body {
+            total,
+            hasher,
+            mut local_error,
+            warning,
+        } = body;
         if local_error.is_none() && total != item.size {
             local_error = Some(format!(
                 "the file changed while it was read (listed {} bytes, read {total})",
@@ -974,18 +1286,19 @@ fn produce(
             sha = [0u8; 32]; // guarantees the store refuses it; the local reason is reported
         }
         // Absent if the proxy already refused the message from its header alone.
-        if let Some(Pending::Message(f)) = inflight.lock().expect("inflight lock").get_mut(&seq) {
+        if let Some(Pending::Message(f)) =
+            self.inflight.lock().expect("inflight lock").get_mut(&seq)
+        {
             f.sha256 = hex::encode(sha);
             f.local_error = local_error;
             f.warning = warning;
         }
-        Frame::End { seq, sha256: sha }.encode(&mut out);
-        progress.items_done.fetch_add(1, Ordering::Relaxed);
+        Frame::End { seq, sha256: sha }.encode(&mut self.out);
+        self.progress.items_done.fetch_add(1, Ordering::Relaxed);
     }
-    // Changes go after the messages (see plan::Plan::ops): they are small, and a
-    // message that moved between folders is stored anew before the old copy goes.
-    for (i, op) in ops.into_iter().enumerate() {
-        let seq = n_items + i as u64 + 1;
+
+    /// Frames change `seq` (DELETE or SET-FLAGS).
+    fn op(&mut self, seq: u64, op: Op) -> Result<(), SessionGone> {
         let frame = match &op {
             Op::Delete { folder, acked, .. } => Frame::Delete {
                 seq,
@@ -1004,25 +1317,15 @@ fn produce(
                 flags: flags.clone(),
             },
         };
-        inflight
+        self.inflight
             .lock()
             .expect("inflight lock")
             .insert(seq, Pending::Op(op));
-        frame.encode(&mut out);
-        if out.len() >= frame_bytes && !ship(&tx, &mut out, cap) {
-            return Produced {
-                bad,
-                read_secs: read_time.as_secs_f64(),
-                stalled_secs: stall_time.as_secs_f64(),
-            };
+        frame.encode(&mut self.out);
+        if self.out.len() >= self.frame_bytes {
+            self.ship()?;
         }
-    }
-    Frame::Close.encode(&mut out);
-    let _ = tx.send(out);
-    Produced {
-        bad,
-        read_secs: read_time.as_secs_f64(),
-        stalled_secs: stall_time.as_secs_f64(),
+        Ok(())
     }
 }
 

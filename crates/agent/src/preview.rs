@@ -16,13 +16,13 @@
 //! state directory, or [`ASSUMED_BYTES_PER_SECOND`] and
 //! [`ASSUMED_MESSAGES_PER_SECOND`] before any pass), and the profile's throttles.
 
-use crate::filter::{Filter, SourcePrior};
+use crate::filter::{Filter, Filtered, SourcePrior};
 use crate::plan::{self, Keep, Op};
 use crate::source::{Listing, Prior, Source, SourceItem};
 use crate::state::CheckpointView;
 use crate::AgentError;
 use mailferry_core::profile::Profile;
-use mailferry_core::report::MoveReport;
+use mailferry_core::report::{BadItem, MoveReport};
 use mailferry_core::{FolderName, MailboxAddr};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -282,47 +282,8 @@ pub fn preview(cfg: PreviewConfig) -> Result<Preview, AgentError> {
         }
     }
 
-    let mut skipped: Vec<SkippedPreview> = filtered
-        .skipped
-        .iter()
-        .map(|s| SkippedPreview {
-            item: s.item.clone(),
-            size: Some(s.size),
-            cause: serde_json::to_value(s.cause)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            reason: s.reason.clone(),
-        })
-        .collect();
-    skipped.extend(bad.iter().map(|b| SkippedPreview {
-        item: b.item.clone(),
-        size: None,
-        cause: "bad_item".into(),
-        reason: b.reason.clone(),
-    }));
-
-    let mut changes: Vec<ChangePreview> = plan
-        .ops
-        .iter()
-        .map(|op| match op {
-            Op::Delete { .. } => ChangePreview {
-                change: "delete",
-                item: op.name(),
-                flags: None,
-            },
-            Op::SetFlags { flags, .. } => ChangePreview {
-                change: "set_flags",
-                item: op.name(),
-                flags: Some(flags.as_str().to_string()),
-            },
-        })
-        .collect();
-    changes.extend(plan.remapped.iter().map(|e| ChangePreview {
-        change: "remap",
-        item: format!("{}/{}", e.folder, e.source_id),
-        flags: None,
-    }));
+    let skipped = skipped_items(&filtered, &bad);
+    let changes = changes(&plan);
 
     let totals = Totals {
         messages: filtered.folders.values().map(|d| d.items).sum(),
@@ -367,6 +328,57 @@ pub fn preview(cfg: PreviewConfig) -> Result<Preview, AgentError> {
     })
 }
 
+/// What the profile leaves out and what the source could not list, as the preview
+/// lists them.
+fn skipped_items(filtered: &Filtered, bad: &[BadItem]) -> Vec<SkippedPreview> {
+    let mut skipped: Vec<SkippedPreview> = filtered
+        .skipped
+        .iter()
+        .map(|s| SkippedPreview {
+            item: s.item.clone(),
+            size: Some(s.size),
+            cause: serde_json::to_value(s.cause)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            reason: s.reason.clone(),
+        })
+        .collect();
+    skipped.extend(bad.iter().map(|b| SkippedPreview {
+        item: b.item.clone(),
+        size: None,
+        cause: "bad_item".into(),
+        reason: b.reason.clone(),
+    }));
+    skipped
+}
+
+/// The changes a pass would make besides sending: deletions, flag changes, remaps.
+fn changes(plan: &plan::Plan) -> Vec<ChangePreview> {
+    let mut changes: Vec<ChangePreview> = plan
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Delete { .. } => ChangePreview {
+                change: "delete",
+                item: op.name(),
+                flags: None,
+            },
+            Op::SetFlags { flags, .. } => ChangePreview {
+                change: "set_flags",
+                item: op.name(),
+                flags: Some(flags.as_str().to_string()),
+            },
+        })
+        .collect();
+    changes.extend(plan.remapped.iter().map(|e| ChangePreview {
+        change: "remap",
+        item: format!("{}/{}", e.folder, e.source_id),
+        flags: None,
+    }));
+    changes
+}
+
 fn count(ops: &[Op], f: impl Fn(&Op) -> bool) -> u64 {
     ops.iter().filter(|o| f(o)).count() as u64
 }
@@ -397,15 +409,7 @@ fn measure(
         let mut warning = None;
         let ok = source.open(&items[i]).and_then(|mut r| {
             // The first buffer whole, as the pass reads it, then the rest.
-            let mut head = 0;
-            while head < buf.len() {
-                match r.read(&mut buf[head..]) {
-                    Ok(0) => break,
-                    Ok(got) => head += got,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let head = crate::pass::read_full(&mut *r, &mut buf)?;
             total += head as u64;
             if head > 0 {
                 warning = crate::pass::oddities(&buf[..head]);

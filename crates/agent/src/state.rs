@@ -143,7 +143,7 @@ pub trait Checkpoint {
     fn prior_items(&self, folder: &FolderName)
         -> Result<BTreeMap<SourceId, PriorItem>, AgentError>;
     /// How many messages of `folder` have their own ids (not renamed ids,
-    /// [`crate::filter::renamed_id`]), and their bytes.
+    /// [`crate::renamed::renamed_id`]), and their bytes.
     fn plain_summary(&self, folder: &FolderName) -> Result<(u64, u64), AgentError>;
     /// Every folder with messages, and how many.
     fn folders(&self) -> Result<Vec<(FolderName, u64)>, AgentError>;

@@ -293,59 +293,5 @@ pub fn backoff_hint(text: &str) -> Option<Duration> {
     }
 }
 
-/// Parses an HTTP `Retry-After` value: delay-seconds (`120`) or an IMF-fixdate
-/// (`Wed, 21 Oct 2015 07:28:00 GMT`) taken relative to `now_unix`. A date in the past
-/// means "now" (zero); anything else unreadable is `None`.
-pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = parse_imf_fixdate(v)?;
-    Some(Duration::from_secs(
-        at.saturating_sub(now_unix).max(0) as u64
-    ))
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` → Unix seconds.
-fn parse_imf_fixdate(s: &str) -> Option<i64> {
-    let (_, rest) = s.split_once(", ")?;
-    let mut parts = rest.split_ascii_whitespace();
-    let day: i64 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if parts.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@
 //! Folder names are written in IMAP modified UTF-7 with `mailferry_core::mutf7`, the codec
 //! the Maildir reader decodes with.
 
+use mailferry_core::calendar::Civil;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -1293,24 +1294,19 @@ fn b64_lines(bytes: &[u8]) -> String {
 
 /// `Tue, 5 Mar 2024 10:12:03 +0100` for Unix time `t` seen from UTC offset `tz_min`.
 ///
-/// The calendar is jiff's; only the RFC 5322 layout is ours. Panics only outside jiff's
-/// range (years beyond 9999, offsets beyond 26 hours), which the generator never asks for:
-/// its times lie within [`EPOCH`]`..EPOCH + SPAN` and its offsets are a handful of
-/// constants.
+/// The calendar is `mailferry_core::calendar`'s; only the RFC 5322 layout is ours.
 fn rfc5322_date(t: u64, tz_min: i64) -> String {
-    let offset = i32::try_from(tz_min * 60)
-        .ok()
-        .and_then(|s| jiff::tz::Offset::from_seconds(s).ok())
-        .expect("sample UTC offsets are within ±26 hours");
-    let at = i64::try_from(t)
-        .ok()
-        .and_then(|s| jiff::Timestamp::from_second(s).ok())
-        .expect("sample times are within years 1970-9999");
-    let local = offset.to_datetime(at);
+    let local = Civil::from_unix(t as i64 + tz_min * 60);
     let sign = if tz_min < 0 { '-' } else { '+' };
     format!(
-        "{} {sign}{:02}{:02}",
-        local.strftime("%a, %-d %b %Y %H:%M:%S"),
+        "{}, {} {} {} {:02}:{:02}:{:02} {sign}{:02}{:02}",
+        local.weekday_abbrev(),
+        local.day,
+        local.month_abbrev(),
+        local.year,
+        local.hour,
+        local.minute,
+        local.second,
         tz_min.abs() / 60,
         tz_min.abs() % 60
     )

@@ -1,16 +1,19 @@
 //! mailferry-core: the shared vocabulary of every mailferry crate.
 //!
 //! Identifiers (moves, mailboxes, folders, source ids), the wire frame codec, migration
-//! profiles, the move report, checkpoint entries and rustls configuration builders.
+//! profiles, the move report, checkpoint entries, rustls configuration builders, the civil
+//! calendar of the date formats mailferry reads and what a refused upgrade says ([`refusal`]).
 //!
 //! This crate does no I/O of its own: no files, no sockets, no async runtime. Whatever
 //! reads or writes bytes lives in the crates above it (store, agent, proxy, cli).
 
+pub mod calendar;
 pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod mutf7;
 pub mod profile;
+pub mod refusal;
 pub mod report;
 pub mod secret;
 pub mod tls;

@@ -17,6 +17,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use mailferry_core::frame::UPGRADE_TOKEN;
+use mailferry_core::refusal;
 use mailferry_core::MailboxAddr;
 use rustls::pki_types::ServerName;
 use std::sync::Arc;
@@ -167,16 +168,13 @@ impl Router {
                 .headers()
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
-            let body = Limited::new(resp.into_body(), 64 * 1024)
+                .and_then(|v| refusal::retry_after_secs(v, mailferry_core::unix_now()));
+            let body = Limited::new(resp.into_body(), refusal::BODY_LIMIT)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            let message = refusal::message(&body);
             return Err(ProxyError::Upstream {
                 status,
                 message,

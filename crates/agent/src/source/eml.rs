@@ -10,7 +10,7 @@
 //! each is a named bad item, as is any other file that is not a `.eml`. Hidden entries
 //! (names starting with `.`) are skipped. This module only lists and opens files.
 
-use super::{Listing, Location, PriorLookup, Source, SourceItem};
+use super::{mtime_secs, Listing, Location, PriorLookup, Source, SourceItem};
 use crate::AgentError;
 use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
@@ -18,7 +18,6 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 /// A directory tree of `.eml` files.
 pub struct EmlTree {
@@ -135,12 +134,7 @@ impl Walk<'_> {
                  the root); only the first is moved",
             );
         }
-        let internal_date = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let internal_date = mtime_secs(&meta);
         self.out.items.push(SourceItem {
             folder: folder.clone(),
             source_id,

@@ -41,7 +41,7 @@ use base64::Engine as _;
 use mailferry_core::profile::Role;
 use mailferry_core::report::BadItem;
 use mailferry_core::secret::SecretBytes;
-use mailferry_core::{mutf7, Flags, FolderName, SourceId};
+use mailferry_core::{calendar, mutf7, Flags, FolderName, SourceId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -1457,10 +1457,7 @@ pub fn parse_internal_date(s: &str) -> Option<i64> {
     let day: u32 = d.next()?.parse().ok()?;
     let mon = d.next()?;
     let year: i64 = d.next()?.parse().ok()?;
-    const MONTHS: [&str; 12] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon))? as u32 + 1;
+    let month = calendar::month_from_abbrev(mon)?;
     let mut t = time.split(':');
     let (h, m, sec): (i64, i64, i64) = (
         t.next()?.parse().ok()?,
@@ -1474,29 +1471,12 @@ pub fn parse_internal_date(s: &str) -> Option<i64> {
     {
         return None;
     }
-    let (sign, hhmm) = match zone.as_bytes().first()? {
-        b'+' => (1, &zone[1..]),
-        b'-' => (-1, &zone[1..]),
-        _ => return None,
-    };
-    if hhmm.len() != 4 || !hhmm.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let zh: i64 = hhmm[..2].parse().ok()?;
-    let zm: i64 = hhmm[2..].parse().ok()?;
+    // The zone's digits are not range-checked: INTERNALDATE comes from the server.
+    let (sign, zh, zm) = calendar::hhmm_offset(zone)?;
     let offset = sign * (zh * 3600 + zm * 60);
-    Some(days_from_civil(year, month, day) * 86400 + h * 3600 + m * 60 + sec - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    // A day past the month's end (31-Feb) runs on into March, as it always has here.
+    let days = calendar::days_from_month_start(year, month, day)?;
+    Some(days * calendar::DAY + h * 3600 + m * 60 + sec - offset)
 }
 
 /// The Message-ID field value in a header block (unfolded, trimmed; empty if none).

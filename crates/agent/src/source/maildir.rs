@@ -43,7 +43,9 @@
 //! alone (Dovecot only appends to it, but a hand edit may re-map a letter) also has the
 //! folder read again.
 
-use super::{DeltaFolder, Listing, Location, PriorItem, PriorLookup, Source, SourceItem};
+use super::{
+    mtime_secs, DeltaFolder, Listing, Location, PriorItem, PriorLookup, Source, SourceItem,
+};
 use crate::AgentError;
 use mailferry_core::profile::MaildirNames;
 use mailferry_core::report::BadItem;
@@ -392,134 +394,26 @@ fn list_folder(dir: &Path, folder: &FolderName, prior: &dyn PriorLookup, out: &m
             return;
         }
     }
-    let kw = KeywordLetters::read(dir);
-    let known = if acknowledged > 0 {
-        prior.items(folder)
-    } else {
-        BTreeMap::new()
+    let mut scan = FullScan {
+        folder,
+        kw: KeywordLetters::read(dir),
+        known: if acknowledged > 0 {
+            prior.items(folder)
+        } else {
+            BTreeMap::new()
+        },
+        seen: HashSet::new(),
+        out,
     };
-    let listed_before = out.items.len();
+    let listed_before = scan.out.items.len();
     let mut in_cur = 0;
-    let mut seen = HashSet::new();
     for sub in ["cur", "new"] {
         if sub == "new" {
-            in_cur = out.items.len() - listed_before;
+            in_cur = scan.out.items.len() - listed_before;
         }
-        let path = dir.join(sub);
-        let entries = match fs::read_dir(&path) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                out.bad.push(BadItem {
-                    item: format!("{folder}/{sub}"),
-                    reason: format!("cannot read {}: {e}", path.display()),
-                });
-                out.incomplete.insert(folder.clone());
-                continue;
-            }
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    out.bad.push(BadItem {
-                        item: format!("{folder}/{sub}"),
-                        reason: format!("directory listing failed: {e}"),
-                    });
-                    out.incomplete.insert(folder.clone());
-                    continue;
-                }
-            };
-            let os_name = entry.file_name();
-            let Some(name) = os_name.to_str() else {
-                out.bad.push(BadItem {
-                    item: format!("{folder}/{sub}/{}", os_name.to_string_lossy()),
-                    reason: "file name is not UTF-8".into(),
-                });
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
-            let (unique, flags) = parse_file_name(name);
-            // Known under the same name and flags: what the checkpoint has is current.
-            let known = SourceId::parse(unique)
-                .ok()
-                .and_then(|id| known.get_key_value(&id));
-            if let Some((id, p)) = known {
-                if kw.flags(&flags).is_ok_and(|f| f == p.flags) && seen.insert(id.clone()) {
-                    out.items.push(SourceItem {
-                        folder: folder.clone(),
-                        source_id: id.clone(),
-                        flags: p.flags.clone(),
-                        internal_date: p.internal_date,
-                        size: p.size,
-                        location: Location::File(entry.path()),
-                        ident: None,
-                    });
-                    continue;
-                }
-            }
-            let item_name = format!("{folder}/{sub}/{name}");
-            let meta = match entry.metadata() {
-                Ok(m) if m.is_file() => m,
-                Ok(_) => continue,
-                Err(e) => {
-                    out.bad.push(BadItem {
-                        item: item_name,
-                        reason: format!("cannot stat: {e}"),
-                    });
-                    // It may be a message the destination holds: keep it there.
-                    out.incomplete.insert(folder.clone());
-                    continue;
-                }
-            };
-            let source_id = match SourceId::parse(unique) {
-                Ok(s) => s,
-                Err(e) => {
-                    out.bad.push(BadItem {
-                        item: item_name,
-                        reason: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            if !seen.insert(source_id.clone()) {
-                out.bad.push(BadItem {
-                    item: item_name,
-                    reason: "another file in this folder has the same Maildir unique name; \
-                             only the first is moved"
-                        .into(),
-                });
-                continue;
-            }
-            let internal_date = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            let flags = match kw.flags(&flags) {
-                Ok(f) => f,
-                Err(e) => {
-                    out.bad.push(BadItem {
-                        item: item_name,
-                        reason: format!("flags not readable: {e}"),
-                    });
-                    continue;
-                }
-            };
-            out.items.push(SourceItem {
-                folder: folder.clone(),
-                source_id,
-                flags,
-                internal_date,
-                size: meta.len(),
-                location: Location::File(entry.path()),
-                ident: None,
-            });
-        }
+        scan.list_sub(dir, sub);
     }
+    let out = scan.out;
     out.cursors.insert(
         folder.clone(),
         Cursor {
@@ -529,6 +423,126 @@ fn list_folder(dir: &Path, folder: &FolderName, prior: &dyn PriorLookup, out: &m
         }
         .encode(),
     );
+}
+
+/// Reading a folder's `cur/` and `new/` whole: what the checkpoint knows of it, the ids
+/// seen so far, and the listing the items and bad items go to.
+struct FullScan<'a> {
+    folder: &'a FolderName,
+    kw: KeywordLetters,
+    known: BTreeMap<SourceId, PriorItem>,
+    seen: HashSet<SourceId>,
+    out: &'a mut Listing,
+}
+
+// === impl FullScan ===
+
+impl FullScan<'_> {
+    fn bad(&mut self, item: String, reason: String) {
+        self.out.bad.push(BadItem { item, reason });
+    }
+
+    /// Lists `dir/sub`; a directory that cannot be read makes the folder incomplete.
+    fn list_sub(&mut self, dir: &Path, sub: &str) {
+        let folder = self.folder;
+        let path = dir.join(sub);
+        let entries = match fs::read_dir(&path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                self.bad(
+                    format!("{folder}/{sub}"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                self.out.incomplete.insert(folder.clone());
+                return;
+            }
+        };
+        for entry in entries {
+            match entry {
+                Ok(entry) => self.entry(sub, entry),
+                Err(e) => {
+                    self.bad(
+                        format!("{folder}/{sub}"),
+                        format!("directory listing failed: {e}"),
+                    );
+                    self.out.incomplete.insert(folder.clone());
+                }
+            }
+        }
+    }
+
+    /// Lists one file of `sub`: from the checkpoint if it is known under the same name
+    /// and flags, else from its metadata.
+    fn entry(&mut self, sub: &str, entry: fs::DirEntry) {
+        let folder = self.folder;
+        let os_name = entry.file_name();
+        let Some(name) = os_name.to_str() else {
+            return self.bad(
+                format!("{folder}/{sub}/{}", os_name.to_string_lossy()),
+                "file name is not UTF-8".into(),
+            );
+        };
+        if name.starts_with('.') {
+            return;
+        }
+        let (unique, flags) = parse_file_name(name);
+        // Known under the same name and flags: what the checkpoint has is current.
+        let known = SourceId::parse(unique)
+            .ok()
+            .and_then(|id| self.known.get_key_value(&id));
+        if let Some((id, p)) = known {
+            if self.kw.flags(&flags).is_ok_and(|f| f == p.flags) && self.seen.insert(id.clone()) {
+                self.out.items.push(SourceItem {
+                    folder: folder.clone(),
+                    source_id: id.clone(),
+                    flags: p.flags.clone(),
+                    internal_date: p.internal_date,
+                    size: p.size,
+                    location: Location::File(entry.path()),
+                    ident: None,
+                });
+                return;
+            }
+        }
+        let item_name = format!("{folder}/{sub}/{name}");
+        let meta = match entry.metadata() {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return,
+            Err(e) => {
+                self.bad(item_name, format!("cannot stat: {e}"));
+                // It may be a message the destination holds: keep it there.
+                self.out.incomplete.insert(folder.clone());
+                return;
+            }
+        };
+        let source_id = match SourceId::parse(unique) {
+            Ok(s) => s,
+            Err(e) => return self.bad(item_name, e.to_string()),
+        };
+        if !self.seen.insert(source_id.clone()) {
+            return self.bad(
+                item_name,
+                "another file in this folder has the same Maildir unique name; \
+                 only the first is moved"
+                    .into(),
+            );
+        }
+        let internal_date = mtime_secs(&meta);
+        let flags = match self.kw.flags(&flags) {
+            Ok(f) => f,
+            Err(e) => return self.bad(item_name, format!("flags not readable: {e}")),
+        };
+        self.out.items.push(SourceItem {
+            folder: folder.clone(),
+            source_id,
+            flags,
+            internal_date,
+            size: meta.len(),
+            location: Location::File(entry.path()),
+            ident: None,
+        });
+    }
 }
 
 /// Lists a folder whose `cur/` is unchanged by reading `new/` only (see the module
@@ -599,12 +613,7 @@ fn list_new_only(
                 if !meta.is_file() {
                     continue;
                 }
-                let date = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
+                let date = mtime_secs(&meta);
                 (date, meta.len())
             }
         };

@@ -15,8 +15,9 @@
 //!
 //! This module only reads; it never writes to, locks or rewrites the source files.
 
-use super::{Listing, Location, PriorLookup, Source, SourceItem};
+use super::{mtime_secs, Listing, Location, PriorLookup, Source, SourceItem};
 use crate::AgentError;
+use mailferry_core::calendar::{self, Civil};
 use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
 use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, CONTROLS};
@@ -24,7 +25,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 /// The longest line (newline included) that can separate messages. A longer line that
 /// starts with `From ` is message text. RFC 5322 lines are at most 998 bytes plus CRLF.
@@ -43,63 +43,25 @@ const SENDER_SET: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'/').add(b':').
 
 // === dates ===
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// Formats Unix seconds as the asctime date of an mbox `From ` line, in UTC:
 /// `Mon Jan  1 00:00:00 2024`.
 pub fn asctime(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let c = Civil::from_unix(t);
     format!(
-        "{} {} {d:>2} {:02}:{:02}:{:02} {y:04}",
-        WEEKDAYS[(days + 4).rem_euclid(7) as usize],
-        MONTHS[m as usize - 1],
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
+        "{} {} {:>2} {:02}:{:02}:{:02} {:04}",
+        c.weekday_abbrev(),
+        c.month_abbrev(),
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        c.year,
     )
 }
 
 /// `+hhmm` / `-hhmm` as seconds east of UTC.
 fn numeric_zone(t: &str) -> Option<i64> {
-    let (sign, digits) = match t.as_bytes().first()? {
-        b'+' => (1, &t[1..]),
-        b'-' => (-1, &t[1..]),
-        _ => return None,
-    };
-    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let h: i64 = digits[..2].parse().ok()?;
-    let m: i64 = digits[2..].parse().ok()?;
+    let (sign, h, m) = calendar::hhmm_offset(t)?;
     (h <= 23 && m <= 59).then_some(sign * (h * 3600 + m * 60))
 }
 
@@ -115,10 +77,13 @@ pub fn parse_envelope_date(s: &str) -> Option<i64> {
     let mut toks = s.split_ascii_whitespace();
     let mut t = toks.next()?;
     let t_day = t.strip_suffix(',').unwrap_or(t);
-    if WEEKDAYS.iter().any(|w| t_day.eq_ignore_ascii_case(w)) {
+    if calendar::WEEKDAYS
+        .iter()
+        .any(|w| t_day.eq_ignore_ascii_case(w))
+    {
         t = toks.next()?;
     }
-    let month = MONTHS.iter().position(|m| t.eq_ignore_ascii_case(m))? as u32 + 1;
+    let month = calendar::month_from_abbrev(t)?;
     let day: u32 = toks.next()?.parse().ok()?;
     let mut hms = toks.next()?.split(':');
     let mut field = |max: i64| -> Option<i64> {
@@ -154,11 +119,9 @@ pub fn parse_envelope_date(s: &str) -> Option<i64> {
     if let Some(z) = toks.next().and_then(numeric_zone) {
         offset = z;
     }
-    let days = days_from_civil(year, month, day);
-    if civil_from_days(days) != (year, month, day) {
-        return None; // 31 February and the like
-    }
-    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+    // Unlike INTERNALDATE, 31 February is not a date here.
+    let days = calendar::days_from_civil(year, month, day)?;
+    Some(days * calendar::DAY + h * 3600 + mi * 60 + sec - offset)
 }
 
 // === separator lines and source ids ===
@@ -1077,14 +1040,6 @@ impl Mbox {
     pub fn new(root: PathBuf) -> Self {
         Mbox { root }
     }
-}
-
-fn mtime_secs(meta: &fs::Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Lists one mbox file as `folder`.

@@ -323,3 +323,13 @@ pub fn from_spec(
         }),
     }
 }
+
+/// A file's modification time in Unix seconds (0 if unknown or before 1970): the
+/// internal date of a message kept as a file (Maildir, .eml) or in one (mbox).
+pub(crate) fn mtime_secs(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

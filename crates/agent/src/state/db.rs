@@ -300,15 +300,23 @@ impl CheckpointDb {
 
     /// Every folder the index holds messages in, with how many.
     pub fn folders(&self) -> DbResult<Vec<(FolderName, u64)>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT folder, items FROM folders WHERE items > 0")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = self.folder_rows::<i64>("SELECT folder, items FROM folders WHERE items > 0")?;
+        Ok(rows.into_iter().map(|(f, n)| (f, n as u64)).collect())
+    }
+
+    /// The `(folder, value)` rows `sql` selects; folder names that no longer parse are
+    /// left out.
+    fn folder_rows<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+    ) -> DbResult<Vec<(FolderName, T)>> {
+        let mut st = self.conn.prepare_cached(sql)?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, T>(1)?)))?;
         let mut out = Vec::new();
         for r in rows {
-            let (f, n) = r?;
+            let (f, v) = r?;
             if let Ok(f) = FolderName::parse(&f) {
-                out.push((f, n as u64));
+                out.push((f, v));
             }
         }
         Ok(out)
@@ -317,18 +325,8 @@ impl CheckpointDb {
     /// Per-folder cursors of the last clean pass.
     #[cfg(test)]
     pub fn cursors(&self) -> DbResult<BTreeMap<FolderName, String>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT folder, cursor FROM cursors")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = BTreeMap::new();
-        for r in rows {
-            let (f, c) = r?;
-            if let Ok(f) = FolderName::parse(&f) {
-                out.insert(f, c);
-            }
-        }
-        Ok(out)
+        let rows = self.folder_rows::<String>("SELECT folder, cursor FROM cursors")?;
+        Ok(rows.into_iter().collect())
     }
 
     /// The cursor of one folder.
@@ -541,7 +539,7 @@ fn apply_record(tx: &Connection, event: &str, data: &Map<String, Value>) -> DbRe
                 .and_then(|v| v.as_i64())
                 .unwrap_or(0),
             data.get("ident").and_then(|v| v.as_str()),
-            crate::filter::is_renamed_id(&now) as i64,
+            crate::renamed::is_renamed_id(&now) as i64,
             &leaf[..],
         ])?;
         Ok(())

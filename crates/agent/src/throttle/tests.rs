@@ -161,27 +161,3 @@ fn backoff_hints_from_server_text() {
     assert_eq!(backoff_hint("Suggested Backoff Time: 5 fortnights"), None);
     assert_eq!(backoff_hint(""), None);
 }
-
-#[test]
-fn retry_after_seconds_and_dates() {
-    assert_eq!(parse_retry_after("120", 0), Some(Duration::from_secs(120)));
-    assert_eq!(parse_retry_after(" 0 ", 0), Some(Duration::ZERO));
-    // 1994-11-06T08:49:37Z is 784111777.
-    let date = "Sun, 06 Nov 1994 08:49:37 GMT";
-    assert_eq!(
-        parse_retry_after(date, 784_111_777 - 30),
-        Some(Duration::from_secs(30))
-    );
-    assert_eq!(
-        parse_retry_after(date, 784_111_777 + 30),
-        Some(Duration::ZERO),
-        "a date in the past means now"
-    );
-    assert_eq!(
-        parse_retry_after("Thu, 29 Feb 2024 00:00:00 GMT", 1_709_164_800),
-        Some(Duration::ZERO)
-    );
-    assert_eq!(parse_retry_after("soon", 0), None);
-    assert_eq!(parse_retry_after("-5", 0), None);
-    assert_eq!(parse_retry_after("Sun, 06 Foo 1994 08:49:37 GMT", 0), None);
-}

@@ -254,6 +254,30 @@ fn dates() {
 }
 
 #[test]
+fn dates_at_the_calendar_edges() {
+    assert_eq!(parse_rfc3339("0000-01-01"), Ok(-62_167_219_200));
+    assert_eq!(parse_rfc3339("9999-12-31T23:59:59Z"), Ok(253_402_300_799));
+    assert_eq!(parse_rfc3339("2024-02-29"), Ok(1_709_164_800));
+    assert_eq!(parse_rfc3339("1900-02-28T23:59:60Z"), Ok(-2_203_891_200));
+    for bad in [
+        "1900-02-29",
+        "2024-00-10",
+        "2024-01-00",
+        "2024-04-31",
+        "2024-01-32",
+    ] {
+        assert_eq!(
+            parse_rfc3339(bad),
+            Err(format!("{bad:?} is not an RFC 3339 date: no such day"))
+        );
+    }
+    assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+    assert_eq!(format_rfc3339(951_827_400), "2000-02-29T12:30:00Z");
+    assert_eq!(format_rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+}
+
+#[test]
 fn glob_patterns() {
     let p = |s| Pattern::parse(s).unwrap();
     assert!(p("[Gmail]/Spam").matches("[Gmail]/Spam"));

@@ -157,6 +157,41 @@ fn internal_dates_parse_with_zones() {
 }
 
 #[test]
+fn odd_internal_dates_read_as_before() {
+    // A day past the month's end runs on into the next month (1709337600 is 2 March
+    // 2024, 1677801600 is 3 March 2023); the month's case does not matter; the zone's
+    // digits are not range-checked; a leap second counts as the next second.
+    assert_eq!(
+        parse_internal_date("31-Feb-2024 00:00:00 +0000"),
+        Some(1_709_337_600)
+    );
+    assert_eq!(
+        parse_internal_date("31-feb-2023 00:00:00 +0000"),
+        Some(1_677_801_600)
+    );
+    assert_eq!(
+        parse_internal_date("01-JAN-1970 00:00:00 -9999"),
+        Some(99 * 3600 + 99 * 60)
+    );
+    assert_eq!(parse_internal_date("31-Dec-1969 23:59:60 +0000"), Some(0));
+    assert_eq!(
+        parse_internal_date("01-Jan-0000 00:00:00 +0000"),
+        Some(-62_167_219_200)
+    );
+    for bad in [
+        "00-Jan-2000 00:00:00 +0000",
+        "01-Jan-2000 24:00:00 +0000",
+        "01-Jan-2000 00:60:00 +0000",
+        "01-Jan-2000 00:00:61 +0000",
+        "01-Jan-2000 00:00:00 +000",
+        "01-Jan-2000 00:00:00 +0000 x",
+        "01-Jan-2000 00:00:00 GMT",
+    ] {
+        assert_eq!(parse_internal_date(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
 fn flags_map_to_maildir_letters() {
     let f = flags_from_imap([
         "\\Seen",

@@ -59,6 +59,45 @@ fn asctime_vectors() {
     assert_eq!(asctime(1_704_067_200), "Mon Jan  1 00:00:00 2024");
     assert_eq!(asctime(951_782_400 + 86_399), "Tue Feb 29 23:59:59 2000");
     assert_eq!(asctime(-1), "Wed Dec 31 23:59:59 1969");
+    assert_eq!(asctime(-62_167_219_200), "Sat Jan  1 00:00:00 0000");
+    assert_eq!(asctime(253_402_300_799), "Fri Dec 31 23:59:59 9999");
+}
+
+#[test]
+fn odd_envelope_dates_read_as_before() {
+    // Names in any case, a leap second, a zone name that is not a zone, day 0 refused.
+    assert_eq!(
+        parse_envelope_date("mon JAN 1 00:00:00 2024"),
+        Some(1_704_067_200)
+    );
+    assert_eq!(
+        parse_envelope_date("Sun Dec 31 23:59:60 2023"),
+        Some(1_704_067_200)
+    );
+    assert_eq!(
+        parse_envelope_date("Mon, Jan 1 00:00:00 XYZ 2024"),
+        Some(1_704_067_200)
+    );
+    assert_eq!(
+        parse_envelope_date("Thu Feb 29 00:00:00 2024"),
+        Some(1_709_164_800)
+    );
+    assert_eq!(
+        parse_envelope_date("Sat Jan  1 00:00:00 0000"),
+        Some(-62_167_219_200)
+    );
+    for bad in [
+        "Mon Jan  0 00:00:00 2024",
+        "Thu Feb 29 00:00:00 2023",
+        "Mon Jan  1 00:00:00 +2400 2024",
+        "Mon Jan  1 00:00:00 +0060 2024",
+        "Mon Jan  1 00:00:00 24",
+        "Mon Jan  1 00:00:00 02024",
+        "Mon Jan  1 0:0:0:0 2024",
+        "Mon Jan  1 000:00 2024",
+    ] {
+        assert_eq!(parse_envelope_date(bad), None, "{bad:?}");
+    }
 }
 
 #[test]
