@@ -2,6 +2,7 @@
 //! accounts. The service lives in `mailferry_admin`; account secrets are printed here
 //! once and never again.
 
+use super::TlsFlags;
 use mailferry_admin as admin;
 use mailferry_control::{lifecycle, serve, AppError};
 use std::io::IsTerminal;
@@ -24,13 +25,8 @@ pub enum AdminCmd {
         /// The volume's key file.
         #[arg(long)]
         key_file: PathBuf,
-        /// Server certificate chain (PEM); without it a CA and a certificate are created
-        /// once in --tls-dir.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// Private key of --tls-cert (PKCS#8 PEM).
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsFlags,
         /// Where the generated CA and certificate live (default: STATE/tls).
         #[arg(long, conflicts_with = "tls_cert")]
         tls_dir: Option<PathBuf>,
@@ -68,8 +64,7 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             state,
             volume,
             key_file,
-            tls_cert,
-            tls_key,
+            tls,
             tls_dir,
             session_idle,
             session_max,
@@ -77,7 +72,7 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             lockout,
         } => {
             let mut cfg = admin::AdminConfig::new(listen, state, volume, key_file);
-            cfg.tls = tls_cert.zip(tls_key);
+            cfg.tls = tls.pair();
             cfg.tls_dir = tls_dir;
             cfg.session_idle = session_idle.into();
             cfg.session_absolute = session_max.into();

@@ -2,9 +2,9 @@
 //! Which mailbox runs next is decided in `mailferry_control::batch`; this module
 //! turns flags into its calls and prints what happened.
 
-use super::moving::{DestinationFlags, Schedule};
+use super::moving::{Destination, Schedule};
 use crate::render::{json_or_text, print_json};
-use mailferry_control::{batch, dry_run, lifecycle, progress, volume_admin, AppError};
+use mailferry_control::{batch, dry_run, lifecycle, progress, AppError};
 use std::path::PathBuf;
 
 /// Where batches live.
@@ -19,11 +19,39 @@ pub struct StateRoot {
     state_root: PathBuf,
 }
 
-/// `batch new`. The schedule flags are `move`'s, with help that speaks of every mailbox.
+/// The flags of a run of passes (`batch start`, `batch complete`).
 #[derive(clap::Args)]
-// Unlocking is optional: a remote batch (--proxy) takes no key.
+pub struct RunFlags {
+    /// At most this many mailboxes at once in this run.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[command(flatten)]
+    root: StateRoot,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunFlags {
+    /// The run's options: progress as bars on a terminal, else as log lines.
+    fn options(&self, actor: String, approve_skipped: bool) -> batch::RunOptions {
+        batch::RunOptions {
+            concurrency: self.concurrency,
+            approve_skipped,
+            actor,
+            progress: Some(progress::Style::auto(self.json)),
+        }
+    }
+}
+
+/// `batch new`. The destination and schedule flags are `move`'s, with help words of
+/// their own.
+#[derive(clap::Args)]
 #[command(
-    mut_group("UnlockArgs", |g| g.required(false)),
+    mut_arg("volume", |a| a.help("Volume directory (created by `volume init`)")),
+    mut_arg("proxy", |a| a.help("Stream to this remote proxy instead of a local volume")),
+    mut_arg("ca", |a| a.help("PEM file of the CA of the remote proxy")),
+    mut_arg("token_file", |a| a.help("The agent token file for the remote proxy")),
     mut_arg("suspend_when_ready", |a| a.help("Hold every mailbox at Synced until `batch complete`")),
     mut_arg("complete_after", |a| a.help(
         "Complete each mailbox on its first pass at or after TIME (RFC 3339 or 2h, +3days)"
@@ -44,20 +72,8 @@ pub struct BatchNew {
     /// The source endpoint file (TOML).
     #[arg(long)]
     endpoint: PathBuf,
-    /// Volume directory (created by `volume init`).
-    #[arg(long, required_unless_present = "proxy", conflicts_with = "proxy")]
-    volume: Option<PathBuf>,
-    /// Stream to this remote proxy instead of a local volume.
-    #[arg(long, requires_all = ["ca", "token_file"])]
-    proxy: Option<String>,
-    /// PEM file of the CA of the remote proxy.
-    #[arg(long, requires = "proxy")]
-    ca: Option<PathBuf>,
-    /// The agent token file for the remote proxy.
-    #[arg(long, requires = "proxy")]
-    token_file: Option<PathBuf>,
     #[command(flatten)]
-    unlock: volume_admin::UnlockArgs,
+    destination: Destination,
     /// Move into a volume that has no recovery key.
     #[arg(long)]
     no_recovery_key: bool,
@@ -90,14 +106,8 @@ pub enum BatchCmd {
     Start {
         /// The batch's name.
         name: String,
-        /// At most this many mailboxes at once in this run.
-        #[arg(long)]
-        concurrency: Option<usize>,
         #[command(flatten)]
-        root: StateRoot,
-        /// Print the outcome as JSON on stdout.
-        #[arg(long)]
-        json: bool,
+        run: RunFlags,
         /// Show what the next pass of every mailbox would do, and write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -130,14 +140,8 @@ pub enum BatchCmd {
         /// Accept every skipped item, so that the mailboxes can complete with them.
         #[arg(long)]
         approve_skipped: bool,
-        /// At most this many mailboxes at once in this run.
-        #[arg(long)]
-        concurrency: Option<usize>,
         #[command(flatten)]
-        root: StateRoot,
-        /// Print the outcome as JSON on stdout.
-        #[arg(long)]
-        json: bool,
+        run: RunFlags,
     },
     /// Suspend the batch and every mailbox of it (running passes end first).
     Suspend {
@@ -160,40 +164,22 @@ pub async fn run(cmd: BatchCmd) -> Result<(), AppError> {
     let actor = lifecycle::cli_actor();
     match cmd {
         BatchCmd::New(new) => create(*new, actor).await,
-        BatchCmd::Start {
-            name,
-            concurrency,
-            root,
-            json,
-            dry_run,
-        } => {
-            let bd = batch::BatchDir::new(&root.state_root, &name)?;
+        BatchCmd::Start { name, run, dry_run } => {
+            let bd = batch::BatchDir::new(&run.root.state_root, &name)?;
             if dry_run {
-                return preview(&bd, json).await;
+                return preview(&bd, run.json).await;
             }
-            let opts = batch::RunOptions {
-                concurrency,
-                actor,
-                progress: Some(progress::Style::auto(json)),
-                ..Default::default()
-            };
-            run_passes(&bd, batch::Mode::Sync, &opts, json).await
+            let opts = run.options(actor, false);
+            run_passes(&bd, batch::Mode::Sync, &opts, run.json).await
         }
         BatchCmd::Complete {
             name,
             approve_skipped,
-            concurrency,
-            root,
-            json,
+            run,
         } => {
-            let bd = batch::BatchDir::new(&root.state_root, &name)?;
-            let opts = batch::RunOptions {
-                concurrency,
-                approve_skipped,
-                actor,
-                progress: Some(progress::Style::auto(json)),
-            };
-            run_passes(&bd, batch::Mode::Complete, &opts, json).await
+            let bd = batch::BatchDir::new(&run.root.state_root, &name)?;
+            let opts = run.options(actor, approve_skipped);
+            run_passes(&bd, batch::Mode::Complete, &opts, run.json).await
         }
         BatchCmd::Status { name, root, json } => {
             let bd = batch::BatchDir::new(&root.state_root, &name)?;
@@ -235,11 +221,7 @@ async fn create(new: BatchNew, actor: String) -> Result<(), AppError> {
         name,
         csv,
         endpoint,
-        volume,
-        proxy,
-        ca,
-        token_file,
-        unlock,
+        destination,
         no_recovery_key,
         concurrency,
         profile,
@@ -249,15 +231,10 @@ async fn create(new: BatchNew, actor: String) -> Result<(), AppError> {
         json,
     } = new;
     let bd = batch::BatchDir::new(&root.state_root, &name)?;
-    let destination = DestinationFlags {
-        volume,
-        proxy,
-        ca,
-        token_file,
-        unlock,
+    let destination = destination.resolve(
         no_recovery_key,
-    }
-    .resolve("give --volume with its key, or --proxy, --ca and --token-file and no key")?;
+        "give --volume with its key, or --proxy, --ca and --token-file and no key",
+    )?;
     let b = batch::create(
         &bd,
         &name,

@@ -1,7 +1,7 @@
 //! One module per command family: each declares its clap arguments next to the `run`
 //! that calls `mailferry_control`, `mailferry_admin` or `mailferry_bench` and renders the
 //! outcome. Shared here: flags several families take, and the small conversions every
-//! family needs (profile, mailbox address).
+//! family needs.
 
 pub mod admin;
 pub mod audit;
@@ -16,11 +16,11 @@ pub mod serve;
 pub mod token;
 pub mod volume;
 
+pub use mailferry_control::lifecycle::load_profile;
 use mailferry_control::{volume_admin, AppError};
-use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use mailferry_store::Volume;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A volume and how to unlock it: the first flags of every command that opens one.
 #[derive(clap::Args)]
@@ -39,18 +39,26 @@ impl VolumeAccess {
     }
 }
 
-/// The migration profile at `path`, or the embedded default.
-pub fn load_profile(path: Option<&Path>) -> Result<Profile, AppError> {
-    match path {
-        None => Ok(Profile::embedded_default()),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| AppError::io(p, e))?;
-            Ok(Profile::parse(&text, &p.display().to_string())?)
-        }
-    }
-}
-
 /// A mailbox address given on the command line.
 pub fn mailbox(s: &str) -> Result<MailboxAddr, AppError> {
     Ok(MailboxAddr::parse(s)?)
+}
+
+/// A server certificate given on the command line (`serve`, `admin serve`).
+#[derive(clap::Args)]
+pub struct TlsFlags {
+    /// Server certificate chain (PEM); without it a CA and a certificate are created
+    /// once in --tls-dir.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PKCS#8 PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    /// The certificate and its key, if given (clap requires both or neither).
+    pub fn pair(self) -> Option<(PathBuf, PathBuf)> {
+        self.tls_cert.zip(self.tls_key)
+    }
 }

@@ -1,6 +1,6 @@
 //! `mailferry move`: one pass of a move (or its dry run), and `move complete|suspend|
 //! resume|status` for its lifecycle. The flags every source and destination take live
-//! here; `batch new` reuses [`Schedule`] and [`DestinationFlags`].
+//! here; `batch new` reuses [`Schedule`] and [`Destination`].
 
 use super::{load_profile, mailbox};
 use crate::render::{json_or_text, print_json};
@@ -166,8 +166,6 @@ pub enum MoveCmd {
 
 /// `move`: a pass, unless a lifecycle subcommand is given.
 #[derive(clap::Args)]
-// Unlocking is optional: a remote move (--proxy) takes no key.
-#[command(mut_group("UnlockArgs", |g| g.required(false)))]
 pub struct MoveArgs {
     #[command(subcommand)]
     ctl: Option<MoveCmd>,
@@ -181,21 +179,8 @@ pub struct MoveArgs {
     /// Destination mailbox address.
     #[arg(long, required = true)]
     mailbox: Option<String>,
-    /// Volume directory (created by `volume init`); not with --proxy.
-    #[arg(long, required_unless_present = "proxy", conflicts_with = "proxy")]
-    volume: Option<PathBuf>,
-    /// Stream to this remote proxy (`https://host:port`, a `mailferry serve`)
-    /// instead of a local volume.
-    #[arg(long, requires_all = ["ca", "token_file"])]
-    proxy: Option<String>,
-    /// PEM file of the CA the remote proxy's certificate is checked against.
-    #[arg(long, requires = "proxy")]
-    ca: Option<PathBuf>,
-    /// File holding the agent token (written by `mailferry token issue`).
-    #[arg(long, requires = "proxy")]
-    token_file: Option<PathBuf>,
     #[command(flatten)]
-    unlock: volume_admin::UnlockArgs,
+    dest: Destination,
     /// State directory of this move (checkpoint, reports); one per mailbox.
     #[arg(long, required = true)]
     state: Option<PathBuf>,
@@ -215,23 +200,39 @@ pub struct MoveArgs {
     control: control::ControlArgs,
 }
 
-/// Where a move writes, as `move` and `batch new` take it: a local volume with its key,
-/// or a remote proxy with its CA and token and no key.
-pub struct DestinationFlags {
+/// Where a move writes: a local volume with its key, or a remote proxy with its CA and
+/// token and no key. `batch new` takes the same flags (with its own help words).
+#[derive(clap::Args)]
+// Unlocking is optional: a remote move (--proxy) takes no key.
+#[command(mut_group("UnlockArgs", |g| g.required(false)))]
+pub struct Destination {
+    /// Volume directory (created by `volume init`); not with --proxy.
+    #[arg(long, required_unless_present = "proxy", conflicts_with = "proxy")]
     pub volume: Option<PathBuf>,
+    /// Stream to this remote proxy (`https://host:port`, a `mailferry serve`)
+    /// instead of a local volume.
+    #[arg(long, requires_all = ["ca", "token_file"])]
     pub proxy: Option<String>,
+    /// PEM file of the CA the remote proxy's certificate is checked against.
+    #[arg(long, requires = "proxy")]
     pub ca: Option<PathBuf>,
+    /// File holding the agent token (written by `mailferry token issue`).
+    #[arg(long, requires = "proxy")]
     pub token_file: Option<PathBuf>,
+    #[command(flatten)]
     pub unlock: volume_admin::UnlockArgs,
-    pub no_recovery_key: bool,
 }
 
-impl DestinationFlags {
+impl Destination {
     /// The destination these flags name; `usage` is the error when they name none.
-    pub fn resolve(self, usage: &str) -> Result<moving::Destination, AppError> {
+    pub fn resolve(
+        self,
+        no_recovery_key: bool,
+        usage: &str,
+    ) -> Result<moving::Destination, AppError> {
         match (self.volume, self.proxy, self.ca, self.token_file) {
             (Some(volume), None, _, _) => {
-                volume_admin::require_recovery(&volume, self.no_recovery_key)?;
+                volume_admin::require_recovery(&volume, no_recovery_key)?;
                 Ok(moving::Destination::Local {
                     volume,
                     credential: self.unlock.credential()?,
@@ -275,7 +276,7 @@ pub async fn run(a: MoveArgs, tty: bool) -> Result<(), AppError> {
             source,
             source_options: a.source_access.options(),
             mailbox: mailbox(&mb)?,
-            destination: match (a.volume, a.proxy) {
+            destination: match (a.dest.volume, a.dest.proxy) {
                 (Some(v), _) => dry_run::Target::Volume(v),
                 (None, url) => dry_run::Target::Proxy(url.unwrap_or_default()),
             },
@@ -289,15 +290,8 @@ pub async fn run(a: MoveArgs, tty: bool) -> Result<(), AppError> {
     if !tty || a.json {
         progress::set_unboarded(Some(progress::Style::auto(true)));
     }
-    let destination = DestinationFlags {
-        volume: a.volume,
-        proxy: a.proxy,
-        ca: a.ca,
-        token_file: a.token_file,
-        unlock: a.unlock,
-        no_recovery_key: a.no_recovery_key,
-    }
-    .resolve(
+    let destination = a.dest.resolve(
+        a.no_recovery_key,
         "give --volume with its key (local move), or --proxy, --ca and --token-file and no key (remote)",
     )?;
     let args = moving::MoveArgs {

@@ -1,7 +1,7 @@
 //! `mailferry serve`, `mailferry proxy` and `mailferry tls client`: the long-running
 //! services of a deployment and the TLS material a split one needs.
 
-use super::{load_profile, VolumeAccess};
+use super::{load_profile, TlsFlags, VolumeAccess};
 use mailferry_control::{serve, AppError};
 use std::path::PathBuf;
 
@@ -57,13 +57,8 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 0.0.0.0:8443 (port 0: a free port, printed).
     #[arg(long)]
     listen: std::net::SocketAddr,
-    /// Server certificate chain (PEM); without it a CA and a certificate are created
-    /// once in --tls-dir.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Private key of --tls-cert (PKCS#8 PEM).
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsFlags,
     /// Where the generated CA and certificate live (default: `<volume>-tls` beside
     /// the volume).
     #[arg(long, conflicts_with = "tls_cert")]
@@ -134,7 +129,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<(), AppError> {
         credential: a.vol.unlock.credential()?,
         volume: a.vol.volume,
         listen: a.listen,
-        tls: a.tls_cert.zip(a.tls_key),
+        tls: a.tls.pair(),
         tls_dir: a.tls_dir,
         profile: load_profile(a.profile.as_deref())?,
         header_timeout,
