@@ -47,6 +47,8 @@ impl RunFlags {
 /// `batch new`. The destination and schedule flags are `move`'s, with help words of
 /// their own.
 #[derive(clap::Args)]
+// Written as --help shows them: clap's derive drops the final period of a one-sentence
+// doc comment, `help(..)` does not.
 #[command(
     mut_arg("volume", |a| a.help("Volume directory (created by `volume init`)")),
     mut_arg("proxy", |a| a.help("Stream to this remote proxy instead of a local volume")),
