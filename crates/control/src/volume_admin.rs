@@ -15,7 +15,10 @@ use mailferry_store::{
 };
 use std::path::{Path, PathBuf};
 
-/// The flags that say how to unlock a volume; exactly one must be given.
+/// The flags that say how to unlock a volume; exactly one must be given. Commands where
+/// unlocking is optional (`move --proxy` has no volume) make the group optional with
+/// `#[command(mut_group("UnlockArgs", |g| g.required(false)))]`; at most one may be
+/// given there too.
 #[derive(Clone, Debug, Default, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct UnlockArgs {
@@ -31,7 +34,7 @@ pub struct UnlockArgs {
 }
 
 impl UnlockArgs {
-    /// The credential these flags name.
+    /// The credential these flags name (a usage error unless exactly one is given).
     pub fn credential(&self) -> Result<Credential, AppError> {
         match (
             &self.key_file,
@@ -45,34 +48,6 @@ impl UnlockArgs {
                 "give exactly one of --key-file, --passphrase-file, --recovery-key-file".into(),
             )),
         }
-    }
-}
-
-/// The same flags for commands where unlocking is optional (`move --proxy` has no
-/// volume); at most one may be given.
-#[derive(Clone, Debug, Default, clap::Args)]
-#[group(required = false, multiple = false)]
-pub struct MaybeUnlockArgs {
-    /// The volume's key file.
-    #[arg(long)]
-    pub key_file: Option<PathBuf>,
-    /// A file holding the volume's passphrase (never pass a passphrase on the command line).
-    #[arg(long)]
-    pub passphrase_file: Option<PathBuf>,
-    /// The recovery key file written by `volume init`.
-    #[arg(long)]
-    pub recovery_key_file: Option<PathBuf>,
-}
-
-impl MaybeUnlockArgs {
-    /// The credential these flags name (a usage error if none is given).
-    pub fn credential(&self) -> Result<Credential, AppError> {
-        UnlockArgs {
-            key_file: self.key_file.clone(),
-            passphrase_file: self.passphrase_file.clone(),
-            recovery_key_file: self.recovery_key_file.clone(),
-        }
-        .credential()
     }
 
     /// True if any of the flags is given.

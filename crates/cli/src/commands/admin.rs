@@ -1,0 +1,112 @@
+//! `mailferry admin ...`: the admin service (REST API and wizard over HTTPS) and its
+//! accounts. The service lives in `mailferry_admin`; account secrets are printed here
+//! once and never again.
+
+use super::TlsFlags;
+use mailferry_admin as admin;
+use mailferry_control::{lifecycle, serve, AppError};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// `admin ...`.
+#[derive(clap::Subcommand)]
+pub enum AdminCmd {
+    /// Serve the admin API and wizard over HTTPS until SIGTERM or ctrl-c.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8444 (port 0: a free port, printed).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The service's state directory: accounts, admin audit log, endpoints, batches.
+        #[arg(long)]
+        state: PathBuf,
+        /// The volume every move writes into.
+        #[arg(long)]
+        volume: PathBuf,
+        /// The volume's key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        #[command(flatten)]
+        tls: TlsFlags,
+        /// Where the generated CA and certificate live (default: STATE/tls).
+        #[arg(long, conflicts_with = "tls_cert")]
+        tls_dir: Option<PathBuf>,
+        /// A session unused this long expires (`30min`, `90s`).
+        #[arg(long, default_value = "30min")]
+        session_idle: humantime::Duration,
+        /// A session expires this long after login, used or not.
+        #[arg(long, default_value = "12h")]
+        session_max: humantime::Duration,
+        /// Failed logins in a row that lock an account.
+        #[arg(long, default_value_t = 5)]
+        max_login_failures: u32,
+        /// How long a locked account stays locked.
+        #[arg(long, default_value = "15min")]
+        lockout: humantime::Duration,
+    },
+    /// Create an account: prints its one-time password and TOTP secret (otpauth:// URI).
+    Add {
+        /// Account name (letters, digits, '.', '_', '-', '@').
+        name: String,
+        /// `admin` changes things; `auditor` reads status, reports and audit logs.
+        #[arg(long, value_parser = ["admin", "auditor"])]
+        role: String,
+        /// The admin service's state directory.
+        #[arg(long)]
+        state: PathBuf,
+    },
+}
+
+/// `admin serve` until SIGTERM or ctrl-c, or `admin add`.
+pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
+    match cmd {
+        AdminCmd::Serve {
+            listen,
+            state,
+            volume,
+            key_file,
+            tls,
+            tls_dir,
+            session_idle,
+            session_max,
+            max_login_failures,
+            lockout,
+        } => {
+            let mut cfg = admin::AdminConfig::new(listen, state, volume, key_file);
+            cfg.tls = tls.pair();
+            cfg.tls_dir = tls_dir;
+            cfg.session_idle = session_idle.into();
+            cfg.session_absolute = session_max.into();
+            cfg.max_failures = max_login_failures;
+            cfg.lockout = lockout.into();
+            let shutdown = serve::shutdown_signal()?;
+            admin::serve(cfg, shutdown).await
+        }
+        AdminCmd::Add { name, role, state } => {
+            let role: admin::Role = role.parse().map_err(AppError::Usage)?;
+            let st = admin::AdminState::open_accounts_only(&state)?;
+            let new = st.accounts.add(&name, role)?;
+            st.audit
+                .record(
+                    &lifecycle::cli_actor(),
+                    "admin.account.created",
+                    serde_json::json!({"account": name, "role": role.as_str()}),
+                )
+                .map_err(|e| AppError::Failed(e.to_string()))?;
+            // Shown once: the secrets are not kept in a form that can be shown again.
+            println!(
+                "account {name} ({}) created in {}",
+                role.as_str(),
+                state.display()
+            );
+            println!("password: {}", new.password.expose());
+            println!("totp: {}", new.otpauth.expose());
+            if std::io::stderr().is_terminal() {
+                eprintln!("{}", admin::accounts::qr_text(new.otpauth.expose()));
+            }
+            eprintln!(
+                "Store the password now (it is shown only once) and add the TOTP secret to an authenticator app; every login needs both."
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! One module per command family: each declares its clap arguments next to the `run`
+//! that calls `mailferry_control`, `mailferry_admin` or `mailferry_bench` and renders the
+//! outcome. Shared here: flags several families take, and the small conversions every
+//! family needs.
+
+pub mod admin;
+pub mod audit;
+pub mod batch;
+pub mod bench;
+pub mod demo;
+pub mod endpoint;
+pub mod export;
+pub mod moving;
+pub mod profile;
+pub mod serve;
+pub mod token;
+pub mod volume;
+
+pub use mailferry_control::lifecycle::load_profile;
+use mailferry_control::{volume_admin, AppError};
+use mailferry_core::MailboxAddr;
+use mailferry_store::Volume;
+use std::path::PathBuf;
+
+/// A volume and how to unlock it: the first flags of every command that opens one.
+#[derive(clap::Args)]
+pub struct VolumeAccess {
+    /// Volume directory.
+    #[arg(long)]
+    pub volume: PathBuf,
+    #[command(flatten)]
+    pub unlock: volume_admin::UnlockArgs,
+}
+
+impl VolumeAccess {
+    /// Opens the volume with the embedded default profile's store settings.
+    pub fn open(&self) -> Result<Volume, AppError> {
+        volume_admin::open(&self.volume, &self.unlock)
+    }
+}
+
+/// A mailbox address given on the command line.
+pub fn mailbox(s: &str) -> Result<MailboxAddr, AppError> {
+    Ok(MailboxAddr::parse(s)?)
+}
+
+/// A server certificate given on the command line (`serve`, `admin serve`).
+#[derive(clap::Args)]
+pub struct TlsFlags {
+    /// Server certificate chain (PEM); without it a CA and a certificate are created
+    /// once in --tls-dir.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PKCS#8 PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    /// The certificate and its key, if given (clap requires both or neither).
+    pub fn pair(self) -> Option<(PathBuf, PathBuf)> {
+        self.tls_cert.zip(self.tls_key)
+    }
+}
