@@ -22,7 +22,7 @@ use mailferry_core::frame::{Frame, FrameBuffer, MessageHeader};
 use mailferry_core::profile::{CommitSettings, StoreSettings};
 use mailferry_core::{Flags, FolderName, MailboxAddr, SourceId};
 use mailferry_store::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE};
-use mailferry_store::{MessageStart, Volume};
+use mailferry_store::Volume;
 use std::hint::black_box;
 
 const CTX: ChunkContext = ChunkContext {
@@ -124,9 +124,9 @@ fn ingest_batch(c: &mut Criterion, name: &str, msgs: usize, size: usize) {
             for _ in 0..msgs {
                 n += 1;
                 session
-                    .begin(MessageStart {
+                    .begin(MessageHeader {
                         seq: n,
-                        meta_folder: folder.clone(),
+                        folder: folder.clone(),
                         source_id: SourceId::parse(&format!("m{n}")).expect("source id"),
                         flags: Flags::default(),
                         internal_date: 0,

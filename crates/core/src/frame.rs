@@ -164,6 +164,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// The fields DELETE and FLAGS start with: which message of the mailbox they change.
+fn put_target(out: &mut Vec<u8>, seq: u64, folder: &FolderName, source_id: &SourceId) {
+    out.extend_from_slice(&seq.to_be_bytes());
+    put_str(out, folder.as_str());
+    put_str(out, source_id.as_str());
+}
+
 /// Writes the 5-byte header of a DATA frame; the caller appends `len` body bytes.
 /// This lets a sender frame a buffer it already holds without copying it.
 pub fn encode_data_header(len: usize, out: &mut Vec<u8>) {
@@ -209,9 +216,7 @@ impl Frame {
                 folder,
                 source_id,
             } => {
-                out.extend_from_slice(&seq.to_be_bytes());
-                put_str(out, folder.as_str());
-                put_str(out, source_id.as_str());
+                put_target(out, *seq, folder, source_id);
                 kind::DELETE
             }
             Frame::SetFlags {
@@ -220,9 +225,7 @@ impl Frame {
                 source_id,
                 flags,
             } => {
-                out.extend_from_slice(&seq.to_be_bytes());
-                put_str(out, folder.as_str());
-                put_str(out, source_id.as_str());
+                put_target(out, *seq, folder, source_id);
                 put_str(out, flags.as_str());
                 kind::FLAGS
             }

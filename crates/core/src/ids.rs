@@ -7,6 +7,35 @@ use crate::CoreError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The impls a validated string newtype shares: `TryFrom<String>` through its `parse`
+/// (what serde reads), `From<_> for String` (what serde writes) and, with `display`,
+/// `Display` as the text itself.
+macro_rules! string_id {
+    ($t:ident) => {
+        impl TryFrom<String> for $t {
+            type Error = CoreError;
+            fn try_from(s: String) -> Result<Self, CoreError> {
+                $t::parse(&s)
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(m: $t) -> String {
+                m.0
+            }
+        }
+    };
+    ($t:ident, display) => {
+        string_id!($t);
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 /// A move's identifier: 16 random bytes, shown as 32 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -92,24 +121,7 @@ impl MailboxAddr {
     }
 }
 
-impl fmt::Display for MailboxAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for MailboxAddr {
-    type Error = CoreError;
-    fn try_from(s: String) -> Result<Self, CoreError> {
-        MailboxAddr::parse(&s)
-    }
-}
-
-impl From<MailboxAddr> for String {
-    fn from(m: MailboxAddr) -> String {
-        m.0
-    }
-}
+string_id!(MailboxAddr, display);
 
 /// A folder path inside a mailbox, `/`-separated (`INBOX`, `Archive/2024`).
 ///
@@ -173,24 +185,7 @@ impl FolderName {
     }
 }
 
-impl fmt::Display for FolderName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for FolderName {
-    type Error = CoreError;
-    fn try_from(s: String) -> Result<Self, CoreError> {
-        FolderName::parse(&s)
-    }
-}
-
-impl From<FolderName> for String {
-    fn from(m: FolderName) -> String {
-        m.0
-    }
-}
+string_id!(FolderName, display);
 
 /// The source's own identity of a message inside its folder: the Maildir unique name,
 /// an mbox offset, an IMAP `UIDVALIDITY:UID`.
@@ -226,24 +221,7 @@ impl SourceId {
     }
 }
 
-impl fmt::Display for SourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for SourceId {
-    type Error = CoreError;
-    fn try_from(s: String) -> Result<Self, CoreError> {
-        SourceId::parse(&s)
-    }
-}
-
-impl From<SourceId> for String {
-    fn from(m: SourceId) -> String {
-        m.0
-    }
-}
+string_id!(SourceId, display);
 
 /// Message flags: Maildir info letters (`D` draft, `F` flagged, `P` passed, `R` replied,
 /// `S` seen, `T` trashed; kept sorted and de-duplicated) and IMAP keywords (`$Junk`,
@@ -365,18 +343,7 @@ impl Flags {
     }
 }
 
-impl TryFrom<String> for Flags {
-    type Error = CoreError;
-    fn try_from(s: String) -> Result<Self, CoreError> {
-        Flags::parse(&s)
-    }
-}
-
-impl From<Flags> for String {
-    fn from(m: Flags) -> String {
-        m.0
-    }
-}
+string_id!(Flags);
 
 /// What the store keeps about a message besides its body; stored encrypted at rest.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -70,18 +70,34 @@ impl LocalCa {
 
     /// Issues a server certificate for `names` (DNS names or IP addresses).
     pub fn issue_server(&self, names: &[&str]) -> Result<Identity, CoreError> {
-        let key = rcgen::KeyPair::generate().map_err(tls_err("generating the server key"))?;
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .map_err(tls_err("server certificate parameters"))?;
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
+        self.issue_leaf(
+            names.iter().map(|s| s.to_string()).collect(),
             names.first().copied().unwrap_or("mailferry"),
-        );
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            "server",
+        )
+    }
+
+    /// Issues a `role` ("server" or "client") certificate with a fresh key, signed by
+    /// this CA, for `purpose`.
+    fn issue_leaf(
+        &self,
+        names: Vec<String>,
+        common_name: &str,
+        purpose: rcgen::ExtendedKeyUsagePurpose,
+        role: &str,
+    ) -> Result<Identity, CoreError> {
+        let key = rcgen::KeyPair::generate()
+            .map_err(|e| CoreError::Tls(format!("generating the {role} key: {e}")))?;
+        let mut params = rcgen::CertificateParams::new(names)
+            .map_err(|e| CoreError::Tls(format!("{role} certificate parameters: {e}")))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![purpose];
         let cert = params
             .signed_by(&key, &self.issuer)
-            .map_err(tls_err("signing the server certificate"))?;
+            .map_err(|e| CoreError::Tls(format!("signing the {role} certificate: {e}")))?;
         Ok(Identity {
             chain: vec![cert.der().clone(), self.cert_der()],
             key: PrivatePkcs8KeyDer::from(key.serialize_der()),
@@ -93,21 +109,12 @@ impl LocalCa {
 impl LocalCa {
     /// Issues a client certificate (for a proxy talking to its store nodes).
     pub fn issue_client(&self, name: &str) -> Result<Identity, CoreError> {
-        let key = rcgen::KeyPair::generate().map_err(tls_err("generating the client key"))?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-            .map_err(tls_err("client certificate parameters"))?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(tls_err("signing the client certificate"))?;
-        Ok(Identity {
-            chain: vec![cert.der().clone(), self.cert_der()],
-            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
-            chain_pem: format!("{}{}", cert.pem(), self.issuer.pem()),
-        })
+        self.issue_leaf(
+            Vec::new(),
+            name,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            "client",
+        )
     }
 }
 
@@ -150,12 +157,31 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// A server configuration under way: our crypto provider and protocol versions.
+fn server_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>, CoreError> {
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| CoreError::Tls(e.to_string()))
+}
+
+/// A client configuration under way: our crypto provider and protocol versions, trusting
+/// exactly `roots`.
+fn client_builder(
+    roots: &[CertificateDer<'static>],
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, CoreError>
+{
+    let store = root_store(roots, "CA")?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| CoreError::Tls(e.to_string()))?
+        .with_root_certificates(store))
+}
+
 /// Server configuration: TLS 1.3 and 1.2 (ring's suites are all AEAD with forward
 /// secrecy), ALPN `http/1.1`.
 pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, CoreError> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|e| CoreError::Tls(e.to_string()))?
+    let mut cfg = server_builder()?
         .with_no_client_auth()
         .with_single_cert(id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key()))
         .map_err(|e| CoreError::Tls(format!("server certificate refused: {e}")))?;
@@ -192,9 +218,7 @@ pub fn server_config_mtls(
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
             .build()
             .map_err(|e| CoreError::Tls(format!("client certificate verifier: {e}")))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|e| CoreError::Tls(e.to_string()))?
+    let mut cfg = server_builder()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key()))
         .map_err(|e| CoreError::Tls(format!("server certificate refused: {e}")))?;
@@ -207,11 +231,7 @@ pub fn client_config_mtls(
     roots: &[CertificateDer<'static>],
     id: &Identity,
 ) -> Result<Arc<rustls::ClientConfig>, CoreError> {
-    let store = root_store(roots, "CA")?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|e| CoreError::Tls(e.to_string()))?
-        .with_root_certificates(store)
+    let mut cfg = client_builder(roots)?
         .with_client_auth_cert(id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key()))
         .map_err(|e| CoreError::Tls(format!("client certificate refused: {e}")))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -222,12 +242,7 @@ pub fn client_config_mtls(
 pub fn client_config(
     roots: &[CertificateDer<'static>],
 ) -> Result<Arc<rustls::ClientConfig>, CoreError> {
-    let store = root_store(roots, "CA")?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|e| CoreError::Tls(e.to_string()))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
+    let mut cfg = client_builder(roots)?.with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -21,5 +21,5 @@ pub mod session;
 
 pub use auth::{Grant, TokenSet};
 pub use error::{status_for, ProxyError};
+pub use metrics::StoreStats;
 pub use server::{Backend, Limits, Proxy, ProxyConfig};
-pub use session::StoreStats;

@@ -1,7 +1,7 @@
 //! The HTTPS listener: TLS termination, HTTP/1.1 with upgrades, routing and auth.
 
-use crate::metrics::Metrics;
-use crate::session::{run_session, StoreStats};
+use crate::metrics::{Metrics, StoreStats};
+use crate::session::run_session;
 use crate::{status_for, ProxyError, TokenSet};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -412,168 +412,261 @@ fn route_name(path: &str) -> &'static str {
     }
 }
 
+/// Routes one request: the static routes, else a mailbox stream (to the local store or a
+/// store node). Every refusal is a [`ProxyError`]; [`handle`] maps it to a status.
 async fn route(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     guard: DrainGuard,
     who: &mut Who,
 ) -> Result<Response<Full<Bytes>>, ProxyError> {
-    let cfg = &shared.cfg;
-    let path = req.uri().path();
-    const PLAIN: &str = "text/plain; charset=utf-8";
-    match path {
-        "/healthz" => return Ok(text(StatusCode::OK, PLAIN, "ok\n".into())),
-        "/readyz" => {
-            if shared.stopping.load(Ordering::SeqCst) {
-                return Err(ProxyError::Unavailable("shutting down".into()));
-            }
-            match &cfg.backend {
-                Backend::Local { volume, .. } => {
-                    let volume = volume.clone();
-                    tokio::task::spawn_blocking(move || volume.check_ready())
-                        .await
-                        .map_err(|e| {
-                            ProxyError::Unavailable(format!("readiness check failed: {e}"))
-                        })?
-                        .map_err(|e| ProxyError::Unavailable(format!("volume not ready: {e}")))?;
-                }
-                Backend::Remote(router) => router.ready().await?,
-            }
-            return Ok(text(StatusCode::OK, PLAIN, "ready\n".into()));
-        }
-        "/metrics" => {
-            return Ok(text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                shared.metrics.render(&cfg.stats),
-            ))
-        }
-        _ => {}
+    if let Some(resp) = static_route(req.uri().path(), &shared).await {
+        return resp;
     }
     if shared.stopping.load(Ordering::SeqCst) {
         return Err(ProxyError::Unavailable("shutting down".into()));
     }
-    let Some(raw) = path
-        .strip_prefix("/v1/mailboxes/")
-        .and_then(|r| r.strip_suffix("/stream"))
-    else {
-        return Err(ProxyError::NotFound(path.to_string()));
-    };
-    if req.method() != Method::POST {
-        return Err(ProxyError::MethodNotAllowed(req.method().to_string()));
-    }
-    let authorization = req.headers().get(AUTHORIZATION).cloned();
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ProxyError::Unauthorized)?;
-    let token = mailferry_core::secret::SecretBytes::new(token.as_bytes().to_vec());
-    let token_digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.expose())
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes");
-    let decoded = percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| mailferry_core::CoreError::BadMailbox {
-            addr: raw.to_string(),
-            reason: "not UTF-8 after percent-decoding",
-        })?;
-    let mailbox = MailboxAddr::parse(&decoded)?;
-    let wants_upgrade = req
-        .headers()
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE_TOKEN));
-    let volume = match &cfg.backend {
-        Backend::Local { volume, .. } => {
-            let grant = {
-                let (volume, tokens_shared) = (volume.clone(), shared.clone());
-                tokio::task::spawn_blocking(move || {
-                    let Backend::Local { tokens, .. } = &tokens_shared.cfg.backend else {
-                        unreachable!("matched Local above")
-                    };
-                    tokens.check(token.expose(), &volume)
-                })
-                .await
-                .map_err(|e| ProxyError::Unavailable(format!("token check failed: {e}")))??
-            };
-            who.token_id = grant.token_id;
-            who.tenant = grant.tenant.clone();
-            who.mailbox = Some(volume.pseudonym_of_mailbox(&mailbox));
-            // Checked before anything reaches the store: a refused tenant creates no keys.
-            grant.authorize(&mailbox)?;
-            if !wants_upgrade {
-                return Err(ProxyError::UpgradeRequired);
-            }
-            volume.clone()
-        }
+    let stream = StreamRequest::parse(&req)?;
+    let volume = match &shared.cfg.backend {
+        Backend::Local { volume, .. } => volume.clone(),
         Backend::Remote(router) => {
-            who.mailbox = Some(router.pseudonym(&mailbox));
-            if !wants_upgrade {
-                return Err(ProxyError::UpgradeRequired);
-            }
-            let slot = shared.take_slot(token_digest)?;
-            let upstream = router
-                .open(
-                    &mailbox,
-                    path,
-                    authorization.ok_or(ProxyError::Unauthorized)?,
-                )
-                .await?;
-            return Ok(splice(req, upstream, shared.clone(), guard, slot));
+            let router = router.clone();
+            return open_remote(req, &router, shared, guard, stream, who).await;
         }
     };
+    let StreamRequest {
+        mailbox,
+        token,
+        token_digest,
+        wants_upgrade,
+        ..
+    } = stream;
+    authorize_local(&shared, &volume, token, &mailbox, who).await?;
+    if !wants_upgrade {
+        return Err(ProxyError::UpgradeRequired);
+    }
     let slot = shared.take_slot(token_digest)?;
     // After the slot: a retrying agent meets 429/503 first, and the session releases the
     // lock before the slot (and before its last frame), so a free slot never finds a
     // stale lock.
     let lock = shared.lock_mailbox(&mailbox)?;
-    let shared = shared.clone();
-    let (log_token, log_mailbox) = (who.token_id, who.mailbox.clone().unwrap_or_default());
-    tokio::spawn(async move {
-        let cfg = &shared.cfg;
-        let t0 = std::time::Instant::now();
-        shared
-            .metrics
-            .streams_in_flight
-            .fetch_add(1, Ordering::Relaxed);
-        match hyper::upgrade::on(req).await {
-            Ok(up) => {
-                let received = run_session(
-                    TokioIo::new(up),
-                    volume,
-                    mailbox,
-                    cfg.commit.clone(),
-                    cfg.stats.clone(),
-                    cfg.limits.max_message_bytes,
-                    cfg.limits.idle_timeout,
-                    lock,
-                )
-                .await;
-                // Second access-log line of a stream: what it carried, once it ends.
-                tracing::info!(
-                    token_id = log_token,
-                    mailbox = %log_mailbox,
-                    bytes = received,
-                    ms = t0.elapsed().as_millis() as u64,
-                    "stream closed"
-                );
-            }
-            Err(e) => {
-                drop(lock);
-                tracing::warn!("upgrade failed: {e}")
-            }
+    let session = local_session(
+        req,
+        shared.clone(),
+        volume,
+        mailbox,
+        lock,
+        who.token_id,
+        who.mailbox.clone().unwrap_or_default(),
+    );
+    spawn_stream(shared, slot, guard, session);
+    Ok(switching_protocols())
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, which need no token; `None` for any other path.
+async fn static_route(
+    path: &str,
+    shared: &Shared,
+) -> Option<Result<Response<Full<Bytes>>, ProxyError>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    Some(match path {
+        "/healthz" => Ok(text(StatusCode::OK, PLAIN, "ok\n".into())),
+        "/readyz" => ready(shared)
+            .await
+            .map(|()| text(StatusCode::OK, PLAIN, "ready\n".into())),
+        "/metrics" => Ok(text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.metrics.render(&shared.cfg.stats),
+        )),
+        _ => return None,
+    })
+}
+
+/// Ready unless shutting down, and the volume (or every store node) answers.
+async fn ready(shared: &Shared) -> Result<(), ProxyError> {
+    if shared.stopping.load(Ordering::SeqCst) {
+        return Err(ProxyError::Unavailable("shutting down".into()));
+    }
+    match &shared.cfg.backend {
+        Backend::Local { volume, .. } => {
+            let volume = volume.clone();
+            tokio::task::spawn_blocking(move || volume.check_ready())
+                .await
+                .map_err(|e| ProxyError::Unavailable(format!("readiness check failed: {e}")))?
+                .map_err(|e| ProxyError::Unavailable(format!("volume not ready: {e}")))
         }
-        shared
-            .metrics
-            .streams_in_flight
-            .fetch_sub(1, Ordering::Relaxed);
+        Backend::Remote(router) => router.ready().await,
+    }
+}
+
+/// What the head of a `POST /v1/mailboxes/{mailbox}/stream` carries.
+struct StreamRequest {
+    mailbox: MailboxAddr,
+    /// The bearer token; a secret, never logged.
+    token: mailferry_core::secret::SecretBytes,
+    /// SHA-256 of the token: names it for the per-token stream limit.
+    token_digest: [u8; 32],
+    /// The `Authorization` header as received, passed on to a store node.
+    authorization: HeaderValue,
+    wants_upgrade: bool,
+}
+
+impl StreamRequest {
+    /// Reads the request head; refuses (in this order) an unknown path (404), another
+    /// method (405), a missing token (401) and a bad mailbox address (400).
+    fn parse(req: &Request<Incoming>) -> Result<StreamRequest, ProxyError> {
+        let path = req.uri().path();
+        let Some(raw) = path
+            .strip_prefix("/v1/mailboxes/")
+            .and_then(|r| r.strip_suffix("/stream"))
+        else {
+            return Err(ProxyError::NotFound(path.to_string()));
+        };
+        if req.method() != Method::POST {
+            return Err(ProxyError::MethodNotAllowed(req.method().to_string()));
+        }
+        let authorization = req
+            .headers()
+            .get(AUTHORIZATION)
+            .ok_or(ProxyError::Unauthorized)?;
+        let token = authorization
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ProxyError::Unauthorized)?;
+        let token = mailferry_core::secret::SecretBytes::new(token.as_bytes().to_vec());
+        let token_digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.expose())
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let decoded = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| mailferry_core::CoreError::BadMailbox {
+                addr: raw.to_string(),
+                reason: "not UTF-8 after percent-decoding",
+            })?;
+        let mailbox = MailboxAddr::parse(&decoded)?;
+        let wants_upgrade = req
+            .headers()
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE_TOKEN));
+        Ok(StreamRequest {
+            mailbox,
+            authorization: authorization.clone(),
+            token,
+            token_digest,
+            wants_upgrade,
+        })
+    }
+}
+
+/// Checks the token against the volume (on a blocking thread: it reads the index), notes
+/// who the request is for the access log, and refuses a mailbox outside the token's
+/// tenant: all before anything reaches the store, so a refused tenant creates no keys.
+async fn authorize_local(
+    shared: &Arc<Shared>,
+    volume: &Arc<Volume>,
+    token: mailferry_core::secret::SecretBytes,
+    mailbox: &MailboxAddr,
+    who: &mut Who,
+) -> Result<(), ProxyError> {
+    let grant = {
+        let (volume, tokens_shared) = (volume.clone(), shared.clone());
+        tokio::task::spawn_blocking(move || {
+            let Backend::Local { tokens, .. } = &tokens_shared.cfg.backend else {
+                unreachable!("called for a Local backend only")
+            };
+            tokens.check(token.expose(), &volume)
+        })
+        .await
+        .map_err(|e| ProxyError::Unavailable(format!("token check failed: {e}")))??
+    };
+    who.token_id = grant.token_id;
+    who.tenant = grant.tenant.clone();
+    who.mailbox = Some(volume.pseudonym_of_mailbox(mailbox));
+    grant.authorize(mailbox)
+}
+
+/// The frame session of one local stream, once the agent has its `101`.
+async fn local_session(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    volume: Arc<Volume>,
+    mailbox: MailboxAddr,
+    lock: MailboxLock,
+    log_token: Option<u64>,
+    log_mailbox: String,
+) {
+    let cfg = &shared.cfg;
+    let t0 = std::time::Instant::now();
+    match hyper::upgrade::on(req).await {
+        Ok(up) => {
+            let received = run_session(
+                TokioIo::new(up),
+                volume,
+                mailbox,
+                cfg.commit.clone(),
+                cfg.stats.clone(),
+                cfg.limits.max_message_bytes,
+                cfg.limits.idle_timeout,
+                lock,
+            )
+            .await;
+            // Second access-log line of a stream: what it carried, once it ends.
+            tracing::info!(
+                token_id = log_token,
+                mailbox = %log_mailbox,
+                bytes = received,
+                ms = t0.elapsed().as_millis() as u64,
+                "stream closed"
+            );
+        }
+        Err(e) => {
+            drop(lock);
+            tracing::warn!("upgrade failed: {e}")
+        }
+    }
+}
+
+/// A stream for a store node: the token is the node's to check; the mailbox's node
+/// answers the upgrade, then the agent gets its `101` and the bytes are spliced.
+async fn open_remote(
+    req: Request<Incoming>,
+    router: &crate::forward::Router,
+    shared: Arc<Shared>,
+    guard: DrainGuard,
+    stream: StreamRequest,
+    who: &mut Who,
+) -> Result<Response<Full<Bytes>>, ProxyError> {
+    who.mailbox = Some(router.pseudonym(&stream.mailbox));
+    if !stream.wants_upgrade {
+        return Err(ProxyError::UpgradeRequired);
+    }
+    let slot = shared.take_slot(stream.token_digest)?;
+    let upstream = router
+        .open(&stream.mailbox, req.uri().path(), stream.authorization)
+        .await?;
+    Ok(splice(req, upstream, shared, guard, slot))
+}
+
+/// Runs one upgraded stream in its own task, counted in `streams_in_flight`; its stream
+/// slot and drain guard are released when it ends.
+fn spawn_stream(
+    shared: Arc<Shared>,
+    slot: StreamSlot,
+    guard: DrainGuard,
+    stream: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let in_flight = &shared.metrics.streams_in_flight;
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        stream.await;
+        in_flight.fetch_sub(1, Ordering::Relaxed);
         drop(slot);
         drop(guard);
     });
-    Ok(switching_protocols())
 }
 
 /// Answers `101` to the agent and copies bytes both ways between its upgraded connection
@@ -585,11 +678,7 @@ fn splice(
     guard: DrainGuard,
     slot: StreamSlot,
 ) -> Response<Full<Bytes>> {
-    tokio::spawn(async move {
-        shared
-            .metrics
-            .streams_in_flight
-            .fetch_add(1, Ordering::Relaxed);
+    spawn_stream(shared, slot, guard, async move {
         match hyper::upgrade::on(req).await {
             Ok(up) => {
                 let mut agent = TokioIo::new(up);
@@ -603,12 +692,6 @@ fn splice(
             }
             Err(e) => tracing::warn!("upgrade failed: {e}"),
         }
-        shared
-            .metrics
-            .streams_in_flight
-            .fetch_sub(1, Ordering::Relaxed);
-        drop(slot);
-        drop(guard);
     });
     switching_protocols()
 }

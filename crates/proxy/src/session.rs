@@ -12,84 +12,32 @@
 //! FLUSH; no acknowledgement waits longer than `commit.max_delay_ms` after its message
 //! ended plus the commit itself.
 
-use bytes::Bytes;
-use mailferry_core::frame::AckStatus;
-use mailferry_core::frame::{Frame, FrameBuffer, MessageHeader, PROTOCOL_VERSION};
+use crate::metrics::StoreStats;
+use mailferry_core::frame::{AckStatus, Frame, FrameBuffer, MessageHeader, PROTOCOL_VERSION};
 use mailferry_core::profile::CommitSettings;
-use mailferry_core::{Flags, FolderName, MailboxAddr, SourceId};
+use mailferry_core::MailboxAddr;
 use mailferry_store::{
-    BatchPolicy, CommitOutcome, CommitPipeline, Finished, IngestSession, MessageStart, StoreError,
-    Volume,
+    BatchPolicy, CommitOutcome, CommitPipeline, Finished, IngestSession, StoreError, Volume,
 };
 use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-/// Time spent by store sessions, for the move report's per-stage figures.
-#[derive(Debug, Default)]
-pub struct StoreStats {
-    /// Nanoseconds in hashing, encrypting and appending.
-    pub write_nanos: AtomicU64,
-    /// Nanoseconds in group commits (fsync + SQLite).
-    pub commit_nanos: AtomicU64,
-    /// Number of group commits.
-    pub commits: AtomicU64,
-    /// Of the write time: SHA-256 of bodies.
-    pub hash_nanos: AtomicU64,
-    /// Of the write time: AES-256-GCM sealing.
-    pub encrypt_nanos: AtomicU64,
-    /// Of the write time: appending to segment files.
-    pub append_nanos: AtomicU64,
-    /// Of the commit time: fdatasync of segments.
-    pub sync_nanos: AtomicU64,
-    /// Of the commit time: SQLite transactions.
-    pub index_nanos: AtomicU64,
-    /// Of the commit time: audit records appended and synced.
-    pub audit_nanos: AtomicU64,
-    /// Messages newly stored and durable (ACK status `stored`).
-    pub messages_stored: AtomicU64,
-    /// Body bytes of those messages.
-    pub bytes_stored: AtomicU64,
-    /// DELETEs made durable that removed at least one message (ACK status `applied`).
-    pub deletes_applied: AtomicU64,
-    /// DELETEs that found no message (ACK status `not_found`).
-    pub deletes_not_found: AtomicU64,
-    /// FLAGS made durable that changed at least one message (ACK status `applied`).
-    pub flag_updates_applied: AtomicU64,
-    /// FLAGS that found no message (ACK status `not_found`).
-    pub flag_updates_not_found: AtomicU64,
-    /// DELETEs and FLAGS refused with a REJECT.
-    pub changes_rejected: AtomicU64,
-    /// Latency of each group commit.
-    pub commit_seconds: crate::metrics::Histogram,
-}
+use tokio::task::JoinHandle;
 
 fn add(a: &AtomicU64, nanos: u64) {
     a.fetch_add(nanos, Ordering::Relaxed);
 }
 
+/// What the reader hands the store thread: the client's own frames (MESSAGE, DATA, END,
+/// DELETE, FLAGS, FLUSH, CLOSE), unchanged, plus the one thing the wire has no frame for.
 enum Cmd {
-    Begin(MessageHeader),
-    Data(Bytes),
-    End {
-        seq: u64,
-        sha256: [u8; 32],
-    },
-    Delete {
-        seq: u64,
-        folder: FolderName,
-        source_id: SourceId,
-    },
-    SetFlags {
-        seq: u64,
-        folder: FolderName,
-        source_id: SourceId,
-        flags: Flags,
-    },
-    Flush,
-    Close,
+    /// A client frame, as decoded.
+    Frame(Frame),
+    /// The session ends without a CLOSE (the agent is gone, idle, or broke the protocol):
+    /// a store-side event only, so it is not a frame.
     Abort,
 }
 
@@ -108,6 +56,11 @@ const READ_BYTES: usize = 256 * 1024;
 
 /// Reads decoded and not yet taken by the store thread, at most.
 const QUEUED_READS: usize = 4;
+
+/// Sends an ERROR frame (the session ends after it).
+fn send_error(tx: &flume::Sender<Frame>, code: u16, message: String) {
+    let _ = tx.send(Frame::Error { code, message });
+}
 
 /// Runs a session on an upgraded connection until CLOSE, an error, or disconnect.
 ///
@@ -130,51 +83,14 @@ where
     IO: AsyncRead + AsyncWrite + Send + 'static,
     L: Send,
 {
-    let mut received = 0u64;
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out_tx, out_rx) = flume::unbounded::<Frame>();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let writer = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let mut done_rx = Some(done_rx);
-        while let Ok(f) = out_rx.recv_async().await {
-            let last = matches!(f, Frame::Closed | Frame::Error { .. });
-            if last {
-                if let Some(done) = done_rx.take() {
-                    let _ = done.await;
-                }
-            }
-            buf.clear();
-            f.encode(&mut buf);
-            if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
-                break;
-            }
-            if last {
-                let _ = wr.shutdown().await;
-                break;
-            }
-        }
-    });
-    let opened = {
-        let volume = volume.clone();
-        let mailbox = mailbox.clone();
-        let commit = commit.clone();
-        tokio::task::spawn_blocking(move || volume.session(&mailbox, &commit))
-            .await
-            .expect("store session thread panicked")
-    };
-    let session = match opened {
+    let (mut rd, wr) = tokio::io::split(io);
+    let out = Outbox::start(wr);
+    let session = match open_store(&volume, &mailbox, &commit).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%mailbox, "store refused the session: {e}");
-            let _ = out_tx.send(Frame::Error {
-                code: 500,
-                message: e.to_string(),
-            });
-            drop(mailbox_lock);
-            let _ = done_tx.send(());
-            drop(out_tx);
-            let _ = writer.await;
+            send_error(&out.tx, 500, e.to_string());
+            out.finish(mailbox_lock).await;
             return 0;
         }
     };
@@ -185,154 +101,232 @@ where
     // mailboxes from 179–234 to 124–158 MiB (benches/RESULTS.md, 2026-11-24).
     let (cmd_tx, cmd_rx) = flume::bounded::<Vec<Cmd>>(QUEUED_READS);
     let mut worker = {
-        let out_tx = out_tx.clone();
+        let out_tx = out.tx.clone();
         let policy = BatchPolicy::from_settings(&commit);
         tokio::task::spawn_blocking(move || store_worker(session, cmd_rx, out_tx, policy, stats))
     };
-
-    let fail = |code: u16, message: String| {
-        let _ = out_tx.send(Frame::Error { code, message });
+    let reader = Reader {
+        gate: Gate {
+            opened: false,
+            skipping: None,
+            max_message_bytes,
+        },
+        out: &out.tx,
+        idle_timeout,
+        received: 0,
     };
-    let mut fb = FrameBuffer::new();
-    let mut opened = false;
-    // A message over the size limit is refused when its MESSAGE frame arrives; its DATA
-    // and END frames are read and dropped here, so nothing of it reaches the store.
-    let mut skipping: Option<u64> = None;
-    // Set when the store worker ended first (it found a protocol violation or failed):
-    // the reader stops waiting for the client, so the session can end and say why.
-    let mut worker_ended = false;
-    'read: loop {
-        let read = tokio::select! {
-            r = tokio::time::timeout(idle_timeout, rd.read_buf(fb.read_space(READ_BYTES))) => r,
-            _ = &mut worker => {
-                worker_ended = true;
-                break 'read;
-            }
-        };
-        let n = match read {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                let _ = cmd_tx.send_async(vec![Cmd::Abort]).await;
-                break;
-            }
-            Ok(Ok(n)) => n,
-            Err(_) => {
-                // An idle client must not hold a stream slot for ever.
-                fail(
-                    408,
-                    format!(
-                        "no data for {} s; the session is closed",
-                        idle_timeout.as_secs()
-                    ),
-                );
-                let _ = cmd_tx.send_async(vec![Cmd::Abort]).await;
-                break;
-            }
-        };
-        received += n as u64;
-        let mut cmds = Vec::new();
-        // Hands the commands so far on, ending with an Abort (the session ends).
-        macro_rules! abort {
-            () => {{
-                cmds.push(Cmd::Abort);
-                let _ = cmd_tx.send_async(cmds).await;
-                break 'read;
-            }};
-        }
-        loop {
-            let frame = match fb.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    fail(400, e.to_string());
-                    abort!()
-                }
-            };
-            let cmd = match frame {
-                Frame::Open { version, .. } if !opened => {
-                    if version != PROTOCOL_VERSION {
-                        fail(
-                            505,
-                            format!("protocol version {version} is not supported (this proxy speaks {PROTOCOL_VERSION})"),
-                        );
-                        abort!()
-                    }
-                    opened = true;
-                    continue;
-                }
-                _ if !opened => {
-                    fail(400, "the first frame must be OPEN".into());
-                    abort!()
-                }
-                Frame::Message(h) if max_message_bytes > 0 && h.size > max_message_bytes => {
-                    let _ = out_tx.send(Frame::Reject {
-                        seq: h.seq,
-                        reason: format!(
-                            "message of {} bytes is larger than this server's limit of {} bytes (a large item)",
-                            h.size, max_message_bytes
-                        ),
-                    });
-                    skipping = Some(h.seq);
-                    continue;
-                }
-                Frame::Data(_) if skipping.is_some() => continue,
-                Frame::End { seq, .. } if skipping == Some(seq) => {
-                    skipping = None;
-                    continue;
-                }
-                Frame::Delete { .. } | Frame::SetFlags { .. } if skipping.is_some() => {
-                    fail(400, "DELETE or FLAGS inside a message".into());
-                    abort!()
-                }
-                Frame::Message(h) => Cmd::Begin(h),
-                Frame::Data(d) => Cmd::Data(d),
-                Frame::End { seq, sha256 } => Cmd::End { seq, sha256 },
-                Frame::Delete {
-                    seq,
-                    folder,
-                    source_id,
-                } => Cmd::Delete {
-                    seq,
-                    folder,
-                    source_id,
-                },
-                Frame::SetFlags {
-                    seq,
-                    folder,
-                    source_id,
-                    flags,
-                } => Cmd::SetFlags {
-                    seq,
-                    folder,
-                    source_id,
-                    flags,
-                },
-                Frame::Flush => Cmd::Flush,
-                Frame::Close => Cmd::Close,
-                other => {
-                    fail(400, format!("unexpected frame from a client: {other:?}"));
-                    abort!()
-                }
-            };
-            let closing = matches!(cmd, Cmd::Close);
-            cmds.push(cmd);
-            if closing {
-                let _ = cmd_tx.send_async(cmds).await;
-                break 'read;
-            }
-        }
-        if !cmds.is_empty() && cmd_tx.send_async(cmds).await.is_err() {
-            break 'read; // the store worker ended (and said why)
-        }
-    }
-    drop(cmd_tx);
+    let (received, worker_ended) = reader.run(&mut rd, cmd_tx, &mut worker).await;
     if !worker_ended {
         let _ = worker.await;
     }
-    drop(mailbox_lock);
-    let _ = done_tx.send(());
-    drop(out_tx);
-    let _ = writer.await;
+    out.finish(mailbox_lock).await;
     received
+}
+
+/// Opens the mailbox's store session on a blocking thread (it may create keys and
+/// segments).
+async fn open_store(
+    volume: &Arc<Volume>,
+    mailbox: &MailboxAddr,
+    commit: &CommitSettings,
+) -> Result<IngestSession, StoreError> {
+    let (volume, mailbox, commit) = (volume.clone(), mailbox.clone(), commit.clone());
+    tokio::task::spawn_blocking(move || volume.session(&mailbox, &commit))
+        .await
+        .expect("store session thread panicked")
+}
+
+/// The session's one writer to the agent: a task that encodes the frames it is sent, and
+/// holds the last one (CLOSED or ERROR) until the session says it is done.
+struct Outbox {
+    tx: flume::Sender<Frame>,
+    done: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Outbox {
+    fn start<W: AsyncWrite + Unpin + Send + 'static>(mut wr: W) -> Outbox {
+        let (tx, rx) = flume::unbounded::<Frame>();
+        let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut done_rx = Some(done_rx);
+            while let Ok(f) = rx.recv_async().await {
+                let last = matches!(f, Frame::Closed | Frame::Error { .. });
+                if last {
+                    if let Some(done) = done_rx.take() {
+                        let _ = done.await;
+                    }
+                }
+                buf.clear();
+                f.encode(&mut buf);
+                if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+                    break;
+                }
+                if last {
+                    let _ = wr.shutdown().await;
+                    break;
+                }
+            }
+        });
+        Outbox { tx, done, task }
+    }
+
+    /// Ends the session: releases the mailbox first, then lets the last frame go and
+    /// waits until everything is written.
+    async fn finish<L>(self, mailbox_lock: L) {
+        drop(mailbox_lock);
+        let _ = self.done.send(());
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
+/// What the reader settles itself, before anything reaches the store thread: the OPEN
+/// handshake, and messages over the size limit.
+struct Gate {
+    opened: bool,
+    /// A message over the size limit is refused when its MESSAGE frame arrives; its DATA
+    /// and END frames are read and dropped here, so nothing of it reaches the store.
+    skipping: Option<u64>,
+    max_message_bytes: u64,
+}
+
+impl Gate {
+    /// `Ok(Some(frame))` to hand on to the store thread, `Ok(None)` if handled here,
+    /// `Err(ERROR frame)` if the session must end.
+    fn admit(&mut self, frame: Frame, out: &flume::Sender<Frame>) -> Result<Option<Frame>, Frame> {
+        let error = |code, message| Err(Frame::Error { code, message });
+        match frame {
+            Frame::Open { version, .. } if !self.opened => {
+                if version != PROTOCOL_VERSION {
+                    return error(
+                        505,
+                        format!("protocol version {version} is not supported (this proxy speaks {PROTOCOL_VERSION})"),
+                    );
+                }
+                self.opened = true;
+                Ok(None)
+            }
+            _ if !self.opened => error(400, "the first frame must be OPEN".into()),
+            Frame::Message(h) if self.max_message_bytes > 0 && h.size > self.max_message_bytes => {
+                let _ = out.send(Frame::Reject {
+                    seq: h.seq,
+                    reason: format!(
+                        "message of {} bytes is larger than this server's limit of {} bytes (a large item)",
+                        h.size, self.max_message_bytes
+                    ),
+                });
+                self.skipping = Some(h.seq);
+                Ok(None)
+            }
+            Frame::Data(_) if self.skipping.is_some() => Ok(None),
+            Frame::End { seq, .. } if self.skipping == Some(seq) => {
+                self.skipping = None;
+                Ok(None)
+            }
+            Frame::Delete { .. } | Frame::SetFlags { .. } if self.skipping.is_some() => {
+                error(400, "DELETE or FLAGS inside a message".into())
+            }
+            f @ (Frame::Message(_)
+            | Frame::Data(_)
+            | Frame::End { .. }
+            | Frame::Delete { .. }
+            | Frame::SetFlags { .. }
+            | Frame::Flush
+            | Frame::Close) => Ok(Some(f)),
+            other => error(400, format!("unexpected frame from a client: {other:?}")),
+        }
+    }
+}
+
+/// The reading half of a session: reads the agent's bytes, decodes frames, and queues
+/// them for the store thread one read at a time.
+struct Reader<'a> {
+    gate: Gate,
+    out: &'a flume::Sender<Frame>,
+    idle_timeout: Duration,
+    /// Bytes read from the agent.
+    received: u64,
+}
+
+impl Reader<'_> {
+    /// Reads until CLOSE, an error, disconnect, or the store worker ending first (it found
+    /// a protocol violation or failed: the reader stops waiting for the client, so the
+    /// session can end and say why). Returns the bytes received and whether the worker
+    /// ended first. Dropping `cmd_tx` at the end tells the worker no more comes.
+    async fn run<R: AsyncRead + Unpin>(
+        mut self,
+        rd: &mut R,
+        cmd_tx: flume::Sender<Vec<Cmd>>,
+        worker: &mut JoinHandle<()>,
+    ) -> (u64, bool) {
+        let mut fb = FrameBuffer::new();
+        loop {
+            let read = tokio::select! {
+                r = tokio::time::timeout(self.idle_timeout, rd.read_buf(fb.read_space(READ_BYTES))) => r,
+                _ = &mut *worker => return (self.received, true),
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    let _ = cmd_tx.send_async(vec![Cmd::Abort]).await;
+                    break;
+                }
+                Ok(Ok(n)) => self.received += n as u64,
+                Err(_) => {
+                    // An idle client must not hold a stream slot for ever.
+                    let secs = self.idle_timeout.as_secs();
+                    send_error(
+                        self.out,
+                        408,
+                        format!("no data for {secs} s; the session is closed"),
+                    );
+                    let _ = cmd_tx.send_async(vec![Cmd::Abort]).await;
+                    break;
+                }
+            }
+            let (cmds, last) = self.decode(&mut fb);
+            if last {
+                let _ = cmd_tx.send_async(cmds).await;
+                break;
+            }
+            if !cmds.is_empty() && cmd_tx.send_async(cmds).await.is_err() {
+                break; // the store worker ended (and said why)
+            }
+        }
+        (self.received, false)
+    }
+
+    /// Every whole frame of the buffer, as commands; `true` if the session ends with them
+    /// (a CLOSE, or an Abort after an ERROR frame was sent).
+    fn decode(&mut self, fb: &mut FrameBuffer) -> (Vec<Cmd>, bool) {
+        let mut cmds = Vec::new();
+        loop {
+            let admitted = match fb.next_frame() {
+                Ok(Some(f)) => self.gate.admit(f, self.out),
+                Ok(None) => return (cmds, false),
+                Err(e) => Err(Frame::Error {
+                    code: 400,
+                    message: e.to_string(),
+                }),
+            };
+            match admitted {
+                Ok(None) => {}
+                Ok(Some(f)) => {
+                    let closing = matches!(f, Frame::Close);
+                    cmds.push(Cmd::Frame(f));
+                    if closing {
+                        return (cmds, true);
+                    }
+                }
+                Err(error) => {
+                    let _ = self.out.send(error);
+                    cmds.push(Cmd::Abort);
+                    return (cmds, true);
+                }
+            }
+        }
+    }
 }
 
 /// Runs the store side of a session. Commits are pipelined ([`CommitPipeline`]): the
@@ -355,10 +349,11 @@ fn store_worker(
     let pipeline = match pipeline {
         Ok(p) => p,
         Err(e) => {
-            let _ = tx.send(Frame::Error {
-                code: 500,
-                message: format!("the store could not start its commit threads: {e}"),
-            });
+            send_error(
+                &tx,
+                500,
+                format!("the store could not start its commit threads: {e}"),
+            );
             return;
         }
     };
@@ -366,15 +361,17 @@ fn store_worker(
         rx,
         queue: VecDeque::new(),
     };
-    let closed = drive(
-        &mut session,
-        &mut inbox,
-        &tx,
-        &pipeline,
+    let closed = Driver {
+        session: &mut session,
+        tx: &tx,
+        pipeline: &pipeline,
         policy,
-        &stats,
-        &sizes,
-    );
+        stats: &stats,
+        sizes: &sizes,
+        current: None,
+        last_seq: 0,
+    }
+    .run(&mut inbox);
     let t = session.timings();
     add(&stats.hash_nanos, t.hash_ns);
     add(&stats.encrypt_nanos, t.encrypt_ns);
@@ -399,10 +396,7 @@ fn committed(
         Ok(o) => o,
         Err(e) => {
             tracing::error!("group commit failed: {e}");
-            let _ = tx.send(Frame::Error {
-                code: 500,
-                message: format!("the store could not commit: {e}"),
-            });
+            send_error(tx, 500, format!("the store could not commit: {e}"));
             return;
         }
     };
@@ -473,242 +467,249 @@ impl Inbox {
     }
 }
 
-/// The command loop; returns true if the client closed the session cleanly.
-// The loop's channels, flags and counters are its whole context; a struct would only
-// rename them.
-#[allow(clippy::too_many_arguments)]
-fn drive(
-    session: &mut IngestSession,
-    rx: &mut Inbox,
-    tx: &flume::Sender<Frame>,
-    pipeline: &CommitPipeline,
+/// The message between its MESSAGE and END frames.
+struct OpenMessage {
+    seq: u64,
+    /// The size its MESSAGE frame announced, for the counters.
+    size: u64,
+    /// Why it already failed, if it did: its DATA is dropped and its END is a REJECT.
+    failed: Option<String>,
+}
+
+/// How a command leaves the session: go on, or end it (`Break(true)` if the client
+/// closed it cleanly).
+type Step = ControlFlow<bool>;
+
+/// Goes on if `ok`, else ends the session (unclean).
+fn go_on(ok: bool) -> Step {
+    if ok {
+        ControlFlow::Continue(())
+    } else {
+        ControlFlow::Break(false)
+    }
+}
+
+/// The store thread's command loop and its state.
+struct Driver<'a> {
+    session: &'a mut IngestSession,
+    tx: &'a flume::Sender<Frame>,
+    pipeline: &'a CommitPipeline,
     policy: BatchPolicy,
-    stats: &StoreStats,
-    sizes: &Mutex<HashMap<u64, Sent>>,
-) -> bool {
-    // (seq, reason it already failed)
-    let mut current: Option<(u64, Option<String>)> = None;
-    let mut last_seq = 0u64;
-    // The size announced by the open message's MESSAGE frame.
-    let mut sizes_of: HashMap<u64, u64> = HashMap::new();
-    // `force`: hand off even an empty batch (FLUSH is always answered with an ACK).
-    let commit = |session: &mut IngestSession, force: bool| -> bool {
-        if pipeline.failed() {
-            return false;
-        }
-        if session.pending_count() == 0 && !force {
-            return true;
-        }
-        match session.start_commit() {
-            // Refused only after a failure the pipeline has already reported.
-            Ok(job) => pipeline.submit(job).is_ok(),
-            Err(e) => {
-                let _ = tx.send(Frame::Error {
-                    code: 500,
-                    message: format!("the store could not commit: {e}"),
-                });
-                false
-            }
-        }
-    };
-    let protocol = |msg: &str| {
-        let _ = tx.send(Frame::Error {
-            code: 400,
-            message: msg.to_string(),
-        });
-        false
-    };
-    // Closes the open batch if the policy says so (see `BatchPolicy`); false if the
-    // session must end.
-    let maybe_commit = |session: &mut IngestSession| -> bool {
-        let age = session
-            .oldest_pending()
-            .map_or(Duration::ZERO, |t| t.elapsed());
-        let close = policy.should_close(session.pending_count(), session.pending_bytes(), age);
-        !close || commit(session, false)
-    };
-    loop {
-        let cmd = match session.oldest_pending() {
-            // A batch is open: it closes at its deadline if nothing else closes it first.
-            Some(t) => match rx.next(Some(t + policy.max_delay)) {
-                Some(c) => c,
-                None => {
-                    if !maybe_commit(session) {
-                        return false;
+    stats: &'a StoreStats,
+    sizes: &'a Mutex<HashMap<u64, Sent>>,
+    current: Option<OpenMessage>,
+    /// MESSAGE, DELETE and FLAGS share one seq space, increasing within a session.
+    last_seq: u64,
+}
+
+impl Driver<'_> {
+    /// The command loop; returns true if the client closed the session cleanly.
+    fn run(&mut self, rx: &mut Inbox) -> bool {
+        loop {
+            let cmd = match self.session.oldest_pending() {
+                // A batch is open: it closes at its deadline if nothing else closes it first.
+                Some(t) => match rx.next(Some(t + self.policy.max_delay)) {
+                    Some(c) => c,
+                    None => {
+                        if let ControlFlow::Break(clean) = self.maybe_commit() {
+                            return clean;
+                        }
+                        continue;
                     }
-                    continue;
+                },
+                None => rx.next(None).unwrap_or(Cmd::Abort),
+            };
+            let t0 = Instant::now();
+            if let ControlFlow::Break(clean) = self.step(cmd) {
+                return clean;
+            }
+            self.stats
+                .write_nanos
+                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn step(&mut self, cmd: Cmd) -> Step {
+        let frame = match cmd {
+            Cmd::Frame(f) => f,
+            Cmd::Abort => {
+                // The agent is gone. Complete messages are still worth keeping: the next
+                // pass finds them as duplicates instead of sending them again.
+                if self.current.is_some() {
+                    self.session.abort();
                 }
-            },
-            None => rx.next(None).unwrap_or(Cmd::Abort),
+                self.commit(false);
+                return ControlFlow::Break(false);
+            }
         };
-        let t0 = Instant::now();
-        match cmd {
-            Cmd::Begin(h) => {
-                if current.is_some() {
-                    return protocol("MESSAGE before the previous message's END");
-                }
-                let seq = h.seq;
-                if seq <= last_seq {
-                    return protocol("MESSAGE seq must increase within a session");
-                }
-                last_seq = seq;
-                let start = MessageStart {
-                    seq,
-                    meta_folder: h.folder,
-                    source_id: h.source_id,
-                    flags: h.flags,
-                    internal_date: h.internal_date,
-                    size: h.size,
-                };
-                sizes_of.clear();
-                sizes_of.insert(seq, h.size);
-                current = Some((seq, session.begin(start).err().map(|e| e.to_string())));
-            }
-            Cmd::Data(d) => match &mut current {
-                None => return protocol("DATA outside a message"),
-                Some((_, Some(_))) => {}
-                Some((_, failed @ None)) => {
-                    if let Err(e) = session.write(&d) {
-                        session.abort();
-                        *failed = Some(e.to_string());
-                    }
-                }
-            },
-            Cmd::End { seq, sha256 } => {
-                let Some((cur, failed)) = current.take() else {
-                    return protocol("END outside a message");
-                };
-                if cur != seq {
-                    return protocol("END names another message than the open one");
-                }
-                let outcome = match failed {
-                    Some(reason) => Err(reason),
-                    None => match session.finish(sha256) {
-                        Ok(Finished::Pending { seq }) => {
-                            if let Some(size) = sizes_of.remove(&seq) {
-                                sizes
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .insert(seq, Sent::Message(size));
-                            }
-                            Ok(())
-                        }
-                        Ok(Finished::Duplicate { .. }) => Ok(()),
-                        Err(StoreError::Rejected { reason, .. }) => Err(reason),
-                        Err(e) => {
-                            let _ = tx.send(Frame::Error {
-                                code: 500,
-                                message: format!("the store failed: {e}"),
-                            });
-                            return false;
-                        }
-                    },
-                };
-                if let Err(reason) = outcome {
-                    let _ = tx.send(Frame::Reject { seq, reason });
-                }
-                if !maybe_commit(session) {
-                    return false;
-                }
-            }
-            Cmd::Delete {
+        match frame {
+            Frame::Message(h) => self.begin(h),
+            Frame::Data(d) => self.data(&d),
+            Frame::End { seq, sha256 } => self.end(seq, sha256),
+            Frame::Delete {
                 seq,
                 folder,
                 source_id,
-            } => {
-                if current.is_some() {
-                    return protocol("DELETE inside a message");
-                }
-                if seq <= last_seq {
-                    return protocol("DELETE seq must increase within a session (it shares the seq space of MESSAGE)");
-                }
-                last_seq = seq;
-                let done = session.delete(seq, folder, source_id);
-                if !change_queued(done, seq, Sent::Delete, tx, stats, sizes) {
-                    return false;
-                }
-                if !maybe_commit(session) {
-                    return false;
-                }
-            }
-            Cmd::SetFlags {
+            } => self.change(seq, Sent::Delete, |s| s.delete(seq, folder, source_id)),
+            Frame::SetFlags {
                 seq,
                 folder,
                 source_id,
                 flags,
-            } => {
-                if current.is_some() {
-                    return protocol("FLAGS inside a message");
+            } => self.change(seq, Sent::SetFlags, |s| {
+                s.set_flags(seq, folder, source_id, flags)
+            }),
+            Frame::Flush => go_on(self.commit(true)),
+            Frame::Close => {
+                if self.current.is_some() {
+                    return self.protocol("CLOSE inside a message");
                 }
-                if seq <= last_seq {
-                    return protocol("FLAGS seq must increase within a session (it shares the seq space of MESSAGE)");
-                }
-                last_seq = seq;
-                let done = session.set_flags(seq, folder, source_id, flags);
-                if !change_queued(done, seq, Sent::SetFlags, tx, stats, sizes) {
-                    return false;
-                }
-                if !maybe_commit(session) {
-                    return false;
-                }
+                ControlFlow::Break(self.commit(false))
             }
-            Cmd::Flush => {
-                if !commit(session, true) {
-                    return false;
-                }
-            }
-            Cmd::Close => {
-                if current.is_some() {
-                    return protocol("CLOSE inside a message");
-                }
-                return commit(session, false);
-            }
-            Cmd::Abort => {
-                // The agent is gone. Complete messages are still worth keeping: the next
-                // pass finds them as duplicates instead of sending them again.
-                if current.is_some() {
-                    session.abort();
-                }
-                commit(session, false);
-                return false;
-            }
+            // The reader hands on client frames only (`Gate::admit`).
+            other => self.protocol(&format!("unexpected frame from a client: {other:?}")),
         }
-        stats
-            .write_nanos
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
-}
 
-/// Handles the store's answer to a DELETE or FLAGS: queued (remembered for the counters),
-/// refused for this item alone (REJECT, the session goes on), or a store failure (ERROR
-/// 500, false: the session ends).
-fn change_queued(
-    done: Result<(), StoreError>,
-    seq: u64,
-    sent: Sent,
-    tx: &flume::Sender<Frame>,
-    stats: &StoreStats,
-    sizes: &Mutex<HashMap<u64, Sent>>,
-) -> bool {
-    match done {
-        Ok(()) => {
-            sizes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(seq, sent);
-            true
+    fn begin(&mut self, h: MessageHeader) -> Step {
+        if self.current.is_some() {
+            return self.protocol("MESSAGE before the previous message's END");
         }
-        Err(StoreError::Rejected { reason, .. }) => {
-            stats.changes_rejected.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(Frame::Reject { seq, reason });
-            true
+        let (seq, size) = (h.seq, h.size);
+        if seq <= self.last_seq {
+            return self.protocol("MESSAGE seq must increase within a session");
         }
-        Err(e) => {
-            let _ = tx.send(Frame::Error {
-                code: 500,
-                message: format!("the store failed: {e}"),
-            });
-            false
+        self.last_seq = seq;
+        let failed = self.session.begin(h).err().map(|e| e.to_string());
+        self.current = Some(OpenMessage { seq, size, failed });
+        ControlFlow::Continue(())
+    }
+
+    fn data(&mut self, d: &[u8]) -> Step {
+        match &mut self.current {
+            None => return self.protocol("DATA outside a message"),
+            Some(OpenMessage {
+                failed: failed @ None,
+                ..
+            }) => {
+                if let Err(e) = self.session.write(d) {
+                    self.session.abort();
+                    *failed = Some(e.to_string());
+                }
+            }
+            Some(_) => {}
         }
+        ControlFlow::Continue(())
+    }
+
+    fn end(&mut self, seq: u64, sha256: [u8; 32]) -> Step {
+        let Some(open) = self.current.take() else {
+            return self.protocol("END outside a message");
+        };
+        if open.seq != seq {
+            return self.protocol("END names another message than the open one");
+        }
+        let outcome = match open.failed {
+            Some(reason) => Err(reason),
+            None => match self.session.finish(sha256) {
+                Ok(Finished::Pending { seq }) => {
+                    self.remember(seq, Sent::Message(open.size));
+                    Ok(())
+                }
+                Ok(Finished::Duplicate { .. }) => Ok(()),
+                Err(StoreError::Rejected { reason, .. }) => Err(reason),
+                Err(e) => return self.store_failed(e),
+            },
+        };
+        if let Err(reason) = outcome {
+            let _ = self.tx.send(Frame::Reject { seq, reason });
+        }
+        self.maybe_commit()
+    }
+
+    /// A DELETE or FLAGS: checked against the open message and the seq order, applied
+    /// by `apply`, then queued (remembered for the counters), refused for this item alone
+    /// (REJECT, the session goes on), or a store failure (ERROR 500, the session ends).
+    fn change(
+        &mut self,
+        seq: u64,
+        sent: Sent,
+        apply: impl FnOnce(&mut IngestSession) -> Result<(), StoreError>,
+    ) -> Step {
+        let what = match sent {
+            Sent::Delete => "DELETE",
+            _ => "FLAGS",
+        };
+        if self.current.is_some() {
+            return self.protocol(&format!("{what} inside a message"));
+        }
+        if seq <= self.last_seq {
+            return self.protocol(&format!(
+                "{what} seq must increase within a session (it shares the seq space of MESSAGE)"
+            ));
+        }
+        self.last_seq = seq;
+        match apply(self.session) {
+            Ok(()) => self.remember(seq, sent),
+            Err(StoreError::Rejected { reason, .. }) => {
+                self.stats.changes_rejected.fetch_add(1, Ordering::Relaxed);
+                let _ = self.tx.send(Frame::Reject { seq, reason });
+            }
+            Err(e) => return self.store_failed(e),
+        }
+        self.maybe_commit()
+    }
+
+    /// Notes what `seq` was until its ACK, for the counters.
+    fn remember(&self, seq: u64, sent: Sent) {
+        self.sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq, sent);
+    }
+
+    /// Hands the open batch to the pipeline; false if the session must end. `force`:
+    /// hand off even an empty batch (FLUSH is always answered with an ACK).
+    fn commit(&mut self, force: bool) -> bool {
+        if self.pipeline.failed() {
+            return false;
+        }
+        if self.session.pending_count() == 0 && !force {
+            return true;
+        }
+        match self.session.start_commit() {
+            // Refused only after a failure the pipeline has already reported.
+            Ok(job) => self.pipeline.submit(job).is_ok(),
+            Err(e) => {
+                send_error(self.tx, 500, format!("the store could not commit: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Closes the open batch if the policy says so (see `BatchPolicy`).
+    fn maybe_commit(&mut self) -> Step {
+        let age = self
+            .session
+            .oldest_pending()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        let close = self.policy.should_close(
+            self.session.pending_count(),
+            self.session.pending_bytes(),
+            age,
+        );
+        go_on(!close || self.commit(false))
+    }
+
+    /// The client broke the protocol: ERROR 400, the session ends.
+    fn protocol(&self, msg: &str) -> Step {
+        send_error(self.tx, 400, msg.to_string());
+        ControlFlow::Break(false)
+    }
+
+    /// The store failed: ERROR 500, the session ends.
+    fn store_failed(&self, e: StoreError) -> Step {
+        send_error(self.tx, 500, format!("the store failed: {e}"));
+        ControlFlow::Break(false)
     }
 }

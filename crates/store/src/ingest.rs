@@ -5,9 +5,10 @@
 //! [`IngestSession::set_flags`] are applied inside the same transaction, in seq order
 //! relative to the batch's messages, and acknowledged with it (`Applied` / `NotFound`).
 //!
-//! Blocking and single-threaded: one session is driven by one thread. It does not know
-//! about frames or sockets; the proxy maps wire frames onto `begin`/`write`/`finish`,
-//! `delete` and `set_flags`.
+//! Blocking and single-threaded: one session is driven by one thread. It does not decode
+//! frames or touch sockets; the proxy maps wire frames onto `begin`/`write`/`finish`,
+//! `delete` and `set_flags`. A message's metadata is the MESSAGE frame's own
+//! [`MessageHeader`], from the wire to the index: there is no store-side copy of it.
 
 use crate::audit_trail::{AuditItem, Change};
 use crate::chunk::{self, ChunkContext, ChunkKey, Sealer};
@@ -17,7 +18,7 @@ use crate::keys::{self, Key};
 use crate::segment::{self, RecordHeader, SEG_HEADER_LEN};
 use crate::volume::{FreeSegment, Inner};
 use crate::{StoreError, Volume, INDEX_FILE, SEGMENTS_DIR};
-use mailferry_core::frame::AckStatus;
+use mailferry_core::frame::{AckStatus, MessageHeader};
 use mailferry_core::profile::CommitSettings;
 use mailferry_core::{Flags, FolderName, MailboxAddr, MessageMeta, SourceId};
 use std::collections::HashSet;
@@ -27,23 +28,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The start of one message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MessageStart {
-    /// The client's sequence number, echoed in acknowledgements.
-    pub seq: u64,
-    /// Folder at the source.
-    pub meta_folder: FolderName,
-    /// The source's id of the message.
-    pub source_id: SourceId,
-    /// Flags at the source.
-    pub flags: Flags,
-    /// Internal date, Unix seconds.
-    pub internal_date: i64,
-    /// Exact body size that will follow.
-    pub size: u64,
-}
 
 /// What `finish` did with a message; it is acknowledged only after `commit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +56,8 @@ struct SegWriter {
 }
 
 struct OpenMessage {
-    start: MessageStart,
+    /// The MESSAGE frame's header as received: the store keeps the wire type itself.
+    start: MessageHeader,
     id: u64,
     salt: [u8; 32],
     message_key: Key,
@@ -573,8 +558,9 @@ impl IngestSession {
         reader.exists(self.mailbox_id, dedup)
     }
 
-    /// Starts a message. Error if a message is already open.
-    pub fn begin(&mut self, start: MessageStart) -> Result<(), StoreError> {
+    /// Starts a message described by its MESSAGE frame's header. Error if a message is
+    /// already open.
+    pub fn begin(&mut self, start: MessageHeader) -> Result<(), StoreError> {
         self.check_usable()?;
         if let Some(o) = &self.open {
             return Err(self.misuse(&format!(
@@ -725,7 +711,7 @@ impl IngestSession {
                 ),
             });
         }
-        let folder = o.start.meta_folder.as_str();
+        let folder = o.start.folder.as_str();
         let sid = o.start.source_id.as_str();
         let dedup = keys::dedup_key(&self.dedup_mac, folder, sid, &sha);
         let locator = keys::locator(&self.locator_mac, folder, sid);
@@ -781,7 +767,7 @@ impl IngestSession {
         }
         seg.len = o.record_start + o.record_len;
         let meta = MessageMeta {
-            folder: o.start.meta_folder.clone(),
+            folder: o.start.folder.clone(),
             source_id: o.start.source_id.clone(),
             flags: o.start.flags.clone(),
             internal_date: o.start.internal_date,

@@ -34,7 +34,7 @@ pub use credential::Credential;
 pub use error::StoreError;
 pub use ingest::{
     CommitJob, CommitOutcome, CommitTimings, Finished, IndexedJob, IngestSession, IngestTimings,
-    MessageStart, SyncedJob,
+    SyncedJob,
 };
 pub use keys::Argon2Params;
 pub use pipeline::{BatchPolicy, CommitPipeline, PipelineStopped};

@@ -3,9 +3,9 @@
 use super::*;
 use mailferry_agent::state::MoveIdentity;
 use mailferry_audit::AuditLog;
+use mailferry_core::frame::MessageHeader;
 use mailferry_core::profile::{CommitSettings, StoreSettings};
 use mailferry_core::{Flags, FolderName, MailboxAddr, MoveId, SourceId};
-use mailferry_store::MessageStart;
 use serde_json::json;
 
 const MB: &str = "ann@example.org";
@@ -14,9 +14,9 @@ fn store(v: &Volume, seq: u64, sid: &str, body: &[u8]) {
     let mut s = v
         .session(&MailboxAddr::parse(MB).unwrap(), &CommitSettings::default())
         .unwrap();
-    s.begin(MessageStart {
+    s.begin(MessageHeader {
         seq,
-        meta_folder: FolderName::inbox(),
+        folder: FolderName::inbox(),
         source_id: SourceId::parse(sid).unwrap(),
         flags: Flags::from_maildir("S").unwrap(),
         internal_date: 1_700_000_000,

@@ -1,6 +1,6 @@
 use super::*;
-use crate::{Finished, IngestSession, MessageStart};
-use mailferry_core::frame::AckStatus;
+use crate::{Finished, IngestSession};
+use mailferry_core::frame::{AckStatus, MessageHeader};
 use mailferry_core::profile::CommitSettings;
 use mailferry_core::{Flags, FolderName, SourceId};
 use std::collections::BTreeMap;
@@ -48,10 +48,10 @@ pub(crate) fn body(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-pub(crate) fn start(seq: u64, folder: &str, sid: &str, size: usize) -> MessageStart {
-    MessageStart {
+pub(crate) fn start(seq: u64, folder: &str, sid: &str, size: usize) -> MessageHeader {
+    MessageHeader {
         seq,
-        meta_folder: FolderName::parse(folder).unwrap(),
+        folder: FolderName::parse(folder).unwrap(),
         source_id: SourceId::parse(sid).unwrap(),
         flags: Flags::from_maildir("RS").unwrap(),
         internal_date: 1_700_000_000 + seq as i64,
