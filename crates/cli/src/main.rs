@@ -6,11 +6,13 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use mailferry_bench::{bench, demo};
 use mailferry_control::{
-    audit_cmd, batch, control, dry_run, endpoint, export, lifecycle, limits, logging, moving,
-    profile_cmd, progress, report, serve, status, tokens, volume_admin, AppError,
+    audit_cmd, batch, control, dry_run, endpoint, export, lifecycle, limits, moving, profile_cmd,
+    report, serve, status, tokens, volume_admin, AppError,
 };
 
 mod examples;
+mod logging;
+mod progress;
 use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use mailferry_store::Volume;
@@ -1079,7 +1081,7 @@ fn print_pass(res: &lifecycle::PassResult, json: bool) {
 }
 
 /// `move complete|suspend|resume|status`.
-async fn run_move_ctl(ctl: MoveCmd, tty: bool) -> Result<(), AppError> {
+async fn run_move_ctl(ctl: MoveCmd) -> Result<(), AppError> {
     let actor = lifecycle::cli_actor();
     match ctl {
         MoveCmd::Complete {
@@ -1092,10 +1094,11 @@ async fn run_move_ctl(ctl: MoveCmd, tty: bool) -> Result<(), AppError> {
                 approve_skipped,
                 ..Default::default()
             };
-            if !tty || json {
-                progress::set_unboarded(Some(progress::Style::auto(true)));
-            }
-            let res = lifecycle::complete(&state, &opts, tty && !json).await?;
+            let hooks = moving::PassHooks {
+                observer: Some(progress::Board::new(progress::Style::auto(json))),
+                ..Default::default()
+            };
+            let res = lifecycle::complete(&state, &opts, hooks).await?;
             print_pass(&res, json);
             res.check()
         }
@@ -1184,7 +1187,7 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
                 &batch::NewBatch {
                     csv,
                     endpoint,
-                    destination: lifecycle::StoredDestination::new(&destination),
+                    destination: destination.absolute(),
                     profile,
                     concurrency,
                     settings: lifecycle::Settings {
@@ -1212,7 +1215,7 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
                     batch::Mode::Sync,
                     &batch::RunOptions {
                         actor,
-                        progress: Some(progress::Style::auto(json)),
+                        observer: Some(progress::Board::new(progress::Style::auto(json))),
                         ..Default::default()
                     },
                 )
@@ -1268,7 +1271,7 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
             let opts = batch::RunOptions {
                 concurrency,
                 actor,
-                progress: Some(progress::Style::auto(json)),
+                observer: Some(progress::Board::new(progress::Style::auto(json))),
                 ..Default::default()
             };
             let o = batch::run(&bd, batch::Mode::Sync, &opts).await?;
@@ -1287,7 +1290,7 @@ async fn run_batch(cmd: BatchCmd) -> Result<(), AppError> {
                 concurrency,
                 approve_skipped,
                 actor,
-                progress: Some(progress::Style::auto(json)),
+                observer: Some(progress::Board::new(progress::Style::auto(json))),
             };
             let o = batch::run(&bd, batch::Mode::Complete, &opts).await?;
             print_run(&o, json);
@@ -1358,7 +1361,8 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             messages,
             json,
         } => {
-            let out = demo::run_demo(&data, messages, tty && !json).await?;
+            let board = (tty && !json).then(|| progress::Board::new(progress::Style::Bars));
+            let out = demo::run_demo(&data, messages, board.map(|b| b as _)).await?;
             if json {
                 print_json(&out);
             } else {
@@ -1413,7 +1417,7 @@ async fn run(cli: Cli) -> Result<(), AppError> {
             }
             Ok(())
         }
-        Cmd::Move { ctl: Some(ctl), .. } => run_move_ctl(ctl, tty).await,
+        Cmd::Move { ctl: Some(ctl), .. } => run_move_ctl(ctl).await,
         Cmd::Move {
             ctl: None,
             source,
@@ -1452,8 +1456,10 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     source_options: source_access.options(),
                     mailbox: mailbox(&mb)?,
                     destination: match (volume, proxy) {
-                        (Some(v), _) => dry_run::Target::Volume(v),
-                        (None, url) => dry_run::Target::Proxy(url.unwrap_or_default()),
+                        (Some(v), _) => dry_run::DestinationPreview::volume(&v),
+                        (None, url) => {
+                            dry_run::DestinationPreview::proxy(url.as_deref().unwrap_or_default())
+                        }
                     },
                     state,
                     profile: pass_profile,
@@ -1465,9 +1471,6 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     print!("{}", dry_run::render_text(&d));
                 }
                 return Ok(());
-            }
-            if !tty || json {
-                progress::set_unboarded(Some(progress::Style::auto(true)));
             }
             let destination = match (volume, proxy, ca, token_file) {
                 (Some(volume), None, _, _) => {
@@ -1495,7 +1498,6 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 destination,
                 state,
                 profile: pass_profile,
-                progress_bar: tty && !json,
                 source_options: source_access.options(),
             };
             let opts = lifecycle::PassOptions {
@@ -1507,7 +1509,11 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                     lifecycle::Invocation::new(&args, profile.as_deref()).with_throttle(&control),
                 ),
             };
-            let res = lifecycle::run_pass(&args, &opts).await?;
+            let hooks = moving::PassHooks {
+                observer: Some(progress::Board::new(progress::Style::auto(json))),
+                ..Default::default()
+            };
+            let res = lifecycle::run_pass_with(&args, &opts, hooks).await?;
             print_pass(&res, json);
             res.check()
         }

@@ -5,7 +5,7 @@ fn nowhere() -> Invocation {
     Invocation {
         source: "maildir:/nowhere".into(),
         mailbox: "a@example.com".into(),
-        destination: StoredDestination::Remote {
+        destination: Destination::Remote {
             url: "https://127.0.0.1:1".into(),
             ca: "/ca.pem".into(),
             token_file: "/t".into(),
@@ -117,7 +117,7 @@ fn later_passes_keep_the_one_off_throttle_flags() {
     });
     create(d.path(), inv, Settings::default(), "test").unwrap();
     // What `move complete` runs with: read back from lifecycle.json.
-    let args = recorded_args(d.path(), false).unwrap();
+    let args = recorded_args(d.path()).unwrap();
     let t = &args.profile.throttle;
     assert_eq!(t.max_bytes_per_second.map(|b| b.0), Some(2_500_000));
     assert_eq!(t.max_messages_per_second, Some(0.1));
@@ -127,7 +127,7 @@ fn later_passes_keep_the_one_off_throttle_flags() {
     inv2.max_bytes_per_second = None;
     inv2.max_messages_per_second = None;
     create(plain.path(), inv2, Settings::default(), "test").unwrap();
-    let args = recorded_args(plain.path(), false).unwrap();
+    let args = recorded_args(plain.path()).unwrap();
     assert_eq!(args.profile.throttle.max_bytes_per_second, None);
     assert_eq!(args.profile.throttle.max_messages_per_second, None);
 }
