@@ -511,14 +511,7 @@ impl BatchDir {
 
     /// Holds the batch's lock while `f` changes its record.
     fn update<T>(&self, f: impl FnOnce(&mut Batch) -> Result<T, AppError>) -> Result<T, AppError> {
-        let path = self.dir.join("batch.lock");
-        let lock = mailferry_audit::private::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| AppError::io(&path, e))?;
-        lock.lock().map_err(|e| AppError::io(&path, e))?;
+        let _lock = crate::versioned::lock(&self.dir.join("batch.lock"))?;
         let mut b = self.load()?;
         let out = f(&mut b)?;
         self.save(&b)?;

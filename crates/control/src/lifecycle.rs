@@ -492,17 +492,9 @@ impl Locked {
     fn take(dir: &Path) -> Result<Locked, AppError> {
         mailferry_audit::private::create_dir_all(dir).map_err(|e| AppError::io(dir, e))?;
         mailferry_audit::private::warn_if_exposed(dir, "state directory");
-        let path = dir.join(LOCK_FILE);
-        let f = mailferry_audit::private::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| AppError::io(&path, e))?;
-        f.lock().map_err(|e| AppError::io(&path, e))?;
         Ok(Locked {
             dir: dir.to_path_buf(),
-            _lock: f,
+            _lock: crate::versioned::lock(&dir.join(LOCK_FILE))?,
         })
     }
 

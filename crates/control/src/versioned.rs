@@ -2,9 +2,10 @@
 //! (`lifecycle.json`, `batch.json`, the admin service's job records).
 //!
 //! Every such file carries a top-level `version`; a file of another version is a usage
-//! error that names the file and both versions, never a half-read record. This module
-//! only reads: each owner writes its own file (atomically) and decides what a missing
-//! file means.
+//! error that names the file and both versions, never a half-read record. Changes are
+//! serialised by a lock file beside the record ([`lock`]). This module only reads and
+//! locks: each owner writes its own file (atomically) and decides what a missing file
+//! means.
 
 use crate::AppError;
 use serde::de::DeserializeOwned;
@@ -30,6 +31,19 @@ pub fn load<T: DeserializeOwned>(path: &Path, version: u32) -> Result<Option<T>,
         )));
     }
     serde_json::from_value(v).map(Some).map_err(unreadable)
+}
+
+/// Opens (creating it, private to the owner) the lock file at `path` and waits for its
+/// exclusive lock, held until the file is dropped.
+pub fn lock(path: &Path) -> Result<std::fs::File, AppError> {
+    let f = mailferry_audit::private::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| AppError::io(path, e))?;
+    f.lock().map_err(|e| AppError::io(path, e))?;
+    Ok(f)
 }
 
 #[cfg(test)]
