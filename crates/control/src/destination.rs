@@ -1,6 +1,6 @@
-//! Where the messages of a move go: one type for a move that runs now
-//! ([`crate::moving`]), one that is recorded to run again ([`crate::lifecycle`],
-//! [`crate::batch`]) and one that is only previewed ([`crate::dry_run`]).
+//! Where the messages of a move go: one type for a move that runs now (`moving`), one
+//! that is recorded to run again (`lifecycle`, `batch`) and one that is only previewed
+//! (`dry_run`). It depends on none of them.
 //!
 //! A destination names files (a volume and its credential file, or a proxy's CA and
 //! token files), never the secrets in them: it is written as is into `lifecycle.json`

@@ -1,7 +1,7 @@
 //! How a runner of passes tells its caller about live progress: an [`Observer`] the
-//! caller passes in (a move's [`crate::moving::PassHooks`], a batch's
-//! [`crate::batch::RunOptions`]) and the runner feeds with each mailbox's [`Progress`]
-//! counters and outcome.
+//! caller passes in (a move's `moving::PassHooks`, a batch's `batch::RunOptions`) and
+//! the runner feeds with each mailbox's [`Progress`] counters and outcome. It depends
+//! on no runner.
 //!
 //! This crate draws nothing: the `mailferry` binary implements the observer as bars on
 //! a terminal or periodic log lines, the admin service reads the counters it needs
@@ -42,8 +42,8 @@ use std::sync::Arc;
 
 /// Receives the progress of a run of passes: [`Observer::begin`] once, then
 /// [`Observer::mailbox`] as each pass starts and [`Observer::finish`] as it ends, then
-/// [`Observer::end`] once. A single move ([`crate::moving`]) reports no `finish`: its
-/// command prints the report itself. Calls may come from several tasks at once.
+/// [`Observer::end`] once. A single move (`moving`) reports no `finish`: its command
+/// prints the report itself. Calls may come from several tasks at once.
 pub trait Observer: Send + Sync {
     /// A run of passes of `mailboxes` mailboxes begins.
     fn begin(&self, mailboxes: u64) {
