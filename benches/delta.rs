@@ -121,7 +121,6 @@ fn move_args(
         },
         state: work.join("state"),
         profile: Profile::embedded_default(),
-        progress_bar: false,
         source_options: options,
     }
 }

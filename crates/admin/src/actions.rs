@@ -17,7 +17,8 @@ use super::jobs::{JobStatus, Plan};
 use super::{AdminError, AdminState, Viewer};
 use mailferry_control::batch::{self, BatchDir, BatchStatus, Mode, RowProblem};
 use mailferry_control::endpoint::{Endpoint, TestReport};
-use mailferry_control::lifecycle::{Settings, StoredDestination};
+use mailferry_control::lifecycle::Settings;
+use mailferry_control::moving::Destination;
 use mailferry_control::status::MoveStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -514,12 +515,11 @@ pub async fn create_batch(
     let new = batch::NewBatch {
         csv: csv_path,
         endpoint: ep_path,
-        destination: StoredDestination::Local {
-            volume: std::path::absolute(&cfg.volume).unwrap_or_else(|_| cfg.volume.clone()),
-            credential: "key_file".into(),
-            credential_file: std::path::absolute(&cfg.key_file)
-                .unwrap_or_else(|_| cfg.key_file.clone()),
-        },
+        destination: Destination::Local {
+            volume: cfg.volume.clone(),
+            credential: mailferry_store::Credential::KeyFile(cfg.key_file.clone()),
+        }
+        .absolute(),
         profile: None,
         concurrency: s.concurrency,
         settings: schedule.settings,

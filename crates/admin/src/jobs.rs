@@ -167,24 +167,7 @@ fn persist(dir: &Path, r: &Record) {
 
 /// Reads a batch's record; `None` if it has none.
 fn read_record(dir: &Path) -> Result<Option<Record>, AppError> {
-    let path = dir.join(JOB_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(AppError::io(&path, e)),
-    };
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", path.display())))?;
-    let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-    if version != u64::from(JOB_VERSION) {
-        return Err(AppError::Usage(format!(
-            "{}: format version {version}, this mailferry reads version {JOB_VERSION}",
-            path.display()
-        )));
-    }
-    serde_json::from_value(v)
-        .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", path.display())))
-        .map(Some)
+    mailferry_control::versioned::load(&dir.join(JOB_FILE), JOB_VERSION)
 }
 
 /// What a record found at start becomes: a run that was passing is interrupted.
@@ -366,7 +349,7 @@ impl Jobs {
         let dir = bd.mailbox_dir(&user);
         self.keep(tokio::spawn(async move {
             let res = async {
-                let mut args = mailferry_control::lifecycle::recorded_args(&dir, false)?;
+                let mut args = mailferry_control::lifecycle::recorded_args(&dir)?;
                 if let Some(pw) = batch::inline_password(&user)? {
                     args.source_options.password = Some(pw);
                 }
@@ -493,7 +476,7 @@ async fn drive(ctx: Ctx, bd: BatchDir, plan: StoredPlan, mode: Mode) {
         concurrency: None,
         approve_skipped: plan.approve_skipped,
         actor: plan.actor.clone(),
-        progress: None,
+        observer: None,
     };
     let first = match batch::run(&bd, mode, &opts).await {
         Ok(o) => o,

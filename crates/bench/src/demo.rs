@@ -9,7 +9,8 @@ use crate::compare::{compare_maildirs, Comparison};
 use crate::sample::{write_maildir, SampleSpec, SizeModel};
 use crate::AppError;
 use mailferry_control::export::{export_maildir, ExportOutcome};
-use mailferry_control::moving::{run_move, MoveArgs};
+use mailferry_control::moving::{run_move_with, MoveArgs, PassHooks};
+use mailferry_control::progress::Observer;
 use mailferry_core::profile::Profile;
 use mailferry_core::report::MoveReport;
 use mailferry_core::MailboxAddr;
@@ -17,6 +18,7 @@ use mailferry_store::Volume;
 use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MARKER: &str = ".mailferry-demo";
 
@@ -47,11 +49,12 @@ pub struct DemoOutcome {
     pub comparison: Comparison,
 }
 
-/// Runs the demo in `data` (created if missing; must be empty or an earlier demo's).
+/// Runs the demo in `data` (created if missing; must be empty or an earlier demo's),
+/// telling `observer` (if any) how its move goes.
 pub async fn run_demo(
     data: &Path,
     messages: usize,
-    progress_bar: bool,
+    observer: Option<Arc<dyn Observer>>,
 ) -> Result<DemoOutcome, AppError> {
     if data.exists() && !data.join(MARKER).exists() {
         let non_empty = fs::read_dir(data)
@@ -91,18 +94,24 @@ pub async fn run_demo(
         mailferry_control::volume_admin::init(&volume, Some(&key_file), None, None, false)?;
     }
     let mailbox = MailboxAddr::parse("demo.user@example.com").expect("valid literal");
-    let report = run_move(&MoveArgs {
-        source: format!("maildir:{}", source.display()),
-        mailbox: mailbox.clone(),
-        destination: mailferry_control::moving::Destination::Local {
-            volume: volume.clone(),
-            credential: mailferry_store::Credential::KeyFile(key_file.clone()),
+    let hooks = PassHooks {
+        observer,
+        ..Default::default()
+    };
+    let report = run_move_with(
+        &MoveArgs {
+            source: format!("maildir:{}", source.display()),
+            mailbox: mailbox.clone(),
+            destination: mailferry_control::moving::Destination::Local {
+                volume: volume.clone(),
+                credential: mailferry_store::Credential::KeyFile(key_file.clone()),
+            },
+            state: state.clone(),
+            profile: Profile::embedded_default(),
+            source_options: Default::default(),
         },
-        state: state.clone(),
-        profile: Profile::embedded_default(),
-        progress_bar,
-        source_options: Default::default(),
-    })
+        hooks,
+    )
     .await?;
     if export.exists() {
         fs::remove_dir_all(&export).map_err(|e| AppError::io(&export, e))?;

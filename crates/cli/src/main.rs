@@ -11,12 +11,14 @@ use clap::{Parser, Subcommand};
 use commands::{
     admin, audit, batch, bench, demo, endpoint, export, moving, profile, serve, token, volume,
 };
-use mailferry_control::{logging, AppError};
+use mailferry_control::AppError;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 mod commands;
 mod examples;
+mod logging;
+mod progress;
 mod render;
 
 /// See the workspace Cargo.toml. Peak RSS of `bench --small --runs 6`, run by run: glibc
@@ -140,7 +142,7 @@ async fn run(cmd: Cmd) -> Result<(), AppError> {
     let tty = std::io::stderr().is_terminal();
     match cmd {
         Cmd::Demo(a) => demo::run(a, tty).await,
-        Cmd::Move(a) => moving::run(a, tty).await,
+        Cmd::Move(a) => moving::run(a).await,
         Cmd::Serve(a) => serve::run_serve(a).await,
         Cmd::Proxy(a) => serve::run_proxy(a).await,
         Cmd::Tls { cmd } => serve::run_tls(cmd),

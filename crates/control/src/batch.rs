@@ -31,11 +31,9 @@
 //! [`crate::lifecycle`]).
 
 use crate::endpoint::Endpoint;
-use crate::lifecycle::{
-    self, Invocation, MoveState, PassOptions, PassResult, Settings, StoredDestination,
-};
-use crate::moving::{Connected, PassHooks};
-use crate::progress::{ProgressBoard, Style};
+use crate::lifecycle::{self, Invocation, MoveState, PassOptions, PassResult, Settings};
+use crate::moving::{Connected, Destination, PassHooks};
+use crate::progress::Observer;
 use crate::status::{self, MoveStatus};
 use crate::AppError;
 use mailferry_agent::source::SourceOptions;
@@ -98,7 +96,7 @@ pub struct Batch {
     /// The endpoint file (read again at each start).
     pub endpoint: PathBuf,
     /// Where the messages go.
-    pub destination: StoredDestination,
+    pub destination: Destination,
     /// Migration profile file; `None`: the embedded default.
     pub profile: Option<PathBuf>,
     /// Mailboxes at once; `None`: the endpoint's `max_concurrent_moves`.
@@ -546,28 +544,12 @@ impl BatchDir {
 
     /// Reads `batch.json`.
     pub fn load(&self) -> Result<Batch, AppError> {
-        let path = self.dir.join(BATCH_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(AppError::Usage(format!(
-                    "no batch in {} (create it with `mailferry batch new`)",
-                    self.dir.display()
-                )))
-            }
-            Err(e) => return Err(AppError::io(&path, e)),
-        };
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", path.display())))?;
-        let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-        if version != u64::from(VERSION) {
-            return Err(AppError::Usage(format!(
-                "{}: format version {version}, this mailferry reads version {VERSION}",
-                path.display()
-            )));
-        }
-        serde_json::from_value(v)
-            .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", path.display())))
+        crate::versioned::load(&self.dir.join(BATCH_FILE), VERSION)?.ok_or_else(|| {
+            AppError::Usage(format!(
+                "no batch in {} (create it with `mailferry batch new`)",
+                self.dir.display()
+            ))
+        })
     }
 
     fn save(&self, b: &Batch) -> Result<(), AppError> {
@@ -578,14 +560,7 @@ impl BatchDir {
 
     /// Holds the batch's lock while `f` changes its record.
     fn update<T>(&self, f: impl FnOnce(&mut Batch) -> Result<T, AppError>) -> Result<T, AppError> {
-        let path = self.dir.join("batch.lock");
-        let lock = mailferry_audit::private::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| AppError::io(&path, e))?;
-        lock.lock().map_err(|e| AppError::io(&path, e))?;
+        let _lock = crate::versioned::lock(&self.dir.join("batch.lock"))?;
         let mut b = self.load()?;
         let out = f(&mut b)?;
         self.save(&b)?;
@@ -606,7 +581,7 @@ pub struct NewBatch {
     /// The endpoint file.
     pub endpoint: PathBuf,
     /// Where the messages go.
-    pub destination: StoredDestination,
+    pub destination: Destination,
     /// Migration profile file.
     pub profile: Option<PathBuf>,
     /// Mailboxes at once.
@@ -794,9 +769,10 @@ pub struct RunOptions {
     pub approve_skipped: bool,
     /// Who runs it.
     pub actor: String,
-    /// Show progress on a [`ProgressBoard`] of this style (a summary bar and one bar per
-    /// running mailbox, or log lines); `None`: one line per finished mailbox on stderr.
-    pub progress: Option<Style>,
+    /// Told about every pass of the run (the binary draws a summary bar and one bar
+    /// per running mailbox, or log lines); `None`: one line per finished mailbox on
+    /// stderr.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 /// Runs a pass of every mailbox of the batch that takes one (`Mode::Sync`), or its final
@@ -825,7 +801,7 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
 
     let inline = InlinePasswords::read(&b);
 
-    let dest = Arc::new(Connected::open(&b.destination.destination()?, &profile).await?);
+    let dest = Arc::new(Connected::open(&b.destination, &profile).await?);
     let runnable = b
         .users
         .iter()
@@ -836,9 +812,10 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
                 .is_some_and(|l| matches!(l.state, MoveState::Completed | MoveState::Suspended))
         })
         .count();
-    let board = opts
-        .progress
-        .map(|style| Arc::new(ProgressBoard::with_style(runnable as u64, style)));
+    let board = opts.observer.clone();
+    if let Some(board) = &board {
+        board.begin(runnable as u64);
+    }
     let mut set = tokio::task::JoinSet::new();
     let mut outcomes: BTreeMap<usize, MailboxOutcome> = BTreeMap::new();
     for (i, u) in b.users.iter().enumerate() {
@@ -881,18 +858,16 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
                     board.mailbox(&u.address, counters.clone());
                     counters
                 }),
+                observer: None,
             };
             let res = run_one(&bd2, &u, &dest, &pass_opts, password, hooks).await;
             if let Some(board) = &board {
                 match &res {
-                    Ok(Some(r)) if r.state == MoveState::Failed => board.finish(
-                        &u.address,
-                        Err::<&mailferry_core::report::MoveReport, _>(
-                            r.limit.clone().unwrap_or_default(),
-                        ),
-                    ),
-                    Ok(Some(r)) => board.finish(&u.address, Ok::<_, String>(&r.report)),
-                    Ok(None) => board.finish(&u.address, Err("not started: suspended")),
+                    Ok(Some(r)) if r.state == MoveState::Failed => {
+                        board.finish(&u.address, Err(&r.limit.as_deref().unwrap_or_default()))
+                    }
+                    Ok(Some(r)) => board.finish(&u.address, Ok(&r.report)),
+                    Ok(None) => board.finish(&u.address, Err(&"not started: suspended")),
                     Err(e) => board.finish(&u.address, Err(e)),
                 }
             }
@@ -909,9 +884,7 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
         Err(_) => unreachable!("every pass has ended"),
     }
     if let Some(board) = board {
-        if let Ok(board) = Arc::try_unwrap(board) {
-            board.close();
-        }
+        board.end();
     }
     Ok(RunOutcome {
         name: b.name.clone(),
@@ -1051,7 +1024,7 @@ async fn run_one(
     if lifecycle::load(&dir)?.is_some_and(|l| l.state == MoveState::Suspended) {
         return Ok(None);
     }
-    let mut args = lifecycle::recorded_args(&dir, false)?;
+    let mut args = lifecycle::recorded_args(&dir)?;
     args.source_options.password = password;
     lifecycle::run_pass_on(dest, &args, opts, hooks)
         .await
@@ -1287,10 +1260,7 @@ pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
     let b = bd.load()?;
     let ep = Endpoint::load(&b.endpoint)?;
     let profile = lifecycle::load_profile(b.profile.as_deref())?;
-    let target = match &b.destination {
-        StoredDestination::Local { volume, .. } => crate::dry_run::Target::Volume(volume.clone()),
-        StoredDestination::Remote { url, .. } => crate::dry_run::Target::Proxy(url.clone()),
-    };
+    let target = crate::dry_run::DestinationPreview::of(&b.destination);
     let mut inline: HashMap<PathBuf, Result<HashMap<String, SecretBytes>, String>> = HashMap::new();
     let mut out = Vec::new();
     for u in &b.users {

@@ -6,7 +6,8 @@
 //! only checks that a local volume directory holds a volume header (by its presence).
 //! The state directory is read if it exists and never created.
 
-use crate::progress::{human_bytes, human_duration};
+use crate::destination::Destination;
+use crate::units::{human_bytes, human_duration};
 use crate::AppError;
 use mailferry_agent::preview::{preview, Preview, PreviewConfig};
 use mailferry_agent::source::SourceOptions;
@@ -14,7 +15,7 @@ use mailferry_core::profile::Profile;
 use mailferry_core::MailboxAddr;
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What a dry run needs: a move's flags, without anything that unlocks a destination.
@@ -26,21 +27,14 @@ pub struct DryRunArgs {
     pub source_options: SourceOptions,
     /// Destination mailbox.
     pub mailbox: MailboxAddr,
-    /// Where the messages would go.
-    pub destination: Target,
+    /// Where the messages would go: [`DestinationPreview::of`] a move's destination,
+    /// or from bare flags ([`DestinationPreview::volume`], [`DestinationPreview::proxy`]),
+    /// since a dry run needs no credential.
+    pub destination: DestinationPreview,
     /// The move's state directory.
     pub state: PathBuf,
     /// The profile the pass would run with (flags applied).
     pub profile: Profile,
-}
-
-/// Where a move would store.
-#[derive(Clone, Debug)]
-pub enum Target {
-    /// A local volume directory.
-    Volume(PathBuf),
-    /// A remote proxy URL.
-    Proxy(String),
 }
 
 /// Bytes of messages read to measure the source.
@@ -70,23 +64,40 @@ pub struct DestinationPreview {
     pub exists: Option<bool>,
 }
 
+impl DestinationPreview {
+    /// A local volume directory, checked for a volume header now.
+    pub fn volume(dir: &Path) -> DestinationPreview {
+        DestinationPreview {
+            kind: "volume",
+            at: dir.display().to_string(),
+            exists: Some(dir.join(mailferry_store::HEADER_FILE).is_file()),
+        }
+    }
+
+    /// A remote proxy, not contacted.
+    pub fn proxy(url: &str) -> DestinationPreview {
+        DestinationPreview {
+            kind: "proxy",
+            at: url.to_string(),
+            exists: None,
+        }
+    }
+
+    /// Where `dest` stores, without its credential or trust.
+    pub fn of(dest: &Destination) -> DestinationPreview {
+        match dest {
+            Destination::Local { volume, .. } => DestinationPreview::volume(volume),
+            Destination::Remote { url, .. } => DestinationPreview::proxy(url),
+        }
+    }
+}
+
 /// Runs the dry run of `args`.
 pub async fn dry_run(args: &DryRunArgs) -> Result<DryRun, AppError> {
     let options = args.source_options.with_profile(&args.profile);
     let source = mailferry_agent::source::from_spec(&args.source, &options)
         .map_err(|e| AppError::Usage(e.to_string()))?;
-    let destination = match &args.destination {
-        Target::Volume(volume) => DestinationPreview {
-            kind: "volume",
-            at: volume.display().to_string(),
-            exists: Some(volume.join(mailferry_store::HEADER_FILE).is_file()),
-        },
-        Target::Proxy(url) => DestinationPreview {
-            kind: "proxy",
-            at: url.clone(),
-            exists: None,
-        },
-    };
+    let destination = args.destination.clone();
     let cfg = PreviewConfig {
         source,
         mailbox: args.mailbox.clone(),

@@ -168,242 +168,54 @@ impl Endpoint {
         };
         let table: toml::Table =
             toml::from_str(text).map_err(|e| fail(vec![e.to_string().trim().to_string()]))?;
-        let base = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let rel = |p: &str| -> PathBuf {
-            let p = PathBuf::from(p);
-            std::path::absolute(base.join(&p)).unwrap_or(p)
+        let mut r = Reader {
+            table: &table,
+            base: file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+            problems: Vec::new(),
         };
-        let mut problems = Vec::new();
-        for k in table.keys() {
-            if !KEYS.contains(&k.as_str()) {
-                problems.push(format!("{k}: unknown key (known: {})", KEYS.join(", ")));
-            }
-        }
-        let string = |k: &str, problems: &mut Vec<String>| -> Option<String> {
-            match table.get(k) {
-                None => None,
-                Some(toml::Value::String(s)) => Some(s.clone()),
-                Some(v) => {
-                    problems.push(format!("{k}: expected a string, found {}", v.type_str()));
-                    None
-                }
-            }
-        };
-        let kind = match string("kind", &mut problems) {
-            None => {
-                problems.push("kind: missing (maildir, mbox, eml or imap)".into());
-                None
-            }
-            Some(k) => match Kind::parse(&k) {
-                Some(k) => Some(k),
-                None => {
-                    problems.push(format!(
-                        "kind: {k:?} is not one of maildir, mbox, eml, imap"
-                    ));
-                    None
-                }
-            },
-        };
-        let root = string("root", &mut problems);
-        let host = string("host", &mut problems);
-        let tls = string("tls", &mut problems);
-        let ca_file = string("ca_file", &mut problems);
-        let cert_sha256 = string("cert_sha256", &mut problems);
-        let master_user = string("master_user", &mut problems);
-        let master_password_file = string("master_password_file", &mut problems);
-        let master_separator = string("master_separator", &mut problems);
-        let prefix = string("prefix", &mut problems);
-        let namespaces = string("namespaces", &mut problems);
-        let int = |k: &str, problems: &mut Vec<String>| -> Option<i64> {
-            match table.get(k) {
-                None => None,
-                Some(toml::Value::Integer(i)) => Some(*i),
-                Some(v) => {
-                    problems.push(format!("{k}: expected an integer, found {}", v.type_str()));
-                    None
-                }
-            }
-        };
-        let port = int("port", &mut problems).and_then(|p| match u16::try_from(p) {
-            Ok(p) if p > 0 => Some(p),
-            _ => {
-                problems.push(format!("port: {p} is not a TCP port (1-65535)"));
-                None
-            }
-        });
-        let count = |k: &str, default: usize, problems: &mut Vec<String>| -> usize {
-            match int(k, problems) {
-                None => default,
-                Some(n) if (1..=10_000).contains(&n) => n as usize,
-                Some(n) => {
-                    problems.push(format!("{k}: {n} must be between 1 and 10000"));
-                    default
-                }
-            }
-        };
-        let defaults = mailferry_core::profile::ConcurrencySettings::default();
-        let max_concurrent_moves = count(
-            "max_concurrent_moves",
-            defaults.max_concurrent_moves,
-            &mut problems,
-        );
-        let max_concurrent_incremental_syncs = count(
-            "max_concurrent_incremental_syncs",
-            defaults
-                .max_concurrent_incremental_syncs
-                .min(max_concurrent_moves),
-            &mut problems,
-        );
-        if max_concurrent_incremental_syncs > max_concurrent_moves {
-            problems.push(format!(
-                "max_concurrent_incremental_syncs: {max_concurrent_incremental_syncs} is more \
-                 than max_concurrent_moves ({max_concurrent_moves})"
-            ));
-        }
-        let max_bytes_per_second = match table.get("max_bytes_per_second") {
-            None => None,
-            Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as u64),
-            Some(toml::Value::String(s)) => match ByteSize::parse(s) {
-                Ok(b) if b.0 > 0 => Some(b.0),
-                Ok(_) => {
-                    problems.push("max_bytes_per_second: must be more than 0".into());
-                    None
-                }
-                Err(e) => {
-                    problems.push(format!("max_bytes_per_second: {e}"));
-                    None
-                }
-            },
-            Some(v) => {
-                problems.push(format!(
-                    "max_bytes_per_second: expected a size (\"50MB\") or a positive integer, found {v}"
-                ));
-                None
-            }
-        };
-        let max_messages_per_second = match table.get("max_messages_per_second") {
-            None => None,
-            Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as f64),
-            Some(toml::Value::Float(f)) if f.is_finite() && *f > 0.0 => Some(*f),
-            Some(v) => {
-                problems.push(format!(
-                    "max_messages_per_second: expected a positive number, found {v}"
-                ));
-                None
-            }
-        };
-        let mut imap = None;
-        match kind {
+        // Problems are listed in the order of this function: unknown keys, then each key
+        // as read, then what the kind requires.
+        r.unknown_keys();
+        let kind = r.kind();
+        let root = r.string("root");
+        let imap_keys = ImapKeys::read(&mut r);
+        let limits = r.limits();
+        let imap = match kind {
             Some(Kind::Imap) => {
                 if root.is_some() {
-                    problems.push("root: only for file sources (maildir, mbox, eml)".into());
+                    r.problem("root: only for file sources (maildir, mbox, eml)".into());
                 }
-                let host = host.unwrap_or_else(|| {
-                    problems.push("host: missing (an IMAP endpoint needs its server)".into());
-                    String::new()
-                });
-                if host.contains(['/', '@', ' ']) {
-                    problems.push(format!("host: {host:?} is not a host name or address"));
-                }
-                let implicit_tls = match tls.as_deref() {
-                    None | Some("imaps") => true,
-                    Some("starttls") => false,
-                    Some(other) => {
-                        problems.push(format!(
-                            "tls: {other:?} is not imaps or starttls (plaintext IMAP is not offered)"
-                        ));
-                        true
-                    }
-                };
-                if master_user.is_some() != master_password_file.is_some() {
-                    problems
-                        .push("master_user and master_password_file: give both or neither".into());
-                }
-                let sep = master_separator.unwrap_or_else(|| "*".into());
-                if sep.is_empty() || sep.chars().any(|c| c.is_control() || c == '@') {
-                    problems.push(format!("master_separator: {sep:?} cannot separate logins"));
-                }
-                let namespaces = match namespaces.as_deref().map(str::parse::<Namespaces>) {
-                    None => Namespaces::Personal,
-                    Some(Ok(n)) => n,
-                    Some(Err(e)) => {
-                        problems.push(format!("namespaces: {e}"));
-                        Namespaces::Personal
-                    }
-                };
-                let cert_sha256 = cert_sha256.as_deref().and_then(|t| {
-                    mailferry_core::tls::CertSha256::parse(t)
-                        .map_err(|e| problems.push(format!("cert_sha256: {e}")))
-                        .ok()
-                });
-                imap = Some(Imap {
-                    prefix,
-                    namespaces,
-                    host,
-                    port: port.unwrap_or(if implicit_tls { 993 } else { 143 }),
-                    implicit_tls,
-                    ca_file: ca_file.as_deref().map(rel),
-                    cert_sha256,
-                    master_user,
-                    master_password_file: master_password_file.as_deref().map(rel),
-                    master_separator: sep,
-                });
+                Some(r.imap(imap_keys))
             }
             Some(_) => {
-                for (k, set) in [
-                    ("host", host.is_some()),
-                    ("port", port.is_some()),
-                    ("tls", tls.is_some()),
-                    ("ca_file", ca_file.is_some()),
-                    ("cert_sha256", cert_sha256.is_some()),
-                    ("master_user", master_user.is_some()),
-                    ("master_password_file", master_password_file.is_some()),
-                    ("master_separator", master_separator.is_some()),
-                    ("prefix", prefix.is_some()),
-                    ("namespaces", namespaces.is_some()),
-                ] {
-                    if set {
-                        problems.push(format!("{k}: only for kind = \"imap\""));
-                    }
-                }
-                match &root {
-                    None => problems.push(
-                        "root: missing (the path of each mailbox, with {user}: \
-                         \"/srv/mail/{user}/Maildir\")"
-                            .into(),
-                    ),
-                    Some(r) if !r.contains(USER_PLACEHOLDER) => problems.push(format!(
-                        "root: {r:?} has no {USER_PLACEHOLDER}: every user would get the same mailbox"
-                    )),
-                    Some(_) => {}
-                }
+                r.file_source(&imap_keys, root.as_deref());
+                None
             }
-            None => {}
-        }
-        if !problems.is_empty() {
-            return Err(fail(problems));
+            None => None,
+        };
+        if !r.problems.is_empty() {
+            return Err(fail(r.problems));
         }
         let kind = kind.expect("no problems: kind is set");
         Ok(Endpoint {
             file: std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
             kind,
-            root: root.map(|r| {
+            root: root.map(|root| {
                 // Relative to the endpoint file, like every other path in it.
-                let p = Path::new(&r);
-                if p.is_absolute() {
-                    r
+                if Path::new(&root).is_absolute() {
+                    root
                 } else {
-                    rel(&r).display().to_string()
+                    r.rel(&root).display().to_string()
                 }
             }),
             imap,
-            max_concurrent_moves,
-            max_concurrent_incremental_syncs,
-            max_bytes_per_second,
-            max_messages_per_second,
+            max_concurrent_moves: limits.max_concurrent_moves,
+            max_concurrent_incremental_syncs: limits.max_concurrent_incremental_syncs,
+            max_bytes_per_second: limits.max_bytes_per_second,
+            max_messages_per_second: limits.max_messages_per_second,
         })
     }
 
@@ -740,6 +552,296 @@ pub fn render_text(r: &TestReport) -> String {
         ));
     }
     out
+}
+
+// === parsing ===
+
+/// Reads the keys of one endpoint file, collecting every problem instead of stopping at
+/// the first.
+struct Reader<'a> {
+    table: &'a toml::Table,
+    /// The endpoint file's directory: relative paths in it are relative to it.
+    base: &'a Path,
+    problems: Vec<String>,
+}
+
+/// The IMAP-only keys as given (checked against the kind afterwards).
+struct ImapKeys {
+    host: Option<String>,
+    tls: Option<String>,
+    ca_file: Option<String>,
+    cert_sha256: Option<String>,
+    master_user: Option<String>,
+    master_password_file: Option<String>,
+    master_separator: Option<String>,
+    prefix: Option<String>,
+    namespaces: Option<String>,
+    port: Option<u16>,
+}
+
+/// The endpoint's concurrency and rate limits.
+struct EndpointLimits {
+    max_concurrent_moves: usize,
+    max_concurrent_incremental_syncs: usize,
+    max_bytes_per_second: Option<u64>,
+    max_messages_per_second: Option<f64>,
+}
+
+impl ImapKeys {
+    fn read(r: &mut Reader<'_>) -> ImapKeys {
+        let host = r.string("host");
+        let tls = r.string("tls");
+        let ca_file = r.string("ca_file");
+        let cert_sha256 = r.string("cert_sha256");
+        let master_user = r.string("master_user");
+        let master_password_file = r.string("master_password_file");
+        let master_separator = r.string("master_separator");
+        let prefix = r.string("prefix");
+        let namespaces = r.string("namespaces");
+        let port = r.int("port").and_then(|p| match u16::try_from(p) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                r.problem(format!("port: {p} is not a TCP port (1-65535)"));
+                None
+            }
+        });
+        ImapKeys {
+            host,
+            tls,
+            ca_file,
+            cert_sha256,
+            master_user,
+            master_password_file,
+            master_separator,
+            prefix,
+            namespaces,
+            port,
+        }
+    }
+
+    /// The keys that are given, by name.
+    fn given(&self) -> [(&'static str, bool); 10] {
+        [
+            ("host", self.host.is_some()),
+            ("port", self.port.is_some()),
+            ("tls", self.tls.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("cert_sha256", self.cert_sha256.is_some()),
+            ("master_user", self.master_user.is_some()),
+            ("master_password_file", self.master_password_file.is_some()),
+            ("master_separator", self.master_separator.is_some()),
+            ("prefix", self.prefix.is_some()),
+            ("namespaces", self.namespaces.is_some()),
+        ]
+    }
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, p: String) {
+        self.problems.push(p);
+    }
+
+    /// `p` relative to the endpoint file, made absolute.
+    fn rel(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        std::path::absolute(self.base.join(&p)).unwrap_or(p)
+    }
+
+    fn unknown_keys(&mut self) {
+        for k in self.table.keys() {
+            if !KEYS.contains(&k.as_str()) {
+                self.problems
+                    .push(format!("{k}: unknown key (known: {})", KEYS.join(", ")));
+            }
+        }
+    }
+
+    fn string(&mut self, k: &str) -> Option<String> {
+        match self.table.get(k) {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(v) => {
+                self.problem(format!("{k}: expected a string, found {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, k: &str) -> Option<i64> {
+        match self.table.get(k) {
+            None => None,
+            Some(toml::Value::Integer(i)) => Some(*i),
+            Some(v) => {
+                self.problem(format!("{k}: expected an integer, found {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    /// A count between 1 and 10000, `default` if absent or wrong.
+    fn count(&mut self, k: &str, default: usize) -> usize {
+        match self.int(k) {
+            None => default,
+            Some(n) if (1..=10_000).contains(&n) => n as usize,
+            Some(n) => {
+                self.problem(format!("{k}: {n} must be between 1 and 10000"));
+                default
+            }
+        }
+    }
+
+    fn kind(&mut self) -> Option<Kind> {
+        match self.string("kind") {
+            None => {
+                self.problem("kind: missing (maildir, mbox, eml or imap)".into());
+                None
+            }
+            Some(k) => {
+                let kind = Kind::parse(&k);
+                if kind.is_none() {
+                    self.problem(format!(
+                        "kind: {k:?} is not one of maildir, mbox, eml, imap"
+                    ));
+                }
+                kind
+            }
+        }
+    }
+
+    fn limits(&mut self) -> EndpointLimits {
+        let defaults = mailferry_core::profile::ConcurrencySettings::default();
+        let max_concurrent_moves =
+            self.count("max_concurrent_moves", defaults.max_concurrent_moves);
+        let max_concurrent_incremental_syncs = self.count(
+            "max_concurrent_incremental_syncs",
+            defaults
+                .max_concurrent_incremental_syncs
+                .min(max_concurrent_moves),
+        );
+        if max_concurrent_incremental_syncs > max_concurrent_moves {
+            self.problem(format!(
+                "max_concurrent_incremental_syncs: {max_concurrent_incremental_syncs} is more \
+                 than max_concurrent_moves ({max_concurrent_moves})"
+            ));
+        }
+        EndpointLimits {
+            max_concurrent_moves,
+            max_concurrent_incremental_syncs,
+            max_bytes_per_second: self.byte_rate(),
+            max_messages_per_second: self.message_rate(),
+        }
+    }
+
+    fn byte_rate(&mut self) -> Option<u64> {
+        match self.table.get("max_bytes_per_second") {
+            None => None,
+            Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as u64),
+            Some(toml::Value::String(s)) => match ByteSize::parse(s) {
+                Ok(b) if b.0 > 0 => Some(b.0),
+                Ok(_) => {
+                    self.problem("max_bytes_per_second: must be more than 0".into());
+                    None
+                }
+                Err(e) => {
+                    self.problem(format!("max_bytes_per_second: {e}"));
+                    None
+                }
+            },
+            Some(v) => {
+                self.problem(format!(
+                    "max_bytes_per_second: expected a size (\"50MB\") or a positive integer, found {v}"
+                ));
+                None
+            }
+        }
+    }
+
+    fn message_rate(&mut self) -> Option<f64> {
+        match self.table.get("max_messages_per_second") {
+            None => None,
+            Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as f64),
+            Some(toml::Value::Float(f)) if f.is_finite() && *f > 0.0 => Some(*f),
+            Some(v) => {
+                self.problem(format!(
+                    "max_messages_per_second: expected a positive number, found {v}"
+                ));
+                None
+            }
+        }
+    }
+
+    /// The IMAP settings of `kind = "imap"`, with defaults for what is not given.
+    fn imap(&mut self, k: ImapKeys) -> Imap {
+        let host = k.host.unwrap_or_else(|| {
+            self.problem("host: missing (an IMAP endpoint needs its server)".into());
+            String::new()
+        });
+        if host.contains(['/', '@', ' ']) {
+            self.problem(format!("host: {host:?} is not a host name or address"));
+        }
+        let implicit_tls = match k.tls.as_deref() {
+            None | Some("imaps") => true,
+            Some("starttls") => false,
+            Some(other) => {
+                self.problem(format!(
+                    "tls: {other:?} is not imaps or starttls (plaintext IMAP is not offered)"
+                ));
+                true
+            }
+        };
+        if k.master_user.is_some() != k.master_password_file.is_some() {
+            self.problem("master_user and master_password_file: give both or neither".into());
+        }
+        let sep = k.master_separator.unwrap_or_else(|| "*".into());
+        if sep.is_empty() || sep.chars().any(|c| c.is_control() || c == '@') {
+            self.problem(format!("master_separator: {sep:?} cannot separate logins"));
+        }
+        let namespaces = match k.namespaces.as_deref().map(str::parse::<Namespaces>) {
+            None => Namespaces::Personal,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                self.problem(format!("namespaces: {e}"));
+                Namespaces::Personal
+            }
+        };
+        let cert_sha256 = k.cert_sha256.as_deref().and_then(|t| {
+            mailferry_core::tls::CertSha256::parse(t)
+                .map_err(|e| self.problem(format!("cert_sha256: {e}")))
+                .ok()
+        });
+        Imap {
+            prefix: k.prefix,
+            namespaces,
+            host,
+            port: k.port.unwrap_or(if implicit_tls { 993 } else { 143 }),
+            implicit_tls,
+            ca_file: k.ca_file.as_deref().map(|p| self.rel(p)),
+            cert_sha256,
+            master_user: k.master_user,
+            master_password_file: k.master_password_file.as_deref().map(|p| self.rel(p)),
+            master_separator: sep,
+        }
+    }
+
+    /// A file source (maildir, mbox, eml): no IMAP key, and a `root` with `{user}`.
+    fn file_source(&mut self, k: &ImapKeys, root: Option<&str>) {
+        for (key, given) in k.given() {
+            if given {
+                self.problem(format!("{key}: only for kind = \"imap\""));
+            }
+        }
+        match root {
+            None => self.problem(
+                "root: missing (the path of each mailbox, with {user}: \
+                 \"/srv/mail/{user}/Maildir\")"
+                    .into(),
+            ),
+            Some(r) if !r.contains(USER_PLACEHOLDER) => self.problem(format!(
+                "root: {r:?} has no {USER_PLACEHOLDER}: every user would get the same mailbox"
+            )),
+            Some(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,6 @@ use mailferry_agent::state::{write_atomic, StateDir};
 use mailferry_core::profile::{format_rfc3339, parse_rfc3339, Profile};
 use mailferry_core::report::MoveReport;
 use mailferry_core::{unix_now, MailboxAddr};
-use mailferry_store::Credential;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -167,30 +166,6 @@ impl Schedule {
     }
 }
 
-/// Where the messages of a move go, as recorded (paths only).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum StoredDestination {
-    /// A local volume.
-    Local {
-        /// Volume directory.
-        volume: PathBuf,
-        /// `key_file`, `passphrase_file` or `recovery_key_file`.
-        credential: String,
-        /// The credential's file.
-        credential_file: PathBuf,
-    },
-    /// A remote `mailferry serve`.
-    Remote {
-        /// `https://host:port`.
-        url: String,
-        /// The CA file.
-        ca: PathBuf,
-        /// The token file.
-        token_file: PathBuf,
-    },
-}
-
 /// How to run another pass of a move: everything `mailferry move` was given, as
 /// absolute paths, and no secret (secrets stay in their files, or in the environment).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,8 +174,8 @@ pub struct Invocation {
     pub source: String,
     /// Destination mailbox.
     pub mailbox: String,
-    /// Where the messages go.
-    pub destination: StoredDestination,
+    /// Where the messages go (paths absolute).
+    pub destination: Destination,
     /// Migration profile file; `None`: the embedded default.
     pub profile: Option<PathBuf>,
     /// IMAP: password file.
@@ -240,9 +215,7 @@ fn is_personal(n: &Namespaces) -> bool {
     *n == Namespaces::Personal
 }
 
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
+use crate::destination::absolute;
 
 /// A source spec with the path of a file source made absolute.
 pub fn absolute_spec(spec: &str) -> String {
@@ -268,67 +241,6 @@ fn describe_source(spec: &str) -> String {
     spec.to_string()
 }
 
-impl StoredDestination {
-    /// Records `dest` (paths made absolute).
-    pub fn new(dest: &Destination) -> StoredDestination {
-        match dest {
-            Destination::Local { volume, credential } => {
-                let (kind, file) = match credential {
-                    Credential::KeyFile(p) => ("key_file", p),
-                    Credential::Passphrase(p) => ("passphrase_file", p),
-                    Credential::RecoveryKey(p) => ("recovery_key_file", p),
-                };
-                StoredDestination::Local {
-                    volume: absolute(volume),
-                    credential: kind.into(),
-                    credential_file: absolute(file),
-                }
-            }
-            Destination::Remote {
-                url,
-                ca,
-                token_file,
-            } => StoredDestination::Remote {
-                url: url.clone(),
-                ca: absolute(ca),
-                token_file: absolute(token_file),
-            },
-        }
-    }
-
-    /// The destination to open.
-    pub fn destination(&self) -> Result<Destination, AppError> {
-        Ok(match self {
-            StoredDestination::Local {
-                volume,
-                credential,
-                credential_file,
-            } => Destination::Local {
-                volume: volume.clone(),
-                credential: match credential.as_str() {
-                    "key_file" => Credential::KeyFile(credential_file.clone()),
-                    "passphrase_file" => Credential::Passphrase(credential_file.clone()),
-                    "recovery_key_file" => Credential::RecoveryKey(credential_file.clone()),
-                    other => {
-                        return Err(AppError::Usage(format!(
-                            "{LIFECYCLE_FILE}: unknown volume credential kind {other:?}"
-                        )))
-                    }
-                },
-            },
-            StoredDestination::Remote {
-                url,
-                ca,
-                token_file,
-            } => Destination::Remote {
-                url: url.clone(),
-                ca: ca.clone(),
-                token_file: token_file.clone(),
-            },
-        })
-    }
-}
-
 impl Invocation {
     /// Records `args` (whose profile was read from `profile`).
     pub fn new(args: &MoveArgs, profile: Option<&Path>) -> Invocation {
@@ -336,7 +248,7 @@ impl Invocation {
         Invocation {
             source: absolute_spec(&args.source),
             mailbox: args.mailbox.to_string(),
-            destination: StoredDestination::new(&args.destination),
+            destination: args.destination.absolute(),
             profile: profile.map(absolute),
             password_file: o.password_file.as_deref().map(absolute),
             oauth_token_file: o.oauth_token_file.as_deref().map(absolute),
@@ -375,16 +287,15 @@ impl Invocation {
     }
 
     /// The arguments of another pass into `state`.
-    pub fn to_args(&self, state: &Path, progress_bar: bool) -> Result<MoveArgs, AppError> {
+    pub fn to_args(&self, state: &Path) -> Result<MoveArgs, AppError> {
         let mut profile = load_profile(self.profile.as_deref())?;
         self.control()?.apply(&mut profile);
         Ok(MoveArgs {
             source: self.source.clone(),
             mailbox: MailboxAddr::parse(&self.mailbox)?,
-            destination: self.destination.destination()?,
+            destination: self.destination.clone(),
             state: state.to_path_buf(),
             profile,
-            progress_bar,
             source_options: SourceOptions {
                 password_file: self.password_file.clone(),
                 oauth_token_file: self.oauth_token_file.clone(),
@@ -553,39 +464,22 @@ struct StateEvent {
 /// but no record) reads as `Synced` if a pass finished, else `Created`; a directory
 /// with no move is `None`.
 pub fn load(dir: &Path) -> Result<Option<Lifecycle>, AppError> {
-    let path = dir.join(LIFECYCLE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let v: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", path.display())))?;
-            let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-            if version != u64::from(VERSION) {
-                return Err(AppError::Usage(format!(
-                    "{}: format version {version}, this mailferry reads version {VERSION}",
-                    path.display()
-                )));
-            }
-            let lc = serde_json::from_value(v)
-                .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", path.display())))?;
-            Ok(Some(lc))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id_path = dir.join("move.json");
-            let identity = match std::fs::read(&id_path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(AppError::io(&id_path, e)),
-            };
-            let id: mailferry_agent::state::MoveIdentity = serde_json::from_slice(&identity)
-                .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", id_path.display())))?;
-            let mut lc = Lifecycle::new(id.mailbox.as_str());
-            if dir.join("report.json").exists() {
-                lc.state = MoveState::Synced;
-            }
-            Ok(Some(lc))
-        }
-        Err(e) => Err(AppError::io(&path, e)),
+    if let Some(lc) = crate::versioned::load(&dir.join(LIFECYCLE_FILE), VERSION)? {
+        return Ok(Some(lc));
     }
+    let id_path = dir.join("move.json");
+    let identity = match std::fs::read(&id_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AppError::io(&id_path, e)),
+    };
+    let id: mailferry_agent::state::MoveIdentity = serde_json::from_slice(&identity)
+        .map_err(|e| AppError::Failed(format!("{}: unreadable: {e}", id_path.display())))?;
+    let mut lc = Lifecycle::new(id.mailbox.as_str());
+    if dir.join("report.json").exists() {
+        lc.state = MoveState::Synced;
+    }
+    Ok(Some(lc))
 }
 
 /// Holds `lifecycle.lock` of a state directory.
@@ -598,17 +492,9 @@ impl Locked {
     fn take(dir: &Path) -> Result<Locked, AppError> {
         mailferry_audit::private::create_dir_all(dir).map_err(|e| AppError::io(dir, e))?;
         mailferry_audit::private::warn_if_exposed(dir, "state directory");
-        let path = dir.join(LOCK_FILE);
-        let f = mailferry_audit::private::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| AppError::io(&path, e))?;
-        f.lock().map_err(|e| AppError::io(&path, e))?;
         Ok(Locked {
             dir: dir.to_path_buf(),
-            _lock: f,
+            _lock: crate::versioned::lock(&dir.join(LOCK_FILE))?,
         })
     }
 
@@ -771,9 +657,18 @@ fn refuse_pass(lc: &Lifecycle, dir: &Path) -> Result<(), AppError> {
 /// completed or suspended, opens the destination, runs the pass, judges its skipped
 /// items and records the new state.
 pub async fn run_pass(args: &MoveArgs, opts: &PassOptions) -> Result<PassResult, AppError> {
+    run_pass_with(args, opts, PassHooks::default()).await
+}
+
+/// [`run_pass`] with the caller's observer (or counters) and shared throttle.
+pub async fn run_pass_with(
+    args: &MoveArgs,
+    opts: &PassOptions,
+    hooks: PassHooks,
+) -> Result<PassResult, AppError> {
     precheck(&args.state)?;
     let dest = Connected::open(&args.destination, &args.profile).await?;
-    let res = run_pass_on(&dest, args, opts, PassHooks::default()).await;
+    let res = run_pass_on(&dest, args, opts, hooks).await;
     dest.close().await;
     res
 }
@@ -1112,7 +1007,7 @@ pub fn resume(dir: &Path, actor: &str) -> Result<MoveState, AppError> {
 }
 
 /// The arguments of the next pass of a recorded move.
-pub fn recorded_args(dir: &Path, progress_bar: bool) -> Result<MoveArgs, AppError> {
+pub fn recorded_args(dir: &Path) -> Result<MoveArgs, AppError> {
     let lc = existing(dir)?;
     let inv = lc.invocation.ok_or_else(|| {
         AppError::Usage(format!(
@@ -1122,21 +1017,22 @@ pub fn recorded_args(dir: &Path, progress_bar: bool) -> Result<MoveArgs, AppErro
             dir.display()
         ))
     })?;
-    inv.to_args(dir, progress_bar)
+    inv.to_args(dir)
 }
 
-/// `move complete`: the final delta pass of a recorded move, which then is `Completed`.
+/// `move complete`: the final delta pass of a recorded move, which then is `Completed`;
+/// `hooks` as for [`run_pass_with`].
 pub async fn complete(
     dir: &Path,
     opts: &PassOptions,
-    progress_bar: bool,
+    hooks: PassHooks,
 ) -> Result<PassResult, AppError> {
-    let args = recorded_args(dir, progress_bar)?;
+    let args = recorded_args(dir)?;
     let opts = PassOptions {
         complete: true,
         ..opts.clone()
     };
-    run_pass(&args, &opts).await
+    run_pass_with(&args, &opts, hooks).await
 }
 
 /// Parses `--complete-after`: RFC 3339 (`2025-07-01T22:00:00Z`, `2025-07-01`) or a time

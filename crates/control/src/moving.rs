@@ -9,7 +9,8 @@
 //! other side): the report leaves it empty and `receipt.matches` false; check it on the
 //! store host with `mailferry receipt verify`.
 
-use crate::progress::{ProgressBoard, Style};
+pub use crate::destination::Destination;
+use crate::progress::Observer;
 use crate::{rss, AppError};
 use mailferry_agent::client::Endpoint;
 use mailferry_agent::pass::{run_pass, PassConfig, Progress};
@@ -38,31 +39,8 @@ pub struct MoveArgs {
     pub state: PathBuf,
     /// Migration profile.
     pub profile: Profile,
-    /// Draw a progress bar on stderr.
-    pub progress_bar: bool,
     /// Credentials and trust for an IMAP source (unused by file sources).
     pub source_options: mailferry_agent::source::SourceOptions,
-}
-
-/// Where a move stores.
-#[derive(Debug, Clone)]
-pub enum Destination {
-    /// A volume on this machine, through an embedded proxy on loopback.
-    Local {
-        /// Volume directory.
-        volume: PathBuf,
-        /// What unlocks the volume: key file, passphrase file or recovery key file.
-        credential: Credential,
-    },
-    /// A `mailferry serve` elsewhere.
-    Remote {
-        /// `https://host:port`.
-        url: String,
-        /// PEM file of the CA to trust (exactly that one).
-        ca: PathBuf,
-        /// File holding the token (`mailferry token issue --out`).
-        token_file: PathBuf,
-    },
 }
 
 /// Runs one pass of the move and returns its report (also written to the state dir as
@@ -71,7 +49,8 @@ pub async fn run_move(args: &MoveArgs) -> Result<MoveReport, AppError> {
     run_move_with(args, PassHooks::default()).await
 }
 
-/// [`run_move`] with live counters and a shared throttle supplied by the caller.
+/// [`run_move`] with an observer, live counters or a shared throttle supplied by the
+/// caller.
 pub async fn run_move_with(args: &MoveArgs, hooks: PassHooks) -> Result<MoveReport, AppError> {
     let clock = Clock::start();
     let dest = Connected::open(&args.destination, &args.profile).await?;
@@ -84,9 +63,12 @@ pub async fn run_move_with(args: &MoveArgs, hooks: PassHooks) -> Result<MoveRepo
 /// [`MoveArgs`].
 #[derive(Clone, Debug, Default)]
 pub struct PassHooks {
-    /// The pass's live counters, for a [`crate::progress::ProgressBoard`] the caller
-    /// draws; with them given, the pass draws no bar of its own.
+    /// The pass's live counters, which the caller (a batch) shows on its own observer;
+    /// with them given, [`PassHooks::observer`] is not told about this pass.
     pub progress: Option<Arc<Progress>>,
+    /// Told about this one pass (`begin(1)`, `mailbox`, `end`; no `finish`: the caller
+    /// has the report).
+    pub observer: Option<Arc<dyn Observer>>,
     /// A throttle shared with other moves (an endpoint's), obeyed on top of the move's
     /// own `[throttle]` limits.
     pub throttle: Option<Arc<Throttle>>,
@@ -151,7 +133,8 @@ impl Connected {
         self.run_pass_with(args, clock, PassHooks::default()).await
     }
 
-    /// [`Connected::run_pass`] with the caller's counters and shared throttle.
+    /// [`Connected::run_pass`] with the caller's observer or counters and shared
+    /// throttle.
     pub async fn run_pass_with(
         &self,
         args: &MoveArgs,
@@ -163,19 +146,16 @@ impl Connected {
         let options = args.source_options.with_profile(&args.profile);
         let source = mailferry_agent::source::from_spec(&args.source, &options)
             .map_err(|e| AppError::Usage(e.to_string()))?;
-        let hooks_given = hooks.progress.is_some();
-        let own_bar = args.progress_bar && !hooks_given;
-        let progress = hooks.progress.unwrap_or_default();
-        let style = match (own_bar, hooks_given) {
-            (true, _) => Some(Style::Bars),
-            (false, false) => crate::progress::unboarded(),
-            (false, true) => None,
+        // Counters given by the caller are shown by the caller: this pass tells its own
+        // observer only about counters it made.
+        let (progress, observer) = match hooks.progress {
+            Some(counters) => (counters, None),
+            None => (Arc::default(), hooks.observer),
         };
-        let board = style.map(|style| {
-            let board = ProgressBoard::with_style(1, style);
-            board.mailbox(args.mailbox.as_str(), progress.clone());
-            board
-        });
+        if let Some(o) = &observer {
+            o.begin(1);
+            o.mailbox(args.mailbox.as_str(), progress.clone());
+        }
         let (sampler_stop, sampler) = spawn_sampler(progress.clone());
         let outcome = run_pass(
             PassConfig {
@@ -192,8 +172,8 @@ impl Connected {
             progress,
         )
         .await;
-        if let Some(board) = board {
-            board.close();
+        if let Some(o) = observer {
+            o.end();
         }
         let _ = sampler_stop.send(());
         let timeline = sampler.await.unwrap_or_default();

@@ -1,529 +1,68 @@
-//! Live progress of one move or of many (a batch): a board that any runner of passes
-//! feeds with each mailbox's [`Progress`] counters.
+//! How a runner of passes tells its caller about live progress: an [`Observer`] the
+//! caller passes in (a move's `moving::PassHooks`, a batch's `batch::RunOptions`) and
+//! the runner feeds with each mailbox's [`Progress`] counters and outcome. It depends
+//! on no runner.
 //!
-//! On a terminal ([`Style::Bars`]) it draws an indicatif `MultiProgress`: one summary
-//! bar (mailboxes done/total, bytes, rate, ETA, failures; only when there is more than
-//! one mailbox) and one bar per active mailbox; a finished mailbox collapses into one
-//! line printed above the bars. Elsewhere, or with `--json` ([`Style::Lines`]), there
-//! are no bars: a summary log line goes out every few seconds (log target
-//! [`PROGRESS_TARGET`]), and one per finished mailbox. Log lines never tear the bars
-//! (see [`crate::logging`]). Colours follow `NO_COLOR`.
+//! This crate draws nothing: the `mailferry` binary implements the observer as bars on
+//! a terminal or periodic log lines, the admin service reads the counters it needs
+//! itself, and tests and benchmarks give none. An observer only reads counters; a pass
+//! runs the same with or without one.
 //!
-//! The board only reads counters; it never changes what a pass does, and a pass runs
-//! the same with or without one.
+//! ```
+//! use mailferry_agent::pass::Progress;
+//! use mailferry_control::progress::Observer;
+//! use mailferry_core::report::MoveReport;
+//! use std::sync::{Arc, Mutex};
 //!
-//! ```no_run
-//! # async fn f(args: mailferry_control::moving::MoveArgs) {
-//! use mailferry_control::moving::{run_move_with, PassHooks};
-//! use mailferry_control::progress::ProgressBoard;
-//! let board = ProgressBoard::new(1);
-//! let counters = std::sync::Arc::new(Default::default());
-//! board.mailbox("alice@example.com", std::sync::Arc::clone(&counters));
-//! let hooks = PassHooks { progress: Some(counters), ..Default::default() };
-//! let result = run_move_with(&args, hooks).await;
-//! board.finish("alice@example.com", result.as_ref());
-//! board.close();
-//! # }
+//! /// Remembers which mailboxes failed.
+//! #[derive(Default)]
+//! struct Failures(Mutex<Vec<String>>);
+//!
+//! impl Observer for Failures {
+//!     fn mailbox(&self, _name: &str, _counters: Arc<Progress>) {}
+//!     fn finish(&self, name: &str, outcome: Result<&MoveReport, &dyn std::fmt::Display>) {
+//!         if let Err(e) = outcome {
+//!             self.0.lock().unwrap().push(format!("{name}: {e}"));
+//!         }
+//!     }
+//! }
+//!
+//! let f = Failures::default();
+//! f.begin(1);
+//! f.mailbox("a@example.com", Arc::default());
+//! f.finish("a@example.com", Err(&"no route to host"));
+//! f.end();
+//! assert_eq!(*f.0.lock().unwrap(), ["a@example.com: no route to host"]);
 //! ```
 
-use crate::logging::{self, PROGRESS_TARGET};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mailferry_agent::pass::Progress;
+pub use mailferry_agent::pass::Progress;
 use mailferry_core::report::MoveReport;
-use std::collections::VecDeque;
-use std::io::IsTerminal;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::fmt::Display;
+use std::sync::Arc;
 
-/// How a board shows progress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Style {
-    /// Bars on stderr (a terminal).
-    Bars,
-    /// A log line every `interval`, and one per finished mailbox.
-    Lines {
-        /// Time between summary lines.
-        interval: Duration,
-    },
-    /// Nothing.
-    Silent,
-}
-
-impl Style {
-    /// Bars when stderr is a terminal and the command does not print JSON; log lines
-    /// every five seconds otherwise.
-    pub fn auto(json: bool) -> Style {
-        if std::io::stderr().is_terminal() && !json {
-            Style::Bars
-        } else {
-            Style::Lines {
-                interval: Duration::from_secs(5),
-            }
-        }
+/// Receives the progress of a run of passes: [`Observer::begin`] once, then
+/// [`Observer::mailbox`] as each pass starts and [`Observer::finish`] as it ends, then
+/// [`Observer::end`] once. A single move (`moving`) reports no `finish`: its command
+/// prints the report itself. Calls may come from several tasks at once.
+pub trait Observer: Send + Sync {
+    /// A run of passes of `mailboxes` mailboxes begins.
+    fn begin(&self, mailboxes: u64) {
+        let _ = mailboxes;
     }
+
+    /// The pass of mailbox `name` started; it updates `counters` as it goes.
+    fn mailbox(&self, name: &str, counters: Arc<Progress>);
+
+    /// The pass of `name` ended with its report, or did not run or failed for the
+    /// reason given.
+    fn finish(&self, name: &str, outcome: Result<&MoveReport, &dyn Display>);
+
+    /// The run ended: no further calls come.
+    fn end(&self) {}
 }
 
-/// How passes run without a board of their caller's show their progress when they are
-/// not told to draw bars: nothing (the default: benchmarks, tests, the library), or log
-/// lines (set by the command line when stderr is not a terminal or `--json` is given).
-static UNBOARDED: Mutex<Option<Style>> = Mutex::new(None);
-
-/// Sets the style of passes that are given no board and no bar (see [`unboarded`]).
-pub fn set_unboarded(style: Option<Style>) {
-    *UNBOARDED.lock().unwrap_or_else(|e| e.into_inner()) = style;
-}
-
-/// The style set by [`set_unboarded`], if any.
-pub fn unboarded() -> Option<Style> {
-    *UNBOARDED.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One mailbox being moved.
-struct Active {
-    name: String,
-    progress: Arc<Progress>,
-    bar: Option<ProgressBar>,
-}
-
-/// Everything the board has been told, and the rate it measured.
-struct State {
-    active: Vec<Active>,
-    done: u64,
-    failed: u64,
-    /// Bytes settled by finished mailboxes.
-    finished_bytes: u64,
-    /// Rate window: (when, bytes settled by then).
-    samples: VecDeque<(Instant, u64)>,
-}
-
-struct Shared {
-    style: Style,
-    total: u64,
-    color: bool,
-    multi: Option<MultiProgress>,
-    summary: Option<ProgressBar>,
-    state: Mutex<State>,
-    /// Set to stop the ticker; the condvar wakes it at once.
-    stop: (Mutex<bool>, Condvar),
-}
-
-/// Live progress of a set of moves; see the module docs.
-pub struct ProgressBoard {
-    shared: Arc<Shared>,
-    ticker: Option<std::thread::JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for ProgressBoard {
+impl std::fmt::Debug for dyn Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProgressBoard")
-            .field("style", &self.shared.style)
-            .field("total", &self.shared.total)
-            .finish()
-    }
-}
-
-impl ProgressBoard {
-    /// A board for `total_mailboxes` moves, in the [`Style::auto`] style of a command
-    /// without `--json`.
-    pub fn new(total_mailboxes: u64) -> ProgressBoard {
-        ProgressBoard::with_style(total_mailboxes, Style::auto(false))
-    }
-
-    /// A board in the given style.
-    pub fn with_style(total_mailboxes: u64, style: Style) -> ProgressBoard {
-        let color = logging::color_on_stderr();
-        let (multi, summary) = match style {
-            Style::Bars => {
-                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-                let summary = (total_mailboxes > 1).then(|| {
-                    let bar = multi.add(ProgressBar::new(total_mailboxes));
-                    bar.set_style(summary_style(color));
-                    bar.set_prefix("mailboxes");
-                    bar
-                });
-                logging::set_bars(Some(multi.clone()));
-                (Some(multi), summary)
-            }
-            _ => (None, None),
-        };
-        let shared = Arc::new(Shared {
-            style,
-            total: total_mailboxes,
-            color,
-            multi,
-            summary,
-            state: Mutex::new(State {
-                active: Vec::new(),
-                done: 0,
-                failed: 0,
-                finished_bytes: 0,
-                samples: VecDeque::new(),
-            }),
-            stop: (Mutex::new(false), Condvar::new()),
-        });
-        let tick = match style {
-            Style::Bars => Some(Duration::from_millis(100)),
-            Style::Lines { interval } => Some(interval.max(Duration::from_millis(100))),
-            Style::Silent => None,
-        };
-        let ticker = tick.map(|every| {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("mailferry-progress".into())
-                .spawn(move || shared.run_ticker(every))
-                .expect("spawning the progress thread")
-        });
-        ProgressBoard { shared, ticker }
-    }
-
-    /// Starts showing the move of `name`, whose pass updates `progress`.
-    pub fn mailbox(&self, name: &str, progress: Arc<Progress>) {
-        let bar = self.shared.multi.as_ref().map(|m| {
-            let bar = m.add(ProgressBar::new(0));
-            bar.set_style(mailbox_style(self.shared.color));
-            bar.set_prefix(name.to_string());
-            bar
-        });
-        if let Style::Lines { .. } = self.shared.style {
-            tracing::info!(target: PROGRESS_TARGET, mailbox = name, "started");
-        }
-        self.shared.lock().active.push(Active {
-            name: name.to_string(),
-            progress,
-            bar,
-        });
-    }
-
-    /// The move of `name` ended: its bar becomes one line (moved, bad, bytes, time) or
-    /// the error, and the summary counts it as done or failed.
-    pub fn finish<E: std::fmt::Display>(&self, name: &str, outcome: Result<&MoveReport, E>) {
-        let mut st = self.shared.lock();
-        let Some(pos) = st.active.iter().position(|a| a.name == name) else {
-            return;
-        };
-        let a = st.active.remove(pos);
-        st.finished_bytes += a.progress.bytes_done.load(Ordering::Relaxed);
-        st.done += 1;
-        let line = match &outcome {
-            Ok(r) => {
-                let mut line = format!(
-                    "{name}: {} moved, {} already there, {} bad; {} in {:.1} s",
-                    r.items_moved,
-                    r.items_skipped_duplicate,
-                    r.bad_items.len(),
-                    human_bytes(r.bytes_moved),
-                    r.seconds
-                );
-                let waited = r.stages.throttled + r.stages.server_backoff;
-                if waited >= 0.05 {
-                    line.push_str(&format!(" ({waited:.1} s throttled or backing off)"));
-                }
-                line
-            }
-            Err(e) => {
-                st.failed += 1;
-                format!("{name}: FAILED: {e}")
-            }
-        };
-        drop(st);
-        match (&self.shared.multi, a.bar) {
-            (Some(multi), Some(bar)) => {
-                bar.finish_and_clear();
-                multi.remove(&bar);
-                let mark = match (&outcome, self.shared.color) {
-                    (Ok(_), true) => "\x1b[32mdone\x1b[0m",
-                    (Ok(_), false) => "done",
-                    (Err(_), true) => "\x1b[31mfailed\x1b[0m",
-                    (Err(_), false) => "failed",
-                };
-                let _ = multi.println(format!("{mark} {line}"));
-            }
-            _ => match (&outcome, self.shared.style) {
-                (_, Style::Silent) => {}
-                (Ok(_), _) => {
-                    tracing::info!(target: PROGRESS_TARGET, mailbox = name, "finished: {line}")
-                }
-                (Err(_), _) => tracing::warn!(target: PROGRESS_TARGET, mailbox = name, "{line}"),
-            },
-        }
-        self.shared.draw_summary();
-    }
-
-    /// Stops drawing; the bars are cleared, the finished lines stay. Also on drop.
-    pub fn close(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        {
-            let (lock, cv) = &self.shared.stop;
-            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            cv.notify_all();
-        }
-        if let Some(t) = self.ticker.take() {
-            let _ = t.join();
-        }
-        if let Some(s) = &self.shared.summary {
-            s.finish_and_clear();
-        }
-        for a in &self.shared.lock().active {
-            if let Some(b) = &a.bar {
-                b.finish_and_clear();
-            }
-        }
-        if self.shared.multi.is_some() {
-            logging::set_bars(None);
-        }
-    }
-}
-
-impl Drop for ProgressBoard {
-    fn drop(&mut self) {
-        if self.ticker.is_some() {
-            self.stop();
-        }
-    }
-}
-
-// === impl Shared ===
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn run_ticker(&self, every: Duration) {
-        let (lock, cv) = &self.stop;
-        let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-        while !*stopped {
-            stopped = cv
-                .wait_timeout(stopped, every)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-            if *stopped {
-                break;
-            }
-            match self.style {
-                Style::Bars => {
-                    self.draw_mailboxes();
-                    self.draw_summary();
-                }
-                Style::Lines { .. } => self.log_line(),
-                Style::Silent => {}
-            }
-        }
-    }
-
-    fn draw_mailboxes(&self) {
-        let st = self.lock();
-        for a in &st.active {
-            let Some(bar) = &a.bar else { continue };
-            let p = &a.progress;
-            bar.set_length(p.bytes_total.load(Ordering::Relaxed));
-            bar.set_position(p.bytes_done.load(Ordering::Relaxed));
-            bar.set_message(mailbox_message(p));
-        }
-    }
-
-    /// Totals over every mailbox so far, and the summary's rate and ETA.
-    fn totals(&self) -> Totals {
-        let mut st = self.lock();
-        let mut settled = st.finished_bytes;
-        let mut remaining = 0u64;
-        let mut known_total = 0u64;
-        for a in &st.active {
-            let done = a.progress.bytes_done.load(Ordering::Relaxed);
-            let total = a.progress.bytes_total.load(Ordering::Relaxed);
-            settled += done;
-            known_total += total;
-            remaining += total.saturating_sub(done);
-        }
-        let now = Instant::now();
-        st.samples.push_back((now, settled));
-        while st.samples.len() > 2 && now.duration_since(st.samples[0].0) > Duration::from_secs(10)
-        {
-            st.samples.pop_front();
-        }
-        let (t0, b0) = st.samples[0];
-        let span = now.duration_since(t0).as_secs_f64();
-        let rate = if span > 0.2 {
-            settled.saturating_sub(b0) as f64 / span
-        } else {
-            0.0
-        };
-        // Mailboxes not started yet are guessed at the average size of those seen.
-        let seen = st.done + st.active.len() as u64;
-        let unstarted = self.total.saturating_sub(seen);
-        if unstarted > 0 && seen > 0 {
-            remaining += (st.finished_bytes + known_total) / seen * unstarted;
-        }
-        Totals {
-            done: st.done,
-            failed: st.failed,
-            active: st.active.len() as u64,
-            settled,
-            rate,
-            eta: (rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / rate)),
-        }
-    }
-
-    fn draw_summary(&self) {
-        let Some(bar) = &self.summary else { return };
-        let t = self.totals();
-        bar.set_position(t.done);
-        bar.set_message(t.describe());
-    }
-
-    fn log_line(&self) {
-        let t = self.totals();
-        let st = self.lock();
-        let (mut items_done, mut items_total) = (0, 0);
-        for a in &st.active {
-            items_done += a.progress.items_done.load(Ordering::Relaxed);
-            items_total += a.progress.items_total.load(Ordering::Relaxed);
-        }
-        drop(st);
-        tracing::info!(
-            target: PROGRESS_TARGET,
-            mailboxes_done = t.done,
-            mailboxes_total = self.total,
-            mailboxes_active = t.active,
-            failed = t.failed,
-            bytes = t.settled,
-            bytes_per_second = t.rate.round() as u64,
-            eta_seconds = t.eta.map(|d| d.as_secs()),
-            "{}/{} mailboxes, {}/{} messages of the active ones; {}",
-            t.done,
-            self.total,
-            items_done,
-            items_total,
-            t.describe()
-        );
-    }
-}
-
-struct Totals {
-    done: u64,
-    failed: u64,
-    active: u64,
-    settled: u64,
-    rate: f64,
-    eta: Option<Duration>,
-}
-
-impl Totals {
-    fn describe(&self) -> String {
-        let eta = match self.eta {
-            Some(d) => format!("ETA {}", human_duration(d)),
-            None => "ETA ?".into(),
-        };
-        format!(
-            "{}, {}/s, {eta}, {} failed",
-            human_bytes(self.settled),
-            human_bytes(self.rate as u64),
-            self.failed
-        )
-    }
-}
-
-fn mailbox_message(p: &Progress) -> String {
-    let mut msg = format!(
-        "{}/{} msgs",
-        p.items_done.load(Ordering::Relaxed),
-        p.items_total.load(Ordering::Relaxed)
-    );
-    let throttled = p.throttled_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-    let backoff = p.server_backoff_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-    if throttled >= 0.05 {
-        msg.push_str(&format!(", throttled {throttled:.0} s"));
-    }
-    if backoff >= 0.05 {
-        msg.push_str(&format!(", server backoff {backoff:.0} s"));
-    }
-    msg
-}
-
-fn mailbox_style(color: bool) -> ProgressStyle {
-    let bar = if color {
-        "{bar:30.cyan/blue}"
-    } else {
-        "{bar:30}"
-    };
-    ProgressStyle::with_template(&format!(
-        "{{prefix}} [{bar}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}} {{msg}}"
-    ))
-    .expect("valid template")
-    .progress_chars("=> ")
-}
-
-fn summary_style(color: bool) -> ProgressStyle {
-    let bar = if color {
-        "{bar:20.green/white}"
-    } else {
-        "{bar:20}"
-    };
-    ProgressStyle::with_template(&format!("{{prefix}} [{bar}] {{pos}}/{{len}} {{msg}}"))
-        .expect("valid template")
-        .progress_chars("=> ")
-}
-
-/// `12.3 MB`, decimal units as in the rest of mailferry's output.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// `1h 02m`, `3m 05s`, `42s`.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
-        _ => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_units() {
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(12_345_678), "12.3 MB");
-        assert_eq!(human_duration(Duration::from_secs(42)), "42s");
-        assert_eq!(human_duration(Duration::from_secs(185)), "3m 05s");
-        assert_eq!(human_duration(Duration::from_secs(3720)), "1h 02m");
-    }
-
-    #[test]
-    fn a_silent_board_counts_done_and_failed_mailboxes() {
-        let board = ProgressBoard::with_style(3, Style::Silent);
-        let p = Arc::new(Progress::default());
-        p.bytes_total.store(100, Ordering::Relaxed);
-        p.bytes_done.store(40, Ordering::Relaxed);
-        board.mailbox("a@example.com", p.clone());
-        board.mailbox("b@example.com", Arc::new(Progress::default()));
-        let t = board.shared.totals();
-        assert_eq!((t.done, t.active, t.settled), (0, 2, 40));
-        board.finish::<&str>("b@example.com", Err("no route to host"));
-        p.bytes_done.store(100, Ordering::Relaxed);
-        let t = board.shared.totals();
-        assert_eq!((t.done, t.failed, t.active, t.settled), (1, 1, 1, 100));
-        // Unknown names are ignored.
-        board.finish::<&str>("nobody@example.com", Err("?"));
-        assert_eq!(board.shared.totals().done, 1);
-        board.close();
+        f.write_str("dyn Observer")
     }
 }

@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use mailferry_control::batch::BatchStatus;
 use mailferry_control::lifecycle::MoveState;
-use mailferry_control::progress::{human_bytes, human_duration};
+use mailferry_control::units::{human_bytes, human_duration};
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -12,8 +12,8 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use mailferry_control::progress::human_bytes;
 use mailferry_control::report::MoveRecord;
+use mailferry_control::units::human_bytes;
 
 /// One pass as the table shows it.
 #[derive(Clone, Debug)]

@@ -185,7 +185,6 @@ async fn move_all(
             destination: dest.clone(),
             state: dir.join(format!("state-{i}")),
             profile: profile.clone(),
-            progress_bar: false,
             source_options,
         };
         let (connected, slots) = (connected.clone(), slots.clone());

@@ -3,8 +3,9 @@
 //! turns flags into its calls and prints what happened.
 
 use super::moving::{Destination, Schedule};
+use crate::progress;
 use crate::render::{json_or_text, print_json};
-use mailferry_control::{batch, dry_run, lifecycle, progress, AppError};
+use mailferry_control::{batch, dry_run, lifecycle, AppError};
 use std::path::PathBuf;
 
 /// Where batches live.
@@ -39,7 +40,7 @@ impl RunFlags {
             concurrency: self.concurrency,
             approve_skipped,
             actor,
-            progress: Some(progress::Style::auto(self.json)),
+            observer: Some(progress::Board::new(progress::Style::auto(self.json))),
         }
     }
 }
@@ -243,7 +244,7 @@ async fn create(new: BatchNew, actor: String) -> Result<(), AppError> {
         &batch::NewBatch {
             csv,
             endpoint,
-            destination: lifecycle::StoredDestination::new(&destination),
+            destination: destination.absolute(),
             profile,
             concurrency,
             settings: settings.settings(),
@@ -263,7 +264,7 @@ async fn create(new: BatchNew, actor: String) -> Result<(), AppError> {
     if start {
         let opts = batch::RunOptions {
             actor,
-            progress: Some(progress::Style::auto(json)),
+            observer: Some(progress::Board::new(progress::Style::auto(json))),
             ..Default::default()
         };
         return run_passes(&bd, batch::Mode::Sync, &opts, json).await;

@@ -1,5 +1,6 @@
 //! `mailferry demo`: a complete move with nothing to set up, told step by step.
 
+use crate::progress;
 use crate::render::print_json;
 use mailferry_bench::demo;
 use mailferry_control::{moving, AppError};
@@ -20,7 +21,8 @@ pub struct DemoArgs {
 
 /// Runs the demo; fails if the exported mailbox differs from the source.
 pub async fn run(a: DemoArgs, tty: bool) -> Result<(), AppError> {
-    let out = demo::run_demo(&a.data, a.messages, tty && !a.json).await?;
+    let board = (tty && !a.json).then(|| progress::Board::new(progress::Style::Bars));
+    let out = demo::run_demo(&a.data, a.messages, board.map(|b| b as _)).await?;
     if a.json {
         print_json(&out);
     } else {

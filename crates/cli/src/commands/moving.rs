@@ -3,9 +3,10 @@
 //! here; `batch new` reuses [`Schedule`] and [`Destination`].
 
 use super::{load_profile, mailbox};
+use crate::progress;
 use crate::render::{json_or_text, print_json};
 use mailferry_control::{
-    control, dry_run, lifecycle, limits, moving, progress, status, volume_admin, AppError,
+    control, dry_run, lifecycle, limits, moving, status, volume_admin, AppError,
 };
 use std::path::PathBuf;
 
@@ -251,9 +252,9 @@ impl Destination {
 }
 
 /// `move ...`: a lifecycle subcommand, a dry run, or a pass.
-pub async fn run(a: MoveArgs, tty: bool) -> Result<(), AppError> {
+pub async fn run(a: MoveArgs) -> Result<(), AppError> {
     if let Some(ctl) = a.ctl {
-        return run_ctl(ctl, tty).await;
+        return run_ctl(ctl).await;
     }
     // clap requires these without a subcommand.
     let (source, mb, state) = (
@@ -277,8 +278,10 @@ pub async fn run(a: MoveArgs, tty: bool) -> Result<(), AppError> {
             source_options: a.source_access.options(),
             mailbox: mailbox(&mb)?,
             destination: match (a.dest.volume, a.dest.proxy) {
-                (Some(v), _) => dry_run::Target::Volume(v),
-                (None, url) => dry_run::Target::Proxy(url.unwrap_or_default()),
+                (Some(v), _) => dry_run::DestinationPreview::volume(&v),
+                (None, url) => {
+                    dry_run::DestinationPreview::proxy(url.as_deref().unwrap_or_default())
+                }
             },
             state,
             profile: pass_profile,
@@ -286,9 +289,6 @@ pub async fn run(a: MoveArgs, tty: bool) -> Result<(), AppError> {
         let d = dry_run::dry_run(&args).await?;
         json_or_text(a.json, &d, dry_run::render_text);
         return Ok(());
-    }
-    if !tty || a.json {
-        progress::set_unboarded(Some(progress::Style::auto(true)));
     }
     let destination = a.dest.resolve(
         a.no_recovery_key,
@@ -300,7 +300,6 @@ pub async fn run(a: MoveArgs, tty: bool) -> Result<(), AppError> {
         destination,
         state,
         profile: pass_profile,
-        progress_bar: tty && !a.json,
         source_options: a.source_access.options(),
     };
     let opts = lifecycle::PassOptions {
@@ -312,7 +311,11 @@ pub async fn run(a: MoveArgs, tty: bool) -> Result<(), AppError> {
             lifecycle::Invocation::new(&args, a.profile.as_deref()).with_throttle(&a.control),
         ),
     };
-    let res = lifecycle::run_pass(&args, &opts).await?;
+    let hooks = moving::PassHooks {
+        observer: Some(progress::Board::new(progress::Style::auto(a.json))),
+        ..Default::default()
+    };
+    let res = lifecycle::run_pass_with(&args, &opts, hooks).await?;
     print_pass(&res, a.json);
     res.check()
 }
@@ -327,7 +330,7 @@ fn print_pass(res: &lifecycle::PassResult, json: bool) {
 }
 
 /// `move complete|suspend|resume|status`.
-async fn run_ctl(ctl: MoveCmd, tty: bool) -> Result<(), AppError> {
+async fn run_ctl(ctl: MoveCmd) -> Result<(), AppError> {
     let actor = lifecycle::cli_actor();
     match ctl {
         MoveCmd::Complete {
@@ -340,10 +343,11 @@ async fn run_ctl(ctl: MoveCmd, tty: bool) -> Result<(), AppError> {
                 approve_skipped,
                 ..Default::default()
             };
-            if !tty || json {
-                progress::set_unboarded(Some(progress::Style::auto(true)));
-            }
-            let res = lifecycle::complete(&state, &opts, tty && !json).await?;
+            let hooks = moving::PassHooks {
+                observer: Some(progress::Board::new(progress::Style::auto(json))),
+                ..Default::default()
+            };
+            let res = lifecycle::complete(&state, &opts, hooks).await?;
             print_pass(&res, json);
             res.check()
         }

@@ -5,7 +5,7 @@ fn nowhere() -> Invocation {
     Invocation {
         source: "maildir:/nowhere".into(),
         mailbox: "a@example.com".into(),
-        destination: StoredDestination::Remote {
+        destination: Destination::Remote {
             url: "https://127.0.0.1:1".into(),
             ca: "/ca.pem".into(),
             token_file: "/t".into(),
@@ -117,7 +117,7 @@ fn later_passes_keep_the_one_off_throttle_flags() {
     });
     create(d.path(), inv, Settings::default(), "test").unwrap();
     // What `move complete` runs with: read back from lifecycle.json.
-    let args = recorded_args(d.path(), false).unwrap();
+    let args = recorded_args(d.path()).unwrap();
     let t = &args.profile.throttle;
     assert_eq!(t.max_bytes_per_second.map(|b| b.0), Some(2_500_000));
     assert_eq!(t.max_messages_per_second, Some(0.1));
@@ -127,7 +127,65 @@ fn later_passes_keep_the_one_off_throttle_flags() {
     inv2.max_bytes_per_second = None;
     inv2.max_messages_per_second = None;
     create(plain.path(), inv2, Settings::default(), "test").unwrap();
-    let args = recorded_args(plain.path(), false).unwrap();
+    let args = recorded_args(plain.path()).unwrap();
     assert_eq!(args.profile.throttle.max_bytes_per_second, None);
     assert_eq!(args.profile.throttle.max_messages_per_second, None);
+}
+
+/// A `lifecycle.json` written by mailferry before `Destination` replaced
+/// `StoredDestination` (issue 19): it loads unchanged, the recorded destination opens
+/// the same volume with the same key file, and it is written back byte for byte.
+#[test]
+fn a_lifecycle_file_of_an_earlier_mailferry_loads_and_writes_back_unchanged_issue19() {
+    let old = r#"{
+  "version": 1,
+  "mailbox": "a@example.com",
+  "state": "completed",
+  "history": [
+    {
+      "state": "created",
+      "at": "2026-12-04T16:05:17Z",
+      "reason": "created",
+      "actor": "cli:unknown@vm"
+    },
+    {
+      "state": "completed",
+      "at": "2026-12-04T16:05:35Z",
+      "reason": "final pass done; the move is complete",
+      "actor": "cli:unknown@vm"
+    }
+  ],
+  "settings": {
+    "suspend_when_ready": null,
+    "complete_after": null,
+    "bad_item_limit": null,
+    "large_item_limit": null
+  },
+  "invocation": {
+    "source": "maildir:/srv/mail/a/Maildir",
+    "mailbox": "a@example.com",
+    "destination": {
+      "kind": "local",
+      "volume": "/srv/vol",
+      "credential": "key_file",
+      "credential_file": "/srv/vol.key"
+    },
+    "profile": null
+  },
+  "approved": [],
+  "last_sync_at": "2026-12-04T16:05:35Z"
+}"#;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join(LIFECYCLE_FILE), old).unwrap();
+    let lc = load(d.path()).unwrap().expect("a record");
+    assert_eq!(lc.state, MoveState::Completed);
+    let args = recorded_args(d.path()).unwrap();
+    assert_eq!(
+        args.destination,
+        Destination::Local {
+            volume: "/srv/vol".into(),
+            credential: mailferry_store::Credential::KeyFile("/srv/vol.key".into()),
+        }
+    );
+    assert_eq!(serde_json::to_string_pretty(&lc).unwrap(), old);
 }

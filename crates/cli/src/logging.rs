@@ -2,7 +2,7 @@
 //! line (`--log-format`), filtered by `RUST_LOG`, coloured only on a terminal and never
 //! when `NO_COLOR` is set.
 //!
-//! Log lines and progress bars share stderr. While a [`crate::progress::ProgressBoard`]
+//! Log lines and progress bars share stderr. While the progress board (`progress`)
 //! draws bars, every log line is written with the bars lifted out of the way
 //! (indicatif's `suspend`) and drawn again below it, so neither tears the other. This
 //! module does not decide what is logged; it only carries the lines.
