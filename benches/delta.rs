@@ -153,7 +153,7 @@ fn main() {
     let (source, mut options, dovecot, maildir) = if o.imap {
         assert!(
             dovecot::available(),
-            "--imap needs Dovecot (dovecot-imapd); .ci/run installs it"
+            "--imap needs Dovecot (dovecot-imapd); ./test.sh installs it"
         );
         let dv = dovecot::Dovecot::start();
         // Creates the Maildir root owned by the mail user, then the corpus beside it.

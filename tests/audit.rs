@@ -322,10 +322,10 @@ fn issue5_report_json_schema_is_stable_and_html_is_self_contained() {
     let Some(chromium) = chromium else {
         assert!(
             std::env::var_os("CI").is_none(),
-            "chromium is required in CI (.ci/run installs it)"
+            "chromium is required in CI (./test.sh installs it)"
         );
         eprintln!(
-            "chromium not installed: browser rendering not checked here (.ci/run installs it)"
+            "chromium not installed: browser rendering not checked here (./test.sh installs it)"
         );
         return;
     };

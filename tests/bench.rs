@@ -144,7 +144,7 @@ fn small_messages_from_mbox() {
 fn imap_source_served_by_a_scratch_dovecot() {
     assert!(
         crate::dovecot::available(),
-        "Dovecot is not installed: apt-get install dovecot-imapd (.ci/run does)"
+        "Dovecot is not installed: apt-get install dovecot-imapd (./test.sh does)"
     );
     let r = bench(
         &["--messages", "120", "--mailboxes", "2", "--folders", "3"]

@@ -8,7 +8,7 @@
 //! hold exactly the source's other messages. One screenshot per step is kept under
 //! `$CARGO_TARGET_TMPDIR/browser-screenshots`.
 //!
-//! Needs `node` and `chromium` (`.ci/run` installs them); without them the test fails
+//! Needs `node` and `chromium` (`./test.sh` installs them); without them the test fails
 //! and says so.
 
 use crate::util::*;
@@ -26,7 +26,7 @@ fn require(ok: bool, what: &str) {
     assert!(
         ok,
         "{what} is missing: the browser test needs node (with npm) and Debian's chromium; \
-         install them with `apt-get install nodejs npm chromium` (.ci/run does)"
+         install them with `apt-get install nodejs npm chromium` (./test.sh does)"
     );
 }
 

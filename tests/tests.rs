@@ -13,6 +13,7 @@ mod fidelity_imap;
 mod fidelity_items;
 mod fidelity_tls;
 mod foundation;
+mod house;
 mod imap;
 mod lifecycle;
 mod mirror;

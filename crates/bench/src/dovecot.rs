@@ -57,7 +57,7 @@ pub struct Dovecot {
     child: Option<Child>,
 }
 
-/// Whether the Dovecot binaries are installed (`.ci/run` installs them).
+/// Whether the Dovecot binaries are installed (`./test.sh` installs them).
 pub fn available() -> bool {
     Path::new("/usr/lib/dovecot/imap").exists() && which("dovecot") && which("doveadm")
 }
@@ -338,7 +338,7 @@ fn check_can_start(users: &[&str]) -> Result<(), AppError> {
     if !available() {
         return Err(AppError::Usage(
             "Dovecot is not installed: apt-get install dovecot-core dovecot-imapd \
-             (.ci/run does)"
+             (./test.sh does)"
                 .into(),
         ));
     }

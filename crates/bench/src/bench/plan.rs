@@ -28,7 +28,7 @@ pub(super) fn plan(args: &BenchArgs) -> Result<(SizeModel, Vec<CaseSpec>), AppEr
         SourceKind::Imap if !crate::dovecot::available() => {
             return usage(
                 "--source imap serves the corpus from a scratch Dovecot, which is not \
-                 installed: apt-get install dovecot-core dovecot-imapd (.ci/run does)"
+                 installed: apt-get install dovecot-core dovecot-imapd (./test.sh does)"
                     .into(),
             )
         }
