@@ -942,6 +942,15 @@ impl Inner {
         })
     }
 
+    /// Generation `key_id` of a mailbox's key if it was unwrapped before.
+    fn cached_key(&self, mailbox_id: u64, key_id: u32) -> Option<Key> {
+        self.gen_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(mailbox_id, key_id))
+            .cloned()
+    }
+
     /// Generation `key_id` of a mailbox's key (current or rotated out), cached.
     pub(crate) fn key_for(
         &self,
@@ -949,13 +958,8 @@ impl Inner {
         key_id: u32,
         mailbox: &MailboxAddr,
     ) -> Result<Key, StoreError> {
-        if let Some(k) = self
-            .gen_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(mailbox_id, key_id))
-        {
-            return Ok(k.clone());
+        if let Some(k) = self.cached_key(mailbox_id, key_id) {
+            return Ok(k);
         }
         let ix = self.index()?;
         self.key_for_in(&ix, mailbox_id, key_id, mailbox)
@@ -970,13 +974,8 @@ impl Inner {
         key_id: u32,
         mailbox: &MailboxAddr,
     ) -> Result<Key, StoreError> {
-        if let Some(k) = self
-            .gen_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(mailbox_id, key_id))
-        {
-            return Ok(k.clone());
+        if let Some(k) = self.cached_key(mailbox_id, key_id) {
+            return Ok(k);
         }
         let row = ix.mailbox_by_id(mailbox_id)?.ok_or_else(|| {
             keys::unwrap_err(&self.dir, format!("mailbox row {mailbox_id} (missing)"))
