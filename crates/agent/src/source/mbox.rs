@@ -229,6 +229,55 @@ enum Mode {
     Start { gts: u64, m: u8 },
 }
 
+/// What one byte at the start of a line did to the `>*From ` match in progress
+/// ([`Mode::start_byte`]); the reader and the writer differ only in what they emit.
+enum StartStep {
+    /// The byte was a `>` or the next byte of `From `: consumed, nothing decided yet.
+    Held,
+    /// The byte completed `>`×`gts` + `From `: consumed, the line is a `From ` line.
+    Quoted { gts: u64 },
+    /// The byte ends the match: not consumed, and the `gts` `>` and the first `m`
+    /// bytes of `From ` held back are plain text.
+    Plain { gts: u64, m: u8 },
+}
+
+impl Mode {
+    /// In [`Mode::Mid`]: how many bytes of `avail` belong to the current line, up to
+    /// and including its `\n` (after which the mode is back at a line start).
+    #[inline]
+    fn mid_len(&mut self, avail: &[u8]) -> usize {
+        match avail.iter().position(|&b| b == b'\n') {
+            Some(p) => {
+                *self = Mode::Start { gts: 0, m: 0 };
+                p + 1
+            }
+            None => avail.len(),
+        }
+    }
+
+    /// In [`Mode::Start`]: takes byte `b` of the line start. The caller sets the mode
+    /// after `Quoted` and `Plain` (both leave it unchanged).
+    #[inline]
+    fn start_byte(&mut self, b: u8) -> StartStep {
+        let Mode::Start { gts, m } = *self else {
+            return StartStep::Plain { gts: 0, m: 0 };
+        };
+        if m == 0 && b == b'>' {
+            *self = Mode::Start { gts: gts + 1, m };
+            StartStep::Held
+        } else if b == WORD[m as usize] {
+            if m + 1 == WORD.len() as u8 {
+                StartStep::Quoted { gts }
+            } else {
+                *self = Mode::Start { gts, m: m + 1 };
+                StartStep::Held
+            }
+        } else {
+            StartStep::Plain { gts, m }
+        }
+    }
+}
+
 /// Undoes mboxrd quoting as a stream: a line that starts with one or more `>` followed by
 /// `From ` loses its first `>`; every other byte passes unchanged. The state spans calls,
 /// so input can be cut anywhere; memory is constant (a run of `>` is only counted).
@@ -286,36 +335,22 @@ impl Unquoter {
                 Mode::Mid => {
                     let room = out.len() - o;
                     let avail = &input[i..input.len().min(i + room)];
-                    let n = match avail.iter().position(|&b| b == b'\n') {
-                        Some(p) => {
-                            self.mode = Mode::Start { gts: 0, m: 0 };
-                            p + 1
-                        }
-                        None => avail.len(),
-                    };
+                    let n = self.mode.mid_len(avail);
                     out[o..o + n].copy_from_slice(&avail[..n]);
                     o += n;
                     i += n;
                 }
-                Mode::Start { gts, m } => {
-                    let b = input[i];
-                    if m == 0 && b == b'>' {
-                        self.mode = Mode::Start { gts: gts + 1, m };
+                Mode::Start { .. } => match self.mode.start_byte(input[i]) {
+                    StartStep::Held => i += 1,
+                    StartStep::Quoted { gts } => {
                         i += 1;
-                    } else if b == WORD[m as usize] {
-                        i += 1;
-                        if m + 1 == WORD.len() as u8 {
-                            // `>+From `: one `>` less. `From ` alone: as is.
-                            self.emit(gts.saturating_sub(1), WORD.len() as u8);
-                        } else {
-                            self.mode = Mode::Start { gts, m: m + 1 };
-                        }
-                    } else {
-                        // Not a quoted line: what was held back goes out unchanged, and
-                        // `b` is looked at again as ordinary text.
-                        self.emit(gts, m);
+                        // `>+From `: one `>` less. `From ` alone: as is.
+                        self.emit(gts.saturating_sub(1), WORD.len() as u8);
                     }
-                }
+                    // Not a quoted line: what was held back goes out unchanged, and the
+                    // byte is looked at again as ordinary text.
+                    StartStep::Plain { gts, m } => self.emit(gts, m),
+                },
             }
         }
     }
@@ -409,36 +444,25 @@ impl<W: Write> Write for QuotingWriter<W> {
             match self.mode {
                 Mode::Mid => {
                     let rest = &data[i..];
-                    let n = match rest.iter().position(|&b| b == b'\n') {
-                        Some(p) => {
-                            self.mode = Mode::Start { gts: 0, m: 0 };
-                            p + 1
-                        }
-                        None => rest.len(),
-                    };
+                    let n = self.mode.mid_len(rest);
                     self.inner.write_all(&rest[..n])?;
                     i += n;
                 }
-                Mode::Start { gts, m } => {
-                    let b = data[i];
-                    if m == 0 && b == b'>' {
-                        self.mode = Mode::Start { gts: gts + 1, m };
+                Mode::Start { .. } => match self.mode.start_byte(data[i]) {
+                    StartStep::Held => i += 1,
+                    StartStep::Quoted { gts } => {
                         i += 1;
-                    } else if b == WORD[m as usize] {
-                        i += 1;
-                        if m + 1 == WORD.len() as u8 {
-                            self.write_gts(gts + 1)?;
-                            self.inner.write_all(WORD)?;
-                            self.mode = Mode::Mid;
-                        } else {
-                            self.mode = Mode::Start { gts, m: m + 1 };
-                        }
-                    } else {
+                        self.write_gts(gts + 1)?;
+                        self.inner.write_all(WORD)?;
+                        self.mode = Mode::Mid;
+                    }
+                    // The byte is written again as ordinary text.
+                    StartStep::Plain { gts, m } => {
                         self.write_gts(gts)?;
                         self.inner.write_all(&WORD[..m as usize])?;
                         self.mode = Mode::Mid;
                     }
-                }
+                },
             }
         }
         if let Some(&b) = data.last() {
