@@ -18,7 +18,6 @@
 use super::{mtime_secs, Listing, Location, PriorLookup, Source, SourceItem};
 use crate::AgentError;
 use mailferry_core::calendar::{self, Civil};
-use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
 use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, CONTROLS};
 use std::collections::{BTreeMap, HashMap};
@@ -1080,15 +1079,15 @@ fn list_file(path: &Path, folder: &FolderName, out: &mut Listing) -> Result<(), 
         *n += 1;
         let source_id = assemble_source_id(&digest, *n, sender.as_deref());
         if let Some(problem) = m.problem {
-            out.bad.push(BadItem {
-                item: format!("{folder}/{source_id}"),
-                reason: format!(
+            out.note_bad(
+                format!("{folder}/{source_id}"),
+                format!(
                     "{problem} ({} bytes {}..{}); not moved",
                     path.display(),
                     m.start,
                     m.start + m.len
                 ),
-            });
+            );
             continue;
         }
         out.items.push(SourceItem {
@@ -1123,42 +1122,37 @@ fn walk(
         p.push_str(name);
         p
     };
-    let entries = match fs::read_dir(dir) {
+    let entries = match super::sorted_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            out.bad.push(BadItem {
-                item: if prefix.is_empty() {
+            out.note_bad(
+                if prefix.is_empty() {
                     dir.display().to_string()
                 } else {
                     prefix.join("/")
                 },
-                reason: format!("cannot list directory {}: {e}", dir.display()),
-            });
+                format!("cannot list directory {}: {e}", dir.display()),
+            );
             if let Ok(f) = FolderName::parse(&prefix.join("/")) {
                 out.incomplete.insert(f);
             }
             return;
         }
     };
-    let mut entries: Vec<_> = entries.collect();
-    entries.sort_by_key(|e| e.as_ref().map(|e| e.file_name()).ok());
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                out.bad.push(BadItem {
-                    item: prefix.join("/"),
-                    reason: format!("directory listing failed: {e}"),
-                });
+                out.note_bad(prefix.join("/"), format!("directory listing failed: {e}"));
                 continue;
             }
         };
         let os_name = entry.file_name();
         let Some(name) = os_name.to_str() else {
-            out.bad.push(BadItem {
-                item: rel(&os_name.to_string_lossy()),
-                reason: "file name is not UTF-8; not moved".into(),
-            });
+            out.note_bad(
+                rel(&os_name.to_string_lossy()),
+                "file name is not UTF-8; not moved",
+            );
             continue;
         };
         if name.starts_with('.') {
@@ -1167,18 +1161,15 @@ fn walk(
         let kind = match entry.file_type() {
             Ok(t) => t,
             Err(e) => {
-                out.bad.push(BadItem {
-                    item: rel(name),
-                    reason: format!("cannot stat: {e}"),
-                });
+                out.note_bad(rel(name), format!("cannot stat: {e}"));
                 continue;
             }
         };
         if kind.is_symlink() {
-            out.bad.push(BadItem {
-                item: rel(name),
-                reason: "a symbolic link; not followed (point the source at the real files)".into(),
-            });
+            out.note_bad(
+                rel(name),
+                "a symbolic link; not followed (point the source at the real files)",
+            );
         } else if kind.is_dir() {
             // Thunderbird keeps the children of folder X in X.sbd/.
             let component = match name.strip_suffix(".sbd") {
@@ -1188,10 +1179,7 @@ fn walk(
             let mut child = prefix.to_vec();
             child.push(component.to_string());
             if let Err(e) = FolderName::parse(&child.join("/")) {
-                out.bad.push(BadItem {
-                    item: rel(name),
-                    reason: format!("directory not read: {e}"),
-                });
+                out.note_bad(rel(name), format!("directory not read: {e}"));
                 continue;
             }
             walk(&entry.path(), &child, found, out);
@@ -1202,30 +1190,24 @@ fn walk(
             let folder = match FolderName::parse(&rel(name)) {
                 Ok(f) => f,
                 Err(e) => {
-                    out.bad.push(BadItem {
-                        item: rel(name),
-                        reason: format!("not moved: {e}"),
-                    });
+                    out.note_bad(rel(name), format!("not moved: {e}"));
                     continue;
                 }
             };
             if let Some(first) = found.get(&folder) {
-                out.bad.push(BadItem {
-                    item: rel(name),
-                    reason: format!(
+                out.note_bad(
+                    rel(name),
+                    format!(
                         "{} is also folder {folder} (from {}); only that one is moved",
                         entry.path().display(),
                         first.display()
                     ),
-                });
+                );
                 continue;
             }
             found.insert(folder, entry.path());
         } else {
-            out.bad.push(BadItem {
-                item: rel(name),
-                reason: "not a regular file or directory; not moved".into(),
-            });
+            out.note_bad(rel(name), "not a regular file or directory; not moved");
         }
     }
 }
@@ -1258,18 +1240,18 @@ impl Source for Mbox {
             match list_file(&path, &folder, &mut out) {
                 Ok(()) => {}
                 Err(ScanError::NotMbox(why)) => {
-                    out.bad.push(BadItem {
-                        item: folder.to_string(),
-                        reason: format!("{} is not an mbox ({why}); not moved", path.display()),
-                    });
+                    out.note_bad(
+                        folder.to_string(),
+                        format!("{} is not an mbox ({why}); not moved", path.display()),
+                    );
                     out.incomplete.insert(folder);
                 }
                 Err(e) => {
                     out.items.truncate(before);
-                    out.bad.push(BadItem {
-                        item: folder.to_string(),
-                        reason: format!("{}: {e}; not moved", path.display()),
-                    });
+                    out.note_bad(
+                        folder.to_string(),
+                        format!("{}: {e}; not moved", path.display()),
+                    );
                     out.incomplete.insert(folder);
                 }
             }
