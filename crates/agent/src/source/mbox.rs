@@ -779,14 +779,24 @@ impl Scanner {
         }
     }
 
+    /// Commits the blank line held back, now that the line after it is known not to be
+    /// a separator.
+    fn release_held(&mut self) {
+        if let Some(h) = self.held.take() {
+            let acc = self
+                .cur
+                .as_mut()
+                .expect("a message is open after the first line");
+            acc.commit(h, true, &mut self.scratch);
+        }
+    }
+
     fn commit(&mut self, bytes: &[u8], line_start: bool) {
+        self.release_held();
         let acc = self
             .cur
             .as_mut()
             .expect("a message is open after the first line");
-        if let Some(h) = self.held.take() {
-            acc.commit(h, true, &mut self.scratch);
-        }
         acc.commit(bytes, line_start, &mut self.scratch);
     }
 
@@ -850,13 +860,7 @@ impl Scanner {
             self.finish_message(false, false, false);
             self.start_message(&line);
         } else if is_blank(&line) {
-            let acc = self
-                .cur
-                .as_mut()
-                .expect("a message is open after the first line");
-            if let Some(h) = self.held.take() {
-                acc.commit(h, true, &mut self.scratch);
-            }
+            self.release_held();
             self.held = Some(if line.len() == 1 { b"\n" } else { b"\r\n" });
             self.prev_blank = true;
         } else {
