@@ -7,7 +7,7 @@
 use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
 use crate::credential::{self, Credential, Secret};
 use crate::header::{Header, KeySlot, WriteStep, ROLE_PRIMARY, ROLE_RECOVERY};
-use crate::index::{Index, MessageRow};
+use crate::index::{Index, KeyRow, MessageRow};
 use crate::keys::{self, Argon2Params, Key, VolumeKeys};
 use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::{StoreError, HEADER_FILE, INDEX_FILE, SEGMENTS_DIR};
@@ -747,22 +747,8 @@ impl Volume {
         let mut ix = inner.index()?;
         let row = inner.live_mailbox(&ix, mailbox)?;
         let tk = inner.tenant_key(&ix, row.tenant_id)?;
-        // Prove the current key unwraps before retiring it.
-        inner.unwrap_mailbox_key(&tk, row.id, row.key_id, &row.key_wrapped)?;
-        let new_id = row
-            .key_id
-            .checked_add(1)
-            .ok_or_else(|| StoreError::IndexDamaged {
-                path: inner.dir.join(INDEX_FILE),
-                reason: format!("mailbox {mailbox}: key id space exhausted"),
-            })?;
-        let key = Key::random();
-        let wrapped = keys::wrap_key(
-            &tk,
-            keys::random_nonce(),
-            &keys::mailbox_wrap_aad(&inner.volume_id, row.id, new_id),
-            &key,
-        );
+        let (new_id, wrapped) =
+            inner.next_mailbox_key(&tk, &row, &format_args!("mailbox {mailbox}"))?;
         ix.rotate_mailbox(row.id, (row.key_id, &row.key_wrapped), new_id, &wrapped)?;
         drop(ix);
         inner.forget_keys();
@@ -924,6 +910,33 @@ impl Inner {
         let aad = keys::wrap_aad(keys::AAD_TENANT, &self.volume_id, Some(tenant_id));
         keys::unwrap_key(&self.keys.vmk, &aad, &wrapped)
             .ok_or_else(|| keys::unwrap_err(&self.dir, format!("key of tenant row {tenant_id}")))
+    }
+
+    /// The next generation of a mailbox's key, `(key id, wrapped key)`: proves the
+    /// current key unwraps under the tenant key `tk` before it is retired, then wraps a new
+    /// random key as generation `current + 1`. `who` names the mailbox if the key id space
+    /// is exhausted.
+    pub(crate) fn next_mailbox_key(
+        &self,
+        tk: &Key,
+        row: &KeyRow,
+        who: &dyn std::fmt::Display,
+    ) -> Result<(u32, Vec<u8>), StoreError> {
+        self.unwrap_mailbox_key(tk, row.id, row.key_id, &row.key_wrapped)?;
+        let new_id = row
+            .key_id
+            .checked_add(1)
+            .ok_or_else(|| StoreError::IndexDamaged {
+                path: self.dir.join(INDEX_FILE),
+                reason: format!("{who}: key id space exhausted"),
+            })?;
+        let wrapped = keys::wrap_key(
+            tk,
+            keys::random_nonce(),
+            &keys::mailbox_wrap_aad(&self.volume_id, row.id, new_id),
+            &Key::random(),
+        );
+        Ok((new_id, wrapped))
     }
 
     pub(crate) fn unwrap_mailbox_key(
