@@ -604,11 +604,7 @@ fn entry_data(e: &CheckpointEntry) -> serde_json::Value {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     let tmp = path.with_extension("tmp");
     let res = (|| {
-        let mut f = mailferry_audit::private::options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = mailferry_audit::private::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

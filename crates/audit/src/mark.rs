@@ -103,11 +103,9 @@ impl LogMark {
     }
 }
 
-/// The bytes of the log at `path` after `mark` (complete lines only, each with its
-/// `\n`), unparsed, for a caller that needs one or two fields of many records and
-/// reads them with a lighter parser. Checks the mark as [`read_records_after`] does.
-pub fn read_tail_after(path: impl AsRef<Path>, mark: &LogMark) -> Result<Vec<u8>, AuditError> {
-    let path = path.as_ref();
+/// Every byte of the log at `path` after `mark`, a torn last line included, once the
+/// mark is checked against the file.
+fn raw_tail(path: &Path, mark: &LogMark) -> Result<Vec<u8>, AuditError> {
     let io = |e| AuditError::io(path, e);
     let mut file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
@@ -116,6 +114,15 @@ pub fn read_tail_after(path: impl AsRef<Path>, mark: &LogMark) -> Result<Vec<u8>
     let mut tail = Vec::new();
     file.seek(SeekFrom::Start(mark.end)).map_err(io)?;
     file.read_to_end(&mut tail).map_err(io)?;
+    Ok(tail)
+}
+
+/// The bytes of the log at `path` after `mark` (complete lines only, each with its
+/// `\n`), unparsed, for a caller that needs one or two fields of many records and
+/// reads them with a lighter parser. Checks the mark as [`read_records_after`] does.
+pub fn read_tail_after(path: impl AsRef<Path>, mark: &LogMark) -> Result<Vec<u8>, AuditError> {
+    let path = path.as_ref();
+    let mut tail = raw_tail(path, mark)?;
     let complete = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     tail.truncate(complete);
     Ok(tail)
@@ -130,14 +137,7 @@ pub fn read_records_after(
     mark: &LogMark,
 ) -> Result<Vec<crate::Entry>, AuditError> {
     let path = path.as_ref();
-    let io = |e| AuditError::io(path, e);
-    let mut file = File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    mark.check(&file, len)
-        .map_err(|reason| AuditError::corrupt(path, mark.seq, format!("mark: {reason}")))?;
-    let mut tail = Vec::new();
-    file.seek(SeekFrom::Start(mark.end)).map_err(io)?;
-    file.read_to_end(&mut tail).map_err(io)?;
+    let tail = raw_tail(path, mark)?;
     crate::read::parse_lines(path, &tail, mark.seq)
 }
 

@@ -7,7 +7,7 @@
 //! them. This module only creates and inspects; it never changes the mode of a file
 //! that exists (an admin may have opened it up on purpose), it warns instead.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -34,15 +34,15 @@ pub fn options() -> OpenOptions {
     o
 }
 
+/// Opens `path` for writing like `File::create`: created owner-only, or truncated.
+pub fn create(path: &Path) -> io::Result<File> {
+    options().write(true).create(true).truncate(true).open(path)
+}
+
 /// Writes `bytes` to `path` (created owner-only, or truncated).
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?
-        .write_all(bytes)
+    create(path)?.write_all(bytes)
 }
 
 /// Creates `path` empty and owner-only if it does not exist, so that SQLite, which

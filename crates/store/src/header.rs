@@ -382,12 +382,7 @@ impl Header {
         let tmp = dir.join(TMP_FILE);
         let path = dir.join(crate::HEADER_FILE);
         let bytes = self.encode();
-        let mut f = mailferry_audit::private::options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| StoreError::io(&tmp, e))?;
+        let mut f = mailferry_audit::private::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         if stop == WriteStep::TornTemp {
             return f
                 .write_all(&bytes[..bytes.len() / 2])

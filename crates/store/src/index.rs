@@ -207,6 +207,16 @@ fn reencrypt_marker(mailbox_id: u64) -> String {
     format!("reencrypt:{mailbox_id}")
 }
 
+/// Names the index file in an SQLite error. A free function rather than `Index::err`
+/// because a write transaction holds `conn` mutably: borrowing only `path` leaves the
+/// closure usable (it is `Copy`) for every `map_err` inside the transaction.
+fn index_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Index {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// The open index.
 pub(crate) struct Index {
     conn: Connection,
@@ -215,10 +225,7 @@ pub(crate) struct Index {
 
 impl Index {
     fn err(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::Index {
-            path: self.path.clone(),
-            source: e,
-        }
+        index_err(&self.path)(e)
     }
 
     /// The one row `sql` selects, if any, read by `f`.
@@ -278,10 +285,7 @@ impl Index {
 
     /// Creates a fresh index (init only).
     pub fn create(path: &Path, volume_id: &[u8; 16]) -> Result<(), StoreError> {
-        let e = |source| StoreError::Index {
-            path: path.to_path_buf(),
-            source,
-        };
+        let e = index_err(path);
         mailferry_audit::private::precreate(path).map_err(|err| {
             e(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
@@ -320,10 +324,7 @@ impl Index {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|source| StoreError::Index {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(index_err(path))?;
         let mut ix = Index {
             conn,
             path: path.to_path_buf(),
@@ -366,8 +367,7 @@ impl Index {
         match version {
             SCHEMA_VERSION => Ok(()),
             from @ (1..=3) => {
-                let path = self.path.clone();
-                let e = |source| StoreError::Index { path: path.clone(), source };
+                let e = index_err(&self.path);
                 let tx = self.conn.transaction().map_err(e)?;
                 tx.execute_batch(SCHEMA_2).map_err(e)?;
                 tx.execute_batch(SCHEMA_3).map_err(e)?;
@@ -543,11 +543,7 @@ impl Index {
         rotations: &[KeyRotation],
         reencrypt: bool,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let e = |source| StoreError::Index {
-            path: path.clone(),
-            source,
-        };
+        let e = index_err(&self.path);
         let tx = self.conn.transaction().map_err(e)?;
         for r in rotations {
             tx.execute(
@@ -615,11 +611,7 @@ impl Index {
 
     /// Clears the re-encryption markers of `mailbox_ids` (the job is finished).
     pub fn clear_reencrypt(&mut self, mailbox_ids: &[u64]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let e = |source| StoreError::Index {
-            path: path.clone(),
-            source,
-        };
+        let e = index_err(&self.path);
         let tx = self.conn.transaction().map_err(e)?;
         for id in mailbox_ids {
             tx.execute("DELETE FROM volume WHERE k = ?1", [reencrypt_marker(*id)])
@@ -661,14 +653,10 @@ impl Index {
         moves: &[Reencrypted],
         last: Option<&LastSwitch>,
     ) -> Result<u64, StoreError> {
-        let path = self.path.clone();
-        let e = |source| StoreError::Index {
-            path: path.clone(),
-            source,
-        };
+        let e = index_err(&self.path);
         let damaged = |reason: String| {
             StoreError::IndexDamaged {
-            path: path.clone(),
+            path: self.path.clone(),
             reason: format!("re-encryption: {reason}; nothing was switched, run the same `volume rotate ... --reencrypt` again"),
         }
         };
@@ -780,11 +768,7 @@ impl Index {
         tenant_wrapped: &[u8],
         mailbox_keys: &[(u64, u32, Vec<u8>)],
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let e = |source| StoreError::Index {
-            path: path.clone(),
-            source,
-        };
+        let e = index_err(&self.path);
         let tx = self.conn.transaction().map_err(e)?;
         tx.execute(
             "UPDATE tenants SET key_wrapped = ?2 WHERE id = ?1",
@@ -814,11 +798,7 @@ impl Index {
     /// the wrapped key bytes are gone from `index.sqlite` and its WAL. Returns the number
     /// of messages that became unreadable.
     pub fn shred_mailbox(&mut self, mailbox_id: u64) -> Result<u64, StoreError> {
-        let path = self.path.clone();
-        let e = |source| StoreError::Index {
-            path: path.clone(),
-            source,
-        };
+        let e = index_err(&self.path);
         let tx = self.conn.transaction().map_err(e)?;
         tx.execute(
             "DELETE FROM mailbox_keys WHERE mailbox_id = ?1",
@@ -906,11 +886,7 @@ impl Index {
         moves: &[RecordMove],
         dropped: &[u64],
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let e = |source| StoreError::Index {
-            path: path.clone(),
-            source,
-        };
+        let e = index_err(&self.path);
         let tx = self.conn.transaction().map_err(e)?;
         {
             let mut st = tx
@@ -931,7 +907,7 @@ impl Index {
                     .map_err(e)?;
                 if n != 1 {
                     return Err(StoreError::IndexDamaged {
-                        path: path.clone(),
+                        path: self.path.clone(),
                         reason: format!(
                             "compaction: message id {} is no longer at segment {} offset {}; nothing was switched, run `volume compact` again",
                             m.id, m.from_segment, m.from_offset
@@ -1125,11 +1101,7 @@ impl Index {
 
     /// Sets the locators of `(message id, locator)` in ONE transaction.
     pub fn set_locators(&mut self, locators: &[(u64, [u8; 32])]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let e = |source| StoreError::Index {
-            path: path.clone(),
-            source,
-        };
+        let e = index_err(&self.path);
         let tx = self.conn.transaction().map_err(e)?;
         {
             let mut st = tx

@@ -236,22 +236,8 @@ impl Volume {
                     k
                 }
             };
-            // Prove the current key unwraps before retiring it.
-            inner.unwrap_mailbox_key(&tk, row.id, row.key_id, &row.key_wrapped)?;
-            let new_key_id = row
-                .key_id
-                .checked_add(1)
-                .ok_or_else(|| StoreError::IndexDamaged {
-                    path: inner.dir.join(crate::INDEX_FILE),
-                    reason: format!("mailbox row {id}: key id space exhausted"),
-                })?;
-            let key = Key::random();
-            let new_wrapped = keys::wrap_key(
-                &tk,
-                keys::random_nonce(),
-                &keys::mailbox_wrap_aad(&inner.volume_id, row.id, new_key_id),
-                &key,
-            );
+            let (new_key_id, new_wrapped) =
+                inner.next_mailbox_key(&tk, &row, &format_args!("mailbox row {id}"))?;
             rotations.push(KeyRotation {
                 mailbox_id: row.id,
                 old_key_id: row.key_id,

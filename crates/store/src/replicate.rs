@@ -347,12 +347,7 @@ fn sync_prefix(from: &Path, to: &Path, end: u64) -> Result<Synced, StoreError> {
     let mut tmp_name = to.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    let mut dst = mailferry_audit::private::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| StoreError::io(&tmp, e))?;
+    let mut dst = mailferry_audit::private::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
     src.seek(SeekFrom::Start(0))
         .map_err(|e| StoreError::io(from, e))?;
     let n = copy_range(&mut src, from, &mut dst, &tmp, end)?;
@@ -402,12 +397,7 @@ fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
 
 /// Temp file, fsync, rename, directory fsync.
 fn write_atomic(dir: &Path, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut f = mailferry_audit::private::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .map_err(|e| StoreError::io(tmp, e))?;
+    let mut f = mailferry_audit::private::create(tmp).map_err(|e| StoreError::io(tmp, e))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| StoreError::io(tmp, e))?;

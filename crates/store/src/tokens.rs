@@ -215,6 +215,17 @@ fn lookup_in(
 impl Volume {
     /// Issues a token for `tenant` (a mail domain) and records it in the audit log.
     pub fn issue_token(&self, tenant: &str) -> Result<IssuedToken, StoreError> {
+        self.issue_recorded(tenant, None, None)
+    }
+
+    /// Issues (or, with `token`, registers) a token under the index lock, then records
+    /// it in the audit log once the lock is released.
+    fn issue_recorded(
+        &self,
+        tenant: &str,
+        token: Option<&SecretBytes>,
+        expires: Option<i64>,
+    ) -> Result<IssuedToken, StoreError> {
         let t = {
             let ix = self.inner.index()?;
             issue_in(
@@ -222,8 +233,8 @@ impl Volume {
                 &self.inner.keys,
                 &self.inner.volume_id,
                 tenant,
-                None,
-                None,
+                token,
+                expires,
             )?
         };
         self.flush_token_audit()?;
@@ -401,56 +412,31 @@ impl TokenAdmin {
         tenant: &str,
         expires: Option<i64>,
     ) -> Result<IssuedToken, StoreError> {
-        match &self.handle {
-            Handle::Open(v) => {
-                let t = {
-                    let ix = v.inner.index()?;
-                    issue_in(
-                        &ix,
-                        &v.inner.keys,
-                        &v.inner.volume_id,
-                        tenant,
-                        None,
-                        expires,
-                    )?
-                };
-                v.flush_token_audit()?;
-                Ok(t)
-            }
-            Handle::Shared {
-                volume_id,
-                keys,
-                index,
-                ..
-            } => issue_in(index, keys, volume_id, tenant, None, expires),
-        }
+        self.issue_with(tenant, None, expires)
     }
 
     /// Registers an existing token (issued on another store node of the same split
     /// deployment) for `tenant`, so the same agent token opens mailboxes on every node.
     pub fn add(&self, tenant: &str, token: &SecretBytes) -> Result<IssuedToken, StoreError> {
+        self.issue_with(tenant, Some(token), None)
+    }
+
+    /// Issues or registers through whichever handle is open; a shared index leaves the
+    /// audit record to the process holding the volume.
+    fn issue_with(
+        &self,
+        tenant: &str,
+        token: Option<&SecretBytes>,
+        expires: Option<i64>,
+    ) -> Result<IssuedToken, StoreError> {
         match &self.handle {
-            Handle::Open(v) => {
-                let t = {
-                    let ix = v.inner.index()?;
-                    issue_in(
-                        &ix,
-                        &v.inner.keys,
-                        &v.inner.volume_id,
-                        tenant,
-                        Some(token),
-                        None,
-                    )?
-                };
-                v.flush_token_audit()?;
-                Ok(t)
-            }
+            Handle::Open(v) => v.issue_recorded(tenant, token, expires),
             Handle::Shared {
                 volume_id,
                 keys,
                 index,
                 ..
-            } => issue_in(index, keys, volume_id, tenant, Some(token), None),
+            } => issue_in(index, keys, volume_id, tenant, token, expires),
         }
     }
 

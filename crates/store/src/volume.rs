@@ -7,7 +7,7 @@
 use crate::chunk::{self, ChunkContext, ChunkKey, CHUNK_SIZE, TAG_LEN};
 use crate::credential::{self, Credential, Secret};
 use crate::header::{Header, KeySlot, WriteStep, ROLE_PRIMARY, ROLE_RECOVERY};
-use crate::index::{Index, MessageRow};
+use crate::index::{Index, KeyRow, MessageRow};
 use crate::keys::{self, Argon2Params, Key, VolumeKeys};
 use crate::segment::{self, RecordHeader, SegmentHeader, REC_HEADER_LEN, SEG_HEADER_LEN};
 use crate::{StoreError, HEADER_FILE, INDEX_FILE, SEGMENTS_DIR};
@@ -747,22 +747,8 @@ impl Volume {
         let mut ix = inner.index()?;
         let row = inner.live_mailbox(&ix, mailbox)?;
         let tk = inner.tenant_key(&ix, row.tenant_id)?;
-        // Prove the current key unwraps before retiring it.
-        inner.unwrap_mailbox_key(&tk, row.id, row.key_id, &row.key_wrapped)?;
-        let new_id = row
-            .key_id
-            .checked_add(1)
-            .ok_or_else(|| StoreError::IndexDamaged {
-                path: inner.dir.join(INDEX_FILE),
-                reason: format!("mailbox {mailbox}: key id space exhausted"),
-            })?;
-        let key = Key::random();
-        let wrapped = keys::wrap_key(
-            &tk,
-            keys::random_nonce(),
-            &keys::mailbox_wrap_aad(&inner.volume_id, row.id, new_id),
-            &key,
-        );
+        let (new_id, wrapped) =
+            inner.next_mailbox_key(&tk, &row, &format_args!("mailbox {mailbox}"))?;
         ix.rotate_mailbox(row.id, (row.key_id, &row.key_wrapped), new_id, &wrapped)?;
         drop(ix);
         inner.forget_keys();
@@ -926,6 +912,33 @@ impl Inner {
             .ok_or_else(|| keys::unwrap_err(&self.dir, format!("key of tenant row {tenant_id}")))
     }
 
+    /// The next generation of a mailbox's key, `(key id, wrapped key)`: proves the
+    /// current key unwraps under the tenant key `tk` before it is retired, then wraps a new
+    /// random key as generation `current + 1`. `who` names the mailbox if the key id space
+    /// is exhausted.
+    pub(crate) fn next_mailbox_key(
+        &self,
+        tk: &Key,
+        row: &KeyRow,
+        who: &dyn std::fmt::Display,
+    ) -> Result<(u32, Vec<u8>), StoreError> {
+        self.unwrap_mailbox_key(tk, row.id, row.key_id, &row.key_wrapped)?;
+        let new_id = row
+            .key_id
+            .checked_add(1)
+            .ok_or_else(|| StoreError::IndexDamaged {
+                path: self.dir.join(INDEX_FILE),
+                reason: format!("{who}: key id space exhausted"),
+            })?;
+        let wrapped = keys::wrap_key(
+            tk,
+            keys::random_nonce(),
+            &keys::mailbox_wrap_aad(&self.volume_id, row.id, new_id),
+            &Key::random(),
+        );
+        Ok((new_id, wrapped))
+    }
+
     pub(crate) fn unwrap_mailbox_key(
         &self,
         tenant_key: &Key,
@@ -942,6 +955,15 @@ impl Inner {
         })
     }
 
+    /// Generation `key_id` of a mailbox's key if it was unwrapped before.
+    fn cached_key(&self, mailbox_id: u64, key_id: u32) -> Option<Key> {
+        self.gen_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(mailbox_id, key_id))
+            .cloned()
+    }
+
     /// Generation `key_id` of a mailbox's key (current or rotated out), cached.
     pub(crate) fn key_for(
         &self,
@@ -949,13 +971,8 @@ impl Inner {
         key_id: u32,
         mailbox: &MailboxAddr,
     ) -> Result<Key, StoreError> {
-        if let Some(k) = self
-            .gen_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(mailbox_id, key_id))
-        {
-            return Ok(k.clone());
+        if let Some(k) = self.cached_key(mailbox_id, key_id) {
+            return Ok(k);
         }
         let ix = self.index()?;
         self.key_for_in(&ix, mailbox_id, key_id, mailbox)
@@ -970,13 +987,8 @@ impl Inner {
         key_id: u32,
         mailbox: &MailboxAddr,
     ) -> Result<Key, StoreError> {
-        if let Some(k) = self
-            .gen_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(mailbox_id, key_id))
-        {
-            return Ok(k.clone());
+        if let Some(k) = self.cached_key(mailbox_id, key_id) {
+            return Ok(k);
         }
         let row = ix.mailbox_by_id(mailbox_id)?.ok_or_else(|| {
             keys::unwrap_err(&self.dir, format!("mailbox row {mailbox_id} (missing)"))

@@ -12,7 +12,6 @@
 
 use super::{mtime_secs, Listing, Location, PriorLookup, Source, SourceItem};
 use crate::AgentError;
-use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
 use std::collections::HashSet;
 use std::fs;
@@ -42,15 +41,12 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn bad(&mut self, item: String, reason: impl Into<String>) {
-        self.out.bad.push(BadItem {
-            item,
-            reason: reason.into(),
-        });
+        self.out.note_bad(item, reason);
     }
 
     /// Lists `dir`, whose files are in `folder` (`top`: the root of the tree).
     fn dir(&mut self, dir: &Path, folder: &FolderName, top: bool) {
-        let entries = match fs::read_dir(dir) {
+        let entries = match super::sorted_dir(dir) {
             Ok(e) => e,
             Err(e) => {
                 self.bad(
@@ -61,8 +57,6 @@ impl Walk<'_> {
                 return;
             }
         };
-        let mut entries: Vec<_> = entries.collect();
-        entries.sort_by_key(|e| e.as_ref().map(|e| e.file_name()).ok());
         for entry in entries {
             let entry = match entry {
                 Ok(e) => e,

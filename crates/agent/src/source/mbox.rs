@@ -18,7 +18,6 @@
 use super::{mtime_secs, Listing, Location, PriorLookup, Source, SourceItem};
 use crate::AgentError;
 use mailferry_core::calendar::{self, Civil};
-use mailferry_core::report::BadItem;
 use mailferry_core::{Flags, FolderName, SourceId};
 use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, CONTROLS};
 use std::collections::{BTreeMap, HashMap};
@@ -229,6 +228,55 @@ enum Mode {
     Start { gts: u64, m: u8 },
 }
 
+/// What one byte at the start of a line did to the `>*From ` match in progress
+/// ([`Mode::start_byte`]); the reader and the writer differ only in what they emit.
+enum StartStep {
+    /// The byte was a `>` or the next byte of `From `: consumed, nothing decided yet.
+    Held,
+    /// The byte completed `>`×`gts` + `From `: consumed, the line is a `From ` line.
+    Quoted { gts: u64 },
+    /// The byte ends the match: not consumed, and the `gts` `>` and the first `m`
+    /// bytes of `From ` held back are plain text.
+    Plain { gts: u64, m: u8 },
+}
+
+impl Mode {
+    /// In [`Mode::Mid`]: how many bytes of `avail` belong to the current line, up to
+    /// and including its `\n` (after which the mode is back at a line start).
+    #[inline]
+    fn mid_len(&mut self, avail: &[u8]) -> usize {
+        match avail.iter().position(|&b| b == b'\n') {
+            Some(p) => {
+                *self = Mode::Start { gts: 0, m: 0 };
+                p + 1
+            }
+            None => avail.len(),
+        }
+    }
+
+    /// In [`Mode::Start`]: takes byte `b` of the line start. The caller sets the mode
+    /// after `Quoted` and `Plain` (both leave it unchanged).
+    #[inline]
+    fn start_byte(&mut self, b: u8) -> StartStep {
+        let Mode::Start { gts, m } = *self else {
+            return StartStep::Plain { gts: 0, m: 0 };
+        };
+        if m == 0 && b == b'>' {
+            *self = Mode::Start { gts: gts + 1, m };
+            StartStep::Held
+        } else if b == WORD[m as usize] {
+            if m + 1 == WORD.len() as u8 {
+                StartStep::Quoted { gts }
+            } else {
+                *self = Mode::Start { gts, m: m + 1 };
+                StartStep::Held
+            }
+        } else {
+            StartStep::Plain { gts, m }
+        }
+    }
+}
+
 /// Undoes mboxrd quoting as a stream: a line that starts with one or more `>` followed by
 /// `From ` loses its first `>`; every other byte passes unchanged. The state spans calls,
 /// so input can be cut anywhere; memory is constant (a run of `>` is only counted).
@@ -286,36 +334,22 @@ impl Unquoter {
                 Mode::Mid => {
                     let room = out.len() - o;
                     let avail = &input[i..input.len().min(i + room)];
-                    let n = match avail.iter().position(|&b| b == b'\n') {
-                        Some(p) => {
-                            self.mode = Mode::Start { gts: 0, m: 0 };
-                            p + 1
-                        }
-                        None => avail.len(),
-                    };
+                    let n = self.mode.mid_len(avail);
                     out[o..o + n].copy_from_slice(&avail[..n]);
                     o += n;
                     i += n;
                 }
-                Mode::Start { gts, m } => {
-                    let b = input[i];
-                    if m == 0 && b == b'>' {
-                        self.mode = Mode::Start { gts: gts + 1, m };
+                Mode::Start { .. } => match self.mode.start_byte(input[i]) {
+                    StartStep::Held => i += 1,
+                    StartStep::Quoted { gts } => {
                         i += 1;
-                    } else if b == WORD[m as usize] {
-                        i += 1;
-                        if m + 1 == WORD.len() as u8 {
-                            // `>+From `: one `>` less. `From ` alone: as is.
-                            self.emit(gts.saturating_sub(1), WORD.len() as u8);
-                        } else {
-                            self.mode = Mode::Start { gts, m: m + 1 };
-                        }
-                    } else {
-                        // Not a quoted line: what was held back goes out unchanged, and
-                        // `b` is looked at again as ordinary text.
-                        self.emit(gts, m);
+                        // `>+From `: one `>` less. `From ` alone: as is.
+                        self.emit(gts.saturating_sub(1), WORD.len() as u8);
                     }
-                }
+                    // Not a quoted line: what was held back goes out unchanged, and the
+                    // byte is looked at again as ordinary text.
+                    StartStep::Plain { gts, m } => self.emit(gts, m),
+                },
             }
         }
     }
@@ -409,36 +443,25 @@ impl<W: Write> Write for QuotingWriter<W> {
             match self.mode {
                 Mode::Mid => {
                     let rest = &data[i..];
-                    let n = match rest.iter().position(|&b| b == b'\n') {
-                        Some(p) => {
-                            self.mode = Mode::Start { gts: 0, m: 0 };
-                            p + 1
-                        }
-                        None => rest.len(),
-                    };
+                    let n = self.mode.mid_len(rest);
                     self.inner.write_all(&rest[..n])?;
                     i += n;
                 }
-                Mode::Start { gts, m } => {
-                    let b = data[i];
-                    if m == 0 && b == b'>' {
-                        self.mode = Mode::Start { gts: gts + 1, m };
+                Mode::Start { .. } => match self.mode.start_byte(data[i]) {
+                    StartStep::Held => i += 1,
+                    StartStep::Quoted { gts } => {
                         i += 1;
-                    } else if b == WORD[m as usize] {
-                        i += 1;
-                        if m + 1 == WORD.len() as u8 {
-                            self.write_gts(gts + 1)?;
-                            self.inner.write_all(WORD)?;
-                            self.mode = Mode::Mid;
-                        } else {
-                            self.mode = Mode::Start { gts, m: m + 1 };
-                        }
-                    } else {
+                        self.write_gts(gts + 1)?;
+                        self.inner.write_all(WORD)?;
+                        self.mode = Mode::Mid;
+                    }
+                    // The byte is written again as ordinary text.
+                    StartStep::Plain { gts, m } => {
                         self.write_gts(gts)?;
                         self.inner.write_all(&WORD[..m as usize])?;
                         self.mode = Mode::Mid;
                     }
-                }
+                },
             }
         }
         if let Some(&b) = data.last() {
@@ -756,14 +779,24 @@ impl Scanner {
         }
     }
 
+    /// Commits the blank line held back, now that the line after it is known not to be
+    /// a separator.
+    fn release_held(&mut self) {
+        if let Some(h) = self.held.take() {
+            let acc = self
+                .cur
+                .as_mut()
+                .expect("a message is open after the first line");
+            acc.commit(h, true, &mut self.scratch);
+        }
+    }
+
     fn commit(&mut self, bytes: &[u8], line_start: bool) {
+        self.release_held();
         let acc = self
             .cur
             .as_mut()
             .expect("a message is open after the first line");
-        if let Some(h) = self.held.take() {
-            acc.commit(h, true, &mut self.scratch);
-        }
         acc.commit(bytes, line_start, &mut self.scratch);
     }
 
@@ -827,13 +860,7 @@ impl Scanner {
             self.finish_message(false, false, false);
             self.start_message(&line);
         } else if is_blank(&line) {
-            let acc = self
-                .cur
-                .as_mut()
-                .expect("a message is open after the first line");
-            if let Some(h) = self.held.take() {
-                acc.commit(h, true, &mut self.scratch);
-            }
+            self.release_held();
             self.held = Some(if line.len() == 1 { b"\n" } else { b"\r\n" });
             self.prev_blank = true;
         } else {
@@ -1056,15 +1083,15 @@ fn list_file(path: &Path, folder: &FolderName, out: &mut Listing) -> Result<(), 
         *n += 1;
         let source_id = assemble_source_id(&digest, *n, sender.as_deref());
         if let Some(problem) = m.problem {
-            out.bad.push(BadItem {
-                item: format!("{folder}/{source_id}"),
-                reason: format!(
+            out.note_bad(
+                format!("{folder}/{source_id}"),
+                format!(
                     "{problem} ({} bytes {}..{}); not moved",
                     path.display(),
                     m.start,
                     m.start + m.len
                 ),
-            });
+            );
             continue;
         }
         out.items.push(SourceItem {
@@ -1099,42 +1126,37 @@ fn walk(
         p.push_str(name);
         p
     };
-    let entries = match fs::read_dir(dir) {
+    let entries = match super::sorted_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            out.bad.push(BadItem {
-                item: if prefix.is_empty() {
+            out.note_bad(
+                if prefix.is_empty() {
                     dir.display().to_string()
                 } else {
                     prefix.join("/")
                 },
-                reason: format!("cannot list directory {}: {e}", dir.display()),
-            });
+                format!("cannot list directory {}: {e}", dir.display()),
+            );
             if let Ok(f) = FolderName::parse(&prefix.join("/")) {
                 out.incomplete.insert(f);
             }
             return;
         }
     };
-    let mut entries: Vec<_> = entries.collect();
-    entries.sort_by_key(|e| e.as_ref().map(|e| e.file_name()).ok());
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                out.bad.push(BadItem {
-                    item: prefix.join("/"),
-                    reason: format!("directory listing failed: {e}"),
-                });
+                out.note_bad(prefix.join("/"), format!("directory listing failed: {e}"));
                 continue;
             }
         };
         let os_name = entry.file_name();
         let Some(name) = os_name.to_str() else {
-            out.bad.push(BadItem {
-                item: rel(&os_name.to_string_lossy()),
-                reason: "file name is not UTF-8; not moved".into(),
-            });
+            out.note_bad(
+                rel(&os_name.to_string_lossy()),
+                "file name is not UTF-8; not moved",
+            );
             continue;
         };
         if name.starts_with('.') {
@@ -1143,18 +1165,15 @@ fn walk(
         let kind = match entry.file_type() {
             Ok(t) => t,
             Err(e) => {
-                out.bad.push(BadItem {
-                    item: rel(name),
-                    reason: format!("cannot stat: {e}"),
-                });
+                out.note_bad(rel(name), format!("cannot stat: {e}"));
                 continue;
             }
         };
         if kind.is_symlink() {
-            out.bad.push(BadItem {
-                item: rel(name),
-                reason: "a symbolic link; not followed (point the source at the real files)".into(),
-            });
+            out.note_bad(
+                rel(name),
+                "a symbolic link; not followed (point the source at the real files)",
+            );
         } else if kind.is_dir() {
             // Thunderbird keeps the children of folder X in X.sbd/.
             let component = match name.strip_suffix(".sbd") {
@@ -1164,10 +1183,7 @@ fn walk(
             let mut child = prefix.to_vec();
             child.push(component.to_string());
             if let Err(e) = FolderName::parse(&child.join("/")) {
-                out.bad.push(BadItem {
-                    item: rel(name),
-                    reason: format!("directory not read: {e}"),
-                });
+                out.note_bad(rel(name), format!("directory not read: {e}"));
                 continue;
             }
             walk(&entry.path(), &child, found, out);
@@ -1178,30 +1194,24 @@ fn walk(
             let folder = match FolderName::parse(&rel(name)) {
                 Ok(f) => f,
                 Err(e) => {
-                    out.bad.push(BadItem {
-                        item: rel(name),
-                        reason: format!("not moved: {e}"),
-                    });
+                    out.note_bad(rel(name), format!("not moved: {e}"));
                     continue;
                 }
             };
             if let Some(first) = found.get(&folder) {
-                out.bad.push(BadItem {
-                    item: rel(name),
-                    reason: format!(
+                out.note_bad(
+                    rel(name),
+                    format!(
                         "{} is also folder {folder} (from {}); only that one is moved",
                         entry.path().display(),
                         first.display()
                     ),
-                });
+                );
                 continue;
             }
             found.insert(folder, entry.path());
         } else {
-            out.bad.push(BadItem {
-                item: rel(name),
-                reason: "not a regular file or directory; not moved".into(),
-            });
+            out.note_bad(rel(name), "not a regular file or directory; not moved");
         }
     }
 }
@@ -1234,18 +1244,18 @@ impl Source for Mbox {
             match list_file(&path, &folder, &mut out) {
                 Ok(()) => {}
                 Err(ScanError::NotMbox(why)) => {
-                    out.bad.push(BadItem {
-                        item: folder.to_string(),
-                        reason: format!("{} is not an mbox ({why}); not moved", path.display()),
-                    });
+                    out.note_bad(
+                        folder.to_string(),
+                        format!("{} is not an mbox ({why}); not moved", path.display()),
+                    );
                     out.incomplete.insert(folder);
                 }
                 Err(e) => {
                     out.items.truncate(before);
-                    out.bad.push(BadItem {
-                        item: folder.to_string(),
-                        reason: format!("{}: {e}; not moved", path.display()),
-                    });
+                    out.note_bad(
+                        folder.to_string(),
+                        format!("{}: {e}; not moved", path.display()),
+                    );
                     out.incomplete.insert(folder);
                 }
             }

@@ -207,6 +207,26 @@ pub struct Listing {
     pub roles: BTreeMap<FolderName, Role>,
 }
 
+/// The entries of directory `dir` in file-name order (an entry that could not be read
+/// sorts first), so a listing walks a tree the same way every time.
+pub(crate) fn sorted_dir(
+    dir: &std::path::Path,
+) -> std::io::Result<Vec<std::io::Result<std::fs::DirEntry>>> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect();
+    entries.sort_by_key(|e| e.as_ref().map(|e| e.file_name()).ok());
+    Ok(entries)
+}
+
+impl Listing {
+    /// Records something found that is not moved: `item` as the report names it, and why.
+    pub(crate) fn note_bad(&mut self, item: String, reason: impl Into<String>) {
+        self.bad.push(BadItem {
+            item,
+            reason: reason.into(),
+        });
+    }
+}
+
 /// Which IMAP namespaces a listing covers (RFC 2342).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
