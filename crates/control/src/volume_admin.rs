@@ -172,6 +172,25 @@ pub fn shred(volume: &Path, unlock: &UnlockArgs, mailbox: &MailboxAddr) -> Resul
     Ok(open(volume, unlock)?.shred_mailbox(mailbox)?)
 }
 
+/// What `volume rotate` gives a new key: exactly one mailbox or one tenant.
+enum KeyScope<'a> {
+    Mailbox(&'a MailboxAddr),
+    Tenant(&'a str),
+}
+
+impl<'a> KeyScope<'a> {
+    /// Refuses both or neither (before the volume is opened).
+    fn of(mailbox: Option<&'a MailboxAddr>, tenant: Option<&'a str>) -> Result<Self, AppError> {
+        match (mailbox, tenant) {
+            (Some(m), None) => Ok(KeyScope::Mailbox(m)),
+            (None, Some(t)) => Ok(KeyScope::Tenant(t)),
+            _ => Err(AppError::Usage(
+                "give exactly one of --mailbox, --tenant".into(),
+            )),
+        }
+    }
+}
+
 /// `volume rotate --mailbox M | --tenant T`.
 pub fn rotate(
     volume: &Path,
@@ -179,13 +198,12 @@ pub fn rotate(
     mailbox: Option<&MailboxAddr>,
     tenant: Option<&str>,
 ) -> Result<RotateOutcome, AppError> {
-    match (mailbox, tenant) {
-        (Some(m), None) => Ok(open(volume, unlock)?.rotate_mailbox(m)?),
-        (None, Some(t)) => Ok(open(volume, unlock)?.rotate_tenant(t)?),
-        _ => Err(AppError::Usage(
-            "give exactly one of --mailbox, --tenant".into(),
-        )),
-    }
+    let scope = KeyScope::of(mailbox, tenant)?;
+    let v = open(volume, unlock)?;
+    Ok(match scope {
+        KeyScope::Mailbox(m) => v.rotate_mailbox(m)?,
+        KeyScope::Tenant(t) => v.rotate_tenant(t)?,
+    })
 }
 
 /// `volume rotate --mailbox M | --tenant T --reencrypt`: new key generation(s), every
@@ -197,13 +215,12 @@ pub fn rotate_reencrypt(
     mailbox: Option<&MailboxAddr>,
     tenant: Option<&str>,
 ) -> Result<ReencryptOutcome, AppError> {
-    match (mailbox, tenant) {
-        (Some(m), None) => Ok(open(volume, unlock)?.rotate_mailbox_reencrypt(m)?),
-        (None, Some(t)) => Ok(open(volume, unlock)?.rotate_tenant_reencrypt(t)?),
-        _ => Err(AppError::Usage(
-            "give exactly one of --mailbox, --tenant".into(),
-        )),
-    }
+    let scope = KeyScope::of(mailbox, tenant)?;
+    let mut v = open(volume, unlock)?;
+    Ok(match scope {
+        KeyScope::Mailbox(m) => v.rotate_mailbox_reencrypt(m)?,
+        KeyScope::Tenant(t) => v.rotate_tenant_reencrypt(t)?,
+    })
 }
 
 /// `volume compact`: rewrites segments to drop shredded messages and unreferenced gaps.
