@@ -84,15 +84,7 @@ pub fn init(
     recovery_key_file: Option<&Path>,
     no_recovery_key: bool,
 ) -> Result<InitOutcome, AppError> {
-    let primary = match (key_file, passphrase_file) {
-        (Some(k), None) => Credential::KeyFile(k.to_path_buf()),
-        (None, Some(p)) => Credential::Passphrase(p.to_path_buf()),
-        _ => {
-            return Err(AppError::Usage(
-                "give exactly one of --key-file, --passphrase-file".into(),
-            ))
-        }
-    };
+    let primary = new_credential(key_file, passphrase_file, "--key-file, --passphrase-file")?;
     if no_recovery_key && recovery_key_file.is_some() {
         return Err(AppError::Usage(
             "--no-recovery-key and --recovery-key-file contradict each other; give one".into(),
@@ -149,15 +141,11 @@ pub fn rekey(
     new_key_file: Option<&Path>,
     new_passphrase_file: Option<&Path>,
 ) -> Result<bool, AppError> {
-    let new = match (new_key_file, new_passphrase_file) {
-        (Some(k), None) => Credential::KeyFile(k.to_path_buf()),
-        (None, Some(p)) => Credential::Passphrase(p.to_path_buf()),
-        _ => {
-            return Err(AppError::Usage(
-                "give exactly one of --new-key-file, --new-passphrase-file".into(),
-            ))
-        }
-    };
+    let new = new_credential(
+        new_key_file,
+        new_passphrase_file,
+        "--new-key-file, --new-passphrase-file",
+    )?;
     let old = unlock.credential()?;
     if old.path() == new.path() {
         return Err(AppError::Usage(
@@ -170,6 +158,20 @@ pub fn rekey(
 /// `volume shred --mailbox M`: returns the number of messages made unreadable.
 pub fn shred(volume: &Path, unlock: &UnlockArgs, mailbox: &MailboxAddr) -> Result<u64, AppError> {
     Ok(open(volume, unlock)?.shred_mailbox(mailbox)?)
+}
+
+/// The credential a new key is wrapped under: exactly one of a key file and a passphrase
+/// file (`flags` names the two options for the error).
+fn new_credential(
+    key_file: Option<&Path>,
+    passphrase_file: Option<&Path>,
+    flags: &str,
+) -> Result<Credential, AppError> {
+    match (key_file, passphrase_file) {
+        (Some(k), None) => Ok(Credential::KeyFile(k.to_path_buf())),
+        (None, Some(p)) => Ok(Credential::Passphrase(p.to_path_buf())),
+        _ => Err(AppError::Usage(format!("give exactly one of {flags}"))),
+    }
 }
 
 /// What `volume rotate` gives a new key: exactly one mailbox or one tenant.
