@@ -53,6 +53,13 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Read as a plain string (a login request's password and code).
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
 /// One account as stored.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Account {

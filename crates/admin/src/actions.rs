@@ -726,6 +726,41 @@ pub async fn batch_status(state: &AdminState, name: &str) -> Result<BatchInfo, A
     .await
 }
 
+/// The steps every batch action shares around its own: only an admin may act, the batch
+/// must exist, the action's details (with the batch's name) go to the admin audit log,
+/// and the answer is the batch's status afterwards.
+async fn batch_action<F, Fut>(
+    state: &AdminState,
+    v: &Viewer,
+    name: &str,
+    action: &str,
+    step: F,
+) -> Result<BatchInfo, AdminError>
+where
+    F: FnOnce(BatchDir) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, AdminError>>,
+{
+    v.require_admin()?;
+    let bd = batch_dir(state, name)?;
+    let details = step(bd).await?;
+    let mut data = json!({ "batch": name });
+    if let (Some(m), serde_json::Value::Object(extra)) = (data.as_object_mut(), details) {
+        m.extend(extra);
+    }
+    audit_action(state, v, action, data)?;
+    batch_status(state, name).await
+}
+
+/// 409 for a run asked of a suspended batch.
+fn refuse_suspended(name: &str, suspended: bool) -> Result<(), AdminError> {
+    if suspended {
+        return Err(AdminError::Conflict(format!(
+            "batch {name} is suspended; resume it first (POST /api/v1/batches/{name}/resume)"
+        )));
+    }
+    Ok(())
+}
+
 /// Starts a pass of every mailbox of the batch in the background (then completes it if
 /// its completion is automatic or timed). 409 if it runs already or is suspended.
 pub async fn start_batch(
@@ -733,35 +768,32 @@ pub async fn start_batch(
     v: &Viewer,
     name: &str,
 ) -> Result<BatchInfo, AdminError> {
-    v.require_admin()?;
-    let bd = batch_dir(state, name)?;
-    let b = bd.load()?;
-    if b.suspended {
-        return Err(AdminError::Conflict(format!(
-            "batch {name} is suspended; resume it first (POST /api/v1/batches/{name}/resume)"
-        )));
-    }
-    // The completion time as resolved when the batch was created (the wizard's `2h`
-    // means two hours after creation, not after this start).
-    let then_complete = match read_meta(&bd).map(|m| m.settings.completion) {
-        Some(Completion::Automatic) => Some(None),
-        Some(Completion::After { at }) => Some(Some(match &b.settings.complete_after {
-            Some(t) => mailferry_core::profile::parse_rfc3339(t)
-                .map_err(|e| AdminError::Internal(format!("batch {name}: complete_after: {e}")))?,
-            None => parse_time("complete after", &at)?,
-        })),
-        _ => None,
-    };
-    state.jobs().start(
-        name,
-        bd,
-        Plan {
-            then_complete,
-            ..Plan::now(Mode::Sync, actor(v))
-        },
-    )?;
-    audit_action(state, v, "batch.start", json!({"batch": name}))?;
-    batch_status(state, name).await
+    batch_action(state, v, name, "batch.start", |bd| async move {
+        let b = bd.load()?;
+        refuse_suspended(name, b.suspended)?;
+        // The completion time as resolved when the batch was created (the wizard's `2h`
+        // means two hours after creation, not after this start).
+        let then_complete = match read_meta(&bd).map(|m| m.settings.completion) {
+            Some(Completion::Automatic) => Some(None),
+            Some(Completion::After { at }) => Some(Some(match &b.settings.complete_after {
+                Some(t) => mailferry_core::profile::parse_rfc3339(t).map_err(|e| {
+                    AdminError::Internal(format!("batch {name}: complete_after: {e}"))
+                })?,
+                None => parse_time("complete after", &at)?,
+            })),
+            _ => None,
+        };
+        state.jobs().start(
+            name,
+            bd,
+            Plan {
+                then_complete,
+                ..Plan::now(Mode::Sync, actor(v))
+            },
+        )?;
+        Ok(json!({}))
+    })
+    .await
 }
 
 /// Suspends the batch: no further pass starts, every mailbox not completed is
@@ -771,17 +803,12 @@ pub async fn suspend_batch(
     v: &Viewer,
     name: &str,
 ) -> Result<BatchInfo, AdminError> {
-    v.require_admin()?;
-    let bd = batch_dir(state, name)?;
     let a = actor(v);
-    let (now, later) = blocking(move || Ok(batch::suspend(&bd, &a)?)).await?;
-    audit_action(
-        state,
-        v,
-        "batch.suspend",
-        json!({"batch": name, "suspended": now, "when_pass_ends": later}),
-    )?;
-    batch_status(state, name).await
+    batch_action(state, v, name, "batch.suspend", |bd| async move {
+        let (now, later) = blocking(move || Ok(batch::suspend(&bd, &a)?)).await?;
+        Ok(json!({"suspended": now, "when_pass_ends": later}))
+    })
+    .await
 }
 
 /// Resumes a suspended batch (passes run again with start).
@@ -790,17 +817,12 @@ pub async fn resume_batch(
     v: &Viewer,
     name: &str,
 ) -> Result<BatchInfo, AdminError> {
-    v.require_admin()?;
-    let bd = batch_dir(state, name)?;
     let a = actor(v);
-    let n = blocking(move || Ok(batch::resume(&bd, &a)?)).await?;
-    audit_action(
-        state,
-        v,
-        "batch.resume",
-        json!({"batch": name, "resumed": n}),
-    )?;
-    batch_status(state, name).await
+    batch_action(state, v, name, "batch.resume", |bd| async move {
+        let n = blocking(move || Ok(batch::resume(&bd, &a)?)).await?;
+        Ok(json!({"resumed": n}))
+    })
+    .await
 }
 
 /// Runs the final pass of every mailbox not completed, in the background; with
@@ -811,28 +833,19 @@ pub async fn complete_batch(
     name: &str,
     approve_skipped: bool,
 ) -> Result<BatchInfo, AdminError> {
-    v.require_admin()?;
-    let bd = batch_dir(state, name)?;
-    if bd.load()?.suspended {
-        return Err(AdminError::Conflict(format!(
-            "batch {name} is suspended; resume it first (POST /api/v1/batches/{name}/resume)"
-        )));
-    }
-    state.jobs().start(
-        name,
-        bd,
-        Plan {
-            approve_skipped,
-            ..Plan::now(Mode::Complete, actor(v))
-        },
-    )?;
-    audit_action(
-        state,
-        v,
-        "batch.complete",
-        json!({"batch": name, "approve_skipped": approve_skipped}),
-    )?;
-    batch_status(state, name).await
+    batch_action(state, v, name, "batch.complete", |bd| async move {
+        refuse_suspended(name, bd.load()?.suspended)?;
+        state.jobs().start(
+            name,
+            bd,
+            Plan {
+                approve_skipped,
+                ..Plan::now(Mode::Complete, actor(v))
+            },
+        )?;
+        Ok(json!({"approve_skipped": approve_skipped}))
+    })
+    .await
 }
 
 fn batch_user(

@@ -8,6 +8,7 @@
 //! refusal audited) before the body is parsed: an auditor gets 403, never a 400/422
 //! about a body it may not send. No HTML here ([`super::pages`]).
 
+use super::accounts::Secret;
 use super::actions::{self, NewBatchRequest, NewEndpoint};
 use super::session::{self, AdminViewer, Viewer};
 use super::{AdminError, AdminState};
@@ -168,28 +169,12 @@ async fn openapi() -> Response {
 
 // === Session ===
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     name: String,
-    password: String,
-    totp: String,
-}
-
-impl std::fmt::Debug for LoginRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginRequest")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for LoginRequest {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.password.zeroize();
-        self.totp.zeroize();
-    }
+    password: Secret,
+    totp: Secret,
 }
 
 fn viewer_json(v: &Viewer) -> serde_json::Value {
@@ -204,8 +189,8 @@ async fn login(
     let (cookie, v) = session::login(
         &st,
         &req.name,
-        &req.password,
-        &req.totp,
+        req.password.expose(),
+        req.totp.expose(),
         peer.map(|p| p.0 .0.ip()),
     )
     .await?;

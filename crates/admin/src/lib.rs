@@ -244,25 +244,11 @@ async fn security_headers(
 /// The TLS configuration: the given certificate, or a CA and server certificate
 /// generated once in `tls_dir` (default `DIR/tls`). Returns the CA path when generated.
 fn tls_config(cfg: &AdminConfig) -> Result<(Arc<rustls::ServerConfig>, Option<PathBuf>), AppError> {
-    let (identity, ca) = match &cfg.tls {
-        Some((cert, key)) => {
-            let c = std::fs::read(cert).map_err(|e| AppError::io(cert, e))?;
-            let k = zeroize::Zeroizing::new(std::fs::read(key).map_err(|e| AppError::io(key, e))?);
-            let id = mailferry_core::tls::Identity::from_pem(&c, &k)
-                .map_err(|e| AppError::Usage(format!("{}: {e}", key.display())))?;
-            (id, None)
-        }
-        None => {
-            let dir = cfg.tls_dir.clone().unwrap_or_else(|| cfg.state.join("tls"));
-            let ip = cfg.listen.ip().to_string();
-            let mut names = vec!["localhost", "127.0.0.1", "::1"];
-            if !cfg.listen.ip().is_unspecified() && !names.contains(&ip.as_str()) {
-                names.push(&ip);
-            }
-            let (id, files) = mailferry_control::serve::local_tls(&dir, &names)?;
-            (id, Some(files.ca))
-        }
-    };
+    let (identity, ca) = mailferry_control::serve::server_identity(
+        &cfg.tls,
+        || cfg.tls_dir.clone().unwrap_or_else(|| cfg.state.join("tls")),
+        cfg.listen,
+    )?;
     Ok((mailferry_core::tls::server_config(&identity)?, ca))
 }
 

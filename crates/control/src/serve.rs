@@ -102,12 +102,7 @@ pub async fn run_front(
         &args.stores,
         mailferry_core::tls::client_config_mtls(&roots, &client)?,
     )?;
-    let ip = args.listen.ip().to_string();
-    let mut names = vec!["localhost", "127.0.0.1", "::1"];
-    if !args.listen.ip().is_unspecified() && !names.contains(&ip.as_str()) {
-        names.push(&ip);
-    }
-    let (identity, files) = local_tls(&args.tls_dir, &names)?;
+    let (identity, files) = local_tls_for(&args.tls_dir, args.listen)?;
     let proxy = Proxy::bind(
         args.listen,
         ProxyConfig {
@@ -198,6 +193,36 @@ pub fn local_tls(dir: &Path, names: &[&str]) -> Result<(Identity, TlsFiles), App
     Ok((id, files))
 }
 
+/// Loads the certificate in `dir` for a listener on `listen`, or creates it there (see
+/// [`local_tls`]): valid for localhost and, unless it listens on every address, for the
+/// address it listens on.
+pub fn local_tls_for(dir: &Path, listen: SocketAddr) -> Result<(Identity, TlsFiles), AppError> {
+    let ip = listen.ip().to_string();
+    let mut names = vec!["localhost", "127.0.0.1", "::1"];
+    if !listen.ip().is_unspecified() && !names.contains(&ip.as_str()) {
+        names.push(&ip);
+    }
+    local_tls(dir, &names)
+}
+
+/// A listener's identity: the given certificate chain and PKCS#8 key (PEM), or else the
+/// local certificate of [`local_tls_for`] in the directory `dir` names, then with the path
+/// of the local CA that clients must trust.
+pub fn server_identity(
+    given: &Option<(PathBuf, PathBuf)>,
+    dir: impl FnOnce() -> PathBuf,
+    listen: SocketAddr,
+) -> Result<(Identity, Option<PathBuf>), AppError> {
+    match given {
+        Some((cert, key)) => Ok((load_identity(cert, key)?, None)),
+        None => {
+            let (id, files) = local_tls_for(&dir(), listen)?;
+            Ok((id, Some(files.ca)))
+        }
+    }
+}
+
+/// Reads a certificate chain and its PKCS#8 key (PEM).
 fn load_identity(cert: &Path, key: &Path) -> Result<Identity, AppError> {
     let c = std::fs::read(cert).map_err(|e| AppError::io(cert, e))?;
     let k = zeroize::Zeroizing::new(std::fs::read(key).map_err(|e| AppError::io(key, e))?);
@@ -286,22 +311,15 @@ pub async fn bind_serve(args: &ServeArgs) -> Result<Serving, AppError> {
             .expect("volume open thread panicked")?
     };
     let volume = Arc::new(volume);
-    let (identity, ca) = match &args.tls {
-        Some((cert, key)) => (load_identity(cert, key)?, None),
-        None => {
-            let dir = args
-                .tls_dir
+    let (identity, ca) = server_identity(
+        &args.tls,
+        || {
+            args.tls_dir
                 .clone()
-                .unwrap_or_else(|| default_tls_dir(&args.volume));
-            let ip = args.listen.ip().to_string();
-            let mut names = vec!["localhost", "127.0.0.1", "::1"];
-            if !args.listen.ip().is_unspecified() && !names.contains(&ip.as_str()) {
-                names.push(&ip);
-            }
-            let (id, files) = local_tls(&dir, &names)?;
-            (id, Some(files.ca))
-        }
-    };
+                .unwrap_or_else(|| default_tls_dir(&args.volume))
+        },
+        args.listen,
+    )?;
     let stats = Arc::new(StoreStats::default());
     let proxy = Proxy::bind(
         args.listen,

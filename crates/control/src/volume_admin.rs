@@ -84,15 +84,7 @@ pub fn init(
     recovery_key_file: Option<&Path>,
     no_recovery_key: bool,
 ) -> Result<InitOutcome, AppError> {
-    let primary = match (key_file, passphrase_file) {
-        (Some(k), None) => Credential::KeyFile(k.to_path_buf()),
-        (None, Some(p)) => Credential::Passphrase(p.to_path_buf()),
-        _ => {
-            return Err(AppError::Usage(
-                "give exactly one of --key-file, --passphrase-file".into(),
-            ))
-        }
-    };
+    let primary = new_credential(key_file, passphrase_file, "--key-file, --passphrase-file")?;
     if no_recovery_key && recovery_key_file.is_some() {
         return Err(AppError::Usage(
             "--no-recovery-key and --recovery-key-file contradict each other; give one".into(),
@@ -149,15 +141,11 @@ pub fn rekey(
     new_key_file: Option<&Path>,
     new_passphrase_file: Option<&Path>,
 ) -> Result<bool, AppError> {
-    let new = match (new_key_file, new_passphrase_file) {
-        (Some(k), None) => Credential::KeyFile(k.to_path_buf()),
-        (None, Some(p)) => Credential::Passphrase(p.to_path_buf()),
-        _ => {
-            return Err(AppError::Usage(
-                "give exactly one of --new-key-file, --new-passphrase-file".into(),
-            ))
-        }
-    };
+    let new = new_credential(
+        new_key_file,
+        new_passphrase_file,
+        "--new-key-file, --new-passphrase-file",
+    )?;
     let old = unlock.credential()?;
     if old.path() == new.path() {
         return Err(AppError::Usage(
@@ -172,6 +160,39 @@ pub fn shred(volume: &Path, unlock: &UnlockArgs, mailbox: &MailboxAddr) -> Resul
     Ok(open(volume, unlock)?.shred_mailbox(mailbox)?)
 }
 
+/// The credential a new key is wrapped under: exactly one of a key file and a passphrase
+/// file (`flags` names the two options for the error).
+fn new_credential(
+    key_file: Option<&Path>,
+    passphrase_file: Option<&Path>,
+    flags: &str,
+) -> Result<Credential, AppError> {
+    match (key_file, passphrase_file) {
+        (Some(k), None) => Ok(Credential::KeyFile(k.to_path_buf())),
+        (None, Some(p)) => Ok(Credential::Passphrase(p.to_path_buf())),
+        _ => Err(AppError::Usage(format!("give exactly one of {flags}"))),
+    }
+}
+
+/// What `volume rotate` gives a new key: exactly one mailbox or one tenant.
+enum KeyScope<'a> {
+    Mailbox(&'a MailboxAddr),
+    Tenant(&'a str),
+}
+
+impl<'a> KeyScope<'a> {
+    /// Refuses both or neither (before the volume is opened).
+    fn of(mailbox: Option<&'a MailboxAddr>, tenant: Option<&'a str>) -> Result<Self, AppError> {
+        match (mailbox, tenant) {
+            (Some(m), None) => Ok(KeyScope::Mailbox(m)),
+            (None, Some(t)) => Ok(KeyScope::Tenant(t)),
+            _ => Err(AppError::Usage(
+                "give exactly one of --mailbox, --tenant".into(),
+            )),
+        }
+    }
+}
+
 /// `volume rotate --mailbox M | --tenant T`.
 pub fn rotate(
     volume: &Path,
@@ -179,13 +200,12 @@ pub fn rotate(
     mailbox: Option<&MailboxAddr>,
     tenant: Option<&str>,
 ) -> Result<RotateOutcome, AppError> {
-    match (mailbox, tenant) {
-        (Some(m), None) => Ok(open(volume, unlock)?.rotate_mailbox(m)?),
-        (None, Some(t)) => Ok(open(volume, unlock)?.rotate_tenant(t)?),
-        _ => Err(AppError::Usage(
-            "give exactly one of --mailbox, --tenant".into(),
-        )),
-    }
+    let scope = KeyScope::of(mailbox, tenant)?;
+    let v = open(volume, unlock)?;
+    Ok(match scope {
+        KeyScope::Mailbox(m) => v.rotate_mailbox(m)?,
+        KeyScope::Tenant(t) => v.rotate_tenant(t)?,
+    })
 }
 
 /// `volume rotate --mailbox M | --tenant T --reencrypt`: new key generation(s), every
@@ -197,13 +217,12 @@ pub fn rotate_reencrypt(
     mailbox: Option<&MailboxAddr>,
     tenant: Option<&str>,
 ) -> Result<ReencryptOutcome, AppError> {
-    match (mailbox, tenant) {
-        (Some(m), None) => Ok(open(volume, unlock)?.rotate_mailbox_reencrypt(m)?),
-        (None, Some(t)) => Ok(open(volume, unlock)?.rotate_tenant_reencrypt(t)?),
-        _ => Err(AppError::Usage(
-            "give exactly one of --mailbox, --tenant".into(),
-        )),
-    }
+    let scope = KeyScope::of(mailbox, tenant)?;
+    let mut v = open(volume, unlock)?;
+    Ok(match scope {
+        KeyScope::Mailbox(m) => v.rotate_mailbox_reencrypt(m)?,
+        KeyScope::Tenant(t) => v.rotate_tenant_reencrypt(t)?,
+    })
 }
 
 /// `volume compact`: rewrites segments to drop shredded messages and unreferenced gaps.
