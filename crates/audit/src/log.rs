@@ -21,7 +21,7 @@ use std::fs::{File, TryLockError};
 use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Buffered bytes past which an append writes them out without waiting for `sync`.
 const WRITE_BEHIND: usize = 64 * 1024;
@@ -98,15 +98,7 @@ impl AuditLog {
             .create(true)
             .open(path)
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(AuditError::Locked {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
+        lock_for_append(&file, path)?;
         let len = file.metadata().map_err(io)?.len();
 
         // One pass over the file (or over what follows the mark), keeping only the first
@@ -481,6 +473,35 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     File::open(parent)?.sync_all()
+}
+
+/// How long [`lock_for_append`] waits for a lock held elsewhere before refusing.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes the log's exclusive lock, waiting up to [`LOCK_WAIT`] for it.
+///
+/// Why wait at all: the lock belongs to the open file description, and a process that
+/// forks (to run any child program) while the file is open shares that description with
+/// the child until the child's `exec` closes it. So a writer that has just closed the log
+/// may still hold its lock for a moment through someone else's child; refusing at once
+/// made "open right after close" fail under load. A second writer that really holds the
+/// log is still refused, [`LOCK_WAIT`] later.
+fn lock_for_append(file: &File, path: &Path) -> Result<(), AuditError> {
+    let start = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(AuditError::Locked {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(AuditError::io(path, e)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -132,6 +132,29 @@ fn a_second_writer_is_refused() {
     assert!(matches!(err, AuditError::Locked { .. }), "{err}");
 }
 
+/// The lock of a log just closed can outlive the writer for a moment, held through a
+/// copy of its open file description (a forked child before its exec). Opening waits for
+/// it instead of refusing (the flaky "Locked right after Volume::init" under load).
+#[test]
+fn a_lock_held_a_moment_longer_through_a_shared_description_is_waited_for() {
+    let (_dir, path) = tmp();
+    let log = AuditLog::open(&path).unwrap();
+    // What a forked child holds: the same open file description, so the same lock.
+    let inherited = log.file.try_clone().unwrap();
+    drop(log);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(inherited);
+    });
+    let reopened = AuditLog::open(&path);
+    release.join().unwrap();
+    assert!(
+        reopened.is_ok(),
+        "{:?}",
+        reopened.err().map(|e| e.to_string())
+    );
+}
+
 #[test]
 fn refused_records_leave_the_log_unchanged() {
     let (_dir, path) = tmp();
