@@ -328,6 +328,20 @@ fn touch(path: &Path, body: &[u8]) {
 /// issue 17: a folder named `Projects/2024.Q1` cannot be a Maildir++ directory: the
 /// default export refuses up front, naming it and `--layout fs`, and writes nothing;
 /// `--layout fs` exports it, and a Dovecot with `LAYOUT=fs` lists it under that name.
+/// The default export layout (Maildir++) cannot hold `Projects/2024.Q1`: the export
+/// fails up front (exit 2), names the folder, suggests `--layout fs` and writes nothing.
+fn assert_default_layout_refuses_projects_2024_q1(env: &Env) {
+    let refused = env.path("refused");
+    let o = export_with(env, &refused, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("\"Projects/2024.Q1\"") && err.contains("--layout fs"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "nothing written");
+}
+
 #[test]
 fn a_folder_with_a_dot_exports_with_layout_fs_issue17() {
     let env = Env::new();
@@ -339,15 +353,7 @@ fn a_folder_with_a_dot_exports_with_layout_fs_issue17() {
     let (code, _, o) = move_spec(&env, &format!("eml:{}", src.display()), MAILBOX);
     assert_eq!(code, 0, "{}", describe(&o));
 
-    let refused = env.path("refused");
-    let o = export_with(&env, &refused, &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("\"Projects/2024.Q1\"") && err.contains("--layout fs"),
-        "{err}"
-    );
-    assert!(!refused.exists(), "nothing written");
+    assert_default_layout_refuses_projects_2024_q1(&env);
 
     let root = env.path("fs-root");
     let out = root.join(dovecot::USER);
@@ -441,15 +447,7 @@ fn a_folder_with_a_dot_from_imap_exports_with_layout_fs_issue17() {
     assert_eq!(code, 0, "{}", describe(&o));
     assert_eq!(report["items_moved"], 2, "{report}");
 
-    let refused = env.path("refused");
-    let o = export_with(&env, &refused, &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("\"Projects/2024.Q1\"") && err.contains("--layout fs"),
-        "{err}"
-    );
-    assert!(!refused.exists(), "nothing written");
+    assert_default_layout_refuses_projects_2024_q1(&env);
 
     let out = env.path("fs");
     let o = export_with(&env, &out, &["--layout", "fs"]);
