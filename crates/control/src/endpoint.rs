@@ -290,6 +290,7 @@ impl Endpoint {
                     source_prefix: i.prefix.clone(),
                     namespaces: i.namespaces,
                     maildir_names: None,
+                    ..Default::default()
                 };
                 (spec, options)
             }

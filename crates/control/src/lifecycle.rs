@@ -305,6 +305,7 @@ impl Invocation {
                 source_prefix: self.source_prefix.clone(),
                 namespaces: self.source_namespaces,
                 maildir_names: self.maildir_names,
+                ..Default::default()
             },
         })
     }

@@ -19,6 +19,7 @@
 //! [`Listing::incomplete`], and the pass never deletes anything of such a folder at the
 //! destination.
 
+pub mod connections;
 pub mod eml;
 pub mod imap;
 pub mod maildir;
@@ -279,6 +280,16 @@ pub struct SourceOptions {
     /// the profile's `source.maildir_names` ([`SourceOptions::with_profile`]), and
     /// without a profile, detected per name.
     pub maildir_names: Option<mailferry_core::profile::MaildirNames>,
+    /// IMAP: connections this move reads with in parallel (`--source-connections`,
+    /// profile `source.connections`, endpoint `connections`); `None`:
+    /// [`connections::DEFAULT_CONNECTIONS`].
+    pub connections: Option<usize>,
+    /// IMAP: bytes fetched ahead of the reader on each connection (profile
+    /// `source.window_bytes`); `None`: [`connections::DEFAULT_WINDOW_BYTES`].
+    pub window_bytes: Option<u64>,
+    /// IMAP: the connection budget shared with the other moves of a batch that read the
+    /// same endpoint (its `max_connections`); `None`: only `connections` bounds it.
+    pub connection_limit: Option<connections::ConnectionLimit>,
 }
 
 impl SourceOptions {

@@ -57,6 +57,7 @@ impl SourceAccess {
             source_prefix: self.source_prefix,
             namespaces: self.source_namespaces,
             maildir_names: self.maildir_names,
+            ..Default::default()
         }
     }
 }
