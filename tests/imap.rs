@@ -536,10 +536,15 @@ fn connection_cuts_mid_fetch_are_survived_and_the_move_is_exact() {
     let dv = Dovecot::start();
     let msgs = corpus(30, 21, 2_500_000);
     populate(&dv, &msgs);
-    // Cut during login, during the listing, and inside the big message's pieces.
+    // Cut during login, during the listing, then every reading connection after 200 kB
+    // (with pipelined requests in flight) and its successors after 0.7 and 1.5 MB: the
+    // big message's connection is cut at least twice.
     let (port, conns) = relay(
         dv.imaps_port,
-        vec![3_000, 40_000, 700_000, 1_500_000, 90_000, 2_000_000],
+        vec![
+            3_000, 40_000, 200_000, 200_000, 200_000, 200_000, 700_000, 700_000, 1_500_000,
+            1_500_000,
+        ],
     );
     let env = Env::new();
     init_volume(&env);
@@ -549,7 +554,7 @@ fn connection_cuts_mid_fetch_are_survived_and_the_move_is_exact() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     let retries = stderr.matches("retrying in").count();
     assert!(
-        conns.load(Ordering::SeqCst) >= 6 && retries >= 5,
+        conns.load(Ordering::SeqCst) >= 6 && retries >= 3,
         "{} connection(s), {retries} retries:\n{stderr}",
         conns.load(Ordering::SeqCst)
     );
@@ -719,31 +724,34 @@ fn a_uidvalidity_change_does_not_duplicate_messages() {
     );
 }
 
-/// Dovecot's counters for the last IMAP session that ended: (hdr_count, body_count),
-/// waiting (bounded) until `sessions` sessions have ended.
-fn last_session(dv: &Dovecot, sessions: usize) -> (u64, u64) {
+/// Headers and bodies fetched by all IMAP sessions that ended so far, summed from
+/// Dovecot's `Disconnected` lines (a pass reads with several connections), once every
+/// session that logged in has ended.
+fn fetched_so_far(dv: &Dovecot) -> (u64, u64) {
     for _ in 0..200 {
         let log = dv.log();
+        let logins = log
+            .lines()
+            .filter(|l| l.contains("imap-login:") && l.contains("Login: user="))
+            .count();
         let ended: Vec<&str> = log
             .lines()
             .filter(|l| l.contains(" imap(") && l.contains("Disconnected"))
             .collect();
-        if ended.len() >= sessions {
-            let line = ended[sessions - 1];
-            let field = |name: &str| -> u64 {
+        if ended.len() >= logins {
+            let field = |line: &str, name: &str| -> u64 {
                 line.split_whitespace()
                     .find_map(|w| w.strip_prefix(name))
-                    .and_then(|v| v.parse().ok())
+                    .and_then(|v| v.trim_end_matches(',').parse().ok())
                     .unwrap_or_else(|| panic!("no {name} in {line}"))
             };
-            return (field("hdr_count="), field("body_count="));
+            return ended.iter().fold((0, 0), |(h, b), l| {
+                (h + field(l, "hdr_count="), b + field(l, "body_count="))
+            });
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!(
-        "Dovecot logged fewer than {sessions} ended sessions:\n{}",
-        dv.log()
-    );
+    panic!("Dovecot's sessions did not all end:\n{}", dv.log());
 }
 
 /// What the source holds now, read from Dovecot's Maildir (flags from the file names,
@@ -807,15 +815,15 @@ fn delta_passes_fetch_only_what_changed() {
     init_volume(&env);
     let (code, _, o) = move_imap(&env, &dv, true, &[]);
     assert_eq!(code, 0, "{}", describe(&o));
-    let (hdr, body) = last_session(&dv, 1);
+    let (hdr, body) = fetched_so_far(&dv);
     assert_eq!((hdr, body), (msgs.len() as u64, msgs.len() as u64));
 
     let (code, report, o) = move_imap(&env, &dv, true, &[]);
     assert_eq!(code, 0, "{}", describe(&o));
     assert_eq!(report.unwrap()["items_moved"], 0);
     assert_eq!(
-        last_session(&dv, 2),
-        (0, 0),
+        fetched_so_far(&dv),
+        (hdr, body),
         "an unchanged pass fetched messages"
     );
 
@@ -850,8 +858,8 @@ fn delta_passes_fetch_only_what_changed() {
     eprintln!("delta pass: {report}");
     assert_eq!(report["items_moved"], 1, "{report}");
     assert_eq!(
-        last_session(&dv, 3),
-        (1, 1),
+        fetched_so_far(&dv),
+        (hdr + 1, body + 1),
         "the delta pass fetched more than the new message"
     );
     assert_same(

@@ -1074,6 +1074,13 @@ impl Producer {
         ops: Vec<Op>,
     ) -> Result<(), SessionGone> {
         let n_items = items.len() as u64;
+        // A source that reads ahead (IMAP) starts now, in the order they are opened.
+        let order: Vec<SourceItem> = items
+            .iter()
+            .map(|i| filtered.source_item(i).into_owned())
+            .collect();
+        source.prefetch(&order);
+        drop(order);
         for (i, item) in items.into_iter().enumerate() {
             self.message(source, filtered, i as u64 + 1, item)?;
         }
@@ -1126,15 +1133,19 @@ impl Producer {
         source: &dyn Source,
         filtered: &Filtered,
         seq: u64,
-        item: SourceItem,
+        mut item: SourceItem,
     ) -> Result<(), SessionGone> {
         self.obey(0, 1)?;
         let t_open = Instant::now();
         // Opened under its source folder and id (the profile may have renamed them).
-        let opened = source.open(&filtered.source_item(&item));
+        let opened = source.open_sized(&filtered.source_item(&item));
         self.read_time += t_open.elapsed();
-        let mut file = match opened {
-            Ok(f) => f,
+        let (mut file, size_note) = match opened {
+            Ok(o) => {
+                // The size the source measured is the one the store is told.
+                item.size = o.size;
+                (o.reader, o.note)
+            }
             Err(e) => {
                 self.settle_bad(&item, format!("cannot open {}: {e}", item.location));
                 return Ok(());
@@ -1174,11 +1185,17 @@ impl Producer {
             size: item.size,
         })
         .encode(&mut self.out);
-        let Some(body) = self.body(&mut *file, &item, mark)? else {
+        let Some(mut body) = self.body(&mut *file, &item, mark)? else {
             // Its MESSAGE frame was taken back out of the buffer before it was sent.
             self.inflight.lock().expect("inflight lock").remove(&seq);
             return Ok(());
         };
+        if let Some(note) = size_note {
+            body.warning = Some(match body.warning.take() {
+                Some(w) => format!("{note}; {w}"),
+                None => note,
+            });
+        }
         self.end(seq, &item, body);
         Ok(())
     }

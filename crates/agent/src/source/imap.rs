@@ -1666,12 +1666,22 @@ struct Inner {
     url: String,
     /// Taken in `Drop` (a runtime must not be dropped inside another's async context).
     rt: Option<tokio::runtime::Runtime>,
-    cfg: Config,
+    cfg: Arc<Config>,
     conn: Mutex<Option<Conn>>,
     /// Folder → the server's own mailbox name, from the last LIST.
     names: Mutex<HashMap<FolderName, String>>,
     /// Nanoseconds spent waiting because the server said it was busy.
-    backoff_nanos: std::sync::atomic::AtomicU64,
+    backoff_nanos: Arc<std::sync::atomic::AtomicU64>,
+    /// Connections a pass reads with.
+    connections: usize,
+    /// Bytes fetched ahead per connection.
+    window_bytes: u64,
+    /// The batch's budget of connections to this server.
+    limit: Option<super::connections::ConnectionLimit>,
+    /// The pass's reading ahead, once it said in which order it reads.
+    fetcher: Mutex<Option<Arc<fetch::Fetcher>>>,
+    /// The place in `limit` that the listing connection (`conn`) holds.
+    conn_permit: Mutex<Option<super::connections::ConnectionPermit>>,
 }
 
 impl Drop for Inner {
@@ -1712,17 +1722,27 @@ impl Imap {
             inner: Arc::new(Inner {
                 url: server.url(),
                 rt: Some(rt),
-                cfg: Config {
+                cfg: Arc::new(Config {
                     server,
                     tls,
                     credential,
                     backoff,
                     prefix: options.source_prefix.clone(),
                     namespaces: options.namespaces,
-                },
+                }),
                 conn: Mutex::new(None),
                 names: Mutex::new(HashMap::new()),
                 backoff_nanos: Default::default(),
+                connections: options
+                    .connections
+                    .unwrap_or(super::connections::DEFAULT_CONNECTIONS)
+                    .clamp(1, super::connections::MAX_CONNECTIONS),
+                window_bytes: options
+                    .window_bytes
+                    .unwrap_or(super::connections::DEFAULT_WINDOW_BYTES),
+                limit: options.connection_limit.clone(),
+                fetcher: Mutex::new(None),
+                conn_permit: Mutex::new(None),
             }),
         })
     }
@@ -1731,6 +1751,29 @@ impl Imap {
 impl Inner {
     fn rt(&self) -> &tokio::runtime::Runtime {
         self.rt.as_ref().expect("the runtime lives until drop")
+    }
+
+    /// The listing connection, with its place in the batch's connection budget taken
+    /// first (waiting for one if the other moves hold them all).
+    fn conn(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
+        if let Some(limit) = &self.limit {
+            let mut permit = self.conn_permit.lock().unwrap_or_else(|p| p.into_inner());
+            if permit.is_none() {
+                *permit = Some(self.rt().block_on(limit.acquire()));
+            }
+        }
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the listing connection and gives its place back: the pass's connections
+    /// need it more.
+    fn close_conn(&self) {
+        let _guard = self.rt().enter();
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.conn_permit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     fn error(&self, e: Fail) -> AgentError {
@@ -1892,7 +1935,7 @@ impl Inner {
         {
             return Ok(n.clone());
         }
-        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.conn();
         let mapped = self
             .rt()
             .block_on(self.mapped(&mut slot))
@@ -2168,7 +2211,7 @@ impl Pieces for ImapPieces {
             }
         };
         let inner = &*self.inner;
-        let mut slot = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = inner.conn();
         let (uv, uid) = (self.uidvalidity, self.uid);
         let got = inner
             .rt()
@@ -2202,7 +2245,7 @@ impl Source for Imap {
 
     fn list(&self, prior: &dyn PriorLookup) -> Result<Listing, AgentError> {
         let inner = &*self.inner;
-        let mut slot = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = inner.conn();
         inner
             .rt()
             .block_on(inner.list_async(&mut slot, prior))
@@ -2225,7 +2268,95 @@ impl Source for Imap {
         };
         Ok(Box::new(PieceReader::new(pieces, item.size, PIECE_BYTES)))
     }
+
+    fn prefetch(&self, order: &[SourceItem]) {
+        let inner = &*self.inner;
+        // The old order's fetching stops when its fetcher is dropped.
+        inner
+            .fetcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut names: HashMap<FolderName, Option<Arc<str>>> = HashMap::new();
+        let mut units = Vec::with_capacity(order.len());
+        for item in order {
+            let Location::Imap { uidvalidity, uid } = item.location else {
+                continue;
+            };
+            let mailbox = names.entry(item.folder.clone()).or_insert_with(|| {
+                match inner.mailbox_name(&item.folder) {
+                    Ok(m) => Some(Arc::from(m)),
+                    Err(e) => {
+                        tracing::warn!("{}: {}: not fetched ahead: {e}", inner.url, item.folder);
+                        None
+                    }
+                }
+            });
+            let Some(mailbox) = mailbox.clone() else {
+                continue;
+            };
+            units.push(fetch::Unit {
+                folder: item.folder.clone(),
+                mailbox,
+                uidvalidity,
+                uid,
+                hint: item.size,
+            });
+        }
+        if units.is_empty() {
+            return;
+        }
+        inner.close_conn();
+        let settings = fetch::Settings {
+            cfg: inner.cfg.clone(),
+            connections: inner.connections,
+            window_bytes: inner.window_bytes,
+            limit: inner.limit.clone(),
+            backoff_nanos: inner.backoff_nanos.clone(),
+            url: inner.url.clone(),
+        };
+        match fetch::Fetcher::start(units, settings) {
+            Ok(f) => *inner.fetcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f)),
+            Err(e) => tracing::warn!("{}: cannot start reading ahead: {e}", inner.url),
+        }
+    }
+
+    fn open_sized(&self, item: &SourceItem) -> io::Result<super::Opened> {
+        let fetcher = self
+            .inner
+            .fetcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let found = match (&fetcher, &item.location) {
+            (Some(f), Location::Imap { uidvalidity, uid }) => {
+                f.find(&item.folder, *uidvalidity, *uid).map(|idx| (f, idx))
+            }
+            _ => None,
+        };
+        let Some((f, idx)) = found else {
+            return Ok(super::Opened {
+                reader: self.open(item)?,
+                size: item.size,
+                note: None,
+            });
+        };
+        let (reader, size) = f.open(idx)?;
+        let note = (size != item.size).then(|| {
+            format!(
+                "the server's RFC822.SIZE said {} bytes; it served {size}",
+                item.size
+            )
+        });
+        Ok(super::Opened {
+            reader: Box::new(reader),
+            size,
+            note,
+        })
+    }
 }
+
+mod fetch;
 
 #[cfg(test)]
 mod tests;

@@ -301,6 +301,16 @@ impl SourceOptions {
     }
 }
 
+/// A message opened with [`Source::open_sized`].
+pub struct Opened {
+    /// Its bytes.
+    pub reader: Box<dyn Read + Send>,
+    /// How many bytes `reader` yields.
+    pub size: u64,
+    /// How the size differs from the listed one, for the item's warnings.
+    pub note: Option<String>,
+}
+
 /// A mail source.
 pub trait Source: Send {
     /// A short description (`maildir:/path`), without secrets.
@@ -310,6 +320,20 @@ pub trait Source: Send {
     fn list(&self, prior: &dyn PriorLookup) -> Result<Listing, crate::AgentError>;
     /// Opens one listed message for reading.
     fn open(&self, item: &SourceItem) -> std::io::Result<Box<dyn Read + Send>>;
+    /// Says in which order the next messages will be opened, so that a source that
+    /// fetches ahead (IMAP) can start; replaces any earlier order. Others ignore it.
+    fn prefetch(&self, _order: &[SourceItem]) {}
+    /// Opens one listed message and says how many bytes it has. Where the listed size
+    /// is only the server's word (IMAP's RFC822.SIZE), the source measures it and says
+    /// how the two differ; files keep their listed size, and a file that changed since
+    /// it was listed shows as a short or long read.
+    fn open_sized(&self, item: &SourceItem) -> std::io::Result<Opened> {
+        Ok(Opened {
+            reader: self.open(item)?,
+            size: item.size,
+            note: None,
+        })
+    }
     /// Time this source has spent so far waiting because its server asked to (IMAP
     /// `[THROTTLED]`, `Suggested Backoff Time`), for the move report. Sources that
     /// never wait keep the default.
