@@ -13,39 +13,39 @@ use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-const MAILBOX: &str = "alice@example.com";
+pub(crate) const MAILBOX: &str = "alice@example.com";
 
 /// Folder directories of the test corpus (Maildir++ names, modified UTF-7).
 const FOLDERS: [&str; 3] = ["", ".Archive.2024", ".Entw&APw-rfe"];
 
 /// One source message as written into Dovecot's Maildir.
 #[derive(Clone, Debug)]
-struct Msg {
-    dir: String,
-    flags: String,
-    body: Vec<u8>,
-    mtime: i64,
+pub(crate) struct Msg {
+    pub(crate) dir: String,
+    pub(crate) flags: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) mtime: i64,
 }
 
 /// A small deterministic generator (no rand dependency in the tests).
-struct Lcg(u64);
+pub(crate) struct Lcg(u64);
 
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
 /// `n` messages over [`FOLDERS`], sizes from a few hundred bytes to ~40 KB, plus one
 /// of `big` bytes (0: none) in INBOX. CRLF line ends, as IMAP serves them.
-fn corpus(n: usize, seed: u64, big: usize) -> Vec<Msg> {
+pub(crate) fn corpus(n: usize, seed: u64, big: usize) -> Vec<Msg> {
     let mut rng = Lcg(seed);
     let mut out = Vec::new();
     for i in 0..n {
@@ -97,7 +97,7 @@ fn corpus(n: usize, seed: u64, big: usize) -> Vec<Msg> {
     out
 }
 
-fn populate(dv: &Dovecot, msgs: &[Msg]) {
+pub(crate) fn populate(dv: &Dovecot, msgs: &[Msg]) {
     for (i, m) in msgs.iter().enumerate() {
         dv.put(
             &m.dir,
@@ -111,7 +111,7 @@ fn populate(dv: &Dovecot, msgs: &[Msg]) {
 
 /// `mailferry move --source <dovecot> ...` with the CA and password file unless the
 /// caller's `args` replace them.
-fn move_imap(
+pub(crate) fn move_imap(
     env: &Env,
     dv: &Dovecot,
     implicit_tls: bool,
@@ -120,7 +120,7 @@ fn move_imap(
     move_imap_with(env, &dv.url(implicit_tls), dv, args, true)
 }
 
-fn move_imap_with(
+pub(crate) fn move_imap_with(
     env: &Env,
     url: &str,
     dv: &Dovecot,
@@ -150,9 +150,9 @@ fn move_imap_with(
 }
 
 /// Per folder directory: sorted (sha256, flags, mtime) of every message.
-type Index = BTreeMap<String, Vec<(String, String, i64)>>;
+pub(crate) type Index = BTreeMap<String, Vec<(String, String, i64)>>;
 
-fn source_index(msgs: &[Msg]) -> Index {
+pub(crate) fn source_index(msgs: &[Msg]) -> Index {
     let mut idx = Index::new();
     for m in msgs {
         idx.entry(m.dir.clone()).or_default().push((
@@ -167,7 +167,7 @@ fn source_index(msgs: &[Msg]) -> Index {
     idx
 }
 
-fn export_index(env: &Env, out: &Path) -> Index {
+pub(crate) fn export_index(env: &Env, out: &Path) -> Index {
     let o = export(env, MAILBOX, out);
     assert!(o.status.success(), "{}", describe(&o));
     let files = read_maildir(out);
@@ -198,7 +198,7 @@ fn export_index(env: &Env, out: &Path) -> Index {
     idx
 }
 
-fn assert_same(expected: &Index, got: &Index) {
+pub(crate) fn assert_same(expected: &Index, got: &Index) {
     let count = |i: &Index| i.values().map(Vec::len).sum::<usize>();
     assert!(count(expected) > 0, "the corpus is empty");
     assert_eq!(
@@ -215,12 +215,12 @@ fn assert_same(expected: &Index, got: &Index) {
 }
 
 /// `\Seen` count at the source, through Dovecot itself.
-fn seen_at_source(dv: &Dovecot) -> usize {
+pub(crate) fn seen_at_source(dv: &Dovecot) -> usize {
     let o = dv.doveadm(&["fetch", "-u", dovecot::USER, "flags", "mailbox", "*", "all"]);
     String::from_utf8_lossy(&o.stdout).matches("\\Seen").count()
 }
 
-fn skip() -> bool {
+pub(crate) fn skip() -> bool {
     if dovecot::available() {
         return false;
     }
@@ -567,7 +567,7 @@ fn connection_cuts_mid_fetch_are_survived_and_the_move_is_exact() {
 
 /// Starts a move and SIGKILLs it once the agent's audit log records `acked`
 /// acknowledged messages (or when it ends by itself).
-fn move_and_kill(env: &Env, dv: &Dovecot, acked: usize, profile: &Path) {
+pub(crate) fn move_and_kill(env: &Env, dv: &Dovecot, url: &str, acked: usize, profile: &Path) {
     let log = env.path("state").join("audit.jsonl");
     let count = || {
         std::fs::read_to_string(&log)
@@ -576,7 +576,7 @@ fn move_and_kill(env: &Env, dv: &Dovecot, acked: usize, profile: &Path) {
     };
     let mut child = mailferry()
         .arg("move")
-        .args(["--source", &dv.url(true)])
+        .args(["--source", url])
         .arg("--source-ca")
         .arg(&dv.ca_pem)
         .arg("--password-file")
@@ -627,7 +627,7 @@ fn kill_9_at_random_points_then_rerun_moves_each_message_once() {
         let profile = env.path("profile.toml");
         std::fs::write(&profile, "[commit]\nmax_messages = 4\n").unwrap();
         for p in points {
-            move_and_kill(&env, &dv, p, &profile);
+            move_and_kill(&env, &dv, &dv.url(true), p, &profile);
         }
         let (code, report, o) =
             move_imap(&env, &dv, true, &["--profile", profile.to_str().unwrap()]);

@@ -15,6 +15,7 @@ mod fidelity_tls;
 mod foundation;
 mod house;
 mod imap;
+mod imap_wan;
 mod lifecycle;
 mod mirror;
 mod profiles;
