@@ -127,6 +127,26 @@ pub(crate) fn move_imap_with(
     args: &[&str],
     defaults: bool,
 ) -> (i32, Option<serde_json::Value>, Output) {
+    run_move(&mut move_command(env, url, dv, args, defaults))
+}
+
+/// Runs a move command; its exit code, its JSON report if it printed one, its output.
+pub(crate) fn run_move(
+    cmd: &mut std::process::Command,
+) -> (i32, Option<serde_json::Value>, Output) {
+    let o = run(cmd);
+    let report = serde_json::from_slice(&o.stdout).ok();
+    (o.status.code().unwrap_or(-1), report, o)
+}
+
+/// The command [`move_imap_with`] runs.
+pub(crate) fn move_command(
+    env: &Env,
+    url: &str,
+    dv: &Dovecot,
+    args: &[&str],
+    defaults: bool,
+) -> std::process::Command {
     let mut cmd = mailferry();
     cmd.arg("move").args(["--source", url]);
     if defaults {
@@ -144,9 +164,7 @@ pub(crate) fn move_imap_with(
         .arg(env.path("state"))
         .arg("--json")
         .env_remove(mailferry_agent::source::imap::PASSWORD_ENV);
-    let o = run(&mut cmd);
-    let report = serde_json::from_slice(&o.stdout).ok();
-    (o.status.code().unwrap_or(-1), report, o)
+    cmd
 }
 
 /// Per folder directory: sorted (sha256, flags, mtime) of every message.
@@ -852,8 +870,17 @@ fn delta_passes_fetch_only_what_changed() {
         .unwrap();
     assert!(o.status.success(), "{}", describe(&o));
 
-    let (code, report, o) = move_imap(&env, &dv, true, &[]);
+    // Dovecot has QRESYNC: the expunge is learnt from VANISHED, without UID SEARCH.
+    let (code, report, o) = run_move(
+        move_command(&env, &dv.url(true), &dv, &[], true)
+            .env("RUST_LOG", "mailferry_agent::source::imap=debug"),
+    );
     assert_eq!(code, 0, "{}", describe(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("INBOX: listed from QRESYNC's VANISHED"),
+        "{stderr}"
+    );
     let report = report.unwrap();
     eprintln!("delta pass: {report}");
     assert_eq!(report["items_moved"], 1, "{report}");

@@ -7,15 +7,18 @@
 //! `BODY.PEEK[]`, so the source's `\Seen` flags (and everything else) stay as they were.
 //! A body is fetched in pieces of at most [`PIECE_BYTES`] (`BODY.PEEK[]<offset.length>`),
 //! so memory stays bounded whatever the message size and whatever the client library
-//! buffers. A dropped connection is opened again with capped exponential backoff and
+//! buffers. During a pass, bodies are fetched ahead by several connections with many
+//! commands in flight each (the `fetch` module): over a WAN the round trip, not the
+//! server, is what a one-request-at-a-time reader waits for. A dropped connection is opened again with capped exponential backoff and
 //! jitter, and the reader resumes at the byte it had reached; `NO [THROTTLED]`,
 //! `[UNAVAILABLE]`, `[LIMIT]` and `[INUSE]` make it wait and retry.
 //!
 //! Listing is cheap where the server has CONDSTORE: each folder's cursor is
 //! `UIDVALIDITY:HIGHESTMODSEQ:UIDNEXT:EXISTS`. An unchanged cursor fills the folder from
 //! what earlier passes acknowledged without fetching anything; a changed one fetches the
-//! flags changed since the last HIGHESTMODSEQ, the set of UIDs present (`UID SEARCH
-//! ALL`), and full metadata only for UIDs not seen before. Without CONDSTORE a pass
+//! flags changed since the last HIGHESTMODSEQ, the set of UIDs present (from QRESYNC's
+//! `VANISHED (EARLIER)` where the server has it, else `UID SEARCH ALL`), and full
+//! metadata only for UIDs not seen before. Without CONDSTORE a pass
 //! after the first fetches flags for all messages, and metadata only for new ones.
 //!
 //! async-imap does the framing (tags, literals of any size) and parsing (imap-proto);
@@ -705,6 +708,8 @@ struct Conn {
     selected: Option<Selected>,
     /// What NAMESPACE said (None: the server has no NAMESPACE, or refused it).
     namespace: Option<NamespaceInfo>,
+    /// QRESYNC is enabled: a CHANGEDSINCE fetch can also name the UIDs expunged since.
+    qresync: bool,
 }
 
 impl Conn {
@@ -717,6 +722,7 @@ impl Conn {
             caps: HashSet::new(),
             selected: None,
             namespace: None,
+            qresync: false,
         };
         if cfg.server.implicit_tls {
             greeting(&mut conn.client).await?;
@@ -726,6 +732,13 @@ impl Conn {
         conn.caps = conn.capabilities().await?;
         if conn.has("NAMESPACE") {
             conn.namespace = conn.namespace().await?;
+        }
+        if conn.has("QRESYNC") && conn.has("ENABLE") {
+            match conn.command("ENABLE QRESYNC", |_| {}).await {
+                Ok(()) => conn.qresync = true,
+                Err(Fail::Refused(m)) => tracing::debug!("the server refused ENABLE QRESYNC: {m}"),
+                Err(e) => return Err(e),
+            }
         }
         Ok(conn)
     }
@@ -1009,6 +1022,38 @@ impl Conn {
         })
         .await?;
         Ok(out)
+    }
+
+    /// What changed since `modseq` (RFC 7162): UID → flags of every message whose
+    /// modseq is higher (re-flagged and new ones), and with QRESYNC the UIDs expunged
+    /// since (`VANISHED (EARLIER)`, possibly with UIDs never seen).
+    async fn fetch_changes(&mut self, modseq: u64) -> Result<Changes, Fail> {
+        let qresync = self.qresync;
+        let cmd = if qresync {
+            format!("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {modseq} VANISHED)")
+        } else {
+            format!("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {modseq})")
+        };
+        let mut changed = BTreeMap::new();
+        let mut vanished = qresync.then(Vec::new);
+        self.command(&cmd, |r| match r {
+            Response::Fetch(_, attrs) => {
+                let m = meta_of(attrs);
+                if let (Some(uid), Some(flags)) =
+                    (m.as_ref().map(|m| m.uid), m.and_then(|m| m.flags))
+                {
+                    changed.insert(uid, flags);
+                }
+            }
+            Response::Vanished { uids, .. } => {
+                if let Some(v) = vanished.as_mut() {
+                    v.extend(uids.iter().cloned());
+                }
+            }
+            _ => {}
+        })
+        .await?;
+        Ok(Changes { changed, vanished })
     }
 
     /// Full listing metadata for the UIDs in `set`.
@@ -1980,6 +2025,21 @@ impl PriorLookup for NoDelta<'_> {
     }
 }
 
+/// What a CHANGEDSINCE fetch said ([`Conn::fetch_changes`]).
+struct Changes {
+    changed: BTreeMap<u32, Flags>,
+    /// UID ranges expunged since; `None` without QRESYNC.
+    vanished: Option<Vec<std::ops::RangeInclusive<u32>>>,
+}
+
+/// What [`list_delta`] found.
+enum DeltaOutcome {
+    /// The folder's changes, listed.
+    Listed(DeltaFolder),
+    /// It must be listed in full; what was fetched can be used for that.
+    Full(Option<Changes>),
+}
+
 /// What listing one folder found.
 struct FolderListing {
     items: Vec<SourceItem>,
@@ -2064,12 +2124,17 @@ async fn list_folder(
         });
     // A delta listing needs the server to say what changed (CONDSTORE), and every
     // message there at the last clean pass to be acknowledged.
-    if let Some(pc) = since.filter(|pc| {
+    let all_acknowledged = since.is_some_and(|pc| {
         acknowledged > 0 && pc.exists as usize == acknowledged && prior.may_list_delta(folder)
-    }) {
-        if let Some(delta) = list_delta(c, folder, prior, &pc, &sel, &mut out).await? {
-            out.delta = Some(delta);
-            return Ok(out);
+    });
+    let mut changes = None;
+    if let Some(pc) = since.filter(|_| all_acknowledged) {
+        match list_delta(c, folder, prior, &pc, &sel, &mut out).await? {
+            DeltaOutcome::Listed(delta) => {
+                out.delta = Some(delta);
+                return Ok(out);
+            }
+            DeltaOutcome::Full(fetched) => changes = fetched,
         }
     }
     // Acknowledged items of this UIDVALIDITY; after a change none match, the folder is
@@ -2095,13 +2160,29 @@ async fn list_folder(
     }
     let (present, changed) = match since {
         Some(pc) => {
-            let changed = c
-                .fetch_flags(&format!(
-                    "1:* (UID FLAGS) (CHANGEDSINCE {})",
-                    pc.highestmodseq
-                ))
-                .await?;
-            (c.uid_search_all().await?, changed)
+            let Changes { changed, vanished } = match changes {
+                Some(ch) => ch,
+                None => c.fetch_changes(pc.highestmodseq).await?,
+            };
+            // Every message there at the cursor was acknowledged: what is there now is
+            // those not expunged since, plus those changed since (the new ones among
+            // them). Checked against EXISTS; anything else asks for every UID.
+            let from_vanished = vanished.filter(|_| all_acknowledged).and_then(|v| {
+                let gone = |uid: &u32| v.iter().any(|r| r.contains(uid));
+                let mut p: Vec<u32> = known.keys().copied().filter(|u| !gone(u)).collect();
+                p.extend(changed.keys().copied().filter(|u| !known.contains_key(u)));
+                p.sort_unstable();
+                p.dedup();
+                (p.len() == sel.exists as usize).then_some(p)
+            });
+            let present = match from_vanished {
+                Some(p) => {
+                    tracing::debug!("{folder}: listed from QRESYNC's VANISHED, without UID SEARCH");
+                    p
+                }
+                None => c.uid_search_all().await?,
+            };
+            (present, changed)
         }
         None => {
             let all = c.fetch_flags("1:* (UID FLAGS)").await?;
@@ -2135,23 +2216,19 @@ async fn list_delta(
     pc: &Cursor,
     sel: &Selected,
     out: &mut FolderListing,
-) -> Result<Option<DeltaFolder>, Fail> {
+) -> Result<DeltaOutcome, Fail> {
     let acknowledged = pc.exists as u64;
     let delta = DeltaFolder {
         acknowledged,
         bytes: prior.bytes(folder),
     };
     if *pc == out.cursor {
-        return Ok(Some(delta)); // nothing changed at all
+        return Ok(DeltaOutcome::Listed(delta)); // nothing changed at all
     }
     // New messages and flag changes both raise the modseq past the old HIGHESTMODSEQ
     // (RFC 7162), so one fetch names both.
-    let changed = c
-        .fetch_flags(&format!(
-            "1:* (UID FLAGS) (CHANGEDSINCE {})",
-            pc.highestmodseq
-        ))
-        .await?;
+    let changes = c.fetch_changes(pc.highestmodseq).await?;
+    let changed = &changes.changed;
     let new: Vec<u32> = changed
         .keys()
         .copied()
@@ -2159,7 +2236,7 @@ async fn list_delta(
         .collect();
     // None gone: every acknowledged message plus the new ones make up what is there.
     if acknowledged + new.len() as u64 != u64::from(sel.exists) {
-        return Ok(None);
+        return Ok(DeltaOutcome::Full(Some(changes)));
     }
     let uv = sel.uidvalidity;
     let mut items = Vec::new();
@@ -2173,7 +2250,7 @@ async fn list_delta(
         }
     }
     if !unknown.is_empty() {
-        return Ok(None);
+        return Ok(DeltaOutcome::Full(Some(changes)));
     }
     out.items.extend(items);
     for set in uid_sets(&new, RANGES_PER_COMMAND) {
@@ -2181,7 +2258,7 @@ async fn list_delta(
             push_meta(out, folder, uv, m);
         }
     }
-    Ok(Some(delta))
+    Ok(DeltaOutcome::Listed(delta))
 }
 
 fn push_meta(out: &mut FolderListing, folder: &FolderName, uv: u32, m: Meta) {
