@@ -402,6 +402,54 @@ fn issue7_endpoint_test_passes_and_fails_and_bad_endpoint_files_list_every_probl
     }
 }
 
+/// Issue 18: an IMAP endpoint's `connections` and `max_connections` are checked with
+/// the other keys (a per-move count over the total is refused, exit 2), and `endpoint
+/// test` says how moves will read the server even when it cannot reach it.
+#[test]
+fn issue18_endpoint_connection_keys_are_checked_and_shown_by_endpoint_test() {
+    let env = Env::new();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let imap = env.path("imap.toml");
+    let head = format!("kind = \"imap\"\nhost = \"127.0.0.1\"\nport = {closed}\n");
+    fs::write(
+        &imap,
+        format!("{head}connections = 2\nmax_connections = 3\n"),
+    )
+    .unwrap();
+    let o = run(mailferry().args(["endpoint", "test"]).arg(&imap));
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("reading: 2 per move; at most 3 across the moves of a batch run"),
+        "{out}"
+    );
+    let o = run(mailferry().args(["endpoint", "test", "--json"]).arg(&imap));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (r["connections"].as_u64(), r["max_connections"].as_u64()),
+        (Some(2), Some(3))
+    );
+
+    fs::write(
+        &imap,
+        format!("{head}connections = 8\nmax_connections = 4\nprefix = 1\n"),
+    )
+    .unwrap();
+    let o = run(mailferry().args(["endpoint", "test"]).arg(&imap));
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for needle in [
+        "2 problem(s)",
+        "connections: 8 is more than max_connections (4)",
+        "prefix: expected a string",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
+
 fn skip() -> bool {
     if dovecot::available() {
         return false;

@@ -463,3 +463,50 @@ fn issue7_large_items_are_skipped_listed_and_need_approval() {
     assert_eq!(r["items_moved"], 0, "still not sent: the limit is kept");
     assert_eq!(status(&env)["state"], "completed");
 }
+
+/// Issue 18: `--source-connections` outside 1..=64 is a usage error (exit 2) that names
+/// the flag and the range, before anything is created; a valid count is kept in the
+/// move's record, which `move complete` runs from.
+#[test]
+fn issue18_source_connections_is_checked_and_kept_for_later_passes() {
+    let env = Env::new();
+    let (src, n) = sample(&env, 12);
+    init_volume(&env);
+    for bad in ["0", "65", "many"] {
+        let (code, _, o) = pass(&env, &src, &["--source-connections", bad]);
+        assert_eq!(code, 2, "{}", describe(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--source-connections"), "{err}");
+        assert!(err.contains("between 1 and 64"), "{err}");
+        assert!(
+            !state(&env).exists(),
+            "nothing is created for a usage error"
+        );
+    }
+    let (code, report, o) = pass(
+        &env,
+        &src,
+        &["--source-connections", "3", "--suspend-when-ready"],
+    );
+    assert_eq!(code, 0, "{}", describe(&o));
+    assert_eq!(report.unwrap()["items_moved"], n);
+    let record: Value =
+        serde_json::from_slice(&fs::read(state(&env).join("lifecycle.json")).unwrap()).unwrap();
+    assert_eq!(record["invocation"]["source_connections"], 3, "{record}");
+    let o = ctl(&env, "complete", &[]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(status(&env)["state"], "completed");
+
+    // The profile key is checked the same way, with its name.
+    let profile = env.path("bad.toml");
+    fs::write(
+        &profile,
+        "[source]\nconnections = 0\nwindow_bytes = \"1KiB\"\n",
+    )
+    .unwrap();
+    let o = run(mailferry().args(["profile", "check"]).arg(&profile));
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`source.connections` = 0"), "{err}");
+    assert!(err.contains("`source.window_bytes` = 1024"), "{err}");
+}

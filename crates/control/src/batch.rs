@@ -26,7 +26,9 @@
 //! At most `--concurrency` (default: the endpoint's `max_concurrent_moves`, and never
 //! more) passes run at once; of those, at most the endpoint's
 //! `max_concurrent_incremental_syncs` are incremental (mailboxes that synced before).
-//! The endpoint's rate limits are shared by every pass of the batch. A batch suspended
+//! The endpoint's rate limits are shared by every pass of the batch, and so is its
+//! `max_connections`: a run makes one connection budget per endpoint and every pass
+//! takes its IMAP connections from it ([`SharedReading`]). A batch suspended
 //! while `batch start` runs starts no further mailbox; running passes end first (see
 //! [`crate::lifecycle`]).
 
@@ -36,8 +38,10 @@ use crate::moving::{Connected, Destination, PassHooks};
 use crate::progress::Observer;
 use crate::status::{self, MoveStatus};
 use crate::AppError;
+use mailferry_agent::source::connections::{ConnectionLimit, DEFAULT_CONNECTIONS};
 use mailferry_agent::source::SourceOptions;
 use mailferry_agent::state::write_atomic;
+use mailferry_core::profile::Profile;
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::{unix_now, MailboxAddr};
 use serde::{Deserialize, Serialize};
@@ -612,6 +616,7 @@ fn user_invocation(b: &Batch, ep: &Endpoint, u: &BatchUser) -> Invocation {
         max_bytes_per_second: None,
         max_messages_per_second: None,
         maildir_names: None,
+        source_connections: options.connections,
     }
 }
 
@@ -798,6 +803,7 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
         ep.max_concurrent_incremental_syncs.min(limit),
     ));
     let throttle = ep.throttle();
+    let reading = SharedReading::new(&ep);
 
     let inline = InlinePasswords::read(&b);
 
@@ -837,6 +843,7 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
         let (moves, incremental, dest, bd2) =
             (moves.clone(), incremental.clone(), dest.clone(), bd.clone());
         let (u, throttle, board) = (u.clone(), throttle.clone(), board.clone());
+        let reading = reading.clone();
         let pass_opts = PassOptions {
             actor: format!("{} (batch {})", opts.actor, b.name),
             complete: mode == Mode::Complete,
@@ -860,7 +867,8 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
                 }),
                 observer: None,
             };
-            let res = run_one(&bd2, &u, &dest, &pass_opts, password, hooks).await;
+            let source = MoveSource { password, reading };
+            let res = run_one(&bd2, &u, &dest, &pass_opts, source, hooks).await;
             if let Some(board) = &board {
                 match &res {
                     Ok(Some(r)) if r.state == MoveState::Failed => {
@@ -1007,6 +1015,51 @@ fn not_run(u: &BatchUser, state: MoveState, why: String) -> MailboxOutcome {
     }
 }
 
+/// How the moves of one batch run read the endpoint: its `connections` as the endpoint
+/// file says now (an edited endpoint applies from the next start on), and one budget
+/// of its `max_connections` that every move of the run shares.
+#[derive(Clone, Debug, Default)]
+pub struct SharedReading {
+    connections: Option<usize>,
+    limit: Option<ConnectionLimit>,
+}
+
+impl SharedReading {
+    /// The reading of a run over `ep`, with a budget of its own (see
+    /// [`Endpoint::connection_limit`]).
+    pub fn new(ep: &Endpoint) -> SharedReading {
+        SharedReading {
+            connections: ep.imap.as_ref().and_then(|i| i.connections),
+            limit: ep.connection_limit(),
+        }
+    }
+
+    /// Sets one move's source options: the endpoint's `connections` wins over the
+    /// recorded count, which wins over the profile's and the default; with a budget, the
+    /// count is cut to it (a move can never hold more) and the move gets a clone of it.
+    pub fn apply(&self, o: &mut SourceOptions, profile: &Profile) {
+        if let Some(n) = self.connections {
+            o.connections = Some(n);
+        }
+        if let Some(limit) = &self.limit {
+            let wanted = o
+                .connections
+                .or(profile.source.connections)
+                .unwrap_or(DEFAULT_CONNECTIONS);
+            o.connections = Some(wanted.min(limit.max()));
+            o.connection_limit = Some(limit.clone());
+        }
+    }
+}
+
+/// What one mailbox's pass reads its source with, besides its record.
+struct MoveSource {
+    /// The inline password of its CSV row, if it has one.
+    password: Option<SecretBytes>,
+    /// The run's shared reading of the endpoint.
+    reading: SharedReading,
+}
+
 /// One mailbox's pass; `Ok(None)` if the batch or the mailbox was suspended while it
 /// waited for its turn.
 async fn run_one(
@@ -1014,7 +1067,7 @@ async fn run_one(
     u: &BatchUser,
     dest: &Connected,
     opts: &PassOptions,
-    password: Option<SecretBytes>,
+    source: MoveSource,
     hooks: PassHooks,
 ) -> Result<Option<PassResult>, AppError> {
     if bd.load()?.suspended {
@@ -1025,7 +1078,10 @@ async fn run_one(
         return Ok(None);
     }
     let mut args = lifecycle::recorded_args(&dir)?;
-    args.source_options.password = password;
+    args.source_options.password = source.password;
+    source
+        .reading
+        .apply(&mut args.source_options, &args.profile);
     lifecycle::run_pass_on(dest, &args, opts, hooks)
         .await
         .map(Some)
@@ -1261,6 +1317,8 @@ pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
     let ep = Endpoint::load(&b.endpoint)?;
     let profile = lifecycle::load_profile(b.profile.as_deref())?;
     let target = crate::dry_run::DestinationPreview::of(&b.destination);
+    // Read as a run would: the same counts, from one budget.
+    let reading = SharedReading::new(&ep);
     let mut inline: HashMap<PathBuf, Result<HashMap<String, SecretBytes>, String>> = HashMap::new();
     let mut out = Vec::new();
     for u in &b.users {
@@ -1271,8 +1329,10 @@ pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
             source_prefix: inv.source_prefix.clone(),
             namespaces: inv.source_namespaces,
             source_cert_sha256: inv.cert_sha256()?,
+            connections: inv.source_connections,
             ..Default::default()
         };
+        reading.apply(&mut options, &profile);
         if u.password == PasswordSource::Csv {
             let pws = inline
                 .entry(u.csv.clone())

@@ -4,7 +4,8 @@
 //! Throttle flags override the profile's `[throttle]` keys for this run; an endpoint's
 //! shared throttle (several moves, one budget) is built by the batch runner with
 //! [`shared_throttle`] and given to each pass through
-//! [`crate::moving::PassHooks::throttle`].
+//! [`crate::moving::PassHooks::throttle`]. [`parse_connections`] checks
+//! `--source-connections`, how many IMAP connections a move reads with.
 
 use mailferry_agent::throttle::{Limits, Throttle};
 use mailferry_core::profile::{ByteSize, Profile};
@@ -66,9 +67,32 @@ pub fn parse_rate_messages(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--source-connections`: IMAP connections one move reads with, 1 to the agent's
+/// `MAX_CONNECTIONS` (64).
+pub fn parse_connections(s: &str) -> Result<usize, String> {
+    use mailferry_agent::source::connections::MAX_CONNECTIONS;
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of connections between 1 and {MAX_CONNECTIONS}; \
+             leave the flag out for the profile's source.connections (default 4)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_connections_flag_takes_1_to_64_issue18() {
+        assert_eq!(parse_connections("1"), Ok(1));
+        assert_eq!(parse_connections(" 64 "), Ok(64));
+        for bad in ["0", "65", "-1", "four", "", "4.5"] {
+            let e = parse_connections(bad).unwrap_err();
+            assert!(e.contains("between 1 and 64"), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn rate_flags_parse_and_override_the_profile() {

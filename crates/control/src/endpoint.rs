@@ -22,6 +22,10 @@
 //! # master_user = "migrator"             # Dovecot master user: log in as user*migrator
 //! # master_password_file = "master.pw"   # the master user's password (then the CSV
 //! #                                      # needs no passwords)
+//! # connections = 4                      # connections each move reads with (1-64);
+//! #                                      # default: the profile's, else 4
+//! # max_connections = 16                 # connections all moves of a batch run hold
+//! #                                      # together; default: no limit
 //!
 //! max_concurrent_moves = 4               # mailboxes in their initial copy at once
 //! max_concurrent_incremental_syncs = 2   # mailboxes in an incremental pass at once
@@ -33,11 +37,17 @@
 //! by file, never written in the endpoint. Parsing reports every problem at once, each
 //! with its key. There is no plaintext IMAP: `starttls` must succeed or nothing is sent.
 //!
+//! `connections` larger than `max_connections` is refused: no move could ever open
+//! them all. Without `connections`, a move reads with the profile's
+//! `source.connections` (else 4), cut to `max_connections` when that is smaller, so
+//! that `max_connections = 2` alone is enough for a server that allows two.
+//!
 //! A master user follows Dovecot's convention (`auth_master_user_separator = *`): the
 //! agent logs in as `USER*MASTER` with the master's password and sees USER's mailbox.
 //! `master_separator` changes the `*` for servers configured otherwise.
 
 use crate::AppError;
+use mailferry_agent::source::connections::{ConnectionLimit, DEFAULT_CONNECTIONS, MAX_CONNECTIONS};
 use mailferry_agent::source::{Namespaces, Prior, SourceOptions};
 use mailferry_core::profile::ByteSize;
 use serde::Serialize;
@@ -103,6 +113,12 @@ pub struct Imap {
     pub prefix: Option<String>,
     /// Which namespaces move.
     pub namespaces: Namespaces,
+    /// Connections each move reads with; `None`: the profile's, else the agent's
+    /// default.
+    pub connections: Option<usize>,
+    /// Connections all the moves of one batch run hold at once, together; `None`: no
+    /// limit but each move's own.
+    pub max_connections: Option<usize>,
 }
 
 /// A parsed endpoint file.
@@ -139,6 +155,8 @@ const KEYS: &[&str] = &[
     "master_separator",
     "prefix",
     "namespaces",
+    "connections",
+    "max_connections",
     "max_concurrent_moves",
     "max_concurrent_incremental_syncs",
     "max_bytes_per_second",
@@ -290,11 +308,22 @@ impl Endpoint {
                     source_prefix: i.prefix.clone(),
                     namespaces: i.namespaces,
                     maildir_names: None,
+                    connections: i.connections,
                     ..Default::default()
                 };
                 (spec, options)
             }
         }
+    }
+
+    /// A new connection budget of the endpoint's `max_connections`, if it sets one. A
+    /// batch run makes one and gives every move a clone, so that together they never
+    /// hold more; two runs (or two endpoints) never share one.
+    pub fn connection_limit(&self) -> Option<ConnectionLimit> {
+        self.imap
+            .as_ref()
+            .and_then(|i| i.max_connections)
+            .map(ConnectionLimit::new)
     }
 
     /// The endpoint's shared throttle, if it sets a rate.
@@ -362,6 +391,10 @@ pub struct TestReport {
     pub checks: Vec<Check>,
     /// All passed.
     pub ok: bool,
+    /// IMAP: the endpoint's `connections` (per move), if it sets it.
+    pub connections: Option<usize>,
+    /// IMAP: the endpoint's `max_connections` (all moves of a batch run), if it sets it.
+    pub max_connections: Option<usize>,
 }
 
 /// Checks an endpoint before anything moves: for file sources, that the mailbox path
@@ -482,6 +515,8 @@ pub async fn test(
         certificate,
         checks,
         ok,
+        connections: ep.imap.as_ref().and_then(|i| i.connections),
+        max_connections: ep.imap.as_ref().and_then(|i| i.max_connections),
     })
 }
 
@@ -545,6 +580,9 @@ pub fn render_text(r: &TestReport) -> String {
             c.detail
         ));
     }
+    if r.kind == Kind::Imap {
+        out.push_str(&reading_text(r.connections, r.max_connections));
+    }
     if let Some(c) = &r.certificate {
         out.push_str(&format!(
             "server certificate:\n  subject     {}\n  issuer      {}\n  not before  {}\n  \
@@ -553,6 +591,26 @@ pub fn render_text(r: &TestReport) -> String {
         ));
     }
     out
+}
+
+/// How moves of this endpoint read it, in words: what `endpoint test` says of its
+/// `connections` and `max_connections`.
+fn reading_text(connections: Option<usize>, max_connections: Option<usize>) -> String {
+    let per_move = match (connections, max_connections) {
+        (Some(n), _) => format!("{n} per move"),
+        (None, Some(max)) if max < DEFAULT_CONNECTIONS => format!(
+            "the profile's source.connections, else {DEFAULT_CONNECTIONS}, cut to {max} \
+             per move"
+        ),
+        (None, _) => {
+            format!("the profile's source.connections, else {DEFAULT_CONNECTIONS}, per move")
+        }
+    };
+    let total = match max_connections {
+        Some(max) => format!("at most {max} across the moves of a batch run"),
+        None => "no limit across the moves of a batch run".to_string(),
+    };
+    format!("reading: {per_move}; {total}\n")
 }
 
 // === parsing ===
@@ -578,6 +636,8 @@ struct ImapKeys {
     prefix: Option<String>,
     namespaces: Option<String>,
     port: Option<u16>,
+    connections: Option<i64>,
+    max_connections: Option<i64>,
 }
 
 /// The endpoint's concurrency and rate limits.
@@ -617,11 +677,13 @@ impl ImapKeys {
             prefix,
             namespaces,
             port,
+            connections: r.int("connections"),
+            max_connections: r.int("max_connections"),
         }
     }
 
     /// The keys that are given, by name.
-    fn given(&self) -> [(&'static str, bool); 10] {
+    fn given(&self) -> [(&'static str, bool); 12] {
         [
             ("host", self.host.is_some()),
             ("port", self.port.is_some()),
@@ -633,6 +695,8 @@ impl ImapKeys {
             ("master_separator", self.master_separator.is_some()),
             ("prefix", self.prefix.is_some()),
             ("namespaces", self.namespaces.is_some()),
+            ("connections", self.connections.is_some()),
+            ("max_connections", self.max_connections.is_some()),
         ]
     }
 }
@@ -810,7 +874,10 @@ impl Reader<'_> {
                 .map_err(|e| self.problem(format!("cert_sha256: {e}")))
                 .ok()
         });
+        let (connections, max_connections) = self.connections(k.connections, k.max_connections);
         Imap {
+            connections,
+            max_connections,
             prefix: k.prefix,
             namespaces,
             host,
@@ -822,6 +889,44 @@ impl Reader<'_> {
             master_password_file: k.master_password_file.as_deref().map(|p| self.rel(p)),
             master_separator: sep,
         }
+    }
+
+    /// `connections` (per move, 1 to [`MAX_CONNECTIONS`]) and `max_connections` (all
+    /// moves of a batch run together, at least 1), checked against each other.
+    fn connections(
+        &mut self,
+        per_move: Option<i64>,
+        total: Option<i64>,
+    ) -> (Option<usize>, Option<usize>) {
+        let per_move = per_move.and_then(|n| match usize::try_from(n) {
+            Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Some(n),
+            _ => {
+                self.problem(format!(
+                    "connections: {n} must be between 1 and {MAX_CONNECTIONS} (IMAP \
+                     connections each move reads with)"
+                ));
+                None
+            }
+        });
+        let total = total.and_then(|n| match usize::try_from(n) {
+            Ok(n) if (1..=10_000).contains(&n) => Some(n),
+            _ => {
+                self.problem(format!(
+                    "max_connections: {n} must be between 1 and 10000 (connections all \
+                     moves of a batch hold together; leave it out for no limit)"
+                ));
+                None
+            }
+        });
+        if let (Some(n), Some(max)) = (per_move, total) {
+            if n > max {
+                self.problem(format!(
+                    "connections: {n} is more than max_connections ({max}): no move could \
+                     open them all; lower connections or raise max_connections"
+                ));
+            }
+        }
+        (per_move, total)
     }
 
     /// A file source (maildir, mbox, eml): no IMAP key, and a `root` with `{user}`.

@@ -209,6 +209,12 @@ pub struct Invocation {
     /// same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maildir_names: Option<mailferry_core::profile::MaildirNames>,
+    /// IMAP: connections the move reads with (`--source-connections`, or the
+    /// endpoint's `connections` for a batch's mailbox), so that later passes (`move
+    /// complete`, a rerun from the record) read with as many. Absent: the profile's
+    /// `source.connections`, else the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_connections: Option<usize>,
 }
 
 fn is_personal(n: &Namespaces) -> bool {
@@ -259,6 +265,7 @@ impl Invocation {
             max_bytes_per_second: None,
             max_messages_per_second: None,
             maildir_names: o.maildir_names,
+            source_connections: o.connections,
         }
     }
 
@@ -305,9 +312,23 @@ impl Invocation {
                 source_prefix: self.source_prefix.clone(),
                 namespaces: self.source_namespaces,
                 maildir_names: self.maildir_names,
+                connections: self.connections()?,
                 ..Default::default()
             },
         })
+    }
+
+    /// The recorded connection count, checked: a record edited by hand must not ask the
+    /// source for none, or for more than it may open.
+    fn connections(&self) -> Result<Option<usize>, AppError> {
+        use mailferry_agent::source::connections::MAX_CONNECTIONS;
+        match self.source_connections {
+            Some(n) if !(1..=MAX_CONNECTIONS).contains(&n) => Err(AppError::Usage(format!(
+                "{LIFECYCLE_FILE}: source_connections {n}: must be between 1 and \
+                 {MAX_CONNECTIONS}; fix or remove the key"
+            ))),
+            n => Ok(n),
+        }
     }
 
     /// The recorded certificate pin, parsed.

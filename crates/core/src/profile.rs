@@ -1,6 +1,8 @@
 //! Migration profiles: the TOML files in `migration-profiles/` that describe a move.
 //!
-//! A profile says which folders move and under which names (`[folders]`), which
+//! A profile says how the source is read (`[source]`: IMAP connections and read-ahead
+//! window, Maildir name encoding), which folders move and under which names
+//! (`[folders]`), which
 //! messages are left out by date or size (`[filter]`), how many bad and large items a
 //! move tolerates (`[limits]`), how fast it may read (`[throttle]`), how many mailboxes
 //! move at once (`[concurrency]`), when it starts and completes (`[schedule]`), and how
@@ -67,7 +69,26 @@ pub struct SourceSettings {
     /// modified UTF-7 if it decodes, else UTF-8), `mutf7` or `utf8` (Dovecot's
     /// `maildir:...:UTF-8`). `mailferry move --maildir-names` overrides it.
     pub maildir_names: MaildirNames,
+    /// IMAP sources: connections one move reads with at once, 1 to
+    /// [`MAX_SOURCE_CONNECTIONS`]. `mailferry move --source-connections` and an
+    /// endpoint's `connections` win over it; unset: the agent's default (4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<usize>,
+    /// IMAP sources: bytes fetched ahead of the reader on each connection, within
+    /// [`WINDOW_BYTES_RANGE`]; unset: the agent's default (8 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_bytes: Option<ByteSize>,
 }
+
+/// Most IMAP connections one move may read with (`source.connections`). The agent's
+/// `source::connections::MAX_CONNECTIONS` is the same number: mailferry-core cannot
+/// name it (the agent depends on core), so a test in mailferry-control holds the two
+/// equal.
+pub const MAX_SOURCE_CONNECTIONS: usize = 64;
+
+/// The sizes `source.window_bytes` may take: 64 KiB (less is a round trip per small
+/// message again) to 1 GiB (the window is held in memory, per connection).
+pub const WINDOW_BYTES_RANGE: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
 
 /// The encoding of folder directory names in a Maildir tree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,7 +314,15 @@ impl Default for StoreSettings {
 /// structs above by a test, so the two cannot drift.
 pub const KNOWN: &[(&str, &[&str])] = &[
     ("", &["name", "description"]),
-    ("source", &["exclude_folders", "maildir_names"]),
+    (
+        "source",
+        &[
+            "exclude_folders",
+            "maildir_names",
+            "connections",
+            "window_bytes",
+        ],
+    ),
     (
         "folders",
         &["special_use", "map", "merge", "include", "exclude"],
@@ -595,11 +624,7 @@ impl Profile {
         if self.store.segment_max_bytes < (1 << 20) {
             p.push("`store.segment_max_bytes` must be at least 1048576".into());
         }
-        for (i, f) in self.source.exclude_folders.iter().enumerate() {
-            if let Err(e) = FolderName::parse(f) {
-                p.push(format!("`source.exclude_folders[{i}]`: {e}"));
-            }
-        }
+        self.check_source(&mut p);
         if let Err(problems) = FolderRules::compile(&self.folders, &[]) {
             p.extend(problems);
         }
@@ -632,6 +657,33 @@ impl Profile {
             }
         }
         p
+    }
+
+    fn check_source(&self, p: &mut Vec<String>) {
+        let s = &self.source;
+        for (i, f) in s.exclude_folders.iter().enumerate() {
+            if let Err(e) = FolderName::parse(f) {
+                p.push(format!("`source.exclude_folders[{i}]`: {e}"));
+            }
+        }
+        if let Some(n) = s.connections {
+            if !(1..=MAX_SOURCE_CONNECTIONS).contains(&n) {
+                p.push(format!(
+                    "`source.connections` = {n}: must be between 1 and {MAX_SOURCE_CONNECTIONS} \
+                     (IMAP connections one move reads with); leave it out for the default, 4"
+                ));
+            }
+        }
+        if let Some(ByteSize(w)) = s.window_bytes {
+            if !WINDOW_BYTES_RANGE.contains(&w) {
+                p.push(format!(
+                    "`source.window_bytes` = {w}: must be between {} (64 KiB) and {} (1 GiB); \
+                     leave it out for the default, 8 MiB",
+                    WINDOW_BYTES_RANGE.start(),
+                    WINDOW_BYTES_RANGE.end()
+                ));
+            }
+        }
     }
 
     fn check_filter(&self, p: &mut Vec<String>) {

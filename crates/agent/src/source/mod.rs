@@ -293,10 +293,14 @@ pub struct SourceOptions {
 }
 
 impl SourceOptions {
-    /// These options, with what they leave to the profile taken from `profile`.
+    /// These options, with what they leave to the profile taken from `profile`: a value
+    /// set here (a flag, an endpoint key, the move's record) wins over the profile's,
+    /// and the profile's over the built-in default.
     pub fn with_profile(&self, profile: &mailferry_core::profile::Profile) -> SourceOptions {
         let mut o = self.clone();
         o.maildir_names.get_or_insert(profile.source.maildir_names);
+        o.connections = o.connections.or(profile.source.connections);
+        o.window_bytes = o.window_bytes.or(profile.source.window_bytes.map(|b| b.0));
         o
     }
 }

@@ -44,6 +44,12 @@ pub struct SourceAccess {
     /// (`auto`) [default: the profile's source.maildir_names, auto].
     #[arg(long, value_name = "auto|mutf7|utf8")]
     maildir_names: Option<mailferry_core::profile::MaildirNames>,
+    /// IMAP source: connections to read with at once, 1 to 64: folders, and ranges of a
+    /// large folder, are read in parallel. Kept with the move, so `move complete` reads
+    /// with as many. Mind the server's per-account limit (docs/moving.md) [default: the
+    /// profile's source.connections, 4].
+    #[arg(long, value_name = "N", value_parser = control::parse_connections)]
+    source_connections: Option<usize>,
 }
 
 impl SourceAccess {
@@ -57,6 +63,7 @@ impl SourceAccess {
             source_prefix: self.source_prefix,
             namespaces: self.source_namespaces,
             maildir_names: self.maildir_names,
+            connections: self.source_connections,
             ..Default::default()
         }
     }

@@ -82,3 +82,92 @@ fn cert_sha256_pins_an_imap_endpoint_and_is_checked() {
         "{err}"
     );
 }
+
+/// issue 18: `connections` and `max_connections` are IMAP keys with ranges; a
+/// per-move count over the total is refused; `connections` reaches the source options.
+#[test]
+fn connections_and_max_connections_issue18() {
+    let ep = parse("kind = \"imap\"\nhost = \"h\"\n").unwrap();
+    let i = ep.imap.as_ref().unwrap();
+    assert_eq!((i.connections, i.max_connections), (None, None));
+    assert!(ep.connection_limit().is_none());
+    assert_eq!(ep.source_for("alice", None).1.connections, None);
+
+    let ep =
+        parse("kind = \"imap\"\nhost = \"h\"\nconnections = 8\nmax_connections = 15\n").unwrap();
+    let (_, o) = ep.source_for("alice", None);
+    assert_eq!(o.connections, Some(8));
+    assert_eq!(ep.connection_limit().map(|l| l.max()), Some(15));
+    // Equal is fine: one move may take the whole budget.
+    parse("kind = \"imap\"\nhost = \"h\"\nconnections = 2\nmax_connections = 2\n").unwrap();
+    // max_connections alone, smaller than the default count, is fine too (cut at run time).
+    parse("kind = \"imap\"\nhost = \"h\"\nmax_connections = 1\n").unwrap();
+
+    let e =
+        parse("kind = \"imap\"\nhost = \"h\"\nconnections = 0\nmax_connections = 0\nport = 0\n")
+            .unwrap_err();
+    for needle in [
+        "connections: 0 must be between 1 and 64",
+        "max_connections: 0 must be between 1 and 10000",
+        // Reported with the others, not instead of them.
+        "port: 0 is not a TCP port",
+    ] {
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    let e = parse("kind = \"imap\"\nhost = \"h\"\nconnections = 65\n").unwrap_err();
+    assert!(
+        e.contains("connections: 65 must be between 1 and 64"),
+        "{e}"
+    );
+    let e =
+        parse("kind = \"imap\"\nhost = \"h\"\nconnections = 8\nmax_connections = 4\n").unwrap_err();
+    assert!(
+        e.contains("connections: 8 is more than max_connections (4)"),
+        "{e}"
+    );
+    let e = parse("kind = \"imap\"\nhost = \"h\"\nconnections = \"4\"\n").unwrap_err();
+    assert!(e.contains("connections: expected an integer"), "{e}");
+    let e =
+        parse("kind = \"maildir\"\nroot = \"/m/{user}\"\nconnections = 4\nmax_connections = 4\n")
+            .unwrap_err();
+    assert!(e.contains("connections: only for kind = \"imap\""), "{e}");
+    assert!(
+        e.contains("max_connections: only for kind = \"imap\""),
+        "{e}"
+    );
+}
+
+/// `endpoint test` says how moves will read an IMAP endpoint.
+#[test]
+fn the_test_report_shows_the_reading_settings() {
+    assert_eq!(
+        reading_text(Some(8), Some(15)),
+        "reading: 8 per move; at most 15 across the moves of a batch run\n"
+    );
+    assert_eq!(
+        reading_text(None, None),
+        "reading: the profile's source.connections, else 4, per move; no limit across \
+         the moves of a batch run\n"
+    );
+    assert!(reading_text(None, Some(2)).contains("cut to 2 per move"));
+    let r = TestReport {
+        endpoint: "/e.toml".into(),
+        kind: Kind::Imap,
+        user: None,
+        source: None,
+        certificate: None,
+        checks: Vec::new(),
+        ok: true,
+        connections: Some(3),
+        max_connections: None,
+    };
+    assert!(render_text(&r).contains("reading: 3 per move; no limit"));
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["connections"], 3);
+    assert!(json["max_connections"].is_null());
+    let file = TestReport {
+        kind: Kind::Maildir,
+        ..r
+    };
+    assert!(!render_text(&file).contains("reading:"));
+}

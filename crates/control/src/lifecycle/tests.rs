@@ -20,6 +20,7 @@ fn nowhere() -> Invocation {
         max_bytes_per_second: None,
         max_messages_per_second: None,
         maildir_names: None,
+        source_connections: None,
     }
 }
 
@@ -188,4 +189,85 @@ fn a_lifecycle_file_of_an_earlier_mailferry_loads_and_writes_back_unchanged_issu
         }
     );
     assert_eq!(serde_json::to_string_pretty(&lc).unwrap(), old);
+}
+
+/// issue 18: `--source-connections` is kept in the record, so `move complete` reads
+/// with as many connections; a record without it (every earlier mailferry) still
+/// loads, leaves the count to the profile, and is written back without the key.
+#[test]
+fn later_passes_keep_the_source_connections_issue18() {
+    let d = tempfile::tempdir().unwrap();
+    let inv = Invocation {
+        source_connections: Some(7),
+        ..nowhere()
+    };
+    create(d.path(), inv, Settings::default(), "test").unwrap();
+    let text = std::fs::read_to_string(d.path().join(LIFECYCLE_FILE)).unwrap();
+    assert!(text.contains("\"source_connections\": 7"), "{text}");
+    let args = recorded_args(d.path()).unwrap();
+    assert_eq!(args.source_options.connections, Some(7));
+
+    let old = tempfile::tempdir().unwrap();
+    create(old.path(), nowhere(), Settings::default(), "test").unwrap();
+    let text = std::fs::read_to_string(old.path().join(LIFECYCLE_FILE)).unwrap();
+    assert!(!text.contains("source_connections"), "{text}");
+    let lc = load(old.path()).unwrap().unwrap();
+    assert_eq!(lc.invocation.as_ref().unwrap().source_connections, None);
+    assert_eq!(
+        recorded_args(old.path())
+            .unwrap()
+            .source_options
+            .connections,
+        None
+    );
+    assert_eq!(serde_json::to_string_pretty(&lc).unwrap(), text);
+
+    // A hand-edited count outside the range is refused with the key named.
+    for bad in ["0", "65"] {
+        let edited = text.replace(
+            "\"profile\": null",
+            &format!("\"profile\": null,\n    \"source_connections\": {bad}"),
+        );
+        assert_ne!(edited, text, "the record has a profile key to edit next to");
+        std::fs::write(old.path().join(LIFECYCLE_FILE), &edited).unwrap();
+        let e = recorded_args(old.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("source_connections {bad}")), "{e}");
+    }
+}
+
+/// The profile's `[source]` reading keys reach the source options, below what a flag,
+/// an endpoint or the record set (`SourceOptions::with_profile`, used by every pass).
+#[test]
+fn source_reading_precedence_flag_over_profile_over_default_issue18() {
+    let mut p = Profile::default();
+    let unset = SourceOptions::default().with_profile(&p);
+    assert_eq!((unset.connections, unset.window_bytes), (None, None));
+    p.source.connections = Some(6);
+    p.source.window_bytes = Some(mailferry_core::profile::ByteSize(1 << 20));
+    let from_profile = SourceOptions::default().with_profile(&p);
+    assert_eq!(from_profile.connections, Some(6));
+    assert_eq!(from_profile.window_bytes, Some(1 << 20));
+    let flag = SourceOptions {
+        connections: Some(2),
+        ..Default::default()
+    }
+    .with_profile(&p);
+    assert_eq!(flag.connections, Some(2));
+    assert_eq!(flag.window_bytes, Some(1 << 20));
+}
+
+/// mailferry-core checks `source.connections` against its own copy of the agent's
+/// limit (core cannot name the agent): the two must be the same number.
+#[test]
+fn the_profile_and_the_agent_agree_on_the_connection_limit() {
+    assert_eq!(
+        mailferry_core::profile::MAX_SOURCE_CONNECTIONS,
+        mailferry_agent::source::connections::MAX_CONNECTIONS
+    );
+    let w = mailferry_core::profile::WINDOW_BYTES_RANGE;
+    let d = mailferry_agent::source::connections::DEFAULT_WINDOW_BYTES;
+    assert!(
+        w.contains(&d),
+        "the default window is a valid profile value"
+    );
 }

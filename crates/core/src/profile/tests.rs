@@ -360,6 +360,8 @@ fn known_keys_match_the_structs() {
     p.throttle.max_messages_per_second = Some(1.0);
     p.schedule.start_after = Some(Timestamp(0));
     p.schedule.complete_after = Some(Timestamp(0));
+    p.source.connections = Some(8);
+    p.source.window_bytes = Some(ByteSize(1 << 20));
     let toml::Value::Table(t) = toml::Value::try_from(&p).unwrap() else {
         panic!("a profile serializes to a table")
     };
@@ -613,4 +615,58 @@ fn maildir_names_key_issue17() {
     assert!(e.to_string().contains("maildir_names"), "{e}");
     assert_eq!("mutf7".parse::<MaildirNames>(), Ok(MaildirNames::Mutf7));
     assert!("UTF8".parse::<MaildirNames>().is_err());
+}
+
+/// issue 18: `source.connections` and `source.window_bytes` are unset by default (the
+/// agent's defaults apply), take their ranges' ends, and name the key when outside.
+#[test]
+fn source_connections_and_window_keys_issue18() {
+    let d = Profile::embedded_default();
+    assert_eq!((d.source.connections, d.source.window_bytes), (None, None));
+    let p = Profile::parse("[source]\nconnections = 64\nwindow_bytes = \"64KiB\"", "p").unwrap();
+    assert_eq!(p.source.connections, Some(MAX_SOURCE_CONNECTIONS));
+    assert_eq!(p.source.window_bytes, Some(ByteSize(65_536)));
+    let p = Profile::parse("[source]\nconnections = 1\nwindow_bytes = \"1GiB\"", "p").unwrap();
+    assert_eq!(p.source.connections, Some(1));
+    assert_eq!(p.source.window_bytes, Some(ByteSize(1 << 30)));
+
+    let e = problems("[source]\nconnections = 0\nwindow_bytes = 65535\n[commit]\nmax_messages = 0");
+    assert_all(
+        &e,
+        &[
+            "`source.connections` = 0: must be between 1 and 64",
+            "`source.window_bytes` = 65535: must be between 65536 (64 KiB) and 1073741824",
+            // Reported with the other problems, not instead of them.
+            "`commit.max_messages`",
+        ],
+    );
+    let e = problems("[source]\nconnections = 65\nwindow_bytes = \"2GiB\"");
+    assert_all(
+        &e,
+        &[
+            "`source.connections` = 65",
+            "`source.window_bytes` = 2147483648",
+        ],
+    );
+    let e = problems("[source]\nconnections = -1\nwindow_bytes = \"lots\"");
+    assert_all(&e, &["`source.connections`", "`source.window_bytes`"]);
+    let e = problems("[source]\nconnections = \"4\"");
+    assert_all(&e, &["`source.connections`"]);
+
+    // `profile show --set` reaches them, and says where they came from.
+    let eff = Profile::load(
+        Some(("[source]\nwindow_bytes = \"1MiB\"\n", "f.toml")),
+        &[("source.connections".into(), "8".into())],
+    )
+    .unwrap();
+    assert_eq!(eff.profile.source.connections, Some(8));
+    assert_eq!(eff.provenance("source.connections"), Provenance::Flag);
+    assert_eq!(eff.provenance("source.window_bytes"), Provenance::File);
+    let unset = Profile::load(None, &[]).unwrap();
+    let shown = unset.settings();
+    let c = shown
+        .iter()
+        .find(|s| s.key == "source.connections")
+        .unwrap();
+    assert_eq!((c.value.as_ref(), c.from), (None, Provenance::Default));
 }
