@@ -24,7 +24,13 @@ fn batch(env: &Env, args: &[&str]) -> Output {
         .arg(root(env)))
 }
 
-fn batch_new(env: &Env, name: &str, csv: &Path, endpoint: &Path, extra: &[&str]) -> Output {
+pub(crate) fn batch_new(
+    env: &Env,
+    name: &str,
+    csv: &Path,
+    endpoint: &Path,
+    extra: &[&str],
+) -> Output {
     run(mailferry()
         .args(["batch", "new", name, "--csv"])
         .arg(csv)
@@ -39,7 +45,7 @@ fn batch_new(env: &Env, name: &str, csv: &Path, endpoint: &Path, extra: &[&str])
         .args(extra))
 }
 
-fn batch_status(env: &Env, name: &str) -> Value {
+pub(crate) fn batch_status(env: &Env, name: &str) -> Value {
     let o = batch(env, &["status", name, "--json"]);
     assert!(o.status.success(), "{}", describe(&o));
     serde_json::from_slice(&o.stdout).unwrap()

@@ -3,11 +3,14 @@
 //! fetch window among small ones, and (with the bench's delay relay) pipelined reading
 //! over a link with a round trip, killed at random points.
 
-use crate::dovecot::{Dovecot, Options};
+use crate::batch::{batch_new, batch_status};
+use crate::dovecot::{self, Dovecot, Options};
 use crate::imap::{
     assert_same, corpus, export_index, move_imap, populate, seen_at_source, skip, source_index,
 };
 use crate::util::{describe, init_volume, Env};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Dovecot with `mail_max_userip_connections = 2`: the move asks for 4 reading
 /// connections, is refused the ones over the limit, goes on with those it got, and moves
@@ -82,4 +85,107 @@ fn a_large_message_among_small_ones_streams_in_bounded_memory() {
         &export_index(&env, &env.path("export")),
     );
     assert_eq!(seen_at_source(&dv), seen);
+}
+
+/// A TCP relay in front of Dovecot that counts connections open at once; returns its
+/// port and the highest count seen.
+fn counting_relay(upstream: u16) -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peak = Arc::new(AtomicUsize::new(0));
+    let seen = peak.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let open = Arc::new(AtomicUsize::new(0));
+            // Bounded: the relay serves at most 500 connections, then stops.
+            for _ in 0..500 {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let open = open.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    // A connection the client closed just before opening this one may
+                    // not have been read to its end yet: give that 50 ms. A connection
+                    // really held beside this one lives far longer (TLS and a login).
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.fetch_max(now, Ordering::SeqCst);
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        open.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    });
+                    // Closed when the client closes its side.
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    drop(sw);
+                    let _ = down.await;
+                });
+            }
+        });
+    });
+    (port, peak)
+}
+
+/// Three mailboxes of one batch, moved at once, read one endpoint whose
+/// `max_connections` is 2: each move would read with 2 connections (after one to
+/// list), yet the server never sees more than 2 at once, and every mailbox syncs.
+#[test]
+fn a_batch_never_opens_more_than_the_endpoints_max_connections() {
+    if skip() {
+        return;
+    }
+    let dv = Dovecot::start();
+    let msgs = corpus(150, 83, 0);
+    populate(&dv, &msgs);
+    let (port, peak) = counting_relay(dv.imaps_port);
+    let env = Env::new();
+    init_volume(&env);
+    let ep = env.path("imap.toml");
+    std::fs::write(
+        &ep,
+        format!(
+            "kind = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"imaps\"\n\
+             ca_file = \"{}\"\nconnections = 2\nmax_connections = 2\n\
+             max_concurrent_moves = 3\n",
+            dv.ca_pem.display()
+        ),
+    )
+    .unwrap();
+    // Three destination mailboxes, all read from Dovecot's one user.
+    let csv = env.path("users.csv");
+    let pw = dovecot::PASSWORD.replace('"', "\"\"");
+    let mut text = "EmailAddress,UserName,Password\n".to_string();
+    for who in ["ann", "bob", "cat"] {
+        text.push_str(&format!("{who}@example.com,{},\"{pw}\"\n", dovecot::USER));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let o = batch_new(&env, "wan", &csv, &ep, &["--start"]);
+    assert!(o.status.success(), "{}\n{}", describe(&o), dv.log());
+    let s = batch_status(&env, "wan");
+    for i in 0..3 {
+        assert_eq!(s["mailboxes"][i]["status"]["state"], "synced", "{s}");
+        assert_eq!(
+            s["mailboxes"][i]["status"]["items_synced"],
+            msgs.len() as u64,
+            "{s}"
+        );
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&peak),
+        "{peak} connections open at once over a max_connections of 2"
+    );
 }

@@ -512,6 +512,9 @@ impl Worker {
             None => None,
         };
         let end = self.work().await;
+        // The connection closes before its place in the budget is given back.
+        self.conn = None;
+        drop(_permit);
         let mut st = self.shared.lock();
         st.live -= 1;
         // What this connection held goes back to the others (or fails, if none is left).
