@@ -21,5 +21,7 @@ pub use delay::{DelayRelay, QUEUE_CAP_BYTES};
 pub use rewrite::SizeRewriter;
 pub use size_liar::SizeLiar;
 
+pub(crate) use serving::THREAD_NAME;
+
 #[cfg(test)]
 mod tests;
