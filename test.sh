@@ -5,6 +5,8 @@
 # need and the machine lacks:
 #   dovecot-core, dovecot-imapd  the IMAP source tests and the benchmark tests start
 #                                scratch Dovecot servers (and stop them) themselves
+#   isync                        mbsync: `mailferry bench --compare mbsync` and its test
+#                                pull the same mail from the same scratch Dovecot
 #   openssl                      the certificate-pinning test makes a certificate with it
 #   chromium, nodejs, npm        the wizard's browser test: node runs playwright-core
 #                                (tests/browser), which drives chromium
@@ -27,6 +29,7 @@ missing_packages() {
     local need=()
     { command -v dovecot && command -v doveadm; } >/dev/null || need+=(dovecot-core)
     [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+    command -v mbsync >/dev/null || need+=(isync)
     command -v openssl >/dev/null || need+=(openssl)
     # tests/browser.rs runs Debian's chromium unless MF_CHROMIUM names another.
     [ -x "${MF_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)

@@ -164,6 +164,55 @@ fn imap_source_served_by_a_scratch_dovecot() {
     assert!(num(run, "cpu_seconds_per_gb.source_read") > 0.0, "{run}");
 }
 
+/// Issue 18: `--latency` runs one row per delay through the relay, and `--compare mbsync`
+/// puts Debian's mbsync on the same server through the same relay in each row; it moved
+/// the same mail (a comparison that did not is worthless). No speed is asserted.
+#[test]
+fn issue18_latency_rows_with_mbsync_side_by_side() {
+    assert!(
+        crate::dovecot::available(),
+        "Dovecot is not installed: apt-get install dovecot-imapd (./test.sh does)"
+    );
+    let have_mbsync = std::process::Command::new("mbsync")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        have_mbsync,
+        "mbsync is not installed: apt-get install isync (./test.sh does)"
+    );
+    let r = bench(&[
+        "--source",
+        "imap",
+        "--messages",
+        "60",
+        "--folders",
+        "3",
+        "--latency",
+        "0,5ms",
+        "--compare",
+        "mbsync",
+    ]);
+    let cases = r["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2, "one row per delay");
+    for (case, ms) in cases.iter().zip([0.0, 5.0]) {
+        assert_eq!(num(case, "latency_ms"), ms, "{case}");
+        assert!(num(case, "relay_peak_queued_bytes") > 0.0, "{case}");
+        let ours = &case["median"];
+        assert_eq!(num(ours, "messages") as u64, 60);
+        assert_eq!(num(ours, "verified.messages_checked") as u64, 60);
+        let theirs = &case["mbsync"];
+        assert!(theirs.is_object(), "no mbsync row: {case}");
+        assert_eq!(theirs["same_mail"], true, "{theirs}");
+        assert_eq!(num(theirs, "messages") as u64, 60, "{theirs}");
+        // The same mail as mailferry moved, counted the same way (as IMAP serves it).
+        assert_eq!(num(theirs, "bytes"), num(ours, "bytes"), "{theirs}");
+        assert!(num(theirs, "msgs_per_s") > 0.0, "{theirs}");
+        assert!(num(theirs, "mailferry_ratio_msgs") > 0.0, "{theirs}");
+        assert!(theirs["version"].as_str().unwrap().contains("isync"));
+    }
+}
+
 #[test]
 fn impossible_requests_are_usage_errors() {
     for args in [
@@ -176,6 +225,10 @@ fn impossible_requests_are_usage_errors() {
             "10",
         ][..],
         &["--runs", "0"][..],
+        // The relay and mbsync stand in front of an IMAP server.
+        &["--latency", "10ms", "--messages", "10"][..],
+        &["--compare", "mbsync", "--messages", "10"][..],
+        &["--source", "imap", "--latency", "10", "--messages", "10"][..],
         &["--messages", "2", "--mailboxes", "3"][..],
     ] {
         let o = run(mailferry().arg("bench").args(args));

@@ -31,12 +31,18 @@
 //! The parts: [`cpu`] samples CPU time per thread; `plan` turns the arguments into cases;
 //! `corpus` writes (or reuses) each case's corpus and serves it over IMAP when asked;
 //! `runner` does one measured, verified run; `stages` attributes CPU time to stages;
-//! `dovecot_compare` runs Dovecot's own tools on the same corpus; `report` holds the
-//! report and its text rendering.
+//! `dovecot_compare` runs Dovecot's own tools on the same corpus; `mbsync` runs Debian's
+//! mbsync against the same IMAP server; `report` holds the report and its text rendering.
+//!
+//! `--latency` puts a [`crate::relay::DelayRelay`] between the scratch Dovecot and its
+//! clients, one case row per delay; the relay runs on its own `mf-relay` thread in this
+//! process, whose CPU is a peer's (left out of the totals, like Dovecot's) but whose
+//! queued bytes are in the peak RSS (reported next to it).
 
 mod corpus;
 pub mod cpu;
 mod dovecot_compare;
+mod mbsync;
 mod plan;
 mod report;
 mod runner;
@@ -44,17 +50,18 @@ mod stages;
 
 pub use report::{
     render_text, BenchReport, CaseResult, Corpus, CorpusMailbox, DovecotComparison, DovecotRow,
-    Machine, RunFigures, StageCpu, StageWall, Verified,
+    Machine, MbsyncRow, RunFigures, StageCpu, StageWall, Verified,
 };
 
 use crate::AppError;
 use corpus::{corpus_dir, ensure_corpus, warm, ImapServer, WorkDir};
 use dovecot_compare::compare_dovecot;
 use mailferry_core::profile::Profile;
-use plan::plan;
+use plan::{plan, CaseSpec};
 use runner::run_once;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[cfg(test)]
 mod tests;
@@ -153,6 +160,13 @@ pub struct BenchArgs {
     pub keep: Option<PathBuf>,
     /// Run `doveadm backup` (with and without mail_crypt) on the corpus too.
     pub compare_dovecot: bool,
+    /// `--source imap` only: one row per value, each through a relay adding that delay
+    /// in each direction between the scratch Dovecot and its clients (0: the relay
+    /// without delay). Empty: no relay.
+    pub latency: Vec<Duration>,
+    /// `--source imap` only: run Debian's mbsync against the same server, through the
+    /// same relay, for each row.
+    pub compare_mbsync: bool,
     /// Migration profile of the moves.
     pub profile: Profile,
     /// Progress lines on stderr.
@@ -178,6 +192,8 @@ impl Default for BenchArgs {
             seed: DEFAULT_SEED,
             keep: None,
             compare_dovecot: false,
+            latency: Vec::new(),
+            compare_mbsync: false,
             profile: Profile::embedded_default(),
             progress: false,
             command: String::new(),
@@ -216,6 +232,64 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((n * mult).round() as u64)
 }
 
+/// The most `--latency` takes: a one-way delay beyond it is a typo, not a WAN.
+pub const MAX_LATENCY: Duration = Duration::from_secs(1);
+
+/// Parses `--latency`: one-way delays separated by commas, `10ms`, `1.5ms`, `0`; a bare
+/// number takes the unit of the next value that has one (`0,5,10,40ms` is four values
+/// in milliseconds).
+pub fn parse_latencies(s: &str) -> Result<Vec<Duration>, String> {
+    let items: Vec<&str> = s.split(',').map(str::trim).collect();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let bare = !item.is_empty() && item.chars().all(|c| c.is_ascii_digit() || c == '.');
+        let text = if bare {
+            let unit = items[i + 1..]
+                .iter()
+                .map(|v| v.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.'))
+                .find(|u| !u.is_empty());
+            match unit {
+                Some(u) => format!("{item}{u}"),
+                None if item.parse::<f64>() == Ok(0.0) => "0s".to_string(),
+                None => {
+                    return Err(format!(
+                        "--latency {s}: {item} needs a unit (e.g. {item}ms)"
+                    ))
+                }
+            }
+        } else {
+            item.to_string()
+        };
+        let d = parse_duration(&text)
+            .map_err(|e| format!("--latency {s}: {item:?} is not a delay like 10ms ({e})"))?;
+        if d > MAX_LATENCY {
+            return Err(format!(
+                "--latency {s}: {item} one way is more than {} (did you mean ms?)",
+                humantime::format_duration(MAX_LATENCY)
+            ));
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// `10ms`, `1.5ms`, `2s` (humantime has no fractions; a fraction of the unit is read
+/// here).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    if num.contains('.') {
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{num:?} is not a number"))?;
+        let one = humantime::parse_duration(&format!("1{unit}")).map_err(|e| e.to_string())?;
+        return Ok(one.mul_f64(n));
+    }
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
 // === run ===
 
 /// Runs the benchmark: every case, `runs` times each, verified. Fails with
@@ -228,6 +302,12 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, AppError> {
     let machine = Machine::detect();
     let mut results = Vec::new();
     let mut dovecot = None;
+    // No --latency: one row per case, straight to the source.
+    let delays: Vec<Option<Duration>> = if args.latency.is_empty() {
+        vec![None]
+    } else {
+        args.latency.iter().copied().map(Some).collect()
+    };
     for case in &cases {
         let corpus = ensure_corpus(work.path(), case, model, args)?;
         if args.progress {
@@ -253,35 +333,22 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, AppError> {
             SourceKind::Imap => Some(ImapServer::start(&corpus, args.progress)?),
             _ => None,
         };
-        let mut runs = Vec::new();
-        for n in 1..=args.runs {
-            let fig = run_once(work.path(), case, &corpus, imap.as_ref(), args, n)?;
-            if args.progress {
-                eprintln!(
-                    "bench: {} run {n}/{}: {:.1} MB/s, {:.0} msg/s, {:.2} s, p99 {:.0} ms, peak RSS {} MiB, {:.2} CPU s/GB; verified",
-                    case.name,
-                    args.runs,
-                    fig.mb_per_s,
-                    fig.msgs_per_s,
-                    fig.seconds,
-                    fig.latency_ms_p99,
-                    fig.peak_rss_bytes >> 20,
-                    fig.cpu_seconds_per_gb.total
-                );
+        for &delay in &delays {
+            let result = run_case(work.path(), case, &corpus, imap.as_ref(), delay, args)?;
+            if args.compare_dovecot && dovecot.is_none() && case.mailboxes == 1 {
+                if args.progress {
+                    eprintln!(
+                        "bench: doveadm backup of the same corpus (with and without mail_crypt)"
+                    );
+                }
+                dovecot = Some(compare_dovecot(
+                    work.path(),
+                    &corpus.mailboxes[0].path,
+                    &case.name,
+                    &result.median,
+                )?);
             }
-            runs.push(fig);
-        }
-        let median = median_run(&runs);
-        if args.compare_dovecot && dovecot.is_none() && case.mailboxes == 1 {
-            if args.progress {
-                eprintln!("bench: doveadm backup of the same corpus (with and without mail_crypt)");
-            }
-            dovecot = Some(compare_dovecot(
-                work.path(),
-                &corpus.mailboxes[0].path,
-                &case.name,
-                &median,
-            )?);
+            results.push(result);
         }
         drop(imap);
         if args.keep.is_none() {
@@ -289,14 +356,6 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, AppError> {
             let dir = corpus_dir(work.path(), case, model, args);
             let _ = std::fs::remove_dir_all(dir);
         }
-        results.push(CaseResult {
-            name: case.name.clone(),
-            mailboxes: case.mailboxes,
-            concurrency: case.concurrency,
-            corpus,
-            runs,
-            median,
-        });
     }
     Ok(BenchReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -315,6 +374,89 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, AppError> {
         cases: results,
         dovecot,
     })
+}
+
+/// One row: the case's runs (through a relay adding `delay` each way, if given), their
+/// median, and mbsync on the same route if asked for.
+fn run_case(
+    work: &Path,
+    case: &CaseSpec,
+    corpus: &Corpus,
+    imap: Option<&ImapServer>,
+    delay: Option<Duration>,
+    args: &BenchArgs,
+) -> Result<CaseResult, AppError> {
+    let relay = match (imap, delay) {
+        (Some(server), Some(d)) => Some(
+            crate::relay::DelayRelay::start(server.addr(), d).map_err(|e| {
+                AppError::Failed(format!("the delay relay in front of Dovecot: {e}"))
+            })?,
+        ),
+        _ => None,
+    };
+    let route = imap.map(|s| s.route(relay.as_ref().map(|r| r.addr().port())));
+    let name = match delay {
+        Some(d) => format!("{}, {} one way", case.name, ms_text(d)),
+        None => case.name.clone(),
+    };
+    if let (Some(r), true) = (&relay, args.progress) {
+        eprintln!(
+            "bench: {name}: through a relay on 127.0.0.1:{} adding {} each way",
+            r.addr().port(),
+            ms_text(r.one_way())
+        );
+    }
+    let mut runs = Vec::new();
+    for n in 1..=args.runs {
+        let fig = run_once(work, case, corpus, route, args, n)?;
+        if args.progress {
+            eprintln!(
+                "bench: {name} run {n}/{}: {:.1} MB/s, {:.0} msg/s, {:.2} s, p99 {:.0} ms, peak RSS {} MiB, {:.2} CPU s/GB; verified",
+                args.runs,
+                fig.mb_per_s,
+                fig.msgs_per_s,
+                fig.seconds,
+                fig.latency_ms_p99,
+                fig.peak_rss_bytes >> 20,
+                fig.cpu_seconds_per_gb.total
+            );
+        }
+        runs.push(fig);
+    }
+    let median = median_run(&runs);
+    let mbsync = match route {
+        Some(route) if args.compare_mbsync => {
+            if args.progress {
+                eprintln!("bench: {name}: mbsync pulls the same mailboxes through the same route");
+            }
+            Some(mbsync::compare_mbsync(
+                work,
+                &route,
+                corpus,
+                case.concurrency,
+                args.runs,
+                &median,
+                args.progress,
+            )?)
+        }
+        _ => None,
+    };
+    Ok(CaseResult {
+        name,
+        mailboxes: case.mailboxes,
+        concurrency: case.concurrency,
+        corpus: corpus.clone(),
+        runs,
+        median,
+        latency_ms: delay.map(|d| d.as_secs_f64() * 1e3),
+        relay_peak_queued_bytes: relay.as_ref().map(|r| r.peak_queued_bytes()),
+        mbsync,
+    })
+}
+
+/// `10 ms`, `0.5 ms`.
+fn ms_text(d: Duration) -> String {
+    format!("{} ms", d.as_secs_f64() * 1e3)
 }
 
 fn median_run(runs: &[RunFigures]) -> RunFigures {

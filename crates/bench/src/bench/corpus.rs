@@ -215,17 +215,57 @@ impl ImapServer {
             .unwrap_or_default()
     }
 
+    /// The implicit-TLS address the server listens on (what a relay forwards to).
+    pub(super) fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.dovecot.imaps_port).into()
+    }
+
+    /// Straight to the server, or through a relay listening on `port`.
+    pub(super) fn route(&self, port: Option<u16>) -> ImapRoute<'_> {
+        ImapRoute {
+            server: self,
+            port: port.unwrap_or(self.dovecot.imaps_port),
+        }
+    }
+}
+
+/// How clients reach an [`ImapServer`]: its implicit-TLS port, or a relay's in front of
+/// it (same certificate, so the same CA, as the relay only forwards bytes).
+#[derive(Clone, Copy)]
+pub(super) struct ImapRoute<'a> {
+    server: &'a ImapServer,
+    /// Where clients connect, on 127.0.0.1.
+    pub(super) port: u16,
+}
+
+impl ImapRoute<'_> {
+    /// The IMAP user serving `mb`.
+    pub(super) fn user(&self, mb: &CorpusMailbox) -> String {
+        ImapServer::user(mb)
+    }
+
+    /// A file holding every user's password.
+    pub(super) fn password_file(&self) -> &Path {
+        &self.server.dovecot.password_file
+    }
+
+    /// The CA the server's certificate chains to.
+    pub(super) fn ca_pem(&self) -> &Path {
+        &self.server.dovecot.ca_pem
+    }
+
     /// The source spec and options of one mailbox.
     pub(super) fn source(
         &self,
         mb: &CorpusMailbox,
     ) -> (String, mailferry_agent::source::SourceOptions) {
         let options = mailferry_agent::source::SourceOptions {
-            password_file: Some(self.dovecot.password_file.clone()),
-            source_ca: Some(self.dovecot.ca_pem.clone()),
+            password_file: Some(self.password_file().to_path_buf()),
+            source_ca: Some(self.ca_pem().to_path_buf()),
             ..Default::default()
         };
-        (self.dovecot.user_url(&Self::user(mb), true), options)
+        let spec = format!("imaps://{}@127.0.0.1:{}", self.user(mb), self.port);
+        (spec, options)
     }
 }
 

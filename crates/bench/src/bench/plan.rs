@@ -119,10 +119,36 @@ pub(super) fn plan(args: &BenchArgs) -> Result<(SizeModel, Vec<CaseSpec>), AppEr
             );
         }
     }
+    check_imap_extras(args)?;
     Ok((model, cases))
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+/// `--latency` and `--compare mbsync` need an IMAP server to stand in front of.
+fn check_imap_extras(args: &BenchArgs) -> Result<(), AppError> {
+    let usage = |m: &str| Err(AppError::Usage(m.into()));
+    if !args.latency.is_empty() && args.source != SourceKind::Imap {
+        return usage(
+            "--latency puts a delay relay between the scratch IMAP server and the agent: \
+             use it with --source imap",
+        );
+    }
+    if args.compare_mbsync {
+        if args.source != SourceKind::Imap {
+            return usage(
+                "--compare mbsync pulls the same mail from the same IMAP server: use \
+                 --source imap",
+            );
+        }
+        if !super::mbsync::available() {
+            return usage(
+                "--compare mbsync: mbsync not found: apt-get install isync (./test.sh does)",
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
             .map(|d| d.join(tool))

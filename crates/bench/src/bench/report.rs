@@ -150,6 +150,45 @@ pub struct CaseResult {
     pub runs: Vec<RunFigures>,
     /// The median run by MB/s (for an even count, the faster of the two middle ones).
     pub median: RunFigures,
+    /// `--latency`: the one-way delay, in ms, that a relay added in each direction
+    /// between the scratch Dovecot and the agents (and mbsync); absent without a relay.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    /// The most bytes the relay held at once over the runs: they are in this process's
+    /// memory, so in `peak_rss_bytes` too (at most 4 MiB per direction per connection).
+    #[serde(default)]
+    pub relay_peak_queued_bytes: Option<u64>,
+    /// `--compare mbsync`: mbsync against the same server through the same relay.
+    #[serde(default)]
+    pub mbsync: Option<MbsyncRow>,
+}
+
+/// Debian's `mbsync` pulling the same mailboxes from the same server, at the same delay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MbsyncRow {
+    /// `mbsync --version`.
+    pub version: String,
+    /// Wall seconds of the median run (by time), all mailboxes.
+    pub seconds: f64,
+    /// Every run's wall seconds, in order.
+    pub run_seconds: Vec<f64>,
+    /// Messages the median run wrote.
+    pub messages: u64,
+    /// Bytes it wrote, counted as IMAP serves them (a bare LF as CRLF), so that they
+    /// compare with the corpus and with mailferry's.
+    pub bytes: u64,
+    /// Messages per second.
+    pub msgs_per_s: f64,
+    /// 10^6 bytes per second.
+    pub mb_per_s: f64,
+    /// Every run wrote exactly the corpus (message count and bytes).
+    pub same_mail: bool,
+    /// What differed (or why mbsync failed) when it did not.
+    pub difference: Option<String>,
+    /// mailferry's median msg/s over mbsync's; absent unless `same_mail`.
+    pub mailferry_ratio_msgs: Option<f64>,
+    /// mailferry's median MB/s over mbsync's; absent unless `same_mail`.
+    pub mailferry_ratio_mb: Option<f64>,
 }
 
 /// The figures of one verified run.
@@ -318,6 +357,12 @@ pub fn render_text(r: &BenchReport) -> String {
     if r.cases.len() > 1 {
         render_case_table(&mut s, &r.cases);
     }
+    if r.cases
+        .iter()
+        .any(|c| c.latency_ms.is_some() || c.mbsync.is_some())
+    {
+        render_latency_table(&mut s, &r.cases);
+    }
     if let Some(d) = &r.dovecot {
         render_dovecot(&mut s, d);
     }
@@ -442,6 +487,43 @@ fn render_case_table(s: &mut String, cases: &[CaseResult]) {
             f.cpu_seconds_per_gb.total,
             f.cpu_micros_per_message(),
             f.peak_rss_bytes >> 20
+        );
+    }
+}
+
+/// `--latency` and `--compare mbsync`: one row per case and delay, mailferry and mbsync
+/// side by side.
+fn render_latency_table(s: &mut String, cases: &[CaseResult]) {
+    let version = cases
+        .iter()
+        .find_map(|c| c.mbsync.as_ref().map(|m| m.version.as_str()))
+        .unwrap_or("mbsync: not run");
+    let _ = writeln!(
+        s,
+        "\nThrough the delay relay (one-way delay added each way; {version}):\n\
+         | case | one-way delay | mailferry msg/s | mailferry MB/s | mbsync msg/s | mbsync MB/s | mailferry / mbsync |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    for c in cases {
+        let f = &c.median;
+        let delay = c
+            .latency_ms
+            .map_or("none (direct)".to_string(), |ms| format!("{ms} ms"));
+        let (theirs, ratio) = match &c.mbsync {
+            None => ("| - | - ".to_string(), "-".to_string()),
+            Some(m) => (
+                format!("| {:.0} | {:.1} ", m.msgs_per_s, m.mb_per_s),
+                match (m.mailferry_ratio_msgs, &m.difference) {
+                    (Some(r), _) => format!("{r:.2}x"),
+                    (None, Some(why)) => format!("none: not the same mail ({why})"),
+                    (None, None) => "none".to_string(),
+                },
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {delay} | {:.0} | {:.1} {theirs}| {ratio} |",
+            c.name, f.msgs_per_s, f.mb_per_s
         );
     }
 }

@@ -3,7 +3,7 @@
 //! named by role, CPU sampled per thread, then the whole volume verified: a run that does
 //! not verify has no figures.
 
-use super::corpus::ImapServer;
+use super::corpus::ImapRoute;
 use super::plan::CaseSpec;
 use super::report::{Corpus, RunFigures, StageWall, Verified};
 use super::stages::attribute;
@@ -161,7 +161,7 @@ struct Moved {
 async fn move_all(
     dest: Destination,
     source: SourceKind,
-    imap: Option<&ImapServer>,
+    imap: Option<ImapRoute<'_>>,
     corpus: &Corpus,
     concurrency: usize,
     profile: &Profile,
@@ -173,7 +173,7 @@ async fn move_all(
     let mut set = tokio::task::JoinSet::new();
     for (i, mb) in corpus.mailboxes.iter().enumerate() {
         let (spec, source_options) = match imap {
-            Some(server) => server.source(mb),
+            Some(route) => route.source(mb),
             None => (
                 format!("{}:{}", source_name(source), mb.path.display()),
                 Default::default(),
@@ -218,7 +218,7 @@ pub(super) fn run_once(
     work: &Path,
     case: &CaseSpec,
     corpus: &Corpus,
-    imap: Option<&ImapServer>,
+    imap: Option<ImapRoute<'_>>,
     args: &BenchArgs,
     n: usize,
 ) -> Result<RunFigures, AppError> {

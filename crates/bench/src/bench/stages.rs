@@ -20,11 +20,16 @@ pub(super) enum Role {
     CommitIndex,
     CommitAudit,
     AgentAudit,
+    /// Not mailferry: the delay relay standing in for the network (`--latency`).
+    Peer,
     Other,
 }
 
 pub(super) fn role(name: &str) -> Role {
     // Thread names are cut to 15 bytes by the kernel.
+    if name == crate::relay::THREAD_NAME {
+        return Role::Peer;
+    }
     if name == "mailferry-read" {
         return Role::SourceRead;
     }
@@ -57,7 +62,7 @@ pub(super) fn attribute(
 ) -> (StageCpu, BTreeMap<String, f64>) {
     let mut c = StageCpu::default();
     let mut by_thread: BTreeMap<String, f64> = BTreeMap::new();
-    let (mut store, mut commit) = (0.0, 0.0);
+    let (mut store, mut commit, mut peer) = (0.0, 0.0, 0.0);
     for t in &usage.threads {
         let key = t.name.trim_end_matches(|ch: char| ch.is_ascii_digit());
         *by_thread.entry(key.to_string()).or_default() += t.seconds;
@@ -70,6 +75,7 @@ pub(super) fn attribute(
             Role::CommitIndex => c.index += t.seconds,
             Role::CommitAudit => c.audit += t.seconds,
             Role::AgentAudit => c.audit += t.seconds,
+            Role::Peer => peer += t.seconds,
             Role::Other => c.other += t.seconds,
         }
     }
@@ -99,8 +105,10 @@ pub(super) fn attribute(
         + c.audit
         + c.sync
         + c.other;
+    // The relay is the network's, as Dovecot is the source's: not in our figures.
+    let ours = usage.process_seconds - peer;
     // What no live thread accounts for: threads that ended between samples.
-    c.other += (usage.process_seconds - attributed).max(0.0);
-    c.total = attributed.max(usage.process_seconds);
+    c.other += (ours - attributed).max(0.0);
+    c.total = attributed.max(ours);
     (c, by_thread)
 }

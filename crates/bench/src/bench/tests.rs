@@ -157,8 +157,10 @@ fn threads_are_attributed_by_role() {
             t("mf-emb-b0", 4.0),
             t("mailferry-commi", 2.0),
             t("mailferry-check", 0.5),
+            // The delay relay stands in for the network: not ours.
+            t("mf-relay", 2.0),
         ],
-        process_seconds: 11.0,
+        process_seconds: 13.0,
     };
     let st = StoreStats::default();
     st.write_nanos.store(4_000, Ordering::Relaxed);
@@ -179,6 +181,7 @@ fn threads_are_attributed_by_role() {
     // 10.5 s attributed to threads; the process used 11.
     assert!(close(c.other, 0.5) && close(c.total, 11.0), "{c:?}");
     assert!(close(by_thread["mf-emb-w"], 3.0), "{by_thread:?}");
+    assert!(close(by_thread["mf-relay"], 2.0), "{by_thread:?}");
 }
 
 #[test]
@@ -235,4 +238,77 @@ fn runtime_threads_are_named_by_kind() {
             "blocking task on {blocking}"
         );
     }
+}
+
+#[test]
+fn latency_lists() {
+    let ms = Duration::from_millis;
+    assert_eq!(parse_latencies("10ms"), Ok(vec![ms(10)]));
+    assert_eq!(
+        parse_latencies("0,5,10,40ms"),
+        Ok(vec![ms(0), ms(5), ms(10), ms(40)])
+    );
+    assert_eq!(parse_latencies("0"), Ok(vec![ms(0)]));
+    assert_eq!(
+        parse_latencies("1.5ms, 0.2s"),
+        Ok(vec![Duration::from_micros(1500), ms(200)])
+    );
+    assert_eq!(parse_latencies("500,1000ms"), Ok(vec![ms(500), ms(1000)]));
+    // 5 s and 2 s one way: typos, not WANs.
+    for bad in ["10", "5,10", "ten", "10ms,", "2s", "5,1s", "-5ms", ""] {
+        assert!(parse_latencies(bad).is_err(), "{bad:?} parsed");
+    }
+}
+
+#[test]
+fn latency_and_mbsync_need_the_imap_source() {
+    let usage = |a: BenchArgs| match plan(&a) {
+        Err(AppError::Usage(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    let m = usage(BenchArgs {
+        latency: vec![Duration::from_millis(10)],
+        ..Default::default()
+    });
+    assert!(m.contains("--source imap"), "{m}");
+    let m = usage(BenchArgs {
+        compare_mbsync: true,
+        source: SourceKind::Mbox,
+        ..Default::default()
+    });
+    assert!(m.contains("--source imap"), "{m}");
+}
+
+#[test]
+fn bytes_are_counted_as_imap_serves_them() {
+    use super::mbsync::{maildir_totals, wire_len};
+    assert_eq!(wire_len(b""), 0);
+    assert_eq!(wire_len(b"a\nb\r\nc\n"), 9);
+    assert_eq!(wire_len(b"\r\n\r\n"), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let put = |rel: &str, data: &[u8]| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    };
+    // What mbsync writes: LF line ends and its X-TUID line in the header; the same
+    // line in a body is the message's own.
+    put(
+        "INBOX/cur/1,U=1:2,S",
+        b"Subject: a\nX-TUID: kV4mIdL0Z4vK\n\nbody\n",
+    );
+    put(
+        "Archive/2024/new/2,U=1:2,",
+        b"Subject: b\n\nX-TUID: kV4mIdL0Z4vK\n",
+    );
+    put("INBOX/.mbsyncstate", b"not a message");
+    put("INBOX/tmp/partial", b"not a message either");
+    assert_eq!(
+        maildir_totals(dir.path(), true).unwrap(),
+        (2, (12 + 2 + 6) + (12 + 2 + 22))
+    );
+    assert_eq!(
+        maildir_totals(dir.path(), false).unwrap(),
+        (2, (12 + 22 + 2 + 6) + (12 + 2 + 22))
+    );
 }

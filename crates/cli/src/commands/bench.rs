@@ -59,6 +59,11 @@ pub struct BenchCmd {
     /// found there [default: a temp directory, removed].
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// With --source imap: put a relay between the scratch Dovecot and the agent that
+    /// delays each direction by this much (a round trip takes twice it), one row per
+    /// value: 10ms, or a list 0,5,10,40ms (a bare number takes the list's unit).
+    #[arg(long, value_name = "DELAYS")]
+    latency: Option<String>,
     /// Also run a peer on the same corpus and print the ratios.
     #[arg(long, value_enum)]
     compare: Option<ComparePeer>,
@@ -75,6 +80,9 @@ pub struct BenchCmd {
 enum ComparePeer {
     /// `doveadm backup` Maildir -> mdbox, with mail_crypt and without (needs dovecot-core).
     Dovecot,
+    /// Debian's `mbsync` pulling the same mailboxes from the same IMAP server, through
+    /// the same relay (--source imap; needs isync).
+    Mbsync,
 }
 
 /// `bench`: corpus, runs, verification, and the figures.
@@ -98,7 +106,12 @@ pub async fn run(b: BenchCmd) -> Result<(), AppError> {
         runs: b.runs,
         seed: b.seed,
         keep: b.keep,
-        compare_dovecot: b.compare.is_some(),
+        compare_dovecot: matches!(b.compare, Some(ComparePeer::Dovecot)),
+        latency: match b.latency.as_deref() {
+            Some(text) => bench::parse_latencies(text).map_err(AppError::Usage)?,
+            None => Vec::new(),
+        },
+        compare_mbsync: matches!(b.compare, Some(ComparePeer::Mbsync)),
         profile: load_profile(b.profile.as_deref())?,
         progress: true,
         command: std::env::args().collect::<Vec<_>>().join(" "),

@@ -1,0 +1,182 @@
+//! [`DelayRelay`]: a TCP relay that models latency, not bandwidth. Each direction of each
+//! connection has a reader that stamps every chunk with the time it arrived plus the
+//! one-way delay, and a writer that sends the chunks in order, each no earlier than its
+//! stamp. The delays overlap (many chunks are in flight at once, as on a long link), and
+//! what is queued is bounded: the reader stops reading when [`QUEUE_CAP_BYTES`] are
+//! waiting, which TCP turns into backpressure on the sender.
+
+use super::serving::Serving;
+use bytes::{Bytes, BytesMut};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Bytes one direction of one connection may hold waiting for their time: 4 MiB, so a
+/// connection can carry ~100 MB/s at 40 ms one way (bytes in flight = rate x delay).
+/// Those bytes are in the memory of the process running the relay.
+pub const QUEUE_CAP_BYTES: usize = 4 << 20;
+
+/// The most read at once; a chunk is what one read returned.
+const READ_BYTES: usize = 64 << 10;
+
+/// A delay relay to one upstream address (see the module doc); stops when dropped.
+pub struct DelayRelay {
+    serving: Serving,
+    one_way: Duration,
+    queued: Arc<Queued>,
+}
+
+/// Bytes waiting in every direction of every connection, now and at most.
+#[derive(Default)]
+struct Queued {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Queued {
+    fn add(&self, n: usize) {
+        let now = self.now.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+    fn sub(&self, n: usize) {
+        self.now.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl DelayRelay {
+    /// Listens on `127.0.0.1:0`; every connection accepted is relayed to `upstream`
+    /// with `one_way` added in each direction (zero: relayed as fast as it comes).
+    pub fn start(upstream: SocketAddr, one_way: Duration) -> io::Result<DelayRelay> {
+        let queued = Arc::new(Queued::default());
+        let q = queued.clone();
+        let serving = Serving::start(move |client| relay(client, upstream, one_way, q.clone()))?;
+        Ok(DelayRelay {
+            serving,
+            one_way,
+            queued,
+        })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.serving.addr()
+    }
+
+    /// The delay added in each direction.
+    pub fn one_way(&self) -> Duration {
+        self.one_way
+    }
+
+    /// The most bytes that were waiting at once, over all connections and directions
+    /// (what the relay added to the memory of its process).
+    pub fn peak_queued_bytes(&self) -> u64 {
+        self.queued.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// One connection: both directions until both ended, or either failed (then both go).
+async fn relay(client: TcpStream, upstream: SocketAddr, one_way: Duration, queued: Arc<Queued>) {
+    // Upstream unreachable: dropping the client's socket tells it so.
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    // Small IMAP commands must not wait for Nagle on top of the delay we add.
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let _ = tokio::try_join!(
+        direction(client_read, server_write, one_way, queued.clone()),
+        direction(server_read, client_write, one_way, queued),
+    );
+}
+
+/// A chunk and when it may be written (`None`: the sender closed its side).
+struct Delayed {
+    due: Instant,
+    bytes: Option<(Bytes, Held)>,
+}
+
+/// A queued chunk's share of the budget and of the count; both are given back when the
+/// chunk is written or dropped unwritten (a connection torn down with chunks queued).
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    n: usize,
+    queued: Arc<Queued>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.queued.sub(self.n);
+    }
+}
+
+/// One direction: read, stamp, queue; write each chunk when it is due, in order.
+async fn direction(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    one_way: Duration,
+    queued: Arc<Queued>,
+) -> io::Result<()> {
+    let budget = Arc::new(Semaphore::new(QUEUE_CAP_BYTES));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Delayed>();
+    let read = async move {
+        let mut buf = BytesMut::with_capacity(READ_BYTES);
+        loop {
+            // Room for a full read first: with the queue full we stop reading.
+            let mut permit = budget
+                .clone()
+                .acquire_many_owned(READ_BYTES as u32)
+                .await
+                .expect("the budget is never closed");
+            buf.reserve(READ_BYTES);
+            let n = (&mut from)
+                .take(READ_BYTES as u64)
+                .read_buf(&mut buf)
+                .await?;
+            let due = Instant::now() + one_way;
+            if n == 0 {
+                let _ = tx.send(Delayed { due, bytes: None });
+                return Ok::<(), io::Error>(());
+            }
+            // Keep what the chunk holds; the rest of the reservation goes back.
+            let held = Held {
+                _permit: permit.split(n).expect("n <= READ_BYTES permits"),
+                n,
+                queued: queued.clone(),
+            };
+            drop(permit);
+            queued.add(n);
+            let chunk = buf.split().freeze();
+            if tx
+                .send(Delayed {
+                    due,
+                    bytes: Some((chunk, held)),
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    };
+    let write = async move {
+        while let Some(d) = rx.recv().await {
+            if !one_way.is_zero() {
+                tokio::time::sleep_until(d.due).await;
+            }
+            match d.bytes {
+                Some((chunk, _held)) => to.write_all(&chunk).await?,
+                None => return to.shutdown().await,
+            }
+        }
+        Ok(())
+    };
+    tokio::try_join!(read, write).map(|_| ())
+}
