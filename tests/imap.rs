@@ -28,7 +28,7 @@ pub(crate) struct Msg {
 }
 
 /// A small deterministic generator (no rand dependency in the tests).
-pub(crate) struct Lcg(u64);
+pub(crate) struct Lcg(pub(crate) u64);
 
 impl Lcg {
     pub(crate) fn next(&mut self) -> u64 {

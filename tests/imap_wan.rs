@@ -6,9 +6,11 @@
 use crate::batch::{batch_new, batch_status};
 use crate::dovecot::{self, Dovecot, Options};
 use crate::imap::{
-    assert_same, corpus, export_index, move_imap, populate, seen_at_source, skip, source_index,
+    assert_same, corpus, export_index, move_and_kill, move_command, move_imap, move_imap_with,
+    populate, run_move, seen_at_source, skip, source_index, Lcg,
 };
 use crate::util::{describe, init_volume, Env};
+use mailferry_bench::relay::{DelayRelay, SizeLiar};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -188,4 +190,100 @@ fn a_batch_never_opens_more_than_the_endpoints_max_connections() {
         (1..=2).contains(&peak),
         "{peak} connections open at once over a max_connections of 2"
     );
+}
+
+/// A relay rewrites every RFC822.SIZE Dovecot reports, larger and smaller than the
+/// truth (as Exchange's can be): every message still moves byte for byte, none becomes
+/// a bad item, and each one whose size was wrong carries a warning that says so.
+#[test]
+fn rfc822_sizes_that_lie_are_warnings_not_bad_items() {
+    if skip() {
+        return;
+    }
+    let dv = Dovecot::start();
+    // Small messages, and one of 3 MB that is fetched in pieces.
+    let msgs = corpus(40, 84, 3_000_000);
+    populate(&dv, &msgs);
+    let upstream: std::net::SocketAddr = ([127, 0, 0, 1], dv.imaps_port).into();
+    // Off by a little and by a lot, both ways: within the room a small message is asked
+    // for with, past it, and past a whole piece.
+    for delta in [300, -300, -9_000, 2_000_000, -2_900_000] {
+        let liar = SizeLiar::start(upstream, &dv.ca_pem, delta).expect("relay starts");
+        let env = Env::new();
+        init_volume(&env);
+        let url = format!("imaps://{}@{}", dovecot::USER, liar.addr());
+        let (code, report, o) = run_move(
+            move_command(&env, &url, &dv, &[], false)
+                .arg("--source-ca")
+                .arg(liar.ca_pem())
+                .arg("--password-file")
+                .arg(&dv.password_file),
+        );
+        assert_eq!(code, 0, "delta {delta}: {}", describe(&o));
+        assert!(liar.rewritten() > 0, "delta {delta}: nothing was rewritten");
+        let report = report.unwrap();
+        assert_eq!(
+            report["items_moved"],
+            msgs.len() as u64,
+            "delta {delta}: {report}"
+        );
+        assert_eq!(report["bad_items"], serde_json::json!([]), "delta {delta}");
+        let warned = report["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w.to_string().contains("RFC822.SIZE said"))
+            .count();
+        assert_eq!(warned, msgs.len(), "delta {delta}: {report}");
+        assert_same(
+            &source_index(&msgs),
+            &export_index(&env, &env.path("export")),
+        );
+    }
+}
+
+/// Pipelined reading over a link with a 3 ms delay each way, killed (-9) at random
+/// points with requests in flight on several connections: the rerun ends with every
+/// message stored exactly once, and `\Seen` untouched at the source.
+#[test]
+fn pipelined_reads_over_a_delayed_link_killed_at_random_points_resume_exactly_once() {
+    if skip() {
+        return;
+    }
+    let dv = Dovecot::start();
+    let msgs = corpus(150, 85, 2_000_000);
+    populate(&dv, &msgs);
+    let seen = seen_at_source(&dv);
+    let upstream: std::net::SocketAddr = ([127, 0, 0, 1], dv.imaps_port).into();
+    let relay = DelayRelay::start(upstream, std::time::Duration::from_millis(3)).unwrap();
+    let url = format!("imaps://{}@{}", dovecot::USER, relay.addr());
+    let env = Env::new();
+    init_volume(&env);
+    let mut rng = Lcg(85);
+    let mut points: Vec<usize> = (0..3)
+        .map(|_| 1 + rng.below(msgs.len() as u64 - 2) as usize)
+        .collect();
+    points.sort();
+    let profile = env.path("profile.toml");
+    std::fs::write(&profile, "[commit]\nmax_messages = 4\n").unwrap();
+    for p in points {
+        move_and_kill(&env, &dv, &url, p, &profile);
+    }
+    let (code, report, o) = move_imap_with(
+        &env,
+        &url,
+        &dv,
+        &["--profile", profile.to_str().unwrap()],
+        true,
+    );
+    assert_eq!(code, 0, "{}", describe(&o));
+    assert!(
+        report.unwrap()["items_moved"].as_u64().unwrap() > 0,
+        "no kill landed before the move had finished"
+    );
+    assert_same(
+        &source_index(&msgs),
+        &export_index(&env, &env.path("export")),
+    );
+    assert_eq!(seen_at_source(&dv), seen);
 }
