@@ -75,7 +75,7 @@ pub struct SourceSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<usize>,
     /// IMAP sources: bytes fetched ahead of the reader on each connection, within
-    /// [`WINDOW_BYTES_RANGE`]; unset: the agent's default (8 MiB).
+    /// [`WINDOW_BYTES_RANGE`]; unset: the agent's default (16 MiB each, 64 MiB for all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_bytes: Option<ByteSize>,
 }
@@ -678,7 +678,7 @@ impl Profile {
             if !WINDOW_BYTES_RANGE.contains(&w) {
                 p.push(format!(
                     "`source.window_bytes` = {w}: must be between {} (64 KiB) and {} (1 GiB); \
-                     leave it out for the default, 8 MiB",
+                     leave it out for the default, 16 MiB (64 MiB for all connections)",
                     WINDOW_BYTES_RANGE.start(),
                     WINDOW_BYTES_RANGE.end()
                 ));

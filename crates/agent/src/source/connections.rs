@@ -13,7 +13,21 @@ pub const DEFAULT_CONNECTIONS: usize = 4;
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// Bytes fetched ahead of the reader on each connection when nothing says otherwise.
-pub const DEFAULT_WINDOW_BYTES: u64 = 8 << 20;
+pub const DEFAULT_WINDOW_BYTES: u64 = 16 << 20;
+
+/// Bytes fetched ahead of the reader by all the connections of a move together, when
+/// the window was not set: many connections share it (16 connections get 4 MiB each),
+/// so memory does not grow with the count. A window set in the profile is taken as
+/// given.
+pub const DEFAULT_TOTAL_WINDOW_BYTES: u64 = 64 << 20;
+
+/// The window of each of `connections` connections: `window_bytes` if set, else
+/// [`DEFAULT_WINDOW_BYTES`] within [`DEFAULT_TOTAL_WINDOW_BYTES`] for them all.
+pub fn window_per_connection(window_bytes: Option<u64>, connections: usize) -> u64 {
+    window_bytes.unwrap_or_else(|| {
+        DEFAULT_WINDOW_BYTES.min(DEFAULT_TOTAL_WINDOW_BYTES / connections.max(1) as u64)
+    })
+}
 
 /// A budget of connections to one server, shared by the moves of a batch (clones share
 /// it). A move takes a permit before it opens a connection and gives it back when the
@@ -69,6 +83,14 @@ impl ConnectionLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_window_is_shared_by_many_connections_and_a_set_one_is_kept() {
+        assert_eq!(window_per_connection(None, 4), 16 << 20);
+        assert_eq!(window_per_connection(None, 16), 4 << 20);
+        assert_eq!(window_per_connection(None, 0), 16 << 20);
+        assert_eq!(window_per_connection(Some(1 << 20), 16), 1 << 20);
+    }
 
     #[test]
     fn clones_share_one_budget_and_a_dropped_permit_frees_its_place() {

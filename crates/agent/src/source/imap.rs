@@ -1763,6 +1763,10 @@ impl Imap {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the IMAP client's runtime: {e}"))?;
+        let connections = options
+            .connections
+            .unwrap_or(super::connections::DEFAULT_CONNECTIONS)
+            .clamp(1, super::connections::MAX_CONNECTIONS);
         Ok(Imap {
             inner: Arc::new(Inner {
                 url: server.url(),
@@ -1778,13 +1782,11 @@ impl Imap {
                 conn: Mutex::new(None),
                 names: Mutex::new(HashMap::new()),
                 backoff_nanos: Default::default(),
-                connections: options
-                    .connections
-                    .unwrap_or(super::connections::DEFAULT_CONNECTIONS)
-                    .clamp(1, super::connections::MAX_CONNECTIONS),
-                window_bytes: options
-                    .window_bytes
-                    .unwrap_or(super::connections::DEFAULT_WINDOW_BYTES),
+                connections,
+                window_bytes: super::connections::window_per_connection(
+                    options.window_bytes,
+                    connections,
+                ),
                 limit: options.connection_limit.clone(),
                 fetcher: Mutex::new(None),
                 conn_permit: Mutex::new(None),

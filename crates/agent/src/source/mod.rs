@@ -285,7 +285,7 @@ pub struct SourceOptions {
     /// [`connections::DEFAULT_CONNECTIONS`].
     pub connections: Option<usize>,
     /// IMAP: bytes fetched ahead of the reader on each connection (profile
-    /// `source.window_bytes`); `None`: [`connections::DEFAULT_WINDOW_BYTES`].
+    /// `source.window_bytes`); `None`: [`connections::window_per_connection`].
     pub window_bytes: Option<u64>,
     /// IMAP: the connection budget shared with the other moves of a batch that read the
     /// same endpoint (its `max_connections`); `None`: only `connections` bounds it.

@@ -36,8 +36,9 @@ pub const DEPTH: usize = 128;
 /// Size of a probe of [`SizeSearch`].
 pub const PROBE_BYTES: u64 = 64 * 1024;
 
-/// Pieces of one message requested ahead of the reader at most.
-const PIECES_AHEAD: usize = 4;
+/// Pieces of the message being read that may be requested or waiting beyond the
+/// window: so that it streams even when the window is full of what comes after it.
+const HEAD_PIECES: usize = 4;
 
 /// How long the reader waits between looks at a fetcher that seems stuck (it also wakes
 /// on every piece that arrives).
@@ -828,14 +829,15 @@ impl Worker {
                 }
             }
             let Some(size) = j.size else { continue };
-            // What is on the wire and what waits to be read, so that even the message
-            // being read (which may go over the budget) holds a few pieces at most.
-            let buffered = st.slots.get(&j.idx).map_or(0, |s| s.pieces.len());
-            if j.requested >= size || j.out + buffered >= PIECES_AHEAD {
+            if j.requested >= size {
                 continue;
             }
+            // Pieces go out as far as the window allows (a large message over a long
+            // round trip needs many on the wire); the message being read may have a
+            // few more, so that it streams even when the window is full.
             let len = PIECE_BYTES.min(size - j.requested);
-            if j.idx != head && !st.fits(self.n, len) {
+            let ahead = j.out + st.slots.get(&j.idx).map_or(0, |s| s.pieces.len());
+            if !st.fits(self.n, len) && !(j.idx == head && ahead < HEAD_PIECES) {
                 continue;
             }
             chosen = Some((j.idx, Kind::Piece, j.requested, len));
@@ -861,6 +863,16 @@ impl Worker {
     /// Takes the next message nobody has taken, if its first requests fit. A message in
     /// another folder waits until this connection's wire is empty, then EXAMINE.
     async fn new_job(&mut self) -> Result<Option<Request>, Fail> {
+        // A message this connection has begun comes first: later ones must not take
+        // the window its remaining pieces need (it would then stall the reader a round
+        // trip per few pieces when it comes to it).
+        let unfinished = |j: &Job| match j.size {
+            Some(size) => j.requested < size,
+            None => j.search.is_some(),
+        };
+        if self.jobs.values().any(unfinished) {
+            return Ok(None);
+        }
         let (idx, unit) = {
             let mut st = self.shared.lock();
             if st.next < st.head {
