@@ -837,7 +837,8 @@ impl Worker {
             // few more, so that it streams even when the window is full.
             let len = PIECE_BYTES.min(size - j.requested);
             let ahead = j.out + st.slots.get(&j.idx).map_or(0, |s| s.pieces.len());
-            if !st.fits(self.n, len) && !(j.idx == head && ahead < HEAD_PIECES) {
+            let head_may = j.idx == head && ahead < HEAD_PIECES;
+            if !st.fits(self.n, len) && !head_may {
                 continue;
             }
             chosen = Some((j.idx, Kind::Piece, j.requested, len));
