@@ -17,7 +17,7 @@ mod rewrite;
 mod serving;
 mod size_liar;
 
-pub use delay::{DelayRelay, QUEUE_CAP_BYTES};
+pub use delay::{DelayRelay, DUE_BYTES, QUEUE_CAP_BYTES};
 pub use rewrite::SizeRewriter;
 pub use size_liar::SizeLiar;
 

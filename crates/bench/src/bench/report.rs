@@ -154,8 +154,10 @@ pub struct CaseResult {
     /// between the scratch Dovecot and the agents (and mbsync); absent without a relay.
     #[serde(default)]
     pub latency_ms: Option<f64>,
-    /// The most bytes the relay held at once over the runs: they are in this process's
-    /// memory, so in `peak_rss_bytes` too (at most 4 MiB per direction per connection).
+    /// The most bytes the relay held at once over the runs, all connections: they are in
+    /// this process's memory, so in `peak_rss_bytes` too (per direction of a connection
+    /// at most 4 MiB: what is in flight, rate x delay, plus up to 256 KiB due but not yet
+    /// taken by a slower receiver).
     #[serde(default)]
     pub relay_peak_queued_bytes: Option<u64>,
     /// `--compare mbsync`: mbsync against the same server through the same relay.

@@ -3,25 +3,34 @@
 //! one-way delay, and a writer that sends the chunks in order, each no earlier than its
 //! stamp. The delays overlap (many chunks are in flight at once, as on a long link), and
 //! what is queued is bounded: the reader stops reading when [`QUEUE_CAP_BYTES`] are
-//! waiting, which TCP turns into backpressure on the sender.
+//! waiting, which TCP turns into backpressure on the sender. It also stops when the
+//! receiver is slower than the sender and [`DUE_BYTES`] are already due but not taken:
+//! on a real link those would wait in the receiver's kernel buffers, not in anyone's
+//! memory, so the relay keeps no more of them than a socket buffer would (it runs in the
+//! benchmark's process, whose peak RSS is measured).
 
 use super::serving::Serving;
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Bytes one direction of one connection may hold waiting for their time: 4 MiB, so a
 /// connection can carry ~100 MB/s at 40 ms one way (bytes in flight = rate x delay).
 /// Those bytes are in the memory of the process running the relay.
 pub const QUEUE_CAP_BYTES: usize = 4 << 20;
+
+/// Bytes already due that one direction holds for a receiver slower than its sender
+/// before it stops reading (see the module doc).
+pub const DUE_BYTES: usize = 256 << 10;
 
 /// The most read at once; a chunk is what one read returned.
 const READ_BYTES: usize = 64 << 10;
@@ -118,6 +127,54 @@ impl Drop for Held {
     }
 }
 
+/// When the queued chunks of one direction are due, for the reader to see how far the
+/// receiver is behind.
+#[derive(Default)]
+struct Schedule {
+    /// `(due, bytes)` of every queued chunk, oldest first.
+    chunks: Mutex<VecDeque<(Instant, usize)>>,
+    /// The writer wrote a chunk.
+    written: Notify,
+}
+
+impl Schedule {
+    fn push(&self, due: Instant, n: usize) {
+        self.chunks
+            .lock()
+            .expect("not poisoned")
+            .push_back((due, n));
+    }
+
+    fn pop(&self) {
+        self.chunks.lock().expect("not poisoned").pop_front();
+        self.written.notify_waiters();
+    }
+
+    /// Bytes queued whose time has come (waiting only for the receiver).
+    fn due_bytes(&self, now: Instant) -> usize {
+        let chunks = self.chunks.lock().expect("not poisoned");
+        chunks
+            .iter()
+            .take_while(|(due, _)| *due <= now)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Returns once fewer than [`DUE_BYTES`] are due and unwritten.
+    async fn receiver_keeps_up(&self) {
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            // Registered before the check, so a write in between is not missed.
+            written.as_mut().enable();
+            if self.due_bytes(Instant::now()) < DUE_BYTES {
+                return;
+            }
+            written.await;
+        }
+    }
+}
+
 /// One direction: read, stamp, queue; write each chunk when it is due, in order.
 async fn direction(
     mut from: OwnedReadHalf,
@@ -126,10 +183,13 @@ async fn direction(
     queued: Arc<Queued>,
 ) -> io::Result<()> {
     let budget = Arc::new(Semaphore::new(QUEUE_CAP_BYTES));
+    let schedule = Arc::new(Schedule::default());
     let (tx, mut rx) = mpsc::unbounded_channel::<Delayed>();
+    let sched = schedule.clone();
     let read = async move {
         let mut buf = BytesMut::with_capacity(READ_BYTES);
         loop {
+            sched.receiver_keeps_up().await;
             // Room for a full read first: with the queue full we stop reading.
             let mut permit = budget
                 .clone()
@@ -154,6 +214,7 @@ async fn direction(
             };
             drop(permit);
             queued.add(n);
+            sched.push(due, n);
             let chunk = buf.split().freeze();
             if tx
                 .send(Delayed {
@@ -172,7 +233,10 @@ async fn direction(
                 tokio::time::sleep_until(d.due).await;
             }
             match d.bytes {
-                Some((chunk, _held)) => to.write_all(&chunk).await?,
+                Some((chunk, _held)) => {
+                    to.write_all(&chunk).await?;
+                    schedule.pop();
+                }
                 None => return to.shutdown().await,
             }
         }

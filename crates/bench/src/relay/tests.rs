@@ -158,6 +158,41 @@ fn delay_relay_passes_bytes_intact_and_in_order() {
 }
 
 #[test]
+fn a_slow_receiver_is_not_buffered_for() {
+    // An upstream that reads in small sips with pauses: slower than the client sends.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = l.local_addr().unwrap();
+    let sink = std::thread::spawn(move || {
+        let (mut conn, _) = l.accept().unwrap();
+        let (mut total, mut buf) = (0usize, vec![0u8; 256 << 10]);
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            if n == 0 {
+                return total;
+            }
+            total += n;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let relay = DelayRelay::start(upstream, Duration::ZERO).unwrap();
+    let mut c = connect(&relay);
+    // Far more than the kernel's socket buffers on both sides of the relay hold.
+    let len = 32 << 20;
+    let block = vec![7u8; 1 << 20];
+    for _ in 0..len / block.len() {
+        c.write_all(&block).unwrap();
+    }
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(sink.join().unwrap(), len);
+    let peak = relay.peak_queued_bytes() as usize;
+    // At most what is due plus one read, not the whole queue the cap allows.
+    assert!(
+        peak <= DUE_BYTES + (64 << 10),
+        "{peak} bytes held for a slow receiver"
+    );
+}
+
+#[test]
 fn a_round_trip_through_the_relay_takes_at_least_two_delays() {
     let one_way = Duration::from_millis(30);
     let relay = DelayRelay::start(echo_server(), one_way).unwrap();
