@@ -233,6 +233,12 @@ impl Fetcher {
         // worth four of them.
         let workers = s.connections.clamp(1, units.len().div_ceil(8).max(1));
         let window = s.window_bytes.max(PROBE_BYTES);
+        tracing::debug!(
+            "{}: fetching {} message(s) ahead with {workers} connection(s), {window} bytes \
+             each",
+            s.url,
+            units.len()
+        );
         let shared = Arc::new(Shared {
             units,
             st: Mutex::new(State {
