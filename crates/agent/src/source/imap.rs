@@ -505,37 +505,14 @@ async fn exchange<T>(
     client: &mut async_imap::Client<T>,
     tag: &str,
     cmd: &str,
-    mut each: impl FnMut(&Response<'_>),
+    each: impl FnMut(&Response<'_>),
 ) -> Result<(), Fail>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
 {
     let line = Zeroizing::new(format!("{tag} {cmd}\r\n"));
     send(client, line.as_bytes()).await?;
-    loop {
-        let end = next_response(client, |resp| match resp {
-            Response::Done {
-                tag: t,
-                status,
-                outcome,
-            } if t.0 == tag => Some(done(status, outcome, cmd)),
-            Response::Data {
-                status: Status::Bye,
-                outcome,
-            } => Some(Err(Fail::Lost(format!(
-                "the server ended the session: {}",
-                outcome_text(outcome)
-            )))),
-            other => {
-                each(other);
-                None
-            }
-        })
-        .await?;
-        if let Some(end) = end {
-            return end;
-        }
-    }
+    read_until(client, tag, cmd, each).await?
 }
 
 /// Reads until the tagged answer `tag` of a command already sent, handing every other

@@ -192,6 +192,19 @@ impl Shared {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The reader's wait for the next arrival (or a look every [`READER_TICK`]); `Err`
+    /// when nothing more will arrive.
+    fn wait_for_more<'a>(&self, st: MutexGuard<'a, State>) -> io::Result<MutexGuard<'a, State>> {
+        if let Some(e) = stopped(&st) {
+            return Err(e);
+        }
+        Ok(self
+            .arrived
+            .wait_timeout(st, READER_TICK)
+            .unwrap_or_else(|p| p.into_inner())
+            .0)
+    }
+
     fn wake_all(&self) {
         self.arrived.notify_all();
         self.room.notify_waiters();
@@ -314,14 +327,7 @@ impl Fetcher {
                     return Ok((r, size));
                 }
             }
-            if let Some(e) = stopped(&st) {
-                return Err(e);
-            }
-            st = sh
-                .arrived
-                .wait_timeout(st, READER_TICK)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = sh.wait_for_more(st)?;
         }
     }
 }
@@ -410,14 +416,7 @@ impl SlotReader {
             if slot.complete {
                 return Err(self.short());
             }
-            if let Some(e) = stopped(&st) {
-                return Err(e);
-            }
-            st = sh
-                .arrived
-                .wait_timeout(st, READER_TICK)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = sh.wait_for_more(st)?;
         }
     }
 
