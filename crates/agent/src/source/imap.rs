@@ -431,6 +431,24 @@ struct Selected {
 }
 
 impl Selected {
+    /// Takes what an answer to EXAMINE says about the folder (EXISTS, UIDVALIDITY,
+    /// UIDNEXT, HIGHESTMODSEQ).
+    fn learn(&mut self, r: &Response<'_>) {
+        match r {
+            Response::MailboxData(MailboxDatum::Exists(n)) => self.exists = *n,
+            Response::Data {
+                status: Status::Ok,
+                outcome,
+            } => match &outcome.code {
+                Some(ResponseCode::UidValidity(v)) => self.uidvalidity = *v,
+                Some(ResponseCode::UidNext(v)) => self.uidnext = *v,
+                Some(ResponseCode::HighestModSeq(v)) => self.highestmodseq = Some(*v),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
     fn cursor(&self) -> Cursor {
         Cursor {
             uidvalidity: self.uidvalidity,
@@ -981,20 +999,7 @@ impl Conn {
             mailbox: mailbox.to_string(),
             ..Default::default()
         };
-        self.command(&cmd, |r| match r {
-            Response::MailboxData(MailboxDatum::Exists(n)) => sel.exists = *n,
-            Response::Data {
-                status: Status::Ok,
-                outcome,
-            } => match &outcome.code {
-                Some(ResponseCode::UidValidity(v)) => sel.uidvalidity = *v,
-                Some(ResponseCode::UidNext(v)) => sel.uidnext = *v,
-                Some(ResponseCode::HighestModSeq(v)) => sel.highestmodseq = Some(*v),
-                _ => {}
-            },
-            _ => {}
-        })
-        .await?;
+        self.command(&cmd, |r| sel.learn(r)).await?;
         if sel.uidvalidity == 0 {
             return Err(Fail::Refused(format!(
                 "the server gave no UIDVALIDITY for {mailbox:?}"
@@ -1044,20 +1049,7 @@ impl Conn {
                 mailbox: raw.to_string(),
                 ..Default::default()
             };
-            let examined = read_until(&mut self.client, &etag, "EXAMINE", |r| match r {
-                Response::MailboxData(MailboxDatum::Exists(n)) => sel.exists = *n,
-                Response::Data {
-                    status: Status::Ok,
-                    outcome,
-                } => match &outcome.code {
-                    Some(ResponseCode::UidValidity(v)) => sel.uidvalidity = *v,
-                    Some(ResponseCode::UidNext(v)) => sel.uidnext = *v,
-                    Some(ResponseCode::HighestModSeq(v)) => sel.highestmodseq = Some(*v),
-                    _ => {}
-                },
-                _ => {}
-            })
-            .await?;
+            let examined = read_until(&mut self.client, &etag, "EXAMINE", |r| sel.learn(r)).await?;
             let mut metas = Vec::new();
             let fetched = read_until(&mut self.client, &ftag, "UID FETCH", |r| {
                 if let Response::Fetch(_, attrs) = r {
