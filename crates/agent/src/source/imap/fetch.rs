@@ -340,6 +340,15 @@ fn too_many(m: &str) -> bool {
     m.contains("[limit]") || m.contains("too many") || m.contains("maximum number of connections")
 }
 
+/// Why the messages of a folder whose UIDVALIDITY changed since it was listed are not
+/// fetched: its UIDs may name other messages now.
+fn uidvalidity_changed(listed: u32, now: u32) -> String {
+    format!(
+        "the folder's UIDVALIDITY changed from {listed} to {now} since it was listed; the \
+         next pass lists it afresh"
+    )
+}
+
 /// Why nothing more will arrive, if so.
 fn stopped(st: &State) -> Option<io::Error> {
     if let Some(f) = &st.failed {
@@ -615,14 +624,7 @@ impl Worker {
             }
             self.jobs.clear();
             for idx in idxs {
-                self.settle_error(
-                    idx,
-                    format!(
-                        "the folder's UIDVALIDITY changed from {} to {} while it was read; \
-                         the next pass lists it afresh",
-                        unit.uidvalidity, sel.uidvalidity
-                    ),
-                );
+                self.settle_error(idx, uidvalidity_changed(unit.uidvalidity, sel.uidvalidity));
             }
         }
         Ok(())
@@ -922,14 +924,7 @@ impl Worker {
             }
         };
         if sel.uidvalidity != unit.uidvalidity {
-            self.settle_error(
-                idx,
-                format!(
-                    "the folder's UIDVALIDITY changed from {} to {} since it was listed; \
-                     the next pass lists it afresh",
-                    unit.uidvalidity, sel.uidvalidity
-                ),
-            );
+            self.settle_error(idx, uidvalidity_changed(unit.uidvalidity, sel.uidvalidity));
             return Ok(None);
         }
         let mut job = Job {
