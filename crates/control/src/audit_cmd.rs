@@ -91,6 +91,21 @@ impl Reconciliation {
             && self.unlogged.is_empty()
             && self.not_deleted.is_empty()
     }
+
+    /// Every kind of disagreement with its count, for a report or a page:
+    /// "0 missing, 1 extra, …, 0 not deleted".
+    pub fn discrepancies(&self) -> String {
+        format!(
+            "{} missing, {} extra, {} altered, {} duplicated, {} removed from the volume, {} unlogged, {} not deleted",
+            self.missing.len(),
+            self.extra.len(),
+            self.altered.len(),
+            self.duplicated.len(),
+            self.removed_from_volume.len(),
+            self.unlogged.len(),
+            self.not_deleted.len()
+        )
+    }
 }
 
 /// Compares a move's source side (`state`) with the volume, message by message.

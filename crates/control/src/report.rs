@@ -409,15 +409,10 @@ fn html_audit(o: &mut String, r: &MoveRecord) {
     if let Some(rc) = &r.reconciliation {
         let _ = write!(
             o,
-            "<h2>Reconciliation</h2><p class=\"{}\">{} agreeing; {} missing, {} extra, {} altered, {} duplicated, {} removed from the volume, {} unlogged.</p>",
+            "<h2>Reconciliation</h2><p class=\"{}\">{} agreeing; {}.</p>",
             if rc.agrees() { "ok" } else { "bad" },
             rc.agreeing,
-            rc.missing.len(),
-            rc.extra.len(),
-            rc.altered.len(),
-            rc.duplicated.len(),
-            rc.removed_from_volume.len(),
-            rc.unlogged.len()
+            rc.discrepancies()
         );
     }
 }

@@ -5,14 +5,53 @@
 //! store says 429/503, and the proxy's forwarder, when a remote store does. A
 //! `Retry-After` value is either delay-seconds (`120`) or an HTTP-date (IMF-fixdate,
 //! `Sun, 06 Nov 1994 08:49:37 GMT`), which is taken relative to the caller's clock; a
-//! date in the past means "now". Pure: the current time is a parameter, nothing here
-//! reads a clock or a socket (the callers read the body, at most [`BODY_LIMIT`] bytes).
+//! date in the past means "now". The parsers are pure (the current time is a
+//! parameter); [`read`] collects a refused response's head and body (at most
+//! [`BODY_LIMIT`] bytes) for both callers.
 
 use crate::calendar::{days_from_month_start, DAY, MONTHS};
 use std::time::Duration;
 
 /// How much of a refusal's body a client reads.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What a refused upgrade said: its status, how long to wait, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// HTTP status (429, 503, ...).
+    pub status: u16,
+    /// `Retry-After`, in whole seconds from now; `None` when absent or unreadable.
+    pub retry_after: Option<u64>,
+    /// [`message`] of the body.
+    pub message: String,
+}
+
+/// Reads a refused response: `Retry-After` against the current clock, and at most
+/// [`BODY_LIMIT`] bytes of the body (a body that fails or runs over reads as empty: the
+/// status still says what happened).
+pub async fn read<B>(resp: http::Response<B>) -> Refused
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::{BodyExt, Limited};
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after_secs(v, crate::unix_now()));
+    let body = Limited::new(resp.into_body(), BODY_LIMIT)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Refused {
+        status,
+        retry_after,
+        message: message(&body),
+    }
+}
 
 /// Why a refusal says it refused: the `error` field of its JSON body, else the body as
 /// text.

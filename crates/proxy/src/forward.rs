@@ -12,7 +12,7 @@
 
 use crate::ProxyError;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
@@ -163,18 +163,11 @@ impl Router {
             .await
             .map_err(|e| down(e.to_string()))?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(hyper::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| refusal::retry_after_secs(v, mailferry_core::unix_now()));
-            let body = Limited::new(resp.into_body(), refusal::BODY_LIMIT)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let message = refusal::message(&body);
+            let refusal::Refused {
+                status,
+                retry_after,
+                message,
+            } = refusal::read(resp).await;
             return Err(ProxyError::Upstream {
                 status,
                 message,

@@ -169,16 +169,7 @@ async fn audit_rows(state: &AdminState, batch: &str, mailbox: &str) -> Vec<(Stri
         Ok(rc) => audit.push((
             "Destination (volume)".to_string(),
             false,
-            format!(
-                "disagrees with the source log: {} missing, {} extra, {} altered, {} duplicated, {} removed, {} unlogged, {} not deleted",
-                rc.missing.len(),
-                rc.extra.len(),
-                rc.altered.len(),
-                rc.duplicated.len(),
-                rc.removed_from_volume.len(),
-                rc.unlogged.len(),
-                rc.not_deleted.len()
-            ),
+            format!("disagrees with the source log: {}", rc.discrepancies()),
         )),
         Err(e) => audit.push(("Destination (volume)".into(), false, e.to_string())),
     }

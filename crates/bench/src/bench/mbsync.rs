@@ -17,11 +17,6 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Whether `mbsync` is on the PATH.
-pub(super) fn available() -> bool {
-    super::plan::which("mbsync").is_some()
-}
-
 /// What one pull of every mailbox wrote.
 #[derive(Debug, Clone)]
 struct Pulled {

@@ -139,7 +139,7 @@ fn check_imap_extras(args: &BenchArgs) -> Result<(), AppError> {
                  --source imap",
             );
         }
-        if !super::mbsync::available() {
+        if which("mbsync").is_none() {
             return usage(
                 "--compare mbsync: mbsync not found: apt-get install isync (./test.sh does)",
             );

@@ -110,3 +110,18 @@ fn deletions_and_flag_changes_reconcile_and_disagreements_are_named() {
     assert_eq!(r.altered[0].item, "INBOX/c");
     assert!(r.altered[0].reason.contains("flags differ"), "{r:?}");
 }
+
+#[test]
+fn discrepancies_name_every_kind_including_not_deleted() {
+    let rc = Reconciliation {
+        missing: vec!["a".into()],
+        unlogged: vec!["b".into(), "c".into()],
+        not_deleted: vec!["d".into()],
+        ..Default::default()
+    };
+    assert!(!rc.agrees());
+    assert_eq!(
+        rc.discrepancies(),
+        "1 missing, 0 extra, 0 altered, 0 duplicated, 0 removed from the volume, 2 unlogged, 1 not deleted"
+    );
+}

@@ -68,3 +68,34 @@ fn messages() {
     assert_eq!(message(b""), "");
     assert_eq!(message(b"\xff"), "\u{fffd}");
 }
+
+#[tokio::test]
+async fn read_collects_status_wait_and_reason() {
+    use http_body_util::Full;
+    let resp = http::Response::builder()
+        .status(503)
+        .header(http::header::RETRY_AFTER, "12")
+        .body(Full::new(bytes::Bytes::from_static(
+            br#"{"error":"store busy"}"#,
+        )))
+        .unwrap();
+    assert_eq!(
+        read(resp).await,
+        Refused {
+            status: 503,
+            retry_after: Some(12),
+            message: "store busy".into()
+        }
+    );
+    // Over the limit: the body reads as empty, the status still counts.
+    let big = vec![b'x'; BODY_LIMIT + 1];
+    let resp = http::Response::builder()
+        .status(429)
+        .body(Full::new(bytes::Bytes::from(big)))
+        .unwrap();
+    let r = read(resp).await;
+    assert_eq!(
+        (r.status, r.retry_after, r.message.as_str()),
+        (429, None, "")
+    );
+}
