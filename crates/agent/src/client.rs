@@ -6,12 +6,10 @@
 
 use crate::throttle::{random_u64, BackoffPolicy};
 use crate::AgentError;
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
-use hyper::{Request, StatusCode, Uri};
+use hyper::header::HeaderValue;
+use hyper::{StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use mailferry_core::frame::UPGRADE_TOKEN;
+use mailferry_core::frame::upgrade_request;
 use mailferry_core::refusal;
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::MailboxAddr;
@@ -167,19 +165,12 @@ impl Endpoint {
                 percent_encoding::NON_ALPHANUMERIC
             )
         );
-        let mut auth = HeaderValue::from_str(&format!(
+        let auth = HeaderValue::from_str(&format!(
             "Bearer {}",
             std::str::from_utf8(self.token.expose()).map_err(|_| self.err("token is not text"))?
         ))
         .map_err(|_| self.err("token contains characters not allowed in a header"))?;
-        auth.set_sensitive(true);
-        let req = Request::post(path)
-            .header(HOST, format!("{}:{}", self.host, self.port))
-            .header(AUTHORIZATION, auth)
-            .header(CONNECTION, "upgrade")
-            .header(UPGRADE, UPGRADE_TOKEN)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| self.err(e))?;
+        let req = upgrade_request(&path, &self.host, self.port, auth).map_err(|e| self.err(e))?;
         let resp = sender
             .send_request(req)
             .await

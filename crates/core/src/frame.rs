@@ -18,6 +18,26 @@ pub const HEADER_LEN: usize = 5;
 /// The HTTP `Upgrade` token that switches a connection to this protocol.
 pub const UPGRADE_TOKEN: &str = "mailferry-frames/1";
 
+/// The request that switches a connection to frames (docs/wire-protocol.md,
+/// "Upgrade"): `POST path` with `Host`, the bearer `authorization` (marked sensitive, so
+/// that no debug output or HPACK table keeps it), `Connection: upgrade` and
+/// `Upgrade: mailferry-frames/1`. One builder for the agent and the proxy's forwarder.
+pub fn upgrade_request(
+    path: &str,
+    host: &str,
+    port: u16,
+    mut authorization: http::HeaderValue,
+) -> Result<http::Request<http_body_util::Empty<Bytes>>, http::Error> {
+    use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+    authorization.set_sensitive(true);
+    http::Request::post(path)
+        .header(HOST, format!("{host}:{port}"))
+        .header(AUTHORIZATION, authorization)
+        .header(CONNECTION, "upgrade")
+        .header(UPGRADE, UPGRADE_TOKEN)
+        .body(http_body_util::Empty::new())
+}
+
 /// Frame kinds; client-to-server below 0x80, server-to-client from 0x80.
 pub mod kind {
     /// Client: start of a session.

@@ -11,12 +11,10 @@
 //! against its volume. This module never opens a volume.
 
 use crate::ProxyError;
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
-use hyper::{Request, StatusCode, Uri};
+use hyper::header::HeaderValue;
+use hyper::{StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use mailferry_core::frame::UPGRADE_TOKEN;
+use mailferry_core::frame::upgrade_request;
 use mailferry_core::refusal;
 use mailferry_core::MailboxAddr;
 use rustls::pki_types::ServerName;
@@ -149,14 +147,7 @@ impl Router {
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        let mut auth = authorization;
-        auth.set_sensitive(true);
-        let req = Request::post(path)
-            .header(HOST, format!("{}:{}", node.host, node.port))
-            .header(AUTHORIZATION, auth)
-            .header(CONNECTION, "upgrade")
-            .header(UPGRADE, UPGRADE_TOKEN)
-            .body(Empty::<Bytes>::new())
+        let req = upgrade_request(path, &node.host, node.port, authorization)
             .map_err(|e| down(e.to_string()))?;
         let resp = sender
             .send_request(req)

@@ -278,3 +278,17 @@ fn an_oversized_data_frame_is_refused_not_buffered() {
     let err = fb.next_frame().unwrap_err().to_string();
     assert!(err.contains("more than the"), "{err}");
 }
+
+#[test]
+fn upgrade_request_carries_the_token_and_hides_the_bearer() {
+    let auth = http::HeaderValue::from_static("Bearer s3cret");
+    let req = upgrade_request("/v1/mailboxes/a%40b/stream", "store.example", 8443, auth).unwrap();
+    assert_eq!(req.method(), http::Method::POST);
+    assert_eq!(req.uri(), "/v1/mailboxes/a%40b/stream");
+    let h = req.headers();
+    assert_eq!(h["host"], "store.example:8443");
+    assert_eq!(h["connection"], "upgrade");
+    assert_eq!(h["upgrade"], UPGRADE_TOKEN);
+    assert!(h["authorization"].is_sensitive());
+    assert!(!format!("{req:?}").contains("s3cret"));
+}
