@@ -2,6 +2,7 @@
 //! purpose (429/503 with `Retry-After`) a set number of times before it lets through.
 
 use super::*;
+use mailferry_core::frame::UPGRADE_TOKEN;
 use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
