@@ -80,6 +80,16 @@ pub struct Account {
     pub locked_until: Option<i64>,
     /// RFC 3339 creation time.
     pub created_at: String,
+    /// RFC 3339 time the owner last set the password. `None`: the password is still the
+    /// one-time password `mailferry admin add` printed (or the account predates this
+    /// field, which was only ever set that way), and must be changed before anything
+    /// else.
+    #[serde(default)]
+    pub password_changed_at: Option<String>,
+    /// A new base32 TOTP secret shown to the owner and waiting for one valid code
+    /// ([`Accounts::confirm_totp`]); the old secret stays in force until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_totp_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Account {
@@ -90,7 +100,8 @@ impl std::fmt::Debug for Account {
             .field("totp_secret", &"[redacted]")
             .field("failures", &self.failures)
             .field("locked_until", &self.locked_until)
-            .finish()
+            .field("password_changed_at", &self.password_changed_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,6 +110,9 @@ impl Drop for Account {
         use zeroize::Zeroize;
         self.totp_secret.zeroize();
         self.password_hash.zeroize();
+        if let Some(p) = &mut self.pending_totp_secret {
+            p.zeroize();
+        }
     }
 }
 
@@ -130,6 +144,8 @@ pub enum Refusal {
     ReusedTotp,
     /// Locked after too many failures.
     Locked,
+    /// A TOTP confirmation without a re-enrolment under way.
+    NoEnrolment,
 }
 
 impl Refusal {
@@ -141,6 +157,7 @@ impl Refusal {
             Refusal::BadTotp => "bad_totp",
             Refusal::ReusedTotp => "reused_totp",
             Refusal::Locked => "locked",
+            Refusal::NoEnrolment => "no_enrolment",
         }
     }
 }
@@ -152,6 +169,43 @@ pub struct Refused {
     pub reason: Refusal,
     /// This failure locked the account (or it was locked already).
     pub locked_for: Option<Duration>,
+}
+
+/// An accepted login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginOk {
+    /// The account's role.
+    pub role: Role,
+    /// The password is still the one-time password: nothing but changing it is allowed.
+    pub must_change_password: bool,
+}
+
+/// Shortest new password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// Longest new password accepted (Argon2id hashes anything, but a form field is no file).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// Checks a new password before it is hashed: long enough, typed the same twice, and
+/// not the current one. The message says what to do.
+pub fn check_new_password(new: &str, confirm: &str, current: &str) -> Result<(), String> {
+    let n = new.chars().count();
+    if n < MIN_PASSWORD_CHARS {
+        return Err(format!(
+            "the new password has {n} characters: use at least {MIN_PASSWORD_CHARS} (a passphrase of a few words is easiest to type)"
+        ));
+    }
+    if n > MAX_PASSWORD_CHARS {
+        return Err(format!(
+            "the new password is longer than {MAX_PASSWORD_CHARS} characters: use a shorter one"
+        ));
+    }
+    if new != confirm {
+        return Err("the two new passwords differ: type the same new password twice".into());
+    }
+    if new == current {
+        return Err("the new password is the current one: choose a different password".into());
+    }
+    Ok(())
 }
 
 /// The accounts of a state directory.
@@ -353,7 +407,8 @@ impl Accounts {
         Ok(out)
     }
 
-    /// Creates account `name` with a random password and TOTP secret, shown once.
+    /// Creates account `name` with a random one-time password and a TOTP secret, shown
+    /// once. The password must be changed at the first login.
     pub fn add(&self, name: &str, role: Role) -> Result<NewAccount, AppError> {
         check_name(name)?;
         let password = random_password();
@@ -378,6 +433,8 @@ impl Accounts {
                     failures: 0,
                     locked_until: None,
                     created_at: mailferry_core::rfc3339(unix_now()),
+                    password_changed_at: None,
+                    pending_totp_secret: None,
                 },
             );
             Ok(())
@@ -411,7 +468,12 @@ impl Accounts {
         now: i64,
         max_failures: u32,
         lockout: Duration,
-    ) -> Result<Result<Role, Refused>, AppError> {
+    ) -> Result<Result<LoginOk, Refused>, AppError> {
+        let limits = Limits {
+            now,
+            max_failures,
+            lockout,
+        };
         self.update(|f| {
             let Some(a) = f.accounts.get_mut(name) else {
                 // Same work as a real check, so timing does not tell names apart.
@@ -421,48 +483,181 @@ impl Accounts {
                     locked_for: None,
                 }));
             };
-            if let Some(until) = a.locked_until {
-                if until > now {
-                    return Ok(Err(Refused {
-                        reason: Refusal::Locked,
-                        locked_for: Some(Duration::from_secs((until - now) as u64)),
-                    }));
-                }
-                a.locked_until = None;
+            Ok(verify(a, password, Some(code), &limits)?.map(|()| LoginOk {
+                role: a.role,
+                must_change_password: a.password_changed_at.is_none(),
+            }))
+        })
+    }
+
+    /// Whether `name` must still change its one-time password.
+    pub fn must_change_password(&self, name: &str) -> Result<bool, AppError> {
+        Ok(self
+            .load()?
+            .accounts
+            .get(name)
+            .is_some_and(|a| a.password_changed_at.is_none()))
+    }
+
+    /// Sets a new password after checking the current one and, when given, a fresh
+    /// TOTP code (the first, forced change needs none: the session has just been opened
+    /// with one, and every code works only once). Failures count towards the lockout.
+    /// The new password must have passed [`check_new_password`]. Blocking (Argon2id).
+    pub fn change_password(
+        &self,
+        name: &str,
+        current: &str,
+        code: Option<&str>,
+        new: &str,
+        limits: &Limits,
+    ) -> Result<Result<(), Refused>, AppError> {
+        let hash = hash_password(new)?;
+        self.update(|f| {
+            let a = known(f, name)?;
+            if let Err(r) = verify(a, current, code, limits)? {
+                return Ok(Err(r));
             }
-            let reason = if !verify_password(password, &a.password_hash) {
-                Some(Refusal::BadPassword)
-            } else {
-                let t = totp(&a.totp_secret)?;
-                match t.check(code.trim(), now.max(0) as u64) {
-                    None => Some(Refusal::BadTotp),
-                    Some(step) if a.last_totp_step.is_some_and(|l| step <= l) => {
-                        Some(Refusal::ReusedTotp)
-                    }
-                    Some(step) => {
-                        a.last_totp_step = Some(step);
-                        None
-                    }
+            a.password_hash = hash;
+            a.password_changed_at = Some(mailferry_core::rfc3339(limits.now));
+            Ok(Ok(()))
+        })
+    }
+
+    /// Starts a TOTP re-enrolment after checking the current password and TOTP code:
+    /// a new secret is kept as pending and its `otpauth://` URI returned, to be shown
+    /// once. The old secret stays in force until [`Accounts::confirm_totp`].
+    pub fn begin_totp(
+        &self,
+        name: &str,
+        current: &str,
+        code: &str,
+        limits: &Limits,
+    ) -> Result<Result<Secret, Refused>, AppError> {
+        let secret =
+            Secret::new(totp_rs::Secret::from(SecretBytes::random(20).expose()).to_base32());
+        self.update(|f| {
+            let a = known(f, name)?;
+            if let Err(r) = verify(a, current, Some(code), limits)? {
+                return Ok(Err(r));
+            }
+            a.pending_totp_secret = Some(secret.expose().to_string());
+            Ok(Ok(Secret::new(otpauth_uri(name, secret.expose()))))
+        })
+    }
+
+    /// Puts the pending TOTP secret in force if `code` is a valid code of it (a step not
+    /// used before on this account). A wrong code counts towards the lockout and keeps
+    /// the old secret.
+    pub fn confirm_totp(
+        &self,
+        name: &str,
+        code: &str,
+        limits: &Limits,
+    ) -> Result<Result<(), Refused>, AppError> {
+        self.update(|f| {
+            let a = known(f, name)?;
+            let Some(pending) = a.pending_totp_secret.clone().map(Secret::new) else {
+                return Ok(Err(Refused {
+                    reason: Refusal::NoEnrolment,
+                    locked_for: None,
+                }));
+            };
+            let t = totp(pending.expose())?;
+            let reason = match t.check(code.trim(), limits.now.max(0) as u64) {
+                None => Some(Refusal::BadTotp),
+                Some(step) if a.last_totp_step.is_some_and(|l| step <= l) => {
+                    Some(Refusal::ReusedTotp)
+                }
+                Some(step) => {
+                    a.last_totp_step = Some(step);
+                    None
                 }
             };
             match reason {
                 None => {
                     a.failures = 0;
-                    Ok(Ok(a.role))
+                    a.totp_secret = pending.expose().to_string();
+                    a.pending_totp_secret = None;
+                    Ok(Ok(()))
                 }
-                Some(reason) => {
-                    a.failures += 1;
-                    let mut locked_for = None;
-                    if a.failures >= max_failures.max(1) {
-                        a.failures = 0;
-                        a.locked_until = Some(now + lockout.as_secs() as i64);
-                        locked_for = Some(lockout);
-                    }
-                    Ok(Err(Refused { reason, locked_for }))
-                }
+                Some(reason) => Ok(Err(fail(a, reason, limits))),
             }
         })
     }
+}
+
+/// The clock and lockout rules a credential check runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Unix time now.
+    pub now: i64,
+    /// Failures in a row that lock the account.
+    pub max_failures: u32,
+    /// How long it stays locked.
+    pub lockout: Duration,
+}
+
+fn known<'a>(f: &'a mut AccountsFile, name: &str) -> Result<&'a mut Account, AppError> {
+    f.accounts.get_mut(name).ok_or_else(|| {
+        AppError::Usage(format!(
+            "account {name} no longer exists (deleted while logged in); log in again"
+        ))
+    })
+}
+
+/// Lockout, then password, then (when given) a TOTP code of a step not used before.
+/// Success resets the failure count; a failure counts towards the lockout.
+fn verify(
+    a: &mut Account,
+    password: &str,
+    code: Option<&str>,
+    l: &Limits,
+) -> Result<Result<(), Refused>, AppError> {
+    if let Some(until) = a.locked_until {
+        if until > l.now {
+            return Ok(Err(Refused {
+                reason: Refusal::Locked,
+                locked_for: Some(Duration::from_secs((until - l.now) as u64)),
+            }));
+        }
+        a.locked_until = None;
+    }
+    let reason = if !verify_password(password, &a.password_hash) {
+        Some(Refusal::BadPassword)
+    } else if let Some(code) = code {
+        let t = totp(&a.totp_secret)?;
+        match t.check(code.trim(), l.now.max(0) as u64) {
+            None => Some(Refusal::BadTotp),
+            Some(step) if a.last_totp_step.is_some_and(|last| step <= last) => {
+                Some(Refusal::ReusedTotp)
+            }
+            Some(step) => {
+                a.last_totp_step = Some(step);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(match reason {
+        None => {
+            a.failures = 0;
+            Ok(())
+        }
+        Some(reason) => Err(fail(a, reason, l)),
+    })
+}
+
+/// Counts a failure; `max_failures` in a row lock the account.
+fn fail(a: &mut Account, reason: Refusal, l: &Limits) -> Refused {
+    a.failures += 1;
+    let mut locked_for = None;
+    if a.failures >= l.max_failures.max(1) {
+        a.failures = 0;
+        a.locked_until = Some(l.now + l.lockout.as_secs() as i64);
+        locked_for = Some(l.lockout);
+    }
+    Refused { reason, locked_for }
 }
 
 // A valid hash of a random password, checked against for unknown names.
@@ -508,7 +703,10 @@ mod tests {
             acc.check_login("alice", pw, &code, now, 3, lock)
                 .unwrap()
                 .unwrap(),
-            Role::Admin
+            LoginOk {
+                role: Role::Admin,
+                must_change_password: true
+            }
         );
         let r = acc
             .check_login("alice", pw, &code, now, 3, lock)

@@ -30,6 +30,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/session"),
     ("post", "/api/v1/session"),
     ("delete", "/api/v1/session"),
+    ("post", "/api/v1/account/password"),
     ("get", "/api/v1/endpoints"),
     ("post", "/api/v1/endpoints"),
     ("post", "/api/v1/endpoints/{name}/test"),
@@ -87,6 +88,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/session", get(whoami).post(login).delete(logout))
+        .route("/api/v1/account/password", post(change_password))
         .route(
             "/api/v1/endpoints",
             get(list_endpoints).post(create_endpoint),
@@ -178,7 +180,7 @@ struct LoginRequest {
 }
 
 fn viewer_json(v: &Viewer) -> serde_json::Value {
-    json!({"name": v.name, "role": v.role, "csrf": v.csrf})
+    json!({"name": v.name, "role": v.role, "csrf": v.csrf, "must_change_password": v.must_change_password})
 }
 
 async fn login(
@@ -208,6 +210,35 @@ async fn logout(State(st): State<AdminState>, v: Viewer) -> ApiResult {
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(r)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordRequest {
+    current_password: Secret,
+    new_password: Secret,
+    #[serde(default)]
+    totp: Option<Secret>,
+}
+
+/// The new password is given once: an API client has no typing to double-check.
+async fn change_password(
+    State(st): State<AdminState>,
+    v: Viewer,
+    Body(req): Body<PasswordRequest>,
+) -> ApiResult {
+    session::change_password(
+        &st,
+        &v,
+        session::PasswordChange {
+            current: req.current_password.expose(),
+            totp: req.totp.as_ref().map(Secret::expose),
+            new: req.new_password.expose(),
+            confirm: req.new_password.expose(),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // === Endpoints ===

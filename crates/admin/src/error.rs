@@ -32,6 +32,13 @@ pub enum AdminError {
     /// Logged in but the role does not allow it (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The account still has its one-time password: only changing it (or logging out)
+    /// is allowed (403).
+    #[error("{name} must change the one-time password before anything else: choose a new password on the account page (/account/password) or with POST /api/v1/account/password")]
+    PasswordChangeRequired {
+        /// The account.
+        name: String,
+    },
     /// A state-changing request without the session's CSRF token (403).
     #[error("missing or wrong CSRF token: send the session's token in the x-csrf-token header (or the csrf form field); reload the page if it expired")]
     Csrf,
@@ -71,7 +78,9 @@ impl AdminError {
         match self {
             AdminError::Unauthenticated(_) | AdminError::BadLogin => StatusCode::UNAUTHORIZED,
             AdminError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AdminError::Forbidden(_) | AdminError::Csrf => StatusCode::FORBIDDEN,
+            AdminError::Forbidden(_)
+            | AdminError::Csrf
+            | AdminError::PasswordChangeRequired { .. } => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -88,6 +97,7 @@ impl AdminError {
             AdminError::Locked { .. } => "locked",
             AdminError::Forbidden(_) => "forbidden",
             AdminError::Csrf => "csrf",
+            AdminError::PasswordChangeRequired { .. } => "password_change_required",
             AdminError::NotFound(_) => "not_found",
             AdminError::Conflict(_) => "conflict",
             AdminError::Invalid { .. } => "invalid",

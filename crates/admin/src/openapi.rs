@@ -77,6 +77,7 @@ pub const OPS: &[Op] = &[
     read("/api/v1/session", "Who is logged in, and the session's CSRF token", "session"),
     op("post", "/api/v1/session", "Log in with name, password and TOTP code; sets the mf_session cookie", "session", Some("Login"), 200, false),
     op("delete", "/api/v1/session", "Log out", "session", None, 204, true),
+    op("post", "/api/v1/account/password", "Change the logged-in account's password (the one-time password must be changed before anything else)", "session", Some("PasswordChange"), 204, true),
     read("/api/v1/endpoints", "List endpoints", "endpoints"),
     change("/api/v1/endpoints", "Create an endpoint (admin)", "endpoints", Some("NewEndpoint"), 201),
     change("/api/v1/endpoints/{name}/test", "Test an endpoint's connectivity, optionally for one user (admin)", "endpoints", Some("EndpointTest"), 200),
@@ -103,13 +104,16 @@ fn schemas() -> Value {
         "Error": {
             "type": "object", "required": ["error"],
             "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string", "enum": ["unauthenticated", "bad_login", "locked", "forbidden", "csrf", "not_found", "conflict", "invalid", "bad_request", "internal"]},
+                "code": {"type": "string", "enum": ["unauthenticated", "bad_login", "locked", "forbidden", "password_change_required", "csrf", "not_found", "conflict", "invalid", "bad_request", "internal"]},
                 "message": s("string"),
                 "rows": {"type": "array", "description": "every bad CSV row", "items": {"type": "object", "properties": {"row": s("integer"), "column": s("string"), "reason": s("string")}}}
             }}}
         },
         "Login": {"type": "object", "required": ["name", "password", "totp"], "additionalProperties": false,
             "properties": {"name": s("string"), "password": s("string"), "totp": {"type": "string", "description": "6-digit RFC 6238 code; a code is accepted once"}}},
+        "PasswordChange": {"type": "object", "required": ["current_password", "new_password"], "additionalProperties": false, "properties": {
+            "current_password": s("string"), "new_password": {"type": "string", "minLength": 12},
+            "totp": {"type": ["string", "null"], "description": "a fresh TOTP code; not needed for the first change of a one-time password"}}},
         "NewEndpoint": {"type": "object", "required": ["name", "kind"], "additionalProperties": false, "properties": {
             "name": s("string"), "kind": {"type": "string", "enum": ["maildir", "mbox", "eml", "imap"]},
             "root": opt("string"), "host": opt("string"), "port": opt("integer"), "tls": {"type": ["string", "null"], "enum": ["imaps", "starttls", null]},

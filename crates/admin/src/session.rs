@@ -12,6 +12,12 @@
 //! [`AdminViewer`] adds the role check, for handlers that change something: session,
 //! CSRF and role are all checked before the body is read.
 //!
+//! An account whose password is still the one-time password of `mailferry admin add`
+//! gets a session that can do nothing but change it (or log out): the extractor turns
+//! every other page into a redirect to `/account/password` and refuses every other API
+//! call with 403 `password_change_required`. [`change_password`] and the TOTP
+//! re-enrolment ([`begin_totp`], [`confirm_totp`]) are audited here like logins.
+//!
 //! This module does not check passwords or codes itself and does not render pages.
 
 use super::role::Role;
@@ -37,6 +43,7 @@ pub const CSRF_FIELD: &str = "csrf";
 struct Session {
     name: String,
     role: Role,
+    must_change: bool,
     csrf: String,
     created: Instant,
     last_used: Instant,
@@ -71,6 +78,8 @@ pub struct Viewer {
     pub role: Role,
     /// The session's CSRF token (put it in forms as the `csrf` field).
     pub csrf: String,
+    /// The account still has its one-time password (see the module docs).
+    pub must_change_password: bool,
     state: Option<AdminState>,
     request: String,
     session_key: String,
@@ -81,6 +90,7 @@ impl std::fmt::Debug for Viewer {
         f.debug_struct("Viewer")
             .field("name", &self.name)
             .field("role", &self.role)
+            .field("must_change_password", &self.must_change_password)
             .field("csrf", &"[redacted]")
             .finish()
     }
@@ -170,12 +180,30 @@ pub struct NoViewer {
 
 impl IntoResponse for NoViewer {
     fn into_response(self) -> Response {
-        if self.api || !matches!(self.error, AdminError::Unauthenticated(_)) {
-            self.error.into_response()
-        } else {
-            Redirect::to("/login").into_response()
+        match &self.error {
+            _ if self.api => self.error.into_response(),
+            AdminError::Unauthenticated(_) => Redirect::to("/login").into_response(),
+            AdminError::PasswordChangeRequired { .. } => {
+                Redirect::to(PASSWORD_PAGE).into_response()
+            }
+            _ => self.error.into_response(),
         }
     }
+}
+
+/// The page where a one-time password is changed.
+pub const PASSWORD_PAGE: &str = "/account/password";
+
+/// What a session with a one-time password may still request: the change itself, who
+/// am I, and logging out.
+fn allowed_before_change(method: &Method, path: &str) -> bool {
+    matches!(
+        (method.as_str(), path),
+        ("GET" | "POST", PASSWORD_PAGE)
+            | ("POST", "/logout")
+            | ("GET" | "DELETE", "/api/v1/session")
+            | ("POST", "/api/v1/account/password")
+    )
 }
 
 impl FromRequestParts<AdminState> for Viewer {
@@ -221,11 +249,11 @@ impl FromRequestParts<AdminState> for Viewer {
                 }
                 Some(s) => {
                     s.last_used = now;
-                    Ok((s.name.clone(), s.role, s.csrf.clone()))
+                    Ok((s.name.clone(), s.role, s.csrf.clone(), s.must_change))
                 }
             }
         };
-        let (name, role, csrf) = match found {
+        let (name, role, csrf, must_change) = match found {
             Ok(v) => v,
             Err(expired) => {
                 let (actor, why) = match &expired {
@@ -247,10 +275,21 @@ impl FromRequestParts<AdminState> for Viewer {
             name,
             role,
             csrf,
+            must_change_password: must_change,
             state: Some(state.clone()),
             request,
             session_key: key,
         };
+        if must_change && !allowed_before_change(&parts.method, &path) {
+            let e = AdminError::PasswordChangeRequired {
+                name: viewer.name.clone(),
+            };
+            // A page view is only redirected; a call that would do something is audited.
+            if api || is_mutating(&parts.method) {
+                viewer.refuse("password_change_required", &e);
+            }
+            return Err(reject(e));
+        }
         if is_mutating(&parts.method) {
             let header = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
             // HTML form posts carry the token in the body; their handlers check it.
@@ -334,8 +373,8 @@ pub async fn login(
         .await
         .map_err(|e| AdminError::Internal(format!("login check failed: {e}")))?
     }?;
-    let role = match outcome {
-        Ok(role) => role,
+    let ok = match outcome {
+        Ok(ok) => ok,
         Err(r) => {
             state.audit().refusal(
                 name,
@@ -368,7 +407,8 @@ pub async fn login(
             key.clone(),
             Session {
                 name: name.to_string(),
-                role,
+                role: ok.role,
+                must_change: ok.must_change_password,
                 csrf: csrf.clone(),
                 created: now,
                 last_used: now,
@@ -377,14 +417,15 @@ pub async fn login(
     state.audit().record(
         name,
         "admin.login",
-        json!({"role": role.as_str(), "peer": peer_s}),
+        json!({"role": ok.role.as_str(), "must_change_password": ok.must_change_password, "peer": peer_s}),
     )?;
     Ok((
         set_cookie(&id, cfg.session_absolute.as_secs()),
         Viewer {
             name: name.to_string(),
-            role,
+            role: ok.role,
             csrf,
+            must_change_password: ok.must_change_password,
             state: Some(state.clone()),
             request: "POST login".into(),
             session_key: key,
@@ -405,4 +446,179 @@ pub fn logout(state: &AdminState, viewer: &Viewer) -> Result<HeaderValue, AdminE
         .audit()
         .record(&viewer.name, "admin.logout", json!({}))?;
     Ok(set_cookie("", 0))
+}
+
+// === Password change and TOTP re-enrolment ===
+
+/// A new password as a form or the API gives it.
+#[derive(Debug)]
+pub struct PasswordChange<'a> {
+    /// The current password (the one-time password at the first change).
+    pub current: &'a str,
+    /// A fresh TOTP code; required unless this is the forced first change.
+    pub totp: Option<&'a str>,
+    /// The new password.
+    pub new: &'a str,
+    /// The new password again.
+    pub confirm: &'a str,
+}
+
+fn limits(state: &AdminState) -> super::accounts::Limits {
+    let cfg = state.config();
+    super::accounts::Limits {
+        now: mailferry_core::unix_now(),
+        max_failures: cfg.max_failures,
+        lockout: cfg.lockout,
+    }
+}
+
+/// What a refused password or code check becomes: audited under `event`, then a 403
+/// that does not say which secret was wrong (429 when locked, 422 for a wrong code of
+/// the new authenticator entry).
+fn refused(
+    state: &AdminState,
+    v: &Viewer,
+    event: &str,
+    r: super::accounts::Refused,
+) -> AdminError {
+    use super::accounts::Refusal;
+    state.audit().refusal(
+        &v.name,
+        event,
+        json!({
+            "reason": r.reason.as_str(),
+            "locked_for_seconds": r.locked_for.map(|d| d.as_secs()),
+        }),
+    );
+    match (r.reason, r.locked_for) {
+        (_, Some(d)) => AdminError::Locked {
+            name: v.name.clone(),
+            retry_after: d,
+        },
+        (Refusal::NoEnrolment, None) => AdminError::Conflict(
+            "no new authenticator is waiting for a code: start again with your password and current code".into(),
+        ),
+        (Refusal::BadTotp | Refusal::ReusedTotp, None) if event == "admin.totp.refused" => {
+            AdminError::invalid(
+                "that code is not valid for the new authenticator entry: type the code it shows now (each code works once)",
+            )
+        }
+        _ => AdminError::Forbidden(
+            "refused: wrong current password or authenticator code (use a fresh code: each works once)".into(),
+        ),
+    }
+}
+
+/// Changes the viewer's password: the new one is checked first, then the current
+/// password and (except for the forced first change) a fresh TOTP code. On success the
+/// session may do everything its role allows, every other session of the account is
+/// ended, and `admin.password.changed` is recorded; a refusal is recorded as
+/// `admin.password.refused`.
+pub async fn change_password(
+    state: &AdminState,
+    v: &Viewer,
+    c: PasswordChange<'_>,
+) -> Result<(), AdminError> {
+    let forced = v.must_change_password;
+    let code = match (forced, c.totp.map(str::trim).filter(|t| !t.is_empty())) {
+        (true, _) => None,
+        (false, Some(t)) => Some(t.to_string()),
+        (false, None) => {
+            return Err(AdminError::invalid(
+                "give the code your authenticator app shows now, with your current password",
+            ))
+        }
+    };
+    if let Err(m) = super::accounts::check_new_password(c.new, c.confirm, c.current) {
+        state.audit().refusal(
+            &v.name,
+            "admin.password.refused",
+            json!({"reason": "weak_or_mismatched"}),
+        );
+        return Err(AdminError::invalid(m));
+    }
+    let (st, name, l) = (state.clone(), v.name.clone(), limits(state));
+    let (cur, new) = (
+        zeroize::Zeroizing::new(c.current.to_string()),
+        zeroize::Zeroizing::new(c.new.to_string()),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        st.accounts()
+            .change_password(&name, &cur, code.as_deref(), &new, &l)
+    })
+    .await
+    .map_err(|e| AdminError::Internal(format!("password change failed: {e}")))??;
+    if let Err(r) = out {
+        return Err(refused(state, v, "admin.password.refused", r));
+    }
+    let ended = {
+        let mut map = state
+            .sessions()
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|k, s| s.name != v.name || *k == v.session_key);
+        if let Some(s) = map.get_mut(&v.session_key) {
+            s.must_change = false;
+        }
+        before - map.len()
+    };
+    state.audit().record(
+        &v.name,
+        "admin.password.changed",
+        json!({"first_login": forced, "other_sessions_ended": ended}),
+    )?;
+    Ok(())
+}
+
+/// Starts a TOTP re-enrolment (current password and code checked): returns the new
+/// secret's `otpauth://` URI, to be shown once. Recorded as `admin.totp.started`.
+pub async fn begin_totp(
+    state: &AdminState,
+    v: &Viewer,
+    current: &str,
+    code: &str,
+) -> Result<super::accounts::Secret, AdminError> {
+    if current.is_empty() || code.trim().is_empty() {
+        return Err(AdminError::invalid(
+            "give your current password and the code your authenticator app shows now",
+        ));
+    }
+    let (st, name, l) = (state.clone(), v.name.clone(), limits(state));
+    let (cur, code) = (
+        zeroize::Zeroizing::new(current.to_string()),
+        zeroize::Zeroizing::new(code.trim().to_string()),
+    );
+    let out = tokio::task::spawn_blocking(move || st.accounts().begin_totp(&name, &cur, &code, &l))
+        .await
+        .map_err(|e| AdminError::Internal(format!("authenticator change failed: {e}")))??;
+    match out {
+        Ok(uri) => {
+            state
+                .audit()
+                .record(&v.name, "admin.totp.started", json!({}))?;
+            Ok(uri)
+        }
+        Err(r) => Err(refused(state, v, "admin.password.refused", r)),
+    }
+}
+
+/// Puts the new TOTP secret in force once `code` is valid for it. Recorded as
+/// `admin.totp.enrolled`, a refusal as `admin.totp.refused`.
+pub async fn confirm_totp(state: &AdminState, v: &Viewer, code: &str) -> Result<(), AdminError> {
+    let (st, name, l) = (state.clone(), v.name.clone(), limits(state));
+    let code = zeroize::Zeroizing::new(code.trim().to_string());
+    let out = tokio::task::spawn_blocking(move || st.accounts().confirm_totp(&name, &code, &l))
+        .await
+        .map_err(|e| AdminError::Internal(format!("authenticator change failed: {e}")))??;
+    match out {
+        Ok(()) => {
+            state
+                .audit()
+                .record(&v.name, "admin.totp.enrolled", json!({}))?;
+            Ok(())
+        }
+        Err(r) => Err(refused(state, v, "admin.totp.refused", r)),
+    }
 }

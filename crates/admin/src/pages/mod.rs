@@ -1,6 +1,7 @@
 //! Server-rendered admin pages: the login form, the new-migration-batch wizard
 //! ([`wizard`]), the dashboard of batches and moves with live progress
-//! ([`dashboard`]), and move reports ([`report`]).
+//! ([`dashboard`]), move reports ([`report`]), the audit page ([`audit`]) and the
+//! account page (password change, authenticator re-enrolment: [`account`]).
 //!
 //! Every form is a plain POST that works without JavaScript and carries the session's
 //! CSRF token in the `csrf` field; the only script (`/static/live.js`, vendored and
@@ -10,6 +11,8 @@
 //! writes the admin audit log, exactly as the REST API does. Errors become readable
 //! HTML pages (or inline messages), never JSON.
 
+pub mod account;
+pub mod audit;
 pub mod dashboard;
 pub mod report;
 pub mod wizard;
@@ -47,6 +50,14 @@ pub fn routes() -> Router<AdminState> {
             "/ui/moves/{batch}/{mailbox}/report.html",
             get(report::standalone),
         )
+        .route("/account", get(account::page))
+        .route(
+            "/account/password",
+            get(account::password_page).post(account::change_password),
+        )
+        .route("/account/totp", post(account::begin_totp))
+        .route("/account/totp/confirm", post(account::confirm_totp))
+        .route("/audit", get(audit::page))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(js))
         .layer(axum::middleware::from_fn(page_headers))
@@ -65,6 +76,8 @@ pub struct Nav {
     pub csrf: String,
     /// Whether the viewer may change things (the server checks again on every POST).
     pub admin: bool,
+    /// The account still has its one-time password: the header links nowhere else.
+    pub must_change: bool,
 }
 
 impl Nav {
@@ -75,6 +88,7 @@ impl Nav {
             role: v.role.as_str().to_string(),
             csrf: v.csrf.clone(),
             admin: v.role == Role::Admin,
+            must_change: v.must_change_password,
         }
     }
 }
@@ -339,6 +353,10 @@ async fn logout(State(state): State<AdminState>, v: Viewer, f: FormData) -> Resp
 
 async fn wizard_start(v: Viewer) -> Response {
     let nav = Nav::of(&v);
+    // Auditors get no way into writing at all, not a wizard that ends in a refusal.
+    if let Err(e) = v.require_admin() {
+        return error_page(Some(nav), &e, "/dashboard");
+    }
     render(
         StatusCode::OK,
         &wizard::WizardPage::new(&nav, 1, wizard::Draft::new()),
@@ -346,7 +364,7 @@ async fn wizard_start(v: Viewer) -> Response {
 }
 
 async fn wizard_submit(State(state): State<AdminState>, v: Viewer, f: FormData) -> Response {
-    if let Err(e) = f.check_csrf(&v) {
+    if let Err(e) = v.require_admin().and_then(|()| f.check_csrf(&v)) {
         return error_page(Some(Nav::of(&v)), &e, "/wizard");
     }
     wizard::submit(&state, &v, &f).await
