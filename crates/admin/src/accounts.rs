@@ -738,4 +738,180 @@ mod tests {
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
         assert!(!format!("{new:?}").contains(pw));
     }
+
+    fn secret_of(uri: &str) -> String {
+        uri.split("secret=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn issue22_one_time_password_must_change_and_the_old_one_stops_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let acc = Accounts::open(dir.path()).unwrap();
+        let new = acc.add("ann", Role::Admin).unwrap();
+        let t = totp(&secret_of(new.otpauth.expose())).unwrap();
+        let pw = new.password.expose().to_string();
+        let now = 1_800_000_000;
+        let l = |now| Limits {
+            now,
+            max_failures: 5,
+            lockout: Duration::from_secs(60),
+        };
+        let code = |n: i64| t.generate(n as u64).to_string();
+        let ok = acc
+            .check_login("ann", &pw, &code(now), now, 5, Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        assert!(ok.must_change_password);
+        assert!(check_new_password("short", "short", &pw).is_err());
+        assert!(
+            check_new_password("a long new passphrase", "a long new passphrase!", &pw).is_err()
+        );
+        assert!(check_new_password(&pw, &pw, &pw).is_err());
+        let r = acc
+            .change_password("ann", "wrong", None, "a long new passphrase", &l(now))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.reason, Refusal::BadPassword);
+        assert!(acc.must_change_password("ann").unwrap());
+        acc.change_password("ann", &pw, None, "a long new passphrase", &l(now))
+            .unwrap()
+            .unwrap();
+        assert!(!acc.must_change_password("ann").unwrap());
+        let n2 = now + 30;
+        let r = acc
+            .check_login("ann", &pw, &code(n2), n2, 5, Duration::from_secs(60))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            r.reason,
+            Refusal::BadPassword,
+            "the one-time password still works"
+        );
+        let ok = acc
+            .check_login(
+                "ann",
+                "a long new passphrase",
+                &code(n2),
+                n2,
+                5,
+                Duration::from_secs(60),
+            )
+            .unwrap()
+            .unwrap();
+        assert!(!ok.must_change_password);
+        // A later change needs a fresh code: the one of the last login is refused.
+        let r = acc
+            .change_password(
+                "ann",
+                "a long new passphrase",
+                Some(&code(n2)),
+                "another passphrase",
+                &l(n2),
+            )
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.reason, Refusal::ReusedTotp);
+        let text = std::fs::read_to_string(dir.path().join(ACCOUNTS_FILE)).unwrap();
+        assert!(
+            !text.contains("a long new passphrase"),
+            "a password stored in clear"
+        );
+    }
+
+    #[test]
+    fn issue22_totp_reenrolment_takes_effect_only_after_a_valid_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let acc = Accounts::open(dir.path()).unwrap();
+        let new = acc.add("ann", Role::Auditor).unwrap();
+        let old = totp(&secret_of(new.otpauth.expose())).unwrap();
+        let pw = new.password.expose().to_string();
+        let now: i64 = 1_800_000_000;
+        let l = |now| Limits {
+            now,
+            max_failures: 5,
+            lockout: Duration::from_secs(60),
+        };
+        let r = acc
+            .begin_totp("ann", &pw, "000000", &l(now))
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(r.reason, Refusal::BadTotp | Refusal::ReusedTotp));
+        let r = acc
+            .confirm_totp("ann", "123456", &l(now))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.reason, Refusal::NoEnrolment);
+        let uri = acc
+            .begin_totp("ann", &pw, &old.generate(now as u64).to_string(), &l(now))
+            .unwrap()
+            .unwrap();
+        let fresh = totp(&secret_of(uri.expose())).unwrap();
+        assert_ne!(secret_of(uri.expose()), secret_of(new.otpauth.expose()));
+        // Not yet in force: the old secret still logs in, the new one does not.
+        let n1 = now + 30;
+        let r = acc
+            .check_login(
+                "ann",
+                &pw,
+                &fresh.generate(n1 as u64).to_string(),
+                n1,
+                5,
+                Duration::from_secs(60),
+            )
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.reason, Refusal::BadTotp);
+        acc.check_login(
+            "ann",
+            &pw,
+            &old.generate(n1 as u64).to_string(),
+            n1,
+            5,
+            Duration::from_secs(60),
+        )
+        .unwrap()
+        .unwrap();
+        let n2 = now + 60;
+        let r = acc
+            .confirm_totp("ann", "000000", &l(n2))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.reason, Refusal::BadTotp);
+        acc.confirm_totp("ann", &fresh.generate(n2 as u64).to_string(), &l(n2))
+            .unwrap()
+            .unwrap();
+        let n3 = now + 90;
+        let r = acc
+            .check_login(
+                "ann",
+                &pw,
+                &old.generate(n3 as u64).to_string(),
+                n3,
+                5,
+                Duration::from_secs(60),
+            )
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            r.reason,
+            Refusal::BadTotp,
+            "the old authenticator entry still works"
+        );
+        acc.check_login(
+            "ann",
+            &pw,
+            &fresh.generate(n3 as u64).to_string(),
+            n3,
+            5,
+            Duration::from_secs(60),
+        )
+        .unwrap()
+        .unwrap();
+    }
 }

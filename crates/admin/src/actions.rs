@@ -150,7 +150,8 @@ fn endpoint_path(state: &AdminState, name: &str) -> Result<PathBuf, AdminError> 
     Ok(state.config().endpoints_dir().join(format!("{name}.toml")))
 }
 
-fn load_endpoint(state: &AdminState, name: &str) -> Result<(PathBuf, Endpoint), AdminError> {
+/// The saved endpoint `name` (404 if there is none).
+pub fn load_endpoint(state: &AdminState, name: &str) -> Result<(PathBuf, Endpoint), AdminError> {
     let p = endpoint_path(state, name)?;
     if !p.exists() {
         return Err(AdminError::NotFound(format!(
@@ -184,14 +185,13 @@ pub fn list_endpoints(state: &AdminState) -> Result<Vec<EndpointInfo>, AdminErro
     Ok(out)
 }
 
-/// Creates an endpoint after checking every key (all problems at once). 409 if the
-/// name is taken.
-pub fn create_endpoint(
+/// Checks a new endpoint without saving it: its name is free and every key is good
+/// (all problems at once). 409 if the name is taken. The wizard checks with this on
+/// Next and tests with it; only [`create_endpoint`] writes.
+pub fn check_new_endpoint(
     state: &AdminState,
-    v: &Viewer,
     n: &NewEndpoint,
-) -> Result<EndpointInfo, AdminError> {
-    v.require_admin()?;
+) -> Result<(PathBuf, String, Endpoint), AdminError> {
     let path = endpoint_path(state, &n.name)?;
     if path.exists() {
         return Err(AdminError::Conflict(format!(
@@ -201,6 +201,18 @@ pub fn create_endpoint(
     }
     let text = n.to_toml();
     let endpoint = Endpoint::parse(&text, &path).map_err(|e| AdminError::invalid(e.to_string()))?;
+    Ok((path, text, endpoint))
+}
+
+/// Creates an endpoint after checking every key (all problems at once). 409 if the
+/// name is taken.
+pub fn create_endpoint(
+    state: &AdminState,
+    v: &Viewer,
+    n: &NewEndpoint,
+) -> Result<EndpointInfo, AdminError> {
+    v.require_admin()?;
+    let (path, text, endpoint) = check_new_endpoint(state, n)?;
     std::fs::write(&path, text)
         .map_err(|e| AdminError::Internal(format!("{}: {e}", path.display())))?;
     audit_action(
@@ -213,6 +225,26 @@ pub fn create_endpoint(
         name: n.name.clone(),
         endpoint,
     })
+}
+
+/// Tests an endpoint that is not saved (the wizard's Test connection before Next):
+/// nothing is written but the `endpoint.test` audit record, with `saved: false`.
+pub async fn test_new_endpoint(
+    state: &AdminState,
+    v: &Viewer,
+    n: &NewEndpoint,
+    user: Option<&str>,
+) -> Result<TestReport, AdminError> {
+    v.require_admin()?;
+    let (_, _, ep) = check_new_endpoint(state, n)?;
+    let r = mailferry_control::endpoint::test(&ep, user.filter(|u| !u.is_empty()), None).await?;
+    audit_action(
+        state,
+        v,
+        "endpoint.test",
+        json!({"endpoint": n.name, "user": user, "ok": r.ok, "saved": false}),
+    )?;
+    Ok(r)
 }
 
 /// Tests an endpoint (connectivity; with `user`, that user's mailbox). Audited: it
@@ -377,7 +409,7 @@ fn parse_time(what: &str, s: &str) -> Result<i64, AdminError> {
 
 /// The profile text of a batch: the chosen profile with the wizard's excluded folders
 /// and throttle over it. `None` when neither is set (the profile file is used as is).
-fn batch_profile(s: &BatchSettings) -> Result<Option<String>, AdminError> {
+pub fn batch_profile(s: &BatchSettings) -> Result<Option<String>, AdminError> {
     if s.excluded_folders.is_empty()
         && s.max_bytes_per_second.is_none()
         && s.max_messages_per_second.is_none()
@@ -461,6 +493,15 @@ pub async fn check_csv(
     csv: &str,
 ) -> Result<Vec<CheckedRow>, AdminError> {
     let (_, ep) = load_endpoint(state, endpoint)?;
+    check_csv_with(state, ep, csv).await
+}
+
+/// [`check_csv`] against an endpoint not saved yet (the wizard's new endpoint).
+pub async fn check_csv_with(
+    state: &AdminState,
+    ep: Endpoint,
+    csv: &str,
+) -> Result<Vec<CheckedRow>, AdminError> {
     let tmp = state.config().uploads_dir().join(format!(
         ".check-{}.csv",
         hex::encode(mailferry_core::secret::SecretBytes::random(8).expose())

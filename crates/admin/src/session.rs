@@ -475,12 +475,7 @@ fn limits(state: &AdminState) -> super::accounts::Limits {
 /// What a refused password or code check becomes: audited under `event`, then a 403
 /// that does not say which secret was wrong (429 when locked, 422 for a wrong code of
 /// the new authenticator entry).
-fn refused(
-    state: &AdminState,
-    v: &Viewer,
-    event: &str,
-    r: super::accounts::Refused,
-) -> AdminError {
+fn refused(state: &AdminState, v: &Viewer, event: &str, r: super::accounts::Refused) -> AdminError {
     use super::accounts::Refusal;
     state.audit().refusal(
         &v.name,

@@ -87,11 +87,7 @@ pub async fn password_page(v: Viewer) -> Response {
 }
 
 /// `POST /account/password`.
-pub async fn change_password(
-    State(state): State<AdminState>,
-    v: Viewer,
-    f: FormData,
-) -> Response {
+pub async fn change_password(State(state): State<AdminState>, v: Viewer, f: FormData) -> Response {
     if let Err(e) = f.check_csrf(&v) {
         return error_page(Some(Nav::of(&v)), &e, "/account");
     }

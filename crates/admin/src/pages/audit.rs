@@ -101,7 +101,10 @@ fn page_of(q: &HashMap<String, String>) -> usize {
 }
 
 /// The admin audit log's verify status and the page's records, newest first.
-async fn log_part(state: &AdminState, page: usize) -> Result<(bool, String, Vec<LogRow>, usize), crate::AdminError> {
+async fn log_part(
+    state: &AdminState,
+    page: usize,
+) -> Result<(bool, String, Vec<LogRow>, usize), crate::AdminError> {
     let (ok, status) = match actions::admin_audit_verify(state).await {
         Ok(c) => (
             true,
@@ -199,8 +202,7 @@ pub async fn page(
     let mut moves = Vec::new();
     for b in &batches {
         for m in &b.status.mailboxes {
-            let checked =
-                wanted.0 == Some(&b.status.name) && wanted.1 == Some(&m.address);
+            let checked = wanted.0 == Some(&b.status.name) && wanted.1 == Some(&m.address);
             moves.push(MoveRow {
                 batch: b.status.name.clone(),
                 mailbox: m.address.clone(),

@@ -18,6 +18,7 @@ fn nav(admin: bool) -> Nav {
         role: if admin { "admin" } else { "auditor" }.into(),
         csrf: "tok\"en".into(),
         admin,
+        must_change: false,
     }
 }
 
@@ -169,4 +170,244 @@ fn the_success_banner_says_only_our_own_words() {
         "Batch spring: completing: the final delta pass runs now."
     );
     assert!(super::dashboard::flash("Your session expired, log in at", "x").is_none());
+}
+
+#[test]
+fn issue22_wizard_buttons_are_in_visual_order_and_enter_means_next() {
+    let mut d = Draft::new();
+    d.name = "b1".into();
+    for step in 2..=6u8 {
+        let html = WizardPage::new(&nav(true), step, d.clone())
+            .render()
+            .unwrap();
+        let at = |needle: &str| {
+            html.find(needle)
+                .unwrap_or_else(|| panic!("step {step}: no {needle}"))
+        };
+        let (back, cancel) = (at("id=\"back\""), at(">Cancel</a>"));
+        let forward = at(if step == 6 {
+            "id=\"start\""
+        } else {
+            "id=\"next\""
+        });
+        assert!(
+            back < cancel && cancel < forward,
+            "step {step}: tab order Back, Cancel, then Next/Start"
+        );
+        assert!(html.contains("actions wizard-actions"), "step {step}");
+        // The form's first submit button (what Enter presses) goes forward.
+        let form = at("action=\"/wizard\"");
+        let first = form + html[form..].find("type=\"submit\"").unwrap();
+        assert!(
+            html[first..].starts_with("type=\"submit\" name=\"nav\" value=\"next\"")
+                || html[first..].starts_with("type=\"submit\" name=\"nav\" value=\"start\""),
+            "step {step}: the first submit button is {}",
+            &html[first..first + 60]
+        );
+    }
+}
+
+#[test]
+fn issue22_connection_test_advice_speaks_the_pages_words() {
+    for cli in [
+        "/srv/mail exists (give --user to check a mailbox)",
+        "not a Maildir: it has neither cur/ nor new/ (point --source at the mailbox root)",
+        "--user \"a/b\": cannot be put in a path",
+    ] {
+        let ui = super::wizard::ui_words(cli);
+        assert!(!ui.contains("--"), "{ui}");
+    }
+}
+
+#[test]
+fn issue22_the_header_offers_auditors_no_wizard_and_one_time_passwords_nothing() {
+    let v = |admin: bool, must_change: bool| Nav {
+        must_change,
+        ..nav(admin)
+    };
+    let page = |n: Nav| {
+        super::ErrorPage {
+            nav: Some(n),
+            title: "Not found",
+            message: "m".into(),
+            back: "/dashboard".into(),
+        }
+        .render()
+        .unwrap()
+    };
+    let admin = page(v(true, false));
+    assert!(admin.contains("href=\"/wizard\""));
+    assert!(admin.contains("href=\"/audit\"") && admin.contains("href=\"/account\""));
+    let auditor = page(v(false, false));
+    assert!(
+        !auditor.contains("href=\"/wizard\""),
+        "the auditor is offered the wizard"
+    );
+    assert!(auditor.contains("href=\"/audit\""));
+    let forced = page(v(true, true));
+    for link in ["/wizard", "/audit", "/account\"", "/dashboard\">Dashboard"] {
+        assert!(
+            !forced.contains(link),
+            "{link} offered before the password change"
+        );
+    }
+}
+
+// === the forced password change, through the whole router ===
+
+struct Svc {
+    app: axum::Router,
+    state: crate::AdminState,
+    _dir: tempfile::TempDir,
+}
+
+async fn call(
+    s: &Svc,
+    method: &str,
+    uri: &str,
+    cookie: Option<&str>,
+    csrf: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
+    use tower::ServiceExt;
+    let mut b = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(c) = cookie {
+        b = b.header("cookie", c);
+    }
+    if let Some(t) = csrf {
+        b = b.header("x-csrf-token", t);
+    }
+    let ct = if body.starts_with('{') {
+        "application/json"
+    } else {
+        "application/x-www-form-urlencoded"
+    };
+    let req = b
+        .header("content-type", ct)
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let r = s.app.clone().oneshot(req).await.unwrap();
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    (
+        status,
+        location,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn issue22_a_one_time_password_opens_nothing_but_its_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::AdminConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("state"),
+        dir.path().join("vol"),
+        dir.path().join("key"),
+    );
+    let state = crate::AdminState::open(cfg).unwrap();
+    let s = Svc {
+        app: crate::router(state.clone()),
+        state,
+        _dir: dir,
+    };
+    let new = s.state.accounts().add("ann", crate::Role::Admin).unwrap();
+    let secret = new.otpauth.expose().split("secret=").nth(1).unwrap();
+    let t = crate::accounts::totp(secret.split('&').next().unwrap()).unwrap();
+    let now = mailferry_core::unix_now();
+    let pw = new.password.expose().to_string();
+    let (cookie, v) = crate::session::login(
+        &s.state,
+        "ann",
+        &pw,
+        &t.generate((now - 30) as u64).to_string(),
+        None,
+    )
+    .await
+    .unwrap();
+    let cookie = cookie
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(v.must_change_password);
+    let c = Some(cookie.as_str());
+    // Pages go to the change form; the API refuses with its own code; writes too.
+    for page in ["/dashboard", "/wizard", "/audit", "/account"] {
+        let (st, loc, _) = call(&s, "GET", page, c, None, "").await;
+        assert_eq!((st, loc.as_str()), (303, "/account/password"), "{page}");
+    }
+    let (st, _, body) = call(&s, "GET", "/api/v1/batches", c, None, "").await;
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("password_change_required"), "{body}");
+    let (st, _, body) = call(&s, "POST", "/api/v1/endpoints", c, Some(&v.csrf), "{}").await;
+    assert_eq!(st, 403, "{body}");
+    let (st, _, body) = call(&s, "GET", "/account/password", c, None, "").await;
+    assert_eq!(st, 200);
+    assert!(body.contains("One-time password") && !body.contains("href=\"/wizard\""));
+    let (st, _, body) = call(&s, "GET", "/api/v1/session", c, None, "").await;
+    assert_eq!(st, 200);
+    assert!(body.contains("\"must_change_password\":true"), "{body}");
+    // A weak new password is refused and changes nothing.
+    let body = format!(r#"{{"current_password":"{pw}","new_password":"short"}}"#);
+    let (st, _, _) = call(
+        &s,
+        "POST",
+        "/api/v1/account/password",
+        c,
+        Some(&v.csrf),
+        &body,
+    )
+    .await;
+    assert_eq!(st, 422);
+    let (st, _, _) = call(&s, "GET", "/api/v1/batches", c, None, "").await;
+    assert_eq!(st, 403);
+    let body =
+        format!(r#"{{"current_password":"{pw}","new_password":"correct horse battery staple"}}"#);
+    let (st, _, out) = call(
+        &s,
+        "POST",
+        "/api/v1/account/password",
+        c,
+        Some(&v.csrf),
+        &body,
+    )
+    .await;
+    assert_eq!(st, 204, "{out}");
+    let (st, _, _) = call(&s, "GET", "/api/v1/batches", c, None, "").await;
+    assert_eq!(st, 200, "the session may work once the password is changed");
+    let (st, _, _) = call(&s, "GET", "/dashboard", c, None, "").await;
+    assert_eq!(st, 200);
+    let log: Vec<String> = s
+        .state
+        .audit()
+        .read()
+        .unwrap()
+        .iter()
+        .map(|e| e.event.clone())
+        .collect();
+    for ev in [
+        "admin.refused",
+        "admin.password.refused",
+        "admin.password.changed",
+    ] {
+        assert!(log.iter().any(|e| e == ev), "no {ev} in {log:?}");
+    }
+    // The old password no longer logs in; the new one does.
+    let code = t.generate(now as u64).to_string();
+    assert!(crate::session::login(&s.state, "ann", &pw, &code, None)
+        .await
+        .is_err());
+    let (_, v) =
+        crate::session::login(&s.state, "ann", "correct horse battery staple", &code, None)
+            .await
+            .unwrap();
+    assert!(!v.must_change_password);
 }

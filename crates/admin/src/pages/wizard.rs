@@ -5,8 +5,13 @@
 //!
 //! The draft is the admin's own input echoed back, so a tampered draft can only say
 //! what the admin could have typed: everything is checked again, by the same functions,
-//! when the batch is finally created. This module checks and renders; it creates
-//! nothing (the handlers in [`super`] call the admin actions).
+//! when the batch is finally created.
+//!
+//! Nothing is saved before the last step's button: a new endpoint is checked on Next
+//! and tested by Test connection in memory, and written only together with the batch.
+//! Step 2 preselects an existing endpoint of the migration type when there is one.
+//! The review step shows where the mail will go (volume, key, recovery key, tenants)
+//! and a dry run's estimate of size and time ([`mailferry_control::dry_run`]).
 
 use super::{done, error_page, render, FormData, Nav};
 use crate::actions::{
@@ -17,9 +22,12 @@ use askama::Template;
 use axum::http::StatusCode;
 use axum::response::Response;
 use mailferry_control::batch::RowProblem;
-use mailferry_core::profile::ByteSize;
+use mailferry_control::endpoint::Endpoint;
+use mailferry_control::units::{human_bytes, human_duration};
+use mailferry_core::profile::{ByteSize, Profile};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 /// Titles of the steps, in order.
 pub const STEPS: [&str; 6] = [
@@ -40,10 +48,10 @@ pub struct Draft {
     pub name: String,
     /// `imap`, `maildir` or `mbox`.
     pub kind: String,
-    /// The chosen endpoint's name; empty while a new one is being described.
+    /// The chosen saved endpoint's name; empty while a new one is being described.
     pub endpoint: String,
-    /// The endpoint the wizard created inline, if any.
-    pub endpoint_created: String,
+    /// Step 2 was submitted at least once: its choice is the admin's, not the default.
+    pub endpoint_picked: bool,
     /// The migration type `endpoint` was chosen for.
     pub kind_of_endpoint: String,
     /// New endpoint: name.
@@ -127,6 +135,7 @@ impl Draft {
                 set(&mut self.kind, "kind");
             }
             2 => {
+                self.endpoint_picked = true;
                 set(&mut self.endpoint, "endpoint");
                 set(&mut self.ep_name, "ep_name");
                 set(&mut self.ep_root, "ep_root");
@@ -222,6 +231,34 @@ impl Draft {
             }
         }
         e
+    }
+
+    /// The new endpoint described on step 2, as the admin actions take it.
+    pub fn new_endpoint(&self) -> NewEndpoint {
+        let imap = |v: &str| Some(v.to_string()).filter(|s| !s.is_empty() && !self.is_import());
+        NewEndpoint {
+            name: self.ep_name.clone(),
+            kind: self.kind.clone(),
+            root: self.is_import().then(|| self.ep_root.clone()),
+            host: (!self.is_import()).then(|| self.ep_host.clone()),
+            port: self.ep_port.parse().ok(),
+            tls: (!self.is_import()).then(|| self.ep_tls.clone()),
+            ca_file: imap(&self.ep_ca_file),
+            master_user: imap(&self.ep_master_user),
+            master_password_file: imap(&self.ep_master_password_file),
+            max_concurrent_moves: self.ep_max_moves.parse().ok(),
+            max_concurrent_incremental_syncs: self.ep_max_incremental.parse().ok(),
+            ..NewEndpoint::default()
+        }
+    }
+
+    /// The endpoint's name, saved or to be saved.
+    pub fn endpoint_name(&self) -> &str {
+        if self.endpoint.is_empty() {
+            &self.ep_name
+        } else {
+            &self.endpoint
+        }
     }
 
     /// Checks of step 4.
@@ -334,9 +371,10 @@ impl Draft {
             return Some((1, e));
         }
         if self.endpoint.is_empty() {
-            let mut e = Errors::new();
-            e.insert("endpoint", "choose an endpoint, or create one".into());
-            return Some((2, e));
+            let e = self.check_new_endpoint();
+            if !e.is_empty() {
+                return Some((2, e));
+            }
         }
         if self.users.is_empty() {
             let mut e = Errors::new();
@@ -381,7 +419,14 @@ impl Draft {
         vec![
             ("Batch name", self.name.clone()),
             ("Migration type", kind.into()),
-            ("Source endpoint", self.endpoint.clone()),
+            (
+                "Source endpoint",
+                if self.endpoint.is_empty() {
+                    format!("{} (new: saved when you start)", self.ep_name)
+                } else {
+                    self.endpoint.clone()
+                },
+            ),
             (
                 "Mailboxes",
                 format!("{}: {}", users.len(), users.join(", ")),
@@ -466,6 +511,8 @@ pub struct EndpointChoice {
 pub struct TestView {
     /// Endpoint name.
     pub endpoint: String,
+    /// It is a saved endpoint (else: tested as described, not saved).
+    pub saved: bool,
     /// The user tested with.
     pub user: Option<String>,
     /// Every check passed.
@@ -508,6 +555,21 @@ pub struct WizardPage {
     pub rows: Vec<RowProblem>,
     /// Checked CSV rows (step 3).
     pub users: Vec<(u64, String, String)>,
+    /// Where the mail will go and how long it takes (step 6).
+    pub facts: Option<ReviewFacts>,
+}
+
+/// What the review step says about the destination and the estimate, label → value.
+#[derive(Clone, Debug, Default)]
+pub struct ReviewFacts {
+    /// Destination volume, tenants, key, recovery key.
+    pub destination: Vec<(&'static str, String)>,
+    /// A problem with the destination that will stop the moves.
+    pub destination_problem: Option<String>,
+    /// Size, messages, time, and how the time was estimated.
+    pub estimate: Vec<(&'static str, String)>,
+    /// Per mailbox: address, messages, size, time (or why there is no estimate).
+    pub mailboxes: Vec<(String, String, String, String)>,
 }
 
 impl WizardPage {
@@ -529,6 +591,7 @@ impl WizardPage {
             endpoints: Vec::new(),
             test: None,
             rows: Vec::new(),
+            facts: None,
         }
     }
 
@@ -579,13 +642,25 @@ fn endpoint_choices(state: &AdminState, d: &Draft) -> Result<Vec<EndpointChoice>
         .collect())
 }
 
-/// Renders `page`, adding what its step needs to show.
-fn show(state: &AdminState, mut page: WizardPage) -> Response {
+/// Renders `page`, adding what its step needs to show: the endpoints (preselecting the
+/// first saved one of the type until the admin chose), or the review's facts.
+async fn show(state: &AdminState, mut page: WizardPage) -> Response {
     if page.step == 2 {
         match endpoint_choices(state, &page.d) {
-            Ok(e) => page.endpoints = e,
+            Ok(e) => {
+                if !page.d.endpoint_picked && page.d.endpoint.is_empty() {
+                    if let Some(first) = e.first() {
+                        page.d.endpoint = first.name.clone();
+                        page.draft_json = serde_json::to_string(&page.d).unwrap_or_default();
+                    }
+                }
+                page.endpoints = e;
+            }
             Err(e) => page.notice = Some(e.to_string()),
         }
+    }
+    if page.step == 6 {
+        page.facts = Some(review_facts(state, &page.d).await);
     }
     let status = if page.errors.is_empty() && page.notice.is_none() && page.rows.is_empty() {
         StatusCode::OK
@@ -595,46 +670,37 @@ fn show(state: &AdminState, mut page: WizardPage) -> Response {
     render(status, &page)
 }
 
-/// Creates the endpoint described on step 2 unless one is chosen; true if it did.
-fn ensure_endpoint(state: &AdminState, v: &Viewer, d: &mut Draft) -> Result<bool, Errors> {
+/// The draft's endpoint: the saved one chosen, or the new one described (checked, not
+/// saved). Errors are step 2's fields.
+fn draft_endpoint(state: &AdminState, d: &Draft) -> Result<Endpoint, Errors> {
+    let one = |field: &'static str, e: AdminError| {
+        let mut errs = Errors::new();
+        errs.insert(field, e.to_string());
+        errs
+    };
     if !d.endpoint.is_empty() {
-        return Ok(false);
+        return actions::load_endpoint(state, &d.endpoint)
+            .map(|(_, ep)| ep)
+            .map_err(|e| one("endpoint", e));
     }
     let e = d.check_new_endpoint();
     if !e.is_empty() {
         return Err(e);
     }
-    let n = NewEndpoint {
-        name: d.ep_name.clone(),
-        kind: d.kind.clone(),
-        root: d.is_import().then(|| d.ep_root.clone()),
-        host: (!d.is_import()).then(|| d.ep_host.clone()),
-        port: d.ep_port.parse().ok(),
-        tls: (!d.is_import()).then(|| d.ep_tls.clone()),
-        ca_file: Some(d.ep_ca_file.clone()).filter(|s| !s.is_empty() && !d.is_import()),
-        master_user: Some(d.ep_master_user.clone()).filter(|s| !s.is_empty() && !d.is_import()),
-        master_password_file: Some(d.ep_master_password_file.clone())
-            .filter(|s| !s.is_empty() && !d.is_import()),
-        max_concurrent_moves: d.ep_max_moves.parse().ok(),
-        max_concurrent_incremental_syncs: d.ep_max_incremental.parse().ok(),
-        ..NewEndpoint::default()
-    };
-    match actions::create_endpoint(state, v, &n) {
-        Ok(info) => {
-            d.endpoint = info.name.clone();
-            d.endpoint_created = info.name;
-            Ok(true)
-        }
-        Err(e) => {
-            let mut errs = Errors::new();
-            let field = match e {
-                AdminError::Conflict(_) => "ep_name",
-                _ => "endpoint",
-            };
-            errs.insert(field, e.to_string());
-            Err(errs)
-        }
+    match actions::check_new_endpoint(state, &d.new_endpoint()) {
+        Ok((_, _, ep)) => Ok(ep),
+        Err(e @ AdminError::Conflict(_)) => Err(one("ep_name", e)),
+        Err(e) => Err(one("endpoint", e)),
     }
+}
+
+/// Saves the new endpoint of the draft, if it has one (the last step's button).
+fn save_endpoint(state: &AdminState, v: &Viewer, d: &mut Draft) -> Result<(), AdminError> {
+    if d.endpoint.is_empty() {
+        let info = actions::create_endpoint(state, v, &d.new_endpoint())?;
+        d.endpoint = info.name;
+    }
+    Ok(())
 }
 
 /// Checks the CSV of step 3 against the chosen endpoint (read-only).
@@ -644,7 +710,8 @@ async fn check_csv(state: &AdminState, d: &Draft) -> Result<Vec<(u64, String, St
         e.insert("csv", "upload a CSV file or paste its text".into());
         return Err(CsvCheck::Field(e));
     }
-    match actions::check_csv(state, &d.endpoint, &d.csv).await {
+    let ep = draft_endpoint(state, d).map_err(CsvCheck::Endpoint)?;
+    match actions::check_csv_with(state, ep, &d.csv).await {
         Ok(rows) if rows.is_empty() => {
             let mut e = Errors::new();
             e.insert("csv", "the CSV has no mailbox rows under its header".into());
@@ -661,6 +728,7 @@ async fn check_csv(state: &AdminState, d: &Draft) -> Result<Vec<(u64, String, St
 
 enum CsvCheck {
     Field(Errors),
+    Endpoint(Errors),
     Rows(Vec<RowProblem>),
     Error(AdminError),
 }
@@ -699,9 +767,245 @@ fn request(d: &Draft) -> NewBatchRequest {
     }
 }
 
+// === the review's facts ===
+
+/// Where the mail goes and what the dry run estimates, for step 6.
+async fn review_facts(state: &AdminState, d: &Draft) -> ReviewFacts {
+    let mut f = ReviewFacts::default();
+    let cfg = state.config().clone();
+    let (dest, problem) = destination_facts(&cfg, d).await;
+    f.destination = dest;
+    f.destination_problem = problem;
+    match draft_endpoint(state, d) {
+        Ok(ep) => estimate(state, d, &ep, &mut f).await,
+        Err(e) => f.estimate.push((
+            "Estimate",
+            format!(
+                "none: the endpoint has a problem ({}); go back to step 2",
+                e.values().cloned().collect::<Vec<_>>().join("; ")
+            ),
+        )),
+    }
+    f
+}
+
+/// The volume, the tenants (mail domains) of the CSV, whether the service's key file
+/// opens the volume, and whether a recovery key exists.
+async fn destination_facts(
+    cfg: &crate::AdminConfig,
+    d: &Draft,
+) -> (Vec<(&'static str, String)>, Option<String>) {
+    let mut tenants: Vec<String> = d
+        .users
+        .iter()
+        .filter_map(|u| {
+            u.1.rsplit_once('@')
+                .map(|(_, dom)| dom.to_ascii_lowercase())
+        })
+        .collect();
+    tenants.sort();
+    tenants.dedup();
+    let (volume, key_file) = (cfg.volume.clone(), cfg.key_file.clone());
+    let checks = tokio::task::spawn_blocking(move || {
+        let cred = mailferry_store::Credential::KeyFile(key_file.clone());
+        (
+            mailferry_store::Volume::unlock_check(&volume, &cred),
+            mailferry_store::Volume::has_recovery_slot(&volume),
+            key_file,
+        )
+    })
+    .await;
+    let mut problem = None;
+    let (key, recovery) = match checks {
+        Ok((unlock, recovery, key_file)) => {
+            let key = match unlock {
+                Ok(info) => format!(
+                    "unlocked: the service's key file {} opens it ({})",
+                    key_file.display(),
+                    info.slot_kind
+                ),
+                Err(e) => {
+                    let m = format!("locked: the service's key file does not open it ({e})");
+                    problem = Some(format!(
+                        "The destination volume cannot be opened with the service's key: {e}. Every mailbox would fail; ask whoever runs the service to check its volume and key file."
+                    ));
+                    m
+                }
+            };
+            let recovery = match recovery {
+                Ok(true) => {
+                    "yes: a recovery key can open the volume if the key file is lost".into()
+                }
+                Ok(false) => {
+                    problem.get_or_insert_with(|| {
+                        "The volume has no recovery key: if its key file is lost, all mail moved into it is lost. Ask whoever runs the service to add one before you start.".into()
+                    });
+                    "no: losing the key file would lose the mail".into()
+                }
+                Err(e) => format!("unknown ({e})"),
+            };
+            (key, recovery)
+        }
+        Err(e) => (format!("not checked ({e})"), "not checked".into()),
+    };
+    (
+        vec![
+            ("Destination volume", cfg.volume.display().to_string()),
+            (
+                "Tenant",
+                if tenants.is_empty() {
+                    "none yet (no mailboxes)".into()
+                } else {
+                    tenants.join(", ")
+                },
+            ),
+            ("Encryption key", key),
+            ("Recovery key", recovery),
+        ],
+        problem,
+    )
+}
+
+/// The profile the batch will run with: the wizard's settings over the chosen profile.
+fn draft_profile(d: &Draft) -> Result<Profile, String> {
+    let settings = request(d).settings;
+    match actions::batch_profile(&settings).map_err(|e| e.to_string())? {
+        Some(text) => Profile::parse(&text, "batch settings").map_err(|e| e.to_string()),
+        None => mailferry_control::lifecycle::load_profile(
+            settings.profile.as_deref().map(std::path::Path::new),
+        )
+        .map_err(|e| e.to_string()),
+    }
+}
+
+/// A dry run of every mailbox (nothing written, the volume not opened), summed into
+/// the size and the time of the first pass. The time is the slowest of the source's
+/// sampled read rate, the pipeline rate (the dry run's documented assumed rate, as no
+/// pass has run) and the throttle, per mailbox; mailboxes run `concurrency` at once,
+/// and the endpoint's shared throttle bounds them together.
+async fn estimate(state: &AdminState, d: &Draft, ep: &Endpoint, f: &mut ReviewFacts) {
+    use mailferry_control::dry_run::{dry_run, DestinationPreview, DryRunArgs};
+    let profile = match draft_profile(d) {
+        Ok(p) => p,
+        Err(e) => {
+            f.estimate.push((
+                "Estimate",
+                format!("none: the settings' profile is unusable ({e})"),
+            ));
+            return;
+        }
+    };
+    if ep.needs_user_password() {
+        f.estimate.push((
+            "Estimate",
+            "after the first pass: this IMAP endpoint logs in with each user's own password, which is not used before the batch starts".into(),
+        ));
+        return;
+    }
+    // A state directory that does not exist: the dry run reads it only if it exists.
+    let nowhere = state.config().uploads_dir().join(format!(
+        ".dry-run-{}",
+        hex::encode(mailferry_core::secret::SecretBytes::random(8).expose())
+    ));
+    let (mut messages, mut bytes, mut sum, mut longest) = (0u64, 0u64, 0f64, 0f64);
+    let mut basis = None;
+    for (_, address, user) in &d.users {
+        let Ok(mailbox) = mailferry_core::MailboxAddr::parse(address) else {
+            continue;
+        };
+        let (source, source_options) = ep.source_for(user, None);
+        let args = DryRunArgs {
+            source,
+            source_options,
+            mailbox,
+            destination: DestinationPreview::volume(&state.config().volume),
+            state: nowhere.clone(),
+            profile: profile.clone(),
+        };
+        match dry_run(&args).await {
+            Ok(r) => {
+                let (t, e) = (&r.preview.totals, &r.preview.estimate);
+                messages += t.to_send;
+                bytes += t.to_send_bytes;
+                sum += e.seconds;
+                longest = longest.max(e.seconds);
+                basis.get_or_insert_with(|| rate_basis(e));
+                f.mailboxes.push((
+                    address.clone(),
+                    t.to_send.to_string(),
+                    human_bytes(t.to_send_bytes),
+                    human_duration(Duration::from_secs_f64(e.seconds.max(1.0))),
+                ));
+            }
+            Err(e) => f.mailboxes.push((
+                address.clone(),
+                "–".into(),
+                "–".into(),
+                format!("no estimate: {e}"),
+            )),
+        }
+    }
+    let at_once = d
+        .concurrency
+        .parse::<usize>()
+        .unwrap_or(ep.max_concurrent_moves)
+        .clamp(1, ep.max_concurrent_moves.max(1));
+    let mut seconds = longest.max(sum / at_once as f64);
+    let mut shared = String::new();
+    if let Some(rate) = ep.max_bytes_per_second.filter(|r| *r > 0) {
+        seconds = seconds.max(bytes as f64 / rate as f64);
+        shared = format!(
+            "; the endpoint's throttle of {}/s is shared by all of them",
+            human_bytes(rate)
+        );
+    }
+    f.estimate = vec![
+        (
+            "Size",
+            format!("{} in {messages} message(s)", human_bytes(bytes)),
+        ),
+        (
+            "Estimated time",
+            format!(
+                "about {} for the first copy, {at_once} mailbox(es) at once",
+                human_duration(Duration::from_secs_f64(seconds.max(1.0)))
+            ),
+        ),
+        (
+            "How it was estimated",
+            format!(
+                "a dry run of every mailbox (nothing was copied); {}{shared}",
+                basis.unwrap_or_else(|| "no mailbox could be measured".into())
+            ),
+        ),
+    ];
+}
+
+/// Which rate a dry run's estimate rests on, in words.
+fn rate_basis(e: &mailferry_agent::preview::Estimate) -> String {
+    let pipeline = format!(
+        "{}/s",
+        human_bytes(e.pipeline_bytes_per_second.max(0.0) as u64)
+    );
+    let pipeline_from = if e.pipeline_rate_from == "assumed" {
+        format!("an assumed rate of {pipeline} for copying into the volume (no pass has run yet to measure it)")
+    } else {
+        format!("the rate of this mailbox's last pass ({pipeline})")
+    };
+    match e.limited_by {
+        "throttle" => format!("limited by the throttle you set; otherwise {pipeline_from}"),
+        "source" => format!(
+            "limited by the source's read rate, measured on a sample; otherwise {pipeline_from}"
+        ),
+        _ => pipeline_from,
+    }
+}
+
+// === the form ===
+
 /// `POST /wizard`: takes the step's fields into the draft, then goes back, tests the
-/// endpoint, checks the step and goes on, or (step 6) creates and starts the batch.
-/// The CSRF token has been checked.
+/// endpoint, checks the step and goes on, or (step 6) saves a new endpoint, creates the
+/// batch and starts it. The role and the CSRF token have been checked.
 pub async fn submit(state: &AdminState, v: &Viewer, f: &FormData) -> Response {
     let nav = Nav::of(v);
     let step: u8 = f.get("step").parse().unwrap_or(1u8).clamp(1, 6);
@@ -710,9 +1014,10 @@ pub async fn submit(state: &AdminState, v: &Viewer, f: &FormData) -> Response {
     if step == 2 {
         d.kind_of_endpoint = d.kind.clone();
     }
-    if step == 1 && !d.endpoint.is_empty() && d.kind != d.kind_of_endpoint {
+    if step == 1 && d.kind != d.kind_of_endpoint {
         // Another migration type: the chosen endpoint no longer fits.
         d.endpoint.clear();
+        d.endpoint_picked = false;
     }
     let page = |step: u8, d: Draft| WizardPage::new(&nav, step, d);
     let with_errors = |step: u8, d: Draft, errors: Errors| {
@@ -721,100 +1026,154 @@ pub async fn submit(state: &AdminState, v: &Viewer, f: &FormData) -> Response {
         show(state, p)
     };
     match (f.get("nav"), step) {
-        ("back", _) => show(state, page(step.saturating_sub(1).max(1), d)),
-        ("test", 2) => {
-            if let Err(e) = ensure_endpoint(state, v, &mut d) {
-                return with_errors(2, d, e);
-            }
-            let user = Some(d.test_user.as_str()).filter(|u| !u.is_empty());
-            match actions::test_endpoint(state, v, &d.endpoint, user).await {
-                Ok(r) => {
-                    let mut p = page(2, d.clone());
-                    p.test = Some(TestView {
-                        endpoint: d.endpoint.clone(),
-                        user: user.map(String::from),
-                        ok: r.ok,
-                        checks: r
-                            .checks
-                            .iter()
-                            .map(|c| (c.check.clone(), c.ok, c.detail.clone()))
-                            .collect(),
-                    });
-                    show(state, p)
-                }
-                Err(e) => {
-                    let mut p = page(2, d);
-                    p.notice = Some(e.to_string());
-                    show(state, p)
-                }
-            }
-        }
-        ("start", 6) => {
-            if let Some((step, errors)) = d.first_problem() {
-                return with_errors(step, d, errors);
-            }
-            match actions::create_batch(state, v, request(&d)).await {
-                Ok(_) => {
-                    let code = match d.start.as_str() {
-                        "now" => "created-started",
-                        "later" => "created-scheduled",
-                        _ => "created",
-                    };
-                    done(code, &d.name)
-                }
-                Err(AdminError::Invalid { rows, .. }) if !rows.is_empty() => {
-                    let mut p = page(3, d);
-                    p.rows = rows;
-                    show(state, p)
-                }
-                Err(e @ AdminError::Forbidden(_)) => {
-                    error_page(Some(nav.clone()), &e, "/dashboard")
-                }
-                Err(e) => {
-                    let mut p = page(6, d);
-                    p.notice = Some(e.to_string());
-                    show(state, p)
-                }
-            }
-        }
+        ("back", _) => show(state, page(step.saturating_sub(1).max(1), d)).await,
+        ("test", 2) => test_connection(state, v, &nav, d).await,
+        ("start", 6) => finish(state, v, &nav, d).await,
         (_, 1) => match d.check_name_type() {
-            e if e.is_empty() => show(state, page(2, d)),
-            e => with_errors(1, d, e),
+            e if e.is_empty() => show(state, page(2, d)).await,
+            e => with_errors(1, d, e).await,
         },
-        (_, 2) => match ensure_endpoint(state, v, &mut d) {
-            Err(e) => with_errors(2, d, e),
-            Ok(created) => {
-                let info = created.then(|| format!("Endpoint {} created.", d.endpoint));
+        (_, 2) => match draft_endpoint(state, &d) {
+            Err(e) => with_errors(2, d, e).await,
+            Ok(_) => {
+                let info = d.endpoint.is_empty().then(|| {
+                    format!(
+                        "Endpoint {} is checked; it is saved when you start the batch on the last step.",
+                        d.ep_name
+                    )
+                });
                 let mut p = page(3, d);
                 p.info = info;
-                show(state, p)
+                show(state, p).await
             }
         },
         (_, 3) => match check_csv(state, &d).await {
             Ok(users) => {
                 d.users = users;
-                show(state, page(4, d))
+                show(state, page(4, d)).await
             }
-            Err(CsvCheck::Field(e)) => with_errors(3, d, e),
+            Err(CsvCheck::Field(e)) => with_errors(3, d, e).await,
+            Err(CsvCheck::Endpoint(e)) => with_errors(2, d, e).await,
             Err(CsvCheck::Rows(rows)) => {
                 let mut p = page(3, d);
                 p.rows = rows;
-                show(state, p)
+                show(state, p).await
             }
             Err(CsvCheck::Error(e)) => {
                 let mut p = page(3, d);
                 p.notice = Some(e.to_string());
-                show(state, p)
+                show(state, p).await
             }
         },
         (_, 4) => match d.check_settings() {
-            e if e.is_empty() => show(state, page(5, d)),
-            e => with_errors(4, d, e),
+            e if e.is_empty() => show(state, page(5, d)).await,
+            e => with_errors(4, d, e).await,
         },
         (_, 5) => match d.check_schedule() {
-            e if e.is_empty() => show(state, page(6, d)),
-            e => with_errors(5, d, e),
+            e if e.is_empty() => show(state, page(6, d)).await,
+            e => with_errors(5, d, e).await,
         },
-        (_, s) => show(state, page(s, d)),
+        (_, s) => show(state, page(s, d)).await,
+    }
+}
+
+/// Test connection: the saved endpoint chosen, or the new one in memory; nothing is
+/// saved either way.
+async fn test_connection(state: &AdminState, v: &Viewer, nav: &Nav, d: Draft) -> Response {
+    let mut p = WizardPage::new(nav, 2, d.clone());
+    if d.endpoint.is_empty() {
+        let e = d.check_new_endpoint();
+        if !e.is_empty() {
+            p.errors = e;
+            return show(state, p).await;
+        }
+    }
+    let user = Some(d.test_user.as_str()).filter(|u| !u.is_empty());
+    let r = if d.endpoint.is_empty() {
+        actions::test_new_endpoint(state, v, &d.new_endpoint(), user).await
+    } else {
+        actions::test_endpoint(state, v, &d.endpoint, user).await
+    };
+    match r {
+        Ok(r) => {
+            p.test = Some(TestView {
+                endpoint: d.endpoint_name().to_string(),
+                saved: !d.endpoint.is_empty(),
+                user: user.map(String::from),
+                ok: r.ok,
+                checks: r
+                    .checks
+                    .iter()
+                    .map(|c| (c.check.clone(), c.ok, ui_words(&c.detail)))
+                    .collect(),
+            });
+        }
+        Err(e @ AdminError::Conflict(_)) => {
+            p.errors.insert("ep_name", e.to_string());
+        }
+        Err(e) => p.notice = Some(ui_words(&e.to_string())),
+    }
+    show(state, p).await
+}
+
+/// The connection test's advice in the page's own words: the CLI's texts name its
+/// flags, which the wizard has no use for.
+pub fn ui_words(detail: &str) -> String {
+    detail
+        .replace(
+            "give --user to check a mailbox",
+            "enter a user name under Test with user to check a mailbox",
+        )
+        .replace(
+            "point --source at the mailbox root",
+            "make the mailbox path point at the mailbox root",
+        )
+        .replace("--user ", "test user ")
+}
+
+/// The last step's button: saves the new endpoint, then creates (and starts) the batch.
+async fn finish(state: &AdminState, v: &Viewer, nav: &Nav, mut d: Draft) -> Response {
+    let page = |step: u8, d: Draft| WizardPage::new(nav, step, d);
+    if let Some((step, errors)) = d.first_problem() {
+        let mut p = page(step, d);
+        p.errors = errors;
+        return show(state, p).await;
+    }
+    let new_endpoint = d.endpoint.is_empty();
+    if let Err(e) = save_endpoint(state, v, &mut d) {
+        let mut p = page(2, d);
+        let field = if matches!(e, AdminError::Conflict(_)) {
+            "ep_name"
+        } else {
+            "endpoint"
+        };
+        p.errors.insert(field, e.to_string());
+        return show(state, p).await;
+    }
+    match actions::create_batch(state, v, request(&d)).await {
+        Ok(_) => {
+            let code = match d.start.as_str() {
+                "now" => "created-started",
+                "later" => "created-scheduled",
+                _ => "created",
+            };
+            done(code, &d.name)
+        }
+        Err(AdminError::Invalid { rows, .. }) if !rows.is_empty() => {
+            let mut p = page(3, d);
+            p.rows = rows;
+            show(state, p).await
+        }
+        Err(e @ AdminError::Forbidden(_)) => error_page(Some(nav.clone()), &e, "/dashboard"),
+        Err(e) => {
+            let saved = if new_endpoint {
+                format!(" The endpoint {} was saved and stays selected.", d.endpoint)
+            } else {
+                String::new()
+            };
+            let mut p = page(6, d);
+            p.notice = Some(format!("The batch was not created: {e}.{saved}"));
+            show(state, p).await
+        }
     }
 }
