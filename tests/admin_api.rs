@@ -134,8 +134,11 @@ impl Client {
         self.req("POST", "/api/v1/session", None, false, Some(&b))
     }
 
+    /// Logs `acc` in. The first login of an account made by `admin add` has its
+    /// one-time password: the session can do nothing else until it is changed (issue
+    /// 22), so this checks that and changes it, as an admin would at the first login.
     fn session(&self, acc: &Account) -> Session {
-        let r = self.login(&acc.name, &acc.password, &acc.next_code());
+        let r = self.login(&acc.name, &acc.current.borrow(), &acc.next_code());
         assert_eq!(r.status, 200, "login {}: {}", acc.name, r.text);
         let cookie = r
             .header("set-cookie")
@@ -144,10 +147,36 @@ impl Client {
         for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
             assert!(cookie.contains(attr), "cookie lacks {attr}: {cookie}");
         }
-        Session {
+        let s = Session {
             cookie: cookie.split(';').next().unwrap().to_string(),
             csrf: r.body["csrf"].as_str().unwrap().to_string(),
+        };
+        let first = *acc.current.borrow() == acc.password;
+        assert_eq!(
+            r.body["must_change_password"].as_bool(),
+            Some(first),
+            "must_change_password of {}: {}",
+            acc.name,
+            r.text
+        );
+        if first {
+            let refused = self.get("/api/v1/batches", &s);
+            assert_eq!(
+                (refused.status, refused.code()),
+                (403, "password_change_required"),
+                "{}",
+                refused.text
+            );
+            let new = format!("{}-chosen-by-{}", acc.password, acc.name);
+            let r = self.post(
+                "/api/v1/account/password",
+                &s,
+                json!({"current_password": acc.password, "new_password": new}),
+            );
+            assert_eq!(r.status, 204, "password change of {}: {}", acc.name, r.text);
+            *acc.current.borrow_mut() = new;
         }
+        s
     }
 }
 
@@ -175,7 +204,10 @@ struct Session {
 /// the next unused step of the ±1 window, so no test waits for the clock.
 struct Account {
     name: String,
+    /// The one-time password `admin add` printed.
     password: String,
+    /// The password now: the one-time one until the first session changed it.
+    current: std::cell::RefCell<String>,
     totp: totp_rs::Totp,
     next_offset: std::cell::Cell<i64>,
 }
@@ -239,6 +271,7 @@ fn add_account(state: &Path, name: &str, role: &str) -> Account {
         .unwrap();
     Account {
         name: name.into(),
+        current: std::cell::RefCell::new(password.clone()),
         password,
         totp,
         next_offset: std::cell::Cell::new(-1),
@@ -367,7 +400,7 @@ fn issue10_admin_api_refuses_and_audits_bad_logins_missing_csrf_auditor_writes_a
     let r = c.login("alice", &alice.password, &alice.wrong_code());
     assert_eq!((r.status, r.code()), (401, "bad_login"), "{}", r.text);
     let a = c.session(&alice); // uses step -1
-    let r = c.login("alice", &alice.password, &alice.code_at(-1));
+    let r = c.login("alice", &alice.current.borrow(), &alice.code_at(-1));
     assert_eq!(
         (r.status, r.code()),
         (401, "bad_login"),
@@ -556,7 +589,13 @@ fn issue10_admin_api_refuses_and_audits_bad_logins_missing_csrf_auditor_writes_a
         .iter()
         .any(|e| e["event"] == "admin.account.created" && e["data"]["account"] == "carol"));
     let text = serde_json::to_string(&log).unwrap();
-    for secret in [&alice.password, &bob.password, &a.csrf] {
+    for secret in [
+        &alice.password,
+        &*alice.current.borrow(),
+        &bob.password,
+        &*bob.current.borrow(),
+        &a.csrf,
+    ] {
         assert!(
             !text.contains(secret.as_str()),
             "a secret is in the audit log"

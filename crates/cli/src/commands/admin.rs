@@ -104,7 +104,7 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
                 eprintln!("{}", admin::accounts::qr_text(new.otpauth.expose()));
             }
             eprintln!(
-                "Store the password now (it is shown only once) and add the TOTP secret to an authenticator app; every login needs both."
+                "Give the password to the account's owner now (it is shown only once) with the TOTP secret for an authenticator app; every login needs both. It is a one-time password: the first login must replace it before anything else."
             );
             Ok(())
         }
