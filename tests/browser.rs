@@ -2,11 +2,17 @@
 //! Debian's chromium driven headless by playwright-core (`tests/browser/wizard.mjs`).
 //! An admin logs in with password and TOTP, walks the six wizard steps on a generated
 //! Maildir, watches the move reach Synced on the live dashboard, completes it, opens
-//! the report with its throughput plot, logs out; an auditor then finds the lifecycle
-//! buttons disabled and the server refusing them. The mailbox has one message over the
+//! the report with its throughput plot, logs out; an auditor then finds no lifecycle
+//! buttons and the wizard refused (issue 22). Each account's first login replaces its
+//! one-time password. The mailbox has one message over the
 //! wizard's large-item size, skipped and approved on the dashboard. The volume must then
 //! hold exactly the source's other messages. One screenshot per step is kept under
 //! `$CARGO_TARGET_TMPDIR/browser-screenshots`.
+//!
+//! Then `tests/browser/issue22.mjs` runs against the same service with two new accounts:
+//! the first-login password change, the authenticator re-enrolment, the wizard saving
+//! nothing before its last step (and naming the destination), and the auditor's audit
+//! page; its screenshots go to `browser-screenshots/issue22`.
 //!
 //! Needs `node` and `chromium` (`./test.sh` installs them); without them the test fails
 //! and says so.
@@ -107,6 +113,9 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
     let state = env.path("admin");
     let (admin_pw, admin_totp) = add_account(&state, "ann", "admin");
     let (auditor_pw, auditor_totp) = add_account(&state, "otto", "auditor");
+    // Fresh accounts for issue22.mjs: their first login is the one-time password's.
+    let (fay_pw, fay_totp) = add_account(&state, "fay", "admin");
+    let (abe_pw, abe_totp) = add_account(&state, "abe", "auditor");
     let mut serve = mailferry();
     serve
         .args(["admin", "serve", "--listen", "127.0.0.1:0", "--state"])
@@ -141,6 +150,45 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
         "the browser scenario failed:\n{}",
         describe(&o)
     );
+
+    // Issue 22: first-login password change, authenticator re-enrolment, the auditor's
+    // audit page, the wizard saving nothing before its last step.
+    let shots22 = shots.join("issue22");
+    let o = run(Command::new("node")
+        .arg(browser_dir.join("issue22.mjs"))
+        .current_dir(&browser_dir)
+        .env("MF_URL", admin.url())
+        .env("MF_SERVER_CERT", state.join("tls/server.pem"))
+        .env("MF_ADMIN", "fay")
+        .env("MF_ADMIN_PASSWORD", &fay_pw)
+        .env("MF_ADMIN_TOTP", &fay_totp)
+        .env("MF_AUDITOR", "abe")
+        .env("MF_AUDITOR_PASSWORD", &abe_pw)
+        .env("MF_AUDITOR_TOTP", &abe_totp)
+        .env("MF_MAIL_ROOT", &mail)
+        .env("MF_USER", "alice")
+        .env("MF_BATCH", "spring-2026")
+        .env("MF_VOLUME", env.volume())
+        .env("MF_SCREENSHOTS", &shots22)
+        .env("MF_CHROMIUM", &chromium));
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "the issue 22 browser scenario failed:\n{}",
+        describe(&o)
+    );
+    let n22 = std::fs::read_dir(&shots22)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert!(n22 >= 12, "{n22} screenshots in {}", shots22.display());
+
     assert_eq!(
         admin.stop(),
         Some(0),

@@ -1,0 +1,63 @@
+// Shared by the browser scenarios (wizard.mjs, issue22.mjs): environment, TOTP codes,
+// and a headless chromium that trusts exactly the admin service's certificate.
+//
+// Nothing here knows a page of the service: the scenarios do.
+import { chromium } from 'playwright-core';
+import { createHmac, createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
+/** The environment variable `name`; throws if it is unset or empty. */
+export const env = (name) => {
+  const v = process.env[name];
+  if (!v) { throw new Error(`environment variable ${name} is not set`); }
+  return v;
+};
+
+// === TOTP (RFC 6238: HMAC-SHA1, 30 s steps, 6 digits) ===
+
+function base32Decode(s) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0; let value = 0; const out = [];
+  for (const c of s.toUpperCase().replace(/=+$/, '')) {
+    const i = alphabet.indexOf(c);
+    if (i < 0) { throw new Error(`TOTP secret: not base32: ${c}`); }
+    value = (value << 5) | i; bits += 5;
+    if (bits >= 8) { out.push((value >>> (bits - 8)) & 0xff); bits -= 8; }
+  }
+  return Buffer.from(out);
+}
+
+/** The code of an otpauth:// URI (or a bare base32 secret) at time `when` (ms). */
+export function totp(uri, when = Date.now()) {
+  const secret = uri.startsWith('otpauth:') ? new URL(uri).searchParams.get('secret') : uri;
+  if (!secret) { throw new Error(`no secret in ${uri}`); }
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(when / 1000 / 30)));
+  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
+  const off = mac[mac.length - 1] & 0xf;
+  const code = (mac.readUInt32BE(off) & 0x7fffffff) % 1000000;
+  return String(code).padStart(6, '0');
+}
+
+// === chromium ===
+
+/**
+ * A headless chromium (persistent profile in `profileDir`) that accepts the service's
+ * self-signed certificate by pinning its key, and would still refuse any other.
+ */
+export async function launch(profileDir, certFile, viewport) {
+  const leaf = readFileSync(certFile, 'utf8').match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/)[0];
+  const spki = new X509Certificate(leaf).publicKey.export({ type: 'spki', format: 'der' });
+  const spkiHash = createHash('sha256').update(spki).digest('base64');
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: process.env.MF_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      `--ignore-certificate-errors-spki-list=${spkiHash}`,
+    ],
+    viewport,
+    timeout: 60000,
+  });
+}
