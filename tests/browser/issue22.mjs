@@ -312,10 +312,11 @@ try {
   await page.waitForSelector(`#moves tr[data-mailbox="${address}"] .source-check`);
   await expectText(`#moves tr[data-mailbox="${address}"] .source-check`, 'verified');
   await expectText(`#moves tr[data-mailbox="${address}"] .volume-check`, 'both sides agree');
+  await expectNoWriteEntryPoints();
+  await shot('audit-move-verified');
   await page.click('#verify-admin-log');
   await expectText('#admin-log-status', 'verified');
   await expectNoWriteEntryPoints();
-  await shot('audit-move-verified');
   await logout();
 
   expect(scriptErrors.length === 0, `no script errors in the pages, got ${JSON.stringify(scriptErrors)}`);

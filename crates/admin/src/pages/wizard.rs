@@ -949,7 +949,8 @@ async fn estimate(state: &AdminState, d: &Draft, ep: &Endpoint, f: &mut ReviewFa
         .concurrency
         .parse::<usize>()
         .unwrap_or(ep.max_concurrent_moves)
-        .clamp(1, ep.max_concurrent_moves.max(1));
+        .clamp(1, ep.max_concurrent_moves.max(1))
+        .min(d.users.len().max(1));
     let mut seconds = longest.max(sum / at_once as f64);
     let mut shared = String::new();
     if let Some(rate) = ep.max_bytes_per_second.filter(|r| *r > 0) {
