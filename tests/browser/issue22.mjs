@@ -92,6 +92,7 @@ function spareCode(secret) {
 
 async function submitLogin(name, password, code) {
   await page.goto(`${url}/login`);
+  await checkWords();
   await page.fill('#name', name);
   await page.fill('#password', password);
   await page.fill('#totp', code);

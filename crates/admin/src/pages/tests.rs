@@ -411,3 +411,91 @@ async fn issue22_a_one_time_password_opens_nothing_but_its_change() {
             .unwrap();
     assert!(!v.must_change_password);
 }
+
+/// A logged-in admin whose one-time password was already replaced: its cookie.
+async fn admin_session(s: &Svc) -> String {
+    let new = s.state.accounts().add("ann", crate::Role::Admin).unwrap();
+    let secret = new.otpauth.expose().split("secret=").nth(1).unwrap();
+    let t = crate::accounts::totp(secret.split('&').next().unwrap()).unwrap();
+    let code = t.generate(mailferry_core::unix_now() as u64).to_string();
+    let (cookie, v) = crate::session::login(&s.state, "ann", new.password.expose(), &code, None)
+        .await
+        .unwrap();
+    let change = crate::session::PasswordChange {
+        current: new.password.expose(),
+        totp: None,
+        new: "a password of ann's own",
+        confirm: "a password of ann's own",
+    };
+    crate::session::change_password(&s.state, &v, change)
+        .await
+        .unwrap();
+    cookie
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn issue22_the_audit_page_pages_the_admin_log_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::AdminConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("state"),
+        dir.path().join("vol"),
+        dir.path().join("key"),
+    );
+    let state = crate::AdminState::open(cfg).unwrap();
+    let s = Svc {
+        app: crate::router(state.clone()),
+        state,
+        _dir: dir,
+    };
+    let cookie = admin_session(&s).await;
+    for i in 0..120 {
+        s.state
+            .audit()
+            .record("tester", "test.event", serde_json::json!({"n": i}))
+            .unwrap();
+    }
+    let total = s.state.audit().read().unwrap().len() as u64;
+    let (st, _, first) = call(&s, "GET", "/audit", Some(&cookie), None, "").await;
+    assert_eq!(st, 200);
+    assert!(first.contains("hash chain is intact"), "no verify status");
+    assert!(first.contains("page 1 of 3"), "{first}");
+    let seqs = |html: &str| -> Vec<u64> {
+        html.split("<tr><td class=\"num\">")
+            .skip(1)
+            .map(|r| r.split('<').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let p1 = seqs(&first);
+    assert_eq!(p1.len(), super::audit::PAGE_SIZE);
+    assert_eq!(p1[0], total, "the newest record first");
+    assert!(p1.windows(2).all(|w| w[0] == w[1] + 1), "{p1:?}");
+    assert!(first.contains("href=\"/audit?page=2\"") && !first.contains("id=\"newer\""));
+    let (_, _, second) = call(&s, "GET", "/audit?page=2", Some(&cookie), None, "").await;
+    let p2 = seqs(&second);
+    assert_eq!(p2[0], total - 50);
+    assert!(second.contains("href=\"/audit?page=1\"") && second.contains("href=\"/audit?page=3\""));
+    let (_, _, last) = call(&s, "GET", "/audit?page=99", Some(&cookie), None, "").await;
+    let p3 = seqs(&last);
+    assert_eq!(
+        *p3.last().unwrap(),
+        1,
+        "the last page ends with the genesis record"
+    );
+    assert!(!last.contains("id=\"older\""));
+    // A broken chain shows on the page.
+    let path = s.state.audit().path().to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("\"n\":7", "\"n\":8", 1)).unwrap();
+    let (_, _, broken) = call(&s, "GET", "/audit", Some(&cookie), None, "").await;
+    assert!(
+        broken.contains("does not verify"),
+        "a tampered log shown as verified"
+    );
+}
