@@ -1,6 +1,8 @@
 //! Server-rendered admin pages: the login form, the new-migration-batch wizard
 //! ([`wizard`]), the dashboard of batches and moves with live progress
-//! ([`dashboard`]), and move reports ([`report`]).
+//! ([`dashboard`], with the confirmation steps), a page per batch ([`batch`]) and per
+//! mailbox ([`mailbox`], with the move record's parts from [`report`]); the pieces
+//! they share are in [`view`].
 //!
 //! Every form is a plain POST that works without JavaScript and carries the session's
 //! CSRF token in the `csrf` field; the only script (`/static/live.js`, vendored and
@@ -10,8 +12,11 @@
 //! writes the admin audit log, exactly as the REST API does. Errors become readable
 //! HTML pages (or inline messages), never JSON.
 
+pub mod batch;
 pub mod dashboard;
+pub mod mailbox;
 pub mod report;
+pub mod view;
 pub mod wizard;
 
 #[cfg(test)]
@@ -37,12 +42,22 @@ pub fn routes() -> Router<AdminState> {
         .route("/wizard", get(wizard_start).post(wizard_submit))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/live", get(dashboard::live))
-        .route("/ui/batches/{name}/{action}", post(dashboard::batch_action))
+        .route("/ui/batches/{name}", get(batch::page))
+        .route("/ui/batches/{name}/report.csv", get(batch::report_csv_file))
+        .route(
+            "/ui/batches/{name}/report.html",
+            get(batch::report_html_file),
+        )
+        .route(
+            "/ui/batches/{name}/{action}",
+            get(dashboard::confirm_batch).post(dashboard::batch_action),
+        )
+        .route("/ui/moves/{batch}/{mailbox}", get(mailbox::page))
         .route(
             "/ui/moves/{batch}/{mailbox}/approve",
-            post(dashboard::approve),
+            get(dashboard::confirm_approve).post(dashboard::approve),
         )
-        .route("/ui/moves/{batch}/{mailbox}/report", get(report::page))
+        .route("/ui/moves/{batch}/{mailbox}/report", get(mailbox::page))
         .route(
             "/ui/moves/{batch}/{mailbox}/report.html",
             get(report::standalone),

@@ -161,12 +161,3 @@ fn the_wizard_page_escapes_the_draft_and_disables_start_for_auditors() {
     // The hidden draft round-trips.
     assert!(html.contains("name=\"draft\" value=\"{"));
 }
-
-#[test]
-fn the_success_banner_says_only_our_own_words() {
-    assert_eq!(
-        super::dashboard::flash("completing", "spring").unwrap(),
-        "Batch spring: completing: the final delta pass runs now."
-    );
-    assert!(super::dashboard::flash("Your session expired, log in at", "x").is_none());
-}
