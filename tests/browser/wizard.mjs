@@ -234,16 +234,20 @@ try {
   await shot('dashboard-synced');
 
   phase('dashboard: a form without its CSRF token is refused');
-  await page.$eval(`#suspend-${batch}`, (b) => b.form.querySelector('input[name=csrf]').remove());
-  const [refused] = await Promise.all([page.waitForNavigation(), page.click(`#suspend-${batch}`)]);
+  // Sync again shows once the start run has ended.
+  await page.waitForSelector(`#sync-${batch}`, { timeout: 180000 });
+  await page.$eval(`#sync-${batch}`, (b) => b.form.querySelector('input[name=csrf]').remove());
+  const [refused] = await Promise.all([page.waitForNavigation(), page.click(`#sync-${batch}`)]);
   expect(refused && refused.status() === 403, `403 for a form without CSRF token, got ${refused && refused.status()}`);
   await expectText('main', 'CSRF');
   await shot('csrf-refused');
   await page.goto(`${url}/dashboard`);
   await waitForState(address, 'synced');
+  await page.waitForSelector(`#sync-${batch}`, { timeout: 180000 });
 
-  phase('dashboard: approve the skipped large item');
-  await Promise.all([page.waitForURL(/\/dashboard/), page.click(`tr[data-mailbox="${address}"] button:has-text("Approve skipped")`)]);
+  phase('dashboard: approve the skipped large item (after its confirmation)');
+  await page.click(`tr[data-mailbox="${address}"] a:has-text("Approve skipped")`);
+  await Promise.all([page.waitForURL(/\/dashboard/), page.click('#confirm')]);
   await page.waitForFunction(
     (b) => document.querySelector(`[data-batch="${b}"] .batch-facts`).textContent.includes('last approval pass ended'),
     batch, { timeout: 180000 },
@@ -252,11 +256,12 @@ try {
   await shot('dashboard-approved');
 
   phase('dashboard: Complete, the move reaches Completed');
-  await Promise.all([page.waitForURL(/\/dashboard/), page.click(`#complete-${batch}`)]);
+  await page.click(`#complete-${batch}`);
+  await Promise.all([page.waitForURL(/\/dashboard/), page.click('#confirm')]);
   await waitForState(address, 'completed');
   // The live script has been polling the fragment (the state may also have been final
   // when the page loaded, so this is what shows the updates run).
-  await page.waitForFunction(() => document.getElementById('live-status').textContent.startsWith('Live: updated'), null, { timeout: 30000 });
+  await page.waitForFunction(() => Number(document.getElementById('live').getAttribute('data-updates') || 0) > 0, null, { timeout: 30000 });
   await shot('dashboard-completed');
 
   phase('report: the throughput plot and both audit sides');
@@ -295,7 +300,7 @@ try {
   await expectText('#live-status', 'Values as of');
   await page.click('#refresh');
   await page.waitForSelector(`tr[data-mailbox="${address}"][data-state="completed"]`);
-  const buttons = page.locator('#live form button');
+  const buttons = page.locator('#live button');
   for (let i = 0; i < await buttons.count(); i += 1) {
     expect(await buttons.nth(i).isDisabled(), `the auditor's button "${await buttons.nth(i).innerText()}" to be disabled`);
   }

@@ -1,0 +1,84 @@
+// What the browser scenarios share: TOTP codes, chromium with the service's key
+// pinned, screenshots, and waiting for a mailbox's state on the dashboard.
+import { chromium } from 'playwright-core';
+import { createHmac, createHash, X509Certificate } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const env = (name) => {
+  const v = process.env[name];
+  if (!v) { throw new Error(`environment variable ${name} is not set`); }
+  return v;
+};
+
+// === TOTP (RFC 6238: HMAC-SHA1, 30 s steps, 6 digits) ===
+
+function base32Decode(s) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0; let value = 0; const out = [];
+  for (const c of s.toUpperCase().replace(/=+$/, '')) {
+    const i = alphabet.indexOf(c);
+    if (i < 0) { throw new Error(`TOTP secret: not base32: ${c}`); }
+    value = (value << 5) | i; bits += 5;
+    if (bits >= 8) { out.push((value >>> (bits - 8)) & 0xff); bits -= 8; }
+  }
+  return Buffer.from(out);
+}
+
+export function totp(uri, when = Date.now()) {
+  const secret = new URL(uri).searchParams.get('secret');
+  if (!secret) { throw new Error(`no secret in ${uri}`); }
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(when / 1000 / 30)));
+  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
+  const off = mac[mac.length - 1] & 0xf;
+  const code = (mac.readUInt32BE(off) & 0x7fffffff) % 1000000;
+  return String(code).padStart(6, '0');
+}
+
+// Chromium trusting the service's one self-signed certificate by its key (it would
+// still refuse any other), in a fresh profile.
+export async function launch(profileDir, viewport) {
+  const leaf = readFileSync(env('MF_SERVER_CERT'), 'utf8').match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/)[0];
+  const spki = new X509Certificate(leaf).publicKey.export({ type: 'spki', format: 'der' });
+  const spkiHash = createHash('sha256').update(spki).digest('base64');
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: process.env.MF_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      `--ignore-certificate-errors-spki-list=${spkiHash}`,
+    ],
+    viewport,
+    timeout: 60000,
+  });
+}
+
+// Numbered full-page screenshots in `dir`.
+export function shooter(dir) {
+  mkdirSync(dir, { recursive: true });
+  let step = 0;
+  const shot = async (page, name) => {
+    step += 1;
+    const file = join(dir, `${String(step).padStart(2, '0')}-${name}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    console.log(`screenshot ${file}`);
+  };
+  shot.count = () => step;
+  return shot;
+}
+
+export function expect(cond, what) {
+  if (!cond) { throw new Error(`expected ${what}`); }
+}
+
+// Waits (generously) for the dashboard to show `state` for `mailbox` without a reload:
+// the live updates must bring it.
+export async function waitForState(page, mailbox, state) {
+  await page.waitForSelector(`tr[data-mailbox="${mailbox}"][data-state="${state}"]`, { timeout: 180000 })
+    .catch(async (e) => {
+      const last = await page.locator(`tr[data-mailbox="${mailbox}"]`).first().getAttribute('data-state').catch(() => 'none');
+      throw new Error(`${mailbox} did not reach ${state} on the dashboard (last seen: ${last}): ${e.message}`);
+    });
+}
