@@ -231,6 +231,8 @@ try {
   await page.goto(`${url}/ui/batches/${batch}`);
   const perState = await page.locator('#per-state').innerText();
   expect(perState.includes('Completed 2') && perState.includes('Failed 1'), `counts per state, got ${JSON.stringify(perState)}`);
+  const ghostLine = await page.locator(`#batch-report tr:has-text("${ghost}")`).innerText();
+  expect(ghostLine.includes('not a Maildir'), `ghost's error kept after suspend and resume, got ${JSON.stringify(ghostLine)}`);
   const files = await page.evaluate(async () => {
     const get = async (id) => {
       const r = await fetch(document.getElementById(id).getAttribute('href'));

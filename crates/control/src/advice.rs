@@ -116,7 +116,7 @@ impl Advice {
                 "need approval (Approve skipped on the mailbox's page) before it can complete"
                     .into()
             }
-            Advice::SeeBatchStatus(b) => format!("see the page of batch {b}"),
+            Advice::SeeBatchStatus(_) => "each failed mailbox's page says why".into(),
             Advice::ResumeBatch(_) | Advice::ResumeMove(_) => {
                 "resume it first with Resume on its batch's page".into()
             }

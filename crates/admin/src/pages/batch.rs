@@ -12,7 +12,6 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use mailferry_control::advice::web_text;
 use mailferry_control::units::human_bytes;
 
 /// One line of the batch report (the page's table, the CSV and the HTML file).
@@ -77,11 +76,7 @@ pub fn report_lines(b: &BatchInfo) -> Vec<ReportLine> {
                     .as_deref()
                     .map(view::when)
                     .unwrap_or_default(),
-                reason: st
-                    .reason
-                    .as_deref()
-                    .map(|r| web_text(r).into_owned())
-                    .unwrap_or_default(),
+                reason: view::reason(st).unwrap_or_default(),
             }
         })
         .collect()

@@ -176,7 +176,7 @@ async fn build(
     } else {
         Vec::new()
     };
-    let reason = st.reason.as_deref().map(|r| web_text(r).into_owned());
+    let reason = view::reason(st);
     let failed = st.state == MoveState::Failed;
     let row = view::move_row(batch, st);
     let mut facts = vec![

@@ -52,12 +52,35 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
     out
+}
+
+/// Why the move is in its state, in the pages' words. For a failed move, the reason
+/// it failed, even when a later transition (a suspension and resume) says something
+/// else.
+pub fn reason(st: &MoveStatus) -> Option<String> {
+    let r = if st.state == MoveState::Failed {
+        // A resume re-enters Failed with "resumed by ..."; the failure is the Failed
+        // entry not right after a suspension.
+        let h = &st.history;
+        (0..h.len())
+            .rev()
+            .find(|&i| {
+                h[i].state == MoveState::Failed
+                    && (i == 0 || h[i - 1].state != MoveState::Suspended)
+            })
+            .map(|i| h[i].reason.as_str())
+            .or(st.reason.as_deref())
+    } else {
+        st.reason.as_deref()
+    };
+    r.filter(|r| !r.trim().is_empty())
+        .map(|r| web_text(r).into_owned())
 }
 
 /// The label of a state as admins read it.

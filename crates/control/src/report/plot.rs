@@ -117,6 +117,20 @@ fn mb_text(v: f64, step: f64) -> String {
     format!("{v:.decimals$}")
 }
 
+/// A duration in seconds with two significant digits below 10 s (`0.0074`, `2`).
+fn secs_text(s: f64) -> String {
+    if s >= 10.0 || s <= 0.0 {
+        return format!("{s:.0}");
+    }
+    let decimals = (1 - s.log10().floor() as i64).max(0) as usize;
+    let t = format!("{s:.decimals$}");
+    if t.contains('.') {
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        t
+    }
+}
+
 /// The plot of a pass's timeline; `limit` is the throttle in bytes per second, if set.
 pub fn svg(samples: &[Sample], limit: Option<u64>) -> String {
     let b = buckets(samples);
@@ -171,10 +185,10 @@ pub fn svg(samples: &[Sample], limit: Option<u64>) -> String {
         o,
         "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\" stroke=\"#444\"/>\
          <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{0:.1}\" stroke=\"#444\"/>\
-         <text x=\"{left}\" y=\"14\" fill=\"#1b1f24\">MB/s acknowledged, {2} s average</text>",
+         <text x=\"{left}\" y=\"14\" fill=\"#1b1f24\">MB/s acknowledged (moving average over {2} s)</text>",
         h - bottom,
         w - right,
-        mb_text(end / b.len().max(1) as f64, 0.1),
+        secs_text(end / b.len().max(1) as f64),
     );
     // Legend on the right of the title: average, limit.
     let mut legend = format!("<tspan fill=\"#57606a\">— average {avg:.1} MB/s</tspan>");

@@ -86,3 +86,31 @@ fn one_run_button_says_what_it_does_on_a_failed_batch() {
     assert!(a[0].hint.is_none());
     assert!(!a[2].enabled && a[2].reason.as_deref().unwrap().contains("has not started"));
 }
+
+#[test]
+fn a_failed_move_keeps_its_error_after_a_suspend_and_resume() {
+    use mailferry_control::lifecycle::Transition;
+    let t = |state, reason: &str| Transition {
+        state,
+        at: "2026-12-04T13:16:05Z".into(),
+        reason: reason.into(),
+        actor: "admin:ada".into(),
+    };
+    let mut m = move_status("g@x.org", MoveState::Failed, 0);
+    m.history = vec![
+        t(MoveState::Created, "created"),
+        t(
+            MoveState::Failed,
+            &format!("not a Maildir ({})", Advice::PointAtMailboxRoot.cli()),
+        ),
+        t(MoveState::Suspended, "suspended by admin:ada"),
+        t(MoveState::Failed, "resumed by admin:ada"),
+    ];
+    m.reason = Some("resumed by admin:ada".into());
+    // The last Failed entry is the resume; the one before says why it failed.
+    let r = reason(&m).unwrap();
+    assert!(
+        r.starts_with("not a Maildir (set the endpoint's mailbox path"),
+        "{r}"
+    );
+}
