@@ -162,7 +162,8 @@ pub fn error_page(nav: Option<Nav>, e: &AdminError, back: &str) -> Response {
         &ErrorPage {
             nav,
             title,
-            message: e.to_string(),
+            // A control-plane error may carry advice for the command line.
+            message: mailferry_control::advice::web_text(&e.to_string()).into_owned(),
             back: back.to_string(),
         },
     );
