@@ -4,14 +4,15 @@
 //! file. Reads only: its buttons post to [`super::dashboard::batch_action`].
 
 use super::dashboard::{batch_view, BatchView};
+use super::report::download;
 use super::view::{self, ActionView};
 use super::{error_page, render, Nav};
 use crate::actions::{self, BatchInfo};
 use crate::{AdminError, AdminState, Viewer};
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use mailferry_control::units::human_bytes;
 
 /// One line of the batch report (the page's table, the CSV and the HTML file).
@@ -221,33 +222,6 @@ pub async fn page(
     )
 }
 
-/// A download: `body` as `file`, with a policy that lets it style itself inline and
-/// run nothing.
-fn download(ty: &'static str, file: &str, body: String) -> Response {
-    let mut resp = ([(header::CONTENT_TYPE, ty)], body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ),
-    );
-    let file: String = file
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    resp
-}
-
 /// `GET /ui/batches/{name}/report.csv`.
 pub async fn report_csv_file(
     State(state): State<AdminState>,
@@ -293,3 +267,6 @@ pub async fn report_html_file(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

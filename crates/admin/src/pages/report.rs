@@ -176,20 +176,25 @@ pub async fn standalone(
         }
         Err(e) => return error_page(Some(Nav::of(&v)), &e, "/dashboard"),
     };
-    let mut resp = (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+    download(
+        "text/html; charset=utf-8",
+        &format!("mailferry-{batch}-{mailbox}.html"),
         mailferry_control::report::html(&r),
     )
-        .into_response();
+}
+
+/// A download: `body` as the attachment `file` (its name reduced to safe characters),
+/// with its own policy: a file that styles itself inline and runs nothing.
+pub fn download(ty: &'static str, file: &str, body: String) -> Response {
+    let mut resp = ([(header::CONTENT_TYPE, ty)], body).into_response();
     let h = resp.headers_mut();
-    // Its own policy: the file styles itself inline and runs nothing.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
             "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
         ),
     );
-    let file: String = format!("mailferry-{batch}-{mailbox}.html")
+    let file: String = file
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
