@@ -70,19 +70,34 @@ fn add_account(state: &Path, name: &str, role: &str) -> (String, String) {
     (password, uri)
 }
 
-#[test]
-fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
-    let chromium = std::env::var("MF_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
-    require(Path::new(&chromium).exists(), &chromium);
+/// One browser scenario at a time: two chromiums and two services at once would
+/// starve each other on a small machine.
+static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Checks node and chromium are there and the npm packages of `tests/browser` are
+/// installed (`npm ci` when one is missing); returns that directory.
+fn browser_tools(chromium: &str) -> PathBuf {
+    require(Path::new(chromium).exists(), chromium);
     require(has_command("node"), "node");
     let browser_dir = repo().join("tests/browser");
-    if !browser_dir.join("node_modules/playwright-core").exists() {
+    let installed = ["playwright-core", "axe-core"]
+        .iter()
+        .all(|p| browser_dir.join("node_modules").join(p).exists());
+    if !installed {
         require(has_command("npm"), "npm");
         let o = run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--prefix"])
             .arg(&browser_dir));
         assert!(o.status.success(), "npm ci failed:\n{}", describe(&o));
     }
+    browser_dir
+}
+
+#[test]
+fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
+    let _one_browser = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let chromium = std::env::var("MF_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
+    let browser_dir = browser_tools(&chromium);
 
     let env = Env::new();
     init_volume(&env);
@@ -237,4 +252,86 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
         "exported messages differ from the source (key, source flags, exported flags): {differ:?}"
     );
     assert_eq!(exported.len(), n);
+}
+
+/// Issue 22, the dashboard and its pages as an admin who never opens a terminal sees
+/// them (`tests/browser/dashboard.mjs`): a batch of three mailboxes, one without a
+/// source mailbox, at 1280×800; the failed mailbox's page shows its error; Approve
+/// skipped, Complete and Suspend ask first, and Cancel changes nothing; the dashboard
+/// fits the window; every page passes axe-core without a serious violation and gives
+/// no command-line advice. Screenshots are kept under
+/// `$CARGO_TARGET_TMPDIR/browser-screenshots-dashboard`.
+#[test]
+fn issue22_dashboard_mailbox_and_batch_pages_in_a_real_browser() {
+    let _one_browser = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let chromium = std::env::var("MF_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
+    let browser_dir = browser_tools(&chromium);
+
+    let env = Env::new();
+    init_volume(&env);
+    let mail = env.path("mail");
+    for (i, user) in ["amy", "ben"].iter().enumerate() {
+        write_maildir(
+            &mail.join(user),
+            &SampleSpec {
+                seed: 22 + i as u64,
+                messages: 40,
+                folders: 2,
+                size: SizeModel::Small,
+                markers: None,
+            },
+        )
+        .unwrap();
+    }
+    // One message of amy's over the batch's large-item size (100KB): skipped, approved.
+    let mut body = String::from(
+        "From: carol@example.com\r\nTo: amy@example.com\r\nSubject: the big one\r\n\
+         Message-ID: <big22@example.com>\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\n\r\n",
+    );
+    while body.len() < 200_000 {
+        body.push_str("a line of a very large message that must be skipped as a large item\r\n");
+    }
+    std::fs::write(mail.join("amy/cur/1700000000.M1P1.large-item:2,S"), body).unwrap();
+    // ghost has no Maildir: its move fails, and its page must say why.
+    let state = env.path("admin");
+    let (admin_pw, admin_totp) = add_account(&state, "ada", "admin");
+    let mut serve = mailferry();
+    serve
+        .args(["admin", "serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(&state)
+        .arg("--volume")
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key());
+    let admin = Daemon::start(serve, "admin");
+
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots-dashboard");
+    let _ = std::fs::remove_dir_all(&shots);
+    eprintln!("browser screenshots: {}", shots.display());
+    let o = run(Command::new("node")
+        .arg(browser_dir.join("dashboard.mjs"))
+        .current_dir(&browser_dir)
+        .env("MF_URL", admin.url())
+        .env("MF_SERVER_CERT", state.join("tls/server.pem"))
+        .env("MF_ADMIN", "ada")
+        .env("MF_ADMIN_PASSWORD", &admin_pw)
+        .env("MF_ADMIN_TOTP", &admin_totp)
+        .env("MF_MAIL_ROOT", &mail)
+        .env("MF_SCREENSHOTS", &shots)
+        .env("MF_CHROMIUM", &chromium));
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "the dashboard scenario failed:\n{}",
+        describe(&o)
+    );
+    assert_eq!(admin.stop(), Some(0), "the admin service stops cleanly");
+    let pngs = std::fs::read_dir(&shots)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "png"))
+        })
+        .count();
+    assert!(pngs >= 12, "{pngs} screenshots in {}", shots.display());
 }

@@ -18,6 +18,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { env, launch, totp } from './lib.mjs';
+import { checkA11y } from './a11y.mjs';
 
 const url = env('MF_URL');
 const shots = env('MF_SCREENSHOTS');
@@ -47,6 +48,7 @@ async function checkWords() {
   const tick = text.match(/`[^`\n]+`/);
   expect(!tick, `no backticked command on ${page.url()}, found ${JSON.stringify(tick && tick[0])}`);
   visited.add(new URL(page.url()).pathname);
+  await checkA11y(page, page.url());
 }
 
 async function shot(name) {

@@ -1,10 +1,12 @@
-// Shared by the browser scenarios (wizard.mjs, issue22.mjs): environment, TOTP codes,
-// and a headless chromium that trusts exactly the admin service's certificate.
+// Shared by the browser scenarios (wizard.mjs, issue22.mjs, dashboard.mjs): environment,
+// TOTP codes, a headless chromium that trusts exactly the admin service's certificate,
+// numbered screenshots, and waiting for a mailbox's state on the dashboard.
 //
 // Nothing here knows a page of the service: the scenarios do.
 import { chromium } from 'playwright-core';
 import { createHmac, createHash, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** The environment variable `name`; throws if it is unset or empty. */
 export const env = (name) => {
@@ -60,4 +62,44 @@ export async function launch(profileDir, certFile, viewport) {
     viewport,
     timeout: 60000,
   });
+}
+
+// Numbered full-page screenshots in `dir`.
+export function shooter(dir) {
+  mkdirSync(dir, { recursive: true });
+  let step = 0;
+  const shot = async (page, name) => {
+    step += 1;
+    const file = join(dir, `${String(step).padStart(2, '0')}-${name}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    console.log(`screenshot ${file}`);
+  };
+  shot.count = () => step;
+  return shot;
+}
+
+export function expect(cond, what) {
+  if (!cond) { throw new Error(`expected ${what}`); }
+}
+
+// Waits (generously) for the dashboard to show `state` for `mailbox` without a reload:
+// the live updates must bring it.
+export async function waitForState(page, mailbox, state) {
+  await page.waitForSelector(`tr[data-mailbox="${mailbox}"][data-state="${state}"]`, { timeout: 180000 })
+    .catch(async (e) => {
+      const last = await page.locator(`tr[data-mailbox="${mailbox}"]`).first().getAttribute('data-state').catch(() => 'none');
+      throw new Error(`${mailbox} did not reach ${state} on the dashboard (last seen: ${last}): ${e.message}`);
+    });
+}
+
+// Accounts made by `admin add` have a one-time password: the first login lands on the
+// change form, which must replace it before anything else (issue22.mjs tests that page
+// itself). Does nothing when the login went straight to the dashboard.
+export async function replaceOneTimePassword(page, url, password) {
+  if (!page.url().includes('/account/password')) { return; }
+  await page.fill('#current_password', password);
+  await page.fill('#new_password', `${password}-own`);
+  await page.fill('#confirm_password', `${password}-own`);
+  await Promise.all([page.waitForURL(/\/account\?done=password/), page.click('#change-password')]);
+  await page.goto(`${url}/dashboard`);
 }

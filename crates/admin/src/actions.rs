@@ -13,6 +13,8 @@
 //! batch` format) with `admin.json` (the wizard's schedule, recipients and migration
 //! type) and, when folders are excluded or a throttle is set, `profile.toml`.
 
+pub mod rules;
+
 use super::jobs::{JobStatus, Plan};
 use super::{AdminError, AdminState, Viewer};
 use mailferry_control::batch::{self, BatchDir, BatchStatus, Mode, RowProblem};
@@ -802,6 +804,20 @@ fn refuse_suspended(name: &str, suspended: bool) -> Result<(), AdminError> {
     Ok(())
 }
 
+/// Refuses (409, with the reason) an action that does not fit the batch's state now:
+/// the rule of [`rules`], the same the pages follow.
+async fn enforce(
+    state: &AdminState,
+    name: &str,
+    bd: &BatchDir,
+    rule: impl FnOnce(&BatchStatus, Option<&JobStatus>) -> Result<(), String>,
+) -> Result<(), AdminError> {
+    let job = state.jobs().get(name);
+    let bd = bd.clone();
+    let s = blocking(move || Ok(batch::status(&bd)?)).await?;
+    rule(&s, job.as_ref()).map_err(AdminError::Conflict)
+}
+
 /// Starts a pass of every mailbox of the batch in the background (then completes it if
 /// its completion is automatic or timed). 409 if it runs already or is suspended.
 pub async fn start_batch(
@@ -810,6 +826,7 @@ pub async fn start_batch(
     name: &str,
 ) -> Result<BatchInfo, AdminError> {
     batch_action(state, v, name, "batch.start", |bd| async move {
+        enforce(state, name, &bd, rules::check_run).await?;
         let b = bd.load()?;
         refuse_suspended(name, b.suspended)?;
         // The completion time as resolved when the batch was created (the wizard's `2h`
@@ -846,6 +863,10 @@ pub async fn suspend_batch(
 ) -> Result<BatchInfo, AdminError> {
     let a = actor(v);
     batch_action(state, v, name, "batch.suspend", |bd| async move {
+        enforce(state, name, &bd, |s, j| {
+            rules::check_batch(s, j, rules::BatchAction::Suspend)
+        })
+        .await?;
         let (now, later) = blocking(move || Ok(batch::suspend(&bd, &a)?)).await?;
         Ok(json!({"suspended": now, "when_pass_ends": later}))
     })
@@ -860,6 +881,10 @@ pub async fn resume_batch(
 ) -> Result<BatchInfo, AdminError> {
     let a = actor(v);
     batch_action(state, v, name, "batch.resume", |bd| async move {
+        enforce(state, name, &bd, |s, j| {
+            rules::check_batch(s, j, rules::BatchAction::Resume)
+        })
+        .await?;
         let n = blocking(move || Ok(batch::resume(&bd, &a)?)).await?;
         Ok(json!({"resumed": n}))
     })
@@ -875,6 +900,10 @@ pub async fn complete_batch(
     approve_skipped: bool,
 ) -> Result<BatchInfo, AdminError> {
     batch_action(state, v, name, "batch.complete", |bd| async move {
+        enforce(state, name, &bd, |s, j| {
+            rules::check_batch(s, j, rules::BatchAction::Complete)
+        })
+        .await?;
         refuse_suspended(name, bd.load()?.suspended)?;
         state.jobs().start(
             name,
@@ -925,6 +954,16 @@ pub async fn approve_skipped(
 ) -> Result<MoveStatus, AdminError> {
     v.require_admin()?;
     let (bd, u) = batch_user(state, name, mailbox)?;
+    let address = u.address.clone();
+    enforce(state, name, &bd, |s, j| {
+        let m = s
+            .mailboxes
+            .iter()
+            .find(|m| m.address == address)
+            .ok_or_else(|| format!("batch {name} has no mailbox {address}"))?;
+        rules::check_approve(s, j, &m.status)
+    })
+    .await?;
     // Checked now so the admin sees it in the answer, not only in the run's record.
     {
         let u = u.clone();

@@ -32,6 +32,7 @@
 //! while `batch start` runs starts no further mailbox; running passes end first (see
 //! [`crate::lifecycle`]).
 
+use crate::advice::Advice;
 use crate::endpoint::Endpoint;
 use crate::lifecycle::{self, Invocation, MoveState, PassOptions, PassResult, Settings};
 use crate::moving::{Connected, Destination, PassHooks};
@@ -754,12 +755,12 @@ impl RunOutcome {
             Ok(())
         } else {
             Err(AppError::BatchFailed(format!(
-                "{} of {} mailbox(es) of batch {} failed: {}; the others went on (see `mailferry batch status {}`)",
+                "{} of {} mailbox(es) of batch {} failed: {}; the others went on ({})",
                 failed.len(),
                 self.mailboxes.len(),
                 self.name,
                 failed.join(", "),
-                self.name
+                Advice::SeeBatchStatus(self.name.clone()).cli()
             )))
         }
     }
@@ -787,8 +788,9 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
     let b = bd.load()?;
     if b.suspended {
         return Err(AppError::Refused(format!(
-            "batch {} is suspended; run `mailferry batch resume {}` first",
-            b.name, b.name
+            "batch {} is suspended; {}",
+            b.name,
+            Advice::ResumeBatch(b.name.clone()).cli()
         )));
     }
     let ep = Endpoint::load(&b.endpoint)?;

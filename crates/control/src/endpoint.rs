@@ -46,6 +46,7 @@
 //! agent logs in as `USER*MASTER` with the master's password and sees USER's mailbox.
 //! `master_separator` changes the `*` for servers configured otherwise.
 
+use crate::advice::Advice;
 use crate::AppError;
 use mailferry_agent::source::connections::{ConnectionLimit, DEFAULT_CONNECTIONS, MAX_CONNECTIONS};
 use mailferry_agent::source::{Namespaces, Prior, SourceOptions};
@@ -444,8 +445,9 @@ pub async fn test(
                 "root directory",
                 if p.is_dir() {
                     Ok(format!(
-                        "{} exists (give --user to check a mailbox)",
-                        p.display()
+                        "{} exists ({})",
+                        p.display(),
+                        Advice::TestWithUser.cli()
                     ))
                 } else {
                     Err(format!("{} is not a directory", p.display()))

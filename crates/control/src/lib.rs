@@ -17,6 +17,7 @@
 //! renders the same results as JSON and HTML. It never reads source mailboxes or writes
 //! volumes itself: the agent and the store do, through the crates it wires together.
 
+pub mod advice;
 pub mod audit_cmd;
 pub mod batch;
 pub mod control;

@@ -31,6 +31,7 @@
 //! This module does not move messages ([`crate::moving`] does) and does not judge skipped
 //! items ([`crate::limits`] does).
 
+use crate::advice::Advice;
 use crate::limits::{self, Limits, Verdict};
 use crate::moving::{Clock, Connected, Destination, MoveArgs, PassHooks};
 use crate::AppError;
@@ -659,17 +660,17 @@ fn refuse_pass(lc: &Lifecycle, dir: &Path) -> Result<(), AppError> {
     };
     match lc.state {
         MoveState::Completed => Err(AppError::Refused(format!(
-            "the move of {} was completed{}; a completed move takes no more passes (to copy \
-             the mailbox again, start a new move with another --state)",
+            "the move of {} was completed{}; a completed move takes no more passes ({})",
             lc.mailbox,
-            at(lc)
+            at(lc),
+            Advice::NewMoveToCopyAgain.cli()
         ))),
         MoveState::Suspended => Err(AppError::Refused(format!(
-            "the move of {} is suspended{} ({}); run `mailferry move resume --state {}` first",
+            "the move of {} is suspended{} ({}); {}",
             lc.mailbox,
             at(lc),
             lc.reason().unwrap_or(""),
-            dir.display()
+            Advice::ResumeMove(dir.display().to_string()).cli()
         ))),
         _ => Ok(()),
     }
@@ -850,16 +851,16 @@ fn finish(
     let mut limit = None;
     if let Some(why) = &verdict.exceeded {
         let msg = format!(
-            "limit hit: {why}; the move is Failed, everything copied is kept (fix the items \
-             and run the move again, raise the limit, or accept them with --approve-skipped)"
+            "limit hit: {why}; the move is Failed, everything copied is kept ({})",
+            Advice::FixOrApproveSkipped.cli()
         );
         events.push(lc.enter(MoveState::Failed, msg.clone(), &opts.actor));
         limit = Some(msg);
     } else if begun.completing && verdict.unapproved() > 0 {
         let msg = format!(
-            "the final pass left {} skipped item(s) nobody approved; check them (report.json, \
-             `mailferry move status`) and complete with --approve-skipped",
-            verdict.unapproved()
+            "the final pass left {} skipped item(s) nobody approved; {}",
+            verdict.unapproved(),
+            Advice::CheckThenCompleteApproving.cli()
         );
         events.push(lc.enter(MoveState::Synced, msg.clone(), &opts.actor));
         limit = Some(msg);
@@ -916,8 +917,9 @@ pub fn outcome_text(res: &PassResult) -> String {
     // A limit hit is the command's error message; it is not repeated here.
     match (&res.limit, res.state) {
         (None, MoveState::Synced) if v.unapproved() > 0 => out.push_str(&format!(
-            "; {} skipped item(s) need approval (--approve-skipped) before it can complete",
-            v.unapproved()
+            "; {} skipped item(s) {}",
+            v.unapproved(),
+            Advice::ApproveBeforeComplete.cli()
         )),
         _ => {}
     }

@@ -10,6 +10,8 @@ use serde::Serialize;
 use std::fmt::Write;
 use std::path::Path;
 
+pub mod plot;
+
 /// Version of the JSON document; bumped only when a field changes meaning.
 pub const SCHEMA: &str = "mailferry-move-record/1";
 
@@ -104,65 +106,10 @@ fn esc(s: &str) -> String {
     o
 }
 
-/// Throughput (MB/s) between consecutive samples, as an SVG line plot.
+/// Throughput (MB/s) over the pass, as an SVG line plot ([`plot::svg`] without a
+/// throttle line).
 pub fn throughput_svg(samples: &[Sample]) -> String {
-    let (w, h, left, bottom) = (640.0, 240.0, 56.0, 32.0);
-    let points: Vec<(f64, f64)> = samples
-        .windows(2)
-        .filter(|p| p[1].t > p[0].t)
-        .map(|p| {
-            let mbs = (p[1].bytes.saturating_sub(p[0].bytes)) as f64 / 1e6 / (p[1].t - p[0].t);
-            (p[1].t, mbs)
-        })
-        .collect();
-    let t_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(0.1);
-    let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
-    let x = |t: f64| left + (w - left - 28.0) * t / t_max;
-    let y = |v: f64| (h - bottom) - (h - bottom - 24.0) * v / y_max;
-    let decimals = if t_max < 2.0 { 2 } else { 1 };
-    let mut svg = format!(
-        "<svg class=\"plot\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"throughput over time\">"
-    );
-    let _ = write!(
-        svg,
-        "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#444\"/><line x1=\"{left}\" y1=\"8\" x2=\"{left}\" y2=\"{0}\" stroke=\"#444\"/>",
-        h - bottom,
-        w - 8.0
-    );
-    for i in 0..=4 {
-        let v = y_max * i as f64 / 4.0;
-        let _ = write!(
-            svg,
-            "<text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{v:.0}</text>",
-            left - 6.0,
-            y(v) + 4.0
-        );
-        let t = t_max * i as f64 / 4.0;
-        let _ = write!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{t:.decimals$}s</text>",
-            x(t),
-            h - bottom + 16.0
-        );
-    }
-    let _ = write!(
-        svg,
-        "<text x=\"{}\" y=\"12\" font-size=\"11\">MB/s acknowledged</text>",
-        left + 6.0
-    );
-    if !points.is_empty() {
-        let pts: Vec<String> = std::iter::once((0.0, 0.0))
-            .chain(points.iter().copied())
-            .map(|(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
-            .collect();
-        let _ = write!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"{}\"/>",
-            pts.join(" ")
-        );
-    }
-    svg.push_str("</svg>");
-    svg
+    plot::svg(samples, None)
 }
 
 /// The record as one self-contained HTML page.

@@ -1,7 +1,9 @@
 //! Server-rendered admin pages: the login form, the new-migration-batch wizard
 //! ([`wizard`]), the dashboard of batches and moves with live progress
-//! ([`dashboard`]), move reports ([`report`]), the audit page ([`audit`]) and the
-//! account page (password change, authenticator re-enrolment: [`account`]).
+//! ([`dashboard`], with the confirmation steps), a page per batch ([`batch`]) and per
+//! mailbox ([`mailbox`], with the move record's parts from [`report`]), the audit page
+//! ([`audit`]) and the account page (password change, authenticator re-enrolment:
+//! [`account`]); the pieces they share are in [`view`].
 //!
 //! Every form is a plain POST that works without JavaScript and carries the session's
 //! CSRF token in the `csrf` field; the only script (`/static/live.js`, vendored and
@@ -13,8 +15,11 @@
 
 pub mod account;
 pub mod audit;
+pub mod batch;
 pub mod dashboard;
+pub mod mailbox;
 pub mod report;
+pub mod view;
 pub mod wizard;
 
 #[cfg(test)]
@@ -40,12 +45,22 @@ pub fn routes() -> Router<AdminState> {
         .route("/wizard", get(wizard_start).post(wizard_submit))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/live", get(dashboard::live))
-        .route("/ui/batches/{name}/{action}", post(dashboard::batch_action))
+        .route("/ui/batches/{name}", get(batch::page))
+        .route("/ui/batches/{name}/report.csv", get(batch::report_csv_file))
+        .route(
+            "/ui/batches/{name}/report.html",
+            get(batch::report_html_file),
+        )
+        .route(
+            "/ui/batches/{name}/{action}",
+            get(dashboard::confirm_batch).post(dashboard::batch_action),
+        )
+        .route("/ui/moves/{batch}/{mailbox}", get(mailbox::page))
         .route(
             "/ui/moves/{batch}/{mailbox}/approve",
-            post(dashboard::approve),
+            get(dashboard::confirm_approve).post(dashboard::approve),
         )
-        .route("/ui/moves/{batch}/{mailbox}/report", get(report::page))
+        .route("/ui/moves/{batch}/{mailbox}/report", get(mailbox::page))
         .route(
             "/ui/moves/{batch}/{mailbox}/report.html",
             get(report::standalone),
@@ -161,7 +176,8 @@ pub fn error_page(nav: Option<Nav>, e: &AdminError, back: &str) -> Response {
         &ErrorPage {
             nav,
             title,
-            message: e.to_string(),
+            // A control-plane error may carry advice for the command line.
+            message: mailferry_control::advice::web_text(&e.to_string()).into_owned(),
             back: back.to_string(),
         },
     );

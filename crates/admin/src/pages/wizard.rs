@@ -1118,18 +1118,10 @@ async fn test_connection(state: &AdminState, v: &Viewer, nav: &Nav, d: Draft) ->
 }
 
 /// The connection test's advice in the page's own words: the CLI's texts name its
-/// flags, which the wizard has no use for.
+/// flags, which the wizard has no use for. The advice itself has one source
+/// ([`mailferry_control::advice`]); what is left is a flag named in a refusal.
 pub fn ui_words(detail: &str) -> String {
-    detail
-        .replace(
-            "give --user to check a mailbox",
-            "enter a user name under Test with user to check a mailbox",
-        )
-        .replace(
-            "point --source at the mailbox root",
-            "make the mailbox path point at the mailbox root",
-        )
-        .replace("--user ", "test user ")
+    mailferry_control::advice::web_text(detail).replace("--user ", "test user ")
 }
 
 /// The last step's button: saves the new endpoint, then creates (and starts) the batch.

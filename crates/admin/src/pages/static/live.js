@@ -1,18 +1,34 @@
 // mailferry admin dashboard: live progress without reloading the page.
 // Every 2 s it fetches the server-rendered fragment of the batches (the same HTML the
-// page was built with) and swaps it in. Without JavaScript the page still shows current
-// values and has a Refresh link; every button is a plain POST form either way.
+// page was built with, the page's query passed on for its banner) and swaps it in.
+// The polite live region says only what changed state ("alice@example.com: Synced"),
+// not that values were refreshed. Without JavaScript the page still shows current
+// values and has a Refresh link; every button is a plain POST form or a link either way.
 (function () {
   'use strict';
   var box = document.getElementById('live');
-  var status = document.getElementById('live-status');
+  var announce = document.getElementById('live-announce');
   if (!box || !window.fetch) { return; }
-  var url = box.getAttribute('data-live');
+  var url = box.getAttribute('data-live') + window.location.search;
   var last = null;
   var busy = false;
   var stopped = false;
+  var updates = 0;
 
-  function say(text) { if (status) { status.textContent = text; } }
+  // Mailbox -> state label, and batch -> suspended, of the fragment now in the page.
+  function states() {
+    var out = {};
+    box.querySelectorAll('tr[data-mailbox]').forEach(function (tr) {
+      var section = tr.closest('[data-batch]');
+      var batch = section ? section.getAttribute('data-batch') : '';
+      var badge = tr.querySelector('.badge');
+      out[batch + '\u0000' + tr.getAttribute('data-mailbox')] =
+        tr.getAttribute('data-mailbox') + ': ' + (badge ? badge.textContent : tr.getAttribute('data-state'));
+    });
+    return out;
+  }
+
+  function say(text) { if (announce && text) { announce.textContent = text; } }
 
   function tick() {
     if (busy || stopped || document.hidden) { return; }
@@ -28,6 +44,7 @@
       })
       .then(function (html) {
         if (html !== last) {
+          var before = states();
           // Keep the keyboard focus on the same control across the swap.
           var focused = document.activeElement && document.activeElement.id;
           box.innerHTML = html;
@@ -36,13 +53,17 @@
             var el = document.getElementById(focused);
             if (el) { el.focus(); }
           }
+          var after = states();
+          var changed = Object.keys(after).filter(function (k) { return before[k] !== after[k]; })
+            .map(function (k) { return after[k]; });
+          if (changed.length) { say(changed.join('; ') + '.'); }
         }
-        say('Live: updated ' + new Date().toLocaleTimeString() + '.');
+        updates += 1;
+        box.setAttribute('data-updates', String(updates));
       })
       .catch(function (e) { say('Live updates paused: ' + e.message + '.'); })
       .then(function () { busy = false; });
   }
 
-  say('Live: updating every 2 s.');
   setInterval(tick, 2000);
 })();
