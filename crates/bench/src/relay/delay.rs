@@ -229,7 +229,9 @@ async fn direction(
     };
     let write = async move {
         while let Some(d) = rx.recv().await {
-            if !one_way.is_zero() {
+            // A chunk already due (the receiver is the slower side) is written at once:
+            // a timer for a past deadline still costs a trip through the timer driver.
+            if !one_way.is_zero() && d.due > Instant::now() {
                 tokio::time::sleep_until(d.due).await;
             }
             match d.bytes {

@@ -3,8 +3,11 @@
 //!
 //! Over a link with a round trip of tens of milliseconds, the round trip and not the CPU
 //! decides the speed: one request at a time moves a few dozen messages a second. Here
-//! every message is one `UID FETCH n (UID BODY.PEEK[]<offset.length>)` command (or a
-//! few, for a large one), and each connection keeps up to [`DEPTH`] of them on the wire.
+//! every message is one request `UID BODY.PEEK[]<offset.length>` (or a few, for a large
+//! one), and each connection keeps up to [`DEPTH`] of them on the wire. Requests for
+//! whole small messages that go out together share one command,
+//! `UID FETCH a,b,c (UID BODY.PEEK[]<0.length>)` (see [`group_lines`]): the server pays
+//! its per-command work once per group instead of once per message.
 //! What is fetched but not yet read by the pass is held in memory up to a byte budget
 //! (the window per connection times the connections); a request is only sent when its
 //! bytes fit. The message the pass is reading may always go on, so a message larger
@@ -30,8 +33,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Commands one connection keeps in flight at most.
+/// Requests (one per message, or per probe or piece of a large one) one connection keeps
+/// in flight at most.
 pub const DEPTH: usize = 128;
+
+/// Whole small messages asked for in one `UID FETCH` command at most.
+pub const GROUP_MAX: usize = 64;
+
+/// What one grouped command may ask for at most, all its messages together (each is
+/// asked for the group's largest length, which the window counts until the answer).
+pub const GROUP_BYTES: u64 = 1 << 20;
 
 /// Size of a probe of [`SizeSearch`].
 pub const PROBE_BYTES: u64 = 64 * 1024;
@@ -456,12 +467,45 @@ enum Kind {
 
 #[derive(Debug)]
 struct Request {
+    /// Shared by the requests of one grouped command.
     tag: String,
     idx: usize,
     kind: Kind,
     offset: u64,
     len: u64,
     data: Option<Vec<u8>>,
+    /// Sent in a command of its own: its group was refused, and alone the server's
+    /// answer names this message only.
+    alone: bool,
+}
+
+impl Request {
+    /// Whether it may share a command with others (whole small messages only).
+    fn groupable(&self) -> bool {
+        self.kind == Kind::Small && self.offset == 0 && !self.alone
+    }
+}
+
+/// Splits requests about to be sent, in order, into commands: runs of groupable ones
+/// share a command (at most [`GROUP_MAX`] of them, and [`GROUP_BYTES`] asked for in all
+/// at the run's largest length), every other request goes alone. Returns, per command,
+/// the range of `reqs` it carries and the length each of them is asked for.
+fn group_lines(reqs: &[Request]) -> Vec<(std::ops::Range<usize>, u64)> {
+    let mut out: Vec<(std::ops::Range<usize>, u64)> = Vec::new();
+    for (i, r) in reqs.iter().enumerate() {
+        if let Some((range, len)) = out.last_mut() {
+            let open = reqs[range.start].groupable() && r.groupable();
+            let wider = (*len).max(r.len);
+            let n = (range.len() + 1) as u64;
+            if open && range.len() < GROUP_MAX && n * wider <= GROUP_BYTES {
+                range.end = i + 1;
+                *len = wider;
+                continue;
+            }
+        }
+        out.push((i..i + 1, r.len));
+    }
+    out
 }
 
 /// A message a connection is fetching.
@@ -676,24 +720,48 @@ impl Worker {
         Ok(())
     }
 
+    /// The command lines that ask for `reqs` (grouped by [`group_lines`]); a grouped
+    /// request takes its command's tag and length, and the window counts the length.
+    fn command_lines(&self, reqs: &mut [Request]) -> Vec<u8> {
+        use std::fmt::Write as _;
+        let units = &self.shared.units;
+        let mut line = String::new();
+        let mut widened = 0;
+        for (range, len) in group_lines(reqs) {
+            let group = &mut reqs[range];
+            let (tag, offset) = (group[0].tag.clone(), group[0].offset);
+            let _ = write!(line, "{tag} UID FETCH ");
+            for (k, r) in group.iter_mut().enumerate() {
+                let sep = if k == 0 { "" } else { "," };
+                let _ = write!(line, "{sep}{}", units[r.idx].uid);
+                widened += len - r.len;
+                r.len = len;
+                r.tag.clone_from(&tag);
+            }
+            let _ = write!(line, " (UID BODY.PEEK[]<{offset}.{len}>)\r\n");
+        }
+        if widened > 0 {
+            self.shared.lock().used[self.n] += widened;
+        }
+        line.into_bytes()
+    }
+
     /// Sends what fits, then reads one response. `Ok(false)`: nothing left to do.
     async fn step(&mut self) -> Result<bool, Fail> {
-        let mut lines = Vec::new();
-        while self.inflight.len() < DEPTH {
-            match self.next_request().await? {
-                Some(r) => {
-                    lines.extend_from_slice(
-                        format!(
-                            "{} UID FETCH {} (UID BODY.PEEK[]<{}.{}>)\r\n",
-                            r.tag, self.shared.units[r.idx].uid, r.offset, r.len
-                        )
-                        .as_bytes(),
-                    );
-                    self.inflight.push_back(r);
+        let mut fresh = Vec::new();
+        while self.inflight.len() + fresh.len() < DEPTH {
+            match self.next_request().await {
+                Ok(Some(r)) => fresh.push(r),
+                Ok(None) => break,
+                Err(e) => {
+                    // Not sent: on the wire's list, they go again after the reconnect.
+                    self.inflight.extend(fresh);
+                    return Err(e);
                 }
-                None => break,
             }
         }
+        let lines = self.command_lines(&mut fresh);
+        self.inflight.extend(fresh);
         let conn = self.conn.as_mut().expect("connected");
         if !lines.is_empty() {
             send(&mut conn.client, &lines).await?;
@@ -756,18 +824,39 @@ impl Worker {
                 }
             }
             Got::Done { tag, result } => {
-                let Some(at) = self.inflight.iter().position(|r| r.tag == tag) else {
-                    return Ok(true);
-                };
-                let r = self.inflight.remove(at).expect("found");
+                // Every request of the command (one, or a group), in the order sent.
+                let (done, rest): (VecDeque<Request>, VecDeque<Request>) =
+                    std::mem::take(&mut self.inflight)
+                        .into_iter()
+                        .partition(|r| r.tag == tag);
+                self.inflight = rest;
                 match result {
                     Ok(()) => {
-                        self.attempt = 0;
-                        self.answered(r);
+                        if !done.is_empty() {
+                            self.attempt = 0;
+                        }
+                        for r in done {
+                            self.answered(r);
+                        }
                     }
-                    Err(Fail::Refused(m)) => self.refused(r, m),
+                    Err(Fail::Refused(_)) if done.len() > 1 => {
+                        // One message may be what the server refuses: each goes again
+                        // alone, so that only that one is reported bad.
+                        for mut r in done {
+                            r.data = None;
+                            r.alone = true;
+                            self.again.push_back(r);
+                        }
+                    }
+                    Err(Fail::Refused(m)) => {
+                        for r in done {
+                            self.refused(r, m.clone());
+                        }
+                    }
                     Err(e) => {
-                        self.inflight.push_front(r);
+                        for r in done.into_iter().rev() {
+                            self.inflight.push_front(r);
+                        }
                         return Err(e);
                     }
                 }
@@ -865,6 +954,7 @@ impl Worker {
             offset,
             len,
             data: None,
+            alone: false,
         })
     }
 
@@ -953,6 +1043,7 @@ impl Worker {
                     offset: 0,
                     len: PIECE_BYTES,
                     data: None,
+                    alone: false,
                 });
                 (Kind::Probe, o, l)
             }
@@ -967,6 +1058,7 @@ impl Worker {
             offset,
             len,
             data: None,
+            alone: false,
         }))
     }
 
@@ -1128,6 +1220,74 @@ mod tests {
         assert_eq!(s.feed(0, PIECE_BYTES, PIECE_BYTES), None);
         let (o, l) = s.next_probe();
         assert_eq!(s.feed(o, l, l / 2), Some(o + l / 2));
+    }
+
+    fn req(kind: Kind, offset: u64, len: u64) -> Request {
+        Request {
+            tag: String::new(),
+            idx: 0,
+            kind,
+            offset,
+            len,
+            data: None,
+            alone: false,
+        }
+    }
+
+    #[test]
+    fn runs_of_whole_small_messages_share_a_command_and_nothing_else_does() {
+        let small = |len| req(Kind::Small, 0, len);
+        let mut alone = small(9000);
+        alone.alone = true;
+        let reqs = vec![
+            small(5000),
+            small(12000),
+            small(7000),
+            req(Kind::Probe, 3 << 20, PROBE_BYTES),
+            req(Kind::Piece, 0, PIECE_BYTES),
+            small(6000),
+            alone,
+            small(8000),
+            req(Kind::Piece, PIECE_BYTES, PIECE_BYTES),
+        ];
+        let got = group_lines(&reqs);
+        assert_eq!(
+            got,
+            vec![
+                (0..3, 12000),
+                (3..4, PROBE_BYTES),
+                (4..5, PIECE_BYTES),
+                (5..6, 6000),
+                (6..7, 9000),
+                (7..8, 8000),
+                (8..9, PIECE_BYTES),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_group_is_capped_by_count_and_by_the_bytes_it_asks_for() {
+        let many: Vec<Request> = (0..GROUP_MAX + 5)
+            .map(|_| req(Kind::Small, 0, 100))
+            .collect();
+        let got = group_lines(&many);
+        assert_eq!(
+            got,
+            vec![(0..GROUP_MAX, 100), (GROUP_MAX..GROUP_MAX + 5, 100)]
+        );
+        // A large one joins only while the group, asked for at its length, stays in bounds.
+        let big = GROUP_BYTES / 3;
+        let reqs = vec![
+            req(Kind::Small, 0, 4096),
+            req(Kind::Small, 0, 4096),
+            req(Kind::Small, 0, big),
+            req(Kind::Small, 0, 4096),
+        ];
+        let got = group_lines(&reqs);
+        assert_eq!(got, vec![(0..3, big), (3..4, 4096)]);
+        for (range, len) in &got {
+            assert!(range.len() as u64 * len <= GROUP_BYTES);
+        }
     }
 
     #[test]

@@ -326,6 +326,29 @@ struct Script {
     /// Listing FETCHes served.
     meta_fetches: std::sync::atomic::AtomicUsize,
     body: Vec<u8>,
+    /// More messages after `body` (UIDs 2, 3, ...).
+    more: Vec<Vec<u8>>,
+    /// Refuse (NO) a body fetch that names this UID among others; alone it is served
+    /// (a server that fails a whole command for one message).
+    refuse_in_group: Option<u32>,
+    /// Refuse every body fetch of this UID.
+    refuse: Option<u32>,
+    /// The most UIDs one body fetch named.
+    widest_fetch: std::sync::atomic::AtomicUsize,
+}
+
+impl Script {
+    /// The body of `uid`.
+    fn message(&self, uid: u32) -> Option<&[u8]> {
+        match uid {
+            1 => Some(&self.body),
+            n => self.more.get(n as usize - 2).map(|b| b.as_slice()),
+        }
+    }
+
+    fn count(&self) -> usize {
+        1 + self.more.len()
+    }
 }
 
 /// Starts a TLS IMAP server on loopback that follows `script`; returns its port and
@@ -400,10 +423,12 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
             if script.garbage_on_examine {
                 out.extend(b"* \x01\x02 ))) not imap at all\r\n");
             } else {
+                let n = script.count();
                 out.extend(
                     format!(
-                        "* 1 EXISTS\r\n* OK [UIDVALIDITY 77] v\r\n* OK [UIDNEXT 2] n\r\n\
-                         * OK [HIGHESTMODSEQ 5] m\r\n{tag} OK [READ-ONLY] done\r\n"
+                        "* {n} EXISTS\r\n* OK [UIDVALIDITY 77] v\r\n* OK [UIDNEXT {}] n\r\n\
+                         * OK [HIGHESTMODSEQ 5] m\r\n{tag} OK [READ-ONLY] done\r\n",
+                        n + 1
                     )
                     .bytes(),
                 );
@@ -411,22 +436,52 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
         } else if cmd.starts_with("UID FETCH 1:* (UID FLAGS INTERNALDATE") {
             script.meta_fetches.fetch_add(1, Ordering::SeqCst);
             let hdr = b"Message-ID: <s@x>\r\n\r\n";
-            out.extend(
-                format!(
-                    "* 1 FETCH (UID 1 FLAGS (\\Seen $Forwarded \\Recent) INTERNALDATE \
-                     \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE {} \
-                     BODY[HEADER.FIELDS (MESSAGE-ID)] {{{}}}\r\n",
-                    script.body.len(),
-                    hdr.len()
-                )
-                .bytes(),
-            );
-            out.extend(hdr);
-            out.extend(format!(")\r\n{tag} OK\r\n").bytes());
-        } else if let Some(range) = cmd.strip_prefix("UID FETCH 1 (UID BODY.PEEK[]<") {
+            for uid in 1..=script.count() as u32 {
+                out.extend(
+                    format!(
+                        "* {uid} FETCH (UID {uid} FLAGS (\\Seen $Forwarded \\Recent) \
+                         INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE {} \
+                         BODY[HEADER.FIELDS (MESSAGE-ID)] {{{}}}\r\n",
+                        script.message(uid).unwrap_or_default().len(),
+                        hdr.len()
+                    )
+                    .bytes(),
+                );
+                out.extend(hdr);
+                out.extend(b")\r\n");
+            }
+            out.extend(format!("{tag} OK\r\n").bytes());
+        } else if let Some((set, range)) = cmd
+            .strip_prefix("UID FETCH ")
+            .and_then(|c| c.split_once(" (UID BODY.PEEK[]<"))
+        {
             let (o, l) = range.trim_end_matches(">)").split_once('.').unwrap();
             let (o, l): (usize, usize) = (o.parse().unwrap(), l.parse().unwrap());
-            if script
+            let uids: Vec<u32> = set.split(',').map(|u| u.parse().unwrap()).collect();
+            script.widest_fetch.fetch_max(uids.len(), Ordering::SeqCst);
+            let refused = uids.iter().any(|u| {
+                Some(*u) == script.refuse || (uids.len() > 1 && Some(*u) == script.refuse_in_group)
+            });
+            if refused {
+                out.extend(format!("{tag} NO the message cannot be read\r\n").bytes());
+            } else if uids != [1] {
+                for uid in uids {
+                    let Some(body) = script.message(uid) else {
+                        continue;
+                    };
+                    let data = &body[o.min(body.len())..(o + l).min(body.len())];
+                    out.extend(
+                        format!(
+                            "* {uid} FETCH (UID {uid} BODY[]<{o}> {{{}}}\r\n",
+                            data.len()
+                        )
+                        .bytes(),
+                    );
+                    out.extend(data);
+                    out.extend(b")\r\n");
+                }
+                out.extend(format!("{tag} OK\r\n").bytes());
+            } else if script
                 .throttle
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
@@ -543,6 +598,52 @@ fn xoauth2_and_throttled_fetches_are_retried_until_the_message_is_whole() {
         .meta_fetches
         .load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(fetches, 1, "the unchanged folder was fetched again");
+}
+
+/// Issue 18 (CPU per message): small messages fetched ahead share a `UID FETCH`; each
+/// still gets its own bytes, and a group the server refuses because of one message is
+/// asked for again message by message, so only that one is bad.
+#[test]
+fn grouped_fetches_give_each_message_its_bytes_and_a_refused_group_goes_again_singly() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = |uid: usize, len: usize| -> Vec<u8> {
+        (0..len).map(|i| ((i * 7 + uid) % 251) as u8).collect()
+    };
+    let script = Arc::new(Script {
+        accept: b"user=alice\x01auth=Bearer tok3n\x01\x01".to_vec(),
+        body: body(1, 3000),
+        more: (2..=6).map(|uid| body(uid, 1000 + uid * 500)).collect(),
+        refuse_in_group: Some(2),
+        refuse: Some(5),
+        ..Default::default()
+    });
+    let src = scripted_source(script.clone(), dir.path(), 0);
+    let listing = src.list(&Prior::default()).unwrap();
+    assert_eq!(listing.items.len(), 6, "{:?}", listing.bad);
+    src.prefetch(&listing.items);
+    let mut read = 0;
+    for item in &listing.items {
+        let (_, uid) = parse_source_id(&item.source_id).unwrap();
+        let opened = src.open_sized(item);
+        if uid == 5 {
+            let e = opened
+                .err()
+                .expect("UID 5 is refused whenever it is asked for");
+            assert!(e.to_string().contains("cannot be read"), "{e}");
+            continue;
+        }
+        let mut opened = opened.unwrap();
+        let want = script.message(uid).unwrap();
+        assert_eq!(opened.size, want.len() as u64, "UID {uid}");
+        let got = read_all(&mut opened.reader, 4096).unwrap();
+        assert!(got == want, "UID {uid}: other bytes than its own");
+        read += 1;
+    }
+    assert_eq!(read, 5);
+    let widest = script
+        .widest_fetch
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(widest > 1, "no fetch named more than one message");
 }
 
 #[test]
