@@ -7,7 +7,7 @@
 //! changes), so an auditor can use every control on this page. It calls the same admin
 //! actions as the REST API's audit routes; it writes no audit record of its own.
 
-use super::dashboard::state_label;
+use super::view::state_label;
 use super::{error_page, render, Nav};
 use crate::{actions, AdminState, Viewer};
 use askama::Template;
