@@ -18,7 +18,12 @@ const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 export async function checkA11y(page, what) {
   const has = await page.evaluate(() => typeof window.axe !== 'undefined');
   if (!has) { await page.evaluate(axeSource); }
-  const result = await page.evaluate(async () => {
+  // A check that never answers fails the scenario in a minute instead of hanging it.
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`axe on ${what}: no answer in 60 s`)), 60000);
+  });
+  const run = page.evaluate(async () => {
     const r = await window.axe.run(document, {
       resultTypes: ['violations'],
       runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
@@ -28,6 +33,7 @@ export async function checkA11y(page, what) {
       nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ')),
     }));
   });
+  const result = await Promise.race([run, timeout]).finally(() => clearTimeout(timer));
   const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
   const minor = result.filter((v) => !bad.includes(v));
   if (minor.length) {
