@@ -20,7 +20,6 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use mailferry_control::advice::web_text;
 use mailferry_control::lifecycle::MoveState;
 use mailferry_control::units::human_bytes;
 use mailferry_core::report::SkippedItem;
@@ -73,7 +72,7 @@ pub fn reason_text(reason: &str) -> Option<String> {
             ));
         }
     }
-    Some(web_text(reason).into_owned())
+    Some(super::view::page_text(reason))
 }
 
 /// The delivery time a Maildir file name starts with (`1700000000.M1P1.host`), if any.
@@ -171,7 +170,7 @@ async fn build(
         report::audit_rows(state, batch, mailbox)
             .await
             .into_iter()
-            .map(|(side, ok, d)| (side, ok, web_text(&d).into_owned()))
+            .map(|(side, ok, d)| (side, ok, super::view::page_text(&d)))
             .collect()
     } else {
         Vec::new()
@@ -219,12 +218,14 @@ async fn build(
         .history
         .iter()
         .map(|t| {
-            (
-                when(&t.at),
-                view::state_label(t.state).to_string(),
-                web_text(&t.reason).into_owned(),
-                t.actor.clone(),
-            )
+            let label = view::state_label(t.state);
+            // A reason that only repeats the state ("Created", "created") says nothing.
+            let reason = if t.reason.eq_ignore_ascii_case(label) {
+                "–".to_string()
+            } else {
+                super::view::page_text(&t.reason)
+            };
+            (when(&t.at), label.to_string(), reason, t.actor.clone())
         })
         .collect();
     Ok(MailboxPage {

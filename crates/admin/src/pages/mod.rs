@@ -176,8 +176,8 @@ pub fn error_page(nav: Option<Nav>, e: &AdminError, back: &str) -> Response {
         &ErrorPage {
             nav,
             title,
-            // A control-plane error may carry advice for the command line.
-            message: mailferry_control::advice::web_text(&e.to_string()).into_owned(),
+            // A control-plane error may carry advice for the command line or the API.
+            message: view::page_text(&e.to_string()),
             back: back.to_string(),
         },
     );

@@ -14,6 +14,19 @@ use mailferry_control::status::MoveStatus;
 use mailferry_control::units::{human_bytes, human_duration};
 use std::time::Duration;
 
+/// An error or reason as a page shows it: advice for the command line in the page's
+/// words ([`web_text`]), and references to the REST API (`(POST /api/v1/batches)`,
+/// `; see GET /api/v1/…`), which are for API clients, left out.
+pub fn page_text(text: &str) -> String {
+    static API_REF: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?: \((?:[^()]*?,? ?(?:or )?with )?(?:GET|POST|PUT|PATCH|DELETE) /api/v1/[^()]*\)|;? see (?:GET|POST) /api/v1/\S+| or with (?:GET|POST|PUT|PATCH|DELETE) /api/v1/\S+)",
+        )
+        .expect("a valid pattern")
+    });
+    API_REF.replace_all(&web_text(text), "").into_owned()
+}
+
 /// A time as every page shows it: `2026-12-04 13:16:05 UTC`. Text that is not an
 /// RFC 3339 time is returned as it is.
 pub fn when(rfc3339: &str) -> String {
@@ -80,7 +93,7 @@ pub fn reason(st: &MoveStatus) -> Option<String> {
         st.reason.as_deref()
     };
     r.filter(|r| !r.trim().is_empty())
-        .map(|r| web_text(r).into_owned())
+        .map(page_text)
 }
 
 /// The label of a state as admins read it.
@@ -296,7 +309,7 @@ pub fn job_text(j: &JobStatus) -> String {
     match (&j.scheduled_for, j.running, &j.error) {
         (Some(t), true, _) => format!("{kind} scheduled for {}", when(t)),
         (_, true, _) => format!("{kind} running since {}", when(&j.started_at)),
-        (_, false, Some(e)) => format!("last {kind} failed: {}", web_text(e)),
+        (_, false, Some(e)) => format!("last {kind} failed: {}", page_text(e)),
         (_, false, None) => format!(
             "last {kind} ended {}",
             j.finished_at.as_deref().map(when).unwrap_or_default()

@@ -114,3 +114,38 @@ fn a_failed_move_keeps_its_error_after_a_suspend_and_resume() {
         "{r}"
     );
 }
+
+#[test]
+fn page_text_leaves_out_api_references() {
+    let cases = [
+        (
+            "no batch x; create it first (POST /api/v1/batches)",
+            "no batch x; create it first",
+        ),
+        (
+            "batch b has no mailbox m; see GET /api/v1/batches/b",
+            "batch b has no mailbox m",
+        ),
+        (
+            "batch b is suspended; resume it first (POST /api/v1/batches/b/resume)",
+            "batch b is suspended; resume it first",
+        ),
+        (
+            "ann must change the one-time password before anything else: choose a new password on the account page (/account/password) or with POST /api/v1/account/password",
+            "ann must change the one-time password before anything else: choose a new password on the account page (/account/password)",
+        ),
+        (
+            "batch b is running already; wait for the run to end (GET /api/v1/batches/b)",
+            "batch b is running already; wait for the run to end",
+        ),
+    ];
+    for (api, page) in cases {
+        assert_eq!(page_text(api), page, "{api}");
+    }
+    // Text without a reference is left as it is; CLI advice gets the page's words.
+    assert_eq!(page_text("all fine"), "all fine");
+    assert!(!page_text(
+        "check them (report.json, `mailferry move status`) and complete with --approve-skipped"
+    )
+    .contains("--"));
+}
