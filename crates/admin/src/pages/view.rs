@@ -92,8 +92,7 @@ pub fn reason(st: &MoveStatus) -> Option<String> {
     } else {
         st.reason.as_deref()
     };
-    r.filter(|r| !r.trim().is_empty())
-        .map(page_text)
+    r.filter(|r| !r.trim().is_empty()).map(page_text)
 }
 
 /// The label of a state as admins read it.
