@@ -750,10 +750,9 @@ impl Volume {
         let (new_id, wrapped) =
             inner.next_mailbox_key(&tk, &row, &format_args!("mailbox {mailbox}"))?;
         ix.rotate_mailbox(row.id, (row.key_id, &row.key_wrapped), new_id, &wrapped)?;
-        drop(ix);
-        inner.forget_keys();
         tracing::info!(mailbox_row = row.id, key_id = new_id, "mailbox key rotated");
-        inner.audit.event(
+        self.keys_changed(
+            ix,
             "key.rotated",
             serde_json::json!({ "mailbox": self.pseudonym_of_mailbox(mailbox), "key_id": new_id }),
         )?;
@@ -801,13 +800,21 @@ impl Volume {
         let aad = keys::wrap_aad(keys::AAD_TENANT, &inner.volume_id, Some(tenant_id));
         let tw = keys::wrap_key(&inner.keys.vmk, keys::random_nonce(), &aad, &new_tk);
         ix.rotate_tenant(tenant_id, &tw, &rewrapped)?;
-        drop(ix);
-        inner.forget_keys();
         tracing::info!(
             tenant_row = tenant_id,
             keys = rewrapped.len(),
             "tenant key rotated"
         );
+        // The tenant by its index row: the audit log names no domain in plaintext.
+        self.keys_changed(
+            ix,
+            "tenant.key.rotated",
+            serde_json::json!({
+                "tenant_row": tenant_id,
+                "mailboxes": mailboxes,
+                "keys_rewrapped": rewrapped.len(),
+            }),
+        )?;
         Ok(RotateOutcome {
             mailboxes,
             keys_rewrapped: rewrapped.len() as u64 + 1,
@@ -825,14 +832,28 @@ impl Volume {
         let mut ix = inner.index()?;
         let row = inner.live_mailbox(&ix, mailbox)?;
         let n = ix.shred_mailbox(row.id)?;
-        drop(ix);
-        inner.forget_keys();
         tracing::info!(mailbox_row = row.id, messages = n, "mailbox shredded");
-        inner.audit.event(
+        self.keys_changed(
+            ix,
             "mailbox.shredded",
             serde_json::json!({ "mailbox": self.pseudonym_of_mailbox(mailbox), "messages": n }),
         )?;
         Ok(n)
+    }
+
+    /// After keys changed in the index: the index lock (`ix`) released before anything
+    /// else, no unwrapped key kept in memory, and the change recorded in the volume's
+    /// audit log. One step for rotation and shredding, so that none of them skips a part.
+    fn keys_changed<L>(
+        &self,
+        ix: L,
+        event: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        drop(ix);
+        self.inner.forget_keys();
+        self.inner.audit.event(event, detail)?;
+        Ok(())
     }
 }
 

@@ -1086,6 +1086,22 @@ fn issue8_rotated_mailbox_reads_old_and_new_messages_and_still_dedups() {
     );
     drop(s);
     v.rotate_tenant("example.org").unwrap();
+    // Both rotations are in the volume's audit log; the tenant's names no domain.
+    let records =
+        mailferry_audit::read_records(v.dir().join(crate::audit_trail::AUDIT_FILE)).unwrap();
+    let rotated: Vec<_> = records
+        .iter()
+        .filter(|e| e.event == "key.rotated" || e.event == "tenant.key.rotated")
+        .map(|e| e.event.as_str())
+        .collect();
+    assert_eq!(rotated, ["key.rotated", "tenant.key.rotated"]);
+    let tenant = records
+        .iter()
+        .find(|e| e.event == "tenant.key.rotated")
+        .unwrap();
+    let text = serde_json::to_string(&tenant.data).unwrap();
+    assert!(!text.contains("example.org"), "{text}");
+    assert!(text.contains("\"keys_rewrapped\":3"), "{text}");
     drop(v);
     let v = open(&f);
     let after = read_mailbox(&v, &a);
