@@ -117,13 +117,11 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
     .messages;
     // One message over the wizard's large-item size (100KB): skipped, listed, approved.
     let big = "1700000000.M1P1.large-item";
-    let mut body = String::from(
-        "From: carol@example.com\r\nTo: alice@example.com\r\nSubject: the big one\r\n\
-         Message-ID: <big@example.com>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n",
+    let body = large_item(
+        "alice@example.com",
+        "big@example.com",
+        "Mon, 23 Nov 2026 10:00:00",
     );
-    while body.len() < 200_000 {
-        body.push_str("a line of a very large message that must be skipped as a large item\r\n");
-    }
     std::fs::write(src.join("cur").join(format!("{big}:2,S")), body).unwrap();
     let state = env.path("admin");
     let (admin_pw, admin_totp) = add_account(&state, "ann", "admin");
@@ -131,24 +129,21 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
     // Fresh accounts for issue22.mjs: their first login is the one-time password's.
     let (fay_pw, fay_totp) = add_account(&state, "fay", "admin");
     let (abe_pw, abe_totp) = add_account(&state, "abe", "auditor");
-    let mut serve = mailferry();
-    serve
-        .args(["admin", "serve", "--listen", "127.0.0.1:0", "--state"])
-        .arg(&state)
-        .arg("--volume")
-        .arg(env.volume())
-        .arg("--key-file")
-        .arg(env.key());
-    let admin = Daemon::start(serve, "admin");
+    let admin = start_admin(&env, &state);
 
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
     eprintln!("browser screenshots: {}", shots.display());
-    let o = run(Command::new("node")
-        .arg(browser_dir.join("wizard.mjs"))
-        .current_dir(&browser_dir)
-        .env("MF_URL", admin.url())
-        .env("MF_SERVER_CERT", state.join("tls/server.pem"))
+    run_scenario(
+        "the browser scenario",
+        scenario(
+            &browser_dir,
+            "wizard.mjs",
+            &admin,
+            &state,
+            &shots,
+            &chromium,
+        )
         .env("MF_ADMIN", "ann")
         .env("MF_ADMIN_PASSWORD", &admin_pw)
         .env("MF_ADMIN_TOTP", &admin_totp)
@@ -156,24 +151,22 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
         .env("MF_AUDITOR_PASSWORD", &auditor_pw)
         .env("MF_AUDITOR_TOTP", &auditor_totp)
         .env("MF_MAIL_ROOT", &mail)
-        .env("MF_USER", "alice")
-        .env("MF_SCREENSHOTS", &shots)
-        .env("MF_CHROMIUM", &chromium));
-    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
-    assert!(
-        o.status.success(),
-        "the browser scenario failed:\n{}",
-        describe(&o)
+        .env("MF_USER", "alice"),
     );
 
     // Issue 22: first-login password change, authenticator re-enrolment, the auditor's
     // audit page, the wizard saving nothing before its last step.
     let shots22 = shots.join("issue22");
-    let o = run(Command::new("node")
-        .arg(browser_dir.join("issue22.mjs"))
-        .current_dir(&browser_dir)
-        .env("MF_URL", admin.url())
-        .env("MF_SERVER_CERT", state.join("tls/server.pem"))
+    run_scenario(
+        "the issue 22 browser scenario",
+        scenario(
+            &browser_dir,
+            "issue22.mjs",
+            &admin,
+            &state,
+            &shots22,
+            &chromium,
+        )
         .env("MF_ADMIN", "fay")
         .env("MF_ADMIN_PASSWORD", &fay_pw)
         .env("MF_ADMIN_TOTP", &fay_totp)
@@ -183,25 +176,9 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
         .env("MF_MAIL_ROOT", &mail)
         .env("MF_USER", "alice")
         .env("MF_BATCH", "spring-2026")
-        .env("MF_VOLUME", env.volume())
-        .env("MF_SCREENSHOTS", &shots22)
-        .env("MF_CHROMIUM", &chromium));
-    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
-    assert!(
-        o.status.success(),
-        "the issue 22 browser scenario failed:\n{}",
-        describe(&o)
+        .env("MF_VOLUME", env.volume()),
     );
-    let n22 = std::fs::read_dir(&shots22)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "png")
-        })
-        .count();
+    let n22 = screenshots(&shots22).len();
     assert!(n22 >= 12, "{n22} screenshots in {}", shots22.display());
 
     assert_eq!(
@@ -210,11 +187,7 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
         "the admin service stops cleanly on SIGTERM"
     );
 
-    let pngs: Vec<PathBuf> = std::fs::read_dir(&shots)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
+    let pngs = screenshots(&shots);
     assert!(
         pngs.len() >= 15,
         "{} screenshots in {}",
@@ -284,54 +257,97 @@ fn issue22_dashboard_mailbox_and_batch_pages_in_a_real_browser() {
         .unwrap();
     }
     // One message of amy's over the batch's large-item size (100KB): skipped, approved.
-    let mut body = String::from(
-        "From: carol@example.com\r\nTo: amy@example.com\r\nSubject: the big one\r\n\
-         Message-ID: <big22@example.com>\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\n\r\n",
+    let body = large_item(
+        "amy@example.com",
+        "big22@example.com",
+        "Tue, 14 Nov 2023 22:13:20",
     );
-    while body.len() < 200_000 {
-        body.push_str("a line of a very large message that must be skipped as a large item\r\n");
-    }
     std::fs::write(mail.join("amy/cur/1700000000.M1P1.large-item:2,S"), body).unwrap();
     // ghost has no Maildir: its move fails, and its page must say why.
     let state = env.path("admin");
     let (admin_pw, admin_totp) = add_account(&state, "ada", "admin");
-    let mut serve = mailferry();
-    serve
-        .args(["admin", "serve", "--listen", "127.0.0.1:0", "--state"])
-        .arg(&state)
-        .arg("--volume")
-        .arg(env.volume())
-        .arg("--key-file")
-        .arg(env.key());
-    let admin = Daemon::start(serve, "admin");
+    let admin = start_admin(&env, &state);
 
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots-dashboard");
     let _ = std::fs::remove_dir_all(&shots);
     eprintln!("browser screenshots: {}", shots.display());
-    let o = run(Command::new("node")
-        .arg(browser_dir.join("dashboard.mjs"))
-        .current_dir(&browser_dir)
-        .env("MF_URL", admin.url())
-        .env("MF_SERVER_CERT", state.join("tls/server.pem"))
+    run_scenario(
+        "the dashboard scenario",
+        scenario(
+            &browser_dir,
+            "dashboard.mjs",
+            &admin,
+            &state,
+            &shots,
+            &chromium,
+        )
         .env("MF_ADMIN", "ada")
         .env("MF_ADMIN_PASSWORD", &admin_pw)
         .env("MF_ADMIN_TOTP", &admin_totp)
-        .env("MF_MAIL_ROOT", &mail)
-        .env("MF_SCREENSHOTS", &shots)
-        .env("MF_CHROMIUM", &chromium));
-    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
-    assert!(
-        o.status.success(),
-        "the dashboard scenario failed:\n{}",
-        describe(&o)
+        .env("MF_MAIL_ROOT", &mail),
     );
     assert_eq!(admin.stop(), Some(0), "the admin service stops cleanly");
-    let pngs = std::fs::read_dir(&shots)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "png"))
-        })
-        .count();
+    let pngs = screenshots(&shots).len();
     assert!(pngs >= 12, "{pngs} screenshots in {}", shots.display());
+}
+
+/// A message over the scenarios' large-item size (100 KB), to be skipped and approved.
+fn large_item(to: &str, message_id: &str, date: &str) -> String {
+    let mut body = format!(
+        "From: carol@example.com\r\nTo: {to}\r\nSubject: the big one\r\n\
+         Message-ID: <{message_id}>\r\nDate: {date} +0000\r\n\r\n"
+    );
+    while body.len() < 200_000 {
+        body.push_str("a line of a very large message that must be skipped as a large item\r\n");
+    }
+    body
+}
+
+/// `mailferry admin serve` on a free port, with `state` and the test volume.
+fn start_admin(env: &Env, state: &Path) -> Daemon {
+    let mut serve = mailferry();
+    serve
+        .args(["admin", "serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(state)
+        .arg("--volume")
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key());
+    Daemon::start(serve, "admin")
+}
+
+/// `node tests/browser/SCRIPT` against `admin`, with what every scenario is given: the
+/// service's address and certificate, where to put screenshots, which chromium.
+fn scenario(
+    browser_dir: &Path,
+    script: &str,
+    admin: &Daemon,
+    state: &Path,
+    shots: &Path,
+    chromium: &str,
+) -> Command {
+    let mut c = Command::new("node");
+    c.arg(browser_dir.join(script))
+        .current_dir(browser_dir)
+        .env("MF_URL", admin.url())
+        .env("MF_SERVER_CERT", state.join("tls/server.pem"))
+        .env("MF_SCREENSHOTS", shots)
+        .env("MF_CHROMIUM", chromium);
+    c
+}
+
+/// Runs a scenario; its output is printed (the test's log keeps it), a failure fails.
+fn run_scenario(what: &str, cmd: &mut Command) {
+    let o = run(cmd);
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert!(o.status.success(), "{what} failed:\n{}", describe(&o));
+}
+
+/// The PNG files in `dir`.
+fn screenshots(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect()
 }

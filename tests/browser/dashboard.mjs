@@ -16,7 +16,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { env, totp, launch, replaceOneTimePassword, shooter, expect, waitForState } from './lib.mjs';
+import { env, totp, launch, replaceOneTimePassword, shooter, expect, waitForState, firstPage } from './lib.mjs';
 import { checkA11y, checkNoCli } from './a11y.mjs';
 
 const url = env('MF_URL');
@@ -74,13 +74,8 @@ let context;
 try {
   phase('launch chromium at 1280x800');
   context = await launch(profileDir, env('MF_SERVER_CERT'), { width: 1280, height: 800 });
-  page = context.pages()[0] || await context.newPage();
-  page.setDefaultTimeout(30000);
   const scriptErrors = [];
-  page.on('pageerror', (e) => scriptErrors.push(e.message));
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) { scriptErrors.push(m.text()); }
-  });
+  page = await firstPage(context, scriptErrors);
 
   phase('admin logs in');
   await page.goto(`${url}/login`);

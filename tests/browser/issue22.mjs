@@ -17,7 +17,7 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { env, launch, totp } from './lib.mjs';
+import { env, launch, totp, firstPage } from './lib.mjs';
 import { checkA11y } from './a11y.mjs';
 
 const url = env('MF_URL');
@@ -167,13 +167,8 @@ let context;
 try {
   phase('launch chromium');
   context = await launch(profileDir, env('MF_SERVER_CERT'), { width: 1280, height: 800 });
-  page = context.pages()[0] || await context.newPage();
-  page.setDefaultTimeout(30000);
   const scriptErrors = [];
-  page.on('pageerror', (e) => scriptErrors.push(e.message));
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) { scriptErrors.push(m.text()); }
-  });
+  page = await firstPage(context, scriptErrors);
 
   const admin = env('MF_ADMIN');
   const adminSecret = env('MF_ADMIN_TOTP');

@@ -103,3 +103,17 @@ export async function replaceOneTimePassword(page, url, password) {
   await Promise.all([page.waitForURL(/\/account\?done=password/), page.click('#change-password')]);
   await page.goto(`${url}/dashboard`);
 }
+
+// The first tab of a launched chromium, with a 30 s default timeout, and the script
+// errors it reports collected into `scriptErrors` (the scenarios fail on any): refused
+// requests (401, 403, 422) are part of the scenarios, anything else the console reports
+// as an error is a bug in the pages.
+export async function firstPage(context, scriptErrors) {
+  const page = context.pages()[0] || await context.newPage();
+  page.setDefaultTimeout(30000);
+  page.on('pageerror', (e) => scriptErrors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) { scriptErrors.push(m.text()); }
+  });
+  return page;
+}

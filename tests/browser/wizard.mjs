@@ -14,7 +14,7 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { env, launch, replaceOneTimePassword, totp } from './lib.mjs';
+import { env, launch, replaceOneTimePassword, totp, firstPage } from './lib.mjs';
 import { checkA11y, checkNoCli } from './a11y.mjs';
 
 // === the scenario ===
@@ -83,15 +83,8 @@ let context;
 try {
   phase('launch chromium');
   context = await launch(profileDir, env('MF_SERVER_CERT'), { width: 1280, height: 900 });
-  page = context.pages()[0] || await context.newPage();
-  page.setDefaultTimeout(30000);
   const scriptErrors = [];
-  page.on('pageerror', (e) => scriptErrors.push(e.message));
-  // Refused requests (401, 403, 422) are part of the scenario; anything else the
-  // console reports as an error is a bug in the pages.
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) { scriptErrors.push(m.text()); }
-  });
+  page = await firstPage(context, scriptErrors);
 
   phase('unauthenticated pages redirect to the login form, with security headers');
   const first = await page.goto(`${url}/dashboard`);
