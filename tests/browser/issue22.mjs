@@ -73,12 +73,15 @@ async function expectText(selector, text) {
 // Every code works once per account (the server keeps the last step it accepted, across
 // authenticator entries), and it accepts the steps next to the current one. A code that
 // the server will accept is one of a step after the last one used, at most one ahead of
-// the clock; wait for the clock when there is none.
+// the clock; wait for the clock when there is none. Never the step before the clock's:
+// that one may run out between making the code and the server reading it (a page load
+// and an accessibility check come between), while the clock's step and the next stay
+// good for at least 30 s.
 const lastStep = new Map();
 async function freshCode(account, secret) {
   for (;;) {
     const now = Math.floor(Date.now() / 30000);
-    const next = Math.max(now - 1, (lastStep.get(account) ?? -Infinity) + 1);
+    const next = Math.max(now, (lastStep.get(account) ?? -Infinity) + 1);
     if (next <= now + 1) {
       lastStep.set(account, next);
       return totp(secret, next * 30000 + 15000);
