@@ -252,6 +252,25 @@ struct Svc {
     _dir: tempfile::TempDir,
 }
 
+impl Svc {
+    /// The whole admin router over a fresh state directory.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::AdminConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().join("state"),
+            dir.path().join("vol"),
+            dir.path().join("key"),
+        );
+        let state = crate::AdminState::open(cfg).unwrap();
+        Svc {
+            app: crate::router(state.clone()),
+            state,
+            _dir: dir,
+        }
+    }
+}
+
 async fn call(
     s: &Svc,
     method: &str,
@@ -294,19 +313,7 @@ async fn call(
 
 #[tokio::test]
 async fn issue22_a_one_time_password_opens_nothing_but_its_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = crate::AdminConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().join("state"),
-        dir.path().join("vol"),
-        dir.path().join("key"),
-    );
-    let state = crate::AdminState::open(cfg).unwrap();
-    let s = Svc {
-        app: crate::router(state.clone()),
-        state,
-        _dir: dir,
-    };
+    let s = Svc::new();
     let new = s.state.accounts().add("ann", crate::Role::Admin).unwrap();
     let secret = new.otpauth.expose().split("secret=").nth(1).unwrap();
     let t = crate::accounts::totp(secret.split('&').next().unwrap()).unwrap();
@@ -432,19 +439,7 @@ async fn admin_session(s: &Svc) -> String {
 
 #[tokio::test]
 async fn issue22_the_audit_page_pages_the_admin_log_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = crate::AdminConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().join("state"),
-        dir.path().join("vol"),
-        dir.path().join("key"),
-    );
-    let state = crate::AdminState::open(cfg).unwrap();
-    let s = Svc {
-        app: crate::router(state.clone()),
-        state,
-        _dir: dir,
-    };
+    let s = Svc::new();
     let cookie = admin_session(&s).await;
     for i in 0..120 {
         s.state
