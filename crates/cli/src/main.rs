@@ -9,7 +9,8 @@
 
 use clap::{Parser, Subcommand};
 use commands::{
-    admin, audit, batch, bench, demo, endpoint, export, moving, profile, serve, token, volume,
+    admin, audit, batch, bench, demo, endpoint, export, moving, profile, serve, tenant, token,
+    volume,
 };
 use mailferry_control::AppError;
 use std::io::IsTerminal;
@@ -90,6 +91,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: token::TokenCmd,
     },
+    /// Tenant-held (customer) keys: the operator stores and checks, only the tenant reads.
+    Tenant {
+        #[command(subcommand)]
+        cmd: tenant::TenantCmd,
+    },
     /// Write a mailbox back out of a volume.
     Export(export::ExportArgs),
     /// Create and check encrypted volumes.
@@ -147,6 +153,7 @@ async fn run(cmd: Cmd) -> Result<(), AppError> {
         Cmd::Proxy(a) => serve::run_proxy(a).await,
         Cmd::Tls { cmd } => serve::run_tls(cmd),
         Cmd::Token { cmd } => token::run(cmd),
+        Cmd::Tenant { cmd } => tenant::run(cmd),
         Cmd::Export(a) => export::run(a),
         Cmd::Volume { cmd } => volume::run(cmd),
         Cmd::Audit { cmd } => audit::run_audit(cmd),
