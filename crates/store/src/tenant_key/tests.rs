@@ -309,3 +309,85 @@ fn converting_an_existing_tenant_resumes_after_a_stop_at_each_mailbox() {
         }
     }
 }
+
+// === vectors (docs/vectors/volume/customer-key.json) ===
+
+fn fixed(start: u8) -> [u8; 32] {
+    std::array::from_fn(|i| start.wrapping_add(i as u8))
+}
+
+/// Every customer-key value from fixed inputs, as the spec's vector file holds them.
+fn customer_key_vectors() -> serde_json::Value {
+    let volume_id: [u8; 16] = std::array::from_fn(|i| 0x40 + i as u8);
+    let tenant = TenantSecret::from_bytes("example.com", fixed(0x70));
+    let public = tenant.public();
+    let mailbox_key = Key::from_bytes(fixed(0xa0));
+    let (mailbox_row, key_id, message_id) = (3u64, 2u32, 7u64);
+    let aad = ck_wrap_aad(&volume_id, mailbox_row, key_id);
+    let wrapped = wrap_to_public_with(&public.0, &fixed(0x90), INFO_CK_WRAP, &aad, &mailbox_key).unwrap();
+    let grant = GrantSecret::from_bytes(fixed(0xb0));
+    let gaad = grant_aad(&volume_id, mailbox_row, key_id, "g-21", 1_900_000_000);
+    let granted = wrap_to_public_with(&grant.public().0, &fixed(0xc0), INFO_GRANT, &gaad, &mailbox_key).unwrap();
+    let index_key = Key::from_bytes(fixed(0xd0));
+    let base = mailbox_index_key(&index_key, mailbox_row);
+    let leaf = mailferry_audit::merkle::leaf("INBOX/1", &"ab".repeat(32));
+    let leaf_enc = seal_leaf(&base, [0x11; 12], &volume_id, mailbox_row, message_id, &leaf);
+    let flags = seal_flags(&mailbox_key, key_id, fixed(0xe0), &volume_id, mailbox_row, message_id, "FS $Junk");
+    let mut dedup_sha = [0u8; 32];
+    dedup_sha.copy_from_slice(&fixed(0x20));
+    serde_json::json!({
+        "inputs": {
+            "volume_id": hex::encode(volume_id),
+            "tenant": "example.com",
+            "tenant_secret": hex::encode(fixed(0x70)),
+            "mailbox_key": hex::encode(fixed(0xa0)),
+            "mailbox_row": mailbox_row,
+            "key_id": key_id,
+            "message_id": message_id,
+            "ephemeral_secret_ck": hex::encode(fixed(0x90)),
+            "grant_secret": hex::encode(fixed(0xb0)),
+            "grant_id": "g-21",
+            "grant_expires": 1_900_000_000u64,
+            "ephemeral_secret_grant": hex::encode(fixed(0xc0)),
+            "tenant_index_key": hex::encode(fixed(0xd0)),
+            "leaf_item": "INBOX/1",
+            "leaf_sha256": "ab".repeat(32),
+            "leaf_nonce": hex::encode([0x11u8; 12]),
+            "flags": "FS $Junk",
+            "flags_salt": hex::encode(fixed(0xe0)),
+            "dedup_folder": "INBOX",
+            "dedup_source_id": "1",
+            "dedup_sha256": hex::encode(dedup_sha),
+        },
+        "tenant_public": hex::encode(public.0),
+        "fingerprint": public.fingerprint(),
+        "ck_wrap_aad": hex::encode(&aad),
+        "ck_wrapped": hex::encode(&wrapped),
+        "grant_public": grant.public().to_hex(),
+        "grant_aad": hex::encode(&gaad),
+        "grant_wrapped": hex::encode(&granted),
+        "mailbox_index_key": hex::encode(base.expose()),
+        "dedup": hex::encode(keys::dedup_key(&keys::dedup_mac_key(&base), "INBOX", "1", &dedup_sha)),
+        "locator": hex::encode(keys::locator(&keys::locator_mac_key(&base), "INBOX", "1")),
+        "leaf_enc": hex::encode(&leaf_enc),
+        "flags_enc": hex::encode(&flags),
+    })
+}
+
+#[test]
+fn customer_key_vectors_match_docs() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/volume/customer-key.json");
+    let got = customer_key_vectors();
+    if std::env::var_os("MAILFERRY_WRITE_VECTORS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+    }
+    let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(got, want, "recomputed customer-key vectors differ from {}", path.display());
+    // And they open again with the private halves.
+    let h = |k: &str| hex::decode(want[k].as_str().unwrap()).unwrap();
+    let k = unwrap_with_secret(&fixed(0x70), INFO_CK_WRAP, &h("ck_wrap_aad"), &h("ck_wrapped")).unwrap();
+    assert_eq!(k.expose(), &fixed(0xa0));
+    let k = unwrap_with_secret(&fixed(0xb0), INFO_GRANT, &h("grant_aad"), &h("grant_wrapped")).unwrap();
+    assert_eq!(k.expose(), &fixed(0xa0));
+    assert!(unwrap_with_secret(&fixed(0x71), INFO_CK_WRAP, &h("ck_wrap_aad"), &h("ck_wrapped")).is_none());
+}
