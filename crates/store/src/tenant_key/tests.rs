@@ -324,15 +324,38 @@ fn customer_key_vectors() -> serde_json::Value {
     let mailbox_key = Key::from_bytes(fixed(0xa0));
     let (mailbox_row, key_id, message_id) = (3u64, 2u32, 7u64);
     let aad = ck_wrap_aad(&volume_id, mailbox_row, key_id);
-    let wrapped = wrap_to_public_with(&public.0, &fixed(0x90), INFO_CK_WRAP, &aad, &mailbox_key).unwrap();
+    let wrapped =
+        wrap_to_public_with(&public.0, &fixed(0x90), INFO_CK_WRAP, &aad, &mailbox_key).unwrap();
     let grant = GrantSecret::from_bytes(fixed(0xb0));
     let gaad = grant_aad(&volume_id, mailbox_row, key_id, "g-21", 1_900_000_000);
-    let granted = wrap_to_public_with(&grant.public().0, &fixed(0xc0), INFO_GRANT, &gaad, &mailbox_key).unwrap();
+    let granted = wrap_to_public_with(
+        &grant.public().0,
+        &fixed(0xc0),
+        INFO_GRANT,
+        &gaad,
+        &mailbox_key,
+    )
+    .unwrap();
     let index_key = Key::from_bytes(fixed(0xd0));
     let base = mailbox_index_key(&index_key, mailbox_row);
     let leaf = mailferry_audit::merkle::leaf("INBOX/1", &"ab".repeat(32));
-    let leaf_enc = seal_leaf(&base, [0x11; 12], &volume_id, mailbox_row, message_id, &leaf);
-    let flags = seal_flags(&mailbox_key, key_id, fixed(0xe0), &volume_id, mailbox_row, message_id, "FS $Junk");
+    let leaf_enc = seal_leaf(
+        &base,
+        [0x11; 12],
+        &volume_id,
+        mailbox_row,
+        message_id,
+        &leaf,
+    );
+    let flags = seal_flags(
+        &mailbox_key,
+        key_id,
+        fixed(0xe0),
+        &volume_id,
+        mailbox_row,
+        message_id,
+        "FS $Junk",
+    );
     let mut dedup_sha = [0u8; 32];
     dedup_sha.copy_from_slice(&fixed(0x20));
     serde_json::json!({
@@ -376,18 +399,43 @@ fn customer_key_vectors() -> serde_json::Value {
 
 #[test]
 fn customer_key_vectors_match_docs() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/volume/customer-key.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/vectors/volume/customer-key.json");
     let got = customer_key_vectors();
     if std::env::var_os("MAILFERRY_WRITE_VECTORS").is_some() {
         std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
     }
-    let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(got, want, "recomputed customer-key vectors differ from {}", path.display());
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        got,
+        want,
+        "recomputed customer-key vectors differ from {}",
+        path.display()
+    );
     // And they open again with the private halves.
     let h = |k: &str| hex::decode(want[k].as_str().unwrap()).unwrap();
-    let k = unwrap_with_secret(&fixed(0x70), INFO_CK_WRAP, &h("ck_wrap_aad"), &h("ck_wrapped")).unwrap();
+    let k = unwrap_with_secret(
+        &fixed(0x70),
+        INFO_CK_WRAP,
+        &h("ck_wrap_aad"),
+        &h("ck_wrapped"),
+    )
+    .unwrap();
     assert_eq!(k.expose(), &fixed(0xa0));
-    let k = unwrap_with_secret(&fixed(0xb0), INFO_GRANT, &h("grant_aad"), &h("grant_wrapped")).unwrap();
+    let k = unwrap_with_secret(
+        &fixed(0xb0),
+        INFO_GRANT,
+        &h("grant_aad"),
+        &h("grant_wrapped"),
+    )
+    .unwrap();
     assert_eq!(k.expose(), &fixed(0xa0));
-    assert!(unwrap_with_secret(&fixed(0x71), INFO_CK_WRAP, &h("ck_wrap_aad"), &h("ck_wrapped")).is_none());
+    assert!(unwrap_with_secret(
+        &fixed(0x71),
+        INFO_CK_WRAP,
+        &h("ck_wrap_aad"),
+        &h("ck_wrapped")
+    )
+    .is_none());
 }
