@@ -262,6 +262,18 @@ pub enum StoreError {
         fingerprint: String,
     },
 
+    /// A whole-tenant operation on a customer-key tenant needs the tenant's private key
+    /// (`volume rotate --tenant`, `--reencrypt`): it reads every message's metadata.
+    #[error("tenant {tenant}: {what} needs the tenant's customer key (fingerprint {fingerprint}), which the volume key cannot replace. Give it with --tenant-key FILE; nothing was changed")]
+    TenantKeyNeeded {
+        /// The tenant (mail domain).
+        tenant: String,
+        /// Fingerprint of the tenant's public key.
+        fingerprint: String,
+        /// What was refused and why it reads mail.
+        what: String,
+    },
+
     /// A tenant key file does not belong to the tenant or volume it was given for.
     #[error("tenant key {path}: {reason}")]
     TenantKey {

@@ -219,6 +219,8 @@ pub(crate) struct Reencrypted {
     pub to_offset: u64,
     pub salt: [u8; 32],
     pub meta_enc: Vec<u8>,
+    /// Customer-key messages: SHA-256 of the new record (verify without the key).
+    pub digest: Option<[u8; 32]>,
 }
 
 /// `(message id, dedup value, locator)` of one message under a new key generation.
@@ -701,7 +703,8 @@ impl Index {
         {
             let mut st = tx
                 .prepare_cached(
-                    "UPDATE messages SET key_id = ?5, segment = ?6, offset = ?7, salt = ?8, meta_enc = ?9 \
+                    "UPDATE messages SET key_id = ?5, segment = ?6, offset = ?7, salt = ?8, meta_enc = ?9, \
+                     digest = ?10, flags_enc = NULL \
                      WHERE id = ?1 AND key_id = ?2 AND segment = ?3 AND offset = ?4",
                 )
                 .map_err(e)?;
@@ -716,7 +719,8 @@ impl Index {
                         m.to_segment as i64,
                         m.to_offset as i64,
                         &m.salt[..],
-                        &m.meta_enc
+                        &m.meta_enc,
+                        m.digest.as_ref().map(|d| &d[..])
                     ])
                     .map_err(e)?;
                 if n != 1 {
@@ -1243,23 +1247,32 @@ impl Index {
             )
             .map_err(e)?;
         }
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "UPDATE messages SET dedup = ?2, locator = ?3, digest = ?4, leaf_enc = ?5 WHERE id = ?1",
-                )
-                .map_err(e)?;
-            for c in rows {
-                st.execute(params![
-                    c.id as i64,
-                    &c.dedup[..],
-                    &c.locator[..],
-                    &c.digest[..],
-                    &c.leaf_enc
-                ])
-                .map_err(e)?;
-            }
-        }
+        set_index_values(&tx, rows).map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// A customer-key tenant's new symmetric tenant key and index key, and every message's
+    /// index values under the new index key, in ONE transaction.
+    pub fn rotate_ck_index_key(
+        &mut self,
+        tenant_id: u64,
+        tenant_wrapped: &[u8],
+        index_key_wrapped: &[u8],
+        rows: &[Converted],
+    ) -> Result<(), StoreError> {
+        let e = index_err(&self.path);
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute(
+            "UPDATE tenants SET key_wrapped = ?2 WHERE id = ?1",
+            params![tenant_id as i64, tenant_wrapped],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "UPDATE tenant_keys SET index_key_wrapped = ?2 WHERE tenant_id = ?1",
+            params![tenant_id as i64, index_key_wrapped],
+        )
+        .map_err(e)?;
+        set_index_values(&tx, rows).map_err(e)?;
         tx.commit().map_err(e)
     }
 
@@ -1306,6 +1319,23 @@ pub(crate) struct Converted {
     pub locator: [u8; 32],
     pub digest: [u8; 32],
     pub leaf_enc: Vec<u8>,
+}
+
+/// Writes each message's customer-key index values (dedup, locator, digest, sealed leaf).
+fn set_index_values(tx: &rusqlite::Transaction<'_>, rows: &[Converted]) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "UPDATE messages SET dedup = ?2, locator = ?3, digest = ?4, leaf_enc = ?5 WHERE id = ?1",
+    )?;
+    for c in rows {
+        st.execute(params![
+            c.id as i64,
+            &c.dedup[..],
+            &c.locator[..],
+            &c.digest[..],
+            &c.leaf_enc
+        ])?;
+    }
+    Ok(())
 }
 
 /// The `volume` row marking an unfinished conversion of a tenant to its customer key.

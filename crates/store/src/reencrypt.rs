@@ -143,6 +143,7 @@ impl Volume {
                 }
             }
         };
+        self.customer_key_check(&rows, &names)?;
         let pending = self.inner.index()?.reencrypt_pending()?;
         let resumed: Vec<u64> = rows
             .iter()
@@ -213,8 +214,37 @@ impl Volume {
         Ok(out)
     }
 
+    /// Refuses, before anything changes, to re-encrypt a customer-key mailbox without its
+    /// tenant's private key: every message must be read, and a resumed run must unwrap
+    /// the generation the first run wrapped to the public key.
+    fn customer_key_check(
+        &self,
+        rows: &[crate::index::KeyRow],
+        names: &HashMap<u64, MailboxAddr>,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let ix = inner.index()?;
+        for row in rows {
+            let Some(ck) = inner.customer_key(&ix, row.tenant_id)? else {
+                continue;
+            };
+            let domain = names
+                .get(&row.id)
+                .map(|m| m.domain().to_ascii_lowercase())
+                .unwrap_or_default();
+            inner.refuse_while_converting(&ix, row.tenant_id, &ck, &domain)?;
+            inner.require_tenant_secret(
+                &domain,
+                &ck,
+                "re-encryption (`volume rotate --reencrypt`) reads every message, so it",
+            )?;
+        }
+        Ok(())
+    }
+
     /// Step 1: a new generation for every mailbox row in `ids`, with its marker, in one
-    /// transaction.
+    /// transaction. A customer-key mailbox's new generation is wrapped to its tenant's
+    /// public key.
     fn rotate_for_reencrypt(
         &self,
         ids: &[u64],
@@ -228,6 +258,21 @@ impl Volume {
             let row = ix.mailbox_by_id(id)?.ok_or_else(|| {
                 keys::unwrap_err(&inner.dir, format!("mailbox row {id} (missing)"))
             })?;
+            if let Some(ck) = inner.customer_key(&ix, row.tenant_id)? {
+                let name = names.get(&id).ok_or_else(|| {
+                    keys::unwrap_err(&inner.dir, format!("name of mailbox row {id} (missing)"))
+                })?;
+                let (new_key_id, new_wrapped, _key) =
+                    inner.next_customer_key(&ix, &ck, &row, name)?;
+                rotations.push(KeyRotation {
+                    mailbox_id: row.id,
+                    old_key_id: row.key_id,
+                    old_wrapped: row.key_wrapped,
+                    new_key_id,
+                    new_wrapped,
+                });
+                continue;
+            }
             let tk = match tenant_keys.get(&row.tenant_id) {
                 Some(k) => k.clone(),
                 None => {
@@ -289,7 +334,23 @@ impl Volume {
         let mut first_batch = true;
         // Read once: nothing else writes while the volume is ours; switched rows are
         // updated in place below.
-        let (key_id, key) = inner.mailbox_key(mailbox_id)?;
+        // The current generation, through `key_for`: for a customer-key mailbox that
+        // unwraps with the tenant's key (never cached), else under the tenant key.
+        // Dedup values and locators derive from the generation, or for a customer-key
+        // mailbox from its index base key.
+        let (key_id, index_base) = {
+            let ix = inner.index()?;
+            let row = ix.mailbox_by_id(mailbox_id)?.ok_or_else(|| {
+                keys::unwrap_err(&inner.dir, format!("mailbox row {mailbox_id} (missing)"))
+            })?;
+            let base = match inner.customer_key(&ix, row.tenant_id)? {
+                Some(ck) => Some(inner.ck_index_base(&ck, row.tenant_id, mailbox_id)?),
+                None => None,
+            };
+            (row.key_id, base)
+        };
+        let key = inner.key_for(mailbox_id, key_id, mailbox)?;
+        let sealed_for_tenant = index_base.is_some();
         let mut rows = inner.index()?.messages(Some(mailbox_id))?;
         let mut next = 0;
         loop {
@@ -316,7 +377,14 @@ impl Volume {
             let mut metas = HashMap::new();
             let mut keys_cache = HashMap::new();
             for r in batch {
-                match self.reencrypt_record(mailbox, r, key_id, &key, writer, &mut keys_cache) {
+                match self.reencrypt_record(
+                    mailbox,
+                    r,
+                    (key_id, &key),
+                    sealed_for_tenant,
+                    writer,
+                    &mut keys_cache,
+                ) {
                     Ok((mv, meta)) => {
                         sources.insert(r.segment);
                         out.bytes_reencrypted += r.record_len;
@@ -339,7 +407,8 @@ impl Volume {
             // The last switch also drops the earlier generations, unless a message was
             // skipped (it still needs them) or a dedup value cannot be recomputed.
             let last_switch = if last && skipped.is_empty() {
-                match self.dedups_under(&rows, &metas, mailbox_id, key_id, &key) {
+                let index_key = index_base.as_ref().unwrap_or(&key);
+                match self.dedups_under(&rows, &metas, mailbox_id, (key_id, &key), index_key) {
                     Ok(dedups) => Some(LastSwitch {
                         mailbox_id,
                         key_id,
@@ -365,6 +434,8 @@ impl Volume {
                     r.offset = m.to_offset;
                     r.salt = m.salt;
                     r.meta_enc = m.meta_enc.clone();
+                    r.digest = m.digest;
+                    r.flags_enc = None;
                 }
             }
             reencrypted += moves.len() as u64;
@@ -406,12 +477,16 @@ impl Volume {
     /// Re-encrypts one message into the writer's current segment: a record header with a
     /// fresh salt and the new key id, then every chunk opened under the old key and
     /// sealed under the new one as it streams by. On any error the partial record is cut.
+    /// With `sealed_for_tenant` (a customer-key mailbox) the SHA-256 of the new record is
+    /// computed as it is written, for `verify` without the tenant key; the metadata is
+    /// sealed with the message's current flags (a flags overlay names a generation that
+    /// is about to be dropped, so it is folded in and cleared).
     fn reencrypt_record(
         &self,
         mailbox: &MailboxAddr,
         r: &MessageRow,
-        key_id: u32,
-        key: &Key,
+        (key_id, key): (u32, &Key),
+        sealed_for_tenant: bool,
         writer: &mut SegmentWriter,
         keys_cache: &mut HashMap<(u64, u32), Key>,
     ) -> Result<(Reencrypted, mailferry_core::MessageMeta), StoreError> {
@@ -433,10 +508,14 @@ impl Volume {
         let o = writer.output_for(inner, r.record_len)?;
         let start = o.len;
         let message_key = keys::message_key(key, &salt);
+        let mut digest = sealed_for_tenant.then(|| ring::digest::Context::new(&ring::digest::SHA256));
         let written = (|| {
             let path = inner.segment_path(o.number);
-            o.file
-                .write_all(&header.encode())
+            let mut out = DigestWriter {
+                out: &mut o.file,
+                digest: digest.as_mut(),
+            };
+            out.write_all(&header.encode())
                 .map_err(|e| StoreError::io(&path, e))?;
             let sealer = Sealer::new(
                 ChunkKey::new(&message_key),
@@ -447,7 +526,7 @@ impl Volume {
                 },
                 header.plain_len,
             );
-            let mut w = SealWriter::new(sealer, &mut o.file);
+            let mut w = SealWriter::new(sealer, &mut out);
             inner.read_record(&msg, &old_key, &mut w)?;
             w.finish().map(|_| ()).map_err(|e| StoreError::io(&path, e))
         })();
@@ -474,24 +553,26 @@ impl Volume {
                 to_offset: start,
                 salt,
                 meta_enc,
+                digest: digest.map(|d| d.finish().as_ref().try_into().expect("32 bytes")),
             },
             msg.meta,
         ))
     }
 
-    /// The dedup value and locator of every message of the mailbox under generation
-    /// `key_id` (which becomes the oldest, hence the dedup and locator generation): from `metas` for the batch just
-    /// re-encrypted, from the decrypted metadata for the others.
+    /// The dedup value and locator of every message of the mailbox under `index_key`:
+    /// generation `key_id` itself (which becomes the oldest, hence the dedup and locator
+    /// generation), or a customer-key mailbox's index base key. From `metas` for the
+    /// batch just re-encrypted, from the metadata decrypted with `key` for the others.
     fn dedups_under(
         &self,
         rows: &[MessageRow],
         metas: &HashMap<u64, mailferry_core::MessageMeta>,
         mailbox_id: u64,
-        key_id: u32,
-        key: &Key,
+        (key_id, key): (u32, &Key),
+        index_key: &Key,
     ) -> Result<Vec<Rekeyed>, String> {
-        let mac = keys::dedup_mac_key(key);
-        let loc = keys::locator_mac_key(key);
+        let mac = keys::dedup_mac_key(index_key);
+        let loc = keys::locator_mac_key(index_key);
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let opened;
@@ -526,3 +607,22 @@ impl Volume {
 
 #[cfg(test)]
 mod tests;
+
+/// Passes record bytes to `out`, hashing them on the way when `digest` is given.
+struct DigestWriter<'a, W: Write> {
+    out: &'a mut W,
+    digest: Option<&'a mut ring::digest::Context>,
+}
+
+impl<W: Write> Write for DigestWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        if let Some(d) = self.digest.as_deref_mut() {
+            d.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}

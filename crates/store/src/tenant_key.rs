@@ -607,6 +607,122 @@ impl crate::volume::Inner {
                 .is_some_and(|g| g.expires > now_secs())
     }
 
+    /// True if the tenant's private key was given to [`Volume::unlock`] (a grant is not
+    /// enough for whole-tenant work, and cannot open a generation made after it).
+    pub(crate) fn has_tenant_secret(&self, tenant: &str) -> bool {
+        self.access().tenants.contains_key(tenant)
+    }
+
+    /// `TenantKeyNeeded` unless the tenant's private key was given: `what` is refused.
+    pub(crate) fn require_tenant_secret(
+        &self,
+        tenant: &str,
+        ck: &TenantKeyRow,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        if self.has_tenant_secret(tenant) {
+            return Ok(());
+        }
+        Err(StoreError::TenantKeyNeeded {
+            tenant: tenant.to_string(),
+            fingerprint: ck.fingerprint.clone(),
+            what: what.to_string(),
+        })
+    }
+
+    /// Refuses new key generations and rewrites while the tenant's conversion to its
+    /// customer key is unfinished: the mailboxes' wraps and index values are changing.
+    pub(crate) fn refuse_while_converting(
+        &self,
+        ix: &Index,
+        tenant_id: u64,
+        ck: &TenantKeyRow,
+        tenant: &str,
+    ) -> Result<(), StoreError> {
+        if !ix.conversion_pending(tenant_id)? {
+            return Ok(());
+        }
+        Err(StoreError::TenantKey {
+            path: format!("customer key {}", ck.fingerprint).into(),
+            reason: format!(
+                "tenant {tenant} is being moved to its customer key; finish that first with `mailferry tenant key convert --tenant {tenant}`"
+            ),
+        })
+    }
+
+    /// The next generation of a customer-key mailbox: `(key id, wrap to the tenant's
+    /// public key, key)`. Needs no private key: the new key is random and the store
+    /// cannot (and need not) prove the current one, which it cannot unwrap.
+    pub(crate) fn next_customer_key(
+        &self,
+        ix: &Index,
+        ck: &TenantKeyRow,
+        row: &KeyRow,
+        mailbox: &MailboxAddr,
+    ) -> Result<(u32, Vec<u8>, Key), StoreError> {
+        self.refuse_while_converting(ix, row.tenant_id, ck, mailbox.domain())?;
+        let new_id = row
+            .key_id
+            .checked_add(1)
+            .ok_or_else(|| StoreError::IndexDamaged {
+                path: ix.path().to_path_buf(),
+                reason: format!("mailbox {mailbox}: key id space exhausted"),
+            })?;
+        let key = Key::random();
+        let aad = ck_wrap_aad(&self.volume_id, row.id, new_id);
+        let wrapped = self.wrap_to_tenant(ck, &aad, &key)?;
+        Ok((new_id, wrapped, key))
+    }
+
+    /// Every message's index values under a customer-key mailbox's index base key
+    /// `base`: dedup value and locator, the sealed receipt leaf, and the record digest
+    /// (kept from the row with `keep_digest`, else read from the segment). Decrypts
+    /// each message's metadata, so the caller must be able to read the mailbox.
+    pub(crate) fn ck_index_values(
+        &self,
+        mailbox: &MailboxAddr,
+        mailbox_id: u64,
+        base: &Key,
+        msgs: &[crate::index::MessageRow],
+        keep_digest: bool,
+    ) -> Result<Vec<crate::index::Converted>, StoreError> {
+        let (dedup_mac, locator_mac) = (keys::dedup_mac_key(base), keys::locator_mac_key(base));
+        let mut cache = HashMap::new();
+        let mut out = Vec::with_capacity(msgs.len());
+        for r in msgs {
+            let m = self.stored_message(mailbox, r, &mut cache)?;
+            let (folder, sid) = (m.meta.folder.as_str(), m.meta.source_id.as_str());
+            let sha: [u8; 32] = hex::decode(&m.meta.sha256)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| StoreError::MetaUnreadable {
+                    mailbox: mailbox.to_string(),
+                    id: r.id,
+                    reason: "sha256 is not 64 hex digits".into(),
+                })?;
+            let leaf = mailferry_audit::merkle::leaf(&format!("{folder}/{sid}"), &m.meta.sha256);
+            let digest = match (keep_digest, r.digest) {
+                (true, Some(d)) => d,
+                _ => self.record_digest(r)?,
+            };
+            out.push(crate::index::Converted {
+                id: r.id,
+                dedup: keys::dedup_key(&dedup_mac, folder, sid, &sha),
+                locator: keys::locator(&locator_mac, folder, sid),
+                digest,
+                leaf_enc: seal_leaf(
+                    base,
+                    keys::random_nonce(),
+                    &self.volume_id,
+                    mailbox_id,
+                    r.id,
+                    &leaf,
+                ),
+            });
+        }
+        Ok(out)
+    }
+
     /// The registered customer key of a tenant row, if any.
     pub(crate) fn customer_key(
         &self,
@@ -824,38 +940,9 @@ impl Volume {
                 continue;
             }
             let base = inner.ck_index_base(&ck, tid, row.id)?;
-            let (dedup_mac, locator_mac) =
-                (keys::dedup_mac_key(&base), keys::locator_mac_key(&base));
-            let mut cache = HashMap::new();
-            let mut converted = Vec::with_capacity(msgs.len());
-            for r in &msgs {
-                let m = inner.stored_message(mailbox, r, &mut cache)?;
-                let (folder, sid) = (m.meta.folder.as_str(), m.meta.source_id.as_str());
-                let sha: [u8; 32] = hex::decode(&m.meta.sha256)
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .ok_or_else(|| StoreError::MetaUnreadable {
-                        mailbox: mailbox.to_string(),
-                        id: r.id,
-                        reason: "sha256 is not 64 hex digits".into(),
-                    })?;
-                let leaf =
-                    mailferry_audit::merkle::leaf(&format!("{folder}/{sid}"), &m.meta.sha256);
-                converted.push(crate::index::Converted {
-                    id: r.id,
-                    dedup: keys::dedup_key(&dedup_mac, folder, sid, &sha),
-                    locator: keys::locator(&locator_mac, folder, sid),
-                    digest: inner.record_digest(r)?,
-                    leaf_enc: seal_leaf(
-                        &base,
-                        keys::random_nonce(),
-                        &inner.volume_id,
-                        row.id,
-                        r.id,
-                        &leaf,
-                    ),
-                });
-            }
+            // The records are still the ones written under the volume's hierarchy: their
+            // digests were never recorded.
+            let converted = inner.ck_index_values(mailbox, row.id, &base, &msgs, false)?;
             let mut wraps = Vec::new();
             {
                 let ix = inner.index()?;
@@ -871,6 +958,14 @@ impl Volume {
             out.mailboxes += 1;
             out.keys_rewrapped += wraps.len() as u64;
             out.messages += converted.len() as u64;
+            // One line per mailbox: a long conversion shows progress, and the crash
+            // test kills the process when it sees one.
+            tracing::info!(
+                mailbox_row = row.id,
+                converted = out.mailboxes,
+                of = rows.len(),
+                "mailbox moved to the customer key"
+            );
         }
         {
             let ix = inner.index()?;
@@ -890,6 +985,84 @@ impl Volume {
         )?;
         out.finished = true;
         Ok(out)
+    }
+
+    /// `volume rotate --tenant T` of a customer-key tenant: a new random tenant index key
+    /// (the store-held key every dedup value, locator and sealed receipt leaf of the
+    /// tenant derives from) and a new symmetric tenant key, every message's index values
+    /// recomputed under it, all in ONE transaction (a crash leaves the old key and
+    /// values; memory O(messages), about 160 bytes each). Recomputing dedup values and
+    /// locators needs each message's folder, source id and SHA-256, so the tenant's
+    /// private key must have been given to [`Volume::unlock`]; without it the rotation is
+    /// refused with `TenantKeyNeeded` before anything changes. Mailbox key generations
+    /// are wrapped to the public key and are not touched: `--mailbox` rotates those.
+    pub(crate) fn rotate_customer_tenant(
+        &self,
+        domain: &str,
+        tenant_id: u64,
+        ck: &TenantKeyRow,
+    ) -> Result<crate::volume::RotateOutcome, StoreError> {
+        let inner = &self.inner;
+        inner.require_tenant_secret(
+            domain,
+            ck,
+            "rotating the tenant key (`volume rotate --tenant`) recomputes every dedup value and locator from the messages' metadata, so it",
+        )?;
+        let rows = {
+            let ix = inner.index()?;
+            inner.refuse_while_converting(&ix, tenant_id, ck, domain)?;
+            ix.mailboxes_of_tenant(tenant_id)?
+        };
+        let names: HashMap<u64, MailboxAddr> = self.mailbox_rows()?.into_iter().collect();
+        let index_key = Key::random();
+        let mut values = Vec::new();
+        let mut mailboxes = 0;
+        for row in rows.iter().filter(|r| r.key_id != 0) {
+            let Some(mailbox) = names.get(&row.id) else {
+                continue;
+            };
+            let msgs = inner.index()?.messages(Some(row.id))?;
+            let base = mailbox_index_key(&index_key, row.id);
+            values.extend(inner.ck_index_values(mailbox, row.id, &base, &msgs, true)?);
+            mailboxes += 1;
+        }
+        let vmk = &inner.keys.vmk;
+        let ik_wrapped = keys::wrap_key(
+            vmk,
+            keys::random_nonce(),
+            &keys::wrap_aad(AAD_CK_INDEX, &inner.volume_id, Some(tenant_id)),
+            &index_key,
+        );
+        let tk_wrapped = keys::wrap_key(
+            vmk,
+            keys::random_nonce(),
+            &keys::wrap_aad(keys::AAD_TENANT, &inner.volume_id, Some(tenant_id)),
+            &Key::random(),
+        );
+        inner
+            .index()?
+            .rotate_ck_index_key(tenant_id, &tk_wrapped, &ik_wrapped, &values)?;
+        inner.forget_keys();
+        tracing::info!(
+            tenant_row = tenant_id,
+            messages = values.len(),
+            "customer-key tenant: index key rotated"
+        );
+        inner.audit.event(
+            "tenant.key.rotated",
+            serde_json::json!({
+                "tenant_row": tenant_id,
+                "mailboxes": mailboxes,
+                "keys_rewrapped": 0,
+                "index_key_rotated": true,
+                "messages": values.len(),
+            }),
+        )?;
+        Ok(crate::volume::RotateOutcome {
+            mailboxes,
+            keys_rewrapped: 2,
+            new_key_id: None,
+        })
     }
 
     /// Every generation of `mailbox` unwrapped with the tenant's secret and wrapped to

@@ -832,9 +832,17 @@ impl Volume {
         let inner = &self.inner;
         let mut ix = inner.index()?;
         let row = inner.live_mailbox(&ix, mailbox)?;
-        let tk = inner.tenant_key(&ix, row.tenant_id)?;
-        let (new_id, wrapped) =
-            inner.next_mailbox_key(&tk, &row, &format_args!("mailbox {mailbox}"))?;
+        let (new_id, wrapped) = match inner.customer_key(&ix, row.tenant_id)? {
+            // Wrapped to the public key: no private key needed, none is kept.
+            Some(ck) => {
+                let (id, w, _key) = inner.next_customer_key(&ix, &ck, &row, mailbox)?;
+                (id, w)
+            }
+            None => {
+                let tk = inner.tenant_key(&ix, row.tenant_id)?;
+                inner.next_mailbox_key(&tk, &row, &format_args!("mailbox {mailbox}"))?
+            }
+        };
         ix.rotate_mailbox(row.id, (row.key_id, &row.key_wrapped), new_id, &wrapped)?;
         tracing::info!(mailbox_row = row.id, key_id = new_id, "mailbox key rotated");
         self.keys_changed(
@@ -862,6 +870,10 @@ impl Volume {
             .ok_or_else(|| StoreError::UnknownTenant {
                 tenant: tenant.to_string(),
             })?;
+        if let Some(ck) = inner.customer_key(&ix, tenant_id)? {
+            drop(ix);
+            return self.rotate_customer_tenant(&domain, tenant_id, &ck);
+        }
         let old_tk = inner.tenant_key(&ix, tenant_id)?;
         let new_tk = Key::random();
         let mut rewrapped = Vec::new();
@@ -1301,38 +1313,22 @@ impl Inner {
             None => self.tenant_for_write(&ix, mailbox.domain())?.0,
         };
         if let Some(ck) = self.customer_key(&ix, tenant_id)? {
-            if ix.conversion_pending(tenant_id)? {
-                return Err(StoreError::TenantKey {
-                    path: format!("customer key {}", ck.fingerprint).into(),
-                    reason: format!(
-                        "tenant {} is being moved to its customer key; finish that first with `mailferry tenant key convert --tenant {}`",
-                        mailbox.domain(),
-                        mailbox.domain()
-                    ),
-                });
-            }
-            let key = Key::random();
-            let id = match &existing {
+            self.refuse_while_converting(&ix, tenant_id, &ck, mailbox.domain())?;
+            let (id, key) = match &existing {
                 Some(row) => {
-                    let new_id =
-                        row.key_id
-                            .checked_add(1)
-                            .ok_or_else(|| StoreError::IndexDamaged {
-                                path: self.dir.join(INDEX_FILE),
-                                reason: format!("mailbox {mailbox}: key id space exhausted"),
-                            })?;
-                    let aad = crate::tenant_key::ck_wrap_aad(&self.volume_id, row.id, new_id);
-                    let wrapped = self.wrap_to_tenant(&ck, &aad, &key)?;
+                    let (new_id, wrapped, key) =
+                        self.next_customer_key(&ix, &ck, row, mailbox)?;
                     ix.rotate_mailbox(row.id, (row.key_id, &row.key_wrapped), new_id, &wrapped)?;
-                    (row.id, new_id)
+                    ((row.id, new_id), key)
                 }
                 None => {
+                    let key = Key::random();
                     let id = ix.next_id("mailboxes")?;
                     let aad = crate::tenant_key::ck_wrap_aad(&self.volume_id, id, 1);
                     let wrapped = self.wrap_to_tenant(&ck, &aad, &key)?;
                     let enc = self.keys.seal_name(&self.volume_id, b'm', mailbox.as_str());
                     ix.insert_mailbox(id, tenant_id, &mac, &enc, 1, &wrapped)?;
-                    (id, 1)
+                    ((id, 1), key)
                 }
             };
             let base = self.ck_index_base(&ck, tenant_id, id.0)?;

@@ -310,6 +310,156 @@ fn converting_an_existing_tenant_resumes_after_a_stop_at_each_mailbox() {
     }
 }
 
+/// Every message of `mb` as (item, flags, body), read with what the volume was given.
+fn contents(v: &Volume, mb: &MailboxAddr) -> Vec<(String, String, Vec<u8>)> {
+    v.list_messages(mb)
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            let m = m.unwrap();
+            (
+                format!("{}/{}", m.meta.folder, m.meta.source_id),
+                m.meta.flags.as_str().to_string(),
+                read_all(v, &m),
+            )
+        })
+        .collect()
+}
+
+fn refused_for(e: StoreError, tk: &TenantSecret) {
+    match &e {
+        StoreError::TenantKeyNeeded {
+            tenant,
+            fingerprint,
+            ..
+        } => {
+            assert_eq!(tenant, "example.com");
+            assert_eq!(*fingerprint, tk.public().fingerprint());
+            let text = e.to_string();
+            assert!(text.contains("--tenant-key"), "{text}");
+        }
+        other => panic!("expected TenantKeyNeeded, got {other:?}"),
+    }
+}
+
+#[test]
+fn customer_key_mailbox_rotates_without_and_reencrypts_with_the_tenant_key() {
+    let f = fixture();
+    let tk = TenantSecret::generate("example.com");
+    let tk_again = || TenantSecret::from_bytes("example.com", *tk.secret());
+    let mb = addr("alice@example.com");
+    let mut v = open(&f);
+    v.register_tenant_key("example.com", &tk.public()).unwrap();
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut s, 1, SECRET_FOLDER, "1", &marked_body(1)).unwrap();
+    put(&mut s, 2, "INBOX", "2", &marked_body(2)).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    // A mirror pass's FLAGS: an overlay under generation 2.
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    s.set_flags(
+        1,
+        FolderName::parse(SECRET_FOLDER).unwrap(),
+        SourceId::parse("1").unwrap(),
+        Flags::from_maildir("FS").unwrap(),
+    )
+    .unwrap();
+    s.commit_outcome().unwrap();
+    drop(s);
+    let want = vec![
+        (
+            format!("{SECRET_FOLDER}/1"),
+            "FS".to_string(),
+            marked_body(1),
+        ),
+        ("INBOX/2".to_string(), "RS".to_string(), marked_body(2)),
+    ];
+    let wraps = |v: &Volume| -> Vec<(u32, usize)> {
+        let ix = v.inner.index().unwrap();
+        let row = v.inner.live_mailbox(&ix, &mb).unwrap();
+        let mut g: Vec<(u32, usize)> = ix
+            .old_mailbox_keys(row.id)
+            .unwrap()
+            .into_iter()
+            .map(|(k, w)| (k, w.len()))
+            .collect();
+        g.push((row.key_id, row.key_wrapped.len()));
+        g
+    };
+
+    // --mailbox: a new generation wrapped to the public key, no private key needed.
+    let r = v.rotate_mailbox(&mb).unwrap();
+    assert_eq!(r.new_key_id, Some(3));
+    assert_eq!(
+        wraps(&v),
+        vec![(1, WRAPPED_CK_LEN), (2, WRAPPED_CK_LEN), (3, WRAPPED_CK_LEN)]
+    );
+    assert_eq!(events(&v, "key.rotated").len(), 1);
+
+    // --tenant and --reencrypt without the tenant key: refused, nothing changed.
+    let before = v.inner.index().unwrap().messages(None).unwrap();
+    refused_for(v.rotate_tenant("example.com").unwrap_err(), &tk);
+    refused_for(v.rotate_mailbox_reencrypt(&mb).unwrap_err(), &tk);
+    refused_for(v.rotate_tenant_reencrypt("example.com").unwrap_err(), &tk);
+    let after = v.inner.index().unwrap().messages(None).unwrap();
+    assert_eq!(format!("{before:?}"), format!("{after:?}"));
+    assert_eq!(wraps(&v).len(), 3);
+    assert!(v.inner.index().unwrap().reencrypt_pending().unwrap().is_empty());
+    assert!(events(&v, "tenant.key.rotated").is_empty());
+
+    // --tenant with the key: new index key; dedup and the sealed receipt still agree.
+    v.unlock(ReadAccess::TenantKey(tk_again())).unwrap();
+    let (root, _) = v.receipt_root(&mb).unwrap();
+    let r = v.rotate_tenant("example.com").unwrap();
+    assert_eq!(r.mailboxes, 1);
+    assert_ne!(
+        v.inner.index().unwrap().messages(None).unwrap()[0].dedup,
+        before[0].dedup
+    );
+    assert_eq!(events(&v, "tenant.key.rotated")[0]["index_key_rotated"], true);
+    assert_eq!(v.receipt_root_incremental(&mb).unwrap().0, root);
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    assert_eq!(
+        put(&mut s, 1, "INBOX", "2", &marked_body(2)).unwrap(),
+        Finished::Duplicate { seq: 1 }
+    );
+    drop(s);
+    assert_eq!(contents(&v, &mb), want);
+
+    // --mailbox --reencrypt with the key: one generation left, flags folded in.
+    let out = v.rotate_mailbox_reencrypt(&mb).unwrap();
+    assert_eq!(out.messages_reencrypted, 2);
+    assert_eq!(out.keys_dropped, 4, "{out:?}");
+    assert_eq!(wraps(&v), vec![(5, WRAPPED_CK_LEN)]);
+    let rows = v.inner.index().unwrap().messages(None).unwrap();
+    assert!(rows.iter().all(|r| r.key_id == 5 && r.flags_enc.is_none()));
+    assert_eq!(contents(&v, &mb), want);
+    assert_eq!(v.receipt_root_incremental(&mb).unwrap().0, root);
+
+    // --tenant --reencrypt with the key.
+    let out = v.rotate_tenant_reencrypt("example.com").unwrap();
+    assert!(out.tenant_rotated);
+    assert_eq!(out.mailboxes, vec![(mb.clone(), 6)]);
+    assert_eq!(contents(&v, &mb), want);
+
+    // Without the key again: the new records check against their new digests.
+    let v = open_again(v, &f);
+    let rep = v.verify().unwrap();
+    assert!(rep.damaged.is_empty(), "{rep:?}");
+    assert_eq!((rep.messages_checked, rep.sealed_for_tenant), (2, 2));
+    assert!(v.list_messages(&mb).is_err());
+    assert_eq!(v.receipt_root_incremental(&mb).unwrap().0, root);
+    check_no_markers(
+        &f.dir,
+        &[
+            b"quasar-subject",
+            b"quasar-body-marker",
+            SECRET_FOLDER.as_bytes(),
+        ],
+        false,
+    );
+}
+
 // === vectors (docs/vectors/volume/customer-key.json) ===
 
 fn fixed(start: u8) -> [u8; 32] {
