@@ -273,15 +273,18 @@ impl<'a> KeyScope<'a> {
     }
 }
 
-/// `volume rotate --mailbox M | --tenant T`.
+/// `volume rotate --mailbox M | --tenant T`. For a customer-key tenant, `--mailbox`
+/// needs no tenant key (the new generation is wrapped to its public key) and `--tenant`
+/// needs `tenant_key` (it recomputes the index values from the messages' metadata).
 pub fn rotate(
     volume: &Path,
     unlock: &UnlockArgs,
+    tenant_key: Option<&Path>,
     mailbox: Option<&MailboxAddr>,
     tenant: Option<&str>,
 ) -> Result<RotateOutcome, AppError> {
     let scope = KeyScope::of(mailbox, tenant)?;
-    let v = open(volume, unlock)?;
+    let v = open_for_read(volume, unlock, tenant_key)?;
     Ok(match scope {
         KeyScope::Mailbox(m) => v.rotate_mailbox(m)?,
         KeyScope::Tenant(t) => v.rotate_tenant(t)?,
@@ -290,15 +293,17 @@ pub fn rotate(
 
 /// `volume rotate --mailbox M | --tenant T --reencrypt`: new key generation(s), every
 /// stored message re-encrypted under it, earlier generations dropped; resumes an
-/// interrupted run.
+/// interrupted run. A customer-key tenant's mailboxes need `tenant_key` (every message
+/// is read).
 pub fn rotate_reencrypt(
     volume: &Path,
     unlock: &UnlockArgs,
+    tenant_key: Option<&Path>,
     mailbox: Option<&MailboxAddr>,
     tenant: Option<&str>,
 ) -> Result<ReencryptOutcome, AppError> {
     let scope = KeyScope::of(mailbox, tenant)?;
-    let mut v = open(volume, unlock)?;
+    let mut v = open_for_read(volume, unlock, tenant_key)?;
     Ok(match scope {
         KeyScope::Mailbox(m) => v.rotate_mailbox_reencrypt(m)?,
         KeyScope::Tenant(t) => v.rotate_tenant_reencrypt(t)?,

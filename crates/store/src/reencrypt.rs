@@ -508,7 +508,8 @@ impl Volume {
         let o = writer.output_for(inner, r.record_len)?;
         let start = o.len;
         let message_key = keys::message_key(key, &salt);
-        let mut digest = sealed_for_tenant.then(|| ring::digest::Context::new(&ring::digest::SHA256));
+        let mut digest =
+            sealed_for_tenant.then(|| ring::digest::Context::new(&ring::digest::SHA256));
         let written = (|| {
             let path = inner.segment_path(o.number);
             let mut out = DigestWriter {

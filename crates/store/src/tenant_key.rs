@@ -809,6 +809,25 @@ impl Volume {
         })
     }
 
+    /// True if this open volume can read `mailbox`'s contents: a volume-key mailbox, or
+    /// a customer-key mailbox whose tenant key or unexpired grant was given to
+    /// [`Volume::unlock`]. Records nothing (a refused read is recorded where it happens).
+    pub fn can_read(&self, mailbox: &MailboxAddr) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let ix = inner.index()?;
+        let row = inner.live_mailbox(&ix, mailbox)?;
+        Ok(inner.read_locked(&ix, row.id, mailbox)?.is_none())
+    }
+
+    /// The ids of `mailbox`'s messages, from the index alone (no decryption): what a
+    /// check can count of a mailbox it cannot read.
+    pub fn message_ids(&self, mailbox: &MailboxAddr) -> Result<Vec<u64>, StoreError> {
+        let inner = &self.inner;
+        let ix = inner.index()?;
+        let row = inner.live_mailbox(&ix, mailbox)?;
+        ix.message_ids_of(row.id)
+    }
+
     /// The customer key registered for `tenant`, if any: `(fingerprint, public key)`.
     pub fn tenant_public(&self, tenant: &str) -> Result<Option<TenantPublic>, StoreError> {
         let inner = &self.inner;
@@ -1062,6 +1081,7 @@ impl Volume {
             mailboxes,
             keys_rewrapped: 2,
             new_key_id: None,
+            messages_reindexed: Some(values.len() as u64),
         })
     }
 

@@ -822,6 +822,9 @@ pub struct RotateOutcome {
     pub keys_rewrapped: u64,
     /// The mailbox's new key id (mailbox rotation only).
     pub new_key_id: Option<u32>,
+    /// Customer-key tenant rotation: messages whose dedup value, locator and sealed
+    /// receipt leaf were recomputed under the tenant's new index key (`None` otherwise).
+    pub messages_reindexed: Option<u64>,
 }
 
 impl Volume {
@@ -854,6 +857,7 @@ impl Volume {
             mailboxes: 1,
             keys_rewrapped: 1,
             new_key_id: Some(new_id),
+            messages_reindexed: None,
         })
     }
 
@@ -917,6 +921,7 @@ impl Volume {
             mailboxes,
             keys_rewrapped: rewrapped.len() as u64 + 1,
             new_key_id: None,
+            messages_reindexed: None,
         })
     }
 
@@ -1316,8 +1321,7 @@ impl Inner {
             self.refuse_while_converting(&ix, tenant_id, &ck, mailbox.domain())?;
             let (id, key) = match &existing {
                 Some(row) => {
-                    let (new_id, wrapped, key) =
-                        self.next_customer_key(&ix, &ck, row, mailbox)?;
+                    let (new_id, wrapped, key) = self.next_customer_key(&ix, &ck, row, mailbox)?;
                     ix.rotate_mailbox(row.id, (row.key_id, &row.key_wrapped), new_id, &wrapped)?;
                     ((row.id, new_id), key)
                 }

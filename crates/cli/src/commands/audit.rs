@@ -39,9 +39,20 @@ pub struct BothSides {
     volume: PathBuf,
     #[command(flatten)]
     unlock: volume_admin::UnlockArgs,
+    /// The tenant's key file: a customer-key mailbox is compared only with it (the
+    /// volume key cannot read its contents).
+    #[arg(long, value_name = "FILE")]
+    tenant_key: Option<PathBuf>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+impl BothSides {
+    /// The volume, opened with the tenant key if one was given.
+    fn open(&self) -> Result<Volume, AppError> {
+        volume_admin::open_for_read(&self.volume, &self.unlock, self.tenant_key.as_deref())
+    }
 }
 
 /// `receipt ...`.
@@ -130,7 +141,7 @@ fn verify_log(
 
 /// `audit reconcile`: exit 0 only if both sides agree.
 fn reconcile(sides: BothSides) -> Result<(), AppError> {
-    let v = volume_admin::open(&sides.volume, &sides.unlock)?;
+    let v = sides.open()?;
     let r = audit_cmd::reconcile(&sides.state, &v)?;
     eprintln!(
         "{}: {} agreeing of {} acknowledged at the source and {} in the volume; {} missing, {} extra, {} altered, {} duplicated, {} removed from the volume, {} unlogged; {} deleted at the source, {} of them still in the volume",
@@ -171,7 +182,7 @@ fn reconcile(sides: BothSides) -> Result<(), AppError> {
 /// `receipt verify`: the receipt recomputed from the volume against the source's.
 pub fn run_receipt(cmd: ReceiptCmd) -> Result<(), AppError> {
     let ReceiptCmd::Verify(sides) = cmd;
-    let v = volume_admin::open(&sides.volume, &sides.unlock)?;
+    let v = sides.open()?;
     let r = audit_cmd::verify_receipt(&sides.state, &v)?;
     eprintln!(
         "source root {}

@@ -77,12 +77,14 @@ pub enum VolumeCmd {
         /// Rotate this mailbox's key.
         #[arg(long, required_unless_present = "tenant", conflicts_with = "tenant")]
         mailbox: Option<String>,
-        /// Rotate this tenant's key (rewraps the keys of all its mailboxes).
+        /// Rotate this tenant's key (rewraps the keys of all its mailboxes). For a
+        /// customer-key tenant: a new index key, which needs --tenant-key.
         #[arg(long)]
         tenant: Option<String>,
         /// Also give every mailbox concerned a new key generation, re-encrypt all its
         /// stored messages under it (streaming, resumable: run the same command again
-        /// after an interruption) and drop the earlier generations.
+        /// after an interruption) and drop the earlier generations. A customer-key
+        /// tenant's mailboxes need --tenant-key.
         #[arg(long)]
         reencrypt: bool,
     },
@@ -281,7 +283,13 @@ fn rotate_reencrypt(
     mb: Option<&mailferry_core::MailboxAddr>,
     tenant: Option<String>,
 ) -> Result<(), AppError> {
-    let out = volume_admin::rotate_reencrypt(&vol.volume, &vol.unlock, mb, tenant.as_deref())?;
+    let out = volume_admin::rotate_reencrypt(
+        &vol.volume,
+        &vol.unlock,
+        vol.tenant_key.as_deref(),
+        mb,
+        tenant.as_deref(),
+    )?;
     if out.resumed {
         println!("resumed an interrupted re-encryption");
     }
@@ -319,10 +327,22 @@ fn rotate(
     mb: Option<&mailferry_core::MailboxAddr>,
     tenant: Option<String>,
 ) -> Result<(), AppError> {
-    let out = volume_admin::rotate(&vol.volume, &vol.unlock, mb, tenant.as_deref())?;
+    let out = volume_admin::rotate(
+        &vol.volume,
+        &vol.unlock,
+        vol.tenant_key.as_deref(),
+        mb,
+        tenant.as_deref(),
+    )?;
     match (mb, out.new_key_id) {
         (Some(m), Some(k)) => println!(
             "rotated mailbox {m}: new messages use key id {k}; stored messages keep theirs"
+        ),
+        (_, _) if out.messages_reindexed.is_some() => println!(
+            "rotated customer-key tenant {}: new index key, the dedup values, locators and receipt leaves of {} message(s) in {} mailbox(es) recomputed; mailbox keys stay wrapped to the tenant's public key",
+            tenant.unwrap_or_default(),
+            out.messages_reindexed.unwrap_or(0),
+            out.mailboxes
         ),
         _ => println!(
             "rotated tenant {}: new tenant key, {} key(s) of {} mailbox(es) rewrapped",

@@ -392,7 +392,11 @@ fn customer_key_mailbox_rotates_without_and_reencrypts_with_the_tenant_key() {
     assert_eq!(r.new_key_id, Some(3));
     assert_eq!(
         wraps(&v),
-        vec![(1, WRAPPED_CK_LEN), (2, WRAPPED_CK_LEN), (3, WRAPPED_CK_LEN)]
+        vec![
+            (1, WRAPPED_CK_LEN),
+            (2, WRAPPED_CK_LEN),
+            (3, WRAPPED_CK_LEN)
+        ]
     );
     assert_eq!(events(&v, "key.rotated").len(), 1);
 
@@ -404,7 +408,13 @@ fn customer_key_mailbox_rotates_without_and_reencrypts_with_the_tenant_key() {
     let after = v.inner.index().unwrap().messages(None).unwrap();
     assert_eq!(format!("{before:?}"), format!("{after:?}"));
     assert_eq!(wraps(&v).len(), 3);
-    assert!(v.inner.index().unwrap().reencrypt_pending().unwrap().is_empty());
+    assert!(v
+        .inner
+        .index()
+        .unwrap()
+        .reencrypt_pending()
+        .unwrap()
+        .is_empty());
     assert!(events(&v, "tenant.key.rotated").is_empty());
 
     // --tenant with the key: new index key; dedup and the sealed receipt still agree.
@@ -416,7 +426,10 @@ fn customer_key_mailbox_rotates_without_and_reencrypts_with_the_tenant_key() {
         v.inner.index().unwrap().messages(None).unwrap()[0].dedup,
         before[0].dedup
     );
-    assert_eq!(events(&v, "tenant.key.rotated")[0]["index_key_rotated"], true);
+    assert_eq!(
+        events(&v, "tenant.key.rotated")[0]["index_key_rotated"],
+        true
+    );
     assert_eq!(v.receipt_root_incremental(&mb).unwrap().0, root);
     let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
     assert_eq!(
