@@ -607,7 +607,7 @@ impl Volume {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Passes record bytes to `out`, hashing them on the way when `digest` is given.
 struct DigestWriter<'a, W: Write> {

@@ -67,7 +67,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Opens chunk 0 of the record at `offset` of a (copied) segment with `mailbox_key`.
-fn first_chunk_opens(
+pub(crate) fn first_chunk_opens(
     seg: &Path,
     offset: u64,
     id: u64,

@@ -473,6 +473,77 @@ fn customer_key_mailbox_rotates_without_and_reencrypts_with_the_tenant_key() {
     );
 }
 
+/// After a conversion, `--reencrypt` with the tenant key leaves no record that the
+/// generations of the volume-key days open: an index copy from before the conversion
+/// (its symmetric wraps open with the volume key) reads nothing in the volume as it is.
+#[test]
+fn reencrypt_after_conversion_leaves_nothing_the_old_symmetric_wraps_open() {
+    let f = fixture();
+    let mb = addr("ann@example.com");
+    let mut v = open(&f);
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut s, 1, "INBOX", "1", &marked_body(1)).unwrap();
+    put(&mut s, 2, SECRET_FOLDER, "2", &marked_body(2)).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    v.rotate_mailbox(&mb).unwrap();
+    let mut s = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut s, 3, "INBOX", "3", &marked_body(3)).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    let id = v
+        .inner
+        .live_mailbox(&v.inner.index().unwrap(), &mb)
+        .unwrap()
+        .id;
+    // What an index copy of today yields with the volume key alone.
+    let old_keys: Vec<Key> = [1, 2]
+        .into_iter()
+        .map(|k| v.inner.key_for(id, k, &mb).unwrap())
+        .collect();
+    let opens_with_old = |v: &Volume| -> Vec<bool> {
+        let rows = v.inner.index().unwrap().messages(Some(id)).unwrap();
+        assert_eq!(rows.len(), 3);
+        rows.iter()
+            .map(|r| {
+                let seg = v.inner.segment_path(r.segment);
+                old_keys.iter().any(|k| {
+                    crate::reencrypt::tests::first_chunk_opens(
+                        &seg,
+                        r.offset,
+                        r.id,
+                        id,
+                        k,
+                        v.volume_id(),
+                    )
+                })
+            })
+            .collect()
+    };
+    assert_eq!(opens_with_old(&v), [true; 3]);
+
+    let tk = TenantSecret::generate("example.com");
+    let c = v.register_tenant_key("example.com", &tk.public()).unwrap();
+    assert_eq!((c.mailboxes, c.keys_rewrapped, c.finished), (1, 2, true));
+    // Converted, but the records are the same: the old wraps still open them.
+    assert_eq!(opens_with_old(&v), [true; 3]);
+
+    v.unlock(ReadAccess::TenantKey(TenantSecret::from_bytes(
+        "example.com",
+        *tk.secret(),
+    )))
+    .unwrap();
+    let out = v.rotate_mailbox_reencrypt(&mb).unwrap();
+    assert_eq!((out.messages_reencrypted, out.keys_dropped), (3, 2));
+    assert_eq!(opens_with_old(&v), [false; 3]);
+    let got: Vec<Vec<u8>> = contents(&v, &mb).into_iter().map(|(_, _, b)| b).collect();
+    assert_eq!(got, vec![marked_body(1), marked_body(2), marked_body(3)]);
+    let v = open_again(v, &f);
+    let rep = v.verify().unwrap();
+    assert!(rep.damaged.is_empty(), "{rep:?}");
+    assert_eq!(rep.sealed_for_tenant, 3);
+}
+
 // === vectors (docs/vectors/volume/customer-key.json) ===
 
 fn fixed(start: u8) -> [u8; 32] {
