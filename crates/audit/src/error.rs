@@ -97,9 +97,9 @@ pub enum AuditError {
     },
     /// A signed head that cannot be used: unreadable, malformed, not signed by the given
     /// key, or of another log.
-    #[error("audit head {}: {reason}", path.display())]
+    #[error("{}: {reason}", path.display())]
     BadHead {
-        /// The head file (or the log it was checked against).
+        /// The head file, or the log it was checked against.
         path: PathBuf,
         /// What is wrong.
         reason: String,

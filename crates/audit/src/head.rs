@@ -311,7 +311,7 @@ pub fn read_head(path: &Path) -> Result<SignedHead, AuditError> {
     let bytes = std::fs::read(path).map_err(|e| AuditError::io(path, e))?;
     parse_head(&bytes).map_err(|reason| AuditError::BadHead {
         path: path.to_path_buf(),
-        reason,
+        reason: format!("signed head unusable: {reason}"),
     })
 }
 
@@ -487,7 +487,7 @@ pub fn verify_signed(
         return Err(AuditError::BadHead {
             path: path.to_path_buf(),
             reason: format!(
-                "the signed head is of another log (genesis {}), this log's genesis is {}: \
+                "signed head refused: it is of another log (genesis {}), this log's genesis is {}: \
                  the log was replaced, or the head belongs to another log",
                 signed.log, chain.genesis
             ),

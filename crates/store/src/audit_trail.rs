@@ -114,6 +114,8 @@ pub(crate) struct DestLog {
     log: Mutex<AuditLog>,
     /// The signed head; locked after `log`, never before.
     heads: Mutex<HeadKeeper>,
+    /// Records in the log when it was opened: closing signs only what was appended since.
+    opened_seq: u64,
     actor: String,
     names: Pseudonymizer,
     /// The recovery mark the log was opened from, if it fitted.
@@ -153,6 +155,7 @@ impl DestLog {
         let heads = HeadKeeper::new(crate::audit_sign::signer(keys), &log);
         Ok(DestLog {
             heads: Mutex::new(heads),
+            opened_seq: log.last_seq(),
             log: Mutex::new(log),
             actor: store_actor(),
             names: pseudonymizer(keys),
@@ -287,12 +290,13 @@ impl DestLog {
 
 impl Drop for DestLog {
     fn drop(&mut self) {
-        // The volume closes: sign what this process appended since the last head (the
-        // records of a `serve` session, recovered records). Best effort: a failure here
+        // The volume closes: sign what this process appended since it opened the log
+        // (the records of a `serve` session, recovered records), not what it found
+        // (`volume.replicated` is written without the key). Best effort: a failure here
         // leaves those records unsigned, which `audit verify` reports.
         let log = self.log.get_mut().unwrap_or_else(|p| p.into_inner());
         let heads = self.heads.get_mut().unwrap_or_else(|p| p.into_inner());
-        if log.is_synced() && heads.behind(log) {
+        if log.is_synced() && log.last_seq() > self.opened_seq && heads.behind(log) {
             if let Err(e) = heads.sign(log) {
                 tracing::warn!(error = %e, "audit head not signed when the volume closed");
             }
