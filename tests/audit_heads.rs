@@ -198,3 +198,70 @@ fn issue21_the_receipt_carries_both_signed_heads() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 record(s) after the signed head"), "{out}");
 }
+
+/// The documented limit, and its answer: a volume log cut back to an earlier pass with its
+/// head file rolled back to that pass's head passes `audit verify --public-key` (both are
+/// valid, only older), and fails `receipt verify --volume-public-key`, which checks the
+/// head the move record of the last pass carries.
+#[test]
+fn issue21_a_cut_log_with_a_rolled_back_head_file_is_found_by_the_receipt() {
+    let (env, _, state) = moved();
+    let key = public_key(&env, &env.volume(), "volume.pub");
+    let source_key = public_key(&env, &state, "source.pub");
+    let log = env.volume().join("audit.jsonl");
+    let head = env.volume().join("audit.head");
+    let (log_1, head_1) = (fs::read(&log).unwrap(), fs::read(&head).unwrap());
+
+    // A second pass with one more message.
+    let src = env.path("src");
+    let cur = fs::read_dir(src.join("cur"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::write(src.join("cur/extra-21:2,S"), fs::read(cur).unwrap()).unwrap();
+    let (code, _, o) = move_maildir(&env, &src, MB);
+    assert_eq!(code, 0, "{}", describe(&o));
+
+    let receipt_verify = |keys: &[(&str, &Path)]| {
+        let mut cmd = mailferry();
+        cmd.args(["receipt", "verify", "--state"])
+            .arg(&state)
+            .arg("--volume")
+            .arg(env.volume())
+            .arg("--key-file")
+            .arg(env.key());
+        for (flag, k) in keys {
+            cmd.arg(flag).arg(k);
+        }
+        let o = run(&mut cmd);
+        (o.status.code().unwrap_or(-1), describe(&o))
+    };
+    let both = [
+        ("--volume-public-key", key.as_path()),
+        ("--source-public-key", source_key.as_path()),
+    ];
+    let (code, out) = receipt_verify(&both);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("destination audit log holds the move record's signed head"),
+        "{out}"
+    );
+    assert!(
+        out.contains("source audit log holds the move record's signed head"),
+        "{out}"
+    );
+
+    // Roll the volume's log and head file back to the first pass.
+    fs::write(&log, &log_1).unwrap();
+    fs::write(&head, &head_1).unwrap();
+    let (code, out) = verify(&env.volume(), Some(&key));
+    assert_eq!(code, 0, "the head file alone cannot show this: {out}");
+    let (code, out) = receipt_verify(&both[..1]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("destination audit log against the move record's signed head"),
+        "{out}"
+    );
+}

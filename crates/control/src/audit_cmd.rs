@@ -497,6 +497,73 @@ pub struct ReceiptCheck {
     pub destination_items: u64,
     /// True if equal.
     pub matches: bool,
+    /// The signed heads of the move record checked against the logs (with public keys).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub heads: Vec<HeadCheck>,
+}
+
+/// One side's signed head from the move record, checked against its log.
+#[derive(Debug, Serialize)]
+pub struct HeadCheck {
+    /// `source` or `destination`.
+    pub side: mailferry_audit::LogSide,
+    /// When it was signed.
+    pub time: String,
+    /// Records it covers.
+    pub seq: u64,
+    /// Records in the log now.
+    pub records: u64,
+    /// Records appended since it was signed.
+    pub unsigned_records: u64,
+}
+
+/// Checks the latest `side` head that the move record of `state` (`reports.jsonl`)
+/// carries against the log at `log`, with the public key in `key_file`. That head was
+/// handed out with the pass, outside the log's directory, so a log cut together with a
+/// head file rolled back to an older signed head still fails here.
+pub fn verify_recorded_head(
+    state: &Path,
+    side: mailferry_audit::LogSide,
+    log: &Path,
+    key_file: &Path,
+) -> Result<HeadCheck, AppError> {
+    let key = mailferry_audit::PublicKey::read(key_file).map_err(|e| {
+        AppError::Usage(format!(
+            "{e}; give the file written by `mailferry audit public-key`"
+        ))
+    })?;
+    let path = state.join("reports.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| AppError::io(&path, e))?;
+    let head = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<mailferry_core::report::MoveReport>(l).ok())
+        .filter_map(|r| match side {
+            mailferry_audit::LogSide::Source => r.receipt.source_head,
+            mailferry_audit::LogSide::Destination => r.receipt.destination_head,
+        })
+        .next_back()
+        .ok_or_else(|| {
+            AppError::Failed(format!(
+                "the move record {} holds no signed {} head (passes run before heads were \
+                 signed, or, for the destination, a remote store: check it there with \
+                 `audit verify --public-key`)",
+                path.display(),
+                side.as_str()
+            ))
+        })?;
+    let out = mailferry_audit::verify_signed(log, &head, &key).map_err(|e| {
+        AppError::Failed(format!(
+            "{} audit log against the move record's signed head: {e}",
+            side.as_str()
+        ))
+    })?;
+    Ok(HeadCheck {
+        side,
+        time: head.time,
+        seq: head.seq,
+        records: out.chain.records,
+        unsigned_records: out.unsigned_records,
+    })
 }
 
 /// Recomputes the receipt from the volume and compares it with the source's last one.
@@ -521,6 +588,7 @@ pub fn verify_receipt(state: &Path, volume: &Volume) -> Result<ReceiptCheck, App
         })?;
     let (destination_root, destination_items) = volume.receipt_root(&id.mailbox)?;
     Ok(ReceiptCheck {
+        heads: Vec::new(),
         matches: source_root == destination_root,
         source_root,
         destination_root,

@@ -72,8 +72,20 @@ pub struct BothSides {
 /// `receipt ...`.
 #[derive(clap::Subcommand)]
 pub enum ReceiptCmd {
-    /// Recompute the receipt from the volume and compare it with the source's.
-    Verify(BothSides),
+    /// Recompute the receipt from the volume and compare it with the source's; with
+    /// public keys, also check the signed heads the move record carries against both logs.
+    Verify {
+        #[command(flatten)]
+        sides: BothSides,
+        /// The source log's public key (`audit public-key STATE`): check the source head
+        /// of the move's last pass against the state directory's log.
+        #[arg(long)]
+        source_public_key: Option<PathBuf>,
+        /// The volume log's public key (`audit public-key VOLUME`): check the destination
+        /// head of the move's last pass against the volume's log.
+        #[arg(long)]
+        volume_public_key: Option<PathBuf>,
+    },
 }
 
 /// `report`.
@@ -278,9 +290,40 @@ fn reconcile(sides: BothSides) -> Result<(), AppError> {
 
 /// `receipt verify`: the receipt recomputed from the volume against the source's.
 pub fn run_receipt(cmd: ReceiptCmd) -> Result<(), AppError> {
-    let ReceiptCmd::Verify(sides) = cmd;
+    let ReceiptCmd::Verify {
+        sides,
+        source_public_key,
+        volume_public_key,
+    } = cmd;
     let v = volume_admin::open(&sides.volume, &sides.unlock)?;
-    let r = audit_cmd::verify_receipt(&sides.state, &v)?;
+    let mut r = audit_cmd::verify_receipt(&sides.state, &v)?;
+    // The heads handed out with the pass, against the logs as they are now: a log cut
+    // with its head file rolled back is found here, not by `audit verify`.
+    let logs = [
+        (
+            mailferry_audit::LogSide::Source,
+            sides.state.join(mailferry_agent::state::AUDIT_FILE),
+            source_public_key,
+        ),
+        (
+            mailferry_audit::LogSide::Destination,
+            v.dir().join(mailferry_store::audit_trail::AUDIT_FILE),
+            volume_public_key,
+        ),
+    ];
+    for (side, log, key) in logs {
+        if let Some(key) = key {
+            let h = audit_cmd::verify_recorded_head(&sides.state, side, &log, &key)?;
+            eprintln!(
+                "{} audit log holds the move record's signed head of {} ({} records; {} appended since)",
+                side.as_str(),
+                h.time,
+                h.seq,
+                h.unsigned_records
+            );
+            r.heads.push(h);
+        }
+    }
     eprintln!(
         "source root {}
 volume root {} ({} messages)
