@@ -250,7 +250,7 @@ impl HeadSigner {
     /// no file or the whole key.
     pub fn load_or_create(path: &Path, side: LogSide) -> Result<HeadSigner, AuditError> {
         let io = |e| AuditError::io(path, e);
-        match std::fs::read_to_string(path) {
+        match std::fs::read_to_string(path).map(Zeroizing::new) {
             Ok(text) => return Self::parse_seed_file(path, &text, side),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
@@ -278,7 +278,7 @@ impl HeadSigner {
             crate::log::sync_parent(path).map_err(io)?;
             Ok(Self::from_seed(&seed, side))
         } else {
-            let text = std::fs::read_to_string(path).map_err(io)?;
+            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
             Self::parse_seed_file(path, &text, side)
         }
     }
