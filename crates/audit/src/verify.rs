@@ -4,7 +4,8 @@
 //! carry `seq` `n` and the SHA-256 of line `n - 1` as `prev`, and line 1 must be the
 //! genesis record. The first failure is reported with its line number. Cutting whole
 //! records off the end leaves a valid, shorter chain; only comparing the head with one
-//! pinned earlier ([`verify_with_head`]) detects that.
+//! pinned earlier ([`verify_with_head`]) or signed ([`crate::verify_signed`]) detects
+//! that.
 
 use crate::line::read_line;
 use crate::record::{line_hash, Record};
