@@ -178,11 +178,21 @@ fn issue21_the_receipt_carries_both_signed_heads() {
     );
 
     // Both heads check against the logs with the exported keys.
-    for (head, dir, name) in [(dst, env.volume(), "v.pub"), (src, state, "s.pub")] {
+    for (head, dir, name) in [(dst, env.volume(), "v.pub"), (src, state.clone(), "s.pub")] {
         let key = mailferry_audit::PublicKey::read(&public_key(&env, &dir, name)).unwrap();
         let head: mailferry_audit::SignedHead = serde_json::from_value(head.clone()).unwrap();
         mailferry_audit::verify_signed(dir.join("audit.jsonl"), &head, &key).unwrap();
     }
+
+    // The HTML move record shows them.
+    let o = run(mailferry()
+        .args(["report", "--format", "html", "--out", "-", "--state"])
+        .arg(&state));
+    assert!(o.status.success(), "{}", describe(&o));
+    let html = String::from_utf8(o.stdout).unwrap();
+    assert!(html.contains("Signed audit heads"), "{html}");
+    assert!(html.contains(dst["key"].as_str().unwrap()));
+    assert!(html.contains(src["key"].as_str().unwrap()));
 
     // A record appended without signing (replication records itself without the key)
     // is reported as after the head.
