@@ -275,3 +275,59 @@ fn issue21_a_cut_log_with_a_rolled_back_head_file_is_found_by_the_receipt() {
         "{out}"
     );
 }
+
+/// A remote move (`serve` in another process): the volume signs its head when each
+/// session ends, so the destination log is covered while the service keeps running.
+#[test]
+fn issue21_a_remote_move_leaves_a_signed_destination_head() {
+    let env = Env::new();
+    let src = env.path("src");
+    write_maildir(
+        &src,
+        &SampleSpec {
+            seed: 22,
+            messages: 8,
+            folders: 1,
+            size: SizeModel::Small,
+            markers: None,
+        },
+    )
+    .unwrap();
+    init_volume(&env);
+    let key = public_key(&env, &env.volume(), "volume.pub");
+    let token = env.path("example.org.token");
+    crate::serve::issue_token(&env, "example.org", &token);
+    let serve = crate::serve::start_serve(&env, &[]);
+    let o = run(mailferry()
+        .arg("move")
+        .arg("--source")
+        .arg(format!("maildir:{}", src.display()))
+        .args(["--mailbox", MB, "--proxy", &serve.url(), "--ca"])
+        .arg(&serve.ca)
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--state")
+        .arg(env.path("state"))
+        .arg("--json"));
+    assert!(o.status.success(), "{}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["receipt"]["source_head"]["side"], "source");
+    assert!(
+        r["receipt"].get("destination_head").is_none(),
+        "not known to the agent"
+    );
+
+    let (code, out) = verify(&env.volume(), Some(&key));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("after the signed head"),
+        "the session's records are covered: {out}"
+    );
+    let stored = mailferry_audit::read_records(env.volume().join("audit.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|e| e.event == "message.stored")
+        .count();
+    assert_eq!(stored, 8);
+    serve.stop();
+}
