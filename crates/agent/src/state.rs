@@ -447,9 +447,7 @@ impl StateDir {
             )
             .map_err(|e| state_err(&path, e))?;
         self.log.sync().map_err(|e| state_err(&path, e))?;
-        self.heads
-            .sign_at_checkpoint(&self.log)
-            .map_err(|e| state_err(&path, e))?;
+        self.heads.sign_at_checkpoint(&self.log);
         self.index(&records)
     }
 

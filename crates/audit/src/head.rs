@@ -420,14 +420,23 @@ impl HeadKeeper {
         Ok(Some(h))
     }
 
-    /// Signs if `log` passed one of its checkpoints (every 1001st record) since the last
-    /// head: the bound on what a cut can take back unseen during a long pass.
-    pub fn sign_at_checkpoint(&mut self, log: &AuditLog) -> Result<(), AuditError> {
+    /// [`HeadKeeper::sign`] for callers whose records are already durable: a head that
+    /// cannot be written is a warning, not a reason to fail the work the records
+    /// describe (the next head covers them).
+    pub fn sign_or_warn(&mut self, log: &AuditLog) {
+        if let Err(e) = self.sign(log) {
+            tracing::warn!(error = %e, "audit head not signed; the records are durable and the next head covers them");
+        }
+    }
+
+    /// Signs ([`HeadKeeper::sign_or_warn`]) if `log` passed one of its checkpoints
+    /// (every 1001st record) since the last head: the bound on what a cut can take back
+    /// unseen during a long pass.
+    pub fn sign_at_checkpoint(&mut self, log: &AuditLog) {
         let every = crate::mmr::CHECKPOINT_EVERY + 1;
         if log.last_seq() / every > self.signed_seq / every {
-            self.sign(log)?;
+            self.sign_or_warn(log);
         }
-        Ok(())
     }
 
     /// True if `log` has records the head file does not cover.
