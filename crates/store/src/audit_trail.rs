@@ -17,7 +17,7 @@
 //! deletions without records) falls back to the full comparison.
 //!
 //! The log's head is signed (docs/audit-log.md §10) with the volume's signing key
-//! ([`crate::audit_sign`]) into `audit.head`: when the log passes one of its checkpoints,
+//! (`audit_sign.rs`) into `audit.head`: when the log passes one of its checkpoints,
 //! after every event (`pass.receipt` ends a pass), and when the volume closes.
 //!
 //! The log holds no plaintext mail metadata: mailbox addresses, `folder/source-id` items
