@@ -18,7 +18,8 @@
 //!
 //! The log's head is signed (docs/audit-log.md §10) with the volume's signing key
 //! (`audit_sign.rs`) into `audit.head`: when the log passes one of its checkpoints,
-//! after every event (`pass.receipt` ends a pass), and when the volume closes.
+//! after every event (`pass.receipt` ends a pass), and when the volume closes (the proxy
+//! also signs at the end of every wire session).
 //!
 //! The log holds no plaintext mail metadata: mailbox addresses, `folder/source-id` items
 //! and flags appear only as keyed pseudonyms (HMAC under a key derived from the volume
