@@ -15,7 +15,7 @@ use std::time::Duration;
 /// A running `mailferry serve` on the test's volume.
 type Serve = Daemon;
 
-fn start_serve(env: &Env, extra: &[&str]) -> Serve {
+pub(crate) fn start_serve(env: &Env, extra: &[&str]) -> Serve {
     let mut c = mailferry();
     c.arg("serve")
         .arg("--volume")
@@ -27,7 +27,7 @@ fn start_serve(env: &Env, extra: &[&str]) -> Serve {
     Daemon::start(c, "serve")
 }
 
-fn issue_token(env: &Env, tenant: &str, out: &Path) {
+pub(crate) fn issue_token(env: &Env, tenant: &str, out: &Path) {
     let o = run(mailferry()
         .args(["token", "issue", "--volume"])
         .arg(env.volume())

@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod audit;
+mod audit_heads;
 mod batch;
 mod bench;
 mod browser;

@@ -110,6 +110,9 @@ pub struct PassOutcome {
     pub receipt_root: String,
     /// How many messages the receipt covers.
     pub receipt_items: u64,
+    /// The source log's head signed after `pass.finished` (`None` if signing is stopped:
+    /// `audit.head` shows a cut or replaced log).
+    pub source_head: Option<mailferry_core::report::SignedHead>,
     /// Median time from starting to read a message to its durable acknowledgement.
     pub latency_ms_p50: f64,
     /// 99th percentile of the same.
@@ -486,7 +489,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         "receipt_root": receipt_root,
         "receipt_items": receipt_items,
     });
-    finish_audit(
+    let source_head = finish_audit(
         state,
         &bad_items,
         &warnings,
@@ -498,6 +501,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     Ok(PassOutcome {
         receipt_root,
         receipt_items,
+        source_head,
         latency_ms_p50,
         latency_ms_p99,
         per_folder,
@@ -716,14 +720,14 @@ async fn receipt(mut state: StateDir) -> Result<(StateDir, (String, u64)), Agent
 }
 
 /// Closes the pass in the audit log: every bad item and warning, the cursors of a clean
-/// pass (`None` otherwise), then `pass.finished`.
+/// pass (`None` otherwise), then `pass.finished`; signs the head that covers them.
 async fn finish_audit(
     mut state: StateDir,
     bad_items: &[BadItem],
     warnings: &[ItemWarning],
     cursors: Option<BTreeMap<FolderName, String>>,
     finished: serde_json::Value,
-) -> Result<(), AgentError> {
+) -> Result<Option<mailferry_core::report::SignedHead>, AgentError> {
     let skipped: Vec<serde_json::Value> = bad_items
         .iter()
         .map(|b| json!({ "item": b.item, "reason": b.reason }))
@@ -743,7 +747,7 @@ async fn finish_audit(
             state.record_cursors(&cursors)?;
         }
         state.event("pass.finished", finished)?;
-        Ok::<_, AgentError>(())
+        state.sign_head()
     })
     .await
     .expect("audit thread panicked")

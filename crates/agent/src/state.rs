@@ -17,11 +17,16 @@
 //! listing read only the folders and messages they need ([`Checkpoint`]). The log stays
 //! the source of truth: an index that is missing, damaged or does not fit the log is
 //! rebuilt from the whole log, with a warning.
+//!
+//! The log's head is signed (docs/audit-log.md §10) with the source side's Ed25519 key,
+//! `audit-sign.key` in the state directory (0600, created on first use), into
+//! `audit.head`: when the log passes one of its checkpoints, at the end of every pass,
+//! and when the state is closed after a pass that failed midway.
 
 use crate::source::PriorItem;
 use crate::AgentError;
 use db::CheckpointDb;
-use mailferry_audit::{AuditLog, LogMark};
+use mailferry_audit::{AuditLog, HeadKeeper, HeadSigner, LogMark, LogSide, SignedHead};
 use mailferry_core::{Flags, FolderName, MailboxAddr, MoveId, SourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -36,6 +41,16 @@ pub use db::INDEX_FILE;
 
 /// File name of the source-side audit log in the state directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
+
+/// File name of the source side's audit head signing key in the state directory.
+pub const SIGNING_KEY_FILE: &str = "audit-sign.key";
+
+/// The source side's signer of the state directory `dir` (which must exist): its key
+/// file, created (owner-only, random) on first use.
+pub fn head_signer(dir: &Path) -> Result<HeadSigner, AgentError> {
+    let path = dir.join(SIGNING_KEY_FILE);
+    HeadSigner::load_or_create(&path, LogSide::Source).map_err(|e| state_err(&path, e))
+}
 
 /// Identity of a move, kept across passes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -183,6 +198,9 @@ pub struct StateDir {
     pub identity: MoveIdentity,
     db: CheckpointDb,
     log: AuditLog,
+    heads: HeadKeeper,
+    /// Records in the log when it was opened: closing signs only what was appended since.
+    opened_seq: u64,
     actor: String,
     replay: Replay,
 }
@@ -355,10 +373,13 @@ impl StateDir {
                 }
             }
         };
+        let heads = HeadKeeper::new(head_signer(dir)?, &log);
         let mut state = StateDir {
             dir: dir.to_path_buf(),
             identity,
             db,
+            heads,
+            opened_seq: log.last_seq(),
             log,
             actor: agent_actor(),
             replay,
@@ -426,7 +447,17 @@ impl StateDir {
             )
             .map_err(|e| state_err(&path, e))?;
         self.log.sync().map_err(|e| state_err(&path, e))?;
+        self.heads.sign_at_checkpoint(&self.log);
         self.index(&records)
+    }
+
+    /// Signs the log's head now (the end of a pass) and returns it; `None` if signing is
+    /// stopped because `audit.head` is evidence of a cut or replaced log (a warning
+    /// says which).
+    pub fn sign_head(&mut self) -> Result<Option<SignedHead>, AgentError> {
+        self.heads
+            .sign(&self.log)
+            .map_err(|e| state_err(&self.dir.join(AUDIT_FILE), e))
     }
 
     /// Applies synced records to the index and moves its mark to the log's end.
@@ -465,6 +496,21 @@ impl StateDir {
     /// Writes a file in the state directory atomically (temp, fsync, rename).
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), AgentError> {
         write_atomic(&self.dir.join(name), bytes)
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        // A pass that failed midway still signs what it recorded. Best effort: records
+        // left unsigned are reported by `audit verify`, not lost.
+        if self.log.is_synced()
+            && self.log.last_seq() > self.opened_seq
+            && self.heads.behind(&self.log)
+        {
+            if let Err(e) = self.heads.sign(&self.log) {
+                tracing::warn!(error = %e, "source audit head not signed when the state closed");
+            }
+        }
     }
 }
 

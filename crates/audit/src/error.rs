@@ -60,6 +60,58 @@ pub enum AuditError {
         /// The hash of the file's last line.
         found: String,
     },
+    /// Records were cut off the end: a signed head covers more records than the log has.
+    #[error(
+        "audit log {}: records cut off the end: the signed head of {time} covers {signed} \
+         records, the log has {records}",
+        path.display()
+    )]
+    Truncated {
+        /// The log file.
+        path: PathBuf,
+        /// When the head was signed.
+        time: String,
+        /// Records the signed head covers.
+        signed: u64,
+        /// Records in the file.
+        records: u64,
+    },
+    /// The log holds the record a signed head names, but not with the signed hash: the
+    /// records up to it were rewritten (a whole new chain).
+    #[error(
+        "audit log {}: record {seq} differs from the signed head of {time}: it hashes to \
+         {found}, {expected} was signed (the log was rewritten up to there)",
+        path.display()
+    )]
+    SignedRecordDiffers {
+        /// The log file.
+        path: PathBuf,
+        /// When the head was signed.
+        time: String,
+        /// The record the head names.
+        seq: u64,
+        /// The signed hash.
+        expected: String,
+        /// The hash of the log's record `seq`.
+        found: String,
+    },
+    /// A signed head that cannot be used: unreadable, malformed, not signed by the given
+    /// key, or of another log.
+    #[error("{}: {reason}", path.display())]
+    BadHead {
+        /// The head file, or the log it was checked against.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key file that cannot be used.
+    #[error("audit key file {}: {reason}", path.display())]
+    BadKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A record the caller asked to append was refused; nothing was written.
     #[error("audit log {}: record not appended: {reason}", path.display())]
     InvalidRecord {

@@ -5,11 +5,11 @@
 //! removing, reordering or inserting any byte breaks the chain. The format is specified
 //! in `docs/audit-log.md`, with vectors in `docs/vectors/audit/`.
 //!
-//! This crate writes, repairs and verifies log files. It does not decide what is worth
-//! logging, does not ship logs anywhere, and does not store the log's head hash: a chain
-//! alone cannot show that records were cut off its end, so callers that need that
-//! guarantee pin [`VerifyOutcome::head`] somewhere the log's writer cannot rewrite, and
-//! check it with [`verify_with_head`].
+//! This crate writes, repairs and verifies log files, and signs and checks their heads
+//! ([`head`]). It does not decide what is worth logging or when to sign, and does not
+//! ship logs anywhere. A chain alone cannot show that records were cut off its end: a
+//! signed head ([`verify_signed`], with the signer's public key) or a head pinned
+//! somewhere the log's writer cannot rewrite ([`verify_with_head`]) can.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), mailferry_audit::AuditError> {
@@ -23,6 +23,7 @@
 //! ```
 
 pub mod error;
+pub mod head;
 mod line;
 mod log;
 mod mark;
@@ -35,7 +36,9 @@ mod record;
 mod verify;
 
 pub use error::AuditError;
+pub use head::{verify_signed, HeadKeeper, HeadSigner, PublicKey, SignedOutcome};
 pub use log::{AuditLog, TornTail};
+pub use mailferry_core::report::{LogSide, SignedHead};
 pub use mark::{read_records_after, read_tail_after, LogMark};
 pub use pseudonym::Pseudonymizer;
 pub use read::{read_records, Entry};

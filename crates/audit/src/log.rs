@@ -47,8 +47,12 @@ pub struct AuditLog {
     last_seq: u64,
     /// Hash of the last record appended (synced or not).
     head: String,
+    /// Hash of the genesis line: the log's identity.
+    genesis: String,
     repaired: Option<TornTail>,
     poisoned: bool,
+    /// Records were appended since the last successful `sync`.
+    unsynced: bool,
     /// Running Merkle root over every record line appended so far.
     mmr: Mmr,
     /// Bytes of the log, buffered ones included.
@@ -189,8 +193,10 @@ impl AuditLog {
             buf: Vec::new(),
             last_seq: 0,
             head: crate::ZERO_HASH.into(),
+            genesis: crate::ZERO_HASH.into(),
             repaired: None,
             poisoned: false,
+            unsynced: false,
             mmr,
             len: cut,
             last_start: last.as_ref().map_or(0, |l| l.start),
@@ -200,6 +206,7 @@ impl AuditLog {
 
         if let (Some(first), Some(last)) = (&first, &last) {
             log.check_first(first)?;
+            log.genesis = line_hash(&first.bytes);
             let rec = log.check_last(lines, last, before_last.as_ref())?;
             log.last_seq = rec.seq;
             log.head = line_hash(&last.bytes);
@@ -221,6 +228,7 @@ impl AuditLog {
                     reason,
                 })?;
             let line = Record::genesis(&time).encode();
+            log.genesis = line_hash(&line);
             log.push_line(1, line);
             log.sync()?;
             sync_parent(path).map_err(io)?;
@@ -371,6 +379,7 @@ impl AuditLog {
     }
 
     fn push_line(&mut self, seq: u64, line: Vec<u8>) {
+        self.unsynced = true;
         self.mmr.push_line(&line);
         self.last_start = self.len;
         self.len += line.len() as u64 + 1;
@@ -403,13 +412,25 @@ impl AuditLog {
         self.file.sync_data().map_err(|e| {
             self.poisoned = true;
             AuditError::io(&self.path, e)
-        })
+        })?;
+        self.unsynced = false;
+        Ok(())
     }
 
     /// Hex SHA-256 of the last record's line (synced or not): pin it elsewhere to detect
     /// records cut off the end later. Equals [`crate::VerifyOutcome::head`] after a sync.
     pub fn head(&self) -> &str {
         &self.head
+    }
+
+    /// Hex SHA-256 of the genesis line: the log's identity, which signed heads name.
+    pub fn genesis(&self) -> &str {
+        &self.genesis
+    }
+
+    /// True if every appended record was written and synced by [`AuditLog::sync`].
+    pub fn is_synced(&self) -> bool {
+        !self.unsynced && !self.poisoned
     }
 
     /// Seq of the last record appended; also the number of records, genesis included.
@@ -467,7 +488,7 @@ impl Drop for AuditLog {
 }
 
 /// Makes a newly created file's directory entry durable.
-fn sync_parent(path: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> std::io::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

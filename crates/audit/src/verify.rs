@@ -4,7 +4,8 @@
 //! carry `seq` `n` and the SHA-256 of line `n - 1` as `prev`, and line 1 must be the
 //! genesis record. The first failure is reported with its line number. Cutting whole
 //! records off the end leaves a valid, shorter chain; only comparing the head with one
-//! pinned earlier ([`verify_with_head`]) detects that.
+//! pinned earlier ([`verify_with_head`]) or signed ([`crate::verify_signed`]) detects
+//! that.
 
 use crate::line::read_line;
 use crate::record::{line_hash, Record};
@@ -20,6 +21,8 @@ pub struct VerifyOutcome {
     pub records: u64,
     /// Hex SHA-256 of the last line (without its newline): pin it to detect truncation.
     pub head: String,
+    /// Hex SHA-256 of the genesis line: the log's identity, which signed heads name.
+    pub genesis: String,
 }
 
 /// Verifies the log at `path`: format, seq order and hash chain, from the first line to
@@ -58,8 +61,20 @@ pub fn verify_with_head(
 /// Verifies a log read from `reader`; `path` only names it in errors.
 pub(crate) fn verify_reader(
     path: &Path,
-    mut reader: impl BufRead,
+    reader: impl BufRead,
 ) -> Result<VerifyOutcome, AuditError> {
+    verify_pinned(path, reader, 0).map(|(outcome, _)| outcome)
+}
+
+/// [`verify_reader`], also returning the hash of line `pin` (`None` if the log is
+/// shorter, or `pin` is 0).
+pub(crate) fn verify_pinned(
+    path: &Path,
+    mut reader: impl BufRead,
+    pin: u64,
+) -> Result<(VerifyOutcome, Option<String>), AuditError> {
+    let mut pinned = None;
+    let mut genesis = String::new();
     let mut prev = ZERO_HASH.to_string();
     let mut mmr = crate::mmr::Mmr::default();
     let mut line_no = 0u64;
@@ -132,6 +147,12 @@ pub(crate) fn verify_reader(
         }
         mmr.push_line(&buf);
         prev = line_hash(&buf);
+        if line_no == 1 {
+            genesis = prev.clone();
+        }
+        if line_no == pin {
+            pinned = Some(prev.clone());
+        }
     }
     if line_no == 0 {
         return Err(AuditError::corrupt(
@@ -140,10 +161,14 @@ pub(crate) fn verify_reader(
             "the log is empty; it must start with the genesis record",
         ));
     }
-    Ok(VerifyOutcome {
-        records: line_no,
-        head: prev,
-    })
+    Ok((
+        VerifyOutcome {
+            records: line_no,
+            head: prev,
+            genesis,
+        },
+        pinned,
+    ))
 }
 
 #[cfg(test)]

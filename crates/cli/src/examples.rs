@@ -113,7 +113,11 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("audit", "mailferry audit verify /var/lib/mailferry/alice"),
     (
         "audit verify",
-        "mailferry audit verify /srv/vol --key-file /root/vol.key",
+        "mailferry audit verify /srv/vol --public-key /root/vol-audit.pub",
+    ),
+    (
+        "audit public-key",
+        "mailferry audit public-key /srv/vol --key-file /root/vol.key --out /root/vol-audit.pub",
     ),
     (
         "audit reconcile",

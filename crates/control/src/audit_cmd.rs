@@ -33,6 +33,78 @@ pub fn log_path(dir: &Path) -> Result<PathBuf, AppError> {
     )))
 }
 
+// === signed heads ===
+
+/// The public key that checks the signed heads of `dir`'s audit log, and whose log it
+/// is: a move's state directory (its key is created on first use) or a volume (opened
+/// with `unlock`: its key derives from the volume master key).
+pub fn public_key(
+    dir: &Path,
+    unlock: &crate::volume_admin::UnlockArgs,
+) -> Result<(mailferry_audit::PublicKey, mailferry_audit::LogSide), AppError> {
+    if dir.join("move.json").is_file() {
+        let signer = mailferry_agent::state::head_signer(dir)?;
+        return Ok((signer.public_key(), signer.side()));
+    }
+    if !dir.join(mailferry_store::HEADER_FILE).is_file() {
+        return Err(AppError::Usage(format!(
+            "{} is neither a move's state directory (no move.json) nor a volume (no {}); \
+             give a --state directory or a volume",
+            dir.display(),
+            mailferry_store::HEADER_FILE
+        )));
+    }
+    if !unlock.any() {
+        return Err(AppError::Usage(format!(
+            "{} is a volume: its signing key derives from the volume key, so give \
+             --key-file, --passphrase-file or --recovery-key-file",
+            dir.display()
+        )));
+    }
+    let volume = crate::volume_admin::open(dir, unlock)?;
+    Ok((
+        volume.audit_public_key(),
+        mailferry_audit::LogSide::Destination,
+    ))
+}
+
+/// Checks the signed head kept next to the log at `log` (`audit.head`) with the public
+/// key in `key_file`, then the log against it: see [`mailferry_audit::verify_signed`].
+/// A missing head file fails too: removing it is how a cut would be hidden.
+pub fn verify_signed_head(
+    log: &Path,
+    key_file: &Path,
+) -> Result<mailferry_audit::SignedOutcome, AppError> {
+    let key = mailferry_audit::PublicKey::read(key_file).map_err(|e| {
+        AppError::Usage(format!(
+            "{e}; give the file written by `mailferry audit public-key`"
+        ))
+    })?;
+    let head_path = mailferry_audit::head::head_path(log);
+    let head = match mailferry_audit::head::read_head(&head_path) {
+        Ok(h) => h,
+        Err(mailferry_audit::AuditError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Err(AppError::Failed(format!(
+                "no signed head ({}) next to {}: it was removed, or this log was written \
+                 before heads were signed; a removed head file is how records cut off \
+                 the end would be hidden, so nothing can be said about the log's end \
+                 (compare with a head kept elsewhere: the move's receipt)",
+                head_path.display(),
+                log.display()
+            )))
+        }
+        Err(e) => {
+            return Err(AppError::Failed(format!(
+                "audit log verification failed: {e}"
+            )))
+        }
+    };
+    mailferry_audit::verify_signed(log, &head, &key)
+        .map_err(|e| AppError::Failed(format!("audit log verification failed: {e}")))
+}
+
 /// Reads `move.json` of a state directory.
 pub fn identity(state: &Path) -> Result<MoveIdentity, AppError> {
     let p = state.join("move.json");
@@ -446,6 +518,73 @@ pub struct ReceiptCheck {
     pub destination_items: u64,
     /// True if equal.
     pub matches: bool,
+    /// The signed heads of the move record checked against the logs (with public keys).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub heads: Vec<HeadCheck>,
+}
+
+/// One side's signed head from the move record, checked against its log.
+#[derive(Debug, Serialize)]
+pub struct HeadCheck {
+    /// `source` or `destination`.
+    pub side: mailferry_audit::LogSide,
+    /// When it was signed.
+    pub time: String,
+    /// Records it covers.
+    pub seq: u64,
+    /// Records in the log now.
+    pub records: u64,
+    /// Records appended since it was signed.
+    pub unsigned_records: u64,
+}
+
+/// Checks the latest `side` head that the move record of `state` (`reports.jsonl`)
+/// carries against the log at `log`, with the public key in `key_file`. That head was
+/// handed out with the pass, outside the log's directory, so a log cut together with a
+/// head file rolled back to an older signed head still fails here.
+pub fn verify_recorded_head(
+    state: &Path,
+    side: mailferry_audit::LogSide,
+    log: &Path,
+    key_file: &Path,
+) -> Result<HeadCheck, AppError> {
+    let key = mailferry_audit::PublicKey::read(key_file).map_err(|e| {
+        AppError::Usage(format!(
+            "{e}; give the file written by `mailferry audit public-key`"
+        ))
+    })?;
+    let path = state.join("reports.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| AppError::io(&path, e))?;
+    let head = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<mailferry_core::report::MoveReport>(l).ok())
+        .filter_map(|r| match side {
+            mailferry_audit::LogSide::Source => r.receipt.source_head,
+            mailferry_audit::LogSide::Destination => r.receipt.destination_head,
+        })
+        .next_back()
+        .ok_or_else(|| {
+            AppError::Failed(format!(
+                "the move record {} holds no signed {} head (passes run before heads were \
+                 signed, or, for the destination, a remote store: check it there with \
+                 `audit verify --public-key`)",
+                path.display(),
+                side.as_str()
+            ))
+        })?;
+    let out = mailferry_audit::verify_signed(log, &head, &key).map_err(|e| {
+        AppError::Failed(format!(
+            "{} audit log against the move record's signed head: {e}",
+            side.as_str()
+        ))
+    })?;
+    Ok(HeadCheck {
+        side,
+        time: head.time,
+        seq: head.seq,
+        records: out.chain.records,
+        unsigned_records: out.unsigned_records,
+    })
 }
 
 /// Recomputes the receipt from the volume and compares it with the source's last one.
@@ -470,6 +609,7 @@ pub fn verify_receipt(state: &Path, volume: &Volume) -> Result<ReceiptCheck, App
         })?;
     let (destination_root, destination_items) = volume.receipt_root(&id.mailbox)?;
     Ok(ReceiptCheck {
+        heads: Vec::new(),
         matches: source_root == destination_root,
         source_root,
         destination_root,

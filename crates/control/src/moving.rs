@@ -194,22 +194,28 @@ impl Connected {
                     receipt_ms = t0.elapsed().as_millis() as u64,
                     "destination receipt"
                 );
-                volume.audit_event(
-                    "pass.receipt",
-                    serde_json::json!({
-                        "move_id": outcome.move_id.to_string(),
-                        "mailbox": volume.pseudonym_of_mailbox(&mailbox),
-                        "receipt_root": root,
-                        "receipt_items": items,
-                        "source_receipt_root": outcome.receipt_root,
-                    }),
-                )?;
+                let mut data = serde_json::json!({
+                    "move_id": outcome.move_id.to_string(),
+                    "mailbox": volume.pseudonym_of_mailbox(&mailbox),
+                    "receipt_root": root,
+                    "receipt_items": items,
+                    "source_receipt_root": outcome.receipt_root,
+                });
+                // The source's signed head in the volume's log: the source log is then
+                // pinned somewhere its writer cannot roll back.
+                if let Some(h) = &outcome.source_head {
+                    data["source_head"] = serde_json::to_value(h).expect("plain data");
+                }
+                volume.audit_event("pass.receipt", data)?;
                 Ok::<_, AppError>(Receipt {
                     matches: root == outcome.receipt_root,
                     source_root: outcome.receipt_root,
                     source_items: outcome.receipt_items,
                     destination_root: root,
                     destination_items: items,
+                    source_head: outcome.source_head,
+                    // Signed right after the `pass.receipt` record, so it covers it.
+                    destination_head: volume.sign_audit_head()?,
                 })
             })
             .await
@@ -221,6 +227,8 @@ impl Connected {
                 source_items: outcome.receipt_items,
                 destination_root: String::new(),
                 destination_items: 0,
+                source_head: outcome.source_head.clone(),
+                destination_head: None,
             }
         };
 

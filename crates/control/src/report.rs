@@ -257,6 +257,28 @@ fn html_last_pass(o: &mut String, last: &MoveReport) {
         if rc.matches { "ok" } else { "bad" },
         if rc.matches { "yes" } else { "NO" }
     );
+    // The signed heads handed out with the pass: what `receipt verify --*-public-key`
+    // checks the logs against later.
+    let heads = [
+        ("source", &rc.source_head),
+        ("destination", &rc.destination_head),
+    ];
+    if heads.iter().any(|(_, h)| h.is_some()) {
+        o.push_str("<h2>Signed audit heads</h2><table>");
+        for (side, h) in heads {
+            if let Some(h) = h {
+                let _ = write!(
+                    o,
+                    "<tr><th>{side} log</th><td>{} records at {}, head <code>{}</code>, key <code>{}</code></td></tr>",
+                    h.seq,
+                    esc(&h.time),
+                    esc(&h.head),
+                    esc(&h.key)
+                );
+            }
+        }
+        o.push_str("</table>");
+    }
 }
 
 /// Every pass's skipped items, with their approval.

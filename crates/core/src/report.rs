@@ -130,6 +130,58 @@ pub struct Receipt {
     pub destination_items: u64,
     /// True if both roots are equal.
     pub matches: bool,
+    /// The source's audit log head, signed by the agent at the end of the pass (absent
+    /// in records written before heads were signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_head: Option<SignedHead>,
+    /// The volume's audit log head, signed by the store after its `pass.receipt` record
+    /// (absent when the store is remote: check it on the store host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_head: Option<SignedHead>,
+}
+
+/// Which side's audit log a [`SignedHead`] is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSide {
+    /// The agent's log (`<state>/audit.jsonl`).
+    Source,
+    /// The volume's log (`<volume>/audit.jsonl`).
+    Destination,
+}
+
+impl LogSide {
+    /// `source` or `destination`, as signed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSide::Source => "source",
+            LogSide::Destination => "destination",
+        }
+    }
+}
+
+/// A signed audit log head (docs/audit-log.md §10): which log, how many records, the hash
+/// of the last one covered, when, by which key, and the Ed25519 signature over exactly
+/// those fields. Plain data; `mailferry_audit::head` makes, checks and stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedHead {
+    /// `mailferry-audit-head/1`.
+    pub format: String,
+    /// Whose log.
+    pub side: LogSide,
+    /// The log's identity: hex SHA-256 of its genesis line.
+    pub log: String,
+    /// Records covered (the seq of the last one).
+    pub seq: u64,
+    /// Hex SHA-256 of line `seq`.
+    pub head: String,
+    /// When it was signed: RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// Fingerprint of the signing key: hex SHA-256 of the 32-byte Ed25519 public key.
+    pub key: String,
+    /// Hex Ed25519 signature (64 bytes) over the signed message.
+    pub signature: String,
 }
 
 /// One point of the throughput-over-time series.

@@ -119,6 +119,13 @@ where
     if !worker_ended {
         let _ = worker.await;
     }
+    // A session is a pass's destination side: sign the volume log's head before the
+    // last frame, so a remote move's records are covered when the agent hears CLOSED
+    // (nothing is signed if the session recorded nothing).
+    let v = volume.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || v.sign_audit_head()).await {
+        tracing::warn!(%mailbox, "volume audit head not signed: {e}");
+    }
     out.finish(mailbox_lock).await;
     received
 }

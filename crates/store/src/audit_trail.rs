@@ -16,6 +16,11 @@
 //! only the records after it; anything unexpected (a mark that does not fit, rows or
 //! deletions without records) falls back to the full comparison.
 //!
+//! The log's head is signed (docs/audit-log.md §10) with the volume's signing key
+//! (`audit_sign.rs`) into `audit.head`: when the log passes one of its checkpoints,
+//! after every event (`pass.receipt` ends a pass), and when the volume closes (the proxy
+//! also signs at the end of every wire session).
+//!
 //! The log holds no plaintext mail metadata: mailbox addresses, `folder/source-id` items
 //! and flags appear only as keyed pseudonyms (HMAC under a key derived from the volume
 //! master key), next to the content's SHA-256 and size. Whoever holds the key can compute
@@ -23,7 +28,7 @@
 
 use crate::keys::{hkdf32, VolumeKeys};
 use crate::StoreError;
-use mailferry_audit::{AuditLog, Entry, LogMark, Pseudonymizer};
+use mailferry_audit::{AuditLog, Entry, HeadKeeper, LogMark, Pseudonymizer, SignedHead};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashSet;
@@ -108,6 +113,10 @@ pub fn store_actor() -> String {
 /// The open destination log; appends are serialised by its mutex.
 pub(crate) struct DestLog {
     log: Mutex<AuditLog>,
+    /// The signed head; locked after `log`, never before.
+    heads: Mutex<HeadKeeper>,
+    /// Records in the log when it was opened: closing signs only what was appended since.
+    opened_seq: u64,
     actor: String,
     names: Pseudonymizer,
     /// The recovery mark the log was opened from, if it fitted.
@@ -144,7 +153,10 @@ impl DestLog {
                 "audit log: cut a torn tail left by a crash"
             );
         }
+        let heads = HeadKeeper::new(crate::audit_sign::signer(keys), &log);
         Ok(DestLog {
+            heads: Mutex::new(heads),
+            opened_seq: log.last_seq(),
             log: Mutex::new(log),
             actor: store_actor(),
             names: pseudonymizer(keys),
@@ -193,7 +205,27 @@ impl DestLog {
             }),
         )?;
         log.sync()?;
+        self.heads().sign_at_checkpoint(&log);
         Ok(())
+    }
+
+    fn heads(&self) -> std::sync::MutexGuard<'_, HeadKeeper> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The public key of the volume's signed heads.
+    pub fn public_key(&self) -> mailferry_audit::PublicKey {
+        self.heads().public_key()
+    }
+
+    /// Signs the head if the head file is behind the log; the latest signed head.
+    pub fn sign_head(&self) -> Result<Option<SignedHead>, StoreError> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heads = self.heads();
+        if heads.behind(&log) {
+            heads.sign(&log)?;
+        }
+        Ok(heads.latest().cloned())
     }
 
     /// The log's mark now (after a sync), for `audit.mark`.
@@ -206,6 +238,9 @@ impl DestLog {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.append(&self.actor, event, data)?;
         log.sync()?;
+        // An event ends an operation (a pass's receipt, a compaction, a rotation): the
+        // head that covers it is what the operation's record hands out.
+        self.heads().sign_or_warn(&log);
         Ok(())
     }
 
@@ -232,6 +267,7 @@ impl DestLog {
             }),
         )?;
         log.sync()?;
+        self.heads().sign_at_checkpoint(&log);
         Ok(())
     }
 
@@ -250,6 +286,22 @@ impl DestLog {
         )?;
         log.sync()?;
         Ok(())
+    }
+}
+
+impl Drop for DestLog {
+    fn drop(&mut self) {
+        // The volume closes: sign what this process appended since it opened the log
+        // (the records of a `serve` session, recovered records), not what it found
+        // (`volume.replicated` is written without the key). Best effort: a failure here
+        // leaves those records unsigned, which `audit verify` reports.
+        let log = self.log.get_mut().unwrap_or_else(|p| p.into_inner());
+        let heads = self.heads.get_mut().unwrap_or_else(|p| p.into_inner());
+        if log.is_synced() && log.last_seq() > self.opened_seq && heads.behind(log) {
+            if let Err(e) = heads.sign(log) {
+                tracing::warn!(error = %e, "audit head not signed when the volume closed");
+            }
+        }
     }
 }
 

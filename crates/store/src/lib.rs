@@ -10,6 +10,7 @@
 //! session appends to its own segment and group-commits (one fdatasync, one SQLite
 //! transaction per batch). Everything here is blocking I/O: no async runtime, no network.
 
+mod audit_sign;
 pub mod audit_trail;
 mod compact;
 mod dedup;

@@ -453,3 +453,46 @@ mod counts {
         }
     }
 }
+
+/// The source side signs with its own key file (0600, the same key at every open); a
+/// pass that ends without `sign_head` still signs on close, and a log cut afterwards is
+/// never signed over.
+#[test]
+fn the_source_head_is_signed_with_the_state_key_and_a_cut_is_not_signed_over() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let mut s = StateDir::open(d.path(), &mailbox(), "maildir:/x").unwrap();
+    s.record(&[entry("one"), entry("two")]).unwrap();
+    let at_end = s.sign_head().unwrap().unwrap();
+    assert_eq!(at_end.side, LogSide::Source);
+    assert_eq!(at_end.seq, 4, "genesis, move.created, two messages");
+    s.record(&[entry("three")]).unwrap();
+    drop(s);
+    let key_file = d.path().join(SIGNING_KEY_FILE);
+    let mode = fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let key = head_signer(d.path()).unwrap().public_key();
+    let head_file = d.path().join(mailferry_audit::head::HEAD_FILE);
+    let head = mailferry_audit::head::read_head(&head_file).unwrap();
+    assert_eq!(head.seq, 5, "signed on close");
+    let log = d.path().join(AUDIT_FILE);
+    mailferry_audit::verify_signed(&log, &head, &key).unwrap();
+
+    let bytes = fs::read(&log).unwrap();
+    let keep = bytes[..bytes.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    fs::write(&log, &bytes[..keep]).unwrap();
+    let mut s = StateDir::open(d.path(), &mailbox(), "maildir:/x").unwrap();
+    assert_eq!(s.sign_head().unwrap(), None);
+    s.record(&[entry("four")]).unwrap();
+    drop(s);
+    assert_eq!(
+        mailferry_audit::head::read_head(&head_file).unwrap(),
+        head,
+        "the evidence is kept"
+    );
+    assert!(mailferry_audit::verify_signed(&log, &head, &key).is_err());
+}

@@ -23,6 +23,31 @@ pub enum AuditCmd {
         /// index (each stored message has its record, each record its message).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// The log's public key (from `audit public-key`): also check the signed head
+        /// kept next to the log (`audit.head`) and that the log still holds the record it
+        /// names, which detects records cut off the end.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Write the public key that checks a log's signed heads (PEM, readable by openssl)
+    /// for `audit verify --public-key`: a move's state directory (source side; its
+    /// signing key is created on first use) or a volume (destination side; needs the
+    /// volume's key).
+    PublicKey {
+        /// A move's state directory or a volume.
+        dir: PathBuf,
+        /// Where to write the public key (`-` for stdout).
+        #[arg(long)]
+        out: PathBuf,
+        /// For a volume: its key file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// For a volume: a file holding its passphrase.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// For a volume: the recovery key file written by `volume init`.
+        #[arg(long)]
+        recovery_key_file: Option<PathBuf>,
     },
     /// Compare the source side with the volume message by message (exit 0 only if they agree).
     Reconcile(BothSides),
@@ -58,8 +83,20 @@ impl BothSides {
 /// `receipt ...`.
 #[derive(clap::Subcommand)]
 pub enum ReceiptCmd {
-    /// Recompute the receipt from the volume and compare it with the source's.
-    Verify(BothSides),
+    /// Recompute the receipt from the volume and compare it with the source's; with
+    /// public keys, also check the signed heads the move record carries against both logs.
+    Verify {
+        #[command(flatten)]
+        sides: BothSides,
+        /// The source log's public key (`audit public-key STATE`): check the source head
+        /// of the move's last pass against the state directory's log.
+        #[arg(long)]
+        source_public_key: Option<PathBuf>,
+        /// The volume log's public key (`audit public-key VOLUME`): check the destination
+        /// head of the move's last pass against the volume's log.
+        #[arg(long)]
+        volume_public_key: Option<PathBuf>,
+    },
 }
 
 /// `report`.
@@ -98,30 +135,113 @@ pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
             dir,
             head,
             key_file,
-        } => verify_log(&dir, head.as_deref(), key_file.as_deref()),
+            public_key,
+        } => verify_log(
+            &dir,
+            head.as_deref(),
+            key_file.as_deref(),
+            public_key.as_deref(),
+        ),
+        AuditCmd::PublicKey {
+            dir,
+            out,
+            key_file,
+            passphrase_file,
+            recovery_key_file,
+        } => write_public_key(
+            &dir,
+            &out,
+            &volume_admin::UnlockArgs {
+                key_file,
+                passphrase_file,
+                recovery_key_file,
+            },
+        ),
         AuditCmd::Reconcile(sides) => reconcile(sides),
     }
 }
 
-/// `audit verify`: the chain as found on disk, then (with a key) the volume against it.
+/// `audit public-key`: the PEM to the file (or stdout), what it is to stderr.
+fn write_public_key(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    unlock: &volume_admin::UnlockArgs,
+) -> Result<(), AppError> {
+    let (key, side) = audit_cmd::public_key(dir, unlock)?;
+    if out.as_os_str() == "-" {
+        print!("{}", key.to_pem());
+    } else {
+        std::fs::write(out, key.to_pem()).map_err(|e| AppError::io(out, e))?;
+        eprintln!("wrote {}", out.display());
+    }
+    eprintln!(
+        "Ed25519 public key of the {} audit log of {}, fingerprint {}; keep a copy where \
+         the log's writer cannot change it, and check the log with `mailferry audit verify \
+         {} --public-key FILE`",
+        side.as_str(),
+        dir.display(),
+        key.fingerprint(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `audit verify`: the chain as found on disk, the signed head (with a public key), then
+/// (with a volume key) the volume against the log.
 fn verify_log(
     dir: &std::path::Path,
     head: Option<&str>,
     key_file: Option<&std::path::Path>,
+    public_key: Option<&std::path::Path>,
 ) -> Result<(), AppError> {
     let path = audit_cmd::log_path(dir)?;
-    // The chain is checked as found on disk, before anything opens the volume.
-    let res = match head {
-        Some(h) => mailferry_audit::verify_with_head(&path, h),
-        None => mailferry_audit::verify(&path),
+    // The chain (and the signed head) are checked as found on disk, before anything
+    // opens the volume.
+    let failed = |e: mailferry_audit::AuditError| {
+        AppError::Failed(format!("audit log verification failed: {e}"))
     };
-    let v = res.map_err(|e| AppError::Failed(format!("audit log verification failed: {e}")))?;
+    let signed = match public_key {
+        Some(key) => Some(audit_cmd::verify_signed_head(&path, key)?),
+        None => None,
+    };
+    let v = match (&signed, head) {
+        (Some(s), None) => s.chain.clone(),
+        (_, Some(h)) => mailferry_audit::verify_with_head(&path, h).map_err(failed)?,
+        (None, None) => mailferry_audit::verify(&path).map_err(failed)?,
+    };
     println!(
         "{}: {} records, chain intact, head {}",
         path.display(),
         v.records,
         v.head
     );
+    match &signed {
+        Some(s) => {
+            println!(
+                "signed head of {} ({} side, key {}) covers {} records; the log holds \
+                 record {} with exactly the signed hash",
+                s.signed.time,
+                s.signed.side.as_str(),
+                s.signed.key,
+                s.signed.seq,
+                s.signed.seq
+            );
+            if s.unsigned_records > 0 {
+                println!(
+                    "{} record(s) after the signed head (appended since it was signed; \
+                     no signature covers their end)",
+                    s.unsigned_records
+                );
+            }
+        }
+        None => eprintln!(
+            "signed head not checked: records cut off the end leave an intact chain; give \
+             the log's public key with --public-key FILE (written by `mailferry audit \
+             public-key {}`) to check the signed head, which the head file alone cannot \
+             prove (whoever can cut the log can also replace it)",
+            dir.display()
+        ),
+    }
     if let Some(key) = key_file {
         let vol = Volume::open(dir, key, &Profile::embedded_default().store)?;
         let problems = audit_cmd::check_volume_records(&vol)?;
@@ -181,9 +301,40 @@ fn reconcile(sides: BothSides) -> Result<(), AppError> {
 
 /// `receipt verify`: the receipt recomputed from the volume against the source's.
 pub fn run_receipt(cmd: ReceiptCmd) -> Result<(), AppError> {
-    let ReceiptCmd::Verify(sides) = cmd;
+    let ReceiptCmd::Verify {
+        sides,
+        source_public_key,
+        volume_public_key,
+    } = cmd;
     let v = sides.open()?;
-    let r = audit_cmd::verify_receipt(&sides.state, &v)?;
+    let mut r = audit_cmd::verify_receipt(&sides.state, &v)?;
+    // The heads handed out with the pass, against the logs as they are now: a log cut
+    // with its head file rolled back is found here, not by `audit verify`.
+    let logs = [
+        (
+            mailferry_audit::LogSide::Source,
+            sides.state.join(mailferry_agent::state::AUDIT_FILE),
+            source_public_key,
+        ),
+        (
+            mailferry_audit::LogSide::Destination,
+            v.dir().join(mailferry_store::audit_trail::AUDIT_FILE),
+            volume_public_key,
+        ),
+    ];
+    for (side, log, key) in logs {
+        if let Some(key) = key {
+            let h = audit_cmd::verify_recorded_head(&sides.state, side, &log, &key)?;
+            eprintln!(
+                "{} audit log holds the move record's signed head of {} ({} records; {} appended since)",
+                side.as_str(),
+                h.time,
+                h.seq,
+                h.unsigned_records
+            );
+            r.heads.push(h);
+        }
+    }
     eprintln!(
         "source root {}
 volume root {} ({} messages)

@@ -107,3 +107,58 @@ fn a_damaged_or_foreign_mark_is_ignored() {
         assert_eq!(mark_of(&f.dir).format, MARK_FORMAT);
     }
 }
+
+/// The volume signs its head with the key derived from the VMK: the head file covers the
+/// whole log when the volume closes, the key is the same at every open, and a log cut
+/// afterwards leaves the head file as it was (the evidence) and fails against it.
+#[test]
+fn the_head_is_signed_with_the_volume_key_and_a_cut_keeps_the_evidence() {
+    let f = fixture();
+    let v = open(&f);
+    let key = v.audit_public_key();
+    store_three_delete_one(&v);
+    let at_event = v.sign_audit_head().unwrap().unwrap();
+    drop(v);
+    let log = f.dir.join(AUDIT_FILE);
+    let head_file = f.dir.join(mailferry_audit::head::HEAD_FILE);
+    let head = mailferry_audit::head::read_head(&head_file).unwrap();
+    assert_eq!(head.side, mailferry_audit::LogSide::Destination);
+    assert!(head.seq >= at_event.seq);
+    let out = mailferry_audit::verify_signed(&log, &head, &key).unwrap();
+    assert_eq!(out.unsigned_records, 0, "closing signs what was appended");
+
+    let v = open(&f);
+    assert_eq!(
+        v.audit_public_key(),
+        key,
+        "derived from the VMK, not random"
+    );
+    drop(v);
+
+    // Cut the last record: reopening does not sign over the evidence.
+    let head = mailferry_audit::head::read_head(&head_file).unwrap();
+    let bytes = std::fs::read(&log).unwrap();
+    let keep = bytes[..bytes.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    std::fs::write(&log, &bytes[..keep]).unwrap();
+    let e = mailferry_audit::verify_signed(&log, &head, &key).unwrap_err();
+    assert!(e.to_string().contains("records cut off the end"), "{e}");
+    let v = open(&f);
+    assert_eq!(v.sign_audit_head().unwrap(), None, "signing stopped");
+    drop(v);
+    assert_eq!(
+        mailferry_audit::head::read_head(&head_file).unwrap(),
+        head,
+        "the head file is kept"
+    );
+    // The open put the cut deletion record back (`recovered`): a record that is not the
+    // one signed, still found.
+    let e = mailferry_audit::verify_signed(&log, &head, &key).unwrap_err();
+    assert!(
+        matches!(e, mailferry_audit::AuditError::SignedRecordDiffers { .. }),
+        "{e}"
+    );
+}
