@@ -281,10 +281,12 @@ fn pipelined_reads_over_a_delayed_link_killed_at_random_points_resume_exactly_on
     points.sort();
     let profile = env.path("profile.toml");
     std::fs::write(&profile, "[commit]\nmax_messages = 4\n").unwrap();
+    let mut landed_mid_move = 0;
     for p in points {
-        move_and_kill(&env, &dv, &url, p, &profile);
+        let at = move_and_kill(&env, &dv, &url, p, &profile);
+        landed_mid_move += usize::from(at.is_some_and(|n| n < msgs.len()));
     }
-    let (code, report, o) = move_imap_with(
+    let (code, _, o) = move_imap_with(
         &env,
         &url,
         &dv,
@@ -293,7 +295,7 @@ fn pipelined_reads_over_a_delayed_link_killed_at_random_points_resume_exactly_on
     );
     assert_eq!(code, 0, "{}", describe(&o));
     assert!(
-        report.unwrap()["items_moved"].as_u64().unwrap() > 0,
+        landed_mid_move > 0,
         "no kill landed before the move had finished"
     );
     assert_same(

@@ -732,21 +732,11 @@ impl IngestSession {
         Ok(())
     }
 
-    /// Ends the message. Recomputes the SHA-256 of the plaintext; a mismatch with
-    /// `claimed_sha256` or a size different from the declared one gives
-    /// `Err(StoreError::Rejected)` and the message's bytes are rolled back (segment
-    /// truncated back to where the record began). A message with the same
-    /// (folder, source id, sha256) already committed or pending in this mailbox gives
-    /// `Finished::Duplicate` and is rolled back likewise. The session stays usable after
-    /// a `Rejected`.
-    pub fn finish(&mut self, claimed_sha256: [u8; 32]) -> Result<Finished, StoreError> {
-        self.check_usable()?;
-        let Some(mut o) = self.open.take() else {
-            return Err(self.misuse("finish() with no open message; call begin first"));
-        };
+    /// The SHA-256 of a message's body once all of it arrived, checked against the length
+    /// it declared and the digest its sender claimed; the caller rolls back on error.
+    fn received_sha256(o: &OpenMessage, claimed_sha256: [u8; 32]) -> Result<[u8; 32], StoreError> {
         let seq = o.start.seq;
         if o.sealer.filled() != o.start.size {
-            self.rollback(o.record_start);
             return Err(StoreError::Rejected {
                 seq,
                 reason: format!(
@@ -764,7 +754,6 @@ impl IngestSession {
             .try_into()
             .expect("32 bytes");
         if sha != claimed_sha256 {
-            self.rollback(o.record_start);
             return Err(StoreError::Rejected {
                 seq,
                 reason: format!(
@@ -774,20 +763,47 @@ impl IngestSession {
                 ),
             });
         }
-        let folder = o.start.folder.as_str();
-        let sid = o.start.source_id.as_str();
-        let dedup = keys::dedup_key(&self.dedup_mac, folder, sid, &sha);
-        let locator = keys::locator(&self.locator_mac, folder, sid);
-        let dup = if self.pending_dedup.contains(&dedup) {
+        Ok(sha)
+    }
+
+    /// Whether a finished message is already stored (or pending in this session).
+    fn is_duplicate(&mut self, dedup: &[u8; 32], locator: &[u8; 32]) -> Result<bool, StoreError> {
+        if self.pending_dedup.contains(dedup) {
             Ok(true)
-        } else if self.deleted_locators.contains(&locator) {
+        } else if self.deleted_locators.contains(locator) {
             // A DELETE of this session may remove the stored copy before this message
             // commits: write it, and let the commit's UNIQUE dedup decide.
             Ok(false)
         } else {
-            self.dedup_committed(&dedup)
+            self.dedup_committed(dedup)
+        }
+    }
+
+    /// Ends the message. Recomputes the SHA-256 of the plaintext; a mismatch with
+    /// `claimed_sha256` or a size different from the declared one gives
+    /// `Err(StoreError::Rejected)` and the message's bytes are rolled back (segment
+    /// truncated back to where the record began). A message with the same
+    /// (folder, source id, sha256) already committed or pending in this mailbox gives
+    /// `Finished::Duplicate` and is rolled back likewise. The session stays usable after
+    /// a `Rejected`.
+    pub fn finish(&mut self, claimed_sha256: [u8; 32]) -> Result<Finished, StoreError> {
+        self.check_usable()?;
+        let Some(mut o) = self.open.take() else {
+            return Err(self.misuse("finish() with no open message; call begin first"));
         };
-        let dup = match dup {
+        let seq = o.start.seq;
+        let sha = match Self::received_sha256(&o, claimed_sha256) {
+            Ok(sha) => sha,
+            Err(e) => {
+                self.rollback(o.record_start);
+                return Err(e);
+            }
+        };
+        let folder = o.start.folder.as_str();
+        let sid = o.start.source_id.as_str();
+        let dedup = keys::dedup_key(&self.dedup_mac, folder, sid, &sha);
+        let locator = keys::locator(&self.locator_mac, folder, sid);
+        let dup = match self.is_duplicate(&dedup, &locator) {
             Ok(d) => d,
             Err(e) => {
                 self.rollback(o.record_start);

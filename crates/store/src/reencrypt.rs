@@ -354,24 +354,8 @@ impl Volume {
         let mut rows = inner.index()?.messages(Some(mailbox_id))?;
         let mut next = 0;
         loop {
-            let todo: Vec<&MessageRow> = rows[next..]
-                .iter()
-                .filter(|r| r.key_id != key_id && !skipped.contains(&r.id))
-                .collect();
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for r in &todo {
-                if !batch.is_empty() && bytes + r.record_len > batch_bytes {
-                    break;
-                }
-                bytes += r.record_len;
-                batch.push(*r);
-            }
-            let last = batch.len() == todo.len();
-            next = batch
-                .last()
-                .and_then(|b| rows.binary_search_by_key(&b.id, |r| r.id).ok())
-                .map_or(rows.len(), |i| i + 1);
+            let (batch, last, after) = next_batch(&rows, next, key_id, &skipped, batch_bytes);
+            next = after;
 
             let mut moves = Vec::new();
             let mut metas = HashMap::new();
@@ -425,19 +409,7 @@ impl Volume {
             let dropped = inner
                 .index()?
                 .switch_reencrypted(&moves, last_switch.as_ref())?;
-            for m in &moves {
-                // Rows are in id order (`Index::messages`).
-                if let Ok(i) = rows.binary_search_by_key(&m.id, |r| r.id) {
-                    let r = &mut rows[i];
-                    r.key_id = m.key_id;
-                    r.segment = m.to_segment;
-                    r.offset = m.to_offset;
-                    r.salt = m.salt;
-                    r.meta_enc = m.meta_enc.clone();
-                    r.digest = m.digest;
-                    r.flags_enc = None;
-                }
-            }
+            apply_switched(&mut rows, &moves);
             reencrypted += moves.len() as u64;
             out.messages_reencrypted += moves.len() as u64;
             if !last {
@@ -603,6 +575,54 @@ impl Volume {
             ));
         }
         Ok(out)
+    }
+}
+
+/// The next batch of a mailbox's messages still under an older key (skipping those that
+/// failed), from `rows[next..]`, up to `batch_bytes` of records (at least one): the batch,
+/// whether it is the last, and where the one after it starts.
+fn next_batch<'a>(
+    rows: &'a [MessageRow],
+    next: usize,
+    key_id: u32,
+    skipped: &HashSet<u64>,
+    batch_bytes: u64,
+) -> (Vec<&'a MessageRow>, bool, usize) {
+    let todo: Vec<&MessageRow> = rows[next..]
+        .iter()
+        .filter(|r| r.key_id != key_id && !skipped.contains(&r.id))
+        .collect();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for r in &todo {
+        if !batch.is_empty() && bytes + r.record_len > batch_bytes {
+            break;
+        }
+        bytes += r.record_len;
+        batch.push(*r);
+    }
+    let last = batch.len() == todo.len();
+    let after = batch
+        .last()
+        .and_then(|b| rows.binary_search_by_key(&b.id, |r| r.id).ok())
+        .map_or(rows.len(), |i| i + 1);
+    (batch, last, after)
+}
+
+/// Points the in-memory rows (in id order, as `Index::messages` returns them) at the
+/// records a switch just committed, as the index now has them.
+fn apply_switched(rows: &mut [MessageRow], moves: &[crate::index::Reencrypted]) {
+    for m in moves {
+        if let Ok(i) = rows.binary_search_by_key(&m.id, |r| r.id) {
+            let r = &mut rows[i];
+            r.key_id = m.key_id;
+            r.segment = m.to_segment;
+            r.offset = m.to_offset;
+            r.salt = m.salt;
+            r.meta_enc = m.meta_enc.clone();
+            r.digest = m.digest;
+            r.flags_enc = None;
+        }
     }
 }
 

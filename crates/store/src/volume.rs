@@ -96,7 +96,7 @@ pub(crate) struct Inner {
     /// generation wrapped to a customer key (those are unwrapped per read).
     gen_keys: Mutex<HashMap<(u64, u32), Key>>,
     /// Read keys given to [`Volume::unlock`] (tenant keys, grants).
-    pub(crate) access: Mutex<crate::tenant_key::Access>,
+    pub(crate) access: Mutex<customer::Access>,
     /// Held for the volume's lifetime: an exclusive lock on volume.hdr.
     _lock: File,
 }
@@ -1669,6 +1669,8 @@ fn recover_segments(
     }
     Ok((free, report))
 }
+
+mod customer;
 
 #[cfg(test)]
 pub(crate) mod tests;

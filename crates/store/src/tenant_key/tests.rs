@@ -1,4 +1,6 @@
 use super::*;
+use crate::index::TenantKeyRow;
+use crate::Volume;
 
 #[test]
 fn tenant_key_file_round_trip_is_0600_create_new_and_checked() {
