@@ -13,6 +13,7 @@
 //! batch` format) with `admin.json` (the wizard's schedule, recipients and migration
 //! type) and, when folders are excluded or a throttle is set, `profile.toml`.
 
+pub mod access;
 pub mod rules;
 
 use super::jobs::{JobStatus, Plan};
