@@ -249,6 +249,39 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The mailbox's keys are wrapped to its tenant's customer key, and neither that key
+    /// nor an active grant was given: nothing was decrypted (the refusal is in the
+    /// volume's audit log).
+    #[error("mailbox {mailbox}: sealed for tenant {tenant} with a customer key (fingerprint {fingerprint}); the volume key cannot read it. Give the tenant's key with --tenant-key FILE, or use an approved lockbox grant (`mailferry access request`); nothing was decrypted")]
+    CustomerKeyNeeded {
+        /// The mailbox.
+        mailbox: String,
+        /// Its tenant (mail domain).
+        tenant: String,
+        /// Fingerprint of the tenant's public key.
+        fingerprint: String,
+    },
+
+    /// A tenant key file does not belong to the tenant or volume it was given for.
+    #[error("tenant key {path}: {reason}")]
+    TenantKey {
+        /// The key file (or what was given).
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
+    /// A lockbox grant bundle cannot be used.
+    #[error("grant {grant_id} for {mailbox}: {reason}")]
+    Grant {
+        /// The grant id.
+        grant_id: String,
+        /// The mailbox it was made for.
+        mailbox: String,
+        /// What is wrong (expired, another volume, does not open) and what to do.
+        reason: String,
+    },
+
     /// Writing decrypted output failed.
     #[error(
         "message id {id}: writing the decrypted body failed: {source} (discard what was written)"

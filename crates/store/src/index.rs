@@ -9,9 +9,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Schema version this build writes; versions 1 (the foundation's), 2 and 3 are migrated
-/// at open.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+/// Schema version this build writes; versions 1 (the foundation's), 2, 3 and 4 are
+/// migrated at open.
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE volume (k TEXT PRIMARY KEY, v BLOB NOT NULL) STRICT;
@@ -87,6 +87,25 @@ CREATE TABLE deleted_messages (
 ) STRICT;
 ";
 
+/// What schema 5 adds to schema 4 (customer keys, issue 21): a tenant's registered X25519
+/// public key with its fingerprint and the VMK-wrapped index key its mailboxes' dedup,
+/// locator and receipt keys derive from; per message of a customer-key mailbox the
+/// SHA-256 of its record as written (`digest`), its receipt leaf sealed under the index
+/// key (`leaf_enc`), and the flags a mirror pass set since (`flags_enc`, sealed under that
+/// session's generation). NULL for every other message.
+const SCHEMA_5: &str = "
+CREATE TABLE IF NOT EXISTS tenant_keys (
+    tenant_id INTEGER PRIMARY KEY REFERENCES tenants(id),
+    public BLOB NOT NULL,
+    fingerprint TEXT NOT NULL,
+    index_key_wrapped BLOB NOT NULL,
+    created INTEGER NOT NULL
+) STRICT;
+ALTER TABLE messages ADD COLUMN digest BLOB;
+ALTER TABLE messages ADD COLUMN leaf_enc BLOB;
+ALTER TABLE messages ADD COLUMN flags_enc BLOB;
+";
+
 /// The columns [`mailbox_key_row`] reads, in its order.
 const MAILBOX_KEY_COLS: &str = "id, key_wrapped, key_id, tenant_id";
 
@@ -122,11 +141,18 @@ pub(crate) struct MessageRow {
     pub dedup: [u8; 32],
     /// `None` only for a row of an older schema whose locator is not computed yet.
     pub locator: Option<[u8; 32]>,
+    /// Customer-key messages (schema 5): SHA-256 of the record as written.
+    pub digest: Option<[u8; 32]>,
+    /// Customer-key messages: the receipt leaf, sealed under the tenant's index key.
+    pub leaf_enc: Option<Vec<u8>>,
+    /// Customer-key messages: flags set by a later mirror pass, sealed under that
+    /// session's generation (see `tenant_key::seal_flags`).
+    pub flags_enc: Option<Vec<u8>>,
 }
 
 /// The columns [`message_row`] reads, in its order.
 const MESSAGE_COLUMNS: &str =
-    "id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup, locator";
+    "id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup, locator, digest, leaf_enc, flags_enc";
 
 /// A `messages` row selected with [`MESSAGE_COLUMNS`].
 fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
@@ -153,6 +179,12 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
             Some(v) => Some(blob32(v, 9)?),
             None => None,
         },
+        digest: match r.get::<_, Option<Vec<u8>>>(10)? {
+            Some(v) => Some(blob32(v, 10)?),
+            None => None,
+        },
+        leaf_enc: r.get(11)?,
+        flags_enc: r.get(12)?,
     })
 }
 
@@ -304,6 +336,7 @@ impl Index {
         conn.execute_batch(SCHEMA_2).map_err(e)?;
         conn.execute_batch(SCHEMA_3).map_err(e)?;
         conn.execute_batch(SCHEMA_4).map_err(e)?;
+        conn.execute_batch(SCHEMA_5).map_err(e)?;
         conn.execute(
             "INSERT INTO volume (k, v) VALUES ('volume_id', ?1), ('schema', ?2)",
             params![&volume_id[..], SCHEMA_VERSION.to_be_bytes().to_vec()],
@@ -347,8 +380,8 @@ impl Index {
         Ok(ix)
     }
 
-    /// Brings a schema-1 index (the foundation's), a schema-2 or a schema-3 one to schema
-    /// 4 in one transaction; refuses a schema newer than this build. Locators of the rows
+    /// Brings a schema-1 index (the foundation's), or a schema-2, -3 or -4 one to schema
+    /// 5 in one transaction; refuses a schema newer than this build. Locators of the rows
     /// it finds are left NULL: computing them needs the keys (`Volume::open` does it).
     fn migrate(&mut self) -> Result<(), StoreError> {
         let v: Option<Vec<u8>> = self
@@ -366,12 +399,15 @@ impl Index {
             })?;
         match version {
             SCHEMA_VERSION => Ok(()),
-            from @ (1..=3) => {
+            from @ (1..=4) => {
                 let e = index_err(&self.path);
                 let tx = self.conn.transaction().map_err(e)?;
-                tx.execute_batch(SCHEMA_2).map_err(e)?;
-                tx.execute_batch(SCHEMA_3).map_err(e)?;
-                tx.execute_batch(SCHEMA_4).map_err(e)?;
+                if from < 4 {
+                    tx.execute_batch(SCHEMA_2).map_err(e)?;
+                    tx.execute_batch(SCHEMA_3).map_err(e)?;
+                    tx.execute_batch(SCHEMA_4).map_err(e)?;
+                }
+                tx.execute_batch(SCHEMA_5).map_err(e)?;
                 tx.execute(
                     "UPDATE volume SET v = ?1 WHERE k = 'schema'",
                     [SCHEMA_VERSION.to_be_bytes().to_vec()],
@@ -997,8 +1033,8 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO messages (id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup, locator) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT OR IGNORE INTO messages (id, mailbox_id, key_id, segment, offset, record_len, salt, meta_enc, dedup, locator, digest, leaf_enc) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .map_err(|e| self.err(e))?;
         let n = st
@@ -1012,7 +1048,9 @@ impl Index {
                 &r.salt[..],
                 &r.meta_enc,
                 &r.dedup[..],
-                r.locator.as_ref().map(|l| &l[..])
+                r.locator.as_ref().map(|l| &l[..]),
+                r.digest.as_ref().map(|d| &d[..]),
+                r.leaf_enc.as_deref()
             ])
             .map_err(|e| self.err(e))?;
         Ok(n == 1)
@@ -1125,4 +1163,63 @@ impl Index {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+
+    // === customer keys (schema 5) ===
+
+    /// The registered customer key of a tenant row, if any.
+    pub fn tenant_key_row(&self, tenant_id: u64) -> Result<Option<TenantKeyRow>, StoreError> {
+        self.query_opt(
+            "SELECT public, fingerprint, index_key_wrapped FROM tenant_keys WHERE tenant_id = ?1",
+            [tenant_id as i64],
+            |r| {
+                let public: Vec<u8> = r.get(0)?;
+                Ok(TenantKeyRow {
+                    public: public.try_into().map_err(|_| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            0,
+                            rusqlite::types::Type::Blob,
+                            "expected 32 bytes".into(),
+                        )
+                    })?,
+                    fingerprint: r.get(1)?,
+                    index_key_wrapped: r.get(2)?,
+                })
+            },
+        )
+    }
+
+    /// Registers a tenant's customer key.
+    pub fn insert_tenant_key(
+        &self,
+        tenant_id: u64,
+        row: &TenantKeyRow,
+        created: u64,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO tenant_keys (tenant_id, public, fingerprint, index_key_wrapped, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                tenant_id as i64,
+                &row.public[..],
+                &row.fingerprint,
+                &row.index_key_wrapped,
+                created as i64
+            ],
+        )
+    }
+
+    /// Sets the flags overlay of a customer-key message.
+    pub fn update_flags_enc(&self, id: u64, flags_enc: &[u8]) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE messages SET flags_enc = ?2 WHERE id = ?1",
+            params![id as i64, flags_enc],
+        )
+    }
+}
+
+/// A `tenant_keys` row.
+#[derive(Clone, Debug)]
+pub(crate) struct TenantKeyRow {
+    pub public: [u8; 32],
+    pub fingerprint: String,
+    pub index_key_wrapped: Vec<u8>,
 }

@@ -792,6 +792,9 @@ impl IngestSession {
             meta_enc,
             dedup,
             locator: Some(locator),
+            digest: None,
+            leaf_enc: None,
+            flags_enc: None,
         };
         self.pending_dedup.insert(dedup);
         let audit = AuditItem {

@@ -14,6 +14,7 @@ pub mod audit_trail;
 mod compact;
 mod dedup;
 mod error;
+mod hpke;
 mod index;
 mod ingest;
 mod pipeline;
@@ -28,6 +29,7 @@ pub mod credential;
 pub mod header;
 pub mod keys;
 pub mod segment;
+pub mod tenant_key;
 
 pub use compact::CompactOutcome;
 pub use credential::Credential;
@@ -40,6 +42,10 @@ pub use keys::Argon2Params;
 pub use pipeline::{BatchPolicy, CommitPipeline, PipelineStopped};
 pub use reencrypt::ReencryptOutcome;
 pub use replicate::ReplicateOutcome;
+pub use tenant_key::{
+    AccessEvent, GrantBundle, GrantPublic, GrantSecret, GrantedKey, KeyLevel, ReadAccess,
+    TenantPublic, TenantSecret,
+};
 pub use tokens::{token_digest, IssuedToken, TokenAdmin, TokenGrant, TokenInfo};
 pub use volume::{
     DamagedItem, InitOptions, InitOutcome, RecoveryReport, RotateOutcome, ShortSegment,

@@ -92,8 +92,11 @@ pub(crate) struct Inner {
     /// The destination-side audit log.
     pub audit: crate::audit_trail::DestLog,
     mailbox_keys: Mutex<HashMap<u64, (u32, Key)>>,
-    /// Every generation unwrapped so far, by (mailbox row, key id).
+    /// Every generation unwrapped so far, by (mailbox row, key id). Never holds a
+    /// generation wrapped to a customer key (those are unwrapped per read).
     gen_keys: Mutex<HashMap<(u64, u32), Key>>,
+    /// Read keys given to [`Volume::unlock`] (tenant keys, grants).
+    pub(crate) access: Mutex<crate::tenant_key::Access>,
     /// Held for the volume's lifetime: an exclusive lock on volume.hdr.
     _lock: File,
 }
@@ -376,6 +379,7 @@ impl Volume {
                 recovery,
                 mailbox_keys: Mutex::new(HashMap::new()),
                 gen_keys: Mutex::new(HashMap::new()),
+                access: Mutex::new(Default::default()),
                 _lock: lock,
             }),
         };
@@ -1020,7 +1024,7 @@ impl Inner {
             });
         }
         let wrapped = if row.key_id == key_id {
-            row.key_wrapped
+            row.key_wrapped.clone()
         } else {
             ix.old_mailbox_keys(mailbox_id)?
                 .into_iter()
@@ -1033,6 +1037,9 @@ impl Inner {
                     )
                 })?
         };
+        if wrapped.len() == crate::tenant_key::WRAPPED_CK_LEN {
+            return self.unwrap_customer(ix, &row, key_id, &wrapped, mailbox);
+        }
         let tk = self.tenant_key(ix, row.tenant_id)?;
         let key = self.unwrap_mailbox_key(&tk, mailbox_id, key_id, &wrapped)?;
         self.gen_keys
