@@ -180,7 +180,7 @@ pub async fn decide(
                     .tenant_key
                     .as_deref()
                     .filter(|k| !k.is_empty())
-                    .map(|k| tenant_secret(k))
+                    .map(|k| lockbox::parse_tenant_key(k))
                     .transpose()?;
                 Decision::Approve(key)
             } else {
@@ -191,15 +191,6 @@ pub async fn decide(
     })
     .await?;
     Ok(AccessView::at(r, mailferry_core::unix_now()))
-}
-
-/// A tenant key from the bytes of its file (an upload): never written anywhere.
-pub fn tenant_secret(bytes: &[u8]) -> Result<TenantSecret, AdminError> {
-    TenantSecret::from_file_bytes(bytes).map_err(|e| {
-        AdminError::invalid(format!(
-            "the uploaded file is not a tenant key: {e}; choose the file `tenant key init` wrote"
-        ))
-    })
 }
 
 // === the export ===
