@@ -36,12 +36,12 @@ use crate::role::Role;
 use crate::AdminError;
 use mailferry_control::AppError;
 use mailferry_core::MailboxAddr;
-mod shim;
-use mailferry_store::Volume;
+pub use mailferry_store::TenantSecret;
+use mailferry_store::{
+    AccessEvent, GrantBundle, GrantPublic, GrantSecret, KeyLevel, ReadAccess, Volume,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-pub use shim::TenantSecret;
-use shim::{AccessEvent, GrantBundle, GrantPublic, GrantSecret, KeyLevel, ReadAccess, VolumeExt};
 use std::path::{Path, PathBuf};
 
 /// File name of the lockbox state in the state directory.
@@ -793,14 +793,15 @@ impl Lockbox {
         step: &str,
         e: AdminError,
     ) -> AdminError {
+        // The volume's log names mailboxes and tenants by pseudonym only: no names here.
         let needed = match step {
-            "request" => "an admin's request".to_string(),
-            "approve" | "deny" => format!(
-                "an approver of {} other than the requester",
-                mailbox.domain()
-            ),
-            _ => format!("an approved, unexpired grant for {mailbox} held by its requester"),
-        };
+            "request" => "a request by an admin",
+            "approve" | "deny" => {
+                "a decision by an approver of the mailbox's tenant other than the requester"
+            }
+            _ => "an approved, unexpired grant used by its requester",
+        }
+        .to_string();
         if let Err(err) = ctx.volume.audit_access(AccessEvent::Refused {
             mailbox: mailbox.clone(),
             needed: needed.clone(),
@@ -894,7 +895,9 @@ pub fn parse_tenant_key(bytes: &[u8]) -> Result<TenantSecret, AdminError> {
         .map_err(|_| bad("its secret is not 64 hex digits"))?;
     let key = TenantSecret::from_bytes(&tenant, *secret);
     if tenant.is_empty() || key.public().fingerprint() != fingerprint {
-        return Err(bad("its fingerprint does not match its secret (damaged or edited)"));
+        return Err(bad(
+            "its fingerprint does not match its secret (damaged or edited)",
+        ));
     }
     Ok(key)
 }
