@@ -9,7 +9,7 @@
 //! the tenant scope, the two-person rule and the grant's time.
 
 use crate::accounts::Limits;
-use crate::lockbox::{self, AccessRequest, Actor, Ctx, Decision, NewRequest, State, TenantSecret};
+use crate::lockbox::{self, AccessRequest, Actor, Ctx, Decision, NewRequest, State};
 use crate::{AdminError, AdminState, Viewer};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
