@@ -902,6 +902,67 @@ pub fn parse_tenant_key(bytes: &[u8]) -> Result<TenantSecret, AdminError> {
     Ok(key)
 }
 
+/// Checks a command-line login the way the web login does (lockout, password, a TOTP
+/// code of a step not used before, the one-time password replaced) and records it in
+/// the admin audit log (`admin.login` with `via: cli`, or `admin.login.refused`). The
+/// code is consumed: on the command line it is also the step-up code of a decision.
+/// Blocking (Argon2id).
+pub fn cli_login(
+    accounts: &Accounts,
+    audit: &AdminAudit,
+    name: &str,
+    password: &str,
+    code: &str,
+    now: i64,
+) -> Result<Actor, AdminError> {
+    // The service's defaults (`admin serve`): 5 failures lock for 15 minutes.
+    let out = accounts.check_login(
+        name,
+        password,
+        code,
+        now,
+        5,
+        std::time::Duration::from_secs(15 * 60),
+    )?;
+    match out {
+        Ok(ok) if ok.must_change_password => {
+            audit.refusal(
+                name,
+                "admin.login.refused",
+                json!({"reason": "password_change_required", "via": "cli"}),
+            );
+            Err(AdminError::PasswordChangeRequired {
+                name: name.to_string(),
+            })
+        }
+        Ok(ok) => {
+            audit.record(
+                name,
+                "admin.login",
+                json!({"role": ok.role.as_str(), "via": "cli"}),
+            )?;
+            Ok(Actor {
+                name: name.to_string(),
+                role: ok.role,
+            })
+        }
+        Err(r) => {
+            audit.refusal(
+                name,
+                "admin.login.refused",
+                json!({"reason": r.reason.as_str(), "locked_for_seconds": r.locked_for.map(|d| d.as_secs()), "via": "cli"}),
+            );
+            Err(match (r.reason, r.locked_for) {
+                (Refusal::Locked, Some(d)) => AdminError::Locked {
+                    name: name.to_string(),
+                    retry_after: d,
+                },
+                _ => AdminError::BadLogin,
+            })
+        }
+    }
+}
+
 fn not_found(id: &str) -> AdminError {
     AdminError::NotFound(format!(
         "no lockbox request {id}; list them on the access page (or GET /api/v1/access)"
