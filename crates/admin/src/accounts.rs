@@ -1028,4 +1028,62 @@ mod tests {
         .unwrap()
         .unwrap();
     }
+
+    #[test]
+    fn issue21_version_1_files_are_read_and_written_back_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let acc = Accounts::open(dir.path()).unwrap();
+        let new = acc.add("ann", Role::Admin).unwrap();
+        // Make it the file a mailferry before the approver role wrote.
+        let path = dir.path().join(ACCOUNTS_FILE);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["version"] = 1.into();
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(acc.role("ann").unwrap(), Some(Role::Admin));
+        assert!(acc.tenants("ann").unwrap().is_empty());
+        acc.add_with_tenants(
+            "pat",
+            Role::Approver,
+            &[" Example.COM ".into(), "example.com".into()],
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["version"], 2);
+        assert_eq!(acc.tenants("pat").unwrap(), ["example.com"]);
+        // ann still logs in after the upgrade.
+        let t = totp(&secret_of(new.otpauth.expose())).unwrap();
+        let now = 1_800_000_000;
+        acc.check_login(
+            "ann",
+            new.password.expose(),
+            &t.generate(now as u64).to_string(),
+            now,
+            5,
+            Duration::from_secs(60),
+        )
+        .unwrap()
+        .unwrap();
+        v.get("accounts").unwrap();
+        let mut future = v.clone();
+        future["version"] = 3.into();
+        std::fs::write(&path, serde_json::to_vec(&future).unwrap()).unwrap();
+        assert!(acc
+            .role("ann")
+            .unwrap_err()
+            .to_string()
+            .contains("version 3"));
+    }
+
+    #[test]
+    fn issue21_approvers_need_tenants_and_nobody_else_has_any() {
+        assert!(check_tenants(Role::Approver, &[]).is_err());
+        assert!(check_tenants(Role::Approver, &["not a domain".into()]).is_err());
+        assert!(check_tenants(Role::Admin, &["example.com".into()]).is_err());
+        assert_eq!(
+            check_tenants(Role::Approver, &["b.org".into(), "A.com".into()]).unwrap(),
+            ["a.com", "b.org"]
+        );
+        assert!(check_tenants(Role::Auditor, &[]).unwrap().is_empty());
+    }
 }

@@ -361,3 +361,144 @@ fn lockbox_tenant_key_upload_is_checked_like_a_key_file() {
     assert!(parse_tenant_key(&damaged).is_err());
     assert!(parse_tenant_key(b"\x00\x01").is_err());
 }
+
+// === through the whole router (JSON API) ===
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    session: &(String, String),
+    body: &str,
+) -> (u16, String, Vec<u8>) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("cookie", &session.0)
+        .header("x-csrf-token", &session.1)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status().as_u16();
+    let ty = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
+    (status, ty, bytes.to_vec())
+}
+
+/// A session of a new account whose one-time password is replaced: (cookie, csrf),
+/// and its TOTP checker.
+async fn session_of(
+    st: &crate::AdminState,
+    name: &str,
+    role: Role,
+    tenants: &[String],
+    now: i64,
+) -> ((String, String), totp_rs::Totp) {
+    let new = st.accounts().add_with_tenants(name, role, tenants).unwrap();
+    let t = totp(&secret_of(new.otpauth.expose())).unwrap();
+    let code = t.generate(now as u64).to_string();
+    let (cookie, v) = crate::session::login(st, name, new.password.expose(), &code, None)
+        .await
+        .unwrap();
+    let own = format!("{name}'s own password");
+    crate::session::change_password(
+        st,
+        &v,
+        crate::session::PasswordChange {
+            current: new.password.expose(),
+            totp: None,
+            new: &own,
+            confirm: &own,
+        },
+    )
+    .await
+    .unwrap();
+    let cookie = cookie
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    ((cookie, v.csrf.clone()), t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockbox_api_request_approve_with_a_fresh_code_and_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (vol, key) = (tmp.path().join("vol"), tmp.path().join("vol.key"));
+    Volume::init(&vol, &key).unwrap();
+    store_one(&Volume::open(&vol, &key, &StoreSettings::default()).unwrap());
+    let cfg = crate::AdminConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        tmp.path().join("state"),
+        vol.clone(),
+        key,
+    );
+    let st = crate::AdminState::open(cfg).unwrap();
+    let app = crate::router(st.clone());
+    let now = mailferry_core::unix_now();
+    let (ann, _) = session_of(&st, "ann", Role::Admin, &[], now).await;
+    let (pat, pat_t) = session_of(&st, "pat", Role::Approver, &["example.com".into()], now).await;
+
+    // An approver requests nothing (refused before the body is read).
+    let body = format!(r#"{{"mailbox":"{MB}","reason":"ticket 4711","duration":"1h"}}"#);
+    let (s, _, _) = call(&app, "POST", "/api/v1/access", &pat, &body).await;
+    assert_eq!(s, 403);
+    let (s, _, b) = call(&app, "POST", "/api/v1/access", &ann, &body).await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+    let r: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(r["state_now"], "pending");
+
+    let approve = format!("/api/v1/access/{id}/approve");
+    let export = format!("/api/v1/access/{id}/export");
+    // Not before the approval; not by the requester; not without a fresh code.
+    let (s, _, b) = call(&app, "POST", &export, &ann, "").await;
+    assert_eq!(s, 409, "{}", String::from_utf8_lossy(&b));
+    let own = format!(r#"{{"totp":"{}"}}"#, pat_t.generate(now as u64 + 30));
+    let (s, _, _) = call(&app, "POST", &approve, &ann, &own).await;
+    assert_eq!(s, 403, "the requester approved its own request");
+    let (s, _, b) = call(&app, "POST", &approve, &pat, "{}").await;
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&b));
+    let login_code = format!(r#"{{"totp":"{}"}}"#, pat_t.generate(now as u64));
+    let (s, _, _) = call(&app, "POST", &approve, &pat, &login_code).await;
+    assert_eq!(s, 403, "the login's code was accepted again");
+    let (s, _, b) = call(&app, "POST", &approve, &pat, &own).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+
+    let (s, ty, tar) = call(&app, "POST", &export, &ann, "").await;
+    assert_eq!((s, ty.as_str()), (200, "application/x-tar"));
+    assert_eq!(&tar[512..512 + BODY.len()], BODY);
+    let (s, _, _) = call(&app, "POST", &export, &pat, "").await;
+    assert_eq!(s, 403, "the approver used the requester's grant");
+
+    let (s, _, b) = call(&app, "GET", "/api/v1/access", &pat, "").await;
+    assert_eq!(s, 200);
+    let list: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(list[0]["state_now"], "approved");
+    assert_eq!(list[0]["uses"].as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["decided_by"], "pat");
+    // The mailbox page shows the history.
+    let ev: Vec<String> = st
+        .audit()
+        .read()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    for e in [
+        "admin.access.requested",
+        "admin.access.approved",
+        "admin.access.used",
+        "admin.access.refused",
+    ] {
+        assert!(ev.iter().any(|x| x == e), "no {e} in {ev:?}");
+    }
+}
