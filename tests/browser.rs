@@ -14,6 +14,13 @@
 //! nothing before its last step (and naming the destination), and the auditor's audit
 //! page; its screenshots go to `browser-screenshots/issue22`.
 //!
+//! Then `tests/browser/lockbox.mjs` (issue 21): a requester asks for access to alice's
+//! mailbox, an approver of example.com (second account, fresh TOTP code) approves, the
+//! download works during the 20 s grant and is refused after it; the requester cannot
+//! approve its own request; every step is on the audit page and the mailbox's page, in
+//! the volume's audit log (read here, `audit verify` passing) and in `mailferry access
+//! list` on the command line. Screenshots in `browser-screenshots/lockbox`.
+//!
 //! Needs `node` and `chromium` (`./test.sh` installs them); without them the test fails
 //! and says so.
 
@@ -129,6 +136,9 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
     // Fresh accounts for issue22.mjs: their first login is the one-time password's.
     let (fay_pw, fay_totp) = add_account(&state, "fay", "admin");
     let (abe_pw, abe_totp) = add_account(&state, "abe", "auditor");
+    // Issue 21's lockbox: a requester (admin) and an approver of example.com.
+    let (lee_pw, lee_totp) = add_account(&state, "lee", "admin");
+    let (pia_pw, pia_totp) = add_account_with(&state, "pia", "approver", &["example.com"]);
     let admin = start_admin(&env, &state);
 
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
@@ -180,6 +190,39 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
     );
     let n22 = screenshots(&shots22).len();
     assert!(n22 >= 12, "{n22} screenshots in {}", shots22.display());
+
+    // Issue 21: the lockbox round trip, then both audit logs and the CLI.
+    let shots21 = shots.join("lockbox");
+    let marker = message_id_of(&src);
+    let out21 = run_scenario(
+        "the lockbox browser scenario",
+        scenario(
+            &browser_dir,
+            "lockbox.mjs",
+            &admin,
+            &state,
+            &shots21,
+            &chromium,
+        )
+        .env("MF_ADMIN", "lee")
+        .env("MF_ADMIN_PASSWORD", &lee_pw)
+        .env("MF_ADMIN_TOTP", &lee_totp)
+        .env("MF_APPROVER", "pia")
+        .env("MF_APPROVER_PASSWORD", &pia_pw)
+        .env("MF_APPROVER_TOTP", &pia_totp)
+        .env("MF_MAILBOX", "alice@example.com")
+        .env("MF_BATCH", "spring-2026")
+        .env("MF_MARKER", &marker)
+        .env("MF_GRANT", "20s"),
+    );
+    let n21 = screenshots(&shots21).len();
+    assert!(n21 >= 10, "{n21} screenshots in {}", shots21.display());
+    let grant = out21
+        .lines()
+        .find_map(|l| l.strip_prefix("LOCKBOX_ID="))
+        .expect("the lockbox scenario names its request")
+        .to_string();
+    lockbox_in_both_logs(&env, &state, &grant, &pia_pw, &pia_totp);
 
     assert_eq!(
         admin.stop(),
@@ -336,11 +379,141 @@ fn scenario(
     c
 }
 
-/// Runs a scenario; its output is printed (the test's log keeps it), a failure fails.
-fn run_scenario(what: &str, cmd: &mut Command) {
+/// Runs a scenario; its output is printed (the test's log keeps it) and returned, a
+/// failure fails.
+fn run_scenario(what: &str, cmd: &mut Command) -> String {
     let o = run(cmd);
-    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    eprintln!("{out}");
     assert!(o.status.success(), "{what} failed:\n{}", describe(&o));
+    out
+}
+
+/// `mailferry admin add NAME --role ROLE --tenant T...`: as [`add_account`].
+fn add_account_with(state: &Path, name: &str, role: &str, tenants: &[&str]) -> (String, String) {
+    let mut c = mailferry();
+    c.args(["admin", "add", name, "--role", role, "--state"])
+        .arg(state);
+    for t in tenants {
+        c.args(["--tenant", t]);
+    }
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", describe(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let uri = text
+        .split_whitespace()
+        .find(|w| w.starts_with("otpauth://"))
+        .unwrap_or_else(|| panic!("no otpauth:// URI in:\n{text}"))
+        .to_string();
+    let password = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password:"))
+        .map(|p| p.trim().to_string())
+        .unwrap_or_else(|| panic!("no password in:\n{text}"));
+    (password, uri)
+}
+
+/// The Message-ID of one message of the Maildir `src` (the lockbox's download must hold it).
+fn message_id_of(src: &Path) -> String {
+    let cur = src.join("cur");
+    for e in std::fs::read_dir(&cur).unwrap() {
+        let text = String::from_utf8_lossy(&std::fs::read(e.unwrap().path()).unwrap()).into_owned();
+        if text.len() > 100_000 {
+            continue; // the large item is skipped, not in the volume
+        }
+        if let Some(id) = text.lines().find_map(|l| {
+            l.strip_prefix("Message-ID:")
+                .or_else(|| l.strip_prefix("Message-Id:"))
+        }) {
+            return id.trim().to_string();
+        }
+    }
+    panic!("no message with a Message-ID in {}", cur.display());
+}
+
+/// Issue 21: every lockbox step of grant `id` in the volume's audit log (which still
+/// verifies, and names no mailbox in clear), and `mailferry access list` on the command
+/// line, logged in as the approver, shows the expired grant and its use.
+fn lockbox_in_both_logs(env: &Env, state: &Path, id: &str, password: &str, otpauth: &str) {
+    let o = run(mailferry()
+        .args(["audit", "verify"])
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key()));
+    assert!(o.status.success(), "{}", describe(&o));
+    let log = std::fs::read_to_string(env.volume().join("audit.jsonl")).unwrap();
+    let of_grant: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["data"]["grant"] == id)
+        .collect();
+    let events: Vec<&str> = of_grant
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "access.requested",
+            "access.approved",
+            "access.used",
+            "access.expired"
+        ],
+        "the volume's log of grant {id}"
+    );
+    assert!(
+        log.contains("\"access.refused\""),
+        "no refusal in the volume's log"
+    );
+    assert!(
+        !log.contains("alice@example.com"),
+        "the volume's log names the mailbox"
+    );
+    let admin_log = std::fs::read_to_string(state.join("admin-audit.jsonl")).unwrap();
+    for e in ["requested", "approved", "used", "expired", "refused"] {
+        assert!(
+            admin_log.contains(&format!("\"admin.access.{e}\"")),
+            "no admin.access.{e}"
+        );
+    }
+    // The approver's last code may be of the clock's next step: try the step after the
+    // clock's, and once more a step later if that one was used already.
+    let secret = otpauth
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let t = mailferry_admin::accounts::totp(secret).unwrap();
+    let own = format!("{password}-own");
+    for attempt in 0..3 {
+        let step = mailferry_core::unix_now() as u64 / 30 + 1;
+        let o = run(mailferry()
+            .args(["access", "list", "--json", "--as", "pia", "--state"])
+            .arg(state)
+            .arg("--volume")
+            .arg(env.volume())
+            .arg("--key-file")
+            .arg(env.key())
+            .env("MAILFERRY_PASSWORD", &own)
+            .env("MAILFERRY_TOTP", t.generate(step * 30).to_string()));
+        if !o.status.success() && attempt < 2 {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            continue;
+        }
+        assert!(o.status.success(), "{}", describe(&o));
+        let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let r = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .expect("the grant in access list");
+        assert_eq!(r["state"], "expired");
+        assert_eq!(r["uses"].as_array().unwrap().len(), 1);
+        break;
+    }
 }
 
 /// The PNG files in `dir`.
