@@ -626,7 +626,7 @@ impl Lockbox {
             )));
         }
         let tenants = ctx.accounts.tenants(&actor.name)?;
-        if !tenants.iter().any(|t| *t == req.tenant) {
+        if !tenants.contains(&req.tenant) {
             return Err(AdminError::Forbidden(format!(
                 "{} approves for {} only, not for {}: an approver of {} must decide",
                 actor.name,

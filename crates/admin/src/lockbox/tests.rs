@@ -262,7 +262,7 @@ fn lockbox_two_people_the_tenant_scope_and_every_step_in_both_logs() {
     assert!(key.exists());
     assert_eq!(
         w.lockbox.sweep(Some(&w.volume), &w.audit, end).unwrap(),
-        [r.id.clone()]
+        std::slice::from_ref(&r.id)
     );
     assert!(!key.exists(), "the one-time key outlived its grant");
     assert!(w

@@ -353,7 +353,7 @@ pub async fn confirm(
     // Nobody else gets a form that can only end in a refusal.
     if v.name == a.request.requester || !approver_of(&state, &v, &a.request.tenant) {
         let e = AdminError::Forbidden(format!(
-            "only an approver of {} other than the one who asked decides this request",
+            "Only an approver of {} other than the one who asked decides this request.",
             a.request.tenant
         ));
         return error_page(Some(nav), &e, &request_url(&id));
