@@ -7,6 +7,7 @@ mod batch;
 mod bench;
 mod browser;
 mod control;
+mod customer_key;
 mod dovecot;
 mod fidelity_files;
 mod fidelity_imap;

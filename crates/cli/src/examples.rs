@@ -93,6 +93,24 @@ pub const EXAMPLES: &[(&str, &str)] = &[
          --token-file /root/example.com.token",
     ),
     ("token list", "mailferry token list --volume /srv/vol --key-file /root/vol.key"),
+    (
+        "tenant",
+        "mailferry tenant key init --tenant example.com --out example.com.key   # file only",
+    ),
+    (
+        "tenant key",
+        "mailferry tenant key init --tenant example.com --out example.com.key \\\n       \
+         --volume /srv/vol --key-file /root/vol.key",
+    ),
+    (
+        "tenant key init",
+        "mailferry tenant key init --tenant example.com --out example.com.key \\\n       \
+         --volume /srv/vol --key-file /root/vol.key --json",
+    ),
+    (
+        "tenant key convert",
+        "mailferry tenant key convert --tenant example.com --volume /srv/vol --key-file /root/vol.key",
+    ),
     ("token revoke", "mailferry token revoke --volume /srv/vol --key-file /root/vol.key 3"),
     (
         "export",

@@ -9,8 +9,8 @@
 
 use clap::{Parser, Subcommand};
 use commands::{
-    access, admin, audit, batch, bench, demo, endpoint, export, moving, profile, serve, token,
-    volume,
+    access, admin, audit, batch, bench, demo, endpoint, export, moving, profile, serve, tenant,
+    token, volume,
 };
 use mailferry_control::AppError;
 use std::io::IsTerminal;
@@ -91,6 +91,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: token::TokenCmd,
     },
+    /// Tenant-held (customer) keys: the operator stores and checks, only the tenant reads.
+    Tenant {
+        #[command(subcommand)]
+        cmd: tenant::TenantCmd,
+    },
     /// Write a mailbox back out of a volume.
     Export(export::ExportArgs),
     /// Create and check encrypted volumes.
@@ -154,6 +159,7 @@ async fn run(cmd: Cmd) -> Result<(), AppError> {
         Cmd::Proxy(a) => serve::run_proxy(a).await,
         Cmd::Tls { cmd } => serve::run_tls(cmd),
         Cmd::Token { cmd } => token::run(cmd),
+        Cmd::Tenant { cmd } => tenant::run(cmd),
         Cmd::Export(a) => export::run(a),
         Cmd::Volume { cmd } => volume::run(cmd),
         Cmd::Audit { cmd } => audit::run_audit(cmd),

@@ -67,6 +67,86 @@ pub fn open(volume: &Path, unlock: &UnlockArgs) -> Result<Volume, AppError> {
     )?)
 }
 
+/// [`open`], then hands the tenant key in `tenant_key` (if any) to the volume, so the
+/// command can read that tenant's customer-key mailboxes. A key that is not the one
+/// registered for its tenant is refused before anything is read.
+pub fn open_for_read(
+    volume: &Path,
+    unlock: &UnlockArgs,
+    tenant_key: Option<&Path>,
+) -> Result<Volume, AppError> {
+    let v = open(volume, unlock)?;
+    if let Some(path) = tenant_key {
+        let secret = mailferry_store::TenantSecret::load(path)?;
+        v.unlock(mailferry_store::ReadAccess::TenantKey(secret))?;
+    }
+    Ok(v)
+}
+
+/// What `tenant key init` did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TenantKeyInit {
+    /// The tenant (mail domain).
+    pub tenant: String,
+    /// The key file written (the private half; mode 0600).
+    pub out: PathBuf,
+    /// Fingerprint of the public key.
+    pub fingerprint: String,
+    /// Whether the public key was registered in a volume.
+    pub registered: bool,
+    /// Existing mailboxes moved to the key.
+    pub mailboxes_converted: u64,
+    /// Key generations wrapped to the public key.
+    pub keys_rewrapped: u64,
+    /// Messages whose index values were recomputed.
+    pub messages: u64,
+}
+
+/// `tenant key init`: makes an X25519 key pair for `tenant`, writes the private half
+/// once to `out` (create-new, 0600, fsynced) and, with a volume, registers the public
+/// half there (converting the tenant's existing mailboxes). The file is written first,
+/// so no volume ever seals mail to a key nobody holds.
+pub fn tenant_key_init(
+    volume: Option<&Volume>,
+    tenant: &str,
+    out: &Path,
+) -> Result<TenantKeyInit, AppError> {
+    let domain = tenant.trim().to_ascii_lowercase();
+    if domain.is_empty() || domain.contains('@') || !domain.contains('.') {
+        return Err(AppError::Usage(format!(
+            "--tenant {tenant}: a tenant is a mail domain such as example.com"
+        )));
+    }
+    if let Some(v) = volume {
+        if let Some(p) = v.tenant_public(&domain)? {
+            return Err(AppError::Usage(format!(
+                "tenant {domain} already has customer key {}; nothing was written",
+                p.fingerprint()
+            )));
+        }
+    }
+    let secret = mailferry_store::TenantSecret::generate(&domain);
+    secret.write_new(out)?;
+    let fingerprint = secret.public().fingerprint();
+    let mut r = TenantKeyInit {
+        tenant: domain.clone(),
+        out: out.to_path_buf(),
+        fingerprint,
+        registered: false,
+        mailboxes_converted: 0,
+        keys_rewrapped: 0,
+        messages: 0,
+    };
+    if let Some(v) = volume {
+        let c = v.register_tenant_key(&domain, &secret.public())?;
+        r.registered = true;
+        r.mailboxes_converted = c.mailboxes;
+        r.keys_rewrapped = c.keys_rewrapped;
+        r.messages = c.messages;
+    }
+    Ok(r)
+}
+
 /// The default recovery key file of a primary credential file: `<file>.recovery`.
 pub fn default_recovery_path(primary: &Path) -> PathBuf {
     let mut s = primary.as_os_str().to_owned();

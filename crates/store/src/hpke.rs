@@ -26,6 +26,7 @@ pub const TAG_LEN: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Aead {
     /// AES-128-GCM, id 0x0001 (test vector A.1 only).
+    #[cfg_attr(not(test), allow(dead_code))]
     Aes128Gcm,
     /// AES-256-GCM, id 0x0002: what mailferry uses.
     Aes256Gcm,
@@ -100,7 +101,9 @@ fn labeled_expand(suite: &[u8], prk: &[u8; 32], label: &[u8], info: &[u8], out: 
         .expect("lengths within HKDF-SHA256 limits");
 }
 
-/// RFC 9180 §7.1.3 DeriveKeyPair for X25519: the private key derived from `ikm`.
+/// RFC 9180 §7.1.3 DeriveKeyPair for X25519: the private key derived from `ikm`
+/// (vectors only; keys in use are random).
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn derive_secret(ikm: &[u8]) -> Zeroizing<[u8; 32]> {
     let suite = kem_suite();
     let dkp = labeled_extract(&suite, b"", b"dkp_prk", ikm);
@@ -157,6 +160,7 @@ pub struct Sealed {
     /// `enc || ciphertext || tag`.
     pub bytes: Vec<u8>,
     /// The KEM shared secret (vectors only).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub shared_secret: Zeroizing<[u8; 32]>,
 }
 

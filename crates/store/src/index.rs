@@ -1188,14 +1188,18 @@ impl Index {
         )
     }
 
-    /// Registers a tenant's customer key.
+    /// Registers a tenant's customer key and, if `convert`, marks the conversion of its
+    /// existing mailboxes as pending, in ONE transaction.
     pub fn insert_tenant_key(
-        &self,
+        &mut self,
         tenant_id: u64,
         row: &TenantKeyRow,
         created: u64,
+        convert: bool,
     ) -> Result<(), StoreError> {
-        self.exec(
+        let e = index_err(&self.path);
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute(
             "INSERT INTO tenant_keys (tenant_id, public, fingerprint, index_key_wrapped, created) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 tenant_id as i64,
@@ -1205,6 +1209,77 @@ impl Index {
                 created as i64
             ],
         )
+        .map_err(e)?;
+        if convert {
+            tx.execute(
+                "INSERT INTO volume (k, v) VALUES (?1, X'01')",
+                [convert_marker(tenant_id)],
+            )
+            .map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Converts one mailbox to its tenant's customer key in ONE transaction: every
+    /// generation's new wrap, and every message's dedup, locator, record digest and
+    /// sealed receipt leaf.
+    pub fn convert_mailbox(
+        &mut self,
+        mailbox_id: u64,
+        wraps: &[(u32, Vec<u8>)],
+        rows: &[Converted],
+    ) -> Result<(), StoreError> {
+        let e = index_err(&self.path);
+        let tx = self.conn.transaction().map_err(e)?;
+        for (kid, w) in wraps {
+            tx.execute(
+                "UPDATE mailboxes SET key_wrapped = ?3 WHERE id = ?1 AND key_id = ?2",
+                params![mailbox_id as i64, *kid as i64, w],
+            )
+            .map_err(e)?;
+            tx.execute(
+                "UPDATE mailbox_keys SET key_wrapped = ?3 WHERE mailbox_id = ?1 AND key_id = ?2",
+                params![mailbox_id as i64, *kid as i64, w],
+            )
+            .map_err(e)?;
+        }
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "UPDATE messages SET dedup = ?2, locator = ?3, digest = ?4, leaf_enc = ?5 WHERE id = ?1",
+                )
+                .map_err(e)?;
+            for c in rows {
+                st.execute(params![
+                    c.id as i64,
+                    &c.dedup[..],
+                    &c.locator[..],
+                    &c.digest[..],
+                    &c.leaf_enc
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Ends a tenant's conversion (deletes its marker).
+    pub fn clear_conversion(&self, tenant_id: u64) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM volume WHERE k = ?1",
+            [convert_marker(tenant_id)],
+        )
+    }
+
+    /// True while a conversion of the tenant to its customer key is unfinished.
+    pub fn conversion_pending(&self, tenant_id: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .query_opt(
+                "SELECT 1 FROM volume WHERE k = ?1",
+                [convert_marker(tenant_id)],
+                |_| Ok(()),
+            )?
+            .is_some())
     }
 
     /// Sets the flags overlay of a customer-key message.
@@ -1222,4 +1297,18 @@ pub(crate) struct TenantKeyRow {
     pub public: [u8; 32],
     pub fingerprint: String,
     pub index_key_wrapped: Vec<u8>,
+}
+
+/// One message's new index values after its mailbox moved to a customer key.
+pub(crate) struct Converted {
+    pub id: u64,
+    pub dedup: [u8; 32],
+    pub locator: [u8; 32],
+    pub digest: [u8; 32],
+    pub leaf_enc: Vec<u8>,
+}
+
+/// The `volume` row marking an unfinished conversion of a tenant to its customer key.
+fn convert_marker(tenant_id: u64) -> String {
+    format!("ckconvert:{tenant_id}")
 }

@@ -66,6 +66,9 @@ struct OpenMessage {
     sealer: Sealer,
     record_start: u64,
     record_len: u64,
+    /// Customer-key mailboxes: SHA-256 of the record bytes as written (integrity checks
+    /// without the tenant's key).
+    record_sha: Option<ring::digest::Context>,
 }
 
 /// One change waiting for the commit.
@@ -74,6 +77,9 @@ struct Pending {
     op: Op,
 }
 
+// Pending ops are few per batch and moved once; boxing the row would cost an
+// allocation per message on the hot path for no gain.
+#[allow(clippy::large_enum_variant)]
 enum Op {
     /// A finished message: its row, and what the audit log will say once it is committed.
     Message { row: MessageRow, audit: AuditItem },
@@ -108,6 +114,8 @@ pub struct IngestSession {
     mailbox_key: Key,
     dedup_mac: Key,
     locator_mac: Key,
+    /// Customer-key mailboxes: the index base key (seals receipt leaves).
+    index_base: Option<Key>,
     commit: CommitSettings,
     seg: Option<SegWriter>,
     /// Segments closed during this batch, waiting for their fdatasync.
@@ -169,6 +177,9 @@ pub struct CommitJob {
     mailbox_id: u64,
     /// The session's key generation, so the common case needs no unwrap.
     key: (u32, Key),
+    /// A customer-key mailbox: earlier generations cannot be unwrapped, so FLAGS write
+    /// an overlay under this session's generation instead of re-sealing metadata.
+    customer: bool,
     /// Every pending change in seq order.
     ops: Vec<Pending>,
 }
@@ -347,6 +358,17 @@ impl CommitJob {
                 for (r, meta) in self.rows_of(ix, locator, folder, source_id)? {
                     let mut meta = match meta {
                         Ok(m) => m,
+                        Err(_) if self.customer => {
+                            // Sealed under a generation only the tenant can unwrap.
+                            MessageMeta {
+                                folder: folder.clone(),
+                                source_id: source_id.clone(),
+                                flags: flags.clone(),
+                                internal_date: 0,
+                                size: 0,
+                                sha256: String::new(),
+                            }
+                        }
                         Err(reason) => {
                             out.rejected.push((
                                 seq,
@@ -359,15 +381,32 @@ impl CommitJob {
                         }
                     };
                     meta.flags = flags.clone();
-                    let mk = keys::message_key(&self.key_of(ix, r.key_id)?, &r.salt);
-                    let enc =
-                        keys::reseal_meta(&mk, &self.inner.volume_id, self.mailbox_id, r.id, &meta);
+                    let enc = if self.customer {
+                        // The overlay wins over the sealed metadata at read time, so
+                        // every FLAGS of a customer-key mailbox writes one.
+                        crate::tenant_key::seal_flags(
+                            &self.key.1,
+                            self.key.0,
+                            keys::random32(),
+                            &self.inner.volume_id,
+                            self.mailbox_id,
+                            r.id,
+                            flags.as_str(),
+                        )
+                    } else {
+                        let mk = keys::message_key(&self.key_of(ix, r.key_id)?, &r.salt);
+                        keys::reseal_meta(&mk, &self.inner.volume_id, self.mailbox_id, r.id, &meta)
+                    };
                     updates.push((r.id, enc, meta));
                 }
                 let item = format!("{folder}/{source_id}");
                 let flags_p = self.inner.audit.flags_pseudonym(&item, flags.as_str());
                 for (id, enc, meta) in &updates {
-                    ix.update_meta(*id, enc)?;
+                    if self.customer {
+                        ix.update_flags_enc(*id, enc)?;
+                    } else {
+                        ix.update_meta(*id, enc)?;
+                    }
                     changes.push(Change::Flags(
                         self.audit_item(*id, folder, source_id, meta.sha256.clone(), meta.size),
                         flags_p.clone(),
@@ -391,6 +430,10 @@ impl CommitJob {
     ) -> Result<Vec<RowWithMeta>, StoreError> {
         let mut out = Vec::new();
         for r in ix.messages_by_locator(self.mailbox_id, locator)? {
+            if self.customer && r.key_id != self.key.0 {
+                out.push((r, Err("sealed for the tenant".into())));
+                continue;
+            }
             let meta = match self.key_of(ix, r.key_id) {
                 Ok(k) => keys::open_meta(
                     &keys::message_key(&k, &r.salt),
@@ -467,25 +510,33 @@ impl Volume {
         mailbox: &MailboxAddr,
         commit: &CommitSettings,
     ) -> Result<IngestSession, StoreError> {
-        let (mailbox_id, key_id, key) = self.inner.mailbox_for_write(mailbox)?;
+        let w = self.inner.mailbox_for_write(mailbox)?;
         // The dedup key comes from the oldest generation the mailbox still holds
         // (generation 1 unless a re-encryption dropped it and re-keyed every dedup
-        // value), so that a rotated mailbox still recognises messages stored before.
-        let oldest = self.inner.index()?.oldest_key_id(mailbox_id)?;
-        let dedup_base = if oldest == key_id {
-            key.clone()
-        } else {
-            self.inner.key_for(mailbox_id, oldest, mailbox)?
+        // value), so that a rotated mailbox still recognises messages stored before;
+        // a customer-key mailbox's from its index base key, which the store keeps.
+        let dedup_base = match &w.index_base {
+            Some(b) => b.clone(),
+            None => {
+                let oldest = self.inner.index()?.oldest_key_id(w.mailbox_id)?;
+                if oldest == w.key_id {
+                    w.key.clone()
+                } else {
+                    self.inner.key_for(w.mailbox_id, oldest, mailbox)?
+                }
+            }
         };
-        Ok(IngestSession::new(
+        let mut s = IngestSession::new(
             self.inner.clone(),
             mailbox.clone(),
-            mailbox_id,
-            key_id,
-            key,
+            w.mailbox_id,
+            w.key_id,
+            w.key,
             &dedup_base,
             commit.clone(),
-        ))
+        );
+        s.index_base = w.index_base;
+        Ok(s)
     }
 }
 
@@ -512,6 +563,7 @@ impl IngestSession {
             mailbox_key,
             dedup_mac,
             locator_mac,
+            index_base: None,
             commit,
             seg: None,
             closed: Vec::new(),
@@ -589,7 +641,13 @@ impl IngestSession {
         };
         let seg = self.seg.as_mut().expect("ensure_segment opened one");
         let record_start = seg.len;
-        if let Err(e) = seg.file.write_all(&header.encode()) {
+        let hb = header.encode();
+        let record_sha = self.index_base.as_ref().map(|_| {
+            let mut c = ring::digest::Context::new(&ring::digest::SHA256);
+            c.update(&hb);
+            c
+        });
+        if let Err(e) = seg.file.write_all(&hb) {
             let err = StoreError::io(&seg.path, e);
             self.rollback(record_start);
             return Err(err);
@@ -608,6 +666,7 @@ impl IngestSession {
             sha: ring::digest::Context::new(&ring::digest::SHA256),
             record_start,
             record_len,
+            record_sha,
         });
         Ok(())
     }
@@ -649,9 +708,13 @@ impl IngestSession {
             // the last flag) by finish().
             if o.sealer.chunk_ready() {
                 let t0 = Instant::now();
+                let rs = &mut o.record_sha;
                 let r = o.sealer.seal_chunk(|sealed| {
                     let t1 = Instant::now();
                     t.encrypt_ns += (t1 - t0).as_nanos() as u64;
+                    if let Some(c) = rs.as_mut() {
+                        c.update(sealed);
+                    }
                     let r = seg.file.write_all(sealed);
                     t.append_ns += t1.elapsed().as_nanos() as u64;
                     r
@@ -749,11 +812,15 @@ impl IngestSession {
             .expect("a segment is open while a message is");
         let t = &mut self.timings;
         let t0 = Instant::now();
+        let rs = &mut o.record_sha;
         let written = o
             .sealer
             .seal_last(|sealed| {
                 let t1 = Instant::now();
                 t.encrypt_ns += (t1 - t0).as_nanos() as u64;
+                if let Some(c) = rs.as_mut() {
+                    c.update(sealed);
+                }
                 let r = seg.file.write_all(sealed);
                 t.append_ns += t1.elapsed().as_nanos() as u64;
                 r
@@ -792,8 +859,21 @@ impl IngestSession {
             meta_enc,
             dedup,
             locator: Some(locator),
-            digest: None,
-            leaf_enc: None,
+            digest: o
+                .record_sha
+                .take()
+                .map(|c| c.finish().as_ref().try_into().expect("32 bytes")),
+            leaf_enc: self.index_base.as_ref().map(|b| {
+                let leaf = mailferry_audit::merkle::leaf(&format!("{folder}/{sid}"), &meta.sha256);
+                crate::tenant_key::seal_leaf(
+                    b,
+                    keys::random_nonce(),
+                    &self.inner.volume_id,
+                    self.mailbox_id,
+                    o.id,
+                    &leaf,
+                )
+            }),
             flags_enc: None,
         };
         self.pending_dedup.insert(dedup);
@@ -978,6 +1058,7 @@ impl IngestSession {
             mailbox: self.mailbox.clone(),
             mailbox_id: self.mailbox_id,
             key: (self.key_id, self.mailbox_key.clone()),
+            customer: self.index_base.is_some(),
             ops,
         })
     }

@@ -43,8 +43,8 @@ pub use pipeline::{BatchPolicy, CommitPipeline, PipelineStopped};
 pub use reencrypt::ReencryptOutcome;
 pub use replicate::ReplicateOutcome;
 pub use tenant_key::{
-    AccessEvent, GrantBundle, GrantPublic, GrantSecret, GrantedKey, KeyLevel, ReadAccess,
-    TenantPublic, TenantSecret,
+    AccessEvent, ConvertOutcome, GrantBundle, GrantPublic, GrantSecret, GrantedKey, KeyLevel,
+    ReadAccess, TenantPublic, TenantSecret,
 };
 pub use tokens::{token_digest, IssuedToken, TokenAdmin, TokenGrant, TokenInfo};
 pub use volume::{

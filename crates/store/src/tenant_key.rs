@@ -381,6 +381,21 @@ pub enum AccessEvent {
     },
 }
 
+/// What registering or converting a tenant's customer key did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConvertOutcome {
+    /// The customer key's fingerprint.
+    pub fingerprint: String,
+    /// Existing mailboxes moved to the customer key by this run.
+    pub mailboxes: u64,
+    /// Key generations HPKE-wrapped to the public key.
+    pub keys_rewrapped: u64,
+    /// Messages whose dedup value, locator, digest and leaf were recomputed.
+    pub messages: u64,
+    /// False if the run stopped before the conversion finished (rerun to resume).
+    pub finished: bool,
+}
+
 // === pure functions (vectors) ===
 
 /// AAD of a mailbox key generation wrapped to the tenant's public key:
@@ -583,6 +598,15 @@ impl crate::volume::Inner {
         self.access.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// True if a tenant secret or an unexpired grant for the mailbox was given.
+    pub(crate) fn can_read_customer(&self, tenant: &str, mailbox_id: u64) -> bool {
+        let a = self.access();
+        a.tenants.contains_key(tenant)
+            || a.grants
+                .get(&mailbox_id)
+                .is_some_and(|g| g.expires > now_secs())
+    }
+
     /// The registered customer key of a tenant row, if any.
     pub(crate) fn customer_key(
         &self,
@@ -680,6 +704,192 @@ impl Volume {
         Ok(inner
             .customer_key(&ix, tid)?
             .map(|c| TenantPublic(c.public)))
+    }
+
+    /// Registers `public` as the customer key of `tenant` (created if it has no row yet)
+    /// and records `tenant.key.registered` in the volume's audit log. If the tenant
+    /// already has mailboxes, they are converted ([`Volume::convert_tenant`]): resumable,
+    /// no message body re-encrypted. Refused if the tenant already has a customer key.
+    pub fn register_tenant_key(
+        &self,
+        tenant: &str,
+        public: &TenantPublic,
+    ) -> Result<ConvertOutcome, StoreError> {
+        let inner = &self.inner;
+        let domain = tenant.trim().to_ascii_lowercase();
+        let fp = public.fingerprint();
+        let tenant_id = {
+            let mut ix = inner.index()?;
+            let (tid, _) = inner.tenant_for_write(&ix, &domain)?;
+            if let Some(ck) = inner.customer_key(&ix, tid)? {
+                return Err(StoreError::TenantKey {
+                    path: format!("customer key of {domain}").into(),
+                    reason: format!(
+                        "tenant {domain} already has customer key {}; a tenant key is registered once (nothing was changed)",
+                        ck.fingerprint
+                    ),
+                });
+            }
+            if hpke::seal(&public.0, b"", b"", b"").is_none() {
+                return Err(StoreError::TenantKey {
+                    path: format!("customer key of {domain}").into(),
+                    reason:
+                        "the public key is not usable (a small-order point); generate a new one"
+                            .into(),
+                });
+            }
+            let index_key = Key::random();
+            let aad = keys::wrap_aad(AAD_CK_INDEX, &inner.volume_id, Some(tid));
+            let row = TenantKeyRow {
+                public: public.0,
+                fingerprint: fp.clone(),
+                index_key_wrapped: keys::wrap_key(
+                    &inner.keys.vmk,
+                    keys::random_nonce(),
+                    &aad,
+                    &index_key,
+                ),
+            };
+            let has_mailboxes = !ix.mailboxes_of_tenant(tid)?.is_empty();
+            ix.insert_tenant_key(tid, &row, now_secs(), has_mailboxes)?;
+            tid
+        };
+        // The tenant by its index row: the audit log names no domain in plaintext.
+        inner.audit.event(
+            "tenant.key.registered",
+            serde_json::json!({ "tenant_row": tenant_id, "fingerprint": fp }),
+        )?;
+        tracing::info!(tenant_row = tenant_id, fingerprint = %fp, "customer key registered");
+        self.convert_tenant_until(&domain, None)
+    }
+
+    /// Finishes moving `tenant`'s existing mailboxes to its registered customer key
+    /// (after `register_tenant_key` was interrupted): every key generation is unwrapped
+    /// under the tenant key and HPKE-wrapped to the public key, and every message's
+    /// dedup value, locator, record digest and sealed receipt leaf are recomputed, ONE
+    /// transaction per mailbox. Costs one read of every record (the digest) and one
+    /// metadata decryption per message; no body is re-encrypted. A mailbox already
+    /// converted is skipped, so a rerun after a crash resumes.
+    pub fn convert_tenant(&self, tenant: &str) -> Result<ConvertOutcome, StoreError> {
+        self.convert_tenant_until(tenant, None)
+    }
+
+    /// [`Volume::convert_tenant`], stopping after `stop` mailboxes (crash tests).
+    pub(crate) fn convert_tenant_until(
+        &self,
+        tenant: &str,
+        stop: Option<usize>,
+    ) -> Result<ConvertOutcome, StoreError> {
+        let inner = &self.inner;
+        let domain = tenant.trim().to_ascii_lowercase();
+        let (tid, ck, rows) = {
+            let ix = inner.index()?;
+            let tid = ix
+                .tenant_id_by_mac(&inner.keys.name_mac(b't', &domain))?
+                .ok_or_else(|| StoreError::UnknownTenant {
+                    tenant: domain.clone(),
+                })?;
+            let ck = inner.customer_key(&ix, tid)?.ok_or_else(|| StoreError::TenantKey {
+                path: format!("customer key of {domain}").into(),
+                reason: format!("tenant {domain} has no customer key; run `mailferry tenant key init` first"),
+            })?;
+            if !ix.conversion_pending(tid)? {
+                return Ok(ConvertOutcome {
+                    fingerprint: ck.fingerprint,
+                    finished: true,
+                    ..Default::default()
+                });
+            }
+            (tid, ck, ix.mailboxes_of_tenant(tid)?)
+        };
+        let mut out = ConvertOutcome {
+            fingerprint: ck.fingerprint.clone(),
+            ..Default::default()
+        };
+        let names: HashMap<u64, MailboxAddr> = self.mailbox_rows()?.into_iter().collect();
+        for row in rows.iter().filter(|r| r.key_id != 0) {
+            if stop.is_some_and(|n| out.mailboxes >= n as u64) {
+                return Ok(out);
+            }
+            let Some(mailbox) = names.get(&row.id) else {
+                continue;
+            };
+            let (gens, msgs) = {
+                let ix = inner.index()?;
+                let mut g = ix.old_mailbox_keys(row.id)?;
+                g.push((row.key_id, row.key_wrapped.clone()));
+                (g, ix.messages(Some(row.id))?)
+            };
+            if gens.iter().all(|(_, w)| w.len() == WRAPPED_CK_LEN) {
+                continue;
+            }
+            let base = inner.ck_index_base(&ck, tid, row.id)?;
+            let (dedup_mac, locator_mac) =
+                (keys::dedup_mac_key(&base), keys::locator_mac_key(&base));
+            let mut cache = HashMap::new();
+            let mut converted = Vec::with_capacity(msgs.len());
+            for r in &msgs {
+                let m = inner.stored_message(mailbox, r, &mut cache)?;
+                let (folder, sid) = (m.meta.folder.as_str(), m.meta.source_id.as_str());
+                let sha: [u8; 32] = hex::decode(&m.meta.sha256)
+                    .ok()
+                    .and_then(|v| v.try_into().ok())
+                    .ok_or_else(|| StoreError::MetaUnreadable {
+                        mailbox: mailbox.to_string(),
+                        id: r.id,
+                        reason: "sha256 is not 64 hex digits".into(),
+                    })?;
+                let leaf =
+                    mailferry_audit::merkle::leaf(&format!("{folder}/{sid}"), &m.meta.sha256);
+                converted.push(crate::index::Converted {
+                    id: r.id,
+                    dedup: keys::dedup_key(&dedup_mac, folder, sid, &sha),
+                    locator: keys::locator(&locator_mac, folder, sid),
+                    digest: inner.record_digest(r)?,
+                    leaf_enc: seal_leaf(
+                        &base,
+                        keys::random_nonce(),
+                        &inner.volume_id,
+                        row.id,
+                        r.id,
+                        &leaf,
+                    ),
+                });
+            }
+            let mut wraps = Vec::new();
+            {
+                let ix = inner.index()?;
+                let tk = inner.tenant_key(&ix, tid)?;
+                for (kid, w) in gens.iter().filter(|(_, w)| w.len() != WRAPPED_CK_LEN) {
+                    let k = inner.unwrap_mailbox_key(&tk, row.id, *kid, w)?;
+                    let aad = ck_wrap_aad(&inner.volume_id, row.id, *kid);
+                    wraps.push((*kid, inner.wrap_to_tenant(&ck, &aad, &k)?));
+                }
+            }
+            inner.index()?.convert_mailbox(row.id, &wraps, &converted)?;
+            inner.forget_keys();
+            out.mailboxes += 1;
+            out.keys_rewrapped += wraps.len() as u64;
+            out.messages += converted.len() as u64;
+        }
+        {
+            let ix = inner.index()?;
+            ix.clear_conversion(tid)?;
+            // The old wraps must leave the index files, as after a shred.
+            ix.checkpoint_truncate()?;
+        }
+        inner.audit.event(
+            "tenant.key.converted",
+            serde_json::json!({
+                "tenant_row": tid,
+                "fingerprint": out.fingerprint,
+                "mailboxes": out.mailboxes,
+                "keys_rewrapped": out.keys_rewrapped,
+                "messages": out.messages,
+            }),
+        )?;
+        out.finished = true;
+        Ok(out)
     }
 
     /// Every generation of `mailbox` unwrapped with the tenant's secret and wrapped to

@@ -101,6 +101,15 @@ pub(crate) struct Inner {
     _lock: File,
 }
 
+/// The keys an ingest session writes with.
+pub(crate) struct WriteKeys {
+    pub mailbox_id: u64,
+    pub key_id: u32,
+    pub key: Key,
+    /// Customer-key mailboxes: the index base key (dedup, locator, receipt leaves).
+    pub index_base: Option<Key>,
+}
+
 /// A committed message: its id, mailbox, decrypted metadata and where its record is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -158,6 +167,10 @@ pub struct VerifyReport {
     pub damaged: Vec<DamagedItem>,
     /// Messages of shredded mailboxes (unreadable on purpose, not damaged).
     pub shredded: u64,
+    /// Messages of customer-key mailboxes checked without the tenant's key: sealed for
+    /// the tenant, their record authenticated against the digest recorded at write time
+    /// (also counted in `messages_checked`).
+    pub sealed_for_tenant: u64,
 }
 
 /// One damaged item found by `verify`.
@@ -467,10 +480,15 @@ impl Volume {
     ) -> Result<(String, u64), StoreError> {
         use crate::receipt;
         let inner = &self.inner;
-        let row = {
+        let (row, ck) = {
             let ix = inner.index()?;
-            inner.live_mailbox(&ix, mailbox)?
+            let row = inner.live_mailbox(&ix, mailbox)?;
+            let ck = inner.customer_key(&ix, row.tenant_id)?;
+            (row, ck)
         };
+        if let Some(ck) = ck {
+            return self.receipt_root_sealed(&row, &ck, mailbox);
+        }
         let key = receipt::cache_key(&inner.key_for(row.id, row.key_id, mailbox)?);
         let path = receipt::path(&inner.dir, row.id);
         let cached = std::fs::read(&path)
@@ -525,6 +543,36 @@ impl Volume {
             cache.leaves.into_iter().map(|(_, l)| l).collect(),
         );
         Ok((root, n))
+    }
+
+    /// The receipt root of a customer-key mailbox from the leaves sealed at write time
+    /// under its index base key: no message key needed, O(messages) small opens.
+    fn receipt_root_sealed(
+        &self,
+        row: &KeyRow,
+        ck: &crate::index::TenantKeyRow,
+        mailbox: &MailboxAddr,
+    ) -> Result<(String, u64), StoreError> {
+        let inner = &self.inner;
+        let base = inner.ck_index_base(ck, row.tenant_id, row.id)?;
+        let rows = inner.index()?.messages(Some(row.id))?;
+        let mut leaves = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let leaf = r
+                .leaf_enc
+                .as_deref()
+                .and_then(|l| {
+                    crate::tenant_key::open_leaf(&base, &inner.volume_id, row.id, r.id, l)
+                })
+                .ok_or_else(|| StoreError::MetaUnreadable {
+                    mailbox: mailbox.to_string(),
+                    id: r.id,
+                    reason: "sealed receipt leaf missing or failed authentication".into(),
+                })?;
+            leaves.push(leaf);
+        }
+        let n = leaves.len() as u64;
+        Ok((mailferry_audit::merkle::root_of_leaves(leaves), n))
     }
 
     /// Refuses with `InUse` while an ingest session of this volume is open: `what`
@@ -609,6 +657,18 @@ impl Volume {
         let rows = {
             let ix = self.inner.index()?;
             let row = self.inner.live_mailbox(&ix, mailbox)?;
+            if let Some((tenant, fingerprint)) = self.inner.read_locked(&ix, row.id, mailbox)? {
+                drop(ix);
+                self.audit_access(crate::tenant_key::AccessEvent::Refused {
+                    mailbox: mailbox.clone(),
+                    needed: format!("customer key {fingerprint} or a lockbox grant"),
+                })?;
+                return Err(StoreError::CustomerKeyNeeded {
+                    mailbox: mailbox.to_string(),
+                    tenant,
+                    fingerprint,
+                });
+            }
             ix.messages(Some(row.id))?
         };
         let mut keys: HashMap<(u64, u32), Key> = HashMap::new();
@@ -681,6 +741,7 @@ impl Volume {
         }
 
         let mut keys: HashMap<(u64, u32), Key> = HashMap::new();
+        let mut locked: HashMap<u64, bool> = HashMap::new();
         for r in rows {
             if shredded.contains(&r.mailbox_id) {
                 report.shredded += 1;
@@ -702,6 +763,27 @@ impl Volume {
                     continue;
                 }
             };
+            let is_locked = match locked.entry(r.mailbox_id) {
+                std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let ix = inner.index()?;
+                    *e.insert(inner.read_locked(&ix, r.mailbox_id, &mailbox)?.is_some())
+                }
+            };
+            if is_locked {
+                // Sealed for the tenant: authenticate the ciphertext against the digest
+                // recorded at write time, decrypt nothing.
+                report.sealed_for_tenant += 1;
+                match inner.check_sealed_record(&r) {
+                    Ok(()) => report.bytes_checked += r.record_len,
+                    Err(reason) => report.damaged.push(DamagedItem {
+                        mailbox: mailbox.to_string(),
+                        item: format!("message id {}", r.id),
+                        reason,
+                    }),
+                }
+                continue;
+            }
             let msg = match inner.stored_message(&mailbox, &r, &mut keys) {
                 Ok(m) => m,
                 Err(e) => {
@@ -883,6 +965,90 @@ impl Inner {
             });
         }
         Ok(row)
+    }
+
+    /// `Some((tenant, fingerprint))` if the mailbox is sealed to a customer key and
+    /// nothing given to [`Volume::unlock`] reads it.
+    pub(crate) fn read_locked(
+        &self,
+        ix: &Index,
+        mailbox_id: u64,
+        mailbox: &MailboxAddr,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let Some(row) = ix.mailbox_by_id(mailbox_id)? else {
+            return Ok(None);
+        };
+        let Some(ck) = self.customer_key(ix, row.tenant_id)? else {
+            return Ok(None);
+        };
+        let tenant = mailbox.domain().to_ascii_lowercase();
+        if self.can_read_customer(&tenant, mailbox_id) {
+            return Ok(None);
+        }
+        Ok(Some((tenant, ck.fingerprint)))
+    }
+
+    /// SHA-256 of a message's record bytes as they lie in its segment.
+    pub(crate) fn record_digest(&self, r: &MessageRow) -> Result<[u8; 32], StoreError> {
+        let path = self.segment_path(r.segment);
+        let mut f = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+        f.seek(SeekFrom::Start(r.offset))
+            .map_err(|e| StoreError::io(&path, e))?;
+        let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = r.record_len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..n])
+                .map_err(|e| StoreError::io(&path, e))?;
+            sha.update(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(sha.finish().as_ref().try_into().expect("32 bytes"))
+    }
+
+    /// Checks a customer-key record without its key: the record header names the row's
+    /// message, mailbox, salt and key id, its length fits, and its bytes hash to the
+    /// digest recorded at write time. `Err` says what is wrong.
+    pub(crate) fn check_sealed_record(&self, r: &MessageRow) -> Result<(), String> {
+        let Some(want) = r.digest else {
+            return Err("sealed for the tenant but no record digest was recorded; verify it with --tenant-key".into());
+        };
+        let seg = segment::file_name(r.segment);
+        let path = self.segment_path(r.segment);
+        let mut f =
+            File::open(&path).map_err(|e| format!("segment {seg} cannot be opened: {e}"))?;
+        let flen = f.metadata().map_err(|e| e.to_string())?.len();
+        let end = r.offset.saturating_add(r.record_len);
+        if r.offset < SEG_HEADER_LEN || end > flen {
+            return Err(format!(
+                "record at {}..{end} lies outside segment {seg} ({flen} bytes): segment truncated or index damaged",
+                r.offset
+            ));
+        }
+        f.seek(SeekFrom::Start(r.offset))
+            .map_err(|e| e.to_string())?;
+        let mut hb = [0u8; REC_HEADER_LEN];
+        f.read_exact(&mut hb).map_err(|e| e.to_string())?;
+        let h = RecordHeader::parse(&hb).map_err(|e| format!("record header in {seg}: {e}"))?;
+        if h.message_id != r.id
+            || h.mailbox_id != r.mailbox_id
+            || h.salt != r.salt
+            || h.key_id != r.key_id
+            || segment::record_len(h.plain_len) != Some(r.record_len)
+        {
+            return Err(format!(
+                "record header at offset {} of {seg} belongs to another message (id {})",
+                r.offset, h.message_id
+            ));
+        }
+        let got = self.record_digest(r).map_err(|e| e.to_string())?;
+        if got != want {
+            return Err(format!(
+                "record in {seg} does not match the digest recorded when it was written (altered or damaged ciphertext)"
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn index(&self) -> Result<MutexGuard<'_, Index>, StoreError> {
@@ -1094,27 +1260,15 @@ impl Inner {
             .insert(mailbox_id, (key_id, key.clone()));
     }
 
-    /// Finds or creates the tenant and mailbox rows of `mailbox`.
-    pub(crate) fn mailbox_for_write(
+    /// Finds or creates the tenant row of `domain`: `(row id, tenant key)`.
+    pub(crate) fn tenant_for_write(
         &self,
-        mailbox: &MailboxAddr,
-    ) -> Result<(u64, u32, Key), StoreError> {
-        let mac = self.keys.name_mac(b'm', mailbox.as_str());
-        let ix = self.index()?;
-        if let Some(row) = ix.mailbox_by_mac(&mac)? {
-            drop(ix);
-            if row.key_id == 0 {
-                return Err(StoreError::Shredded {
-                    mailbox: mailbox.to_string(),
-                });
-            }
-            let (key_id, key) = self.mailbox_key(row.id)?;
-            return Ok((row.id, key_id, key));
-        }
-        let domain = mailbox.domain();
+        ix: &Index,
+        domain: &str,
+    ) -> Result<(u64, Key), StoreError> {
         let tmac = self.keys.name_mac(b't', domain);
-        let (tenant_id, tenant_key) = match ix.tenant_by_mac(&tmac)? {
-            Some(t) => (t.id, self.tenant_key(&ix, t.id)?),
+        match ix.tenant_by_mac(&tmac)? {
+            Some(t) => Ok((t.id, self.tenant_key(ix, t.id)?)),
             None => {
                 let id = ix.next_id("tenants")?;
                 let key = Key::random();
@@ -1122,9 +1276,84 @@ impl Inner {
                 let wrapped = keys::wrap_key(&self.keys.vmk, keys::random_nonce(), &aad, &key);
                 let enc = self.keys.seal_name(&self.volume_id, b't', domain);
                 ix.insert_tenant(id, &tmac, &enc, &wrapped)?;
-                (id, key)
+                Ok((id, key))
             }
+        }
+    }
+
+    /// Finds or creates the tenant and mailbox rows of `mailbox`, and the key a session
+    /// writes with. For a tenant with a customer key that is a NEW generation wrapped to
+    /// the tenant's public key (the store cannot unwrap an earlier one), kept only by the
+    /// session; with it comes the mailbox's index base key.
+    pub(crate) fn mailbox_for_write(&self, mailbox: &MailboxAddr) -> Result<WriteKeys, StoreError> {
+        let mac = self.keys.name_mac(b'm', mailbox.as_str());
+        let mut ix = self.index()?;
+        let existing = ix.mailbox_by_mac(&mac)?;
+        if let Some(row) = &existing {
+            if row.key_id == 0 {
+                return Err(StoreError::Shredded {
+                    mailbox: mailbox.to_string(),
+                });
+            }
+        }
+        let tenant_id = match &existing {
+            Some(row) => row.tenant_id,
+            None => self.tenant_for_write(&ix, mailbox.domain())?.0,
         };
+        if let Some(ck) = self.customer_key(&ix, tenant_id)? {
+            if ix.conversion_pending(tenant_id)? {
+                return Err(StoreError::TenantKey {
+                    path: format!("customer key {}", ck.fingerprint).into(),
+                    reason: format!(
+                        "tenant {} is being moved to its customer key; finish that first with `mailferry tenant key convert --tenant {}`",
+                        mailbox.domain(),
+                        mailbox.domain()
+                    ),
+                });
+            }
+            let key = Key::random();
+            let id = match &existing {
+                Some(row) => {
+                    let new_id =
+                        row.key_id
+                            .checked_add(1)
+                            .ok_or_else(|| StoreError::IndexDamaged {
+                                path: self.dir.join(INDEX_FILE),
+                                reason: format!("mailbox {mailbox}: key id space exhausted"),
+                            })?;
+                    let aad = crate::tenant_key::ck_wrap_aad(&self.volume_id, row.id, new_id);
+                    let wrapped = self.wrap_to_tenant(&ck, &aad, &key)?;
+                    ix.rotate_mailbox(row.id, (row.key_id, &row.key_wrapped), new_id, &wrapped)?;
+                    (row.id, new_id)
+                }
+                None => {
+                    let id = ix.next_id("mailboxes")?;
+                    let aad = crate::tenant_key::ck_wrap_aad(&self.volume_id, id, 1);
+                    let wrapped = self.wrap_to_tenant(&ck, &aad, &key)?;
+                    let enc = self.keys.seal_name(&self.volume_id, b'm', mailbox.as_str());
+                    ix.insert_mailbox(id, tenant_id, &mac, &enc, 1, &wrapped)?;
+                    (id, 1)
+                }
+            };
+            let base = self.ck_index_base(&ck, tenant_id, id.0)?;
+            return Ok(WriteKeys {
+                mailbox_id: id.0,
+                key_id: id.1,
+                key,
+                index_base: Some(base),
+            });
+        }
+        if let Some(row) = existing {
+            drop(ix);
+            let (key_id, key) = self.mailbox_key(row.id)?;
+            return Ok(WriteKeys {
+                mailbox_id: row.id,
+                key_id,
+                key,
+                index_base: None,
+            });
+        }
+        let tenant_key = self.tenant_key(&ix, tenant_id)?;
         let id = ix.next_id("mailboxes")?;
         let key = Key::random();
         let aad = keys::mailbox_wrap_aad(&self.volume_id, id, 1);
@@ -1133,7 +1362,26 @@ impl Inner {
         ix.insert_mailbox(id, tenant_id, &mac, &enc, 1, &wrapped)?;
         drop(ix);
         self.cache_key(id, 1, &key);
-        Ok((id, 1, key))
+        Ok(WriteKeys {
+            mailbox_id: id,
+            key_id: 1,
+            key,
+            index_base: None,
+        })
+    }
+
+    /// HPKE-wraps a mailbox key generation to a tenant's registered public key.
+    pub(crate) fn wrap_to_tenant(
+        &self,
+        ck: &crate::index::TenantKeyRow,
+        aad: &[u8],
+        key: &Key,
+    ) -> Result<Vec<u8>, StoreError> {
+        crate::tenant_key::wrap_to_public(&ck.public, crate::tenant_key::INFO_CK_WRAP, aad, key)
+            .ok_or_else(|| StoreError::TenantKey {
+                path: format!("customer key {}", ck.fingerprint).into(),
+                reason: "the registered public key is not usable (a small-order point); register a new tenant key".into(),
+            })
     }
 
     /// Decrypts a row's metadata into a [`StoredMessage`], caching mailbox keys in `keys`.
@@ -1156,8 +1404,28 @@ impl Inner {
             slot.insert(k);
         }
         let mk = keys::message_key(&keys[&kid], &r.salt);
-        let meta = keys::open_meta(&mk, &self.volume_id, r.mailbox_id, r.id, &r.meta_enc)
+        let mut meta = keys::open_meta(&mk, &self.volume_id, r.mailbox_id, r.id, &r.meta_enc)
             .map_err(unreadable)?;
+        if let Some(overlay) = &r.flags_enc {
+            // A later mirror pass's flags, sealed under that session's generation.
+            let fk = crate::tenant_key::flags_key_id(overlay)
+                .ok_or_else(|| unreadable("flags overlay too short".into()))?;
+            let gen = match keys.get(&(r.mailbox_id, fk)) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = self
+                        .key_for(r.mailbox_id, fk, mailbox)
+                        .map_err(|e| unreadable(e.to_string()))?;
+                    keys.insert((r.mailbox_id, fk), k.clone());
+                    k
+                }
+            };
+            let flags =
+                crate::tenant_key::open_flags(&gen, &self.volume_id, r.mailbox_id, r.id, overlay)
+                    .ok_or_else(|| unreadable("flags overlay failed authentication".into()))?;
+            meta.flags = mailferry_core::Flags::parse(&flags)
+                .map_err(|e| unreadable(format!("flags overlay: {e}")))?;
+        }
         Ok(StoredMessage {
             id: r.id,
             mailbox: mailbox.clone(),

@@ -8,11 +8,10 @@
 //! too; the lockbox ([`mailferry_admin::lockbox`]) does the rest and records every step
 //! in both audit logs.
 
-use super::VolumeAccess;
 use crate::render::json_or_text;
 use mailferry_admin::lockbox::{self, Ctx, Decision, Lockbox, NewRequest};
 use mailferry_admin::AdminState;
-use mailferry_control::AppError;
+use mailferry_control::{volume_admin, AppError};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -32,8 +31,13 @@ pub struct Acting {
     /// MAILFERRY_TOTP, or are asked for on the terminal).
     #[arg(long = "as", value_name = "ACCOUNT")]
     account: String,
+    /// The volume of the admin service (each step is recorded in its audit log).
+    #[arg(long)]
+    volume: PathBuf,
+    // Not `VolumeAccess`: its --tenant-key would read the tenant's mail past the
+    // lockbox. A tenant key is given to `approve` only, to make the grant.
     #[command(flatten)]
-    vol: VolumeAccess,
+    unlock: volume_admin::UnlockArgs,
 }
 
 /// `access ...`.
@@ -148,7 +152,7 @@ fn with_login<T>(
         &code,
         now,
     )?;
-    let volume = acting.vol.open()?;
+    let volume = volume_admin::open(&acting.volume, &acting.unlock)?;
     st.lockbox.sweep(Some(&volume), &st.audit, now)?;
     let ctx = Ctx {
         accounts: &st.accounts,

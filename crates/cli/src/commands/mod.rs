@@ -14,6 +14,7 @@ pub mod export;
 pub mod moving;
 pub mod profile;
 pub mod serve;
+pub mod tenant;
 pub mod token;
 pub mod volume;
 
@@ -31,12 +32,17 @@ pub struct VolumeAccess {
     pub volume: PathBuf,
     #[command(flatten)]
     pub unlock: volume_admin::UnlockArgs,
+    /// The tenant's key file (from `tenant key init`): reads that tenant's
+    /// customer-key mailboxes, which the volume key alone cannot.
+    #[arg(long, value_name = "FILE")]
+    pub tenant_key: Option<PathBuf>,
 }
 
 impl VolumeAccess {
-    /// Opens the volume with the embedded default profile's store settings.
+    /// Opens the volume with the embedded default profile's store settings (and the
+    /// tenant key, if given).
     pub fn open(&self) -> Result<Volume, AppError> {
-        volume_admin::open(&self.volume, &self.unlock)
+        volume_admin::open_for_read(&self.volume, &self.unlock, self.tenant_key.as_deref())
     }
 }
 

@@ -224,11 +224,12 @@ fn verify(vol: &VolumeAccess, json: bool) -> Result<(), AppError> {
     let v = vol.open()?;
     let report = v.verify()?;
     eprintln!(
-        "checked {} messages ({} bytes): {} damaged, {} shredded (unreadable on purpose)",
+        "checked {} messages ({} bytes): {} damaged, {} shredded (unreadable on purpose), {} sealed for their tenant (integrity checked against the digest recorded at write time)",
         report.messages_checked,
         report.bytes_checked,
         report.damaged.len(),
-        report.shredded
+        report.shredded,
+        report.sealed_for_tenant
     );
     for d in &report.damaged {
         eprintln!("  damaged item {} in {}: {}", d.item, d.mailbox, d.reason);
@@ -238,6 +239,7 @@ fn verify(vol: &VolumeAccess, json: bool) -> Result<(), AppError> {
             "messages_checked": report.messages_checked,
             "bytes_checked": report.bytes_checked,
             "shredded": report.shredded,
+            "sealed_for_tenant": report.sealed_for_tenant,
             "damaged": report.damaged.iter().map(|d| serde_json::json!({
                 "mailbox": d.mailbox, "item": d.item, "reason": d.reason,
             })).collect::<Vec<_>>(),

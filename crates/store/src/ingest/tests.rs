@@ -410,7 +410,9 @@ fn a_schema_3_index_gets_its_locators_at_open() {
     {
         let c = rusqlite::Connection::open(f.dir.join(INDEX_FILE)).unwrap();
         c.execute_batch(
-            "DROP INDEX messages_locator; ALTER TABLE messages DROP COLUMN locator; \
+            "DROP TABLE tenant_keys; ALTER TABLE messages DROP COLUMN digest; \
+             ALTER TABLE messages DROP COLUMN leaf_enc; ALTER TABLE messages DROP COLUMN flags_enc; \
+             DROP INDEX messages_locator; ALTER TABLE messages DROP COLUMN locator; \
              DROP TABLE deleted_messages; \
              UPDATE volume SET v = X'0000000000000003' WHERE k = 'schema';",
         )

@@ -1207,7 +1207,9 @@ fn issue8_version_1_volume_opens_and_is_upgraded() {
     {
         let c = rusqlite::Connection::open(f.dir.join(INDEX_FILE)).unwrap();
         c.execute_batch(
-            "DROP TABLE mailbox_keys; DROP INDEX messages_locator; \
+            "DROP TABLE tenant_keys; ALTER TABLE messages DROP COLUMN digest; \
+             ALTER TABLE messages DROP COLUMN leaf_enc; ALTER TABLE messages DROP COLUMN flags_enc; \
+             DROP TABLE mailbox_keys; DROP INDEX messages_locator; \
              ALTER TABLE messages DROP COLUMN locator; DROP TABLE deleted_messages; \
              UPDATE volume SET v = X'0000000000000001' WHERE k = 'schema';",
         )
