@@ -502,3 +502,97 @@ async fn lockbox_api_request_approve_with_a_fresh_code_and_export() {
         assert!(ev.iter().any(|x| x == e), "no {e} in {ev:?}");
     }
 }
+
+#[test]
+fn lockbox_customer_key_grant_is_cryptographic_and_ends_with_its_key() {
+    let w = world();
+    let tenant = TenantSecret::generate("example.com");
+    w.volume
+        .register_tenant_key("example.com", &tenant.public())
+        .unwrap();
+    // The volume key alone no longer reads the mailbox.
+    let mb = MailboxAddr::parse(MB).unwrap();
+    let mut sink = Vec::new();
+    assert!(tar::write_mailbox(&w.volume, &mb, &mut sink)
+        .map(|n| n.damaged > 0 || n.messages == 0)
+        .unwrap_or(true));
+    let now = 1_900_000_000;
+    let r = ask(&w, now, 600);
+    assert_eq!(r.key_level, "customer");
+    assert_eq!(
+        r.tenant_fingerprint.as_deref(),
+        Some(tenant.public().fingerprint().as_str())
+    );
+    let pat = who("pat", Role::Approver);
+    // Without the tenant key, or with another tenant's, nothing is granted.
+    let e = w
+        .lockbox
+        .decide(&w.ctx(now), &pat, &r.id, Decision::Approve(None))
+        .unwrap_err();
+    assert!(e.to_string().contains("tenant key of example.com"), "{e}");
+    let other = TenantSecret::generate("example.com");
+    let e = w
+        .lockbox
+        .decide(&w.ctx(now), &pat, &r.id, Decision::Approve(Some(other)))
+        .unwrap_err();
+    assert_eq!(e.status(), 422, "{e}");
+    assert_eq!(w.lockbox.get(&r.id).unwrap().state, State::Pending);
+    let a = w
+        .lockbox
+        .decide(
+            &w.ctx(now),
+            &pat,
+            &r.id,
+            Decision::Approve(Some(parse_tenant_key(&key_file_text(&tenant)).unwrap())),
+        )
+        .unwrap();
+    assert!(a.bundle.is_some());
+    let stored = std::fs::read_to_string(w.state.join(LOCKBOX_FILE)).unwrap();
+    assert!(
+        !stored.contains(&hex_secret(&tenant)),
+        "the tenant key was stored"
+    );
+
+    // The volume reads the mailbox through the grant now.
+    let o = w
+        .lockbox
+        .open_grant(&w.ctx(now + 5), &who("ann", Role::Admin), &r.id, "export")
+        .unwrap();
+    let mut out = Vec::new();
+    let n = tar::write_mailbox(&w.volume, &o.mailbox, &mut out).unwrap();
+    assert_eq!((n.messages, n.damaged), (1, 0));
+    assert_eq!(&out[512..512 + BODY.len()], BODY);
+
+    // After the expiry the key file is gone: even with the state file edited back to
+    // "approved", the stored bundle opens nothing.
+    let end = now + 600;
+    w.lockbox.sweep(Some(&w.volume), &w.audit, end).unwrap();
+    assert!(!w.lockbox.key_path(&r.id).exists());
+    let path = w.state.join(LOCKBOX_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"expired\"", "\"approved\"")).unwrap();
+    let e = w
+        .lockbox
+        .open_grant(&w.ctx(end - 1), &who("ann", Role::Admin), &r.id, "export")
+        .unwrap_err();
+    assert!(e.to_string().contains("one-time key is gone"), "{e}");
+}
+
+fn hex_secret(t: &TenantSecret) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("k");
+    t.write_new(&p).unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("secret:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn key_file_text(t: &TenantSecret) -> Vec<u8> {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("k");
+    t.write_new(&p).unwrap();
+    std::fs::read(&p).unwrap()
+}
