@@ -145,7 +145,10 @@ try {
   const good = await freshCode(people.approver);
   await appr.fill('#totp', good === '000000' ? '111111' : '000000');
   if (tenantKey) { await appr.setInputFiles('#tenant_key', tenantKey); }
-  await Promise.all([appr.waitForLoadState('load'), appr.click('#confirm')]);
+  const invalid = await appr.evaluate(() => [...document.querySelector('#decide-form').elements]
+    .filter((e) => e.willValidate && !e.checkValidity()).map((e) => `${e.name}: ${e.validationMessage}`));
+  expect(invalid.length === 0, `the approval form to be complete, but ${invalid.join('; ')}`);
+  await Promise.all([appr.waitForNavigation(), appr.click('#confirm')]);
   expect((await textOf(appr, '#decide-error')).includes('code'), 'a wrong code to be refused');
   await check(appr, 'approval-wrong-code');
   await appr.fill('#totp', good);
@@ -199,6 +202,14 @@ try {
   console.log(`lockbox scenario passed (${shot.count()} screenshots)`);
 } catch (e) {
   console.error(`lockbox scenario failed at "${current}": ${e.stack || e}`);
+  // What each person's page showed, for the log.
+  for (const c of contexts) {
+    for (const p of c.pages()) {
+      const text = await p.evaluate(() => document.body.innerText).catch(() => '(unreadable)');
+      console.error(`-- ${p.url()}:\n${text.slice(0, 1500)}`);
+      await shot(p, 'failure').catch(() => {});
+    }
+  }
   process.exitCode = 1;
 } finally {
   for (const c of contexts) { await c.close().catch(() => {}); }

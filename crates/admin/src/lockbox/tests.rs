@@ -596,3 +596,87 @@ fn key_file_text(t: &TenantSecret) -> Vec<u8> {
     t.write_new(&p).unwrap();
     std::fs::read(&p).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockbox_page_approval_with_a_key_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (vol, key) = (tmp.path().join("vol"), tmp.path().join("vol.key"));
+    Volume::init(&vol, &key).unwrap();
+    let tenant = TenantSecret::generate("example.com");
+    {
+        let v = Volume::open(&vol, &key, &StoreSettings::default()).unwrap();
+        store_one(&v);
+        v.register_tenant_key("example.com", &tenant.public())
+            .unwrap();
+    }
+    let cfg = crate::AdminConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        tmp.path().join("state"),
+        vol.clone(),
+        key,
+    );
+    let st = crate::AdminState::open(cfg).unwrap();
+    let app = crate::router(st.clone());
+    let now = mailferry_core::unix_now();
+    let (ann, _) = session_of(&st, "ann", Role::Admin, &[], now).await;
+    let (pat, pat_t) = session_of(&st, "pat", Role::Approver, &["example.com".into()], now).await;
+    let body = format!(r#"{{"mailbox":"{MB}","reason":"ticket 4711","duration":"1h"}}"#);
+    let (s, _, b) = call(&app, "POST", "/api/v1/access", &ann, &body).await;
+    assert_eq!(s, 201);
+    let id = serde_json::from_slice::<serde_json::Value>(&b).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let form = |code: &str| {
+        let mut m = String::new();
+        for (name, file, value) in [
+            ("csrf", None, pat.1.clone()),
+            ("totp", None, code.to_string()),
+            (
+                "tenant_key",
+                Some("example.com.key"),
+                String::from_utf8(key_file_text(&tenant)).unwrap(),
+            ),
+        ] {
+            m.push_str("--XyZ\r\n");
+            match file {
+                Some(f) => m.push_str(&format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )),
+                None => m.push_str(&format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n")),
+            }
+            m.push_str(&value);
+            m.push_str("\r\n");
+        }
+        m.push_str("--XyZ--\r\n");
+        m
+    };
+    let post = |body: String| {
+        use tower::ServiceExt;
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri(format!("/access/{id}/approve"))
+            .header("cookie", &pat.0)
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let r = app.oneshot(req).await.unwrap();
+            let s = r.status().as_u16();
+            let loc = r
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_string());
+            let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            (s, loc, String::from_utf8_lossy(&b).into_owned())
+        }
+    };
+    let (s, _, page) = post(form("000000")).await;
+    assert_eq!(s, 403, "{page}");
+    assert!(page.contains("id=\"decide-error\""), "{page}");
+    let (s, loc, page) = post(form(&pat_t.generate(now as u64 + 30).to_string())).await;
+    assert_eq!(s, 303, "{page}");
+    assert!(loc.unwrap().ends_with("?done=approved"));
+    assert_eq!(st.lockbox().get(&id).unwrap().state, State::Approved);
+}
