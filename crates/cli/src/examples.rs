@@ -31,7 +31,7 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "access request",
-        "MAILFERRY_TOTP=123456 mailferry access request --state /var/lib/mailferry-admin --as alice \\\n       \
+        "mailferry access request --state /var/lib/mailferry-admin --as alice \\\n       \
          --volume /srv/vol --key-file /root/vol.key --mailbox bob@example.com --reason \"ticket 4711\" --for 4h",
     ),
     (
