@@ -241,6 +241,7 @@ fn issue10_wizard_dashboard_and_report_in_a_real_browser() {
         .expect("the lockbox scenario names its request")
         .to_string();
     lockbox_in_both_logs(&env, &state, &grant, &pia_pw, &pia_totp);
+    lockbox_on_the_command_line(&env, &state, (&lee_pw, &lee_totp), (&pia_pw, &pia_totp));
 
     assert_eq!(
         admin.stop(),
@@ -508,43 +509,127 @@ fn lockbox_in_both_logs(env: &Env, state: &Path, id: &str, password: &str, otpau
             "no admin.access.{e}"
         );
     }
-    // The approver's last code may be of the clock's next step: try the step after the
-    // clock's, and once more a step later if that one was used already.
-    let secret = otpauth
-        .split("secret=")
-        .nth(1)
+    let pia = Cli {
+        env,
+        state,
+        name: "pia",
+        password: format!("{password}-own"),
+        otpauth: otpauth.to_string(),
+    };
+    let o = pia.run(&["access", "list", "--json"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = list
+        .as_array()
         .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let t = mailferry_admin::accounts::totp(secret).unwrap();
-    let own = format!("{password}-own");
-    for attempt in 0..3 {
-        let step = mailferry_core::unix_now() as u64 / 30 + 1;
-        let o = run(mailferry()
-            .args(["access", "list", "--json", "--as", "pia", "--state"])
-            .arg(state)
-            .arg("--volume")
-            .arg(env.volume())
-            .arg("--key-file")
-            .arg(env.key())
-            .env("MAILFERRY_PASSWORD", &own)
-            .env("MAILFERRY_TOTP", t.generate(step * 30).to_string()));
-        if !o.status.success() && attempt < 2 {
-            std::thread::sleep(std::time::Duration::from_secs(30));
-            continue;
-        }
-        assert!(o.status.success(), "{}", describe(&o));
-        let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let r = list
-            .as_array()
+        .iter()
+        .find(|r| r["id"] == id)
+        .expect("the grant in access list");
+    assert_eq!(r["state"], "expired");
+    assert_eq!(r["uses"].as_array().unwrap().len(), 1);
+}
+
+/// The lockbox on the command line (issue 21): the requester asks, cannot approve its
+/// own request, and the approver denies it; each logs in with password and TOTP.
+fn lockbox_on_the_command_line(env: &Env, state: &Path, lee: (&str, &str), pia: (&str, &str)) {
+    let cli = |name: &'static str, (pw, uri): (&str, &str)| Cli {
+        env,
+        state,
+        name,
+        password: format!("{pw}-own"),
+        otpauth: uri.to_string(),
+    };
+    let (lee, pia) = (cli("lee", lee), cli("pia", pia));
+    let o = lee.run(&[
+        "access",
+        "request",
+        "--mailbox",
+        "alice@example.com",
+        "--reason",
+        "ticket 4712",
+        "--for",
+        "1h",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    let o = lee.run(&["access", "approve", &id]);
+    assert!(
+        !o.status.success(),
+        "the requester approved its own request on the CLI"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot decide"),
+        "{}",
+        describe(&o)
+    );
+    let o = pia.run(&["access", "deny", &id, "--json"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (r["state"].as_str(), r["decided_by"].as_str()),
+        (Some("denied"), Some("pia"))
+    );
+    // Without a password nothing runs (no terminal to ask on).
+    let o = run(mailferry()
+        .args(["access", "list", "--as", "pia", "--state"])
+        .arg(state)
+        .arg("--volume")
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .env_remove("MAILFERRY_PASSWORD")
+        .stdin(Stdio::null()));
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+}
+
+/// `mailferry access ...` as one account, its password and a fresh TOTP code in the
+/// environment.
+struct Cli<'a> {
+    env: &'a Env,
+    state: &'a Path,
+    name: &'static str,
+    password: String,
+    otpauth: String,
+}
+
+impl Cli<'_> {
+    /// Runs `args` with a code of the step after the clock's. The browser scenario may
+    /// have used that step already (the server accepts each step once per account):
+    /// then the login is refused and it waits for the next step, at most twice.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let secret = self
+            .otpauth
+            .split("secret=")
+            .nth(1)
             .unwrap()
-            .iter()
-            .find(|r| r["id"] == id)
-            .expect("the grant in access list");
-        assert_eq!(r["state"], "expired");
-        assert_eq!(r["uses"].as_array().unwrap().len(), 1);
-        break;
+            .split('&')
+            .next()
+            .unwrap();
+        let t = mailferry_admin::accounts::totp(secret).unwrap();
+        for attempt in 0.. {
+            let step = mailferry_core::unix_now() as u64 / 30 + 1;
+            let o = run(mailferry()
+                .args(args)
+                .args(["--as", self.name, "--state"])
+                .arg(self.state)
+                .arg("--volume")
+                .arg(self.env.volume())
+                .arg("--key-file")
+                .arg(self.env.key())
+                .env("MAILFERRY_PASSWORD", &self.password)
+                .env("MAILFERRY_TOTP", t.generate(step * 30).to_string()));
+            let refused = String::from_utf8_lossy(&o.stderr).contains("login refused");
+            if !refused || attempt == 2 {
+                return o;
+            }
+            // Until the clock's step passes the one just refused.
+            while mailferry_core::unix_now() as u64 / 30 < step {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+        }
+        unreachable!()
     }
 }
 
