@@ -1,6 +1,9 @@
-//! Admin accounts: name, role, Argon2id password hash, TOTP secret, and the login
-//! bookkeeping (last accepted TOTP step, failures in a row, lockout), in
-//! `DIR/accounts.json` (mode 0600, changed under `DIR/accounts.lock`).
+//! Admin accounts: name, role (with an approver's tenants), Argon2id password hash, TOTP
+//! secret, and the login bookkeeping (last accepted TOTP step, failures in a row,
+//! lockout), in `DIR/accounts.json` (mode 0600, changed under `DIR/accounts.lock`).
+//!
+//! Format version 2 added the approver role and its `tenants`; a version 1 file reads
+//! as it is (no account had tenants) and is written back as version 2 at its next change.
 //!
 //! Checks a login (password, then TOTP); it does not make sessions
 //! ([`super::session`] does) and does not audit (the caller records every outcome).
@@ -21,8 +24,10 @@ use zeroize::Zeroizing;
 
 /// File name of the accounts in the state directory.
 pub const ACCOUNTS_FILE: &str = "accounts.json";
-/// Format version of [`ACCOUNTS_FILE`].
-pub const VERSION: u32 = 1;
+/// Format version of [`ACCOUNTS_FILE`] this code writes.
+pub const VERSION: u32 = 2;
+/// The oldest format version read (and upgraded on the next write).
+pub const OLDEST_VERSION: u32 = 1;
 /// TOTP issuer shown by authenticator apps.
 pub const ISSUER: &str = "mailferry";
 
@@ -63,8 +68,12 @@ impl<'de> Deserialize<'de> for Secret {
 /// One account as stored.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Account {
-    /// Admin or auditor.
+    /// Admin, auditor or approver.
     pub role: Role,
+    /// An approver's tenants (mail domains, lowercase): the only ones whose lockbox
+    /// requests it may decide. Empty for the other roles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<String>,
     /// `$argon2id$v=19$m=..,t=..,p=..$SALT$HASH` (base64, no padding).
     pub password_hash: String,
     /// Base32 TOTP secret (SHA-1, 6 digits, 30 s).
@@ -96,6 +105,7 @@ impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Account")
             .field("role", &self.role)
+            .field("tenants", &self.tenants)
             .field("password_hash", &"[redacted]")
             .field("totp_secret", &"[redacted]")
             .field("failures", &self.failures)
@@ -231,6 +241,44 @@ pub fn check_name(name: &str) -> Result<(), AppError> {
     }
 }
 
+/// Checks an account's tenants against its role: an approver needs at least one mail
+/// domain, the other roles none. Returns them lowercased, sorted, without repeats.
+pub fn check_tenants(role: Role, tenants: &[String]) -> Result<Vec<String>, AppError> {
+    let mut out: Vec<String> = tenants
+        .iter()
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    out.sort();
+    out.dedup();
+    match role {
+        Role::Approver if out.is_empty() => Err(AppError::Usage(
+            "an approver decides for named tenants only: give at least one --tenant DOMAIN (e.g. --tenant example.com)".into(),
+        )),
+        Role::Approver => {
+            for t in &out {
+                let ok = t.len() <= 253
+                    && t.contains('.')
+                    && t.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    });
+                if !ok {
+                    return Err(AppError::Usage(format!(
+                        "tenant {t:?}: give a mail domain such as example.com"
+                    )));
+                }
+            }
+            Ok(out)
+        }
+        _ if !out.is_empty() => Err(AppError::Usage(format!(
+            "only an approver has tenants; a {} account acts on the whole service: leave out --tenant",
+            role.as_str()
+        ))),
+        _ => Ok(out),
+    }
+}
+
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD_NO_PAD
 }
@@ -352,13 +400,17 @@ impl Accounts {
                 let f: AccountsFile = serde_json::from_slice(&b).map_err(|e| {
                     AppError::Failed(format!("{}: unreadable: {e}", self.path.display()))
                 })?;
-                if f.version != VERSION {
+                if !(OLDEST_VERSION..=VERSION).contains(&f.version) {
                     return Err(AppError::Usage(format!(
-                        "{}: format version {}, this mailferry reads version {VERSION}",
+                        "{}: format version {}, this mailferry reads versions {OLDEST_VERSION} to {VERSION}; use the mailferry that wrote it",
                         self.path.display(),
                         f.version
                     )));
                 }
+                // Version 1 differs only by lacking `tenants` (read as empty): the next
+                // save writes version 2.
+                let mut f = f;
+                f.version = VERSION;
                 Ok(f)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AccountsFile {
@@ -410,7 +462,19 @@ impl Accounts {
     /// Creates account `name` with a random one-time password and a TOTP secret, shown
     /// once. The password must be changed at the first login.
     pub fn add(&self, name: &str, role: Role) -> Result<NewAccount, AppError> {
+        self.add_with_tenants(name, role, &[])
+    }
+
+    /// [`Accounts::add`] with the tenants (mail domains) of an approver: an approver
+    /// needs at least one, the other roles none.
+    pub fn add_with_tenants(
+        &self,
+        name: &str,
+        role: Role,
+        tenants: &[String],
+    ) -> Result<NewAccount, AppError> {
         check_name(name)?;
+        let tenants = check_tenants(role, tenants)?;
         let password = random_password();
         let hash = hash_password(password.expose())?;
         let secret =
@@ -427,6 +491,7 @@ impl Accounts {
                 name.to_string(),
                 Account {
                     role,
+                    tenants,
                     password_hash: hash,
                     totp_secret: secret.expose().to_string(),
                     last_totp_step: None,
@@ -445,6 +510,41 @@ impl Accounts {
     /// The role of `name`, if it exists.
     pub fn role(&self, name: &str) -> Result<Option<Role>, AppError> {
         Ok(self.load()?.accounts.get(name).map(|a| a.role))
+    }
+
+    /// The tenants an approver account `name` may decide for (empty for other roles
+    /// and unknown accounts).
+    pub fn tenants(&self, name: &str) -> Result<Vec<String>, AppError> {
+        Ok(self
+            .load()?
+            .accounts
+            .get(name)
+            .map(|a| a.tenants.clone())
+            .unwrap_or_default())
+    }
+
+    /// Checks a fresh TOTP code of `name` (step-up before a sensitive action, such as a
+    /// lockbox approval): a code of a step already used is refused, and a failure counts
+    /// towards the lockout like a failed login.
+    pub fn check_totp(
+        &self,
+        name: &str,
+        code: &str,
+        limits: &Limits,
+    ) -> Result<Result<(), Refused>, AppError> {
+        self.update(|f| {
+            let a = known(f, name)?;
+            if let Some(r) = locked(a, limits) {
+                return Ok(Err(r));
+            }
+            Ok(match check_code(a, code, limits.now)? {
+                None => {
+                    a.failures = 0;
+                    Ok(())
+                }
+                Some(reason) => Err(fail(a, reason, limits)),
+            })
+        })
     }
 
     /// Every account: name and role.
@@ -605,6 +705,36 @@ fn known<'a>(f: &'a mut AccountsFile, name: &str) -> Result<&'a mut Account, App
     })
 }
 
+/// `Some` refusal while the account is locked; clears a lock that has run out.
+fn locked(a: &mut Account, l: &Limits) -> Option<Refused> {
+    if let Some(until) = a.locked_until {
+        if until > l.now {
+            return Some(Refused {
+                reason: Refusal::Locked,
+                locked_for: Some(Duration::from_secs((until - l.now) as u64)),
+            });
+        }
+        a.locked_until = None;
+    }
+    None
+}
+
+/// Checks a TOTP code of a step after the last one accepted (which it then becomes):
+/// `None` if good, else why not. Counts nothing.
+fn check_code(a: &mut Account, code: &str, now: i64) -> Result<Option<Refusal>, AppError> {
+    let t = totp(&a.totp_secret)?;
+    Ok(match t.check(code.trim(), now.max(0) as u64) {
+        None => Some(Refusal::BadTotp),
+        Some(step) if a.last_totp_step.is_some_and(|last| step <= last) => {
+            Some(Refusal::ReusedTotp)
+        }
+        Some(step) => {
+            a.last_totp_step = Some(step);
+            None
+        }
+    })
+}
+
 /// Lockout, then password, then (when given) a TOTP code of a step not used before.
 /// Success resets the failure count; a failure counts towards the lockout.
 fn verify(
@@ -613,29 +743,13 @@ fn verify(
     code: Option<&str>,
     l: &Limits,
 ) -> Result<Result<(), Refused>, AppError> {
-    if let Some(until) = a.locked_until {
-        if until > l.now {
-            return Ok(Err(Refused {
-                reason: Refusal::Locked,
-                locked_for: Some(Duration::from_secs((until - l.now) as u64)),
-            }));
-        }
-        a.locked_until = None;
+    if let Some(r) = locked(a, l) {
+        return Ok(Err(r));
     }
     let reason = if !verify_password(password, &a.password_hash) {
         Some(Refusal::BadPassword)
     } else if let Some(code) = code {
-        let t = totp(&a.totp_secret)?;
-        match t.check(code.trim(), l.now.max(0) as u64) {
-            None => Some(Refusal::BadTotp),
-            Some(step) if a.last_totp_step.is_some_and(|last| step <= last) => {
-                Some(Refusal::ReusedTotp)
-            }
-            Some(step) => {
-                a.last_totp_step = Some(step);
-                None
-            }
-        }
+        check_code(a, code, l.now)?
     } else {
         None
     };
@@ -913,5 +1027,63 @@ mod tests {
         )
         .unwrap()
         .unwrap();
+    }
+
+    #[test]
+    fn issue21_version_1_files_are_read_and_written_back_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let acc = Accounts::open(dir.path()).unwrap();
+        let new = acc.add("ann", Role::Admin).unwrap();
+        // Make it the file a mailferry before the approver role wrote.
+        let path = dir.path().join(ACCOUNTS_FILE);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["version"] = 1.into();
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(acc.role("ann").unwrap(), Some(Role::Admin));
+        assert!(acc.tenants("ann").unwrap().is_empty());
+        acc.add_with_tenants(
+            "pat",
+            Role::Approver,
+            &[" Example.COM ".into(), "example.com".into()],
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["version"], 2);
+        assert_eq!(acc.tenants("pat").unwrap(), ["example.com"]);
+        // ann still logs in after the upgrade.
+        let t = totp(&secret_of(new.otpauth.expose())).unwrap();
+        let now = 1_800_000_000;
+        acc.check_login(
+            "ann",
+            new.password.expose(),
+            &t.generate(now as u64).to_string(),
+            now,
+            5,
+            Duration::from_secs(60),
+        )
+        .unwrap()
+        .unwrap();
+        v.get("accounts").unwrap();
+        let mut future = v.clone();
+        future["version"] = 3.into();
+        std::fs::write(&path, serde_json::to_vec(&future).unwrap()).unwrap();
+        assert!(acc
+            .role("ann")
+            .unwrap_err()
+            .to_string()
+            .contains("version 3"));
+    }
+
+    #[test]
+    fn issue21_approvers_need_tenants_and_nobody_else_has_any() {
+        assert!(check_tenants(Role::Approver, &[]).is_err());
+        assert!(check_tenants(Role::Approver, &["not a domain".into()]).is_err());
+        assert!(check_tenants(Role::Admin, &["example.com".into()]).is_err());
+        assert_eq!(
+            check_tenants(Role::Approver, &["b.org".into(), "A.com".into()]).unwrap(),
+            ["a.com", "b.org"]
+        );
+        assert!(check_tenants(Role::Auditor, &[]).unwrap().is_empty());
     }
 }

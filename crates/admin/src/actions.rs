@@ -13,6 +13,7 @@
 //! batch` format) with `admin.json` (the wizard's schedule, recipients and migration
 //! type) and, when folders are excluded or a throttle is set, `profile.toml`.
 
+pub mod access;
 pub mod rules;
 
 use super::jobs::{JobStatus, Plan};
@@ -1072,7 +1073,17 @@ pub async fn reconcile(
                 cfg.volume.display()
             ))
         })?;
-        Ok(mailferry_control::audit_cmd::reconcile(&dir, &vol)?)
+        mailferry_control::audit_cmd::reconcile(&dir, &vol).map_err(|e| match e {
+            // The service holds the volume key only: it cannot read a customer-key
+            // tenant's mail, and must not suggest a way around the lockbox.
+            mailferry_control::AppError::Store(mailferry_store::StoreError::CustomerKeyNeeded {
+                tenant,
+                ..
+            }) => AdminError::Conflict(format!(
+                "not compared: {tenant} holds its own key, so this service cannot read the mailbox to compare it with the source; the tenant can, with its key"
+            )),
+            other => other.into(),
+        })
     })
     .await
 }

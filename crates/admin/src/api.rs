@@ -9,7 +9,8 @@
 //! about a body it may not send. No HTML here ([`super::pages`]).
 
 use super::accounts::Secret;
-use super::actions::{self, NewBatchRequest, NewEndpoint};
+use super::actions::{self, access, NewBatchRequest, NewEndpoint};
+use super::lockbox::NewRequest;
 use super::session::{self, AdminViewer, Viewer};
 use super::{AdminError, AdminState};
 use axum::extract::rejection::JsonRejection;
@@ -54,6 +55,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ),
     ("get", "/api/v1/audit/admin"),
     ("get", "/api/v1/audit/admin/verify"),
+    ("get", "/api/v1/access"),
+    ("post", "/api/v1/access"),
+    ("get", "/api/v1/access/{id}"),
+    ("post", "/api/v1/access/{id}/approve"),
+    ("post", "/api/v1/access/{id}/deny"),
+    ("post", "/api/v1/access/{id}/export"),
 ];
 
 /// A JSON body whose parse errors are our 400/422 with a clear message.
@@ -119,6 +126,11 @@ pub fn routes() -> Router<AdminState> {
         )
         .route("/api/v1/audit/admin", get(admin_audit))
         .route("/api/v1/audit/admin/verify", get(admin_audit_verify))
+        .route("/api/v1/access", get(list_access).post(request_access))
+        .route("/api/v1/access/{id}", get(get_access))
+        .route("/api/v1/access/{id}/approve", post(approve_access))
+        .route("/api/v1/access/{id}/deny", post(deny_access))
+        .route("/api/v1/access/{id}/export", post(export_access))
         .fallback(not_found)
 }
 
@@ -408,4 +420,94 @@ async fn admin_audit(
 
 async fn admin_audit_verify(State(st): State<AdminState>, _v: Viewer) -> ApiResult {
     ok(actions::admin_audit_verify(&st).await?)
+}
+
+// === Lockbox ===
+
+async fn list_access(State(st): State<AdminState>, _v: Viewer) -> ApiResult {
+    ok(access::list(&st).await?)
+}
+
+async fn get_access(State(st): State<AdminState>, _v: Viewer, Path(id): Path<String>) -> ApiResult {
+    ok(access::get(&st, &id).await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessRequestBody {
+    mailbox: String,
+    reason: String,
+    /// `4h`, `30min`, `20s`.
+    duration: String,
+}
+
+/// Admins only (refused before the body is read, like every other change).
+async fn request_access(
+    State(st): State<AdminState>,
+    AdminViewer(v): AdminViewer,
+    Body(b): Body<AccessRequestBody>,
+) -> ApiResult {
+    let n = NewRequest {
+        mailbox: b.mailbox,
+        reason: b.reason,
+        duration_secs: crate::lockbox::parse_duration(&b.duration)?,
+    };
+    with_status(StatusCode::CREATED, access::request(&st, &v, n).await?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    #[serde(default)]
+    totp: Option<Secret>,
+    /// The tenant key file's content, for a customer-key tenant's approval.
+    #[serde(default)]
+    tenant_key: Option<Secret>,
+}
+
+/// Approvers of the mailbox's tenant, checked by the lockbox (which records a refusal
+/// in both audit logs); so the viewer's role is not checked here.
+async fn decide(st: AdminState, v: Viewer, id: String, approve: bool, body: &[u8]) -> ApiResult {
+    let b: DecisionBody = optional_json(body)?;
+    let input = access::DecisionInput {
+        approve,
+        totp: zeroize::Zeroizing::new(
+            b.totp
+                .as_ref()
+                .map(|t| t.expose().to_string())
+                .unwrap_or_default(),
+        ),
+        tenant_key: b
+            .tenant_key
+            .as_ref()
+            .map(|k| zeroize::Zeroizing::new(k.expose().as_bytes().to_vec())),
+    };
+    ok(access::decide(&st, &v, &id, input).await?)
+}
+
+async fn approve_access(
+    State(st): State<AdminState>,
+    v: Viewer,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    decide(st, v, id, true, &body).await
+}
+
+async fn deny_access(
+    State(st): State<AdminState>,
+    v: Viewer,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    decide(st, v, id, false, &body).await
+}
+
+/// The grant's requester, during the grant: the mailbox as a Maildir tar.
+async fn export_access(
+    State(st): State<AdminState>,
+    v: Viewer,
+    Path(id): Path<String>,
+) -> ApiResult {
+    access::export(&st, &v, &id).await
 }

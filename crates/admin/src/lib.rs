@@ -2,7 +2,8 @@
 //!
 //! `mailferry admin serve`: the admin service. A REST API under `/api/v1` and the
 //! server-rendered wizard and dashboard ([`pages`]), over HTTPS, for accounts with a
-//! password and a TOTP code, in two roles (`admin` changes things, `auditor` reads).
+//! password and a TOTP code, in three roles (`admin` changes things, `auditor` reads,
+//! `approver` decides lockbox requests for its tenants: [`lockbox`]).
 //!
 //! The service calls the same library functions as the CLI (batches, lifecycle,
 //! endpoints, reports, audit); it never runs the `mailferry` binary. It does not store
@@ -14,6 +15,8 @@
 //! ```text
 //! DIR/accounts.json          accounts (0600): Argon2id hashes, TOTP secrets, lockouts
 //! DIR/admin-audit.jsonl      hash-chained admin audit log (mailferry-audit format)
+//! DIR/lockbox.json           lockbox requests and grants (0600; [`lockbox`])
+//! DIR/lockbox-keys/ID.key    a grant's one-time private key, until the grant ends
 //! DIR/endpoints/NAME.toml    endpoints (the `mailferry endpoint` format)
 //! DIR/uploads/BATCH.csv      the CSV a batch was created from (0600: it may hold passwords)
 //! DIR/batches/NAME/          batch directories (the `mailferry batch` format, one move
@@ -33,6 +36,7 @@ pub mod api;
 pub mod audit;
 pub mod error;
 pub mod jobs;
+pub mod lockbox;
 pub mod openapi;
 pub mod pages;
 pub mod role;
@@ -114,6 +118,8 @@ pub struct AccountsOnly {
     pub accounts: accounts::Accounts,
     /// The admin audit log.
     pub audit: audit::AdminAudit,
+    /// The lockbox's requests and grants.
+    pub lockbox: lockbox::Lockbox,
 }
 
 /// The shared state of the service (cheap to clone).
@@ -128,6 +134,7 @@ struct Inner {
     sessions: session::Sessions,
     audit: audit::AdminAudit,
     jobs: jobs::Jobs,
+    lockbox: lockbox::Lockbox,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -160,6 +167,7 @@ impl AdminState {
         let jobs = jobs::Jobs::open(&cfg.batches_dir())?;
         Ok(AdminState {
             inner: Arc::new(Inner {
+                lockbox: lockbox::Lockbox::open(&cfg.state),
                 sessions: session::Sessions::default(),
                 jobs,
                 accounts,
@@ -181,6 +189,7 @@ impl AdminState {
         Ok(AccountsOnly {
             accounts: accounts::Accounts::open(dir)?,
             audit: audit::AdminAudit::open(dir)?,
+            lockbox: lockbox::Lockbox::open(dir),
         })
     }
 
@@ -207,6 +216,11 @@ impl AdminState {
     /// The background runs.
     pub fn jobs(&self) -> &jobs::Jobs {
         &self.inner.jobs
+    }
+
+    /// The lockbox's requests and grants.
+    pub fn lockbox(&self) -> &lockbox::Lockbox {
+        &self.inner.lockbox
     }
 }
 

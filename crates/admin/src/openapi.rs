@@ -95,6 +95,12 @@ pub const OPS: &[Op] = &[
     read("/api/v1/batches/{name}/moves/{mailbox}/audit/reconcile", "Reconcile the move's source log with the volume", "audit"),
     read("/api/v1/audit/admin", "The admin audit log (newest `limit` records)", "audit"),
     read("/api/v1/audit/admin/verify", "Verify the admin audit log's hash chain", "audit"),
+    read("/api/v1/access", "Lockbox requests and grants, newest first: state (as recorded and now), expiry, every use", "lockbox"),
+    change("/api/v1/access", "Request access to one mailbox's content for a time, with a reason (admin); recorded in the admin and the volume audit logs", "lockbox", Some("AccessRequest"), 201),
+    read("/api/v1/access/{id}", "One lockbox request and its grant", "lockbox"),
+    change("/api/v1/access/{id}/approve", "Approve a pending request (an approver of the mailbox's tenant other than the requester, with a fresh TOTP code; a customer-key tenant's key file content in tenant_key, used in memory only)", "lockbox", Some("AccessDecision"), 200),
+    change("/api/v1/access/{id}/deny", "Deny a pending request (an approver of the mailbox's tenant other than the requester, with a fresh TOTP code)", "lockbox", Some("AccessDecision"), 200),
+    change("/api/v1/access/{id}/export", "During the grant, its requester downloads the mailbox as a Maildir in a tar archive (application/x-tar, streamed); each export is recorded in both audit logs, and outside the grant it is refused (409) and the refusal recorded", "lockbox", None, 200),
 ];
 
 fn schemas() -> Value {
@@ -131,7 +137,13 @@ fn schemas() -> Value {
                 "start": {"type": "object", "properties": {"when": {"enum": ["now", "later", "manual"]}, "at": s("string")}},
                 "completion": {"type": "object", "properties": {"mode": {"enum": ["automatic", "manual", "after"]}, "at": s("string")}},
                 "report_recipients": {"type": "array", "items": s("string")}}}}},
-        "Complete": {"type": "object", "additionalProperties": false, "properties": {"approve_skipped": s("boolean")}}
+        "Complete": {"type": "object", "additionalProperties": false, "properties": {"approve_skipped": s("boolean")}},
+        "AccessRequest": {"type": "object", "required": ["mailbox", "reason", "duration"], "additionalProperties": false, "properties": {
+            "mailbox": s("string"), "reason": {"type": "string", "maxLength": 500},
+            "duration": {"type": "string", "description": "how long the grant lasts once approved: 4h, 30min, 20s (10 s to 7 days)"}}},
+        "AccessDecision": {"type": "object", "required": ["totp"], "additionalProperties": false, "properties": {
+            "totp": {"type": "string", "description": "a fresh 6-digit code of the approver (step-up; each code works once)"},
+            "tenant_key": {"type": ["string", "null"], "description": "approve only, customer-key tenants: the content of the tenant's key file; used in memory, never stored"}}}
     })
 }
 
@@ -148,9 +160,14 @@ pub fn document() -> Value {
             .collect();
         let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
         let mut responses = Map::new();
+        let ty = if o.path.ends_with("/export") {
+            "application/x-tar"
+        } else {
+            "application/json"
+        };
         responses.insert(
             o.ok.to_string(),
-            json!({"description": "success", "content": {"application/json": {}}}),
+            json!({"description": "success", "content": {ty: {}}}),
         );
         let mut codes = vec!["400", "404", "409", "422"];
         if o.auth {
@@ -193,7 +210,7 @@ pub fn document() -> Value {
         "info": {
             "title": "mailferry admin API",
             "version": "1",
-            "description": "Endpoints, batches, moves, reports and audit checks of the mailferry admin service. Log in with POST /api/v1/session (password and TOTP), send the mf_session cookie, and the x-csrf-token header on every POST/PUT/PATCH/DELETE. Role admin does everything; auditor reads only. Session, CSRF token and role are checked before a request body is read: a refusal is a 401/403 whatever the body."
+            "description": "Endpoints, batches, moves, reports and audit checks of the mailferry admin service. Log in with POST /api/v1/session (password and TOTP), send the mf_session cookie, and the x-csrf-token header on every POST/PUT/PATCH/DELETE. Role admin does everything but decide lockbox requests; auditor reads only; approver decides the lockbox requests of its tenants (never its own) and otherwise reads. Session, CSRF token and role are checked before a request body is read: a refusal is a 401/403 whatever the body."
         },
         "paths": paths,
         "components": {
@@ -247,7 +264,8 @@ mod tests {
             let path = o
                 .path
                 .replace("{name}", "b1")
-                .replace("{mailbox}", "a@example.com");
+                .replace("{mailbox}", "a@example.com")
+                .replace("{id}", "0123456789ab");
             let req = axum::http::Request::builder()
                 .method(o.method.to_uppercase().as_str())
                 .uri(&path)

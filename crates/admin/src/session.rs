@@ -97,15 +97,21 @@ impl std::fmt::Debug for Viewer {
 }
 
 impl Viewer {
-    /// `Ok` for an admin; for an auditor a 403, audited.
+    /// `Ok` for an admin; for an auditor or approver a 403, audited.
     pub fn require_admin(&self) -> Result<(), AdminError> {
         if self.role == Role::Admin {
             return Ok(());
         }
-        let e = AdminError::Forbidden(format!(
-            "{} is an auditor: auditors read status, reports and audit logs only; ask an admin to do this",
-            self.name
-        ));
+        let e = AdminError::Forbidden(match self.role {
+            Role::Approver => format!(
+                "{} is an approver: approvers decide lockbox requests for their tenants and otherwise read only; ask an admin to do this",
+                self.name
+            ),
+            _ => format!(
+                "{} is an auditor: auditors read status, reports and audit logs only; ask an admin to do this",
+                self.name
+            ),
+        });
         self.refuse("forbidden", &e);
         Err(e)
     }

@@ -22,7 +22,36 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "admin add",
-        "mailferry admin add bob --role auditor --state /var/lib/mailferry-admin",
+        "mailferry admin add bob --role auditor --state /var/lib/mailferry-admin\n  \
+         mailferry admin add carol --role approver --tenant example.com --state /var/lib/mailferry-admin",
+    ),
+    (
+        "access",
+        "mailferry access list --state /var/lib/mailferry-admin --as alice --volume /srv/vol --key-file /root/vol.key",
+    ),
+    (
+        "access request",
+        "mailferry access request --state /var/lib/mailferry-admin --as alice \\\n       \
+         --volume /srv/vol --key-file /root/vol.key --mailbox bob@example.com --reason \"ticket 4711\" --for 4h",
+    ),
+    (
+        "access approve",
+        "mailferry access approve 3f2a9c01d4e5 --state /var/lib/mailferry-admin --as carol \\\n       \
+         --volume /srv/vol --key-file /root/vol.key [--tenant-key /safe/example.com.key]",
+    ),
+    (
+        "access deny",
+        "mailferry access deny 3f2a9c01d4e5 --state /var/lib/mailferry-admin --as carol \\\n       \
+         --volume /srv/vol --key-file /root/vol.key",
+    ),
+    (
+        "access list",
+        "mailferry access list --state /var/lib/mailferry-admin --as dave --volume /srv/vol --key-file /root/vol.key --json",
+    ),
+    (
+        "access export",
+        "mailferry access export 3f2a9c01d4e5 --out bob.tar --state /var/lib/mailferry-admin --as alice \\\n       \
+         --volume /srv/vol --key-file /root/vol.key",
     ),
     (
         "move",

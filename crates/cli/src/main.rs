@@ -9,8 +9,8 @@
 
 use clap::{Parser, Subcommand};
 use commands::{
-    admin, audit, batch, bench, demo, endpoint, export, moving, profile, serve, tenant, token,
-    volume,
+    access, admin, audit, batch, bench, demo, endpoint, export, moving, profile, serve, tenant,
+    token, volume,
 };
 use mailferry_control::AppError;
 use std::io::IsTerminal;
@@ -141,6 +141,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: admin::AdminCmd,
     },
+    /// The lockbox: request, approve or deny access to a mailbox's content for a time,
+    /// list requests and grants, export during a grant (two people, MFA, both audit logs).
+    Access {
+        #[command(subcommand)]
+        cmd: access::AccessCmd,
+    },
 }
 
 /// Runs one command: one function per command family.
@@ -164,6 +170,7 @@ async fn run(cmd: Cmd) -> Result<(), AppError> {
         Cmd::Batch { cmd } => batch::run(cmd).await,
         Cmd::Endpoint { cmd } => endpoint::run(cmd).await,
         Cmd::Admin { cmd } => admin::run(cmd).await,
+        Cmd::Access { cmd } => access::run(cmd),
     }
 }
 

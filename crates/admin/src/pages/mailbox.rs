@@ -2,7 +2,8 @@
 //! error of a failed move, items, bytes), the one action that concerns a single
 //! mailbox (Approve skipped, through its confirmation page) or why not, its skipped
 //! items, and, once a pass has ended, the move record's passes, throughput plot,
-//! warnings and audit status ([`super::report`]), and its lifecycle.
+//! warnings and audit status ([`super::report`]), its lifecycle, and its lockbox
+//! history (every request to read it, its decision, expiry and uses).
 //!
 //! Skipped items show what the move record already holds at the source's side and
 //! nothing more: folder, the source's id, size, the delivery date a Maildir file name
@@ -135,6 +136,10 @@ struct MailboxPage {
     /// (time, state, reason, actor).
     history: Vec<(String, String, String, String)>,
     standalone_url: String,
+    /// The lockbox's requests and grants of this mailbox, newest first.
+    lockbox: Vec<super::access::Row>,
+    /// `/access?mailbox=...`: the request form, filled in.
+    request_url: String,
 }
 
 /// `GET /ui/moves/{batch}/{mailbox}` (and `.../report`, where the dashboard's Report
@@ -259,5 +264,11 @@ async fn build(
             url_component(batch),
             url_component(mailbox)
         ),
+        lockbox: crate::actions::access::of_mailbox(state, mailbox)
+            .await?
+            .iter()
+            .map(super::access::Row::of)
+            .collect(),
+        request_url: format!("/access?mailbox={}", url_component(mailbox)),
     })
 }

@@ -2,7 +2,7 @@
 //! ([`wizard`]), the dashboard of batches and moves with live progress
 //! ([`dashboard`], with the confirmation steps), a page per batch ([`batch`]) and per
 //! mailbox ([`mailbox`], with the move record's parts from [`report`]), the audit page
-//! ([`audit`]) and the account page (password change, authenticator re-enrolment:
+//! ([`audit`]), the lockbox's requests and grants ([`access`]) and the account page (password change, authenticator re-enrolment:
 //! [`account`]); the pieces they share are in [`view`].
 //!
 //! Every form is a plain POST that works without JavaScript and carries the session's
@@ -13,6 +13,7 @@
 //! writes the admin audit log, exactly as the REST API does. Errors become readable
 //! HTML pages (or inline messages), never JSON.
 
+pub mod access;
 pub mod account;
 pub mod audit;
 pub mod batch;
@@ -73,6 +74,12 @@ pub fn routes() -> Router<AdminState> {
         .route("/account/totp", post(account::begin_totp))
         .route("/account/totp/confirm", post(account::confirm_totp))
         .route("/audit", get(audit::page))
+        .route("/access", get(access::list).post(access::request))
+        .route("/access/{id}", get(access::page))
+        .route(
+            "/access/{id}/{action}",
+            get(access::confirm).post(access::act),
+        )
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(js))
         .layer(axum::middleware::from_fn(page_headers))

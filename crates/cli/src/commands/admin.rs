@@ -47,9 +47,13 @@ pub enum AdminCmd {
     Add {
         /// Account name (letters, digits, '.', '_', '-', '@').
         name: String,
-        /// `admin` changes things; `auditor` reads status, reports and audit logs.
-        #[arg(long, value_parser = ["admin", "auditor"])]
+        /// `admin` changes things; `auditor` reads status, reports and audit logs;
+        /// `approver` decides lockbox requests for its --tenant domains.
+        #[arg(long, value_parser = ["admin", "auditor", "approver"])]
         role: String,
+        /// An approver's tenant (mail domain); repeat for several. Approvers only.
+        #[arg(long = "tenant", value_name = "DOMAIN")]
+        tenants: Vec<String>,
         /// The admin service's state directory.
         #[arg(long)]
         state: PathBuf,
@@ -81,15 +85,21 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             let shutdown = serve::shutdown_signal()?;
             admin::serve(cfg, shutdown).await
         }
-        AdminCmd::Add { name, role, state } => {
+        AdminCmd::Add {
+            name,
+            role,
+            tenants,
+            state,
+        } => {
             let role: admin::Role = role.parse().map_err(AppError::Usage)?;
+            let tenants = admin::accounts::check_tenants(role, &tenants)?;
             let st = admin::AdminState::open_accounts_only(&state)?;
-            let new = st.accounts.add(&name, role)?;
+            let new = st.accounts.add_with_tenants(&name, role, &tenants)?;
             st.audit
                 .record(
                     &lifecycle::cli_actor(),
                     "admin.account.created",
-                    serde_json::json!({"account": name, "role": role.as_str()}),
+                    serde_json::json!({"account": name, "role": role.as_str(), "tenants": tenants}),
                 )
                 .map_err(|e| AppError::Failed(e.to_string()))?;
             // Shown once: the secrets are not kept in a form that can be shown again.

@@ -3,6 +3,7 @@
 //! outcome. Shared here: flags several families take, and the small conversions every
 //! family needs.
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod batch;
