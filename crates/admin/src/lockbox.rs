@@ -861,45 +861,15 @@ impl Lockbox {
     }
 }
 
-/// First line of a tenant key file (docs/volume-format.md, "Tenant key file").
-const TENANT_KEY_MAGIC: &str = "mailferry tenant key v1";
-
 /// A tenant key from the content of its file (an upload, or a field of an API call),
-/// checked like [`TenantSecret::load`] checks a file: the magic line, the tenant, and a
-/// fingerprint that matches the secret. The text is zeroized by the caller; nothing is
-/// written anywhere.
+/// checked like [`TenantSecret::load`] checks a file (one parser, the store's). The text
+/// is zeroized by the caller; nothing is written anywhere.
 pub fn parse_tenant_key(bytes: &[u8]) -> Result<TenantSecret, AdminError> {
-    let bad = |why: &str| {
+    TenantSecret::parse(bytes, std::path::Path::new("(the uploaded file)")).map_err(|e| {
         AdminError::invalid(format!(
-            "that is not a tenant key file: {why}; give the file `tenant key init` wrote for this tenant"
+            "{e}; give the file `tenant key init` wrote for this tenant"
         ))
-    };
-    let text = std::str::from_utf8(bytes).map_err(|_| bad("it is not text"))?;
-    let mut lines = text.lines().map(str::trim);
-    if lines.next() != Some(TENANT_KEY_MAGIC) {
-        return Err(bad(&format!("its first line is not `{TENANT_KEY_MAGIC}`")));
-    }
-    let mut field = |name: &str| {
-        lines
-            .next()
-            .and_then(|l| l.strip_prefix(name))
-            .and_then(|r| r.strip_prefix(':'))
-            .map(str::trim)
-            .ok_or_else(|| bad(&format!("its `{name}:` line is missing")))
-    };
-    let tenant = field("tenant")?.to_string();
-    let fingerprint = field("fingerprint")?.to_string();
-    let secret_hex = field("secret")?;
-    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-    hex::decode_to_slice(secret_hex, &mut *secret)
-        .map_err(|_| bad("its secret is not 64 hex digits"))?;
-    let key = TenantSecret::from_bytes(&tenant, *secret);
-    if tenant.is_empty() || key.public().fingerprint() != fingerprint {
-        return Err(bad(
-            "its fingerprint does not match its secret (damaged or edited)",
-        ));
-    }
-    Ok(key)
+    })
 }
 
 /// Checks a command-line login the way the web login does (lockout, password, a TOTP

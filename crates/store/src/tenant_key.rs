@@ -155,14 +155,23 @@ impl TenantSecret {
     /// Reads a key file written by [`TenantSecret::write_new`]; the fingerprint line must
     /// match the key (a damaged or edited file is refused).
     pub fn load(path: &Path) -> Result<Self, StoreError> {
-        let err = |reason: &str| StoreError::TenantKey {
+        let text = Zeroizing::new(std::fs::read(path).map_err(|e| StoreError::TenantKey {
             path: path.to_path_buf(),
+            reason: format!("cannot be read: {e} (check the path)"),
+        })?);
+        Self::parse(&text, path)
+    }
+
+    /// A tenant key from the content of its file (a file read by [`Self::load`], an
+    /// upload), checked the same way: the magic line, the tenant, and a fingerprint that
+    /// matches the secret. `origin` names where the text came from in errors.
+    pub fn parse(text: &[u8], origin: &Path) -> Result<Self, StoreError> {
+        let err = |reason: &str| StoreError::TenantKey {
+            path: origin.to_path_buf(),
             reason: reason.to_string(),
         };
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| err(&format!("cannot be read: {e} (check the path)")))?,
-        );
+        let text =
+            std::str::from_utf8(text).map_err(|_| err("not a tenant key file (it is not text)"))?;
         let mut lines = text.lines();
         if lines.next().map(str::trim) != Some(FILE_MAGIC) {
             return Err(err(&format!(
