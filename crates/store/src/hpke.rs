@@ -222,17 +222,7 @@ pub fn open(
     let shared = kem_shared(&dh, &enc, &pk_r);
     let (key, nonce) = key_schedule(aead, &shared, info);
     let k = LessSafeKey::new(UnboundKey::new(aead.alg(), &key).ok()?);
-    let mut buf = Zeroizing::new(sealed[ENC_LEN..].to_vec());
-    let n = k
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut buf[..],
-        )
-        .ok()?
-        .len();
-    buf.truncate(n);
-    Some(buf)
+    crate::keys::open_copy(&k, nonce, aad, &sealed[ENC_LEN..])
 }
 
 #[cfg(test)]

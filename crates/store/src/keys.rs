@@ -266,9 +266,19 @@ pub fn open_small(key: &Key, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<
         return None;
     }
     let nonce: [u8; 12] = sealed[..12].try_into().ok()?;
-    let mut buf = Zeroizing::new(sealed[12..].to_vec());
+    open_copy(&key.aead(), nonce, aad, &sealed[12..])
+}
+
+/// Opens `ciphertext || tag` into a new zeroizing buffer; `None` if it fails
+/// authentication.
+pub(crate) fn open_copy(
+    key: &LessSafeKey,
+    nonce: [u8; 12],
+    aad: &[u8],
+    ciphertext_and_tag: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(ciphertext_and_tag.to_vec());
     let n = key
-        .aead()
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad),

@@ -128,13 +128,7 @@ impl Volume {
             match target {
                 Target::Mailbox(m) => (vec![self.inner.live_mailbox(&ix, m)?], None),
                 Target::Tenant(t) => {
-                    let domain = t.trim().to_ascii_lowercase();
-                    let tmac = self.inner.keys.name_mac(b't', &domain);
-                    let id =
-                        ix.tenant_id_by_mac(&tmac)?
-                            .ok_or_else(|| StoreError::UnknownTenant {
-                                tenant: t.to_string(),
-                            })?;
+                    let id = self.inner.tenant_row(&ix, t)?;
                     let rows = ix.mailboxes_of_tenant(id)?;
                     (
                         rows.into_iter().filter(|r| r.key_id != 0).collect(),

@@ -867,13 +867,8 @@ impl Volume {
     pub fn rotate_tenant(&self, tenant: &str) -> Result<RotateOutcome, StoreError> {
         let inner = &self.inner;
         let domain = tenant.trim().to_ascii_lowercase();
-        let tmac = inner.keys.name_mac(b't', &domain);
         let mut ix = inner.index()?;
-        let tenant_id = ix
-            .tenant_id_by_mac(&tmac)?
-            .ok_or_else(|| StoreError::UnknownTenant {
-                tenant: tenant.to_string(),
-            })?;
+        let tenant_id = inner.tenant_row(&ix, &domain)?;
         if let Some(ck) = inner.customer_key(&ix, tenant_id)? {
             drop(ix);
             return self.rotate_customer_tenant(&domain, tenant_id, &ck);
@@ -1109,6 +1104,13 @@ impl Inner {
                 format!("name of mailbox row {id} (not an address)"),
             )
         })
+    }
+
+    /// The row id of a tenant (mail domain, any case), or `UnknownTenant`.
+    pub(crate) fn tenant_row(&self, ix: &Index, tenant: &str) -> Result<u64, StoreError> {
+        let domain = tenant.trim().to_ascii_lowercase();
+        ix.tenant_id_by_mac(&self.keys.name_mac(b't', &domain))?
+            .ok_or(StoreError::UnknownTenant { tenant: domain })
     }
 
     pub(crate) fn tenant_key(&self, ix: &Index, tenant_id: u64) -> Result<Key, StoreError> {

@@ -357,11 +357,7 @@ impl Volume {
         let domain = tenant.trim().to_ascii_lowercase();
         let (tid, ck, rows) = {
             let ix = inner.index()?;
-            let tid = ix
-                .tenant_id_by_mac(&inner.keys.name_mac(b't', &domain))?
-                .ok_or_else(|| StoreError::UnknownTenant {
-                    tenant: domain.clone(),
-                })?;
+            let tid = inner.tenant_row(&ix, &domain)?;
             let ck = inner.customer_key(&ix, tid)?.ok_or_else(|| StoreError::TenantKey {
                 path: format!("customer key of {domain}").into(),
                 reason: format!("tenant {domain} has no customer key; run `mailferry tenant key init` first"),
@@ -628,11 +624,7 @@ impl Volume {
                 let domain = secret.tenant().to_string();
                 {
                     let ix = inner.index()?;
-                    let tid = ix
-                        .tenant_id_by_mac(&inner.keys.name_mac(b't', &domain))?
-                        .ok_or_else(|| StoreError::UnknownTenant {
-                            tenant: domain.clone(),
-                        })?;
+                    let tid = inner.tenant_row(&ix, &domain)?;
                     let ck = inner.customer_key(&ix, tid)?.ok_or_else(|| StoreError::TenantKey {
                         path: format!("key of tenant {domain}").into(),
                         reason: format!("tenant {domain} has no customer key in this volume; no tenant key is needed to read it"),
