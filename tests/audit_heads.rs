@@ -331,3 +331,25 @@ fn issue21_a_remote_move_leaves_a_signed_destination_head() {
     assert_eq!(stored, 8);
     serve.stop();
 }
+
+/// A replica carries the volume's signed head with its log: `audit verify --public-key`
+/// passes on it as on the volume, and finds a record cut off the replica's log.
+#[test]
+fn issue21_a_replica_carries_the_signed_head() {
+    let (env, _, _) = moved();
+    let key = public_key(&env, &env.volume(), "volume.pub");
+    let replica = env.path("replica");
+    let o = run(mailferry()
+        .args(["volume", "replicate", "--volume"])
+        .arg(env.volume())
+        .arg("--to")
+        .arg(&replica));
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(head_file(&replica), head_file(&env.volume()));
+    let (code, out) = verify(&replica, Some(&key));
+    assert_eq!(code, 0, "{out}");
+    cut_last_record(&replica);
+    let (code, out) = verify(&replica, Some(&key));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cut off the end"), "{out}");
+}

@@ -20,6 +20,7 @@ use crate::header::{Header, TMP_FILE};
 use crate::segment;
 use crate::volume::lock_header;
 use crate::{StoreError, Volume, HEADER_FILE, INDEX_FILE, SEGMENTS_DIR};
+use mailferry_audit::head::HEAD_FILE;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -93,13 +94,28 @@ impl Volume {
         copy_segments(src, &dst_segs, &ends, &mut out)?;
         crate::sync_dir(&dst_segs)?;
 
-        // 3. The audit log, up to its last complete line.
+        // 3. The audit log, up to its last complete line, and its signed head. The head
+        // is read first: it is written after the records it covers are synced, so it
+        // never covers more than the lines copied next (a head beyond the replica's log
+        // would read as a cut).
+        let head_file = src.join(HEAD_FILE);
+        let head = match std::fs::read(&head_file) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::io(&head_file, e)),
+        };
         let audit = src.join(AUDIT_FILE);
         if audit.exists() {
             let end = complete_lines_len(&audit)?;
             match sync_prefix(&audit, &dst.join(AUDIT_FILE), end)? {
                 Synced::Unchanged => {}
                 Synced::Appended(b) | Synced::Copied(b) => out.audit_bytes_copied = b,
+            }
+        }
+        if let Some(head) = head {
+            let dst_head = dst.join(HEAD_FILE);
+            if std::fs::read(&dst_head).ok().as_deref() != Some(&head[..]) {
+                write_atomic(dst, &dst.join(TMP_FILE), &dst_head, &head)?;
             }
         }
 
@@ -285,6 +301,7 @@ fn prepare_replica(dst: &Path, header: &Header) -> Result<Option<File>, StoreErr
         format!("{INDEX_FILE}-shm"),
         AUDIT_FILE.to_string(),
         format!("{AUDIT_FILE}.tmp"),
+        HEAD_FILE.to_string(),
         TMP_FILE.to_string(),
     ];
     match std::fs::read_dir(dst) {
