@@ -118,6 +118,7 @@ fn issue21_customer_key_tenant_is_write_only_for_the_volume_operator() {
     let audit = std::fs::read_to_string(env.volume().join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"access.refused\""), "{audit}");
     assert!(audit.contains("\"tenant.key.registered\""), "{audit}");
+    assert!(!audit.contains("\"tenant.key.used\""), "{audit}");
 
     // A wrong tenant key is refused clearly.
     let wrong = env.path("wrong.key");
@@ -170,6 +171,14 @@ fn issue21_customer_key_tenant_is_write_only_for_the_volume_operator() {
     assert_eq!(got.len(), 5);
     assert_eq!(got, want);
     assert!(out.join(".Zephyrine21").exists());
+    // The read with the tenant's key is in the volume's trail, with the key's fingerprint.
+    let audit = std::fs::read_to_string(env.volume().join("audit.jsonl")).unwrap();
+    let used: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"tenant.key.used\""))
+        .collect();
+    assert_eq!(used.len(), 1, "{audit}");
+    assert!(used[0].contains(&fp), "{}", used[0]);
 
     // Shredding needs no tenant key either.
     let o = vol(&env, &["volume", "shred", "--mailbox", "alice@example.com"]);

@@ -622,7 +622,7 @@ impl Volume {
         match access {
             ReadAccess::TenantKey(secret) => {
                 let domain = secret.tenant().to_string();
-                {
+                let tid = {
                     let ix = inner.index()?;
                     let tid = inner.tenant_row(&ix, &domain)?;
                     let ck = inner.customer_key(&ix, tid)?.ok_or_else(|| StoreError::TenantKey {
@@ -639,7 +639,16 @@ impl Volume {
                             ),
                         });
                     }
-                }
+                    tid
+                };
+                // Who read a customer-key tenant is part of the trail, like a grant's use.
+                inner.audit.event(
+                    "tenant.key.used",
+                    serde_json::json!({
+                        "tenant_row": tid,
+                        "fingerprint": secret.public().fingerprint(),
+                    }),
+                )?;
                 inner.access().tenants.insert(domain, secret);
                 Ok(())
             }
