@@ -2,7 +2,7 @@
 //! made with `admin add`, TOTP codes computed here, HTTPS through rustls (ring) trusting
 //! exactly the service's generated CA.
 
-use crate::util::{describe, init_volume, mailferry, run, Daemon, Env};
+use crate::util::{describe, init_volume, mailferry, move_maildir, run, Daemon, Env};
 use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -238,8 +238,15 @@ impl Account {
 }
 
 fn add_account(state: &Path, name: &str, role: &str) -> Account {
+    add_account_with(state, name, &["--role", role])
+}
+
+/// `admin add NAME ARGS...` (a role and, for an approver, its tenants).
+fn add_account_with(state: &Path, name: &str, args: &[&str]) -> Account {
     let o = run(mailferry()
-        .args(["admin", "add", name, "--role", role, "--state"])
+        .args(["admin", "add", name])
+        .args(args)
+        .arg("--state")
         .arg(state));
     assert!(o.status.success(), "{}", describe(&o));
     let out = String::from_utf8(o.stdout).unwrap();
@@ -1150,4 +1157,68 @@ fn issue10_admin_serve_with_tls_cert_serves_that_certificate() {
         "no certificate is generated when one is given"
     );
     assert_eq!(d.stop(), Some(0));
+}
+
+/// The service deletes an expired grant's one-time key on its own timer, with no request
+/// to trigger a sweep: an expired grant is unusable even if nobody looks at it again.
+#[test]
+fn issue21_the_service_deletes_an_expired_grants_key_without_being_asked() {
+    let env = Env::new();
+    let (d, state) = start(&env, &[]);
+    let src = env.path("src");
+    write_maildir(
+        &src,
+        &SampleSpec {
+            seed: 21,
+            messages: 3,
+            folders: 1,
+            size: SizeModel::Small,
+            markers: None,
+        },
+    )
+    .unwrap();
+    let (code, _, o) = move_maildir(&env, &src, "alice@example.com");
+    assert_eq!(code, 0, "{}", describe(&o));
+    let ann = add_account(&state, "ann", "admin");
+    let pat = add_account_with(
+        &state,
+        "pat",
+        &["--role", "approver", "--tenant", "example.com"],
+    );
+    let c = Client::new(&d);
+    let (a, p) = (c.session(&ann), c.session(&pat));
+    let r = c.post(
+        "/api/v1/access",
+        &a,
+        json!({"mailbox": "alice@example.com", "reason": "ticket 21", "duration": "10s"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let key = state.join("lockbox-keys").join(format!("{id}.key"));
+    assert!(
+        key.exists(),
+        "the one-time key is kept while the request is open"
+    );
+    let r = c.post(
+        &format!("/api/v1/access/{id}/approve"),
+        &p,
+        json!({"totp": pat.next_code()}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(key.exists(), "the one-time key is kept during the grant");
+    // No request from here on: only the service's own timer can delete it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while key.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(!key.exists(), "the expired grant's key is still on disk");
+    // The records follow at the next look, once.
+    let r = c.get("/api/v1/access", &a);
+    assert_eq!(r.body[0]["state_now"], "expired", "{}", r.text);
+    let log = audit_log(&c, &a);
+    let expired = log
+        .iter()
+        .filter(|e| e["event"] == "admin.access.expired")
+        .count();
+    assert_eq!(expired, 1, "{log:?}");
 }

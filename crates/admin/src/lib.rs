@@ -52,6 +52,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often the service deletes the one-time keys of grants past their expiry.
+const GRANT_KEY_SWEEP: Duration = Duration::from_secs(5);
+
 /// Everything `mailferry admin serve` needs.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -297,6 +300,17 @@ pub async fn serve(
     }
     tracing::info!(%addr, state = %cfg.state.display(), "admin service listening");
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let expiry = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(GRANT_KEY_SWEEP).await;
+                if let Err(e) = actions::access::delete_expired_keys(&state).await {
+                    tracing::error!("deleting the keys of expired grants: {e}");
+                }
+            }
+        })
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -339,6 +353,7 @@ pub async fn serve(
             }
         });
     }
+    expiry.abort();
     state.jobs().shutdown().await;
     eprintln!("mailferry admin: stopped");
     Ok(())

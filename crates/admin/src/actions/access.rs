@@ -84,6 +84,22 @@ impl AccessView {
     }
 }
 
+/// Deletes the one-time keys of grants past their expiry, without opening the volume
+/// (so it never competes with a pass for it): the service runs this on a timer, so an
+/// expired grant's key is gone within seconds even if nobody looks. The expiry records
+/// follow at the next [`sweep`] (any list, page view or step).
+pub async fn delete_expired_keys(state: &AdminState) -> Result<(), AdminError> {
+    let st = state.clone();
+    blocking(move || {
+        let now = mailferry_core::unix_now();
+        if st.lockbox().sweep_due(now)? {
+            st.lockbox().sweep(None, st.audit(), now)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Ends expired grants: their keys always, their records when the volume is free.
 pub async fn sweep(state: &AdminState) -> Result<(), AdminError> {
     let st = state.clone();
