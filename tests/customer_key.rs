@@ -391,6 +391,19 @@ fn issue21_reconcile_and_receipt_of_a_customer_key_mailbox_need_the_tenant_key()
         }
         assert_eq!(refusals(&env), before + 1);
     }
+    // The move record with the volume: its reconciliation reads folder names too.
+    let args = ["report", "--state", state, "--format", "json", "--out", "-"];
+    let before = refusals(&env);
+    refused(&with_key(&env, &args, None), &fp);
+    assert_eq!(
+        refusals(&env),
+        before + 1,
+        "report: refusal not audit-logged"
+    );
+    let o = with_key(&env, &args, Some(&tkey));
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reconciliation"]["agreeing"], 5, "{v}");
     // `audit verify --key-file` checks what it can of a mailbox it cannot read.
     let o = run(mailferry()
         .args(["audit", "verify"])

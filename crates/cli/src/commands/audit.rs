@@ -111,6 +111,10 @@ pub struct ReportArgs {
     /// The volume's key file.
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// The tenant's key file: the reconciliation of a customer-key mailbox reads its
+    /// folder names and digests, which the volume key cannot.
+    #[arg(long, value_name = "FILE", requires = "volume")]
+    tenant_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
     format: ReportFormat,
@@ -363,7 +367,14 @@ volume root {} ({} messages)
 /// `report`: the move record as JSON or HTML, to a file or stdout.
 pub fn run_report(a: ReportArgs) -> Result<(), AppError> {
     let v = match (&a.volume, &a.key_file) {
-        (Some(vol), Some(key)) => Some(Volume::open(vol, key, &Profile::embedded_default().store)?),
+        (Some(vol), Some(key)) => {
+            let v = Volume::open(vol, key, &Profile::embedded_default().store)?;
+            if let Some(path) = &a.tenant_key {
+                let secret = mailferry_store::TenantSecret::load(path)?;
+                v.unlock(mailferry_store::ReadAccess::TenantKey(secret))?;
+            }
+            Some(v)
+        }
         _ => None,
     };
     let record = report::load(&a.state, v.as_ref())?;
