@@ -48,6 +48,10 @@ use std::path::{Path, PathBuf};
 pub const LOCKBOX_FILE: &str = "lockbox.json";
 /// Directory of the grants' one-time private keys in the state directory.
 pub const KEYS_DIR: &str = "lockbox-keys";
+/// A request nobody approved or denied within this time lapses (state `expired`, its
+/// one-time key deleted): a decision should answer a need of the moment, not approve a
+/// stale request weeks later, and the key must not wait on disk forever.
+pub const PENDING_LAPSE_SECS: i64 = 24 * 3600;
 /// Format version of [`LOCKBOX_FILE`].
 pub const VERSION: u32 = 1;
 /// Shortest grant.
@@ -153,8 +157,16 @@ impl AccessRequest {
     pub fn state_at(&self, now: i64) -> State {
         match (self.state, self.expires) {
             (State::Approved, Some(e)) if now >= e => State::Expired,
+            (State::Pending, _) if now >= self.requested_at + PENDING_LAPSE_SECS => State::Expired,
             (s, _) => s,
         }
+    }
+
+    /// Whether a sweep at `now` has to end it: a grant past its expiry, or a request
+    /// nobody decided in time.
+    fn ends_at(&self, now: i64) -> bool {
+        matches!(self.state, State::Approved | State::Pending)
+            && self.state_at(now) == State::Expired
     }
 
     /// Whether the content is under the tenant's own key.
@@ -720,8 +732,9 @@ impl Lockbox {
         Ok(Opened { request, mailbox })
     }
 
-    /// Ends the grants past their expiry: deletes their one-time keys and, with the
-    /// volume at hand, records `admin.access.expired` and `Expired` once per grant.
+    /// Ends the grants past their expiry and the requests nobody decided within
+    /// [`PENDING_LAPSE_SECS`]: deletes their one-time keys and, with the volume at hand,
+    /// records `admin.access.expired` and `Expired` once per request.
     /// Without the volume (a pass holds it) only the keys go; the records follow at a
     /// later sweep. Returns the ids recorded as expired now.
     pub fn sweep(
@@ -734,7 +747,7 @@ impl Lockbox {
             .load()?
             .requests
             .into_iter()
-            .filter(|r| r.state == State::Approved && r.state_at(now) == State::Expired)
+            .filter(|r| r.ends_at(now))
             .collect();
         for r in &due {
             self.delete_key(&r.id);
@@ -748,7 +761,7 @@ impl Lockbox {
         let ended = self.update(|f| {
             let mut ended = Vec::new();
             for r in f.requests.iter_mut() {
-                if r.state == State::Approved && r.state_at(now) == State::Expired {
+                if r.ends_at(now) {
                     let mailbox = MailboxAddr::parse(&r.mailbox).map_err(internal)?;
                     volume
                         .audit_access(AccessEvent::Expired {
@@ -767,7 +780,8 @@ impl Lockbox {
                 "lockbox",
                 "admin.access.expired",
                 json!({"grant_id": r.id, "mailbox": r.mailbox, "requester": r.requester,
-                       "expires": r.expires.map(mailferry_core::rfc3339), "uses": r.uses.len()}),
+                       "expires": r.expires.map(mailferry_core::rfc3339), "uses": r.uses.len(),
+                       "undecided": r.decided_at.is_none()}),
             )?;
         }
         Ok(ended.into_iter().map(|r| r.id).collect())
@@ -775,11 +789,7 @@ impl Lockbox {
 
     /// Whether a sweep with the volume has something to record.
     pub fn sweep_due(&self, now: i64) -> Result<bool, AdminError> {
-        Ok(self
-            .load()?
-            .requests
-            .iter()
-            .any(|r| r.state == State::Approved && r.state_at(now) == State::Expired))
+        Ok(self.load()?.requests.iter().any(|r| r.ends_at(now)))
     }
 
     /// Records a refusal in both logs and returns it. A refusal that cannot be recorded

@@ -310,6 +310,49 @@ fn lockbox_two_people_the_tenant_scope_and_every_step_in_both_logs() {
     w.audit.verify().unwrap();
 }
 
+/// A request nobody decides lapses after PENDING_LAPSE_SECS: it can no longer be
+/// approved, its one-time key is deleted, and the lapse is recorded once in both logs.
+#[test]
+fn lockbox_an_undecided_request_lapses_with_its_key() {
+    let w = world();
+    let now = mailferry_core::unix_now();
+    let r = ask(&w, now, 3600);
+    let key = w.lockbox.key_path(&r.id);
+    let before = now + PENDING_LAPSE_SECS - 1;
+    assert_eq!(
+        w.lockbox.get(&r.id).unwrap().state_at(before),
+        State::Pending
+    );
+    assert!(w
+        .lockbox
+        .sweep(Some(&w.volume), &w.audit, before)
+        .unwrap()
+        .is_empty());
+    assert!(key.exists(), "the key went before the request lapsed");
+
+    let lapse = now + PENDING_LAPSE_SECS;
+    let pat = who("pat", Role::Approver);
+    let e = w
+        .lockbox
+        .decide(&w.ctx(lapse), &pat, &r.id, Decision::Approve(None))
+        .unwrap_err();
+    assert_eq!(e.status(), 409, "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
+    assert_eq!(
+        w.lockbox.sweep(Some(&w.volume), &w.audit, lapse).unwrap(),
+        std::slice::from_ref(&r.id)
+    );
+    assert!(!key.exists(), "the one-time key outlived its request");
+    assert!(w
+        .lockbox
+        .sweep(Some(&w.volume), &w.audit, lapse + 60)
+        .unwrap()
+        .is_empty());
+    assert_eq!(w.lockbox.get(&r.id).unwrap().state, State::Expired);
+    assert_eq!(count(&w.admin_events(), "admin.access.expired"), 1);
+    assert_eq!(count(&w.volume_events(), "access.expired"), 1);
+}
+
 #[test]
 fn lockbox_requests_check_their_input() {
     let w = world();
