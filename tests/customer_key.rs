@@ -125,15 +125,12 @@ fn issue21_customer_key_tenant_is_write_only_for_the_volume_operator() {
     ok(&run(mailferry()
         .args(["tenant", "key", "init", "--tenant", "example.com", "--out"])
         .arg(&wrong)));
-    let o = run(mailferry()
-        .args(["export", "--mailbox", "alice@example.com", "--volume"])
-        .arg(env.volume())
-        .arg("--key-file")
-        .arg(env.key())
-        .arg("--tenant-key")
-        .arg(&wrong)
-        .arg("--out")
-        .arg(env.path("wrong-out")));
+    let o = export_with(
+        &env,
+        "alice@example.com",
+        &env.path("wrong-out"),
+        Some(&wrong),
+    );
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(&fp),
@@ -153,15 +150,7 @@ fn issue21_customer_key_tenant_is_write_only_for_the_volume_operator() {
 
     // With the tenant key the export is byte-identical to the source.
     let out = env.path("export");
-    let o = run(mailferry()
-        .args(["export", "--mailbox", "alice@example.com", "--volume"])
-        .arg(env.volume())
-        .arg("--key-file")
-        .arg(env.key())
-        .arg("--tenant-key")
-        .arg(&tkey)
-        .arg("--out")
-        .arg(&out));
+    let o = export_with(&env, "alice@example.com", &out, Some(&tkey));
     ok(&o);
     let got: Vec<Vec<u8>> = read_maildir(&out).into_values().map(|(_, b)| b).collect();
     let want: Vec<Vec<u8>> = read_maildir(&src).into_values().map(|(_, b)| b).collect();
