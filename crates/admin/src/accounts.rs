@@ -778,7 +778,7 @@ fn fail(a: &mut Account, reason: Refusal, l: &Limits) -> Refused {
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$zvjS0qXh1n3Hqk4wqsl0c0S4Ty3l0o5F1Qn3d9m3tC0";
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -853,7 +853,8 @@ mod tests {
         assert!(!format!("{new:?}").contains(pw));
     }
 
-    fn secret_of(uri: &str) -> String {
+    /// The base32 secret of an otpauth:// URI (also used by the lockbox tests).
+    pub(crate) fn secret_of(uri: &str) -> String {
         uri.split("secret=")
             .nth(1)
             .unwrap()

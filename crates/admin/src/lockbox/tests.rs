@@ -46,15 +46,7 @@ fn store_one(v: &Volume) {
     s.commit().unwrap();
 }
 
-fn secret_of(uri: &str) -> String {
-    uri.split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string()
-}
+use crate::accounts::tests::secret_of;
 
 fn world() -> World {
     let tmp = tempfile::tempdir().unwrap();
