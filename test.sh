@@ -10,8 +10,14 @@
 #   openssl                      the certificate-pinning test makes a certificate with it
 #   chromium, nodejs, npm        the wizard's browser test: node runs playwright-core
 #                                (tests/browser), which drives chromium
+#   postgresql                   the scale-out tests (issue 20): a throwaway cluster
+#                                (initdb + pg_ctl in a temp dir, never the system service)
+#   python3-pip                  to install moto[server] from PyPI: the S3-compatible
+#                                server of the object-storage volume tests
 # with apt-get, as root or through sudo. Then it installs playwright-core from
-# tests/browser/package-lock.json and runs `cargo test --workspace`.
+# tests/browser/package-lock.json and moto, starts PostgreSQL and moto on free loopback
+# ports (tests/services/services.sh; stopped again when this script exits, however it
+# exits) and runs `cargo test --workspace`.
 #
 #   ./test.sh                  install what is missing, then run every test
 #   ./test.sh batch            ... only the tests whose name contains "batch" (arguments
@@ -37,6 +43,8 @@ missing_packages() {
     # NodeSource), which brings its own npm.
     command -v node >/dev/null || need+=(nodejs)
     command -v npm >/dev/null || need+=(npm)
+    { command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || need+=(postgresql)
+    command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
     echo "${need[@]}"
 }
 
@@ -70,6 +78,13 @@ fi
 echo "== browser test dependencies (playwright-core, from tests/browser/package-lock.json)"
 npm ci --prefix tests/browser --no-audit --no-fund
 
+echo "== S3-compatible test server (moto[server], from PyPI)"
+if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
+    # Debian's own python3 marks itself externally managed; the tests only need moto in it.
+    python3 -m pip install -q 'moto[server]>=5,<6' ||
+        python3 -m pip install -q --break-system-packages 'moto[server]>=5,<6'
+fi
+
 if [ "${1:-}" = --install-only ]; then
     exit 0
 fi
@@ -77,6 +92,11 @@ fi
 # Everything the tests need is installed now: a test that finds no Dovecot or chromium
 # fails instead of skipping (the tests skip only outside CI, for a quick local run).
 export CI="${CI:-1}"
+
+echo "== PostgreSQL and S3 servers for the scale-out tests"
+services_dir=$(mktemp -d "${TMPDIR:-/tmp}/mailferry-services.XXXXXX")
+trap 'tests/services/services.sh stop "$services_dir"; rm -rf "$services_dir"' EXIT
+eval "$(tests/services/services.sh start "$services_dir")"
 
 echo "== cargo test --workspace"
 cargo test --workspace "$@"
