@@ -95,6 +95,69 @@ fn item_data(i: &AuditItem) -> serde_json::Value {
     data
 }
 
+/// The event and data of one change's record; `fence` is the writing session's fencing
+/// number, left out for a session without one (so its records are as before).
+pub(crate) fn change_record(c: &Change, fence: Option<u64>) -> (&'static str, serde_json::Value) {
+    let (event, mut data) = match c {
+        Change::Stored(i) => ("message.stored", item_data(i)),
+        Change::Deleted(i) => ("message.deleted", item_data(i)),
+        Change::Flags(i, flags) => {
+            let mut data = item_data(i);
+            data["flags"] = json!(flags);
+            ("message.flags", data)
+        }
+    };
+    if let Some(f) = fence {
+        data["fence"] = json!(f);
+    }
+    (event, data)
+}
+
+/// `session.opened`: a fenced session was accepted for `mailbox` (a pseudonym) and its
+/// fencing number is now the mailbox's.
+pub(crate) fn opened_data(mailbox: &str, move_id: &str, fence: u64) -> serde_json::Value {
+    json!({ "mailbox": mailbox, "move_id": move_id, "fence": fence })
+}
+
+/// Where the store refused a fenced session (`refused` in `session.fenced`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FencedAt {
+    /// Its OPEN: a newer lease had opened the mailbox before.
+    Open,
+    /// One of its commits: a newer lease opened the mailbox meanwhile.
+    Commit,
+    /// A newer lease asked for the mailbox while this session held it: it was ended
+    /// with what it had not committed discarded.
+    Takeover,
+}
+
+impl FencedAt {
+    fn as_str(self) -> &'static str {
+        match self {
+            FencedAt::Open => "open",
+            FencedAt::Commit => "commit",
+            FencedAt::Takeover => "takeover",
+        }
+    }
+}
+
+/// `session.fenced`: a session with fencing number `stale` was refused at `at` because
+/// the mailbox's is `fence`. The record's `fence` is the mailbox's (the newer one), so
+/// that in every record that has one, `fence` never goes down for a mailbox.
+pub(crate) fn fenced_data(
+    mailbox: &str,
+    stale: u64,
+    fence: u64,
+    at: FencedAt,
+) -> serde_json::Value {
+    json!({
+        "mailbox": mailbox,
+        "fence": fence,
+        "stale_fence": stale,
+        "refused": at.as_str(),
+    })
+}
+
 /// The keys of the log's pseudonyms: `Pseudonymizer` (docs/audit-log.md §6) under
 /// HKDF-SHA256(volume master key, info "mailferry audit pseudonyms v1").
 pub(crate) fn pseudonymizer(keys: &VolumeKeys) -> Pseudonymizer {
@@ -186,24 +249,14 @@ impl DestLog {
         self.names.pseudonym("flags", &format!("{item}\0{flags}"))
     }
 
-    /// Appends the records of a committed batch, in its order, and syncs them.
-    pub fn changes(&self, changes: &[Change]) -> Result<(), StoreError> {
+    /// Appends the records of a committed batch, in its order, and syncs them; `fence`
+    /// is the writing session's fencing number, if it has one.
+    pub fn changes(&self, changes: &[Change], fence: Option<u64>) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.append_batch(
-            &self.actor,
-            changes.iter().map(|c| match c {
-                Change::Stored(i) => ("message.stored", item_data(i)),
-                Change::Deleted(i) => ("message.deleted", item_data(i)),
-                Change::Flags(i, flags) => {
-                    let mut data = item_data(i);
-                    data["flags"] = json!(flags);
-                    ("message.flags", data)
-                }
-            }),
-        )?;
+        log.append_batch(&self.actor, changes.iter().map(|c| change_record(c, fence)))?;
         log.sync()?;
         self.heads().sign_at_checkpoint(&log);
         Ok(())

@@ -187,6 +187,18 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A fenced session was refused: the mailbox has a newer lease's fencing number
+    /// (docs/wire-protocol.md §3.7). Nothing of the refused open or batch was written.
+    #[error("a newer lease (fencing number {current}) owns mailbox {mailbox}; this worker's lease was taken over: stop, another worker is moving it")]
+    Fenced {
+        /// The mailbox.
+        mailbox: String,
+        /// The refused session's fencing number.
+        fence: u64,
+        /// The mailbox's fencing number now (higher).
+        current: u64,
+    },
+
     /// An ingest session method was called out of order (a caller bug).
     #[error("ingest session for {mailbox}: {reason}")]
     SessionMisuse {

@@ -9,9 +9,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Schema version this build writes; versions 1 (the foundation's), 2, 3 and 4 are
-/// migrated at open.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+/// Schema version this build writes; versions 1 (the foundation's) to 5 are migrated at
+/// open.
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE volume (k TEXT PRIMARY KEY, v BLOB NOT NULL) STRICT;
@@ -104,6 +104,17 @@ CREATE TABLE IF NOT EXISTS tenant_keys (
 ALTER TABLE messages ADD COLUMN digest BLOB;
 ALTER TABLE messages ADD COLUMN leaf_enc BLOB;
 ALTER TABLE messages ADD COLUMN flags_enc BLOB;
+";
+
+/// What schema 6 adds to schema 5 (fencing, issue 20): per mailbox, the highest fencing
+/// number a session has opened it with. A session with a lower one is refused, and every
+/// commit of a fenced session checks, in its own transaction, that the number is still its
+/// own (docs/wire-protocol.md §3.7).
+const SCHEMA_6: &str = "
+CREATE TABLE IF NOT EXISTS fences (
+    mailbox_id INTEGER PRIMARY KEY REFERENCES mailboxes(id),
+    fence INTEGER NOT NULL
+) STRICT;
 ";
 
 /// The columns [`mailbox_key_row`] reads, in its order.
@@ -339,6 +350,7 @@ impl Index {
         conn.execute_batch(SCHEMA_3).map_err(e)?;
         conn.execute_batch(SCHEMA_4).map_err(e)?;
         conn.execute_batch(SCHEMA_5).map_err(e)?;
+        conn.execute_batch(SCHEMA_6).map_err(e)?;
         conn.execute(
             "INSERT INTO volume (k, v) VALUES ('volume_id', ?1), ('schema', ?2)",
             params![&volume_id[..], SCHEMA_VERSION.to_be_bytes().to_vec()],
@@ -382,9 +394,9 @@ impl Index {
         Ok(ix)
     }
 
-    /// Brings a schema-1 index (the foundation's), or a schema-2, -3 or -4 one to schema
-    /// 5 in one transaction; refuses a schema newer than this build. Locators of the rows
-    /// it finds are left NULL: computing them needs the keys (`Volume::open` does it).
+    /// Brings a schema-1 index (the foundation's), or a schema-2 to -5 one to schema 6 in
+    /// one transaction; refuses a schema newer than this build. Locators of the rows it
+    /// finds are left NULL: computing them needs the keys (`Volume::open` does it).
     fn migrate(&mut self) -> Result<(), StoreError> {
         let v: Option<Vec<u8>> = self
             .conn
@@ -401,7 +413,7 @@ impl Index {
             })?;
         match version {
             SCHEMA_VERSION => Ok(()),
-            from @ (1..=4) => {
+            from @ (1..=5) => {
                 let e = index_err(&self.path);
                 let tx = self.conn.transaction().map_err(e)?;
                 if from < 4 {
@@ -409,7 +421,10 @@ impl Index {
                     tx.execute_batch(SCHEMA_3).map_err(e)?;
                     tx.execute_batch(SCHEMA_4).map_err(e)?;
                 }
-                tx.execute_batch(SCHEMA_5).map_err(e)?;
+                if from < 5 {
+                    tx.execute_batch(SCHEMA_5).map_err(e)?;
+                }
+                tx.execute_batch(SCHEMA_6).map_err(e)?;
                 tx.execute(
                     "UPDATE volume SET v = ?1 WHERE k = 'schema'",
                     [SCHEMA_VERSION.to_be_bytes().to_vec()],
@@ -1058,6 +1073,50 @@ impl Index {
             ])
             .map_err(|e| self.err(e))?;
         Ok(n == 1)
+    }
+
+    // === fences (schema 6) ===
+
+    /// The highest fencing number a session has opened `mailbox_id` with; `None` if no
+    /// fenced session ever did. Inside a batch's transaction this is the in-transaction
+    /// check of a fenced commit.
+    pub fn fence(&self, mailbox_id: u64) -> Result<Option<u64>, StoreError> {
+        self.query_opt(
+            "SELECT fence FROM fences WHERE mailbox_id = ?1",
+            [mailbox_id as i64],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|f| f.map(|f| f as u64))
+    }
+
+    /// Raises the mailbox's fencing number to `fence` in one transaction, unless it is
+    /// already higher: returns the number recorded before (`None`: none). The caller
+    /// compares; nothing is written when `fence` is not higher.
+    pub fn raise_fence(&mut self, mailbox_id: u64, fence: u64) -> Result<Option<u64>, StoreError> {
+        let e = index_err(&self.path);
+        let tx = self.conn.transaction().map_err(e)?;
+        let before: Option<i64> = tx
+            .query_row(
+                "SELECT fence FROM fences WHERE mailbox_id = ?1",
+                [mailbox_id as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(e)?;
+        let before = before.map(|f| f as u64);
+        if before.is_none_or(|b| b < fence) {
+            // SQLite integers are signed: a fence above i64::MAX is stored as its bit
+            // pattern and read back the same, but would compare wrongly in SQL; all
+            // comparisons are made here, in u64.
+            tx.execute(
+                "INSERT INTO fences (mailbox_id, fence) VALUES (?1, ?2) \
+                 ON CONFLICT (mailbox_id) DO UPDATE SET fence = excluded.fence",
+                params![mailbox_id as i64, fence as i64],
+            )
+            .map_err(e)?;
+        }
+        tx.commit().map_err(e)?;
+        Ok(before)
     }
 
     /// Every message of a mailbox with this locator (every copy of one folder and source

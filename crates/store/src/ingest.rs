@@ -134,6 +134,9 @@ pub struct IngestSession {
     /// The session's own read connection for dedup lookups, opened at the first
     /// `finish`: a lookup never waits for the index lock a commit holds.
     dedup_reader: Option<DedupReader>,
+    /// The fencing number the session was opened with ([`Volume::fenced_session`]);
+    /// every commit checks it is still the mailbox's.
+    fence: Option<u64>,
 }
 
 impl std::fmt::Debug for IngestSession {
@@ -182,6 +185,9 @@ pub struct CommitJob {
     customer: bool,
     /// Every pending change in seq order.
     ops: Vec<Pending>,
+    /// The session's fencing number: the transaction refuses the batch if the mailbox
+    /// has a higher one by then.
+    fence: Option<u64>,
 }
 
 /// What one commit did.
@@ -251,15 +257,30 @@ impl SyncedJob {
     /// Step 2 of 3: ONE SQLite transaction applying the batch's changes in seq order.
     /// Only called once the records it points to are durable ([`CommitJob::sync`]), so
     /// a committed row never names bytes a crash could lose.
+    ///
+    /// A fenced session's batch first checks, inside the same transaction, that the
+    /// mailbox's fencing number is still the session's: if a newer lease raised it, the
+    /// transaction is rolled back, `session.fenced` is recorded and the batch fails with
+    /// [`StoreError::Fenced`] (nothing of it may be acknowledged).
     pub fn index(self) -> Result<IndexedJob, StoreError> {
         let SyncedJob { mut job, mut out } = self;
         let t1 = Instant::now();
         let ops = std::mem::take(&mut job.ops);
         let mut changes = Vec::new();
-        if ops.iter().any(|p| !matches!(p.op, Op::Duplicate)) {
+        // A fenced batch always takes the transaction, even one of duplicates only:
+        // nothing is acknowledged to a worker whose lease was taken over.
+        if job.fence.is_some() || ops.iter().any(|p| !matches!(p.op, Op::Duplicate)) {
             let inner = job.inner.clone();
             let ix = inner.index()?;
             let tx = ix.begin_batch()?;
+            if let Some(fence) = job.fence {
+                let current = ix.fence(job.mailbox_id)?.unwrap_or(0);
+                if current > fence {
+                    drop(tx);
+                    drop(ix);
+                    return Err(job.fenced(fence, current));
+                }
+            }
             for p in &ops {
                 job.apply(&ix, p, &mut out, &mut changes)?;
             }
@@ -275,6 +296,7 @@ impl SyncedJob {
             inner: job.inner,
             changes,
             out,
+            fence: job.fence,
         })
     }
 }
@@ -285,6 +307,7 @@ pub struct IndexedJob {
     inner: Arc<Inner>,
     changes: Vec<Change>,
     out: CommitOutcome,
+    fence: Option<u64>,
 }
 
 impl IndexedJob {
@@ -297,15 +320,36 @@ impl IndexedJob {
             inner,
             changes,
             mut out,
+            fence,
         } = self;
         let t2 = Instant::now();
-        inner.audit.changes(&changes)?;
+        inner.audit.changes(&changes, fence)?;
         out.timings.audit_ns = t2.elapsed().as_nanos() as u64;
         Ok(out)
     }
 }
 
 impl CommitJob {
+    /// The batch was refused by the fence check: records `session.fenced` (best effort:
+    /// the refusal stands even if the record cannot be written) and says why.
+    fn fenced(&self, fence: u64, current: u64) -> StoreError {
+        let audit = &self.inner.audit;
+        let data = crate::audit_trail::fenced_data(
+            &audit.mailbox_pseudonym(self.mailbox.as_str()),
+            fence,
+            current,
+            crate::audit_trail::FencedAt::Commit,
+        );
+        if let Err(e) = audit.event("session.fenced", data) {
+            tracing::warn!(error = %e, "session.fenced not recorded");
+        }
+        StoreError::Fenced {
+            mailbox: self.mailbox.to_string(),
+            fence,
+            current,
+        }
+    }
+
     /// Applies one change inside the batch's transaction.
     fn apply(
         &mut self,
@@ -538,6 +582,78 @@ impl Volume {
         s.index_base = w.index_base;
         Ok(s)
     }
+
+    /// [`Volume::session`] for a session that writes under a lease with fencing number
+    /// `fence` (docs/wire-protocol.md §3.7). The fence is checked and recorded before the
+    /// session is returned: lower than the mailbox's → [`StoreError::Fenced`] and
+    /// `session.fenced` in the audit log, nothing written; otherwise it becomes the
+    /// mailbox's (durably, if higher), `session.opened` is recorded, and every commit of
+    /// the session checks it again in its own transaction. `move_id` is the OPEN frame's,
+    /// for the record.
+    pub fn fenced_session(
+        &self,
+        mailbox: &MailboxAddr,
+        commit: &CommitSettings,
+        move_id: &str,
+        fence: u64,
+    ) -> Result<IngestSession, StoreError> {
+        let mut s = self.session(mailbox, commit)?;
+        let audit = &self.inner.audit;
+        let pseudonym = audit.mailbox_pseudonym(mailbox.as_str());
+        let before = self.inner.index()?.raise_fence(s.mailbox_id, fence)?;
+        match before {
+            Some(current) if current > fence => {
+                let data = crate::audit_trail::fenced_data(
+                    &pseudonym,
+                    fence,
+                    current,
+                    crate::audit_trail::FencedAt::Open,
+                );
+                audit.event("session.fenced", data)?;
+                Err(StoreError::Fenced {
+                    mailbox: mailbox.to_string(),
+                    fence,
+                    current,
+                })
+            }
+            _ => {
+                audit.event(
+                    "session.opened",
+                    crate::audit_trail::opened_data(&pseudonym, move_id, fence),
+                )?;
+                s.fence = Some(fence);
+                Ok(s)
+            }
+        }
+    }
+
+    /// Raises `mailbox`'s fencing number to `fence` without opening a session (a newer
+    /// lease asks for a mailbox another session holds: the holder can then commit no
+    /// more). Refused with [`StoreError::Fenced`] if the mailbox already has a higher
+    /// one. Nothing is recorded in the audit log here: the holder's refusal is, when it
+    /// happens, and the new session's `session.opened` when it starts.
+    pub fn raise_fence(&self, mailbox: &MailboxAddr, fence: u64) -> Result<(), StoreError> {
+        let w = self.inner.mailbox_for_write(mailbox)?;
+        match self.inner.index()?.raise_fence(w.mailbox_id, fence)? {
+            Some(current) if current > fence => Err(StoreError::Fenced {
+                mailbox: mailbox.to_string(),
+                fence,
+                current,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The mailbox's fencing number: the highest a session opened it with (`None` if no
+    /// fenced session ever did, or the volume does not hold the mailbox).
+    pub fn fence_of(&self, mailbox: &MailboxAddr) -> Result<Option<u64>, StoreError> {
+        let mac = self.inner.keys.name_mac(b'm', mailbox.as_str());
+        let ix = self.inner.index()?;
+        match ix.mailbox_by_mac(&mac)? {
+            Some(row) => ix.fence(row.id),
+            None => Ok(None),
+        }
+    }
 }
 
 // === impl IngestSession ===
@@ -576,6 +692,7 @@ impl IngestSession {
             open: None,
             failed: false,
             dedup_reader: None,
+            fence: None,
         }
     }
 
@@ -1076,6 +1193,7 @@ impl IngestSession {
             key: (self.key_id, self.mailbox_key.clone()),
             customer: self.index_base.is_some(),
             ops,
+            fence: self.fence,
         })
     }
 

@@ -162,3 +162,56 @@ fn the_head_is_signed_with_the_volume_key_and_a_cut_keeps_the_evidence() {
         "{e}"
     );
 }
+
+/// docs/vectors/audit/fenced-session.jsonl (made by an independent Python script) is
+/// what the store's own record builders write for a fenced session: `session.opened`,
+/// `message.stored` / `message.flags` / `message.deleted` with `fence`, `session.fenced`.
+#[test]
+fn the_fenced_session_vector_is_what_the_store_writes() {
+    use std::time::{Duration, SystemTime};
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/audit");
+    let expected = std::fs::read_to_string(vectors.join("fenced-session.jsonl")).unwrap();
+    let head = std::fs::read_to_string(vectors.join("fenced-session.head")).unwrap();
+    let names = Pseudonymizer::new(&[0x42; 32]);
+    let mailbox = names.pseudonym("mailbox", "alice@example.com");
+    let item = AuditItem {
+        message_id: 1,
+        mailbox: mailbox.clone(),
+        item: names.pseudonym("item", "INBOX/1"),
+        sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, b"Hello, world")),
+        size: 12,
+    };
+    let flags = names.pseudonym("flags", "INBOX/1\0S");
+    let records = [
+        (
+            "session.opened",
+            opened_data(&mailbox, "00112233445566778899aabbccddeeff", 7),
+        ),
+        change_record(&Change::Stored(item.clone()), Some(7)),
+        change_record(&Change::Flags(item.clone(), flags), Some(7)),
+        change_record(&Change::Deleted(item.clone()), Some(7)),
+        (
+            "session.fenced",
+            fenced_data(&mailbox, 7, 8, FencedAt::Commit),
+        ),
+    ];
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.jsonl");
+    let genesis = expected.lines().next().unwrap();
+    std::fs::write(&path, format!("{genesis}\n")).unwrap();
+    let mut log = AuditLog::open(&path).unwrap();
+    let noon = SystemTime::UNIX_EPOCH + Duration::from_secs(1_714_564_800);
+    for (i, (event, data)) in records.into_iter().enumerate() {
+        let t = noon + Duration::from_secs(i as u64 + 1);
+        log.append_at(t, "store@vector", event, data).unwrap();
+    }
+    log.sync().unwrap();
+    assert_eq!(log.head(), head.trim());
+    drop(log);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
+    // Without a fence, a change's record is exactly what it was before fencing.
+    let (_, plain) = change_record(&Change::Stored(item), None);
+    assert!(plain.get("fence").is_none());
+    mailferry_audit::verify_with_head(&path, &head).unwrap();
+}

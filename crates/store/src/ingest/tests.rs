@@ -524,3 +524,222 @@ fn a_dedup_lookup_does_not_wait_for_the_index_lock() {
         vec![(2, AckStatus::Duplicate), (3, AckStatus::Stored)]
     );
 }
+
+// === fencing (issue 20) ===
+
+/// `fence` of every record that has one, for `mailbox` (a pseudonym), in log order.
+fn fences_in_log(v: &Volume, pseudonym: &str) -> Vec<u64> {
+    mailferry_audit::read_records(v.dir().join(AUDIT_FILE))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.data.get("mailbox").and_then(|m| m.as_str()) == Some(pseudonym))
+        .filter_map(|e| e.data.get("fence").and_then(|f| f.as_u64()))
+        .collect()
+}
+
+fn fenced(v: &Volume, mb: &MailboxAddr, fence: u64) -> Result<crate::IngestSession, StoreError> {
+    v.fenced_session(
+        mb,
+        &CommitSettings::default(),
+        "00112233445566778899aabbccddeeff",
+        fence,
+    )
+}
+
+#[test]
+fn the_fence_table_keeps_the_highest_number_and_writes_nothing_for_a_lower_one() {
+    let f = fixture();
+    let v = open(&f);
+    let mb = addr("fence@example.org");
+    three(&v, &mb);
+    let id = v.inner.index().unwrap().mailboxes().unwrap()[0].0;
+    let mut ix = v.inner.index().unwrap();
+    assert_eq!(ix.fence(id).unwrap(), None);
+    assert_eq!(ix.raise_fence(id, 5).unwrap(), None);
+    assert_eq!(ix.fence(id).unwrap(), Some(5));
+    assert_eq!(ix.raise_fence(id, 3).unwrap(), Some(5));
+    assert_eq!(
+        ix.fence(id).unwrap(),
+        Some(5),
+        "a lower number changes nothing"
+    );
+    assert_eq!(ix.raise_fence(id, 5).unwrap(), Some(5));
+    assert_eq!(ix.raise_fence(id, u64::MAX).unwrap(), Some(5));
+    assert_eq!(ix.fence(id).unwrap(), Some(u64::MAX), "u64 round-trips");
+    drop(ix);
+    // Durable: a reopened volume has it.
+    let v = crate::volume::tests::open_again(v, &f);
+    assert_eq!(v.fence_of(&mb).unwrap(), Some(u64::MAX));
+    assert_eq!(v.fence_of(&addr("never@example.org")).unwrap(), None);
+}
+
+#[test]
+fn an_open_with_a_lower_fence_is_refused_recorded_and_writes_nothing() {
+    let f = fixture();
+    let v = open(&f);
+    let mb = addr("two@example.org");
+    let mut s2 = fenced(&v, &mb, 2).unwrap();
+    put(&mut s2, 1, "INBOX", "a", &body(100, 1)).unwrap();
+    assert_eq!(s2.commit().unwrap(), vec![(1, AckStatus::Stored)]);
+    drop(s2);
+
+    let err = fenced(&v, &mb, 1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                fence: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "a newer lease (fencing number 2) owns mailbox two@example.org; this worker's lease \
+         was taken over: stop, another worker is moving it"
+    );
+    assert_eq!(v.fence_of(&mb).unwrap(), Some(2));
+    assert_eq!(live(&v, &mb).len(), 1);
+    let p = v.pseudonym_of_mailbox(&mb);
+    let refused = events(&v, "session.fenced");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["mailbox"], p.as_str());
+    assert_eq!(refused[0]["fence"], 2);
+    assert_eq!(refused[0]["stale_fence"], 1);
+    assert_eq!(refused[0]["refused"], "open");
+    let opened = events(&v, "session.opened");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0]["fence"], 2);
+    assert_eq!(opened[0]["move_id"], "00112233445566778899aabbccddeeff");
+    let stored = events(&v, "message.stored");
+    assert_eq!(stored[0]["fence"], 2);
+
+    // The same number again is the same lease (a retry of its own session): accepted.
+    let mut again = fenced(&v, &mb, 2).unwrap();
+    put(&mut again, 1, "INBOX", "b", &body(10, 2)).unwrap();
+    assert_eq!(again.commit().unwrap(), vec![(1, AckStatus::Stored)]);
+    assert_eq!(fences_in_log(&v, &p), [2, 2, 2, 2, 2]);
+}
+
+#[test]
+fn a_commit_after_a_newer_lease_opened_is_refused_inside_its_transaction() {
+    let f = fixture();
+    let v = open(&f);
+    let mb = addr("race@example.org");
+    let mut old = fenced(&v, &mb, 1).unwrap();
+    put(&mut old, 1, "INBOX", "a", &body(100, 1)).unwrap();
+    assert_eq!(old.commit().unwrap(), vec![(1, AckStatus::Stored)]);
+    // The old worker's next batch is on its way (its bytes synced) when the new lease
+    // takes the mailbox: the check is in the index step, not at start_commit.
+    put(&mut old, 2, "INBOX", "b", &body(70_000, 2)).unwrap();
+    put(&mut old, 3, "INBOX", "c", &body(10, 3)).unwrap();
+    let synced = old.start_commit().unwrap().sync().unwrap();
+
+    let mut new = fenced(&v, &mb, 2).unwrap();
+    let err = synced.index().err().expect("refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                fence: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A batch of duplicates only is refused too: nothing is acknowledged to it.
+    put(&mut old, 4, "INBOX", "a", &body(100, 1)).unwrap();
+    assert!(matches!(old.commit(), Err(StoreError::Fenced { .. })));
+    drop(old);
+    assert_eq!(
+        live(&v, &mb)
+            .iter()
+            .map(|(i, _, _)| i.as_str())
+            .collect::<Vec<_>>(),
+        ["INBOX/a"],
+        "nothing of the refused batch was inserted"
+    );
+
+    put(&mut new, 1, "INBOX", "b", &body(70_000, 2)).unwrap();
+    assert_eq!(new.commit().unwrap(), vec![(1, AckStatus::Stored)]);
+    drop(new);
+    assert_eq!(live(&v, &mb).len(), 2);
+    let refused = events(&v, "session.fenced");
+    assert_eq!(refused.len(), 2);
+    assert!(refused
+        .iter()
+        .all(|r| r["refused"] == "commit" && r["stale_fence"] == 1));
+    // The property the scale-out test checks: per mailbox, fences never go down.
+    let seen = fences_in_log(&v, &v.pseudonym_of_mailbox(&mb));
+    assert_eq!(seen, [1, 1, 2, 2, 2, 2]);
+    assert!(v.verify().unwrap().damaged.is_empty());
+}
+
+#[test]
+fn a_raised_fence_stops_the_holder_and_an_unfenced_session_is_not_checked() {
+    let f = fixture();
+    let v = open(&f);
+    let mb = addr("held@example.org");
+    let mut old = fenced(&v, &mb, 3).unwrap();
+    put(&mut old, 1, "INBOX", "a", &body(100, 1)).unwrap();
+    // The 409 path: a newer lease asks while `old` holds the mailbox.
+    v.raise_fence(&mb, 4).unwrap();
+    assert!(matches!(
+        old.commit(),
+        Err(StoreError::Fenced {
+            fence: 3,
+            current: 4,
+            ..
+        })
+    ));
+    assert!(matches!(
+        v.raise_fence(&mb, 2),
+        Err(StoreError::Fenced {
+            fence: 2,
+            current: 4,
+            ..
+        })
+    ));
+    assert_eq!(v.fence_of(&mb).unwrap(), Some(4));
+    // Without a fence nothing is checked or recorded, as before fencing existed.
+    let mut plain = v.session(&mb, &CommitSettings::default()).unwrap();
+    put(&mut plain, 1, "INBOX", "z", &body(5, 9)).unwrap();
+    assert_eq!(plain.commit().unwrap(), vec![(1, AckStatus::Stored)]);
+    let stored = events(&v, "message.stored");
+    assert!(
+        stored.iter().all(|s| s.get("fence").is_none()),
+        "{stored:?}"
+    );
+}
+
+#[test]
+fn a_schema_5_index_upgrades_to_6_in_one_step_and_keeps_its_messages() {
+    let f = fixture();
+    let mb = addr("five@example.org");
+    three(&open(&f), &mb);
+    {
+        let c = rusqlite::Connection::open(f.dir.join(INDEX_FILE)).unwrap();
+        c.execute_batch(
+            "DROP TABLE fences; UPDATE volume SET v = X'0000000000000005' WHERE k = 'schema';",
+        )
+        .unwrap();
+    }
+    let v = open(&f);
+    let schema: Vec<u8> = v
+        .inner
+        .index()
+        .unwrap()
+        .conn_for_tests()
+        .query_row("SELECT v FROM volume WHERE k = 'schema'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(schema, 6i64.to_be_bytes());
+    assert_eq!(live(&v, &mb).len(), 3);
+    assert_eq!(v.fence_of(&mb).unwrap(), None);
+    let mut s = fenced(&v, &mb, 1).unwrap();
+    put(&mut s, 1, "INBOX", "new", &body(10, 7)).unwrap();
+    assert_eq!(s.commit().unwrap(), vec![(1, AckStatus::Stored)]);
+    assert_eq!(v.fence_of(&mb).unwrap(), Some(1));
+}
