@@ -50,6 +50,13 @@ const TOKEN2: &str = "second-token-0123456789";
 const TOKEN3: &str = "third-token-0123456789";
 
 async fn start_with(limits: mailferry_proxy::Limits) -> Harness {
+    start_full(limits, Profile::default().commit).await
+}
+
+async fn start_full(
+    limits: mailferry_proxy::Limits,
+    commit: mailferry_core::profile::CommitSettings,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let vol = dir.path().join("v");
     Volume::init(&vol, &dir.path().join("k")).unwrap();
@@ -69,7 +76,7 @@ async fn start_with(limits: mailferry_proxy::Limits) -> Harness {
                 tokens,
                 volume: volume.clone(),
             },
-            commit: Profile::default().commit,
+            commit,
             stats: Arc::new(StoreStats::default()),
             header_timeout: mailferry_proxy::server::HANDSHAKE_TIMEOUT,
             limits,
@@ -164,6 +171,7 @@ fn open() -> Frame {
     Frame::Open {
         version: PROTOCOL_VERSION,
         move_id: MoveId([1; 16]),
+        fence: None,
     }
 }
 
@@ -260,6 +268,7 @@ async fn protocol_violations_end_the_session_with_an_error() {
             vec![Frame::Open {
                 version: 99,
                 move_id: MoveId([0; 16]),
+                fence: None,
             }],
             505,
         ),
@@ -844,4 +853,232 @@ async fn start_mtls_store() -> MtlsStore {
             serving,
         },
     }
+}
+
+// === fencing (issue 20): a worker's lease carries a fencing number the store checks ===
+
+fn fenced_open(fence: u64) -> Frame {
+    Frame::Open {
+        version: PROTOCOL_VERSION,
+        move_id: MoveId([1; 16]),
+        fence: Some(fence),
+    }
+}
+
+/// A message `INBOX/m{seq}` with body `body`: MESSAGE, DATA, END.
+fn msg(seq: u64, body: &[u8]) -> Vec<Frame> {
+    message_frames(seq, &format!("m{seq}"), "S", body)
+}
+
+/// The volume's audit records of `event`.
+fn volume_events(h: &Harness, event: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    mailferry_audit::read_records(h.volume.dir().join("audit.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == event)
+        .map(|e| e.data)
+        .collect()
+}
+
+fn stored_ids(h: &Harness) -> Vec<String> {
+    h.volume
+        .list_messages(&mailbox())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.unwrap().meta.source_id.to_string())
+        .collect()
+}
+
+const FENCED_2: &str = "a newer lease (fencing number 2) owns mailbox bob@example.org; this \
+                        worker's lease was taken over: stop, another worker is moving it";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_2_then_fence_1_refuses_fence_1_with_the_fenced_error_and_stores_nothing() {
+    let h = start().await;
+    let ep = endpoint(&h, TOKEN);
+    let mut io = ep.open_stream_fenced(&mailbox(), Some(2)).await.unwrap();
+    let mut frames = vec![fenced_open(2)];
+    frames.extend(msg(1, b"Subject: two\r\n\r\nfrom lease 2\r\n"));
+    frames.push(Frame::Close);
+    send(&mut io, &frames).await;
+    assert_eq!(
+        read_all(&mut io).await,
+        [Frame::Ack(vec![(1, AckStatus::Stored)]), Frame::Closed]
+    );
+
+    // The worker of lease 1 wakes up: its OPEN is refused before anything is written.
+    let mut io = ep.open_stream_fenced(&mailbox(), Some(1)).await.unwrap();
+    let mut frames = vec![fenced_open(1)];
+    frames.extend(msg(2, b"Subject: one\r\n\r\nfrom lease 1\r\n"));
+    frames.push(Frame::Close);
+    send(&mut io, &frames).await;
+    assert_eq!(
+        read_all(&mut io).await,
+        [Frame::Error {
+            code: 412,
+            message: FENCED_2.into()
+        }]
+    );
+    assert_eq!(stored_ids(&h), ["m1"], "nothing of lease 1 was stored");
+    assert_eq!(h.volume.fence_of(&mailbox()).unwrap(), Some(2));
+    let refused = volume_events(&h, "session.fenced");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["refused"], "open");
+    assert_eq!(refused[0]["fence"], 2);
+    assert_eq!(refused[0]["stale_fence"], 1);
+    assert_eq!(
+        refused[0]["mailbox"],
+        h.volume.pseudonym_of_mailbox(&mailbox()).as_str()
+    );
+    let stored = volume_events(&h, "message.stored");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["fence"], 2);
+
+    // The agent's view: the same refusal is typed, and permanent (not retried).
+    let policy = mailferry_agent::throttle::BackoffPolicy {
+        initial: std::time::Duration::from_millis(10),
+        max: std::time::Duration::from_millis(50),
+        attempts: 5,
+    };
+    let mut io = ep
+        .open_fenced_backoff(&mailbox(), Some(1), &policy)
+        .await
+        .unwrap()
+        .0;
+    send(&mut io, &[fenced_open(1), Frame::Close]).await;
+    assert!(matches!(
+        read_all(&mut io).await.as_slice(),
+        [Frame::Error { code: 412, .. }]
+    ));
+
+    // A session without a fence is not fenced: it behaves as it always did.
+    let mut io = ep.open_stream(&mailbox()).await.unwrap();
+    let mut frames = vec![open()];
+    frames.extend(msg(3, b"Subject: plain\r\n\r\nno lease\r\n"));
+    frames.push(Frame::Close);
+    send(&mut io, &frames).await;
+    assert_eq!(
+        read_all(&mut io).await,
+        [Frame::Ack(vec![(3, AckStatus::Stored)]), Frame::Closed]
+    );
+    let stored = volume_events(&h, "message.stored");
+    assert!(stored[1].get("fence").is_none(), "{stored:?}");
+    assert_eq!(volume_events(&h, "session.opened").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_lease_ends_the_open_session_nothing_more_of_it_is_acknowledged_and_gets_in() {
+    // Batches close only at FLUSH here, so the old session has a message pending (not
+    // committed) when the newer lease arrives.
+    let commit = mailferry_core::profile::CommitSettings {
+        max_delay_ms: 600_000,
+        ..Profile::default().commit
+    };
+    let h = start_full(Default::default(), commit).await;
+    let ep = endpoint(&h, TOKEN);
+    let mut old = ep.open_stream_fenced(&mailbox(), Some(1)).await.unwrap();
+    let mut frames = vec![fenced_open(1)];
+    frames.extend(msg(1, b"Subject: a\r\n\r\ncommitted by lease 1\r\n"));
+    frames.push(Frame::Flush);
+    send(&mut old, &frames).await;
+    let mut fb = FrameBuffer::new();
+    let mut buf = vec![0u8; 4096];
+    let first = loop {
+        let n = old.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the session ended early");
+        fb.push(&buf[..n]);
+        if let Some(f) = fb.next_frame().unwrap() {
+            break f;
+        }
+    };
+    assert_eq!(first, Frame::Ack(vec![(1, AckStatus::Stored)]));
+    // Still streaming: message 2 is ended, waiting for its batch to close.
+    send(
+        &mut old,
+        &msg(2, b"Subject: b\r\n\r\nnever acknowledged\r\n"),
+    )
+    .await;
+
+    // The lease is taken over: the new worker's first request finds the mailbox held
+    // (409), which fences the old session off; the agent's retry of 409 then gets in.
+    let policy = mailferry_agent::throttle::BackoffPolicy {
+        initial: std::time::Duration::from_millis(50),
+        max: std::time::Duration::from_millis(500),
+        attempts: 20,
+    };
+    let (mut new, waited) = ep
+        .open_fenced_backoff(&mailbox(), Some(2), &policy)
+        .await
+        .expect("the newer lease gets the mailbox once the old session has ended");
+    assert!(!waited.is_zero(), "the first try met the old session (409)");
+
+    // The old session heard nothing more but its end; it can send, nothing is taken.
+    let mut rest = Vec::new();
+    while let Some(f) = fb.next_frame().unwrap() {
+        rest.push(f);
+    }
+    let _ = old
+        .write_all(&{
+            let mut b = Vec::new();
+            Frame::Flush.encode(&mut b);
+            b
+        })
+        .await;
+    rest.extend(read_all(&mut old).await);
+    assert_eq!(
+        rest,
+        [Frame::Error {
+            code: 412,
+            message: FENCED_2.into()
+        }]
+    );
+
+    let mut frames = vec![fenced_open(2)];
+    frames.extend(msg(3, b"Subject: c\r\n\r\nfrom lease 2\r\n"));
+    frames.push(Frame::Close);
+    send(&mut new, &frames).await;
+    assert_eq!(
+        read_all(&mut new).await,
+        [Frame::Ack(vec![(3, AckStatus::Stored)]), Frame::Closed]
+    );
+    assert_eq!(
+        stored_ids(&h),
+        ["m1", "m3"],
+        "m2 of the old lease was never stored"
+    );
+    let refused = volume_events(&h, "session.fenced");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["refused"], "takeover");
+    // No move had two writers: per mailbox, the fences in the log never go down.
+    let fences: Vec<u64> = mailferry_audit::read_records(h.volume.dir().join("audit.jsonl"))
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.data.get("fence").and_then(|f| f.as_u64()))
+        .collect();
+    assert_eq!(
+        fences,
+        [1, 1, 2, 2, 2],
+        "opened 1, stored 1, fenced, opened 2, stored 2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_whose_fence_differs_from_its_header_is_a_protocol_violation() {
+    let h = start().await;
+    let mut io = endpoint(&h, TOKEN)
+        .open_stream_fenced(&mailbox(), Some(3))
+        .await
+        .unwrap();
+    send(&mut io, &[fenced_open(4), Frame::Close]).await;
+    match read_all(&mut io).await.as_slice() {
+        [Frame::Error { code: 400, message }] => {
+            assert!(message.contains("fencing number (4)"), "{message}")
+        }
+        other => panic!("expected ERROR 400, got {other:?}"),
+    }
+    assert_eq!(
+        h.volume.fence_of(&mailbox()).unwrap(),
+        None,
+        "nothing recorded"
+    );
 }

@@ -9,7 +9,7 @@ use crate::AgentError;
 use hyper::header::HeaderValue;
 use hyper::{StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use mailferry_core::frame::upgrade_request;
+use mailferry_core::frame::{upgrade_request, ERROR_FENCED};
 use mailferry_core::refusal;
 use mailferry_core::secret::SecretBytes;
 use mailferry_core::MailboxAddr;
@@ -105,17 +105,33 @@ impl Endpoint {
         mailbox: &MailboxAddr,
         policy: &BackoffPolicy,
     ) -> Result<(TokioIo<hyper::upgrade::Upgraded>, Duration), AgentError> {
+        self.open_fenced_backoff(mailbox, None, policy).await
+    }
+
+    /// [`Endpoint::open_stream_backoff`] for a session that writes under a lease with
+    /// fencing number `fence` (sent as the `Mailferry-Fence` header; the caller's OPEN
+    /// frame must carry the same). Such a session also retries 409: the store has fenced
+    /// off the session that holds the mailbox (it ends at once), so the mailbox frees up.
+    /// A 412 (a newer lease owns the mailbox) is [`AgentError::Fenced`], never retried.
+    pub async fn open_fenced_backoff(
+        &self,
+        mailbox: &MailboxAddr,
+        fence: Option<u64>,
+        policy: &BackoffPolicy,
+    ) -> Result<(TokioIo<hyper::upgrade::Upgraded>, Duration), AgentError> {
         let mut waited = Duration::ZERO;
         let mut attempt = 1;
         loop {
-            match self.open_stream(mailbox).await {
+            match self.open_stream_fenced(mailbox, fence).await {
                 Ok(stream) => return Ok((stream, waited)),
                 Err(AgentError::Refused {
-                    status: status @ (429 | 503),
+                    status,
                     retry_after,
                     message,
                     ..
-                }) if attempt < policy.attempts => {
+                }) if attempt < policy.attempts
+                    && (matches!(status, 429 | 503) || (status == 409 && fence.is_some())) =>
+                {
                     let hint = retry_after.map(Duration::from_secs);
                     let wait = policy.wait(attempt, hint, random_u64());
                     tracing::info!(
@@ -139,6 +155,15 @@ impl Endpoint {
     pub async fn open_stream(
         &self,
         mailbox: &MailboxAddr,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, AgentError> {
+        self.open_stream_fenced(mailbox, None).await
+    }
+
+    /// [`Endpoint::open_stream`] with the `Mailferry-Fence` header when `fence` is given.
+    pub async fn open_stream_fenced(
+        &self,
+        mailbox: &MailboxAddr,
+        fence: Option<u64>,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, AgentError> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -170,7 +195,8 @@ impl Endpoint {
             std::str::from_utf8(self.token.expose()).map_err(|_| self.err("token is not text"))?
         ))
         .map_err(|_| self.err("token contains characters not allowed in a header"))?;
-        let req = upgrade_request(&path, &self.host, self.port, auth).map_err(|e| self.err(e))?;
+        let req =
+            upgrade_request(&path, &self.host, self.port, auth, fence).map_err(|e| self.err(e))?;
         let resp = sender
             .send_request(req)
             .await
@@ -181,6 +207,13 @@ impl Endpoint {
                 retry_after,
                 message,
             } = refusal::read(resp).await;
+            if let (ERROR_FENCED, Some(fence)) = (status, fence) {
+                return Err(AgentError::Fenced {
+                    mailbox: mailbox.to_string(),
+                    fence,
+                    message,
+                });
+            }
             return Err(AgentError::Refused {
                 url: self.url.clone(),
                 status,

@@ -52,6 +52,18 @@ pub enum AgentError {
         /// Its message.
         message: String,
     },
+    /// The store refused this session for good: a newer lease owns the mailbox (wire
+    /// protocol §3.7, ERROR or HTTP 412). Not retried: another worker is moving it.
+    #[error("{message}")]
+    Fenced {
+        /// The mailbox.
+        mailbox: String,
+        /// This session's fencing number.
+        fence: u64,
+        /// The store's explanation ("a newer lease (fencing number G) owns mailbox M;
+        /// ...").
+        message: String,
+    },
     /// Shared vocabulary errors (TLS setup, bad identifiers).
     #[error(transparent)]
     Core(#[from] mailferry_core::CoreError),

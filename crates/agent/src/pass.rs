@@ -41,6 +41,10 @@ pub struct PassConfig {
     /// Read rate limits: the move's own (its profile's `[throttle]`) and any shared
     /// with other moves of the same endpoint.
     pub throttle: Throttles,
+    /// The fencing number of the lease this pass runs under (a worker's): sent in OPEN,
+    /// and the store refuses the session once a newer lease owns the mailbox. `None`
+    /// (every pass without a lease) sends exactly what it always did.
+    pub fence: Option<u64>,
 }
 
 /// Live counters, readable while the pass runs (for progress bars).
@@ -384,6 +388,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         endpoint,
         profile,
         throttle,
+        fence,
     } = cfg;
     let waited_before = (
         progress.throttled_nanos.load(Ordering::Relaxed),
@@ -447,6 +452,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         move_id,
         frame_bytes: profile.transport.frame_bytes,
         throttle,
+        fence,
     };
     let (state, produced, transport_secs, tally) =
         stream(&endpoint, &mailbox, &profile, &progress, work, state).await?;
@@ -537,8 +543,9 @@ async fn stream(
     work: Work,
     state: StateDir,
 ) -> Result<(StateDir, Produced, f64, Tally), AgentError> {
+    let policy = BackoffPolicy::from_profile(&profile.throttle);
     let (stream, backoff) = endpoint
-        .open_stream_backoff(mailbox, &BackoffPolicy::from_profile(&profile.throttle))
+        .open_fenced_backoff(mailbox, work.fence, &policy)
         .await?;
     add_nanos(&progress.server_backoff_nanos, backoff);
     let (mut rd, wr) = tokio::io::split(stream);
@@ -552,6 +559,7 @@ async fn stream(
         window: window.clone(),
         progress: progress.clone(),
     };
+    let fence = work.fence;
     let workers = Workers::start(work, out, wr, buf_rx, state);
 
     let mut reader = Reader {
@@ -560,6 +568,7 @@ async fn stream(
         progress,
         cp_tx: &workers.cp_tx,
         url: &endpoint.url,
+        fenced: fence.map(|f| (mailbox.as_str(), f)),
         tally: Tally::default(),
     };
     let session_result = reader.run(&mut rd).await;
@@ -600,6 +609,8 @@ struct Work {
     frame_bytes: usize,
     /// Read rate limits the producer obeys.
     throttle: Throttles,
+    /// The lease's fencing number, for OPEN.
+    fence: Option<u64>,
 }
 
 /// The pass's workers besides the reader: the producer thread, the writer task and the
@@ -633,9 +644,10 @@ impl<W: tokio::io::AsyncWrite + Unpin + Send + 'static> Workers<W> {
                     move_id,
                     frame_bytes,
                     throttle,
+                    fence,
                 } = work;
                 let out = Producer::new(out, throttle, frame_bytes);
-                let produced = out.produce(&*source, &filtered, items, ops, move_id);
+                let produced = out.produce(&*source, &filtered, items, ops, move_id, fence);
                 // The source's own waits for its server, listing included.
                 add_nanos(&progress.server_backoff_nanos, source.server_backoff());
                 produced
@@ -783,6 +795,9 @@ struct Reader<'a> {
     progress: &'a Progress,
     cp_tx: &'a flume::Sender<Vec<CheckpointEntry>>,
     url: &'a str,
+    /// A fenced pass's mailbox and fencing number: an ERROR 412 is then
+    /// [`AgentError::Fenced`].
+    fenced: Option<(&'a str, u64)>,
     tally: Tally,
 }
 
@@ -811,7 +826,16 @@ impl Reader<'_> {
                     Frame::Ack(items) => self.ack(items)?,
                     Frame::Reject { seq, reason } => self.reject(seq, reason),
                     Frame::Error { code, message } => {
-                        return Err(AgentError::Session { code, message })
+                        return Err(match self.fenced {
+                            Some((mailbox, fence)) if code == frame::ERROR_FENCED => {
+                                AgentError::Fenced {
+                                    mailbox: mailbox.to_string(),
+                                    fence,
+                                    message,
+                                }
+                            }
+                            _ => AgentError::Session { code, message },
+                        })
                     }
                     Frame::Closed => return Ok(()),
                     other => {
@@ -1055,10 +1079,12 @@ impl Producer {
         items: Vec<SourceItem>,
         ops: Vec<Op>,
         move_id: MoveId,
+        fence: Option<u64>,
     ) -> Produced {
         Frame::Open {
             version: frame::PROTOCOL_VERSION,
             move_id,
+            fence,
         }
         .encode(&mut self.out);
         // A gone session is not an error here: the reader reports why it ended.

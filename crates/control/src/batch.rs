@@ -868,6 +868,8 @@ pub async fn run(bd: &BatchDir, mode: Mode, opts: &RunOptions) -> Result<RunOutc
                     counters
                 }),
                 observer: None,
+                // One process runs this batch: no lease, no fence.
+                fence: None,
             };
             let source = MoveSource { password, reading };
             let res = run_one(&bd2, &u, &dest, &pass_opts, source, hooks).await;

@@ -39,6 +39,17 @@ pub enum AppError {
     /// Some mailboxes of a batch failed; the others went on (exit code 4).
     #[error("{0}")]
     BatchFailed(String),
+    /// The store refused the pass for good: a newer lease (another worker) owns the
+    /// mailbox, so this worker's lease was taken over (exit code 1). Not retried.
+    #[error("{message}")]
+    Fenced {
+        /// The mailbox.
+        mailbox: String,
+        /// This pass's fencing number.
+        fence: u64,
+        /// The store's explanation, naming the newer fencing number.
+        message: String,
+    },
     /// The move's lifecycle state refuses the request: a completed move takes no more
     /// passes, a suspended one none until it is resumed (exit code 5).
     #[error("{0}")]
@@ -59,6 +70,23 @@ impl AppError {
             AppError::Core(C::Profile { .. } | C::BadMailbox { .. } | C::BadFolder { .. }) => 2,
             AppError::Store(S::WrongKey { .. } | S::KeyFile { .. } | S::Replica { .. }) => 2,
             _ => 1,
+        }
+    }
+
+    /// An agent error as the control plane reports it: a fenced refusal becomes
+    /// [`AppError::Fenced`], anything else [`AppError::Agent`].
+    pub fn from_agent(e: mailferry_agent::AgentError) -> AppError {
+        match e {
+            mailferry_agent::AgentError::Fenced {
+                mailbox,
+                fence,
+                message,
+            } => AppError::Fenced {
+                mailbox,
+                fence,
+                message,
+            },
+            e => AppError::Agent(e),
         }
     }
 

@@ -72,6 +72,10 @@ pub struct PassHooks {
     /// A throttle shared with other moves (an endpoint's), obeyed on top of the move's
     /// own `[throttle]` limits.
     pub throttle: Option<Arc<Throttle>>,
+    /// The lease's fencing number; the store refuses writes from a lower one. `None`
+    /// (no lease: one machine) changes nothing. A refused pass ends with
+    /// [`AppError::Fenced`], which the caller must not retry.
+    pub fence: Option<u64>,
 }
 
 /// When a move started: its report's `started_at` and `seconds` count from here.
@@ -168,6 +172,7 @@ impl Connected {
                     Limits::from_profile(&args.profile.throttle),
                     hooks.throttle,
                 ),
+                fence: hooks.fence,
             },
             progress,
         )
@@ -177,7 +182,7 @@ impl Connected {
         }
         let _ = sampler_stop.send(());
         let timeline = sampler.await.unwrap_or_default();
-        let outcome = outcome?;
+        let outcome = outcome.map_err(AppError::from_agent)?;
 
         // The destination's receipt, computed by the store from what it holds, and recorded
         // in the volume's audit log next to the source's root. Not available here when the

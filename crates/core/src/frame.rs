@@ -21,21 +21,44 @@ pub const UPGRADE_TOKEN: &str = "mailferry-frames/1";
 /// The request that switches a connection to frames (docs/wire-protocol.md,
 /// "Upgrade"): `POST path` with `Host`, the bearer `authorization` (marked sensitive, so
 /// that no debug output or HPACK table keeps it), `Connection: upgrade` and
-/// `Upgrade: mailferry-frames/1`. One builder for the agent and the proxy's forwarder.
+/// `Upgrade: mailferry-frames/1`, and [`FENCE_HEADER`] when the session has a fencing
+/// number. One builder for the agent and the proxy's forwarder.
 pub fn upgrade_request(
     path: &str,
     host: &str,
     port: u16,
     mut authorization: http::HeaderValue,
+    fence: Option<u64>,
 ) -> Result<http::Request<http_body_util::Empty<Bytes>>, http::Error> {
     use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
     authorization.set_sensitive(true);
-    http::Request::post(path)
+    let mut req = http::Request::post(path)
         .header(HOST, format!("{host}:{port}"))
         .header(AUTHORIZATION, authorization)
         .header(CONNECTION, "upgrade")
-        .header(UPGRADE, UPGRADE_TOKEN)
-        .body(http_body_util::Empty::new())
+        .header(UPGRADE, UPGRADE_TOKEN);
+    if let Some(f) = fence {
+        req = req.header(FENCE_HEADER, f);
+    }
+    req.body(http_body_util::Empty::new())
+}
+
+/// ERROR code (and HTTP status) of a fenced refusal: a newer lease owns the mailbox, so
+/// this session may not write (docs/wire-protocol.md §3.5). Permanent: do not retry.
+pub const ERROR_FENCED: u16 = 412;
+
+/// Request header of a fenced session (docs/wire-protocol.md §3.7): the same fencing
+/// number as its OPEN frame, in decimal. It lets the server fence off the session that
+/// holds the mailbox before it answers 409; OPEN stays the authority.
+pub const FENCE_HEADER: &str = "mailferry-fence";
+
+/// The fencing number of a [`FENCE_HEADER`] value: decimal digits only (no sign, no
+/// spaces), at most `u64::MAX`; `None` for anything else.
+pub fn parse_fence(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Frame kinds; client-to-server below 0x80, server-to-client from 0x80.
@@ -119,6 +142,9 @@ pub enum Frame {
         version: u16,
         /// The move this session belongs to.
         move_id: MoveId,
+        /// The fencing number of the lease this session writes under (a worker's);
+        /// `None` for a session without a lease, whose OPEN keeps its 18-byte form.
+        fence: Option<u64>,
     },
     /// Start of one message.
     Message(MessageHeader),
@@ -208,9 +234,16 @@ impl Frame {
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
         let k = match self {
-            Frame::Open { version, move_id } => {
+            Frame::Open {
+                version,
+                move_id,
+                fence,
+            } => {
                 out.extend_from_slice(&version.to_be_bytes());
                 out.extend_from_slice(&move_id.0);
+                if let Some(f) = fence {
+                    out.extend_from_slice(&f.to_be_bytes());
+                }
                 kind::OPEN
             }
             Frame::Message(h) => {
@@ -294,6 +327,13 @@ impl Frame {
             kind::OPEN => Frame::Open {
                 version: r.u16()?,
                 move_id: MoveId(r.array()?),
+                // 18 bytes: no fence; 26: a fence; anything else is refused below (too
+                // short) or as trailing bytes.
+                fence: if r.buf.is_empty() {
+                    None
+                } else {
+                    Some(r.u64()?)
+                },
             },
             kind::MESSAGE => {
                 let seq = r.u64()?;

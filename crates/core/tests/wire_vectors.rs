@@ -94,6 +94,7 @@ fn open() -> Frame {
     Frame::Open {
         version: PROTOCOL_VERSION,
         move_id: move_id(),
+        fence: None,
     }
 }
 
@@ -104,6 +105,14 @@ fn valid_cases() -> Vec<(&'static str, Vec<Frame>)> {
     let b3: &[u8] = b"Subject: three\r\n\r\nalready there\r\n";
     vec![
         ("open.hex", vec![open()]),
+        (
+            "open-fence.hex",
+            vec![Frame::Open {
+                version: PROTOCOL_VERSION,
+                move_id: move_id(),
+                fence: Some(7),
+            }],
+        ),
         (
             "message.hex",
             vec![message(
@@ -308,6 +317,8 @@ fn invalid_cases() -> Vec<(&'static str, &'static str)> {
         ("keywords-unsorted.hex", "flags must be sorted and unique"),
         ("keyword-atom-special.hex", "keyword \"a(b\""),
         ("keyword-empty.hex", "empty keyword"),
+        ("open-short-fence.hex", "payload shorter than its fields"),
+        ("open-trailing-bytes.hex", "trailing bytes"),
     ]
 }
 

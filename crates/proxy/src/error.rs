@@ -64,6 +64,14 @@ pub enum ProxyError {
         /// When the running session started, RFC 3339.
         since: String,
     },
+    /// The `Mailferry-Fence` request header is not a fencing number.
+    #[error("the {header} header must be a fencing number in decimal (0 to 18446744073709551615), not {value:?}; fix the client")]
+    BadFence {
+        /// The header's name.
+        header: &'static str,
+        /// What it held (a number, not a secret).
+        value: String,
+    },
     /// The store refused.
     #[error(transparent)]
     Store(#[from] mailferry_store::StoreError),
@@ -86,7 +94,7 @@ pub fn status_for(e: &ProxyError) -> StatusCode {
         ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
         ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
         ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-        ProxyError::BadMailbox(_) => StatusCode::BAD_REQUEST,
+        ProxyError::BadMailbox(_) | ProxyError::BadFence { .. } => StatusCode::BAD_REQUEST,
         ProxyError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ProxyError::Upstream { status, .. } => {
@@ -99,6 +107,8 @@ pub fn status_for(e: &ProxyError) -> StatusCode {
         ProxyError::MailboxBusy { .. } => StatusCode::CONFLICT,
         ProxyError::Store(S::UnknownMailbox { .. }) => StatusCode::NOT_FOUND,
         ProxyError::Store(S::Rejected { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+        // A newer lease owns the mailbox: the same code as the ERROR frame (wire §3.5).
+        ProxyError::Store(S::Fenced { .. }) => StatusCode::PRECONDITION_FAILED,
         ProxyError::Store(_) | ProxyError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -108,10 +108,11 @@ impl Router {
         mailbox: &MailboxAddr,
         path: &str,
         authorization: HeaderValue,
+        fence: Option<u64>,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ProxyError> {
         let node = self.owner(mailbox).clone();
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.open_on(&node, path, authorization)).await
-        {
+        let open = self.open_on(&node, path, authorization, fence);
+        match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
             Ok(r) => r,
             Err(_) => Err(ProxyError::Upstream {
                 status: 503,
@@ -126,6 +127,7 @@ impl Router {
         node: &StoreNode,
         path: &str,
         authorization: HeaderValue,
+        fence: Option<u64>,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ProxyError> {
         let down = |reason: String| ProxyError::Upstream {
             status: 503,
@@ -147,7 +149,9 @@ impl Router {
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        let req = upgrade_request(path, &node.host, node.port, authorization)
+        // The fence travels on to the node that owns the mailbox (its OPEN frame does
+        // anyway: frames are end to end).
+        let req = upgrade_request(path, &node.host, node.port, authorization, fence)
             .map_err(|e| down(e.to_string()))?;
         let resp = sender
             .send_request(req)

@@ -1,7 +1,7 @@
 //! The HTTPS listener: TLS termination, HTTP/1.1 with upgrades, routing and auth.
 
 use crate::metrics::{Metrics, StoreStats};
-use crate::session::run_session;
+use crate::session::{run_session, Claim, Opening};
 use crate::{status_for, ProxyError, TokenSet};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mailferry_core::frame::UPGRADE_TOKEN;
+use mailferry_core::frame::{parse_fence, FENCE_HEADER, UPGRADE_TOKEN};
 use mailferry_core::profile::CommitSettings;
 use mailferry_core::MailboxAddr;
 use mailferry_store::Volume;
@@ -131,24 +131,30 @@ impl Drop for MailboxLock {
 }
 
 impl Shared {
-    /// Takes the mailbox for one session, or says who has it (409): two agents writing
-    /// one mailbox at once would each mirror their own view of the source over the
-    /// other's. The store node that owns a mailbox is the one place all its sessions
-    /// meet, so in a split deployment its `serve` enforces this and the front proxy
-    /// passes the 409 on.
-    fn lock_mailbox(self: &Arc<Self>, mailbox: &MailboxAddr) -> Result<MailboxLock, ProxyError> {
+    /// Takes the mailbox for one session, or says who has it (409) and hands back the
+    /// holder's claim: two agents writing one mailbox at once would each mirror their own
+    /// view of the source over the other's. The store node that owns a mailbox is the
+    /// one place all its sessions meet, so in a split deployment its `serve` enforces
+    /// this and the front proxy passes the 409 on.
+    fn lock_mailbox(
+        self: &Arc<Self>,
+        mailbox: &MailboxAddr,
+    ) -> Result<(MailboxLock, Arc<Claim>), (ProxyError, Arc<Claim>)> {
         let mut open = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(since) = open.get(mailbox) {
-            return Err(ProxyError::MailboxBusy {
+        if let Some((since, claim)) = open.get(mailbox) {
+            let busy = ProxyError::MailboxBusy {
                 mailbox: mailbox.to_string(),
                 since: mailferry_core::rfc3339(*since),
-            });
+            };
+            return Err((busy, claim.clone()));
         }
-        open.insert(mailbox.clone(), mailferry_core::unix_now());
-        Ok(MailboxLock {
+        let claim = Arc::new(Claim::default());
+        open.insert(mailbox.clone(), (mailferry_core::unix_now(), claim.clone()));
+        let lock = MailboxLock {
             shared: self.clone(),
             mailbox: mailbox.clone(),
-        })
+        };
+        Ok((lock, claim))
     }
 
     /// Takes a stream slot for `token`, or says why not (503 overall, 429 per token).
@@ -195,8 +201,8 @@ struct Shared {
     stopping: AtomicBool,
     streams: Arc<tokio::sync::Semaphore>,
     per_token: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
-    /// Mailboxes with a session open here, and when it started (Unix seconds).
-    sessions: std::sync::Mutex<std::collections::HashMap<MailboxAddr, i64>>,
+    /// Mailboxes with a session open here: when it started (Unix seconds), and its claim.
+    sessions: std::sync::Mutex<std::collections::HashMap<MailboxAddr, (i64, Arc<Claim>)>>,
 }
 
 /// A bound, not yet serving, proxy.
@@ -439,6 +445,7 @@ async fn route(
         token,
         token_digest,
         wants_upgrade,
+        fence,
         ..
     } = stream;
     authorize_local(&shared, &volume, token, &mailbox, who).await?;
@@ -449,18 +456,50 @@ async fn route(
     // After the slot: a retrying agent meets 429/503 first, and the session releases the
     // lock before the slot (and before its last frame), so a free slot never finds a
     // stale lock.
-    let lock = shared.lock_mailbox(&mailbox)?;
+    let (lock, claim) = match shared.lock_mailbox(&mailbox) {
+        Ok(held) => held,
+        Err((busy, holder)) => {
+            if let Some(f) = fence {
+                take_over(&volume, &mailbox, f, &holder).await?;
+            }
+            return Err(busy);
+        }
+    };
+    let opening = Opening {
+        lock,
+        claim,
+        header_fence: fence,
+    };
     let session = local_session(
         req,
         shared.clone(),
         volume,
         mailbox,
-        lock,
+        opening,
         who.token_id,
         who.mailbox.clone().unwrap_or_default(),
     );
     spawn_stream(shared, slot, guard, session);
     Ok(switching_protocols())
+}
+
+/// A request with a newer lease's fencing number `fence` found the mailbox held: the
+/// store records the number first (so the holder can commit no more), then the holder's
+/// claim ends it if its own fence is lower. The request still gets its 409 and retries
+/// until the holder is gone (docs/wire-protocol.md §3.7). A number lower than the
+/// store's is refused here (412): that lease was taken over.
+async fn take_over(
+    volume: &Arc<Volume>,
+    mailbox: &MailboxAddr,
+    fence: u64,
+    holder: &Claim,
+) -> Result<(), ProxyError> {
+    let (v, m) = (volume.clone(), mailbox.clone());
+    tokio::task::spawn_blocking(move || v.raise_fence(&m, fence))
+        .await
+        .map_err(|e| ProxyError::Unavailable(format!("fence check failed: {e}")))??;
+    holder.take_over(fence);
+    Ok(())
 }
 
 /// `/healthz`, `/readyz` and `/metrics`, which need no token; `None` for any other path.
@@ -510,6 +549,8 @@ struct StreamRequest {
     /// The `Authorization` header as received, passed on to a store node.
     authorization: HeaderValue,
     wants_upgrade: bool,
+    /// The `Mailferry-Fence` header's fencing number (a worker's lease), if any.
+    fence: Option<u64>,
 }
 
 impl StreamRequest {
@@ -547,6 +588,18 @@ impl StreamRequest {
                 reason: "not UTF-8 after percent-decoding",
             })?;
         let mailbox = MailboxAddr::parse(&decoded)?;
+        let fence = match req.headers().get(FENCE_HEADER) {
+            None => None,
+            Some(v) => Some(parse_fence(v.as_bytes()).ok_or_else(|| {
+                ProxyError::BadFence {
+                    header: FENCE_HEADER,
+                    value: String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(40)
+                        .collect(),
+                }
+            })?),
+        };
         let wants_upgrade = req
             .headers()
             .get(UPGRADE)
@@ -558,6 +611,7 @@ impl StreamRequest {
             token,
             token_digest,
             wants_upgrade,
+            fence,
         })
     }
 }
@@ -595,7 +649,7 @@ async fn local_session(
     shared: Arc<Shared>,
     volume: Arc<Volume>,
     mailbox: MailboxAddr,
-    lock: MailboxLock,
+    opening: Opening<MailboxLock>,
     log_token: Option<u64>,
     log_mailbox: String,
 ) {
@@ -611,7 +665,7 @@ async fn local_session(
                 cfg.stats.clone(),
                 cfg.limits.max_message_bytes,
                 cfg.limits.idle_timeout,
-                lock,
+                opening,
             )
             .await;
             // Second access-log line of a stream: what it carried, once it ends.
@@ -624,7 +678,7 @@ async fn local_session(
             );
         }
         Err(e) => {
-            drop(lock);
+            drop(opening);
             tracing::warn!("upgrade failed: {e}")
         }
     }
@@ -646,7 +700,12 @@ async fn open_remote(
     }
     let slot = shared.take_slot(stream.token_digest)?;
     let upstream = router
-        .open(&stream.mailbox, req.uri().path(), stream.authorization)
+        .open(
+            &stream.mailbox,
+            req.uri().path(),
+            stream.authorization,
+            stream.fence,
+        )
         .await?;
     Ok(splice(req, upstream, shared, guard, slot))
 }

@@ -11,9 +11,16 @@
 //! commit closes at the first of the profile's `commit` limits ([`BatchPolicy`]) or at a
 //! FLUSH; no acknowledgement waits longer than `commit.max_delay_ms` after its message
 //! ended plus the commit itself.
+//!
+//! The store session is opened only once the OPEN frame has been read: a fenced OPEN
+//! (docs/wire-protocol.md §3.7) is checked and recorded by the store first. A session
+//! with a fence also listens to its [`Claim`]: a newer lease asking for the mailbox ends
+//! it at once (ERROR 412), discarding what it has not committed.
 
 use crate::metrics::StoreStats;
-use mailferry_core::frame::{AckStatus, Frame, FrameBuffer, MessageHeader, PROTOCOL_VERSION};
+use mailferry_core::frame::{
+    AckStatus, Frame, FrameBuffer, MessageHeader, ERROR_FENCED, PROTOCOL_VERSION,
+};
 use mailferry_core::profile::CommitSettings;
 use mailferry_core::MailboxAddr;
 use mailferry_store::{
@@ -39,6 +46,47 @@ enum Cmd {
     /// The session ends without a CLOSE (the agent is gone, idle, or broke the protocol):
     /// a store-side event only, so it is not a frame.
     Abort,
+    /// A newer lease (this fencing number) asked for the mailbox: the session ends, and
+    /// what it has not committed is discarded.
+    TakenOver(u64),
+}
+
+/// A mailbox's claim while a session holds it, shared by the session and the proxy's
+/// table of held mailboxes: another request for the mailbox with a newer lease's fencing
+/// number (after the store recorded it) tells the holder here to stop.
+#[derive(Debug)]
+pub struct Claim(tokio::sync::watch::Sender<Option<u64>>);
+
+impl Default for Claim {
+    fn default() -> Self {
+        Claim(tokio::sync::watch::Sender::new(None))
+    }
+}
+
+impl Claim {
+    /// A newer lease with fencing number `fence` wants the mailbox (its number is already
+    /// the store's). The holding session ends if its own fence is lower; a session
+    /// without a fence is not fenced and goes on.
+    pub fn take_over(&self, fence: u64) {
+        self.0.send_if_modified(|newer| {
+            let raise = newer.is_none_or(|n| n < fence);
+            if raise {
+                *newer = Some(fence);
+            }
+            raise
+        });
+    }
+}
+
+/// How a session's stream was asked for: its mailbox's claim, and the fencing number of
+/// the `Mailferry-Fence` header, which the OPEN frame must repeat.
+pub struct Opening<L> {
+    /// Held for the session and dropped once the store side has finished.
+    pub lock: L,
+    /// Where a newer lease's request reaches this session.
+    pub claim: std::sync::Arc<Claim>,
+    /// The request header's fencing number, if it had one.
+    pub header_fence: Option<u64>,
 }
 
 /// What a seq handed to the store was, until it is acknowledged (for the counters).
@@ -64,7 +112,7 @@ fn send_error(tx: &flume::Sender<Frame>, code: u16, message: String) {
 
 /// Runs a session on an upgraded connection until CLOSE, an error, or disconnect.
 ///
-/// `mailbox_lock` is held for the session and dropped once the store side has finished,
+/// `opening.lock` is held for the session and dropped once the store side has finished,
 /// before the session's last frame (CLOSED or ERROR) is written: an agent that reads it
 /// can open its next session for the mailbox at once.
 // The session's settings are its whole context; a struct would only rename them.
@@ -77,7 +125,7 @@ pub async fn run_session<IO, L>(
     stats: Arc<StoreStats>,
     max_message_bytes: u64,
     idle_timeout: Duration,
-    mailbox_lock: L,
+    opening: Opening<L>,
 ) -> u64
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
@@ -85,15 +133,41 @@ where
 {
     let (mut rd, wr) = tokio::io::split(io);
     let out = Outbox::start(wr);
-    let session = match open_store(&volume, &mailbox, &commit).await {
+    let Opening {
+        lock: mailbox_lock,
+        claim,
+        header_fence,
+    } = opening;
+    let mut reader = Reader {
+        gate: Gate {
+            opened: None,
+            header_fence,
+            skipping: None,
+            max_message_bytes,
+        },
+        out: &out.tx,
+        idle_timeout,
+        received: 0,
+    };
+    let mut fb = FrameBuffer::new();
+    let Some((move_id, fence)) = reader.read_open(&mut rd, &mut fb).await else {
+        let received = reader.received;
+        out.finish(mailbox_lock).await;
+        return received;
+    };
+    let session = match open_store(&volume, &mailbox, &commit, move_id, fence).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%mailbox, "store refused the session: {e}");
-            send_error(&out.tx, 500, e.to_string());
+            let (code, message) = error_for(&e);
+            send_error(&out.tx, code, message);
+            let received = reader.received;
             out.finish(mailbox_lock).await;
-            return 0;
+            return received;
         }
     };
+    // Only a fenced session can be taken over; one without a fence never listens.
+    let takeover = fence.map(|f| (f, claim.0.subscribe()));
     // One message per read: every frame decoded from it, so the store thread is woken
     // once per read, not once per frame (three frames per small message). Each queued
     // read pins its whole read buffer (its DATA payloads are slices of it), so the queue
@@ -105,17 +179,7 @@ where
         let policy = BatchPolicy::from_settings(&commit);
         tokio::task::spawn_blocking(move || store_worker(session, cmd_rx, out_tx, policy, stats))
     };
-    let reader = Reader {
-        gate: Gate {
-            opened: false,
-            skipping: None,
-            max_message_bytes,
-        },
-        out: &out.tx,
-        idle_timeout,
-        received: 0,
-    };
-    let (received, worker_ended) = reader.run(&mut rd, cmd_tx, &mut worker).await;
+    let (received, worker_ended) = reader.run(&mut rd, fb, cmd_tx, &mut worker, takeover).await;
     if !worker_ended {
         let _ = worker.await;
     }
@@ -131,16 +195,29 @@ where
 }
 
 /// Opens the mailbox's store session on a blocking thread (it may create keys and
-/// segments).
+/// segments); a fenced one through the store's fence check.
 async fn open_store(
     volume: &Arc<Volume>,
     mailbox: &MailboxAddr,
     commit: &CommitSettings,
+    move_id: mailferry_core::MoveId,
+    fence: Option<u64>,
 ) -> Result<IngestSession, StoreError> {
     let (volume, mailbox, commit) = (volume.clone(), mailbox.clone(), commit.clone());
-    tokio::task::spawn_blocking(move || volume.session(&mailbox, &commit))
-        .await
-        .expect("store session thread panicked")
+    tokio::task::spawn_blocking(move || match fence {
+        None => volume.session(&mailbox, &commit),
+        Some(f) => volume.fenced_session(&mailbox, &commit, &move_id.to_string(), f),
+    })
+    .await
+    .expect("store session thread panicked")
+}
+
+/// The ERROR frame for a store failure: 412 (fenced, permanent) or 500 (retry later).
+fn error_for(e: &StoreError) -> (u16, String) {
+    match e {
+        StoreError::Fenced { .. } => (ERROR_FENCED, e.to_string()),
+        _ => (500, format!("the store failed: {e}")),
+    }
 }
 
 /// The session's one writer to the agent: a task that encodes the frames it is sent, and
@@ -192,7 +269,10 @@ impl Outbox {
 /// What the reader settles itself, before anything reaches the store thread: the OPEN
 /// handshake, and messages over the size limit.
 struct Gate {
-    opened: bool,
+    /// The OPEN frame's move id and fencing number, once it came.
+    opened: Option<(mailferry_core::MoveId, Option<u64>)>,
+    /// The fencing number of the request header, which OPEN must repeat.
+    header_fence: Option<u64>,
     /// A message over the size limit is refused when its MESSAGE frame arrives; its DATA
     /// and END frames are read and dropped here, so nothing of it reaches the store.
     skipping: Option<u64>,
@@ -205,17 +285,33 @@ impl Gate {
     fn admit(&mut self, frame: Frame, out: &flume::Sender<Frame>) -> Result<Option<Frame>, Frame> {
         let error = |code, message| Err(Frame::Error { code, message });
         match frame {
-            Frame::Open { version, .. } if !self.opened => {
+            Frame::Open {
+                version,
+                move_id,
+                fence,
+            } if self.opened.is_none() => {
                 if version != PROTOCOL_VERSION {
                     return error(
                         505,
                         format!("protocol version {version} is not supported (this proxy speaks {PROTOCOL_VERSION})"),
                     );
                 }
-                self.opened = true;
+                if self.header_fence.is_some() && fence != self.header_fence {
+                    let show = |f: Option<u64>| f.map_or("none".to_string(), |f| f.to_string());
+                    return error(
+                        400,
+                        format!(
+                            "the OPEN frame's fencing number ({}) differs from the {} header's ({}); send the same number in both",
+                            show(fence),
+                            mailferry_core::frame::FENCE_HEADER,
+                            show(self.header_fence)
+                        ),
+                    );
+                }
+                self.opened = Some((move_id, fence));
                 Ok(None)
             }
-            _ if !self.opened => error(400, "the first frame must be OPEN".into()),
+            _ if self.opened.is_none() => error(400, "the first frame must be OPEN".into()),
             Frame::Message(h) if self.max_message_bytes > 0 && h.size > self.max_message_bytes => {
                 let _ = out.send(Frame::Reject {
                     seq: h.seq,
@@ -258,21 +354,92 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// Reads up to and with the OPEN frame (frames after it stay in `fb`): its move id
+    /// and fencing number, or `None` if the session ended first (an ERROR frame was sent,
+    /// or the client left).
+    async fn read_open<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+        fb: &mut FrameBuffer,
+    ) -> Option<(mailferry_core::MoveId, Option<u64>)> {
+        loop {
+            match fb.next_frame() {
+                Ok(Some(f)) => {
+                    return match self.gate.admit(f, self.out) {
+                        Ok(_) => self.gate.opened,
+                        Err(error) => {
+                            let _ = self.out.send(error);
+                            None
+                        }
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    send_error(self.out, 400, e.to_string());
+                    return None;
+                }
+            }
+            let read =
+                tokio::time::timeout(self.idle_timeout, rd.read_buf(fb.read_space(READ_BYTES)))
+                    .await;
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(n)) => self.received += n as u64,
+                Err(_) => {
+                    let secs = self.idle_timeout.as_secs();
+                    send_error(
+                        self.out,
+                        408,
+                        format!("no data for {secs} s; the session is closed"),
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Reads until CLOSE, an error, disconnect, or the store worker ending first (it found
     /// a protocol violation or failed: the reader stops waiting for the client, so the
     /// session can end and say why). Returns the bytes received and whether the worker
     /// ended first. Dropping `cmd_tx` at the end tells the worker no more comes.
+    /// `takeover`: a fenced session's fence and the claim's newer fence, which ends the
+    /// session when it rises above its own.
     async fn run<R: AsyncRead + Unpin>(
         mut self,
         rd: &mut R,
+        mut fb: FrameBuffer,
         cmd_tx: flume::Sender<Vec<Cmd>>,
         worker: &mut JoinHandle<()>,
+        mut takeover: Option<(u64, tokio::sync::watch::Receiver<Option<u64>>)>,
     ) -> (u64, bool) {
-        let mut fb = FrameBuffer::new();
+        // Frames that came with the OPEN frame's read are handed on first.
+        let (cmds, last) = self.decode(&mut fb);
+        if !cmds.is_empty() && (cmd_tx.send_async(cmds).await.is_err() || last) {
+            return (self.received, false);
+        }
         loop {
+            if let Some((own, rx)) = &mut takeover {
+                // A newer lease may have asked before this session was accepted.
+                let newer = *rx.borrow_and_update();
+                if let Some(newer) = newer.filter(|n| *n > *own) {
+                    let _ = cmd_tx.send_async(vec![Cmd::TakenOver(newer)]).await;
+                    break;
+                }
+            }
+            let changed = async {
+                match &mut takeover {
+                    Some((_, rx)) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             let read = tokio::select! {
                 r = tokio::time::timeout(self.idle_timeout, rd.read_buf(fb.read_space(READ_BYTES))) => r,
                 _ = &mut *worker => return (self.received, true),
+                () = changed => continue,
             };
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) => {
@@ -402,8 +569,17 @@ fn committed(
     let o = match res {
         Ok(o) => o,
         Err(e) => {
-            tracing::error!("group commit failed: {e}");
-            send_error(tx, 500, format!("the store could not commit: {e}"));
+            let (code, message) = match &e {
+                StoreError::Fenced { .. } => {
+                    tracing::warn!("group commit refused: {e}");
+                    (ERROR_FENCED, e.to_string())
+                }
+                _ => {
+                    tracing::error!("group commit failed: {e}");
+                    (500, format!("the store could not commit: {e}"))
+                }
+            };
+            send_error(tx, code, message);
             return;
         }
     };
@@ -546,6 +722,14 @@ impl Driver<'_> {
                     self.session.abort();
                 }
                 self.commit(false);
+                return ControlFlow::Break(false);
+            }
+            Cmd::TakenOver(newer) => {
+                // A newer lease owns the mailbox now: nothing more of this session is
+                // committed (a batch already handed off meets the fence check).
+                let e = self.session.taken_over(newer);
+                let (code, message) = error_for(&e);
+                send_error(self.tx, code, message);
                 return ControlFlow::Break(false);
             }
         };
@@ -714,9 +898,10 @@ impl Driver<'_> {
         ControlFlow::Break(false)
     }
 
-    /// The store failed: ERROR 500, the session ends.
+    /// The store failed: ERROR 500 (412 if fenced), the session ends.
     fn store_failed(&self, e: StoreError) -> Step {
-        send_error(self.tx, 500, format!("the store failed: {e}"));
+        let (code, message) = error_for(&e);
+        send_error(self.tx, code, message);
         ControlFlow::Break(false)
     }
 }

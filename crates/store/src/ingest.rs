@@ -1107,6 +1107,36 @@ impl IngestSession {
         }
     }
 
+    /// A newer lease (fencing number `current`) asked for the mailbox while this fenced
+    /// session held it: drops the open message and every change not yet handed to a
+    /// commit (nothing of them is acknowledged; their bytes are cut from the segment when
+    /// the session is dropped), records `session.fenced` (`refused: takeover`) and
+    /// returns the refusal to report. The session takes nothing more.
+    pub fn taken_over(&mut self, current: u64) -> StoreError {
+        self.abort();
+        self.pending.clear();
+        self.pending_dedup.clear();
+        self.pending_bytes = 0;
+        self.oldest = None;
+        self.failed = true;
+        let fence = self.fence.unwrap_or(0);
+        let audit = &self.inner.audit;
+        let data = crate::audit_trail::fenced_data(
+            &audit.mailbox_pseudonym(self.mailbox.as_str()),
+            fence,
+            current,
+            crate::audit_trail::FencedAt::Takeover,
+        );
+        if let Err(e) = audit.event("session.fenced", data) {
+            tracing::warn!(error = %e, "session.fenced not recorded");
+        }
+        StoreError::Fenced {
+            mailbox: self.mailbox.to_string(),
+            fence,
+            current,
+        }
+    }
+
     /// Drops the open message (if any) and rolls its bytes back.
     pub fn abort(&mut self) {
         if let Some(o) = self.open.take() {

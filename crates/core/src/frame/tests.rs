@@ -6,6 +6,12 @@ fn sample_frames() -> Vec<Frame> {
         Frame::Open {
             version: PROTOCOL_VERSION,
             move_id: MoveId([7; 16]),
+            fence: None,
+        },
+        Frame::Open {
+            version: PROTOCOL_VERSION,
+            move_id: MoveId([7; 16]),
+            fence: Some(u64::MAX),
         },
         Frame::Message(MessageHeader {
             seq: 42,
@@ -282,7 +288,14 @@ fn an_oversized_data_frame_is_refused_not_buffered() {
 #[test]
 fn upgrade_request_carries_the_token_and_hides_the_bearer() {
     let auth = http::HeaderValue::from_static("Bearer s3cret");
-    let req = upgrade_request("/v1/mailboxes/a%40b/stream", "store.example", 8443, auth).unwrap();
+    let req = upgrade_request(
+        "/v1/mailboxes/a%40b/stream",
+        "store.example",
+        8443,
+        auth,
+        None,
+    )
+    .unwrap();
     assert_eq!(req.method(), http::Method::POST);
     assert_eq!(req.uri(), "/v1/mailboxes/a%40b/stream");
     let h = req.headers();
@@ -291,4 +304,24 @@ fn upgrade_request_carries_the_token_and_hides_the_bearer() {
     assert_eq!(h["upgrade"], UPGRADE_TOKEN);
     assert!(h["authorization"].is_sensitive());
     assert!(!format!("{req:?}").contains("s3cret"));
+    assert!(h.get(FENCE_HEADER).is_none(), "no fence, no header");
+}
+
+#[test]
+fn a_fenced_upgrade_request_carries_its_fence_in_decimal() {
+    let auth = http::HeaderValue::from_static("Bearer s3cret");
+    let req = upgrade_request("/v1/mailboxes/a%40b/stream", "s", 1, auth, Some(42)).unwrap();
+    assert_eq!(req.headers()[FENCE_HEADER], "42");
+    assert_eq!(parse_fence(b"42"), Some(42));
+    assert_eq!(parse_fence(b"18446744073709551615"), Some(u64::MAX));
+    for bad in [
+        &b""[..],
+        b"-1",
+        b"+1",
+        b" 1",
+        b"1x",
+        b"18446744073709551616",
+    ] {
+        assert_eq!(parse_fence(bad), None, "{bad:?}");
+    }
 }
