@@ -794,7 +794,43 @@ async fn the_store_node_that_owns_a_mailbox_refuses_a_second_agent_through_a_fro
         "{msg}"
     );
     drop(first);
+
+    // Fencing through the front proxy: the header reaches the node that owns the
+    // mailbox (without it the node could not fence off the holder, and the retry below
+    // would meet 409 until it gave up), and OPEN travels end to end.
+    let mut old = ep(TOKEN)
+        .open_fenced_backoff(&mailbox(), Some(1), &quick_retries())
+        .await
+        .unwrap()
+        .0;
+    send(&mut old, &[fenced_open(1), Frame::Flush]).await;
+    let mut buf = vec![0u8; 64];
+    let n = old.read(&mut buf).await.unwrap();
+    assert_eq!(
+        Frame::decode(&buf[..n]).unwrap().unwrap().0,
+        Frame::Ack(vec![])
+    );
+    let (mut new, waited) = ep(TOKEN2)
+        .open_fenced_backoff(&mailbox(), Some(2), &quick_retries())
+        .await
+        .expect("the node fences off lease 1 and lets lease 2 in");
+    assert!(!waited.is_zero(), "the first try met lease 1's session");
+    assert!(matches!(
+        read_all(&mut old).await.as_slice(),
+        [Frame::Error { code: 412, .. }]
+    ));
+    send(&mut new, &[fenced_open(2), Frame::Close]).await;
+    assert_eq!(read_all(&mut new).await, [Frame::Closed]);
+    assert_eq!(h.inner.volume.fence_of(&mailbox()).unwrap(), Some(2));
     drop(h.inner._stop);
+}
+
+fn quick_retries() -> mailferry_agent::throttle::BackoffPolicy {
+    mailferry_agent::throttle::BackoffPolicy {
+        initial: std::time::Duration::from_millis(50),
+        max: std::time::Duration::from_millis(500),
+        attempts: 20,
+    }
 }
 
 struct MtlsStore {
@@ -1081,4 +1117,64 @@ async fn an_open_whose_fence_differs_from_its_header_is_a_protocol_violation() {
         None,
         "nothing recorded"
     );
+}
+
+/// The control plane end to end: a pass with `PassHooks.fence` runs through the agent's
+/// OPEN to the store; a later pass with a lower fence ends failed with
+/// `AppError::Fenced` (the store's message, not retried) and moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_under_an_older_lease_ends_failed_with_the_fenced_error() {
+    use mailferry_control::moving::{run_move_with, Destination, MoveArgs, PassHooks};
+    let dir = tempfile::tempdir().unwrap();
+    let (vol, key) = (dir.path().join("v"), dir.path().join("k"));
+    Volume::init(&vol, &key).unwrap();
+    let spec = |seed| mailferry_bench::sample::SampleSpec {
+        seed,
+        messages: 5,
+        folders: 1,
+        size: mailferry_bench::sample::SizeModel::Small,
+        markers: None,
+    };
+    let args = |src: &str, state: &str| MoveArgs {
+        source: format!("maildir:{}", dir.path().join(src).display()),
+        mailbox: mailbox(),
+        destination: Destination::Local {
+            volume: vol.clone(),
+            credential: mailferry_store::Credential::KeyFile(key.clone()),
+        },
+        state: dir.path().join(state),
+        profile: Profile::default(),
+        source_options: Default::default(),
+    };
+    mailferry_bench::sample::write_maildir(&dir.path().join("a"), &spec(1)).unwrap();
+    mailferry_bench::sample::write_maildir(&dir.path().join("b"), &spec(2)).unwrap();
+    let fenced = |f| PassHooks {
+        fence: Some(f),
+        ..Default::default()
+    };
+    let report = run_move_with(&args("a", "sa"), fenced(5)).await.unwrap();
+    assert_eq!(report.items_moved, 5);
+
+    let err = run_move_with(&args("b", "sb"), fenced(4))
+        .await
+        .expect_err("an older lease may not write");
+    match &err {
+        mailferry_control::AppError::Fenced { fence, message, .. } => {
+            assert_eq!(*fence, 4);
+            assert_eq!(
+                message,
+                "a newer lease (fencing number 5) owns mailbox bob@example.org; this worker's \
+                 lease was taken over: stop, another worker is moving it"
+            );
+        }
+        other => panic!("expected AppError::Fenced, got {other:?}"),
+    }
+    assert_eq!(err.exit_code(), 1);
+    let v = Volume::open(&vol, &key, &Profile::default().store).unwrap();
+    assert_eq!(
+        v.list_messages(&mailbox()).unwrap().len(),
+        5,
+        "nothing of lease 4"
+    );
+    assert_eq!(v.fence_of(&mailbox()).unwrap(), Some(5));
 }
