@@ -72,6 +72,8 @@ pub struct PassHooks {
     /// A throttle shared with other moves (an endpoint's), obeyed on top of the move's
     /// own `[throttle]` limits.
     pub throttle: Option<Arc<Throttle>>,
+    /// the lease's fencing number; the store refuses writes from a lower one
+    pub fence: Option<u64>,
 }
 
 /// When a move started: its report's `started_at` and `seconds` count from here.
