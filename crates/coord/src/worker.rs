@@ -206,6 +206,7 @@ async fn run_leased(
     let mut client = crate::db::connect_raw(&opts.db).await?;
     let dir = opts.state.join(&l.move_id);
     let mut cursor = files::materialize(&client, &l.move_id, &dir, Copy::Full).await?;
+    forget_runner(&dir)?;
     let outcome = prepare_and_run(&opts, &l, &dests, &mut client, &dir, &mut cursor).await;
     let ending = match &outcome {
         Ok(Ok(_)) => Ending::default(),
@@ -236,6 +237,26 @@ async fn run_leased(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Drops the process recorded as running a pass of the move: it was the last holder of
+/// the lease (dead, or fenced now), perhaps on another host where its liveness cannot
+/// be checked. The lease, not that record, says who runs the move.
+fn forget_runner(dir: &std::path::Path) -> Result<(), CoordError> {
+    let path = dir.join(lifecycle::LIFECYCLE_FILE);
+    let bytes = std::fs::read(&path).map_err(CoordError::io(&path))?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| CoordError::BadRow {
+            what: format!("moves lifecycle ({})", dir.display()),
+            reason: e.to_string(),
+        })?;
+    if let Some(o) = v.as_object_mut() {
+        if o.remove("runner").is_some() {
+            let out = serde_json::to_vec_pretty(&v).expect("json");
+            mailferry_audit::private::write(&path, &out).map_err(CoordError::io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds the pass from the local copy and runs it beside its heartbeats. The outer

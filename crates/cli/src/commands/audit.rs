@@ -14,8 +14,11 @@ use std::path::PathBuf;
 pub enum AuditCmd {
     /// Check a hash-chained audit log end to end; names the first bad record.
     Verify {
-        /// A move's state directory or a volume.
-        dir: PathBuf,
+        /// A move's state directory or a volume (or --db and --mailbox).
+        #[arg(required_unless_present = "db")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbMove,
         /// Expected head (SHA-256 of the last record), to detect records cut off the end.
         #[arg(long)]
         head: Option<String>,
@@ -132,6 +135,58 @@ enum ReportFormat {
     Html,
 }
 
+/// A move in a coordination database: the database and the mailbox.
+#[derive(clap::Args)]
+pub struct DbMove {
+    /// The coordination database holding the move (postgres://USER@HOST:PORT/DATABASE);
+    /// used when no directory is given.
+    #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
+    pub db: Option<String>,
+    /// With --db: the move's mailbox.
+    #[arg(long, requires = "db")]
+    pub mailbox: Option<String>,
+    /// With --db: the batch of the mailbox, when it is in several.
+    #[arg(long, requires = "mailbox")]
+    pub batch: Option<String>,
+}
+
+impl DbMove {
+    /// The database and the move's id, if --db is given (and no directory was).
+    pub async fn find(&self) -> Result<Option<(mailferry_coord::Db, String)>, AppError> {
+        let Some(url) = &self.db else {
+            return Ok(None);
+        };
+        let mailbox = self.mailbox.as_deref().ok_or_else(|| {
+            AppError::Usage("--db needs --mailbox ADDRESS (the move to look at)".into())
+        })?;
+        let db = mailferry_coord::Db::connect(&mailferry_coord::DbUrl::new(url)?).await?;
+        let id =
+            mailferry_coord::ops::find_move(&db.client, mailbox, self.batch.as_deref()).await?;
+        Ok(Some((db, id)))
+    }
+}
+
+/// `audit ...`, with `audit verify --db` reading the log from the database.
+pub async fn run(cmd: AuditCmd) -> Result<(), AppError> {
+    if let AuditCmd::Verify {
+        dir: None,
+        db,
+        head,
+        key_file: None,
+        public_key,
+    } = &cmd
+    {
+        let (db, id) = db.find().await?.ok_or_else(|| {
+            AppError::Usage("audit verify: give a directory, or --db and --mailbox".into())
+        })?;
+        // The rows as a log file, checked by the same verifier as a state directory.
+        let (_guard, copy) = mailferry_coord::ops::audit_copy(&db, &id).await?;
+        eprintln!("move {id} (from the database):");
+        return verify_log(&copy, head.as_deref(), None, public_key.as_deref());
+    }
+    run_audit(cmd)
+}
+
 /// `audit ...`.
 pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
     match cmd {
@@ -140,8 +195,14 @@ pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
             head,
             key_file,
             public_key,
+            ..
         } => verify_log(
-            &dir,
+            &dir.ok_or_else(|| {
+                AppError::Usage(
+                    "audit verify: give a directory (a volume's key is for a directory only)"
+                        .into(),
+                )
+            })?,
             head.as_deref(),
             key_file.as_deref(),
             public_key.as_deref(),
