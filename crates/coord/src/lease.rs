@@ -153,7 +153,7 @@ pub async fn lease_one(
 }
 
 /// What the end of a pass records besides the copied state.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Ending {
     /// Why the pass failed, if it did.
     pub error: Option<String>,

@@ -472,3 +472,31 @@ pub async fn states(db: &Db, batch: &str) -> Result<Vec<(String, MoveState)>, Co
         })
         .collect()
 }
+
+/// The public key that checks the signed heads of the move's source-side audit log (its
+/// signing key is a row, so that every worker signs with it).
+pub async fn source_public_key(
+    db: &Db,
+    move_id: &str,
+) -> Result<mailferry_audit::PublicKey, CoordError> {
+    let key = mailferry_agent::state::SIGNING_KEY_FILE;
+    let row = db
+        .client
+        .query_opt(
+            "SELECT bytes FROM source_files WHERE move_id = $1 AND name = $2",
+            &[&move_id, &key],
+        )
+        .await
+        .map_err(CoordError::db(format!("reading the signing key of move {move_id}")))?
+        .ok_or_else(|| {
+            CoordError::NotFound(format!(
+                "move {move_id} has no signing key in the database yet (it is made by the move's first records)"
+            ))
+        })?;
+    let scratch = tempfile::tempdir().map_err(CoordError::io(Path::new("temporary directory")))?;
+    let path = scratch.path().join(key);
+    let bytes = zeroize::Zeroizing::new(row.get::<_, Vec<u8>>(0));
+    mailferry_audit::private::write(&path, &bytes).map_err(CoordError::io(&path))?;
+    let signer = mailferry_agent::state::head_signer(scratch.path()).map_err(AppError::from)?;
+    Ok(signer.public_key())
+}

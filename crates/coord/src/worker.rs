@@ -124,7 +124,14 @@ pub async fn run(
             break;
         }
         let mut leased = false;
-        if set.len() < opts.concurrency.max(1) {
+        if db.client.is_closed() {
+            // PostgreSQL restarted or the connection broke: lease nothing until it is back.
+            match Db::connect(&opts.db).await {
+                Ok(d) => db = d,
+                Err(e) => tracing::warn!(error = %e, "database unreachable; trying again"),
+            }
+        }
+        if set.len() < opts.concurrency.max(1) && !db.client.is_closed() {
             match lease::lease_one(&mut db.client, &id, opts.lease).await {
                 Ok(Some(l)) => {
                     tracing::info!(move_id = %l.move_id, mailbox = %l.address, epoch = l.epoch, "leased");
@@ -223,7 +230,7 @@ async fn run_leased(
         },
     };
     let ok = ending.error.is_none();
-    let released = lease::release(&mut client, &l, &dir, &cursor, ending).await;
+    let released = release_retrying(&opts, &mut client, &l, &dir, &cursor, ending).await;
     let _ = std::fs::remove_dir_all(&dir);
     released?;
     match outcome {
@@ -236,6 +243,44 @@ async fn run_leased(
             Ok(false)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// [`lease::release`], tried again (on a new connection when the old one closed) for as
+/// long as the lease lasts: a database that is back within it loses nothing. Fenced is
+/// final.
+async fn release_retrying(
+    opts: &WorkerOptions,
+    client: &mut tokio_postgres::Client,
+    l: &Lease,
+    dir: &std::path::Path,
+    cursor: &files::Cursor,
+    ending: Ending,
+) -> Result<(), CoordError> {
+    let deadline = tokio::time::Instant::now() + opts.lease;
+    loop {
+        reconnect_if_closed(opts, client).await;
+        let e = match lease::release(client, l, dir, cursor, ending.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e @ CoordError::Fenced { .. }) => return Err(e),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(e);
+        }
+        tracing::warn!(move_id = %l.move_id, error = %e, "could not record the end of the pass; trying again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A new connection in place of a closed one (PostgreSQL restarted); on failure the old
+/// one stays and the caller's next statement fails and is retried later.
+async fn reconnect_if_closed(opts: &WorkerOptions, client: &mut tokio_postgres::Client) {
+    if client.is_closed() {
+        match crate::db::connect_raw(&opts.db).await {
+            Ok(c) => *client = c,
+            Err(e) => tracing::warn!(error = %e, "database unreachable; trying again"),
+        }
     }
 }
 
@@ -321,6 +366,7 @@ async fn prepare_and_run(
         tokio::select! {
             res = &mut pass => return Ok(res.map(|r| r.state)),
             _ = tick.tick() => {
+                reconnect_if_closed(opts, client).await;
                 match lease::heartbeat(client, l, dir, cursor, opts.lease).await {
                     Ok(next) => *cursor = next,
                     // Dropping the pass future stops the pass.

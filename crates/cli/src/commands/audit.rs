@@ -37,8 +37,11 @@ pub enum AuditCmd {
     /// signing key is created on first use) or a volume (destination side; needs the
     /// volume's key).
     PublicKey {
-        /// A move's state directory or a volume.
-        dir: PathBuf,
+        /// A move's state directory or a volume (or --db and --mailbox).
+        #[arg(required_unless_present = "db")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbMove,
         /// Where to write the public key (`-` for stdout).
         #[arg(long)]
         out: PathBuf,
@@ -184,6 +187,23 @@ pub async fn run(cmd: AuditCmd) -> Result<(), AppError> {
         eprintln!("move {id} (from the database):");
         return verify_log(&copy, head.as_deref(), None, public_key.as_deref());
     }
+    if let AuditCmd::PublicKey {
+        dir: None, db, out, ..
+    } = &cmd
+    {
+        let (db, id) = db.find().await?.ok_or_else(|| {
+            AppError::Usage("audit public-key: give a directory, or --db and --mailbox".into())
+        })?;
+        let key = mailferry_coord::ops::source_public_key(&db, &id).await?;
+        write_pem(&key, out)?;
+        eprintln!(
+            "Ed25519 public key of the source audit log of move {id} (in the database), \
+             fingerprint {}; check the log with `mailferry audit verify --db ... --mailbox ... \
+             --public-key FILE`",
+            key.fingerprint()
+        );
+        return Ok(());
+    }
     run_audit(cmd)
 }
 
@@ -213,8 +233,9 @@ pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
             key_file,
             passphrase_file,
             recovery_key_file,
+            ..
         } => write_public_key(
-            &dir,
+            &dir.ok_or_else(|| AppError::Usage("audit public-key: give a directory".into()))?,
             &out,
             &volume_admin::UnlockArgs {
                 key_file,
@@ -226,6 +247,17 @@ pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
     }
 }
 
+/// A public key as PEM to `out` (`-`: stdout).
+fn write_pem(key: &mailferry_audit::PublicKey, out: &std::path::Path) -> Result<(), AppError> {
+    if out.as_os_str() == "-" {
+        print!("{}", key.to_pem());
+    } else {
+        std::fs::write(out, key.to_pem()).map_err(|e| AppError::io(out, e))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
 /// `audit public-key`: the PEM to the file (or stdout), what it is to stderr.
 fn write_public_key(
     dir: &std::path::Path,
@@ -233,12 +265,7 @@ fn write_public_key(
     unlock: &volume_admin::UnlockArgs,
 ) -> Result<(), AppError> {
     let (key, side) = audit_cmd::public_key(dir, unlock)?;
-    if out.as_os_str() == "-" {
-        print!("{}", key.to_pem());
-    } else {
-        std::fs::write(out, key.to_pem()).map_err(|e| AppError::io(out, e))?;
-        eprintln!("wrote {}", out.display());
-    }
+    write_pem(&key, out)?;
     eprintln!(
         "Ed25519 public key of the {} audit log of {}, fingerprint {}; keep a copy where \
          the log's writer cannot change it, and check the log with `mailferry audit verify \
