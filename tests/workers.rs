@@ -305,14 +305,15 @@ fn issue20_two_workers_move_a_batch_of_20_through_postgres_exactly_once() {
         return;
     };
     let mut b = DbBatch::new(db, 20, 12, 4, "");
-    // Queued, not run: nothing moves before a worker starts.
+    assert!(states(&b.status()).iter().all(|(_, s)| s == "created"));
+    // Both workers wait for work before anything is queued; one pass at a time each,
+    // so that neither can run the whole batch alone before the other looks.
+    let workers = start_workers(b.env.dir.path(), &b.db, 2, 1, 10);
+    // Queued, not run: nothing moves until a worker leases it.
     let o = b.batch(&["start", "--json"]);
     assert!(o.status.success(), "batch start --db: {}", describe(&o));
     let q: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(q["queued"].as_array().unwrap().len(), 20);
-    assert!(states(&b.status()).iter().all(|(_, s)| s == "created"));
-
-    let workers = start_workers(b.env.dir.path(), &b.db, 2, 3, 10);
     let s = wait_until_synced(&b, &workers, Duration::from_secs(300));
     assert_eq!(s["totals"]["mailboxes"], 20);
     // The same table as without --db.

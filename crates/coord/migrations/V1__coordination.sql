@@ -6,6 +6,8 @@ CREATE TABLE endpoints (
     name                  text PRIMARY KEY,
     record                text NOT NULL,
     max_concurrent_moves  integer NOT NULL CHECK (max_concurrent_moves > 0),
+    -- Of those, moves that synced before (incremental passes).
+    max_concurrent_incremental_syncs integer NOT NULL CHECK (max_concurrent_incremental_syncs > 0),
     -- NULL: no connection budget.
     max_connections       integer CHECK (max_connections > 0),
     -- Connections one move reads with (`connections`, cut to max_connections).

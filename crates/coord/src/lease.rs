@@ -67,7 +67,8 @@ pub async fn lease_one(
         .map_err(CoordError::db("starting a lease transaction"))?;
     let candidates = tx
         .query(
-            "SELECT m.id, m.endpoint FROM moves m JOIN batches b ON b.name = m.batch \
+            "SELECT m.id, m.endpoint, m.lifecycle ? 'last_sync_at' \
+             FROM moves m JOIN batches b ON b.name = m.batch \
              WHERE m.runnable AND NOT b.suspended AND m.suspend_request IS NULL \
                AND (m.lease_expires IS NULL OR m.lease_expires < now()) \
              ORDER BY m.batch, m.address \
@@ -78,12 +79,12 @@ pub async fn lease_one(
         .map_err(CoordError::db("looking for runnable moves"))?;
     let secs = ttl.as_secs_f64();
     for c in candidates {
-        let (id, endpoint): (String, String) = (c.get(0), c.get(1));
+        let (id, endpoint, incremental): (String, String, bool) = (c.get(0), c.get(1), c.get(2));
         // Serialises the leases of one endpoint across workers: the count below is exact.
         let ep = tx
             .query_one(
                 "SELECT max_concurrent_moves, max_connections, connections_per_move, \
-                        max_bytes_per_second, record \
+                        max_bytes_per_second, record, max_concurrent_incremental_syncs \
                  FROM endpoints WHERE name = $1 FOR UPDATE",
                 &[&endpoint],
             )
@@ -96,9 +97,11 @@ pub async fn lease_one(
             Option<i64>,
             String,
         ) = (ep.get(0), ep.get(1), ep.get(2), ep.get(3), ep.get(4));
+        let max_incremental: i32 = ep.get(5);
         let live = tx
             .query_one(
-                "SELECT count(*), coalesce(sum(lease_connections), 0)::bigint FROM moves \
+                "SELECT count(*), coalesce(sum(lease_connections), 0)::bigint, \
+                        count(*) FILTER (WHERE lifecycle ? 'last_sync_at') FROM moves \
                  WHERE endpoint = $1 AND lease_owner IS NOT NULL AND lease_expires > now()",
                 &[&endpoint],
             )
@@ -106,8 +109,14 @@ pub async fn lease_one(
             .map_err(CoordError::db(format!(
                 "counting the leases of endpoint {endpoint}"
             )))?;
-        let (leases, conns): (i64, i64) = (live.get(0), live.get(1));
+        let (leases, conns, incrementals): (i64, i64, i64) =
+            (live.get(0), live.get(1), live.get(2));
         if leases >= i64::from(max_moves) {
+            continue;
+        }
+        // Moves that synced before run incremental passes: at most
+        // max_concurrent_incremental_syncs of them at once, as in a single-machine run.
+        if incremental && incrementals >= i64::from(max_incremental) {
             continue;
         }
         if max_conns.is_some_and(|m| conns + i64::from(per_move) > i64::from(m)) {

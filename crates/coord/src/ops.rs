@@ -27,6 +27,7 @@ struct EndpointRow {
     name: String,
     record: String,
     max_concurrent_moves: i32,
+    max_concurrent_incremental_syncs: i32,
     max_connections: Option<i32>,
     connections_per_move: i32,
     max_bytes_per_second: Option<i64>,
@@ -51,6 +52,7 @@ fn endpoint_row(path: &Path, profile: Option<&Path>) -> Result<EndpointRow, Coor
         name: name.display().to_string(),
         record,
         max_concurrent_moves: int(ep.max_concurrent_moves.max(1)),
+        max_concurrent_incremental_syncs: int(ep.max_concurrent_incremental_syncs.max(1)),
         max_connections: max_connections.map(int),
         connections_per_move: int(per_move),
         max_bytes_per_second: ep
@@ -62,10 +64,12 @@ fn endpoint_row(path: &Path, profile: Option<&Path>) -> Result<EndpointRow, Coor
 async fn upsert_endpoint(c: &impl GenericClient, e: &EndpointRow) -> Result<(), CoordError> {
     c.execute(
         "INSERT INTO endpoints (name, record, max_concurrent_moves, max_connections, \
-                                connections_per_move, max_bytes_per_second) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
+                                connections_per_move, max_bytes_per_second, \
+                                max_concurrent_incremental_syncs) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record, \
              max_concurrent_moves = EXCLUDED.max_concurrent_moves, \
+             max_concurrent_incremental_syncs = EXCLUDED.max_concurrent_incremental_syncs, \
              max_connections = EXCLUDED.max_connections, \
              connections_per_move = EXCLUDED.connections_per_move, \
              max_bytes_per_second = EXCLUDED.max_bytes_per_second, updated_at = now()",
@@ -76,6 +80,7 @@ async fn upsert_endpoint(c: &impl GenericClient, e: &EndpointRow) -> Result<(), 
             &e.max_connections,
             &e.connections_per_move,
             &e.max_bytes_per_second,
+            &e.max_concurrent_incremental_syncs,
         ],
     )
     .await

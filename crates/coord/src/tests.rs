@@ -19,8 +19,9 @@ async fn fresh(name: &str) -> Option<(Db, DbUrl)> {
 async fn fixture(db: &Db, max_moves: i32, n: usize) -> Vec<String> {
     db.client
         .batch_execute(&format!(
-            "INSERT INTO endpoints (name, record, max_concurrent_moves, connections_per_move) \
-               VALUES ('ep', '', {max_moves}, 1); \
+            "INSERT INTO endpoints (name, record, max_concurrent_moves, \
+                                    max_concurrent_incremental_syncs, connections_per_move) \
+               VALUES ('ep', '', {max_moves}, {max_moves}, 1); \
              INSERT INTO batches (name, record, endpoint) VALUES ('b', '{{}}', 'ep');"
         ))
         .await
@@ -341,4 +342,36 @@ async fn the_audit_rows_verify_and_a_tampered_row_does_not() {
         err.to_string().contains('5') || err.to_string().contains('4'),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn max_concurrent_incremental_syncs_holds_across_workers() {
+    let Some((db, url)) = fresh("incremental").await else {
+        return;
+    };
+    fixture(&db, 10, 6).await;
+    // Four moves synced before (incremental passes), two never did; at most two
+    // incremental passes at once, whatever the workers.
+    db.client
+        .batch_execute(
+            "UPDATE endpoints SET max_concurrent_incremental_syncs = 2; \
+             UPDATE moves SET lifecycle = '{\"last_sync_at\": \"2026-01-01T00:00:00Z\"}' \
+              WHERE id IN ('move000', 'move001', 'move002', 'move003');",
+        )
+        .await
+        .unwrap();
+    let mut leased = Vec::new();
+    for w in 0..3 {
+        let mut c = client(&url).await;
+        while let Some(l) = lease::lease_one(&mut c, &format!("w{w}"), TTL)
+            .await
+            .unwrap()
+        {
+            leased.push(l.move_id);
+        }
+    }
+    leased.sort();
+    let incremental = leased.iter().filter(|id| id.as_str() < "move004").count();
+    assert_eq!(incremental, 2, "{leased:?}");
+    assert_eq!(leased.len(), 4, "both first copies ran too: {leased:?}");
 }
