@@ -274,23 +274,34 @@ pub(crate) fn states(s: &Value) -> Vec<(String, String)> {
 }
 
 /// Polls `batch status --db` until every mailbox is `synced` and none runs (at most
-/// `limit`); returns the last status. Panics with the workers' logs otherwise.
-pub(crate) fn wait_until_synced(b: &DbBatch, workers: &[Worker], limit: Duration) -> Value {
+/// `limit`); returns the last status. Panics with the reasons and the workers' logs when
+/// a mailbox failed or time ran out.
+pub(crate) fn wait_until_synced(b: &DbBatch, workers: &[&Worker], limit: Duration) -> Value {
     let t0 = Instant::now();
     loop {
         let s = b.status();
-        let done = s["mailboxes"]
-            .as_array()
-            .unwrap()
+        let all = s["mailboxes"].as_array().unwrap();
+        let done = all
             .iter()
             .all(|m| m["status"]["state"] == "synced" && m["status"]["running"] == false);
         if done {
             return s;
         }
-        if t0.elapsed() > limit {
-            let logs: Vec<String> = workers.iter().map(Worker::log_text).collect();
+        // Failed for good: not running and not queued for a retry.
+        let given_up = sql_i64(
+            &b.db,
+            "SELECT count(*) FROM moves WHERE state = 'failed' AND NOT runnable AND lease_owner IS NULL",
+        );
+        let failed: Vec<String> = all
+            .iter()
+            .filter(|m| m["status"]["state"] == "failed")
+            .map(|m| format!("{}: {}", m["address"], m["status"]["reason"]))
+            .collect();
+        if given_up > 0 || t0.elapsed() > limit {
+            let logs: Vec<String> = workers.iter().map(|w| w.log_text()).collect();
             panic!(
-                "not every mailbox synced within {limit:?}: {:?}\n{}",
+                "not every mailbox synced (after {:?}): {:?}\nfailed: {failed:#?}\n{}",
+                t0.elapsed(),
                 states(&s),
                 logs.join("\n----\n")
             );
@@ -314,7 +325,11 @@ fn issue20_two_workers_move_a_batch_of_20_through_postgres_exactly_once() {
     assert!(o.status.success(), "batch start --db: {}", describe(&o));
     let q: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(q["queued"].as_array().unwrap().len(), 20);
-    let s = wait_until_synced(&b, &workers, Duration::from_secs(300));
+    let s = wait_until_synced(
+        &b,
+        &workers.iter().collect::<Vec<_>>(),
+        Duration::from_secs(300),
+    );
     assert_eq!(s["totals"]["mailboxes"], 20);
     // The same table as without --db.
     let o = b.batch(&["status"]);
@@ -480,6 +495,89 @@ fn issue20_a_worker_killed_mid_pass_is_replaced_after_its_lease_and_the_move_com
         sql_i64(&b.db, report) <= 400 - at_kill,
         "resumed, not restarted"
     );
+    b.assert_audit_logs_verify();
+    b.stop_serve();
+    b.assert_exports_equal_sources();
+}
+
+/// Sends `sig` (`STOP`, `CONT`) to a worker.
+fn signal(w: &Worker, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &w.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Waits (at most 120 s) until `sql` counts at least `n`.
+fn wait_for(db: &str, sql: &str, n: i64, what: &str, log: &dyn Fn() -> String) {
+    let t0 = Instant::now();
+    while sql_i64(db, sql) < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{what}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn issue20_a_paused_worker_whose_lease_was_taken_over_is_fenced_and_writes_nothing() {
+    let Some(db) = fresh_db("fenced_worker") else {
+        return;
+    };
+    let mut b = DbBatch::new(db, 1, 400, 4, "max_bytes_per_second = \"150KB\"\n");
+    assert!(b.batch(&["start"]).status.success());
+    let dir = b.env.dir.path().to_path_buf();
+    let stored =
+        "SELECT count(*) FROM source_audit WHERE line LIKE '%\"event\":\"message.stored\"%'";
+    let old = start_worker(&dir, &b.db, "old", 1, 3);
+    wait_for(&b.db, stored, 20, "no progress synced", &|| old.log_text());
+    // Paused (a long GC, a frozen VM): no heartbeats; its lease runs out and another
+    // worker takes the move over with a higher epoch.
+    signal(&old, "STOP");
+    let new = start_worker(&dir, &b.db, "new", 1, 3);
+    wait_for(
+        &b.db,
+        "SELECT lease_epoch FROM moves",
+        2,
+        "nobody took the move over",
+        &|| new.log_text(),
+    );
+    let rows_before = sql_i64(&b.db, "SELECT count(*) FROM source_audit WHERE epoch = 1");
+    // It wakes up: its next heartbeat is refused, it stops the pass and writes nothing.
+    signal(&old, "CONT");
+    let t0 = Instant::now();
+    while !old.log_text().contains("lease lost") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the old worker was not fenced:\n{}",
+            old.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        sql_i64(&b.db, "SELECT count(*) FROM source_audit WHERE epoch = 1"),
+        rows_before,
+        "the fenced worker wrote records"
+    );
+    wait_until_synced(&b, &[&old, &new], Duration::from_secs(300));
+    assert!(
+        sql_i64(&b.db, "SELECT max(seq) FROM source_audit WHERE epoch = 1")
+            < sql_i64(&b.db, "SELECT min(seq) FROM source_audit WHERE epoch = 2"),
+        "the two leases' records interleave"
+    );
+    let old_log = old.log.clone();
+    assert_eq!(old.stop(), Some(0));
+    assert!(
+        fs::read_to_string(&old_log)
+            .unwrap()
+            .contains("1 lease(s) lost to other workers"),
+        "{}",
+        fs::read_to_string(&old_log).unwrap()
+    );
+    assert_eq!(new.stop(), Some(0));
     b.assert_audit_logs_verify();
     b.stop_serve();
     b.assert_exports_equal_sources();

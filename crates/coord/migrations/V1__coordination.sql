@@ -49,6 +49,10 @@ CREATE TABLE moves (
     lease_connections  integer NOT NULL DEFAULT 0,
     heartbeat_at       timestamptz,
     last_error         text,
+    -- Passes that failed in a row since the move was queued, and when it may be leased
+    -- again (a failed pass is retried a few times, later each time).
+    attempts           integer NOT NULL DEFAULT 0,
+    not_before         timestamptz,
     UNIQUE (batch, address)
 );
 CREATE INDEX moves_runnable ON moves (endpoint, batch, address) WHERE runnable;

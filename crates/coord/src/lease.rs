@@ -48,6 +48,8 @@ pub struct Lease {
     pub bytes_per_second: Option<u64>,
     /// The endpoint file's text.
     pub endpoint_record: String,
+    /// Passes of the move that failed in a row before this lease.
+    pub attempts: i32,
 }
 
 /// How many candidates one lease transaction looks at before giving up for this round.
@@ -71,6 +73,7 @@ pub async fn lease_one(
              FROM moves m JOIN batches b ON b.name = m.batch \
              WHERE m.runnable AND NOT b.suspended AND m.suspend_request IS NULL \
                AND (m.lease_expires IS NULL OR m.lease_expires < now()) \
+               AND (m.not_before IS NULL OR m.not_before <= now()) \
              ORDER BY m.batch, m.address \
              LIMIT $1 FOR UPDATE OF m SKIP LOCKED",
             &[&CANDIDATES],
@@ -128,7 +131,7 @@ pub async fn lease_one(
                         lease_expires = now() + make_interval(secs => $3), \
                         lease_connections = $4, heartbeat_at = now(), last_error = NULL \
                  WHERE id = $1 \
-                 RETURNING lease_epoch, batch, address, pass_kind, approve_skipped, user_record",
+                 RETURNING lease_epoch, batch, address, pass_kind, approve_skipped, user_record, attempts",
                 &[&id, &owner, &secs, &per_move],
             )
             .await
@@ -147,6 +150,7 @@ pub async fn lease_one(
             pass_kind: row.get(3),
             approve_skipped: row.get(4),
             user: row.get(5),
+            attempts: row.get(6),
             endpoint,
             owner: owner.to_string(),
             connections: per_move,
@@ -166,6 +170,8 @@ pub async fn lease_one(
 pub struct Ending {
     /// Why the pass failed, if it did.
     pub error: Option<String>,
+    /// Queue the move again, to be leased after this long (a failed pass retried).
+    pub retry_in: Option<Duration>,
 }
 
 /// Checks that `lease` is still the move's, inside `tx`; returns the move's suspension
@@ -251,9 +257,17 @@ pub async fn release(
     let next = files::sync_up(&tx, &lease.move_id, dir, cursor, lease.epoch).await?;
     tx.execute(
         "UPDATE moves SET lease_owner = NULL, lease_expires = NULL, lease_connections = 0, \
-                runnable = false, suspend_request = NULL, last_error = $2 \
+                suspend_request = NULL, last_error = $2, \
+                runnable = $3 AND state <> 'suspended', \
+                attempts = CASE WHEN $3 THEN attempts + 1 ELSE 0 END, \
+                not_before = CASE WHEN $3 THEN now() + make_interval(secs => $4) END \
          WHERE id = $1",
-        &[&lease.move_id, &ending.error],
+        &[
+            &lease.move_id,
+            &ending.error,
+            &ending.retry_in.is_some(),
+            &ending.retry_in.unwrap_or_default().as_secs_f64(),
+        ],
     )
     .await
     .map_err(CoordError::db(format!(

@@ -192,7 +192,8 @@ pub async fn enqueue(
     let rows = db
         .client
         .query(
-            "UPDATE moves SET runnable = true, pass_kind = $2, approve_skipped = $3 \
+            "UPDATE moves SET runnable = true, pass_kind = $2, approve_skipped = $3, \
+                    attempts = 0, not_before = NULL \
              WHERE batch = $1 AND state NOT IN ('completed', 'suspended') RETURNING address",
             &[&name, &kind, &approve_skipped],
         )

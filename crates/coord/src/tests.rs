@@ -375,3 +375,53 @@ async fn max_concurrent_incremental_syncs_holds_across_workers() {
     assert_eq!(incremental, 2, "{leased:?}");
     assert_eq!(leased.len(), 4, "both first copies ran too: {leased:?}");
 }
+
+#[tokio::test]
+async fn a_failed_pass_is_queued_again_after_its_backoff() {
+    let Some((db, url)) = fresh("retry").await else {
+        return;
+    };
+    fixture(&db, 10, 1).await;
+    let mut c = client(&url).await;
+    let l = lease::lease_one(&mut c, "w", TTL).await.unwrap().unwrap();
+    assert_eq!(l.attempts, 0);
+    let scratch = tempfile::tempdir().unwrap();
+    let ending = lease::Ending {
+        error: Some("proxy refused the session with HTTP 409".into()),
+        retry_in: Some(Duration::from_secs(600)),
+    };
+    lease::release(&mut c, &l, scratch.path(), &Cursor::default(), ending)
+        .await
+        .unwrap();
+    // Queued, but not before its time.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM moves WHERE runnable AND attempts = 1"
+        )
+        .await,
+        1
+    );
+    assert!(lease::lease_one(&mut c, "w", TTL).await.unwrap().is_none());
+    db.client
+        .execute(
+            "UPDATE moves SET not_before = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let again = lease::lease_one(&mut c, "w", TTL).await.unwrap().unwrap();
+    assert_eq!((again.attempts, again.epoch), (1, 2));
+    // The last attempt gives up: the move stays Failed until queued again.
+    let ending = lease::Ending {
+        error: Some("still refused".into()),
+        retry_in: None,
+    };
+    lease::release(&mut c, &again, scratch.path(), &Cursor::default(), ending)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM moves WHERE NOT runnable AND attempts = 0 AND last_error = 'still refused'").await,
+        1
+    );
+}

@@ -29,6 +29,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Passes of one move tried in a row before it is left `Failed` (until queued again).
+const MAX_ATTEMPTS: i32 = 4;
+/// Wait before the first retry of a failed pass; doubled for each further one.
+const RETRY_AFTER: Duration = Duration::from_secs(3);
+
 /// What `mailferry worker` needs.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -217,8 +222,13 @@ async fn run_leased(
     let outcome = prepare_and_run(&opts, &l, &dests, &mut client, &dir, &mut cursor).await;
     let ending = match &outcome {
         Ok(Ok(_)) => Ending::default(),
+        // A pass that failed (source or store unreachable, the store still busy with a
+        // session of a worker that lost this lease) is tried again a few times, later
+        // each time; a pass that ended over a limit is not (it would end the same way).
         Ok(Err(e)) => Ending {
             error: Some(format!("{e:#}")),
+            retry_in: (l.attempts < MAX_ATTEMPTS - 1)
+                .then(|| RETRY_AFTER * 2u32.pow(l.attempts.max(0) as u32)),
         },
         Err(e @ CoordError::Fenced { .. }) => {
             tracing::warn!(error = %e, "lease lost; dropping the local copy");
@@ -227,6 +237,7 @@ async fn run_leased(
         }
         Err(e) => Ending {
             error: Some(e.to_string()),
+            retry_in: (l.attempts < MAX_ATTEMPTS - 1).then_some(RETRY_AFTER),
         },
     };
     let ok = ending.error.is_none();
