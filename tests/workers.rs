@@ -582,3 +582,81 @@ fn issue20_a_paused_worker_whose_lease_was_taken_over_is_fenced_and_writes_nothi
     b.stop_serve();
     b.assert_exports_equal_sources();
 }
+
+/// Waits (at most 300 s) until no move of the batch is queued or leased.
+fn wait_idle(b: &DbBatch, logs: &dyn Fn() -> String) {
+    let busy = "SELECT count(*) FROM moves WHERE runnable OR lease_owner IS NOT NULL";
+    let t0 = Instant::now();
+    while sql_i64(&b.db, busy) > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "still busy:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn issue20_suspend_while_workers_run_then_resume_and_complete_through_the_database() {
+    let Some(db) = fresh_db("suspend_complete") else {
+        return;
+    };
+    let b = DbBatch::new(db, 3, 150, 4, "max_bytes_per_second = \"200KB\"\n");
+    let w = start_worker(b.env.dir.path(), &b.db, "w", 3, 5);
+    assert!(b.batch(&["start"]).status.success());
+    wait_for(
+        &b.db,
+        "SELECT count(*) FROM moves WHERE lease_owner IS NOT NULL",
+        3,
+        "the worker did not lease all three",
+        &|| w.log_text(),
+    );
+    // Suspended while their passes run: each is suspended when its pass ends, by the
+    // worker, in the same transaction that releases it.
+    let o = b.batch(&["suspend"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("0 mailbox(es) now, 3 when"),
+        "{}",
+        describe(&o)
+    );
+    wait_idle(&b, &|| w.log_text());
+    assert!(
+        states(&b.status()).iter().all(|(_, s)| s == "suspended"),
+        "{:?}",
+        states(&b.status())
+    );
+    let suspended_by = "SELECT count(*) FROM source_audit WHERE line LIKE '%\"to\":\"suspended\"%'";
+    assert_eq!(
+        sql_i64(&b.db, suspended_by),
+        3,
+        "the suspension is in each audit log"
+    );
+    // A suspended batch queues nothing (exit 5).
+    let o = b.batch(&["start"]);
+    assert_eq!(o.status.code(), Some(5), "{}", describe(&o));
+
+    let o = b.batch(&["resume"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(states(&b.status()).iter().all(|(_, s)| s == "synced"));
+    // The final passes, queued by `batch complete --db` and run by the worker.
+    let o = b.batch(&["complete"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    wait_idle(&b, &|| w.log_text());
+    assert!(
+        states(&b.status()).iter().all(|(_, s)| s == "completed"),
+        "{:?}\n{}",
+        states(&b.status()),
+        w.log_text()
+    );
+    // Completed moves take no more passes: nothing is queued.
+    let o = b.batch(&["start", "--json"]);
+    let q: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(q["queued"].as_array().unwrap().len(), 0);
+    assert_eq!(w.stop(), Some(0));
+    b.assert_audit_logs_verify();
+    let mut b = b;
+    b.stop_serve();
+    b.assert_exports_equal_sources();
+}
