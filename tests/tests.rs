@@ -27,3 +27,4 @@ mod split;
 mod util;
 mod volume;
 mod wire;
+mod workers;

@@ -186,6 +186,11 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("batch suspend", "mailferry batch suspend spring"),
     ("batch resume", "mailferry batch resume spring"),
     (
+        "worker",
+        "mailferry worker --db postgres://mailferry@db.example.com/mailferry --concurrency 8 \\\n       \
+         --state /var/lib/mailferry-worker   # on each machine; `batch start NAME --db ...` queues",
+    ),
+    (
         "endpoint",
         "mailferry endpoint test imap.toml --user alice@example.com",
     ),

@@ -10,7 +10,7 @@
 use clap::{Parser, Subcommand};
 use commands::{
     access, admin, audit, batch, bench, demo, endpoint, export, moving, profile, serve, tenant,
-    token, volume,
+    token, volume, worker,
 };
 use mailferry_control::AppError;
 use std::io::IsTerminal;
@@ -131,6 +131,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: batch::BatchCmd,
     },
+    /// Run the passes that `batch start --db` queued in a PostgreSQL database; start one
+    /// or more on any number of machines. SIGTERM: lease nothing new, let running passes
+    /// commit, exit 0.
+    Worker(worker::WorkerArgs),
     /// Source endpoints (TOML files: kind, host, TLS, master user, throttles).
     Endpoint {
         #[command(subcommand)]
@@ -162,13 +166,14 @@ async fn run(cmd: Cmd) -> Result<(), AppError> {
         Cmd::Tenant { cmd } => tenant::run(cmd),
         Cmd::Export(a) => export::run(a),
         Cmd::Volume { cmd } => volume::run(cmd),
-        Cmd::Audit { cmd } => audit::run_audit(cmd),
+        Cmd::Audit { cmd } => audit::run(cmd).await,
         Cmd::Receipt { cmd } => audit::run_receipt(cmd),
         Cmd::Report(a) => audit::run_report(a),
         Cmd::Profile { cmd } => profile::run(cmd),
         Cmd::Bench(b) => bench::run(b).await,
         Cmd::Batch { cmd } => batch::run(cmd).await,
         Cmd::Endpoint { cmd } => endpoint::run(cmd).await,
+        Cmd::Worker(a) => worker::run(a).await,
         Cmd::Admin { cmd } => admin::run(cmd).await,
         Cmd::Access { cmd } => access::run(cmd),
     }
@@ -181,6 +186,7 @@ fn output_setup(cli: &Cli) {
     // Progress lines of long work (when no bars are drawn) are shown like warnings.
     let default_filter = match cli.cmd {
         Cmd::Serve(_) | Cmd::Proxy(_) => "warn,mailferry_proxy::server=info",
+        Cmd::Worker(_) => "warn,mailferry_coord::worker=info",
         Cmd::Admin { .. } => "warn,mailferry::admin=info",
         _ => "warn,mailferry::progress=info",
     };

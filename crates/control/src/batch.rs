@@ -1188,11 +1188,19 @@ pub struct BatchStatus {
 
 /// Reads the status of every mailbox of the batch.
 pub fn status(bd: &BatchDir) -> Result<BatchStatus, AppError> {
-    let b = bd.load()?;
+    status_of(bd.load()?, |u| status::status(&bd.mailbox_dir(u)))
+}
+
+/// The status of batch `b` with each mailbox's status from `each` (its state directory,
+/// or the rows of a coordination database), with the totals.
+pub fn status_of(
+    b: Batch,
+    mut each: impl FnMut(&BatchUser) -> Result<MoveStatus, AppError>,
+) -> Result<BatchStatus, AppError> {
     let mut mailboxes = Vec::new();
     let mut t = Totals::default();
     for u in &b.users {
-        let s = status::status(&bd.mailbox_dir(u))?;
+        let s = each(u)?;
         t.mailboxes += 1;
         *t.by_state.entry(s.state.to_string()).or_default() += 1;
         t.failed += usize::from(s.state == MoveState::Failed);

@@ -14,8 +14,11 @@ use std::path::PathBuf;
 pub enum AuditCmd {
     /// Check a hash-chained audit log end to end; names the first bad record.
     Verify {
-        /// A move's state directory or a volume.
-        dir: PathBuf,
+        /// A move's state directory or a volume (or --db and --mailbox).
+        #[arg(required_unless_present = "db")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbMove,
         /// Expected head (SHA-256 of the last record), to detect records cut off the end.
         #[arg(long)]
         head: Option<String>,
@@ -34,8 +37,11 @@ pub enum AuditCmd {
     /// signing key is created on first use) or a volume (destination side; needs the
     /// volume's key).
     PublicKey {
-        /// A move's state directory or a volume.
-        dir: PathBuf,
+        /// A move's state directory or a volume (or --db and --mailbox).
+        #[arg(required_unless_present = "db")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbMove,
         /// Where to write the public key (`-` for stdout).
         #[arg(long)]
         out: PathBuf,
@@ -132,6 +138,75 @@ enum ReportFormat {
     Html,
 }
 
+/// A move in a coordination database: the database and the mailbox.
+#[derive(clap::Args)]
+pub struct DbMove {
+    /// The coordination database holding the move (postgres://USER@HOST:PORT/DATABASE);
+    /// used when no directory is given.
+    #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
+    pub db: Option<String>,
+    /// With --db: the move's mailbox.
+    #[arg(long, requires = "db")]
+    pub mailbox: Option<String>,
+    /// With --db: the batch of the mailbox, when it is in several.
+    #[arg(long, requires = "mailbox")]
+    pub batch: Option<String>,
+}
+
+impl DbMove {
+    /// The database and the move's id, if --db is given (and no directory was).
+    pub async fn find(&self) -> Result<Option<(mailferry_coord::Db, String)>, AppError> {
+        let Some(url) = &self.db else {
+            return Ok(None);
+        };
+        let mailbox = self.mailbox.as_deref().ok_or_else(|| {
+            AppError::Usage("--db needs --mailbox ADDRESS (the move to look at)".into())
+        })?;
+        let db = mailferry_coord::Db::connect(&mailferry_coord::DbUrl::new(url)?).await?;
+        let id =
+            mailferry_coord::ops::find_move(&db.client, mailbox, self.batch.as_deref()).await?;
+        Ok(Some((db, id)))
+    }
+}
+
+/// `audit ...`, with `audit verify --db` reading the log from the database.
+pub async fn run(cmd: AuditCmd) -> Result<(), AppError> {
+    if let AuditCmd::Verify {
+        dir: None,
+        db,
+        head,
+        key_file: None,
+        public_key,
+    } = &cmd
+    {
+        let (db, id) = db.find().await?.ok_or_else(|| {
+            AppError::Usage("audit verify: give a directory, or --db and --mailbox".into())
+        })?;
+        // The rows as a log file, checked by the same verifier as a state directory.
+        let (_guard, copy) = mailferry_coord::ops::audit_copy(&db, &id).await?;
+        eprintln!("move {id} (from the database):");
+        return verify_log(&copy, head.as_deref(), None, public_key.as_deref());
+    }
+    if let AuditCmd::PublicKey {
+        dir: None, db, out, ..
+    } = &cmd
+    {
+        let (db, id) = db.find().await?.ok_or_else(|| {
+            AppError::Usage("audit public-key: give a directory, or --db and --mailbox".into())
+        })?;
+        let key = mailferry_coord::ops::source_public_key(&db, &id).await?;
+        write_pem(&key, out)?;
+        eprintln!(
+            "Ed25519 public key of the source audit log of move {id} (in the database), \
+             fingerprint {}; check the log with `mailferry audit verify --db ... --mailbox ... \
+             --public-key FILE`",
+            key.fingerprint()
+        );
+        return Ok(());
+    }
+    run_audit(cmd)
+}
+
 /// `audit ...`.
 pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
     match cmd {
@@ -140,8 +215,14 @@ pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
             head,
             key_file,
             public_key,
+            ..
         } => verify_log(
-            &dir,
+            &dir.ok_or_else(|| {
+                AppError::Usage(
+                    "audit verify: give a directory (a volume's key is for a directory only)"
+                        .into(),
+                )
+            })?,
             head.as_deref(),
             key_file.as_deref(),
             public_key.as_deref(),
@@ -152,8 +233,9 @@ pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
             key_file,
             passphrase_file,
             recovery_key_file,
+            ..
         } => write_public_key(
-            &dir,
+            &dir.ok_or_else(|| AppError::Usage("audit public-key: give a directory".into()))?,
             &out,
             &volume_admin::UnlockArgs {
                 key_file,
@@ -165,6 +247,17 @@ pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
     }
 }
 
+/// A public key as PEM to `out` (`-`: stdout).
+fn write_pem(key: &mailferry_audit::PublicKey, out: &std::path::Path) -> Result<(), AppError> {
+    if out.as_os_str() == "-" {
+        print!("{}", key.to_pem());
+    } else {
+        std::fs::write(out, key.to_pem()).map_err(|e| AppError::io(out, e))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
 /// `audit public-key`: the PEM to the file (or stdout), what it is to stderr.
 fn write_public_key(
     dir: &std::path::Path,
@@ -172,12 +265,7 @@ fn write_public_key(
     unlock: &volume_admin::UnlockArgs,
 ) -> Result<(), AppError> {
     let (key, side) = audit_cmd::public_key(dir, unlock)?;
-    if out.as_os_str() == "-" {
-        print!("{}", key.to_pem());
-    } else {
-        std::fs::write(out, key.to_pem()).map_err(|e| AppError::io(out, e))?;
-        eprintln!("wrote {}", out.display());
-    }
+    write_pem(&key, out)?;
     eprintln!(
         "Ed25519 public key of the {} audit log of {}, fingerprint {}; keep a copy where \
          the log's writer cannot change it, and check the log with `mailferry audit verify \

@@ -18,6 +18,25 @@ pub struct StateRoot {
         default_value = "mailferry-batches"
     )]
     state_root: PathBuf,
+    /// Keep the batch in this PostgreSQL database instead of state directories
+    /// (postgres://USER@HOST:PORT/DATABASE): `batch start` then queues the passes and
+    /// `mailferry worker` processes run them (docs/batches.md, "Many workers on
+    /// PostgreSQL").
+    #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
+    db: Option<String>,
+}
+
+impl StateRoot {
+    /// The coordination database, connected (schema up to date), if --db is given.
+    async fn db(&self) -> Result<Option<mailferry_coord::Db>, AppError> {
+        match &self.db {
+            None => Ok(None),
+            Some(url) => {
+                let url = mailferry_coord::DbUrl::new(url)?;
+                Ok(Some(mailferry_coord::Db::connect(&url).await?))
+            }
+        }
+    }
 }
 
 /// The flags of a run of passes (`batch start`, `batch complete`).
@@ -165,6 +184,19 @@ pub enum BatchCmd {
 /// `batch ...`.
 pub async fn run(cmd: BatchCmd) -> Result<(), AppError> {
     let actor = lifecycle::cli_actor();
+    let root = match &cmd {
+        BatchCmd::New(n) => &n.root,
+        BatchCmd::Start { run, .. } | BatchCmd::Complete { run, .. } => &run.root,
+        BatchCmd::Status { root, .. }
+        | BatchCmd::AddUsers { root, .. }
+        | BatchCmd::Suspend { root, .. }
+        | BatchCmd::Resume { root, .. } => root,
+    };
+    if !matches!(cmd, BatchCmd::New(_)) {
+        if let Some(mut db) = root.db().await? {
+            return on_db(cmd, &mut db, actor).await;
+        }
+    }
     match cmd {
         BatchCmd::New(new) => create(*new, actor).await,
         BatchCmd::Start { name, run, dry_run } => {
@@ -218,6 +250,82 @@ pub async fn run(cmd: BatchCmd) -> Result<(), AppError> {
     }
 }
 
+/// The batch commands with --db: the same checks and tables, on the database; passes
+/// are queued for `mailferry worker`.
+async fn on_db(cmd: BatchCmd, db: &mut mailferry_coord::Db, actor: String) -> Result<(), AppError> {
+    use mailferry_coord::ops;
+    match cmd {
+        BatchCmd::New(_) => unreachable!("batch new connects in create"),
+        BatchCmd::Start { name, run, dry_run } => {
+            if dry_run {
+                return Err(AppError::Usage(
+                    "batch start --dry-run works on state directories only; run it without --db \
+                     on a copy, or look at `batch status --db`"
+                        .into(),
+                ));
+            }
+            queue(db, &name, false, false, run.json).await
+        }
+        BatchCmd::Complete {
+            name,
+            approve_skipped,
+            run,
+        } => queue(db, &name, true, approve_skipped, run.json).await,
+        BatchCmd::Status { name, json, .. } => {
+            json_or_text(
+                json,
+                &ops::batch_status(db, &name).await?,
+                batch::render_status,
+            );
+            Ok(())
+        }
+        BatchCmd::AddUsers { .. } => Err(AppError::Usage(
+            "batch add-users --db is not supported yet; create a second batch with the new rows \
+             (`batch new NAME2 --db ...`)"
+                .into(),
+        )),
+        BatchCmd::Suspend { name, .. } => {
+            let (now, later) = ops::suspend(db, &name, &actor).await?;
+            eprintln!(
+                "batch {name} suspended: {now} mailbox(es) now, {later} when the worker running their pass ends it"
+            );
+            Ok(())
+        }
+        BatchCmd::Resume { name, .. } => {
+            let n = ops::resume(db, &name, &actor).await?;
+            eprintln!(
+                "batch {name} resumed ({n} mailbox(es)); `mailferry batch start {name} --db ...` queues their passes"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Queues a pass (or the final pass) of every mailbox of the batch that takes one.
+async fn queue(
+    db: &mut mailferry_coord::Db,
+    name: &str,
+    complete: bool,
+    approve_skipped: bool,
+    json: bool,
+) -> Result<(), AppError> {
+    let queued = mailferry_coord::ops::enqueue(db, name, complete, approve_skipped).await?;
+    eprintln!(
+        "batch {name}: {} mailbox(es) queued for {}; `mailferry worker --db ...` runs them, \
+         `mailferry batch status {name} --db ...` shows where they are",
+        queued.len(),
+        if complete {
+            "their final pass"
+        } else {
+            "a pass"
+        }
+    );
+    if json {
+        print_json(&serde_json::json!({ "name": name, "queued": queued }));
+    }
+    Ok(())
+}
+
 /// `batch new`: checks everything, creates the batch, and with --start runs it.
 async fn create(new: BatchNew, actor: String) -> Result<(), AppError> {
     let BatchNew {
@@ -238,19 +346,35 @@ async fn create(new: BatchNew, actor: String) -> Result<(), AppError> {
         no_recovery_key,
         "give --volume with its key, or --proxy, --ca and --token-file and no key",
     )?;
-    let b = batch::create(
-        &bd,
-        &name,
-        &batch::NewBatch {
-            csv,
-            endpoint,
-            destination: destination.absolute(),
-            profile,
-            concurrency,
-            settings: settings.settings(),
-            actor: actor.clone(),
-        },
-    )?;
+    let new = batch::NewBatch {
+        csv,
+        endpoint,
+        destination: destination.absolute(),
+        profile,
+        concurrency,
+        settings: settings.settings(),
+        actor: actor.clone(),
+    };
+    if let Some(mut db) = root.db().await? {
+        let b = mailferry_coord::ops::create(&mut db, &name, &new).await?;
+        eprintln!(
+            "batch {name}: {} mailbox(es) recorded in the database{}",
+            b.users.len(),
+            if start {
+                ""
+            } else {
+                "; queue them with `mailferry batch start NAME --db ...`"
+            }
+        );
+        if start {
+            return queue(&mut db, &name, false, false, json).await;
+        }
+        if json {
+            print_json(&b);
+        }
+        return Ok(());
+    }
+    let b = batch::create(&bd, &name, &new)?;
     eprintln!(
         "batch {name}: {} mailbox(es) created in {}{}",
         b.users.len(),

@@ -17,6 +17,7 @@ pub mod serve;
 pub mod tenant;
 pub mod token;
 pub mod volume;
+pub mod worker;
 
 pub use mailferry_control::lifecycle::load_profile;
 use mailferry_control::{volume_admin, AppError};

@@ -164,9 +164,11 @@ pub enum MoveCmd {
     },
     /// State, percent complete, items synced/skipped/bad, bytes, rate, ETA, last sync.
     Status {
-        /// The move's state directory.
-        #[arg(long)]
-        state: PathBuf,
+        /// The move's state directory (or --db and --mailbox).
+        #[arg(long, required_unless_present = "db")]
+        state: Option<PathBuf>,
+        #[command(flatten)]
+        db: super::audit::DbMove,
         /// JSON on stdout instead of text.
         #[arg(long)]
         json: bool,
@@ -377,8 +379,17 @@ async fn run_ctl(ctl: MoveCmd) -> Result<(), AppError> {
             eprintln!("resumed: the move is {s} and takes passes again");
             Ok(())
         }
-        MoveCmd::Status { state, json } => {
-            json_or_text(json, &status::status(&state)?, status::render_text);
+        MoveCmd::Status { state, db, json } => {
+            let st = match state {
+                Some(state) => status::status(&state)?,
+                None => {
+                    let (db, id) = db.find().await?.ok_or_else(|| {
+                        AppError::Usage("move status: give --state, or --db and --mailbox".into())
+                    })?;
+                    mailferry_coord::ops::move_status(&db.client, &id).await?
+                }
+            };
+            json_or_text(json, &st, status::render_text);
             Ok(())
         }
     }

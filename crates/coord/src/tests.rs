@@ -1,0 +1,427 @@
+//! Tests against a real PostgreSQL (`MAILFERRY_TEST_PG`), each in its own database.
+
+use crate::db::testing;
+use crate::files::{self, Cursor};
+use crate::lease::{self, Lease};
+use crate::{CoordError, Db, DbUrl};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const TTL: Duration = Duration::from_secs(60);
+
+async fn fresh(name: &str) -> Option<(Db, DbUrl)> {
+    let server = testing::server()?;
+    let url = DbUrl::new(&testing::fresh_database(&server, name).await).unwrap();
+    Some((Db::connect(&url).await.unwrap(), url))
+}
+
+/// One endpoint `ep` allowing `max_moves` at once, one batch `b`, `n` runnable moves.
+async fn fixture(db: &Db, max_moves: i32, n: usize) -> Vec<String> {
+    db.client
+        .batch_execute(&format!(
+            "INSERT INTO endpoints (name, record, max_concurrent_moves, \
+                                    max_concurrent_incremental_syncs, connections_per_move) \
+               VALUES ('ep', '', {max_moves}, {max_moves}, 1); \
+             INSERT INTO batches (name, record, endpoint) VALUES ('b', '{{}}', 'ep');"
+        ))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("move{i:03}");
+        db.client
+            .execute(
+                "INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle, runnable) \
+                 VALUES ($1, 'b', $2, 'ep', '{}', 'created', '{}', true)",
+                &[&id, &format!("u{i}@example.com")],
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+async fn client(url: &DbUrl) -> tokio_postgres::Client {
+    crate::db::connect_raw(url).await.unwrap()
+}
+
+async fn count(db: &Db, sql: &str) -> i64 {
+    db.client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
+    let Some((db, url)) = fresh("migrations").await else {
+        return;
+    };
+    for table in [
+        "endpoints",
+        "batches",
+        "moves",
+        "source_audit",
+        "source_files",
+        "pass_reports",
+        "workers",
+    ] {
+        let n = count(
+            &db,
+            &format!("SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}'"),
+        )
+        .await;
+        assert_eq!(n, 1, "table {table}");
+    }
+    // Again, and from several connections at once: nothing more is applied, nothing fails.
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        let url = url.clone();
+        again.push(tokio::spawn(async move {
+            let mut c = client(&url).await;
+            crate::db::migrate(&mut c).await.unwrap()
+        }));
+    }
+    for a in again {
+        assert!(a.await.unwrap().is_empty(), "a second run applies nothing");
+    }
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM refinery_schema_history").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn two_workers_leasing_at_once_never_get_the_same_move() {
+    let Some((db, url)) = fresh("skip_locked").await else {
+        return;
+    };
+    let ids = fixture(&db, 1000, 40).await;
+    let mut tasks = Vec::new();
+    for w in 0..2 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(&url).await;
+            let mut got = Vec::new();
+            while let Some(l) = lease::lease_one(&mut c, &format!("w{w}"), TTL)
+                .await
+                .unwrap()
+            {
+                got.push(l.move_id);
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    let mut per_worker = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        per_worker.push(got.len());
+        all.extend(got);
+    }
+    let unique: BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(unique.len(), all.len(), "a move was leased twice: {all:?}");
+    assert_eq!(unique, ids.into_iter().collect(), "every move leased once");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM moves WHERE lease_epoch = 1").await,
+        40
+    );
+    eprintln!("leases per worker: {per_worker:?}");
+}
+
+#[tokio::test]
+async fn max_concurrent_moves_holds_across_workers() {
+    let Some((db, url)) = fresh("max_moves").await else {
+        return;
+    };
+    fixture(&db, 3, 12).await;
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(&url).await;
+            let mut n = 0;
+            for _ in 0..5 {
+                if lease::lease_one(&mut c, &format!("w{w}"), TTL)
+                    .await
+                    .unwrap()
+                    .is_some()
+                {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(
+        total, 3,
+        "exactly the endpoint's max_concurrent_moves were leased"
+    );
+    let live = "SELECT count(*) FROM moves WHERE lease_owner IS NOT NULL AND lease_expires > now()";
+    assert_eq!(count(&db, live).await, 3);
+    // An expired lease frees its place.
+    db.client
+        .execute(
+            "UPDATE moves SET lease_expires = now() - interval '1 second' \
+             WHERE id = (SELECT id FROM moves WHERE lease_owner IS NOT NULL LIMIT 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut c = client(&url).await;
+    assert!(lease::lease_one(&mut c, "w9", TTL).await.unwrap().is_some());
+    assert!(lease::lease_one(&mut c, "w9", TTL).await.unwrap().is_none());
+    assert_eq!(count(&db, live).await, 3);
+}
+
+#[tokio::test]
+async fn max_connections_is_one_budget_across_workers() {
+    let Some((db, url)) = fresh("max_conns").await else {
+        return;
+    };
+    fixture(&db, 100, 10).await;
+    // 5 connections, 2 per move: two moves at once, whoever leases.
+    db.client
+        .execute(
+            "UPDATE endpoints SET max_connections = 5, connections_per_move = 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut n = 0;
+    for w in 0..3 {
+        let mut c = client(&url).await;
+        while lease::lease_one(&mut c, &format!("w{w}"), TTL)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            n += 1;
+        }
+    }
+    assert_eq!(n, 2);
+    assert_eq!(
+        count(&db, "SELECT sum(lease_connections)::bigint FROM moves").await,
+        4
+    );
+}
+
+/// A local copy holding an audit log of `records` records (and its head and key).
+fn local_log(dir: &std::path::Path, records: usize) {
+    mailferry_audit::private::create_dir_all(dir).unwrap();
+    let mut log = mailferry_audit::AuditLog::open(dir.join("audit.jsonl")).unwrap();
+    for i in 0..records {
+        log.append("agent", "test.record", serde_json::json!({ "i": i }))
+            .unwrap();
+    }
+    log.sync().unwrap();
+}
+
+fn append(dir: &std::path::Path, n: usize) {
+    let mut log = mailferry_audit::AuditLog::open(dir.join("audit.jsonl")).unwrap();
+    for i in 0..n {
+        log.append("agent", "test.more", serde_json::json!({ "i": i }))
+            .unwrap();
+    }
+    log.sync().unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_with_a_higher_epoch_and_the_old_owner_is_fenced() {
+    let Some((db, url)) = fresh("fencing").await else {
+        return;
+    };
+    fixture(&db, 10, 1).await;
+    let (mut a, mut b) = (client(&url).await, client(&url).await);
+    let la: Lease = lease::lease_one(&mut a, "old", TTL).await.unwrap().unwrap();
+    assert_eq!(la.epoch, 1);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir_a = scratch.path().join("a");
+    local_log(&dir_a, 3);
+    let cursor = lease::heartbeat(&mut a, &la, &dir_a, &Cursor::default(), TTL)
+        .await
+        .unwrap();
+    let synced = "SELECT count(*) FROM source_audit";
+    let before = count(&db, synced).await;
+    assert!(before >= 3, "the heartbeat copied the records");
+
+    // The old owner stops heartbeating (paused, partitioned): its lease expires.
+    db.client
+        .execute(
+            "UPDATE moves SET lease_expires = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let lb = lease::lease_one(&mut b, "new", TTL).await.unwrap().unwrap();
+    assert_eq!(lb.move_id, la.move_id);
+    assert_eq!(lb.epoch, 2, "a new lease carries a higher fencing number");
+
+    // The old owner wakes up with more records: refused, and nothing of it is written.
+    append(&dir_a, 5);
+    let expires = "SELECT extract(epoch FROM lease_expires)::float8 FROM moves";
+    let exp_before: f64 = db.client.query_one(expires, &[]).await.unwrap().get(0);
+    let err = lease::heartbeat(&mut a, &la, &dir_a, &cursor, TTL)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoordError::Fenced { mine: 1, .. }), "{err}");
+    let err = lease::release(&mut a, &la, &dir_a, &cursor, Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoordError::Fenced { .. }), "{err}");
+    assert_eq!(
+        count(&db, synced).await,
+        before,
+        "no record of the old owner"
+    );
+    let exp_after: f64 = db.client.query_one(expires, &[]).await.unwrap().get(0);
+    assert_eq!(exp_before, exp_after, "the lease was not extended");
+    let owner: String = db
+        .client
+        .query_one("SELECT lease_owner FROM moves", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "new");
+
+    // The new owner resumes exactly where the rows stop, and its records follow.
+    let dir_b = scratch.path().join("b");
+    let cur_b = files::materialize(&b, &lb.move_id, &dir_b, files::Copy::Full)
+        .await
+        .unwrap();
+    assert_eq!(cur_b.last_seq, before);
+    append(&dir_b, 2);
+    lease::release(&mut b, &lb, &dir_b, &cur_b, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(count(&db, synced).await, before + 2);
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT epoch) FROM source_audit").await,
+        2
+    );
+    let (_guard, copy) = crate::ops::audit_copy(&db, &lb.move_id).await.unwrap();
+    mailferry_audit::verify(copy.join("audit.jsonl")).unwrap();
+}
+
+#[tokio::test]
+async fn the_audit_rows_verify_and_a_tampered_row_does_not() {
+    let Some((db, url)) = fresh("audit_rows").await else {
+        return;
+    };
+    fixture(&db, 10, 1).await;
+    let mut c = client(&url).await;
+    let l = lease::lease_one(&mut c, "w", TTL).await.unwrap().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("m");
+    local_log(&dir, 6);
+    let local = std::fs::read(dir.join("audit.jsonl")).unwrap();
+    lease::release(&mut c, &l, &dir, &Cursor::default(), Default::default())
+        .await
+        .unwrap();
+    let (_g, copy) = crate::ops::audit_copy(&db, &l.move_id).await.unwrap();
+    assert_eq!(
+        std::fs::read(copy.join("audit.jsonl")).unwrap(),
+        local,
+        "the rows hold the log byte for byte"
+    );
+    let ok = mailferry_audit::verify(copy.join("audit.jsonl")).unwrap();
+    assert_eq!(ok.records, 7);
+
+    db.client
+        .execute(
+            "UPDATE source_audit SET line = replace(line, '\"i\":2', '\"i\":9') WHERE seq = 4",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_g2, copy2) = crate::ops::audit_copy(&db, &l.move_id).await.unwrap();
+    let err = mailferry_audit::verify(copy2.join("audit.jsonl")).unwrap_err();
+    assert!(
+        err.to_string().contains('5') || err.to_string().contains('4'),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn max_concurrent_incremental_syncs_holds_across_workers() {
+    let Some((db, url)) = fresh("incremental").await else {
+        return;
+    };
+    fixture(&db, 10, 6).await;
+    // Four moves synced before (incremental passes), two never did; at most two
+    // incremental passes at once, whatever the workers.
+    db.client
+        .batch_execute(
+            "UPDATE endpoints SET max_concurrent_incremental_syncs = 2; \
+             UPDATE moves SET lifecycle = '{\"last_sync_at\": \"2026-01-01T00:00:00Z\"}' \
+              WHERE id IN ('move000', 'move001', 'move002', 'move003');",
+        )
+        .await
+        .unwrap();
+    let mut leased = Vec::new();
+    for w in 0..3 {
+        let mut c = client(&url).await;
+        while let Some(l) = lease::lease_one(&mut c, &format!("w{w}"), TTL)
+            .await
+            .unwrap()
+        {
+            leased.push(l.move_id);
+        }
+    }
+    leased.sort();
+    let incremental = leased.iter().filter(|id| id.as_str() < "move004").count();
+    assert_eq!(incremental, 2, "{leased:?}");
+    assert_eq!(leased.len(), 4, "both first copies ran too: {leased:?}");
+}
+
+#[tokio::test]
+async fn a_failed_pass_is_queued_again_after_its_backoff() {
+    let Some((db, url)) = fresh("retry").await else {
+        return;
+    };
+    fixture(&db, 10, 1).await;
+    let mut c = client(&url).await;
+    let l = lease::lease_one(&mut c, "w", TTL).await.unwrap().unwrap();
+    assert_eq!(l.attempts, 0);
+    let scratch = tempfile::tempdir().unwrap();
+    let ending = lease::Ending {
+        error: Some("proxy refused the session with HTTP 409".into()),
+        retry_in: Some(Duration::from_secs(600)),
+    };
+    lease::release(&mut c, &l, scratch.path(), &Cursor::default(), ending)
+        .await
+        .unwrap();
+    // Queued, but not before its time.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM moves WHERE runnable AND attempts = 1"
+        )
+        .await,
+        1
+    );
+    assert!(lease::lease_one(&mut c, "w", TTL).await.unwrap().is_none());
+    db.client
+        .execute(
+            "UPDATE moves SET not_before = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let again = lease::lease_one(&mut c, "w", TTL).await.unwrap().unwrap();
+    assert_eq!((again.attempts, again.epoch), (1, 2));
+    // The last attempt gives up: the move stays Failed until queued again.
+    let ending = lease::Ending {
+        error: Some("still refused".into()),
+        retry_in: None,
+    };
+    lease::release(&mut c, &again, scratch.path(), &Cursor::default(), ending)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM moves WHERE NOT runnable AND attempts = 0 AND last_error = 'still refused'").await,
+        1
+    );
+}
