@@ -213,6 +213,59 @@ fn issue18_latency_rows_with_mbsync_side_by_side() {
     }
 }
 
+/// Issue 20: `--workers 1,2` moves the same corpus with that many `mailferry worker`
+/// processes leasing from a scratch database on the test PostgreSQL; every run verified
+/// (every message in the volume, receipts equal), the workers' CPU is reported, and the
+/// scratch databases are gone afterwards. No speed is asserted.
+#[test]
+fn issue20_workers_rows_each_verified() {
+    let Some(server) = mailferry_coord::db::testing::server() else {
+        return;
+    };
+    assert!(
+        crate::dovecot::available(),
+        "Dovecot is not installed: apt-get install dovecot-imapd (./test.sh does)"
+    );
+    let count_scratch = || {
+        crate::workers::sql_i64(
+            &server,
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'mf_bench_%'",
+        )
+    };
+    let before = count_scratch();
+    let o = run(mailferry()
+        .env("MAILFERRY_DB", &server)
+        .args(["bench", "--source", "imap", "--messages", "80"])
+        .args(["--mailboxes", "4", "--folders", "2", "--latency", "2ms"])
+        .args(["--workers", "1,2", "--concurrency", "2", "--json"]));
+    assert!(o.status.success(), "{}", describe(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["mode"], "network");
+    assert!(
+        !r["command"].as_str().unwrap().contains("postgres://"),
+        "the database URL is echoed: {}",
+        r["command"]
+    );
+    let cases = r["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2, "one row per worker count");
+    for (case, workers) in cases.iter().zip([1u64, 2]) {
+        assert_eq!(num(case, "workers") as u64, workers, "{case}");
+        let run = &case["median"];
+        assert_eq!(num(run, "messages") as u64, 80, "{run}");
+        assert_eq!(num(run, "verified.messages_checked") as u64, 80, "{run}");
+        assert_eq!(num(run, "verified.receipts_matching") as u64, 4, "{run}");
+        assert!(
+            num(run, "cpu_seconds_by_thread.worker processes") > 0.0,
+            "{run}"
+        );
+    }
+    assert_eq!(
+        count_scratch(),
+        before,
+        "a scratch database was left behind"
+    );
+}
+
 #[test]
 fn impossible_requests_are_usage_errors() {
     for args in [
@@ -230,6 +283,19 @@ fn impossible_requests_are_usage_errors() {
         &["--compare", "mbsync", "--messages", "10"][..],
         &["--source", "imap", "--latency", "10", "--messages", "10"][..],
         &["--messages", "2", "--mailboxes", "3"][..],
+        // Workers read an IMAP endpoint, queue in PostgreSQL, and count one mailbox case.
+        &["--workers", "2", "--messages", "10"][..],
+        &["--source", "imap", "--workers", "0", "--messages", "10"][..],
+        &[
+            "--source",
+            "imap",
+            "--workers",
+            "2",
+            "--mailboxes",
+            "1,2",
+            "--messages",
+            "10",
+        ][..],
     ] {
         let o = run(mailferry().arg("bench").args(args));
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", describe(&o));

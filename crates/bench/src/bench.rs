@@ -47,6 +47,7 @@ mod plan;
 mod report;
 mod runner;
 mod stages;
+mod workers;
 
 pub use report::{
     render_text, BenchReport, CaseResult, Corpus, CorpusMailbox, DovecotComparison, DovecotRow,
@@ -167,6 +168,16 @@ pub struct BenchArgs {
     /// `--source imap` only: run Debian's mbsync against the same server, through the
     /// same relay, for each row.
     pub compare_mbsync: bool,
+    /// One case per value: the mailboxes moved by that many `mailferry worker` processes
+    /// leasing them from a scratch PostgreSQL database ([`workers`]); needs `db` and
+    /// `worker_exe`. Empty: the agents run in this process.
+    pub workers: Vec<usize>,
+    /// With `workers`: the PostgreSQL server to make each run's scratch database on (a
+    /// URL of any database the user may connect to; it may hold a password: never
+    /// printed).
+    pub db: Option<String>,
+    /// With `workers`: the `mailferry` binary to start the workers from.
+    pub worker_exe: Option<PathBuf>,
     /// Migration profile of the moves.
     pub profile: Profile,
     /// Progress lines on stderr.
@@ -194,6 +205,9 @@ impl Default for BenchArgs {
             compare_dovecot: false,
             latency: Vec::new(),
             compare_mbsync: false,
+            workers: Vec::new(),
+            db: None,
+            worker_exe: None,
             profile: Profile::embedded_default(),
             progress: false,
             command: String::new(),
@@ -308,7 +322,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, AppError> {
     } else {
         args.latency.iter().copied().map(Some).collect()
     };
-    for case in &cases {
+    for (i, case) in cases.iter().enumerate() {
         let corpus = ensure_corpus(work.path(), case, model, args)?;
         if args.progress {
             eprintln!(
@@ -351,9 +365,12 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, AppError> {
             results.push(result);
         }
         drop(imap);
-        if args.keep.is_none() {
+        let dir = corpus_dir(work.path(), case, model, args);
+        let next_reuses = cases
+            .get(i + 1)
+            .is_some_and(|next| corpus_dir(work.path(), next, model, args) == dir);
+        if args.keep.is_none() && !next_reuses {
             // A temp corpus is not reused; free the disk before the next case.
-            let dir = corpus_dir(work.path(), case, model, args);
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -368,7 +385,12 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, AppError> {
         date: mailferry_core::rfc3339(mailferry_core::unix_now()),
         command: args.command.clone(),
         machine,
-        mode: args.mode,
+        // Workers reach the volume through a serve: network mode whatever was asked.
+        mode: if args.workers.is_empty() {
+            args.mode
+        } else {
+            Mode::Network
+        },
         source: args.source,
         runs_per_case: args.runs,
         cases: results,
@@ -445,6 +467,7 @@ fn run_case(
         name,
         mailboxes: case.mailboxes,
         concurrency: case.concurrency,
+        workers: case.workers,
         corpus: corpus.clone(),
         runs,
         median,

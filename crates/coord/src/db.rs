@@ -57,6 +57,12 @@ impl DbUrl {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The URL itself, to hand to a child process's environment (`MAILFERRY_DB`); never
+    /// for a log, a message or a command line.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
 }
 
 /// An open connection with the schema at the current version.
@@ -85,6 +91,50 @@ pub(crate) async fn connect_raw(url: &DbUrl) -> Result<Client, CoordError> {
         }
     });
     Ok(client)
+}
+
+/// Creates a new, empty database on the server of `server` (a URL naming any database
+/// the user may connect to), named `mf_<name>_<random>`, and returns its URL. For
+/// throwaway runs: the tests and `mailferry bench --workers`, which drop it with
+/// [`drop_database`] when done.
+pub async fn scratch_database(server: &DbUrl, name: &str) -> Result<DbUrl, CoordError> {
+    let client = connect_raw(server).await?;
+    let db: String = format!(
+        "mf_{}_{:08x}",
+        name.chars()
+            .map(|c| if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            })
+            .take(40)
+            .collect::<String>(),
+        mailferry_agent::throttle::random_u64() as u32
+    );
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .map_err(CoordError::db(format!("creating database {db}")))?;
+    let s = server.expose();
+    let base = s.rsplit_once('/').map_or(s, |(b, _)| b);
+    DbUrl::new(&format!("{base}/{db}"))
+}
+
+/// Drops a database [`scratch_database`] made, connecting through `server` (another
+/// database of the same server). Every connection to it must be closed.
+pub async fn drop_database(server: &DbUrl, scratch: &DbUrl) -> Result<(), CoordError> {
+    let s = scratch.expose();
+    let name = s.rsplit_once('/').map_or(s, |(_, n)| n);
+    if !name.starts_with("mf_") || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(CoordError::Url(format!(
+            "{name} is not a database scratch_database made; refusing to drop it"
+        )));
+    }
+    let client = connect_raw(server).await?;
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .map_err(CoordError::db(format!("dropping database {name}")))
 }
 
 /// Applies the migrations not applied yet, one transaction each (refinery), under an
@@ -137,24 +187,10 @@ pub mod testing {
     /// and returns its URL.
     pub async fn fresh_database(server: &str, name: &str) -> String {
         let url = DbUrl::new(server).expect("MAILFERRY_TEST_PG is a PostgreSQL URL");
-        let client = connect_raw(&url).await.expect("test PostgreSQL reachable");
-        let db: String = format!(
-            "mf_{}_{:08x}",
-            name.chars()
-                .map(|c| if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                })
-                .take(40)
-                .collect::<String>(),
-            mailferry_agent::throttle::random_u64() as u32
-        );
-        client
-            .batch_execute(&format!("CREATE DATABASE {db}"))
+        scratch_database(&url, name)
             .await
-            .expect("CREATE DATABASE");
-        let base = server.rsplit_once('/').map_or(server, |(b, _)| b);
-        format!("{base}/{db}")
+            .expect("test PostgreSQL reachable")
+            .expose()
+            .to_string()
     }
 }

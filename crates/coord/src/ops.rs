@@ -506,3 +506,35 @@ pub async fn source_public_key(
     let signer = mailferry_agent::state::head_signer(scratch.path()).map_err(AppError::from)?;
     Ok(signer.public_key())
 }
+
+/// The pass reports of every move of a batch, by address (passes in order), for callers
+/// that add up what the workers moved (`mailferry bench --workers`).
+pub async fn reports(
+    db: &Db,
+    batch: &str,
+) -> Result<Vec<(String, Vec<mailferry_core::report::MoveReport>)>, CoordError> {
+    let rows = db
+        .client
+        .query(
+            "SELECT m.address, r.report FROM moves m JOIN pass_reports r ON r.move_id = m.id \
+             WHERE m.batch = $1 ORDER BY m.address, r.pass",
+            &[&batch],
+        )
+        .await
+        .map_err(CoordError::db(format!(
+            "reading the reports of batch {batch}"
+        )))?;
+    let mut out: Vec<(String, Vec<mailferry_core::report::MoveReport>)> = Vec::new();
+    for r in rows {
+        let address: String = r.get(0);
+        let report = serde_json::from_value(r.get(1)).map_err(|e| CoordError::BadRow {
+            what: format!("pass report of {address}"),
+            reason: e.to_string(),
+        })?;
+        match out.last_mut() {
+            Some((a, v)) if *a == address => v.push(report),
+            _ => out.push((address, vec![report])),
+        }
+    }
+    Ok(out)
+}

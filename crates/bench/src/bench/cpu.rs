@@ -166,11 +166,17 @@ fn thread_name(task: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// utime + stime of the whole process, seconds. `/proc/<pid>/stat` counts in clock
-/// ticks, which are 1/100 s on Linux for every architecture's user ABI (`USER_HZ`).
+/// utime + stime of the whole process, seconds.
 fn process_cpu_seconds() -> f64 {
+    process_cpu_seconds_of("self")
+}
+
+/// utime + stime of process `pid` ("self" or a number), seconds, its ended threads
+/// included; 0 if it is gone. `/proc/<pid>/stat` counts in clock ticks, which are
+/// 1/100 s on Linux for every architecture's user ABI (`USER_HZ`).
+pub(super) fn process_cpu_seconds_of(pid: &str) -> f64 {
     const USER_HZ: f64 = 100.0;
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
     // The name field may hold spaces and parentheses: count fields after the last ')'.

@@ -18,6 +18,9 @@ pub(super) struct CaseSpec {
     pub(super) concurrency: usize,
     pub(super) messages: usize,
     pub(super) folders: usize,
+    /// `mailferry worker` processes moving the mailboxes (`--workers`); `None`: agents
+    /// in the bench's own process.
+    pub(super) workers: Option<usize>,
 }
 
 /// Checks the arguments and turns them into the size model and the cases to run.
@@ -78,6 +81,7 @@ pub(super) fn plan(args: &BenchArgs) -> Result<(SizeModel, Vec<CaseSpec>), AppEr
                 concurrency: 1,
                 messages: n,
                 folders: 1,
+                workers: None,
             })
             .collect()
     } else {
@@ -98,10 +102,12 @@ pub(super) fn plan(args: &BenchArgs) -> Result<(SizeModel, Vec<CaseSpec>), AppEr
                 concurrency: c,
                 messages,
                 folders: args.folders,
+                workers: None,
             });
         }
         cases
     };
+    let cases = worker_cases(args, cases)?;
     if args.compare_dovecot {
         if args.source != SourceKind::Maildir {
             return usage(
@@ -121,6 +127,54 @@ pub(super) fn plan(args: &BenchArgs) -> Result<(SizeModel, Vec<CaseSpec>), AppEr
     }
     check_imap_extras(args)?;
     Ok((model, cases))
+}
+
+/// `--workers 1,2,4`: the one mailbox case once per worker count, each worker running
+/// `--concurrency` (default 4) passes at once.
+fn worker_cases(args: &BenchArgs, cases: Vec<CaseSpec>) -> Result<Vec<CaseSpec>, AppError> {
+    if args.workers.is_empty() {
+        return Ok(cases);
+    }
+    let usage = |m: &str| Err(AppError::Usage(m.into()));
+    if args.workers.contains(&0) {
+        return usage("--workers counts must be at least 1");
+    }
+    if args.source != SourceKind::Imap {
+        return usage(
+            "--workers moves mailboxes from the scratch IMAP server through an endpoint \
+             (as a real batch would): use --source imap",
+        );
+    }
+    if args.db.is_none() {
+        return usage(
+            "--workers needs a PostgreSQL server for the workers' queue: --db \
+             postgres://USER@HOST:PORT/postgres (or MAILFERRY_DB); each run gets a scratch \
+             database there, dropped at the end",
+        );
+    }
+    if args.worker_exe.is_none() {
+        return usage(
+            "--workers starts `mailferry worker` processes: run it from `mailferry bench`",
+        );
+    }
+    let [base] = cases.as_slice() else {
+        return usage("--workers runs one mailbox count: give --mailboxes N (one value)");
+    };
+    let per_worker = args.concurrency.unwrap_or(4);
+    Ok(args
+        .workers
+        .iter()
+        .map(|&w| CaseSpec {
+            name: format!(
+                "{} mailboxes, {w} worker{}",
+                base.mailboxes,
+                if w == 1 { "" } else { "s" }
+            ),
+            concurrency: per_worker,
+            workers: Some(w),
+            ..base.clone()
+        })
+        .collect())
 }
 
 /// `--latency` and `--compare mbsync` need an IMAP server to stand in front of.

@@ -142,8 +142,11 @@ pub struct CaseResult {
     pub name: String,
     /// Mailboxes in the case.
     pub mailboxes: usize,
-    /// Moved at once.
+    /// Moved at once (with `workers`: by each worker).
     pub concurrency: usize,
+    /// `--workers`: the `mailferry worker` processes that moved the mailboxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
     /// What was moved.
     pub corpus: Corpus,
     /// Every run, in order.
@@ -397,6 +400,8 @@ fn render_header(s: &mut String, r: &BenchReport) {
         "mode: {}; source: {}; durable at exit; every run verified (every message present, every chunk authenticated, receipts equal)",
         match r.mode {
             Mode::Embedded => "embedded (agent -> loopback HTTPS -> store, one process)",
+            Mode::Network if r.cases.iter().any(|c| c.workers.is_some()) =>
+                "network (`mailferry worker` processes, leasing from PostgreSQL -> serve on loopback TLS in this process)",
             Mode::Network => "network (agents -> serve on loopback TLS with a volume token)",
         },
         source_name(r.source)
@@ -465,6 +470,15 @@ fn render_case(s: &mut String, c: &CaseResult) {
         g.total,
         f.cpu_micros_per_message()
     );
+    if let Some(w) = f.cpu_seconds_by_thread.get("worker processes") {
+        // --workers: the agents ran in other processes; the line above is the serve's.
+        let _ = writeln!(
+            s,
+            "  (the line above is the serve in this process; the worker processes used {:.2} CPU s more, {:.2} CPU s/GB)",
+            w,
+            w * 1e9 / (f.bytes.max(1) as f64)
+        );
+    }
 }
 
 /// The cases side by side (medians), when there are several.

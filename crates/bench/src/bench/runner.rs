@@ -230,9 +230,10 @@ pub(super) fn run_once(
     let volume = dir.join("volume");
     let key = dir.join("volume.key");
     Volume::init(&volume, &key)?;
-    let server = match args.mode {
-        Mode::Network => Some(Server::start(&dir, &volume, &key, args, case)?),
-        Mode::Embedded => None,
+    // Workers are other processes: they reach the volume through a serve.
+    let server = match (args.mode, case.workers) {
+        (Mode::Network, _) | (_, Some(_)) => Some(Server::start(&dir, &volume, &key, args, case)?),
+        (Mode::Embedded, None) => None,
     };
     let dest = match &server {
         Some(s) => Destination::Remote {
@@ -261,15 +262,36 @@ pub(super) fn run_once(
         },
         workers(),
     )?;
-    let moved = rt.block_on(move_all(
-        dest,
-        args.source,
-        imap,
-        corpus,
-        case.concurrency,
-        &args.profile,
-        &dir,
-    ));
+    let mut worker_cpu = None;
+    let moved = match (case.workers, imap, &server) {
+        (Some(n), Some(route), Some(srv)) => rt
+            .block_on(super::workers::move_all(
+                &dest,
+                route,
+                corpus,
+                n,
+                case.concurrency,
+                args,
+                &dir,
+            ))
+            .map(|w| {
+                worker_cpu = Some(w.cpu_seconds);
+                Moved {
+                    reports: w.reports,
+                    seconds: w.seconds,
+                    stats: srv.stats.clone(),
+                }
+            }),
+        _ => rt.block_on(move_all(
+            dest,
+            args.source,
+            imap,
+            corpus,
+            case.concurrency,
+            &args.profile,
+            &dir,
+        )),
+    };
     // Before the runtime goes: its threads are still there for the last sample.
     let usage = sampler.stop();
     drop(rt);
@@ -300,7 +322,11 @@ pub(super) fn run_once(
     let messages: u64 = moved.reports.iter().map(|r| r.items_moved).sum();
     let bytes: u64 = moved.reports.iter().map(|r| r.bytes_moved).sum();
     let seconds = moved.seconds.max(1e-9);
-    let (cpu_seconds, by_thread) = attribute(&usage, &stats);
+    let (cpu_seconds, mut by_thread) = attribute(&usage, &stats);
+    if let Some(w) = worker_cpu {
+        // Other processes: beside this one's threads, not in its stages.
+        by_thread.insert("worker processes".into(), w);
+    }
     let mut p50s: Vec<f64> = moved.reports.iter().map(|r| r.latency_ms_p50).collect();
     p50s.sort_by(f64::total_cmp);
     let secs = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;

@@ -67,6 +67,16 @@ pub struct BenchCmd {
     /// Also run a peer on the same corpus and print the ratios.
     #[arg(long, value_enum)]
     compare: Option<ComparePeer>,
+    /// With --source imap: move the mailboxes with this many `mailferry worker`
+    /// processes leasing them from PostgreSQL (--db), each running --concurrency passes
+    /// (default 4) at once, into a `serve`; a list (1,2,4,8) runs one case per value
+    /// (docs/scale-out.md).
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    workers: Vec<usize>,
+    /// With --workers: the PostgreSQL server where each run gets a scratch database
+    /// (dropped at the end): postgres://USER@HOST:PORT/postgres.
+    #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
+    db: Option<String>,
     /// Migration profile (TOML) of the moves; the embedded default when absent.
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -112,9 +122,12 @@ pub async fn run(b: BenchCmd) -> Result<(), AppError> {
             None => Vec::new(),
         },
         compare_mbsync: matches!(b.compare, Some(ComparePeer::Mbsync)),
+        workers: b.workers,
+        db: b.db,
+        worker_exe: std::env::current_exe().ok(),
         profile: load_profile(b.profile.as_deref())?,
         progress: true,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: echoed_command(),
     };
     // The benchmark builds its own runtimes, so that it can tell their threads apart.
     let report = tokio::task::spawn_blocking(move || bench::run(&args))
@@ -122,4 +135,25 @@ pub async fn run(b: BenchCmd) -> Result<(), AppError> {
         .expect("bench thread panicked")?;
     json_or_text(json, &report, bench::render_text);
     Ok(())
+}
+
+/// The command line for the report, with a `--db` URL (which may hold a password)
+/// replaced by `[redacted]`.
+fn echoed_command() -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut hide_next = false;
+    for a in std::env::args() {
+        if hide_next {
+            out.push("[redacted]".into());
+            hide_next = false;
+        } else if a == "--db" {
+            out.push(a);
+            hide_next = true;
+        } else if a.starts_with("--db=") {
+            out.push("--db=[redacted]".into());
+        } else {
+            out.push(a);
+        }
+    }
+    out.join(" ")
 }
