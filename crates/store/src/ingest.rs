@@ -165,6 +165,8 @@ pub struct CommitTimings {
     pub index_ns: u64,
     /// Appending and syncing the audit records.
     pub audit_ns: u64,
+    /// Waiting for the offsite copy's upload round (0 without one).
+    pub offsite_ns: u64,
 }
 
 /// One batch on its way to durability (see [`IngestSession::start_commit`]). `Send`, so
@@ -301,6 +303,11 @@ impl IndexedJob {
         let t2 = Instant::now();
         inner.audit.changes(&changes)?;
         out.timings.audit_ns = t2.elapsed().as_nanos() as u64;
+        // With an offsite copy, the acknowledgements wait for the upload round that
+        // covers this batch (docs/volume-format.md, "Object storage").
+        let t3 = Instant::now();
+        inner.flush_offsite()?;
+        out.timings.offsite_ns = t3.elapsed().as_nanos() as u64;
         Ok(out)
     }
 }

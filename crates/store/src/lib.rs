@@ -18,6 +18,7 @@ mod error;
 mod hpke;
 mod index;
 mod ingest;
+pub mod offsite;
 mod pipeline;
 pub mod receipt;
 mod reencrypt;
@@ -40,6 +41,7 @@ pub use ingest::{
     SyncedJob,
 };
 pub use keys::Argon2Params;
+pub use offsite::{Offsite, OffsiteError, SegmentRead};
 pub use pipeline::{BatchPolicy, CommitPipeline, PipelineStopped};
 pub use reencrypt::ReencryptOutcome;
 pub use replicate::ReplicateOutcome;

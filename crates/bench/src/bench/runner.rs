@@ -114,6 +114,7 @@ impl Server {
                 ..Default::default()
             },
             client_ca: None,
+            s3: Default::default(),
         };
         let serving = rt.block_on(mailferry_control::serve::bind_serve(&serve_args))?;
         let url = format!("https://{}", serving.local_addr());
