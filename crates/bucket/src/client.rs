@@ -231,6 +231,12 @@ impl Client {
         Ok(())
     }
 
+    /// The bytes of `key` (relative to the prefix), or `None` if it does not exist: for
+    /// tools and tests that inspect what the bucket holds.
+    pub fn read_object(&self, key: &str) -> Result<Option<Vec<u8>>, BucketError> {
+        Ok(self.get(key)?.map(|(b, _)| b.to_vec()))
+    }
+
     /// Deletes `key` (absent is fine).
     pub(crate) fn delete(&self, key: &str) -> Result<(), BucketError> {
         let (store, path) = (self.store.clone(), self.path(key));

@@ -67,6 +67,8 @@ pub struct BucketVolume {
     remote: Mutex<Remote>,
     fenced: Arc<AtomicBool>,
     lease: Mutex<Option<crate::lease::Lease>>,
+    /// Segments ingest left for good (see [`Offsite::segment_closed`]).
+    closed: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for BucketVolume {
@@ -97,6 +99,7 @@ impl BucketVolume {
             remote: Mutex::new(remote),
             fenced: lease.fenced(),
             lease: Mutex::new(Some(lease)),
+            closed: Mutex::default(),
         }
     }
 
@@ -270,12 +273,16 @@ impl BucketVolume {
                 next.push(e);
                 continue;
             }
-            if e.sealed && e.len >= end {
-                next.push(e);
-                continue;
-            }
-            if end >= self.seal_at {
-                // Closed for good: one object, read back with ranged GETs.
+            let closed = self
+                .closed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&n);
+            if e.sealed || closed || end >= self.seal_at {
+                // Closed for good: one object, read back with ranged GETs. A batch that
+                // was in flight when ingest closed it may still extend it once: the
+                // object is then replaced whole, and its old bytes are a prefix of the
+                // new, so a reader of either manifest reads the same records.
                 self.client.put_file_range(&base, &local, 0..end)?;
                 garbage.extend(e.pieces.iter().map(|p| p.key(&base)));
                 e.pieces.clear();
@@ -357,6 +364,23 @@ impl Drop for BucketVolume {
 impl Offsite for BucketVolume {
     fn flush(&self) -> Result<(), OffsiteError> {
         self.flush_now().map_err(|e| Box::new(e) as OffsiteError)
+    }
+
+    fn segment_closed(&self, number: u64) {
+        self.closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(number);
+    }
+
+    fn is_sealed(&self, number: u64) -> bool {
+        self.remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .manifest
+            .segments
+            .iter()
+            .any(|s| s.number == number && s.sealed)
     }
 
     fn open_segment(&self, number: u64) -> std::io::Result<Box<dyn SegmentRead>> {

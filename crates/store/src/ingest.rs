@@ -1120,21 +1120,31 @@ impl IngestSession {
                 return Ok(());
             }
             let s = self.seg.take().expect("checked");
+            self.inner.segment_closed(s.number);
             if s.len > s.committed_len {
                 self.closed.push(s);
             }
         }
         // A pooled segment too full for this record is left out of the pool (recovery at
-        // the next open offers it again).
+        // the next open offers it again, unless an offsite copy sealed it).
+        let mut left_out = Vec::new();
         let free = {
             let mut pool = self
                 .inner
                 .free_segments
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            std::iter::from_fn(|| pool.pop())
-                .find(|f| f.len == SEG_HEADER_LEN || f.len + record_len <= max)
+            std::iter::from_fn(|| pool.pop()).find(|f| {
+                let fits = f.len == SEG_HEADER_LEN || f.len + record_len <= max;
+                if !fits {
+                    left_out.push(f.number);
+                }
+                fits
+            })
         };
+        for n in left_out {
+            self.inner.segment_closed(n);
+        }
         let seg = match free {
             Some(f) => self.reopen_segment(f)?,
             None => self.create_segment()?,
@@ -1190,6 +1200,8 @@ impl Drop for IngestSession {
                         number: s.number,
                         len: s.committed_len,
                     });
+            } else {
+                self.inner.segment_closed(s.number);
             }
         }
         for s in self.closed.drain(..) {

@@ -36,6 +36,17 @@ pub trait Offsite: Send + Sync {
 
     /// A reader of segment `number`, which is not on local disk.
     fn open_segment(&self, number: u64) -> std::io::Result<Box<dyn SegmentRead>>;
+
+    /// Segment `number` left the hands of ingest for the rest of this process (full, or
+    /// too full for the next record): the copy may keep it as one sealed object. Records
+    /// of a batch still in flight may yet be committed to it.
+    fn segment_closed(&self, _number: u64) {}
+
+    /// True if the copy keeps segment `number` sealed: the volume will not append to it
+    /// again (it leaves the pool of segments ingest may reopen).
+    fn is_sealed(&self, _number: u64) -> bool {
+        false
+    }
 }
 
 /// A segment opened for reading: the local file, or the offsite copy's reader.

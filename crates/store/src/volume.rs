@@ -626,6 +626,12 @@ impl Volume {
     /// not on local disk is read through it. Attach before the first session starts;
     /// refused if one is attached already.
     pub fn attach_offsite(&self, offsite: Arc<dyn crate::Offsite>) -> Result<(), StoreError> {
+        // What the copy sealed is never appended to again, here or after a restore.
+        self.inner
+            .free_segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|f| !offsite.is_sealed(f.number));
         self.inner
             .offsite
             .set(offsite)
@@ -1098,6 +1104,13 @@ impl Inner {
         // A panic while holding the lock cannot leave SQLite half-written (transactions
         // roll back), so a poisoned lock is still usable.
         Ok(self.index.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Tells the offsite copy (if any) that ingest left segment `n` for good.
+    pub(crate) fn segment_closed(&self, n: u64) {
+        if let Some(o) = self.offsite.get() {
+            o.segment_closed(n);
+        }
     }
 
     /// See [`Volume::flush_offsite`].
