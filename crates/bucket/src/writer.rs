@@ -465,7 +465,7 @@ impl Seek for RangedSegment {
 }
 
 impl SegmentRead for RangedSegment {
-    fn len(&self) -> u64 {
+    fn segment_len(&self) -> u64 {
         self.len
     }
 }

@@ -24,7 +24,7 @@ pub type OffsiteError = Box<dyn std::error::Error + Send + Sync>;
 /// A segment read from elsewhere (ranged reads of an object), by position.
 pub trait SegmentRead: Read + Seek + Send {
     /// Length of the segment in bytes.
-    fn len(&self) -> u64;
+    fn segment_len(&self) -> u64;
 }
 
 /// A copy of the volume kept off the machine, attached with [`crate::Volume::attach_offsite`].
@@ -60,7 +60,7 @@ impl SegmentReader {
     pub(crate) fn len(&self) -> u64 {
         match self {
             SegmentReader::Local(_, len) => *len,
-            SegmentReader::Remote(r) => r.len(),
+            SegmentReader::Remote(r) => r.segment_len(),
         }
     }
 }
