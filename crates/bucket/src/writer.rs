@@ -23,6 +23,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Pieces of one size class merged into one of the next (see `BucketVolume::extend`).
+pub const FAN_OUT: usize = 8;
+
+/// The size class of a piece of `len` bytes: classes grow by [`FAN_OUT`] from 64 KiB.
+fn size_class(len: u64) -> u32 {
+    let mut class = 0;
+    let mut bound = 64u64 << 10;
+    while len >= bound {
+        class += 1;
+        bound = bound.saturating_mul(FAN_OUT as u64);
+    }
+    class
+}
+
 /// Bytes fetched per ranged GET when reading a sealed segment.
 pub const READ_WINDOW: u64 = 4 << 20;
 /// File in the working copy recording the manifest generation it matches.
@@ -165,8 +179,10 @@ impl BucketVolume {
         if self.fenced.load(Ordering::SeqCst) {
             return Err(self.lease_error("this process lost the writer lease to another one; nothing more is written here. Stop this process".into()));
         }
+        let t0 = std::time::Instant::now();
         let snap_path = self.dir.join(SNAPSHOT);
         let snap = mailferry_store::offsite::snapshot(&self.dir, &snap_path)?;
+        let snap_ms = t0.elapsed().as_millis();
         let index_bytes = std::fs::read(&snap_path).map_err(|e| BucketError::io(&snap_path, e))?;
         let index_sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &index_bytes));
         let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,11 +253,19 @@ impl BucketVolume {
         drop(remote);
         let _ = std::fs::remove_file(&snap_path);
         write_local_state(&self.dir, &state)?;
+        let garbage_n = garbage.len();
         for key in garbage {
             if let Err(e) = self.client.delete(&key) {
                 tracing::warn!(error = %e, "object no longer referenced not deleted; the next writer open sweeps it");
             }
         }
+        tracing::debug!(
+            generation = state.generation,
+            snapshot_ms = snap_ms,
+            total_ms = t0.elapsed().as_millis(),
+            deleted = garbage_n,
+            "offsite round"
+        );
         Ok(())
     }
 
@@ -313,9 +337,11 @@ impl BucketVolume {
         Ok(())
     }
 
-    /// Extends a pieced file to `end`: the new bytes as one piece, merged with the
-    /// trailing pieces no larger than it (a binary counter: each byte is uploaded
-    /// O(log n) times and a file has O(log n) pieces).
+    /// Extends a pieced file to `end`: the new bytes as one piece; then, tiered like an
+    /// LSM tree with fan-out [`FAN_OUT`], every run of [`FAN_OUT`] trailing pieces of
+    /// one size class is merged into one piece of the next. Each byte is uploaded about
+    /// once per size class (a handful of times for a 1 GiB segment) and a file has at
+    /// most `FAN_OUT - 1` pieces per class.
     fn extend(
         &self,
         base: &str,
@@ -327,20 +353,33 @@ impl BucketVolume {
         if end <= f.len {
             return Ok(());
         }
-        let mut start = f.len;
-        while let Some(last) = f.pieces.last() {
-            if last.end - last.start > end - start {
-                break;
-            }
-            start = last.start;
-            garbage.push(last.key(base));
-            f.pieces.pop();
-        }
-        let p = Piece { start, end };
+        let p = Piece { start: f.len, end };
         self.client
-            .put_file_range(&p.key(base), local, start..end)?;
+            .put_file_range(&p.key(base), local, p.start..p.end)?;
         f.pieces.push(p);
         f.len = end;
+        loop {
+            let Some(last) = f.pieces.last() else { break };
+            let class = size_class(last.end - last.start);
+            let run = f
+                .pieces
+                .iter()
+                .rev()
+                .take_while(|p| size_class(p.end - p.start) == class)
+                .count();
+            if run < FAN_OUT {
+                break;
+            }
+            let first = f.pieces.len() - run;
+            let merged = Piece {
+                start: f.pieces[first].start,
+                end,
+            };
+            self.client
+                .put_file_range(&merged.key(base), local, merged.start..merged.end)?;
+            garbage.extend(f.pieces.drain(first..).map(|p| p.key(base)));
+            f.pieces.push(merged);
+        }
         Ok(())
     }
 
