@@ -86,6 +86,21 @@ fn objects(endpoint: &str, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)>
         .collect()
 }
 
+/// Deletes every object of the bucket and the bucket (the test server keeps them).
+fn remove_bucket(endpoint: &str, bucket: &str) {
+    let url = mailferry_bucket::S3Url::parse(&format!("s3://{bucket}")).unwrap();
+    let opts = mailferry_bucket::S3Options {
+        endpoint: Some(endpoint.into()),
+        ..Default::default()
+    };
+    let c = mailferry_bucket::Client::new(&url, &opts).unwrap();
+    for (k, _) in c.list().unwrap() {
+        c.remove_object(&k).unwrap();
+    }
+    let (status, body) = http(endpoint, "DELETE", &format!("/{bucket}"));
+    assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));
+}
+
 /// `mailferry` with the S3 endpoint set.
 fn mf(endpoint: &str) -> Command {
     let mut c = mailferry();
@@ -323,6 +338,7 @@ fn issue20_serve_on_s3_killed_mid_move_restarts_from_the_bucket_alone() {
         !objs.iter().any(|(k, _)| k.ends_with("LEASE")),
         "serve released its lease"
     );
+    remove_bucket(&ep, &b);
 }
 
 #[test]
@@ -385,4 +401,5 @@ fn issue20_replicate_a_local_volume_to_s3_and_the_replica_verifies_and_exports()
         "{}",
         describe(&o)
     );
+    remove_bucket(&ep, &b);
 }

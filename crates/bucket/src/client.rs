@@ -237,6 +237,12 @@ impl Client {
         Ok(self.get(key)?.map(|(b, _)| b.to_vec()))
     }
 
+    /// Deletes `key` (relative to the prefix; absent is fine): for tools and tests that
+    /// clean up a prefix no writer uses any more.
+    pub fn remove_object(&self, key: &str) -> Result<(), BucketError> {
+        self.delete(key)
+    }
+
     /// Deletes `key` (absent is fine).
     pub(crate) fn delete(&self, key: &str) -> Result<(), BucketError> {
         let (store, path) = (self.store.clone(), self.path(key));

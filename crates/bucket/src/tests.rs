@@ -37,6 +37,20 @@ pub(crate) fn create_bucket(endpoint: &str, name: &str) {
     );
 }
 
+/// Deletes the (empty) bucket `name`.
+pub(crate) fn delete_bucket(endpoint: &str, name: &str) {
+    use std::io::{Read, Write};
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(hostport).unwrap();
+    write!(s, "DELETE /{name} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 204"),
+        "delete bucket {name}: {resp}"
+    );
+}
+
 fn client(endpoint: &str, bucket: &str) -> Arc<Client> {
     let url = S3Url::parse(&format!("s3://{bucket}/v")).unwrap();
     let opts = S3Options {
@@ -85,6 +99,8 @@ fn conditional_puts_create_once_and_update_only_the_version_read() {
         PutOutcome::Conflict
     ));
     assert_eq!(&c.get("k").unwrap().unwrap().0[..], b"4");
+    c.remove_object("k").unwrap();
+    delete_bucket(&ep, &b);
 }
 
 #[test]
