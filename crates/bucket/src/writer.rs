@@ -358,8 +358,7 @@ impl BucketVolume {
             .put_file_range(&p.key(base), local, p.start..p.end)?;
         f.pieces.push(p);
         f.len = end;
-        loop {
-            let Some(last) = f.pieces.last() else { break };
+        while let Some(last) = f.pieces.last() {
             let class = size_class(last.end - last.start);
             let run = f
                 .pieces
