@@ -6,7 +6,6 @@
 
 use crate::client::{Client, PutOutcome};
 use crate::manifest::LEASE;
-use crate::writer::now_ms;
 use crate::BucketError;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -170,6 +169,14 @@ impl Lease {
             let _ = t.join();
         }
     }
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
 }
 
 impl Drop for Lease {

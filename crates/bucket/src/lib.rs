@@ -149,7 +149,7 @@ pub fn upload_dir(
     opts: &S3Options,
     seal_at: u64,
 ) -> Result<u64, BucketError> {
-    let _lock = mailferry_store::offsite::lock_dir(src)?;
+    let _lock = mailferry_store::snapshot::lock_dir(src)?;
     let client = Arc::new(Client::new(url, opts)?);
     let holder = holder();
     let ttl = opts

@@ -64,7 +64,7 @@ fn unique(name: &str) -> String {
     format!(
         "{name}-{}-{}",
         std::process::id(),
-        writer::now_ms() % 1_000_000_000
+        lease::now_ms() % 1_000_000_000
     )
 }
 

@@ -21,7 +21,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Pieces of one size class merged into one of the next (see `BucketVolume::extend`).
 pub const FAN_OUT: usize = 8;
@@ -181,7 +180,7 @@ impl BucketVolume {
         }
         let t0 = std::time::Instant::now();
         let snap_path = self.dir.join(SNAPSHOT);
-        let snap = mailferry_store::offsite::snapshot(&self.dir, &snap_path)?;
+        let snap = mailferry_store::snapshot::snapshot(&self.dir, &snap_path)?;
         let snap_ms = t0.elapsed().as_millis();
         let index_bytes = std::fs::read(&snap_path).map_err(|e| BucketError::io(&snap_path, e))?;
         let index_sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &index_bytes));
@@ -518,12 +517,4 @@ pub(crate) fn write_local_state(dir: &Path, s: &LocalState) -> Result<(), Bucket
 
 pub(crate) fn read_local_state(dir: &Path) -> Option<LocalState> {
     serde_json::from_slice(&std::fs::read(dir.join(LOCAL_STATE)).ok()?).ok()
-}
-
-/// Milliseconds since the epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
 }

@@ -23,6 +23,7 @@ mod pipeline;
 pub mod receipt;
 mod reencrypt;
 mod replicate;
+pub mod snapshot;
 mod tokens;
 mod volume;
 
