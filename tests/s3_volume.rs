@@ -5,7 +5,8 @@
 //! The main one: a move into `serve --volume s3://...` whose `serve` is killed -9 in the
 //! middle; the bucket alone (a fresh, empty working copy) holds every message the agent
 //! had acknowledged; a new `serve` from an empty directory lets the move resume and
-//! complete exactly once; and no object in the bucket holds a plaintext marker.
+//! complete exactly once; and no object in the bucket holds a plaintext marker. Then a
+//! directory volume replicated to a bucket: verify, export, shred and compact there.
 
 use crate::serve::issue_token_at;
 use crate::util::*;
@@ -342,7 +343,7 @@ fn issue20_serve_on_s3_killed_mid_move_restarts_from_the_bucket_alone() {
 }
 
 #[test]
-fn issue20_replicate_a_local_volume_to_s3_and_the_replica_verifies_and_exports() {
+fn issue20_replicate_a_local_volume_to_s3_the_replica_verifies_exports_shreds_and_compacts() {
     let Some(ep) = endpoint() else { return };
     let env = Env::new();
     let b = bucket(&ep, "mf-replica");
@@ -383,6 +384,67 @@ fn issue20_replicate_a_local_volume_to_s3_and_the_replica_verifies_and_exports()
         &out,
     );
     assert_eq!(read_maildir(&out), read_maildir(&src));
+    // Shred and compact work on the bucket too: what a fresh working copy restores
+    // shows the mailbox shredded, then compacted away, and the bucket's segment
+    // objects shrink.
+    let seg_bytes = || -> u64 {
+        objects(&ep, &b, "replica")
+            .iter()
+            .filter(|(k, _)| k.starts_with("segments/"))
+            .map(|(_, v)| v.len() as u64)
+            .sum()
+    };
+    let before = seg_bytes();
+    let o = run(mf(&ep)
+        .args(["volume", "shred", "--volume", &url, "--cache-dir"])
+        .arg(env.path("rcache3"))
+        .arg("--key-file")
+        .arg(env.key())
+        .args(["--mailbox", "bob@example.com"]));
+    assert!(o.status.success(), "shred: {}", describe(&o));
+    let o = run(mf(&ep)
+        .args([
+            "volume",
+            "verify",
+            "--json",
+            "--volume",
+            &url,
+            "--cache-dir",
+        ])
+        .arg(env.path("rcache4"))
+        .arg("--key-file")
+        .arg(env.key()));
+    assert!(o.status.success(), "verify: {}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["shredded"], n as u64, "{r}");
+    let o = run(mf(&ep)
+        .args(["volume", "compact", "--volume", &url, "--cache-dir"])
+        .arg(env.path("rcache4"))
+        .arg("--key-file")
+        .arg(env.key()));
+    assert!(o.status.success(), "compact: {}", describe(&o));
+    let o = run(mf(&ep)
+        .args([
+            "volume",
+            "verify",
+            "--json",
+            "--volume",
+            &url,
+            "--cache-dir",
+        ])
+        .arg(env.path("rcache5"))
+        .arg("--key-file")
+        .arg(env.key()));
+    assert!(o.status.success(), "verify: {}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (r["shredded"].as_u64(), r["messages_checked"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    let after = seg_bytes();
+    assert!(after < before, "segment objects {before} -> {after} bytes");
+
     // Another volume is refused at the same prefix.
     let other = env.path("other");
     let o = run(mailferry()
