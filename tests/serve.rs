@@ -28,11 +28,16 @@ pub(crate) fn start_serve(env: &Env, extra: &[&str]) -> Serve {
 }
 
 pub(crate) fn issue_token(env: &Env, tenant: &str, out: &Path) {
+    issue_token_at(&env.volume(), &env.key(), tenant, out)
+}
+
+/// `token issue` on the volume directory `volume`.
+pub(crate) fn issue_token_at(volume: &Path, key: &Path, tenant: &str, out: &Path) {
     let o = run(mailferry()
         .args(["token", "issue", "--volume"])
-        .arg(env.volume())
+        .arg(volume)
         .arg("--key-file")
-        .arg(env.key())
+        .arg(key)
         .args(["--tenant", tenant, "--out"])
         .arg(out));
     assert!(o.status.success(), "{}", describe(&o));

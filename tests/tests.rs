@@ -21,6 +21,7 @@ mod imap_wan;
 mod lifecycle;
 mod mirror;
 mod profiles;
+mod s3_volume;
 mod serve;
 mod sources;
 mod split;

@@ -184,6 +184,12 @@ pub struct BenchArgs {
     pub progress: bool,
     /// The command line, echoed in the report.
     pub command: String,
+    /// `--mode network` only: serve each run's volume from object storage, under a
+    /// fresh prefix of this `s3://bucket/prefix` (the working copy is the run's volume
+    /// directory), so acknowledgements wait for the upload rounds.
+    pub s3_volume: Option<String>,
+    /// How that bucket is reached.
+    pub s3: mailferry_control::volume_admin::S3Args,
 }
 
 impl Default for BenchArgs {
@@ -211,6 +217,8 @@ impl Default for BenchArgs {
             profile: Profile::embedded_default(),
             progress: false,
             command: String::new(),
+            s3_volume: None,
+            s3: Default::default(),
         }
     }
 }

@@ -91,7 +91,14 @@ pub async fn run_demo(
     }
     if !volume.exists() {
         // As an admin should: with a recovery key beside the key file.
-        mailferry_control::volume_admin::init(&volume, Some(&key_file), None, None, false)?;
+        mailferry_control::volume_admin::init(
+            &volume,
+            &Default::default(),
+            Some(&key_file),
+            None,
+            None,
+            false,
+        )?;
     }
     let mailbox = MailboxAddr::parse("demo.user@example.com").expect("valid literal");
     let hooks = PassHooks {

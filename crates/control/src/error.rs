@@ -12,6 +12,10 @@ pub enum AppError {
     /// The store refused (wrong key, damaged volume, ...).
     #[error(transparent)]
     Store(#[from] mailferry_store::StoreError),
+    /// A volume on object storage (`--volume s3://...`) could not be reached, restored
+    /// or written.
+    #[error(transparent)]
+    Bucket(#[from] mailferry_bucket::BucketError),
     /// The agent failed (source unreadable, connection lost, ...).
     #[error(transparent)]
     Agent(#[from] mailferry_agent::AgentError),
@@ -69,6 +73,13 @@ impl AppError {
             AppError::Usage(_) => 2,
             AppError::Core(C::Profile { .. } | C::BadMailbox { .. } | C::BadFolder { .. }) => 2,
             AppError::Store(S::WrongKey { .. } | S::KeyFile { .. } | S::Replica { .. }) => 2,
+            AppError::Bucket(
+                mailferry_bucket::BucketError::Location { .. }
+                | mailferry_bucket::BucketError::Credentials { .. },
+            ) => 2,
+            AppError::Bucket(mailferry_bucket::BucketError::Store(
+                S::WrongKey { .. } | S::KeyFile { .. },
+            )) => 2,
             _ => 1,
         }
     }

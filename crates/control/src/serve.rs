@@ -41,6 +41,8 @@ pub struct ServeArgs {
     /// Store-node mode: require a client certificate issued by this CA (the front
     /// proxy's, see `mailferry tls client`).
     pub client_ca: Option<PathBuf>,
+    /// How an `s3://` volume is reached and where its working copy is kept.
+    pub s3: crate::volume_admin::S3Args,
 }
 
 /// What `mailferry proxy` (the front end of a split deployment) needs.
@@ -301,22 +303,26 @@ impl Serving {
 /// Opens the volume, loads or creates the TLS material and binds the listener.
 pub async fn bind_serve(args: &ServeArgs) -> Result<Serving, AppError> {
     let volume = {
-        let (dir, cred, settings) = (
+        let (dir, cred, settings, s3) = (
             args.volume.clone(),
             args.credential.clone(),
             args.profile.store.clone(),
+            args.s3.clone(),
         );
-        tokio::task::spawn_blocking(move || Volume::open_with(&dir, &cred, &settings))
-            .await
-            .expect("volume open thread panicked")?
+        tokio::task::spawn_blocking(move || {
+            crate::volume_admin::open_at(&dir, &cred, &s3, &settings)
+        })
+        .await
+        .expect("volume open thread panicked")?
     };
     let volume = Arc::new(volume);
     let (identity, ca) = server_identity(
         &args.tls,
         || {
+            // An s3:// volume: beside its working copy.
             args.tls_dir
                 .clone()
-                .unwrap_or_else(|| default_tls_dir(&args.volume))
+                .unwrap_or_else(|| default_tls_dir(volume.dir()))
         },
         args.listen,
     )?;

@@ -58,13 +58,83 @@ impl UnlockArgs {
     }
 }
 
+/// Where an `s3://` volume is reached and kept locally (`--s3-endpoint`, `--cache-dir`,
+/// `--s3-credentials`); ignored for a volume directory.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct S3Args {
+    /// S3-compatible endpoint for `--volume s3://bucket/prefix` (default: AWS). Credentials
+    /// come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN /
+    /// AWS_REGION, or --s3-credentials.
+    #[arg(long, value_name = "URL", env = "MAILFERRY_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// A file with aws_access_key_id / aws_secret_access_key lines (as ~/.aws/credentials).
+    #[arg(long, value_name = "FILE")]
+    pub s3_credentials: Option<PathBuf>,
+    /// The local working copy of an s3:// volume (default under
+    /// $XDG_STATE_HOME/mailferry/s3/); restored from the bucket when missing or stale.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds the writer lease of an s3:// volume lasts without renewal (default 30): a
+    /// writer killed without releasing it blocks the next one this long.
+    #[arg(long, value_name = "SECONDS")]
+    pub s3_lease_seconds: Option<u64>,
+}
+
+impl S3Args {
+    /// The bucket crate's options.
+    pub fn options(&self) -> mailferry_bucket::S3Options {
+        mailferry_bucket::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            credentials_file: self.s3_credentials.clone(),
+            cache_dir: self.cache_dir.clone(),
+            lease_seconds: self.s3_lease_seconds,
+        }
+    }
+}
+
+/// The `s3://` location `volume` names, if it names one.
+pub fn s3_url(volume: &Path) -> Result<Option<mailferry_bucket::S3Url>, AppError> {
+    match volume.to_str() {
+        Some(s) if mailferry_bucket::S3Url::is_s3(s) => {
+            Ok(Some(mailferry_bucket::S3Url::parse(s)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Opens a volume directory, or an `s3://` volume through its working copy (restored
+/// from the bucket if needed, the offsite copy attached), with `settings`.
+pub fn open_at(
+    volume: &Path,
+    cred: &Credential,
+    s3: &S3Args,
+    settings: &mailferry_core::profile::StoreSettings,
+) -> Result<Volume, AppError> {
+    match s3_url(volume)? {
+        Some(url) => {
+            let o = mailferry_bucket::open(&url, &s3.options(), cred, settings)?;
+            if o.restored {
+                tracing::info!(volume = %url, cache = %o.cache_dir.display(), "working copy restored from the bucket");
+            }
+            Ok(o.volume)
+        }
+        None => Ok(Volume::open_with(volume, cred, settings)?),
+    }
+}
+
 /// Opens a volume with the embedded default profile's store settings.
 pub fn open(volume: &Path, unlock: &UnlockArgs) -> Result<Volume, AppError> {
-    Ok(Volume::open_with(
+    open_with_s3(volume, unlock, &S3Args::default())
+}
+
+/// [`open`] for a volume that may be `s3://...`.
+pub fn open_with_s3(volume: &Path, unlock: &UnlockArgs, s3: &S3Args) -> Result<Volume, AppError> {
+    open_at(
         volume,
         &unlock.credential()?,
+        s3,
         &Profile::embedded_default().store,
-    )?)
+    )
 }
 
 /// [`open`], then hands the tenant key in `tenant_key` (if any) to the volume, so the
@@ -75,7 +145,17 @@ pub fn open_for_read(
     unlock: &UnlockArgs,
     tenant_key: Option<&Path>,
 ) -> Result<Volume, AppError> {
-    let v = open(volume, unlock)?;
+    open_for_read_s3(volume, unlock, tenant_key, &S3Args::default())
+}
+
+/// [`open_for_read`] for a volume that may be `s3://...`.
+pub fn open_for_read_s3(
+    volume: &Path,
+    unlock: &UnlockArgs,
+    tenant_key: Option<&Path>,
+    s3: &S3Args,
+) -> Result<Volume, AppError> {
+    let v = open_with_s3(volume, unlock, s3)?;
     if let Some(path) = tenant_key {
         let secret = mailferry_store::TenantSecret::load(path)?;
         v.unlock(mailferry_store::ReadAccess::TenantKey(secret))?;
@@ -157,7 +237,65 @@ pub fn default_recovery_path(primary: &Path) -> PathBuf {
 /// `volume init`: a key file (created if missing) or a passphrase file as the primary
 /// credential, and unless `no_recovery_key`, a recovery key written once to
 /// `recovery_key_file` (default `<primary file>.recovery`).
+///
+/// `volume` may be `s3://bucket/prefix` (an empty prefix): the volume is created in the
+/// working copy (`--cache-dir`) and uploaded before this returns.
 pub fn init(
+    volume: &Path,
+    s3: &S3Args,
+    key_file: Option<&Path>,
+    passphrase_file: Option<&Path>,
+    recovery_key_file: Option<&Path>,
+    no_recovery_key: bool,
+) -> Result<InitOutcome, AppError> {
+    let Some(url) = s3_url(volume)? else {
+        return init_dir(
+            volume,
+            key_file,
+            passphrase_file,
+            recovery_key_file,
+            no_recovery_key,
+        );
+    };
+    let opts = s3.options();
+    if mailferry_bucket::holds_volume(&url, &opts)? {
+        return Err(AppError::Usage(format!(
+            "{url} already holds a volume; choose an empty prefix (nothing was changed)"
+        )));
+    }
+    let dir = opts.cache_dir_for(&url);
+    let out = init_dir(
+        &dir,
+        key_file,
+        passphrase_file,
+        recovery_key_file,
+        no_recovery_key,
+    )?;
+    mailferry_bucket::upload_dir(
+        &dir,
+        &url,
+        &opts,
+        Profile::embedded_default().store.segment_max_bytes,
+    )?;
+    Ok(out)
+}
+
+/// `volume replicate --to s3://...`: uploads the volume directory `src` (not open
+/// elsewhere; no key needed) to an empty prefix or an earlier replica of it, like an
+/// upload round of a writer. Returns the manifest generation written.
+pub fn replicate_to_s3(src: &Path, to: &Path, s3: &S3Args) -> Result<Option<u64>, AppError> {
+    let Some(url) = s3_url(to)? else {
+        return Ok(None);
+    };
+    Ok(Some(mailferry_bucket::upload_dir(
+        src,
+        &url,
+        &s3.options(),
+        Profile::embedded_default().store.segment_max_bytes,
+    )?))
+}
+
+fn init_dir(
     volume: &Path,
     key_file: Option<&Path>,
     passphrase_file: Option<&Path>,
@@ -236,8 +374,18 @@ pub fn rekey(
 }
 
 /// `volume shred --mailbox M`: returns the number of messages made unreadable.
-pub fn shred(volume: &Path, unlock: &UnlockArgs, mailbox: &MailboxAddr) -> Result<u64, AppError> {
-    Ok(open(volume, unlock)?.shred_mailbox(mailbox)?)
+pub fn shred(
+    volume: &Path,
+    unlock: &UnlockArgs,
+    s3: &S3Args,
+    mailbox: &MailboxAddr,
+) -> Result<u64, AppError> {
+    let v = open_with_s3(volume, unlock, s3)?;
+    let n = v.shred_mailbox(mailbox)?;
+    // An s3:// volume: the destroyed keys must be gone from the bucket's index too
+    // before the admin is told so.
+    v.flush_offsite()?;
+    Ok(n)
 }
 
 /// The credential a new key is wrapped under: exactly one of a key file and a passphrase
@@ -311,6 +459,16 @@ pub fn rotate_reencrypt(
 }
 
 /// `volume compact`: rewrites segments to drop shredded messages and unreferenced gaps.
-pub fn compact(volume: &Path, unlock: &UnlockArgs) -> Result<CompactOutcome, AppError> {
-    Ok(open(volume, unlock)?.compact()?)
+///
+/// An `s3://` volume compacts the segments of its working copy (sealed segments that
+/// live only in the bucket are left as they are), then uploads the result.
+pub fn compact(
+    volume: &Path,
+    unlock: &UnlockArgs,
+    s3: &S3Args,
+) -> Result<CompactOutcome, AppError> {
+    let mut v = open_with_s3(volume, unlock, s3)?;
+    let out = v.compact()?;
+    v.flush_offsite()?;
+    Ok(out)
 }

@@ -103,6 +103,16 @@ pub enum StoreError {
         /// The id given.
         id: u64,
     },
+    /// The volume's offsite copy (object storage) failed; what was being committed is
+    /// not acknowledged.
+    #[error("volume {path}: offsite copy: {reason}")]
+    Offsite {
+        /// The volume directory (the local working copy).
+        path: PathBuf,
+        /// What went wrong and what to do, as the offsite implementation words it.
+        reason: String,
+    },
+
     /// Another process has the volume open.
     #[error("volume {path}: in use by another process (volume.hdr is locked); stop the other mailferry first")]
     Busy {

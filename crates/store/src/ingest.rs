@@ -168,6 +168,8 @@ pub struct CommitTimings {
     pub index_ns: u64,
     /// Appending and syncing the audit records.
     pub audit_ns: u64,
+    /// Waiting for the offsite copy's upload round (0 without one).
+    pub offsite_ns: u64,
 }
 
 /// One batch on its way to durability (see [`IngestSession::start_commit`]). `Send`, so
@@ -325,6 +327,11 @@ impl IndexedJob {
         let t2 = Instant::now();
         inner.audit.changes(&changes, fence)?;
         out.timings.audit_ns = t2.elapsed().as_nanos() as u64;
+        // With an offsite copy, the acknowledgements wait for the upload round that
+        // covers this batch (docs/volume-format.md, "Object storage").
+        let t3 = Instant::now();
+        inner.flush_offsite()?;
+        out.timings.offsite_ns = t3.elapsed().as_nanos() as u64;
         Ok(out)
     }
 }
@@ -1261,21 +1268,31 @@ impl IngestSession {
                 return Ok(());
             }
             let s = self.seg.take().expect("checked");
+            self.inner.segment_closed(s.number);
             if s.len > s.committed_len {
                 self.closed.push(s);
             }
         }
         // A pooled segment too full for this record is left out of the pool (recovery at
-        // the next open offers it again).
+        // the next open offers it again, unless an offsite copy sealed it).
+        let mut left_out = Vec::new();
         let free = {
             let mut pool = self
                 .inner
                 .free_segments
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            std::iter::from_fn(|| pool.pop())
-                .find(|f| f.len == SEG_HEADER_LEN || f.len + record_len <= max)
+            std::iter::from_fn(|| pool.pop()).find(|f| {
+                let fits = f.len == SEG_HEADER_LEN || f.len + record_len <= max;
+                if !fits {
+                    left_out.push(f.number);
+                }
+                fits
+            })
         };
+        for n in left_out {
+            self.inner.segment_closed(n);
+        }
         let seg = match free {
             Some(f) => self.reopen_segment(f)?,
             None => self.create_segment()?,
@@ -1331,6 +1348,8 @@ impl Drop for IngestSession {
                         number: s.number,
                         len: s.committed_len,
                     });
+            } else {
+                self.inner.segment_closed(s.number);
             }
         }
         for s in self.closed.drain(..) {

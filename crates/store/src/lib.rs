@@ -18,10 +18,12 @@ mod error;
 mod hpke;
 mod index;
 mod ingest;
+pub mod offsite;
 mod pipeline;
 pub mod receipt;
 mod reencrypt;
 mod replicate;
+pub mod snapshot;
 mod tokens;
 mod volume;
 
@@ -40,6 +42,7 @@ pub use ingest::{
     SyncedJob,
 };
 pub use keys::Argon2Params;
+pub use offsite::{Offsite, OffsiteError, SegmentRead};
 pub use pipeline::{BatchPolicy, CommitPipeline, PipelineStopped};
 pub use reencrypt::ReencryptOutcome;
 pub use replicate::ReplicateOutcome;

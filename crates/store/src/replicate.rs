@@ -85,7 +85,8 @@ impl Volume {
         let mut out = ReplicateOutcome::default();
 
         // 1. A consistent snapshot of the index, and what it references.
-        let (snap, ends) = snapshot_index(src, dst, &header)?;
+        let snap = dst.join(format!("{INDEX_FILE}.tmp"));
+        let ends = snapshot_index(src, &snap, &header)?;
         let f = File::open(&snap).map_err(|e| StoreError::io(&snap, e))?;
         f.sync_all().map_err(|e| StoreError::io(&snap, e))?;
         out.index_bytes = f.metadata().map_err(|e| StoreError::io(&snap, e))?.len();
@@ -149,17 +150,19 @@ impl Volume {
     }
 }
 
-/// Step 1: a consistent snapshot of the source index in `<dst>/index.sqlite.tmp` (the
-/// online backup API), checked to belong to the volume `header` describes, and the end
-/// of the last record of every segment it references.
-fn snapshot_index(
+/// Step 1: a consistent snapshot of the source index in `snap` (the online backup API;
+/// `<dst>/index.sqlite.tmp` here, a temporary file for an offsite copy), checked to
+/// belong to the volume `header` describes, and the end of the last record of every
+/// segment it references.
+pub(crate) fn snapshot_index(
     src: &Path,
-    dst: &Path,
+    snap: &Path,
     header: &Header,
-) -> Result<(PathBuf, BTreeMap<u64, u64>), StoreError> {
-    let snap = dst.join(format!("{INDEX_FILE}.tmp"));
+) -> Result<BTreeMap<u64, u64>, StoreError> {
     for suffix in ["", "-wal", "-shm"] {
-        remove_if_exists(&dst.join(format!("{INDEX_FILE}.tmp{suffix}")))?;
+        let mut p = snap.as_os_str().to_owned();
+        p.push(suffix);
+        remove_if_exists(Path::new(&p))?;
     }
     let src_index = src.join(INDEX_FILE);
     let ix_err = |path: &Path| {
@@ -175,21 +178,21 @@ fn snapshot_index(
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(ix_err(&src_index))?;
-        mailferry_audit::private::precreate(&snap).map_err(|e| StoreError::io(&snap, e))?;
-        conn.backup(rusqlite::MAIN_DB, &snap, None)
+        mailferry_audit::private::precreate(snap).map_err(|e| StoreError::io(snap, e))?;
+        conn.backup(rusqlite::MAIN_DB, snap, None)
             .map_err(ix_err(&src_index))?;
     }
     let ends = {
         let conn = Connection::open_with_flags(
-            &snap,
+            snap,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(ix_err(&snap))?;
+        .map_err(ix_err(snap))?;
         let id: Vec<u8> = conn
             .query_row("SELECT v FROM volume WHERE k = 'volume_id'", [], |r| {
                 r.get(0)
             })
-            .map_err(ix_err(&snap))?;
+            .map_err(ix_err(snap))?;
         if id != header.volume_id {
             return Err(StoreError::IndexDamaged {
                 path: src_index.clone(),
@@ -198,16 +201,16 @@ fn snapshot_index(
         }
         let mut st = conn
             .prepare("SELECT segment, MAX(offset + record_len) FROM messages GROUP BY segment")
-            .map_err(ix_err(&snap))?;
+            .map_err(ix_err(snap))?;
         let rows = st
             .query_map([], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
             })
-            .map_err(ix_err(&snap))?;
+            .map_err(ix_err(snap))?;
         rows.collect::<Result<BTreeMap<u64, u64>, _>>()
-            .map_err(ix_err(&snap))?
+            .map_err(ix_err(snap))?
     };
-    Ok((snap, ends))
+    Ok(ends)
 }
 
 /// Step 2: every referenced segment, up to the end of its last record (or its end, for
@@ -396,7 +399,7 @@ fn copy_range(
 
 /// Length of `path` up to and including its last newline (a line being appended right
 /// now is left for the next run).
-fn complete_lines_len(path: &Path) -> Result<u64, StoreError> {
+pub(crate) fn complete_lines_len(path: &Path) -> Result<u64, StoreError> {
     let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
     Ok(bytes
         .iter()

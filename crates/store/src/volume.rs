@@ -97,6 +97,9 @@ pub(crate) struct Inner {
     gen_keys: Mutex<HashMap<(u64, u32), Key>>,
     /// Read keys given to [`Volume::unlock`] (tenant keys, grants).
     pub(crate) access: Mutex<customer::Access>,
+    /// The offsite copy, if one is attached. After `audit`: dropping the volume signs the
+    /// head first, and the offsite copy's own drop may still take it along.
+    offsite: std::sync::OnceLock<Arc<dyn crate::Offsite>>,
     /// Held for the volume's lifetime: an exclusive lock on volume.hdr.
     _lock: File,
 }
@@ -393,6 +396,7 @@ impl Volume {
                 mailbox_keys: Mutex::new(HashMap::new()),
                 gen_keys: Mutex::new(HashMap::new()),
                 access: Mutex::new(Default::default()),
+                offsite: std::sync::OnceLock::new(),
                 _lock: lock,
             }),
         };
@@ -591,7 +595,10 @@ impl Volume {
     /// Appends an event to the volume's audit log (synced). Callers must keep plaintext
     /// mail metadata out of `data`; use [`Volume::pseudonym_of_mailbox`].
     pub fn audit_event(&self, event: &str, data: serde_json::Value) -> Result<(), StoreError> {
-        self.inner.audit.event(event, data)
+        self.inner.audit.event(event, data)?;
+        // An event ends an operation (a pass's receipt hands out the head covering it):
+        // what it describes must be offsite before the caller reports it.
+        self.inner.flush_offsite()
     }
 
     /// The keyed pseudonym under which the audit log names `mailbox`.
@@ -612,6 +619,35 @@ impl Volume {
             sha256: m.meta.sha256.clone(),
             size: m.meta.size,
         }
+    }
+
+    /// Attaches an offsite copy (object storage, `mailferry-bucket`): from now on every
+    /// batch's acknowledgements wait for [`crate::Offsite::flush`], and a segment that is
+    /// not on local disk is read through it. Attach before the first session starts;
+    /// refused if one is attached already.
+    pub fn attach_offsite(&self, offsite: Arc<dyn crate::Offsite>) -> Result<(), StoreError> {
+        // What the copy sealed is never appended to again, here or after a restore.
+        self.inner
+            .free_segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|f| !offsite.is_sealed(f.number));
+        self.inner
+            .offsite
+            .set(offsite)
+            .map_err(|_| StoreError::Offsite {
+                path: self.inner.dir.clone(),
+                reason:
+                    "an offsite copy is attached already; open the volume again to attach another"
+                        .into(),
+            })
+    }
+
+    /// Waits until everything committed so far is in the offsite copy (nothing to do
+    /// without one). Commands that change the volume outside ingest sessions (shred,
+    /// rotate, compact) call it before they report success.
+    pub fn flush_offsite(&self) -> Result<(), StoreError> {
+        self.inner.flush_offsite()
     }
 
     /// What crash recovery found and did when this volume was opened.
@@ -714,8 +750,7 @@ impl Volume {
         segs.sort_unstable();
         segs.dedup();
         for n in segs {
-            let path = inner.segment_path(n);
-            let problem = match File::open(&path) {
+            let problem = match inner.open_segment(n) {
                 Err(e) => Some(format!("cannot open: {e}")),
                 Ok(mut f) => {
                     let mut b = [0u8; SEG_HEADER_LEN as usize];
@@ -1003,7 +1038,9 @@ impl Inner {
     /// SHA-256 of a message's record bytes as they lie in its segment.
     pub(crate) fn record_digest(&self, r: &MessageRow) -> Result<[u8; 32], StoreError> {
         let path = self.segment_path(r.segment);
-        let mut f = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+        let mut f = self
+            .open_segment(r.segment)
+            .map_err(|e| StoreError::io(&path, e))?;
         f.seek(SeekFrom::Start(r.offset))
             .map_err(|e| StoreError::io(&path, e))?;
         let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
@@ -1027,10 +1064,10 @@ impl Inner {
             return Err("sealed for the tenant but no record digest was recorded; verify it with --tenant-key".into());
         };
         let seg = segment::file_name(r.segment);
-        let path = self.segment_path(r.segment);
-        let mut f =
-            File::open(&path).map_err(|e| format!("segment {seg} cannot be opened: {e}"))?;
-        let flen = f.metadata().map_err(|e| e.to_string())?.len();
+        let mut f = self
+            .open_segment(r.segment)
+            .map_err(|e| format!("segment {seg} cannot be opened: {e}"))?;
+        let flen = f.len();
         let end = r.offset.saturating_add(r.record_len);
         if r.offset < SEG_HEADER_LEN || end > flen {
             return Err(format!(
@@ -1067,6 +1104,41 @@ impl Inner {
         // A panic while holding the lock cannot leave SQLite half-written (transactions
         // roll back), so a poisoned lock is still usable.
         Ok(self.index.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Tells the offsite copy (if any) that ingest left segment `n` for good.
+    pub(crate) fn segment_closed(&self, n: u64) {
+        if let Some(o) = self.offsite.get() {
+            o.segment_closed(n);
+        }
+    }
+
+    /// See [`Volume::flush_offsite`].
+    pub(crate) fn flush_offsite(&self) -> Result<(), StoreError> {
+        match self.offsite.get() {
+            None => Ok(()),
+            Some(o) => o.flush().map_err(|e| StoreError::Offsite {
+                path: self.dir.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Opens segment `n` for reading: the local file, or, when it is not on local disk
+    /// and an offsite copy is attached, that copy's (ranged) reader.
+    pub(crate) fn open_segment(&self, n: u64) -> std::io::Result<crate::offsite::SegmentReader> {
+        use crate::offsite::SegmentReader;
+        match File::open(self.segment_path(n)) {
+            Ok(f) => {
+                let len = f.metadata()?.len();
+                Ok(SegmentReader::Local(f, len))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.offsite.get() {
+                Some(o) => o.open_segment(n).map(SegmentReader::Remote),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) fn segment_path(&self, n: u64) -> PathBuf {
@@ -1467,9 +1539,10 @@ impl Inner {
             )));
         }
         let path = self.segment_path(loc.segment);
-        let mut f = File::open(&path)
+        let mut f = self
+            .open_segment(loc.segment)
             .map_err(|e| damaged(format!("segment {seg} cannot be opened: {e}")))?;
-        let flen = f.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        let flen = f.len();
         let end = loc.offset.saturating_add(loc.record_len);
         if loc.offset < SEG_HEADER_LEN || end > flen {
             return Err(damaged(format!(

@@ -100,8 +100,24 @@ impl Server {
         let token_file = dir.join("agent.token");
         mailferry_control::tokens::issue(volume, &credential, "example.com", &token_file, None)?;
         let rt = runtime("mf-srv", workers())?;
+        // On object storage: a fresh prefix per run, the run's volume as its working
+        // copy (the first round uploads it).
+        let (served, s3) = match &args.s3_volume {
+            Some(base) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let mut s3 = args.s3.clone();
+                s3.cache_dir = Some(volume.to_path_buf());
+                (
+                    PathBuf::from(format!("{}/bench-{nanos}", base.trim_end_matches('/'))),
+                    s3,
+                )
+            }
+            None => (volume.to_path_buf(), Default::default()),
+        };
         let serve_args = mailferry_control::serve::ServeArgs {
-            volume: volume.to_path_buf(),
+            volume: served,
             credential,
             listen: "127.0.0.1:0".parse().expect("literal address"),
             tls: None,
@@ -114,6 +130,7 @@ impl Server {
                 ..Default::default()
             },
             client_ca: None,
+            s3,
         };
         let serving = rt.block_on(mailferry_control::serve::bind_serve(&serve_args))?;
         let url = format!("https://{}", serving.local_addr());

@@ -83,6 +83,12 @@ pub struct BenchCmd {
     /// Print everything measured as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// With --mode network: serve each run's volume from object storage under a fresh
+    /// prefix of s3://bucket/prefix (acknowledgements wait for the upload rounds).
+    #[arg(long, value_name = "S3_URL", requires = "mode")]
+    s3_volume: Option<String>,
+    #[command(flatten)]
+    s3: mailferry_control::volume_admin::S3Args,
 }
 
 /// A peer `bench --compare` runs on the same corpus.
@@ -128,7 +134,14 @@ pub async fn run(b: BenchCmd) -> Result<(), AppError> {
         profile: load_profile(b.profile.as_deref())?,
         progress: true,
         command: echoed_command(),
+        s3_volume: b.s3_volume,
+        s3: b.s3,
     };
+    if args.s3_volume.is_some() && !matches!(args.mode, bench::Mode::Network) {
+        return Err(AppError::Usage(
+            "--s3-volume needs --mode network (the volume is served by `serve`)".into(),
+        ));
+    }
     // The benchmark builds its own runtimes, so that it can tell their threads apart.
     let report = tokio::task::spawn_blocking(move || bench::run(&args))
         .await

@@ -28,11 +28,14 @@ use std::path::PathBuf;
 /// A volume and how to unlock it: the first flags of every command that opens one.
 #[derive(clap::Args)]
 pub struct VolumeAccess {
-    /// Volume directory.
+    /// Volume directory, or `s3://bucket/prefix` for a volume on object storage (see
+    /// --s3-endpoint, --cache-dir).
     #[arg(long)]
     pub volume: PathBuf,
     #[command(flatten)]
     pub unlock: volume_admin::UnlockArgs,
+    #[command(flatten)]
+    pub s3: volume_admin::S3Args,
     /// The tenant's key file (from `tenant key init`): reads that tenant's
     /// customer-key mailboxes, which the volume key alone cannot.
     #[arg(long, value_name = "FILE")]
@@ -43,7 +46,12 @@ impl VolumeAccess {
     /// Opens the volume with the embedded default profile's store settings (and the
     /// tenant key, if given).
     pub fn open(&self) -> Result<Volume, AppError> {
-        volume_admin::open_for_read(&self.volume, &self.unlock, self.tenant_key.as_deref())
+        volume_admin::open_for_read_s3(
+            &self.volume,
+            &self.unlock,
+            self.tenant_key.as_deref(),
+            &self.s3,
+        )
     }
 }
 

@@ -135,6 +135,7 @@ pub async fn run_serve(a: ServeArgs) -> Result<(), AppError> {
         header_timeout,
         limits,
         client_ca: a.client_ca,
+        s3: a.vol.s3,
     };
     let shutdown = serve::shutdown_signal()?;
     serve::run_serve(&args, shutdown).await

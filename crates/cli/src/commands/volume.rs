@@ -33,6 +33,8 @@ pub enum VolumeCmd {
         /// Create no recovery key (`move` then needs --no-recovery-key too).
         #[arg(long, conflicts_with = "recovery_key_file")]
         no_recovery_key: bool,
+        #[command(flatten)]
+        s3: volume_admin::S3Args,
     },
     /// Authenticate every chunk of every message and check the index against the segments.
     Verify {
@@ -102,12 +104,15 @@ pub enum VolumeCmd {
         /// Volume directory (the source; must not be open elsewhere).
         #[arg(long)]
         volume: PathBuf,
-        /// Replica directory (empty, new, or an earlier replica of this volume).
+        /// Replica directory (empty, new, or an earlier replica of this volume), or
+        /// `s3://bucket/prefix` (an empty prefix or an earlier replica there).
         #[arg(long)]
         to: PathBuf,
         /// Print the outcome as JSON on stdout.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        s3: volume_admin::S3Args,
     },
     /// Open the volume once, upgrading an older format version in place.
     Upgrade {
@@ -125,8 +130,10 @@ pub fn run(cmd: VolumeCmd) -> Result<(), AppError> {
             passphrase_file,
             recovery_key_file,
             no_recovery_key,
+            s3,
         } => init(
             &volume,
+            &s3,
             key_file.as_deref(),
             passphrase_file.as_deref(),
             recovery_key_file.as_deref(),
@@ -157,7 +164,7 @@ pub fn run(cmd: VolumeCmd) -> Result<(), AppError> {
         ),
         VolumeCmd::Shred { vol, mailbox: mb } => {
             let mb = mailbox(&mb)?;
-            let n = volume_admin::shred(&vol.volume, &vol.unlock, &mb)?;
+            let n = volume_admin::shred(&vol.volume, &vol.unlock, &vol.s3, &mb)?;
             println!("shredded mailbox {mb}: its keys are destroyed, {n} message(s) can no longer be read by anyone; `volume compact` reclaims their space");
             Ok(())
         }
@@ -175,7 +182,12 @@ pub fn run(cmd: VolumeCmd) -> Result<(), AppError> {
             }
         }
         VolumeCmd::Compact { vol, json } => compact(&vol, json),
-        VolumeCmd::Replicate { volume, to, json } => replicate(&volume, &to, json),
+        VolumeCmd::Replicate {
+            volume,
+            to,
+            json,
+            s3,
+        } => replicate(&volume, &to, json, &s3),
         VolumeCmd::Upgrade { vol } => {
             drop(vol.open()?);
             println!(
@@ -191,6 +203,7 @@ pub fn run(cmd: VolumeCmd) -> Result<(), AppError> {
 /// `volume init`: the volume, and what the admin must keep safe.
 fn init(
     volume: &Path,
+    s3: &volume_admin::S3Args,
     key_file: Option<&Path>,
     passphrase_file: Option<&Path>,
     recovery_key_file: Option<&Path>,
@@ -198,6 +211,7 @@ fn init(
 ) -> Result<(), AppError> {
     let out = volume_admin::init(
         volume,
+        s3,
         key_file,
         passphrase_file,
         recovery_key_file,
@@ -356,7 +370,7 @@ fn rotate(
 
 /// `volume compact`.
 fn compact(vol: &VolumeAccess, json: bool) -> Result<(), AppError> {
-    let out = volume_admin::compact(&vol.volume, &vol.unlock)?;
+    let out = volume_admin::compact(&vol.volume, &vol.unlock, &vol.s3)?;
     eprintln!(
         "compacted volume {}: {} segment(s) rewritten into {}, {} message(s) moved, {} shredded message(s) dropped; segments {} -> {} bytes",
         vol.volume.display(),
@@ -385,7 +399,23 @@ fn compact(vol: &VolumeAccess, json: bool) -> Result<(), AppError> {
 }
 
 /// `volume replicate`: needs no key, only the ciphertext.
-fn replicate(volume: &Path, to: &Path, json: bool) -> Result<(), AppError> {
+fn replicate(
+    volume: &Path,
+    to: &Path,
+    json: bool,
+    s3: &volume_admin::S3Args,
+) -> Result<(), AppError> {
+    if let Some(generation) = volume_admin::replicate_to_s3(volume, to, s3)? {
+        eprintln!(
+            "replicated {} to {}: manifest generation {generation}",
+            volume.display(),
+            to.display()
+        );
+        if json {
+            print_json(&serde_json::json!({ "to": to, "generation": generation }));
+        }
+        return Ok(());
+    }
     let out = Volume::replicate(volume, to)?;
     eprintln!(
         "replicated {} to {}: {} segment(s) copied, {} appended, {} unchanged, {} removed; {} segment bytes, {} index bytes, {} audit bytes written",
