@@ -67,6 +67,16 @@ impl DbBatch {
         max_moves: usize,
         extra_endpoint: &str,
     ) -> DbBatch {
+        DbBatch::with_sizes(db, &vec![messages; users], max_moves, extra_endpoint)
+    }
+
+    /// As [`DbBatch::new`], one mailbox per entry of `sizes`, with that many messages.
+    pub fn with_sizes(
+        db: String,
+        sizes: &[usize],
+        max_moves: usize,
+        extra_endpoint: &str,
+    ) -> DbBatch {
         let env = Env::new();
         init_volume(&env);
         let token = env.path("example.com.token");
@@ -74,7 +84,7 @@ impl DbBatch {
         let serve = start_serve(&env, &[]);
         let mut mailboxes = Vec::new();
         let mut csv = String::from("EmailAddress,UserName,Password\n");
-        for i in 0..users {
+        for (i, &messages) in sizes.iter().enumerate() {
             let user = format!("user{i:04}");
             let dir = env.path("mail").join(&user);
             write_maildir(
@@ -145,18 +155,33 @@ impl DbBatch {
 
     /// Exports every mailbox and compares it with its source, message by message.
     pub fn assert_exports_equal_sources(&self) {
-        assert!(self.serve.is_none(), "stop serve first");
-        for (i, (address, src)) in self.mailboxes.iter().enumerate() {
-            let out = self.env.path(&format!("export{i}"));
-            let o = export(&self.env, address, &out);
-            assert!(o.status.success(), "export {address}: {}", describe(&o));
-            let (source, exported) = (read_maildir(src), read_maildir(&out));
-            assert!(!source.is_empty());
-            assert_eq!(
-                exported, source,
-                "{address}: export differs from the source"
-            );
+        for i in 0..self.mailboxes.len() {
+            self.assert_export_equals_source(i);
         }
+    }
+
+    /// Exports mailbox `i` and compares it with its source: the count of messages, their
+    /// bytes, then every message's folder, name, flags and content.
+    pub fn assert_export_equals_source(&self, i: usize) {
+        assert!(self.serve.is_none(), "stop serve first");
+        let (address, src) = &self.mailboxes[i];
+        let out = self.env.path(&format!("export{i}"));
+        let o = export(&self.env, address, &out);
+        assert!(o.status.success(), "export {address}: {}", describe(&o));
+        let (source, exported) = (read_maildir(src), read_maildir(&out));
+        assert!(!source.is_empty(), "{address}: the source is empty");
+        let bytes = |m: &std::collections::BTreeMap<_, (String, Vec<u8>)>| {
+            m.values().map(|(_, b)| b.len()).sum::<usize>()
+        };
+        assert_eq!(
+            (exported.len(), bytes(&exported)),
+            (source.len(), bytes(&source)),
+            "{address}: the export's (messages, bytes) differ from the source's"
+        );
+        assert_eq!(
+            exported, source,
+            "{address}: export differs from the source"
+        );
     }
 
     /// `audit verify --db --mailbox` of every mailbox.
@@ -418,6 +443,43 @@ fn issue20_two_workers_move_a_batch_of_20_through_postgres_exactly_once() {
     );
     b.stop_serve();
     b.assert_exports_equal_sources();
+    // `audit reconcile --db` compares the rows with the volume: it agrees here, and
+    // fails against a volume that never received the mailbox.
+    let reconcile = |volume: &Path, key: &Path| {
+        run(mailferry()
+            .args([
+                "audit",
+                "reconcile",
+                "--db",
+                &b.db,
+                "--mailbox",
+                "user0005@example.com",
+            ])
+            .arg("--volume")
+            .arg(volume)
+            .arg("--key-file")
+            .arg(key)
+            .arg("--json"))
+    };
+    let o = reconcile(&b.env.volume(), &b.env.key());
+    assert!(o.status.success(), "audit reconcile --db: {}", describe(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["agreeing"], r["source_items"]);
+    assert!(r["agreeing"].as_u64().unwrap() > 0, "{r}");
+    let (other, other_key) = (b.env.path("other-volume"), b.env.path("other.key"));
+    let o = run(mailferry()
+        .args(["volume", "init", "--volume"])
+        .arg(&other)
+        .arg("--key-file")
+        .arg(&other_key));
+    assert!(o.status.success(), "{}", describe(&o));
+    let o = reconcile(&other, &other_key);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("missing"),
+        "{}",
+        describe(&o)
+    );
 }
 
 #[test]
@@ -580,6 +642,26 @@ fn issue20_a_paused_worker_whose_lease_was_taken_over_is_fenced_and_writes_nothi
     assert_eq!(new.stop(), Some(0));
     b.assert_audit_logs_verify();
     b.stop_serve();
+    // The store cut the paused worker's session off when the newer lease's session
+    // asked for the mailbox, and nothing of fence 1 was written after fence 2 appeared.
+    let logs = one_writer_at_a_time(&b.db, &b.env.volume());
+    let records = &logs["user0000@example.com"];
+    let refused: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "session.fenced")
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["data"]["stale_fence"] == 1 && r["data"]["fence"] == 2),
+        "no session.fenced for the paused worker's session: {refused:?}"
+    );
+    let opened: Vec<i64> = records
+        .iter()
+        .filter(|r| r["event"] == "session.opened")
+        .map(|r| r["data"]["fence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(opened, [1, 2], "one session per lease");
     b.assert_exports_equal_sources();
 }
 
@@ -659,4 +741,390 @@ fn issue20_suspend_while_workers_run_then_resume_and_complete_through_the_databa
     let mut b = b;
     b.stop_serve();
     b.assert_exports_equal_sources();
+}
+
+// === The issue's test: 4 workers, 200 mailboxes, 2 killed mid-pass ===
+
+/// Every row of `sql`, each column as text (`NULL` → empty).
+pub(crate) fn sql_rows(db: &str, sql: &str) -> Vec<Vec<String>> {
+    let (db, sql) = (db.to_string(), sql.to_string());
+    block_on(async move {
+        let (c, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.simple_query(&sql)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or_default().to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// A lease a worker held when it was killed.
+#[derive(Debug)]
+struct HeldLease {
+    move_id: String,
+    address: String,
+    epoch: i64,
+    /// `message.stored` records of this lease already copied into the rows.
+    stored: i64,
+}
+
+/// The leases the worker process `pid` holds now.
+fn leases_of(db: &str, pid: u32) -> Vec<HeldLease> {
+    let stored = "'%\"event\":\"message.stored\"%'";
+    sql_rows(
+        db,
+        &format!(
+            "SELECT m.id, m.address, m.lease_epoch, \
+                    (SELECT count(*) FROM source_audit s WHERE s.move_id = m.id \
+                       AND s.epoch = m.lease_epoch AND s.line LIKE {stored}) \
+             FROM moves m WHERE m.lease_owner IN (SELECT id FROM workers WHERE pid = {pid})"
+        ),
+    )
+    .into_iter()
+    .map(|r| HeldLease {
+        move_id: r[0].clone(),
+        address: r[1].clone(),
+        epoch: r[2].parse().unwrap(),
+        stored: r[3].parse().unwrap(),
+    })
+    .collect()
+}
+
+/// Kills -9 one of `workers` while it holds leases that `pick` accepts: the worker is
+/// stopped (SIGSTOP: it can neither end a pass nor release a lease), its leases are read
+/// from the database, and it is killed if `pick` still accepts them, else let go on.
+/// Returns which worker it was and the leases it died holding. Polls for at most 180 s.
+fn kill_holding(
+    db: &str,
+    workers: &mut [Option<Worker>],
+    pick: &dyn Fn(&[HeldLease]) -> bool,
+    what: &str,
+) -> (usize, Vec<HeldLease>) {
+    let t0 = Instant::now();
+    loop {
+        for (i, slot) in workers.iter_mut().enumerate() {
+            let Some(w) = slot else { continue };
+            let pid = w.child.id();
+            if !pick(&leases_of(db, pid)) {
+                continue;
+            }
+            signal(w, "STOP");
+            let held = leases_of(db, pid);
+            if pick(&held) {
+                slot.take().unwrap().kill9();
+                return (i, held);
+            }
+            signal(w, "CONT");
+        }
+        if t0.elapsed() > Duration::from_secs(180) {
+            let logs: Vec<String> = workers.iter().flatten().map(Worker::log_text).collect();
+            panic!(
+                "no worker held {what} within 180 s:\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The records of the volume's audit log that name a mailbox, grouped by its pseudonym,
+/// in log order.
+fn volume_records_by_mailbox(volume: &Path) -> std::collections::BTreeMap<String, Vec<Value>> {
+    let log = fs::read_to_string(volume.join("audit.jsonl")).unwrap();
+    let mut by = std::collections::BTreeMap::<String, Vec<Value>>::new();
+    for line in log.lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        if let Some(m) = r["data"]["mailbox"].as_str() {
+            by.entry(m.to_string()).or_default().push(r);
+        }
+    }
+    by
+}
+
+/// The volume's log read per mailbox (keyed by address, found through the move id of
+/// its `session.opened` records in the database `db`), after checking that no mailbox
+/// ever had two writers: its fencing numbers never go down from one record to the next,
+/// and every message record carries one (each was written under a worker's lease).
+fn one_writer_at_a_time(db: &str, volume: &Path) -> std::collections::HashMap<String, Vec<Value>> {
+    let addresses: std::collections::HashMap<String, String> =
+        sql_rows(db, "SELECT id, address FROM moves")
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect();
+    let mut out = std::collections::HashMap::new();
+    for (pseudonym, records) in volume_records_by_mailbox(volume) {
+        let address = records
+            .iter()
+            .find_map(|r| r["data"]["move_id"].as_str())
+            .and_then(|id| addresses.get(id))
+            .unwrap_or_else(|| panic!("mailbox {pseudonym}: no session.opened names its move"))
+            .clone();
+        let mut last = 0;
+        for r in &records {
+            let event = r["event"].as_str().unwrap();
+            let fence = r["data"]["fence"].as_i64();
+            if event.starts_with("message.") && r["data"]["recovered"] != true {
+                assert!(
+                    fence.is_some(),
+                    "{address}: a message record without a fence: {r}"
+                );
+            }
+            if let Some(f) = fence {
+                assert!(
+                    f >= last,
+                    "{address}: fence {f} after {last} in the volume's log: two writers: {r}"
+                );
+                last = f;
+            }
+        }
+        out.insert(address, records);
+    }
+    out
+}
+
+/// Runs `f(i)` for every mailbox index on `threads` threads (each check is its own
+/// process; two cores keep two of them busy).
+fn each_mailbox_parallel(n: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                f(i);
+            });
+        }
+    });
+}
+
+#[test]
+fn issue20_four_workers_two_killed_mid_pass_move_200_mailboxes_exactly_once_with_one_writer_each() {
+    let Some(db) = fresh_db("four_workers_200") else {
+        return;
+    };
+    // 200 small mailboxes (2-5 messages) and 4 large ones (120 messages). Each pass reads
+    // at most 20 messages/s (the endpoint's limit applies to each pass), so a large
+    // mailbox's pass lasts about 5 s, several heartbeats: long enough to be killed in.
+    const USERS: usize = 200;
+    const LARGE: [usize; 4] = [0, 50, 100, 150];
+    const LEASE: u64 = 4;
+    let sizes: Vec<usize> = (0..USERS)
+        .map(|i| if LARGE.contains(&i) { 120 } else { 2 + i % 4 })
+        .collect();
+    let mut b = DbBatch::with_sizes(db, &sizes, 12, "max_messages_per_second = 20\n");
+    let dir = b.env.dir.path().to_path_buf();
+    let mut workers: Vec<Option<Worker>> = start_workers(&dir, &b.db, 4, 3, LEASE)
+        .into_iter()
+        .map(Some)
+        .collect();
+    let o = b.batch(&["start", "--json"]);
+    assert!(o.status.success(), "batch start --db: {}", describe(&o));
+    let q: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(q["queued"].as_array().unwrap().len(), USERS);
+
+    // The first victim dies in a large mailbox's pass after its heartbeats copied some
+    // of it into the rows; the second, holding whatever lease it holds at the time.
+    let large = |l: &HeldLease| {
+        LARGE
+            .iter()
+            .any(|i| l.address == format!("user{i:04}@example.com"))
+    };
+    let (v1, held1) = kill_holding(
+        &b.db,
+        &mut workers,
+        &|h| h.iter().any(|l| large(l) && l.stored >= 10),
+        "a large mailbox's lease with progress copied into the rows",
+    );
+    let (v2, held2) = kill_holding(&b.db, &mut workers, &|h| !h.is_empty(), "any lease");
+    assert_ne!(v1, v2);
+    let resumed: Vec<&HeldLease> = held1
+        .iter()
+        .filter(|l| large(l) && l.stored >= 10)
+        .collect();
+    assert!(!resumed.is_empty(), "{held1:?}");
+    eprintln!("killed w{v1} holding {held1:?} and w{v2} holding {held2:?}");
+
+    let alive: Vec<&Worker> = workers.iter().flatten().collect();
+    assert_eq!(alive.len(), 2);
+    wait_until_synced(&b, &alive, Duration::from_secs(600));
+
+    // Every lease the dead held was taken over by a higher epoch, whose records come
+    // after theirs, and the move synced.
+    for l in held1.iter().chain(&held2) {
+        let id = &l.move_id;
+        let epoch = sql_i64(
+            &b.db,
+            &format!("SELECT lease_epoch FROM moves WHERE id = '{id}'"),
+        );
+        assert!(
+            epoch > l.epoch,
+            "{}: the lease {} held by a killed worker was never taken over (epoch now {epoch})",
+            l.address,
+            l.epoch
+        );
+        let later = sql_i64(
+            &b.db,
+            &format!(
+                "SELECT count(*) FROM source_audit WHERE move_id = '{id}' AND epoch > {}",
+                l.epoch
+            ),
+        );
+        assert!(
+            later > 0,
+            "{}: nothing written after the takeover",
+            l.address
+        );
+    }
+    // Resumed where the rows stopped, not restarted: the last pass of a large mailbox
+    // killed mid-pass moved at most what the rows did not hold yet.
+    for l in &resumed {
+        let moved = sql_i64(
+            &b.db,
+            &format!(
+                "SELECT coalesce(sum((report->>'items_moved')::bigint), 0)::bigint FROM pass_reports \
+                 WHERE move_id = '{}' AND epoch > {}",
+                l.move_id, l.epoch
+            ),
+        );
+        assert!(
+            moved <= 120 - l.stored,
+            "{}: moved {moved} again after the takeover; {} were already acknowledged in the rows",
+            l.address,
+            l.stored
+        );
+    }
+
+    // The survivors stop cleanly; nothing is leased or queued any more.
+    for w in workers.into_iter().flatten() {
+        let log = w.log.clone();
+        assert_eq!(
+            w.stop(),
+            Some(0),
+            "{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert_eq!(
+        sql_i64(
+            &b.db,
+            "SELECT count(*) FROM moves WHERE lease_owner IS NOT NULL OR runnable"
+        ),
+        0
+    );
+    // One writer at a time in the source logs: per move, the epochs of its rows never go
+    // down from one record to the next (every record of epoch E after all of lower ones).
+    let interleaved = sql_rows(
+        &b.db,
+        "SELECT DISTINCT m.address FROM (SELECT move_id, epoch, \
+                lag(epoch) OVER (PARTITION BY move_id ORDER BY seq) AS prev FROM source_audit) t \
+         JOIN moves m ON m.id = t.move_id WHERE t.prev > t.epoch ORDER BY 1",
+    );
+    assert!(
+        interleaved.is_empty(),
+        "source records of two leases interleave: {interleaved:?}"
+    );
+    let done = sql_rows(
+        &b.db,
+        "SELECT address, state FROM moves WHERE state <> 'synced'",
+    );
+    assert!(done.is_empty(), "not synced: {done:?}");
+
+    b.stop_serve();
+    let volume = b.env.volume();
+    // The volume's log: per mailbox, its fencing numbers never go down, every message
+    // record carries one (each was written under a lease), each message was stored once,
+    // and each killed lease's successor opened the mailbox with a higher number.
+    let seen: std::collections::HashMap<String, (i64, usize)> =
+        one_writer_at_a_time(&b.db, &volume)
+            .into_iter()
+            .map(|(address, records)| {
+                let last = records
+                    .iter()
+                    .filter_map(|r| r["data"]["fence"].as_i64())
+                    .max();
+                let stored = records
+                    .iter()
+                    .filter(|r| r["event"] == "message.stored")
+                    .count();
+                (address, (last.unwrap_or(0), stored))
+            })
+            .collect();
+    for (i, (address, _)) in b.mailboxes.iter().enumerate() {
+        let (fence, stored) = seen
+            .get(address)
+            .unwrap_or_else(|| panic!("{address}: no record in the volume's log"));
+        assert_eq!(
+            *stored, sizes[i],
+            "{address}: {stored} message.stored records for {} messages",
+            sizes[i]
+        );
+        for l in held1.iter().chain(&held2).filter(|l| &l.address == address) {
+            assert!(
+                *fence > l.epoch,
+                "{address}: no session of a newer lease than the killed one ({}) in the volume's log",
+                l.epoch
+            );
+        }
+    }
+    let o = run(mailferry()
+        .args(["audit", "verify"])
+        .arg(&volume)
+        .arg("--key-file")
+        .arg(b.env.key()));
+    assert!(
+        o.status.success(),
+        "audit verify of the volume: {}",
+        describe(&o)
+    );
+
+    // Per mailbox: its source log (the rows) verifies (no volume needed: two at a time),
+    // reconciles with the volume, and its export equals its source (one process at a
+    // time holds the volume).
+    let t0 = Instant::now();
+    each_mailbox_parallel(USERS, 2, &|i| {
+        let address = &b.mailboxes[i].0;
+        let o = run(mailferry().args(["audit", "verify", "--db", &b.db, "--mailbox", address]));
+        assert!(
+            o.status.success(),
+            "audit verify --db {address}: {}",
+            describe(&o)
+        );
+    });
+    eprintln!("audit verify --db: {:?}", t0.elapsed());
+    let t0 = Instant::now();
+    for (i, (address, _)) in b.mailboxes.iter().enumerate() {
+        let o = run(mailferry()
+            .args([
+                "audit",
+                "reconcile",
+                "--db",
+                &b.db,
+                "--mailbox",
+                address,
+                "--volume",
+            ])
+            .arg(&volume)
+            .arg("--key-file")
+            .arg(b.env.key()));
+        assert!(
+            o.status.success(),
+            "audit reconcile --db {address}: {}",
+            describe(&o)
+        );
+        b.assert_export_equals_source(i);
+    }
+    eprintln!("reconcile and export: {:?}", t0.elapsed());
 }

@@ -425,3 +425,33 @@ async fn a_failed_pass_is_queued_again_after_its_backoff() {
         1
     );
 }
+
+/// A pass the store refused for a newer fencing number ends the lease like a fenced
+/// heartbeat: no release, no retry; any other failure is released and queued again while
+/// attempts allow, and a success is released.
+#[test]
+fn a_pass_the_store_fenced_is_final_for_the_lease() {
+    use crate::worker::ending_of;
+    use mailferry_control::lifecycle::MoveState;
+    use mailferry_control::AppError;
+    let store_fenced: Result<Result<MoveState, AppError>, CoordError> = Ok(Err(AppError::Fenced {
+        mailbox: "u0@example.com".into(),
+        fence: 1,
+        message: "a newer lease (fencing number 2) owns mailbox u0@example.com".into(),
+    }));
+    assert!(ending_of(&store_fenced, 0).is_none());
+    let db_fenced: Result<Result<MoveState, AppError>, CoordError> = Err(CoordError::Fenced {
+        move_id: "m".into(),
+        mine: 1,
+    });
+    assert!(ending_of(&db_fenced, 0).is_none());
+    let failed: Result<Result<MoveState, AppError>, CoordError> =
+        Ok(Err(AppError::Failed("store unreachable".into())));
+    let e = ending_of(&failed, 0).expect("a failed pass is released");
+    assert!(e.error.unwrap().contains("store unreachable"));
+    assert!(e.retry_in.is_some(), "queued again");
+    assert!(ending_of(&failed, 3).unwrap().retry_in.is_none(), "gave up");
+    let ok: Result<Result<MoveState, AppError>, CoordError> = Ok(Ok(MoveState::Synced));
+    let e = ending_of(&ok, 0).unwrap();
+    assert!(e.error.is_none() && e.retry_in.is_none());
+}

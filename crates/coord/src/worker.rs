@@ -220,25 +220,24 @@ async fn run_leased(
     let mut cursor = files::materialize(&client, &l.move_id, &dir, Copy::Full).await?;
     forget_runner(&dir)?;
     let outcome = prepare_and_run(&opts, &l, &dests, &mut client, &dir, &mut cursor).await;
-    let ending = match &outcome {
-        Ok(Ok(_)) => Ending::default(),
-        // A pass that failed (source or store unreachable, the store still busy with a
-        // session of a worker that lost this lease) is tried again a few times, later
-        // each time; a pass that ended over a limit is not (it would end the same way).
-        Ok(Err(e)) => Ending {
-            error: Some(format!("{e:#}")),
-            retry_in: (l.attempts < MAX_ATTEMPTS - 1)
-                .then(|| RETRY_AFTER * 2u32.pow(l.attempts.max(0) as u32)),
-        },
-        Err(e @ CoordError::Fenced { .. }) => {
-            tracing::warn!(error = %e, "lease lost; dropping the local copy");
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(outcome.expect_err("fenced"));
-        }
-        Err(e) => Ending {
-            error: Some(e.to_string()),
-            retry_in: (l.attempts < MAX_ATTEMPTS - 1).then_some(RETRY_AFTER),
-        },
+    let Some(ending) = ending_of(&outcome, l.attempts) else {
+        // The lease is lost (the database says so, or the store refused the session
+        // for a newer lease's fencing number): final. Nothing is copied, released or
+        // queued again; what the pass wrote locally goes with the copy.
+        let (e, cause) = match outcome {
+            Err(e @ CoordError::Fenced { .. }) => (e, "the database".to_string()),
+            Ok(Err(store)) => (
+                CoordError::Fenced {
+                    move_id: l.move_id.clone(),
+                    mine: l.epoch,
+                },
+                format!("the store ({store})"),
+            ),
+            Ok(Ok(_)) | Err(_) => unreachable!("ending_of is None only for a lost lease"),
+        };
+        tracing::warn!(move_id = %l.move_id, mailbox = %l.address, epoch = l.epoch, refused_by = cause, error = %e, "lease lost; dropping the local copy");
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
     };
     let ok = ending.error.is_none();
     let released = release_retrying(&opts, &mut client, &l, &dir, &cursor, ending).await;
@@ -254,6 +253,33 @@ async fn run_leased(
             Ok(false)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// How a pass's end is recorded: `None` when the lease is lost, which is final (the
+/// move is neither released nor queued again by this worker, and no row is written):
+/// a fenced heartbeat, or the store refusing the session ([`AppError::Fenced`]: a
+/// newer lease's session raised the mailbox's fencing number). A pass that failed
+/// otherwise is queued again while `attempts` allows.
+pub(crate) fn ending_of(
+    outcome: &Result<Result<lifecycle::MoveState, AppError>, CoordError>,
+    attempts: i32,
+) -> Option<Ending> {
+    match outcome {
+        Ok(Ok(_)) => Some(Ending::default()),
+        Err(CoordError::Fenced { .. }) | Ok(Err(AppError::Fenced { .. })) => None,
+        // A pass that failed (source or store unreachable, the store still busy with a
+        // session of a worker that lost this lease) is tried again a few times, later
+        // each time; a pass that ended over a limit is not (it would end the same way).
+        Ok(Err(e)) => Some(Ending {
+            error: Some(format!("{e:#}")),
+            retry_in: (attempts < MAX_ATTEMPTS - 1)
+                .then(|| RETRY_AFTER * 2u32.pow(attempts.max(0) as u32)),
+        }),
+        Err(e) => Some(Ending {
+            error: Some(e.to_string()),
+            retry_in: (attempts < MAX_ATTEMPTS - 1).then_some(RETRY_AFTER),
+        }),
     }
 }
 

@@ -55,8 +55,23 @@ pub enum AuditCmd {
         #[arg(long)]
         recovery_key_file: Option<PathBuf>,
     },
-    /// Compare the source side with the volume message by message (exit 0 only if they agree).
-    Reconcile(BothSides),
+    /// Compare the source side with the volume message by message (exit 0 only if they
+    /// agree). The source side is a state directory (--state) or, for a move run by
+    /// workers, its rows in the coordination database (--db and --mailbox).
+    Reconcile(ReconcileArgs),
+}
+
+/// `audit reconcile`: a move's source side (a state directory or the database) and the
+/// volume.
+#[derive(clap::Args)]
+pub struct ReconcileArgs {
+    /// The move's state directory (source side); or --db and --mailbox.
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    state: Option<PathBuf>,
+    #[command(flatten)]
+    db: DbMove,
+    #[command(flatten)]
+    dest: VolumeSide,
 }
 
 /// A move's two sides: its state directory and the volume, with how to unlock it.
@@ -65,6 +80,13 @@ pub struct BothSides {
     /// The move's state directory (source side).
     #[arg(long)]
     state: PathBuf,
+    #[command(flatten)]
+    dest: VolumeSide,
+}
+
+/// The destination side of a comparison: the volume, how to unlock it, how to print.
+#[derive(clap::Args)]
+pub struct VolumeSide {
     /// The volume (destination side).
     #[arg(long)]
     volume: PathBuf,
@@ -79,7 +101,7 @@ pub struct BothSides {
     json: bool,
 }
 
-impl BothSides {
+impl VolumeSide {
     /// The volume, opened with the tenant key if one was given.
     fn open(&self) -> Result<Volume, AppError> {
         volume_admin::open_for_read(&self.volume, &self.unlock, self.tenant_key.as_deref())
@@ -204,6 +226,20 @@ pub async fn run(cmd: AuditCmd) -> Result<(), AppError> {
         );
         return Ok(());
     }
+    if let AuditCmd::Reconcile(ReconcileArgs {
+        state: None,
+        db,
+        dest,
+    }) = &cmd
+    {
+        let (db, id) = db.find().await?.ok_or_else(|| {
+            AppError::Usage("audit reconcile: give --state DIR, or --db and --mailbox".into())
+        })?;
+        // The rows as a state directory: the same replay and comparison as --state.
+        let (_guard, copy) = mailferry_coord::ops::audit_copy(&db, &id).await?;
+        eprintln!("move {id} (from the database):");
+        return reconcile(&copy, dest);
+    }
     run_audit(cmd)
 }
 
@@ -243,7 +279,12 @@ pub fn run_audit(cmd: AuditCmd) -> Result<(), AppError> {
                 recovery_key_file,
             },
         ),
-        AuditCmd::Reconcile(sides) => reconcile(sides),
+        AuditCmd::Reconcile(a) => reconcile(
+            &a.state.ok_or_else(|| {
+                AppError::Usage("audit reconcile: give --state DIR, or --db and --mailbox".into())
+            })?,
+            &a.dest,
+        ),
     }
 }
 
@@ -352,9 +393,9 @@ fn verify_log(
 }
 
 /// `audit reconcile`: exit 0 only if both sides agree.
-fn reconcile(sides: BothSides) -> Result<(), AppError> {
+fn reconcile(state: &std::path::Path, sides: &VolumeSide) -> Result<(), AppError> {
     let v = sides.open()?;
-    let r = audit_cmd::reconcile(&sides.state, &v)?;
+    let r = audit_cmd::reconcile(state, &v)?;
     eprintln!(
         "{}: {} agreeing of {} acknowledged at the source and {} in the volume; {} missing, {} extra, {} altered, {} duplicated, {} removed from the volume, {} unlogged; {} deleted at the source, {} of them still in the volume",
         r.mailbox, r.agreeing, r.source_items, r.destination_items, r.missing.len(), r.extra.len(),
@@ -398,7 +439,7 @@ pub fn run_receipt(cmd: ReceiptCmd) -> Result<(), AppError> {
         source_public_key,
         volume_public_key,
     } = cmd;
-    let v = sides.open()?;
+    let v = sides.dest.open()?;
     let mut r = audit_cmd::verify_receipt(&sides.state, &v)?;
     // The heads handed out with the pass, against the logs as they are now: a log cut
     // with its head file rolled back is found here, not by `audit verify`.
@@ -440,7 +481,7 @@ volume root {} ({} messages)
             "RECEIPT DOES NOT MATCH"
         }
     );
-    if sides.json {
+    if sides.dest.json {
         print_json(&r);
     }
     if r.matches {
