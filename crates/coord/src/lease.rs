@@ -3,8 +3,9 @@
 //! [`lease_one`] takes one runnable move in one transaction: candidates are locked with
 //! `FOR UPDATE SKIP LOCKED` (two workers never wait for, or get, the same move), the
 //! endpoint's row is locked `FOR UPDATE` so that the count of its live leases is exact
-//! across every worker, and the move's `lease_epoch` is incremented: that epoch is the
-//! fencing number the pass carries to the store. [`heartbeat`] extends the lease and
+//! across every worker, and the move's `lease_epoch` becomes one more than the highest
+//! epoch of any move of the same address (the store fences per mailbox): that epoch is
+//! the fencing number the pass carries to the store. [`heartbeat`] extends the lease and
 //! copies what the pass wrote locally into the rows, in one transaction that first
 //! checks that the move's epoch and owner are still this worker's; [`release`] does the
 //! same one last time and gives the lease up. A worker whose lease was taken over gets
@@ -125,9 +126,21 @@ pub async fn lease_one(
         if max_conns.is_some_and(|m| conns + i64::from(per_move) > i64::from(m)) {
             continue;
         }
+        // The store keeps one fencing number per mailbox, and one address can have moves
+        // in several batches: the epoch grows per address, not per move, so a later
+        // batch's move is never below a number an earlier one left in the store. The
+        // advisory lock serialises two moves of one address leased at once.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(address, 0)) FROM moves WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(CoordError::db(format!("locking the address of move {id}")))?;
         let row = tx
             .query_one(
-                "UPDATE moves SET lease_owner = $2, lease_epoch = lease_epoch + 1, \
+                "UPDATE moves SET lease_owner = $2, \
+                        lease_epoch = (SELECT max(o.lease_epoch) FROM moves o \
+                                       WHERE o.address = moves.address) + 1, \
                         lease_expires = now() + make_interval(secs => $3), \
                         lease_connections = $4, heartbeat_at = now(), last_error = NULL \
                  WHERE id = $1 \

@@ -455,3 +455,34 @@ fn a_pass_the_store_fenced_is_final_for_the_lease() {
     let e = ending_of(&ok, 0).unwrap();
     assert!(e.error.is_none() && e.retry_in.is_none());
 }
+
+/// The store keeps one fencing number per mailbox: a move of an address that an earlier
+/// batch moved (to epoch 3) starts above it, not at 1, or the store would refuse it.
+#[tokio::test]
+async fn the_fencing_number_grows_per_address_across_batches() {
+    let Some((db, url)) = fresh("fence_per_address").await else {
+        return;
+    };
+    fixture(&db, 10, 1).await;
+    db.client
+        .batch_execute(
+            "UPDATE moves SET lease_epoch = 3, runnable = false; \
+             INSERT INTO batches (name, record, endpoint) VALUES ('b2', '{}', 'ep'); \
+             INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle, runnable) \
+               VALUES ('again', 'b2', 'u0@example.com', 'ep', '{}', 'created', '{}', true), \
+                      ('other', 'b2', 'u9@example.com', 'ep', '{}', 'created', '{}', true);",
+        )
+        .await
+        .unwrap();
+    let mut c = client(&url).await;
+    let mut got = Vec::new();
+    while let Some(l) = lease::lease_one(&mut c, "w", TTL).await.unwrap() {
+        got.push((l.move_id.clone(), l.epoch));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [("again".to_string(), 4), ("other".to_string(), 1)],
+        "per address, not per move"
+    );
+}
