@@ -165,3 +165,6 @@ pub async fn suspend(
 pub async fn resume(db: &DbBackend, name: &str, actor: &str) -> Result<usize, AdminError> {
     Ok(ops::resume(&mut *db.get().await?, name, actor).await?)
 }
+
+#[cfg(test)]
+mod tests;
