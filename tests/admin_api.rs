@@ -1222,3 +1222,174 @@ fn issue21_the_service_deletes_an_expired_grants_key_without_being_asked() {
         .count();
     assert_eq!(expired, 1, "{log:?}");
 }
+
+/// Issue 20: `admin serve --db` shows and acts on the batches in PostgreSQL
+/// (`MAILFERRY_TEST_PG`): a batch created through the API is rows (not a directory),
+/// `start` queues it, a `mailferry worker` runs it, and the API and the pages show what
+/// the worker did; suspend and resume change the rows; what the database cannot do yet
+/// is refused; every action is in the admin audit log as without `--db`.
+#[test]
+fn issue20_admin_serve_db_shows_and_acts_on_a_batch_run_by_a_worker() {
+    use crate::workers::{fresh_db, sql_i64, start_worker};
+    let Some(db) = fresh_db("admin_serve") else {
+        return;
+    };
+    let env = Env::new();
+    let (d, state) = start(&env, &["--db", &db]);
+    let alice = add_account(&state, "alice", "admin");
+    let c = Client::new(&d);
+    let a = c.session(&alice);
+    maildir_endpoint(&c, &a, &env, &["ann", "ben"]);
+    let good = "EmailAddress,UserName,Password\nann@example.com,ann,\nben@example.com,ben,\n";
+    let body = |completion: Value| {
+        json!({"name": "wave1", "migration_type": "file", "endpoint": "src", "csv": good,
+               "settings": {"start": {"when": "manual"}, "completion": completion,
+                            "report_recipients": ["ops@example.com"]}})
+    };
+    // Completion by a scheduler in the service: not against the database yet, refused
+    // before anything is created.
+    let r = c.post("/api/v1/batches", &a, body(json!({"mode": "automatic"})));
+    assert_eq!((r.status, r.code()), (422, "invalid"), "{}", r.text);
+    assert!(r.text.contains("PostgreSQL"), "{}", r.text);
+    assert_eq!(c.get("/api/v1/batches/wave1", &a).status, 404);
+
+    let r = c.post("/api/v1/batches", &a, body(json!({"mode": "manual"})));
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.body["mailboxes"].as_array().unwrap().len(),
+        2,
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["admin"]["created_by"], "alice", "{}", r.text);
+    // Rows, not a batch directory.
+    let rows = |sql: &str| sql_i64(&db, sql);
+    assert_eq!(
+        rows("SELECT count(*) FROM moves WHERE batch = 'wave1' AND state = 'created'"),
+        2
+    );
+    assert!(!state.join("batches/wave1").exists());
+    let r = c.post("/api/v1/batches", &a, body(json!({"mode": "manual"})));
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+    let r = c.get("/api/v1/batches", &a);
+    assert_eq!(r.body.as_array().unwrap().len(), 1, "{}", r.text);
+
+    // Start queues the passes; nothing runs until a worker leases them.
+    let r = c.post("/api/v1/batches/wave1/start", &a, json!({}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(
+        rows("SELECT count(*) FROM moves WHERE batch = 'wave1' AND runnable"),
+        2
+    );
+    let worker = start_worker(env.dir.path(), &db, "w0", 2, 10);
+    for m in ["ann@example.com", "ben@example.com"] {
+        let s = poll_state(&c, &a, "wave1", m, "synced");
+        assert!(s["items_synced"].as_u64().unwrap() > 0, "{s}");
+    }
+    let r = c.get("/api/v1/batches/wave1", &a);
+    assert_eq!(r.body["totals"]["mailboxes"], 2, "{}", r.text);
+    assert_eq!(
+        r.body["admin"]["settings"]["report_recipients"][0], "ops@example.com",
+        "{}",
+        r.text
+    );
+    assert!(r.body["job"].is_null(), "{}", r.text);
+    let r = c.get("/api/v1/batches/wave1/moves/ann@example.com/report", &a);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["schema"], "mailferry-move-record/1", "{}", r.text);
+    assert_eq!(r.body["passes"].as_array().unwrap().len(), 1, "{}", r.text);
+    let r = c.get(
+        "/api/v1/batches/wave1/moves/ann@example.com/audit/verify",
+        &a,
+    );
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+
+    // Suspend and resume change the rows.
+    let r = c.post("/api/v1/batches/wave1/suspend", &a, json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["suspended"], true, "{}", r.text);
+    assert_eq!(
+        rows("SELECT count(*) FROM batches WHERE name = 'wave1' AND suspended"),
+        1
+    );
+    assert_eq!(
+        rows("SELECT count(*) FROM moves WHERE batch = 'wave1' AND state = 'suspended'"),
+        2
+    );
+    for action in ["start", "complete"] {
+        let r = c.post(&format!("/api/v1/batches/wave1/{action}"), &a, json!({}));
+        assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+        assert!(r.text.contains("resume it first"), "{}", r.text);
+    }
+    let r = c.post("/api/v1/batches/wave1/resume", &a, json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["suspended"], false, "{}", r.text);
+    assert_eq!(
+        rows("SELECT count(*) FROM moves WHERE batch = 'wave1' AND state = 'synced'"),
+        2
+    );
+
+    // Complete queues the final passes; the worker runs them.
+    let r = c.post("/api/v1/batches/wave1/complete", &a, json!({}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    for m in ["ann@example.com", "ben@example.com"] {
+        poll_state(&c, &a, "wave1", m, "completed");
+    }
+    // The worker holds the volume open: the service cannot reconcile with it (409, and
+    // says why) until the worker stops.
+    let r = c.get(
+        "/api/v1/batches/wave1/moves/ann@example.com/audit/reconcile",
+        &a,
+    );
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+    let log = worker.log_text();
+    assert_eq!(worker.stop(), Some(0), "{log}");
+    let r = c.get(
+        "/api/v1/batches/wave1/moves/ann@example.com/audit/reconcile",
+        &a,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.body["missing"].as_array().unwrap().is_empty(),
+        "{}",
+        r.text
+    );
+
+    // The pages read the same rows.
+    let page = c.get("/ui/moves/wave1/ann@example.com", &a);
+    assert_eq!(page.status, 200, "{}", page.text);
+    for want in [
+        "Completed",
+        "hash chain intact",
+        "reconciled with the source log",
+    ] {
+        assert!(
+            page.text.contains(want),
+            "mailbox page lacks {want}:\n{}",
+            page.text
+        );
+    }
+    let page = c.get("/dashboard", &a);
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("wave1"), "{}", page.text);
+    let page = c.get("/ui/batches/wave1", &a);
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("ben@example.com"), "{}", page.text);
+
+    // Every action is in the admin audit log as without --db, and the log verifies.
+    let log = audit_log(&c, &a);
+    for action in [
+        "batch.create",
+        "batch.start",
+        "batch.suspend",
+        "batch.resume",
+        "batch.complete",
+    ] {
+        assert!(
+            has_record(&log, "alice", "admin.action", "action", action),
+            "{action}"
+        );
+    }
+    mailferry_audit::verify(state.join("admin-audit.jsonl")).expect("the admin audit log verifies");
+    assert_eq!(d.stop(), Some(0));
+}

@@ -369,6 +369,79 @@ fn issue22_dashboard_mailbox_and_batch_pages_in_a_real_browser() {
     assert!(pngs >= 12, "{pngs} screenshots in {}", shots.display());
 }
 
+/// Issue 20, the dashboard of `admin serve --db` in a real browser
+/// (`tests/browser/db.mjs`): the batches are rows in PostgreSQL (`MAILFERRY_TEST_PG`)
+/// and a `mailferry worker` runs their passes. A batch made through the API is started,
+/// suspended, resumed and completed on the pages; the mailbox page shows the source log
+/// verified from the rows; every page passes the same accessibility and wording checks
+/// as without --db. Screenshots under `$CARGO_TARGET_TMPDIR/browser-screenshots-db`.
+#[test]
+fn issue20_dashboard_against_postgres_in_a_real_browser() {
+    use crate::workers::{fresh_db, sql_i64, start_worker};
+    let Some(db) = fresh_db("browser") else {
+        return;
+    };
+    let _one_browser = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let chromium = std::env::var("MF_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
+    let browser_dir = browser_tools(&chromium);
+
+    let env = Env::new();
+    init_volume(&env);
+    let mail = env.path("mail");
+    for (i, user) in ["amy", "ben"].iter().enumerate() {
+        write_maildir(
+            &mail.join(user),
+            &SampleSpec {
+                seed: 200 + i as u64,
+                messages: 20,
+                folders: 2,
+                size: SizeModel::Small,
+                markers: None,
+            },
+        )
+        .unwrap();
+    }
+    let state = env.path("admin");
+    let (admin_pw, admin_totp) = add_account(&state, "ada", "admin");
+    let mut serve = mailferry();
+    serve
+        .args(["admin", "serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(&state)
+        .arg("--volume")
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .env("MAILFERRY_DB", &db);
+    let admin = Daemon::start(serve, "admin");
+    let worker = start_worker(env.dir.path(), &db, "w0", 2, 10);
+
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots-db");
+    let _ = std::fs::remove_dir_all(&shots);
+    eprintln!("browser screenshots: {}", shots.display());
+    run_scenario(
+        "the --db dashboard scenario",
+        scenario(&browser_dir, "db.mjs", &admin, &state, &shots, &chromium)
+            .env("MF_ADMIN", "ada")
+            .env("MF_ADMIN_PASSWORD", &admin_pw)
+            .env("MF_ADMIN_TOTP", &admin_totp)
+            .env("MF_MAIL_ROOT", &mail),
+    );
+    let log = worker.log_text();
+    assert_eq!(worker.stop(), Some(0), "{log}");
+    assert_eq!(admin.stop(), Some(0), "the admin service stops cleanly");
+    // What the pages did is in the rows, not in a batch directory.
+    assert_eq!(
+        sql_i64(
+            &db,
+            "SELECT count(*) FROM moves WHERE batch = 'db-wave' AND state = 'completed'"
+        ),
+        2
+    );
+    assert!(!state.join("batches/db-wave").exists());
+    let pngs = screenshots(&shots).len();
+    assert!(pngs >= 7, "{pngs} screenshots in {}", shots.display());
+}
+
 /// A message over the scenarios' large-item size (100 KB), to be skipped and approved.
 fn large_item(to: &str, message_id: &str, date: &str) -> String {
     let mut body = format!(

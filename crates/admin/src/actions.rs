@@ -12,13 +12,19 @@
 //! endpoint` format), `uploads/BATCH.csv` (0600), `batches/BATCH/` (the `mailferry
 //! batch` format) with `admin.json` (the wizard's schedule, recipients and migration
 //! type) and, when folders are excluded or a throttle is set, `profile.toml`.
+//!
+//! With `admin serve --db` the batches and moves are rows instead ([`db`], chosen by
+//! [`crate::backend::Backend`]): the same checks, answers and audit records; a start or
+//! completion queues the moves for `mailferry worker`. The CSV stays under `uploads/`
+//! and a wizard profile is `uploads/BATCH.profile.toml`.
 
 pub mod access;
+pub mod db;
 pub mod rules;
 
 use super::jobs::{JobStatus, Plan};
 use super::{AdminError, AdminState, Viewer};
-use mailferry_control::batch::{self, BatchDir, BatchStatus, Mode, RowProblem};
+use mailferry_control::batch::{self, BatchDir, BatchStatus, Mode, NewBatch, RowProblem};
 use mailferry_control::endpoint::{Endpoint, TestReport};
 use mailferry_control::lifecycle::Settings;
 use mailferry_control::moving::Destination;
@@ -529,7 +535,9 @@ pub async fn check_csv_with(
 
 /// Creates a batch: checks the endpoint, the settings and every CSV row (every bad row
 /// is returned with its reason, as a 422, and nothing is created), then creates every
-/// move `Created` and, with `start: now` or `later`, starts it in the background.
+/// move `Created` and, with `start: now` or `later`, starts it in the background
+/// (against the database: records it as `batch new --db` does and, with `start: now`,
+/// queues it for the workers).
 pub async fn create_batch(
     state: &AdminState,
     v: &Viewer,
@@ -548,7 +556,14 @@ pub async fn create_batch(
     let profile_text = batch_profile(s)?;
     let root = state.config().batches_dir();
     let bd = BatchDir::new(&root, &req.name)?;
-    if bd.dir.exists() {
+    let taken = match state.backend().db() {
+        Some(d) => {
+            db::check_schedule(s)?;
+            db::exists(d, &req.name).await?
+        }
+        None => bd.dir.exists(),
+    };
+    if taken {
         return Err(AdminError::Conflict(format!(
             "batch {} exists already; pick another name",
             req.name
@@ -575,8 +590,30 @@ pub async fn create_batch(
         settings: s.clone(),
         created_by: v.name.clone(),
     };
-    let (name, given_profile, bd2) = (req.name.clone(), s.profile.clone(), bd.clone());
-    blocking(move || write_batch(&bd2, &name, new, profile_text, given_profile, &meta)).await?;
+    let (name, given_profile) = (req.name.clone(), s.profile.clone());
+    match state.backend().db() {
+        Some(d) => {
+            let new = NewBatch {
+                profile: match profile_text {
+                    Some(text) => Some(write_profile(
+                        &state
+                            .config()
+                            .uploads_dir()
+                            .join(format!("{name}.profile.toml")),
+                        &text,
+                    )?),
+                    None => given_profile.map(PathBuf::from),
+                },
+                ..new
+            };
+            db::create(d, &name, &new, &meta).await?;
+        }
+        None => {
+            let bd2 = bd.clone();
+            blocking(move || write_batch(&bd2, &name, new, profile_text, given_profile, &meta))
+                .await?;
+        }
+    }
     audit_action(
         state,
         v,
@@ -585,15 +622,20 @@ pub async fn create_batch(
                "settings": serde_json::to_value(s).expect("settings serialize")}),
     )?;
     if s.start != StartSchedule::Manual {
-        state.jobs().start(
-            &req.name,
-            bd,
-            Plan {
-                start_at: schedule.start_at,
-                then_complete: schedule.then_complete,
-                ..Plan::now(Mode::Sync, actor(v))
-            },
-        )?;
+        match state.backend().db() {
+            Some(d) => {
+                db::enqueue(d, &req.name, false, false).await?;
+            }
+            None => state.jobs().start(
+                &req.name,
+                bd,
+                Plan {
+                    start_at: schedule.start_at,
+                    then_complete: schedule.then_complete,
+                    ..Plan::now(Mode::Sync, actor(v))
+                },
+            )?,
+        }
         audit_action(
             state,
             v,
@@ -602,6 +644,13 @@ pub async fn create_batch(
         )?;
     }
     batch_status(state, &req.name).await
+}
+
+/// Writes a batch's profile file; returns its path.
+fn write_profile(path: &Path, text: &str) -> Result<PathBuf, AdminError> {
+    std::fs::write(path, text)
+        .map_err(|e| AdminError::Internal(format!("{}: {e}", path.display())))?;
+    Ok(path.to_path_buf())
 }
 
 /// Refuses a migration type that does not fit the endpoint's kind (`imap` needs an IMAP
@@ -720,12 +769,7 @@ fn write_batch(
     std::fs::create_dir_all(&bd.dir)
         .map_err(|e| AdminError::Internal(format!("{}: {e}", bd.dir.display())))?;
     new.profile = match profile_text {
-        Some(text) => {
-            let p = bd.dir.join("profile.toml");
-            std::fs::write(&p, text)
-                .map_err(|e| AdminError::Internal(format!("{}: {e}", p.display())))?;
-            Some(p)
-        }
+        Some(text) => Some(write_profile(&bd.dir.join("profile.toml"), &text)?),
         None => given_profile.map(PathBuf::from),
     };
     if let Err(e) = batch::create(bd, name, &new) {
@@ -740,6 +784,13 @@ fn write_batch(
 
 /// Every batch, with status (oldest name first).
 pub async fn list_batches(state: &AdminState) -> Result<Vec<BatchInfo>, AdminError> {
+    if let Some(d) = state.backend().db() {
+        let mut out = Vec::new();
+        for n in db::names(d).await? {
+            out.push(db::batch_info(d, &n).await?);
+        }
+        return Ok(out);
+    }
     let root = state.config().batches_dir();
     let mut names: Vec<String> = std::fs::read_dir(&root)
         .map_err(|e| AdminError::Internal(format!("{}: {e}", root.display())))?
@@ -758,6 +809,10 @@ pub async fn list_batches(state: &AdminState) -> Result<Vec<BatchInfo>, AdminErr
 /// A batch's status: every mailbox's state, percent, items, bytes, rate and ETA, with
 /// totals, the latest run, and the wizard's choices. What the dashboard polls.
 pub async fn batch_status(state: &AdminState, name: &str) -> Result<BatchInfo, AdminError> {
+    if let Some(d) = state.backend().db() {
+        check_simple_name("batch", name)?;
+        return db::batch_info(d, name).await;
+    }
     let bd = batch_dir(state, name)?;
     let job = state.jobs().get(name);
     blocking(move || {
@@ -770,23 +825,38 @@ pub async fn batch_status(state: &AdminState, name: &str) -> Result<BatchInfo, A
     .await
 }
 
+/// Where a batch action acts: the batch's directory, or the database.
+enum At<'a> {
+    Dir(BatchDir),
+    Db(&'a crate::backend::DbBackend),
+}
+
 /// The steps every batch action shares around its own: only an admin may act, the batch
 /// must exist, the action's details (with the batch's name) go to the admin audit log,
 /// and the answer is the batch's status afterwards.
-async fn batch_action<F, Fut>(
-    state: &AdminState,
+async fn batch_action<'a, F, Fut>(
+    state: &'a AdminState,
     v: &Viewer,
     name: &str,
     action: &str,
     step: F,
 ) -> Result<BatchInfo, AdminError>
 where
-    F: FnOnce(BatchDir) -> Fut,
+    F: FnOnce(At<'a>) -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, AdminError>>,
 {
     v.require_admin()?;
-    let bd = batch_dir(state, name)?;
-    let details = step(bd).await?;
+    let at = match state.backend().db() {
+        Some(d) => {
+            check_simple_name("batch", name)?;
+            if !db::exists(d, name).await? {
+                return Err(db::no_batch(name));
+            }
+            At::Db(d)
+        }
+        None => At::Dir(batch_dir(state, name)?),
+    };
+    let details = step(at).await?;
     let mut data = json!({ "batch": name });
     if let (Some(m), serde_json::Value::Object(extra)) = (data.as_object_mut(), details) {
         m.extend(extra);
@@ -810,24 +880,39 @@ fn refuse_suspended(name: &str, suspended: bool) -> Result<(), AdminError> {
 async fn enforce(
     state: &AdminState,
     name: &str,
-    bd: &BatchDir,
     rule: impl FnOnce(&BatchStatus, Option<&JobStatus>) -> Result<(), String>,
 ) -> Result<(), AdminError> {
-    let job = state.jobs().get(name);
-    let bd = bd.clone();
-    let s = blocking(move || Ok(batch::status(&bd)?)).await?;
+    let s = match state.backend().db() {
+        Some(d) => db::status(d, name).await?,
+        None => {
+            let bd = batch_dir(state, name)?;
+            blocking(move || Ok(batch::status(&bd)?)).await?
+        }
+    };
+    let job = state
+        .jobs()
+        .get(name)
+        .filter(|_| state.backend().db().is_none());
     rule(&s, job.as_ref()).map_err(AdminError::Conflict)
 }
 
 /// Starts a pass of every mailbox of the batch in the background (then completes it if
 /// its completion is automatic or timed). 409 if it runs already or is suspended.
+/// Against the database: queues the passes for the workers.
 pub async fn start_batch(
     state: &AdminState,
     v: &Viewer,
     name: &str,
 ) -> Result<BatchInfo, AdminError> {
-    batch_action(state, v, name, "batch.start", |bd| async move {
-        enforce(state, name, &bd, rules::check_run).await?;
+    batch_action(state, v, name, "batch.start", |at| async move {
+        enforce(state, name, rules::check_run).await?;
+        let bd = match at {
+            At::Db(d) => {
+                db::enqueue(d, name, false, false).await?;
+                return Ok(json!({}));
+            }
+            At::Dir(bd) => bd,
+        };
         let b = bd.load()?;
         refuse_suspended(name, b.suspended)?;
         // The completion time as resolved when the batch was created (the wizard's `2h`
@@ -863,12 +948,15 @@ pub async fn suspend_batch(
     name: &str,
 ) -> Result<BatchInfo, AdminError> {
     let a = actor(v);
-    batch_action(state, v, name, "batch.suspend", |bd| async move {
-        enforce(state, name, &bd, |s, j| {
+    batch_action(state, v, name, "batch.suspend", |at| async move {
+        enforce(state, name, |s, j| {
             rules::check_batch(s, j, rules::BatchAction::Suspend)
         })
         .await?;
-        let (now, later) = blocking(move || Ok(batch::suspend(&bd, &a)?)).await?;
+        let (now, later) = match at {
+            At::Db(d) => db::suspend(d, name, &a).await?,
+            At::Dir(bd) => blocking(move || Ok(batch::suspend(&bd, &a)?)).await?,
+        };
         Ok(json!({"suspended": now, "when_pass_ends": later}))
     })
     .await
@@ -881,39 +969,50 @@ pub async fn resume_batch(
     name: &str,
 ) -> Result<BatchInfo, AdminError> {
     let a = actor(v);
-    batch_action(state, v, name, "batch.resume", |bd| async move {
-        enforce(state, name, &bd, |s, j| {
+    batch_action(state, v, name, "batch.resume", |at| async move {
+        enforce(state, name, |s, j| {
             rules::check_batch(s, j, rules::BatchAction::Resume)
         })
         .await?;
-        let n = blocking(move || Ok(batch::resume(&bd, &a)?)).await?;
+        let n = match at {
+            At::Db(d) => db::resume(d, name, &a).await?,
+            At::Dir(bd) => blocking(move || Ok(batch::resume(&bd, &a)?)).await?,
+        };
         Ok(json!({"resumed": n}))
     })
     .await
 }
 
 /// Runs the final pass of every mailbox not completed, in the background; with
-/// `approve_skipped`, every skipped item is accepted.
+/// `approve_skipped`, every skipped item is accepted. Against the database: queues the
+/// final passes for the workers.
 pub async fn complete_batch(
     state: &AdminState,
     v: &Viewer,
     name: &str,
     approve_skipped: bool,
 ) -> Result<BatchInfo, AdminError> {
-    batch_action(state, v, name, "batch.complete", |bd| async move {
-        enforce(state, name, &bd, |s, j| {
+    batch_action(state, v, name, "batch.complete", |at| async move {
+        enforce(state, name, |s, j| {
             rules::check_batch(s, j, rules::BatchAction::Complete)
         })
         .await?;
-        refuse_suspended(name, bd.load()?.suspended)?;
-        state.jobs().start(
-            name,
-            bd,
-            Plan {
-                approve_skipped,
-                ..Plan::now(Mode::Complete, actor(v))
-            },
-        )?;
+        match at {
+            At::Db(d) => {
+                db::enqueue(d, name, true, approve_skipped).await?;
+            }
+            At::Dir(bd) => {
+                refuse_suspended(name, bd.load()?.suspended)?;
+                state.jobs().start(
+                    name,
+                    bd,
+                    Plan {
+                        approve_skipped,
+                        ..Plan::now(Mode::Complete, actor(v))
+                    },
+                )?;
+            }
+        }
         Ok(json!({"approve_skipped": approve_skipped}))
     })
     .await
@@ -938,15 +1037,35 @@ fn batch_user(
     Ok((bd, u))
 }
 
-fn move_dir(state: &AdminState, name: &str, mailbox: &str) -> Result<PathBuf, AdminError> {
+/// A move's state directory to read: its own (files), or a local copy of its rows (the
+/// database; deleted when this drops). Readers see the same files either way.
+struct MoveDir {
+    path: PathBuf,
+    _copy: Option<tempfile::TempDir>,
+}
+
+async fn move_dir(state: &AdminState, name: &str, mailbox: &str) -> Result<MoveDir, AdminError> {
+    if let Some(d) = state.backend().db() {
+        check_simple_name("batch", name)?;
+        let (_, id) = db::user(d, name, mailbox).await?;
+        let (copy, path) = db::copy(d, &id).await?;
+        return Ok(MoveDir {
+            path,
+            _copy: Some(copy),
+        });
+    }
     let (bd, u) = batch_user(state, name, mailbox)?;
-    Ok(bd.mailbox_dir(&u))
+    Ok(MoveDir {
+        path: bd.mailbox_dir(&u),
+        _copy: None,
+    })
 }
 
 /// Runs a pass of one move accepting every item it skipped (recorded as
-/// `item.approved` in its audit log), in the background. An IMAP mailbox whose password
-/// was inline in the batch's CSV gets it from that CSV again, as a batch run does; if
-/// it is not there any more, 422 saying so (nothing runs).
+/// `item.approved` in its audit log), in the background (against the database: queued
+/// for the workers). An IMAP mailbox whose password was inline in the batch's CSV gets
+/// it from that CSV again, as a batch run does; if it is not there any more, 422 saying
+/// so (nothing runs).
 pub async fn approve_skipped(
     state: &AdminState,
     v: &Viewer,
@@ -954,9 +1073,18 @@ pub async fn approve_skipped(
     mailbox: &str,
 ) -> Result<MoveStatus, AdminError> {
     v.require_admin()?;
-    let (bd, u) = batch_user(state, name, mailbox)?;
+    let (at, u) = match state.backend().db() {
+        Some(d) => {
+            check_simple_name("batch", name)?;
+            (At::Db(d), db::user(d, name, mailbox).await?.0)
+        }
+        None => {
+            let (bd, u) = batch_user(state, name, mailbox)?;
+            (At::Dir(bd), u)
+        }
+    };
     let address = u.address.clone();
-    enforce(state, name, &bd, |s, j| {
+    enforce(state, name, |s, j| {
         let m = s
             .mailboxes
             .iter()
@@ -970,7 +1098,10 @@ pub async fn approve_skipped(
         let u = u.clone();
         blocking(move || Ok(batch::inline_password(&u).map(|_| ())?)).await?;
     }
-    state.jobs().approve(name, &bd, u, actor(v))?;
+    match at {
+        At::Db(d) => db::enqueue_approval(d, name, mailbox).await?,
+        At::Dir(bd) => state.jobs().approve(name, &bd, u, actor(v))?,
+    }
     audit_action(
         state,
         v,
@@ -988,8 +1119,33 @@ pub async fn move_status(
     name: &str,
     mailbox: &str,
 ) -> Result<MoveStatus, AdminError> {
-    let dir = move_dir(state, name, mailbox)?;
+    if let Some(d) = state.backend().db() {
+        check_simple_name("batch", name)?;
+        let (_, id) = db::user(d, name, mailbox).await?;
+        return db::move_status(d, &id).await;
+    }
+    let (bd, u) = batch_user(state, name, mailbox)?;
+    let dir = bd.mailbox_dir(&u);
     blocking(move || Ok(mailferry_control::status::status(&dir)?)).await
+}
+
+/// One move's record (every pass's report, the lifecycle, the source log's digest);
+/// `None` before its first pass ended.
+pub async fn move_record(
+    state: &AdminState,
+    name: &str,
+    mailbox: &str,
+) -> Result<Option<mailferry_control::report::MoveRecord>, AdminError> {
+    let dir = move_dir(state, name, mailbox).await?;
+    blocking(move || {
+        let reports = dir.path.join("reports.jsonl");
+        // A copy of the rows always has the file, empty until a pass ended.
+        if std::fs::metadata(&reports).map_or(true, |m| m.len() == 0) {
+            return Ok(None);
+        }
+        Ok(Some(mailferry_control::report::load(&dir.path, None)?))
+    })
+    .await
 }
 
 /// One move's record (every pass's report, the lifecycle, the source log's digest), as
@@ -999,17 +1155,12 @@ pub async fn move_report(
     name: &str,
     mailbox: &str,
 ) -> Result<serde_json::Value, AdminError> {
-    let dir = move_dir(state, name, mailbox)?;
-    blocking(move || {
-        if !dir.join("reports.jsonl").exists() {
-            return Err(AdminError::NotFound(
-                "this move has no report yet: it has not run a pass (start its batch)".into(),
-            ));
-        }
-        let r = mailferry_control::report::load(&dir, None)?;
-        Ok(serde_json::to_value(&r).expect("move record serializes"))
-    })
-    .await
+    match move_record(state, name, mailbox).await? {
+        Some(r) => Ok(serde_json::to_value(&r).expect("move record serializes")),
+        None => Err(AdminError::NotFound(
+            "this move has no report yet: it has not run a pass (start its batch)".into(),
+        )),
+    }
 }
 
 /// What `audit verify` found for a move's source-side log.
@@ -1031,9 +1182,9 @@ pub async fn audit_verify(
     name: &str,
     mailbox: &str,
 ) -> Result<AuditCheck, AdminError> {
-    let dir = move_dir(state, name, mailbox)?;
+    let dir = move_dir(state, name, mailbox).await?;
     blocking(move || {
-        let log = mailferry_control::audit_cmd::log_path(&dir)?;
+        let log = mailferry_control::audit_cmd::log_path(&dir.path)?;
         Ok(match mailferry_audit::verify(&log) {
             Ok(o) => AuditCheck {
                 ok: true,
@@ -1059,7 +1210,7 @@ pub async fn reconcile(
     name: &str,
     mailbox: &str,
 ) -> Result<mailferry_control::audit_cmd::Reconciliation, AdminError> {
-    let dir = move_dir(state, name, mailbox)?;
+    let dir = move_dir(state, name, mailbox).await?;
     let cfg = state.config().clone();
     blocking(move || {
         let vol = mailferry_store::Volume::open(
@@ -1073,7 +1224,7 @@ pub async fn reconcile(
                 cfg.volume.display()
             ))
         })?;
-        mailferry_control::audit_cmd::reconcile(&dir, &vol).map_err(|e| match e {
+        mailferry_control::audit_cmd::reconcile(&dir.path, &vol).map_err(|e| match e {
             // The service holds the volume key only: it cannot read a customer-key
             // tenant's mail, and must not suggest a way around the lockbox.
             mailferry_control::AppError::Store(mailferry_store::StoreError::CustomerKeyNeeded {

@@ -62,6 +62,10 @@ pub enum AdminError {
     /// Something failed on our side (500).
     #[error("{0}")]
     Internal(String),
+    /// A service we depend on is unreachable: the coordination database of
+    /// `admin serve --db` (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AdminError {
@@ -86,6 +90,7 @@ impl AdminError {
             AdminError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -103,6 +108,7 @@ impl AdminError {
             AdminError::Invalid { .. } => "invalid",
             AdminError::BadRequest(_) => "bad_request",
             AdminError::Internal(_) => "internal",
+            AdminError::Unavailable(_) => "unavailable",
         }
     }
 
@@ -150,6 +156,20 @@ impl From<AppError> for AdminError {
             AppError::Refused(m) => AdminError::Conflict(m),
             AppError::Core(c) => AdminError::invalid(c.to_string()),
             other => AdminError::Internal(format!("{other:#}")),
+        }
+    }
+}
+
+impl From<mailferry_coord::CoordError> for AdminError {
+    fn from(e: mailferry_coord::CoordError) -> AdminError {
+        use mailferry_coord::CoordError;
+        match e {
+            CoordError::NotFound(m) => AdminError::NotFound(m),
+            CoordError::App(a) => a.into(),
+            e @ (CoordError::Db { .. } | CoordError::Migrate(_)) => {
+                AdminError::Unavailable(e.to_string())
+            }
+            other => AdminError::Internal(other.to_string()),
         }
     }
 }

@@ -25,6 +25,11 @@
 //! DIR/tls/                   generated CA and server certificate (without `--tls-cert`)
 //! ```
 //!
+//! With `--db` (`admin serve --db URL`, [`AdminConfig::db`]) the batches and moves are
+//! the rows of the coordination database instead of `DIR/batches` ([`backend`]); the
+//! accounts, the admin audit log, the lockbox, the endpoints and the uploads stay in
+//! `DIR`.
+//!
 //! Sessions live in memory only: a restart logs everybody out. Scheduled runs ("start
 //! later", "complete after") and each batch's latest run are on disk
 //! ([`jobs::JOB_FILE`]): a restart re-arms the schedules, and shows a run whose pass
@@ -34,6 +39,7 @@ pub mod accounts;
 pub mod actions;
 pub mod api;
 pub mod audit;
+pub mod backend;
 pub mod error;
 pub mod jobs;
 pub mod lockbox;
@@ -78,6 +84,9 @@ pub struct AdminConfig {
     pub max_failures: u32,
     /// How long a locked account stays locked.
     pub lockout: Duration,
+    /// The coordination database holding the batches and moves (`--db`); `None`: the
+    /// batch directories under `state`.
+    pub db: Option<mailferry_coord::DbUrl>,
 }
 
 impl AdminConfig {
@@ -95,6 +104,7 @@ impl AdminConfig {
             session_absolute: Duration::from_secs(12 * 3600),
             max_failures: 5,
             lockout: Duration::from_secs(15 * 60),
+            db: None,
         }
     }
 
@@ -138,6 +148,7 @@ struct Inner {
     audit: audit::AdminAudit,
     jobs: jobs::Jobs,
     lockbox: lockbox::Lockbox,
+    backend: backend::Backend,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -171,6 +182,7 @@ impl AdminState {
         Ok(AdminState {
             inner: Arc::new(Inner {
                 lockbox: lockbox::Lockbox::open(&cfg.state),
+                backend: backend::Backend::new(cfg.db.clone()),
                 sessions: session::Sessions::default(),
                 jobs,
                 accounts,
@@ -224,6 +236,11 @@ impl AdminState {
     /// The lockbox's requests and grants.
     pub fn lockbox(&self) -> &lockbox::Lockbox {
         &self.inner.lockbox
+    }
+
+    /// Where the batches and moves live.
+    pub fn backend(&self) -> &backend::Backend {
+        &self.inner.backend
     }
 }
 
@@ -280,8 +297,20 @@ pub async fn serve(
     use tower::ServiceExt;
     let (tls, ca) = tls_config(&cfg)?;
     let state = AdminState::open(cfg.clone())?;
-    for name in state.jobs().rearm() {
-        eprintln!("mailferry admin: batch {name}: scheduled run re-armed");
+    match state.backend().db() {
+        // Connected (and the schema migrated) now, so that a wrong URL fails the start.
+        Some(db) => {
+            db.get()
+                .await
+                .map_err(|e| AppError::Usage(format!("--db: {e}")))?;
+            eprintln!("mailferry admin: batches and moves are in PostgreSQL (--db); `mailferry worker --db ...` runs their passes");
+        }
+        // Scheduled runs are file-based; none are re-armed against a database.
+        None => {
+            for name in state.jobs().rearm() {
+                eprintln!("mailferry admin: batch {name}: scheduled run re-armed");
+            }
+        }
     }
     let app = router(state.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)

@@ -110,7 +110,7 @@ fn schemas() -> Value {
         "Error": {
             "type": "object", "required": ["error"],
             "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string", "enum": ["unauthenticated", "bad_login", "locked", "forbidden", "password_change_required", "csrf", "not_found", "conflict", "invalid", "bad_request", "internal"]},
+                "code": {"type": "string", "enum": ["unauthenticated", "bad_login", "locked", "forbidden", "password_change_required", "csrf", "not_found", "conflict", "invalid", "bad_request", "internal", "unavailable"]},
                 "message": s("string"),
                 "rows": {"type": "array", "description": "every bad CSV row", "items": {"type": "object", "properties": {"row": s("integer"), "column": s("string"), "reason": s("string")}}}
             }}}

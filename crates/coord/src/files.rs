@@ -43,6 +43,9 @@ pub enum Copy {
     Full,
     /// Everything but the audit log (and the signing key).
     NoAudit,
+    /// Everything but the signing key: for readers (a report, a reconciliation), which
+    /// never sign.
+    Read,
 }
 
 /// Writes the local copy of move `move_id` into `dir` (made empty first). Returns how
@@ -84,7 +87,7 @@ pub async fn materialize(
         }
         if name == SIGNING_KEY_FILE {
             cursor.key_stored = true;
-            if what == Copy::NoAudit {
+            if what != Copy::Full {
                 continue;
             }
         }
@@ -108,7 +111,7 @@ pub async fn materialize(
         cursor.reports += 1;
     }
     write(dir, REPORTS_FILE, &reports)?;
-    if what == Copy::Full {
+    if what != Copy::NoAudit {
         let (log, last) = audit_log(c, move_id).await?;
         write(dir, AUDIT_FILE, &log)?;
         cursor.audit_bytes = log.len() as u64;

@@ -91,6 +91,17 @@ async fn upsert_endpoint(c: &impl GenericClient, e: &EndpointRow) -> Result<(), 
 /// `batch new --db`: checks the endpoint and the whole CSV as without `--db`, then
 /// records the batch and one move per mailbox (`Created`, not queued).
 pub async fn create(db: &mut Db, name: &str, n: &NewBatch) -> Result<Batch, CoordError> {
+    create_with(db, name, n, None).await
+}
+
+/// [`create`], keeping `admin` (the admin service's choices for the batch: what its
+/// `admin.json` holds beside a batch directory) with the batch, in the same transaction.
+pub async fn create_with(
+    db: &mut Db,
+    name: &str,
+    n: &NewBatch,
+    admin: Option<&Value>,
+) -> Result<Batch, CoordError> {
     let scratch = tempfile::tempdir().map_err(CoordError::io(Path::new("temporary directory")))?;
     let bd = BatchDir::new(scratch.path(), name)?;
     let b = batch::create(&bd, name, n)?;
@@ -104,9 +115,9 @@ pub async fn create(db: &mut Db, name: &str, n: &NewBatch) -> Result<Batch, Coor
     let record = serde_json::to_value(&b).expect("batch serializes");
     let inserted = tx
         .execute(
-            "INSERT INTO batches (name, record, endpoint) VALUES ($1, $2, $3) \
+            "INSERT INTO batches (name, record, endpoint, admin) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO NOTHING",
-            &[&name, &record, &ep.name],
+            &[&name, &record, &ep.name, &admin],
         )
         .await
         .map_err(CoordError::db(format!("recording batch {name}")))?;
@@ -165,6 +176,77 @@ pub async fn load_batch(c: &impl GenericClient, name: &str) -> Result<(Batch, bo
         reason: e.to_string(),
     })?;
     Ok((b, row.get(1)))
+}
+
+/// The names of every batch, in name order.
+pub async fn batch_names(c: &impl GenericClient) -> Result<Vec<String>, CoordError> {
+    let rows = c
+        .query("SELECT name FROM batches ORDER BY name", &[])
+        .await
+        .map_err(CoordError::db("listing batches"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The admin service's choices kept with a batch ([`create_with`]); `None` for a batch
+/// made by `batch new --db`, or none of that name.
+pub async fn batch_admin(c: &impl GenericClient, name: &str) -> Result<Option<Value>, CoordError> {
+    let row = c
+        .query_opt("SELECT admin FROM batches WHERE name = $1", &[&name])
+        .await
+        .map_err(CoordError::db(format!("reading batch {name}")))?;
+    Ok(row.and_then(|r| r.get::<_, Option<Value>>(0)))
+}
+
+/// Queues one pass of one move (the admin's "approve skipped" of one mailbox: a pass
+/// with `approve_skipped`). Refused while its batch is suspended or the move is
+/// completed or suspended (nothing to run).
+pub async fn enqueue_move(
+    db: &mut Db,
+    batch: &str,
+    address: &str,
+    complete: bool,
+    approve_skipped: bool,
+) -> Result<(), CoordError> {
+    let (_, suspended) = load_batch(&db.client, batch).await?;
+    if suspended {
+        return Err(AppError::Refused(format!(
+            "batch {batch} is suspended; {}",
+            Advice::ResumeBatch(batch.to_string()).cli()
+        ))
+        .into());
+    }
+    let id = find_move(&db.client, address, Some(batch)).await?;
+    let kind = if complete { "complete" } else { "sync" };
+    let n = db
+        .client
+        .execute(
+            "UPDATE moves SET runnable = true, pass_kind = $2, approve_skipped = $3, \
+                    attempts = 0, not_before = NULL \
+             WHERE id = $1 AND state NOT IN ('completed', 'suspended')",
+            &[&id, &kind, &approve_skipped],
+        )
+        .await
+        .map_err(CoordError::db(format!("queueing the move of {address}")))?;
+    if n == 0 {
+        return Err(AppError::Refused(format!(
+            "the move of {address} is completed or suspended: there is no pass to queue"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// A local copy of a move's rows for reading them with the control plane's functions
+/// (the move record, a reconciliation): its state directory as without `--db` (audit
+/// log, reports, lifecycle, head) but the signing key. Deleted when the guard drops.
+pub async fn local_copy(
+    c: &impl GenericClient,
+    move_id: &str,
+) -> Result<(tempfile::TempDir, PathBuf), CoordError> {
+    let scratch = tempfile::tempdir().map_err(CoordError::io(Path::new("temporary directory")))?;
+    let dir = scratch.path().join("move");
+    files::materialize(c, move_id, &dir, Copy::Read).await?;
+    Ok((scratch, dir))
 }
 
 /// `batch start --db` (`complete`: `batch complete --db`): queues a pass of every

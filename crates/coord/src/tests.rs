@@ -83,8 +83,18 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
     for a in again {
         assert!(a.await.unwrap().is_empty(), "a second run applies nothing");
     }
+    // Versions 1 and 2 (batches.admin), once each.
     assert_eq!(
         count(&db, "SELECT count(*) FROM refinery_schema_history").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_name = 'batches' AND column_name = 'admin'"
+        )
+        .await,
         1
     );
 }

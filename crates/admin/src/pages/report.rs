@@ -33,38 +33,13 @@ pub struct PassView {
     pub outcome: String,
 }
 
-/// The move's record, `None` before its first pass has ended.
-fn record(
-    state: &AdminState,
-    batch: &str,
-    mailbox: &str,
-) -> Result<Option<MoveRecord>, AdminError> {
-    let bd = mailferry_control::batch::BatchDir::new(&state.config().batches_dir(), batch)?;
-    let b = bd.load()?;
-    let u = b
-        .users
-        .iter()
-        .find(|u| u.address == mailbox)
-        .ok_or_else(|| AdminError::NotFound(format!("batch {batch} has no mailbox {mailbox}")))?;
-    let dir = bd.mailbox_dir(u);
-    if !dir.join("reports.jsonl").exists() {
-        return Ok(None);
-    }
-    Ok(Some(mailferry_control::report::load(&dir, None)?))
-}
-
 /// The record of the move of `mailbox` in `batch`, `None` before its first pass ended.
 pub async fn load(
     state: &AdminState,
     batch: &str,
     mailbox: &str,
 ) -> Result<Option<MoveRecord>, AdminError> {
-    // Checks the names and that the mailbox belongs to the batch.
-    actions::move_status(state, batch, mailbox).await?;
-    let (st, b, m) = (state.clone(), batch.to_string(), mailbox.to_string());
-    tokio::task::spawn_blocking(move || record(&st, &b, &m))
-        .await
-        .map_err(|e| AdminError::Internal(format!("report: {e}")))?
+    actions::move_record(state, batch, mailbox).await
 }
 
 /// The audit status of both sides, one row each: the source log's hash chain and its
