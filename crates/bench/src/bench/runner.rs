@@ -98,7 +98,14 @@ impl Server {
     ) -> Result<Server, AppError> {
         let credential = Credential::KeyFile(key.to_path_buf());
         let token_file = dir.join("agent.token");
-        mailferry_control::tokens::issue(volume, &credential, "example.com", &token_file, None)?;
+        mailferry_control::tokens::issue(
+            volume,
+            &credential,
+            &Default::default(),
+            "example.com",
+            &token_file,
+            None,
+        )?;
         let rt = runtime("mf-srv", workers())?;
         // On object storage: a fresh prefix per run, the run's volume as its working
         // copy (the first round uploads it).
@@ -261,6 +268,7 @@ pub(super) fn run_once(
         None => Destination::Local {
             volume: volume.clone(),
             credential: Credential::KeyFile(key.clone()),
+            s3: Default::default(),
         },
     };
     // Dirty pages of the corpus and of earlier runs are not this run's to flush.
