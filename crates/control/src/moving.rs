@@ -190,50 +190,11 @@ impl Connected {
         // The destination's receipt, computed by the store from what it holds, and recorded
         // in the volume's audit log next to the source's root. Not available here when the
         // store is remote.
-        let receipt = if let Some(local) = &self.local {
-            let (volume, mailbox, outcome) =
-                (local.volume.clone(), args.mailbox.clone(), outcome.clone());
-            tokio::task::spawn_blocking(move || {
-                // Incremental: decrypts only what was stored since the last receipt
-                // (`receipt verify` recomputes from scratch).
-                let t0 = std::time::Instant::now();
-                let (root, items) = volume.receipt_root_incremental(&mailbox)?;
-                tracing::debug!(
-                    receipt_ms = t0.elapsed().as_millis() as u64,
-                    "destination receipt"
-                );
-                let mut data = serde_json::json!({
-                    "move_id": outcome.move_id.to_string(),
-                    "mailbox": volume.pseudonym_of_mailbox(&mailbox),
-                    "receipt_root": root,
-                    "receipt_items": items,
-                    "source_receipt_root": outcome.receipt_root,
-                });
-                // The source's signed head in the volume's log: the source log is then
-                // pinned somewhere its writer cannot roll back.
-                if let Some(h) = &outcome.source_head {
-                    data["source_head"] = serde_json::to_value(h).expect("plain data");
-                }
-                volume.audit_event("pass.receipt", data)?;
-                let destination_head = volume.sign_audit_head()?;
-                // An s3:// volume: the receipt record is in the bucket before the report
-                // says so (nothing to do for a volume directory).
-                volume.flush_offsite()?;
-                Ok::<_, AppError>(Receipt {
-                    matches: root == outcome.receipt_root,
-                    source_root: outcome.receipt_root,
-                    source_items: outcome.receipt_items,
-                    destination_root: root,
-                    destination_items: items,
-                    source_head: outcome.source_head,
-                    // Signed right after the `pass.receipt` record, so it covers it.
-                    destination_head,
-                })
-            })
-            .await
-            .expect("receipt thread panicked")?
-        } else {
-            Receipt {
+        let receipt = match &self.local {
+            Some(local) => {
+                local_receipt(local.volume.clone(), args.mailbox.clone(), &outcome).await?
+            }
+            None => Receipt {
                 matches: false,
                 source_root: outcome.receipt_root.clone(),
                 source_items: outcome.receipt_items,
@@ -241,7 +202,7 @@ impl Connected {
                 destination_items: 0,
                 source_head: outcome.source_head.clone(),
                 destination_head: None,
-            }
+            },
         };
 
         let seconds = clock.instant.elapsed().as_secs_f64();
@@ -311,6 +272,56 @@ impl Connected {
             .await;
         }
     }
+}
+
+/// The destination's receipt of a local volume, computed by the store from what it
+/// holds and recorded in the volume's audit log next to the source's root (an `s3://`
+/// volume: uploaded before this returns).
+async fn local_receipt(
+    volume: Arc<Volume>,
+    mailbox: MailboxAddr,
+    outcome: &mailferry_agent::pass::PassOutcome,
+) -> Result<Receipt, AppError> {
+    let outcome = outcome.clone();
+    tokio::task::spawn_blocking(move || {
+        // Incremental: decrypts only what was stored since the last receipt
+        // (`receipt verify` recomputes from scratch).
+        let t0 = std::time::Instant::now();
+        let (root, items) = volume.receipt_root_incremental(&mailbox)?;
+        tracing::debug!(
+            receipt_ms = t0.elapsed().as_millis() as u64,
+            "destination receipt"
+        );
+        let mut data = serde_json::json!({
+            "move_id": outcome.move_id.to_string(),
+            "mailbox": volume.pseudonym_of_mailbox(&mailbox),
+            "receipt_root": root,
+            "receipt_items": items,
+            "source_receipt_root": outcome.receipt_root,
+        });
+        // The source's signed head in the volume's log: the source log is then
+        // pinned somewhere its writer cannot roll back.
+        if let Some(h) = &outcome.source_head {
+            data["source_head"] = serde_json::to_value(h).expect("plain data");
+        }
+        volume.audit_event("pass.receipt", data)?;
+        let destination_head = volume.sign_audit_head()?;
+        // An s3:// volume: the receipt record is in the bucket before the report
+        // says so (nothing to do for a volume directory).
+        volume.flush_offsite()?;
+        Ok::<_, AppError>(Receipt {
+            matches: root == outcome.receipt_root,
+            source_root: outcome.receipt_root,
+            source_items: outcome.receipt_items,
+            destination_root: root,
+            destination_items: items,
+            source_head: outcome.source_head,
+            // Signed right after the `pass.receipt` record, so it covers it.
+            destination_head,
+        })
+    })
+    .await
+    .expect("receipt thread panicked")
 }
 
 /// The embedded proxy of a local move.

@@ -259,18 +259,7 @@ pub(super) fn run_once(
         (Mode::Network, _) | (_, Some(_)) => Some(Server::start(&dir, &volume, &key, args, case)?),
         (Mode::Embedded, None) => None,
     };
-    let dest = match &server {
-        Some(s) => Destination::Remote {
-            url: s.url.clone(),
-            ca: s.ca.clone(),
-            token_file: s.token_file.clone(),
-        },
-        None => Destination::Local {
-            volume: volume.clone(),
-            credential: Credential::KeyFile(key.clone()),
-            s3: Default::default(),
-        },
-    };
+    let dest = destination(server.as_ref(), &volume, &key);
     // Dirty pages of the corpus and of earlier runs are not this run's to flush.
     let _ = std::process::Command::new("sync").status();
 
@@ -458,4 +447,20 @@ fn verify(
         bytes_checked: check.bytes_checked,
         receipts_matching,
     })
+}
+
+/// Where a run's moves store: the run's `serve`, or the volume through the embedded proxy.
+fn destination(server: Option<&Server>, volume: &Path, key: &Path) -> Destination {
+    match server {
+        Some(s) => Destination::Remote {
+            url: s.url.clone(),
+            ca: s.ca.clone(),
+            token_file: s.token_file.clone(),
+        },
+        None => Destination::Local {
+            volume: volume.to_path_buf(),
+            credential: Credential::KeyFile(key.to_path_buf()),
+            s3: Default::default(),
+        },
+    }
 }
