@@ -118,6 +118,7 @@ fn move_args(
         destination: Destination::Local {
             volume: volume.to_path_buf(),
             credential: mailferry_store::Credential::KeyFile(key.to_path_buf()),
+            s3: Default::default(),
         },
         state: work.join("state"),
         profile: Profile::embedded_default(),

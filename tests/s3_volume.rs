@@ -465,3 +465,329 @@ fn issue20_replicate_a_local_volume_to_s3_the_replica_verifies_exports_shreds_an
     );
     remove_bucket(&ep, &b);
 }
+
+/// `mailferry move --volume s3://...` (the embedded proxy, no `serve`): refused without a
+/// recovery key (read from the bucket's header), then run; a fresh working copy made
+/// from the bucket alone verifies every message and exports the source; a second pass
+/// (a new writer lease) finds everything there.
+#[test]
+fn issue20_embedded_move_into_an_s3_volume_lands_in_the_bucket() {
+    let Some(ep) = endpoint() else { return };
+    let env = Env::new();
+    let b = bucket(&ep, "mf-embedded");
+    let url = format!("s3://{b}/vol");
+    let src = env.path("src");
+    let n = write_maildir(
+        &src,
+        &SampleSpec {
+            seed: 22,
+            messages: 300,
+            folders: 2,
+            size: SizeModel::Small,
+            markers: Some(markers()),
+        },
+    )
+    .unwrap()
+    .messages;
+    // Small segments: several are sealed and uploaded as objects during the move.
+    let profile = env.path("s3.toml");
+    std::fs::write(
+        &profile,
+        "[commit]\nmax_messages = 20\n\n[store]\nsegment_max_bytes = 1048576\n",
+    )
+    .unwrap();
+    let c1 = env.path("cache1");
+    let o = run(mf(&ep)
+        .args(["volume", "init", "--volume", &url, "--cache-dir"])
+        .arg(&c1)
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--no-recovery-key"));
+    assert!(o.status.success(), "{}", describe(&o));
+    let move_s3 = |extra: &[&str]| {
+        run(mf(&ep)
+            .arg("move")
+            .arg("--source")
+            .arg(format!("maildir:{}", src.display()))
+            .args(["--mailbox", "carol@example.com", "--volume", &url])
+            .arg("--cache-dir")
+            .arg(&c1)
+            .arg("--key-file")
+            .arg(env.key())
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--state")
+            .arg(env.path("state"))
+            .arg("--json")
+            .args(extra))
+    };
+    let o = move_s3(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has no recovery key"),
+        "{}",
+        describe(&o)
+    );
+    let o = move_s3(&["--no-recovery-key"]);
+    assert!(o.status.success(), "move: {}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["items_moved"], n as u64, "{r}");
+    assert_eq!(r["receipt"]["matches"], true, "{r}");
+    let sealed = objects(&ep, &b, "vol")
+        .iter()
+        .filter(|(k, _)| k.starts_with("segments/"))
+        .count();
+    assert!(sealed >= 2, "{sealed} segment objects");
+
+    // The bucket alone: a fresh working copy verifies and exports the source.
+    assert_eq!(verify_s3(&env, &ep, &url, &env.path("cache2")), n as u64);
+    let out = env.path("export");
+    export_s3(
+        &env,
+        &ep,
+        &url,
+        &env.path("cache3"),
+        "carol@example.com",
+        &out,
+    );
+    assert_eq!(read_maildir(&out), read_maildir(&src));
+    // The first move gave its writer lease up: a second pass takes it and finds
+    // every message there.
+    let o = move_s3(&["--no-recovery-key"]);
+    assert!(o.status.success(), "second pass: {}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["items_moved"], 0, "{r}");
+
+    // Compaction reaches sealed segments that are only in the bucket: a second mailbox
+    // moved, shredded and compacted, each through a fresh working copy (which restores
+    // no sealed segment); its records are gone from the bucket, carol's still export.
+    let src2 = env.path("src2");
+    let n2 = write_maildir(
+        &src2,
+        &SampleSpec {
+            seed: 24,
+            messages: 300,
+            folders: 1,
+            size: SizeModel::Small,
+            markers: None,
+        },
+    )
+    .unwrap()
+    .messages;
+    let o = run(mf(&ep)
+        .arg("move")
+        .arg("--source")
+        .arg(format!("maildir:{}", src2.display()))
+        .args(["--mailbox", "dave@example.com", "--volume", &url])
+        .arg("--cache-dir")
+        .arg(&c1)
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--state")
+        .arg(env.path("state2"))
+        .args(["--json", "--no-recovery-key"]));
+    assert!(o.status.success(), "move dave: {}", describe(&o));
+    assert_eq!(
+        verify_s3(&env, &ep, &url, &env.path("cache4")),
+        (n + n2) as u64
+    );
+    let seg_bytes = || -> u64 {
+        objects(&ep, &b, "vol")
+            .iter()
+            .filter(|(k, _)| k.starts_with("segments/"))
+            .map(|(_, v)| v.len() as u64)
+            .sum()
+    };
+    let before = seg_bytes();
+    let o = run(mf(&ep)
+        .args(["volume", "shred", "--volume", &url, "--cache-dir"])
+        .arg(env.path("cache5"))
+        .arg("--key-file")
+        .arg(env.key())
+        .args(["--mailbox", "dave@example.com"]));
+    assert!(o.status.success(), "shred: {}", describe(&o));
+    let cache6 = env.path("cache6");
+    let o = run(mf(&ep)
+        .args([
+            "volume",
+            "compact",
+            "--json",
+            "--volume",
+            &url,
+            "--cache-dir",
+        ])
+        .arg(&cache6)
+        .arg("--key-file")
+        .arg(env.key()));
+    assert!(o.status.success(), "compact: {}", describe(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["messages_dropped"], n2 as u64, "{r}");
+    assert_eq!(r["skipped"].as_array().map(Vec::len), Some(0), "{r}");
+    assert!(r["segments_rewritten"].as_u64().unwrap() >= 2, "{r}");
+    let after = seg_bytes();
+    assert!(after < before, "segment objects {before} -> {after} bytes");
+    let o = run(mf(&ep)
+        .args([
+            "volume",
+            "verify",
+            "--json",
+            "--volume",
+            &url,
+            "--cache-dir",
+        ])
+        .arg(env.path("cache7"))
+        .arg("--key-file")
+        .arg(env.key()));
+    assert!(o.status.success(), "verify: {}", describe(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["shredded"].as_u64(), v["messages_checked"].as_u64()),
+        (Some(0), Some(n as u64)),
+        "{v}"
+    );
+    assert_eq!(v["damaged"].as_array().map(Vec::len), Some(0), "{v}");
+    let out2 = env.path("export2");
+    export_s3(
+        &env,
+        &ep,
+        &url,
+        &env.path("cache8"),
+        "carol@example.com",
+        &out2,
+    );
+    assert_eq!(read_maildir(&out2), read_maildir(&src));
+    // Only ciphertext left the machine.
+    for (k, v) in objects(&ep, &b, "vol") {
+        let m = markers();
+        for needle in [&m.subject, &m.body, &m.address, &m.folder] {
+            assert!(
+                !v.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{k} holds the plaintext marker {needle}"
+            );
+        }
+    }
+    remove_bucket(&ep, &b);
+}
+
+/// `token list --json` of an s3:// volume through the working copy `cache`: (id,
+/// revoked) of every token.
+fn tokens_s3(env: &Env, ep: &str, url: &str, cache: &Path) -> Vec<(u64, bool)> {
+    let o = run(mf(ep)
+        .args(["token", "list", "--json", "--volume", url, "--cache-dir"])
+        .arg(cache)
+        .arg("--key-file")
+        .arg(env.key()));
+    assert!(o.status.success(), "token list: {}", describe(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_u64().unwrap(), !t["revoked"].is_null()))
+        .collect()
+}
+
+/// `token issue|list|revoke --volume s3://...`: without a `serve`, the command opens
+/// the volume from the bucket and the change is there for a fresh working copy (and for
+/// a `serve` started from it); beside a `serve` on this machine, it goes through that
+/// serve's working copy, takes effect at once, and reaches the bucket.
+#[test]
+fn issue20_tokens_on_an_s3_volume() {
+    let Some(ep) = endpoint() else { return };
+    let env = Env::new();
+    let b = bucket(&ep, "mf-tokens");
+    let url = format!("s3://{b}/vol");
+    let src = env.path("src");
+    write_maildir(
+        &src,
+        &SampleSpec {
+            seed: 23,
+            messages: 20,
+            folders: 1,
+            size: SizeModel::Small,
+            markers: None,
+        },
+    )
+    .unwrap();
+    let profile = env.path("s3.toml");
+    std::fs::write(&profile, "[commit]\nmax_messages = 10\n").unwrap();
+    let c1 = env.path("cache1");
+    let o = run(mf(&ep)
+        .args(["volume", "init", "--volume", &url, "--cache-dir"])
+        .arg(&c1)
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--no-recovery-key"));
+    assert!(o.status.success(), "{}", describe(&o));
+    let issue = |cache: &Path, out: &Path| {
+        let o = run(mf(&ep)
+            .args(["token", "issue", "--volume", &url, "--cache-dir"])
+            .arg(cache)
+            .arg("--key-file")
+            .arg(env.key())
+            .args(["--tenant", "example.com", "--out"])
+            .arg(out));
+        assert!(o.status.success(), "token issue: {}", describe(&o));
+        let token = std::fs::read_to_string(out).unwrap();
+        assert!(!String::from_utf8_lossy(&o.stderr).contains(token.trim()));
+        o
+    };
+    // 1. No serve: issued through a working copy of its own, listed from a fresh one.
+    let t1 = env.path("t1.token");
+    issue(&env.path("cache2"), &t1);
+    assert_eq!(
+        tokens_s3(&env, &ep, &url, &env.path("cache3")),
+        [(1, false)]
+    );
+
+    // 2. A serve restored from the bucket accepts it.
+    let serve = start_serve_s3(&env, &ep, &url, &c1, &profile);
+    let o = run(&mut move_cmd(&ep, &src, &serve, &t1, &env.path("state1")));
+    assert!(o.status.success(), "move with t1: {}", describe(&o));
+
+    // 3. Beside the serve (its working copy): a new token works at once, a revoked one
+    //    is refused at once.
+    let t2 = env.path("t2.token");
+    let o = issue(&c1, &t2);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("in use by a running `mailferry serve`"),
+        "{}",
+        describe(&o)
+    );
+    let o = run(mf(&ep)
+        .args(["token", "revoke", "--volume", &url, "--cache-dir"])
+        .arg(&c1)
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("1"));
+    assert!(o.status.success(), "token revoke: {}", describe(&o));
+    let o = run(&mut move_cmd(&ep, &src, &serve, &t1, &env.path("state2")));
+    assert!(
+        !o.status.success(),
+        "revoked t1 still moves: {}",
+        describe(&o)
+    );
+    let o = run(&mut move_cmd(&ep, &src, &serve, &t2, &env.path("state3")));
+    assert!(o.status.success(), "move with t2: {}", describe(&o));
+    assert_eq!(serve.stop(), Some(0));
+
+    // 4. The bucket alone has both changes.
+    assert_eq!(
+        tokens_s3(&env, &ep, &url, &env.path("cache4")),
+        [(1, true), (2, false)]
+    );
+    // And revoke without serve lands in the bucket too.
+    let o = run(mf(&ep)
+        .args(["token", "revoke", "--volume", &url, "--cache-dir"])
+        .arg(env.path("cache5"))
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("2"));
+    assert!(o.status.success(), "token revoke: {}", describe(&o));
+    assert_eq!(
+        tokens_s3(&env, &ep, &url, &env.path("cache6")),
+        [(1, true), (2, true)]
+    );
+    remove_bucket(&ep, &b);
+}

@@ -1141,6 +1141,7 @@ async fn a_pass_under_an_older_lease_ends_failed_with_the_fenced_error() {
         destination: Destination::Local {
             volume: vol.clone(),
             credential: mailferry_store::Credential::KeyFile(key.clone()),
+            s3: Default::default(),
         },
         state: dir.path().join(state),
         profile: Profile::default(),

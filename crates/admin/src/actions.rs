@@ -577,6 +577,7 @@ pub async fn create_batch(
         destination: Destination::Local {
             volume: cfg.volume.clone(),
             credential: mailferry_store::Credential::KeyFile(cfg.key_file.clone()),
+            s3: Default::default(),
         }
         .absolute(),
         profile: None,

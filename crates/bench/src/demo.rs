@@ -112,6 +112,7 @@ pub async fn run_demo(
             destination: mailferry_control::moving::Destination::Local {
                 volume: volume.clone(),
                 credential: mailferry_store::Credential::KeyFile(key_file.clone()),
+                s3: Default::default(),
             },
             state: state.clone(),
             profile: Profile::embedded_default(),

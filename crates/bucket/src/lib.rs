@@ -192,6 +192,22 @@ pub fn holds_volume(url: &S3Url, opts: &S3Options) -> Result<bool, BucketError> 
     Ok(client.get(MANIFEST)?.is_some())
 }
 
+/// True if the volume at `url` has a recovery key slot, read from its `volume.hdr`
+/// object (no lease is taken, nothing is written).
+pub fn has_recovery_slot(url: &S3Url, opts: &S3Options) -> Result<bool, BucketError> {
+    let client = Client::new(url, opts)?;
+    let Some((bytes, _)) = client.get(HEADER)? else {
+        return Err(BucketError::Layout {
+            bucket: url.bucket.clone(),
+            prefix: url.prefix.clone(),
+            reason: "holds no volume (no volume.hdr); create one with `mailferry volume init --volume s3://...`".into(),
+        });
+    };
+    // The location names the header in errors (parse reads nothing from it).
+    let header = mailferry_store::header::Header::parse(Path::new(&url.to_string()), &bytes)?;
+    Ok(header.has_recovery())
+}
+
 /// Makes `dir` a working copy at least as new as `m`: kept if its `offsite.json` says it
 /// matches this volume at the manifest's generation or later (it may hold more: commits
 /// never acknowledged), else restored from the bucket alone into a fresh directory that

@@ -410,6 +410,18 @@ impl Offsite for BucketVolume {
             .insert(number);
     }
 
+    fn sealed_segments(&self) -> Vec<(u64, u64)> {
+        self.remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .manifest
+            .segments
+            .iter()
+            .filter(|s| s.sealed)
+            .map(|s| (s.number, s.len))
+            .collect()
+    }
+
     fn is_sealed(&self, number: u64) -> bool {
         self.remote
             .lock()

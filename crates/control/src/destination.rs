@@ -6,9 +6,12 @@
 //! token files), never the secrets in them: it is written as is into `lifecycle.json`
 //! and `batch.json`. Its JSON shape is that of those files since they exist
 //! (`{"kind":"local","volume":..,"credential":"key_file","credential_file":..}` or
-//! `{"kind":"remote","url":..,"ca":..,"token_file":..}`) and must stay readable. This
-//! module does not open volumes or connect to proxies.
+//! `{"kind":"remote","url":..,"ca":..,"token_file":..}`) and must stay readable; a
+//! local `s3://` volume adds an `"s3"` object (endpoint, credentials file, cache dir,
+//! lease seconds) only when one of them was given. This module does not open volumes or
+//! connect to proxies.
 
+use crate::volume_admin::S3Args;
 use mailferry_store::Credential;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -19,10 +22,13 @@ use std::path::{Path, PathBuf};
 pub enum Destination {
     /// A volume on this machine, through an embedded proxy on loopback.
     Local {
-        /// Volume directory.
+        /// Volume directory, or `s3://bucket/prefix`.
         volume: PathBuf,
         /// What unlocks the volume: key file, passphrase file or recovery key file.
         credential: Credential,
+        /// How an `s3://` volume is reached and where its working copy is kept (empty
+        /// for a volume directory).
+        s3: S3Args,
     },
     /// A `mailferry serve` elsewhere.
     Remote {
@@ -40,8 +46,18 @@ impl Destination {
     /// later pass can run from any working directory.
     pub fn absolute(&self) -> Destination {
         match self {
-            Destination::Local { volume, credential } => Destination::Local {
-                volume: absolute(volume),
+            Destination::Local {
+                volume,
+                credential,
+                s3,
+            } => Destination::Local {
+                // `s3://...` is not a path: kept as given.
+                volume: if volume.to_str().is_some_and(mailferry_bucket::S3Url::is_s3) {
+                    volume.clone()
+                } else {
+                    absolute(volume)
+                },
+                s3: s3.absolute(),
                 credential: match credential {
                     Credential::KeyFile(p) => Credential::KeyFile(absolute(p)),
                     Credential::Passphrase(p) => Credential::Passphrase(absolute(p)),
@@ -75,6 +91,8 @@ enum Recorded {
         volume: PathBuf,
         credential: CredentialKind,
         credential_file: PathBuf,
+        #[serde(default, skip_serializing_if = "S3Args::is_empty")]
+        s3: S3Args,
     },
     Remote {
         url: String,
@@ -97,7 +115,11 @@ enum CredentialKind {
 impl From<Destination> for Recorded {
     fn from(d: Destination) -> Recorded {
         match d {
-            Destination::Local { volume, credential } => {
+            Destination::Local {
+                volume,
+                credential,
+                s3,
+            } => {
                 let (credential, credential_file) = match credential {
                     Credential::KeyFile(p) => (CredentialKind::Key, p),
                     Credential::Passphrase(p) => (CredentialKind::Passphrase, p),
@@ -107,6 +129,7 @@ impl From<Destination> for Recorded {
                     volume,
                     credential,
                     credential_file,
+                    s3,
                 }
             }
             Destination::Remote {
@@ -129,8 +152,10 @@ impl From<Recorded> for Destination {
                 volume,
                 credential,
                 credential_file: f,
+                s3,
             } => Destination::Local {
                 volume,
+                s3,
                 credential: match credential {
                     CredentialKind::Key => Credential::KeyFile(f),
                     CredentialKind::Passphrase => Credential::Passphrase(f),
@@ -164,6 +189,7 @@ mod tests {
                 Destination::Local {
                     volume: "/srv/vol".into(),
                     credential: Credential::KeyFile("/srv/vol.key".into()),
+                    s3: S3Args::default(),
                 },
             ),
             (
@@ -171,6 +197,7 @@ mod tests {
                 Destination::Local {
                     volume: "/v".into(),
                     credential: Credential::Passphrase("/p".into()),
+                    s3: S3Args::default(),
                 },
             ),
             (
@@ -178,6 +205,19 @@ mod tests {
                 Destination::Local {
                     volume: "/v".into(),
                     credential: Credential::RecoveryKey("/r".into()),
+                    s3: S3Args::default(),
+                },
+            ),
+            (
+                r#"{"kind":"local","volume":"s3://b/p","credential":"key_file","credential_file":"/k","s3":{"s3_endpoint":"http://127.0.0.1:9000","cache_dir":"/c"}}"#,
+                Destination::Local {
+                    volume: "s3://b/p".into(),
+                    credential: Credential::KeyFile("/k".into()),
+                    s3: S3Args {
+                        s3_endpoint: Some("http://127.0.0.1:9000".into()),
+                        cache_dir: Some("/c".into()),
+                        ..S3Args::default()
+                    },
                 },
             ),
             (
@@ -203,12 +243,30 @@ mod tests {
         let d = Destination::Local {
             volume: "vol".into(),
             credential: Credential::Passphrase("pass".into()),
+            s3: S3Args::default(),
         }
         .absolute();
-        let Destination::Local { volume, credential } = d else {
+        let Destination::Local {
+            volume, credential, ..
+        } = d
+        else {
             panic!("local stays local")
         };
         assert!(volume.is_absolute());
         assert!(matches!(credential, Credential::Passphrase(p) if p.is_absolute()));
+        let d = Destination::Local {
+            volume: "s3://bucket/prefix".into(),
+            credential: Credential::Passphrase("pass".into()),
+            s3: S3Args {
+                cache_dir: Some("cache".into()),
+                ..S3Args::default()
+            },
+        }
+        .absolute();
+        let Destination::Local { volume, s3, .. } = d else {
+            panic!("local stays local")
+        };
+        assert_eq!(volume, std::path::Path::new("s3://bucket/prefix"));
+        assert!(s3.cache_dir.unwrap().is_absolute());
     }
 }

@@ -86,7 +86,23 @@ impl DestinationPreview {
     /// Where `dest` stores, without its credential or trust.
     pub fn of(dest: &Destination) -> DestinationPreview {
         match dest {
-            Destination::Local { volume, .. } => DestinationPreview::volume(volume),
+            Destination::Local { volume, s3, .. } => {
+                match volume
+                    .to_str()
+                    .filter(|v| mailferry_bucket::S3Url::is_s3(v))
+                {
+                    // An s3:// volume: a MANIFEST is there (unknown if the bucket cannot
+                    // be asked).
+                    Some(v) => DestinationPreview {
+                        kind: "volume",
+                        at: v.to_string(),
+                        exists: mailferry_bucket::S3Url::parse(v)
+                            .and_then(|u| mailferry_bucket::holds_volume(&u, &s3.options()))
+                            .ok(),
+                    },
+                    None => DestinationPreview::volume(volume),
+                }
+            }
             Destination::Remote { url, .. } => DestinationPreview::proxy(url),
         }
     }

@@ -11,6 +11,7 @@
 
 pub use crate::destination::Destination;
 use crate::progress::Observer;
+use crate::volume_admin::S3Args;
 use crate::{rss, AppError};
 use mailferry_agent::client::Endpoint;
 use mailferry_agent::pass::{run_pass, PassConfig, Progress};
@@ -111,9 +112,11 @@ impl Connected {
     /// token files.
     pub async fn open(dest: &Destination, profile: &Profile) -> Result<Connected, AppError> {
         match dest {
-            Destination::Local { volume, credential } => {
-                start_embedded(volume, credential, profile).await
-            }
+            Destination::Local {
+                volume,
+                credential,
+                s3,
+            } => start_embedded(volume, credential, s3, profile).await,
             Destination::Remote {
                 url,
                 ca,
@@ -187,46 +190,11 @@ impl Connected {
         // The destination's receipt, computed by the store from what it holds, and recorded
         // in the volume's audit log next to the source's root. Not available here when the
         // store is remote.
-        let receipt = if let Some(local) = &self.local {
-            let (volume, mailbox, outcome) =
-                (local.volume.clone(), args.mailbox.clone(), outcome.clone());
-            tokio::task::spawn_blocking(move || {
-                // Incremental: decrypts only what was stored since the last receipt
-                // (`receipt verify` recomputes from scratch).
-                let t0 = std::time::Instant::now();
-                let (root, items) = volume.receipt_root_incremental(&mailbox)?;
-                tracing::debug!(
-                    receipt_ms = t0.elapsed().as_millis() as u64,
-                    "destination receipt"
-                );
-                let mut data = serde_json::json!({
-                    "move_id": outcome.move_id.to_string(),
-                    "mailbox": volume.pseudonym_of_mailbox(&mailbox),
-                    "receipt_root": root,
-                    "receipt_items": items,
-                    "source_receipt_root": outcome.receipt_root,
-                });
-                // The source's signed head in the volume's log: the source log is then
-                // pinned somewhere its writer cannot roll back.
-                if let Some(h) = &outcome.source_head {
-                    data["source_head"] = serde_json::to_value(h).expect("plain data");
-                }
-                volume.audit_event("pass.receipt", data)?;
-                Ok::<_, AppError>(Receipt {
-                    matches: root == outcome.receipt_root,
-                    source_root: outcome.receipt_root,
-                    source_items: outcome.receipt_items,
-                    destination_root: root,
-                    destination_items: items,
-                    source_head: outcome.source_head,
-                    // Signed right after the `pass.receipt` record, so it covers it.
-                    destination_head: volume.sign_audit_head()?,
-                })
-            })
-            .await
-            .expect("receipt thread panicked")?
-        } else {
-            Receipt {
+        let receipt = match &self.local {
+            Some(local) => {
+                local_receipt(local.volume.clone(), args.mailbox.clone(), &outcome).await?
+            }
+            None => Receipt {
                 matches: false,
                 source_root: outcome.receipt_root.clone(),
                 source_items: outcome.receipt_items,
@@ -234,7 +202,7 @@ impl Connected {
                 destination_items: 0,
                 source_head: outcome.source_head.clone(),
                 destination_head: None,
-            }
+            },
         };
 
         let seconds = clock.instant.elapsed().as_secs_f64();
@@ -287,13 +255,73 @@ impl Connected {
         Ok(report)
     }
 
-    /// Stops the embedded proxy (if any) and waits until it has let go of the volume.
+    /// Stops the embedded proxy (if any) and waits until it has let go of the volume;
+    /// an `s3://` volume's last upload round and the release of its writer lease run on a
+    /// blocking thread, not on the async runtime.
     pub async fn close(self) {
         if let Some(l) = self.local {
             let _ = l.stop.send(());
             let _ = l.server.await;
+            let volume = l.volume;
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = volume.flush_offsite() {
+                    tracing::warn!(error = %e, "last upload round of the volume failed");
+                }
+                drop(volume);
+            })
+            .await;
         }
     }
+}
+
+/// The destination's receipt of a local volume, computed by the store from what it
+/// holds and recorded in the volume's audit log next to the source's root (an `s3://`
+/// volume: uploaded before this returns).
+async fn local_receipt(
+    volume: Arc<Volume>,
+    mailbox: MailboxAddr,
+    outcome: &mailferry_agent::pass::PassOutcome,
+) -> Result<Receipt, AppError> {
+    let outcome = outcome.clone();
+    tokio::task::spawn_blocking(move || {
+        // Incremental: decrypts only what was stored since the last receipt
+        // (`receipt verify` recomputes from scratch).
+        let t0 = std::time::Instant::now();
+        let (root, items) = volume.receipt_root_incremental(&mailbox)?;
+        tracing::debug!(
+            receipt_ms = t0.elapsed().as_millis() as u64,
+            "destination receipt"
+        );
+        let mut data = serde_json::json!({
+            "move_id": outcome.move_id.to_string(),
+            "mailbox": volume.pseudonym_of_mailbox(&mailbox),
+            "receipt_root": root,
+            "receipt_items": items,
+            "source_receipt_root": outcome.receipt_root,
+        });
+        // The source's signed head in the volume's log: the source log is then
+        // pinned somewhere its writer cannot roll back.
+        if let Some(h) = &outcome.source_head {
+            data["source_head"] = serde_json::to_value(h).expect("plain data");
+        }
+        volume.audit_event("pass.receipt", data)?;
+        let destination_head = volume.sign_audit_head()?;
+        // An s3:// volume: the receipt record is in the bucket before the report
+        // says so (nothing to do for a volume directory).
+        volume.flush_offsite()?;
+        Ok::<_, AppError>(Receipt {
+            matches: root == outcome.receipt_root,
+            source_root: outcome.receipt_root,
+            source_items: outcome.receipt_items,
+            destination_root: root,
+            destination_items: items,
+            source_head: outcome.source_head,
+            // Signed right after the `pass.receipt` record, so it covers it.
+            destination_head,
+        })
+    })
+    .await
+    .expect("receipt thread panicked")
 }
 
 /// The embedded proxy of a local move.
@@ -304,18 +332,28 @@ struct Embedded {
 }
 
 /// Opens the volume and starts the embedded proxy on loopback, with a certificate from
-/// a CA that lives only in this process and a random one-time token.
+/// a CA that lives only in this process and a random one-time token. An `s3://` volume
+/// is opened as `serve` opens it (writer lease, working copy restored if needed, every
+/// batch uploaded before it is acknowledged).
 async fn start_embedded(
     dir: &std::path::Path,
     cred: &Credential,
+    s3: &S3Args,
     profile: &Profile,
 ) -> Result<Connected, AppError> {
     // Open the volume first: a wrong key is refused before the source is touched.
     let volume = {
-        let (dir, cred, settings) = (dir.to_path_buf(), cred.clone(), profile.store.clone());
-        tokio::task::spawn_blocking(move || Volume::open_with(&dir, &cred, &settings))
-            .await
-            .expect("volume open thread panicked")?
+        let (dir, cred, s3, settings) = (
+            dir.to_path_buf(),
+            cred.clone(),
+            s3.clone(),
+            profile.store.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::volume_admin::open_at(&dir, &cred, &s3, &settings)
+        })
+        .await
+        .expect("volume open thread panicked")?
     };
     let volume = Arc::new(volume);
     let stats = Arc::new(StoreStats::default());

@@ -276,7 +276,16 @@ impl Serving {
             tokio::spawn(async move {
                 loop {
                     let v = volume.clone();
-                    match tokio::task::spawn_blocking(move || v.flush_token_audit()).await {
+                    // Token changes made beside this process (`mailferry token` on an
+                    // s3:// volume's working copy) reach the bucket with a round.
+                    let record = move || {
+                        let n = v.flush_token_audit()?;
+                        if n > 0 {
+                            v.flush_offsite()?;
+                        }
+                        Ok::<_, mailferry_store::StoreError>(n)
+                    };
+                    match tokio::task::spawn_blocking(record).await {
                         Ok(Err(e)) => {
                             tracing::warn!("recording token events in the audit log: {e}")
                         }

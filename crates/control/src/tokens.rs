@@ -4,7 +4,14 @@
 //! else (not on stdout, not in a log); the volume keeps only its SHA-256. Works while
 //! `mailferry serve` holds the volume: the running service sees the change at its next
 //! request and records it in the volume's audit log.
+//!
+//! An `s3://` volume: while a `serve` on this machine holds its working copy, the change
+//! goes into the working copy's index and that `serve` records and uploads it; otherwise
+//! the command opens the volume from the bucket as a writer (lease, working copy) and
+//! returns once the change is in the bucket. A `serve` on another machine holds the
+//! lease: run the command there.
 
+use crate::volume_admin::S3Args;
 use crate::AppError;
 use mailferry_core::profile::Profile;
 use mailferry_core::secret::SecretBytes;
@@ -25,24 +32,42 @@ pub struct Issued {
     pub volume_in_use: bool,
 }
 
-fn admin(volume: &Path, cred: &Credential) -> Result<TokenAdmin, AppError> {
-    Ok(TokenAdmin::open(
-        volume,
-        cred,
-        &Profile::embedded_default().store,
-    )?)
+fn admin(volume: &Path, cred: &Credential, s3: &S3Args) -> Result<TokenAdmin, AppError> {
+    let settings = &Profile::embedded_default().store;
+    let Some(url) = crate::volume_admin::s3_url(volume)? else {
+        return Ok(TokenAdmin::open(volume, cred, settings)?);
+    };
+    let dir = s3.options().cache_dir_for(&url);
+    if dir.join(mailferry_store::HEADER_FILE).is_file() {
+        if let Some(a) = TokenAdmin::open_if_held(&dir, cred)? {
+            return Ok(a);
+        }
+    }
+    Ok(TokenAdmin::from_volume(crate::volume_admin::open_at(
+        volume, cred, s3, settings,
+    )?))
+}
+
+/// Returns once the change `admin` made is in the offsite copy of the volume it opened
+/// (nothing to do for a volume directory, or when `serve` holds the volume).
+fn flushed(admin: &TokenAdmin) -> Result<(), AppError> {
+    if let Some(v) = admin.volume() {
+        v.flush_offsite()?;
+    }
+    Ok(())
 }
 
 /// Issues a token for `tenant` and writes it to `out`, which must not exist.
 pub fn issue(
     volume: &Path,
     cred: &Credential,
+    s3: &S3Args,
     tenant: &str,
     out: &Path,
     expires: Option<i64>,
 ) -> Result<Issued, AppError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let admin = admin(volume, cred)?;
+    let admin = admin(volume, cred, s3)?;
     // The file first: if it cannot be created, no token exists that nobody holds.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -72,6 +97,7 @@ pub fn issue(
     f.write_all(&line)
         .and_then(|_| f.sync_all())
         .map_err(|e| AppError::io(out, e))?;
+    flushed(&admin)?;
     Ok(Issued {
         id: issued.id,
         tenant: issued.tenant.clone(),
@@ -85,12 +111,14 @@ pub fn issue(
 pub fn add(
     volume: &Path,
     cred: &Credential,
+    s3: &S3Args,
     tenant: &str,
     token_file: &Path,
 ) -> Result<Issued, AppError> {
     let token = read_token_file(token_file)?;
-    let admin = admin(volume, cred)?;
+    let admin = admin(volume, cred, s3)?;
     let issued = admin.add(tenant, &token)?;
+    flushed(&admin)?;
     Ok(Issued {
         id: issued.id,
         tenant: issued.tenant.clone(),
@@ -100,13 +128,16 @@ pub fn add(
 }
 
 /// Every token of the volume (never the tokens themselves).
-pub fn list(volume: &Path, cred: &Credential) -> Result<Vec<TokenInfo>, AppError> {
-    admin(volume, cred)?.list().map_err(Into::into)
+pub fn list(volume: &Path, cred: &Credential, s3: &S3Args) -> Result<Vec<TokenInfo>, AppError> {
+    admin(volume, cred, s3)?.list().map_err(Into::into)
 }
 
 /// Revokes token `id`; false if it was already revoked.
-pub fn revoke(volume: &Path, cred: &Credential, id: u64) -> Result<bool, AppError> {
-    admin(volume, cred)?.revoke(id).map_err(Into::into)
+pub fn revoke(volume: &Path, cred: &Credential, s3: &S3Args, id: u64) -> Result<bool, AppError> {
+    let admin = admin(volume, cred, s3)?;
+    let changed = admin.revoke(id)?;
+    flushed(&admin)?;
+    Ok(changed)
 }
 
 /// The `token list` table.

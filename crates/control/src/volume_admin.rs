@@ -59,28 +59,56 @@ impl UnlockArgs {
 }
 
 /// Where an `s3://` volume is reached and kept locally (`--s3-endpoint`, `--cache-dir`,
-/// `--s3-credentials`); ignored for a volume directory.
-#[derive(Clone, Debug, Default, clap::Args)]
+/// `--s3-credentials`); ignored for a volume directory. Recorded as given in a
+/// lifecycle's or batch's destination (paths and an endpoint, never a secret), so that
+/// later passes reach the same bucket.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, clap::Args, serde::Serialize, serde::Deserialize,
+)]
 pub struct S3Args {
     /// S3-compatible endpoint for `--volume s3://bucket/prefix` (default: AWS). Credentials
     /// come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN /
     /// AWS_REGION, or --s3-credentials.
     #[arg(long, value_name = "URL", env = "MAILFERRY_S3_ENDPOINT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
     /// A file with aws_access_key_id / aws_secret_access_key lines (as ~/.aws/credentials).
     #[arg(long, value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_credentials: Option<PathBuf>,
     /// The local working copy of an s3:// volume (default under
     /// $XDG_STATE_HOME/mailferry/s3/); restored from the bucket when missing or stale.
     #[arg(long, value_name = "DIR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
     /// Seconds the writer lease of an s3:// volume lasts without renewal (default 30): a
     /// writer killed without releasing it blocks the next one this long.
     #[arg(long, value_name = "SECONDS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_lease_seconds: Option<u64>,
 }
 
 impl S3Args {
+    /// True if no option is set (what a destination records as nothing).
+    pub fn is_empty(&self) -> bool {
+        *self == S3Args::default()
+    }
+
+    /// The same options with the paths made absolute, as a recorded destination keeps
+    /// them.
+    pub fn absolute(&self) -> S3Args {
+        let abs = |p: &Option<PathBuf>| {
+            p.as_deref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+        };
+        S3Args {
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_credentials: abs(&self.s3_credentials),
+            cache_dir: abs(&self.cache_dir),
+            s3_lease_seconds: self.s3_lease_seconds,
+        }
+    }
+
     /// The bucket crate's options.
     pub fn options(&self) -> mailferry_bucket::S3Options {
         mailferry_bucket::S3Options {
@@ -334,8 +362,16 @@ pub fn recovery_instructions(path: &Path) -> String {
 }
 
 /// `move` refuses a volume without a recovery slot unless the admin acknowledged it.
-pub fn require_recovery(volume: &Path, no_recovery_key: bool) -> Result<(), AppError> {
-    if no_recovery_key || Volume::has_recovery_slot(volume)? {
+/// An `s3://` volume's header is read from the bucket (no lease is taken).
+pub fn require_recovery(volume: &Path, no_recovery_key: bool, s3: &S3Args) -> Result<(), AppError> {
+    if no_recovery_key {
+        return Ok(());
+    }
+    let has = match s3_url(volume)? {
+        Some(url) => mailferry_bucket::has_recovery_slot(&url, &s3.options())?,
+        None => Volume::has_recovery_slot(volume)?,
+    };
+    if has {
         return Ok(());
     }
     Err(AppError::Usage(format!(

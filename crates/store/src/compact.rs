@@ -199,7 +199,17 @@ impl Volume {
             (ix.messages(None)?, ix.shredded_mailboxes()?)
         };
         let mut out = CompactOutcome::default();
-        let files = segment_lengths(&seg_dir)?;
+        let mut files = segment_lengths(&seg_dir)?;
+        // A volume with an offsite copy (s3://): sealed segments that are only there are
+        // compacted too, read with ranged reads; the copy drops them once the index no
+        // longer references them.
+        let mut remote_only = HashSet::new();
+        for (n, len) in inner.offsite_sealed_segments() {
+            if let std::collections::btree_map::Entry::Vacant(e) = files.entry(n) {
+                e.insert(len);
+                remote_only.insert(n);
+            }
+        }
         out.bytes_before = files.values().sum();
         let candidates = self.candidates(&files, &rows, &shredded, &mut out);
         if candidates.is_empty() {
@@ -232,6 +242,9 @@ impl Volume {
 
         // 3. The old files go.
         for (i, c) in candidates.iter().enumerate() {
+            if remote_only.contains(&c.number) {
+                continue; // no local file: the offsite copy's next round drops it
+            }
             let path = inner.segment_path(c.number);
             std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
             if i == 0 && stop == CompactStep::FirstOldDeleted {
@@ -322,7 +335,10 @@ impl Volume {
         let mut buf = vec![0u8; 1 << 20];
         for c in candidates {
             let path = inner.segment_path(c.number);
-            let mut src = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+            // The local file, or the offsite copy's reader of a segment only there.
+            let mut src = inner
+                .open_segment(c.number)
+                .map_err(|e| StoreError::io(&path, e))?;
             for &(id, offset, len) in &c.live {
                 let o = writer.output_for(inner, len)?;
                 let opath = inner.segment_path(o.number);
@@ -405,8 +421,10 @@ impl Volume {
         live: &[(u64, u64, u64)],
         rows: &[&MessageRow],
     ) -> Result<(), String> {
-        let path = self.inner.segment_path(n);
-        let mut f = File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
+        let mut f = self
+            .inner
+            .open_segment(n)
+            .map_err(|e| format!("cannot open: {e}"))?;
         let mut hb = [0u8; SEG_HEADER_LEN as usize];
         f.read_exact(&mut hb)
             .map_err(|e| format!("header unreadable: {e}"))?;

@@ -36,6 +36,12 @@ pub trait Offsite: Send + Sync {
     /// of a batch still in flight may yet be committed to it.
     fn segment_closed(&self, _number: u64) {}
 
+    /// Every segment the copy keeps sealed, as (number, length): those missing from local
+    /// disk are read with [`Offsite::open_segment`], e.g. by compaction.
+    fn sealed_segments(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
+
     /// True if the copy keeps segment `number` sealed: the volume will not append to it
     /// again (it leaves the pool of segments ingest may reopen).
     fn is_sealed(&self, _number: u64) -> bool {

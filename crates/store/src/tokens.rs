@@ -340,6 +340,22 @@ impl Volume {
 
 // === TokenAdmin ===
 
+/// The index-only handle on a volume another process holds, after proving `cred`
+/// against its header.
+fn shared(dir: &Path, cred: &Credential) -> Result<Handle, StoreError> {
+    let header = crate::header::Header::read(dir)?;
+    let secret = cred.load()?;
+    let (vmk, _) = header.unlock_with(dir, &secret)?;
+    drop(secret);
+    let index = Index::open(&dir.join(crate::INDEX_FILE), &header.volume_id)?;
+    Ok(Handle::Shared {
+        dir: dir.to_path_buf(),
+        volume_id: header.volume_id,
+        keys: VolumeKeys::new(vmk),
+        index,
+    })
+}
+
 /// Token administration for `mailferry token`: on the volume itself when it is free,
 /// or, while another process (`serve`) holds it, on the index alone after proving the
 /// credential against the header; that process then records the audit events.
@@ -378,22 +394,43 @@ impl TokenAdmin {
     ) -> Result<TokenAdmin, StoreError> {
         let handle = match Volume::open_with(dir, cred, settings) {
             Ok(v) => Handle::Open(v),
-            Err(StoreError::Busy { .. }) => {
-                let header = crate::header::Header::read(dir)?;
-                let secret = cred.load()?;
-                let (vmk, _) = header.unlock_with(dir, &secret)?;
-                drop(secret);
-                let index = Index::open(&dir.join(crate::INDEX_FILE), &header.volume_id)?;
-                Handle::Shared {
-                    dir: dir.to_path_buf(),
-                    volume_id: header.volume_id,
-                    keys: VolumeKeys::new(vmk),
-                    index,
-                }
-            }
+            Err(StoreError::Busy { .. }) => shared(dir, cred)?,
             Err(e) => return Err(e),
         };
         Ok(TokenAdmin { handle })
+    }
+
+    /// Token administration on a volume the caller opened (an `s3://` volume with its
+    /// offsite copy attached: the caller flushes it after the change).
+    pub fn from_volume(volume: Volume) -> TokenAdmin {
+        TokenAdmin {
+            handle: Handle::Open(volume),
+        }
+    }
+
+    /// Through the index alone if another process holds the volume in `dir` (the
+    /// credential is checked first); `None` if nobody holds it, and then nothing was
+    /// opened: the caller opens the volume its own way (an `s3://` working copy is
+    /// opened with its offsite copy, never bare).
+    pub fn open_if_held(dir: &Path, cred: &Credential) -> Result<Option<TokenAdmin>, StoreError> {
+        match crate::volume::lock_header(dir) {
+            Ok(lock) => {
+                drop(lock);
+                Ok(None)
+            }
+            Err(StoreError::Busy { .. }) => Ok(Some(TokenAdmin {
+                handle: shared(dir, cred)?,
+            })),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The volume this admin opened itself (`None` while another process holds it).
+    pub fn volume(&self) -> Option<&Volume> {
+        match &self.handle {
+            Handle::Open(v) => Some(v),
+            Handle::Shared { .. } => None,
+        }
     }
 
     /// True if another process holds the volume (and will record the audit events).

@@ -1113,6 +1113,14 @@ impl Inner {
         }
     }
 
+    /// The segments the offsite copy (if any) keeps sealed, with their lengths.
+    pub(crate) fn offsite_sealed_segments(&self) -> Vec<(u64, u64)> {
+        self.offsite
+            .get()
+            .map(|o| o.sealed_segments())
+            .unwrap_or_default()
+    }
+
     /// See [`Volume::flush_offsite`].
     pub(crate) fn flush_offsite(&self) -> Result<(), StoreError> {
         match self.offsite.get() {

@@ -98,7 +98,14 @@ impl Server {
     ) -> Result<Server, AppError> {
         let credential = Credential::KeyFile(key.to_path_buf());
         let token_file = dir.join("agent.token");
-        mailferry_control::tokens::issue(volume, &credential, "example.com", &token_file, None)?;
+        mailferry_control::tokens::issue(
+            volume,
+            &credential,
+            &Default::default(),
+            "example.com",
+            &token_file,
+            None,
+        )?;
         let rt = runtime("mf-srv", workers())?;
         // On object storage: a fresh prefix per run, the run's volume as its working
         // copy (the first round uploads it).
@@ -252,17 +259,7 @@ pub(super) fn run_once(
         (Mode::Network, _) | (_, Some(_)) => Some(Server::start(&dir, &volume, &key, args, case)?),
         (Mode::Embedded, None) => None,
     };
-    let dest = match &server {
-        Some(s) => Destination::Remote {
-            url: s.url.clone(),
-            ca: s.ca.clone(),
-            token_file: s.token_file.clone(),
-        },
-        None => Destination::Local {
-            volume: volume.clone(),
-            credential: Credential::KeyFile(key.clone()),
-        },
-    };
+    let dest = destination(server.as_ref(), &volume, &key);
     // Dirty pages of the corpus and of earlier runs are not this run's to flush.
     let _ = std::process::Command::new("sync").status();
 
@@ -450,4 +447,20 @@ fn verify(
         bytes_checked: check.bytes_checked,
         receipts_matching,
     })
+}
+
+/// Where a run's moves store: the run's `serve`, or the volume through the embedded proxy.
+fn destination(server: Option<&Server>, volume: &Path, key: &Path) -> Destination {
+    match server {
+        Some(s) => Destination::Remote {
+            url: s.url.clone(),
+            ca: s.ca.clone(),
+            token_file: s.token_file.clone(),
+        },
+        None => Destination::Local {
+            volume: volume.to_path_buf(),
+            credential: Credential::KeyFile(key.to_path_buf()),
+            s3: Default::default(),
+        },
+    }
 }

@@ -70,7 +70,7 @@ impl RunFlags {
 // Written as --help shows them: clap's derive drops the final period of a one-sentence
 // doc comment, `help(..)` does not.
 #[command(
-    mut_arg("volume", |a| a.help("Volume directory (created by `volume init`)")),
+    mut_arg("volume", |a| a.help("Volume directory (created by `volume init`), or s3://bucket/prefix")),
     mut_arg("proxy", |a| a.help("Stream to this remote proxy instead of a local volume")),
     mut_arg("ca", |a| a.help("PEM file of the CA of the remote proxy")),
     mut_arg("token_file", |a| a.help("The agent token file for the remote proxy")),

@@ -217,7 +217,8 @@ pub struct MoveArgs {
 // Unlocking is optional: a remote move (--proxy) takes no key.
 #[command(mut_group("UnlockArgs", |g| g.required(false)))]
 pub struct Destination {
-    /// Volume directory (created by `volume init`); not with --proxy.
+    /// Volume directory (created by `volume init`), or `s3://bucket/prefix` (see
+    /// --s3-endpoint, --cache-dir); not with --proxy.
     #[arg(long, required_unless_present = "proxy", conflicts_with = "proxy")]
     pub volume: Option<PathBuf>,
     /// Stream to this remote proxy (`https://host:port`, a `mailferry serve`)
@@ -232,6 +233,8 @@ pub struct Destination {
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub unlock: volume_admin::UnlockArgs,
+    #[command(flatten)]
+    pub s3: volume_admin::S3Args,
 }
 
 impl Destination {
@@ -243,10 +246,11 @@ impl Destination {
     ) -> Result<moving::Destination, AppError> {
         match (self.volume, self.proxy, self.ca, self.token_file) {
             (Some(volume), None, _, _) => {
-                volume_admin::require_recovery(&volume, no_recovery_key)?;
+                volume_admin::require_recovery(&volume, no_recovery_key, &self.s3)?;
                 Ok(moving::Destination::Local {
                     volume,
                     credential: self.unlock.credential()?,
+                    s3: self.s3,
                 })
             }
             (None, Some(url), Some(ca), Some(token_file)) if !self.unlock.any() => {

@@ -69,6 +69,7 @@ pub fn run(cmd: TokenCmd) -> Result<(), AppError> {
             let issued = tokens::issue(
                 &vol.volume,
                 &vol.unlock.credential()?,
+                &vol.s3,
                 &tenant,
                 &out,
                 expires,
@@ -90,7 +91,13 @@ pub fn run(cmd: TokenCmd) -> Result<(), AppError> {
             tenant,
             token_file,
         } => {
-            let added = tokens::add(&vol.volume, &vol.unlock.credential()?, &tenant, &token_file)?;
+            let added = tokens::add(
+                &vol.volume,
+                &vol.unlock.credential()?,
+                &vol.s3,
+                &tenant,
+                &token_file,
+            )?;
             eprintln!(
                 "token from {} registered as token {} for tenant {}",
                 added.out, added.id, added.tenant
@@ -98,12 +105,12 @@ pub fn run(cmd: TokenCmd) -> Result<(), AppError> {
             Ok(())
         }
         TokenCmd::List { vol, json } => {
-            let list = tokens::list(&vol.volume, &vol.unlock.credential()?)?;
+            let list = tokens::list(&vol.volume, &vol.unlock.credential()?, &vol.s3)?;
             json_or_text(json, &list, |l| tokens::table(l));
             Ok(())
         }
         TokenCmd::Revoke { vol, id } => {
-            if tokens::revoke(&vol.volume, &vol.unlock.credential()?, id)? {
+            if tokens::revoke(&vol.volume, &vol.unlock.credential()?, &vol.s3, id)? {
                 eprintln!("token {id} revoked; a running `serve` refuses it from its next request");
             } else {
                 eprintln!("token {id} was already revoked");

@@ -186,6 +186,7 @@ fn a_lifecycle_file_of_an_earlier_mailferry_loads_and_writes_back_unchanged_issu
         Destination::Local {
             volume: "/srv/vol".into(),
             credential: mailferry_store::Credential::KeyFile("/srv/vol.key".into()),
+            s3: Default::default(),
         }
     );
     assert_eq!(serde_json::to_string_pretty(&lc).unwrap(), old);
