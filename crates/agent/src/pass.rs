@@ -431,10 +431,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         .bytes_total
         .store(todo.iter().map(|i| i.size).sum(), Ordering::Relaxed);
     let move_id = state.identity.move_id;
-    let mut found_per_folder: BTreeMap<String, u64> = BTreeMap::new();
-    for item in &todo {
-        *found_per_folder.entry(item.folder.to_string()).or_default() += 1;
-    }
+    let found_per_folder = found_per_folder(&todo);
     let started = json!({
         "move_id": move_id.to_string(),
         "found": items_total,
@@ -474,13 +471,7 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
     // A cursor says "the source is as the checkpoint has it": only true after a pass in
     // which nothing failed, so an item that failed is looked at again next time.
     let clean = bad_items.is_empty() && incomplete.is_empty();
-    for (folder, n) in found_per_folder {
-        per_folder.entry(folder).or_default().found = n;
-    }
-    for b in &bad_items {
-        let folder = b.item.rsplit_once('/').map(|(f, _)| f).unwrap_or(&b.item);
-        per_folder.entry(folder.to_string()).or_default().bad += 1;
-    }
+    count_per_folder(&mut per_folder, found_per_folder, &bad_items);
     let (state, (receipt_root, receipt_items)) = receipt(state).await?;
     let finished = json!({
         "move_id": move_id.to_string(),
@@ -530,6 +521,30 @@ pub async fn run_pass(cfg: PassConfig, progress: Arc<Progress>) -> Result<PassOu
         throttled_secs: secs_since(&progress.throttled_nanos, waited_before.0),
         server_backoff_secs: secs_since(&progress.server_backoff_nanos, waited_before.1),
     })
+}
+
+/// How many items of each folder a pass sends.
+fn found_per_folder<'a>(todo: impl IntoIterator<Item = &'a SourceItem>) -> BTreeMap<String, u64> {
+    let mut found: BTreeMap<String, u64> = BTreeMap::new();
+    for item in todo {
+        *found.entry(item.folder.to_string()).or_default() += 1;
+    }
+    found
+}
+
+/// Adds what was found and what went bad to the per-folder figures of the report.
+fn count_per_folder(
+    per_folder: &mut BTreeMap<String, FolderStats>,
+    found: BTreeMap<String, u64>,
+    bad_items: &[BadItem],
+) {
+    for (folder, n) in found {
+        per_folder.entry(folder).or_default().found = n;
+    }
+    for b in bad_items {
+        let folder = b.item.rsplit_once('/').map(|(f, _)| f).unwrap_or(&b.item);
+        per_folder.entry(folder.to_string()).or_default().bad += 1;
+    }
 }
 
 /// Streams the work to the proxy and reads its answers until it closes the pass:
