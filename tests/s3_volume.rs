@@ -12,7 +12,7 @@ use crate::serve::issue_token_at;
 use crate::util::*;
 use mailferry_bench::sample::{write_maildir, Markers, SampleSpec, SizeModel};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The S3 endpoint, or `None` (skip, with a note) outside CI.
@@ -171,6 +171,47 @@ fn start_serve_s3(env: &Env, ep: &str, url: &str, cache: &Path, profile: &Path) 
     Daemon::start(c, "serve-s3")
 }
 
+/// A Maildir of small messages carrying the plaintext markers; returns its message count.
+fn marked_maildir(src: &Path, seed: u64, messages: usize, folders: usize) -> usize {
+    write_maildir(
+        src,
+        &SampleSpec {
+            seed,
+            messages,
+            folders,
+            size: SizeModel::Small,
+            markers: Some(markers()),
+        },
+    )
+    .unwrap()
+    .messages
+}
+
+/// A profile with `max_messages` per commit (many upload rounds) and 1 MiB segments
+/// (several are sealed and uploaded as objects during a move).
+fn small_segments_profile(env: &Env, max_messages: u32) -> PathBuf {
+    let profile = env.path("s3.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[commit]\nmax_messages = {max_messages}\n\n[store]\nsegment_max_bytes = 1048576\n"
+        ),
+    )
+    .unwrap();
+    profile
+}
+
+/// `volume init --volume URL --cache-dir CACHE --no-recovery-key` with the test's key.
+fn init_without_recovery_key(ep: &str, url: &str, cache: &Path, env: &Env) {
+    let o = run(mf(ep)
+        .args(["volume", "init", "--volume", url, "--cache-dir"])
+        .arg(cache)
+        .arg("--key-file")
+        .arg(env.key())
+        .arg("--no-recovery-key"));
+    assert!(o.status.success(), "{}", describe(&o));
+}
+
 fn move_cmd(ep: &str, src: &Path, serve: &Daemon, token: &Path, state: &Path) -> Command {
     let mut c = mf(ep);
     c.arg("move")
@@ -199,35 +240,13 @@ fn issue20_serve_on_s3_killed_mid_move_restarts_from_the_bucket_alone() {
     let b = bucket(&ep, "mf-serve");
     let url = format!("s3://{b}/vol");
     let src = env.path("src");
-    let n = write_maildir(
-        &src,
-        &SampleSpec {
-            seed: 20,
-            messages: 400,
-            folders: 3,
-            size: SizeModel::Small,
-            markers: Some(markers()),
-        },
-    )
-    .unwrap()
-    .messages;
+    let n = marked_maildir(&src, 20, 400, 3);
     // Small batches (many upload rounds, the kill lands inside the move) and small
     // segments (several are sealed, so the restart reads them with ranged GETs).
-    let profile = env.path("s3.toml");
-    std::fs::write(
-        &profile,
-        "[commit]\nmax_messages = 10\n\n[store]\nsegment_max_bytes = 1048576\n",
-    )
-    .unwrap();
+    let profile = small_segments_profile(&env, 10);
 
     let c1 = env.path("cache1");
-    let o = run(mf(&ep)
-        .args(["volume", "init", "--volume", &url, "--cache-dir"])
-        .arg(&c1)
-        .arg("--key-file")
-        .arg(env.key())
-        .arg("--no-recovery-key"));
-    assert!(o.status.success(), "{}", describe(&o));
+    init_without_recovery_key(&ep, &url, &c1, &env);
     // A token in the working copy; the serve below uploads it with its first round.
     let token = env.path("example.com.token");
     issue_token_at(&c1, &env.key(), "example.com", &token);
@@ -477,33 +496,11 @@ fn issue20_embedded_move_into_an_s3_volume_lands_in_the_bucket() {
     let b = bucket(&ep, "mf-embedded");
     let url = format!("s3://{b}/vol");
     let src = env.path("src");
-    let n = write_maildir(
-        &src,
-        &SampleSpec {
-            seed: 22,
-            messages: 300,
-            folders: 2,
-            size: SizeModel::Small,
-            markers: Some(markers()),
-        },
-    )
-    .unwrap()
-    .messages;
+    let n = marked_maildir(&src, 22, 300, 2);
     // Small segments: several are sealed and uploaded as objects during the move.
-    let profile = env.path("s3.toml");
-    std::fs::write(
-        &profile,
-        "[commit]\nmax_messages = 20\n\n[store]\nsegment_max_bytes = 1048576\n",
-    )
-    .unwrap();
+    let profile = small_segments_profile(&env, 20);
     let c1 = env.path("cache1");
-    let o = run(mf(&ep)
-        .args(["volume", "init", "--volume", &url, "--cache-dir"])
-        .arg(&c1)
-        .arg("--key-file")
-        .arg(env.key())
-        .arg("--no-recovery-key"));
-    assert!(o.status.success(), "{}", describe(&o));
+    init_without_recovery_key(&ep, &url, &c1, &env);
     let move_s3 = |extra: &[&str]| {
         run(mf(&ep)
             .arg("move")
@@ -713,13 +710,7 @@ fn issue20_tokens_on_an_s3_volume() {
     let profile = env.path("s3.toml");
     std::fs::write(&profile, "[commit]\nmax_messages = 10\n").unwrap();
     let c1 = env.path("cache1");
-    let o = run(mf(&ep)
-        .args(["volume", "init", "--volume", &url, "--cache-dir"])
-        .arg(&c1)
-        .arg("--key-file")
-        .arg(env.key())
-        .arg("--no-recovery-key"));
-    assert!(o.status.success(), "{}", describe(&o));
+    init_without_recovery_key(&ep, &url, &c1, &env);
     let issue = |cache: &Path, out: &Path| {
         let o = run(mf(&ep)
             .args(["token", "issue", "--volume", &url, "--cache-dir"])
