@@ -398,6 +398,24 @@ fn issue20_two_workers_move_a_batch_of_20_through_postgres_exactly_once() {
         ),
         0
     );
+    // `batch status --db` reads every move in one query; `move status --db` builds the
+    // move's state directory from its rows and reads it as without --db: they agree.
+    let all = b.status();
+    for e in all["mailboxes"].as_array().unwrap() {
+        let address = e["address"].as_str().unwrap();
+        let o = run(mailferry().args([
+            "move",
+            "status",
+            "--db",
+            &b.db,
+            "--mailbox",
+            address,
+            "--json",
+        ]));
+        assert!(o.status.success(), "{}", describe(&o));
+        let m: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(e["status"], m, "batch status and move status of {address}");
+    }
     b.assert_audit_logs_verify();
     // The signed head in the rows checks with the move's public key ...
     let pem = b.env.path("user0003.pem");

@@ -621,6 +621,9 @@ fn user_invocation(b: &Batch, ep: &Endpoint, u: &BatchUser) -> Invocation {
     }
 }
 
+/// Mailbox state directories created at once by [`add_users`].
+const CREATE_THREADS: usize = 16;
+
 fn add_users(
     bd: &BatchDir,
     b: &mut Batch,
@@ -630,24 +633,54 @@ fn add_users(
     actor: &str,
 ) -> Result<usize, AppError> {
     let csv = std::path::absolute(csv).unwrap_or_else(|_| csv.to_path_buf());
-    let n = rows.len();
-    for r in rows {
-        let u = BatchUser {
+    let users: Vec<BatchUser> = rows
+        .into_iter()
+        .map(|r| BatchUser {
+            dir: format!("{MAILBOXES_DIR}/{}", r.address),
             address: r.address.to_string(),
             user_name: r.user_name,
             csv: csv.clone(),
             row: r.row,
             password: r.password,
-            dir: format!("{MAILBOXES_DIR}/{}", r.address),
-        };
-        lifecycle::create(
-            &bd.mailbox_dir(&u),
-            user_invocation(b, ep, &u),
-            b.settings.clone(),
-            actor,
-        )?;
-        b.users.push(u);
-    }
+        })
+        .collect();
+    // Each state directory is made durable with a few fsyncs of its own; done one after
+    // the other they cost ~50 ms a mailbox (42 minutes for 50,000), while several at
+    // once share the file system's journal commits.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let created: Vec<Result<(), AppError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..CREATE_THREADS.min(users.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut first = Ok(());
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(u) = users.get(i) else { break };
+                        let made = lifecycle::create(
+                            &bd.mailbox_dir(u),
+                            user_invocation(b, ep, u),
+                            b.settings.clone(),
+                            actor,
+                        );
+                        if let Err(e) = made {
+                            // The others stop at their next mailbox.
+                            next.store(users.len(), std::sync::atomic::Ordering::Relaxed);
+                            first = Err(e);
+                            break;
+                        }
+                    }
+                    first
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a mailbox creation thread panicked"))
+            .collect()
+    });
+    created.into_iter().collect::<Result<Vec<()>, AppError>>()?;
+    let n = users.len();
+    b.users.extend(users);
     Ok(n)
 }
 

@@ -82,8 +82,25 @@ pub fn status(dir: &Path) -> Result<MoveStatus, AppError> {
     let reports = read_reports(&dir.join("reports.jsonl"));
     let last: Option<Value> = std::fs::read(dir.join("report.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .or_else(|| reports.last().cloned());
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut st = status_of(lc, move_id, last, &reports);
+    if st.running {
+        live(dir, &mut st);
+    }
+    Ok(st)
+}
+
+/// A move's status from its parts, as [`status`] reads them from a state directory:
+/// the lifecycle, the move id, `report.json` (the last pass's report, if any) and every
+/// report of `reports.jsonl`. Without the live progress of a running pass, which needs
+/// the audit log ([`status`] adds it).
+pub fn status_of(
+    lc: Lifecycle,
+    move_id: Option<String>,
+    report: Option<Value>,
+    reports: &[Value],
+) -> MoveStatus {
+    let last = report.or_else(|| reports.last().cloned());
     let u = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     let bytes_transferred: u64 = reports.iter().map(|r| u(r, "bytes_moved")).sum();
@@ -95,7 +112,7 @@ pub fn status(dir: &Path) -> Result<MoveStatus, AppError> {
         .unwrap_or_default();
     let mut warnings: Vec<ItemWarning> = Vec::new();
     let mut warned = std::collections::BTreeSet::new();
-    for r in &reports {
+    for r in reports {
         let ws: Vec<ItemWarning> =
             serde_json::from_value(r["warnings"].clone()).unwrap_or_default();
         for w in ws {
@@ -161,10 +178,7 @@ pub fn status(dir: &Path) -> Result<MoveStatus, AppError> {
     } else {
         None
     };
-    if st.running {
-        live(dir, &mut st);
-    }
-    Ok(st)
+    st
 }
 
 /// Every report of `reports.jsonl` that parses (a torn last line is skipped).
