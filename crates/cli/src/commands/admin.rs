@@ -48,6 +48,18 @@ pub enum AdminCmd {
         /// PostgreSQL").
         #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
         db: Option<String>,
+        /// With --db: batches created through the API and the wizard write to this
+        /// `mailferry serve` (https://host:port) instead of --volume, so that workers on
+        /// any machine reach it (docs/admin.md, "Against PostgreSQL").
+        #[arg(long, requires_all = ["db", "ca", "token_file"], value_name = "URL")]
+        proxy: Option<String>,
+        /// PEM file of the CA of --proxy's certificate (read by every worker at this path).
+        #[arg(long, requires = "proxy")]
+        ca: Option<PathBuf>,
+        /// The agent token file for --proxy (`mailferry token issue --out`; read by every
+        /// worker at this path, never by the service).
+        #[arg(long, requires = "proxy")]
+        token_file: Option<PathBuf>,
     },
     /// Create an account: prints its one-time password and TOTP secret (otpauth:// URI).
     Add {
@@ -81,6 +93,9 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             max_login_failures,
             lockout,
             db,
+            proxy,
+            ca,
+            token_file,
         } => {
             let mut cfg = admin::AdminConfig::new(listen, state, volume, key_file);
             cfg.tls = tls.pair();
@@ -90,6 +105,7 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             cfg.max_failures = max_login_failures;
             cfg.lockout = lockout.into();
             cfg.db = db.as_deref().map(mailferry_coord::DbUrl::new).transpose()?;
+            cfg.proxy = proxy_destination(proxy, ca, token_file)?;
             let shutdown = serve::shutdown_signal()?;
             admin::serve(cfg, shutdown).await
         }
@@ -127,4 +143,34 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             Ok(())
         }
     }
+}
+
+/// `--proxy`, `--ca`, `--token-file` (clap requires all three or none), checked now so
+/// that a typo fails the start rather than every worker's pass.
+fn proxy_destination(
+    url: Option<String>,
+    ca: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+) -> Result<Option<admin::ProxyDestination>, AppError> {
+    let (Some(url), Some(ca), Some(token_file)) = (url, ca, token_file) else {
+        return Ok(None);
+    };
+    if !url.starts_with("https://") {
+        return Err(AppError::Usage(format!(
+            "--proxy {url}: expected https://HOST:PORT of a `mailferry serve`"
+        )));
+    }
+    for (flag, path) in [("--ca", &ca), ("--token-file", &token_file)] {
+        if !path.is_file() {
+            return Err(AppError::Usage(format!(
+                "{flag} {}: no such file; give the file every worker will read at this path",
+                path.display()
+            )));
+        }
+    }
+    Ok(Some(admin::ProxyDestination {
+        url,
+        ca,
+        token_file,
+    }))
 }
