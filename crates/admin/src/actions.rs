@@ -1217,7 +1217,7 @@ pub async fn reconcile(
             .map(|i| i.destination)
         {
             return Err(AdminError::Conflict(format!(
-                "not compared: {mailbox} was moved into the store at {url}, not into this service's volume; reconcile it on that store's machine with `mailferry audit reconcile --db ... --mailbox {mailbox} --volume ... --key-file ...`"
+                "not compared: {mailbox} was moved into the store at {url}, not into this service's volume; reconcile it on that store's machine, against the store's volume"
             )));
         }
         let vol = mailferry_store::Volume::open(

@@ -791,7 +791,7 @@ async fn review_facts(state: &AdminState, d: &Draft) -> ReviewFacts {
 
 /// The volume, the tenants (mail domains) of the CSV, whether the service's key file
 /// opens the volume, and whether a recovery key exists.
-async fn destination_facts(
+pub(crate) async fn destination_facts(
     cfg: &crate::AdminConfig,
     d: &Draft,
 ) -> (Vec<(&'static str, String)>, Option<String>) {
@@ -884,7 +884,7 @@ async fn destination_facts(
         facts.push((
             "Workers",
             format!(
-                "must open {} at this same path: run them on this machine (one at a time: a volume is opened by one process), or start the service with --proxy so that workers anywhere stream to a mailferry serve",
+                "must open {} at this same path: run them on this machine (one at a time: a volume is opened by one process). For workers on other machines, whoever runs this service gives it a store to stream to (admin guide, \"Against PostgreSQL\")",
                 cfg.volume.display()
             ),
         ));
