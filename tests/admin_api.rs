@@ -1393,3 +1393,130 @@ fn issue20_admin_serve_db_shows_and_acts_on_a_batch_run_by_a_worker() {
     mailferry_audit::verify(state.join("admin-audit.jsonl")).expect("the admin audit log verifies");
     assert_eq!(d.stop(), Some(0));
 }
+
+/// Issue 20: `admin serve --db --proxy URL --ca CA --token-file F` records the batches it
+/// creates with that `mailferry serve` as their destination, so that a worker on any
+/// machine streams to it: the mail is in the store's own volume (its export equals the
+/// source), none of it in the admin service's `--volume`, and the service says where to
+/// reconcile instead of comparing with the wrong volume. `--proxy` without `--db` is a
+/// usage error.
+#[test]
+fn issue20_admin_serve_db_with_proxy_creates_batches_that_workers_move_into_that_store() {
+    use crate::serve::{issue_token, start_serve};
+    use crate::util::{export, read_maildir};
+    use crate::workers::{fresh_db, sql_rows, start_worker};
+    let Some(db) = fresh_db("admin_proxy") else {
+        return;
+    };
+    // The store: its own volume, its own machine as far as the admin service knows.
+    let store = Env::new();
+    init_volume(&store);
+    let token = store.path("agent.token");
+    issue_token(&store, "example.com", &token);
+    let serve = start_serve(&store, &[]);
+    let (ca, token_s) = (
+        serve.ca.to_str().unwrap().to_string(),
+        token.to_str().unwrap().to_string(),
+    );
+
+    let env = Env::new();
+    let o = run(mailferry()
+        .env_remove("MAILFERRY_DB")
+        .args(["admin", "serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(env.path("nostate"))
+        .arg("--volume")
+        .arg(env.volume())
+        .arg("--key-file")
+        .arg(env.key())
+        .args([
+            "--proxy",
+            &serve.url(),
+            "--ca",
+            &ca,
+            "--token-file",
+            &token_s,
+        ]));
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--db"),
+        "{}",
+        describe(&o)
+    );
+    let (d, state) = start(
+        &env,
+        &[
+            "--db",
+            &db,
+            "--proxy",
+            &serve.url(),
+            "--ca",
+            &ca,
+            "--token-file",
+            &token_s,
+        ],
+    );
+    let alice = add_account(&state, "alice", "admin");
+    let c = Client::new(&d);
+    let a = c.session(&alice);
+    maildir_endpoint(&c, &a, &env, &["ann", "ben"]);
+    let csv = "EmailAddress,UserName,Password\nann@example.com,ann,\nben@example.com,ben,\n";
+    let r = c.post(
+        "/api/v1/batches",
+        &a,
+        json!({"name": "far", "migration_type": "file", "endpoint": "src", "csv": csv,
+               "settings": {"start": {"when": "manual"}, "completion": {"mode": "manual"}}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    // The batch and each move record the store, not the service's volume.
+    let dest = sql_rows(
+        &db,
+        "SELECT record->>'destination' FROM batches WHERE name = 'far'",
+    );
+    let dest: Value = serde_json::from_str(&dest[0][0]).unwrap();
+    assert_eq!(dest["url"], serve.url(), "{dest}");
+    assert!(dest["volume"].is_null(), "{dest}");
+    let moves = sql_rows(
+        &db,
+        "SELECT lifecycle->'invocation'->'destination'->>'url' FROM moves WHERE batch = 'far'",
+    );
+    assert_eq!(moves, [[serve.url()], [serve.url()]], "{moves:?}");
+    let r = c.post("/api/v1/batches/far/start", &a, json!({}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    let worker = start_worker(env.dir.path(), &db, "w0", 2, 10);
+    for m in ["ann@example.com", "ben@example.com"] {
+        let s = poll_state(&c, &a, "far", m, "synced");
+        assert_eq!(s["items_synced"], 6, "{s}");
+    }
+    // Not in the service's volume: reconciling with it would call everything missing.
+    let r = c.get(
+        "/api/v1/batches/far/moves/ann@example.com/audit/reconcile",
+        &a,
+    );
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+    assert!(r.text.contains(&serve.url()), "{}", r.text);
+    let log = worker.log_text();
+    assert_eq!(worker.stop(), Some(0), "{log}");
+    assert_eq!(d.stop(), Some(0));
+    assert_eq!(serve.stop(), Some(0));
+
+    for (i, m) in ["ann", "ben"].iter().enumerate() {
+        let address = format!("{m}@example.com");
+        let source = read_maildir(&env.path("mail").join(m));
+        assert_eq!(source.len(), 6);
+        let out = store.path(&format!("export{i}"));
+        let o = export(&store, &address, &out);
+        assert!(o.status.success(), "export {address}: {}", describe(&o));
+        assert_eq!(
+            read_maildir(&out),
+            source,
+            "{address}: export differs from the source"
+        );
+        let out = env.path(&format!("export{i}"));
+        let o = export(&env, &address, &out);
+        assert!(
+            !o.status.success() || read_maildir(&out).is_empty(),
+            "{address} is in the admin service's volume: {}",
+            describe(&o)
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod admin_api;
 mod audit;
 mod audit_heads;
 mod batch;
+mod batch_db;
 mod bench;
 mod browser;
 mod control;

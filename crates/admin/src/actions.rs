@@ -574,12 +574,7 @@ pub async fn create_batch(
     let new = batch::NewBatch {
         csv: csv_path,
         endpoint: ep_path,
-        destination: Destination::Local {
-            volume: cfg.volume.clone(),
-            credential: mailferry_store::Credential::KeyFile(cfg.key_file.clone()),
-            s3: Default::default(),
-        }
-        .absolute(),
+        destination: cfg.batch_destination(),
         profile: None,
         concurrency: s.concurrency,
         settings: schedule.settings,
@@ -1213,7 +1208,18 @@ pub async fn reconcile(
 ) -> Result<mailferry_control::audit_cmd::Reconciliation, AdminError> {
     let dir = move_dir(state, name, mailbox).await?;
     let cfg = state.config().clone();
+    let mailbox = mailbox.to_string();
     blocking(move || {
+        // A move streamed to a `serve` elsewhere is in that store's volume, not in the
+        // service's: comparing with ours would call every message missing.
+        if let Some(Destination::Remote { url, .. }) = mailferry_control::lifecycle::load(&dir.path)?
+            .and_then(|lc| lc.invocation)
+            .map(|i| i.destination)
+        {
+            return Err(AdminError::Conflict(format!(
+                "not compared: {mailbox} was moved into the store at {url}, not into this service's volume; reconcile it on that store's machine, against the store's volume"
+            )));
+        }
         let vol = mailferry_store::Volume::open(
             &cfg.volume,
             &cfg.key_file,

@@ -87,6 +87,25 @@ pub struct AdminConfig {
     /// The coordination database holding the batches and moves (`--db`); `None`: the
     /// batch directories under `state`.
     pub db: Option<mailferry_coord::DbUrl>,
+    /// With `db`: the `mailferry serve` (`--proxy`, `--ca`, `--token-file`) that the
+    /// batches created through the API and the wizard write into, so that workers on
+    /// other machines reach it. `None`: the service's own `volume` with `key_file`,
+    /// which a worker opens at that path (so it runs on this machine or sees the same
+    /// path).
+    pub proxy: Option<ProxyDestination>,
+}
+
+/// A `mailferry serve` the workers stream to: its URL, the CA its certificate is checked
+/// against, and the file holding the agent token. Paths, never the token itself; every
+/// worker reads the files at these paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyDestination {
+    /// `https://host:port`.
+    pub url: String,
+    /// PEM file of the store's CA.
+    pub ca: PathBuf,
+    /// File holding the agent token (`mailferry token issue --out`).
+    pub token_file: PathBuf,
 }
 
 impl AdminConfig {
@@ -105,6 +124,7 @@ impl AdminConfig {
             max_failures: 5,
             lockout: Duration::from_secs(15 * 60),
             db: None,
+            proxy: None,
         }
     }
 
@@ -121,6 +141,25 @@ impl AdminConfig {
     /// `DIR/uploads`.
     pub fn uploads_dir(&self) -> PathBuf {
         self.state.join("uploads")
+    }
+
+    /// Where a batch created through the API or the wizard writes: the `--proxy` store
+    /// when the batches are in the database and one is given, else the service's volume.
+    pub fn batch_destination(&self) -> mailferry_control::moving::Destination {
+        use mailferry_control::moving::Destination;
+        match (&self.db, &self.proxy) {
+            (Some(_), Some(p)) => Destination::Remote {
+                url: p.url.clone(),
+                ca: p.ca.clone(),
+                token_file: p.token_file.clone(),
+            },
+            _ => Destination::Local {
+                volume: self.volume.clone(),
+                credential: mailferry_store::Credential::KeyFile(self.key_file.clone()),
+                s3: Default::default(),
+            },
+        }
+        .absolute()
     }
 }
 

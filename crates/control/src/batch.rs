@@ -731,13 +731,25 @@ pub fn add_users_from(
     csv: &Path,
     actor: &str,
 ) -> Result<(usize, Vec<(u64, String)>), AppError> {
-    bd.update(|b| {
-        let ep = Endpoint::load(&b.endpoint)?;
-        let existing: HashSet<String> = b.users.iter().map(|u| u.address.clone()).collect();
-        let rows = read_users(csv, &ep, &existing)?;
-        let n = add_users(bd, b, &ep, csv, rows.users, actor)?;
-        Ok((n, rows.already))
-    })
+    bd.update(|b| add_users_into(bd, b, csv, actor))
+}
+
+/// The work of [`add_users_from`] on a batch record the caller holds (and saves): checks
+/// the whole CSV against the batch's endpoint (nothing is created when a row is bad),
+/// creates the move state directory of each new row under `bd` and appends it to
+/// `b.users`. For `batch add-users --db`, which keeps the record in a database row
+/// locked by its transaction rather than in `bd`.
+pub fn add_users_into(
+    bd: &BatchDir,
+    b: &mut Batch,
+    csv: &Path,
+    actor: &str,
+) -> Result<(usize, Vec<(u64, String)>), AppError> {
+    let ep = Endpoint::load(&b.endpoint)?;
+    let existing: HashSet<String> = b.users.iter().map(|u| u.address.clone()).collect();
+    let rows = read_users(csv, &ep, &existing)?;
+    let n = add_users(bd, b, &ep, csv, rows.users, actor)?;
+    Ok((n, rows.already))
 }
 
 // === Running ===
@@ -1359,6 +1371,16 @@ pub struct MailboxPreview {
 /// directory, no volume, no lifecycle change (see [`crate::dry_run`]).
 pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
     let b = bd.load()?;
+    dry_run_of(&b, |u| bd.mailbox_dir(u)).await
+}
+
+/// [`dry_run`] of a batch record whose move state directories `state_of` names (for
+/// `batch start --dry-run --db`: local copies of the moves' rows). Reads them, never
+/// writes them.
+pub async fn dry_run_of(
+    b: &Batch,
+    state_of: impl Fn(&BatchUser) -> PathBuf,
+) -> Result<Vec<MailboxPreview>, AppError> {
     let ep = Endpoint::load(&b.endpoint)?;
     let profile = lifecycle::load_profile(b.profile.as_deref())?;
     let target = crate::dry_run::DestinationPreview::of(&b.destination);
@@ -1367,7 +1389,7 @@ pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
     let mut inline: HashMap<PathBuf, Result<HashMap<String, SecretBytes>, String>> = HashMap::new();
     let mut out = Vec::new();
     for u in &b.users {
-        let inv = user_invocation(&b, &ep, u);
+        let inv = user_invocation(b, &ep, u);
         let mut options = SourceOptions {
             password_file: inv.password_file.clone(),
             source_ca: inv.source_ca.clone(),
@@ -1410,7 +1432,7 @@ pub async fn dry_run(bd: &BatchDir) -> Result<Vec<MailboxPreview>, AppError> {
             source_options: options,
             mailbox,
             destination: target.clone(),
-            state: bd.mailbox_dir(u),
+            state: state_of(u),
             profile: profile.clone(),
         };
         let r = crate::dry_run::dry_run(&args).await;

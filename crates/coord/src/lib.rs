@@ -9,8 +9,8 @@
 //! - [`db`]: the connection and the versioned schema (refinery migrations);
 //! - [`files`]: a move's state directory as rows, and back;
 //! - [`lease`]: leases, heartbeats and fencing;
-//! - [`ops`]: `batch new|start|complete|suspend|resume|status`, `move status` and the
-//!   audit copy `audit verify` checks, on the database;
+//! - [`ops`]: `batch new|add-users|start|complete|suspend|resume|status`, the batch dry
+//!   run, `move status` and the audit copy `audit verify` checks, on the database;
 //! - [`worker`]: `mailferry worker`.
 //!
 //! It drives the control plane (`mailferry-control`) and never changes how one pass

@@ -1,6 +1,6 @@
 //! The batch and move commands against the coordination database: `batch new`,
-//! `start`, `complete`, `suspend`, `resume`, `status`, `move status` and the audit log
-//! copy `audit verify` checks.
+//! `add-users`, `start` (and its dry run), `complete`, `suspend`, `resume`, `status`,
+//! `move status` and the audit log copy `audit verify` checks.
 //!
 //! Each reuses the file-based control plane on a local copy of the rows
 //! ([`crate::files`]): `batch new` creates the batch in a temporary state root exactly
@@ -13,7 +13,7 @@
 use crate::files::{self, Copy, Cursor};
 use crate::{CoordError, Db};
 use mailferry_control::advice::Advice;
-use mailferry_control::batch::{self, Batch, BatchDir, BatchStatus, NewBatch};
+use mailferry_control::batch::{self, Batch, BatchDir, BatchStatus, BatchUser, NewBatch};
 use mailferry_control::endpoint::Endpoint;
 use mailferry_control::lifecycle::{self, Lifecycle, MoveState};
 use mailferry_control::status::{self, MoveStatus};
@@ -92,7 +92,15 @@ async fn upsert_endpoint(c: &impl GenericClient, e: &EndpointRow) -> Result<(), 
 /// after the other, unlinking thousands of files just written took longer than making
 /// them (25 s for 1,000 mailboxes on a busy disk). What cannot be deleted is left to
 /// the [`tempfile::TempDir`]'s own cleanup.
-fn remove_scratch(scratch: tempfile::TempDir, mailboxes: &Path) {
+async fn remove_scratch(scratch: tempfile::TempDir, bd: &BatchDir) {
+    let mailboxes = bd.dir.join(batch::MAILBOXES_DIR);
+    tokio::task::spawn_blocking(move || remove_all(scratch, &mailboxes))
+        .await
+        .expect("removing the scratch copy panicked");
+}
+
+/// [`remove_scratch`]'s blocking part.
+fn remove_all(scratch: tempfile::TempDir, mailboxes: &Path) {
     let dirs: Vec<PathBuf> = std::fs::read_dir(mailboxes)
         .map(|it| it.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
@@ -154,68 +162,176 @@ pub async fn create_with(
         ))
         .into());
     }
-    // Pipelined on the one connection, a chunk of moves at a time: one round trip per
-    // statement and move, waited for one after the other, made `batch new --db` of
-    // 5,000 mailboxes take minutes.
-    for chunk in b.users.chunks(PIPELINE) {
-        futures_util::future::try_join_all(chunk.iter().map(|u| {
-            let (tx, ep, bd) = (&tx, &ep, &bd);
-            async move {
-                let dir = bd.mailbox_dir(u);
-                let id = mailferry_control::audit_cmd::identity(&dir)?
-                    .move_id
-                    .to_string();
-                let lc = lifecycle::load(&dir)?.expect("batch new created it");
-                tx.execute(
-                    "INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[
-                        &id,
-                        &name,
-                        &u.address,
-                        &ep.name,
-                        &serde_json::to_value(u).expect("user serializes"),
-                        &lc.state.as_str(),
-                        &serde_json::to_value(&lc).expect("lifecycle serializes"),
-                    ],
-                )
-                .await
-                .map_err(CoordError::db(format!(
-                    "recording the move of {}",
-                    u.address
-                )))?;
-                files::sync_up(tx, &id, &dir, &Cursor::default(), 0).await?;
-                Ok::<(), CoordError>(())
-            }
-        }))
-        .await?;
-    }
+    insert_moves(&tx, name, &ep.name, &bd, &b.users).await?;
     tx.commit()
         .await
         .map_err(CoordError::db(format!("committing batch {name}")))?;
-    let mailboxes = bd.dir.join(batch::MAILBOXES_DIR);
-    tokio::task::spawn_blocking(move || remove_scratch(scratch, &mailboxes))
-        .await
-        .expect("removing the scratch copy panicked");
+    remove_scratch(scratch, &bd).await;
     Ok(b)
+}
+
+/// Records the moves of `users` (their state directories made under `bd`, a scratch
+/// batch directory, by the control plane) as rows of batch `name`, `Created` and not
+/// queued, inside the caller's transaction.
+async fn insert_moves(
+    tx: &impl GenericClient,
+    name: &str,
+    endpoint: &str,
+    bd: &BatchDir,
+    users: &[BatchUser],
+) -> Result<(), CoordError> {
+    // Pipelined on the one connection, a chunk of moves at a time: one round trip per
+    // statement and move, waited for one after the other, made `batch new --db` of
+    // 5,000 mailboxes take minutes.
+    for chunk in users.chunks(PIPELINE) {
+        futures_util::future::try_join_all(chunk.iter().map(|u| async move {
+            let dir = bd.mailbox_dir(u);
+            let id = mailferry_control::audit_cmd::identity(&dir)?
+                .move_id
+                .to_string();
+            let lc = lifecycle::load(&dir)?.expect("the control plane created it");
+            tx.execute(
+                "INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &id,
+                    &name,
+                    &u.address,
+                    &endpoint,
+                    &serde_json::to_value(u).expect("user serializes"),
+                    &lc.state.as_str(),
+                    &serde_json::to_value(&lc).expect("lifecycle serializes"),
+                ],
+            )
+            .await
+            .map_err(CoordError::db(format!(
+                "recording the move of {}",
+                u.address
+            )))?;
+            files::sync_up(tx, &id, &dir, &Cursor::default(), 0).await?;
+            Ok::<(), CoordError>(())
+        }))
+        .await?;
+    }
+    Ok(())
+}
+
+/// `batch add-users --db`: adds the rows of `csv` whose address the batch does not have
+/// yet, as without `--db` (the whole CSV checked against the batch's endpoint first,
+/// nothing added when a row is bad), each a move `Created` and not queued (`batch start
+/// --db` queues it). Returns how many were added and the `(row, address)` of the rows
+/// already in the batch.
+///
+/// One transaction that locks the batch's row: two `add-users` at once add each address
+/// once, and a `suspend` waits for it. Workers lease moves, never this row, so passes
+/// keep running meanwhile.
+pub async fn add_users(
+    db: &mut Db,
+    name: &str,
+    csv: &Path,
+    actor: &str,
+) -> Result<(usize, Vec<(u64, String)>), CoordError> {
+    let tx = db
+        .client
+        .transaction()
+        .await
+        .map_err(CoordError::db(format!(
+            "starting add-users of batch {name}"
+        )))?;
+    let row = tx
+        .query_opt(
+            "SELECT record, endpoint FROM batches WHERE name = $1 FOR UPDATE",
+            &[&name],
+        )
+        .await
+        .map_err(CoordError::db(format!("locking batch {name}")))?
+        .ok_or_else(|| no_batch(name))?;
+    let mut b = batch_record(name, row.get(0))?;
+    let endpoint: String = row.get(1);
+    let scratch = tempfile::tempdir().map_err(CoordError::io(Path::new("temporary directory")))?;
+    let bd = BatchDir::new(scratch.path(), name)?;
+    let before = b.users.len();
+    let (added, already) = batch::add_users_into(&bd, &mut b, csv, actor)?;
+    insert_moves(&tx, name, &endpoint, &bd, &b.users[before..]).await?;
+    let record = serde_json::to_value(&b).expect("batch serializes");
+    tx.execute(
+        "UPDATE batches SET record = $2 WHERE name = $1",
+        &[&name, &record],
+    )
+    .await
+    .map_err(CoordError::db(format!(
+        "recording the users of batch {name}"
+    )))?;
+    tx.commit().await.map_err(CoordError::db(format!(
+        "committing add-users of batch {name}"
+    )))?;
+    remove_scratch(scratch, &bd).await;
+    Ok((added, already))
+}
+
+/// `batch start --dry-run --db`: what the next pass of every mailbox would do, as
+/// without `--db` ([`batch::dry_run_of`]), read from local copies of the moves' rows
+/// (deleted on return). Writes nothing: the rows are read in a read-only transaction
+/// (PostgreSQL refuses any write in it), which also makes them one consistent
+/// snapshot while workers run; the source is only listed and sampled.
+pub async fn dry_run(db: &mut Db, name: &str) -> Result<Vec<batch::MailboxPreview>, CoordError> {
+    let tx = db
+        .client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(CoordError::db(format!(
+            "starting the dry run of batch {name}"
+        )))?;
+    let (b, _) = load_batch(&tx, name).await?;
+    let scratch = tempfile::tempdir().map_err(CoordError::io(Path::new("temporary directory")))?;
+    let mut dirs = std::collections::HashMap::new();
+    for u in &b.users {
+        let id = find_move(&tx, &u.address, Some(name)).await?;
+        let dir = scratch.path().join(&id);
+        files::materialize(&tx, &id, &dir, Copy::Read).await?;
+        dirs.insert(u.address.clone(), dir);
+    }
+    // Nothing to commit; ending it early frees the snapshot before the sources are read.
+    tx.rollback().await.map_err(CoordError::db(format!(
+        "ending the dry run of batch {name}"
+    )))?;
+    let mut out = batch::dry_run_of(&b, |u| dirs[&u.address].clone()).await?;
+    // The copies are gone once this returns: name where the state really is.
+    for p in &mut out {
+        if let Some(d) = &mut p.preview {
+            d.preview.state.dir = "the database (--db)".into();
+        }
+    }
+    Ok(out)
+}
+
+fn no_batch(name: &str) -> CoordError {
+    CoordError::NotFound(format!(
+        "no batch {name} in the database (create it with `mailferry batch new {name} --db ...`)"
+    ))
+}
+
+fn batch_record(name: &str, v: Value) -> Result<Batch, CoordError> {
+    serde_json::from_value(v).map_err(|e| CoordError::BadRow {
+        what: format!("batches ({name})"),
+        reason: e.to_string(),
+    })
 }
 
 /// Reads a batch's record.
 pub async fn load_batch(c: &impl GenericClient, name: &str) -> Result<(Batch, bool), CoordError> {
     let row = c
-        .query_opt("SELECT record, suspended FROM batches WHERE name = $1", &[&name])
+        .query_opt(
+            "SELECT record, suspended FROM batches WHERE name = $1",
+            &[&name],
+        )
         .await
         .map_err(CoordError::db(format!("reading batch {name}")))?
-        .ok_or_else(|| {
-            CoordError::NotFound(format!(
-                "no batch {name} in the database (create it with `mailferry batch new {name} --db ...`)"
-            ))
-        })?;
-    let b: Batch = serde_json::from_value(row.get(0)).map_err(|e| CoordError::BadRow {
-        what: format!("batches ({name})"),
-        reason: e.to_string(),
-    })?;
-    Ok((b, row.get(1)))
+        .ok_or_else(|| no_batch(name))?;
+    Ok((batch_record(name, row.get(0))?, row.get(1)))
 }
 
 /// The names of every batch, in name order.

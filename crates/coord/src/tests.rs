@@ -496,3 +496,92 @@ async fn the_fencing_number_grows_per_address_across_batches() {
         "per address, not per move"
     );
 }
+
+/// Issue 20, `batch add-users --db`: two at once, with overlapping CSVs, add every
+/// address exactly once (the batch row's lock serialises them: the second sees the
+/// first's users and skips them), and the batch record lists each once.
+#[tokio::test]
+async fn two_add_users_at_once_add_each_address_once() {
+    use mailferry_control::batch::NewBatch;
+    use mailferry_control::moving::Destination;
+    let Some((mut db, url)) = fresh("add_users_race").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ep = dir.path().join("ep.toml");
+    std::fs::write(
+        &ep,
+        format!(
+            "kind = \"maildir\"\nroot = \"{}/{{user}}\"\nmax_concurrent_moves = 2\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let csv = |name: &str, users: &[&str]| {
+        let p = dir.path().join(name);
+        let rows: String = users
+            .iter()
+            .map(|u| format!("{u}@example.com,{u},\n"))
+            .collect();
+        std::fs::write(&p, format!("EmailAddress,UserName,Password\n{rows}")).unwrap();
+        p
+    };
+    let new = NewBatch {
+        csv: csv("first.csv", &["u0"]),
+        endpoint: ep,
+        destination: Destination::Remote {
+            url: "https://store.example.com:8443".into(),
+            ca: dir.path().join("ca.pem"),
+            token_file: dir.path().join("agent.token"),
+        },
+        profile: None,
+        concurrency: None,
+        settings: Default::default(),
+        actor: "test".into(),
+    };
+    crate::ops::create(&mut db, "b", &new).await.unwrap();
+    let (a, b) = (
+        csv("a.csv", &["u0", "u1", "u2", "u3"]),
+        csv("b.csv", &["u1", "u2", "u4"]),
+    );
+    let mut other = Db::connect(&url).await.unwrap();
+    let (ra, rb) = tokio::join!(
+        crate::ops::add_users(&mut db, "b", &a, "alice"),
+        crate::ops::add_users(&mut other, "b", &b, "bob"),
+    );
+    let ((added_a, already_a), (added_b, already_b)) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(added_a + added_b, 4, "u1..u4 once each");
+    assert_eq!(
+        already_a.len() + already_b.len(),
+        3,
+        "u0 in a, and u1, u2 in whichever ran second"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM moves").await, 5);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM moves WHERE runnable OR state <> 'created'"
+        )
+        .await,
+        0,
+        "Created, not queued"
+    );
+    let (batch, _) = crate::ops::load_batch(&db.client, "b").await.unwrap();
+    let mut addresses: Vec<&str> = batch.users.iter().map(|u| u.address.as_str()).collect();
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        ["u0", "u1", "u2", "u3", "u4"].map(|u| format!("{u}@example.com"))
+    );
+    // Each new move has its first audit records and state files, as `batch new` makes.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM moves m WHERE NOT EXISTS \
+               (SELECT 1 FROM source_audit s WHERE s.move_id = m.id) \
+             OR NOT EXISTS (SELECT 1 FROM source_files f WHERE f.move_id = m.id AND f.name = 'move.json')"
+        )
+        .await,
+        0
+    );
+}

@@ -485,3 +485,73 @@ async fn issue22_the_audit_page_pages_the_admin_log_newest_first() {
         "a tampered log shown as verified"
     );
 }
+
+// === the review's destination with --db ===
+
+/// Issue 20: with `--db --proxy` the review names the store the workers stream to (and
+/// raises no volume problem: the service cannot check the store's key); with `--db`
+/// alone it says that the workers must open the service's volume at the same path.
+/// What this adds gives no command-line advice.
+#[tokio::test]
+async fn issue20_the_review_names_the_store_with_proxy_and_the_volume_path_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::AdminConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("state"),
+        dir.path().join("vol"),
+        dir.path().join("key"),
+    );
+    cfg.db = Some(mailferry_coord::DbUrl::new("postgres://mf@127.0.0.1:1/none").unwrap());
+    let mut d = Draft::new();
+    d.users = vec![(2, "amy@example.com".into(), "amy".into())];
+    let no_cli = |facts: &[(&str, String)]| {
+        for (k, v) in facts {
+            assert!(!v.contains("--") && !v.contains('`'), "{k}: {v}");
+        }
+    };
+
+    let (facts, problem) = super::wizard::destination_facts(&cfg, &d).await;
+    let workers = facts
+        .iter()
+        .find(|(k, _)| *k == "Workers")
+        .expect("a Workers fact");
+    assert!(
+        workers
+            .1
+            .contains(&dir.path().join("vol").display().to_string()),
+        "{facts:?}"
+    );
+    assert_eq!(facts[0].0, "Destination volume", "{facts:?}");
+    assert!(problem.is_some(), "no volume there: the review says so");
+    no_cli(std::slice::from_ref(workers));
+
+    cfg.proxy = Some(crate::ProxyDestination {
+        url: "https://store.example.com:8443".into(),
+        ca: dir.path().join("ca.pem"),
+        token_file: dir.path().join("agent.token"),
+    });
+    let (facts, problem) = super::wizard::destination_facts(&cfg, &d).await;
+    assert_eq!(facts[0].0, "Destination", "{facts:?}");
+    assert!(
+        facts[0].1.contains("https://store.example.com:8443"),
+        "{facts:?}"
+    );
+    assert_eq!(facts[1], ("Tenant", "example.com".to_string()));
+    assert!(!facts.iter().any(|(k, _)| *k == "Workers"), "{facts:?}");
+    assert_eq!(problem, None);
+    no_cli(&facts);
+    // The batches it creates record the store, with absolute paths.
+    match cfg.batch_destination() {
+        mailferry_control::moving::Destination::Remote { url, ca, .. } => {
+            assert_eq!(url, "https://store.example.com:8443");
+            assert!(ca.is_absolute());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without --db, --proxy is not used (clap refuses it; the config ignores it).
+    cfg.db = None;
+    assert!(matches!(
+        cfg.batch_destination(),
+        mailferry_control::moving::Destination::Local { .. }
+    ));
+}

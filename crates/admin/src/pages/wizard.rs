@@ -791,7 +791,7 @@ async fn review_facts(state: &AdminState, d: &Draft) -> ReviewFacts {
 
 /// The volume, the tenants (mail domains) of the CSV, whether the service's key file
 /// opens the volume, and whether a recovery key exists.
-async fn destination_facts(
+pub(crate) async fn destination_facts(
     cfg: &crate::AdminConfig,
     d: &Draft,
 ) -> (Vec<(&'static str, String)>, Option<String>) {
@@ -805,6 +805,32 @@ async fn destination_facts(
         .collect();
     tenants.sort();
     tenants.dedup();
+    let tenant = (
+        "Tenant",
+        if tenants.is_empty() {
+            "none yet (no mailboxes)".into()
+        } else {
+            tenants.join(", ")
+        },
+    );
+    if let (Some(_), Some(p)) = (&cfg.db, &cfg.proxy) {
+        // The store holds the key; this service cannot check it, the workers' first
+        // pass does.
+        return (
+            vec![
+                (
+                    "Destination",
+                    format!("the mailferry serve at {} (workers stream to it)", p.url),
+                ),
+                tenant,
+                (
+                    "Encryption key",
+                    "held by that store (its volume's key file)".into(),
+                ),
+            ],
+            None,
+        );
+    }
     let (volume, key_file) = (cfg.volume.clone(), cfg.key_file.clone());
     let checks = tokio::task::spawn_blocking(move || {
         let cred = mailferry_store::Credential::KeyFile(key_file.clone());
@@ -848,22 +874,22 @@ async fn destination_facts(
         }
         Err(e) => (format!("not checked ({e})"), "not checked".into()),
     };
-    (
-        vec![
-            ("Destination volume", cfg.volume.display().to_string()),
-            (
-                "Tenant",
-                if tenants.is_empty() {
-                    "none yet (no mailboxes)".into()
-                } else {
-                    tenants.join(", ")
-                },
+    let mut facts = vec![
+        ("Destination volume", cfg.volume.display().to_string()),
+        tenant,
+        ("Encryption key", key),
+        ("Recovery key", recovery),
+    ];
+    if cfg.db.is_some() {
+        facts.push((
+            "Workers",
+            format!(
+                "must open {} at this same path: run them on this machine (one at a time: a volume is opened by one process). For workers on other machines, whoever runs this service gives it a store to stream to (admin guide, \"Against PostgreSQL\")",
+                cfg.volume.display()
             ),
-            ("Encryption key", key),
-            ("Recovery key", recovery),
-        ],
-        problem,
-    )
+        ));
+    }
+    (facts, problem)
 }
 
 /// The profile the batch will run with: the wizard's settings over the chosen profile.
@@ -907,6 +933,7 @@ async fn estimate(state: &AdminState, d: &Draft, ep: &Endpoint, f: &mut ReviewFa
         ".dry-run-{}",
         hex::encode(mailferry_core::secret::SecretBytes::random(8).expose())
     ));
+    let target = DestinationPreview::of(&state.config().batch_destination());
     let (mut messages, mut bytes, mut sum, mut longest) = (0u64, 0u64, 0f64, 0f64);
     let mut basis = None;
     for (_, address, user) in &d.users {
@@ -918,7 +945,7 @@ async fn estimate(state: &AdminState, d: &Draft, ep: &Endpoint, f: &mut ReviewFa
             source,
             source_options,
             mailbox,
-            destination: DestinationPreview::volume(&state.config().volume),
+            destination: target.clone(),
             state: nowhere.clone(),
             profile: profile.clone(),
         };

@@ -12,43 +12,7 @@ use std::path::PathBuf;
 #[derive(clap::Subcommand)]
 pub enum AdminCmd {
     /// Serve the admin API and wizard over HTTPS until SIGTERM or ctrl-c.
-    Serve {
-        /// Address to listen on, e.g. 127.0.0.1:8444 (port 0: a free port, printed).
-        #[arg(long)]
-        listen: std::net::SocketAddr,
-        /// The service's state directory: accounts, admin audit log, endpoints, batches.
-        #[arg(long)]
-        state: PathBuf,
-        /// The volume every move writes into.
-        #[arg(long)]
-        volume: PathBuf,
-        /// The volume's key file.
-        #[arg(long)]
-        key_file: PathBuf,
-        #[command(flatten)]
-        tls: TlsFlags,
-        /// Where the generated CA and certificate live (default: STATE/tls).
-        #[arg(long, conflicts_with = "tls_cert")]
-        tls_dir: Option<PathBuf>,
-        /// A session unused this long expires (`30min`, `90s`).
-        #[arg(long, default_value = "30min")]
-        session_idle: humantime::Duration,
-        /// A session expires this long after login, used or not.
-        #[arg(long, default_value = "12h")]
-        session_max: humantime::Duration,
-        /// Failed logins in a row that lock an account.
-        #[arg(long, default_value_t = 5)]
-        max_login_failures: u32,
-        /// How long a locked account stays locked.
-        #[arg(long, default_value = "15min")]
-        lockout: humantime::Duration,
-        /// Show and act on the batches and moves in this PostgreSQL database
-        /// (postgres://USER@HOST:PORT/DATABASE) instead of STATE/batches: starts and
-        /// completions are queued for `mailferry worker` (docs/admin.md, "Against
-        /// PostgreSQL").
-        #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
-        db: Option<String>,
-    },
+    Serve(Box<ServeArgs>),
     /// Create an account: prints its one-time password and TOTP secret (otpauth:// URI).
     Add {
         /// Account name (letters, digits, '.', '_', '-', '@').
@@ -66,22 +30,79 @@ pub enum AdminCmd {
     },
 }
 
+/// `admin serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8444 (port 0: a free port, printed).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// The service's state directory: accounts, admin audit log, endpoints, batches.
+    #[arg(long)]
+    state: PathBuf,
+    /// The volume the moves write into (with --proxy: the batches it creates write to
+    /// that `mailferry serve` instead).
+    #[arg(long)]
+    volume: PathBuf,
+    /// The volume's key file.
+    #[arg(long)]
+    key_file: PathBuf,
+    #[command(flatten)]
+    tls: TlsFlags,
+    /// Where the generated CA and certificate live (default: STATE/tls).
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls_dir: Option<PathBuf>,
+    /// A session unused this long expires (`30min`, `90s`).
+    #[arg(long, default_value = "30min")]
+    session_idle: humantime::Duration,
+    /// A session expires this long after login, used or not.
+    #[arg(long, default_value = "12h")]
+    session_max: humantime::Duration,
+    /// Failed logins in a row that lock an account.
+    #[arg(long, default_value_t = 5)]
+    max_login_failures: u32,
+    /// How long a locked account stays locked.
+    #[arg(long, default_value = "15min")]
+    lockout: humantime::Duration,
+    /// Show and act on the batches and moves in this PostgreSQL database
+    /// (postgres://USER@HOST:PORT/DATABASE) instead of STATE/batches: starts and
+    /// completions are queued for `mailferry worker` (docs/admin.md, "Against
+    /// PostgreSQL").
+    #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
+    db: Option<String>,
+    /// With --db: batches created through the API and the wizard write to this
+    /// `mailferry serve` (https://host:port) instead of --volume, so that workers on
+    /// any machine reach it (docs/admin.md, "Against PostgreSQL").
+    #[arg(long, requires_all = ["db", "ca", "token_file"], value_name = "URL")]
+    proxy: Option<String>,
+    /// PEM file of the CA of --proxy's certificate (read by every worker at this path).
+    #[arg(long, requires = "proxy")]
+    ca: Option<PathBuf>,
+    /// The agent token file for --proxy (`mailferry token issue --out`; read by every
+    /// worker at this path, never by the service).
+    #[arg(long, requires = "proxy")]
+    token_file: Option<PathBuf>,
+}
+
 /// `admin serve` until SIGTERM or ctrl-c, or `admin add`.
 pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
     match cmd {
-        AdminCmd::Serve {
-            listen,
-            state,
-            volume,
-            key_file,
-            tls,
-            tls_dir,
-            session_idle,
-            session_max,
-            max_login_failures,
-            lockout,
-            db,
-        } => {
+        AdminCmd::Serve(args) => {
+            let ServeArgs {
+                listen,
+                state,
+                volume,
+                key_file,
+                tls,
+                tls_dir,
+                session_idle,
+                session_max,
+                max_login_failures,
+                lockout,
+                db,
+                proxy,
+                ca,
+                token_file,
+            } = *args;
             let mut cfg = admin::AdminConfig::new(listen, state, volume, key_file);
             cfg.tls = tls.pair();
             cfg.tls_dir = tls_dir;
@@ -90,6 +111,7 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             cfg.max_failures = max_login_failures;
             cfg.lockout = lockout.into();
             cfg.db = db.as_deref().map(mailferry_coord::DbUrl::new).transpose()?;
+            cfg.proxy = proxy_destination(proxy, ca, token_file)?;
             let shutdown = serve::shutdown_signal()?;
             admin::serve(cfg, shutdown).await
         }
@@ -127,4 +149,34 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             Ok(())
         }
     }
+}
+
+/// `--proxy`, `--ca`, `--token-file` (clap requires all three or none), checked now so
+/// that a typo fails the start rather than every worker's pass.
+fn proxy_destination(
+    url: Option<String>,
+    ca: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+) -> Result<Option<admin::ProxyDestination>, AppError> {
+    let (Some(url), Some(ca), Some(token_file)) = (url, ca, token_file) else {
+        return Ok(None);
+    };
+    if !url.starts_with("https://") {
+        return Err(AppError::Usage(format!(
+            "--proxy {url}: expected https://HOST:PORT of a `mailferry serve`"
+        )));
+    }
+    for (flag, path) in [("--ca", &ca), ("--token-file", &token_file)] {
+        if !path.is_file() {
+            return Err(AppError::Usage(format!(
+                "{flag} {}: no such file; give the file every worker will read at this path",
+                path.display()
+            )));
+        }
+    }
+    Ok(Some(admin::ProxyDestination {
+        url,
+        ca,
+        token_file,
+    }))
 }

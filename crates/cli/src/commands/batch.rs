@@ -224,13 +224,7 @@ pub async fn run(cmd: BatchCmd) -> Result<(), AppError> {
         BatchCmd::AddUsers { name, csv, root } => {
             let bd = batch::BatchDir::new(&root.state_root, &name)?;
             let (added, already) = batch::add_users_from(&bd, &csv, &actor)?;
-            for (row, addr) in &already {
-                eprintln!("  row {row}: {addr} is already in the batch, skipped");
-            }
-            eprintln!(
-                "batch {name}: {added} mailbox(es) added, {} already there; `mailferry batch start {name}` moves them",
-                already.len()
-            );
+            print_added(&name, added, &already, "");
             Ok(())
         }
         BatchCmd::Suspend { name, root } => {
@@ -258,11 +252,7 @@ async fn on_db(cmd: BatchCmd, db: &mut mailferry_coord::Db, actor: String) -> Re
         BatchCmd::New(_) => unreachable!("batch new connects in create"),
         BatchCmd::Start { name, run, dry_run } => {
             if dry_run {
-                return Err(AppError::Usage(
-                    "batch start --dry-run works on state directories only; run it without --db \
-                     on a copy, or look at `batch status --db`"
-                        .into(),
-                ));
+                return print_previews(&ops::dry_run(db, &name).await?, run.json);
             }
             queue(db, &name, false, false, run.json).await
         }
@@ -279,11 +269,11 @@ async fn on_db(cmd: BatchCmd, db: &mut mailferry_coord::Db, actor: String) -> Re
             );
             Ok(())
         }
-        BatchCmd::AddUsers { .. } => Err(AppError::Usage(
-            "batch add-users --db is not supported yet; create a second batch with the new rows \
-             (`batch new NAME2 --db ...`)"
-                .into(),
-        )),
+        BatchCmd::AddUsers { name, csv, .. } => {
+            let (added, already) = ops::add_users(db, &name, &csv, &actor).await?;
+            print_added(&name, added, &already, " --db ...");
+            Ok(())
+        }
         BatchCmd::Suspend { name, .. } => {
             let (now, later) = ops::suspend(db, &name, &actor).await?;
             eprintln!(
@@ -414,13 +404,31 @@ async fn run_passes(
     o.check()
 }
 
+/// What `batch add-users` did: the rows skipped, then the count (`db`: the --db tail of
+/// the command to run next).
+fn print_added(name: &str, added: usize, already: &[(u64, String)], db: &str) {
+    for (row, addr) in already {
+        eprintln!("  row {row}: {addr} is already in the batch, skipped");
+    }
+    eprintln!(
+        "batch {name}: {added} mailbox(es) added, {} already there; `mailferry batch start {name}{db}` {}",
+        already.len(),
+        if db.is_empty() { "moves them" } else { "queues them" }
+    );
+}
+
 /// `batch start --dry-run`: what the next pass of every mailbox would do.
 async fn preview(bd: &batch::BatchDir, json: bool) -> Result<(), AppError> {
-    let previews = batch::dry_run(bd).await?;
+    print_previews(&batch::dry_run(bd).await?, json)
+}
+
+/// Prints a batch dry run (the same with or without --db); an error naming the
+/// mailboxes that could not be previewed.
+fn print_previews(previews: &[batch::MailboxPreview], json: bool) -> Result<(), AppError> {
     if json {
         print_json(&previews);
     } else {
-        for p in &previews {
+        for p in previews {
             println!("== {}", p.address);
             match (&p.preview, &p.error) {
                 (Some(d), _) => print!("{}", dry_run::render_text(d)),
