@@ -17,6 +17,17 @@ pub enum CoordError {
     /// The schema migrations failed.
     #[error("PostgreSQL: applying the schema migrations failed: {0}; the database is left at its last complete version, fix the cause and run again")]
     Migrate(String),
+    /// TLS to the database failed or was refused: the server offers no TLS where the mode
+    /// requires it, or its certificate failed a check.
+    #[error("PostgreSQL at {host} (sslmode={mode}): {reason}")]
+    Tls {
+        /// The hosts of the URL (`host:port`).
+        host: String,
+        /// The mode in effect.
+        mode: String,
+        /// What failed and what to do.
+        reason: String,
+    },
     /// The `--db` URL is not one we can use.
     #[error("--db: {0}")]
     Url(String),
@@ -72,7 +83,9 @@ impl From<CoordError> for mailferry_control::AppError {
         use mailferry_control::AppError;
         match e {
             CoordError::App(a) => a,
-            CoordError::Url(_) | CoordError::NotFound(_) => AppError::Usage(e.to_string()),
+            CoordError::Url(_) | CoordError::Tls { .. } | CoordError::NotFound(_) => {
+                AppError::Usage(e.to_string())
+            }
             other => AppError::Failed(other.to_string()),
         }
     }

@@ -6,7 +6,8 @@
 //! number of machines, lease the moves and run their passes. The schema, the lease
 //! transaction and the fencing protocol are specified in docs/coordination.md.
 //!
-//! - [`db`]: the connection and the versioned schema (refinery migrations);
+//! - [`db`]: the connection and the versioned schema (refinery migrations), with TLS
+//!   per the URL's `sslmode` (`tls`, docs/coordination.md "TLS");
 //! - [`files`]: a move's state directory as rows, and back;
 //! - [`lease`]: leases, heartbeats and fencing;
 //! - [`ops`]: `batch new|start|complete|suspend|resume|status`, `move status` and the
@@ -23,6 +24,7 @@ pub mod error;
 pub mod files;
 pub mod lease;
 pub mod ops;
+mod tls;
 pub mod worker;
 
 pub use db::{Db, DbUrl};
