@@ -215,6 +215,14 @@ pub mod testing {
         }
     }
 
+    /// A connection to `url` (any sslmode) without touching the schema, for a test's own
+    /// queries.
+    pub async fn client(url: &str) -> Client {
+        connect_raw(&DbUrl::new(url).expect("a PostgreSQL URL"))
+            .await
+            .expect("test PostgreSQL reachable")
+    }
+
     /// Creates a fresh database named after `name` (plus a random suffix) on `server`
     /// and returns its URL.
     pub async fn fresh_database(server: &str, name: &str) -> String {

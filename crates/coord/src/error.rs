@@ -7,7 +7,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum CoordError {
     /// The database could not be reached or refused a statement.
-    #[error("PostgreSQL: {what}: {source}; check that the server runs and that --db (MAILFERRY_DB) names it")]
+    #[error("PostgreSQL: {what}: {}; check that the server runs and that --db (or --db-file, MAILFERRY_DB, MAILFERRY_DB_FILE) names it", server_words(source))]
     Db {
         /// What was being done.
         what: String,
@@ -62,6 +62,16 @@ pub enum CoordError {
     /// The control plane refused or failed (the same errors as without `--db`).
     #[error(transparent)]
     App(#[from] mailferry_control::AppError),
+}
+
+/// The client's error with what the server said, if it said something: tokio-postgres
+/// prints only "db error" for a refusal (a pg_hba rule, a wrong password, a missing
+/// database), and the server's words are what tells an admin what to fix.
+fn server_words(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 impl CoordError {

@@ -8,6 +8,8 @@
 //!
 //! - [`db`]: the connection and the versioned schema (refinery migrations), with TLS
 //!   per the URL's `sslmode` (`tls`, docs/coordination.md "TLS");
+//! - [`locate`]: where a command finds the URL (`--db`, `--db-file`, the environment,
+//!   the endpoint's `coordination_db_file`);
 //! - [`files`]: a move's state directory as rows, and back;
 //! - [`lease`]: leases, heartbeats and fencing;
 //! - [`ops`]: `batch new|start|complete|suspend|resume|status`, `move status` and the
@@ -23,12 +25,14 @@ pub mod db;
 pub mod error;
 pub mod files;
 pub mod lease;
+pub mod locate;
 pub mod ops;
 mod tls;
 pub mod worker;
 
 pub use db::{Db, DbUrl};
 pub use error::CoordError;
+pub use locate::{DbOrigin, DbSources};
 
 #[cfg(test)]
 mod tests;

@@ -42,12 +42,11 @@ pub enum AdminCmd {
         /// How long a locked account stays locked.
         #[arg(long, default_value = "15min")]
         lockout: humantime::Duration,
-        /// Show and act on the batches and moves in this PostgreSQL database
-        /// (postgres://USER@HOST:PORT/DATABASE) instead of STATE/batches: starts and
-        /// completions are queued for `mailferry worker` (docs/admin.md, "Against
-        /// PostgreSQL").
-        #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
-        db: Option<String>,
+        /// With a coordination database: show and act on the batches and moves in it
+        /// instead of STATE/batches; starts and completions are queued for `mailferry
+        /// worker` (docs/admin.md, "Against PostgreSQL").
+        #[command(flatten)]
+        db: super::DbArgs,
     },
     /// Create an account: prints its one-time password and TOTP secret (otpauth:// URI).
     Add {
@@ -89,7 +88,7 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             cfg.session_absolute = session_max.into();
             cfg.max_failures = max_login_failures;
             cfg.lockout = lockout.into();
-            cfg.db = db.as_deref().map(mailferry_coord::DbUrl::new).transpose()?;
+            cfg.db = db.url(None)?;
             let shutdown = serve::shutdown_signal()?;
             admin::serve(cfg, shutdown).await
         }
