@@ -64,13 +64,15 @@ pub enum CoordError {
     App(#[from] mailferry_control::AppError),
 }
 
-/// The client's error with what the server said, if it said something: tokio-postgres
-/// prints only "db error" for a refusal (a pg_hba rule, a wrong password, a missing
+/// The client's error with what the server said, if it said something (else its
+/// cause): tokio-postgres prints only "db error" for a refusal (a pg_hba rule, a wrong password, a missing
 /// database), and the server's words are what tells an admin what to fix.
 fn server_words(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
-        None => e.to_string(),
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        // "error connecting to server" alone does not say "connection refused".
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
     }
 }
 

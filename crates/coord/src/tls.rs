@@ -111,14 +111,15 @@ impl Policy {
             Some(p) => RootCert::File(PathBuf::from(p)),
         };
         // Without sslmode: clear text only where nobody else can listen (loopback, a
-        // Unix socket); anywhere else the strictest mode, so that a URL copied from a
-        // laptop to a cluster never sends the coordination traffic in clear.
-        let mode = written.unwrap_or(if all_loopback(config) {
+        // Unix socket) and no CA was named; anywhere else the strictest mode, so that a
+        // URL copied from a laptop to a cluster never sends the coordination traffic in
+        // clear (and a CA given alone is used, as libpq 16 does for sslrootcert=system).
+        let mode = written.unwrap_or(if all_loopback(config) && rootcert.is_none() {
             SslMode::Disable
         } else {
             SslMode::VerifyFull
         });
-        if mode == SslMode::Disable && rootcert.is_some() && written.is_some() {
+        if mode == SslMode::Disable && rootcert.is_some() {
             return Err(CoordError::Url(format!(
                 "{hosts}: sslmode=disable with sslrootcert: the CA would never be used; \
                  drop sslrootcert, or choose sslmode=verify-full"

@@ -57,6 +57,12 @@ fn modes_and_their_defaults() {
     assert!(p.defaulted);
     let p = policy("postgres://u@127.0.0.1,db.example/x").unwrap();
     assert_eq!(p.mode, SslMode::VerifyFull);
+    // A CA named without a mode is used, on loopback too.
+    let p = policy("postgres://u@127.0.0.1/x?sslrootcert=ca.pem").unwrap();
+    assert_eq!(
+        (p.mode, p.check()),
+        (SslMode::VerifyFull, PgCheck::ChainAndName)
+    );
     // A private CA file: require and verify-ca check the chain only.
     let p = policy("postgres://u@db.example/x?sslmode=require&sslrootcert=ca.pem").unwrap();
     assert_eq!((p.pg_mode(), p.check()), (PgMode::Require, PgCheck::Chain));
