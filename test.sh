@@ -7,7 +7,8 @@
 #                                scratch Dovecot servers (and stop them) themselves
 #   isync                        mbsync: `mailferry bench --compare mbsync` and its test
 #                                pull the same mail from the same scratch Dovecot
-#   openssl                      the certificate-pinning test makes a certificate with it
+#   openssl                      the certificate-pinning test makes a certificate with it,
+#                                and tests/services/services.sh the test PostgreSQL's CA
 #   chromium, nodejs, npm        the wizard's browser test: node runs playwright-core
 #                                (tests/browser), which drives chromium
 #   postgresql                   the scale-out tests (issue 20): a throwaway cluster

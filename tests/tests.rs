@@ -21,6 +21,7 @@ mod imap;
 mod imap_wan;
 mod lifecycle;
 mod mirror;
+mod pg_tls;
 mod profiles;
 mod s3_volume;
 mod serve;

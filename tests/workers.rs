@@ -38,10 +38,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 pub(crate) fn sql_i64(db: &str, sql: &str) -> i64 {
     let (db, sql) = (db.to_string(), sql.to_string());
     block_on(async move {
-        let (c, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let c = mailferry_coord::db::testing::client(&db).await;
         c.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
     })
 }
@@ -77,6 +74,22 @@ impl DbBatch {
         max_moves: usize,
         extra_endpoint: &str,
     ) -> DbBatch {
+        DbBatch::create(db, sizes, max_moves, extra_endpoint, false)
+    }
+
+    /// As [`DbBatch::new`], but `batch new` is given no database: the URL is in a file
+    /// (0600) that the endpoint names with `coordination_db_file`.
+    pub fn via_endpoint_key(db: String, users: usize, messages: usize) -> DbBatch {
+        DbBatch::create(db, &vec![messages; users], 2, "", true)
+    }
+
+    fn create(
+        db: String,
+        sizes: &[usize],
+        max_moves: usize,
+        extra_endpoint: &str,
+        via_endpoint_key: bool,
+    ) -> DbBatch {
         let env = Env::new();
         init_volume(&env);
         let token = env.path("example.com.token");
@@ -102,6 +115,12 @@ impl DbBatch {
             mailboxes.push((format!("{user}@example.com"), dir));
         }
         fs::write(env.path("users.csv"), csv).unwrap();
+        let extra_endpoint = if via_endpoint_key {
+            write_private(&env.path("db.url"), &db);
+            format!("{extra_endpoint}coordination_db_file = \"db.url\"\n")
+        } else {
+            extra_endpoint.to_string()
+        };
         fs::write(
             env.path("endpoint.toml"),
             format!(
@@ -110,8 +129,8 @@ impl DbBatch {
         )
         .unwrap();
         let name = "wave".to_string();
-        let o = run(mailferry()
-            .args(["batch", "new", &name, "--csv"])
+        let mut cmd = mailferry();
+        cmd.args(["batch", "new", &name, "--csv"])
             .arg(env.path("users.csv"))
             .arg("--endpoint")
             .arg(env.path("endpoint.toml"))
@@ -119,7 +138,12 @@ impl DbBatch {
             .arg(&serve.ca)
             .arg("--token-file")
             .arg(&token)
-            .args(["--db", &db]));
+            .env_remove("MAILFERRY_DB")
+            .env_remove("MAILFERRY_DB_FILE");
+        if !via_endpoint_key {
+            cmd.args(["--db", &db]);
+        }
+        let o = run(&mut cmd);
         assert!(o.status.success(), "batch new --db: {}", describe(&o));
         DbBatch {
             env,
@@ -196,6 +220,13 @@ impl DbBatch {
             );
         }
     }
+}
+
+/// Writes `text` to `path`, owner-only (what a file holding a database URL must be).
+pub(crate) fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// A running `mailferry worker`, its stderr in a file.
@@ -767,10 +798,7 @@ fn issue20_suspend_while_workers_run_then_resume_and_complete_through_the_databa
 pub(crate) fn sql_rows(db: &str, sql: &str) -> Vec<Vec<String>> {
     let (db, sql) = (db.to_string(), sql.to_string());
     block_on(async move {
-        let (c, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let c = mailferry_coord::db::testing::client(&db).await;
         c.simple_query(&sql)
             .await
             .unwrap()

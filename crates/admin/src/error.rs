@@ -166,7 +166,9 @@ impl From<mailferry_coord::CoordError> for AdminError {
         match e {
             CoordError::NotFound(m) => AdminError::NotFound(m),
             CoordError::App(a) => a.into(),
-            e @ (CoordError::Db { .. } | CoordError::Migrate(_)) => {
+            // A TLS refusal on a reconnect (a certificate the URL's CA does not vouch
+            // for) leaves the database out of reach, as a down server does.
+            e @ (CoordError::Db { .. } | CoordError::Tls { .. } | CoordError::Migrate(_)) => {
                 AdminError::Unavailable(e.to_string())
             }
             other => AdminError::Internal(other.to_string()),

@@ -187,8 +187,9 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("batch resume", "mailferry batch resume spring"),
     (
         "worker",
-        "mailferry worker --db postgres://mailferry@db.example.com/mailferry --concurrency 8 \\\n       \
-         --state /var/lib/mailferry-worker   # on each machine; `batch start NAME --db ...` queues",
+        "mailferry worker --db-file /etc/mailferry/db.url --concurrency 8 \\\n       \
+         --state /var/lib/mailferry-worker   # on each machine; `batch start NAME --db ...` queues\n  \
+         # db.url (chmod 600): postgres://mailferry:PASSWORD@db.example.com/mailferry?sslmode=verify-full",
     ),
     (
         "endpoint",

@@ -31,6 +31,10 @@
 //! max_concurrent_incremental_syncs = 2   # mailboxes in an incremental pass at once
 //! # max_bytes_per_second = "50MB"        # all moves of the endpoint together
 //! # max_messages_per_second = 200
+//!
+//! # coordination_db_file = "db.url"     # with workers on PostgreSQL: a file (owner-only)
+//! #                                      # holding the database URL, for `batch new`
+//! #                                      # without --db (docs/coordination.md)
 //! ```
 //!
 //! Relative paths are relative to the endpoint file's directory. Secrets are referenced
@@ -141,6 +145,11 @@ pub struct Endpoint {
     pub max_bytes_per_second: Option<u64>,
     /// Messages per second, all moves together.
     pub max_messages_per_second: Option<f64>,
+    /// A file holding the coordination database's URL, used when no `--db`,
+    /// `--db-file`, `MAILFERRY_DB` or `MAILFERRY_DB_FILE` is given (mailferry-coord
+    /// reads it). A path, not the secret itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination_db_file: Option<PathBuf>,
 }
 
 const KEYS: &[&str] = &[
@@ -162,6 +171,7 @@ const KEYS: &[&str] = &[
     "max_concurrent_incremental_syncs",
     "max_bytes_per_second",
     "max_messages_per_second",
+    "coordination_db_file",
 ];
 
 /// The placeholder of a file source's `root`.
@@ -202,6 +212,7 @@ impl Endpoint {
         let root = r.string("root");
         let imap_keys = ImapKeys::read(&mut r);
         let limits = r.limits();
+        let coordination_db_file = r.string("coordination_db_file").map(|p| r.rel(&p));
         let imap = match kind {
             Some(Kind::Imap) => {
                 if root.is_some() {
@@ -235,6 +246,7 @@ impl Endpoint {
             max_concurrent_incremental_syncs: limits.max_concurrent_incremental_syncs,
             max_bytes_per_second: limits.max_bytes_per_second,
             max_messages_per_second: limits.max_messages_per_second,
+            coordination_db_file,
         })
     }
 

@@ -7,14 +7,14 @@
 //! under a PostgreSQL advisory lock, so that many workers starting at once apply each
 //! version exactly once. This module does not decide what is leased or synced.
 //!
-//! TLS: the client is built without TLS (`NoTls`): use it on loopback, a private
-//! network, or through a TLS tunnel (docs/coordination.md). A URL asking for
-//! `sslmode=require` is refused rather than silently sent in clear.
+//! TLS: the URL's `sslmode` and `sslrootcert` decide it ([`crate::tls`],
+//! docs/coordination.md "TLS"); without `sslmode`, clear text on loopback only and
+//! `verify-full` anywhere else.
 
+use crate::tls::Policy;
 use crate::CoordError;
 use std::str::FromStr;
-use tokio_postgres::config::SslMode;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -26,7 +26,14 @@ const MIGRATION_LOCK: i64 = 0x6d66_636f_6f72_6401;
 /// A `postgres://` URL. It may carry a password, so it is a secret: zeroized on drop,
 /// `Debug` prints `[redacted]`, and it is never logged.
 #[derive(Clone)]
-pub struct DbUrl(zeroize::Zeroizing<String>);
+pub struct DbUrl {
+    /// As given (for a child process's environment).
+    url: zeroize::Zeroizing<String>,
+    /// Without `sslmode` and `sslrootcert`: what tokio-postgres parses.
+    client: zeroize::Zeroizing<String>,
+    /// What TLS the connections use.
+    tls: Policy,
+}
 
 impl std::fmt::Debug for DbUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -35,33 +42,29 @@ impl std::fmt::Debug for DbUrl {
 }
 
 impl DbUrl {
-    /// Checks `url` (`postgres://user@host:port/db`, or key=value form).
+    /// Checks `url` (`postgres://user@host:port/db?sslmode=...&sslrootcert=...`, or
+    /// key=value form) and decides its TLS (docs/coordination.md, "TLS").
     pub fn new(url: &str) -> Result<DbUrl, CoordError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        let (client, mode, rootcert) = crate::tls::split_params(url);
+        let client = zeroize::Zeroizing::new(client);
+        let config = tokio_postgres::Config::from_str(&client).map_err(|e| {
             CoordError::Url(format!(
-                "not a PostgreSQL connection string ({e}); expected postgres://USER@HOST:PORT/DATABASE"
+                "not a PostgreSQL connection string ({e}); expected \
+                 postgres://USER@HOST:PORT/DATABASE[?sslmode=verify-full&sslrootcert=CA.pem]"
             ))
         })?;
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(CoordError::Url(
-                "sslmode=require: this build speaks to PostgreSQL without TLS; connect over \
-                 loopback, a private network or a TLS tunnel and drop sslmode \
-                 (docs/coordination.md, \"TLS\")"
-                    .into(),
-            ));
-        }
-        Ok(DbUrl(zeroize::Zeroizing::new(url.to_string())))
-    }
-
-    /// The URL itself, for the client only.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
+        let tls = Policy::new(&config, mode.as_deref(), rootcert.as_deref())?;
+        Ok(DbUrl {
+            url: zeroize::Zeroizing::new(url.to_string()),
+            client,
+            tls,
+        })
     }
 
     /// The URL itself, to hand to a child process's environment (`MAILFERRY_DB`); never
     /// for a log, a message or a command line.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        &self.url
     }
 }
 
@@ -80,11 +83,17 @@ impl Db {
     }
 }
 
-/// Connects without touching the schema.
+/// Connects without touching the schema, with the TLS of the URL's policy.
 pub(crate) async fn connect_raw(url: &DbUrl) -> Result<Client, CoordError> {
-    let (client, connection) = tokio_postgres::connect(url.expose(), NoTls)
-        .await
-        .map_err(CoordError::db("connecting"))?;
+    let mut config = tokio_postgres::Config::from_str(&url.client)
+        .map_err(|e| CoordError::Url(format!("not a PostgreSQL connection string ({e})")))?;
+    config.ssl_mode(url.tls.pg_mode());
+    let connector = url.tls.connector()?;
+    let (client, connection) = config.connect(connector).await.map_err(|e| {
+        url.tls
+            .explain(&e)
+            .unwrap_or_else(|| CoordError::db("connecting")(e))
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection ended");
@@ -115,16 +124,20 @@ pub async fn scratch_database(server: &DbUrl, name: &str) -> Result<DbUrl, Coord
         .batch_execute(&format!("CREATE DATABASE {db}"))
         .await
         .map_err(CoordError::db(format!("creating database {db}")))?;
-    let s = server.expose();
-    let base = s.rsplit_once('/').map_or(s, |(b, _)| b);
-    DbUrl::new(&format!("{base}/{db}"))
+    // The same URL with another database: its query (sslmode, sslrootcert) stays.
+    let s = server.expose_secret();
+    let (path, query) = s.split_once('?').map_or((s, None), |(p, q)| (p, Some(q)));
+    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    DbUrl::new(&format!("{base}/{db}{query}"))
 }
 
 /// Drops a database [`scratch_database`] made, connecting through `server` (another
 /// database of the same server). Every connection to it must be closed.
 pub async fn drop_database(server: &DbUrl, scratch: &DbUrl) -> Result<(), CoordError> {
-    let s = scratch.expose();
-    let name = s.rsplit_once('/').map_or(s, |(_, n)| n);
+    let s = scratch.expose_secret();
+    let path = s.split_once('?').map_or(s, |(p, _)| p);
+    let name = path.rsplit_once('/').map_or(path, |(_, n)| n);
     if !name.starts_with("mf_") || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(CoordError::Url(format!(
             "{name} is not a database scratch_database made; refusing to drop it"
@@ -183,6 +196,33 @@ pub mod testing {
         }
     }
 
+    /// The PEM file of the test server's CA (`MAILFERRY_TEST_PG_CA`, which
+    /// tests/services/services.sh prints), or `None` (with a note) outside CI.
+    pub fn server_ca() -> Option<String> {
+        match std::env::var("MAILFERRY_TEST_PG_CA") {
+            Ok(p) if !p.is_empty() => Some(p),
+            _ => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "MAILFERRY_TEST_PG_CA is not set in CI (tests/services/services.sh start prints it)"
+                );
+                eprintln!(
+                    "skipped: MAILFERRY_TEST_PG_CA is not set (the test PostgreSQL of \
+                     tests/services/services.sh speaks TLS and prints it)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A connection to `url` (any sslmode) without touching the schema, for a test's own
+    /// queries.
+    pub async fn client(url: &str) -> Client {
+        connect_raw(&DbUrl::new(url).expect("a PostgreSQL URL"))
+            .await
+            .expect("test PostgreSQL reachable")
+    }
+
     /// Creates a fresh database named after `name` (plus a random suffix) on `server`
     /// and returns its URL.
     pub async fn fresh_database(server: &str, name: &str) -> String {
@@ -190,7 +230,7 @@ pub mod testing {
         scratch_database(&url, name)
             .await
             .expect("test PostgreSQL reachable")
-            .expose()
+            .expose_secret()
             .to_string()
     }
 }

@@ -7,7 +7,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum CoordError {
     /// The database could not be reached or refused a statement.
-    #[error("PostgreSQL: {what}: {source}; check that the server runs and that --db (MAILFERRY_DB) names it")]
+    #[error("PostgreSQL: {what}: {}; check that the server runs and that --db (or --db-file, MAILFERRY_DB, MAILFERRY_DB_FILE) names it", server_words(source))]
     Db {
         /// What was being done.
         what: String,
@@ -17,6 +17,17 @@ pub enum CoordError {
     /// The schema migrations failed.
     #[error("PostgreSQL: applying the schema migrations failed: {0}; the database is left at its last complete version, fix the cause and run again")]
     Migrate(String),
+    /// TLS to the database failed or was refused: the server offers no TLS where the mode
+    /// requires it, or its certificate failed a check.
+    #[error("PostgreSQL at {host} (sslmode={mode}): {reason}")]
+    Tls {
+        /// The hosts of the URL (`host:port`).
+        host: String,
+        /// The mode in effect.
+        mode: String,
+        /// What failed and what to do.
+        reason: String,
+    },
     /// The `--db` URL is not one we can use.
     #[error("--db: {0}")]
     Url(String),
@@ -53,6 +64,18 @@ pub enum CoordError {
     App(#[from] mailferry_control::AppError),
 }
 
+/// The client's error with what the server said, if it said something (else its
+/// cause): tokio-postgres prints only "db error" for a refusal (a pg_hba rule, a wrong password, a missing
+/// database), and the server's words are what tells an admin what to fix.
+fn server_words(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        // "error connecting to server" alone does not say "connection refused".
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
+    }
+}
+
 impl CoordError {
     pub(crate) fn db(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> CoordError {
         let what = what.into();
@@ -72,7 +95,9 @@ impl From<CoordError> for mailferry_control::AppError {
         use mailferry_control::AppError;
         match e {
             CoordError::App(a) => a,
-            CoordError::Url(_) | CoordError::NotFound(_) => AppError::Usage(e.to_string()),
+            CoordError::Url(_) | CoordError::Tls { .. } | CoordError::NotFound(_) => {
+                AppError::Usage(e.to_string())
+            }
             other => AppError::Failed(other.to_string()),
         }
     }

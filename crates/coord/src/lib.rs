@@ -6,7 +6,10 @@
 //! number of machines, lease the moves and run their passes. The schema, the lease
 //! transaction and the fencing protocol are specified in docs/coordination.md.
 //!
-//! - [`db`]: the connection and the versioned schema (refinery migrations);
+//! - [`db`]: the connection and the versioned schema (refinery migrations), with TLS
+//!   per the URL's `sslmode` (`tls`, docs/coordination.md "TLS");
+//! - [`locate`]: where a command finds the URL (`--db`, `--db-file`, the environment,
+//!   the endpoint's `coordination_db_file`);
 //! - [`files`]: a move's state directory as rows, and back;
 //! - [`lease`]: leases, heartbeats and fencing;
 //! - [`ops`]: `batch new|add-users|start|complete|suspend|resume|status`, the batch dry
@@ -22,11 +25,14 @@ pub mod db;
 pub mod error;
 pub mod files;
 pub mod lease;
+pub mod locate;
 pub mod ops;
+mod tls;
 pub mod worker;
 
 pub use db::{Db, DbUrl};
 pub use error::CoordError;
+pub use locate::{DbOrigin, DbSources};
 
 #[cfg(test)]
 mod tests;

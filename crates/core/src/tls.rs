@@ -618,6 +618,111 @@ pub fn mail_client_config(
     Ok((Arc::new(cfg), presented))
 }
 
+// === PostgreSQL server trust ===
+
+/// How the certificate of a PostgreSQL server (the coordination database, `--db`) is
+/// checked. There is no variant that accepts an unverified certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgCheck {
+    /// The chain must lead to one of the roots; the host name is not checked (libpq's
+    /// `verify-ca`): for a private CA that issues certificates to database servers only.
+    Chain,
+    /// The chain and the host name (libpq's `verify-full`).
+    ChainAndName,
+}
+
+/// Verifies the chain of a server certificate against `roots` and nothing else.
+#[derive(Debug)]
+struct ChainOnly {
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        // webpki's own chain check (signatures, validity dates, serverAuth usage, CA
+        // constraints): what WebPkiServerVerifier runs before it checks the name.
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Client configuration for a PostgreSQL server: trusts exactly `roots` (a CA file's
+/// certificates or the system's), checks per `check`, offers ALPN `postgresql` (what
+/// PostgreSQL 17 expects; older servers ignore it). The handshake signature is always
+/// checked with the presented certificate's key.
+pub fn pg_client_config(
+    roots: rustls::RootCertStore,
+    check: PgCheck,
+) -> Result<Arc<rustls::ClientConfig>, CoreError> {
+    if roots.is_empty() {
+        return Err(CoreError::Tls("no CA certificate to trust".into()));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| CoreError::Tls(e.to_string()))?;
+    let mut cfg = match check {
+        PgCheck::ChainAndName => builder.with_root_certificates(roots),
+        PgCheck::Chain => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly {
+                roots: Arc::new(roots),
+                provider: provider(),
+            })),
+    }
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// Parses every `CERTIFICATE` block of a PEM file.
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CoreError> {
     use rustls::pki_types::pem::PemObject;
@@ -834,5 +939,50 @@ mod tests {
         let (cfg, _) = mail_client_config(MailRoots::File(vec![other.cert_der()]), None).unwrap();
         let e = handshake(cfg, &leaf, "mail.example").unwrap_err();
         assert!(CertRefused::find(&e).unwrap().reason.contains("trusted CA"));
+    }
+
+    fn roots_of(ca: &LocalCa) -> rustls::RootCertStore {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(ca.cert_der()).unwrap();
+        r
+    }
+
+    #[test]
+    fn pg_config_checks_the_chain_always_and_the_name_when_asked() {
+        let ca = LocalCa::generate("pg CA").unwrap();
+        let other = LocalCa::generate("another CA").unwrap();
+        let leaf = ca.issue_server(&["db.example"]).unwrap();
+        let full = |r| pg_client_config(r, PgCheck::ChainAndName).unwrap();
+        let chain = |r| pg_client_config(r, PgCheck::Chain).unwrap();
+        handshake(full(roots_of(&ca)), &leaf, "db.example").unwrap();
+        let e = handshake(full(roots_of(&ca)), &leaf, "other.example").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName
+                        | rustls::CertificateError::NotValidForNameContext { .. }
+                )
+            ),
+            "{e:?}"
+        );
+        // Chain only: another name passes, another CA does not.
+        handshake(chain(roots_of(&ca)), &leaf, "other.example").unwrap();
+        for cfg in [chain(roots_of(&other)), full(roots_of(&other))] {
+            let e = handshake(cfg, &leaf, "db.example").unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+                ),
+                "{e:?}"
+            );
+        }
+        // A self-signed leaf is not its own CA under the chain check.
+        let selfie = self_signed_ca_true("db.example");
+        let mut r = rustls::RootCertStore::empty();
+        r.add(ca.cert_der()).unwrap();
+        assert!(handshake(chain(r), &selfie, "db.example").is_err());
+        assert!(pg_client_config(rustls::RootCertStore::empty(), PgCheck::Chain).is_err());
     }
 }

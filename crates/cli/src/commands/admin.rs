@@ -63,16 +63,15 @@ pub struct ServeArgs {
     /// How long a locked account stays locked.
     #[arg(long, default_value = "15min")]
     lockout: humantime::Duration,
-    /// Show and act on the batches and moves in this PostgreSQL database
-    /// (postgres://USER@HOST:PORT/DATABASE) instead of STATE/batches: starts and
-    /// completions are queued for `mailferry worker` (docs/admin.md, "Against
-    /// PostgreSQL").
-    #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
-    db: Option<String>,
+    /// With a coordination database: show and act on the batches and moves in it
+    /// instead of STATE/batches; starts and completions are queued for `mailferry
+    /// worker` (docs/admin.md, "Against PostgreSQL").
+    #[command(flatten)]
+    db: super::DbArgs,
     /// With --db: batches created through the API and the wizard write to this
     /// `mailferry serve` (https://host:port) instead of --volume, so that workers on
     /// any machine reach it (docs/admin.md, "Against PostgreSQL").
-    #[arg(long, requires_all = ["db", "ca", "token_file"], value_name = "URL")]
+    #[arg(long, requires_all = ["ca", "token_file"], value_name = "URL")]
     proxy: Option<String>,
     /// PEM file of the CA of --proxy's certificate (read by every worker at this path).
     #[arg(long, requires = "proxy")]
@@ -110,7 +109,15 @@ pub async fn run(cmd: AdminCmd) -> Result<(), AppError> {
             cfg.session_absolute = session_max.into();
             cfg.max_failures = max_login_failures;
             cfg.lockout = lockout.into();
-            cfg.db = db.as_deref().map(mailferry_coord::DbUrl::new).transpose()?;
+            cfg.db = db.url(None)?;
+            if proxy.is_some() && cfg.db.is_none() {
+                return Err(AppError::Usage(
+                    "--proxy is for batches kept in PostgreSQL: give --db (or --db-file, \
+                     MAILFERRY_DB, MAILFERRY_DB_FILE) too, or leave --proxy out to write into \
+                     --volume"
+                        .into(),
+                ));
+            }
             cfg.proxy = proxy_destination(proxy, ca, token_file)?;
             let shutdown = serve::shutdown_signal()?;
             admin::serve(cfg, shutdown).await

@@ -15,7 +15,7 @@ pub enum AuditCmd {
     /// Check a hash-chained audit log end to end; names the first bad record.
     Verify {
         /// A move's state directory or a volume (or --db and --mailbox).
-        #[arg(required_unless_present = "db")]
+        #[arg(required_unless_present = "mailbox")]
         dir: Option<PathBuf>,
         #[command(flatten)]
         db: DbMove,
@@ -38,7 +38,7 @@ pub enum AuditCmd {
     /// volume's key).
     PublicKey {
         /// A move's state directory or a volume (or --db and --mailbox).
-        #[arg(required_unless_present = "db")]
+        #[arg(required_unless_present = "mailbox")]
         dir: Option<PathBuf>,
         #[command(flatten)]
         db: DbMove,
@@ -66,7 +66,7 @@ pub enum AuditCmd {
 #[derive(clap::Args)]
 pub struct ReconcileArgs {
     /// The move's state directory (source side); or --db and --mailbox.
-    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    #[arg(long, required_unless_present = "mailbox", conflicts_with_all = ["db", "db_file", "mailbox"])]
     state: Option<PathBuf>,
     #[command(flatten)]
     db: DbMove,
@@ -163,28 +163,40 @@ enum ReportFormat {
 /// A move in a coordination database: the database and the mailbox.
 #[derive(clap::Args)]
 pub struct DbMove {
-    /// The coordination database holding the move (postgres://USER@HOST:PORT/DATABASE);
-    /// used when no directory is given.
-    #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
-    pub db: Option<String>,
-    /// With --db: the move's mailbox.
-    #[arg(long, requires = "db")]
+    /// The coordination database holding the move; used with --mailbox when no
+    /// directory is given.
+    #[command(flatten)]
+    pub db: super::DbArgs,
+    /// The move's mailbox, in the coordination database.
+    #[arg(long)]
     pub mailbox: Option<String>,
-    /// With --db: the batch of the mailbox, when it is in several.
+    /// With --mailbox: the batch of the mailbox, when it is in several.
     #[arg(long, requires = "mailbox")]
     pub batch: Option<String>,
 }
 
 impl DbMove {
-    /// The database and the move's id, if --db is given (and no directory was).
+    /// The database and the move's id, if a database or --mailbox is given (and no
+    /// directory was).
     pub async fn find(&self) -> Result<Option<(mailferry_coord::Db, String)>, AppError> {
-        let Some(url) = &self.db else {
-            return Ok(None);
+        let url = self.db.url(None)?;
+        let (url, mailbox) = match (url, self.mailbox.as_deref()) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => {
+                return Err(AppError::Usage(
+                    "--db needs --mailbox ADDRESS (the move to look at)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(AppError::Usage(
+                    "--mailbox needs the coordination database: --db URL, --db-file PATH, \
+                     or env MAILFERRY_DB or MAILFERRY_DB_FILE"
+                        .into(),
+                ))
+            }
+            (Some(url), Some(m)) => (url, m),
         };
-        let mailbox = self.mailbox.as_deref().ok_or_else(|| {
-            AppError::Usage("--db needs --mailbox ADDRESS (the move to look at)".into())
-        })?;
-        let db = mailferry_coord::Db::connect(&mailferry_coord::DbUrl::new(url)?).await?;
+        let db = mailferry_coord::Db::connect(&url).await?;
         let id =
             mailferry_coord::ops::find_move(&db.client, mailbox, self.batch.as_deref()).await?;
         Ok(Some((db, id)))

@@ -18,23 +18,23 @@ pub struct StateRoot {
         default_value = "mailferry-batches"
     )]
     state_root: PathBuf,
-    /// Keep the batch in this PostgreSQL database instead of state directories
-    /// (postgres://USER@HOST:PORT/DATABASE): `batch start` then queues the passes and
-    /// `mailferry worker` processes run them (docs/batches.md, "Many workers on
-    /// PostgreSQL").
-    #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
-    db: Option<String>,
+    /// With a coordination database the batch lives there instead of in state
+    /// directories: `batch start` then queues the passes and `mailferry worker`
+    /// processes run them (docs/batches.md, "Many workers on PostgreSQL").
+    #[command(flatten)]
+    db: super::DbArgs,
 }
 
 impl StateRoot {
-    /// The coordination database, connected (schema up to date), if --db is given.
-    async fn db(&self) -> Result<Option<mailferry_coord::Db>, AppError> {
-        match &self.db {
+    /// The coordination database, connected (schema up to date), if one is given;
+    /// `endpoint` is `batch new`'s endpoint file (its `coordination_db_file`).
+    async fn db(
+        &self,
+        endpoint: Option<&std::path::Path>,
+    ) -> Result<Option<mailferry_coord::Db>, AppError> {
+        match self.db.url(endpoint)? {
             None => Ok(None),
-            Some(url) => {
-                let url = mailferry_coord::DbUrl::new(url)?;
-                Ok(Some(mailferry_coord::Db::connect(&url).await?))
-            }
+            Some(url) => Ok(Some(mailferry_coord::Db::connect(&url).await?)),
         }
     }
 }
@@ -193,7 +193,7 @@ pub async fn run(cmd: BatchCmd) -> Result<(), AppError> {
         | BatchCmd::Resume { root, .. } => root,
     };
     if !matches!(cmd, BatchCmd::New(_)) {
-        if let Some(mut db) = root.db().await? {
+        if let Some(mut db) = root.db(None).await? {
             return on_db(cmd, &mut db, actor).await;
         }
     }
@@ -345,7 +345,7 @@ async fn create(new: BatchNew, actor: String) -> Result<(), AppError> {
         settings: settings.settings(),
         actor: actor.clone(),
     };
-    if let Some(mut db) = root.db().await? {
+    if let Some(mut db) = root.db(Some(&new.endpoint)).await? {
         let b = mailferry_coord::ops::create(&mut db, &name, &new).await?;
         eprintln!(
             "batch {name}: {} mailbox(es) recorded in the database{}",

@@ -23,7 +23,36 @@ pub use mailferry_control::lifecycle::load_profile;
 use mailferry_control::{volume_admin, AppError};
 use mailferry_core::MailboxAddr;
 use mailferry_store::Volume;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The coordination database on PostgreSQL: `--db` or `--db-file`, else the environment,
+/// else (where the command has one) the source endpoint's `coordination_db_file`.
+#[derive(clap::Args, Clone)]
+pub struct DbArgs {
+    /// Coordination database on PostgreSQL: postgres://USER@HOST:PORT/DATABASE, with
+    /// ?sslmode=verify-full&sslrootcert=CA.pem for TLS (docs/coordination.md). The first
+    /// given of --db, --db-file, env MAILFERRY_DB, env MAILFERRY_DB_FILE, then the
+    /// endpoint's coordination_db_file (batch new) is used
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// A file holding the database URL on one line, owner-only (chmod 600): keeps the
+    /// password off the command line
+    #[arg(long, value_name = "PATH", conflicts_with = "db")]
+    pub db_file: Option<PathBuf>,
+}
+
+impl DbArgs {
+    /// The database URL from the first source given, if any; `endpoint` is the source
+    /// endpoint file when the command has one.
+    pub fn url(&self, endpoint: Option<&Path>) -> Result<Option<mailferry_coord::DbUrl>, AppError> {
+        let sources = mailferry_coord::DbSources::with_env(
+            self.db.clone(),
+            self.db_file.clone(),
+            endpoint.map(Path::to_path_buf),
+        );
+        Ok(sources.locate()?.map(|(url, _)| url))
+    }
+}
 
 /// A volume and how to unlock it: the first flags of every command that opens one.
 #[derive(clap::Args)]

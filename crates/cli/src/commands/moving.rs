@@ -165,7 +165,7 @@ pub enum MoveCmd {
     /// State, percent complete, items synced/skipped/bad, bytes, rate, ETA, last sync.
     Status {
         /// The move's state directory (or --db and --mailbox).
-        #[arg(long, required_unless_present = "db")]
+        #[arg(long, required_unless_present = "mailbox")]
         state: Option<PathBuf>,
         #[command(flatten)]
         db: super::audit::DbMove,

@@ -8,9 +8,8 @@ use std::time::Duration;
 /// `worker`.
 #[derive(clap::Args)]
 pub struct WorkerArgs {
-    /// The coordination database (postgres://USER@HOST:PORT/DATABASE).
-    #[arg(long, env = "MAILFERRY_DB", value_name = "URL", hide_env_values = true)]
-    db: String,
+    #[command(flatten)]
+    db: super::DbArgs,
     /// Passes this worker runs at once (the endpoints' limits hold across all workers
     /// on top of it).
     #[arg(long, default_value_t = 4)]
@@ -40,7 +39,13 @@ pub async fn run(a: WorkerArgs) -> Result<(), AppError> {
         }
     };
     let opts = mailferry_coord::worker::WorkerOptions {
-        db: mailferry_coord::DbUrl::new(&a.db)?,
+        db: a.db.url(None)?.ok_or_else(|| {
+            AppError::Usage(
+                "worker needs the coordination database: --db URL, --db-file PATH, or env \
+                 MAILFERRY_DB or MAILFERRY_DB_FILE"
+                    .into(),
+            )
+        })?,
         concurrency: a.concurrency,
         state,
         lease: Duration::from_secs(a.lease_seconds),
