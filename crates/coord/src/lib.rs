@@ -11,6 +11,7 @@
 //! - [`lease`]: leases, heartbeats and fencing;
 //! - [`ops`]: `batch new|start|complete|suspend|resume|status`, `move status` and the
 //!   audit copy `audit verify` checks, on the database;
+//! - [`schedule`]: a batch's scheduled start and completion, fired by the workers;
 //! - [`worker`]: `mailferry worker`.
 //!
 //! It drives the control plane (`mailferry-control`) and never changes how one pass
@@ -23,6 +24,7 @@ pub mod error;
 pub mod files;
 pub mod lease;
 pub mod ops;
+pub mod schedule;
 pub mod worker;
 
 pub use db::{Db, DbUrl};
