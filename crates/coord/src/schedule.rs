@@ -378,7 +378,9 @@ struct Moves {
     synced: i64,
     /// Created, Syncing or Completing without a queued pass (a resumed batch, say).
     unfinished: i64,
-    /// Failed, by address.
+    /// Failed, by address: in state Failed, or their last pass failed before it could
+    /// change the state (a source or destination that would not open) and is not
+    /// tried again.
     failed: Vec<String>,
     /// The database's clock (Unix seconds): every worker compares times with it.
     now: i64,
@@ -389,14 +391,18 @@ async fn moves_of(c: &impl GenericClient, batch: &str) -> Result<Moves, CoordErr
         .query_one(
             "SELECT count(*) FILTER (WHERE runnable OR lease_owner IS NOT NULL), \
                     count(*) FILTER (WHERE state = 'synced'), \
-                    count(*) FILTER (WHERE state IN ('created', 'syncing', 'completing')), \
-                    coalesce(array_agg(address ORDER BY address) FILTER (WHERE state = 'failed'), '{}'), \
+                    count(*) FILTER (WHERE state IN ('created', 'syncing', 'completing') \
+                                      AND last_error IS NULL), \
+                    coalesce(array_agg(address ORDER BY address) \
+                             FILTER (WHERE state = 'failed' OR last_error IS NOT NULL), '{}'), \
                     extract(epoch FROM now())::bigint \
              FROM moves WHERE batch = $1",
             &[&batch],
         )
         .await
-        .map_err(CoordError::db(format!("reading the moves of batch {batch}")))?;
+        .map_err(CoordError::db(format!(
+            "reading the moves of batch {batch}"
+        )))?;
     Ok(Moves {
         busy: r.get(0),
         synced: r.get(1),
@@ -404,6 +410,11 @@ async fn moves_of(c: &impl GenericClient, batch: &str) -> Result<Moves, CoordErr
         failed: r.get(3),
         now: r.get(4),
     })
+}
+
+/// True while a pass of the batch is queued or leased.
+pub async fn busy(c: &impl GenericClient, batch: &str) -> Result<bool, CoordError> {
+    Ok(moves_of(c, batch).await?.busy > 0)
 }
 
 /// One schedule's step; `Some` if it queued passes.

@@ -246,7 +246,9 @@ async fn a_failed_mailbox_stops_the_completion_and_a_suspended_batch_waits() {
     db.client
         .batch_execute(
             "UPDATE batches SET suspended = false WHERE name = 'b'; \
-             UPDATE moves SET state = 'failed' WHERE address = 'u1@example.com';",
+             UPDATE moves SET state = 'failed' WHERE address = 'u1@example.com'; \
+             UPDATE moves SET state = 'created', last_error = 'volume in use' \
+               WHERE address = 'u2@example.com';",
         )
         .await
         .unwrap();
@@ -254,7 +256,10 @@ async fn a_failed_mailbox_stops_the_completion_and_a_suspended_batch_waits() {
     let s = schedule::get(&db.client, "b").await.unwrap().unwrap();
     assert_eq!(s.phase, Phase::Done);
     assert!(
-        s.error.as_deref().unwrap().contains("u1@example.com"),
+        s.error
+            .as_deref()
+            .unwrap()
+            .contains("u1@example.com, u2@example.com"),
         "{:?}",
         s.error
     );
