@@ -173,24 +173,27 @@ pub async fn get(c: &impl GenericClient, batch: &str) -> Result<Option<Schedule>
     row.as_ref().map(from_row).transpose()
 }
 
-/// Records a new run of `batch` in place of the last one.
-#[allow(clippy::too_many_arguments)] // one row's columns, named at the call sites below
-async fn record(
-    c: &impl GenericClient,
-    batch: &str,
+/// A run as [`record`] writes it.
+struct NewRun<'a> {
+    batch: &'a str,
+    /// `Start` (waiting), `Sync` (a start queued now) or `Final` (a completion queued now).
     phase: Phase,
     start_at: Option<i64>,
     completion: Option<Completion>,
     approve_skipped: bool,
-    actor: &str,
-    fired_now: (bool, bool),
-) -> Result<(), CoordError> {
-    let (kind, at) = match completion {
+    actor: &'a str,
+}
+
+/// Records a new run in place of the batch's last one. Passes queued now are recorded
+/// as fired by the asker.
+async fn record(c: &impl GenericClient, r: &NewRun<'_>) -> Result<(), CoordError> {
+    let (kind, at) = match r.completion {
         None => (None, None),
         Some(Completion::WhenSynced) => (Some("synced"), None),
         Some(Completion::At(t)) => (Some("at"), Some(t as f64)),
     };
-    let start_at = start_at.map(|t| t as f64);
+    let start_at = r.start_at.map(|t| t as f64);
+    let (started, completed) = (r.phase == Phase::Sync, r.phase == Phase::Final);
     c.execute(
         "INSERT INTO schedules (batch, phase, start_at, completion, complete_at, approve_skipped, \
                                 actor, start_fired_by, start_fired_at, complete_fired_by, \
@@ -206,20 +209,21 @@ async fn record(
              complete_fired_by = EXCLUDED.complete_fired_by, \
              complete_fired_at = EXCLUDED.complete_fired_at, finished_at = NULL, error = NULL",
         &[
-            &batch,
-            &phase.as_str(),
+            &r.batch,
+            &r.phase.as_str(),
             &start_at,
             &kind,
             &at,
-            &approve_skipped,
-            &actor,
-            &fired_now.0,
-            &fired_now.1,
+            &r.approve_skipped,
+            &r.actor,
+            &started,
+            &completed,
         ],
     )
     .await
     .map_err(CoordError::db(format!(
-        "recording the schedule of batch {batch}"
+        "recording the schedule of batch {}",
+        r.batch
     )))?;
     Ok(())
 }
@@ -242,32 +246,28 @@ pub async fn start(
     let queued = match start_at {
         Some(t) => {
             ops::load_batch(&tx, batch).await?;
-            record(
-                &tx,
+            let run = NewRun {
                 batch,
-                Phase::Start,
-                Some(t),
+                phase: Phase::Start,
+                start_at: Some(t),
                 completion,
-                false,
+                approve_skipped: false,
                 actor,
-                (false, false),
-            )
-            .await?;
+            };
+            record(&tx, &run).await?;
             0
         }
         None => {
             let q = ops::enqueue_on(&tx, batch, false, false).await?;
-            record(
-                &tx,
+            let run = NewRun {
                 batch,
-                Phase::Sync,
-                None,
+                phase: Phase::Sync,
+                start_at: None,
                 completion,
-                false,
+                approve_skipped: false,
                 actor,
-                (true, false),
-            )
-            .await?;
+            };
+            record(&tx, &run).await?;
             q.len()
         }
     };
@@ -291,17 +291,15 @@ pub async fn complete(
         .await
         .map_err(CoordError::db(format!("completing batch {batch}")))?;
     let q = ops::enqueue_on(&tx, batch, true, approve_skipped).await?;
-    record(
-        &tx,
+    let run = NewRun {
         batch,
-        Phase::Final,
-        None,
-        None,
+        phase: Phase::Final,
+        start_at: None,
+        completion: None,
         approve_skipped,
         actor,
-        (false, true),
-    )
-    .await?;
+    };
+    record(&tx, &run).await?;
     tx.commit().await.map_err(CoordError::db(format!(
         "committing the completion of batch {batch}"
     )))?;
@@ -356,7 +354,11 @@ pub async fn tick(
                 fired.extend(f);
             }
             Err(e) => {
-                drop(sp);
+                // Back to the savepoint: the tick's transaction goes on with the others.
+                sp.rollback().await.map_err(CoordError::db(format!(
+                    "undoing the schedule step of batch {}",
+                    s.batch
+                )))?;
                 tracing::warn!(batch = %s.batch, error = %e, "schedule step failed; the next tick tries again");
             }
         }
