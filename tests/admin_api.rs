@@ -2,7 +2,9 @@
 //! made with `admin add`, TOTP codes computed here, HTTPS through rustls (ring) trusting
 //! exactly the service's generated CA.
 
-use crate::util::{describe, init_volume, mailferry, move_maildir, run, Daemon, Env};
+use crate::util::{
+    describe, export, init_volume, mailferry, move_maildir, read_maildir, run, Daemon, Env,
+};
 use mailferry_bench::sample::{write_maildir, SampleSpec, SizeModel};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -1226,8 +1228,8 @@ fn issue21_the_service_deletes_an_expired_grants_key_without_being_asked() {
 /// Issue 20: `admin serve --db` shows and acts on the batches in PostgreSQL
 /// (`MAILFERRY_TEST_PG`): a batch created through the API is rows (not a directory),
 /// `start` queues it, a `mailferry worker` runs it, and the API and the pages show what
-/// the worker did; suspend and resume change the rows; what the database cannot do yet
-/// is refused; every action is in the admin audit log as without `--db`.
+/// the worker did (the start is the batch's latest run, `job`, as for files); suspend and
+/// resume change the rows; every action is in the admin audit log as without `--db`.
 #[test]
 fn issue20_admin_serve_db_shows_and_acts_on_a_batch_run_by_a_worker() {
     use crate::workers::{fresh_db, sql_i64, start_worker};
@@ -1246,13 +1248,7 @@ fn issue20_admin_serve_db_shows_and_acts_on_a_batch_run_by_a_worker() {
                "settings": {"start": {"when": "manual"}, "completion": completion,
                             "report_recipients": ["ops@example.com"]}})
     };
-    // Completion by a scheduler in the service: not against the database yet, refused
-    // before anything is created.
-    let r = c.post("/api/v1/batches", &a, body(json!({"mode": "automatic"})));
-    assert_eq!((r.status, r.code()), (422, "invalid"), "{}", r.text);
-    assert!(r.text.contains("PostgreSQL"), "{}", r.text);
     assert_eq!(c.get("/api/v1/batches/wave1", &a).status, 404);
-
     let r = c.post("/api/v1/batches", &a, body(json!({"mode": "manual"})));
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(
@@ -1293,7 +1289,10 @@ fn issue20_admin_serve_db_shows_and_acts_on_a_batch_run_by_a_worker() {
         "{}",
         r.text
     );
-    assert!(r.body["job"].is_null(), "{}", r.text);
+    // The start is the latest run; it has ended with its passes.
+    let b = wait_run_ended(&c, &a, "wave1");
+    assert_eq!(b["job"]["kind"], "sync", "{b}");
+    assert!(b["job"]["error"].is_null(), "{b}");
     let r = c.get("/api/v1/batches/wave1/moves/ann@example.com/report", &a);
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["schema"], "mailferry-move-record/1", "{}", r.text);
@@ -1519,4 +1518,239 @@ fn issue20_admin_serve_db_with_proxy_creates_batches_that_workers_move_into_that
             describe(&o)
         );
     }
+}
+/// The history entry of `state` in a move's lifecycle row: its time (Unix seconds) and
+/// actor.
+fn db_transition(db: &str, mailbox: &str, state: &str) -> (i64, String) {
+    let rows = crate::workers::sql_rows(
+        db,
+        &format!("SELECT lifecycle::text FROM moves WHERE address = '{mailbox}'"),
+    );
+    let lc: Value = serde_json::from_str(&rows[0][0]).unwrap();
+    let t = lc["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["state"] == state)
+        .unwrap_or_else(|| panic!("{mailbox}: no {state} in {lc}"));
+    (
+        mailferry_core::profile::parse_rfc3339(t["at"].as_str().unwrap()).unwrap(),
+        t["actor"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Waits (generously) until every mailbox of the batch is Completed; on failure shows
+/// the batch, its schedule row and the workers' logs.
+fn wait_all_completed(c: &Client, s: &Session, db: &str, batch: &str, logs: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let b = c.get(&format!("/api/v1/batches/{batch}"), s).body;
+        if crate::workers::states(&b)
+            .iter()
+            .all(|(_, st)| st == "completed")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every mailbox completed within 300 s: {b}\nschedule: {:?}\n{}",
+            crate::workers::sql_rows(
+                db,
+                &format!("SELECT * FROM schedules WHERE batch = '{batch}'")
+            ),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Stops the service, exports every mailbox from its volume and compares each with its
+/// source Maildir under `mail/`, message by message.
+fn assert_exports_equal_sources(env: &Env, users: &[&str]) {
+    for u in users {
+        let out = env.path(&format!("export-{u}"));
+        let o = export(env, &format!("{u}@example.com"), &out);
+        assert!(o.status.success(), "export {u}: {}", describe(&o));
+        let source = read_maildir(&env.path("mail").join(u));
+        assert!(!source.is_empty(), "{u}: the source is empty");
+        assert_eq!(
+            read_maildir(&out),
+            source,
+            "{u}: export differs from the source"
+        );
+    }
+}
+
+/// Issue 20: with `admin serve --db` the wizard's "start at a time" and automatic
+/// completion are rows the workers fire: a batch created through the API to start in a
+/// few seconds and complete as soon as every mailbox is synced is started, synced and
+/// completed by a `mailferry worker` without any further request, each step queued
+/// once; the exports equal the sources. (One worker: the service's batches go to its
+/// local volume, which one process opens at a time; the race between workers firing
+/// one schedule is crates/coord's `schedule::tests`.)
+#[test]
+fn issue20_admin_serve_db_scheduled_start_and_automatic_completion_run_by_the_workers() {
+    use crate::workers::{fresh_db, sql_i64, sql_rows, start_workers};
+    let Some(db) = fresh_db("admin_schedule") else {
+        return;
+    };
+    let env = Env::new();
+    let (d, state) = start(&env, &["--db", &db]);
+    let alice = add_account(&state, "alice", "admin");
+    let c = Client::new(&d);
+    let a = c.session(&alice);
+    let users = ["ann", "ben", "cy"];
+    maildir_endpoint(&c, &a, &env, &users);
+    let mut csv = String::from("EmailAddress,UserName,Password\n");
+    for u in users {
+        csv.push_str(&format!("{u}@example.com,{u},\n"));
+    }
+    let start_at = mailferry_core::unix_now() + 3;
+    let r = c.post(
+        "/api/v1/batches",
+        &a,
+        json!({"name": "night", "migration_type": "file", "endpoint": "src", "csv": csv,
+               "settings": {"start": {"when": "later", "at": mailferry_core::rfc3339(start_at)},
+                            "completion": {"mode": "automatic"}}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["job"]["running"], true, "{}", r.text);
+    assert_eq!(r.body["job"]["kind"], "sync", "{}", r.text);
+    assert_eq!(
+        r.body["job"]["scheduled_for"],
+        mailferry_core::rfc3339(start_at),
+        "{}",
+        r.text
+    );
+    // Nothing is queued by the service itself, and a start by hand waits for it.
+    assert_eq!(
+        sql_i64(
+            &db,
+            "SELECT count(*) FROM moves WHERE batch = 'night' AND runnable"
+        ),
+        0
+    );
+    // No worker runs yet, so the schedule waits however late it is.
+    let r = c.post("/api/v1/batches/night/start", &a, json!({}));
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+    assert!(r.text.contains("scheduled for"), "{}", r.text);
+    let page = c.get("/dashboard", &a);
+    assert!(page.text.contains("scheduled for"), "{}", page.text);
+
+    let workers = start_workers(env.dir.path(), &db, 1, 2, 10);
+    let logs = || {
+        workers
+            .iter()
+            .map(|w| w.log_text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    wait_all_completed(&c, &a, &db, "night", &logs);
+    let b = wait_run_ended(&c, &a, "night");
+    assert_eq!(b["job"]["kind"], "complete", "{b}");
+    assert!(b["job"]["error"].is_null(), "{b}\n{}", logs());
+    for u in users {
+        let m = format!("{u}@example.com");
+        let (synced_at, by) = db_transition(&db, &m, "syncing");
+        assert!(synced_at >= start_at, "{m} started early");
+        assert!(by.starts_with("worker:"), "{by}");
+        db_transition(&db, &m, "completed");
+        // One first copy and one final pass: each step was queued once.
+        assert_eq!(
+            sql_i64(
+                &db,
+                &format!(
+                    "SELECT count(*) FROM pass_reports r JOIN moves m ON m.id = r.move_id \
+                     WHERE m.address = '{m}'"
+                )
+            ),
+            2,
+            "{m}\n{}",
+            logs()
+        );
+    }
+    // Who fired what: workers, recorded with the batch's schedule (which a worker marks
+    // done at its next tick after the final passes).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let fired = loop {
+        let fired = sql_rows(
+            &db,
+            "SELECT phase, start_fired_by, complete_fired_by, actor FROM schedules \
+             WHERE batch = 'night'",
+        );
+        if fired[0][0] == "done" || Instant::now() > deadline {
+            break fired;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(fired[0][0], "done", "{fired:?}");
+    assert!(
+        fired[0][1].starts_with("worker:") && fired[0][2].starts_with("worker:"),
+        "{fired:?}"
+    );
+    assert_eq!(fired[0][3], "admin:alice", "{fired:?}");
+    for w in workers {
+        let log = w.log_text();
+        assert_eq!(w.stop(), Some(0), "{log}");
+    }
+    assert_eq!(d.stop(), Some(0));
+    assert_exports_equal_sources(&env, &users);
+}
+
+/// Issue 20: "complete after a time" with `admin serve --db`: a batch started now syncs,
+/// waits at Synced, and a worker completes it at (not before) its time, with no request.
+#[test]
+fn issue20_admin_serve_db_completes_after_its_time_by_a_worker() {
+    use crate::workers::{fresh_db, start_worker};
+    let Some(db) = fresh_db("admin_complete_after") else {
+        return;
+    };
+    let env = Env::new();
+    let (d, state) = start(&env, &["--db", &db]);
+    let alice = add_account(&state, "alice", "admin");
+    let c = Client::new(&d);
+    let a = c.session(&alice);
+    let users = ["ann", "ben"];
+    maildir_endpoint(&c, &a, &env, &users);
+    let worker = start_worker(env.dir.path(), &db, "w0", 2, 10);
+    let complete_at = mailferry_core::unix_now() + 12;
+    let r = c.post(
+        "/api/v1/batches",
+        &a,
+        json!({"name": "cutover", "migration_type": "file", "endpoint": "src",
+               "csv": "EmailAddress,UserName,Password\nann@example.com,ann,\nben@example.com,ben,\n",
+               "settings": {"start": {"when": "now"},
+                            "completion": {"mode": "after", "at": mailferry_core::rfc3339(complete_at)}}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["job"]["running"], true, "{}", r.text);
+    // Synced first, then waiting for its time (when the machine is quick enough to see it).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let b = c.get("/api/v1/batches/cutover", &a).body;
+        if b["job"]["scheduled_for"] == mailferry_core::rfc3339(complete_at) {
+            assert_eq!(b["job"]["kind"], "complete", "{b}");
+            assert_eq!(b["job"]["running"], true, "{b}");
+            break;
+        }
+        if mailferry_core::unix_now() >= complete_at - 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{b}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_all_completed(&c, &a, &db, "cutover", &|| worker.log_text());
+    let b = wait_run_ended(&c, &a, "cutover");
+    assert_eq!(b["job"]["kind"], "complete", "{b}");
+    assert!(b["job"]["error"].is_null(), "{b}");
+    for u in users {
+        let m = format!("{u}@example.com");
+        let (at, by) = db_transition(&db, &m, "completing");
+        assert!(at >= complete_at, "{m} completed early");
+        assert!(by.starts_with("worker:"), "{by}");
+    }
+    let log = worker.log_text();
+    assert_eq!(worker.stop(), Some(0), "{log}");
+    assert_eq!(d.stop(), Some(0));
+    assert_exports_equal_sources(&env, &users);
 }

@@ -557,10 +557,7 @@ pub async fn create_batch(
     let root = state.config().batches_dir();
     let bd = BatchDir::new(&root, &req.name)?;
     let taken = match state.backend().db() {
-        Some(d) => {
-            db::check_schedule(s)?;
-            db::exists(d, &req.name).await?
-        }
+        Some(d) => db::exists(d, &req.name).await?,
         None => bd.dir.exists(),
     };
     if taken {
@@ -620,7 +617,14 @@ pub async fn create_batch(
     if s.start != StartSchedule::Manual {
         match state.backend().db() {
             Some(d) => {
-                db::enqueue(d, &req.name, false, false).await?;
+                db::start(
+                    d,
+                    &req.name,
+                    schedule.start_at,
+                    schedule.then_complete,
+                    &actor(v),
+                )
+                .await?;
             }
             None => state.jobs().start(
                 &req.name,
@@ -885,10 +889,10 @@ async fn enforce(
             blocking(move || Ok(batch::status(&bd)?)).await?
         }
     };
-    let job = state
-        .jobs()
-        .get(name)
-        .filter(|_| state.backend().db().is_none());
+    let job = match state.backend().db() {
+        Some(d) => db::job(d, name).await?,
+        None => state.jobs().get(name),
+    };
     rule(&s, job.as_ref()).map_err(AdminError::Conflict)
 }
 
@@ -904,36 +908,45 @@ pub async fn start_batch(
         enforce(state, name, rules::check_run).await?;
         let bd = match at {
             At::Db(d) => {
-                db::enqueue(d, name, false, false).await?;
+                let then =
+                    then_complete(name, db::meta(d, name).await?, &db::batch(d, name).await?)?;
+                db::start(d, name, None, then, &actor(v)).await?;
                 return Ok(json!({}));
             }
             At::Dir(bd) => bd,
         };
         let b = bd.load()?;
         refuse_suspended(name, b.suspended)?;
-        // The completion time as resolved when the batch was created (the wizard's `2h`
-        // means two hours after creation, not after this start).
-        let then_complete = match read_meta(&bd).map(|m| m.settings.completion) {
-            Some(Completion::Automatic) => Some(None),
-            Some(Completion::After { at }) => Some(Some(match &b.settings.complete_after {
-                Some(t) => mailferry_core::profile::parse_rfc3339(t).map_err(|e| {
-                    AdminError::Internal(format!("batch {name}: complete_after: {e}"))
-                })?,
-                None => parse_time("complete after", &at)?,
-            })),
-            _ => None,
-        };
         state.jobs().start(
             name,
-            bd,
+            bd.clone(),
             Plan {
-                then_complete,
+                then_complete: then_complete(name, read_meta(&bd), &b)?,
                 ..Plan::now(Mode::Sync, actor(v))
             },
         )?;
         Ok(json!({}))
     })
     .await
+}
+
+/// What follows a start the admin asks for: the batch's completion as the wizard chose
+/// it, with the time resolved when the batch was created (the wizard's `2h` means two
+/// hours after creation, not after this start).
+fn then_complete(
+    name: &str,
+    meta: Option<AdminBatchMeta>,
+    b: &batch::Batch,
+) -> Result<Option<Option<i64>>, AdminError> {
+    Ok(match meta.map(|m| m.settings.completion) {
+        Some(Completion::Automatic) => Some(None),
+        Some(Completion::After { at }) => Some(Some(match &b.settings.complete_after {
+            Some(t) => mailferry_core::profile::parse_rfc3339(t)
+                .map_err(|e| AdminError::Internal(format!("batch {name}: complete_after: {e}")))?,
+            None => parse_time("complete after", &at)?,
+        })),
+        _ => None,
+    })
 }
 
 /// Suspends the batch: no further pass starts, every mailbox not completed is
@@ -995,7 +1008,7 @@ pub async fn complete_batch(
         .await?;
         match at {
             At::Db(d) => {
-                db::enqueue(d, name, true, approve_skipped).await?;
+                db::complete(d, name, approve_skipped, &actor(v)).await?;
             }
             At::Dir(bd) => {
                 refuse_suspended(name, bd.load()?.suspended)?;

@@ -14,6 +14,7 @@
 //! - [`lease`]: leases, heartbeats and fencing;
 //! - [`ops`]: `batch new|add-users|start|complete|suspend|resume|status`, the batch dry
 //!   run, `move status` and the audit copy `audit verify` checks, on the database;
+//! - [`schedule`]: a batch's scheduled start and completion, fired by the workers;
 //! - [`worker`]: `mailferry worker`.
 //!
 //! It drives the control plane (`mailferry-control`) and never changes how one pass
@@ -27,6 +28,7 @@ pub mod files;
 pub mod lease;
 pub mod locate;
 pub mod ops;
+pub mod schedule;
 mod tls;
 pub mod worker;
 

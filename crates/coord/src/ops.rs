@@ -413,7 +413,18 @@ pub async fn enqueue(
     complete: bool,
     approve_skipped: bool,
 ) -> Result<Vec<String>, CoordError> {
-    let (b, suspended) = load_batch(&db.client, name).await?;
+    enqueue_on(&db.client, name, complete, approve_skipped).await
+}
+
+/// [`enqueue`] on a client or an open transaction (a schedule queues the passes in the
+/// transaction that records that it fired: [`crate::schedule`]).
+pub async fn enqueue_on(
+    c: &impl GenericClient,
+    name: &str,
+    complete: bool,
+    approve_skipped: bool,
+) -> Result<Vec<String>, CoordError> {
+    let (b, suspended) = load_batch(c, name).await?;
     if suspended {
         return Err(AppError::Refused(format!(
             "batch {name} is suspended; {}",
@@ -424,11 +435,10 @@ pub async fn enqueue(
     // An edited endpoint applies from the next start on, as without --db (when the file
     // is readable here; else the recorded one stays).
     if let Ok(ep) = endpoint_row(&b.endpoint, b.profile.as_deref()) {
-        upsert_endpoint(&db.client, &ep).await?;
+        upsert_endpoint(c, &ep).await?;
     }
     let kind = if complete { "complete" } else { "sync" };
-    let rows = db
-        .client
+    let rows = c
         .query(
             "UPDATE moves SET runnable = true, pass_kind = $2, approve_skipped = $3, \
                     attempts = 0, not_before = NULL \

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(60);
 
-async fn fresh(name: &str) -> Option<(Db, DbUrl)> {
+pub(crate) async fn fresh(name: &str) -> Option<(Db, DbUrl)> {
     let server = testing::server()?;
     let url = DbUrl::new(&testing::fresh_database(&server, name).await).unwrap();
     Some((Db::connect(&url).await.unwrap(), url))
@@ -42,11 +42,11 @@ async fn fixture(db: &Db, max_moves: i32, n: usize) -> Vec<String> {
     ids
 }
 
-async fn client(url: &DbUrl) -> tokio_postgres::Client {
+pub(crate) async fn client(url: &DbUrl) -> tokio_postgres::Client {
     crate::db::connect_raw(url).await.unwrap()
 }
 
-async fn count(db: &Db, sql: &str) -> i64 {
+pub(crate) async fn count(db: &Db, sql: &str) -> i64 {
     db.client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
@@ -63,6 +63,7 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
         "source_files",
         "pass_reports",
         "workers",
+        "schedules",
     ] {
         let n = count(
             &db,
@@ -83,10 +84,10 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
     for a in again {
         assert!(a.await.unwrap().is_empty(), "a second run applies nothing");
     }
-    // Versions 1 and 2 (batches.admin), once each.
+    // Versions 1, 2 (batches.admin) and 3 (schedules), once each.
     assert_eq!(
         count(&db, "SELECT count(*) FROM refinery_schema_history").await,
-        2
+        3
     );
     assert_eq!(
         count(

@@ -120,6 +120,7 @@ pub async fn run(
     let mut set: tokio::task::JoinSet<Result<bool, CoordError>> = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     let mut stopping = false;
+    let mut last_tick: Option<tokio::time::Instant> = None;
     loop {
         // Reap what ended.
         while let Some(j) = set.try_join_next() {
@@ -134,6 +135,14 @@ pub async fn run(
             match Db::connect(&opts.db).await {
                 Ok(d) => db = d,
                 Err(e) => tracing::warn!(error = %e, "database unreachable; trying again"),
+            }
+        }
+        // Every worker moves the batches' schedules along (once per poll): whichever
+        // ticks first fires a due start or completion, the others skip it.
+        if !ticked_lately(&last_tick, opts.poll) && !db.client.is_closed() {
+            last_tick = Some(tokio::time::Instant::now());
+            if let Err(e) = crate::schedule::tick(&mut db.client, &format!("worker:{id}")).await {
+                tracing::warn!(error = %e, "could not look at the schedules; trying again");
             }
         }
         if set.len() < opts.concurrency.max(1) && !db.client.is_closed() {
@@ -175,6 +184,11 @@ pub async fn run(
         .execute("UPDATE workers SET last_seen = now() WHERE id = $1", &[&id])
         .await;
     Ok(summary)
+}
+
+/// True while the last schedule tick is younger than one poll interval.
+fn ticked_lately(last: &Option<tokio::time::Instant>, poll: Duration) -> bool {
+    last.is_some_and(|t| t.elapsed() < poll)
 }
 
 fn tally(s: &mut WorkerSummary, j: Result<Result<bool, CoordError>, tokio::task::JoinError>) {

@@ -4,18 +4,20 @@
 //! batch directories.
 //!
 //! What differs, and why: a start or a completion queues the moves for
-//! `mailferry worker` processes instead of running a pass here, so a batch has no
-//! "latest run" (`job` is null) and whether a pass runs is whether a worker holds the
-//! move's lease. The wizard's scheduled start and automatic or timed completion need a
-//! scheduler that outlives the request, which only the file-based runs have yet: they
-//! are refused (422) rather than silently half done. This module checks no role and
-//! writes no audit record: [`super`] does both, as for files.
+//! `mailferry worker` processes instead of running a pass here, and whether a pass runs
+//! is whether a worker holds the move's lease. The wizard's scheduled start and its
+//! automatic or timed completion are rows ([`mailferry_coord::schedule`]) that the
+//! workers fire, so they need no scheduler in this service and survive its restarts;
+//! the row is also the batch's latest run (`job`), shown as for batch directories. This
+//! module checks no role and writes no audit record: [`super`] does both, as for files.
 
-use super::{AdminBatchMeta, BatchInfo, BatchSettings, Completion, StartSchedule};
+use super::{AdminBatchMeta, BatchInfo};
 use crate::backend::DbBackend;
+use crate::jobs::{JobKind, JobStatus};
 use crate::AdminError;
 use mailferry_control::batch::{Batch, BatchStatus, BatchUser, NewBatch};
 use mailferry_control::status::MoveStatus;
+use mailferry_coord::schedule::{self, Completion, Phase, Schedule};
 use mailferry_coord::{ops, CoordError, Db};
 
 /// `NotFound` for a batch is the same answer as without a database.
@@ -53,14 +55,63 @@ pub async fn batch_info(db: &DbBackend, name: &str) -> Result<BatchInfo, AdminEr
     let g = db.get().await?;
     load(&g, name).await?;
     let status = ops::batch_status(&g, name).await?;
-    let admin = ops::batch_admin(&g.client, name)
+    let admin = meta_of(&g, name).await?;
+    let job = job_of_batch(&g, name).await?;
+    Ok(BatchInfo { status, job, admin })
+}
+
+async fn meta_of(db: &Db, name: &str) -> Result<Option<AdminBatchMeta>, AdminError> {
+    Ok(ops::batch_admin(&db.client, name)
         .await?
-        .and_then(|v| serde_json::from_value::<AdminBatchMeta>(v).ok());
-    Ok(BatchInfo {
-        status,
-        job: None,
-        admin,
-    })
+        .and_then(|v| serde_json::from_value::<AdminBatchMeta>(v).ok()))
+}
+
+/// The wizard's choices kept with the batch (none for `batch new --db`).
+pub async fn meta(db: &DbBackend, name: &str) -> Result<Option<AdminBatchMeta>, AdminError> {
+    meta_of(&*db.get().await?, name).await
+}
+
+/// The batch's latest run as the service shows it, from its schedule row.
+async fn job_of_batch(db: &Db, name: &str) -> Result<Option<JobStatus>, AdminError> {
+    let Some(s) = schedule::get(&db.client, name).await? else {
+        return Ok(None);
+    };
+    let busy = s.pending() && schedule::busy(&db.client, name).await?;
+    Ok(Some(job_of(&s, busy)))
+}
+
+/// A batch's latest run (for the rules).
+pub async fn job(db: &DbBackend, name: &str) -> Result<Option<JobStatus>, AdminError> {
+    job_of_batch(&*db.get().await?, name).await
+}
+
+/// A schedule row as the file-based runs' record reads: waiting for its start or
+/// completion time (`scheduled_for`), running while its passes are queued or leased
+/// (`busy`) or a completion follows them, ended otherwise. A run whose passes have
+/// ended reads as ended at once, before a worker's next tick records it.
+fn job_of(s: &Schedule, busy: bool) -> JobStatus {
+    let completing = matches!(s.phase, Phase::Complete | Phase::Final)
+        || (s.phase == Phase::Done && s.complete_fired.is_some());
+    let running = match s.phase {
+        Phase::Start | Phase::Complete => true,
+        Phase::Sync => busy || s.completion.is_some(),
+        Phase::Final => busy,
+        Phase::Done => false,
+    };
+    JobStatus {
+        kind: if completing {
+            JobKind::Complete
+        } else {
+            JobKind::Sync
+        },
+        running,
+        scheduled_for: s.waiting_until().map(mailferry_core::rfc3339),
+        started_at: mailferry_core::rfc3339(s.created_at),
+        finished_at: s.finished_at.map(mailferry_core::rfc3339),
+        outcome: None,
+        error: s.error.clone(),
+        interrupted: false,
+    }
 }
 
 /// A batch's status only (for the rules).
@@ -104,25 +155,6 @@ pub async fn copy(
     Ok(ops::local_copy(&db.get().await?.client, move_id).await?)
 }
 
-/// Refuses what the database cannot do yet: a scheduled start and a completion that is
-/// not manual (422, before anything is created).
-pub fn check_schedule(s: &BatchSettings) -> Result<(), AdminError> {
-    if matches!(s.start, StartSchedule::Later { .. }) {
-        return Err(AdminError::invalid(
-            "start at a time: not available when the batches are in PostgreSQL (admin serve \
-             --db) yet; choose Now or Manually and start the batch when it is time",
-        ));
-    }
-    if s.completion != Completion::Manual {
-        return Err(AdminError::invalid(
-            "automatic or timed completion: not available when the batches are in PostgreSQL \
-             (admin serve --db) yet; choose Manually and complete the batch from the dashboard \
-             (or POST /api/v1/batches/NAME/complete) once its mailboxes are synced",
-        ));
-    }
-    Ok(())
-}
-
 /// Records the batch and its moves (`batch new --db`'s code), with the wizard's choices.
 pub async fn create(
     db: &DbBackend,
@@ -135,15 +167,34 @@ pub async fn create(
     Ok(())
 }
 
-/// Queues a pass (`complete`: the final pass) of every mailbox that takes one.
-pub async fn enqueue(
+/// A run of every mailbox that takes one, queued now or (`start_at`) by the workers at
+/// that time, then the completion the wizard chose; recorded as the batch's latest run.
+/// Returns how many mailboxes were queued now.
+pub async fn start(
     db: &DbBackend,
     name: &str,
-    complete: bool,
-    approve_skipped: bool,
+    start_at: Option<i64>,
+    then_complete: Option<Option<i64>>,
+    actor: &str,
 ) -> Result<usize, AdminError> {
-    let q = ops::enqueue(&mut *db.get().await?, name, complete, approve_skipped).await?;
-    Ok(q.len())
+    let completion = then_complete.map(|at| at.map_or(Completion::WhenSynced, Completion::At));
+    Ok(schedule::start(&mut *db.get().await?, name, start_at, completion, actor).await?)
+}
+
+/// Queues the final pass of every mailbox not completed; recorded as the batch's latest
+/// run.
+pub async fn complete(
+    db: &DbBackend,
+    name: &str,
+    approve_skipped: bool,
+    actor: &str,
+) -> Result<usize, AdminError> {
+    Ok(schedule::complete(&mut *db.get().await?, name, approve_skipped, actor).await?)
+}
+
+/// The batch record (its lifecycle settings: `complete_after` as resolved at creation).
+pub async fn batch(db: &DbBackend, name: &str) -> Result<Batch, AdminError> {
+    Ok(load(&*db.get().await?, name).await?.0)
 }
 
 /// Queues a pass of one mailbox accepting its skipped items.

@@ -188,12 +188,22 @@ fn totals(b: &BatchInfo) -> Vec<(&'static str, String)> {
         out.push(("Latest run", view::job_text(j)));
     }
     if let Some(m) = &b.admin {
+        out.push(("Completes", completion_text(&m.settings.completion)));
         out.push(("Created by", m.created_by.clone()));
         if !m.settings.report_recipients.is_empty() {
             out.push(("Reports for", m.settings.report_recipients.join(", ")));
         }
     }
     out
+}
+
+/// How the wizard said the batch completes, in a few words.
+fn completion_text(c: &actions::Completion) -> String {
+    match c {
+        actions::Completion::Automatic => "as soon as every mailbox is synced".into(),
+        actions::Completion::After { at } => format!("at or after {}", view::when(at)),
+        actions::Completion::Manual => "when an admin completes it".into(),
+    }
 }
 
 /// `GET /ui/batches/{name}`.

@@ -31,3 +31,43 @@ fn the_csv_has_a_line_per_mailbox_quotes_and_defuses_formulas() {
     assert!(lines[2].starts_with("b@x.org,u1,Synced,"), "{}", lines[2]);
     assert_eq!(lines[3], "");
 }
+
+#[test]
+fn the_facts_say_how_the_batch_completes() {
+    let meta = |completion| crate::actions::AdminBatchMeta {
+        migration_type: "file".into(),
+        endpoint: "src".into(),
+        settings: crate::actions::BatchSettings {
+            completion,
+            ..Default::default()
+        },
+        created_by: "ann".into(),
+    };
+    for (completion, says) in [
+        (
+            crate::actions::Completion::Automatic,
+            "as soon as every mailbox is synced",
+        ),
+        (
+            crate::actions::Completion::After {
+                at: "2026-12-05T07:00:00Z".into(),
+            },
+            "at or after 2026-12-05 07:00:00 UTC",
+        ),
+        (
+            crate::actions::Completion::Manual,
+            "when an admin completes it",
+        ),
+    ] {
+        let info = BatchInfo {
+            status: batch(vec![move_status("a@x.org", MoveState::Synced, 0)], false),
+            job: None,
+            admin: Some(meta(completion)),
+        };
+        let facts = totals(&info);
+        assert!(
+            facts.iter().any(|(k, v)| *k == "Completes" && v == says),
+            "{facts:?}"
+        );
+    }
+}
