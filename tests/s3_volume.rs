@@ -334,6 +334,27 @@ fn issue20_serve_on_s3_killed_mid_move_restarts_from_the_bucket_alone() {
 
     // 4. Only ciphertext and plaintext-free metadata in the bucket.
     let objs = objects(&ep, &b, "vol");
+    // The index went up as deltas after each serve's first round: the export above was
+    // restored from a checkpoint plus its deltas, each smaller than the checkpoint.
+    let body = |key: &str| {
+        &objs
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no object {key}"))
+            .1
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(body("MANIFEST")).unwrap();
+    let deltas = manifest["index_deltas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!deltas.is_empty(), "no index deltas in {manifest}");
+    let base = body(manifest["index"].as_str().unwrap()).len() as u64;
+    for d in &deltas {
+        let (key, len) = (d["key"].as_str().unwrap(), d["len"].as_u64().unwrap());
+        assert_eq!(body(key).len() as u64, len, "{key}");
+        assert!(len < base, "delta {key} of {len} bytes, checkpoint {base}");
+    }
     assert!(
         objs.iter()
             .any(|(k, _)| k.starts_with("segments/") && k.ends_with(".seg")),

@@ -13,6 +13,7 @@
 
 mod client;
 pub mod config;
+pub mod delta;
 mod error;
 mod lease;
 pub mod manifest;
@@ -276,12 +277,16 @@ fn restore_into(client: &Client, dir: &Path, m: &Manifest) -> Result<(), BucketE
             .map(|(b, _)| b)
             .ok_or_else(|| layout(format!("{key} is missing although MANIFEST names it")))
     };
-    let index = get(&m.index)?;
+    let mut index = get(&m.index)?.to_vec();
+    for d in &m.index_deltas {
+        delta::apply(&mut index, &get(&d.key)?).map_err(|e| layout(format!("{}: {e}", d.key)))?;
+    }
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &index));
     if sha != m.index_sha256 {
         return Err(layout(format!(
-            "{} does not match the SHA-256 in MANIFEST",
-            m.index
+            "{} with {} delta(s) does not match the SHA-256 in MANIFEST",
+            m.index,
+            m.index_deltas.len()
         )));
     }
     write_file(&dir.join(mailferry_store::INDEX_FILE), &index)?;

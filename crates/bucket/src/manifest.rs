@@ -27,14 +27,31 @@ pub struct Manifest {
     pub writer: String,
     /// Object key of the index checkpoint (`index/<generation>.sqlite`).
     pub index: String,
-    /// SHA-256 of that checkpoint (hex).
+    /// SHA-256 (hex) of the index image: the checkpoint `index` with every delta of
+    /// `index_deltas` applied.
     pub index_sha256: String,
+    /// Changes to `index` since it was uploaded, applied in order (`crate::delta`;
+    /// docs/volume-format.md "Index deltas"). Absent when empty, so a manifest without
+    /// deltas is as before; a reader that does not know deltas refuses one that has
+    /// them (unknown field) rather than restore a stale index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index_deltas: Vec<IndexDelta>,
     /// Every segment the checkpoint references, by number.
     pub segments: Vec<SegmentEntry>,
     /// `audit.jsonl` up to `len`, as pieces.
     pub audit: FileEntry,
     /// `audit.head` as it was when `audit.len` was read, if the volume has one.
     pub audit_head: Option<String>,
+}
+
+/// One index delta object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexDelta {
+    /// Its object key (`index/<generation>.delta`).
+    pub key: String,
+    /// Its size in bytes.
+    pub len: u64,
 }
 
 /// One segment: a sealed object, or the pieces of its committed bytes.
@@ -87,6 +104,11 @@ pub fn segment_key(n: u64) -> String {
 /// The base key of the audit log's pieces.
 pub const AUDIT_BASE: &str = "audit.jsonl";
 
+/// The object key of the index delta of `generation`.
+pub fn index_delta_key(generation: u64) -> String {
+    format!("index/{generation:020}.delta")
+}
+
 /// The object key of the index checkpoint of `generation`.
 pub fn index_key(generation: u64) -> String {
     format!("index/{generation:020}.sqlite")
@@ -97,6 +119,7 @@ impl Manifest {
     /// header).
     pub fn objects(&self) -> Vec<String> {
         let mut out = vec![self.index.clone()];
+        out.extend(self.index_deltas.iter().map(|d| d.key.clone()));
         for s in &self.segments {
             let base = segment_key(s.number);
             if s.sealed {

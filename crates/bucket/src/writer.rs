@@ -10,8 +10,8 @@
 
 use crate::client::{Client, PutOutcome};
 use crate::manifest::{
-    index_key, segment_key, FileEntry, Manifest, Piece, SegmentEntry, AUDIT_BASE, FORMAT, HEADER,
-    MANIFEST,
+    index_delta_key, index_key, segment_key, FileEntry, IndexDelta, Manifest, Piece, SegmentEntry,
+    AUDIT_BASE, FORMAT, HEADER, MANIFEST,
 };
 use crate::BucketError;
 use bytes::Bytes;
@@ -42,6 +42,25 @@ pub const READ_WINDOW: u64 = 4 << 20;
 pub const LOCAL_STATE: &str = "offsite.json";
 /// The index snapshot of a round, in the working copy.
 const SNAPSHOT: &str = ".offsite-index.snapshot";
+/// The index image the bucket holds (checkpoint plus deltas) as of [`Image::generation`]:
+/// what the next round's delta is computed against.
+const IMAGE: &str = ".offsite-index.image";
+/// Deltas after one checkpoint before the next round uploads the index whole again: a
+/// restore applies at most this many.
+const MAX_DELTAS: usize = 64;
+/// Below this an index is cheap to upload whole; deltas are still used, so that the
+/// path is the same at every size, with a budget of this many bytes.
+const SMALL_INDEX: u64 = 4 << 20;
+
+/// What [`IMAGE`] is: written by this process after a round, never trusted across a
+/// restart (the first round of a process uploads the index whole).
+#[derive(Clone, Copy, Debug)]
+struct Image {
+    /// The manifest generation whose index image the file is.
+    generation: u64,
+    /// Bytes of that generation's checkpoint object (the deltas' budget).
+    base_len: u64,
+}
 
 /// What the working copy last uploaded (`offsite.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,6 +101,8 @@ pub struct BucketVolume {
     lease: Mutex<Option<crate::lease::Lease>>,
     /// Segments ingest left for good (see [`Offsite::segment_closed`]).
     closed: Mutex<std::collections::HashSet<u64>>,
+    /// The local copy of the bucket's index image, if this process wrote one.
+    image: Mutex<Option<Image>>,
 }
 
 impl std::fmt::Debug for BucketVolume {
@@ -113,6 +134,7 @@ impl BucketVolume {
             fenced: lease.fenced(),
             lease: Mutex::new(Some(lease)),
             closed: Mutex::default(),
+            image: Mutex::default(),
         }
     }
 
@@ -182,8 +204,7 @@ impl BucketVolume {
         let snap_path = self.dir.join(SNAPSHOT);
         let snap = mailferry_store::snapshot::snapshot(&self.dir, &snap_path)?;
         let snap_ms = t0.elapsed().as_millis();
-        let index_bytes = std::fs::read(&snap_path).map_err(|e| BucketError::io(&snap_path, e))?;
-        let index_sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &index_bytes));
+        let (index_sha, index_len) = sha256_of(&snap_path)?;
         let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
         let head = snap
             .audit_head
@@ -222,12 +243,8 @@ impl BucketVolume {
         m.format = FORMAT.into();
         m.volume_id = hex::encode(snap.volume_id);
         m.writer = self.holder.clone();
-        let ikey = index_key(m.generation);
-        self.client.put_bytes(&ikey, Bytes::from(index_bytes))?;
-        if !remote.manifest.index.is_empty() {
-            garbage.push(remote.manifest.index.clone());
-        }
-        m.index = ikey;
+        let image = self.image.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let base_len = self.index(&mut m, &snap_path, index_len, image, &mut garbage)?;
         m.index_sha256 = index_sha;
         m.audit_head = head;
         let body = serde_json::to_vec_pretty(&m).expect("a manifest serializes");
@@ -250,7 +267,13 @@ impl BucketVolume {
             generation: remote.manifest.generation,
         };
         drop(remote);
-        let _ = std::fs::remove_file(&snap_path);
+        let image_path = self.dir.join(IMAGE);
+        if std::fs::rename(&snap_path, &image_path).is_ok() {
+            *self.image.lock().unwrap_or_else(|p| p.into_inner()) = Some(Image {
+                generation: state.generation,
+                base_len,
+            });
+        }
         write_local_state(&self.dir, &state)?;
         let garbage_n = garbage.len();
         for key in garbage {
@@ -266,6 +289,51 @@ impl BucketVolume {
             "offsite round"
         );
         Ok(())
+    }
+
+    /// The index of the round: a delta against the image the bucket holds when this
+    /// process wrote that image and the delta is small (a quarter of the index at most,
+    /// the deltas since the checkpoint together no larger than it, at most
+    /// [`MAX_DELTAS`] of them; an index under [`SMALL_INDEX`] counts as that large), else the whole index as a new checkpoint (the old one and
+    /// its deltas become garbage). Returns the checkpoint's size.
+    fn index(
+        &self,
+        m: &mut Manifest,
+        snap: &Path,
+        len: u64,
+        image: Option<Image>,
+        garbage: &mut Vec<String>,
+    ) -> Result<u64, BucketError> {
+        let image_path = self.dir.join(IMAGE);
+        if let Some(img) = image.filter(|i| {
+            i.generation + 1 == m.generation
+                && !m.index.is_empty()
+                && m.index_deltas.len() < MAX_DELTAS
+        }) {
+            let spent: u64 = m.index_deltas.iter().map(|d| d.len).sum();
+            let limit = (len / 4)
+                .max(SMALL_INDEX / 4)
+                .min(img.base_len.max(SMALL_INDEX).saturating_sub(spent));
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let delta = crate::delta::diff(&image_path, snap, limit)
+                .map_err(|e| BucketError::io(&image_path, std::io::Error::other(e)))?;
+            if let Some(d) = delta {
+                let key = index_delta_key(m.generation);
+                let dlen = d.len() as u64;
+                self.client.put_bytes(&key, Bytes::from(d))?;
+                m.index_deltas.push(IndexDelta { key, len: dlen });
+                return Ok(img.base_len);
+            }
+        }
+        let _ = std::fs::remove_file(&image_path);
+        let key = index_key(m.generation);
+        self.client.put_file_range(&key, snap, 0..len)?;
+        if !m.index.is_empty() {
+            garbage.push(std::mem::take(&mut m.index));
+        }
+        garbage.extend(m.index_deltas.drain(..).map(|d| d.key));
+        m.index = key;
+        Ok(len)
     }
 
     /// Segment bytes of the round: sealed segments whole, open ones as new pieces;
@@ -529,4 +597,21 @@ pub(crate) fn write_local_state(dir: &Path, s: &LocalState) -> Result<(), Bucket
 
 pub(crate) fn read_local_state(dir: &Path) -> Option<LocalState> {
     serde_json::from_slice(&std::fs::read(dir.join(LOCAL_STATE)).ok()?).ok()
+}
+
+/// SHA-256 (hex) and length of a file, read in 1 MiB pieces.
+fn sha256_of(path: &Path) -> Result<(String, u64), BucketError> {
+    let mut f = std::fs::File::open(path).map_err(|e| BucketError::io(path, e))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| BucketError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hex::encode(ctx.finish()), len))
 }
