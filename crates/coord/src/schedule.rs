@@ -243,34 +243,26 @@ pub async fn start(
         .transaction()
         .await
         .map_err(CoordError::db(format!("starting batch {batch}")))?;
-    let queued = match start_at {
-        Some(t) => {
+    // A start at a time queues nothing now: the workers do when it comes.
+    let (phase, queued) = match start_at {
+        Some(_) => {
             ops::load_batch(&tx, batch).await?;
-            let run = NewRun {
-                batch,
-                phase: Phase::Start,
-                start_at: Some(t),
-                completion,
-                approve_skipped: false,
-                actor,
-            };
-            record(&tx, &run).await?;
-            0
+            (Phase::Start, 0)
         }
-        None => {
-            let q = ops::enqueue_on(&tx, batch, false, false).await?;
-            let run = NewRun {
-                batch,
-                phase: Phase::Sync,
-                start_at: None,
-                completion,
-                approve_skipped: false,
-                actor,
-            };
-            record(&tx, &run).await?;
-            q.len()
-        }
+        None => (
+            Phase::Sync,
+            ops::enqueue_on(&tx, batch, false, false).await?.len(),
+        ),
     };
+    let run = NewRun {
+        batch,
+        phase,
+        start_at,
+        completion,
+        approve_skipped: false,
+        actor,
+    };
+    record(&tx, &run).await?;
     tx.commit().await.map_err(CoordError::db(format!(
         "committing the start of batch {batch}"
     )))?;
