@@ -417,7 +417,13 @@ fn verb(cmd: &str) -> String {
 
 // === Connection ===
 
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+/// rustls asks its transport for at most 4 KiB at a time; the buffer under it turns a
+/// stream of FETCH literals into one `recv` per [`RECV_BUFFER`] instead of one per
+/// 4 KiB (a tenth of the system calls at a full link). Writes pass straight through.
+type Tls = tokio_rustls::client::TlsStream<tokio::io::BufReader<TcpStream>>;
+
+/// Bytes the socket is read by at most (see [`Tls`]).
+const RECV_BUFFER: usize = 64 << 10;
 
 /// What EXAMINE said about a folder.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -728,6 +734,8 @@ async fn secure(server: &ServerSpec, tls: &Arc<rustls::ClientConfig>) -> Result<
     let name = rustls_pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| Fail::Fatal(format!("{host:?} is not a valid server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    // Empty when the handshake starts: after STARTTLS nothing read in plaintext is kept.
+    let tcp = tokio::io::BufReader::with_capacity(RECV_BUFFER, tcp);
     match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
         Err(_) => Err(Fail::Lost(format!("TLS handshake with {host} timed out"))),
         Ok(Err(e)) => Err(tls_failure(host, e)),

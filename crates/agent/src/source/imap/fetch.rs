@@ -67,11 +67,26 @@ pub(super) struct Unit {
     pub hint: u64,
 }
 
+/// The most a message may be asked for whole, in one request: larger ones are measured
+/// and fetched in pieces. A request for a whole message costs the server one pass over
+/// it; pieces cost more where the server stores bare LFs (Dovecot's Maildir), because
+/// it must count CRLFs from where its last partial fetch began to find each piece's
+/// start, and a probe of the size search scans up to the probe. The window bounds it
+/// further (see [`whole_limit`]).
+pub const WHOLE_MAX: u64 = 8 << 20;
+
+/// The largest request for a whole message with a window of `window` bytes per
+/// connection: at most half of it, so that the requests behind it keep going, and
+/// never less than a piece.
+fn whole_limit(window: u64) -> u64 {
+    WHOLE_MAX.min(window / 2).max(PIECE_BYTES)
+}
+
 /// What a message expected to be small is asked for: its hint plus room for a server
 /// that reports a little less than it serves. `None`: fetch it in pieces.
-fn small_request(hint: u64) -> Option<u64> {
+fn small_request(hint: u64, window: u64) -> Option<u64> {
     let len = hint + hint / 8 + 4096;
-    (len <= PIECE_BYTES).then_some(len)
+    (len <= whole_limit(window)).then_some(len)
 }
 
 // === Size search ===
@@ -980,7 +995,7 @@ impl Worker {
             let Some(unit) = self.shared.units.get(idx) else {
                 return Ok(None);
             };
-            let first = small_request(unit.hint).unwrap_or(PROBE_BYTES + PIECE_BYTES);
+            let first = small_request(unit.hint, st.window).unwrap_or(PROBE_BYTES + PIECE_BYTES);
             if idx != st.head && !st.fits(self.n, first) {
                 return Ok(None);
             }
@@ -1025,7 +1040,8 @@ impl Worker {
             requested: 0,
             out: 1,
         };
-        let (kind, offset, len) = match small_request(unit.hint) {
+        let window = self.shared.lock().window;
+        let (kind, offset, len) = match small_request(unit.hint, window) {
             Some(len) => (Kind::Small, 0, len),
             None => {
                 // Probe and first piece go out together: a true hint costs no round trip.
@@ -1292,8 +1308,16 @@ mod tests {
 
     #[test]
     fn small_messages_are_asked_for_with_room_and_large_ones_in_pieces() {
-        assert_eq!(small_request(0), Some(4096));
-        assert_eq!(small_request(8000), Some(8000 + 1000 + 4096));
-        assert!(small_request(PIECE_BYTES).is_none());
+        let window = 16 << 20;
+        assert_eq!(small_request(0, window), Some(4096));
+        assert_eq!(small_request(8000, window), Some(8000 + 1000 + 4096));
+        // Up to half the window (at most WHOLE_MAX) goes whole, with its room.
+        let m = 7 << 20;
+        assert_eq!(small_request(m, window), Some(m + m / 8 + 4096));
+        assert!(small_request(WHOLE_MAX, 64 << 20).is_none());
+        // A small window still takes a piece's worth whole, no less.
+        assert_eq!(whole_limit(1 << 20), PIECE_BYTES);
+        assert!(small_request(PIECE_BYTES, 1 << 20).is_none());
+        assert!(small_request(3 << 20, 4 << 20).is_none());
     }
 }
