@@ -436,7 +436,15 @@ fn run_case(
             ms_text(r.one_way())
         );
     }
+    let mbsync_route = route.filter(|_| args.compare_mbsync);
+    if let (Some(_), true) = (mbsync_route, args.progress) {
+        eprintln!(
+            "bench: {name}: mbsync pulls the same mailboxes through the same route, \
+             after each run of mailferry"
+        );
+    }
     let mut runs = Vec::new();
+    let mut pulls = Vec::new();
     for n in 1..=args.runs {
         let fig = run_once(work, case, corpus, route, args, n)?;
         if args.progress {
@@ -452,24 +460,21 @@ fn run_case(
             );
         }
         runs.push(fig);
-    }
-    let median = median_run(&runs);
-    let mbsync = match route {
-        Some(route) if args.compare_mbsync => {
-            if args.progress {
-                eprintln!("bench: {name}: mbsync pulls the same mailboxes through the same route");
-            }
-            Some(mbsync::compare_mbsync(
+        if let Some(route) = &mbsync_route {
+            pulls.push(mbsync::pull_run(
                 work,
-                &route,
+                route,
                 corpus,
                 case.concurrency,
-                args.runs,
-                &median,
+                (n, args.runs),
                 args.progress,
-            )?)
+            )?);
         }
-        _ => None,
+    }
+    let median = median_run(&runs);
+    let mbsync = match mbsync_route {
+        Some(_) => Some(mbsync::compare_mbsync(corpus, &pulls, &median)?),
+        None => None,
     };
     Ok(CaseResult {
         name,

@@ -7,7 +7,9 @@
 //!
 //! It does not configure or tune mbsync beyond pointing it at the server (its pipelining
 //! is unlimited by default), and it does not check message bytes one by one: the count
-//! and the total size as IMAP serves them must be equal.
+//! and the total size as IMAP serves them must be equal. Its pulls alternate with
+//! mailferry's runs (ours, then mbsync's, run after run), so that whatever else the
+//! machine does over the minutes of a row weighs on both sides alike.
 
 use super::corpus::ImapRoute;
 use super::report::{Corpus, MbsyncRow, RunFigures};
@@ -19,7 +21,7 @@ use std::time::Instant;
 
 /// What one pull of every mailbox wrote.
 #[derive(Debug, Clone)]
-struct Pulled {
+pub(super) struct Pulled {
     seconds: f64,
     messages: u64,
     /// As IMAP serves them: a bare LF counts as CRLF (Dovecot sends CRLF, mbsync writes
@@ -228,37 +230,40 @@ fn run_mbsync(rc: &PathBuf) -> Option<String> {
     }
 }
 
-/// Runs the pull `runs` times and sets the median run against the corpus and mailferry's
-/// median figures.
-pub(super) fn compare_mbsync(
+/// Pull `n` of `runs`: mbsync moves the corpus once, timed.
+pub(super) fn pull_run(
     work: &Path,
     route: &ImapRoute<'_>,
     corpus: &Corpus,
     concurrency: usize,
-    runs: usize,
-    ours: &RunFigures,
+    (n, runs): (usize, usize),
     progress: bool,
+) -> Result<Pulled, AppError> {
+    let p = pull(&work.join("mbsync"), route, corpus, concurrency)?;
+    if progress {
+        eprintln!(
+            "bench: mbsync run {n}/{runs}: {} messages, {:.1} MB in {:.2} s{}",
+            p.messages,
+            p.bytes as f64 / 1e6,
+            p.seconds,
+            p.failed
+                .as_deref()
+                .map(|w| format!("; {w}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(p)
+}
+
+/// Sets the median of mbsync's `pulls` against the corpus and mailferry's median figures.
+pub(super) fn compare_mbsync(
+    corpus: &Corpus,
+    pulls: &[Pulled],
+    ours: &RunFigures,
 ) -> Result<MbsyncRow, AppError> {
     let (want_messages, want_bytes) = corpus.mailboxes.iter().try_fold((0, 0), |(m, b), mb| {
         maildir_totals(&mb.path, false).map(|(m2, b2)| (m + m2, b + b2))
     })?;
-    let mut pulls = Vec::new();
-    for n in 1..=runs {
-        let p = pull(&work.join("mbsync"), route, corpus, concurrency)?;
-        if progress {
-            eprintln!(
-                "bench: mbsync run {n}/{runs}: {} messages, {:.1} MB in {:.2} s{}",
-                p.messages,
-                p.bytes as f64 / 1e6,
-                p.seconds,
-                p.failed
-                    .as_deref()
-                    .map(|w| format!("; {w}"))
-                    .unwrap_or_default()
-            );
-        }
-        pulls.push(p);
-    }
     let mut by_time: Vec<&Pulled> = pulls.iter().collect();
     by_time.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     let median = by_time[by_time.len() / 2].clone();
