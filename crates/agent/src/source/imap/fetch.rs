@@ -986,7 +986,7 @@ impl Worker {
         if self.jobs.values().any(unfinished) {
             return Ok(None);
         }
-        let (idx, unit) = {
+        let (idx, unit, window) = {
             let mut st = self.shared.lock();
             if st.next < st.head {
                 st.next = st.head;
@@ -1012,7 +1012,7 @@ impl Worker {
             }
             st.next += 1;
             st.slots.entry(idx).or_default().owner = self.n;
-            (idx, unit.clone())
+            (idx, unit.clone(), st.window)
         };
         let conn = self.conn.as_mut().expect("connected");
         let sel = match conn.ensure_selected(&unit.mailbox).await {
@@ -1040,7 +1040,6 @@ impl Worker {
             requested: 0,
             out: 1,
         };
-        let window = self.shared.lock().window;
         let (kind, offset, len) = match small_request(unit.hint, window) {
             Some(len) => (Kind::Small, 0, len),
             None => {
