@@ -20,12 +20,24 @@
 //! larger one is measured first with small probes ([`SizeSearch`]) sent together with its
 //! first piece, so a correct size costs no extra round trip and a wrong one a few.
 //!
+//! **Folders change on the wire.** A connection that has asked for everything of the
+//! messages it holds may go on to the next folder at once: `EXAMINE` goes out behind the
+//! requests still on the wire and the new folder's requests behind it, with no round
+//! trip spent waiting (the server runs commands that change the selected folder in the
+//! order it got them, RFC 3501 section 5.5). A FETCH answer is only ever matched to a
+//! request sent before the first `EXAMINE` still unanswered, so the same UID in two
+//! folders cannot be confused; when the `EXAMINE` fails or reports another UIDVALIDITY
+//! than the listing saw, the requests behind it fail with that reason and whatever the
+//! server sends for them is dropped. A connection that fails with an `EXAMINE` on the
+//! wire is opened again rather than reused, so no late answer from before can be taken
+//! for a new request.
+//!
 //! Not here: listing (see the parent module), and anything that writes to the server.
 //! This module only ever sends `EXAMINE` and `UID FETCH ... BODY.PEEK[]`.
 
 use super::{next_response, send, Config, Conn, Fail, PIECE_BYTES};
 use crate::source::connections::ConnectionLimit;
-use async_imap::imap_proto::{AttributeValue, Response, Status};
+use async_imap::imap_proto::{AttributeValue, Response, ResponseCode, Status};
 use mailferry_core::FolderName;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read};
@@ -478,6 +490,8 @@ enum Kind {
     Probe,
     /// A piece of the body.
     Piece,
+    /// `EXAMINE` of the folder of message `idx`, before the requests behind it.
+    Examine,
 }
 
 #[derive(Debug)]
@@ -549,6 +563,10 @@ struct Worker {
     jobs: BTreeMap<usize, Job>,
     /// Failures in a row without progress.
     attempt: u32,
+    /// The folder selected once everything sent has run (`None`: none, or not known).
+    wire: Option<Arc<str>>,
+    /// The UIDVALIDITY the last `EXAMINE` answered with, until its tagged answer.
+    learned_uidvalidity: Option<u32>,
 }
 
 /// An owned copy of what a response says.
@@ -563,6 +581,8 @@ enum Got {
         result: Result<(), Fail>,
     },
     Bye(String),
+    /// `* OK [UIDVALIDITY n]`, in the answer to an `EXAMINE`.
+    UidValidity(u32),
     Other,
 }
 
@@ -577,6 +597,8 @@ impl Worker {
             again: VecDeque::new(),
             jobs: BTreeMap::new(),
             attempt: 0,
+            wire: None,
+            learned_uidvalidity: None,
         }
     }
 
@@ -631,9 +653,10 @@ impl Worker {
                 if let Some(r) = self.connect().await? {
                     return r;
                 }
-                if let Err(e) = self.reselect().await {
-                    self.failed(e).await?;
-                }
+                // A new connection has no folder selected: the first request of each
+                // folder goes out behind an EXAMINE, which checks its UIDVALIDITY.
+                self.wire = None;
+                self.learned_uidvalidity = None;
                 continue;
             }
             match self.step().await {
@@ -667,37 +690,26 @@ impl Worker {
         }
     }
 
-    /// After a reconnect, selects again the folder of the messages this connection was
-    /// fetching (they are all in one folder); if its UIDVALIDITY changed, they fail.
-    async fn reselect(&mut self) -> Result<(), Fail> {
-        let Some(&idx) = self.jobs.keys().next() else {
-            return Ok(());
-        };
-        let unit = self.shared.units[idx].clone();
-        let conn = self.conn.as_mut().expect("connected");
-        let sel = conn.ensure_selected(&unit.mailbox).await?;
-        if sel.uidvalidity != unit.uidvalidity {
-            let idxs: Vec<usize> = self.jobs.keys().copied().collect();
-            for r in self.again.drain(..) {
-                self.shared.lock().used[self.n] -= r.len;
-            }
-            self.jobs.clear();
-            for idx in idxs {
-                self.settle_error(idx, uidvalidity_changed(unit.uidvalidity, sel.uidvalidity));
-            }
-        }
-        Ok(())
-    }
-
     /// After a failure: requeues what was on the wire, waits as the policy (or the
     /// server) says; `Err` when retrying cannot help or the retries are spent.
     async fn failed(&mut self, e: Fail) -> Result<(), String> {
-        if matches!(e, Fail::Lost(_)) {
+        // With an EXAMINE on the wire, late answers on this connection could belong to
+        // either folder: it is not reused.
+        let switching = self.inflight.iter().any(|r| r.kind == Kind::Examine);
+        if matches!(e, Fail::Lost(_)) || switching {
             self.conn = None;
         }
         while let Some(mut r) = self.inflight.pop_back() {
+            if r.kind == Kind::Examine {
+                // Sent again, if still needed, in front of the first request of its
+                // folder (see `step`).
+                continue;
+            }
             r.data = None;
             self.again.push_front(r);
+        }
+        if self.conn.is_none() {
+            self.wire = None;
         }
         for j in self.jobs.values_mut() {
             j.probing = false;
@@ -744,6 +756,12 @@ impl Worker {
         let mut widened = 0;
         for (range, len) in group_lines(reqs) {
             let group = &mut reqs[range];
+            if group[0].kind == Kind::Examine {
+                // The name was checked when the EXAMINE was queued (`step`).
+                let q = super::quote(&units[group[0].idx].mailbox).unwrap_or_default();
+                let _ = write!(line, "{} EXAMINE {q}\r\n", group[0].tag);
+                continue;
+            }
             let (tag, offset) = (group[0].tag.clone(), group[0].offset);
             let _ = write!(line, "{tag} UID FETCH ");
             for (k, r) in group.iter_mut().enumerate() {
@@ -766,7 +784,27 @@ impl Worker {
         let mut fresh = Vec::new();
         while self.inflight.len() + fresh.len() < DEPTH {
             match self.next_request().await {
-                Ok(Some(r)) => fresh.push(r),
+                Ok(Some(r)) => {
+                    let mailbox = &self.shared.units[r.idx].mailbox;
+                    if self.wire.as_deref() != Some(&**mailbox) {
+                        if let Err(why) = super::quote(mailbox) {
+                            self.given_up(r, why);
+                            continue;
+                        }
+                        self.wire = Some(mailbox.clone());
+                        let tag = self.tag();
+                        fresh.push(Request {
+                            tag,
+                            idx: r.idx,
+                            kind: Kind::Examine,
+                            offset: 0,
+                            len: 0,
+                            data: None,
+                            alone: true,
+                        });
+                    }
+                    fresh.push(r);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     // Not sent: on the wire's list, they go again after the reconnect.
@@ -784,6 +822,12 @@ impl Worker {
         if self.inflight.is_empty() {
             return self.idle().await;
         }
+        let examines: Vec<String> = self
+            .inflight
+            .iter()
+            .filter(|r| r.kind == Kind::Examine)
+            .map(|r| r.tag.clone())
+            .collect();
         let got = next_response(&mut conn.client, |r| match r {
             Response::Fetch(_, attrs) => {
                 let mut uid = None;
@@ -808,25 +852,45 @@ impl Worker {
                 tag,
                 status,
                 outcome,
-            } => Got::Done {
-                tag: tag.0.to_string(),
-                result: super::done(status, outcome, "UID FETCH"),
-            },
+            } => {
+                let cmd = if examines.contains(&tag.0) {
+                    "EXAMINE"
+                } else {
+                    "UID FETCH"
+                };
+                Got::Done {
+                    tag: tag.0.to_string(),
+                    result: super::done(status, outcome, cmd),
+                }
+            }
             Response::Data {
                 status: Status::Bye,
                 outcome,
             } => Got::Bye(super::outcome_text(outcome)),
+            Response::Data {
+                status: Status::Ok,
+                outcome,
+            } => match outcome.code {
+                Some(ResponseCode::UidValidity(v)) => Got::UidValidity(v),
+                _ => Got::Other,
+            },
             _ => Got::Other,
         })
         .await?;
         match got {
             Got::Body { uid, origin, data } => {
                 let units = &self.shared.units;
-                let r = self.inflight.iter_mut().find(|r| {
-                    units[r.idx].uid == uid
-                        && r.data.is_none()
-                        && origin.is_none_or(|o| u64::from(o) == r.offset)
-                });
+                // Only requests sent before the first EXAMINE still on the wire can be
+                // answered now: the same UID may be on the wire for another folder.
+                let r = self
+                    .inflight
+                    .iter_mut()
+                    .take_while(|r| r.kind != Kind::Examine)
+                    .find(|r| {
+                        units[r.idx].uid == uid
+                            && r.data.is_none()
+                            && origin.is_none_or(|o| u64::from(o) == r.offset)
+                    });
                 if let Some(r) = r {
                     if data.len() as u64 > r.len {
                         return Err(Fail::Refused(format!(
@@ -845,6 +909,15 @@ impl Worker {
                         .into_iter()
                         .partition(|r| r.tag == tag);
                 self.inflight = rest;
+                if done.is_empty() {
+                    // A command whose requests were given up (behind an EXAMINE that
+                    // failed) or sent again: nothing waits for its answer.
+                    return Ok(true);
+                }
+                if done[0].kind == Kind::Examine {
+                    let ex = done.into_iter().next().expect("not empty");
+                    return self.examined(ex, result).map(|()| true);
+                }
                 match result {
                     Ok(()) => {
                         if !done.is_empty() {
@@ -877,6 +950,7 @@ impl Worker {
                 }
             }
             Got::Bye(m) => return Err(Fail::Lost(format!("the server ended the session: {m}"))),
+            Got::UidValidity(v) => self.learned_uidvalidity = Some(v),
             Got::Other => {}
         }
         Ok(true)
@@ -974,7 +1048,7 @@ impl Worker {
     }
 
     /// Takes the next message nobody has taken, if its first requests fit. A message in
-    /// another folder waits until this connection's wire is empty, then EXAMINE.
+    /// another folder goes out behind an EXAMINE (`step`), without waiting for the wire.
     async fn new_job(&mut self) -> Result<Option<Request>, Fail> {
         // A message this connection has begun comes first: later ones must not take
         // the window its remaining pieces need (it would then stall the reader a round
@@ -999,39 +1073,10 @@ impl Worker {
             if idx != st.head && !st.fits(self.n, first) {
                 return Ok(None);
             }
-            let conn = self.conn.as_ref().expect("connected");
-            let here = conn
-                .selected
-                .as_ref()
-                .is_some_and(|s| *s.mailbox == *unit.mailbox);
-            // Every message of a connection is in the folder it has selected, so that
-            // a reconnect selects one folder and requests go out again as they were.
-            let busy = !self.inflight.is_empty() || !self.jobs.is_empty();
-            if !here && busy {
-                return Ok(None);
-            }
             st.next += 1;
             st.slots.entry(idx).or_default().owner = self.n;
             (idx, unit.clone(), st.window)
         };
-        let conn = self.conn.as_mut().expect("connected");
-        let sel = match conn.ensure_selected(&unit.mailbox).await {
-            Ok(s) => s,
-            Err(Fail::Refused(m)) => {
-                self.settle_error(idx, m);
-                return Ok(None);
-            }
-            Err(e) => {
-                // Give the message back: whoever takes the next one takes it.
-                let mut st = self.shared.lock();
-                st.next = st.next.min(idx);
-                return Err(e);
-            }
-        };
-        if sel.uidvalidity != unit.uidvalidity {
-            self.settle_error(idx, uidvalidity_changed(unit.uidvalidity, sel.uidvalidity));
-            return Ok(None);
-        }
         let mut job = Job {
             idx,
             search: None,
@@ -1129,6 +1174,8 @@ impl Worker {
             }
             Kind::Probe => job.probing = false,
             Kind::Piece => keep = Some(data),
+            // Answered in `examined`, never here.
+            Kind::Examine => {}
         }
         if job.size.is_none() {
             if let Some(search) = job.search.as_mut() {
@@ -1163,6 +1210,59 @@ impl Worker {
         }
         drop(st);
         self.shared.arrived.notify_all();
+    }
+
+    /// The answer to an `EXAMINE` sent ahead of its folder's requests. When the folder
+    /// is not open as listed (refused, or another UIDVALIDITY: its UIDs may name other
+    /// messages now), every request behind it up to the next `EXAMINE` fails with the
+    /// reason, and what the server sends for them is dropped (nothing matches it any
+    /// more). A busy or lost answer goes to [`Worker::failed`], which reconnects.
+    fn examined(&mut self, ex: Request, result: Result<(), Fail>) -> Result<(), Fail> {
+        let unit = self.shared.units[ex.idx].clone();
+        let learned = self.learned_uidvalidity.take();
+        let why = match result {
+            Ok(()) => match learned {
+                Some(v) if v == unit.uidvalidity => return Ok(()),
+                Some(v) => uidvalidity_changed(unit.uidvalidity, v),
+                None => format!("the server gave no UIDVALIDITY for {:?}", &*unit.mailbox),
+            },
+            Err(Fail::Refused(m)) => m,
+            Err(e) => {
+                self.inflight.push_front(ex);
+                return Err(e);
+            }
+        };
+        if !self.inflight.iter().any(|r| r.kind == Kind::Examine) {
+            // The folder is not open as listed: its next request opens it again.
+            self.wire = None;
+        }
+        // The server answers in order, so what is in front is this folder's; a request
+        // of another folder there (a server that did not) is left to its own answer.
+        let mut others = Vec::new();
+        while self
+            .inflight
+            .front()
+            .is_some_and(|r| r.kind != Kind::Examine)
+        {
+            let r = self.inflight.pop_front().expect("checked");
+            if self.shared.units[r.idx].mailbox == unit.mailbox {
+                self.given_up(r, format!("opening {}: {why}", unit.folder));
+            } else {
+                others.push(r);
+            }
+        }
+        for r in others.into_iter().rev() {
+            self.inflight.push_front(r);
+        }
+        Ok(())
+    }
+
+    /// A request that will not be answered for its message: the message fails with
+    /// `why` and this connection stops fetching it.
+    fn given_up(&mut self, r: Request, why: String) {
+        self.shared.lock().used[self.n] -= r.len;
+        self.jobs.remove(&r.idx);
+        self.settle_error(r.idx, why);
     }
 
     /// A request the server refused (NO or BAD that is not a back-off): the message is

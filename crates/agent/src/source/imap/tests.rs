@@ -335,6 +335,17 @@ struct Script {
     refuse: Option<u32>,
     /// The most UIDs one body fetch named.
     widest_fetch: std::sync::atomic::AtomicUsize,
+    /// A second folder, `Archive` (UIDVALIDITY 88), with these messages as UIDs 1, 2, ...
+    archive: Vec<Vec<u8>>,
+    /// Every EXAMINE of `Archive` after the first (the listing's) reports this
+    /// UIDVALIDITY: the folder was recreated between listing and fetching.
+    archive_uidvalidity_later: Option<u32>,
+    /// Every EXAMINE of `Archive` after the first is refused (NO).
+    refuse_archive_later: bool,
+    archive_examines: std::sync::atomic::AtomicUsize,
+    /// Body fetches read while an EXAMINE was already waiting behind them, sent without
+    /// waiting for their answers.
+    examine_behind_fetch: std::sync::atomic::AtomicUsize,
 }
 
 impl Script {
@@ -349,6 +360,19 @@ impl Script {
     fn count(&self) -> usize {
         1 + self.more.len()
     }
+
+    /// The body of `uid` in `Archive`.
+    fn archived(&self, uid: u32) -> Option<&[u8]> {
+        self.archive
+            .get((uid as usize).checked_sub(1)?)
+            .map(|b| b.as_slice())
+    }
+}
+
+/// The folder an EXAMINE names (`INBOX`, `"Archive" (CONDSTORE)`).
+fn examined_name(args: &str) -> &str {
+    let name = args.split(" (").next().unwrap_or(args);
+    name.trim_matches('"')
 }
 
 /// Starts a TLS IMAP server on loopback that follows `script`; returns its port and
@@ -394,6 +418,8 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
     let mut r = tokio::io::BufReader::new(r);
     w.write_all(b"* OK scripted server ready\r\n").await?;
     let mut line = String::new();
+    // This connection's selected folder: `Some(true)` Archive, `Some(false)` INBOX.
+    let mut in_archive: Option<bool> = None;
     loop {
         line.clear();
         if r.read_line(&mut line).await? == 0 {
@@ -401,6 +427,12 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
         }
         let (tag, cmd) = line.trim_end().split_once(' ').unwrap_or(("*", ""));
         let mut out: Vec<u8> = Vec::new();
+        if cmd.starts_with("UID FETCH ")
+            && !cmd.starts_with("UID FETCH 1:*")
+            && String::from_utf8_lossy(r.buffer()).contains(" EXAMINE ")
+        {
+            script.examine_behind_fetch.fetch_add(1, Ordering::SeqCst);
+        }
         if cmd == "CAPABILITY" {
             out.extend(
                 format!("* CAPABILITY IMAP4rev1 CONDSTORE AUTH=XOAUTH2\r\n{tag} OK\r\n").bytes(),
@@ -418,8 +450,36 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
                 out.extend(format!("{tag} NO [AUTHENTICATIONFAILED] no\r\n").bytes());
             }
         } else if cmd.starts_with("LIST ") {
-            out.extend(format!("* LIST (\\HasNoChildren) \"/\" INBOX\r\n{tag} OK\r\n").bytes());
+            out.extend(b"* LIST (\\HasNoChildren) \"/\" INBOX\r\n");
+            if !script.archive.is_empty() {
+                out.extend(b"* LIST (\\HasNoChildren) \"/\" Archive\r\n");
+            }
+            out.extend(format!("{tag} OK\r\n").bytes());
+        } else if cmd.strip_prefix("EXAMINE ").map(examined_name) == Some("Archive") {
+            let later = script.archive_examines.fetch_add(1, Ordering::SeqCst) > 0;
+            if later && script.refuse_archive_later {
+                in_archive = None;
+                out.extend(
+                    format!("{tag} NO [NONEXISTENT] Mailbox doesn't exist: Archive\r\n").bytes(),
+                );
+            } else {
+                in_archive = Some(true);
+                let v = match script.archive_uidvalidity_later {
+                    Some(v) if later => v,
+                    _ => 88,
+                };
+                let n = script.archive.len();
+                out.extend(
+                    format!(
+                        "* {n} EXISTS\r\n* OK [UIDVALIDITY {v}] v\r\n* OK [UIDNEXT {}] n\r\n\
+                         {tag} OK [READ-ONLY] done\r\n",
+                        n + 1
+                    )
+                    .bytes(),
+                );
+            }
         } else if cmd.starts_with("EXAMINE ") {
+            in_archive = Some(false);
             if script.garbage_on_examine {
                 out.extend(b"* \x01\x02 ))) not imap at all\r\n");
             } else {
@@ -436,13 +496,24 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
         } else if cmd.starts_with("UID FETCH 1:* (UID FLAGS INTERNALDATE") {
             script.meta_fetches.fetch_add(1, Ordering::SeqCst);
             let hdr = b"Message-ID: <s@x>\r\n\r\n";
-            for uid in 1..=script.count() as u32 {
+            let archive = in_archive == Some(true);
+            let count = if archive {
+                script.archive.len()
+            } else {
+                script.count()
+            };
+            for uid in 1..=count as u32 {
+                let body = if archive {
+                    script.archived(uid)
+                } else {
+                    script.message(uid)
+                };
                 out.extend(
                     format!(
                         "* {uid} FETCH (UID {uid} FLAGS (\\Seen $Forwarded \\Recent) \
                          INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE {} \
                          BODY[HEADER.FIELDS (MESSAGE-ID)] {{{}}}\r\n",
-                        script.message(uid).unwrap_or_default().len(),
+                        body.unwrap_or_default().len(),
                         hdr.len()
                     )
                     .bytes(),
@@ -459,6 +530,30 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
             let (o, l): (usize, usize) = (o.parse().unwrap(), l.parse().unwrap());
             let uids: Vec<u32> = set.split(',').map(|u| u.parse().unwrap()).collect();
             script.widest_fetch.fetch_max(uids.len(), Ordering::SeqCst);
+            if in_archive != Some(false) {
+                if in_archive.is_none() {
+                    out.extend(format!("{tag} BAD No mailbox selected\r\n").bytes());
+                } else {
+                    for uid in uids {
+                        let Some(body) = script.archived(uid) else {
+                            continue;
+                        };
+                        let data = &body[o.min(body.len())..(o + l).min(body.len())];
+                        out.extend(
+                            format!(
+                                "* {uid} FETCH (UID {uid} BODY[]<{o}> {{{}}}\r\n",
+                                data.len()
+                            )
+                            .bytes(),
+                        );
+                        out.extend(data);
+                        out.extend(b")\r\n");
+                    }
+                    out.extend(format!("{tag} OK\r\n").bytes());
+                }
+                w.write_all(&out).await?;
+                continue;
+            }
             let refused = uids.iter().any(|u| {
                 Some(*u) == script.refuse || (uids.len() > 1 && Some(*u) == script.refuse_in_group)
             });
@@ -644,6 +739,121 @@ fn grouped_fetches_give_each_message_its_bytes_and_a_refused_group_goes_again_si
         .widest_fetch
         .load(std::sync::atomic::Ordering::SeqCst);
     assert!(widest > 1, "no fetch named more than one message");
+}
+
+/// Per listed message: its folder, UID, and its bytes or the error reading it.
+type ReadBack = Vec<(FolderName, u32, Result<Vec<u8>, String>)>;
+
+/// A script with INBOX and `Archive`, the same UIDs (1 to 6) in both and other bytes in
+/// each, and what the fetcher got for every listed message (in the listing's order):
+/// its folder, UID and bytes, or the error.
+fn two_folders(tweak: impl FnOnce(&mut Script)) -> (Arc<Script>, ReadBack) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = |seed: usize, len: usize| -> Vec<u8> {
+        (0..len).map(|i| ((i * 7 + seed) % 251) as u8).collect()
+    };
+    let mut script = Script {
+        accept: b"user=alice\x01auth=Bearer tok3n\x01\x01".to_vec(),
+        body: body(1, 3000),
+        more: (2..=6).map(|uid| body(uid, 1000 + uid * 500)).collect(),
+        archive: (1..=6)
+            .map(|uid| body(100 + uid, 900 + uid * 300))
+            .collect(),
+        ..Default::default()
+    };
+    tweak(&mut script);
+    let script = Arc::new(script);
+    let src = scripted_source(script.clone(), dir.path(), 0);
+    let listing = src.list(&Prior::default()).unwrap();
+    assert!(listing.bad.is_empty(), "{:?}", listing.bad);
+    assert_eq!(listing.items.len(), 12);
+    src.prefetch(&listing.items);
+    let mut got = Vec::new();
+    for item in &listing.items {
+        let (_, uid) = parse_source_id(&item.source_id).unwrap();
+        let read = src
+            .open_sized(item)
+            .and_then(|mut o| read_all(&mut o.reader, 4096))
+            .map_err(|e| e.to_string());
+        got.push((item.folder.clone(), uid, read));
+    }
+    (script, got)
+}
+
+/// Issue 18 (folders over a long link): a connection goes on to the next folder
+/// without waiting for its wire to empty (EXAMINE behind the fetches still out), and
+/// the same UID in two folders still gets each message its own bytes.
+#[test]
+fn the_next_folder_is_opened_behind_the_fetches_on_the_wire_and_each_uid_gets_its_own_bytes() {
+    let (script, got) = two_folders(|_| {});
+    for (folder, uid, read) in &got {
+        let want = if folder.as_str() == "Archive" {
+            script.archived(*uid)
+        } else {
+            script.message(*uid)
+        };
+        let read = read
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{folder} {uid}: {e}"));
+        assert!(
+            Some(read.as_slice()) == want,
+            "{folder} UID {uid}: other bytes than its own"
+        );
+    }
+    let behind = script
+        .examine_behind_fetch
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(behind > 0, "no EXAMINE was sent behind a fetch on the wire");
+}
+
+/// A folder recreated between listing and fetching (another UIDVALIDITY): its UIDs may
+/// name other messages, so none of its messages is read, each fails naming the change,
+/// and the other folder's messages are read as they are.
+#[test]
+fn a_folder_whose_uidvalidity_changed_behind_the_wire_fails_its_messages_only() {
+    let (script, got) = two_folders(|s| s.archive_uidvalidity_later = Some(99));
+    for (folder, uid, read) in &got {
+        if folder.as_str() == "Archive" {
+            let e = read.as_ref().expect_err("an Archive message was read");
+            assert!(
+                e.contains("UIDVALIDITY changed from 88 to 99") && e.contains("Archive"),
+                "{e}"
+            );
+        } else {
+            let read = read
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{folder} {uid}: {e}"));
+            assert!(
+                Some(read.as_slice()) == script.message(*uid),
+                "{folder} {uid}"
+            );
+        }
+    }
+}
+
+/// A folder the server no longer opens: its messages fail with the server's words; the
+/// fetches sent behind the refused EXAMINE (which the server answers BAD) do not make
+/// anything else fail.
+#[test]
+fn a_folder_that_cannot_be_opened_behind_the_wire_fails_with_the_servers_words() {
+    let (script, got) = two_folders(|s| s.refuse_archive_later = true);
+    for (folder, uid, read) in &got {
+        if folder.as_str() == "Archive" {
+            let e = read.as_ref().expect_err("an Archive message was read");
+            assert!(
+                e.contains("EXAMINE refused") && e.contains("Mailbox doesn't exist"),
+                "{e}"
+            );
+        } else {
+            let read = read
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{folder} {uid}: {e}"));
+            assert!(
+                Some(read.as_slice()) == script.message(*uid),
+                "{folder} {uid}"
+            );
+        }
+    }
 }
 
 #[test]
