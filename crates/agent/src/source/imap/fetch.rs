@@ -586,6 +586,59 @@ enum Got {
     Other,
 }
 
+/// An owned copy of what response `r` says; `examines`: the tags of the EXAMINEs on
+/// the wire (their refusals are worded as such).
+fn got(r: &Response<'_>, examines: &[String]) -> Got {
+    match r {
+        Response::Fetch(_, attrs) => {
+            let mut uid = None;
+            let mut body = None;
+            for a in attrs {
+                match a {
+                    AttributeValue::Uid(u) => uid = Some(*u),
+                    AttributeValue::BodySection {
+                        section: None,
+                        index,
+                        data,
+                    } => body = Some((*index, data.as_deref().unwrap_or_default().to_vec())),
+                    _ => {}
+                }
+            }
+            match (uid, body) {
+                (Some(uid), Some((origin, data))) => Got::Body { uid, origin, data },
+                _ => Got::Other,
+            }
+        }
+        Response::Done {
+            tag,
+            status,
+            outcome,
+        } => {
+            let cmd = if examines.contains(&tag.0) {
+                "EXAMINE"
+            } else {
+                "UID FETCH"
+            };
+            Got::Done {
+                tag: tag.0.to_string(),
+                result: super::done(status, outcome, cmd),
+            }
+        }
+        Response::Data {
+            status: Status::Bye,
+            outcome,
+        } => Got::Bye(super::outcome_text(outcome)),
+        Response::Data {
+            status: Status::Ok,
+            outcome,
+        } => match outcome.code {
+            Some(ResponseCode::UidValidity(v)) => Got::UidValidity(v),
+            _ => Got::Other,
+        },
+        _ => Got::Other,
+    }
+}
+
 impl Worker {
     fn new(n: usize, shared: Arc<Shared>, s: Arc<Settings>) -> Worker {
         Worker {
@@ -828,55 +881,7 @@ impl Worker {
             .filter(|r| r.kind == Kind::Examine)
             .map(|r| r.tag.clone())
             .collect();
-        let got = next_response(&mut conn.client, |r| match r {
-            Response::Fetch(_, attrs) => {
-                let mut uid = None;
-                let mut body = None;
-                for a in attrs {
-                    match a {
-                        AttributeValue::Uid(u) => uid = Some(*u),
-                        AttributeValue::BodySection {
-                            section: None,
-                            index,
-                            data,
-                        } => body = Some((*index, data.as_deref().unwrap_or_default().to_vec())),
-                        _ => {}
-                    }
-                }
-                match (uid, body) {
-                    (Some(uid), Some((origin, data))) => Got::Body { uid, origin, data },
-                    _ => Got::Other,
-                }
-            }
-            Response::Done {
-                tag,
-                status,
-                outcome,
-            } => {
-                let cmd = if examines.contains(&tag.0) {
-                    "EXAMINE"
-                } else {
-                    "UID FETCH"
-                };
-                Got::Done {
-                    tag: tag.0.to_string(),
-                    result: super::done(status, outcome, cmd),
-                }
-            }
-            Response::Data {
-                status: Status::Bye,
-                outcome,
-            } => Got::Bye(super::outcome_text(outcome)),
-            Response::Data {
-                status: Status::Ok,
-                outcome,
-            } => match outcome.code {
-                Some(ResponseCode::UidValidity(v)) => Got::UidValidity(v),
-                _ => Got::Other,
-            },
-            _ => Got::Other,
-        })
-        .await?;
+        let got = next_response(&mut conn.client, |r| got(r, &examines)).await?;
         match got {
             Got::Body { uid, origin, data } => {
                 let units = &self.shared.units;
@@ -902,58 +907,61 @@ impl Worker {
                     r.data = Some(data);
                 }
             }
-            Got::Done { tag, result } => {
-                // Every request of the command (one, or a group), in the order sent.
-                let (done, rest): (VecDeque<Request>, VecDeque<Request>) =
-                    std::mem::take(&mut self.inflight)
-                        .into_iter()
-                        .partition(|r| r.tag == tag);
-                self.inflight = rest;
-                if done.is_empty() {
-                    // A command whose requests were given up (behind an EXAMINE that
-                    // failed) or sent again: nothing waits for its answer.
-                    return Ok(true);
-                }
-                if done[0].kind == Kind::Examine {
-                    let ex = done.into_iter().next().expect("not empty");
-                    return self.examined(ex, result).map(|()| true);
-                }
-                match result {
-                    Ok(()) => {
-                        if !done.is_empty() {
-                            self.attempt = 0;
-                        }
-                        for r in done {
-                            self.answered(r);
-                        }
-                    }
-                    Err(Fail::Refused(_)) if done.len() > 1 => {
-                        // One message may be what the server refuses: each goes again
-                        // alone, so that only that one is reported bad.
-                        for mut r in done {
-                            r.data = None;
-                            r.alone = true;
-                            self.again.push_back(r);
-                        }
-                    }
-                    Err(Fail::Refused(m)) => {
-                        for r in done {
-                            self.refused(r, m.clone());
-                        }
-                    }
-                    Err(e) => {
-                        for r in done.into_iter().rev() {
-                            self.inflight.push_front(r);
-                        }
-                        return Err(e);
-                    }
-                }
-            }
+            Got::Done { tag, result } => self.command_done(&tag, result)?,
             Got::Bye(m) => return Err(Fail::Lost(format!("the server ended the session: {m}"))),
             Got::UidValidity(v) => self.learned_uidvalidity = Some(v),
             Got::Other => {}
         }
         Ok(true)
+    }
+
+    /// The tagged answer to command `tag`: its requests are answered, sent again alone,
+    /// refused, or (busy, lost) put back on the wire's list for [`Worker::failed`].
+    fn command_done(&mut self, tag: &str, result: Result<(), Fail>) -> Result<(), Fail> {
+        // Every request of the command (one, or a group), in the order sent.
+        let (done, rest): (VecDeque<Request>, VecDeque<Request>) =
+            std::mem::take(&mut self.inflight)
+                .into_iter()
+                .partition(|r| r.tag == *tag);
+        self.inflight = rest;
+        if done.is_empty() {
+            // A command whose requests were given up (behind an EXAMINE that
+            // failed) or sent again: nothing waits for its answer.
+            return Ok(());
+        }
+        if done[0].kind == Kind::Examine {
+            let ex = done.into_iter().next().expect("not empty");
+            return self.examined(ex, result);
+        }
+        match result {
+            Ok(()) => {
+                self.attempt = 0;
+                for r in done {
+                    self.answered(r);
+                }
+            }
+            Err(Fail::Refused(_)) if done.len() > 1 => {
+                // One message may be what the server refuses: each goes again
+                // alone, so that only that one is reported bad.
+                for mut r in done {
+                    r.data = None;
+                    r.alone = true;
+                    self.again.push_back(r);
+                }
+            }
+            Err(Fail::Refused(m)) => {
+                for r in done {
+                    self.refused(r, m.clone());
+                }
+            }
+            Err(e) => {
+                for r in done.into_iter().rev() {
+                    self.inflight.push_front(r);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Nothing on the wire: waits for room, or ends when every unit is taken and done.
