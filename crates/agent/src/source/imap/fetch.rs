@@ -836,35 +836,28 @@ impl Worker {
     async fn step(&mut self) -> Result<bool, Fail> {
         let mut fresh = Vec::new();
         while self.inflight.len() + fresh.len() < DEPTH {
-            match self.next_request().await {
-                Ok(Some(r)) => {
-                    let mailbox = &self.shared.units[r.idx].mailbox;
-                    if self.wire.as_deref() != Some(&**mailbox) {
-                        if let Err(why) = super::quote(mailbox) {
-                            self.given_up(r, why);
-                            continue;
-                        }
-                        self.wire = Some(mailbox.clone());
-                        let tag = self.tag();
-                        fresh.push(Request {
-                            tag,
-                            idx: r.idx,
-                            kind: Kind::Examine,
-                            offset: 0,
-                            len: 0,
-                            data: None,
-                            alone: true,
-                        });
-                    }
-                    fresh.push(r);
+            let Some(r) = self.next_request() else {
+                break;
+            };
+            let mailbox = &self.shared.units[r.idx].mailbox;
+            if self.wire.as_deref() != Some(&**mailbox) {
+                if let Err(why) = super::quote(mailbox) {
+                    self.given_up(r, why);
+                    continue;
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    // Not sent: on the wire's list, they go again after the reconnect.
-                    self.inflight.extend(fresh);
-                    return Err(e);
-                }
+                self.wire = Some(mailbox.clone());
+                let tag = self.tag();
+                fresh.push(Request {
+                    tag,
+                    idx: r.idx,
+                    kind: Kind::Examine,
+                    offset: 0,
+                    len: 0,
+                    data: None,
+                    alone: true,
+                });
             }
+            fresh.push(r);
         }
         let lines = self.command_lines(&mut fresh);
         self.inflight.extend(fresh);
@@ -989,18 +982,18 @@ impl Worker {
 
     /// The next request to send, if one fits: what must be sent again first, then the
     /// messages this connection is fetching, then a new message.
-    async fn next_request(&mut self) -> Result<Option<Request>, Fail> {
+    fn next_request(&mut self) -> Option<Request> {
         if let Some(mut r) = self.again.pop_front() {
             r.tag = self.tag();
             if let Some(j) = self.jobs.get_mut(&r.idx) {
                 j.probing |= r.kind == Kind::Probe;
             }
-            return Ok(Some(r));
+            return Some(r);
         }
         if let Some(r) = self.job_request() {
-            return Ok(Some(r));
+            return Some(r);
         }
-        self.new_job().await
+        self.new_job()
     }
 
     /// A probe or piece for a message this connection is fetching.
@@ -1057,7 +1050,7 @@ impl Worker {
 
     /// Takes the next message nobody has taken, if its first requests fit. A message in
     /// another folder goes out behind an EXAMINE (`step`), without waiting for the wire.
-    async fn new_job(&mut self) -> Result<Option<Request>, Fail> {
+    fn new_job(&mut self) -> Option<Request> {
         // A message this connection has begun comes first: later ones must not take
         // the window its remaining pieces need (it would then stall the reader a round
         // trip per few pieces when it comes to it).
@@ -1066,7 +1059,7 @@ impl Worker {
             None => j.search.is_some(),
         };
         if self.jobs.values().any(unfinished) {
-            return Ok(None);
+            return None;
         }
         let (idx, unit, window) = {
             let mut st = self.shared.lock();
@@ -1074,12 +1067,10 @@ impl Worker {
                 st.next = st.head;
             }
             let idx = st.next;
-            let Some(unit) = self.shared.units.get(idx) else {
-                return Ok(None);
-            };
+            let unit = self.shared.units.get(idx)?;
             let first = small_request(unit.hint, st.window).unwrap_or(PROBE_BYTES + PIECE_BYTES);
             if idx != st.head && !st.fits(self.n, first) {
-                return Ok(None);
+                return None;
             }
             st.next += 1;
             st.slots.entry(idx).or_default().owner = self.n;
@@ -1119,7 +1110,7 @@ impl Worker {
         self.shared.lock().used[self.n] += len + if kind == Kind::Probe { PIECE_BYTES } else { 0 };
         self.jobs.insert(idx, job);
         let tag = self.tag();
-        Ok(Some(Request {
+        Some(Request {
             tag,
             idx,
             kind,
@@ -1127,7 +1118,7 @@ impl Worker {
             len,
             data: None,
             alone: false,
-        }))
+        })
     }
 
     fn settle_error(&mut self, idx: usize, why: String) {
