@@ -1,9 +1,10 @@
 //! Leases: which worker runs a pass of which move, fenced by a number that only grows.
 //!
-//! [`lease_one`] takes one runnable move in one transaction: candidates are locked with
-//! `FOR UPDATE SKIP LOCKED` (two workers never wait for, or get, the same move), the
-//! endpoint's row is locked `FOR UPDATE` so that the count of its live leases is exact
-//! across every worker, and the move's `lease_epoch` becomes one more than the highest
+//! [`lease_one`] takes one runnable move in one transaction: it looks at candidates
+//! without locking them, and tries each in its own savepoint. There the endpoint's row is
+//! locked `FOR UPDATE` so that the count of its live leases is exact across every worker,
+//! then the move is locked `FOR UPDATE SKIP LOCKED` and checked again (two workers never
+//! wait for, or get, the same move), and the move's `lease_epoch` becomes one more than the highest
 //! epoch of any move of the same address (the store fences per mailbox): that epoch is
 //! the fencing number the pass carries to the store. [`heartbeat`] extends the lease and
 //! copies what the pass wrote locally into the rows, in one transaction that first
@@ -16,6 +17,7 @@
 use crate::files::{self, Cursor};
 use crate::CoordError;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -56,126 +58,195 @@ pub struct Lease {
 /// How many candidates one lease transaction looks at before giving up for this round.
 const CANDIDATES: i64 = 32;
 
+/// What makes a move leasable now (`m` the move, `b` its batch).
+const RUNNABLE: &str = "m.runnable AND NOT b.suspended AND m.suspend_request IS NULL \
+     AND (m.lease_expires IS NULL OR m.lease_expires < now()) \
+     AND (m.not_before IS NULL OR m.not_before <= now())";
+
 /// Leases one runnable move for `owner` for `ttl`, obeying every endpoint's
 /// `max_concurrent_moves` and `max_connections` across all workers. `None`: nothing
-/// can run now.
+/// can run now (every runnable move's endpoint is full, or there is no runnable move).
 pub async fn lease_one(
     client: &mut Client,
     owner: &str,
     ttl: Duration,
 ) -> Result<Option<Lease>, CoordError> {
-    let tx = client
+    let mut tx = client
         .transaction()
         .await
         .map_err(CoordError::db("starting a lease transaction"))?;
+    // A look, not a lock: a worker that locked every candidate here would make the
+    // others find nothing while it decides, and leave places free that they could fill.
     let candidates = tx
         .query(
-            "SELECT m.id, m.endpoint, m.lifecycle ? 'last_sync_at' \
-             FROM moves m JOIN batches b ON b.name = m.batch \
-             WHERE m.runnable AND NOT b.suspended AND m.suspend_request IS NULL \
-               AND (m.lease_expires IS NULL OR m.lease_expires < now()) \
-               AND (m.not_before IS NULL OR m.not_before <= now()) \
-             ORDER BY m.batch, m.address \
-             LIMIT $1 FOR UPDATE OF m SKIP LOCKED",
+            &format!(
+                "SELECT m.id, m.endpoint FROM moves m JOIN batches b ON b.name = m.batch \
+                 WHERE {RUNNABLE} ORDER BY m.batch, m.address LIMIT $1"
+            ),
             &[&CANDIDATES],
         )
         .await
         .map_err(CoordError::db("looking for runnable moves"))?;
-    let secs = ttl.as_secs_f64();
+    let mut full = BTreeSet::new();
     for c in candidates {
-        let (id, endpoint, incremental): (String, String, bool) = (c.get(0), c.get(1), c.get(2));
-        // Serialises the leases of one endpoint across workers: the count below is exact.
-        let ep = tx
-            .query_one(
-                "SELECT max_concurrent_moves, max_connections, connections_per_move, \
-                        max_bytes_per_second, record, max_concurrent_incremental_syncs \
-                 FROM endpoints WHERE name = $1 FOR UPDATE",
-                &[&endpoint],
-            )
-            .await
-            .map_err(CoordError::db(format!("locking endpoint {endpoint}")))?;
-        let (max_moves, max_conns, per_move, bps, record): (
-            i32,
-            Option<i32>,
-            i32,
-            Option<i64>,
-            String,
-        ) = (ep.get(0), ep.get(1), ep.get(2), ep.get(3), ep.get(4));
-        let max_incremental: i32 = ep.get(5);
-        let live = tx
-            .query_one(
-                "SELECT count(*), coalesce(sum(lease_connections), 0)::bigint, \
-                        count(*) FILTER (WHERE lifecycle ? 'last_sync_at') FROM moves \
-                 WHERE endpoint = $1 AND lease_owner IS NOT NULL AND lease_expires > now()",
-                &[&endpoint],
-            )
-            .await
-            .map_err(CoordError::db(format!(
-                "counting the leases of endpoint {endpoint}"
-            )))?;
-        let (leases, conns, incrementals): (i64, i64, i64) =
-            (live.get(0), live.get(1), live.get(2));
-        if leases >= i64::from(max_moves) {
+        let (id, endpoint): (String, String) = (c.get(0), c.get(1));
+        if full.contains(&endpoint) {
             continue;
         }
-        // Moves that synced before run incremental passes: at most
-        // max_concurrent_incremental_syncs of them at once, as in a single-machine run.
-        if incremental && incrementals >= i64::from(max_incremental) {
-            continue;
-        }
-        if max_conns.is_some_and(|m| conns + i64::from(per_move) > i64::from(m)) {
-            continue;
-        }
-        // The store keeps one fencing number per mailbox, and one address can have moves
-        // in several batches: the epoch grows per address, not per move, so a later
-        // batch's move is never below a number an earlier one left in the store. The
-        // advisory lock serialises two moves of one address leased at once.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(address, 0)) FROM moves WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .map_err(CoordError::db(format!("locking the address of move {id}")))?;
-        let row = tx
-            .query_one(
-                "UPDATE moves SET lease_owner = $2, \
-                        lease_epoch = (SELECT max(o.lease_epoch) FROM moves o \
-                                       WHERE o.address = moves.address) + 1, \
-                        lease_expires = now() + make_interval(secs => $3), \
-                        lease_connections = $4, heartbeat_at = now(), last_error = NULL \
-                 WHERE id = $1 \
-                 RETURNING lease_epoch, batch, address, pass_kind, approve_skipped, user_record, attempts",
-                &[&id, &owner, &secs, &per_move],
-            )
+        // One candidate per savepoint: rolling it back releases the endpoint's row lock,
+        // so a transaction never holds two endpoints and two workers cannot deadlock.
+        let mut candidate = tx
+            .transaction()
             .await
-            .map_err(CoordError::db(format!("leasing move {id}")))?;
-        tx.commit()
+            .map_err(CoordError::db("starting a lease savepoint"))?;
+        let taken = try_candidate(&mut candidate, &id, &endpoint, owner, ttl).await?;
+        match taken {
+            Taken::Lease(lease) => {
+                candidate
+                    .commit()
+                    .await
+                    .map_err(CoordError::db(format!("keeping the lease of move {id}")))?;
+                tx.commit()
+                    .await
+                    .map_err(CoordError::db(format!("committing the lease of move {id}")))?;
+                return Ok(Some(*lease));
+            }
+            Taken::EndpointFull => {
+                full.insert(endpoint);
+            }
+            Taken::NotThisMove => {}
+        }
+        candidate
+            .rollback()
             .await
-            .map_err(CoordError::db(format!("committing the lease of move {id}")))?;
-        // Each live lease of the endpoint gets an equal share of its rate, as it stands
-        // now (docs/coordination.md, "Limits").
-        let share = bps.map(|b| (b.max(1) as u64) / (leases as u64 + 1));
-        return Ok(Some(Lease {
-            move_id: id,
-            epoch: row.get(0),
-            batch: row.get(1),
-            address: row.get(2),
-            pass_kind: row.get(3),
-            approve_skipped: row.get(4),
-            user: row.get(5),
-            attempts: row.get(6),
-            endpoint,
-            owner: owner.to_string(),
-            connections: per_move,
-            budgeted: max_conns.is_some(),
-            bytes_per_second: share.map(|s| s.max(1)),
-            endpoint_record: record,
-        }));
+            .map_err(CoordError::db(format!("passing over move {id}")))?;
     }
     tx.commit()
         .await
         .map_err(CoordError::db("ending a lease transaction"))?;
     Ok(None)
+}
+
+/// What one candidate came to.
+enum Taken {
+    Lease(Box<Lease>),
+    /// The endpoint has no place for another move: skip its other candidates too.
+    EndpointFull,
+    /// Leased or locked by another worker meanwhile, no longer runnable, or over the
+    /// endpoint's incremental limit.
+    NotThisMove,
+}
+
+/// Tries to lease move `id` of `endpoint` inside `tx` (a savepoint the caller commits
+/// or rolls back).
+async fn try_candidate(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    id: &str,
+    endpoint: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Taken, CoordError> {
+    // Serialises the leases of one endpoint across workers: the count below is exact,
+    // and it is read after the lock, so it sees every lease committed before.
+    let ep = tx
+        .query_one(
+            "SELECT max_concurrent_moves, max_connections, connections_per_move, \
+                    max_bytes_per_second, record, max_concurrent_incremental_syncs \
+             FROM endpoints WHERE name = $1 FOR UPDATE",
+            &[&endpoint],
+        )
+        .await
+        .map_err(CoordError::db(format!("locking endpoint {endpoint}")))?;
+    let (max_moves, max_conns, per_move, bps, record): (
+        i32,
+        Option<i32>,
+        i32,
+        Option<i64>,
+        String,
+    ) = (ep.get(0), ep.get(1), ep.get(2), ep.get(3), ep.get(4));
+    let max_incremental: i32 = ep.get(5);
+    let live = tx
+        .query_one(
+            "SELECT count(*), coalesce(sum(lease_connections), 0)::bigint, \
+                    count(*) FILTER (WHERE lifecycle ? 'last_sync_at') FROM moves \
+             WHERE endpoint = $1 AND lease_owner IS NOT NULL AND lease_expires > now()",
+            &[&endpoint],
+        )
+        .await
+        .map_err(CoordError::db(format!(
+            "counting the leases of endpoint {endpoint}"
+        )))?;
+    let (leases, conns, incrementals): (i64, i64, i64) = (live.get(0), live.get(1), live.get(2));
+    if leases >= i64::from(max_moves)
+        || max_conns.is_some_and(|m| conns + i64::from(per_move) > i64::from(m))
+    {
+        return Ok(Taken::EndpointFull);
+    }
+    // The move itself, checked again under its lock: another worker may have leased it
+    // since the look. A move another transaction holds is passed over, never waited for.
+    let Some(mv) = tx
+        .query_opt(
+            &format!(
+                "SELECT m.lifecycle ? 'last_sync_at' FROM moves m JOIN batches b \
+                 ON b.name = m.batch WHERE m.id = $1 AND {RUNNABLE} \
+                 FOR UPDATE OF m SKIP LOCKED"
+            ),
+            &[&id],
+        )
+        .await
+        .map_err(CoordError::db(format!("locking move {id}")))?
+    else {
+        return Ok(Taken::NotThisMove);
+    };
+    // Moves that synced before run incremental passes: at most
+    // max_concurrent_incremental_syncs of them at once, as in a single-machine run.
+    let incremental: bool = mv.get(0);
+    if incremental && incrementals >= i64::from(max_incremental) {
+        return Ok(Taken::NotThisMove);
+    }
+    // The store keeps one fencing number per mailbox, and one address can have moves
+    // in several batches: the epoch grows per address, not per move, so a later
+    // batch's move is never below a number an earlier one left in the store. The
+    // advisory lock serialises two moves of one address leased at once.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(address, 0)) FROM moves WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .map_err(CoordError::db(format!("locking the address of move {id}")))?;
+    let secs = ttl.as_secs_f64();
+    let row = tx
+        .query_one(
+            "UPDATE moves SET lease_owner = $2, \
+                    lease_epoch = (SELECT max(o.lease_epoch) FROM moves o \
+                                   WHERE o.address = moves.address) + 1, \
+                    lease_expires = now() + make_interval(secs => $3), \
+                    lease_connections = $4, heartbeat_at = now(), last_error = NULL \
+             WHERE id = $1 \
+             RETURNING lease_epoch, batch, address, pass_kind, approve_skipped, user_record, attempts",
+            &[&id, &owner, &secs, &per_move],
+        )
+        .await
+        .map_err(CoordError::db(format!("leasing move {id}")))?;
+    // Each live lease of the endpoint gets an equal share of its rate, as it stands
+    // now (docs/coordination.md, "Limits").
+    let share = bps.map(|b| (b.max(1) as u64) / (leases as u64 + 1));
+    Ok(Taken::Lease(Box::new(Lease {
+        move_id: id.to_string(),
+        epoch: row.get(0),
+        batch: row.get(1),
+        address: row.get(2),
+        pass_kind: row.get(3),
+        approve_skipped: row.get(4),
+        user: row.get(5),
+        attempts: row.get(6),
+        endpoint: endpoint.to_string(),
+        owner: owner.to_string(),
+        connections: per_move,
+        budgeted: max_conns.is_some(),
+        bytes_per_second: share.map(|s| s.max(1)),
+        endpoint_record: record,
+    })))
 }
 
 /// What the end of a pass records besides the copied state.

@@ -187,6 +187,75 @@ async fn max_concurrent_moves_holds_across_workers() {
     assert_eq!(count(&db, live).await, 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_racing_over_several_endpoints_fill_each_exactly_and_never_deadlock() {
+    let Some((db, url)) = fresh("many_endpoints").await else {
+        return;
+    };
+    // Three endpoints of two places each; their moves interleave in lease order, so a
+    // transaction meets a full endpoint before a free one and back again.
+    db.client
+        .batch_execute(
+            "INSERT INTO endpoints (name, record, max_concurrent_moves, \
+                                    max_concurrent_incremental_syncs, connections_per_move) \
+               VALUES ('ep0', '', 2, 2, 1), ('ep1', '', 2, 2, 1), ('ep2', '', 2, 2, 1); \
+             INSERT INTO batches (name, record, endpoint) VALUES ('b', '{}', 'ep0');",
+        )
+        .await
+        .unwrap();
+    for i in 0..30 {
+        db.client
+            .execute(
+                "INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle, runnable) \
+                 VALUES ($1, 'b', $2, $3, '{}', 'created', '{}', true)",
+                &[
+                    &format!("move{i:03}"),
+                    &format!("u{i:03}@example.com"),
+                    &format!("ep{}", i % 3),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(&url).await;
+            let mut n = 0;
+            for _ in 0..6 {
+                // A deadlock between two lease transactions would surface here as an error.
+                if lease::lease_one(&mut c, &format!("w{w}"), TTL)
+                    .await
+                    .expect("a lease transaction never fails under contention")
+                    .is_some()
+                {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 6, "every endpoint's two places were leased, no more");
+    for ep in ["ep0", "ep1", "ep2"] {
+        let live: i64 = db
+            .client
+            .query_one(
+                "SELECT count(*) FROM moves WHERE endpoint = $1 \
+                 AND lease_owner IS NOT NULL AND lease_expires > now()",
+                &[&ep],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(live, 2, "live leases of {ep}");
+    }
+}
+
 #[tokio::test]
 async fn max_connections_is_one_budget_across_workers() {
     let Some((db, url)) = fresh("max_conns").await else {
