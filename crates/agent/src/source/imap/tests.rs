@@ -369,6 +369,32 @@ impl Script {
     }
 }
 
+/// The scripted server's answer to `UID FETCH uids (UID BODY.PEEK[]<o.l>)`, without its
+/// tagged line: one piece per UID that `body` knows, none for the others.
+fn pieces<'a>(
+    out: &mut Vec<u8>,
+    uids: &[u32],
+    o: usize,
+    l: usize,
+    body: impl Fn(u32) -> Option<&'a [u8]>,
+) {
+    for &uid in uids {
+        let Some(body) = body(uid) else {
+            continue;
+        };
+        let data = &body[o.min(body.len())..(o + l).min(body.len())];
+        out.extend(
+            format!(
+                "* {uid} FETCH (UID {uid} BODY[]<{o}> {{{}}}\r\n",
+                data.len()
+            )
+            .bytes(),
+        );
+        out.extend(data);
+        out.extend(b")\r\n");
+    }
+}
+
 /// The folder an EXAMINE names (`INBOX`, `"Archive" (CONDSTORE)`).
 fn examined_name(args: &str) -> &str {
     let name = args.split(" (").next().unwrap_or(args);
@@ -534,21 +560,7 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
                 if in_archive.is_none() {
                     out.extend(format!("{tag} BAD No mailbox selected\r\n").bytes());
                 } else {
-                    for uid in uids {
-                        let Some(body) = script.archived(uid) else {
-                            continue;
-                        };
-                        let data = &body[o.min(body.len())..(o + l).min(body.len())];
-                        out.extend(
-                            format!(
-                                "* {uid} FETCH (UID {uid} BODY[]<{o}> {{{}}}\r\n",
-                                data.len()
-                            )
-                            .bytes(),
-                        );
-                        out.extend(data);
-                        out.extend(b")\r\n");
-                    }
+                    pieces(&mut out, &uids, o, l, |u| script.archived(u));
                     out.extend(format!("{tag} OK\r\n").bytes());
                 }
                 w.write_all(&out).await?;
@@ -560,21 +572,7 @@ async fn serve(tls: tokio_rustls::server::TlsStream<TcpStream>, script: &Script)
             if refused {
                 out.extend(format!("{tag} NO the message cannot be read\r\n").bytes());
             } else if uids != [1] {
-                for uid in uids {
-                    let Some(body) = script.message(uid) else {
-                        continue;
-                    };
-                    let data = &body[o.min(body.len())..(o + l).min(body.len())];
-                    out.extend(
-                        format!(
-                            "* {uid} FETCH (UID {uid} BODY[]<{o}> {{{}}}\r\n",
-                            data.len()
-                        )
-                        .bytes(),
-                    );
-                    out.extend(data);
-                    out.extend(b")\r\n");
-                }
+                pieces(&mut out, &uids, o, l, |u| script.message(u));
                 out.extend(format!("{tag} OK\r\n").bytes());
             } else if script
                 .throttle
