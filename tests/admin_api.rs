@@ -642,12 +642,14 @@ fn issue10_admin_api_refuses_and_audits_bad_logins_missing_csrf_auditor_writes_a
 #[test]
 fn issue10_admin_api_session_expires_when_idle_and_the_expiry_is_audited() {
     let env = Env::new();
-    let (d, state) = start(&env, &["--session-idle", "1s"]);
+    // 5 s: a login (two argon2 hashes) and a new TLS connection fit in it on a loaded
+    // machine, so the first request below is still inside the session's idle time.
+    let (d, state) = start(&env, &["--session-idle", "5s"]);
     let alice = add_account(&state, "alice", "admin");
     let c = Client::new(&d);
     let s = c.session(&alice);
     assert_eq!(c.get("/api/v1/batches", &s).status, 200);
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(6500));
     let r = c.get("/api/v1/batches", &s);
     assert_eq!((r.status, r.code()), (401, "unauthenticated"), "{}", r.text);
     assert!(r.body["error"]["message"]
@@ -1062,7 +1064,7 @@ fn issue10_admin_api_scheduled_start_and_completion_survive_a_killed_service() {
                "csv": "EmailAddress,UserName,Password\nann@example.com,ann,\n",
                "settings": {
                    "start": {"when": "later", "at": mailferry_core::rfc3339(start_at)},
-                   "completion": {"mode": "after", "at": mailferry_core::rfc3339(start_at + 4)}}}),
+                   "completion": {"mode": "after", "at": mailferry_core::rfc3339(start_at + 20)}}}),
     );
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["job"]["running"], true, "{}", r.text);

@@ -232,10 +232,12 @@ fn issue4_second_agent_on_the_same_state_refuses_and_changes_nothing() {
         .unwrap();
     // Wait until the first agent holds the checkpoint (its log has a pass record).
     let log = state.join("audit.jsonl");
-    for _ in 0..5000 {
+    // Bounded at 2 minutes for a loaded machine; an agent that ended is not waited for.
+    for _ in 0..60_000 {
         if fs::read_to_string(&log)
             .map(|t| t.contains("pass.started"))
             .unwrap_or(false)
+            || first.try_wait().unwrap().is_some()
         {
             break;
         }

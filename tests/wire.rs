@@ -510,9 +510,10 @@ async fn a_truncated_stream_stores_nothing_of_the_cut_message() {
     io.write_all(&raw).await.unwrap();
     drop(io);
     // The complete message is kept (a later pass sees it as a duplicate); nothing of
-    // the cut one is. Wait (bounded) for the session to end and commit.
+    // the cut one is. Wait (bounded: 60 s, for a loaded machine) for the session to end
+    // and commit.
     let mut n = 0;
-    for _ in 0..100 {
+    for _ in 0..1200 {
         n = h
             .volume
             .list_messages(&mailbox())

@@ -648,7 +648,9 @@ fn issue20_a_paused_worker_whose_lease_was_taken_over_is_fenced_and_writes_nothi
     // Paused (a long GC, a frozen VM): no heartbeats; its lease runs out and another
     // worker takes the move over with a higher epoch.
     signal(&old, "STOP");
-    let new = start_worker(&dir, &b.db, "new", 1, 3);
+    // A longer lease for the new worker: a heartbeat of its delayed by a loaded machine
+    // must not hand the move back to the old one (the test wants one takeover).
+    let new = start_worker(&dir, &b.db, "new", 1, 15);
     wait_for(
         &b.db,
         "SELECT lease_epoch FROM moves",

@@ -71,12 +71,20 @@ fn which(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> Result<u16, AppError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| AppError::Failed(format!("no free loopback port for Dovecot: {e}")))?;
-    Ok(l.local_addr()
-        .map_err(|e| AppError::io(Path::new("127.0.0.1"), e))?
-        .port())
+/// Two loopback ports free a moment ago, and different from each other (both are held
+/// until both are chosen).
+fn free_ports() -> Result<(u16, u16), AppError> {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| AppError::Failed(format!("no free loopback port for Dovecot: {e}")))
+    };
+    let port = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(|e| AppError::io(Path::new("127.0.0.1"), e))
+    };
+    let (a, b) = (bind()?, bind()?);
+    Ok((port(&a)?, port(&b)?))
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> AppError {
@@ -116,7 +124,7 @@ impl Dovecot {
         mail_user.prepare_mail_root(&mail_root)?;
         let ca_pem = write_tls_files(dir, opts)?;
         let password_file = write_passwords(dir, users)?;
-        let (imap_port, imaps_port) = (free_port()?, free_port()?);
+        let (imap_port, imaps_port) = free_ports()?;
         let conf = dir.join("dovecot.conf");
         let text = config_text(dir, &mail_root, &mail_user, (imap_port, imaps_port), opts)?;
         write_file(&conf, text.as_bytes())?;
@@ -149,6 +157,14 @@ impl Dovecot {
         for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", self.imaps_port)).is_ok() {
                 return Ok(());
+            }
+            // A master that could not bind (a port taken meanwhile) exits: say so now,
+            // not after 30 s, and never take another listener on the port for it.
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Err(AppError::Failed(format!(
+                    "scratch Dovecot exited at start ({status}); its log:\n{}",
+                    self.log()
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
