@@ -77,11 +77,26 @@ pub async fn lease_one(
         .map_err(CoordError::db("starting a lease transaction"))?;
     // A look, not a lock: a worker that locked every candidate here would make the
     // others find nothing while it decides, and leave places free that they could fill.
+    // Moves of endpoints that look full are left out of the look, or 32 of them ahead in
+    // lease order would hide a free endpoint's moves; the check under the lock decides.
     let candidates = tx
         .query(
             &format!(
-                "SELECT m.id, m.endpoint FROM moves m JOIN batches b ON b.name = m.batch \
-                 WHERE {RUNNABLE} ORDER BY m.batch, m.address LIMIT $1"
+                "WITH live AS ( \
+                   SELECT endpoint, count(*) AS n, sum(lease_connections) AS conns, \
+                          count(*) FILTER (WHERE lifecycle ? 'last_sync_at') AS incr \
+                   FROM moves WHERE lease_owner IS NOT NULL AND lease_expires > now() \
+                   GROUP BY endpoint) \
+                 SELECT m.id, m.endpoint FROM moves m JOIN batches b ON b.name = m.batch \
+                   JOIN endpoints e ON e.name = m.endpoint \
+                   LEFT JOIN live l ON l.endpoint = m.endpoint \
+                 WHERE {RUNNABLE} \
+                   AND coalesce(l.n, 0) < e.max_concurrent_moves \
+                   AND (e.max_connections IS NULL \
+                        OR coalesce(l.conns, 0) + e.connections_per_move <= e.max_connections) \
+                   AND NOT (m.lifecycle ? 'last_sync_at' \
+                            AND coalesce(l.incr, 0) >= e.max_concurrent_incremental_syncs) \
+                 ORDER BY m.batch, m.address LIMIT $1"
             ),
             &[&CANDIDATES],
         )

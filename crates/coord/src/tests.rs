@@ -257,6 +257,52 @@ async fn workers_racing_over_several_endpoints_fill_each_exactly_and_never_deadl
 }
 
 #[tokio::test]
+async fn a_free_endpoint_is_leased_behind_many_moves_of_a_full_one() {
+    let Some((db, url)) = fresh("behind_full").await else {
+        return;
+    };
+    // 40 moves of a one-place endpoint come first in lease order (batch `a`), 3 of a
+    // two-place endpoint after them (batch `b`): more than one look's 32 candidates.
+    db.client
+        .batch_execute(
+            "INSERT INTO endpoints (name, record, max_concurrent_moves, \
+                                    max_concurrent_incremental_syncs, connections_per_move) \
+               VALUES ('full', '', 1, 1, 1), ('free', '', 2, 2, 1); \
+             INSERT INTO batches (name, record, endpoint) \
+               VALUES ('a', '{}', 'full'), ('b', '{}', 'free');",
+        )
+        .await
+        .unwrap();
+    for (batch, endpoint, n) in [("a", "full", 40), ("b", "free", 3)] {
+        for i in 0..n {
+            db.client
+                .execute(
+                    "INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle, runnable) \
+                     VALUES ($1, $2, $3, $4, '{}', 'created', '{}', true)",
+                    &[
+                        &format!("{batch}{i:03}"),
+                        &batch,
+                        &format!("u{i:03}@example.com"),
+                        &endpoint,
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let mut c = client(&url).await;
+    let mut got = Vec::new();
+    while let Some(l) = lease::lease_one(&mut c, "w", TTL).await.unwrap() {
+        got.push(l.endpoint);
+    }
+    assert_eq!(
+        got,
+        ["full", "free", "free"],
+        "one of full's, then free's two places"
+    );
+}
+
+#[tokio::test]
 async fn max_connections_is_one_budget_across_workers() {
     let Some((db, url)) = fresh("max_conns").await else {
         return;
