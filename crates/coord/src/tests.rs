@@ -29,17 +29,22 @@ async fn fixture(db: &Db, max_moves: i32, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
         let id = format!("move{i:03}");
-        db.client
-            .execute(
-                "INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle, runnable) \
-                 VALUES ($1, 'b', $2, 'ep', '{}', 'created', '{}', true)",
-                &[&id, &format!("u{i}@example.com")],
-            )
-            .await
-            .unwrap();
+        add_move(db, &id, "b", &format!("u{i}@example.com"), "ep").await;
         ids.push(id);
     }
     ids
+}
+
+/// A runnable move `id` of `address` in `batch`, read from `endpoint`, never run yet.
+async fn add_move(db: &Db, id: &str, batch: &str, address: &str, endpoint: &str) {
+    db.client
+        .execute(
+            "INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle, runnable) \
+             VALUES ($1, $2, $3, $4, '{}', 'created', '{}', true)",
+            &[&id, &batch, &address, &endpoint],
+        )
+        .await
+        .unwrap();
 }
 
 pub(crate) async fn client(url: &DbUrl) -> tokio_postgres::Client {
@@ -204,18 +209,14 @@ async fn workers_racing_over_several_endpoints_fill_each_exactly_and_never_deadl
         .await
         .unwrap();
     for i in 0..30 {
-        db.client
-            .execute(
-                "INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle, runnable) \
-                 VALUES ($1, 'b', $2, $3, '{}', 'created', '{}', true)",
-                &[
-                    &format!("move{i:03}"),
-                    &format!("u{i:03}@example.com"),
-                    &format!("ep{}", i % 3),
-                ],
-            )
-            .await
-            .unwrap();
+        add_move(
+            &db,
+            &format!("move{i:03}"),
+            "b",
+            &format!("u{i:03}@example.com"),
+            &format!("ep{}", i % 3),
+        )
+        .await;
     }
     let mut tasks = Vec::new();
     for w in 0..6 {
@@ -275,19 +276,8 @@ async fn a_free_endpoint_is_leased_behind_many_moves_of_a_full_one() {
         .unwrap();
     for (batch, endpoint, n) in [("a", "full", 40), ("b", "free", 3)] {
         for i in 0..n {
-            db.client
-                .execute(
-                    "INSERT INTO moves (id, batch, address, endpoint, user_record, state, lifecycle, runnable) \
-                     VALUES ($1, $2, $3, $4, '{}', 'created', '{}', true)",
-                    &[
-                        &format!("{batch}{i:03}"),
-                        &batch,
-                        &format!("u{i:03}@example.com"),
-                        &endpoint,
-                    ],
-                )
-                .await
-                .unwrap();
+            let id = format!("{batch}{i:03}");
+            add_move(&db, &id, batch, &format!("u{i:03}@example.com"), endpoint).await;
         }
     }
     let mut c = client(&url).await;
