@@ -17,13 +17,9 @@ pub(crate) async fn fresh(name: &str) -> Option<(Db, DbUrl)> {
 
 /// One endpoint `ep` allowing `max_moves` at once, one batch `b`, `n` runnable moves.
 async fn fixture(db: &Db, max_moves: i32, n: usize) -> Vec<String> {
+    add_endpoint(db, "ep", max_moves).await;
     db.client
-        .batch_execute(&format!(
-            "INSERT INTO endpoints (name, record, max_concurrent_moves, \
-                                    max_concurrent_incremental_syncs, connections_per_move) \
-               VALUES ('ep', '', {max_moves}, {max_moves}, 1); \
-             INSERT INTO batches (name, record, endpoint) VALUES ('b', '{{}}', 'ep');"
-        ))
+        .batch_execute("INSERT INTO batches (name, record, endpoint) VALUES ('b', '{}', 'ep')")
         .await
         .unwrap();
     let mut ids = Vec::new();
@@ -33,6 +29,20 @@ async fn fixture(db: &Db, max_moves: i32, n: usize) -> Vec<String> {
         ids.push(id);
     }
     ids
+}
+
+/// An endpoint `name` allowing `max_moves` moves (and as many incremental passes) at
+/// once, one connection each.
+async fn add_endpoint(db: &Db, name: &str, max_moves: i32) {
+    db.client
+        .execute(
+            "INSERT INTO endpoints (name, record, max_concurrent_moves, \
+                                    max_concurrent_incremental_syncs, connections_per_move) \
+             VALUES ($1, '', $2, $2, 1)",
+            &[&name, &max_moves],
+        )
+        .await
+        .unwrap();
 }
 
 /// A runnable move `id` of `address` in `batch`, read from `endpoint`, never run yet.
@@ -199,13 +209,11 @@ async fn workers_racing_over_several_endpoints_fill_each_exactly_and_never_deadl
     };
     // Three endpoints of two places each; their moves interleave in lease order, so a
     // transaction meets a full endpoint before a free one and back again.
+    for ep in ["ep0", "ep1", "ep2"] {
+        add_endpoint(&db, ep, 2).await;
+    }
     db.client
-        .batch_execute(
-            "INSERT INTO endpoints (name, record, max_concurrent_moves, \
-                                    max_concurrent_incremental_syncs, connections_per_move) \
-               VALUES ('ep0', '', 2, 2, 1), ('ep1', '', 2, 2, 1), ('ep2', '', 2, 2, 1); \
-             INSERT INTO batches (name, record, endpoint) VALUES ('b', '{}', 'ep0');",
-        )
+        .batch_execute("INSERT INTO batches (name, record, endpoint) VALUES ('b', '{}', 'ep0')")
         .await
         .unwrap();
     for i in 0..30 {
@@ -264,13 +272,12 @@ async fn a_free_endpoint_is_leased_behind_many_moves_of_a_full_one() {
     };
     // 40 moves of a one-place endpoint come first in lease order (batch `a`), 3 of a
     // two-place endpoint after them (batch `b`): more than one look's 32 candidates.
+    add_endpoint(&db, "full", 1).await;
+    add_endpoint(&db, "free", 2).await;
     db.client
         .batch_execute(
-            "INSERT INTO endpoints (name, record, max_concurrent_moves, \
-                                    max_concurrent_incremental_syncs, connections_per_move) \
-               VALUES ('full', '', 1, 1, 1), ('free', '', 2, 2, 1); \
-             INSERT INTO batches (name, record, endpoint) \
-               VALUES ('a', '{}', 'full'), ('b', '{}', 'free');",
+            "INSERT INTO batches (name, record, endpoint) \
+               VALUES ('a', '{}', 'full'), ('b', '{}', 'free')",
         )
         .await
         .unwrap();
