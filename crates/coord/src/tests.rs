@@ -31,6 +31,35 @@ async fn fixture(db: &Db, max_moves: i32, n: usize) -> Vec<String> {
     ids
 }
 
+/// `workers` workers, each on its own connection, each trying `tries` leases at the same
+/// time as the others; returns how many leases they got in all. A lease transaction that
+/// fails (a deadlock would) fails the test.
+async fn race(url: &DbUrl, workers: usize, tries: usize) -> usize {
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(&url).await;
+            let mut n = 0;
+            for _ in 0..tries {
+                if lease::lease_one(&mut c, &format!("w{w}"), TTL)
+                    .await
+                    .expect("a lease transaction never fails under contention")
+                    .is_some()
+                {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}
+
 /// An endpoint `name` allowing `max_moves` moves (and as many incremental passes) at
 /// once, one connection each.
 async fn add_endpoint(db: &Db, name: &str, max_moves: i32) {
@@ -159,28 +188,7 @@ async fn max_concurrent_moves_holds_across_workers() {
         return;
     };
     fixture(&db, 3, 12).await;
-    let mut tasks = Vec::new();
-    for w in 0..4 {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = client(&url).await;
-            let mut n = 0;
-            for _ in 0..5 {
-                if lease::lease_one(&mut c, &format!("w{w}"), TTL)
-                    .await
-                    .unwrap()
-                    .is_some()
-                {
-                    n += 1;
-                }
-            }
-            n
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
+    let total = race(&url, 4, 5).await;
     assert_eq!(
         total, 3,
         "exactly the endpoint's max_concurrent_moves were leased"
@@ -226,29 +234,7 @@ async fn workers_racing_over_several_endpoints_fill_each_exactly_and_never_deadl
         )
         .await;
     }
-    let mut tasks = Vec::new();
-    for w in 0..6 {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = client(&url).await;
-            let mut n = 0;
-            for _ in 0..6 {
-                // A deadlock between two lease transactions would surface here as an error.
-                if lease::lease_one(&mut c, &format!("w{w}"), TTL)
-                    .await
-                    .expect("a lease transaction never fails under contention")
-                    .is_some()
-                {
-                    n += 1;
-                }
-            }
-            n
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
+    let total = race(&url, 6, 6).await;
     assert_eq!(total, 6, "every endpoint's two places were leased, no more");
     for ep in ["ep0", "ep1", "ep2"] {
         let live: i64 = db
